@@ -1,0 +1,41 @@
+"""Typed in-process events and the synchronous bus that carries them.
+
+Subsystems (sca, registrar, proxy, push, parking) never import each other; they
+publish past-tense facts here and subscribe to the ones they care about.  The
+bus is synchronous and in-process: ``publish`` calls every handler before it
+returns, in subscription order.  A handler that raises is reported to the
+bus's ``on_handler_error`` callback and does not stop the others.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+E = TypeVar("E")
+Handler = Callable[[Any], None]
+
+
+class EventBus:
+    def __init__(self, on_handler_error: Callable[[object, BaseException], None] | None = None) -> None:
+        self._handlers: defaultdict[type, list[Handler]] = defaultdict(list)
+        self._on_handler_error = on_handler_error
+
+    def subscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
+        self._handlers[event_type].append(handler)
+
+    def unsubscribe(self, event_type: type[E], handler: Callable[[E], None]) -> None:
+        handlers = self._handlers.get(event_type)
+        if handlers and handler in handlers:
+            handlers.remove(handler)
+
+    def publish(self, event: object) -> None:
+        for event_type in type(event).__mro__:
+            for handler in tuple(self._handlers.get(event_type, ())):
+                try:
+                    handler(event)
+                except Exception as error:
+                    if self._on_handler_error is None:
+                        raise
+                    self._on_handler_error(event, error)

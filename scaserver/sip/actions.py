@@ -1,0 +1,77 @@
+"""What the pure core asks the edge to do.  These four actions are its only outputs.
+
+The edge (``scaserver.edge.stack``) executes them in order: it serializes and
+writes ``Send``, arms and cancels timers on the injected reactor clock, and
+publishes ``Deliver`` events.  Timer keys are frozen values owned by the part of
+the core that asked for the timer; when a timer fires, the stack hands
+``(key, name)`` back to that owner's ``on_timer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import attrs
+
+from scaserver.sip.message import Message, Peer
+
+
+@attrs.frozen
+class Send:
+    """Write ``message`` to ``peer`` (its transport says which socket or connection)."""
+
+    message: Message
+    peer: Peer
+
+
+@attrs.frozen
+class StartTimer:
+    """Fire ``name`` for ``key`` after ``delay`` seconds; re-arming replaces the old one."""
+
+    key: Hashable
+    name: str
+    delay: float
+
+
+@attrs.frozen
+class CancelTimer:
+    key: Hashable
+    name: str
+
+
+@attrs.frozen
+class Deliver:
+    """Hand an event up: to the transaction user, or onto the in-process bus."""
+
+    event: object
+
+
+Action = Send | StartTimer | CancelTimer | Deliver
+
+
+@attrs.frozen
+class Respond:
+    """Transaction-user output: answer the server transaction ``transaction`` with ``response``."""
+
+    transaction: Hashable
+    response: Message
+
+
+@attrs.frozen
+class SendRequest:
+    """Transaction-user output: send ``request`` to ``peer`` through a new client transaction.
+
+    Its responses, time-out or transport failure come back to the transaction
+    user that asked, tagged with ``context`` (any frozen value of the asker's).
+    ``request`` carries no Via of ours yet: the transaction layer adds the top
+    Via with a fresh branch.
+    """
+
+    request: Message
+    peer: Peer
+    context: Hashable
+
+
+# What an engine (registrar, sca, proxy...) may return: the four core actions plus the two
+# transaction-user requests that the dispatcher runs through the transaction layer.
+EngineAction = Send | StartTimer | CancelTimer | Deliver | Respond | SendRequest

@@ -1,0 +1,337 @@
+"""SIP messages as frozen values (RFC 3261 section 7).
+
+Header values are kept as the text of each header line (decoded once by the
+parser as UTF-8 with ``surrogateescape``, so arbitrary octets survive a round
+trip).  Typed views (Via, CSeq, name-addr...) are parsed lazily, on access, by
+:mod:`scaserver.sip.headers`; nothing on the hot path parses a header nobody reads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from typing import ClassVar, Final
+
+import attrs
+
+SIP_VERSION: Final = "SIP/2.0"
+
+
+class Transport(enum.Enum):
+    """Transport protocols as written in a Via sent-protocol (RFC 3261 section 18)."""
+
+    UDP = "UDP"
+    TCP = "TCP"
+    TLS = "TLS"
+
+    @property
+    def reliable(self) -> bool:
+        return self is not Transport.UDP
+
+
+@attrs.frozen
+class Peer:
+    """A transport address: where a message came from or goes to."""
+
+    transport: Transport
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport.value.lower()}:{host}:{self.port}"
+
+
+# Compact forms (RFC 3261 section 7.3.3 and later RFCs) -> canonical names.
+COMPACT_FORMS: Final[dict[str, str]] = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# Spellings that title-casing would get wrong.
+_SPECIAL_SPELLINGS: Final[dict[str, str]] = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+    "call-info": "Call-Info",
+    "alert-info": "Alert-Info",
+    "error-info": "Error-Info",
+    "p-asserted-identity": "P-Asserted-Identity",
+    "p-preferred-identity": "P-Preferred-Identity",
+}
+
+_canonical_cache: dict[str, str] = {}
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name: compact forms expanded, case fixed."""
+    cached = _canonical_cache.get(name)
+    if cached is not None:
+        return cached
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        result = COMPACT_FORMS[lower]
+    elif lower in _SPECIAL_SPELLINGS:
+        result = _SPECIAL_SPELLINGS[lower]
+    else:
+        result = "-".join(part[:1].upper() + part[1:] for part in lower.split("-"))
+    if len(_canonical_cache) < 4096:
+        _canonical_cache[name] = result
+    return result
+
+
+# Headers whose value is a comma-separated list (RFC 3261 section 7.3.1).  Any
+# other header (WWW-Authenticate, Date, Call-ID...) is never split on commas.
+LIST_HEADERS: Final[frozenset[str]] = frozenset(
+    {
+        "Via",
+        "Contact",
+        "Route",
+        "Record-Route",
+        "Path",
+        "Service-Route",
+        "Allow",
+        "Allow-Events",
+        "Supported",
+        "Require",
+        "Proxy-Require",
+        "Unsupported",
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Content-Encoding",
+        "Content-Language",
+        "In-Reply-To",
+        "Call-Info",
+        "Alert-Info",
+        "Error-Info",
+        "Warning",
+        "Reply-To",
+        "Accept-Contact",
+        "Reject-Contact",
+        "Request-Disposition",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Security-Client",
+        "Security-Server",
+        "Security-Verify",
+    }
+)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a header value on commas that are outside quotes and angle brackets."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    items: list[str] = []
+    depth_angle = 0
+    in_quotes = False
+    escaped = False
+    start = 0
+    for index, char in enumerate(value):
+        if in_quotes:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            depth_angle += 1
+        elif char == ">":
+            depth_angle = max(0, depth_angle - 1)
+        elif char == "," and depth_angle == 0:
+            items.append(value[start:index].strip())
+            start = index + 1
+    items.append(value[start:].strip())
+    return [item for item in items if item]
+
+
+@attrs.frozen
+class Headers:
+    """An ordered, immutable header list with case-insensitive lookup by canonical name.
+
+    ``fields`` holds one ``(canonical name, value)`` pair per header line, in
+    wire order.  A list header written as ``Via: a, b`` is one field; use
+    :meth:`values` to see its elements.
+    """
+
+    fields: tuple[tuple[str, str], ...] = ()
+
+    EMPTY: ClassVar[Headers]
+
+    @classmethod
+    def of(cls, *fields: tuple[str, str]) -> Headers:
+        return cls(tuple((canonical_name(name), value) for name, value in fields))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        wanted = canonical_name(name)
+        return any(field_name == wanted for field_name, _ in self.fields)
+
+    def get(self, name: str) -> str | None:
+        """The value of the first header line with this name, or None."""
+        wanted = canonical_name(name)
+        for field_name, value in self.fields:
+            if field_name == wanted:
+                return value
+        return None
+
+    def lines(self, name: str) -> tuple[str, ...]:
+        """Every header line's value for this name, unsplit, in order."""
+        wanted = canonical_name(name)
+        return tuple(value for field_name, value in self.fields if field_name == wanted)
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """Every element of this header: list headers are split on top-level commas."""
+        wanted = canonical_name(name)
+        lines = [value for field_name, value in self.fields if field_name == wanted]
+        if wanted not in LIST_HEADERS:
+            return tuple(lines)
+        result: list[str] = []
+        for line in lines:
+            result.extend(split_list(line))
+        return tuple(result)
+
+    def first_value(self, name: str) -> str | None:
+        """The first element of a (list) header, e.g. the top Via."""
+        wanted = canonical_name(name)
+        for field_name, value in self.fields:
+            if field_name == wanted:
+                if wanted in LIST_HEADERS:
+                    items = split_list(value)
+                    if items:
+                        return items[0]
+                    continue
+                return value
+        return None
+
+    def count(self, name: str) -> int:
+        wanted = canonical_name(name)
+        return sum(1 for field_name, _ in self.fields if field_name == wanted)
+
+    # Copying modifiers: each returns a new Headers.
+
+    def add(self, name: str, value: str) -> Headers:
+        """Append a header line."""
+        return Headers((*self.fields, (canonical_name(name), value)))
+
+    def prepend(self, name: str, value: str) -> Headers:
+        """Insert a header line before the first of its name (or at the top): Via, Record-Route."""
+        wanted = canonical_name(name)
+        for index, (field_name, _) in enumerate(self.fields):
+            if field_name == wanted:
+                return Headers((*self.fields[:index], (wanted, value), *self.fields[index:]))
+        return Headers(((wanted, value), *self.fields))
+
+    def set(self, name: str, value: str) -> Headers:
+        """Replace every line of this name with one line, kept where the first one was."""
+        wanted = canonical_name(name)
+        result: list[tuple[str, str]] = []
+        placed = False
+        for field_name, old in self.fields:
+            if field_name == wanted:
+                if not placed:
+                    result.append((wanted, value))
+                    placed = True
+            else:
+                result.append((field_name, old))
+        if not placed:
+            result.append((wanted, value))
+        return Headers(tuple(result))
+
+    def remove(self, name: str) -> Headers:
+        wanted = canonical_name(name)
+        return Headers(tuple(field for field in self.fields if field[0] != wanted))
+
+    def remove_first_value(self, name: str) -> Headers:
+        """Drop the first element of a list header (the top Via, the top Route)."""
+        wanted = canonical_name(name)
+        for index, (field_name, value) in enumerate(self.fields):
+            if field_name != wanted:
+                continue
+            items = split_list(value)
+            if len(items) <= 1:
+                return Headers(self.fields[:index] + self.fields[index + 1 :])
+            rest = ", ".join(items[1:])
+            return Headers((*self.fields[:index], (wanted, rest), *self.fields[index + 1 :]))
+        return self
+
+    def extend(self, fields: Iterable[tuple[str, str]]) -> Headers:
+        return Headers(self.fields + tuple((canonical_name(n), v) for n, v in fields))
+
+
+Headers.EMPTY = Headers()
+
+
+@attrs.frozen
+class Request:
+    """A SIP request.  ``uri`` is the Request-URI text exactly as received or to be sent;
+    :func:`scaserver.sip.uri.parse_uri` (cached) gives its structure."""
+
+    method: str
+    uri: str
+    headers: Headers = Headers.EMPTY
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def with_headers(self, headers: Headers) -> Request:
+        return attrs.evolve(self, headers=headers)
+
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("Call-ID")
+
+
+@attrs.frozen
+class Response:
+    """A SIP response."""
+
+    status: int
+    reason: str
+    headers: Headers = Headers.EMPTY
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def with_headers(self, headers: Headers) -> Response:
+        return attrs.evolve(self, headers=headers)
+
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("Call-ID")
+
+
+Message = Request | Response

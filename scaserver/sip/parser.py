@@ -1,0 +1,183 @@
+"""bytes -> Request | Response (RFC 3261 sections 7 and 25; RFC 3261 18.3 framing).
+
+The hot path of the server: one ``bytes.find`` for the end of the header
+section, one UTF-8 decode (``surrogateescape``, so any octet survives), one
+split into lines.  Header names are canonicalised (compact forms expanded) and
+values kept as text, unfolded and stripped; typed parsing happens later, on
+demand, in :mod:`scaserver.sip.headers`.  The only exception raised is
+:class:`~scaserver.sip.errors.MalformedMessage`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.message import Headers, Request, Response, canonical_name
+
+_TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_VERSION: Final = re.compile(r"SIP/[0-9]+\.[0-9]+")
+_KNOWN_METHODS: Final = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "REGISTER",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "MESSAGE",
+        "INFO",
+        "PRACK",
+        "UPDATE",
+        "REFER",
+    }
+)
+_VERSIONS: Final = {"SIP/2.0": "SIP/2.0", "sip/2.0": "SIP/2.0"}
+_MAX_NAME_CACHE: Final = 2048
+_names: dict[str, str] = {}
+"""Raw header-name spellings already validated -> canonical name."""
+
+MAX_CONTENT_LENGTH_DIGITS: Final = 10
+
+
+def _header_name(raw: str) -> str:
+    name = _names.get(raw)
+    if name is not None:
+        return name
+    stripped = raw.rstrip(" \t")
+    if _TOKEN.fullmatch(stripped) is None:
+        raise MalformedMessage(f"bad header name {raw!r}")
+    name = canonical_name(stripped)
+    if len(_names) < _MAX_NAME_CACHE:
+        _names[raw] = name
+    return name
+
+
+def read_content_length(values: Sequence[str]) -> int | None:
+    """The Content-Length of a message from its Content-Length values (RFC 3261 20.14).
+
+    None when absent.  Raises MalformedMessage for a value that is not a plain
+    decimal number (``-999``, ``five``: RFC 4475 3.1.2.3) or for repeated,
+    different values (RFC 4475 3.3.9).
+    """
+    if not values:
+        return None
+    first = values[0]
+    for value in values:
+        if value != first and value.lstrip("0") != first.lstrip("0"):
+            raise MalformedMessage("conflicting Content-Length values")
+    text = first.strip(" \t")
+    if not text or not text.isascii() or not text.isdigit():
+        raise MalformedMessage(f"bad Content-Length {first!r}")
+    text = text.lstrip("0") or "0"
+    if len(text) > MAX_CONTENT_LENGTH_DIGITS:
+        raise MalformedMessage(f"Content-Length too large: {first!r}")
+    return int(text)
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (starting with SP or HT) to the line before (RFC 3261 7.3.1)."""
+    merged: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if len(merged) < 2:
+                raise MalformedMessage("continuation line before any header")
+            merged[-1] = merged[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            merged.append(line)
+    return merged
+
+
+def _version(text: str) -> str:
+    version = _VERSIONS.get(text)
+    if version is not None:
+        return version
+    upper = text.upper()
+    if _VERSION.fullmatch(upper) is None:
+        raise MalformedMessage(f"bad SIP version {text!r}")
+    return upper
+
+
+def parse_message(data: bytes) -> Request | Response:
+    """Parse one message: a whole datagram, or one message cut out by the stream framer.
+
+    Leading CRLFs are skipped (RFC 3261 section 7.5).  Without Content-Length
+    the body is the rest of the datagram (18.3); with it, the body is that many
+    octets and any trailing bytes are dropped (RFC 4475 3.1.1.8).  A declared
+    length larger than what arrived is an error (RFC 4475 3.1.2.2).
+    """
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        if start == len(data):
+            raise MalformedMessage("empty message")
+        raise MalformedMessage("no empty line ends the header section")
+    head = data[start:end]
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        raise MalformedMessage("bare CR or LF in the header section")
+    text = head.decode("utf-8", "surrogateescape")
+    lines = text.split("\r\n")
+    if "\r\n " in text or "\r\n\t" in text:
+        lines = _unfold(lines)
+    start_line = lines[0]
+
+    request_parts: list[str] | None = None
+    status = 0
+    reason = ""
+    if start_line[:4].upper() == "SIP/":
+        parts = start_line.split(" ", 2)
+        if len(parts) < 2:
+            raise MalformedMessage(f"bad status line {start_line!r}")
+        version = _version(parts[0])
+        code = parts[1]
+        if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise MalformedMessage(f"bad status code {code!r}")
+        status = int(code)
+        reason = parts[2] if len(parts) == 3 else ""
+    else:
+        request_parts = start_line.split(" ")
+        if len(request_parts) != 3:
+            raise MalformedMessage(f"bad request line {start_line!r}")
+        method, uri, raw_version = request_parts
+        if method not in _KNOWN_METHODS and _TOKEN.fullmatch(method) is None:
+            raise MalformedMessage(f"bad method {method!r}")
+        if not uri:
+            raise MalformedMessage("empty Request-URI")
+        version = _version(raw_version)
+
+    fields: list[tuple[str, str]] = []
+    lengths: list[str] = []
+    try:
+        for line in lines[1:]:
+            colon = line.find(":")
+            if colon <= 0:
+                raise MalformedMessage(f"header line without name: {line!r}")
+            name = _header_name(line[:colon])
+            value = line[colon + 1 :].strip(" \t")
+            fields.append((name, value))
+            if name == "Content-Length":
+                lengths.append(value)
+        length = read_content_length(lengths)
+        body_start = end + 4
+        if length is None:
+            body = data[body_start:]
+        else:
+            if length > len(data) - body_start:
+                raise MalformedMessage(f"Content-Length {length} exceeds the {len(data) - body_start} octets")
+            body = data[body_start : body_start + length]
+    except MalformedMessage as error:
+        if request_parts is not None and error.partial is None:
+            error.partial = Request(request_parts[0], request_parts[1], Headers(tuple(fields)), b"", version)
+        raise
+    headers = Headers(tuple(fields))
+    if request_parts is not None:
+        return Request(request_parts[0], request_parts[1], headers, body, version)
+    return Response(status, reason, headers, body, version)

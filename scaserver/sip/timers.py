@@ -1,0 +1,74 @@
+"""Transaction timer values and names (RFC 3261 section 17 and Table 4, RFC 6026 section 8.11).
+
+The pure core never reads a clock: a transaction asks for a timer with
+:class:`scaserver.sip.actions.StartTimer` whose ``name`` is a :class:`TimerName`
+value, and the edge hands ``(key, name)`` back when it fires.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+@attrs.frozen
+class TimerConfig:
+    """The base timer values, in seconds.
+
+    ``t1`` is the round-trip time estimate (default 500 ms), ``t2`` the maximum
+    retransmission interval for non-INVITE requests and INVITE responses, ``t4``
+    the maximum time a message stays in the network (RFC 3261 section 17.1.1.1 and
+    Table 4).  ``trying_delay`` is how long an INVITE server transaction waits for
+    the transaction user before it sends ``100 Trying`` itself (section 17.2.1,
+    "200 ms").  ``timer_c`` is the proxy's INVITE transaction timer (section
+    16.6 step 11, "greater than 3 minutes"); the transaction layer does not arm it.
+    """
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    trying_delay: float = 0.2
+    timer_c: float = 180.0
+
+    @property
+    def timeout(self) -> float:
+        """64*T1: timers B, F, H, J (unreliable), and RFC 6026's L and M."""
+        return 64 * self.t1
+
+    def timer_d(self, reliable: bool) -> float:
+        """Timer D: wait for response retransmissions, 32 s on UDP ("> 32s"), 0 on reliable transports."""
+        return 0.0 if reliable else 32.0
+
+    def timer_i(self, reliable: bool) -> float:
+        """Timer I: wait for ACK retransmissions, T4 on UDP, 0 on reliable transports."""
+        return 0.0 if reliable else self.t4
+
+    def timer_j(self, reliable: bool) -> float:
+        """Timer J: wait for non-INVITE request retransmissions, 64*T1 on UDP, 0 on reliable transports."""
+        return 0.0 if reliable else self.timeout
+
+    def timer_k(self, reliable: bool) -> float:
+        """Timer K: wait for response retransmissions, T4 on UDP, 0 on reliable transports."""
+        return 0.0 if reliable else self.t4
+
+
+class TimerName(enum.StrEnum):
+    """Timer names of RFC 3261 Table 4 and RFC 6026 section 8.11 (L, M).
+
+    The value is the ``name`` string carried by StartTimer and CancelTimer.
+    """
+
+    A = "A"  # INVITE request retransmit interval (UDP only), starts at T1, doubles
+    B = "B"  # INVITE transaction timeout, 64*T1
+    D = "D"  # wait time for response retransmits
+    E = "E"  # non-INVITE request retransmit interval (UDP only), T1 doubling up to T2
+    F = "F"  # non-INVITE transaction timeout, 64*T1
+    G = "G"  # INVITE response retransmit interval (UDP only), T1 doubling up to T2
+    H = "H"  # wait time for ACK receipt, 64*T1
+    I = "I"  # wait time for ACK retransmits  # noqa: E741
+    J = "J"  # wait time for non-INVITE request retransmits
+    K = "K"  # wait time for non-INVITE response retransmits
+    L = "L"  # RFC 6026: INVITE server, wait time for 2xx retransmissions from the TU and ACKs
+    M = "M"  # RFC 6026: INVITE client, wait time for 2xx retransmissions
+    TRYING_100 = "TRYING_100"  # INVITE server: send 100 Trying if the TU has not answered (17.2.1)

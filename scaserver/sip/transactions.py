@@ -1,0 +1,285 @@
+"""The transaction layer: creation and matching of transactions (RFC 3261 sections 17.1.3
+and 17.2.3), CANCEL matching (section 9.2) and generation (section 9.1).
+
+It owns every client and server transaction machine of
+:mod:`scaserver.sip.transaction`, keyed by their :class:`ClientKey` and
+:class:`ServerKey`, which are also the keys of the timers they ask for.  It
+does no I/O and reads no clock; every entry point returns the actions to run.
+
+Requests reach :meth:`TransactionLayer.receive` already validated: a request
+whose top Via has no RFC 3261 ``z9hG4bK`` branch was rejected before (the RFC
+2543 matching of section 17.2.3 is not implemented).  Responses of a server
+transaction go to the peer the request came from (section 18.2.2); the edge
+applies ``received``/``rport`` when it maps that peer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from scaserver.sip.actions import Action, Deliver, Send
+from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, top_via
+from scaserver.sip.message import Message, Peer, Request, Response
+from scaserver.sip.timers import TimerConfig, TimerName
+from scaserver.sip.transaction import (
+    AckReceived,
+    CancelReceived,
+    ClientKey,
+    ClientTransaction,
+    IctState,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    RequestReceived,
+    ResponseReceived,
+    ServerKey,
+    ServerTransaction,
+    StrayResponse,
+    TransactionKey,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    build_cancel,
+)
+
+__all__ = [
+    "AckReceived",
+    "CancelReceived",
+    "ClientKey",
+    "RequestReceived",
+    "ResponseReceived",
+    "ServerKey",
+    "StrayResponse",
+    "TransactionKey",
+    "TransactionLayer",
+    "TransactionTerminated",
+    "TransactionTimedOut",
+    "TransportFailed",
+    "server_key",
+]
+
+
+def server_key(request: Request) -> ServerKey:
+    """The server transaction key of a request (RFC 3261 section 17.2.3): top Via branch,
+    sent-by and method, an ACK counting as the INVITE it acknowledges."""
+    via = top_via(request)
+    branch = via.branch
+    if branch is None:
+        raise ProtocolStateError(f"{request.method} without a Via branch reached the transaction layer")
+    method = "INVITE" if request.method == "ACK" else request.method
+    return ServerKey(branch, via.host.lower(), via.port, method)
+
+
+def _client_key(response: Response) -> ClientKey | None:
+    """The client transaction a response belongs to (section 17.1.3), None without a branch."""
+    branch = top_via(response).branch
+    return None if branch is None else ClientKey(branch, cseq(response).method)
+
+
+@attrs.define
+class TransactionLayer:
+    """All transactions of one SIP stack.
+
+    ``branch_factory`` returns a fresh, unguessable branch value (the ``z9hG4bK``
+    prefix is added when it lacks it); ``local_via`` gives the (transport, host,
+    port) that our Via carries for a request to that peer.
+    """
+
+    timers: TimerConfig
+    branch_factory: Callable[[], str] = attrs.field(kw_only=True)
+    local_via: Callable[[Peer], tuple[str, str, int]] = attrs.field(kw_only=True)
+    _servers: dict[ServerKey, ServerTransaction] = attrs.field(init=False, factory=dict)
+    _clients: dict[ClientKey, ClientTransaction] = attrs.field(init=False, factory=dict)
+    # INVITE client transactions to cancel once their first provisional response arrives (9.1).
+    _cancel_on_provisional: set[ClientKey] = attrs.field(init=False, factory=set)
+    # CANCEL client transactions created by cancel(): their events stay inside the layer.
+    _own_cancels: set[ClientKey] = attrs.field(init=False, factory=set)
+
+    # ------------------------------------------------------------------ inputs
+
+    def receive(self, message: Message, peer: Peer, now: float) -> list[Action]:
+        """A message from ``peer``: match it to a transaction or create one (17.1.3, 17.2.3).
+
+        Raises MalformedMessage when the top Via or the CSeq of a response cannot be parsed
+        (validated requests always parse).
+        """
+        if isinstance(message, Response):
+            return self._receive_response(message, peer)
+        return self._receive_request(message, peer)
+
+    def respond(self, key: ServerKey, response: Response, now: float) -> list[Action]:
+        """Send the transaction user's ``response`` through server transaction ``key``."""
+        server = self._servers.get(key)
+        if server is None:
+            raise ProtocolStateError(f"response {response.status} for unknown server transaction {key}")
+        actions = server.on_response_from_tu(response)
+        self._forget_server(server)
+        return actions
+
+    def request(self, request: Request, peer: Peer, now: float) -> tuple[ClientKey, list[Action]]:
+        """Send ``request`` to ``peer`` through a new client transaction.
+
+        Our Via with a fresh branch goes on top.  An ACK (for a 2xx, RFC 3261
+        section 13.2.2.4) is sent without a transaction: its key identifies
+        nothing the layer keeps.
+        """
+        branch = self.branch_factory()
+        if not branch.startswith(BRANCH_MAGIC_COOKIE):
+            branch = BRANCH_MAGIC_COOKIE + branch
+        transport, host, port = self.local_via(peer)
+        via = Via("SIP/2.0", transport.upper(), host, port, (("branch", branch),))
+        request = request.with_headers(request.headers.prepend("Via", str(via)))
+        key = ClientKey(branch, request.method)
+        if request.method == "ACK":
+            return key, [Send(request, peer)]
+        client = self._new_client(key, request, peer)
+        return key, client.start()
+
+    def cancel(self, key: ClientKey, now: float) -> list[Action]:
+        """Cancel the INVITE of client transaction ``key`` (RFC 3261 section 9.1).
+
+        The CANCEL goes out now if a provisional response arrived, else as soon
+        as one does; nothing is sent if the INVITE already has a final response
+        or its transaction ended.  Sending the CANCEL re-arms timer B on the
+        INVITE: without a final response 64*T1 later the INVITE transaction
+        times out.  The CANCEL's own transaction is internal: its responses and
+        end are not delivered.
+        """
+        if key.method != "INVITE":
+            raise ProtocolStateError(f"CANCEL of non-INVITE client transaction {key}")
+        invite = self._clients.get(key)
+        if not isinstance(invite, InviteClientTransaction):
+            return []
+        if invite.state is IctState.CALLING:
+            self._cancel_on_provisional.add(key)
+            return []
+        if invite.state is IctState.PROCEEDING:
+            return self._send_cancel(invite)
+        return []
+
+    def on_timer(self, key: TransactionKey, name: str, now: float) -> list[Action]:
+        """Timer ``name`` fired for transaction ``key``; unknown keys are timers that outlived it."""
+        timer = TimerName(name)
+        if isinstance(key, ServerKey):
+            server = self._servers.get(key)
+            if server is None:
+                return []
+            actions = server.on_timer(timer)
+            self._forget_server(server)
+            return actions
+        client = self._clients.get(key)
+        if client is None:
+            return []
+        return self._client_output(client, client.on_timer(timer))
+
+    def transport_failed(self, key: TransactionKey, now: float) -> list[Action]:
+        """The transport could not send for transaction ``key`` (RFC 3261 sections 17.1.4, 17.2.4)."""
+        if isinstance(key, ServerKey):
+            server = self._servers.get(key)
+            if server is None:
+                return []
+            actions = server.on_transport_error()
+            self._forget_server(server)
+            return actions
+        client = self._clients.get(key)
+        if client is None:
+            return []
+        return self._client_output(client, client.on_transport_error())
+
+    # ------------------------------------------------------------- inspection
+
+    def keys_for(self, peer: Peer) -> tuple[TransactionKey, ...]:
+        """The live transactions that send to ``peer`` (for a closed TCP/TLS connection)."""
+        servers = tuple(key for key, tx in self._servers.items() if tx.peer == peer)
+        return servers + tuple(key for key, tx in self._clients.items() if tx.peer == peer)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._servers or key in self._clients
+
+    def __len__(self) -> int:
+        return len(self._servers) + len(self._clients)
+
+    # --------------------------------------------------------------- requests
+
+    def _receive_request(self, request: Request, peer: Peer) -> list[Action]:
+        key = server_key(request)
+        server = self._servers.get(key)
+        if request.method == "ACK":
+            if isinstance(server, InviteServerTransaction):
+                actions = server.on_ack(request, peer)
+                self._forget_server(server)
+                return actions
+            return [Deliver(AckReceived(request, peer))]  # the ACK of a 2xx: its own transaction
+        if server is not None:
+            actions = server.on_request_retransmission()
+            self._forget_server(server)
+            return actions
+        reliable = peer.transport.reliable
+        if request.method == "INVITE":
+            server = InviteServerTransaction(key, request, peer, reliable, self.timers)
+        else:
+            server = NonInviteServerTransaction(key, request, peer, reliable, self.timers)
+        self._servers[key] = server
+        actions = server.start()
+        if request.method == "CANCEL":
+            invite = self._servers.get(attrs.evolve(key, method="INVITE"))
+            invite_key = invite.key if isinstance(invite, InviteServerTransaction) else None
+            actions.append(Deliver(CancelReceived(request, peer, key, invite_key)))
+        else:
+            actions.append(Deliver(RequestReceived(request, peer, key)))
+        return actions
+
+    def _forget_server(self, server: ServerTransaction) -> None:
+        if server.terminated:
+            self._servers.pop(server.key, None)
+
+    # -------------------------------------------------------------- responses
+
+    def _receive_response(self, response: Response, peer: Peer) -> list[Action]:
+        key = _client_key(response)
+        client = None if key is None else self._clients.get(key)
+        if client is None:
+            return [Deliver(StrayResponse(response, peer))]
+        actions = self._client_output(client, client.on_response(response))
+        if (
+            isinstance(client, InviteClientTransaction)
+            and client.key in self._cancel_on_provisional
+            and client.state is IctState.PROCEEDING
+        ):
+            actions += self._send_cancel(client)
+        return actions
+
+    def _send_cancel(self, invite: InviteClientTransaction) -> list[Action]:
+        self._cancel_on_provisional.discard(invite.key)
+        key = ClientKey(invite.key.branch, "CANCEL")
+        if key in self._clients:
+            return []  # already cancelled
+        cancel = self._new_client(key, build_cancel(invite.request), invite.peer)
+        self._own_cancels.add(key)
+        return [*invite.on_cancel_sent(), *cancel.start()]
+
+    def _new_client(self, key: ClientKey, request: Request, peer: Peer) -> ClientTransaction:
+        reliable = peer.transport.reliable
+        client: ClientTransaction
+        if request.method == "INVITE":
+            client = InviteClientTransaction(key, request, peer, reliable, self.timers)
+        else:
+            client = NonInviteClientTransaction(key, request, peer, reliable, self.timers)
+        self._clients[key] = client
+        return client
+
+    def _client_output(self, client: ClientTransaction, actions: list[Action]) -> list[Action]:
+        """Forget a terminated client transaction; keep the events of our own CANCELs inside."""
+        key = client.key
+        if client.terminated:
+            del self._clients[key]
+            self._cancel_on_provisional.discard(key)
+        if key in self._own_cancels:
+            if client.terminated:
+                self._own_cancels.discard(key)
+            return [action for action in actions if not isinstance(action, Deliver)]
+        return actions

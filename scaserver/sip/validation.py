@@ -1,0 +1,98 @@
+"""Role-independent checks a UAS or proxy makes before acting on a request.
+
+RFC 3261 sections 8.1.1 (mandatory headers), 8.2.2 (version), 16.3 (request
+validation), 20 (single-valued headers) and RFC 4475 section 3.  Faults that
+depend on the role (416 for the scheme, 420 for extensions, 483 for
+Max-Forwards, 404/501) are decided by the dispatcher and engines, using
+:func:`unsupported_options` and :func:`scaserver.sip.headers.max_forwards`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Final
+
+from scaserver.sip import headers
+from scaserver.sip.errors import BadRequest, MalformedMessage, VersionNotSupported
+from scaserver.sip.message import SIP_VERSION, Request, Response
+from scaserver.sip.uri import SipUri, parse_uri
+
+MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
+"""Headers every request needs (RFC 3261 8.1.1; a missing Max-Forwards is an RFC 2543 peer)."""
+
+SINGLE_VALUED: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires")
+"""Headers that may appear once only (RFC 3261 section 7.3.1, RFC 4475 3.3.8)."""
+
+
+def check_request(request: Request) -> None:
+    """Raise the SipError owed for a request no role may act on; return None otherwise.
+
+    - a version other than SIP/2.0: 505 (8.2.2, RFC 4475 3.1.2.16);
+    - a Request-URI that is no URI, or a SIP URI with escaped headers: 400
+      (19.1.1 table: headers are not allowed in a Request-URI; RFC 4475 3.1.2.7, 3.1.2.11);
+    - a missing or repeated From, To, Call-ID, CSeq, a missing Via: 400 (RFC 4475 3.3.1, 3.3.8);
+    - unparsable Via (every hop), From, To, CSeq, Contact, Max-Forwards: 400;
+    - a CSeq over 2**32-1 or whose method differs from the request's: 400 (RFC 4475 3.1.2.4, 3.1.2.17);
+    - a top Via branch that is the bare magic cookie: 400 (RFC 4475 3.2.1).
+    """
+    if request.version != SIP_VERSION:
+        raise VersionNotSupported(f"SIP version {request.version}")
+    uri = parse_uri(request.uri)
+    if isinstance(uri, SipUri) and uri.headers:
+        raise BadRequest("escaped headers in the Request-URI")
+    present = request.headers
+    for name in MANDATORY:
+        if name not in present:
+            raise BadRequest(f"missing {name}")
+    for name in SINGLE_VALUED:
+        if present.count(name) > 1:
+            raise BadRequest(f"more than one {name}")
+    via_list = headers.vias(request)
+    if not via_list:
+        raise MalformedMessage("empty Via")
+    branch = via_list[0].branch
+    if branch is not None and branch == headers.BRANCH_MAGIC_COOKIE:
+        raise BadRequest("top Via branch is the bare magic cookie")
+    headers.from_addr(request)
+    headers.to_addr(request)
+    if not present.get("Call-ID"):
+        raise BadRequest("empty Call-ID")
+    sequence = headers.cseq(request)
+    if sequence.method != request.method:
+        raise BadRequest(f"CSeq method {sequence.method} does not match {request.method}")
+    headers.max_forwards(request)
+    headers.contacts(request)
+
+
+def check_response(response: Response) -> None:
+    """Raise MalformedMessage for a response that must be dropped, not forwarded or matched.
+
+    A response needs a parsable top Via (where it goes, 18.1.2), and a usable
+    CSeq, From, To and Call-ID to match a transaction (17.1.3): RFC 4475
+    3.1.2.5 (CSeq over 2**32-1) and 3.1.2.19 (status over 699, refused by the parser).
+    """
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if response.headers.count(name) != 1:
+            raise MalformedMessage(f"response without exactly one {name}")
+    headers.top_via(response)
+    headers.cseq(response)
+    headers.from_addr(response)
+    headers.to_addr(response)
+
+
+def unsupported_options(request: Request, header_name: str, supported: Collection[str]) -> tuple[str, ...]:
+    """The option tags of ``header_name`` (Require or Proxy-Require) not in ``supported``.
+
+    Tags compare case-insensitively; each is listed once, in request order, for
+    the Unsupported header of a 420 (RFC 3261 sections 8.2.2.3, 16.3 item 6,
+    RFC 4475 3.3.5).
+    """
+    known = {tag.lower() for tag in supported}
+    missing: list[str] = []
+    seen: set[str] = set()
+    for tag in request.headers.values(header_name):
+        lowered = tag.lower()
+        if lowered not in known and lowered not in seen:
+            seen.add(lowered)
+            missing.append(tag)
+    return tuple(missing)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from scaserver.sip.errors import BadRequest, MalformedMessage, SipError, VersionNotSupported
+from scaserver.sip.message import Headers, Request, Response
+from scaserver.sip.validation import check_request, check_response, unsupported_options
+
+BASE = (
+    ("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK77"),
+    ("From", "<sip:alice@example.com>;tag=1"),
+    ("To", "<sip:bob@example.com>"),
+    ("Call-ID", "c1"),
+    ("CSeq", "7 OPTIONS"),
+    ("Max-Forwards", "70"),
+)
+
+
+def request(*fields: tuple[str, str], uri: str = "sip:bob@example.com", version: str = "SIP/2.0") -> Request:
+    return Request("OPTIONS", uri, Headers.of(*fields), b"", version)
+
+
+def replaced(name: str, value: str | None) -> tuple[tuple[str, str], ...]:
+    fields = tuple(field for field in BASE if field[0] != name)
+    return fields if value is None else (*fields, (name, value))
+
+
+def test_valid_request_passes() -> None:
+    check_request(request(*BASE))
+    check_request(request(*replaced("Max-Forwards", None)))  # RFC 2543 peers send none
+
+
+def test_other_version_is_505() -> None:
+    with pytest.raises(VersionNotSupported):
+        check_request(request(*BASE, version="SIP/7.0"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "uri", "error"),
+    [
+        (BASE, "<sip:bob@example.com>", MalformedMessage),
+        (BASE, "sip:bob@example.com?Route=%3Csip:x%3E", BadRequest),
+        (replaced("Via", None), "sip:b@h", BadRequest),
+        (replaced("From", None), "sip:b@h", BadRequest),
+        (replaced("To", None), "sip:b@h", BadRequest),
+        (replaced("Call-ID", None), "sip:b@h", BadRequest),
+        (replaced("CSeq", None), "sip:b@h", BadRequest),
+        (replaced("Call-ID", ""), "sip:b@h", BadRequest),
+        ((*BASE, ("To", "<sip:x@y>")), "sip:b@h", BadRequest),
+        ((*BASE, ("Max-Forwards", "5")), "sip:b@h", BadRequest),
+        (replaced("Via", ""), "sip:b@h", MalformedMessage),
+        (replaced("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK"), "sip:b@h", BadRequest),
+        (replaced("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, bogus"), "sip:b@h", MalformedMessage),
+        (replaced("From", "<sip:a@b"), "sip:b@h", MalformedMessage),
+        (replaced("To", '"unbalanced <sip:a@b>'), "sip:b@h", MalformedMessage),
+        (replaced("CSeq", "7 INVITE"), "sip:b@h", BadRequest),
+        (replaced("CSeq", "4294967296 OPTIONS"), "sip:b@h", MalformedMessage),
+        (replaced("Max-Forwards", "300"), "sip:b@h", MalformedMessage),
+        ((*BASE, ("Contact", "<sip:a@b>;;")), "sip:b@h", MalformedMessage),
+    ],
+)
+def test_faults_every_role_rejects(
+    fields: tuple[tuple[str, str], ...], uri: str, error: type[SipError]
+) -> None:
+    with pytest.raises(error) as caught:
+        check_request(request(*fields, uri=uri))
+    assert caught.value.status == 400
+
+
+def test_unknown_uri_schemes_pass_for_the_role_to_decide() -> None:
+    check_request(request(*BASE, uri="nobodyKnowsThisScheme:totallyopaquecontent"))
+
+
+def test_check_response() -> None:
+    good = Response(200, "OK", Headers.of(*(field for field in BASE if field[0] != "Max-Forwards")))
+    check_response(good)
+    for broken in (
+        good.with_headers(good.headers.set("CSeq", "9292394834772304023312 OPTIONS")),
+        good.with_headers(good.headers.remove("Via")),
+        good.with_headers(good.headers.add("Call-ID", "second")),
+    ):
+        with pytest.raises(MalformedMessage):
+            check_response(broken)
+
+
+def test_unsupported_options() -> None:
+    req = request(*BASE, ("Require", "100rel, Foo"), ("Require", "foo, bar"), ("Proxy-Require", "baz"))
+    assert unsupported_options(req, "Require", {"100RELL", "100rel"}) == ("Foo", "bar")
+    assert unsupported_options(req, "Proxy-Require", ()) == ("baz",)
+    assert unsupported_options(req, "Proxy-Require", ("baz",)) == ()
