@@ -120,14 +120,17 @@ class TransactionLayer:
         self._forget_server(server)
         return actions
 
-    def request(self, request: Request, peer: Peer, now: float) -> tuple[ClientKey, list[Action]]:
+    def request(
+        self, request: Request, peer: Peer, now: float, *, branch: str | None = None
+    ) -> tuple[ClientKey, list[Action]]:
         """Send ``request`` to ``peer`` through a new client transaction.
 
-        Our Via with a fresh branch goes on top.  An ACK (for a 2xx, RFC 3261
-        section 13.2.2.4) is sent without a transaction: its key identifies
-        nothing the layer keeps.
+        Our Via with a fresh branch goes on top (``branch`` when the caller
+        must choose it: a proxy puts its loop-detection hash there, RFC 3261
+        16.6 step 8).  An ACK (for a 2xx, RFC 3261 section 13.2.2.4) is sent
+        without a transaction: its key identifies nothing the layer keeps.
         """
-        branch = self.branch_factory()
+        branch = branch if branch is not None else self.branch_factory()
         if not branch.startswith(BRANCH_MAGIC_COOKIE):
             branch = BRANCH_MAGIC_COOKIE + branch
         transport, host, port = self.local_via(peer)

@@ -1,0 +1,125 @@
+"""The location service: AoR -> bindings, in memory (RFC 3261 section 10.3 and 16.5).
+
+Pure: every change returns the actions it implies.  Each binding has its own expiry timer,
+keyed by its :class:`~scaserver.registrar.binding.BindingKey` and named :data:`EXPIRY_TIMER`;
+re-arming on refresh replaces the previous timer (StartTimer semantics), so bindings expire
+on time and nothing polls.  Persistence subscribes to the binding events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import attrs
+
+from scaserver.registrar.binding import (
+    Binding,
+    BindingAdded,
+    BindingExpired,
+    BindingKey,
+    BindingRefreshed,
+    BindingRemoved,
+    RemovalReason,
+)
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+
+EXPIRY_TIMER: Final = "binding-expiry"
+
+
+def _order(binding: Binding) -> tuple[float, float]:
+    # Highest q first; among equal q the most recently refreshed first.
+    return (-binding.sort_q, -binding.updated_at)
+
+
+@attrs.define
+class LocationService:
+    """Bindings per AoR; each AoR's bindings are indexed by key."""
+
+    _aors: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
+
+    def bindings(self, aor: str) -> tuple[Binding, ...]:
+        """Every binding of ``aor`` (expired ones have been removed by their timers)."""
+        return tuple(sorted(self._aors.get(aor, {}).values(), key=_order))
+
+    def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
+        """The targets for the proxy: unexpired bindings of ``aor``, highest q first
+        (RFC 3261 section 16.5/16.6 ordering by q)."""
+        return tuple(binding for binding in self.bindings(aor) if binding.expires_at > now)
+
+    def get(self, key: BindingKey) -> Binding | None:
+        return self._aors.get(key.aor, {}).get(key)
+
+    def aors(self) -> tuple[str, ...]:
+        return tuple(self._aors)
+
+    def all_bindings(self) -> Iterator[Binding]:
+        for bindings in self._aors.values():
+            yield from bindings.values()
+
+    def count(self, aor: str | None = None) -> int:
+        if aor is not None:
+            return len(self._aors.get(aor, {}))
+        return sum(len(bindings) for bindings in self._aors.values())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def put(self, binding: Binding, now: float) -> list[EngineAction]:
+        """Insert or replace the binding with ``binding.key``; arm its expiry timer."""
+        table = self._aors.setdefault(binding.aor, {})
+        previous = table.get(binding.key)
+        table[binding.key] = binding
+        event: BindingAdded | BindingRefreshed = (
+            BindingAdded(binding, now) if previous is None else BindingRefreshed(binding, previous, now)
+        )
+        return [
+            StartTimer(binding.key, EXPIRY_TIMER, max(0.0, binding.expires_at - now)),
+            Deliver(event),
+        ]
+
+    def remove(self, key: BindingKey, reason: RemovalReason, now: float) -> list[EngineAction]:
+        """Remove one binding (de-registration or an operator); nothing if it is gone."""
+        binding = self._pop(key)
+        if binding is None:
+            return []
+        return [CancelTimer(key, EXPIRY_TIMER), Deliver(BindingRemoved(binding, reason, now))]
+
+    def remove_aor(self, aor: str, reason: RemovalReason, now: float) -> list[EngineAction]:
+        actions: list[EngineAction] = []
+        for binding in self.bindings(aor):
+            actions += self.remove(binding.key, reason, now)
+        return actions
+
+    def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
+        """An expiry timer fired: expire the binding, or re-arm if it was refreshed since."""
+        if name != EXPIRY_TIMER:
+            return []
+        binding = self.get(key)
+        if binding is None:
+            return []  # removed meanwhile; the cancel lost the race
+        if binding.expires_at > now:
+            return [StartTimer(key, EXPIRY_TIMER, binding.expires_at - now)]
+        self._pop(key)
+        return [Deliver(BindingExpired(binding, now))]
+
+    def restore(self, bindings: Iterable[Binding], now: float) -> list[EngineAction]:
+        """Load bindings saved before a restart: live ones get their timers back (no events:
+        nothing changed), ones that lapsed while we were down are reported expired."""
+        actions: list[EngineAction] = []
+        for binding in bindings:
+            if binding.expires_at <= now:
+                actions.append(Deliver(BindingExpired(binding, now)))
+                continue
+            self._aors.setdefault(binding.aor, {})[binding.key] = binding
+            actions.append(StartTimer(binding.key, EXPIRY_TIMER, binding.expires_at - now))
+        return actions
+
+    def _pop(self, key: BindingKey) -> Binding | None:
+        table = self._aors.get(key.aor)
+        if table is None:
+            return None
+        binding = table.pop(key, None)
+        if not table:
+            del self._aors[key.aor]
+        return binding

@@ -1,0 +1,337 @@
+"""The registrar engine: REGISTER processing per RFC 3261 section 10.3.
+
+Steps, in the RFC's order (the whole request is applied atomically: a failure at any step
+changes nothing):
+
+1. The Request-URI must be a SIP/SIPS URI (else 416) naming one of our domains (else 404).
+2. Every option in Require must be supported (else 420 with Unsupported, section 8.2.2.3).
+   Supported: ``path`` (RFC 3327).
+3. The To URI (the address-of-record) must be SIP or SIPS (else 400, RFC 4475 section 3.3.4),
+   in one of our domains and, when an ``aor_exists`` check is configured, known (else 404).
+4. Authentication is the caller's (the dispatcher runs the
+   :class:`~scaserver.sip.digest.Authenticator`); authorisation is re-checked here:
+   an authenticated user may only register its own AoR (else 403; ``authenticated_user``
+   None means a trusted peer or authentication disabled).
+5. Contact ``*`` needs ``Expires: 0`` and no other Contact (else 400); it removes every binding,
+   subject to the Call-ID/CSeq rule of step 7.
+6. No Contact: a query; the 200 lists the current bindings.
+7. Each Contact: expiry from its ``expires`` parameter, else the Expires header, else
+   ``default_expires``; 0 removes the binding; under ``min_expires`` fails the request with
+   423 and Min-Expires; over ``max_expires`` is clamped.  For an existing binding with the
+   same Call-ID, a CSeq that is not higher fails the request with 500 (out of order).
+   A request that would leave more than ``max_contacts`` bindings fails with 503 "Too Many
+   Registered Contacts" (the Kamailio and OpenSIPS reply).
+8. The 200 lists every current binding with its ``expires`` parameter, echoes Path when the
+   client sent ``Supported: path`` (RFC 3327 section 5.3, "lazy" mode: Path is stored either
+   way), and carries a Date header (section 10.3 step 8 allows it; phones set clocks from it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Hashable, Iterable
+from email.utils import formatdate
+from typing import Final
+
+import attrs
+
+from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
+from scaserver.registrar.location import LocationService
+from scaserver.sip.actions import EngineAction, Respond
+from scaserver.sip.digest import lower_case_set
+from scaserver.sip.errors import (
+    BadExtension,
+    BadRequest,
+    Forbidden,
+    IntervalTooBrief,
+    NotFound,
+    ServerInternalError,
+    ServiceUnavailable,
+    SipError,
+    UnsupportedUriScheme,
+)
+from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
+from scaserver.sip.message import Headers, Peer, Request, Response
+from scaserver.sip.responses import make_response, response_for
+from scaserver.sip.uri import NameAddr, SipUri, parse_uri
+from scaserver.sip.validation import unsupported_options
+
+SUPPORTED_OPTIONS: Final = frozenset({"path"})
+
+
+class TooManyContacts(ServiceUnavailable, status=503, reason="Too Many Registered Contacts"):
+    """The AoR would exceed ``max_contacts`` bindings (Kamailio/OpenSIPS ``max_contacts``)."""
+
+
+class OutOfOrderError(ServerInternalError, status=500, reason="Out of Order"):
+    """A REGISTER with the Call-ID of an existing binding and a CSeq that is not higher
+    (RFC 3261 section 10.3 step 7: "the update MUST be aborted and the request fails")."""
+
+
+@attrs.frozen
+class RegistrarPolicy:
+    """Registrar settings.  ``domains`` (lower case) are the domains we hold bindings for;
+    expiry values are seconds; ``max_contacts`` 0 means no limit."""
+
+    domains: frozenset[str] = attrs.field(converter=lower_case_set)
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 10
+    supported: frozenset[str] = SUPPORTED_OPTIONS
+
+
+def own_aor_only(authenticated_user: str | None, aor: SipUri) -> bool:
+    """Default authorisation: a subscriber registers only its own AoR (section 10.3 step 4)."""
+    return authenticated_user is None or aor.user == authenticated_user
+
+
+@attrs.frozen
+class _Context:
+    """What every Contact of one REGISTER shares."""
+
+    request: Request
+    peer: Peer
+    aor: str
+    call_id: str
+    cseq: int
+    header_expires: int | None
+    now: float
+
+
+@attrs.frozen
+class _Change:
+    key: BindingKey
+    binding: Binding | None  # None: remove
+
+
+def _format_q(q: float) -> str:
+    return f"{q:.3f}".rstrip("0").rstrip(".")
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return value
+
+
+def response_tag(request: Request) -> str:
+    """A To tag for our final response (RFC 3261 section 8.2.6.2), derived from the request so
+    that the same request always gets the same tag and no randomness is needed."""
+    material = "\x00".join(
+        (request.call_id or "", request.headers.get("CSeq") or "", request.headers.get("From") or "")
+    )
+    return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def contact_line(binding: Binding, now: float) -> str:
+    """A Contact value of a REGISTER 200 for ``binding`` (section 10.3 step 8)."""
+    text = f"<{binding.contact}>"
+    for name, value in binding.params:
+        text += f";{name}" if value is None else f";{name}={value}"
+    text += f";expires={binding.remaining(now)}"
+    if binding.q is not None:
+        text += f";q={_format_q(binding.q)}"
+    return text
+
+
+@attrs.define
+class Registrar:
+    """REGISTER handling over a :class:`LocationService` (RFC 3261 section 10.3)."""
+
+    policy: RegistrarPolicy
+    location: LocationService = attrs.field(factory=LocationService)
+    aor_exists: Callable[[str], bool] | None = None
+    may_register: Callable[[str | None, SipUri], bool] = own_aor_only
+
+    def on_register(
+        self,
+        request: Request,
+        peer: Peer,
+        authenticated_user: str | None,
+        now: float,
+        *,
+        transaction: Hashable,
+    ) -> list[EngineAction]:
+        """Process one REGISTER; the actions are the location changes (timers and binding
+        events) followed by the final response."""
+        try:
+            changes, aor = self._decide(request, peer, authenticated_user, now)
+        except SipError as error:
+            return [Respond(transaction, response_for(request, error, to_tag=response_tag(request)))]
+        actions: list[EngineAction] = []
+        for change in changes:
+            if change.binding is None:
+                actions += self.location.remove(change.key, RemovalReason.UNREGISTERED, now)
+            else:
+                actions += self.location.put(change.binding, now)
+        actions.append(Respond(transaction, self._ok(request, aor, now)))
+        return actions
+
+    def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
+        return self.location.on_timer(key, name, now)
+
+    def restore(self, bindings: Iterable[Binding], now: float) -> list[EngineAction]:
+        return self.location.restore(bindings, now)
+
+    def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
+        return self.location.lookup(aor, now)
+
+    # Steps 1 to 7 ------------------------------------------------------------------------
+
+    def _decide(
+        self, request: Request, peer: Peer, authenticated_user: str | None, now: float
+    ) -> tuple[list[_Change], str]:
+        request_uri = parse_uri(request.uri)
+        if not isinstance(request_uri, SipUri):
+            raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
+        if not self._is_local(request_uri.host):
+            raise NotFound(f"not a registrar for {request_uri.host!r}")
+        unsupported = unsupported_options(request, "Require", self.policy.supported)
+        if unsupported:
+            raise BadExtension(
+                f"unsupported {unsupported}", headers=Headers.of(("Unsupported", ", ".join(unsupported)))
+            )
+        to_uri = to_addr(request).uri
+        if not isinstance(to_uri, SipUri):
+            raise BadRequest("address-of-record is not a SIP or SIPS URI")
+        aor = to_uri.aor()
+        if not self._is_local(to_uri.host) or (self.aor_exists is not None and not self.aor_exists(aor)):
+            raise NotFound(f"no such address-of-record {aor!r}")
+        if not self.may_register(authenticated_user, to_uri):
+            raise Forbidden(f"{authenticated_user!r} may not register {aor!r}")
+        call_id = request.call_id
+        if call_id is None:
+            raise BadRequest("missing Call-ID")
+        number = cseq(request).number
+        header_expires = expires(request)
+        found = contacts(request)
+        current = {binding.key: binding for binding in self.location.bindings(aor)}
+        if isinstance(found, Star):
+            if header_expires != 0:
+                raise BadRequest("Contact '*' requires Expires: 0")
+            for binding in current.values():
+                self._check_order(binding, call_id, number)
+            return [_Change(key, None) for key in current], aor
+        context = _Context(request, peer, aor, call_id, number, header_expires, now)
+        changes: dict[BindingKey, _Change] = {}
+        too_brief = False
+        for contact in found:
+            change = self._contact_change(context, contact, current)
+            if change is None:
+                too_brief = True
+                continue
+            changes.pop(change.key, None)
+            changes[change.key] = change
+        if too_brief:
+            raise IntervalTooBrief(
+                "expiry under the minimum",
+                headers=Headers.of(("Min-Expires", str(self.policy.min_expires))),
+            )
+        final = set(current)
+        for change in changes.values():
+            if change.binding is None:
+                final.discard(change.key)
+            else:
+                final.add(change.key)
+        limit = self.policy.max_contacts
+        if limit and len(final) > limit and len(final) > len(current):
+            raise TooManyContacts(f"{aor!r} would have {len(final)} bindings")
+        kept = [change for change in changes.values() if change.binding is not None or change.key in current]
+        return kept, aor
+
+    def _contact_change(
+        self, context: _Context, contact: NameAddr, current: dict[BindingKey, Binding]
+    ) -> _Change | None:
+        """The change one Contact asks for, or None when its expiry is under the minimum."""
+        request, now = context.request, context.now
+        uri = contact.uri
+        if not isinstance(uri, SipUri):
+            raise BadRequest(f"Contact {contact} is not a SIP or SIPS URI")
+        param = contact.param("expires")
+        requested = parse_uint32(param, "Contact expires") if param else context.header_expires
+        if requested is None:
+            requested = self.policy.default_expires
+        instance_param = contact.param("+sip.instance")
+        instance = _unquote(instance_param) if instance_param else None
+        reg_id_param = contact.param("reg-id")
+        reg_id = parse_uint32(reg_id_param, "reg-id") if reg_id_param else None
+        push = tuple(
+            (name.lower(), value or "") for name, value in uri.params if name.lower().startswith("pn-")
+        )
+        key = self._key(context.aor, uri, current, instance=instance, reg_id=reg_id, push=push)
+        existing = current.get(key)
+        if existing is not None:
+            self._check_order(existing, context.call_id, context.cseq)
+        if requested == 0:
+            return _Change(key, None)
+        if requested < self.policy.min_expires:
+            return None
+        granted = min(requested, self.policy.max_expires)
+        q_param = contact.param("q")
+        params = tuple(
+            (name, value) for name, value in contact.params if name.lower() not in ("expires", "q")
+        )
+        binding = Binding(
+            key=key,
+            contact=str(uri),
+            expires_at=now + granted,
+            call_id=context.call_id,
+            cseq=context.cseq,
+            received=context.peer,
+            q=float(q_param) if q_param else None,
+            user_agent=request.headers.get("User-Agent"),
+            path=tuple(request.headers.values("Path")),
+            instance=instance,
+            reg_id=reg_id,
+            params=params,
+            push=push,
+            registered_at=existing.registered_at if existing is not None else now,
+            updated_at=now,
+        )
+        return _Change(key, binding)
+
+    @staticmethod
+    def _key(
+        aor: str,
+        uri: SipUri,
+        current: dict[BindingKey, Binding],
+        *,
+        instance: str | None,
+        reg_id: int | None,
+        push: tuple[tuple[str, str], ...],
+    ) -> BindingKey:
+        """The binding key of a contact (push-and-parking.md section 3.6)."""
+        if instance:
+            value = instance if reg_id is None else f"{instance};reg-id={reg_id}"
+            return BindingKey(aor, KeyKind.INSTANCE, value)
+        pn = dict(push)
+        if pn.get("pn-provider") and pn.get("pn-prid"):
+            triple = (pn["pn-provider"], pn["pn-prid"], pn.get("pn-param", ""))
+            return BindingKey(aor, KeyKind.PUSH, " ".join(triple))
+        for key, binding in current.items():
+            if key.kind is KeyKind.URI and uri.matches(parse_uri(binding.contact)):
+                return key
+        return BindingKey(aor, KeyKind.URI, str(uri))
+
+    @staticmethod
+    def _check_order(binding: Binding, call_id: str, number: int) -> None:
+        if binding.call_id == call_id and number <= binding.cseq:
+            raise OutOfOrderError(f"CSeq {number} not above {binding.cseq} for Call-ID {call_id!r}")
+
+    def _is_local(self, host: str) -> bool:
+        return not self.policy.domains or host.lower() in self.policy.domains
+
+    # Step 8 ------------------------------------------------------------------------------
+
+    def _ok(self, request: Request, aor: str, now: float) -> Response:
+        headers = Headers.EMPTY
+        for binding in self.location.bindings(aor):
+            headers = headers.add("Contact", contact_line(binding, now))
+        path = request.headers.values("Path")
+        if path and "path" in (tag.lower() for tag in option_tags(request, "Supported")):
+            for value in path:
+                headers = headers.add("Path", value)
+        headers = headers.add("Date", formatdate(now, usegmt=True))
+        return make_response(request, 200, headers=headers, to_tag=response_tag(request))

@@ -1,0 +1,431 @@
+"""HTTP Digest authentication for SIP (RFC 3261 section 22, RFC 7616, RFC 8760).
+
+What this module implements, and the choices made:
+
+* Algorithms MD5, SHA-256 and SHA-512-256 (RFC 7616 section 3.2, RFC 8760 section 2); the
+  ``-sess`` variants are not offered and not accepted.  Challenges are sent one per offered
+  algorithm, most preferred first (RFC 8760 section 2, UAS behaviour: SHA-256 before MD5).
+* ``qop=auth`` is required.  A response without ``qop`` (the RFC 2069 form that RFC 7616
+  section 3.4 no longer allows) is not accepted: the client gets a fresh challenge.
+  ``auth-int`` is not offered (no SIP UA in our deployments needs it) and is answered with a
+  fresh challenge too.
+* Nonces need no storage: a nonce is ``base64url(issued_ms || random || HMAC-SHA-256(secret,
+  realm || issued_ms || random)[:16])``.  A nonce whose tag does not verify is unknown; one
+  older than ``nonce_ttl`` is expired, and a request with an expired but otherwise valid nonce
+  (correct digest) is challenged with ``stale=true`` (RFC 7616 section 3.3).
+* Replay protection by nonce-count (RFC 7616 section 3.4): a bounded table remembers the
+  highest ``nc`` accepted per nonce; a reused or lower ``nc`` is refused with ``stale=true``.
+  When the table is full the oldest entries are evicted and a watermark on the issue time is
+  raised, so a nonce issued at or before the watermark and no longer in the table is treated
+  as stale rather than as fresh: an evicted nonce can never be replayed.
+* The reply to an unknown user is the reply to a wrong password: the same challenge, byte for
+  byte except the nonce, and the same amount of hashing.
+* Identity (RFC 3261 section 22.3 leaves authorisation to policy): one subscriber must not
+  register or call as another.  REGISTER's To user and the From user of INVITE and SUBSCRIBE
+  must be the authenticated username (or pass the injected ``may_act_as`` policy), else 403.
+  The realm of a request is the host of that identity URI when it is one of our domains and the
+  default realm otherwise; credentials for any other realm are ignored (section 22.4), which
+  leads to a fresh challenge.
+
+Everything here is pure: ``now`` is an argument and randomness is injected.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import re
+import struct
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Final
+
+import attrs
+
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.headers import from_addr, parse_auth, to_addr
+from scaserver.sip.message import Headers, Request, Response
+from scaserver.sip.responses import make_response
+from scaserver.sip.uri import SipUri, parse_uri
+
+
+class Algorithm(enum.Enum):
+    """Digest algorithms (RFC 7616 section 3.2; RFC 8760 section 2 for SIP)."""
+
+    MD5 = "MD5"
+    SHA_256 = "SHA-256"
+    SHA_512_256 = "SHA-512-256"
+
+    @property
+    def hashlib_name(self) -> str:
+        return _HASHLIB_NAMES[self]
+
+    def hash(self, data: str) -> str:
+        """H(data): the lower-case hex digest of the UTF-8 octets of ``data``."""
+        return hashlib.new(self.hashlib_name, data.encode("utf-8", "surrogateescape")).hexdigest()
+
+    @classmethod
+    def from_token(cls, token: str | None) -> Algorithm | None:
+        """The algorithm named by an ``algorithm`` parameter (absent means MD5, section 3.4)."""
+        if token is None:
+            return cls.MD5
+        return _ALGORITHM_TOKENS.get(token.strip().upper())
+
+
+_HASHLIB_NAMES: Final[dict[Algorithm, str]] = {
+    Algorithm.MD5: "md5",
+    Algorithm.SHA_256: "sha256",
+    Algorithm.SHA_512_256: "sha512_256",
+}
+_ALGORITHM_TOKENS: Final[dict[str, Algorithm]] = {algorithm.value: algorithm for algorithm in Algorithm}
+
+
+def compute_ha1(algorithm: Algorithm, username: str, realm: str, password: str) -> str:
+    """HA1 = H(username ":" realm ":" password) (RFC 7616 section 3.4.2)."""
+    return algorithm.hash(f"{username}:{realm}:{password}")
+
+
+def compute_response(
+    algorithm: Algorithm, ha1: str, *, nonce: str, nc: str, cnonce: str, qop: str, method: str, uri: str
+) -> str:
+    """The ``response`` value for ``qop=auth`` (RFC 7616 section 3.4.1):
+    KD(HA1, nonce ":" nc ":" cnonce ":" qop ":" H(method ":" uri))."""
+    ha2 = algorithm.hash(f"{method}:{uri}")
+    return algorithm.hash(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+@attrs.frozen
+class Credentials:
+    """A subscriber's stored digest secrets: HA1 per algorithm, never the password.
+
+    ``ha1_sha512_256`` is optional (RFC 8760 makes SHA-512-256 a SHOULD); a request using an
+    algorithm whose HA1 is missing fails like a wrong password.
+    """
+
+    username: str
+    realm: str
+    ha1_md5: str = attrs.field(repr=False)
+    ha1_sha256: str = attrs.field(repr=False)
+    ha1_sha512_256: str | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def from_password(cls, username: str, realm: str, password: str) -> Credentials:
+        return cls(
+            username,
+            realm,
+            compute_ha1(Algorithm.MD5, username, realm, password),
+            compute_ha1(Algorithm.SHA_256, username, realm, password),
+            compute_ha1(Algorithm.SHA_512_256, username, realm, password),
+        )
+
+    def ha1(self, algorithm: Algorithm) -> str | None:
+        if algorithm is Algorithm.MD5:
+            return self.ha1_md5
+        if algorithm is Algorithm.SHA_256:
+            return self.ha1_sha256
+        return self.ha1_sha512_256
+
+
+CredentialLookup = Callable[[str, str], Credentials | None]
+"""``lookup(username, realm)``: the subscriber's credentials, or None when unknown."""
+
+
+# Nonces ---------------------------------------------------------------------------------------
+
+_NONCE_RANDOM_BYTES: Final = 12
+_NONCE_TAG_BYTES: Final = 16
+_NONCE_BYTES: Final = 8 + _NONCE_RANDOM_BYTES + _NONCE_TAG_BYTES
+
+
+class NonceStatus(enum.Enum):
+    VALID = "valid"
+    EXPIRED = "expired"
+    INVALID = "invalid"
+
+
+@attrs.frozen
+class NonceCheck:
+    status: NonceStatus
+    issued_ms: int = 0
+
+
+@attrs.frozen
+class NonceFactory:
+    """Stateless nonces (RFC 7616 section 3.3 suggests a time stamp plus a private key).
+
+    ``secret`` must be kept across restarts for nonces to survive them, and shared by every
+    process that verifies them.  ``entropy(n)`` returns ``n`` random octets (``os.urandom``).
+    """
+
+    secret: bytes = attrs.field(repr=False)
+    entropy: Callable[[int], bytes] = attrs.field(repr=False)
+    ttl: float = 300.0
+    # A nonce dated this far in the future (a clock step back) is still accepted.
+    clock_skew: float = 5.0
+
+    def issue(self, realm: str, now: float) -> str:
+        issued_ms = max(0, int(now * 1000))
+        random = self.entropy(_NONCE_RANDOM_BYTES)
+        if len(random) != _NONCE_RANDOM_BYTES:
+            raise ValueError("entropy source returned the wrong number of octets")
+        body = struct.pack(">Q", issued_ms) + random
+        return base64.urlsafe_b64encode(body + self._tag(realm, body)).decode("ascii")
+
+    def check(self, nonce: str, realm: str, now: float) -> NonceCheck:
+        try:
+            raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
+        except (ValueError, UnicodeEncodeError):
+            return NonceCheck(NonceStatus.INVALID)
+        if len(raw) != _NONCE_BYTES:
+            return NonceCheck(NonceStatus.INVALID)
+        body, tag = raw[:-_NONCE_TAG_BYTES], raw[-_NONCE_TAG_BYTES:]
+        if not hmac.compare_digest(tag, self._tag(realm, body)):
+            return NonceCheck(NonceStatus.INVALID)
+        (issued_ms,) = struct.unpack(">Q", body[:8])
+        age = now - issued_ms / 1000
+        if age < -self.clock_skew:
+            return NonceCheck(NonceStatus.INVALID, issued_ms)
+        if age > self.ttl:
+            return NonceCheck(NonceStatus.EXPIRED, issued_ms)
+        return NonceCheck(NonceStatus.VALID, issued_ms)
+
+    def _tag(self, realm: str, body: bytes) -> bytes:
+        message = realm.encode("utf-8", "surrogateescape") + b"\x00" + body
+        return hmac.new(self.secret, message, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
+
+
+@attrs.define
+class NonceCounts:
+    """The highest nonce-count accepted per nonce (RFC 7616 section 3.4, ``nc``), bounded.
+
+    Entries are evicted oldest-first; eviction raises ``watermark_ms`` to the issue time of the
+    evicted nonce, and :meth:`accept` refuses a nonce issued at or before the watermark that is
+    no longer tracked, so eviction never reopens a nonce to replay.
+    """
+
+    capacity: int = 65536
+    watermark_ms: int = -1
+    _seen: OrderedDict[str, tuple[int, int]] = attrs.field(factory=OrderedDict)
+
+    def accept(self, nonce: str, issued_ms: int, nc: int) -> bool:
+        """Record ``nc`` for ``nonce`` if it is higher than any accepted before."""
+        entry = self._seen.get(nonce)
+        if entry is None:
+            if issued_ms <= self.watermark_ms:
+                return False
+        elif nc <= entry[1]:
+            return False
+        self._seen[nonce] = (issued_ms, nc)
+        self._seen.move_to_end(nonce)
+        while len(self._seen) > self.capacity:
+            _, (evicted_issued_ms, _) = self._seen.popitem(last=False)
+            self.watermark_ms = max(self.watermark_ms, evicted_issued_ms)
+        return True
+
+    def prune(self, now: float, ttl: float) -> None:
+        """Forget nonces past their lifetime (they are refused as expired anyway).
+
+        Incremental: drops entries from the least recently used end while they are past
+        their lifetime, so a request costs O(1) amortised; an expired entry behind a live one
+        waits for capacity eviction.
+        """
+        limit_ms = int((now - ttl) * 1000)
+        while self._seen:
+            nonce, (issued_ms, _) = next(iter(self._seen.items()))
+            if issued_ms >= limit_ms:
+                break
+            del self._seen[nonce]
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+# Decisions -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Authenticated:
+    """The request carries valid credentials of ``username`` in ``realm``."""
+
+    username: str
+    realm: str
+    algorithm: Algorithm
+
+
+@attrs.frozen
+class Rejected:
+    """The request is not authenticated; answer it with this status and these headers.
+
+    401/407 carry one challenge per offered algorithm; 403 carries none; 400 is a malformed
+    credential (RFC 7616 section 3.4: a ``uri`` that is not the Request-URI earns 400).
+    """
+
+    status: int
+    reason: str
+    headers: Headers = Headers.EMPTY
+    stale: bool = False
+
+    def response(self, request: Request, *, to_tag: str | None = None) -> Response:
+        return make_response(request, self.status, self.reason, headers=self.headers, to_tag=to_tag)
+
+
+AuthDecision = Authenticated | Rejected
+
+UAS_CHALLENGED_METHODS: Final = frozenset({"REGISTER", "SUBSCRIBE"})
+"""Methods answered by us as registrar / notifier: 401 + WWW-Authenticate; others get 407
++ Proxy-Authenticate (RFC 3261 sections 22.2 and 22.3)."""
+
+_NC_RE: Final = re.compile(r"[0-9A-Fa-f]{8}")
+_REQUIRED_PARAMS: Final = ("username", "realm", "nonce", "uri", "response")
+
+
+def lower_case_set(values: Iterable[str]) -> frozenset[str]:
+    """Domain names compare case-insensitively (RFC 3261 section 19.1.4)."""
+    return frozenset(value.lower() for value in values)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _same_identity(username: str, realm: str, user: str) -> bool:
+    return username == user
+
+
+def _request_uri_matches(digest_uri: str, request_uri: str) -> bool:
+    if digest_uri == request_uri:
+        return True
+    try:
+        digest, target = parse_uri(digest_uri), parse_uri(request_uri)
+    except MalformedMessage:
+        return False
+    if isinstance(digest, SipUri):
+        return digest.matches(target)  # RFC 3261 section 19.1.4 equivalence
+    return digest == target
+
+
+@attrs.define
+class Authenticator:
+    """Digest authentication of requests for our domains (RFC 3261 section 22, RFC 7616).
+
+    ``domains`` are the (lower-case) hosts we are authoritative for; a request whose identity
+    host is one of them is challenged in that realm, any other in ``default_realm``.
+    ``may_act_as(auth_username, realm, identity_user)`` decides whether an authenticated user
+    may use an identity (default: the user part must equal the username).
+    """
+
+    lookup: CredentialLookup
+    nonces: NonceFactory
+    default_realm: str
+    domains: frozenset[str] = attrs.field(factory=frozenset, converter=lower_case_set)
+    algorithms: tuple[Algorithm, ...] = (Algorithm.SHA_256, Algorithm.MD5)
+    from_checked_methods: frozenset[str] = frozenset({"INVITE", "SUBSCRIBE"})
+    may_act_as: Callable[[str, str, str], bool] = _same_identity
+    counts: NonceCounts = attrs.field(factory=NonceCounts)
+
+    def realm_for(self, request: Request) -> str:
+        """The realm to challenge ``request`` in: its identity host when it is one of ours."""
+        identity = self._identity_uri(request)
+        if identity is not None and identity.host.lower() in self.domains:
+            return identity.host.lower()
+        return self.default_realm
+
+    def challenge(self, request: Request, now: float, *, stale: bool = False) -> Rejected:
+        """A fresh 401/407 with one challenge per algorithm, most preferred first."""
+        realm = self.realm_for(request)
+        nonce = self.nonces.issue(realm, now)
+        uas = request.method in UAS_CHALLENGED_METHODS
+        name = "WWW-Authenticate" if uas else "Proxy-Authenticate"
+        headers = Headers.EMPTY
+        for algorithm in self.algorithms:
+            parts = [
+                f"realm={_quote(realm)}",
+                f"nonce={_quote(nonce)}",
+                f"algorithm={algorithm.value}",
+                'qop="auth"',
+            ]
+            if stale:
+                parts.append("stale=true")
+            headers = headers.add(name, "Digest " + ", ".join(parts))
+        if uas:
+            return Rejected(401, "Unauthorized", headers, stale)
+        return Rejected(407, "Proxy Authentication Required", headers, stale)
+
+    def authenticate(self, request: Request, now: float) -> AuthDecision:
+        """Check the request's credentials: Authenticated, or the reply it must get."""
+        self.counts.prune(now, self.nonces.ttl)
+        realm = self.realm_for(request)
+        params = self._credentials_for(request, realm)
+        if params is None:
+            return self.challenge(request, now)
+        if any(not params.get(name) for name in _REQUIRED_PARAMS):
+            return Rejected(400, "Bad Request")
+        algorithm = Algorithm.from_token(params.get("algorithm"))
+        qop = params.get("qop")
+        if algorithm is None or algorithm not in self.algorithms or qop is None or qop.lower() != "auth":
+            return self.challenge(request, now)
+        nc_text, cnonce = params.get("nc", ""), params.get("cnonce", "")
+        if not _NC_RE.fullmatch(nc_text) or not cnonce:
+            return Rejected(400, "Bad Request")
+        if not _request_uri_matches(params["uri"], request.uri):
+            return Rejected(400, "Bad Request")
+        nonce_check = self.nonces.check(params["nonce"], realm, now)
+        if nonce_check.status is NonceStatus.INVALID:
+            return self.challenge(request, now)
+        username = params["username"]
+        credentials = self.lookup(username, realm)
+        ha1 = credentials.ha1(algorithm) if credentials is not None else None
+        # Hash a stand-in HA1 every time so an unknown user costs what a known one does.
+        stand_in = algorithm.hash(f"{username}:{realm}:")
+        expected = compute_response(
+            algorithm,
+            ha1 if ha1 is not None else stand_in,
+            nonce=params["nonce"],
+            nc=nc_text,
+            cnonce=cnonce,
+            qop="auth",
+            method=request.method,
+            uri=params["uri"],
+        )
+        valid = hmac.compare_digest(expected.encode("ascii"), params["response"].lower().encode())
+        if ha1 is None or not valid:
+            return self.challenge(request, now)
+        if nonce_check.status is NonceStatus.EXPIRED:
+            return self.challenge(request, now, stale=True)
+        if not self.counts.accept(params["nonce"], nonce_check.issued_ms, int(nc_text, 16)):
+            return self.challenge(request, now, stale=True)
+        if not self._may_use_identity(request, username, realm):
+            return Rejected(403, "Forbidden")
+        return Authenticated(username, realm, algorithm)
+
+    def _identity_uri(self, request: Request) -> SipUri | None:
+        try:
+            addr = to_addr(request) if request.method == "REGISTER" else from_addr(request)
+        except MalformedMessage:
+            return None
+        return addr.uri if isinstance(addr.uri, SipUri) else None
+
+    def _may_use_identity(self, request: Request, username: str, realm: str) -> bool:
+        if request.method != "REGISTER" and request.method not in self.from_checked_methods:
+            return True
+        identity = self._identity_uri(request)
+        if identity is None or identity.user is None:
+            return False
+        return self.may_act_as(username, realm, identity.user)
+
+    def _credentials_for(self, request: Request, realm: str) -> dict[str, str] | None:
+        """The Digest credentials for ``realm`` (section 22.4: others are ignored)."""
+        name = "Authorization" if request.method in UAS_CHALLENGED_METHODS else "Proxy-Authorization"
+        for line in request.headers.lines(name):
+            try:
+                header = parse_auth(line)
+            except MalformedMessage:
+                continue
+            if header.scheme.lower() != "digest":
+                continue
+            params = {name.lower(): value for name, value in header.params}
+            if params.get("realm") == realm:
+                return params
+        return None

@@ -1,0 +1,148 @@
+"""The location service: bindings per AoR, ordering, expiry on time, restore."""
+
+from __future__ import annotations
+
+import attrs
+
+from scaserver.registrar.binding import (
+    Binding,
+    BindingAdded,
+    BindingExpired,
+    BindingKey,
+    BindingRefreshed,
+    BindingRemoved,
+    KeyKind,
+    RemovalReason,
+)
+from scaserver.registrar.location import EXPIRY_TIMER, LocationService
+from scaserver.sip.actions import CancelTimer, Deliver, StartTimer
+from scaserver.sip.message import Peer, Transport
+
+AOR = "sip:alice@example.com"
+PEER = Peer(Transport.UDP, "192.0.2.1", 5060)
+NOW = 1000.0
+
+
+def binding(
+    contact: str, *, expires_at: float = NOW + 60, q: float | None = None, updated_at: float = NOW
+) -> Binding:
+    return Binding(
+        key=BindingKey(AOR, KeyKind.URI, contact),
+        contact=contact,
+        expires_at=expires_at,
+        call_id="c1",
+        cseq=1,
+        received=PEER,
+        q=q,
+        updated_at=updated_at,
+    )
+
+
+def test_put_arms_timer_and_reports_added_then_refreshed() -> None:
+    location = LocationService()
+    first = binding("sip:a@192.0.2.1")
+    assert location.put(first, NOW) == [
+        StartTimer(first.key, EXPIRY_TIMER, 60.0),
+        Deliver(BindingAdded(first, NOW)),
+    ]
+    second = attrs.evolve(first, expires_at=NOW + 120, cseq=2)
+    assert location.put(second, NOW + 5) == [
+        StartTimer(first.key, EXPIRY_TIMER, 115.0),
+        Deliver(BindingRefreshed(second, first, NOW + 5)),
+    ]
+    assert location.bindings(AOR) == (second,)
+    assert location.get(first.key) == second
+    assert location.count() == len(location) == location.count(AOR) == 1
+    assert location.aors() == (AOR,)
+
+
+def test_lookup_orders_by_q_then_recency_and_skips_expired() -> None:
+    location = LocationService()
+    low = binding("sip:low@h", q=0.1)
+    absent = binding("sip:absent@h", updated_at=NOW - 10)
+    high = binding("sip:high@h", q=1.0, updated_at=NOW)
+    half = binding("sip:half@h", q=0.5, expires_at=NOW + 5)
+    for item in (low, absent, high, half):
+        location.put(item, NOW)
+    assert [b.contact for b in location.lookup(AOR, NOW)] == [
+        "sip:high@h",
+        "sip:absent@h",
+        "sip:half@h",
+        "sip:low@h",
+    ]
+    assert [b.contact for b in location.lookup(AOR, NOW + 5)] == ["sip:high@h", "sip:absent@h", "sip:low@h"]
+    assert location.lookup("sip:nobody@example.com", NOW) == ()
+    assert sorted(b.contact for b in location.all_bindings()) == sorted(
+        ["sip:low@h", "sip:absent@h", "sip:high@h", "sip:half@h"]
+    )
+
+
+def test_timer_expires_binding_on_time() -> None:
+    location = LocationService()
+    item = binding("sip:a@h")
+    location.put(item, NOW)
+    assert location.on_timer(item.key, EXPIRY_TIMER, NOW + 60) == [Deliver(BindingExpired(item, NOW + 60))]
+    assert location.bindings(AOR) == ()
+    assert location.aors() == ()
+    assert location.on_timer(item.key, EXPIRY_TIMER, NOW + 61) == []
+
+
+def test_timer_that_lost_a_race_with_a_refresh_rearms() -> None:
+    location = LocationService()
+    item = binding("sip:a@h")
+    location.put(item, NOW)
+    location.put(attrs.evolve(item, expires_at=NOW + 100), NOW + 30)
+    assert location.on_timer(item.key, EXPIRY_TIMER, NOW + 60) == [StartTimer(item.key, EXPIRY_TIMER, 40.0)]
+    assert len(location) == 1
+
+
+def test_foreign_timer_name_is_ignored() -> None:
+    location = LocationService()
+    item = binding("sip:a@h")
+    location.put(item, NOW)
+    assert location.on_timer(item.key, "other", NOW + 100) == []
+    assert len(location) == 1
+
+
+def test_remove_cancels_timer_and_reports_reason() -> None:
+    location = LocationService()
+    item = binding("sip:a@h")
+    location.put(item, NOW)
+    assert location.remove(item.key, RemovalReason.ADMINISTRATIVE, NOW + 1) == [
+        CancelTimer(item.key, EXPIRY_TIMER),
+        Deliver(BindingRemoved(item, RemovalReason.ADMINISTRATIVE, NOW + 1)),
+    ]
+    assert location.remove(item.key, RemovalReason.ADMINISTRATIVE, NOW + 1) == []
+
+
+def test_remove_aor_removes_every_binding() -> None:
+    location = LocationService()
+    first, second = binding("sip:a@h", q=0.9), binding("sip:b@h", q=0.1)
+    location.put(first, NOW)
+    location.put(second, NOW)
+    assert location.remove_aor(AOR, RemovalReason.UNREGISTERED, NOW) == [
+        CancelTimer(first.key, EXPIRY_TIMER),
+        Deliver(BindingRemoved(first, RemovalReason.UNREGISTERED, NOW)),
+        CancelTimer(second.key, EXPIRY_TIMER),
+        Deliver(BindingRemoved(second, RemovalReason.UNREGISTERED, NOW)),
+    ]
+    assert len(location) == 0
+
+
+def test_restore_rearms_live_and_reports_lapsed() -> None:
+    location = LocationService()
+    live = binding("sip:live@h", expires_at=NOW + 30)
+    lapsed = binding("sip:lapsed@h", expires_at=NOW - 1)
+    assert location.restore([live, lapsed], NOW) == [
+        StartTimer(live.key, EXPIRY_TIMER, 30.0),
+        Deliver(BindingExpired(lapsed, NOW)),
+    ]
+    assert location.bindings(AOR) == (live,)
+
+
+def test_binding_remaining_rounds_and_never_negative() -> None:
+    item = binding("sip:a@h", expires_at=NOW + 59.6)
+    assert item.remaining(NOW) == 60
+    assert item.remaining(NOW + 100) == 0
+    assert item.sort_q == 1.0 and binding("sip:b@h", q=0.2).sort_q == 0.2
+    assert item.aor == AOR
