@@ -1,0 +1,615 @@
+"""The stateful forking proxy engine (RFC 3261 section 16, RFC 6026, RFC 4320).
+
+:class:`Proxy` keeps one response context (16.2) per proxied request, keyed by
+the server transaction key the dispatcher gives it, and one :class:`Branch`
+per client transaction it asks for.  It is pure: every entry point takes
+``now`` and returns :data:`~scaserver.sip.actions.EngineAction` lists.
+
+Division of work with the dispatcher (``scaserver.dispatch``):
+
+* The dispatcher validates the request (16.3 items 1, 2), authenticates and
+  authorises it, and refuses relaying for foreign domains (403: no open
+  relay; the proxy forwards wherever it is told).  It resolves the target set
+  (16.5: location lookup, the configured upstream), using
+  :func:`scaserver.proxy.routing.preprocess_route` to see the request as it
+  will be routed.  Then it calls :meth:`Proxy.on_request` with the request as
+  received; an empty target set means "forward to the Request-URI" (a request
+  routed by its Route set, an in-dialog request, a foreign domain).
+* Every ``SendRequest`` the proxy returns carries a :class:`BranchKey` as
+  context.  The dispatcher runs it through ``TransactionLayer.request`` and
+  remembers the returned client key for that context, until the transaction
+  ends.  ``ResponseReceived`` of that key goes to :meth:`Proxy.on_response`,
+  ``TransactionTimedOut`` to :meth:`Proxy.on_branch_timeout`,
+  ``TransportFailed`` to :meth:`Proxy.on_branch_failure`.
+* Cancelling a branch: the transaction layer alone can build a CANCEL that
+  matches the branch (same Via branch, RFC 3261 9.1), so the proxy asks for it
+  with ``Deliver(CancelBranch(key, reason))``.  The dispatcher intercepts that
+  event (it is an instruction, never published on the bus) and calls
+  ``TransactionLayer.cancel(client_key, now)``; the layer itself holds the
+  CANCEL back until the branch has a provisional response (9.1).
+* ``CancelReceived`` whose ``invite_key`` is a proxied INVITE goes to
+  :meth:`Proxy.on_cancel`, which answers the CANCEL itself (200, RFC 3261 9.2
+  and 16.10) and cancels the branches.  A CANCEL with no INVITE transaction is
+  the dispatcher's (481).
+* ``AckReceived`` (an ACK for a 2xx, its own transaction) for a request not
+  addressed to us goes to :meth:`Proxy.on_ack`; ``StrayResponse`` goes to
+  :meth:`Proxy.on_stray_response`.
+* Loop detection (16.3 item 4) needs the Via branch of every branch request to
+  carry :attr:`BranchKey.loop_hash`: when the dispatcher runs a SendRequest
+  whose context is a BranchKey, its ``branch_factory`` must return
+  :func:`scaserver.proxy.routing.branch_with_loop_hash` of that hash and a
+  fresh unique part for that call.  Without it a loop still ends through
+  Max-Forwards (483), only later.
+* Timer C (16.6 step 11) is the proxy's: ``StartTimer(BranchKey, "C", ...)``;
+  when it fires the edge hands it back through :meth:`Proxy.on_timer`.
+
+Choices where RFC 3261 leaves room, and why:
+
+* When the caller CANCELs, or a 6xx or 2xx ends the search, branches that have
+  had no response are cancelled too (the layer sends the CANCEL once their
+  first provisional arrives), and for the best-response decision they count
+  as answered 487 at once: the caller is not kept waiting 32 s for a branch
+  that may never answer.  Ringing branches are CANCELled and their final
+  responses (normally 487) awaited.
+* Timer C (reset by provisional responses 101-199, 16.7 step 2) cancels its
+  branch and counts as a 408 for that branch whether or not it had a
+  provisional response (16.8): the 487 that follows the CANCEL is then
+  absorbed.
+* Every 2xx to an INVITE goes upstream (RFC 6026 section 8.4): the first one
+  through the server transaction, later ones (other branches, retransmissions)
+  statelessly to the peer the INVITE came from, because the server
+  transaction may already have left its Accepted state.  The first 2xx
+  cancels the other branches with ``Reason: SIP;cause=200;text="Call
+  completed elsewhere"`` (RFC 3326).
+* A stray 2xx to an INVITE is forwarded statelessly after our Via is removed
+  (16.7 step 3, RFC 6026 section 8.4); other stray responses are dropped.
+* A non-INVITE request whose best response would be a locally generated 408
+  gets no response at all (RFC 4320 section 4.2): the upstream's own
+  transaction times out.
+* 3xx responses are relayed, not recursed on (16.7 step 4 makes recursion
+  optional).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable, Sequence
+from typing import Final
+
+import attrs
+
+from scaserver.proxy.events import (
+    AckForwarded,
+    CallCancelled,
+    CallEnded,
+    CallEndReason,
+    RequestForwarded,
+    ResponseRelayed,
+)
+from scaserver.proxy.routing import (
+    ProxyIdentity,
+    add_record_route,
+    apply_target,
+    check_max_forwards,
+    check_proxy_require,
+    decrement_max_forwards,
+    detect_loop,
+    loop_hash,
+    next_hop,
+    preprocess_route,
+    response_destination,
+    stateless_branch,
+)
+from scaserver.proxy.target import Target, order_targets
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, Send, SendRequest, StartTimer
+from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
+from scaserver.sip.headers import cseq, to_addr, top_via
+from scaserver.sip.message import Peer, Request, Response
+from scaserver.sip.responses import make_response, response_for
+
+TIMER_C: Final = "C"
+"""Name of the proxy's INVITE branch timer (RFC 3261 16.6 step 11) in StartTimer/CancelTimer."""
+
+ANSWERED_ELSEWHERE: Final = 'SIP;cause=200;text="Call completed elsewhere"'
+"""Reason (RFC 3326) for branches cancelled because another branch answered."""
+
+DIALOG_CREATING_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
+"""Initial requests of these methods are record-routed (16.6 step 4)."""
+
+# 16.7 step 6: within the 4xx class these are preferred, they tell the caller how to succeed.
+_PREFERRED_4XX: Final = (401, 407, 415, 420, 484)
+
+
+@attrs.frozen
+class BranchKey:
+    """One branch of a response context: the SendRequest context and the timer C key.
+
+    ``loop_hash`` is the loop-detection part the branch's Via ``branch``
+    should carry (16.6 step 8, :func:`scaserver.proxy.routing.branch_with_loop_hash`).
+    """
+
+    server_tx: Hashable
+    index: int
+    loop_hash: str
+
+
+@attrs.frozen
+class CancelBranch:
+    """Instruction to the dispatcher, delivered as ``Deliver(CancelBranch(...))``: run
+    ``TransactionLayer.cancel`` for the client transaction of ``branch`` (RFC 3261 9.1,
+    16.10).  ``reason`` is a Reason header value (RFC 3326) for the CANCEL, if any."""
+
+    branch: BranchKey
+    reason: str | None = None
+
+
+@attrs.frozen
+class ProxySettings:
+    """Tunables of the proxy.
+
+    ``timer_c``: seconds a ringing INVITE branch may go without a provisional
+    response (16.6 step 11: more than 3 minutes).  ``record_route``: stay in
+    the path of dialogs (16.6 step 4).  ``supported``: Proxy-Require option
+    tags we understand (16.3 item 5).
+    """
+
+    timer_c: float = 180.0
+    record_route: bool = True
+    supported: frozenset[str] = frozenset()
+
+
+class BranchState(enum.Enum):
+    """Where one branch (one client transaction) stands, as the proxy sees it."""
+
+    CALLING = "calling"  # sent, nothing heard yet
+    PROCEEDING = "proceeding"  # a provisional response arrived
+    COMPLETED = "completed"  # final response received, or counted (408, 487, 503)
+
+
+class ContextState(enum.Enum):
+    """What went upstream for the response context (16.7 steps 5 to 9)."""
+
+    FORKING = "forking"  # no final response yet
+    ANSWERED = "answered"  # a 2xx was sent
+    COMPLETED = "completed"  # a non-2xx final response was sent (or withheld, RFC 4320)
+
+
+@attrs.define
+class Branch:
+    key: BranchKey
+    target: Target
+    request: Request  # as handed to the transaction layer, without our Via
+    peer: Peer | None  # None: the target could not be reached at all
+    state: BranchState = BranchState.CALLING
+    cancelled: bool = False  # a CancelBranch went out for it
+
+    @property
+    def pending(self) -> bool:
+        return self.state is not BranchState.COMPLETED
+
+
+@attrs.define
+class ResponseContext:
+    """RFC 3261 16.2: everything kept about one proxied request."""
+
+    server_tx: Hashable
+    request: Request  # as received
+    prepared: Request  # after Route pre-processing and Max-Forwards, before a target is applied
+    peer: Peer  # where the request came from
+    loop_hash: str
+    groups: list[tuple[Target, ...]]  # target groups not tried yet (serial forking)
+    branches: dict[int, Branch] = attrs.Factory(dict)
+    finals: list[tuple[Response, bool]] = attrs.Factory(list)  # (response, generated), arrival order
+    state: ContextState = ContextState.FORKING
+    cancelled: bool = False
+    declined: bool = False  # a 6xx arrived (16.7 step 6)
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+    @property
+    def to_tag(self) -> str:
+        """The To tag of responses the proxy generates itself (8.2.6.2)."""
+        return "p" + self.loop_hash[:12]
+
+    def pending(self) -> list[Branch]:
+        return [branch for branch in self.branches.values() if branch.pending]
+
+
+@attrs.define
+class Proxy:
+    """RFC 3261 section 16 stateful proxy; see the module docstring for the dispatcher's part."""
+
+    identity: ProxyIdentity
+    settings: ProxySettings = ProxySettings()
+    _contexts: dict[Hashable, ResponseContext] = attrs.field(init=False, factory=dict)
+
+    def __contains__(self, server_tx: object) -> bool:
+        return server_tx in self._contexts
+
+    def __len__(self) -> int:
+        return len(self._contexts)
+
+    # ------------------------------------------------------------------ requests
+
+    def on_request(
+        self, request: Request, server_tx: Hashable, peer: Peer, targets: Sequence[Target], now: float
+    ) -> list[EngineAction]:
+        """Proxy ``request`` (received from ``peer`` on ``server_tx``) to ``targets``.
+
+        16.3 items 3 to 5 first (483, 482, 420), then 16.4 and 16.6 for each
+        target of the first q-group.  An empty ``targets`` means the
+        Request-URI (after Route pre-processing) is the only target.
+        """
+        if server_tx in self._contexts:
+            raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
+        try:
+            check_max_forwards(request)
+            if detect_loop(request, self.identity):
+                raise LoopDetected("our Via with this request's loop hash is present")
+            check_proxy_require(request, self.settings.supported)
+            hash_part = loop_hash(request, request.headers.first_value("Via"))
+            prepared = decrement_max_forwards(preprocess_route(request, self.identity))
+        except SipError as error:
+            response = response_for(request, error, to_tag=_generated_tag(request))
+            return [Respond(server_tx, response), *self._final_events(request, response, now, generated=True)]
+        groups: list[tuple[Target, ...]] = order_targets(targets) if targets else [(Target(prepared.uri),)]
+        context = ResponseContext(server_tx, request, prepared, peer, hash_part, groups)
+        self._contexts[server_tx] = context
+        return self._start_next_group(context, now)
+
+    def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
+        """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set.
+
+        Dropped (nothing can be answered to an ACK) when Max-Forwards is
+        exhausted, the message is unusable, or the next hop is ourselves.
+        """
+        try:
+            check_max_forwards(ack)
+            prepared = decrement_max_forwards(preprocess_route(ack, self.identity))
+            destination = next_hop(prepared)
+            branch = stateless_branch(ack)
+        except SipError:
+            return []
+        if destination is None or self._is_us(destination):
+            return []
+        interface = self.identity.interface_for(destination)
+        forwarded = prepared.with_headers(prepared.headers.prepend("Via", interface.via(branch)))
+        return [Send(forwarded, destination), Deliver(AckForwarded(ack, forwarded, destination, now))]
+
+    def on_cancel(
+        self, cancel: Request, cancel_tx: Hashable, invite_tx: Hashable, now: float
+    ) -> list[EngineAction]:
+        """A CANCEL matching the proxied INVITE ``invite_tx`` (RFC 3261 16.10).
+
+        The CANCEL is answered 200 here.  When the INVITE has no final
+        response yet, no further branches are started, every pending branch is
+        cancelled, and the best response (normally 487) follows once the
+        ringing branches have answered.
+        """
+        actions: list[EngineAction] = [Respond(cancel_tx, make_response(cancel, 200))]
+        context = self._contexts.get(invite_tx)
+        if context is None or context.state is not ContextState.FORKING or context.cancelled:
+            return actions
+        context.cancelled = True
+        context.groups.clear()
+        actions.append(Deliver(CallCancelled(context.request, cancel, now)))
+        actions += self._cancel_pending(context, None)
+        actions += self._advance(context, now)
+        return actions
+
+    # ----------------------------------------------------------------- responses
+
+    def on_response(self, context: BranchKey, response: Response, now: float) -> list[EngineAction]:
+        """A response on the branch ``context`` (RFC 3261 16.7)."""
+        rctx = self._contexts.get(context.server_tx)
+        branch = rctx.branches.get(context.index) if rctx is not None else None
+        if rctx is None or branch is None:
+            return self._forward_stray(_without_top_via(response), None)
+        relayed = _strip_our_via(response, branch.request)
+        if response.status < 200:
+            return self._provisional(rctx, branch, relayed, now)
+        if response.status < 300:
+            return self._success(rctx, branch, relayed, now)
+        return self._failure(rctx, branch, relayed, now)
+
+    def on_branch_timeout(self, context: BranchKey, now: float) -> list[EngineAction]:
+        """The branch's client transaction timed out (timer B or F): a 408 for it (16.8)."""
+        return self._synthesize(context, 408, now)
+
+    def on_branch_failure(self, context: BranchKey, now: float) -> list[EngineAction]:
+        """The branch's request could not be sent: a 503 for it (RFC 3261 16.9)."""
+        return self._synthesize(context, 503, now)
+
+    def on_stray_response(self, response: Response, now: float) -> list[EngineAction]:
+        """A response that matched no client transaction (RFC 3261 16.7 step 3, RFC 6026 8.4).
+
+        Only a 2xx to an INVITE whose top Via is ours is forwarded, statelessly,
+        to the next Via.
+        """
+        try:
+            if not self.identity.is_local_via(top_via(response)):
+                return []
+        except MalformedMessage:
+            return []
+        return self._forward_stray(_without_top_via(response), None)
+
+    def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
+        """Timer C of a branch fired (RFC 3261 16.8): CANCEL it and count it as 408."""
+        if name != TIMER_C or not isinstance(key, BranchKey):
+            return []
+        context = self._contexts.get(key.server_tx)
+        branch = context.branches.get(key.index) if context is not None else None
+        if context is None or branch is None or not branch.pending:
+            return []
+        actions: list[EngineAction] = [] if branch.cancelled else [Deliver(CancelBranch(key))]
+        branch.cancelled = True
+        actions += self._count_final(context, branch, 408, stop_timer=False)
+        actions += self._advance(context, now)
+        return actions
+
+    # ------------------------------------------------------------------ internals
+
+    def _start_next_group(self, context: ResponseContext, now: float) -> list[EngineAction]:
+        """Start one branch per target of the next q-group (16.6), in parallel."""
+        actions: list[EngineAction] = []
+        group = context.groups.pop(0)
+        for target in group:
+            actions += self._start_branch(context, target, now)
+        actions += self._advance(context, now)
+        return actions
+
+    def _start_branch(self, context: ResponseContext, target: Target, now: float) -> list[EngineAction]:
+        key = BranchKey(context.server_tx, len(context.branches), context.loop_hash)
+        try:
+            request = apply_target(context.prepared, target.uri, target.path)
+            destination = target.flow or next_hop(request)
+        except SipError:
+            request, destination = context.prepared, None
+        branch = Branch(key, target, request, destination)
+        context.branches[key.index] = branch
+        if destination is None:
+            return self._count_final(context, branch, 503)
+        if self.settings.record_route and _creates_dialog(context.request):
+            request = add_record_route(
+                request, self.identity.interface_for(context.peer), self.identity.interface_for(destination)
+            )
+            branch.request = request
+        actions: list[EngineAction] = [
+            SendRequest(request, destination, key),
+            Deliver(RequestForwarded(context.request, request, target, destination, now)),
+        ]
+        if context.is_invite:
+            actions.append(StartTimer(key, TIMER_C, self.settings.timer_c))
+        return actions
+
+    def _provisional(
+        self, context: ResponseContext, branch: Branch, response: Response, now: float
+    ) -> list[EngineAction]:
+        """16.7 step 2 (timer C reset on 101-199) and step 5 (1xx other than 100 go upstream)."""
+        if not branch.pending:
+            return []  # cancelled or counted already
+        branch.state = BranchState.PROCEEDING
+        if response.status == 100:
+            return []
+        actions: list[EngineAction] = []
+        if context.is_invite:
+            actions.append(StartTimer(branch.key, TIMER_C, self.settings.timer_c))
+        if context.state is ContextState.FORKING:
+            actions += [
+                Respond(context.server_tx, response),
+                Deliver(ResponseRelayed(context.request, response, now)),
+            ]
+        return actions
+
+    def _success(
+        self, context: ResponseContext, branch: Branch, response: Response, now: float
+    ) -> list[EngineAction]:
+        """16.7 step 5: a 2xx goes upstream at once; for an INVITE every 2xx does (RFC 6026)."""
+        actions: list[EngineAction] = []
+        if branch.pending:
+            branch.state = BranchState.COMPLETED
+            if context.is_invite:
+                actions.append(CancelTimer(branch.key, TIMER_C))
+        if context.state is ContextState.FORKING:
+            context.state = ContextState.ANSWERED
+            context.groups.clear()
+            actions += [
+                Respond(context.server_tx, response),
+                *self._final_events(context.request, response, now, generated=False),
+            ]
+            if context.is_invite:
+                actions += self._cancel_pending(context, ANSWERED_ELSEWHERE)
+        elif context.is_invite:
+            actions += [
+                Send(response, context.peer),
+                Deliver(ResponseRelayed(context.request, response, now)),
+            ]
+        actions += self._advance(context, now)
+        return actions
+
+    def _failure(
+        self, context: ResponseContext, branch: Branch, response: Response, now: float
+    ) -> list[EngineAction]:
+        """16.7 steps 4 to 6 for a 3xx-6xx: remember it; a 6xx ends the search."""
+        if not branch.pending:
+            return []  # the 487 after our CANCEL of a branch already counted
+        actions: list[EngineAction] = []
+        if context.is_invite:
+            actions.append(CancelTimer(branch.key, TIMER_C))
+        branch.state = BranchState.COMPLETED
+        context.finals.append((response, False))
+        if response.status >= 600 and context.state is ContextState.FORKING and not context.declined:
+            context.declined = True
+            context.groups.clear()
+            if context.is_invite:
+                actions += self._cancel_pending(context, None)
+        actions += self._advance(context, now)
+        return actions
+
+    def _synthesize(self, key: BranchKey, status: int, now: float) -> list[EngineAction]:
+        context = self._contexts.get(key.server_tx)
+        branch = context.branches.get(key.index) if context is not None else None
+        if context is None or branch is None or not branch.pending:
+            return []
+        actions = self._count_final(context, branch, status)
+        actions += self._advance(context, now)
+        return actions
+
+    def _count_final(
+        self, context: ResponseContext, branch: Branch, status: int, *, stop_timer: bool = True
+    ) -> list[EngineAction]:
+        """Close ``branch`` with a final response of our own making (408, 487, 503)."""
+        actions: list[EngineAction] = []
+        if stop_timer and context.is_invite and branch.peer is not None:
+            actions.append(CancelTimer(branch.key, TIMER_C))
+        branch.state = BranchState.COMPLETED
+        response = make_response(context.request, status, to_tag=context.to_tag)
+        context.finals.append((response, True))
+        return actions
+
+    def _cancel_pending(self, context: ResponseContext, reason: str | None) -> list[EngineAction]:
+        """Cancel every pending branch (9.1, 16.10).  Branches that have heard nothing count
+        as 487 at once; ringing ones keep running until their final response arrives."""
+        actions: list[EngineAction] = []
+        for branch in context.pending():
+            if branch.cancelled:
+                continue
+            branch.cancelled = True
+            actions.append(Deliver(CancelBranch(branch.key, reason)))
+            if branch.state is BranchState.CALLING:
+                actions += self._count_final(context, branch, 487)
+        return actions
+
+    def _advance(self, context: ResponseContext, now: float) -> list[EngineAction]:
+        """After a branch ended: start the next q-group, or send the best response, or forget
+        the context once nothing is pending and the final response is out (16.7 step 5)."""
+        if context.pending():
+            return []
+        if context.state is not ContextState.FORKING:
+            del self._contexts[context.server_tx]
+            return []
+        if context.groups and not context.cancelled and not context.declined:
+            return self._start_next_group(context, now)
+        context.state = ContextState.COMPLETED
+        del self._contexts[context.server_tx]
+        response, generated = _best_response(context)
+        if generated and response.status == 408 and not context.is_invite:
+            # RFC 4320 section 4.2: no 408 to a non-INVITE; the upstream times out by itself.
+            return list(self._final_events(context.request, response, now, generated=True, sent=False))
+        return [
+            Respond(context.server_tx, response),
+            *self._final_events(context.request, response, now, generated=generated),
+        ]
+
+    def _final_events(
+        self, request: Request, response: Response, now: float, *, generated: bool, sent: bool = True
+    ) -> list[EngineAction]:
+        events: list[EngineAction] = []
+        if sent:
+            events.append(Deliver(ResponseRelayed(request, response, now, generated)))
+        call_id = request.call_id or ""
+        if request.method == "BYE":
+            events.append(Deliver(CallEnded(call_id, CallEndReason.BYE, request, response.status, now)))
+        elif request.method == "INVITE" and response.status >= 300 and _is_initial(request):
+            reason = CallEndReason.CANCELLED if response.status == 487 else CallEndReason.FAILED
+            events.append(Deliver(CallEnded(call_id, reason, request, response.status, now)))
+        return events
+
+    def _forward_stray(self, response: Response, peer: Peer | None) -> list[EngineAction]:
+        """Forward a 2xx to an INVITE statelessly to the next Via (RFC 6026 section 8.4)."""
+        try:
+            if not 200 <= response.status < 300 or cseq(response).method != "INVITE":
+                return []
+            destination = peer or response_destination(top_via(response))
+        except MalformedMessage:
+            return []
+        return [] if destination is None else [Send(response, destination)]
+
+    def _is_us(self, peer: Peer) -> bool:
+        return self.identity.is_local(peer.host, peer.port, peer.port)
+
+
+def _best_response(context: ResponseContext) -> tuple[Response, bool]:
+    """RFC 3261 16.7 steps 6 and 7: choose the response to send upstream."""
+    finals = context.finals
+    if not finals:
+        return make_response(context.request, 408, to_tag=context.to_tag), True
+    chosen: tuple[Response, bool] | None = next((f for f in finals if f[0].status >= 600), None)
+    if chosen is None:
+        lowest = min(response.status // 100 for response, _ in finals)
+        # Responses received from branches before our own 408/487/503, each in arrival order.
+        in_class = sorted((f for f in finals if f[0].status // 100 == lowest), key=lambda f: f[1])
+        chosen = in_class[0]
+        if lowest == 4:
+            if context.cancelled:
+                chosen = next((f for f in in_class if f[0].status == 487), chosen)
+            else:
+                chosen = next((f for f in in_class if f[0].status in _PREFERRED_4XX), chosen)
+    response, generated = chosen
+    if response.status == 503:
+        # 16.7 step 6: a 503 would make the upstream believe *we* are unavailable.
+        return make_response(context.request, 500, to_tag=context.to_tag), True
+    if response.status in (401, 407):
+        response = _merge_challenges(response, [r for r, _ in finals if r is not response])
+    return response, generated
+
+
+def _merge_challenges(response: Response, others: Sequence[Response]) -> Response:
+    """16.7 step 7: add every WWW-/Proxy-Authenticate of the other 401/407 responses, unmodified."""
+    headers = response.headers
+    seen = {(name, value) for name, value in headers.fields}
+    for other in others:
+        if other.status not in (401, 407):
+            continue
+        for name in ("WWW-Authenticate", "Proxy-Authenticate"):
+            for value in other.headers.lines(name):
+                if (name, value) not in seen:
+                    seen.add((name, value))
+                    headers = headers.add(name, value)
+    return response.with_headers(headers)
+
+
+def _strip_our_via(response: Response, sent: Request) -> Response:
+    """16.7 step 3: remove the Via the transaction layer added to the branch request."""
+    if len(response.headers.values("Via")) > len(sent.headers.values("Via")):
+        return _without_top_via(response)
+    return response
+
+
+def _without_top_via(response: Response) -> Response:
+    return response.with_headers(response.headers.remove_first_value("Via"))
+
+
+def _is_initial(request: Request) -> bool:
+    try:
+        return to_addr(request).tag is None
+    except MalformedMessage:
+        return False
+
+
+def _creates_dialog(request: Request) -> bool:
+    return request.method in DIALOG_CREATING_METHODS and _is_initial(request)
+
+
+def _generated_tag(request: Request) -> str:
+    """A To tag for a response generated before a context exists (derived from the loop hash)."""
+    try:
+        return "p" + loop_hash(request, request.headers.first_value("Via"))[:12]
+    except MalformedMessage:
+        return "p000000000000"
+
+
+__all__ = [
+    "ANSWERED_ELSEWHERE",
+    "TIMER_C",
+    "Branch",
+    "BranchKey",
+    "BranchState",
+    "CancelBranch",
+    "ContextState",
+    "Proxy",
+    "ProxySettings",
+    "ResponseContext",
+]

@@ -1,0 +1,386 @@
+"""Request and response preparation of a proxy (RFC 3261 sections 16.3, 16.4, 16.6, 16.7, 16.11).
+
+Pure functions over frozen messages; nothing here keeps state.  The steps, in
+the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
+
+* 16.3 item 3, Max-Forwards: a request to be forwarded with ``Max-Forwards: 0``
+  is answered 483 (:func:`check_max_forwards`); 16.6 step 3 decrements it or
+  adds ``Max-Forwards: 70`` (:func:`decrement_max_forwards`).
+* 16.3 item 4, loop detection (:func:`detect_loop`): when one of our own Via
+  entries is in the request and its branch carries the loop hash that the
+  request would get now (16.6 step 8), the request has looped: 482.  The hash
+  covers the To tag, From tag, Call-ID, Request-URI, the topmost Via as it was
+  when we forwarded (that is, the Via just below ours), the CSeq number,
+  Proxy-Require and Proxy-Authorization.  A spiral (the request came back
+  with another Request-URI) hashes differently and is forwarded.
+* 16.3 item 5, Proxy-Require: options we do not support earn a 420 with
+  Unsupported listing them (:func:`check_proxy_require`).
+* 16.4, Route pre-processing (:func:`preprocess_route`): a Request-URI that we
+  once put in a Record-Route (a strict router upstream moved it there) is
+  replaced by the last Route value; a top Route naming us is removed (both of
+  our entries when we double record-routed).
+* 16.6 steps 2 and 6 (:func:`apply_target`): the target becomes the
+  Request-URI, its Path goes on top of Route (RFC 3327), and a strict next hop
+  (no ``lr``) gets the Request-URI appended to Route and becomes the
+  Request-URI itself.
+* 16.6 step 4, Record-Route (:func:`add_record_route`): our URI with ``lr``;
+  two entries (``r2=on``) when the request leaves on another interface than it
+  arrived on, so each side of the dialog routes to the address it can reach
+  (RFC 5658).
+* 16.6 step 7 (:func:`next_hop`): the top Route URI, else the Request-URI;
+  ``maddr`` overrides the host, ``transport`` (or ``sips``) picks the transport,
+  the scheme's default port applies when none is given.  Name resolution
+  (RFC 3263) of a host name is left to the edge's resolver.
+* 16.6 step 8: the branch of our Via is assigned by the transaction layer.  For
+  loop detection it must start with ``z9hG4bK`` + loop hash + ``.``
+  (:func:`branch_with_loop_hash`); the hash travels in the branch context.
+* 16.7 step 3 / 18.2.2, responses: our Via is removed and the next Via gives
+  the destination (:func:`response_destination`), never a broadcast or
+  multicast address (RFC 4475 section 3.3.10, ``bcast``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Sequence
+from typing import Final
+
+import attrs
+
+from scaserver.sip.errors import BadExtension, MalformedMessage, TooManyHops
+from scaserver.sip.headers import (
+    BRANCH_MAGIC_COOKIE,
+    Via,
+    cseq,
+    from_addr,
+    max_forwards,
+    option_tags,
+    parse_via,
+    to_addr,
+)
+from scaserver.sip.message import Headers, Peer, Request, Transport
+from scaserver.sip.uri import SipUri, Uri, format_host, parse_name_addr, parse_uri
+
+MAGIC_COOKIE: Final = BRANCH_MAGIC_COOKIE
+DEFAULT_MAX_FORWARDS: Final = 70
+_DEFAULT_PORT: Final[dict[Transport, int]] = {Transport.UDP: 5060, Transport.TCP: 5060, Transport.TLS: 5061}
+_URI_TRANSPORTS: Final[dict[str, Transport]] = {
+    "udp": Transport.UDP,
+    "tcp": Transport.TCP,
+    "tls": Transport.TLS,
+}
+
+
+@attrs.frozen
+class Interface:
+    """One address this proxy listens on: what goes into our Record-Route and Via."""
+
+    transport: Transport
+    host: str
+    port: int
+
+    def record_route_uri(self, *, double: bool = False) -> str:
+        """Our Record-Route value (RFC 3261 16.6 step 4): a loose-routing URI, ``r2=on`` when doubled."""
+        text = f"sip:{format_host(self.host)}:{self.port};transport={self.transport.value.lower()};lr"
+        if double:
+            text += ";r2=on"
+        return f"<{text}>"
+
+    def via(self, branch: str) -> str:
+        """A Via value with this interface as sent-by (RFC 3261 18.2.1)."""
+        return f"SIP/2.0/{self.transport.value} {format_host(self.host)}:{self.port};branch={branch}"
+
+
+@attrs.frozen
+class ProxyIdentity:
+    """Who "we" are: the interfaces we listen on and extra host names that mean us.
+
+    ``aliases`` are lower-case host names (a DNS name of the server, a public
+    address in front of NAT) recognised in Route, Request-URI and Via as ours
+    on any of the interface ports.
+    """
+
+    interfaces: tuple[Interface, ...]
+    aliases: frozenset[str] = frozenset()
+
+    def __attrs_post_init__(self) -> None:
+        if not self.interfaces:
+            raise ValueError("a proxy needs at least one interface")
+
+    def interface_for(self, peer: Peer) -> Interface:
+        """The interface used to talk to ``peer``: same transport and address family if we have one."""
+        v6 = ":" in peer.host
+        same_transport = [i for i in self.interfaces if i.transport is peer.transport]
+        for interface in same_transport:
+            if (":" in interface.host) == v6:
+                return interface
+        if same_transport:
+            return same_transport[0]
+        return self.interfaces[0]
+
+    def is_local(self, host: str, port: int | None, default_port: int) -> bool:
+        """Whether ``host:port`` (port None: the default of the scheme/transport) names us."""
+        wanted = host.lower()
+        effective = default_port if port is None else port
+        if wanted in self.aliases:
+            return any(i.port == effective for i in self.interfaces)
+        return any(i.host.lower() == wanted and i.port == effective for i in self.interfaces)
+
+    def is_local_uri(self, uri: Uri) -> bool:
+        if not isinstance(uri, SipUri):
+            return False
+        host = uri.param("maddr") or uri.host
+        return self.is_local(host, uri.port, _uri_default_port(uri))
+
+    def is_local_via(self, via: Via) -> bool:
+        transport = _URI_TRANSPORTS.get(via.transport.lower(), Transport.UDP)
+        return self.is_local(via.host, via.port, _DEFAULT_PORT[transport])
+
+
+def _uri_default_port(uri: SipUri) -> int:
+    if uri.secure or uri.transport == "tls":
+        return 5061
+    return 5060
+
+
+# -- 16.3 request validation ------------------------------------------------------------------
+
+
+def check_max_forwards(request: Request) -> None:
+    """RFC 3261 16.3 item 3: a request that would be forwarded with Max-Forwards 0 is refused."""
+    value = max_forwards(request)
+    if value is not None and value <= 0:
+        raise TooManyHops("Max-Forwards is 0")
+
+
+def decrement_max_forwards(request: Request) -> Request:
+    """RFC 3261 16.6 step 3: decrement Max-Forwards, or add it with 70."""
+    value = max_forwards(request)
+    if value is None:
+        return request.with_headers(request.headers.set("Max-Forwards", str(DEFAULT_MAX_FORWARDS)))
+    return request.with_headers(request.headers.set("Max-Forwards", str(max(value - 1, 0))))
+
+
+def check_proxy_require(request: Request, supported: frozenset[str]) -> None:
+    """RFC 3261 16.3 item 5: Proxy-Require options we lack -> 420 with Unsupported."""
+    missing = tuple(tag for tag in option_tags(request, "Proxy-Require") if tag not in supported)
+    if missing:
+        raise BadExtension(
+            "unsupported Proxy-Require options", headers=Headers.of(("Unsupported", ", ".join(missing)))
+        )
+
+
+def loop_hash(request: Request, top_via: str | None) -> str:
+    """The loop-detection part of a branch (RFC 3261 16.6 step 8), 16 hex digits.
+
+    ``top_via`` is the text of the topmost Via of the request as received
+    before our own Via is added.
+    """
+    to_tag = to_addr(request).tag or ""
+    from_tag = from_addr(request).tag or ""
+    parts = [
+        to_tag,
+        from_tag,
+        request.call_id or "",
+        request.uri,
+        top_via or "",
+        str(cseq(request).number),
+        *request.headers.values("Proxy-Require"),
+        *request.headers.lines("Proxy-Authorization"),
+    ]
+    digest = hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogateescape"), digest_size=8)
+    return digest.hexdigest()
+
+
+def branch_with_loop_hash(hash_part: str, unique: str) -> str:
+    """A branch carrying the loop hash (16.6 step 8): ``z9hG4bK<hash>.<unique>``."""
+    return f"{MAGIC_COOKIE}{hash_part}.{unique}"
+
+
+def loop_hash_of_branch(branch: str | None) -> str | None:
+    """The loop hash carried by a branch built by :func:`branch_with_loop_hash`, or None."""
+    if branch is None or not branch.startswith(MAGIC_COOKIE):
+        return None
+    rest = branch[len(MAGIC_COOKIE) :]
+    hash_part, dot, unique = rest.partition(".")
+    if not dot or not unique or len(hash_part) != 16:
+        return None
+    return hash_part
+
+
+def detect_loop(request: Request, identity: ProxyIdentity) -> bool:
+    """RFC 3261 16.3 item 4: one of our Vias carries the hash this request would get now.
+
+    For each of our Via entries, the hash is computed with the Via below it as
+    the "topmost Via", which is what the topmost Via was when we forwarded the
+    request the first time.
+    """
+    texts = request.headers.values("Via")
+    for index, text in enumerate(texts):
+        try:
+            via = parse_via(text)
+        except MalformedMessage:
+            continue
+        if not identity.is_local_via(via):
+            continue
+        carried = loop_hash_of_branch(via.branch)
+        if carried is None:
+            continue
+        below = texts[index + 1] if index + 1 < len(texts) else None
+        if loop_hash(request, below) == carried:
+            return True
+    return False
+
+
+# -- 16.4 Route pre-processing ----------------------------------------------------------------
+
+
+def _route_uri(value: str) -> Uri:
+    return parse_name_addr(value).uri
+
+
+def _is_our_record_route(uri: Uri, identity: ProxyIdentity) -> bool:
+    """A URI we put into a Record-Route: no user part, ``lr``, host and port ours."""
+    return isinstance(uri, SipUri) and uri.user is None and uri.has_param("lr") and identity.is_local_uri(uri)
+
+
+def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
+    """RFC 3261 16.4: undo a strict router's rewrite, then remove our own top Route entries."""
+    headers = request.headers
+    uri = request.uri
+    routes = headers.values("Route")
+    if routes and _is_our_record_route(parse_uri(uri), identity):
+        uri = str(_route_uri(routes[-1]))
+        remaining = routes[:-1]
+        headers = headers.set("Route", ", ".join(remaining)) if remaining else headers.remove("Route")
+    popped = 0
+    while popped < 2:
+        top = headers.first_value("Route")
+        if top is None:
+            break
+        top_uri = _route_uri(top)
+        if not identity.is_local_uri(top_uri):
+            break
+        headers = headers.remove_first_value("Route")
+        popped += 1
+        if not (isinstance(top_uri, SipUri) and top_uri.has_param("r2")):
+            break
+    if uri == request.uri and headers is request.headers:
+        return request
+    return attrs.evolve(request, uri=uri, headers=headers)
+
+
+# -- 16.6 request forwarding -------------------------------------------------------------------
+
+
+def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Request:
+    """RFC 3261 16.6 steps 2 and 6: new Request-URI, Path as top Routes, strict-route fix-up."""
+    headers = request.headers
+    for value in reversed(path):
+        headers = headers.prepend("Route", value)
+    uri = target_uri
+    top = headers.first_value("Route")
+    if top is not None:
+        top_uri = _route_uri(top)
+        if isinstance(top_uri, SipUri) and not top_uri.has_param("lr"):
+            headers = headers.remove_first_value("Route").add("Route", f"<{uri}>")
+            uri = str(top_uri)
+    return attrs.evolve(request, uri=uri, headers=headers)
+
+
+def add_record_route(request: Request, incoming: Interface, outgoing: Interface) -> Request:
+    """RFC 3261 16.6 step 4 (and RFC 5658 when the interfaces differ)."""
+    headers = request.headers
+    if incoming == outgoing:
+        headers = headers.prepend("Record-Route", outgoing.record_route_uri())
+    else:
+        headers = headers.prepend("Record-Route", incoming.record_route_uri(double=True))
+        headers = headers.prepend("Record-Route", outgoing.record_route_uri(double=True))
+    return request.with_headers(headers)
+
+
+def uri_destination(uri: Uri) -> Peer | None:
+    """The transport address a SIP URI designates (RFC 3261 16.6 step 7, 19.1.1).
+
+    ``maddr`` replaces the host; ``sips`` or ``transport=tls`` means TLS; a
+    transport we do not run (sctp, ws...) or a non-SIP URI gives None.
+    """
+    if not isinstance(uri, SipUri):
+        return None
+    if uri.secure:
+        transport = Transport.TLS
+    elif uri.transport is None:
+        transport = Transport.UDP
+    else:
+        found = _URI_TRANSPORTS.get(uri.transport)
+        if found is None:
+            return None
+        transport = found
+    host = uri.param("maddr") or uri.host
+    port = uri.port if uri.port is not None else _DEFAULT_PORT[transport]
+    return Peer(transport, host, port)
+
+
+def next_hop(request: Request) -> Peer | None:
+    """RFC 3261 16.6 step 7: the top Route's URI if there is one, else the Request-URI."""
+    top = request.headers.first_value("Route")
+    uri = _route_uri(top) if top is not None else parse_uri(request.uri)
+    return uri_destination(uri)
+
+
+def stateless_branch(request: Request) -> str:
+    """A branch for a statelessly forwarded request (RFC 3261 16.11): the same for every
+    retransmission, different for different requests."""
+    top = request.headers.first_value("Via") or ""
+    parts = (request.method, request.uri, top, request.call_id or "", str(cseq(request).number))
+    digest = hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogateescape"), digest_size=12)
+    return f"{MAGIC_COOKIE}{digest.hexdigest()}.sl"
+
+
+# -- 16.7 / 18.2.2 responses --------------------------------------------------------------------
+
+
+def is_broadcast_or_multicast(host: str) -> bool:
+    """An address a response must never be sent to: limited broadcast, multicast (RFC 4475 section 3.3.10)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if address.is_multicast:
+        return True
+    return isinstance(address, ipaddress.IPv4Address) and (
+        address == ipaddress.IPv4Address("255.255.255.255") or address.is_unspecified
+    )
+
+
+def response_destination(via: Via) -> Peer | None:
+    """Where a response goes according to its (new) top Via (RFC 3261 18.2.2, RFC 3581).
+
+    ``maddr`` wins, then ``received`` (with ``rport`` when present), then the
+    sent-by.  None when the Via names a transport we do not run or a broadcast
+    or multicast address.
+    """
+    transport = _URI_TRANSPORTS.get(via.transport.lower())
+    if transport is None:
+        return None
+    default = _DEFAULT_PORT[transport]
+    maddr = _via_param(via, "maddr")
+    if maddr:
+        host, port = maddr, via.port or default
+    elif via.received:
+        host = via.received
+        port = via.rport if via.rport is not None else (via.port or default)
+    else:
+        host, port = via.host, via.port or default
+    if is_broadcast_or_multicast(host):
+        return None
+    return Peer(transport, host, port)
+
+
+def _via_param(via: Via, name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in via.params:
+        if key.lower() == wanted:
+            return "" if value is None else value
+    return None
