@@ -1,0 +1,86 @@
+"""Shared lines (sca.md section 1): the address-of-record several members share.
+
+A line is named by its canonical AoR (``sip:user@host[:port]``, host in lower
+case, default port dropped, parameters dropped).  A provisioned line carries
+its number of appearances and the members allowed on it; a line that appears
+on the fly (an AoR that gets a ``call-info`` subscription, section 3.6) has the
+engine's defaults and admits anybody.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.uri import SipUri, parse_uri
+
+
+def canonical_aor(uri_text: str) -> str | None:
+    """The canonical AoR of a URI (sca.md section 1), or None when it is not a usable SIP URI."""
+    try:
+        uri = parse_uri(uri_text.strip())
+    except MalformedMessage:
+        return None
+    if not isinstance(uri, SipUri) or uri.user is None:
+        return None
+    return uri.aor()
+
+
+def side_aor(uri_text: str, contact_text: str | None) -> str | None:
+    """The canonical AoR of one side of a message (sca.md section 1).
+
+    ``uri_text`` is the From URI of a request or the To URI of a response;
+    ``contact_text`` the message's Contact URI.  When the Contact user differs
+    from the From/To user, the line is ``sip:<Contact user>@<From/To host>``
+    (Polycom lines registered with a separate line user); otherwise it is the
+    canonical From/To URI.
+    """
+    try:
+        uri = parse_uri(uri_text.strip())
+    except MalformedMessage:
+        return None
+    if not isinstance(uri, SipUri) or uri.user is None:
+        return None
+    if contact_text is not None:
+        try:
+            contact = parse_uri(contact_text.strip())
+        except MalformedMessage:
+            contact = None
+        if isinstance(contact, SipUri) and contact.user and contact.user != uri.user:
+            return attrs.evolve(uri, user=contact.user).aor()
+    return uri.aor()
+
+
+def host_part(aor: str) -> str:
+    """The ``host[:port]`` of a canonical AoR: everything after the ``@`` (5.1 line-host)."""
+    return aor.rpartition("@")[2] if "@" in aor else aor.partition(":")[2]
+
+
+@attrs.frozen
+class SharedLine:
+    """One shared line: its canonical AoR, how many appearances it has (0 = unlimited)
+    and the members allowed on it (digest user names or canonical contact AoRs;
+    empty = anybody, the compatible default of sca.md 3.2 row 6)."""
+
+    aor: str
+    appearances: int = 0
+    members: frozenset[str] = frozenset()
+
+    def admits(self, *, user: str | None = None, contact: str | None = None) -> bool:
+        """Whether a subscriber may use this line (sca.md 3.2 row 6): an authenticated user
+        name, or the canonical AoR of a contact URI, that is listed among the members."""
+        if not self.members:
+            return True
+        if user is not None and user in self.members:
+            return True
+        if contact is not None:
+            contact_aor = canonical_aor(contact)
+            if contact_aor is not None and contact_aor in self.members:
+                return True
+            if contact in self.members:
+                return True
+        return False
+
+    def allows_index(self, index: int) -> bool:
+        """Whether ``index`` is within 1..appearances (any index >= 1 when unlimited)."""
+        return index >= 1 and (self.appearances <= 0 or index <= self.appearances)

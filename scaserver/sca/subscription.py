@@ -1,0 +1,158 @@
+"""Subscriptions to the ``call-info`` and ``line-seize`` packages (sca.md 3, 8.1, 10.1).
+
+A subscription is identified by (AoR, event, subscriber contact) (3.5); it
+also lives in one RFC 6665 dialog of which we are the notifier (UAS), keyed by
+(Call-ID, subscriber's From-tag, our To-tag).
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from scaserver.sip.message import Peer
+
+
+class Package(enum.Enum):
+    """The two event packages (sca.md 3.1); ``code`` is the ``event`` column of 10.1."""
+
+    CALL_INFO = "call-info"
+    LINE_SEIZE = "line-seize"
+
+    @property
+    def code(self) -> int:
+        return 1 if self is Package.CALL_INFO else 2
+
+    @classmethod
+    def from_code(cls, code: int) -> Package:
+        if code == 1:
+            return cls.CALL_INFO
+        if code == 2:
+            return cls.LINE_SEIZE
+        raise ValueError(f"unknown sca event code {code}")
+
+
+class SubscriptionState(enum.Enum):
+    """Subscription states with the ``state`` column codes of sca.md 10.1."""
+
+    ACTIVE = 0
+    PENDING = 1
+    TERMINATED = 2
+    TERMINATED_DEACTIVATED = 3
+    TERMINATED_GIVEUP = 4
+    TERMINATED_NORESOURCE = 5
+    TERMINATED_PROBATION = 6
+    TERMINATED_REJECTED = 7
+    TERMINATED_TIMEOUT = 8
+
+    @property
+    def terminated(self) -> bool:
+        return self.value >= SubscriptionState.TERMINATED.value
+
+    @property
+    def reason(self) -> str | None:
+        """The RFC 6665 ``reason`` of a terminated state (None for a bare ``terminated``)."""
+        if not self.terminated or self is SubscriptionState.TERMINATED:
+            return None
+        return self.name.removeprefix("TERMINATED_").lower()
+
+
+@attrs.frozen
+class SubscriptionKey:
+    """The identity of a subscription: (AoR, event, subscriber contact) (3.5, Q19, Q21)."""
+
+    aor: str
+    event: Package
+    subscriber: str
+
+
+@attrs.frozen
+class DialogKey:
+    """A subscription dialog: Call-ID, the subscriber's tag (From of its SUBSCRIBE), our tag."""
+
+    call_id: str
+    remote_tag: str
+    local_tag: str
+
+
+@attrs.frozen
+class Subscription:
+    """One subscription (sca.md 8.1; the columns of ``sca_subscriptions``, 10.1).
+
+    ``subscriber`` is the SUBSCRIBE's Contact URI (key part and NOTIFY
+    Request-URI); ``expires`` absolute seconds on the engine clock; dialog:
+    ``call_id``, ``from_tag`` (the subscriber's), ``to_tag`` (ours);
+    ``record_route`` the route set, in the order of the SUBSCRIBE's
+    Record-Route values (UAS rule, RFC 3261 12.1.1); ``notify_cseq`` the CSeq
+    number of the last NOTIFY sent in the dialog (0 before the first);
+    ``subscribe_cseq`` the CSeq of the last accepted SUBSCRIBE; ``index`` the
+    seized appearance of a ``line-seize`` subscription (0 otherwise);
+    ``local_uri``/``remote_uri`` the SUBSCRIBE's To and From URIs, which become
+    the NOTIFY's From and To (section 4; empty means the AoR); ``peer`` where
+    the SUBSCRIBE came from, the NOTIFY's next hop when known.
+    """
+
+    subscriber: str
+    aor: str
+    event: Package
+    expires: float
+    call_id: str
+    from_tag: str
+    to_tag: str
+    state: SubscriptionState = SubscriptionState.ACTIVE
+    record_route: tuple[str, ...] = ()
+    notify_cseq: int = 0
+    subscribe_cseq: int = 0
+    server_id: int = 0
+    index: int = 0
+    local_uri: str = ""
+    remote_uri: str = ""
+    peer: Peer | None = None
+
+    @property
+    def key(self) -> SubscriptionKey:
+        return SubscriptionKey(self.aor, self.event, self.subscriber)
+
+    @property
+    def dialog(self) -> DialogKey:
+        return DialogKey(self.call_id, self.from_tag, self.to_tag)
+
+    @property
+    def record_route_text(self) -> str:
+        """The route set as stored in the ``record_route`` column: comma-joined values (10.1)."""
+        return ", ".join(self.record_route)
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds left, rounded to the nearest second and never negative."""
+        return max(0, round(self.expires - now))
+
+
+@attrs.frozen
+class SubscriptionAdded:
+    """Fact: a new subscription (or a new dialog replacing an old one for the same key, 3.5)."""
+
+    subscription: Subscription
+
+
+@attrs.frozen
+class SubscriptionRefreshed:
+    """Fact: an in-dialog SUBSCRIBE extended a subscription."""
+
+    subscription: Subscription
+
+
+@attrs.frozen
+class SubscriptionNotified:
+    """Fact: a NOTIFY went out in the subscription's dialog; ``subscription.notify_cseq`` is its CSeq."""
+
+    subscription: Subscription
+
+
+@attrs.frozen
+class SubscriptionRemoved:
+    """Fact: a subscription ended; ``reason`` is ``unsubscribed``, ``timeout``, ``noresource``,
+    ``deactivated``, ``replaced`` or ``notify-failed``."""
+
+    subscription: Subscription
+    reason: str
