@@ -1,0 +1,26 @@
+"""The full method table of this release (rpc.md section 3), assembled from its parts.
+
+``rpc/openrpc.json`` lists exactly these methods and parameters (a test holds the two equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scaserver.control.registry import Registry
+from scaserver.control.sca import register_sca
+from scaserver.control.seams import LocationControl, ScaControl
+from scaserver.control.system import ServerInfo, register_core, register_system
+from scaserver.control.usrloc import register_usrloc
+
+
+def build_registry(
+    *, sca: ScaControl, location: LocationControl, server: ServerInfo, clock: Callable[[], float]
+) -> Registry:
+    """Every method: ``system.*``, ``core.*``, ``sca.*`` and ``ul.*``; ``clock`` gives epoch seconds."""
+    registry = Registry()
+    register_system(registry)
+    register_core(registry, server, clock)
+    register_sca(registry, sca, clock)
+    register_usrloc(registry, location, clock)
+    return registry

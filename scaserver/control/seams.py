@@ -1,0 +1,278 @@
+"""What the control plane needs from the engines, as Protocols over plain frozen values.
+
+The composition root implements these over the SCA engine (``ScaControl``) and the registrar
+(``LocationControl``); ``control`` never imports the engines (layers contract).  Reads are
+synchronous snapshots of in-memory state.  Mutations are coroutines: they change state, send
+the resulting NOTIFYs (rpc.md 3.2: "Mutating methods send the resulting call-info NOTIFYs
+before returning") and report the contacts whose NOTIFY failed.
+
+All times are epoch seconds (float).  AoR arguments arrive as the operator typed them; the
+implementation canonicalises them (sca.md section 1 for SCA lines; rpc.md 3.3 for usrloc: a
+``user@domain`` or full URI, a bare user gets the default domain).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Protocol
+
+import attrs
+
+
+class ScaEvent(enum.StrEnum):
+    """The two SCA event packages (sca.md section 3)."""
+
+    CALL_INFO = "call-info"
+    LINE_SEIZE = "line-seize"
+
+
+class AppearanceStateName(enum.StrEnum):
+    """Appearance states as reported and accepted by RPC (rpc.md 3.2, exact strings).
+
+    The engine's internal ``ACTIVE_PENDING`` is reported as ``active`` (its wire token,
+    sca.md 6.1).  ``ringing`` is accepted as an input alias of ``alerting`` (see
+    ``parse_state``) and never output.
+    """
+
+    IDLE = "idle"
+    SEIZED = "seized"
+    PROGRESSING = "progressing"
+    ALERTING = "alerting"
+    ACTIVE = "active"
+    HELD = "held"
+    HELD_PRIVATE = "held-private"
+
+
+def parse_state(text: str) -> AppearanceStateName | None:
+    """The state an RPC argument names (``ringing`` = ``alerting``), or None if invalid."""
+    if text == "ringing":
+        return AppearanceStateName.ALERTING
+    try:
+        return AppearanceStateName(text)
+    except ValueError:
+        return None
+
+
+@attrs.frozen
+class SubscriptionInfo:
+    """One SCA subscription (sca.md 8.1; rpc.md 3.2 "Subscription").
+
+    ``subscriber`` is the identity that subscribed (the SUBSCRIBE's From URI); ``contact`` is
+    the SUBSCRIBE's Contact URI, the record's key component and the NOTIFY Request-URI.
+    ``state`` is ``active``, ``pending``, ``terminated`` or ``terminated;reason=<reason>``.
+    ``from_tag`` is the subscriber's tag, ``to_tag`` ours.  ``appearance_index`` is set for
+    line-seize subscriptions only.
+    """
+
+    aor: str
+    event: ScaEvent
+    subscriber: str
+    contact: str
+    state: str
+    expires_at: float
+    call_id: str
+    from_tag: str
+    to_tag: str
+    notify_cseq: int
+    subscribe_cseq: int
+    appearance_index: int | None = None
+
+
+@attrs.frozen
+class AppearanceInfo:
+    """One appearance of a line (sca.md 6.1; rpc.md 3.2 "Appearance").
+
+    ``owner`` is the member contact using it, ``callee`` the far end's URI, ``appearance_uri``
+    what the group is shown (sca.md 7.5); ``member_tag``/``remote_tag``/``role`` come from the
+    call's dialog (role ``caller`` or ``callee``).  An idle index (``show_appearance`` lists
+    them) has everything but ``aor``/``index``/``state`` unset and times 0.
+    """
+
+    aor: str
+    index: int
+    state: AppearanceStateName
+    owner: str | None = None
+    callee: str | None = None
+    appearance_uri: str | None = None
+    call_id: str | None = None
+    member_tag: str | None = None
+    remote_tag: str | None = None
+    role: str | None = None
+    ctime: float = 0.0
+    mtime: float = 0.0
+
+
+@attrs.frozen
+class LineInfo:
+    """A line's appearances (``sca.show_appearance``): every index from 1 to
+    ``max_appearances`` including idle ones; with ``max_appearances`` 0 (unlimited) the in-use
+    indexes only."""
+
+    aor: str
+    max_appearances: int
+    appearances: tuple[AppearanceInfo, ...]
+
+
+@attrs.frozen
+class AppearanceChange:
+    """An appearance after an RPC changed it, and the contacts whose group NOTIFY failed."""
+
+    appearance: AppearanceInfo
+    notify_failed: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Deactivation:
+    """Subscriptions ended by RPC (each got ``terminated;reason=deactivated`` and was removed)."""
+
+    subscriptions: tuple[SubscriptionInfo, ...]
+    notify_failed: tuple[str, ...] = ()
+
+
+class AppearanceRefusal(enum.Enum):
+    """Why an appearance RPC changed nothing (mapped to rpc.md 3.2's faults by control)."""
+
+    NO_LINE = "no-line"  # the AoR has no line record
+    NOT_IN_USE = "not-in-use"  # the index is idle
+    NO_FREE_INDEX = "no-free-index"  # every index up to max_appearances is busy
+
+
+class ScaControl(Protocol):
+    """The SCA engine as seen by ``sca.*`` (rpc.md 3.2, sca.md section 11)."""
+
+    def all_subscriptions(self) -> Sequence[SubscriptionInfo]:
+        """Every subscription, ordered by (aor, event, contact)."""
+        ...
+
+    def subscription_count(self, event: ScaEvent) -> int:
+        """How many subscriptions of ``event`` exist."""
+        ...
+
+    def show_subscription(self, aor: str, event: ScaEvent, contact: str | None) -> Sequence[SubscriptionInfo]:
+        """The subscriptions of ``aor`` for ``event``, only the one of ``contact`` when given."""
+        ...
+
+    def all_appearances(self) -> Sequence[AppearanceInfo]:
+        """Every non-idle appearance, ordered by (aor, index)."""
+        ...
+
+    def show_appearance(self, aor: str) -> LineInfo | None:
+        """The line of ``aor``; None when the AoR has no line record."""
+        ...
+
+    async def deactivate_all_subscriptions(self) -> Deactivation:
+        """Terminate and remove every subscription (``reason=deactivated``, full state)."""
+        ...
+
+    async def deactivate_subscription(self, aor: str, event: ScaEvent, contact: str) -> Deactivation | None:
+        """Terminate and remove one subscription; None when it does not exist."""
+        ...
+
+    async def seize_appearance(self, aor: str, owner: str) -> AppearanceChange | AppearanceRefusal:
+        """Seize the lowest free index for ``owner`` (creating the line if needed), group NOTIFY.
+
+        Refusal: ``NO_FREE_INDEX``.
+        """
+        ...
+
+    async def update_appearance(
+        self, aor: str, index: int, state: AppearanceStateName, appearance_uri: str | None
+    ) -> AppearanceChange | AppearanceRefusal:
+        """Force an in-use appearance into ``state`` (and set its appearance-uri), group NOTIFY.
+
+        Refusals: ``NO_LINE``, ``NOT_IN_USE``.
+        """
+        ...
+
+    async def release_appearance(self, aor: str, index: int) -> AppearanceChange | AppearanceRefusal:
+        """Release an in-use appearance (it becomes idle), group NOTIFY; ``index`` >= 1.
+
+        Refusals: ``NO_LINE``, ``NOT_IN_USE``.
+        """
+        ...
+
+    async def flush(self) -> int:
+        """Run the subscription write-behind now; the number of records written."""
+        ...
+
+
+@attrs.frozen
+class PushInfo:
+    """RFC 8599 coordinates of a contact, as shown by usrloc (never the raw token)."""
+
+    provider: str
+    prid_sha256: str
+    param: str | None = None
+
+
+@attrs.frozen
+class ContactInfo:
+    """One registered contact (rpc.md 3.3 "Contact object"; Kamailio usrloc's ucontact).
+
+    ``expires_at`` None means permanent.  ``received`` is ``proto:host:port`` of the REGISTER's
+    source; ``socket`` our listening socket as ``proto:host:port``.  Fields Kamailio has and we
+    do not track keep their defaults.
+    """
+
+    address: str
+    expires_at: float | None
+    call_id: str
+    cseq: int
+    q: float | None = None
+    user_agent: str | None = None
+    received: str | None = None
+    path: tuple[str, ...] = ()
+    state: str = "CS_SYNC"
+    flags: int = 0
+    cflags: int = 0
+    socket: str | None = None
+    methods: int | None = None
+    ruid: str | None = None
+    instance: str | None = None
+    reg_id: int = 0
+    server_id: int = 0
+    tcpconn_id: int = -1
+    keepalive: int = 0
+    last_keepalive: float = 0.0
+    ka_roundtrip: int = 0
+    last_modified: float = 0.0
+    push: PushInfo | None = None
+
+
+@attrs.frozen
+class AorRecord:
+    """An address-of-record and its contacts."""
+
+    aor: str
+    contacts: tuple[ContactInfo, ...]
+
+
+class ContactRemoval(enum.Enum):
+    REMOVED = "removed"
+    NO_AOR = "no-aor"
+    NO_CONTACT = "no-contact"
+
+
+class LocationControl(Protocol):
+    """The registrar's location service as seen by ``ul.*`` (rpc.md 3.3)."""
+
+    def dump(self) -> Sequence[AorRecord]:
+        """Every AoR with at least one contact, ordered by AoR."""
+        ...
+
+    def lookup(self, aor: str) -> AorRecord | None:
+        """The AoR's record; None when it has no contacts."""
+        ...
+
+    async def rm(self, aor: str) -> bool:
+        """Remove every contact of ``aor`` (administrative removal); False when unknown."""
+        ...
+
+    async def rm_contact(self, aor: str, contact: str) -> ContactRemoval:
+        """Remove one contact (matched per RFC 3261 19.1.4) of ``aor``."""
+        ...
+
+    async def flush(self) -> None:
+        """Force the database write of pending registration changes."""
+        ...

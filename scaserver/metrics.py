@@ -1,0 +1,167 @@
+"""Prometheus metrics of the server (``GET /metrics``, rpc.md / STYLE.md section 2).
+
+Two kinds:
+
+* gauges of engine state read lazily at scrape time through the ``ScaGauges`` seam
+  (subscriptions by event, appearances by state): nothing is copied on the SIP path;
+* counters and histograms the core and edge bump through the typed methods of ``Metrics``
+  (NOTIFYs, transactions, registrations, parse errors, drops, database flushes).
+
+Everything is registered in the ``CollectorRegistry`` passed in, never the global one, so tests
+and several servers in one process do not share state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+NAMESPACE = "scaserver"
+
+#: Buckets for database flush latency, seconds.
+FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ScaGauges(Protocol):
+    """Engine state counted at scrape time (implemented by the composition root)."""
+
+    def subscriptions_by_event(self) -> Mapping[str, int]:
+        """Subscription count per event package (``call-info``, ``line-seize``)."""
+        ...
+
+    def appearances_by_state(self) -> Mapping[str, int]:
+        """Non-idle appearance count per state name (rpc.md 3.2 state strings)."""
+        ...
+
+
+class _EngineCollector:
+    """A custom collector: reads ``ScaGauges`` on every scrape."""
+
+    def __init__(self, source: ScaGauges) -> None:
+        self._source = source
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        subscriptions = GaugeMetricFamily(
+            f"{NAMESPACE}_sca_subscriptions", "SCA subscriptions by event package", labels=["event"]
+        )
+        appearances = GaugeMetricFamily(
+            f"{NAMESPACE}_sca_appearances", "Non-idle SCA appearances by state", labels=["state"]
+        )
+        return subscriptions, appearances
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        subscriptions, appearances = self._families()
+        for event, count in sorted(self._source.subscriptions_by_event().items()):
+            subscriptions.add_metric([event], count)
+        for state, count in sorted(self._source.appearances_by_state().items()):
+            appearances.add_metric([state], count)
+        return subscriptions, appearances
+
+
+class Metrics:
+    """The server's metrics, registered in ``registry``; ``sca`` adds the lazy engine gauges."""
+
+    def __init__(self, registry: CollectorRegistry, *, sca: ScaGauges | None = None) -> None:
+        self.registry = registry
+        if sca is not None:
+            registry.register(_EngineCollector(sca))
+        self._notify = Counter(
+            "notify",
+            "NOTIFY requests by event and outcome",
+            ["event", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._notify_retransmissions = Counter(
+            "notify_retransmissions",
+            "NOTIFY retransmissions over UDP",
+            ["event"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._transactions = Counter(
+            "transactions",
+            "Completed SIP transactions by kind and outcome",
+            ["kind", "outcome"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._registrations = Counter(
+            "registrations", "REGISTER outcomes", ["outcome"], namespace=NAMESPACE, registry=registry
+        )
+        self._parse_errors = Counter(
+            "parse_errors",
+            "Unparsable SIP messages by transport",
+            ["transport"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._dropped = Counter(
+            "dropped_messages",
+            "SIP messages dropped without an answer, by reason",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._flush_latency = Histogram(
+            "db_flush_seconds",
+            "Write-behind flush latency by store",
+            ["store"],
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=FLUSH_BUCKETS,
+        )
+        self._flush_records = Counter(
+            "db_flushed_records",
+            "Records written by write-behind flushes, by store",
+            ["store"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._queue_depth = Gauge(
+            "db_queue_depth",
+            "Pending write-behind records, by store",
+            ["store"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+
+    def notify_sent(self, event: str) -> None:
+        """A NOTIFY got a 2xx."""
+        self._notify.labels(event=event, outcome="sent").inc()
+
+    def notify_failed(self, event: str) -> None:
+        """A NOTIFY got a final non-2xx, timed out or could not be sent."""
+        self._notify.labels(event=event, outcome="failed").inc()
+
+    def notify_retransmitted(self, event: str) -> None:
+        self._notify_retransmissions.labels(event=event).inc()
+
+    def transaction_completed(self, kind: str, outcome: str) -> None:
+        """``kind``: ``invite-server``, ``non-invite-client``...; ``outcome``: ``2xx``...``6xx``,
+        ``timeout`` or ``transport-error``."""
+        self._transactions.labels(kind=kind, outcome=outcome).inc()
+
+    def registration(self, outcome: str) -> None:
+        """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""
+        self._registrations.labels(outcome=outcome).inc()
+
+    def parse_error(self, transport: str) -> None:
+        self._parse_errors.labels(transport=transport).inc()
+
+    def message_dropped(self, reason: str) -> None:
+        self._dropped.labels(reason=reason).inc()
+
+    def db_flushed(self, store: str, duration_s: float, records: int) -> None:
+        """A write-behind flush of ``store`` wrote ``records`` in ``duration_s``."""
+        self._flush_latency.labels(store=store).observe(duration_s)
+        self._flush_records.labels(store=store).inc(records)
+
+    def db_queue_depth(self, store: str, depth: int) -> None:
+        self._queue_depth.labels(store=store).set(depth)

@@ -1,0 +1,86 @@
+"""scaserver.metrics: lazy engine gauges and the counters the core bumps."""
+
+from __future__ import annotations
+
+import attrs
+from prometheus_client import CollectorRegistry, generate_latest
+
+from scaserver.metrics import Metrics
+
+
+@attrs.define
+class Counts:
+    subscriptions: dict[str, int] = attrs.Factory(lambda: {"call-info": 3})
+    appearances: dict[str, int] = attrs.Factory(dict)
+    reads: int = 0
+
+    def subscriptions_by_event(self) -> dict[str, int]:
+        self.reads += 1
+        return self.subscriptions
+
+    def appearances_by_state(self) -> dict[str, int]:
+        return self.appearances
+
+
+def sample(registry: CollectorRegistry, name: str, labels: dict[str, str] | None = None) -> float | None:
+    value: float | None = registry.get_sample_value(name, labels or {})
+    return value
+
+
+def test_engine_gauges_are_read_at_scrape_time() -> None:
+    counts = Counts()
+    registry = CollectorRegistry()
+    Metrics(registry, sca=counts)
+    reads_after_registration = counts.reads
+    assert sample(registry, "scaserver_sca_subscriptions", {"event": "call-info"}) == 3
+    counts.subscriptions["line-seize"] = 1
+    counts.appearances["held"] = 2
+    text = generate_latest(registry).decode()
+    assert 'scaserver_sca_subscriptions{event="line-seize"} 1.0' in text
+    assert 'scaserver_sca_appearances{state="held"} 2.0' in text
+    assert counts.reads > reads_after_registration
+
+
+def test_without_engine_no_gauges() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    assert "scaserver_sca_subscriptions" not in generate_latest(registry).decode()
+
+
+def test_counters() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.notify_sent("call-info")
+    metrics.notify_sent("call-info")
+    metrics.notify_failed("line-seize")
+    metrics.notify_retransmitted("call-info")
+    metrics.transaction_completed("non-invite-client", "timeout")
+    metrics.registration("added")
+    metrics.parse_error("udp")
+    metrics.message_dropped("no-via")
+    metrics.db_flushed("subscriptions", 0.02, 5)
+    metrics.db_queue_depth("subscriptions", 7)
+    assert sample(registry, "scaserver_notify_total", {"event": "call-info", "outcome": "sent"}) == 2
+    assert sample(registry, "scaserver_notify_total", {"event": "line-seize", "outcome": "failed"}) == 1
+    assert sample(registry, "scaserver_notify_retransmissions_total", {"event": "call-info"}) == 1
+    assert (
+        sample(registry, "scaserver_transactions_total", {"kind": "non-invite-client", "outcome": "timeout"})
+        == 1
+    )
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "added"}) == 1
+    assert sample(registry, "scaserver_parse_errors_total", {"transport": "udp"}) == 1
+    assert sample(registry, "scaserver_dropped_messages_total", {"reason": "no-via"}) == 1
+    assert sample(registry, "scaserver_db_flush_seconds_count", {"store": "subscriptions"}) == 1
+    assert (
+        sample(registry, "scaserver_db_flush_seconds_bucket", {"store": "subscriptions", "le": "0.025"}) == 1
+    )
+    assert sample(registry, "scaserver_db_flushed_records_total", {"store": "subscriptions"}) == 5
+    assert sample(registry, "scaserver_db_queue_depth", {"store": "subscriptions"}) == 7
+
+
+def test_two_servers_do_not_share_state() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    Metrics(first).parse_error("tcp")
+    Metrics(second)
+    assert sample(first, "scaserver_parse_errors_total", {"transport": "tcp"}) == 1
+    assert sample(second, "scaserver_parse_errors_total", {"transport": "tcp"}) is None
