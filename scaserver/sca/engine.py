@@ -250,6 +250,10 @@ class ScaEngine:
         """Replace the provisioned lines (sca.md 3.2 rows 6-7, 12)."""
         self._lines = {line.aor: line for line in lines}
 
+    def provisioned(self) -> list[SharedLine]:
+        """The provisioned lines (configuration and database)."""
+        return list(self._lines.values())
+
     def line(self, aor: str) -> SharedLine:
         """The provisioned line, or an on-the-fly line with the default settings."""
         found = self._lines.get(aor)

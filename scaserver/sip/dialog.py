@@ -24,7 +24,7 @@ TARGET_REFRESH_METHODS: Final = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOT
 RFC 6665 section 4.1.2.1 and 4.2.2, RFC 3515)."""
 
 
-class CSeqOutOfOrder(SipError, status=500, reason="Server Internal Error"):  # noqa: N818
+class CSeqOutOfOrder(SipError, status=500, reason="Server Internal Error"):
     """An in-dialog request with a CSeq lower than the dialog's remote sequence number
     (RFC 3261 section 12.2.2)."""
 

@@ -9,8 +9,6 @@ a response.  :class:`ProtocolStateError` is different: it is our own misuse of
 the core, a bug, and never becomes a response.
 """
 
-# ruff: noqa: N818
-# (class names are the RFC 3261 section 21 status names fixed by the shared contract)
 from __future__ import annotations
 
 from typing import ClassVar

@@ -1,0 +1,693 @@
+"""Settings: one TOML file read with :mod:`tomllib` into frozen attrs values, one class per subsystem.
+
+The file is validated once, at start-up.  Whatever is wrong with it (TOML syntax, an
+unknown key, a value of the wrong type, an address that cannot be bound) becomes ONE
+:class:`ConfigError` whose text is a single line naming the file and the dotted key::
+
+    config/demo.toml: sca.lines[0].appearances: expected an integer, got "x"
+
+Every key has a default, so a missing file section (or no file at all) gives a server
+listening on 127.0.0.1:5060 over UDP and TCP with its HTTP interface on 127.0.0.1:8080.
+Settings are passed down explicitly; there is no module-level instance.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+import socket
+import tomllib
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn
+from pyroute2 import IPRoute
+
+from scaserver import __version__
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.message import Transport
+from scaserver.sip.uri import SipUri, parse_uri
+
+T = TypeVar("T")
+
+DEFAULT_SIP_PORT: Final = 5060
+DEFAULT_HTTP_PORT: Final = 8080
+
+InterfaceLookup = Callable[[str], "tuple[str, ...] | None"]
+"""Addresses bound to a network interface by name, or None when there is no such interface."""
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``str()`` is the one line shown to the operator."""
+
+    def __init__(self, source: str, key: str, detail: str) -> None:
+        self.source, self.key, self.detail = source, key, detail
+        super().__init__(f"{source}: {key}: {detail}" if key else f"{source}: {detail}")
+
+
+class _ValueError(ValueError):
+    """A value rejected by one of our structuring hooks; its text is the operator-facing detail."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+@attrs.frozen
+class Endpoint:
+    """A transport address to bind: a numeric IPv4/IPv6 host (no brackets) and a port."""
+
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class LogLevelName(enum.Enum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class CallInfoUri(enum.Enum):
+    """What goes inside the angle brackets of an SCA Call-Info value (sca.md section 5.1)."""
+
+    DOMAIN = "domain"
+    AOR = "aor"
+
+
+@attrs.frozen
+class ServerSettings:
+    """``[server]``: where SIP is served and how this server names itself.
+
+    ``listen`` entries are ``"HOST:PORT"``, ``"[IPV6]:PORT"`` or ``"IFNAME:PORT"`` (every
+    usable address of the interface); each binds UDP and TCP.  ``advertised_host`` and
+    ``advertised_port`` go into Via, Contact and Record-Route; empty/0 means the first
+    listen address.  ``domains`` are the SIP domains this server is responsible for.
+    """
+
+    listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", DEFAULT_SIP_PORT),)
+    advertised_host: str = ""
+    advertised_port: int = 0
+    domains: tuple[str, ...] = ()
+    user_agent: str = f"scaserver/{__version__}"
+
+    def advertised(self) -> tuple[str, int]:
+        """The (host, port) written into our Via, Contact and Record-Route headers."""
+        first = self.listen[0]
+        return (self.advertised_host or first.host, self.advertised_port or first.port)
+
+
+@attrs.frozen
+class SipSettings:
+    """``[sip]``: RFC 3261 timers (section 17.1.1.1, table 4), message and TCP connection limits."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+    max_message_size: int = 65535
+    tcp_idle_timeout: float = 600.0
+    tcp_slow_sender_timeout: float = 10.0
+    trace: bool = False
+
+
+@attrs.frozen
+class DatabaseSettings:
+    """``[database]``: SQLAlchemy URL (SQLite or PostgreSQL), write-behind flush period, pool size."""
+
+    url: str = "sqlite:///var/scaserver.db"
+    flush_interval: float = 1.0
+    pool_size: int = 4
+
+
+@attrs.frozen
+class HttpSettings:
+    """``[http]``: the JSON-RPC, metrics and provisioning listener."""
+
+    listen: Endpoint = Endpoint("127.0.0.1", DEFAULT_HTTP_PORT)
+
+
+DIGEST_ALGORITHMS: Final = ("SHA-256", "SHA-512-256", "MD5")
+
+
+@attrs.frozen
+class AuthSettings:
+    """``[auth]``: digest authentication (RFC 7616, RFC 8760).
+
+    ``realm`` empty means the first of ``server.domains`` (else the advertised host);
+    ``algorithms`` are offered in the given order, one challenge each.  ``require``
+    false serves every peer without a challenge (a closed lab network only).
+    """
+
+    realm: str = ""
+    nonce_ttl: float = 300.0
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    require: bool = True
+
+
+@attrs.frozen
+class RegistrarSettings:
+    """``[registrar]``: REGISTER expiry bounds (RFC 3261 section 10.3) and bindings per AoR (0 = no limit)."""
+
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 3600
+    max_contacts: int = 10
+
+
+@attrs.frozen
+class SharedLine:
+    """``[[sca.lines]]``: a shared line provisioned in the file (demo and small sites)."""
+
+    aor: str
+    appearances: int = 2
+    members: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class ScaSettings:
+    """``[sca]``: the parameters of sca.md section 12, under the same names.
+
+    ``hash_table_size``, ``subs_table`` and ``state_table`` are accepted for parity and
+    carry no behaviour of their own.  ``call_info_uri`` is ``"domain"``, ``"aor"`` or a
+    fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit.
+    """
+
+    call_info_max_expires: int = 3600
+    line_seize_max_expires: int = 15
+    purge_expired_interval: float = 120.0
+    db_update_interval: float = 300.0
+    hash_table_size: int = 9
+    subs_table: str = "sca_subscriptions"
+    state_table: str = "sca_state"
+    server_address: str = ""
+    contact_fallback: str = ""
+    outbound_proxy: str = ""
+    seized_ttl: float = 120.0
+    active_pending_ttl: float = 35.0
+    seize_retry_after: int = 1
+    max_appearances: int = 0
+    min_expires: int = 0
+    call_info_ok_code: int = 202
+    call_info_uri: str = CallInfoUri.DOMAIN.value
+    alerting_state: bool = False
+    strip_call_info: bool = True
+    insert_pai: bool = False
+    lines: tuple[SharedLine, ...] = ()
+
+
+@attrs.frozen
+class UpstreamSettings:
+    """``[upstream]``: the next hop (registrar/proxy) requests leave through; empty host = none."""
+
+    host: str = ""
+    port: int = DEFAULT_SIP_PORT
+    transport: Transport = Transport.UDP
+
+
+@attrs.frozen
+class LogSettings:
+    """``[log]``: minimum level and output format (text lines or JSON lines) on stderr."""
+
+    level: LogLevelName = LogLevelName.INFO
+    json: bool = False
+
+
+@attrs.frozen
+class Settings:
+    server: ServerSettings = ServerSettings()
+    sip: SipSettings = SipSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    auth: AuthSettings = AuthSettings()
+    registrar: RegistrarSettings = RegistrarSettings()
+    sca: ScaSettings = ScaSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    log: LogSettings = LogSettings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses
+
+
+def system_interfaces(name: str) -> tuple[str, ...] | None:
+    """The addresses of interface ``name`` from the kernel (rtnetlink), or None if it does not exist.
+
+    IPv4 addresses are matched by label (so ``eth0:1`` aliases work); IPv6 addresses by
+    interface index, leaving out link-local ones (they cannot be bound without a scope).
+    """
+    with IPRoute() as ipr:
+        addresses: list[str] = [str(message.get_attr("IFA_ADDRESS")) for message in ipr.get_addr(label=name)]
+        indexes = ipr.link_lookup(ifname=name)
+        if not indexes and not addresses:
+            return None
+        for index in indexes:
+            for message in ipr.get_addr(index=index, family=socket.AF_INET6):
+                if message["scope"] != 253:  # RT_SCOPE_LINK
+                    addresses.append(str(message.get_attr("IFA_ADDRESS")))
+    return tuple(addresses)
+
+
+def _split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise _ValueError(f"{_show(text)}: unterminated IPv6 bracket")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise _ValueError(f"{_show(text)}: expected HOST:PORT")
+        port_text = rest[1:] if rest else ""
+    elif text.count(":") > 1:
+        raise _ValueError(f"{_show(text)}: write IPv6 addresses in brackets, as [::1]:5060")
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise _ValueError(f"{_show(text)}: missing host")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise _ValueError(f"{_show(text)}: port must be a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def parse_endpoints(text: str, default_port: int, interfaces: InterfaceLookup) -> tuple[Endpoint, ...]:
+    """``HOST:PORT`` / ``[V6]:PORT`` / ``IFNAME:PORT`` -> the endpoints to bind (raises ValueError)."""
+    host, port = _split_host_port(text, default_port)
+    try:
+        return (Endpoint(ipaddress.ip_address(host).compressed, port),)
+    except ValueError:
+        pass
+    addresses = interfaces(host)
+    if addresses is None:
+        raise _ValueError(f"{_show(text)}: not an IP address or a network interface")
+    if not addresses:
+        raise _ValueError(f"{_show(text)}: interface {host} has no usable address")
+    return tuple(Endpoint(ipaddress.ip_address(address).compressed, port) for address in addresses)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structuring
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"
+
+
+def _expected(what: str, value: object) -> _ValueError:
+    return _ValueError(f"expected {what}, got {_show(value)}")
+
+
+def _structure_int(value: object, _: type) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected("an integer", value)
+    return value
+
+
+def _structure_float(value: object, _: type) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _expected("a number", value)
+    return float(value)
+
+
+def _structure_str(value: object, _: type) -> str:
+    if not isinstance(value, str):
+        raise _expected("a string", value)
+    return value
+
+
+def _structure_bool(value: object, _: type) -> bool:
+    if not isinstance(value, bool):
+        raise _expected("true or false", value)
+    return value
+
+
+def _enum_hook(cls: type[enum.Enum]) -> Callable[[object, type], enum.Enum]:
+    choices = [str(member.value).lower() for member in cls]
+
+    def structure(value: object, _: type) -> enum.Enum:
+        if isinstance(value, str):
+            for member in cls:
+                if str(member.value).lower() == value.lower():
+                    return member
+        raise _expected(" or ".join(json.dumps(choice) for choice in choices), value)
+
+    return structure
+
+
+def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bool, _structure_bool)
+    for enum_type in (Transport, LogLevelName):
+        converter.register_structure_hook(enum_type, _enum_hook(enum_type))
+
+    def structure_endpoint(value: object, _: type) -> Endpoint:
+        if not isinstance(value, str):
+            raise _expected('a "HOST:PORT" string', value)
+        return parse_endpoints(value, DEFAULT_HTTP_PORT, interfaces)[0]
+
+    def structure_listen(value: object, _: type) -> tuple[Endpoint, ...]:
+        if not isinstance(value, list):
+            raise _expected('a list of "HOST:PORT" strings', value)
+        if not value:
+            raise _ValueError("at least one address is needed")
+        result: list[Endpoint] = []
+        errors: list[Exception] = []
+        for index, item in enumerate(value):
+            try:
+                if not isinstance(item, str):
+                    raise _expected('a "HOST:PORT" string', item)
+                result.extend(parse_endpoints(item, DEFAULT_SIP_PORT, interfaces))
+            except _ValueError as error:
+                error.add_note(IterableValidationNote(f"@ index {index}", index, str))
+                errors.append(error)
+        if errors:
+            raise IterableValidationError("listen", errors, tuple)
+        return tuple(result)
+
+    converter.register_structure_hook(Endpoint, structure_endpoint)
+
+    def tuple_factory(cls: Any) -> Callable[[object, type], tuple[object, ...]]:
+        (element, _ellipsis) = typing.get_args(cls)
+
+        def structure(value: object, _: type) -> tuple[object, ...]:
+            if not isinstance(value, list):
+                raise _expected("a list", value)
+            items: list[object] = []
+            errors: list[Exception] = []
+            for index, item in enumerate(value):
+                try:
+                    items.append(converter.structure(item, element))
+                except Exception as error:
+                    error.add_note(IterableValidationNote(f"@ index {index}", index, element))
+                    errors.append(error)
+            if errors:
+                raise IterableValidationError("list", errors, cls)
+            return tuple(items)
+
+        return structure
+
+    def is_homogeneous_tuple(cls: Any) -> bool:
+        args = typing.get_args(cls)
+        return typing.get_origin(cls) is tuple and len(args) == 2 and args[1] is Ellipsis
+
+    converter.register_structure_hook_factory(is_homogeneous_tuple, tuple_factory)
+    # Registered after the generic tuple hook so that it wins for server.listen.
+    converter.register_structure_hook_func(lambda cls: cls == tuple[Endpoint, ...], structure_listen)
+
+    def class_factory(cls: Any) -> Callable[[object, type], object]:
+        generated = make_dict_structure_fn(cls, converter)
+
+        def structure(value: object, _: type) -> object:
+            if not isinstance(value, dict):
+                raise _expected("a table", value)
+            return generated(value, cls)
+
+        return structure
+
+    converter.register_structure_hook_factory(attrs.has, class_factory)
+    return converter
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _locate(error: BaseException, path: str = "") -> tuple[str, str]:
+    """The dotted key and the detail of the first leaf of a cattrs error tree."""
+    if isinstance(error, ForbiddenExtraKeysError):
+        return _join(path, sorted(error.extra_fields)[0]), "unknown key"
+    if isinstance(error, ClassValidationError | IterableValidationError):
+        sub = error.exceptions[0]
+        step = path
+        for note in getattr(sub, "__notes__", ()):
+            if isinstance(note, AttributeValidationNote):
+                step = _join(path, note.name)
+            elif isinstance(note, IterableValidationNote):
+                step = f"{path}[{note.index}]"
+        return _locate(sub, step)
+    if isinstance(error, KeyError):
+        return path, "required key missing"
+    if isinstance(error, _ValueError):
+        return path, str(error)
+    return path, f"invalid value ({error})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks that span a value's range or several keys
+
+
+def _check(settings: Settings) -> None:
+    """Raise ``_KeyedValueError`` for the first value that is well-typed but unusable."""
+    server, sip, db, auth, reg, sca, up = (
+        settings.server,
+        settings.sip,
+        settings.database,
+        settings.auth,
+        settings.registrar,
+        settings.sca,
+        settings.upstream,
+    )
+    checks: list[tuple[bool, str, str]] = [
+        (0 <= server.advertised_port <= 65535, "server.advertised_port", "must be from 0 to 65535"),
+        (sip.t1 > 0, "sip.t1", "must be positive"),
+        (sip.t2 >= sip.t1, "sip.t2", "must not be below sip.t1"),
+        (sip.t4 > 0, "sip.t4", "must be positive"),
+        (
+            1024 <= sip.max_message_size <= 16 * 1024 * 1024,
+            "sip.max_message_size",
+            "must be from 1024 to 16777216",
+        ),
+        (sip.tcp_idle_timeout > 0, "sip.tcp_idle_timeout", "must be positive"),
+        (sip.tcp_slow_sender_timeout > 0, "sip.tcp_slow_sender_timeout", "must be positive"),
+        (
+            db.url.split("://", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql"),
+            "database.url",
+            f"{_show(db.url)}: expected a sqlite:// or postgresql:// URL",
+        ),
+        (db.flush_interval > 0, "database.flush_interval", "must be positive"),
+        (db.pool_size >= 1, "database.pool_size", "must be at least 1"),
+        (auth.nonce_ttl > 0, "auth.nonce_ttl", "must be positive"),
+        (bool(auth.algorithms), "auth.algorithms", "at least one algorithm is needed"),
+        (reg.min_expires >= 0, "registrar.min_expires", "must not be negative"),
+        (reg.max_expires >= reg.min_expires, "registrar.max_expires", "must not be below min_expires"),
+        (
+            reg.min_expires <= reg.default_expires <= reg.max_expires,
+            "registrar.default_expires",
+            "must be between min_expires and max_expires",
+        ),
+        (reg.max_contacts >= 0, "registrar.max_contacts", "must not be negative"),
+        (sca.call_info_max_expires > 0, "sca.call_info_max_expires", "must be positive"),
+        (sca.line_seize_max_expires > 0, "sca.line_seize_max_expires", "must be positive"),
+        (sca.purge_expired_interval > 0, "sca.purge_expired_interval", "must be positive"),
+        (sca.db_update_interval > 0, "sca.db_update_interval", "must be positive"),
+        (sca.seized_ttl > 0, "sca.seized_ttl", "must be positive"),
+        (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
+        (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
+        (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
+        (sca.min_expires >= 0, "sca.min_expires", "must not be negative (0 = no minimum)"),
+        (sca.call_info_ok_code in (200, 202), "sca.call_info_ok_code", "must be 200 or 202"),
+        (
+            sca.call_info_uri in ("domain", "aor") or _is_sip_uri(sca.call_info_uri),
+            "sca.call_info_uri",
+            f'expected "domain", "aor" or a sip: URI, got {_show(sca.call_info_uri)}',
+        ),
+        (1 <= up.port <= 65535, "upstream.port", "must be from 1 to 65535"),
+    ]
+    for algorithm in auth.algorithms:
+        checks.append(
+            (
+                algorithm in DIGEST_ALGORITHMS,
+                "auth.algorithms",
+                f"{_show(algorithm)}: expected one of {', '.join(DIGEST_ALGORITHMS)}",
+            )
+        )
+    for field in ("server_address", "contact_fallback", "outbound_proxy"):
+        value = getattr(sca, field)
+        checks.append(
+            (not value or _is_sip_uri(value), f"sca.{field}", f"expected a sip: URI, got {_show(value)}")
+        )
+    if server.advertised_host == "":
+        first = server.listen[0].host
+        checks.append(
+            (
+                not ipaddress.ip_address(first).is_unspecified,
+                "server.advertised_host",
+                f"required when listening on the wildcard address {first}",
+            )
+        )
+    seen: set[str] = set()
+    for index, line in enumerate(sca.lines):
+        key = f"sca.lines[{index}]"
+        checks.append(
+            (
+                _is_sip_uri(line.aor) and "@" in line.aor and ";" not in line.aor,
+                f"{key}.aor",
+                f"expected a sip:user@host address of record, got {_show(line.aor)}",
+            )
+        )
+        checks.append((line.aor.lower() not in seen, f"{key}.aor", f"{_show(line.aor)} is listed twice"))
+        seen.add(line.aor.lower())
+        checks.append((line.appearances >= 1, f"{key}.appearances", "must be at least 1"))
+        for member_index, member in enumerate(line.members):
+            checks.append(
+                (
+                    _is_sip_uri(member),
+                    f"{key}.members[{member_index}]",
+                    f"expected a sip: URI, got {_show(member)}",
+                )
+            )
+    for ok, key, detail in checks:
+        if not ok:
+            raise _KeyedValueError(key, detail)
+
+
+class _KeyedValueError(ValueError):
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(detail)
+        self.key, self.detail = key, detail
+
+
+def _is_sip_uri(text: str) -> bool:
+    try:
+        return isinstance(parse_uri(text), SipUri)
+    except MalformedMessage:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+
+
+def settings_from_mapping(
+    data: Mapping[str, object], source: str, *, interfaces: InterfaceLookup = system_interfaces
+) -> Settings:
+    """Structure and check an already-parsed TOML document; ``source`` names it in errors."""
+    converter = _make_converter(interfaces)
+    try:
+        settings = converter.structure(dict(data), Settings)
+    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError, _ValueError) as error:
+        key, detail = _locate(error)
+        raise ConfigError(source, key, detail) from None
+    try:
+        _check(settings)
+    except _KeyedValueError as error:
+        raise ConfigError(source, error.key, error.detail) from None
+    return settings
+
+
+def load_settings(path: str | Path | None, *, interfaces: InterfaceLookup = system_interfaces) -> Settings:
+    """Read and validate the TOML file at ``path``; ``None`` gives the defaults."""
+    if path is None:
+        return settings_from_mapping({}, "defaults", interfaces=interfaces)
+    source = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ConfigError(source, "", f"cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, "", f"invalid TOML: {error}") from None
+    return settings_from_mapping(data, source, interfaces=interfaces)
+
+
+def with_overrides(
+    settings: Settings,
+    *,
+    sip: Sequence[str] = (),
+    http: str | None = None,
+    db: str | None = None,
+    log_json: bool | None = None,
+    log_level: str | None = None,
+    trace: bool | None = None,
+    interfaces: InterfaceLookup = system_interfaces,
+) -> Settings:
+    """Apply command-line flags on top of the file; errors name the flag."""
+    source = "command line"
+    if sip:
+        try:
+            listen = tuple(e for text in sip for e in parse_endpoints(text, DEFAULT_SIP_PORT, interfaces))
+        except _ValueError as error:
+            raise ConfigError(source, "--sip", str(error)) from None
+        settings = attrs.evolve(settings, server=attrs.evolve(settings.server, listen=listen))
+    if http is not None:
+        try:
+            endpoint = parse_endpoints(http, DEFAULT_HTTP_PORT, interfaces)[0]
+        except _ValueError as error:
+            raise ConfigError(source, "--http", str(error)) from None
+        settings = attrs.evolve(settings, http=HttpSettings(listen=endpoint))
+    if db is not None:
+        settings = attrs.evolve(settings, database=attrs.evolve(settings.database, url=db))
+    log = settings.log
+    if log_json is not None:
+        log = attrs.evolve(log, json=log_json)
+    if log_level is not None:
+        log = attrs.evolve(log, level=LogLevelName(log_level))
+    settings = attrs.evolve(settings, log=log)
+    if trace is not None:
+        settings = attrs.evolve(settings, sip=attrs.evolve(settings.sip, trace=trace))
+    try:
+        _check(settings)
+    except _KeyedValueError as error:
+        raise ConfigError(source, error.key, error.detail) from None
+    return settings
+
+
+__all__ = [
+    "DIGEST_ALGORITHMS",
+    "AuthSettings",
+    "CallInfoUri",
+    "ConfigError",
+    "DatabaseSettings",
+    "Endpoint",
+    "HttpSettings",
+    "InterfaceLookup",
+    "LogLevelName",
+    "LogSettings",
+    "RegistrarSettings",
+    "ScaSettings",
+    "ServerSettings",
+    "Settings",
+    "SharedLine",
+    "SipSettings",
+    "UpstreamSettings",
+    "load_settings",
+    "parse_endpoints",
+    "settings_from_mapping",
+    "system_interfaces",
+    "with_overrides",
+]

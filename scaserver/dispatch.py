@@ -1,0 +1,583 @@
+"""The transaction user of scaserver: bytes in, actions out.
+
+:class:`SipCore` is the pure core the edge drives (``receive``, ``on_timer``,
+``connection_lost``).  It parses, validates, answers what no engine should
+see (RFC 3261 8.2 and 16.3 checks, stateless 400s), runs the transaction
+layer, and routes each new request to the engine whose job it is:
+
+- REGISTER for a local domain -> the registrar (after digest authentication);
+- SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
+- OPTIONS to the server itself -> answered here (200 with Allow/Accept/Supported);
+- everything else -> the stateful proxy, with targets from the location service
+  or the configured upstream, and the SCA engine told about every call it relays.
+
+Engines never import each other; this module is where their outputs meet.  An
+engine returns :data:`~scaserver.sip.actions.EngineAction` values: ``Respond``
+and ``SendRequest`` are run through the transaction layer here, ``Deliver`` of a
+fact another engine consumes is handed to it, and what is left (Send, timers,
+Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Hashable, Iterable
+from typing import Final, assert_never
+
+import attrs
+
+from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
+from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
+from scaserver.proxy.routing import (
+    ProxyIdentity,
+    branch_with_loop_hash,
+    preprocess_route,
+    response_destination,
+)
+from scaserver.proxy.target import Target
+from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.registrar import Registrar
+from scaserver.sca.engine import NotifyContext, ScaEngine
+from scaserver.sip import headers
+from scaserver.sip.actions import (
+    Action,
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Respond,
+    Send,
+    SendRequest,
+    StartTimer,
+)
+from scaserver.sip.digest import Authenticated, Authenticator, Rejected
+from scaserver.sip.errors import (
+    BadExtension,
+    BadRequest,
+    CallDoesNotExist,
+    Forbidden,
+    LoopDetected,
+    MalformedMessage,
+    MethodNotAllowed,
+    NotFound,
+    NotImplementedMethod,
+    ProtocolStateError,
+    SipError,
+    TemporarilyUnavailable,
+    TooManyHops,
+    UnsupportedUriScheme,
+)
+from scaserver.sip.message import Headers, Message, Peer, Request, Response
+from scaserver.sip.parser import parse_message
+from scaserver.sip.responses import make_response, response_for
+from scaserver.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    ClientKey,
+    RequestReceived,
+    ResponseReceived,
+    ServerKey,
+    StrayResponse,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from scaserver.sip.trust import TrustedPeers
+from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
+from scaserver.sip.validation import check_request, check_response, unsupported_options
+
+KNOWN_METHODS: Final = (
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "MESSAGE",
+    "REFER",
+    "PUBLISH",
+)
+"""Methods the server handles or relays; any other method gets 501 with Allow (RFC 3261 8.2.1)."""
+
+ACCEPT: Final = "application/sdp"
+
+
+@attrs.frozen
+class MessageDropped:
+    """A message we neither answered nor acted on, and why (the edge logs and counts it)."""
+
+    peer: Peer
+    reason: str
+
+
+@attrs.frozen
+class StatelessReply:
+    """A request answered without a transaction because it was unfit for one."""
+
+    peer: Peer
+    status: int
+    detail: str
+
+
+def stamp_via(request: Request, peer: Peer) -> Request:
+    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 section 4) on the top Via."""
+    via = headers.top_via(request)
+    stamped = via
+    if via.has_rport and via.rport is None:
+        stamped = stamped.with_param("rport", str(peer.port))
+    if via.host != peer.host or stamped is not via:
+        stamped = stamped.with_param("received", peer.host)
+    if stamped is via:
+        return request
+    rest = request.headers.remove_first_value("Via")
+    return request.with_headers(rest.prepend("Via", str(stamped)))
+
+
+def reply_peer(request: Request, peer: Peer) -> Peer | None:
+    """Where responses to a received request go (RFC 3261 18.2.2, RFC 3581): back on the
+    connection for a reliable transport, else per the stamped top Via; None for a
+    broadcast or multicast address (never answered)."""
+    if peer.transport.reliable:
+        return peer
+    destination = response_destination(headers.top_via(request))
+    if destination is None:
+        return None
+    return Peer(peer.transport, destination.host, destination.port)
+
+
+@attrs.frozen
+class CoreSettings:
+    """What the dispatcher decides with.
+
+    ``domains``: the SIP domains we are registrar and proxy for (lower case);
+    ``upstream``: where requests for other domains go (the PBX or PSTN
+    gateway), None to refuse them; ``require_auth``: challenge requests from
+    peers that are not trusted; ``server``: the Server/User-Agent header value.
+    """
+
+    domains: frozenset[str]
+    upstream: Peer | None = None
+    require_auth: bool = True
+    server: str = "scaserver"
+    supported: frozenset[str] = frozenset({"path"})
+
+
+class _Owner(enum.Enum):
+    PROXY = "proxy"
+    SCA = "sca"
+
+
+@attrs.define
+class SipCore:
+    """The pure SIP core behind the edge (``scaserver.edge.stack.SipCore``)."""
+
+    settings: CoreSettings
+    layer: TransactionLayer
+    identity: ProxyIdentity
+    authenticator: Authenticator
+    trusted: TrustedPeers
+    registrar: Registrar
+    proxy: Proxy
+    sca: ScaEngine
+    unique: Callable[[], str]
+    _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
+    _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
+
+    # ------------------------------------------------------------------ edge entry points
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
+        """One datagram, or one framed stream message, from ``peer``."""
+        try:
+            message = parse_message(data)
+        except MalformedMessage as error:
+            return self._unparsable(error, peer)
+        if isinstance(message, Response):
+            try:
+                check_response(message)
+            except MalformedMessage as error:
+                return [Deliver(MessageDropped(peer, f"response: {error.detail}"))]
+            return self._run(self.layer.receive(message, peer, now), now)
+        return self._receive_request(message, peer, now)
+
+    def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
+        """A timer one of the parts asked for has fired: hand it back to its owner."""
+        if isinstance(key, ServerKey | ClientKey):
+            return self._run(self.layer.on_timer(key, name, now), now)
+        if isinstance(key, BindingKey):
+            return self._run(self.registrar.on_timer(key, name, now), now)
+        if isinstance(key, BranchKey):
+            return self._run(self.proxy.on_timer(key, name, now), now)
+        return self._run(self.sca.on_timer(key, name, now), now)
+
+    def connection_lost(self, peer: Peer, now: float) -> list[Action]:
+        """A stream connection closed: its transactions fail over to their transport error path
+        (RFC 3261 17.1.4, 17.2.4)."""
+        actions: list[Action] = []
+        for key in self.layer.keys_for(peer):
+            actions += self.layer.transport_failed(key, now)
+        return self._run(actions, now)
+
+    def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
+        """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
+        return self._run(actions, now)
+
+    # ------------------------------------------------------------------ input checks
+
+    def _unparsable(self, error: MalformedMessage, peer: Peer) -> list[Action]:
+        """Answer 400 statelessly when the fragment that parsed has what a response needs
+        (Via, From, To, Call-ID, CSeq); otherwise drop it."""
+        partial = error.partial
+        if partial is None or partial.method == "ACK":
+            return [Deliver(MessageDropped(peer, error.detail))]
+        return self._stateless(partial, peer, error)
+
+    def _stateless(self, request: Request, peer: Peer, error: SipError) -> list[Action]:
+        """A response sent without a transaction to a request that could not have one."""
+        if request.method == "ACK":
+            return [Deliver(MessageDropped(peer, f"ACK: {error.detail}"))]
+        try:
+            for name in ("From", "To", "Call-ID", "CSeq"):
+                if request.headers.count(name) != 1:
+                    raise MalformedMessage(f"no single {name}")
+            headers.cseq(request)
+            stamped = stamp_via(request, peer)
+            destination = reply_peer(stamped, peer)
+        except SipError as unusable:
+            return [Deliver(MessageDropped(peer, f"{error.detail}; unanswerable: {unusable.detail}"))]
+        if destination is None:
+            return [Deliver(MessageDropped(peer, f"{error.detail}; reply address is broadcast/multicast"))]
+        response = response_for(stamped, error, to_tag=self.unique()[:10])
+        return [Deliver(StatelessReply(peer, error.status, error.detail)), Send(response, destination)]
+
+    def _receive_request(self, request: Request, peer: Peer, now: float) -> list[Action]:
+        try:
+            check_request(request)
+            request = stamp_via(request, peer)
+        except SipError as error:
+            return self._stateless(request, peer, error)
+        if request.method != "ACK" and not headers.top_via(request).rfc3261_branch:
+            return self._stateless(request, peer, BadRequest("top Via has no RFC 3261 branch"))
+        destination = reply_peer(request, peer)
+        if destination is None:
+            return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast"))]
+        return self._run(self.layer.receive(request, destination, now), now)
+
+    # ------------------------------------------------------------------ action loop
+
+    def _run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
+        """Run engine and layer actions depth-first until only edge actions remain."""
+        out: list[Action] = []
+        for action in actions:
+            match action:
+                case Send() | StartTimer() | CancelTimer():
+                    out.append(action)
+                case Respond(transaction=transaction, response=response):
+                    if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
+                        raise ProtocolStateError(f"bad Respond action {action!r}")
+                    out += self._run(self.layer.respond(transaction, response, now), now)
+                case SendRequest(request=request, peer=peer, context=context):
+                    out += self._send_request(request, peer, context, now)
+                case Deliver(event=event):
+                    out += self._deliver(event, now)
+                case _:
+                    assert_never(action)
+        return out
+
+    def _send_request(self, request: Message, peer: Peer, context: Hashable, now: float) -> list[Action]:
+        if not isinstance(request, Request):
+            raise ProtocolStateError(f"SendRequest of a response: {request!r}")
+        if isinstance(context, BranchKey):
+            branch = branch_with_loop_hash(context.loop_hash, self.unique())
+            key, actions = self.layer.request(request, peer, now, branch=branch)
+            if request.method != "ACK":
+                self._owners[key] = (_Owner.PROXY, context)
+                self._branches[context] = key
+        else:
+            key, actions = self.layer.request(request, peer, now)
+            if request.method != "ACK":
+                self._owners[key] = (_Owner.SCA, context)
+        return self._run(actions, now)
+
+    def _deliver(self, event: object, now: float) -> list[Action]:
+        match event:
+            case RequestReceived():
+                return self._run(self._on_request(event.request, event.peer, event.key, now), now)
+            case AckReceived(request=ack, peer=peer):
+                return self._run(self._on_ack(ack, peer, now), now)
+            case CancelReceived():
+                return self._run(self._on_cancel(event, now), now)
+            case ResponseReceived(response=response, key=key):
+                return self._run(self._on_client_response(key, response, now), now)
+            case TransactionTimedOut(key=key) | TransportFailed(key=key):
+                return self._run(self._on_client_failure(key, event, now), now)
+            case TransactionTerminated(key=key):
+                if isinstance(key, ClientKey):
+                    owner = self._owners.pop(key, None)
+                    if owner is not None and isinstance(owner[1], BranchKey):
+                        self._branches.pop(owner[1], None)
+                return []
+            case StrayResponse(response=response):
+                return self._run(self.proxy.on_stray_response(response, now), now)
+            case CancelBranch(branch=branch):
+                client = self._branches.get(branch)
+                return [] if client is None else self._run(self.layer.cancel(client, now), now)
+            case RequestForwarded(request=request):
+                return [Deliver(event), *self._run(self.sca.on_request_forwarded(request, now), now)]
+            case ResponseRelayed(request=request, response=response, generated=generated):
+                tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
+                return [Deliver(event), *self._run(tracked, now)]
+            case AckForwarded(ack=ack):
+                return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
+            case _:
+                return [Deliver(event)]
+
+    # ------------------------------------------------------------------ client transactions
+
+    def _on_client_response(self, key: ClientKey, response: Response, now: float) -> list[EngineAction]:
+        owner = self._owners.get(key)
+        if owner is None:
+            return []
+        kind, context = owner
+        if kind is _Owner.PROXY and isinstance(context, BranchKey):
+            return self.proxy.on_response(context, response, now)
+        if isinstance(context, NotifyContext):
+            return self.sca.on_notify_response(context, response, now)
+        return []
+
+    def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
+        if not isinstance(key, ClientKey):
+            return []  # timer H on a server transaction: nothing more to do (17.2.1)
+        owner = self._owners.get(key)
+        if owner is None:
+            return []
+        _, context = owner
+        if isinstance(context, BranchKey):
+            if isinstance(event, TransportFailed):
+                return self.proxy.on_branch_failure(context, now)
+            return self.proxy.on_branch_timeout(context, now)
+        if isinstance(context, NotifyContext):
+            return self.sca.on_notify_failed(context, now)
+        return []
+
+    # ------------------------------------------------------------------ server side
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
+        if event.invite_key is not None and event.invite_key in self.proxy:
+            return self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
+        return [Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))]
+
+    def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
+        if self._is_for_us(ack) and "Route" not in ack.headers:
+            return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
+        return self.proxy.on_ack(ack, peer, now)
+
+    def _is_for_us(self, request: Request) -> bool:
+        uri = parse_uri(request.uri)
+        return isinstance(uri, SipUri) and self.identity.is_local_uri(uri)
+
+    def _is_local_domain(self, uri: Uri) -> bool:
+        if not isinstance(uri, SipUri):
+            return False
+        return uri.host.lower() in self.settings.domains or self.identity.is_local_uri(uri)
+
+    def _on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        """Route a new request to the part of the server whose job it is."""
+        try:
+            return self._route(request, peer, key, now)
+        except SipError as error:
+            return [Respond(key, response_for(request, error, to_tag=self.unique()[:10]))]
+
+    def _route(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        method = request.method
+        if method not in KNOWN_METHODS:
+            raise NotImplementedMethod(method, headers=Headers.of(("Allow", ", ".join(KNOWN_METHODS))))
+        uri = parse_uri(request.uri)
+        if not isinstance(uri, SipUri | TelUri):
+            raise UnsupportedUriScheme(uri.scheme)
+        in_dialog = headers.to_addr(request).tag is not None
+        event_header = headers.event(request) if method == "SUBSCRIBE" else None
+        if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
+            return self._subscribe(request, peer, key, in_dialog, now)
+        if in_dialog:
+            return self._in_dialog(request, peer, key, now)
+        if method == "REGISTER":
+            return self._register(request, peer, key, now)
+        if method == "OPTIONS" and self._options_for_us(uri, now):
+            return [Respond(key, self._options_response(request))]
+        to_server = isinstance(uri, SipUri) and not uri.user and self._is_for_us(request)
+        if to_server and "Route" not in request.headers:
+            allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
+            raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
+        return self._proxy_initial(request, peer, key, uri, now)
+
+    def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
+        """OPTIONS is ours when it names the server, or a user nobody registered in a local
+        domain (keep-alive pings like ``sip:ping@server``); a registered AoR gets it proxied."""
+        if not isinstance(uri, SipUri) or not self._is_local_domain(uri):
+            return False
+        if not uri.user:
+            return True
+        return not self.registrar.lookup(uri.aor(), now)
+
+    def _options_response(self, request: Request) -> Response:
+        """RFC 3261 11.2: 200 with Allow, Accept, Supported (and Max-Forwards 0 is fine: we are
+        the destination, RFC 4475 3.3.11)."""
+        self._require_supported(request)
+        extra = Headers.of(
+            ("Allow", ", ".join(KNOWN_METHODS)),
+            ("Accept", ACCEPT),
+            ("Supported", ", ".join(sorted(self.settings.supported))),
+            ("Allow-Events", ", ".join(SCA_EVENTS)),
+            ("Server", self.settings.server),
+        )
+        return make_response(request, 200, headers=extra, to_tag=self.unique()[:10])
+
+    def _require_supported(self, request: Request) -> None:
+        """420 with Unsupported for Require option tags we do not support (RFC 3261 8.2.2.3)."""
+        unknown = unsupported_options(request, "Require", self.settings.supported)
+        if unknown:
+            raise BadExtension("unsupported Require", headers=Headers.of(("Unsupported", ", ".join(unknown))))
+
+    # ------------------------------------------------------------------ authentication
+
+    def _authenticate(self, request: Request, peer: Peer, now: float) -> Authenticated | Rejected | None:
+        """Digest authentication (RFC 3261 22, RFC 7616); None when the peer is trusted (a PBX
+        or gateway by source address) or authentication is off."""
+        if self.trusted.is_trusted(peer) or not self.settings.require_auth:
+            return None
+        return self.authenticator.authenticate(request, now)
+
+    def _refuse(
+        self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected
+    ) -> list[EngineAction]:
+        fact = AuthenticationRejected(peer, request.method, rejection.status, rejection.stale)
+        return [Deliver(fact), Respond(key, rejection.response(request, to_tag=self.unique()[:10]))]
+
+    def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        decision = self._authenticate(request, peer, now)
+        if isinstance(decision, Rejected):
+            return self._refuse(key, request, peer, decision)
+        user = decision.username if decision is not None else None
+        return self.registrar.on_register(request, peer, user, now, transaction=key)
+
+    def _subscribe(
+        self, request: Request, peer: Peer, key: ServerKey, in_dialog: bool, now: float
+    ) -> list[EngineAction]:
+        user: str | None = None
+        if not in_dialog:
+            self._require_supported(request)
+            decision = self._authenticate(request, peer, now)
+            if isinstance(decision, Rejected):
+                return self._refuse(key, request, peer, decision)
+            user = decision.username if decision is not None else None
+        return self.sca.on_subscribe(request, key, now, peer=peer, authenticated_user=user)
+
+    # ------------------------------------------------------------------ proxying
+
+    def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        """Mid-dialog requests follow their Route set (RFC 3261 16.4); one addressed to us with
+        no Route is for a dialog we do not have (481)."""
+        if self._is_for_us(request) and "Route" not in request.headers:
+            raise CallDoesNotExist("no such dialog here")
+        return self.proxy.on_request(request, key, peer, (), now)
+
+    def _proxy_initial(
+        self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
+    ) -> list[EngineAction]:
+        routed = preprocess_route(request, self.identity)
+        if "Route" in routed.headers:
+            # A pre-loaded Route beyond us: only trusted or authenticated peers may use it.
+            decision = self._authenticate(request, peer, now)
+            if isinstance(decision, Rejected):
+                return self._refuse(key, request, peer, decision)
+            return self.proxy.on_request(request, key, peer, (), now)
+        local = self._is_local_domain(uri)
+        if not local and headers.max_forwards(request) == 0:
+            raise TooManyHops("Max-Forwards exhausted")
+        decision = self._authenticate(request, peer, now)
+        if isinstance(decision, Rejected):
+            return self._refuse(key, request, peer, decision)
+        if decision is not None:
+            request = consume_credentials(request, decision.realm)
+        if not local:
+            return self._to_upstream(request, peer, key, uri, now)
+        assert isinstance(uri, SipUri)
+        plan = self.sca.check_request(request, now)
+        if plan.rejection is not None:
+            raise plan.rejection
+        if plan.target is not None:
+            retargeted = request
+            if plan.replaces is not None:
+                retargeted = request.with_headers(request.headers.set("Replaces", plan.replaces))
+            return self.proxy.on_request(retargeted, key, peer, (Target(plan.target),), now)
+        bindings = self.registrar.lookup(uri.aor(), now)
+        if not bindings:
+            if self.sca.is_sca(uri.aor()):
+                raise TemporarilyUnavailable("no member of the shared line is registered")
+            raise NotFound("no such user here")
+        targets = [
+            Target(binding.contact, binding.sort_q, binding.path, _flow(binding)) for binding in bindings
+        ]
+        return self.proxy.on_request(request, key, peer, targets, now)
+
+    def _to_upstream(
+        self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
+    ) -> list[EngineAction]:
+        """A request for another domain: to the configured upstream, from our own subscribers
+        (authenticated) or trusted peers only.  No open relay (RFC 3261 16.3 item 6 policy)."""
+        upstream = self.settings.upstream
+        if upstream is None:
+            raise Forbidden("relaying to other domains is not allowed")
+        if upstream == peer:
+            raise LoopDetected("a request from the upstream for a foreign domain")
+        return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
+
+
+SCA_EVENTS: Final = ("call-info", "line-seize")
+
+
+def consume_credentials(request: Request, realm: str) -> Request:
+    """Remove the Proxy-Authorization values for our own realm before forwarding: they were
+    for us, and the next hop has no use for them (RFC 3261 22.3; Kamailio's consume_credentials)."""
+    lines = request.headers.lines("Proxy-Authorization")
+    if not lines:
+        return request
+    kept = [line for line in lines if _realm_of(line) != realm]
+    headers_without = request.headers.remove("Proxy-Authorization")
+    for line in kept:
+        headers_without = headers_without.add("Proxy-Authorization", line)
+    return request.with_headers(headers_without)
+
+
+def _realm_of(credentials: str) -> str | None:
+    try:
+        return headers.parse_auth(credentials).param("realm")
+    except MalformedMessage:
+        return None
+
+
+@attrs.frozen
+class AuthenticationRejected:
+    """A request was challenged or refused by digest authentication (counted, rate-limited logs)."""
+
+    peer: Peer
+    method: str
+    status: int
+    stale: bool
+
+
+def _flow(binding: Binding) -> Peer | None:
+    """Send to the source address of the REGISTER when the Contact is behind NAT or the phone
+    registered over a stream (its connection is the only way back, RFC 5626 spirit)."""
+    received = binding.received
+    if received.transport.reliable:
+        return received
+    contact = parse_uri(binding.contact)
+    if isinstance(contact, SipUri) and (contact.host, contact.port or 5060) == (received.host, received.port):
+        return None
+    return received

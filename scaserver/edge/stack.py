@@ -1,0 +1,301 @@
+"""The SIP stack's edge: runs the core's actions and owns every SIP timer.
+
+:class:`SipStack` is the only place where the pure core meets the reactor
+(STYLE.md P2, P3).  Bytes from a socket go to ``core.receive(data, peer, now)``;
+the actions that come back are executed in order: ``Send`` is serialized and
+written through :class:`Transports`, ``StartTimer``/``CancelTimer`` arm and
+cancel delayed calls on the injected clock, ``Deliver`` is published on the
+:class:`~scaserver.events.EventBus`.  A fired timer goes back to
+``core.on_timer(key, name, now)``.
+
+:class:`Transports` is the registry of open sockets: the UDP endpoints (one per
+bound address) and the table of TCP connections keyed by the remote
+``(host, port)``, so that a response goes back on the connection its request
+came in on (RFC 3261 section 18.2.2) and a request to a peer with no connection
+opens one (section 18.1.1), its bytes queued until the connection is made.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Hashable, Iterable
+from typing import Literal, Protocol, assert_never, cast
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+from typing_extensions import override
+
+from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
+from scaserver.events import EventBus
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.sip.message import Peer, Transport
+from scaserver.sip.serializer import serialize
+
+Direction = Literal["in", "out"]
+
+Trace = Callable[[Direction, bytes, Peer], None]
+"""Called with every message read from or written to the network (the trace switch)."""
+
+
+class DelayedCall(Protocol):
+    """The part of ``IDelayedCall`` the stack uses."""
+
+    def active(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+    def reset(self, secondsFromNow: float) -> None: ...  # noqa: N803 (Twisted's spelling)
+
+
+class TimerClock(Protocol):
+    """The part of ``IReactorTime`` the edge uses: the reactor, or ``task.Clock`` in tests."""
+
+    def seconds(self) -> float: ...
+
+    def callLater(  # noqa: N802
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> object: ...
+
+
+def call_later(
+    clock: TimerClock, delay: float, function: Callable[..., object], *args: object
+) -> DelayedCall:
+    """``clock.callLater`` typed for the edge (the reactor returns an ``IDelayedCall``)."""
+    return cast(DelayedCall, clock.callLater(delay, function, *args))
+
+
+class SipCore(Protocol):
+    """What the stack drives: the sans-I/O SIP core (parser, transactions, dispatch)."""
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
+        """One datagram or one framed stream message from ``peer``."""
+        ...
+
+    def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
+        """A timer requested with ``StartTimer(key, name, delay)`` has fired."""
+        ...
+
+    def connection_lost(self, peer: Peer, now: float) -> list[Action]:
+        """The stream connection to ``peer`` is gone (closed by either side, timed out, or a
+        connection attempt failed); anything queued for it was dropped (RFC 3261 section 18.4:
+        a transport error is reported to the transaction user)."""
+        ...
+
+
+class MessageSink(Protocol):
+    """Where the transports hand what they read; :class:`SipStack` is one."""
+
+    def bytes_received(self, data: bytes, peer: Peer) -> None: ...
+
+    def connection_lost(self, peer: Peer) -> None: ...
+
+
+class DatagramEndpoint(Protocol):
+    """A bound UDP socket that can send a datagram."""
+
+    @property
+    def family(self) -> socket.AddressFamily: ...
+
+    def send(self, data: bytes, peer: Peer) -> None: ...
+
+
+class StreamConnection(Protocol):
+    """An open TCP connection to ``peer``."""
+
+    @property
+    def peer(self) -> Peer: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ConnectionKey = tuple[str, int]
+
+
+def connection_key(host: str, port: int) -> ConnectionKey:
+    """The table key for a remote address: numeric hosts in canonical (compressed) form."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(bare).compressed, port
+    except ValueError:
+        return bare.lower(), port
+
+
+def address_family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class Transports:
+    """The open sockets, and the choice of one for each outgoing message."""
+
+    _log = Logger()
+
+    def __init__(self, dial: Callable[[Peer], None] | None = None, hosts: HostsTable | None = None) -> None:
+        self._hosts = hosts if hosts is not None else HostsTable()
+        self._datagrams: list[DatagramEndpoint] = []
+        self._streams: dict[ConnectionKey, StreamConnection] = {}
+        self._pending: dict[ConnectionKey, list[bytes]] = {}
+        self._dial = dial
+
+    def set_dialer(self, dial: Callable[[Peer], None]) -> None:
+        """How to open an outgoing stream connection; it must end in ``add_stream`` or ``dial_failed``."""
+        self._dial = dial
+
+    def add_datagram(self, endpoint: DatagramEndpoint) -> None:
+        self._datagrams.append(endpoint)
+
+    def remove_datagram(self, endpoint: DatagramEndpoint) -> None:
+        if endpoint in self._datagrams:
+            self._datagrams.remove(endpoint)
+
+    def add_stream(self, connection: StreamConnection) -> None:
+        """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
+        key = connection_key(connection.peer.host, connection.peer.port)
+        self._streams[key] = connection
+        for data in self._pending.pop(key, ()):
+            connection.send(data)
+
+    def remove_stream(self, connection: StreamConnection) -> None:
+        key = connection_key(connection.peer.host, connection.peer.port)
+        if self._streams.get(key) is connection:
+            del self._streams[key]
+
+    def dial_failed(self, peer: Peer) -> int:
+        """An outgoing connection could not be made; drop and count what was queued for it."""
+        return len(self._pending.pop(connection_key(peer.host, peer.port), ()))
+
+    def stream_to(self, peer: Peer) -> StreamConnection | None:
+        return self._streams.get(connection_key(peer.host, peer.port))
+
+    @property
+    def streams(self) -> tuple[StreamConnection, ...]:
+        return tuple(self._streams.values())
+
+    def close_streams(self) -> None:
+        for connection in tuple(self._streams.values()):
+            connection.close()
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        """Write ``data`` to ``peer`` over its transport; a failure is logged, never raised.
+
+        A host name (a next hop taken from a URI) is looked up in the hosts table
+        (:mod:`scaserver.edge.resolver`: no DNS); its first address is used.
+        """
+        if not is_numeric(peer.host):
+            try:
+                peer = resolve_peer(peer, self._hosts)[0]
+            except UnresolvableTargetError as error:
+                self._log.warn("message to {peer} dropped: {reason}", peer=str(peer), reason=str(error))
+                return
+        match peer.transport:
+            case Transport.UDP:
+                family = address_family(peer.host)
+                for endpoint in self._datagrams:
+                    if endpoint.family == family:
+                        endpoint.send(data, peer)
+                        return
+                self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
+            case Transport.TCP:
+                key = connection_key(peer.host, peer.port)
+                connection = self._streams.get(key)
+                if connection is not None:
+                    connection.send(data)
+                elif key in self._pending:
+                    self._pending[key].append(data)
+                elif self._dial is None:
+                    self._log.warn("no TCP connection to {peer}: message dropped", peer=str(peer))
+                else:
+                    self._pending[key] = [data]
+                    self._dial(peer)
+            case Transport.TLS:
+                self._log.warn("TLS is not served: message to {peer} dropped", peer=str(peer))
+            case _:
+                assert_never(peer.transport)
+
+
+class SipStack(Service):
+    """Runs the core's actions: the one owner of SIP timers (STYLE.md section 7)."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        core: SipCore,
+        clock: TimerClock,
+        transports: Transports,
+        bus: EventBus,
+        *,
+        trace: Trace | None = None,
+    ) -> None:
+        self._core, self._clock, self._out, self._bus = core, clock, transports, bus
+        self._trace = trace
+        self._timers: dict[tuple[Hashable, str], DelayedCall] = {}
+
+    # Entry points: each has the one catch-all of STYLE.md section 5.
+
+    def bytes_received(self, data: bytes, peer: Peer) -> None:
+        try:
+            if self._trace is not None:
+                self._trace("in", data, peer)
+            self.run(self._core.receive(data, peer, self._clock.seconds()))
+        except Exception:  # the core answers peer faults itself: what lands here is our bug
+            self._log.failure("unhandled error on input from {peer}", peer=str(peer))
+
+    def connection_lost(self, peer: Peer) -> None:
+        try:
+            self.run(self._core.connection_lost(peer, self._clock.seconds()))
+        except Exception:
+            self._log.failure("unhandled error on loss of the connection to {peer}", peer=str(peer))
+
+    def _fire(self, key: Hashable, name: str) -> None:
+        self._timers.pop((key, name), None)
+        try:
+            self.run(self._core.on_timer(key, name, self._clock.seconds()))
+        except Exception:
+            self._log.failure("unhandled error in timer {name} of {key}", name=name, key=repr(key))
+
+    # Executing actions.
+
+    def run(self, actions: Iterable[Action]) -> None:
+        """Execute actions in order (also used by the root for actions produced outside a SIP input)."""
+        for action in actions:
+            match action:
+                case Send(message=message, peer=peer):
+                    data = serialize(message)
+                    if self._trace is not None:
+                        self._trace("out", data, peer)
+                    self._out.send(data, peer)
+                case StartTimer(key=key, name=name, delay=delay):
+                    self._cancel(key, name)
+                    self._timers[key, name] = call_later(self._clock, max(delay, 0.0), self._fire, key, name)
+                case CancelTimer(key=key, name=name):
+                    self._cancel(key, name)
+                case Deliver(event=event):
+                    self._bus.publish(event)
+                case _:
+                    assert_never(action)
+
+    def _cancel(self, key: Hashable, name: str) -> None:
+        call = self._timers.pop((key, name), None)
+        if call is not None and call.active():
+            call.cancel()
+
+    @property
+    def armed_timers(self) -> frozenset[tuple[Hashable, str]]:
+        """The (key, name) of every timer waiting to fire."""
+        return frozenset(self._timers)
+
+    @override
+    def startService(self) -> None:
+        self.running = True
+
+    @override
+    def stopService(self) -> None:
+        """Cancel every timer (nothing fires into a core that is shutting down) and close the
+        TCP connections."""
+        for key, name in tuple(self._timers):
+            self._cancel(key, name)
+        self._out.close_streams()
+        self.running = False

@@ -1,0 +1,292 @@
+"""SIP over TCP (RFC 3261 section 18): stream framing, limits and connection reuse.
+
+:class:`SipStreamProtocol` is one TCP connection, accepted or dialed.  It cuts
+the byte stream into messages with :class:`~scaserver.sip.framing.StreamFramer`
+(RFC 3261 section 18.3: Content-Length is mandatory on streams) and hands each to
+the stack; it answers a double-CRLF keep-alive ping with a CRLF pong (RFC 5626
+section 3.5.1).  It enforces three limits:
+
+* the maximum message size (the framer raises; the connection is closed);
+* the slow-sender timeout: a partial message that is not complete within
+  ``slow_sender_timeout`` seconds closes the connection;
+* the idle timeout: no octet in either direction for ``idle_timeout`` seconds
+  closes the connection.
+
+On a framing error nothing is answered (there is no message to answer); a
+warning names the peer and the connection is closed.  Every open connection is
+registered in :class:`~scaserver.edge.stack.Transports` by its remote address,
+so responses reuse the connection their request came on (section 18.2.2), and
+:class:`TcpDialer` opens a connection when a request goes to a peer with none
+(section 18.1.1).  A failed connection attempt is reported to the core as
+``connection_lost(peer)``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, cast
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, ServerFactory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import override
+
+from scaserver.edge.stack import (
+    DelayedCall,
+    MessageSink,
+    TimerClock,
+    Transports,
+    call_later,
+)
+from scaserver.edge.udp import ListeningPort, bound_port
+from scaserver.sip.errors import FramingError, ProtocolStateError
+from scaserver.sip.framing import StreamFramer
+from scaserver.sip.message import Peer, Transport
+
+PONG = b"\r\n"
+
+
+@attrs.frozen
+class StreamLimits:
+    """Per-connection limits (``[sip]`` max_message_size, tcp_idle_timeout, tcp_slow_sender_timeout)."""
+
+    max_message_size: int = 65535
+    idle_timeout: float = 600.0
+    slow_sender_timeout: float = 10.0
+
+
+class _StreamSocket(Protocol):
+    """The part of ``ITCPTransport`` used here."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def loseConnection(self) -> None: ...  # noqa: N802
+
+    def getPeer(self) -> object: ...  # noqa: N802
+
+
+class TcpReactor(Protocol):
+    def listenTCP(  # noqa: N802
+        self, port: int, factory: ServerFactory, backlog: int = ..., interface: str = ...
+    ) -> object: ...
+
+    def connectTCP(  # noqa: N802
+        self,
+        host: str,
+        port: int,
+        factory: ClientFactory,
+        timeout: float = ...,
+        bindAddress: tuple[str, int] | None = ...,  # noqa: N803 (Twisted's spelling)
+    ) -> object: ...
+
+
+class SipStreamProtocol(TwistedProtocol):
+    """One SIP-over-TCP connection: framing in, writes out, three timers."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        sink: MessageSink,
+        transports: Transports,
+        limits: StreamLimits,
+        clock: TimerClock,
+        dialed: Peer | None = None,
+    ) -> None:
+        self._sink, self._transports, self._limits, self._clock = sink, transports, limits, clock
+        self._peer = dialed
+        self._framer = StreamFramer(limits.max_message_size)
+        self._pings_answered = 0
+        self._idle: DelayedCall | None = None
+        self._slow: DelayedCall | None = None
+        self._wire: _StreamSocket | None = None
+        self.closing = False
+
+    @property
+    def peer(self) -> Peer:
+        if self._peer is None:
+            raise ProtocolStateError("stream connection has no peer before it is made")
+        return self._peer
+
+    @override
+    def connectionMade(self) -> None:
+        self._wire = wire = cast(_StreamSocket, self.transport)
+        if self._peer is None:
+            address = wire.getPeer()
+            if not isinstance(address, IPv4Address | IPv6Address):
+                raise ProtocolStateError(f"TCP connection from a non-IP address {address!r}")
+            self._peer = Peer(Transport.TCP, address.host, address.port)
+        self._transports.add_stream(self)
+        self._idle = call_later(self._clock, self._limits.idle_timeout, self._idle_timeout)
+        self._log.debug("TCP connection with {peer} open", peer=str(self._peer))
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self._touch()
+        try:
+            messages = self._framer.feed(data)
+        except FramingError as error:
+            self._log.warn(
+                "framing lost on {peer}: {reason}; closing", peer=str(self.peer), reason=str(error)
+            )
+            self.close()
+            return
+        pings = self._framer.pings_received - self._pings_answered
+        if pings:
+            self._pings_answered += pings
+            self.send(PONG * pings)
+        for message in messages:
+            if self.closing:
+                return
+            self._sink.bytes_received(message, self.peer)
+        self._watch_slow_sender(restart=bool(messages))
+
+    def send(self, data: bytes) -> None:
+        if self.closing or self._wire is None:
+            self._log.warn("TCP connection with {peer} closing: message dropped", peer=str(self._peer))
+            return
+        self._wire.write(data)
+        self._touch()
+
+    def close(self) -> None:
+        if not self.closing and self._wire is not None:
+            self.closing = True
+            self._wire.loseConnection()
+
+    @override
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.closing = True
+        for call in (self._idle, self._slow):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._slow = None
+        if self._peer is None:
+            return
+        self._transports.remove_stream(self)
+        self._log.debug("TCP connection with {peer} closed", peer=str(self._peer))
+        self._sink.connection_lost(self._peer)
+
+    # Timers
+
+    def _touch(self) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self._limits.idle_timeout)
+
+    def _watch_slow_sender(self, *, restart: bool) -> None:
+        if self._slow is not None and (restart or not self._framer.buffered):
+            if self._slow.active():
+                self._slow.cancel()
+            self._slow = None
+        if self._framer.buffered and self._slow is None:
+            self._slow = call_later(self._clock, self._limits.slow_sender_timeout, self._slow_sender)
+
+    def _slow_sender(self) -> None:
+        self._slow = None
+        self._log.warn(
+            "{peer} left a partial message of {size} octets for {timeout} s; closing",
+            peer=str(self.peer),
+            size=self._framer.buffered,
+            timeout=self._limits.slow_sender_timeout,
+        )
+        self.close()
+
+    def _idle_timeout(self) -> None:
+        self._idle = None
+        self._log.info(
+            "TCP connection with {peer} idle for {timeout} s; closing",
+            peer=str(self.peer),
+            timeout=self._limits.idle_timeout,
+        )
+        self.close()
+
+
+class SipStreamFactory(ServerFactory):
+    """Builds a :class:`SipStreamProtocol` for each accepted connection."""
+
+    noisy = False  # listeners and connections are logged by this module
+
+    def __init__(
+        self, sink: MessageSink, transports: Transports, limits: StreamLimits, clock: TimerClock
+    ) -> None:
+        self.sink, self.transports, self.limits, self.clock = sink, transports, limits, clock
+
+    @override
+    def buildProtocol(self, addr: object) -> SipStreamProtocol:
+        return SipStreamProtocol(self.sink, self.transports, self.limits, self.clock)
+
+
+class _DialFactory(ClientFactory):
+    noisy = False  # listeners and connections are logged by this module
+
+    def __init__(self, dialer: TcpDialer, peer: Peer) -> None:
+        self._dialer, self._peer = dialer, peer
+
+    @override
+    def buildProtocol(self, addr: object) -> SipStreamProtocol:
+        streams = self._dialer.streams
+        return SipStreamProtocol(streams.sink, streams.transports, streams.limits, streams.clock, self._peer)
+
+    @override
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self._dialer.failed(self._peer, reason)
+
+
+class TcpDialer:
+    """Opens outgoing connections for :class:`Transports` (``transports.set_dialer(dialer)``)."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: TcpReactor, streams: SipStreamFactory, connect_timeout: float = 30.0) -> None:
+        self._reactor, self.streams, self._connect_timeout = reactor, streams, connect_timeout
+
+    def __call__(self, peer: Peer) -> None:
+        self._log.debug("connecting to {peer}", peer=str(peer))
+        self._reactor.connectTCP(
+            peer.host, peer.port, _DialFactory(self, peer), timeout=self._connect_timeout
+        )
+
+    def failed(self, peer: Peer, reason: Failure) -> None:
+        dropped = self.streams.transports.dial_failed(peer)
+        self._log.warn(
+            "cannot connect to {peer}: {reason}; {dropped} message(s) dropped",
+            peer=str(peer),
+            reason=reason.getErrorMessage(),
+            dropped=dropped,
+        )
+        self.streams.sink.connection_lost(peer)
+
+
+class TcpListener(Service):
+    """Listens for SIP-over-TCP connections on ``host:port`` while the service runs."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: TcpReactor, host: str, port: int, factory: SipStreamFactory) -> None:
+        self._reactor, self.host, self._port, self.factory = reactor, host, port, factory
+        self.listening: ListeningPort | None = None
+
+    @property
+    def port(self) -> int:
+        return bound_port(self.listening) if self.listening is not None else self._port
+
+    @override
+    def startService(self) -> None:
+        self.listening = cast(
+            ListeningPort, self._reactor.listenTCP(self._port, self.factory, interface=self.host)
+        )
+        self.running = True
+        self._log.info("listening on TCP {host} port {port}", host=self.host, port=self.port)
+
+    @override
+    def stopService(self) -> Deferred[None] | None:
+        self.running = False
+        if self.listening is None:
+            return None
+        listening, self.listening = self.listening, None
+        return listening.stopListening()

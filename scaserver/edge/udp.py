@@ -1,0 +1,125 @@
+"""SIP over UDP (RFC 3261 section 18): one datagram in, one datagram out, nothing else.
+
+A :class:`UdpTransport` reads datagrams into the stack and writes the ones
+:class:`~scaserver.edge.stack.Transports` hands it.  It does no SIP processing:
+a datagram that is not a SIP message is the core's to drop.
+:class:`UdpListener` is the service that binds it to one address (IPv4 or IPv6).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Protocol, cast
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import MessageLengthError
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from typing_extensions import override
+
+from scaserver.edge.stack import MessageSink, Transports, address_family
+from scaserver.sip.message import Peer, Transport
+
+
+class _DatagramSocket(Protocol):
+    """The part of ``IUDPTransport`` used here."""
+
+    def write(self, packet: bytes, addr: tuple[str, int]) -> None: ...
+
+
+class ListeningPort(Protocol):
+    """The part of ``IListeningPort`` used by the listener services."""
+
+    def getHost(self) -> object: ...  # noqa: N802
+
+    def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
+
+
+class UdpReactor(Protocol):
+    def listenUDP(self, port: int, protocol: DatagramProtocol, interface: str = ...) -> object: ...  # noqa: N802
+
+
+def bound_port(listening: ListeningPort) -> int:
+    """The port a listening socket is bound to (the kernel's choice when asked for port 0)."""
+    address = listening.getHost()
+    return address.port if isinstance(address, IPv4Address | IPv6Address) else 0
+
+
+class UdpTransport(DatagramProtocol):
+    """Bytes in, bytes out on one bound UDP socket."""
+
+    noisy = False  # listeners and connections are logged by this module
+
+    _log = Logger()
+
+    def __init__(self, sink: MessageSink, transports: Transports, host: str, max_message_size: int) -> None:
+        self._sink, self._transports = sink, transports
+        self._family = address_family(host)
+        self._max_message_size = max_message_size
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return self._family
+
+    @override
+    def startProtocol(self) -> None:
+        self._transports.add_datagram(self)
+
+    @override
+    def stopProtocol(self) -> None:
+        self._transports.remove_datagram(self)
+
+    @override
+    def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        # IPv6 sockets report (host, port, flowinfo, scope_id): host and port are enough.
+        peer = Peer(Transport.UDP, addr[0], addr[1])
+        if len(datagram) > self._max_message_size:
+            self._log.warn(
+                "datagram of {size} bytes from {peer} exceeds {limit}: dropped",
+                size=len(datagram),
+                peer=str(peer),
+                limit=self._max_message_size,
+            )
+            return
+        self._sink.bytes_received(datagram, peer)
+
+    def send(self, data: bytes, peer: Peer) -> None:
+        if self.transport is None:
+            self._log.warn("UDP socket closed: message to {peer} dropped", peer=str(peer))
+            return
+        try:
+            cast(_DatagramSocket, self.transport).write(data, (peer.host, peer.port))
+        except (OSError, MessageLengthError) as error:
+            self._log.warn("UDP write to {peer} failed: {error}", peer=str(peer), error=str(error))
+
+
+class UdpListener(Service):
+    """Binds a :class:`UdpTransport` on ``host:port`` while the service runs."""
+
+    _log = Logger()
+
+    def __init__(self, reactor: UdpReactor, host: str, port: int, protocol: UdpTransport) -> None:
+        self._reactor, self.host, self._port, self.protocol = reactor, host, port, protocol
+        self.listening: ListeningPort | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port while running, else the configured one."""
+        return bound_port(self.listening) if self.listening is not None else self._port
+
+    @override
+    def startService(self) -> None:
+        listening = self._reactor.listenUDP(self._port, self.protocol, interface=self.host)
+        self.listening = cast(ListeningPort, listening)
+        self.running = True
+        self._log.info("listening on UDP {host} port {port}", host=self.host, port=self.port)
+
+    @override
+    def stopService(self) -> Deferred[None] | None:
+        self.running = False
+        if self.listening is None:
+            return None
+        listening, self.listening = self.listening, None
+        return listening.stopListening()

@@ -1,0 +1,208 @@
+"""SipStack: actions executed in order, timers on the injected clock, one catch-all per entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import pytest
+from twisted.internet.task import Clock
+
+from scaserver.edge.stack import Direction, SipStack, Transports
+from scaserver.events import EventBus
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.sip.message import Peer
+from scaserver.sip.serializer import serialize
+from tests.unit.edge.doubles import (
+    PEER_V4,
+    TCP_PEER,
+    FakeCore,
+    LogCapture,
+    RecordingDatagram,
+    RecordingStream,
+    options,
+)
+
+
+def build(core: FakeCore) -> tuple[SipStack, Clock, RecordingDatagram, list[object]]:
+    clock = Clock()
+    transports = Transports()
+    datagram = RecordingDatagram()
+    transports.add_datagram(datagram)
+    bus = EventBus()
+    published: list[object] = []
+    bus.subscribe(object, published.append)
+    return SipStack(core, clock, transports, bus), clock, datagram, published
+
+
+def test_bytes_go_to_the_core_with_the_clock_time() -> None:
+    core = FakeCore()
+    stack, clock, _, _ = build(core)
+    clock.advance(12.5)
+    stack.bytes_received(b"OPTIONS", PEER_V4)
+    assert core.received == [(b"OPTIONS", PEER_V4, 12.5)]
+
+
+def test_send_is_serialized_and_written_to_the_peer() -> None:
+    message = options()
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(message, peer)])
+    stack, _, datagram, _ = build(core)
+    stack.bytes_received(b"x", PEER_V4)
+    assert datagram.sent == [(serialize(message), PEER_V4)]
+
+
+def test_deliver_is_published_on_the_bus() -> None:
+    core = FakeCore(on_receive=lambda data, peer, now: [Deliver("event-1"), Deliver("event-2")])
+    stack, _, _, published = build(core)
+    stack.bytes_received(b"x", PEER_V4)
+    assert published == ["event-1", "event-2"]
+
+
+def test_timer_fires_back_into_the_core_with_key_name_and_now() -> None:
+    core = FakeCore(on_receive=lambda data, peer, now: [StartTimer("tx1", "E", 0.5)])
+    stack, clock, _, _ = build(core)
+    stack.bytes_received(b"x", PEER_V4)
+    assert stack.armed_timers == {("tx1", "E")}
+    clock.advance(0.4)
+    assert core.fired == []
+    clock.advance(0.1)
+    assert core.fired == [("tx1", "E", 0.5)]
+    assert stack.armed_timers == frozenset()
+
+
+def test_rearming_replaces_the_pending_timer() -> None:
+    stack, clock, _, _ = build(core := FakeCore())
+    stack.run([StartTimer("tx1", "E", 0.5)])
+    clock.advance(0.3)
+    stack.run([StartTimer("tx1", "E", 1.0)])
+    clock.advance(0.5)
+    assert core.fired == []
+    clock.advance(0.5)
+    assert core.fired == [("tx1", "E", 1.3)]
+    clock.advance(10)
+    assert len(core.fired) == 1
+
+
+def test_cancel_stops_the_timer_and_unknown_cancel_is_harmless() -> None:
+    stack, clock, _, _ = build(core := FakeCore())
+    stack.run([StartTimer("tx1", "E", 0.5), StartTimer("tx1", "F", 32.0), CancelTimer("tx1", "E")])
+    stack.run([CancelTimer("tx9", "B")])
+    clock.advance(1)
+    assert core.fired == []
+    assert stack.armed_timers == {("tx1", "F")}
+
+
+def test_same_name_under_different_keys_are_separate_timers() -> None:
+    stack, clock, _, _ = build(core := FakeCore())
+    stack.run([StartTimer("tx1", "J", 1.0), StartTimer("tx2", "J", 2.0)])
+    clock.advance(2)
+    assert [(key, name) for key, name, _ in core.fired] == [("tx1", "J"), ("tx2", "J")]
+
+
+def test_actions_returned_by_a_timer_are_run() -> None:
+    message = options()
+
+    def fire(key: Hashable, name: str, now: float) -> list[Action]:
+        return [Send(message, PEER_V4), StartTimer(key, name, 1.0)] if now < 2 else []
+
+    core = FakeCore(on_fire=fire)
+    stack, clock, datagram, _ = build(core)
+    stack.run([StartTimer("tx1", "A", 0.5)])
+    clock.advance(0.5)
+    clock.advance(1.0)
+    clock.advance(1.0)
+    assert [now for _, _, now in core.fired] == [0.5, 1.5, 2.5]
+    assert len(datagram.sent) == 2
+
+
+def test_a_core_failure_is_logged_and_the_stack_keeps_serving() -> None:
+    calls = iter([RuntimeError("boom"), None])
+
+    def receive(data: bytes, peer: Peer, now: float) -> list[Action]:
+        error = next(calls)
+        if error is not None:
+            raise error
+        return [Deliver("ok")]
+
+    stack, _, _, published = build(FakeCore(on_receive=receive))
+    capture = LogCapture()
+    stack._log = capture.logger()
+    stack.bytes_received(b"x", PEER_V4)
+    stack.bytes_received(b"y", PEER_V4)
+    assert published == ["ok"]
+    assert capture.levels() == ["critical"]
+    assert "unhandled error on input from udp:192.0.2.10:5060" in capture.texts()[0]
+
+
+def test_a_timer_failure_is_logged_and_later_timers_still_fire() -> None:
+    def fire(key: Hashable, name: str, now: float) -> list[Action]:
+        if key == "bad":
+            raise ValueError("bad timer")
+        return []
+
+    core = FakeCore(on_fire=fire)
+    stack, clock, _, _ = build(core)
+    capture = LogCapture()
+    stack._log = capture.logger()
+    stack.run([StartTimer("bad", "B", 1.0), StartTimer("good", "B", 2.0)])
+    clock.advance(2)
+    assert [key for key, _, _ in core.fired] == ["bad", "good"]
+    assert capture.levels() == ["critical"]
+
+
+def test_connection_lost_goes_to_the_core_and_a_failure_there_is_logged() -> None:
+    core = FakeCore()
+    stack, clock, _, _ = build(core)
+    clock.advance(3)
+    stack.connection_lost(TCP_PEER)
+    assert core.lost == [(TCP_PEER, 3.0)]
+
+    def broken(peer: Peer, now: float) -> list[Action]:
+        raise RuntimeError("broken")
+
+    core.on_lost = broken
+    capture = LogCapture()
+    stack._log = capture.logger()
+    stack.connection_lost(TCP_PEER)
+    assert capture.levels() == ["critical"]
+
+
+def test_trace_sees_every_message_in_and_out() -> None:
+    message = options()
+    seen: list[tuple[Direction, bytes, Peer]] = []
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(message, peer)])
+    transports = Transports()
+    transports.add_datagram(RecordingDatagram())
+    stack = SipStack(
+        core,
+        Clock(),
+        transports,
+        EventBus(),
+        trace=lambda direction, data, peer: seen.append((direction, data, peer)),
+    )
+    stack.bytes_received(b"INVITE", PEER_V4)
+    assert seen == [("in", b"INVITE", PEER_V4), ("out", serialize(message), PEER_V4)]
+
+
+def test_stop_cancels_timers_and_closes_connections() -> None:
+    core = FakeCore()
+    clock = Clock()
+    transports = Transports()
+    stream = RecordingStream(TCP_PEER)
+    transports.add_stream(stream)
+    stack = SipStack(core, clock, transports, EventBus())
+    stack.startService()
+    stack.run([StartTimer("tx1", "F", 1.0)])
+    stack.stopService()
+    clock.advance(5)
+    assert core.fired == []
+    assert stream.closed
+    assert not stack.running
+
+
+@pytest.mark.parametrize("delay", [-1.0, 0.0])
+def test_non_positive_delays_fire_on_the_next_turn(delay: float) -> None:
+    stack, clock, _, _ = build(core := FakeCore())
+    stack.run([StartTimer("tx1", "K", delay)])
+    assert core.fired == []
+    clock.advance(0)
+    assert core.fired == [("tx1", "K", 0.0)]

@@ -1,0 +1,100 @@
+"""The composition root: what make_service wires, and how settings become the core's parts."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+from twisted.internet.task import Clock
+
+from scaserver.app import (
+    Reactor,
+    configured_lines,
+    core_settings,
+    make_service,
+    member_of,
+    merged_lines,
+    realm_of,
+)
+from scaserver.config import (
+    AuthSettings,
+    Endpoint,
+    ScaSettings,
+    ServerSettings,
+    Settings,
+    SipSettings,
+    UpstreamSettings,
+)
+from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.edge.resolver import HostsTable
+from scaserver.logs import MessageTrace
+from scaserver.sca.line import SharedLine
+from scaserver.sip.message import Peer, Transport
+from tests.unit.edge.doubles import FakeCore
+
+
+def test_one_udp_and_one_tcp_listener_per_address_and_the_stack_first() -> None:
+    settings = Settings(server=ServerSettings(listen=(Endpoint("127.0.0.1", 5060), Endpoint("::1", 5062))))
+    service = make_service(settings, cast(Reactor, Clock()), FakeCore(), hosts=HostsTable())
+    assert [(udp.host, udp.port) for udp in service.udp] == [("127.0.0.1", 5060), ("::1", 5062)]
+    assert [(tcp.host, tcp.port) for tcp in service.tcp] == [("127.0.0.1", 5060), ("::1", 5062)]
+    children = list(service)
+    assert children[0] is service.stack
+    assert len(children) == 5
+
+
+@pytest.mark.parametrize("trace", [False, True])
+def test_trace_switch(trace: bool) -> None:
+    service = make_service(
+        Settings(sip=SipSettings(trace=trace)), cast(Reactor, Clock()), FakeCore(), hosts=HostsTable()
+    )
+    assert isinstance(service.stack._trace, MessageTrace) is trace
+
+
+def test_configured_member_uris_also_admit_their_digest_user() -> None:
+    settings = Settings(
+        server=ServerSettings(domains=("example.test",)),
+        sca=ScaSettings(
+            lines=(ConfiguredLine("sip:2001@Example.test", 3, ("sip:2001a@example.test", "bob")),)
+        ),
+    )
+    [line] = configured_lines(settings, frozenset({"example.test"}))
+    assert line.aor == "sip:2001@example.test"
+    assert line.appearances == 3
+    assert line.admits(user="2001a") and line.admits(user="bob") and not line.admits(user="mallory")
+
+
+def test_members_may_register_and_call_as_the_line() -> None:
+    line = SharedLine("sip:2001@example.test", 2, frozenset({"2001a"}))
+    allowed = member_of(lambda: [line], frozenset({"example.test"}))
+    assert allowed("2001a", "2001")
+    assert allowed("2001", "2001")
+    assert not allowed("2001b", "2001")
+    assert not allowed("2001a", "2002")
+
+
+def test_database_lines_are_kept_and_configuration_wins() -> None:
+    stored = [SharedLine("sip:1@x", 2), SharedLine("sip:2@x", 2)]
+    configured = [SharedLine("sip:2@x", 4)]
+    assert sorted((line.aor, line.appearances) for line in merged_lines(configured, stored)) == [
+        ("sip:1@x", 2),
+        ("sip:2@x", 4),
+    ]
+
+
+def test_realm_defaults_to_the_first_domain_then_the_advertised_host() -> None:
+    assert realm_of(Settings(server=ServerSettings(domains=("Example.test", "b.test")))) == "example.test"
+    assert realm_of(Settings()) == "127.0.0.1"
+    assert realm_of(Settings(auth=AuthSettings(realm="r"))) == "r"
+
+
+def test_core_settings_take_domains_upstream_and_auth_switch() -> None:
+    settings = Settings(
+        server=ServerSettings(domains=("A.test",)),
+        upstream=UpstreamSettings(host="192.0.2.9", port=5070, transport=Transport.TCP),
+        auth=AuthSettings(require=False),
+    )
+    core = core_settings(settings)
+    assert core.domains == frozenset({"a.test"})
+    assert core.upstream == Peer(Transport.TCP, "192.0.2.9", 5070)
+    assert core.require_auth is False

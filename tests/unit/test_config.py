@@ -1,0 +1,323 @@
+"""Configuration: defaults, the demo file, one-line errors with exit status 2, command-line overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scaserver import __version__
+from scaserver.cli import main
+from scaserver.config import (
+    ConfigError,
+    Endpoint,
+    LogLevelName,
+    Settings,
+    load_settings,
+    settings_from_mapping,
+    system_interfaces,
+    with_overrides,
+)
+from scaserver.sip.message import Transport
+
+DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
+
+
+def no_interfaces(name: str) -> tuple[str, ...] | None:
+    return None
+
+
+def fake_interfaces(name: str) -> tuple[str, ...] | None:
+    return {"sip0": ("192.0.2.1", "2001:db8::1"), "down0": ()}.get(name)
+
+
+def test_defaults_listen_on_loopback() -> None:
+    settings = load_settings(None)
+    assert settings.server.listen == (Endpoint("127.0.0.1", 5060),)
+    assert settings.http.listen == Endpoint("127.0.0.1", 8080)
+    assert settings.database.url == "sqlite:///var/scaserver.db"
+    assert settings.database.flush_interval == 1.0
+    assert settings.sip.max_message_size == 65535
+    assert settings.sip.tcp_idle_timeout == 600.0
+    assert settings.sip.tcp_slow_sender_timeout == 10.0
+    assert settings.sca.line_seize_max_expires == 15
+    assert settings.sca.call_info_ok_code == 202
+    assert settings.server.advertised() == ("127.0.0.1", 5060)
+    assert settings == Settings()
+
+
+def test_demo_file_has_two_shared_lines() -> None:
+    settings = load_settings(DEMO)
+    assert [(line.aor, line.appearances) for line in settings.sca.lines] == [
+        ("sip:2001@demo.scaserver.test", 4),
+        ("sip:2002@demo.scaserver.test", 2),
+    ]
+    assert settings.sca.lines[0].members[0] == "sip:2001a@demo.scaserver.test"
+    assert settings.server.domains == ("demo.scaserver.test",)
+    assert all(ep.host in ("127.0.0.1", "::1") for ep in settings.server.listen)
+
+
+def test_listen_entries_ipv6_interfaces_and_default_port() -> None:
+    settings = settings_from_mapping(
+        {"server": {"listen": ["[::1]:5070", "sip0:5080", "192.0.2.9"]}}, "f.toml", interfaces=fake_interfaces
+    )
+    assert settings.server.listen == (
+        Endpoint("::1", 5070),
+        Endpoint("192.0.2.1", 5080),
+        Endpoint("2001:db8::1", 5080),
+        Endpoint("192.0.2.9", 5060),
+    )
+    assert str(settings.server.listen[0]) == "[::1]:5070"
+
+
+def test_advertised_address_overrides_the_listen_address() -> None:
+    settings = settings_from_mapping(
+        {
+            "server": {
+                "listen": ["0.0.0.0:5060"],
+                "advertised_host": "sip.example.com",
+                "advertised_port": 5080,
+            }
+        },
+        "f.toml",
+    )
+    assert settings.server.advertised() == ("sip.example.com", 5080)
+
+
+def test_enums_are_case_insensitive_and_numbers_widen_to_float() -> None:
+    settings = settings_from_mapping(
+        {"upstream": {"host": "192.0.2.1", "transport": "TCP"}, "log": {"level": "debug"}, "sip": {"t1": 1}},
+        "f",
+    )
+    assert settings.upstream.transport is Transport.TCP
+    assert settings.log.level is LogLevelName.DEBUG
+    assert settings.sip.t1 == 1.0
+
+
+def test_loopback_interface_resolves_through_netlink() -> None:
+    addresses = system_interfaces("lo")
+    assert addresses is not None
+    assert "127.0.0.1" in addresses
+    assert system_interfaces("nosuchif0") is None
+
+
+ERRORS = [
+    (
+        '[[sca.lines]]\naor = "sip:2001@demo.scaserver.test"\nappearances = "x"\n',
+        'sca.lines[0].appearances: expected an integer, got "x"',
+    ),
+    ("[sip]\ntcp_idel_timeout = 5\n", "sip.tcp_idel_timeout: unknown key"),
+    ("colour = 1\n", "colour: unknown key"),
+    ("[sca]\n[[sca.lines]]\nappearances = 2\n", "sca.lines[0].aor: required key missing"),
+    (
+        '[server]\nlisten = ["nosuchif0:5060"]\n',
+        'server.listen[0]: "nosuchif0:5060": not an IP address or a network interface',
+    ),
+    (
+        '[server]\nlisten = ["down0:5060"]\n',
+        'server.listen[0]: "down0:5060": interface down0 has no usable address',
+    ),
+    (
+        '[server]\nlisten = ["::1:5060"]\n',
+        'server.listen[0]: "::1:5060": write IPv6 addresses in brackets, as [::1]:5060',
+    ),
+    (
+        '[server]\nlisten = ["127.0.0.1:70000"]\n',
+        'server.listen[0]: "127.0.0.1:70000": port must be a number from 0 to 65535',
+    ),
+    ('[server]\nlisten = ["[::1:5060"]\n', 'server.listen[0]: "[::1:5060": unterminated IPv6 bracket'),
+    (
+        '[server]\nlisten = "127.0.0.1:5060"\n',
+        'server.listen: expected a list of "HOST:PORT" strings, got "127.0.0.1:5060"',
+    ),
+    ("[server]\nlisten = []\n", "server.listen: at least one address is needed"),
+    (
+        '[server]\nlisten = ["0.0.0.0:5060"]\n',
+        "server.advertised_host: required when listening on the wildcard address 0.0.0.0",
+    ),
+    ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
+    ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
+    ("[sip]\nt1 = 0\n", "sip.t1: must be positive"),
+    ("[sip]\nmax_message_size = 10\n", "sip.max_message_size: must be from 1024 to 16777216"),
+    ('[server]\ndomains = "demo"\n', 'server.domains: expected a list, got "demo"'),
+    ("[server]\ndomains = [1]\n", "server.domains[0]: expected a string, got 1"),
+    ("server = 3\n", "server: expected a table, got 3"),
+    (
+        '[http]\nlisten = "localhost:8080"\n',
+        'http.listen: "localhost:8080": not an IP address or a network interface',
+    ),
+    (
+        '[database]\nurl = "mysql://x"\n',
+        'database.url: "mysql://x": expected a sqlite:// or postgresql:// URL',
+    ),
+    (
+        '[auth]\nalgorithms = ["SHA-1"]\n',
+        'auth.algorithms: "SHA-1": expected one of SHA-256, SHA-512-256, MD5',
+    ),
+    ("[registrar]\nmin_expires = 7200\n", "registrar.max_expires: must not be below min_expires"),
+    (
+        "[registrar]\ndefault_expires = 10\n",
+        "registrar.default_expires: must be between min_expires and max_expires",
+    ),
+    ("[sca]\ncall_info_ok_code = 204\n", "sca.call_info_ok_code: must be 200 or 202"),
+    (
+        '[sca]\ncall_info_uri = "host"\n',
+        'sca.call_info_uri: expected "domain", "aor" or a sip: URI, got "host"',
+    ),
+    ('[sca]\nserver_address = "10.0.0.1"\n', 'sca.server_address: expected a sip: URI, got "10.0.0.1"'),
+    (
+        '[[sca.lines]]\naor = "sip:demo.scaserver.test"\n',
+        'sca.lines[0].aor: expected a sip:user@host address of record, got "sip:demo.scaserver.test"',
+    ),
+    (
+        '[[sca.lines]]\naor = "sip:1@a.test"\n[[sca.lines]]\naor = "sip:1@A.test"\n',
+        'sca.lines[1].aor: "sip:1@A.test" is listed twice',
+    ),
+    (
+        '[[sca.lines]]\naor = "sip:1@a.test"\nappearances = 0\n',
+        "sca.lines[0].appearances: must be at least 1",
+    ),
+    (
+        '[[sca.lines]]\naor = "sip:1@a.test"\nmembers = ["phone"]\n',
+        'sca.lines[0].members[0]: expected a sip: URI, got "phone"',
+    ),
+    ('[upstream]\ntransport = "sctp"\n', 'upstream.transport: expected "udp" or "tcp" or "tls", got "sctp"'),
+    ("[upstream]\nport = 0\n", "upstream.port: must be from 1 to 65535"),
+    (
+        '[log]\nlevel = "loud"\n',
+        'log.level: expected "debug" or "info" or "warn" or "error" or "critical", got "loud"',
+    ),
+    ("[sip\n", "invalid TOML: Expected ']' at the end of a table declaration (at line 1, column 5)"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), ERRORS)
+def test_each_config_error_is_one_line_and_exit_status_2(
+    text: str,
+    expected: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(load_settings, "__kwdefaults__", {"interfaces": fake_interfaces})
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"{path}: {expected}\n"
+    assert captured.out == ""
+
+
+def test_config_error_carries_the_parts() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"sip": {"t2": "x"}}, "conf.toml")
+    assert (caught.value.source, caught.value.key, caught.value.detail) == (
+        "conf.toml",
+        "sip.t2",
+        'expected a number, got "x"',
+    )
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "absent.toml"
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}: cannot read: No such file or directory\n"
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'[server]\nuser_agent = "caf\xe9"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}: not UTF-8 text\n"
+
+
+def test_check_config_accepts_the_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(DEMO)]) == 0
+    assert capsys.readouterr().out == f"{DEMO}: OK\n"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0
+    assert capsys.readouterr().out == f"scaserver {__version__}\n"
+
+
+def test_no_command_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: scaserver")
+
+
+def test_overrides_replace_the_file_values() -> None:
+    settings = with_overrides(
+        load_settings(DEMO),
+        sip=["[::1]:5070", "127.0.0.1:5071"],
+        http="127.0.0.1:9090",
+        db="sqlite:////tmp/x.db",
+        log_json=True,
+        log_level="debug",
+        trace=True,
+        interfaces=no_interfaces,
+    )
+    assert settings.server.listen == (Endpoint("::1", 5070), Endpoint("127.0.0.1", 5071))
+    assert settings.http.listen == Endpoint("127.0.0.1", 9090)
+    assert settings.database.url == "sqlite:////tmp/x.db"
+    assert settings.log.json and settings.log.level is LogLevelName.DEBUG
+    assert settings.sip.trace
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["run", "--sip", "nosuchif0:5060"],
+            'command line: --sip: "nosuchif0:5060": not an IP address or a network interface',
+        ),
+        (
+            ["run", "--http", "127.0.0.1:x"],
+            'command line: --http: "127.0.0.1:x": port must be a number from 0 to 65535',
+        ),
+        (
+            ["run", "--db", "oracle://x"],
+            'command line: database.url: "oracle://x": expected a sqlite:// or postgresql:// URL',
+        ),
+        (
+            ["run", "--sip", "0.0.0.0:5060"],
+            "command line: server.advertised_host: required when listening on the wildcard address 0.0.0.0",
+        ),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_status_2(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err == expected + "\n"
+
+
+def test_run_with_a_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[sip]\nt1 = "fast"\n')
+    assert main(["run", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f'{path}: sip.t1: expected a number, got "fast"\n'
+
+
+def test_db_upgrade_then_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path}/sub/dir/scaserver.db"
+    assert main(["db", "upgrade", "--db", url]) == 0
+    assert capsys.readouterr().out.startswith("database at revision ")
+    assert main(["db", "current", "--db", url]) == 0
+    assert capsys.readouterr().out.endswith("(up to date)\n")
+
+
+def test_db_current_of_an_empty_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "current", "--db", f"sqlite:///{tmp_path}/empty.db"]) == 0
+    assert capsys.readouterr().out.startswith("empty (needs upgrade to ")
+
+
+def test_db_failure_is_one_line_and_exit_status_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["db", "upgrade", "--db", f"sqlite:///{blocker}/x.db"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scaserver db upgrade: ")
+    assert err.count("\n") == 1

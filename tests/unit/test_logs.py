@@ -1,0 +1,109 @@
+"""Logging: the per-message trace lines, the level filter, text and JSON output, the stdlib bridge."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import cast
+
+import pytest
+from twisted.logger import ILogObserver, Logger, LogLevel
+
+from scaserver.config import LogLevelName, LogSettings
+from scaserver.logs import MessageSummary, MessageTrace, StdlibBridge, make_observer, summarize
+from scaserver.sip.message import Peer, Transport
+from tests.unit.edge.doubles import LogCapture
+
+INVITE = (
+    b"INVITE sip:2001@demo.scaserver.test SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-1\r\n"
+    b"i: abc@192.0.2.10\r\n"
+    b"CSeq: 7 INVITE\r\n"
+    b"Content-Length: 4\r\n\r\nv=0\n"
+)
+RINGING = b"SIP/2.0 180 Ringing\r\nCall-ID: abc@192.0.2.10\r\nCSeq: 7 INVITE\r\n\r\n"
+PEER = Peer(Transport.UDP, "192.0.2.10", 5060)
+
+
+@pytest.mark.parametrize(
+    ("data", "summary"),
+    [
+        (INVITE, MessageSummary("INVITE", "abc@192.0.2.10", "7 INVITE")),
+        (RINGING, MessageSummary("180 Ringing", "abc@192.0.2.10", "7 INVITE")),
+        (b"garbage", MessageSummary("garbage", "-", "-")),
+        (b"", MessageSummary("-", "-", "-")),
+        (b"\xff\xfe OPTIONS\r\n\r\n", MessageSummary("\ufffd\ufffd", "-", "-")),
+    ],
+)
+def test_summarize(data: bytes, summary: MessageSummary) -> None:
+    assert summarize(data) == summary
+
+
+def test_trace_writes_one_info_line_and_the_full_text_at_debug() -> None:
+    capture = LogCapture()
+    trace = MessageTrace()
+    trace.log = capture.logger("scaserver.trace")
+    trace("in", INVITE, PEER)
+    trace("out", RINGING, PEER)
+    assert capture.levels() == ["info", "debug", "info", "debug"]
+    texts = capture.texts()
+    assert (
+        texts[0]
+        == f"in <- udp:192.0.2.10:5060 INVITE Call-ID=abc@192.0.2.10 CSeq=7 INVITE ({len(INVITE)} bytes)"
+    )
+    assert texts[1] == "in <- udp:192.0.2.10:5060:\n" + INVITE.decode()
+    assert texts[2] == (
+        f"out -> udp:192.0.2.10:5060 180 Ringing Call-ID=abc@192.0.2.10 CSeq=7 INVITE ({len(RINGING)} bytes)"
+    )
+    assert capture.events[0]["call_id"] == "abc@192.0.2.10"
+    assert capture.events[0]["direction"] == "in"
+
+
+def test_trace_lines_use_the_trace_namespace() -> None:
+    assert MessageTrace().log.namespace == "scaserver.trace"
+
+
+def emit_all(settings: LogSettings) -> str:
+    stream = io.StringIO()
+    log = Logger(namespace="scaserver.test", observer=cast(ILogObserver, make_observer(settings, stream)))
+    log.debug("debug {n}", n=1)
+    log.info("info {n}", n=2)
+    log.warn("warn {n}", n=3)
+    return stream.getvalue()
+
+
+def test_text_observer_filters_below_the_level() -> None:
+    lines = emit_all(LogSettings(level=LogLevelName.INFO)).splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["info 2", "warn 3"]
+    assert "[scaserver.test#info]" in lines[0]
+
+
+def test_json_observer_writes_one_object_per_line_with_the_fields() -> None:
+    output = emit_all(LogSettings(level=LogLevelName.DEBUG, json=True))
+    records = [json.loads(line.strip("\x1e")) for line in output.strip("\n").split("\n")]
+    assert [record["n"] for record in records] == [1, 2, 3]
+    assert records[1]["log_namespace"] == "scaserver.test"
+
+
+def test_stdlib_records_are_reemitted_with_the_logger_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def emit(self: Logger, level: LogLevel, format: str | None = None, **kwargs: object) -> None:
+        seen.append((self.namespace, level.name, str(kwargs["text"])))
+
+    monkeypatch.setattr(Logger, "emit", emit)
+    bridge = StdlibBridge.install(LogLevel.info, names=["alembic.runtime"])
+    stdlib = logging.getLogger("alembic.runtime")
+    try:
+        stdlib.debug("hidden %s", 1)
+        stdlib.info("Running upgrade %s -> %s", "base", "0001")
+        stdlib.warning("careful")
+        stdlib.error("failed: %s", "disk full")
+    finally:
+        stdlib.removeHandler(bridge)
+    assert seen == [
+        ("alembic.runtime", "info", "Running upgrade base -> 0001"),
+        ("alembic.runtime", "warn", "careful"),
+        ("alembic.runtime", "error", "failed: disk full"),
+    ]
