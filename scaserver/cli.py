@@ -7,6 +7,9 @@
     scaserver run [--config FILE] [--sip HOST:PORT]... [--http HOST:PORT] [--db URL]
                   [--log-json] [--log-level LEVEL] [--trace]
     scaserver db upgrade|current [--config FILE] [--db URL]
+    scaserver subscriber add|rm|list [USER@DOMAIN] [--password P]
+    scaserver trusted add|rm|list [CIDR] [--transport T] [--tag NAME]
+    scaserver line add|rm|list|members [AOR] [--appearances N] [--member M]... [--add M] [--remove M]
 
 Flags override the file.  ``--sip`` is repeatable and binds UDP and TCP on each
 address (IPv6 as ``[::1]:5060``; an interface name binds its addresses).
@@ -27,7 +30,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from scaserver import __version__
+from scaserver import __version__, directory
 from scaserver.app import Reactor, make_server
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.logs import start_logging
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["upgrade", "current"])
     db.add_argument("--config", metavar="FILE")
     db.add_argument("--db", metavar="URL", help="database URL (default: [database] url)")
+
+    directory.add_subparsers(commands)
     return parser
 
 
@@ -80,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(args)
             case "db":
                 return _db(args)
+            case "subscriber" | "trusted" | "line":
+                return _directory(args)
             case _:
                 _parser().print_usage(sys.stderr)
                 return EXIT_CONFIG
@@ -128,6 +135,16 @@ def _db(args: argparse.Namespace) -> int:
         print(f"scaserver db {args.action}: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _directory(args: argparse.Namespace) -> int:
+    url = settings_for(args).database.url
+    try:
+        migrate.check_up_to_date(url)
+    except migrate.SchemaOutOfDateError as error:
+        print(f"scaserver {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    return directory.run_command(url, args)
 
 
 class MainReactor(Reactor, Protocol):

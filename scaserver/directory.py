@@ -1,0 +1,253 @@
+"""The operator's directory: subscribers, trusted peers and shared lines in the database.
+
+``scaserver subscriber|trusted|line ...`` are thin argparse front ends over the
+functions here, which read and write through the store's repositories.  A
+running server reads the directory at start-up.
+
+Passwords are never stored: a subscriber row holds the digest HA1 values
+(RFC 7616 section 3.4.2: ``H(username:realm:password)`` for MD5, SHA-256 and
+SHA-512/256), which is what digest verification needs and all it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from scaserver.sca.line import SharedLine, canonical_aor
+from scaserver.sip.digest import Credentials
+from scaserver.sip.message import Transport
+from scaserver.sip.trust import TrustedPeer
+from scaserver.store.sql import SqlStore
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class DirectoryError(Exception):
+    """An operator request that cannot be carried out (unknown entry, bad value)."""
+
+
+def split_user(text: str) -> tuple[str, str]:
+    """``user@domain`` (or ``sip:user@domain``) -> (user, lower-case domain)."""
+    value = text.removeprefix("sip:")
+    user, at, domain = value.rpartition("@")
+    if not at or not user or not domain:
+        raise DirectoryError(f"{text!r}: expected USER@DOMAIN")
+    return user, domain.lower()
+
+
+def line_aor(text: str) -> str:
+    aor = canonical_aor(text if text.startswith(("sip:", "sips:")) else f"sip:{text}")
+    if aor is None:
+        raise DirectoryError(f"{text!r}: expected a SIP AoR such as sip:2001@example.com")
+    return aor
+
+
+# ------------------------------------------------------------------ subscribers
+
+
+def add_subscriber(store: SqlStore, user_at_domain: str, password: str) -> Credentials:
+    user, domain = split_user(user_at_domain)
+    if not password:
+        raise DirectoryError("the password must not be empty")
+    credentials = Credentials.from_password(user, domain, password)
+    store.subscribers.upsert([credentials])
+    return credentials
+
+
+def remove_subscriber(store: SqlStore, user_at_domain: str) -> None:
+    user, domain = split_user(user_at_domain)
+    if not any(c.username == user and c.realm == domain for c in store.subscribers.load_all()):
+        raise DirectoryError(f"no subscriber {user}@{domain}")
+    store.subscribers.delete([(user, domain)])
+
+
+# ------------------------------------------------------------------ trusted peers
+
+
+def add_trusted(store: SqlStore, cidr: str, transport: str | None, tag: str) -> TrustedPeer:
+    try:
+        peer = TrustedPeer(cidr, Transport(transport.upper()) if transport else None, tag)
+    except ValueError as error:
+        raise DirectoryError(f"{cidr!r}: {error}") from None
+    store.trusted_peers.upsert([peer])
+    return peer
+
+
+def remove_trusted(store: SqlStore, cidr: str, transport: str | None) -> None:
+    wanted = trusted_key(cidr, transport)
+    if not any((str(p.cidr), p.transport) == wanted for p in store.trusted_peers.load_all()):
+        raise DirectoryError(f"no trusted peer {cidr}" + (f" ({transport})" if transport else ""))
+    store.trusted_peers.delete([wanted])
+
+
+def trusted_key(cidr: str, transport: str | None) -> tuple[str, Transport | None]:
+    try:
+        peer = TrustedPeer(cidr, Transport(transport.upper()) if transport else None)
+    except ValueError as error:
+        raise DirectoryError(f"{cidr!r}: {error}") from None
+    return str(peer.cidr), peer.transport
+
+
+# ------------------------------------------------------------------ shared lines
+
+
+def find_line(store: SqlStore, aor: str) -> SharedLine:
+    for line in store.lines.load_all():
+        if line.aor == aor:
+            return line
+    raise DirectoryError(f"no shared line {aor}")
+
+
+def add_line(store: SqlStore, aor_text: str, appearances: int, members: Iterable[str]) -> SharedLine:
+    if appearances < 1:
+        raise DirectoryError("a shared line needs at least one appearance")
+    line = SharedLine(line_aor(aor_text), appearances, frozenset(members))
+    store.lines.upsert([line])
+    return line
+
+
+def remove_line(store: SqlStore, aor_text: str) -> None:
+    line = find_line(store, line_aor(aor_text))
+    store.lines.delete([line.aor])
+
+
+def change_members(store: SqlStore, aor_text: str, add: Iterable[str], remove: Iterable[str]) -> SharedLine:
+    line = find_line(store, line_aor(aor_text))
+    members = (set(line.members) | set(add)) - set(remove)
+    changed = SharedLine(line.aor, line.appearances, frozenset(members))
+    store.lines.upsert([changed])
+    return changed
+
+
+# ------------------------------------------------------------------ command line
+
+
+def add_subparsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``subscriber``, ``trusted`` and ``line`` commands, each with ``--config``/``--db``."""
+
+    def with_db(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--config", metavar="FILE")
+        parser.add_argument("--db", metavar="URL", help="database URL (default: [database] url)")
+        return parser
+
+    subscriber = commands.add_parser("subscriber", help="digest subscribers").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    added = with_db(subscriber.add_parser("add", help="add or change a subscriber"))
+    added.add_argument("user", metavar="USER@DOMAIN")
+    added.add_argument("--password", help="the password (default: asked on the terminal, or one stdin line)")
+    with_db(subscriber.add_parser("rm", help="remove a subscriber")).add_argument(
+        "user", metavar="USER@DOMAIN"
+    )
+    with_db(subscriber.add_parser("list", help="list subscribers"))
+
+    trusted = commands.add_parser("trusted", help="peers served without authentication").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    added = with_db(trusted.add_parser("add", help="trust a source address or network"))
+    added.add_argument("cidr", metavar="CIDR")
+    added.add_argument("--transport", choices=["udp", "tcp", "tls"])
+    added.add_argument("--tag", default="", help="a name for the peer (PBX, gateway...)")
+    removed = with_db(trusted.add_parser("rm", help="stop trusting a network"))
+    removed.add_argument("cidr", metavar="CIDR")
+    removed.add_argument("--transport", choices=["udp", "tcp", "tls"])
+    with_db(trusted.add_parser("list", help="list trusted peers"))
+
+    line = commands.add_parser("line", help="shared (SCA) lines").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    added = with_db(line.add_parser("add", help="add or change a shared line"))
+    added.add_argument("aor", metavar="AOR")
+    added.add_argument("--appearances", type=int, default=2)
+    added.add_argument("--member", action="append", default=[], help="a member (digest user or SIP URI)")
+    with_db(line.add_parser("rm", help="remove a shared line")).add_argument("aor", metavar="AOR")
+    with_db(line.add_parser("list", help="list shared lines"))
+    members = with_db(line.add_parser("members", help="show or change the members of a line"))
+    members.add_argument("aor", metavar="AOR")
+    members.add_argument("--add", action="append", default=[], metavar="MEMBER")
+    members.add_argument("--remove", action="append", default=[], metavar="MEMBER")
+
+
+def _password(args: argparse.Namespace, stdin: TextIO) -> str:
+    if args.password is not None:
+        return str(args.password)
+    if stdin.isatty():
+        return getpass.getpass("password: ")
+    return stdin.readline().rstrip("\r\n")
+
+
+def _subscriber(store: SqlStore, args: argparse.Namespace, out: TextIO, stdin: TextIO) -> None:
+    match args.action:
+        case "add":
+            credentials = add_subscriber(store, args.user, _password(args, stdin))
+            print(f"subscriber {credentials.username}@{credentials.realm} saved", file=out)
+        case "rm":
+            remove_subscriber(store, args.user)
+            print(f"subscriber {args.user} removed", file=out)
+        case _:
+            for credentials in sorted(store.subscribers.load_all(), key=lambda c: (c.realm, c.username)):
+                print(f"{credentials.username}@{credentials.realm}", file=out)
+
+
+def _trusted(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> None:
+    match args.action:
+        case "add":
+            peer = add_trusted(store, args.cidr, args.transport, args.tag)
+            print(f"trusted {peer.cidr} saved", file=out)
+        case "rm":
+            remove_trusted(store, args.cidr, args.transport)
+            print(f"trusted {args.cidr} removed", file=out)
+        case _:
+            for peer in store.trusted_peers.load_all():
+                transport = peer.transport.value.lower() if peer.transport else "any"
+                print(f"{peer.cidr}\t{transport}\t{peer.tag}", file=out)
+
+
+def _line(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> None:
+    match args.action:
+        case "add":
+            line = add_line(store, args.aor, args.appearances, args.member)
+            print(f"line {line.aor} saved with {line.appearances} appearances", file=out)
+        case "rm":
+            remove_line(store, args.aor)
+            print(f"line {line_aor(args.aor)} removed", file=out)
+        case "members":
+            line = change_members(store, args.aor, args.add, args.remove)
+            for member in sorted(line.members):
+                print(member, file=out)
+        case _:
+            for line in sorted(store.lines.load_all(), key=lambda item: item.aor):
+                print(f"{line.aor}\t{line.appearances}\t{','.join(sorted(line.members))}", file=out)
+
+
+HANDLERS: dict[str, Callable[[SqlStore, argparse.Namespace, TextIO, TextIO], None]] = {
+    "subscriber": _subscriber,
+    "trusted": _trusted,
+    "line": _line,
+}
+
+
+def run_command(
+    url: str,
+    args: argparse.Namespace,
+    *,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    stdin: TextIO | None = None,
+) -> int:
+    """Run one directory command against the database at ``url``; returns the exit status."""
+    store = SqlStore(url, pool_size=1)
+    try:
+        HANDLERS[args.command](store, args, out or sys.stdout, stdin or sys.stdin)
+    except DirectoryError as error:
+        print(f"scaserver {args.command} {args.action}: {error}", file=err or sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        store.close()
+    return EXIT_OK
