@@ -11,22 +11,34 @@ stack (timers, open TCP connections) last.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Protocol, cast
 
 import attrs
+from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.server import Site
 from typing_extensions import override
 
 from scaserver.config import Settings
+from scaserver.control.catalogue import build_registry
+from scaserver.control.dispatcher import DispatchOptions
+from scaserver.control.registry import Scope
+from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import AuthenticationRejected, CoreSettings, MessageDropped, SipCore, StatelessReply
+from scaserver.edge.controlplane import EngineScaControl, EngineScaGauges, RegistrarLocationControl
 from scaserver.edge.dbpool import DatabasePool
+from scaserver.edge.http import BearerTokens, HttpPolicy, build_site, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
@@ -34,6 +46,7 @@ from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.events import EventBus
 from scaserver.logs import MessageTrace
+from scaserver.metrics import Metrics
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.registrar.binding import (
@@ -139,6 +152,7 @@ def core_settings(settings: Settings) -> CoreSettings:
         upstream=Peer(upstream.transport, upstream.host, upstream.port) if upstream.host else None,
         require_auth=settings.auth.require,
         server=settings.server.user_agent,
+        strip_call_info=settings.sca.strip_call_info,
     )
 
 
@@ -453,6 +467,26 @@ class Restore(Service):
         self._run()
 
 
+class Periodic(Service):
+    """Calls ``function`` every ``interval_s`` seconds while running (metrics sampling)."""
+
+    def __init__(self, reactor: Reactor, interval_s: float, function: Callable[[], None]) -> None:
+        self._loop = LoopingCall(function)
+        self._loop.clock = cast(IReactorTime, reactor)
+        self._interval_s = interval_s
+
+    @override
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._loop.start(self._interval_s, now=False)
+
+    @override
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._loop.running:
+            self._loop.stop()
+
+
 class ServerService(MultiService):
     """The whole server: database pool (with the write-behind queue) and SIP service.
 
@@ -476,6 +510,133 @@ class ServerService(MultiService):
     def _dispose(self, result: object) -> object:
         self.store.close()
         return result
+
+
+class ControlPlane(Service):
+    """The HTTP listener (``/RPC``, ``/jsonrpc``, ``/metrics``) and the optional kamcmd-style
+    UNIX datagram socket, both answering through one JSON-RPC dispatcher."""
+
+    _log = Logger()
+
+    def __init__(
+        self, reactor: Reactor, settings: Settings, site: Site, dgram: RpcDatagramProtocol | None
+    ) -> None:
+        self._reactor, self._settings, self._site, self._dgram = reactor, settings, site, dgram
+        self._ports: list[object] = []
+
+    @override
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        listen = self._settings.http.listen
+        tcp = cast(_HttpReactor, self._reactor)
+        self._ports.append(tcp.listenTCP(listen.port, self._site, interface=listen.host))
+        self._log.info("HTTP (JSON-RPC, metrics) on {host} port {port}", host=listen.host, port=listen.port)
+        if self._dgram is not None and self._settings.rpc.dgram_socket:
+            path = Path(self._settings.rpc.dgram_socket)
+            self._ports.append(listen_unix_datagram(self._reactor, path, self._dgram))
+            self._log.info("JSON-RPC datagram socket at {path}", path=str(path))
+
+    @override
+    def stopService(self) -> Deferred[None]:
+        super().stopService()  # type: ignore[no-untyped-call]
+        stopping = [maybeDeferred(cast(_Port, port).stopListening) for port in self._ports]
+        self._ports.clear()
+        done: Deferred[None] = DeferredList(stopping, consumeErrors=True).addCallback(lambda _: None)
+        return done
+
+
+class _HttpReactor(Protocol):
+    def listenTCP(self, port: int, factory: Site, backlog: int = 50, interface: str = "") -> object: ...  # noqa: N802
+
+
+class _Port(Protocol):
+    def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
+
+
+class MetricsFeed:
+    """Counts the facts on the bus into the Prometheus collectors, and samples the write-behind
+    queue (depth, flush latency) every second."""
+
+    def __init__(self, metrics: Metrics, writes: WriteBehind) -> None:
+        self._metrics, self._writes = metrics, writes
+        self._flushes = 0
+        self._written = 0
+
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(SubscriptionNotified, lambda e: self._metrics.notify_sent(e.subscription.event.value))
+        bus.subscribe(SubscriptionRemoved, self._removed)
+        bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
+        bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
+        bus.subscribe(BindingRemoved, lambda _: self._metrics.registration("removed"))
+        bus.subscribe(BindingExpired, lambda _: self._metrics.registration("expired"))
+        bus.subscribe(MessageDropped, self._dropped)
+        bus.subscribe(StatelessReply, self._stateless)
+
+    def _removed(self, event: SubscriptionRemoved) -> None:
+        if event.reason == "notify-failed":
+            self._metrics.notify_failed(event.subscription.event.value)
+
+    def _dropped(self, event: MessageDropped) -> None:
+        self._metrics.message_dropped(event.kind)
+        if event.kind == "unparsable":
+            self._metrics.parse_error(event.peer.transport.value.lower())
+
+    def _stateless(self, event: StatelessReply) -> None:
+        if event.status == 400:
+            self._metrics.parse_error(event.peer.transport.value.lower())
+
+    def sample(self) -> None:
+        writes = self._writes
+        self._metrics.db_queue_depth("sql", writes.depth)
+        if writes.flushes_total != self._flushes and writes.last_flush_latency_s is not None:
+            self._metrics.db_flushed("sql", writes.last_flush_latency_s, writes.written_total - self._written)
+        self._flushes, self._written = writes.flushes_total, writes.written_total
+
+
+def control_plane(
+    settings: Settings,
+    reactor: Reactor,
+    core: SipCore,
+    sip: SipService,
+    writes: WriteBehind,
+) -> tuple[ControlPlane, MetricsFeed]:
+    """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
+    and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
+    rpc = settings.rpc
+    files = {Scope.ADMIN: rpc.admin_token_file, Scope.READ: rpc.read_token_file}
+    tokens = BearerTokens.from_files({scope: Path(name) for scope, name in files.items() if name})
+    check_rpc_bind(settings.http.listen.host, tokens)
+    domains = settings.server.domains
+    default_domain = domains[0] if domains else settings.server.advertised()[0]
+
+    async def flush_subscriptions() -> int:
+        before = writes.written_total
+        await writes.flush()
+        return writes.written_total - before
+
+    async def flush_bindings() -> None:
+        await writes.flush()
+
+    sca = EngineScaControl(
+        core, sip.stack.run, sip.bus, reactor, default_domain=default_domain, flush=flush_subscriptions
+    )
+    location = RegistrarLocationControl(
+        core, sip.stack.run, reactor, default_domain=default_domain, flush=flush_bindings
+    )
+    listen = tuple(f"udp:{e.host}:{e.port}" for e in settings.server.listen) + tuple(
+        f"tcp:{e.host}:{e.port}" for e in settings.server.listen
+    )
+    server = ServerInfo(product_version(), os.getpid(), listen, settings.database.url, reactor.seconds())
+    registry = build_registry(sca=sca, location=location, server=server, clock=reactor.seconds)
+    dispatcher = rpc_dispatcher(
+        registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
+    )
+    networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in rpc.allow_from)
+    policy = HttpPolicy(tokens=tokens, allowed_origins=frozenset(rpc.allowed_origins), allow_from=networks)
+    metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core))
+    site = build_site(dispatcher, policy, metrics.registry)
+    dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
+    return ControlPlane(reactor, settings, site, dgram), MetricsFeed(metrics, writes)
 
 
 def make_server(
@@ -524,4 +685,8 @@ def make_server(
         sip.stack.run(core.run(actions, now))
 
     server.adopt(Restore(restore))
+    plane, feed = control_plane(settings, reactor, core, sip, writes)
+    feed.attach(bus)
+    server.adopt(plane)
+    server.adopt(Periodic(reactor, 1.0, feed.sample))
     return server

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from scaserver import __version__, directory
 from scaserver.app import Reactor, make_server
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
+from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.logs import start_logging
 from scaserver.store import migrate
 
@@ -178,6 +179,9 @@ def _run(args: argparse.Namespace) -> int:
     except migrate.SchemaOutOfDateError as error:
         print(f"scaserver run: {error}", file=sys.stderr)
         return EXIT_FAILURE
+    except (TokenFileError, InsecureRpcBindError) as error:
+        print(f"{args.config or 'defaults'}: rpc: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except SQLAlchemyError as error:
         print(
             f"scaserver run: database {settings.database.url}: {type(error).__name__}: {error}",

@@ -146,6 +146,25 @@ class HttpSettings:
     listen: Endpoint = Endpoint("127.0.0.1", DEFAULT_HTTP_PORT)
 
 
+@attrs.frozen
+class RpcSettings:
+    """``[rpc]`` (rpc.md section 2): access to the JSON-RPC control interface.
+
+    ``admin_token_file``/``read_token_file``: files holding a bearer token of each scope
+    (required for a non-loopback ``http.listen``); ``allow_from``: CIDRs allowed to call
+    over TCP (empty = any); ``allowed_origins``: browser Origins accepted; ``dgram_socket``:
+    path of the kamcmd-compatible UNIX datagram socket ("" = none);
+    ``http_status_always_200``: answer every JSON-RPC reply with HTTP 200.
+    """
+
+    admin_token_file: str = ""
+    read_token_file: str = ""
+    allow_from: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    dgram_socket: str = ""
+    http_status_always_200: bool = False
+
+
 DIGEST_ALGORITHMS: Final = ("SHA-256", "SHA-512-256", "MD5")
 
 
@@ -238,6 +257,7 @@ class Settings:
     sip: SipSettings = SipSettings()
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
+    rpc: RpcSettings = RpcSettings()
     auth: AuthSettings = AuthSettings()
     registrar: RegistrarSettings = RegistrarSettings()
     sca: ScaSettings = ScaSettings()
@@ -468,6 +488,14 @@ def _locate(error: BaseException, path: str = "") -> tuple[str, str]:
 # Checks that span a value's range or several keys
 
 
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def _check(settings: Settings) -> None:
     """Raise ``_KeyedValueError`` for the first value that is well-typed but unusable."""
     server, sip, db, auth, reg, sca, up = (
@@ -532,6 +560,10 @@ def _check(settings: Settings) -> None:
                 "auth.algorithms",
                 f"{_show(algorithm)}: expected one of {', '.join(DIGEST_ALGORITHMS)}",
             )
+        )
+    for index, cidr in enumerate(settings.rpc.allow_from):
+        checks.append(
+            (_is_network(cidr), f"rpc.allow_from[{index}]", f"{_show(cidr)}: expected an address or CIDR")
         )
     for field in ("server_address", "contact_fallback", "outbound_proxy"):
         value = getattr(sca, field)
@@ -679,6 +711,7 @@ __all__ = [
     "LogLevelName",
     "LogSettings",
     "RegistrarSettings",
+    "RpcSettings",
     "ScaSettings",
     "ServerSettings",
     "Settings",

@@ -37,6 +37,7 @@ from scaserver.proxy.routing import (
 from scaserver.proxy.target import Target
 from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.registrar import Registrar
+from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sip import headers
 from scaserver.sip.actions import (
@@ -109,10 +110,15 @@ ACCEPT: Final = "application/sdp"
 
 @attrs.frozen
 class MessageDropped:
-    """A message we neither answered nor acted on, and why (the edge logs and counts it)."""
+    """A message we neither answered nor acted on, and why (the edge logs and counts it).
+
+    ``kind`` is one of a few fixed words (a metrics label): ``unparsable``, ``unanswerable``,
+    ``bad-response``, ``broadcast``.
+    """
 
     peer: Peer
     reason: str
+    kind: str = "unparsable"
 
 
 @attrs.frozen
@@ -157,7 +163,9 @@ class CoreSettings:
     ``domains``: the SIP domains we are registrar and proxy for (lower case);
     ``upstream``: where requests for other domains go (the PBX or PSTN
     gateway), None to refuse them; ``require_auth``: challenge requests from
-    peers that are not trusted; ``server``: the Server/User-Agent header value.
+    peers that are not trusted; ``server``: the Server/User-Agent header value;
+    ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
+    (sca.md 5.3: the far end never sees appearance indexes).
     """
 
     domains: frozenset[str]
@@ -165,6 +173,7 @@ class CoreSettings:
     require_auth: bool = True
     server: str = "scaserver"
     supported: frozenset[str] = frozenset({"path"})
+    strip_call_info: bool = True
 
 
 class _Owner(enum.Enum):
@@ -200,7 +209,7 @@ class SipCore:
             try:
                 check_response(message)
             except MalformedMessage as error:
-                return [Deliver(MessageDropped(peer, f"response: {error.detail}"))]
+                return [Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response"))]
             return self._run(self.layer.receive(message, peer, now), now)
         return self._receive_request(message, peer, now)
 
@@ -239,7 +248,7 @@ class SipCore:
     def _stateless(self, request: Request, peer: Peer, error: SipError) -> list[Action]:
         """A response sent without a transaction to a request that could not have one."""
         if request.method == "ACK":
-            return [Deliver(MessageDropped(peer, f"ACK: {error.detail}"))]
+            return [Deliver(MessageDropped(peer, f"ACK: {error.detail}", "unanswerable"))]
         try:
             for name in ("From", "To", "Call-ID", "CSeq"):
                 if request.headers.count(name) != 1:
@@ -248,9 +257,17 @@ class SipCore:
             stamped = stamp_via(request, peer)
             destination = reply_peer(stamped, peer)
         except SipError as unusable:
-            return [Deliver(MessageDropped(peer, f"{error.detail}; unanswerable: {unusable.detail}"))]
+            return [
+                Deliver(
+                    MessageDropped(peer, f"{error.detail}; unanswerable: {unusable.detail}", "unanswerable")
+                )
+            ]
         if destination is None:
-            return [Deliver(MessageDropped(peer, f"{error.detail}; reply address is broadcast/multicast"))]
+            return [
+                Deliver(
+                    MessageDropped(peer, f"{error.detail}; reply address is broadcast/multicast", "broadcast")
+                )
+            ]
         response = response_for(stamped, error, to_tag=self.unique()[:10])
         return [Deliver(StatelessReply(peer, error.status, error.detail)), Send(response, destination)]
 
@@ -264,7 +281,7 @@ class SipCore:
             return self._stateless(request, peer, BadRequest("top Via has no RFC 3261 branch"))
         destination = reply_peer(request, peer)
         if destination is None:
-            return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast"))]
+            return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast"))]
         return self._run(self.layer.receive(request, destination, now), now)
 
     # ------------------------------------------------------------------ action loop
@@ -274,19 +291,34 @@ class SipCore:
         out: list[Action] = []
         for action in actions:
             match action:
-                case Send() | StartTimer() | CancelTimer():
+                case Send(message=message, peer=peer):
+                    out.append(Send(self._relayed(message), peer) if self._strips(message) else action)
+                case StartTimer() | CancelTimer():
                     out.append(action)
                 case Respond(transaction=transaction, response=response):
                     if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
                         raise ProtocolStateError(f"bad Respond action {action!r}")
+                    if self._strips(response):
+                        response = response.with_headers(strip_sca(response.headers))
                     out += self._run(self.layer.respond(transaction, response, now), now)
                 case SendRequest(request=request, peer=peer, context=context):
+                    if isinstance(context, BranchKey) and self._strips(request):
+                        request = self._relayed(request)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):
                     out += self._deliver(event, now)
                 case _:
                     assert_never(action)
         return out
+
+    def _strips(self, message: Message) -> bool:
+        return (
+            self.settings.strip_call_info and "Call-Info" in message.headers and _is_call_signalling(message)
+        )
+
+    @staticmethod
+    def _relayed(message: Message) -> Message:
+        return attrs.evolve(message, headers=strip_sca(message.headers))
 
     def _send_request(self, request: Message, peer: Peer, context: Hashable, now: float) -> list[Action]:
         if not isinstance(request, Request):
@@ -539,6 +571,20 @@ class SipCore:
 
 
 SCA_EVENTS: Final = ("call-info", "line-seize")
+
+
+CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "REFER"})
+"""Methods whose SCA Call-Info is stripped when relayed (sca.md 5.3; the SUBSCRIBE/NOTIFY of the
+SCA packages are ours and keep it)."""
+
+
+def _is_call_signalling(message: Message) -> bool:
+    if isinstance(message, Request):
+        return message.method in CALL_METHODS
+    try:
+        return headers.cseq(message).method in CALL_METHODS
+    except MalformedMessage:
+        return False
 
 
 def consume_credentials(request: Request, realm: str) -> Request:

@@ -51,6 +51,7 @@ from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
 from scaserver.sca.subscription import (
     DialogKey,
+    NotifyAnswered,
     Package,
     Subscription,
     SubscriptionAdded,
@@ -747,6 +748,11 @@ class ScaEngine:
         if box is None or box.in_flight != context.cseq:
             return out
         box.in_flight = None
+        if 200 <= response.status < 300:
+            key = self._by_dialog.get(context.dialog)
+            sub = None if key is None else self._subs.get(key)
+            if sub is not None:
+                out.append(Deliver(NotifyAnswered(sub, context.cseq, response.status)))
         fatal = response.status == 481 or (response.status >= 400 and "Retry-After" not in response.headers)
         if fatal and box.live:
             self._notify_failed(context.dialog, now, out)

@@ -150,6 +150,15 @@ class SubscriptionNotified:
 
 
 @attrs.frozen
+class NotifyAnswered:
+    """Fact: the subscriber answered our NOTIFY number ``cseq`` with a 2xx (RFC 6665 4.2.2)."""
+
+    subscription: Subscription
+    cseq: int
+    status: int
+
+
+@attrs.frozen
 class SubscriptionRemoved:
     """Fact: a subscription ended; ``reason`` is ``unsubscribed``, ``timeout``, ``noresource``,
     ``deactivated``, ``replaced`` or ``notify-failed``."""

@@ -309,3 +309,36 @@ def test_responses_on_a_stream_go_back_on_the_connection(transport: Transport) -
     response, destination = only_response(Wire(make_core()), text, peer)
     assert response.status == 200
     assert destination == (peer if transport is Transport.TCP else Peer(transport, peer.host, 40000))
+
+
+def test_sca_call_info_is_stripped_from_relayed_calls_and_other_values_kept() -> None:
+    wire = Wire(make_core(require_auth=False))
+    text = request(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        peer=BOB,
+        from_uri=f"sip:bob@{DOMAIN}",
+        to_uri=f"sip:bob@{DOMAIN}",
+        branch="z9hG4bKregb",
+        extra="Expires: 600\r\n",
+    )
+    response, _ = only_response(wire, text, BOB)
+    assert response.status == 200
+    sca_value = f"<sip:{DOMAIN}>;appearance-index=1"
+    invite = request(
+        "INVITE",
+        f"sip:bob@{DOMAIN}",
+        branch="z9hG4bKci1",
+        extra=f"Call-Info: {sca_value}, <http://x.example/intercom>;answer-after=0\r\n",
+    )
+    out = wire.deliver(invite, ALICE)
+    [(branch, _)] = [(m, p) for m, p in out if isinstance(m, Request)]
+    assert branch.headers.values("Call-Info") == ("<http://x.example/intercom>;answer-after=0",)
+    ringing = Response(
+        180,
+        "Ringing",
+        branch.headers.set("To", f"{branch.headers.get('To')};tag=b1").set("Call-Info", sca_value),
+    )
+    relayed = [m for m, _ in wire.send(ringing, BOB) if isinstance(m, Response)]
+    assert [r.status for r in relayed] == [180]
+    assert "Call-Info" not in relayed[0].headers

@@ -6,7 +6,7 @@ import attrs
 
 from scaserver.sca.engine import EXPIRY_TIMER, NotifyContext
 from scaserver.sca.line import SharedLine
-from scaserver.sca.subscription import Package, SubscriptionKey, SubscriptionRemoved
+from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionKey, SubscriptionRemoved
 from scaserver.sip.actions import SendRequest, StartTimer
 from scaserver.sip.message import Headers, Response
 
@@ -188,3 +188,25 @@ def test_restore_drops_expired_subscriptions() -> None:
     fresh = engine()
     assert fresh.restore([], h.engine.subscriptions(), [], h.now + 5) == []
     assert fresh.subscriptions() == []
+
+
+def test_a_2xx_to_a_notify_is_published_as_notify_answered() -> None:
+    h = _held_harness()
+    h.run(h.engine.seize_appearance(LINE, CB, h.now)[1])
+    (context,) = h.in_flight
+    h.in_flight.clear()
+    answered = facts(h.engine.on_notify_response(context, OK, h.now), NotifyAnswered)
+    assert len(answered) == 1
+    fact = answered[0]
+    assert isinstance(fact, NotifyAnswered)
+    assert (fact.subscription.aor, fact.cseq, fact.status) == (LINE, context.cseq, 200)
+
+
+def test_a_failed_notify_is_not_published_as_answered() -> None:
+    h = _held_harness()
+    h.run(h.engine.seize_appearance(LINE, CB, h.now)[1])
+    (context,) = h.in_flight
+    h.in_flight.clear()
+    out = h.engine.on_notify_response(context, Response(481, "Call/Transaction Does Not Exist"), h.now)
+    assert facts(out, NotifyAnswered) == []
+    assert facts(out, SubscriptionRemoved)

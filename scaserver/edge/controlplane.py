@@ -1,0 +1,529 @@
+"""The control plane's seams implemented over the running SIP core (rpc.md 2-3, sca.md section 11).
+
+``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
+``control.seams.LocationControl``, ``metrics.ScaGauges``); this module implements them over the
+lead's :class:`~scaserver.dispatch.SipCore`:
+
+* reads are synchronous snapshots of the engines' in-memory state, mapped to the seams' frozen
+  values;
+* mutations go through the engines' own management entry points (``ScaEngine.seize_appearance``,
+  ``update_appearance``, ``release_appearance``, ``deactivate``; ``LocationService.remove``), so
+  an RPC takes the same rows of the appearance table (sca.md 6, rule ``RPC``) and sends the same
+  group NOTIFYs (sca.md 4.1) as SIP would.  Their actions are run through the transaction layer
+  (``SipCore.run``) and the edge actions that come back are handed to ``execute`` (the stack's
+  ``run``): NOTIFYs are on the wire before the RPC answers (rpc.md 3.2).
+
+``notify_failed`` (rpc.md 3.2): after executing, a mutating SCA call watches the bus for up to
+``notify_wait_s`` seconds for the fate of the NOTIFYs it sent.  A contact is reported when the
+engine removes its subscription with reason ``notify-failed`` (a 481, another final 4xx-6xx
+without Retry-After, a transaction time-out or transport error, or no route at all; sca.md 4
+"NOTIFY outcome") within that window.  A NOTIFY counts as settled when its subscription is
+removed, when the subscriber answers it with a 2xx (``NotifyAnswered``), or when the next
+NOTIFY of the same dialog goes out (the engine sends it only after a final response); the RPC
+answers as soon as every NOTIFY it caused has settled, or when the window closes.
+Failures that come later (a UDP NOTIFY times out after 64*T1 = 32 s, RFC 3261 17.1.2.2) are not
+reported, nor are failures of the terminating NOTIFYs of a deactivation (the subscription is
+gone before that NOTIFY is sent, so nothing about it is published).  ``notify_wait_s = 0``
+reports only the failures known while the actions run (no route to the subscriber).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Final
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from scaserver.control.seams import (
+    AorRecord,
+    AppearanceChange,
+    AppearanceInfo,
+    AppearanceRefusal,
+    AppearanceStateName,
+    ContactInfo,
+    ContactRemoval,
+    Deactivation,
+    LineInfo,
+    PushInfo,
+    ScaEvent,
+    SubscriptionInfo,
+)
+from scaserver.dispatch import SipCore
+from scaserver.edge.stack import DelayedCall, TimerClock, call_later
+from scaserver.events import EventBus
+from scaserver.registrar.binding import Binding, RemovalReason
+from scaserver.sca.appearance import Appearance, AppearanceState
+from scaserver.sca.engine import AppearanceError
+from scaserver.sca.line import canonical_aor
+from scaserver.sca.subscription import (
+    NotifyAnswered,
+    Package,
+    Subscription,
+    SubscriptionKey,
+    SubscriptionNotified,
+    SubscriptionRemoved,
+)
+from scaserver.sip.actions import Action, Deliver, EngineAction
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.message import Peer
+from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
+
+Execute = Callable[[list[Action]], None]
+"""Runs edge actions (the stack's ``run``): sends, timers, bus events."""
+
+#: How long a mutating SCA call waits for the outcome of its NOTIFYs by default (seconds).
+NOTIFY_WAIT_S: Final = 2.0
+
+#: The reason the SCA engine gives when it drops a subscription whose NOTIFY failed.
+NOTIFY_FAILED: Final = "notify-failed"
+
+
+# Argument canonicalisation.
+
+
+def canonical_argument(text: str, default_domain: str) -> str | None:
+    """The canonical AoR an RPC argument names, or None when it names none.
+
+    rpc.md 3.3: an AoR is ``user@domain`` or a full URI, and a bare user gets the default
+    domain; the result is the canonical form of sca.md section 1 (``sip:user@host[:port]``,
+    lower-case host, parameters dropped), the form the SCA engine and the registrar key on.
+    """
+    value = text.strip()
+    if not value:
+        return None
+    if ":" not in value.partition("@")[0]:  # no scheme: user@domain[:port] or a bare user
+        value = f"sip:{value}" if "@" in value else f"sip:{value}@{default_domain}"
+    return canonical_aor(value)
+
+
+def contact_matches(stored: str, given: str) -> bool:
+    """Whether an operator's contact argument names ``stored``: the same text, or an equivalent
+    URI per RFC 3261 section 19.1.4."""
+    if stored == given.strip():
+        return True
+    try:
+        mine, theirs = parse_uri(stored), parse_uri(given.strip())
+    except MalformedMessage:
+        return False
+    return isinstance(mine, SipUri) and mine.matches(theirs)
+
+
+# Engine values -> seam values.
+
+
+def subscription_info(sub: Subscription) -> SubscriptionInfo:
+    """The seam's view of an engine subscription (sca.md 8.1, rpc.md 3.2 "Subscription")."""
+    state = sub.state
+    if state.terminated:
+        reason = state.reason
+        text = "terminated" if reason is None else f"terminated;reason={reason}"
+    else:
+        text = state.name.lower()
+    line_seize = sub.event is Package.LINE_SEIZE
+    return SubscriptionInfo(
+        aor=sub.aor,
+        event=ScaEvent(sub.event.value),
+        subscriber=sub.remote_uri or sub.aor,
+        contact=sub.subscriber,
+        state=text,
+        expires_at=sub.expires,
+        call_id=sub.call_id,
+        from_tag=sub.from_tag,
+        to_tag=sub.to_tag,
+        notify_cseq=sub.notify_cseq,
+        subscribe_cseq=sub.subscribe_cseq,
+        appearance_index=sub.index if line_seize and sub.index > 0 else None,
+    )
+
+
+def _uri_of(address: str | None) -> str | None:
+    """The URI inside an appearance-uri content (``"display" <uri>`` or ``<uri>``, sca.md 7.5)."""
+    if address is None:
+        return None
+    try:
+        return str(parse_name_addr(address).uri)
+    except MalformedMessage:
+        return address
+
+
+def appearance_info(app: Appearance) -> AppearanceInfo:
+    """The seam's view of an in-use appearance (sca.md 6.1; ACTIVE_PENDING is ``active``)."""
+    leg = app.leg
+    return AppearanceInfo(
+        aor=app.line,
+        index=app.index,
+        state=AppearanceStateName(app.state.wire),
+        owner=app.owner,
+        callee=_uri_of(app.remote_uri),
+        appearance_uri=app.remote_uri,
+        call_id=None if leg is None else leg.call_id,
+        member_tag=None if leg is None else leg.member_tag,
+        remote_tag=None if leg is None else leg.remote_tag,
+        role=None if leg is None else leg.role.value,
+        ctime=app.created_at,
+        mtime=app.changed_at,
+    )
+
+
+def idle_appearance(aor: str, index: int) -> AppearanceInfo:
+    return AppearanceInfo(aor=aor, index=index, state=AppearanceStateName.IDLE)
+
+
+def _socket_text(peer: Peer) -> str:
+    host = f"[{peer.host}]" if ":" in peer.host else peer.host
+    return f"{peer.transport.value.lower()}:{host}:{peer.port}"
+
+
+def contact_info(binding: Binding) -> ContactInfo:
+    """The seam's view of a binding (rpc.md 3.3 "Contact object").
+
+    ``received`` is the REGISTER's source as ``proto:host:port``; the RFC 8599 coordinates are
+    shown with the ``pn-prid`` token hashed (rpc.md 3.3 ``Push``: the raw token is never shown).
+    """
+    push_params = dict(binding.push)
+    provider, prid = push_params.get("pn-provider"), push_params.get("pn-prid")
+    push = None
+    if provider and prid:
+        push = PushInfo(
+            provider=provider,
+            prid_sha256=hashlib.sha256(prid.encode("utf-8")).hexdigest(),
+            param=push_params.get("pn-param") or None,
+        )
+    return ContactInfo(
+        address=binding.contact,
+        expires_at=binding.expires_at,
+        call_id=binding.call_id,
+        cseq=binding.cseq,
+        q=binding.q,
+        user_agent=binding.user_agent,
+        received=_socket_text(binding.received),
+        path=binding.path,
+        instance=binding.instance,
+        reg_id=binding.reg_id or 0,
+        last_modified=binding.updated_at,
+        push=push,
+    )
+
+
+def usrloc_aor(aor: str) -> str:
+    """An AoR as usrloc shows it: ``user@domain`` for a ``sip:`` AoR (Kamailio's spelling),
+    the whole URI for any other scheme."""
+    return aor[4:] if aor.startswith("sip:") else aor
+
+
+# NOTIFY outcomes.
+
+
+@attrs.define
+class NotifyWatch:
+    """The NOTIFYs one RPC sent, followed on the bus until each settles or the window closes.
+
+    While the RPC's actions run (``collecting``) every NOTIFY sent to a live subscription is
+    watched; afterwards only the watched ones matter.  See the module docstring for what
+    "settled" and "failed" mean.
+    """
+
+    watched: dict[SubscriptionKey, int] = attrs.field(factory=dict)
+    settled: set[SubscriptionKey] = attrs.field(factory=set)
+    failed: dict[str, None] = attrs.field(factory=dict)
+    collecting: bool = True
+    done: Deferred[None] | None = None
+
+    def notified(self, event: SubscriptionNotified) -> None:
+        sub = event.subscription
+        cseq = self.watched.get(sub.key)
+        if cseq is None:
+            if self.collecting:
+                self.watched[sub.key] = sub.notify_cseq
+        elif sub.notify_cseq > cseq:
+            self._settle(sub.key)
+
+    def answered(self, event: NotifyAnswered) -> None:
+        cseq = self.watched.get(event.subscription.key)
+        if cseq is not None and event.cseq >= cseq:
+            self._settle(event.subscription.key)
+
+    def removed(self, event: SubscriptionRemoved) -> None:
+        key = event.subscription.key
+        if key not in self.watched and not self.collecting:
+            return
+        if event.reason == NOTIFY_FAILED:
+            self.failed[event.subscription.subscriber] = None
+        if key in self.watched:
+            self._settle(key)
+
+    def observe(self, actions: Iterable[Action]) -> None:
+        """Take the facts of an action list (the same ones the stack publishes; seen twice,
+        they change nothing)."""
+        for action in actions:
+            if isinstance(action, Deliver):
+                event = action.event
+                if isinstance(event, SubscriptionNotified):
+                    self.notified(event)
+                elif isinstance(event, SubscriptionRemoved):
+                    self.removed(event)
+
+    @property
+    def open(self) -> bool:
+        """Some watched NOTIFY has not settled."""
+        return any(key not in self.settled for key in self.watched)
+
+    def _settle(self, key: SubscriptionKey) -> None:
+        self.settled.add(key)
+        if self.done is not None and not self.open and not self.done.called:
+            self.done.callback(None)
+
+
+# The seams.
+
+
+class EngineScaControl:
+    """``control.seams.ScaControl`` over the SCA engine of a running core."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        execute: Execute,
+        bus: EventBus,
+        clock: TimerClock,
+        *,
+        default_domain: str,
+        flush: Callable[[], Awaitable[int]],
+        notify_wait_s: float = NOTIFY_WAIT_S,
+    ) -> None:
+        if notify_wait_s < 0:
+            raise ValueError("notify_wait_s must not be negative")
+        self._core, self._execute, self._bus, self._clock = core, execute, bus, clock
+        self._domain = default_domain.lower()
+        self._flush = flush
+        self._wait = notify_wait_s
+
+    def _aor(self, text: str) -> str | None:
+        aor = canonical_argument(text, self._domain)
+        if aor is None:
+            return None
+        return dict(self._core.sca.settings.aliases).get(aor, aor)  # sca.md Q26 line aliases
+
+    # Reads.
+
+    def all_subscriptions(self) -> Sequence[SubscriptionInfo]:
+        infos = [subscription_info(sub) for sub in self._core.sca.subscriptions()]
+        return sorted(infos, key=lambda info: (info.aor, info.event.value, info.contact))
+
+    def subscription_count(self, event: ScaEvent) -> int:
+        return sum(1 for sub in self._core.sca.subscriptions() if sub.event.value == event.value)
+
+    def _find(self, aor: str, event: ScaEvent, contact: str | None) -> list[Subscription]:
+        line = self._aor(aor)
+        found = [
+            sub
+            for sub in self._core.sca.subscriptions()
+            if sub.aor == line
+            and sub.event.value == event.value
+            and (contact is None or contact_matches(sub.subscriber, contact))
+        ]
+        return sorted(found, key=lambda sub: sub.subscriber)
+
+    def show_subscription(self, aor: str, event: ScaEvent, contact: str | None) -> Sequence[SubscriptionInfo]:
+        return [subscription_info(sub) for sub in self._find(aor, event, contact)]
+
+    def all_appearances(self) -> Sequence[AppearanceInfo]:
+        return [appearance_info(app) for app in self._core.sca.appearances()]
+
+    def show_appearance(self, aor: str) -> LineInfo | None:
+        line_aor = self._aor(aor)
+        engine = self._core.sca
+        if line_aor is None or not engine.is_sca(line_aor):
+            return None
+        limit = engine.line(line_aor).appearances
+        used = {app.index: appearance_info(app) for app in engine.appearances(line_aor)}
+        indexes = sorted(set(range(1, limit + 1)) | set(used)) if limit > 0 else sorted(used)
+        slots = tuple(used.get(index) or idle_appearance(line_aor, index) for index in indexes)
+        return LineInfo(aor=line_aor, max_appearances=limit, appearances=slots)
+
+    # Mutations.
+
+    async def deactivate_all_subscriptions(self) -> Deactivation:
+        subs = sorted(self._core.sca.subscriptions(), key=lambda s: (s.aor, s.event.value, s.subscriber))
+        return await self._deactivate(subs)
+
+    async def deactivate_subscription(self, aor: str, event: ScaEvent, contact: str) -> Deactivation | None:
+        found = self._find(aor, event, contact)
+        if not found:
+            return None
+        return await self._deactivate(found[:1])
+
+    async def _deactivate(self, subs: list[Subscription]) -> Deactivation:
+        infos = tuple(subscription_info(sub) for sub in subs)
+        now = self._clock.seconds()
+        actions = self._core.sca.deactivate([sub.key for sub in subs], now)
+        failed = await self._run(actions, now)
+        return Deactivation(infos, failed)
+
+    async def seize_appearance(self, aor: str, owner: str) -> AppearanceChange | AppearanceRefusal:
+        line_aor = self._aor(aor)
+        if line_aor is None:
+            return AppearanceRefusal.NO_LINE
+        now = self._clock.seconds()
+        try:
+            index, actions = self._core.sca.seize_appearance(line_aor, owner.strip(), now)
+        except AppearanceError:
+            return AppearanceRefusal.NO_FREE_INDEX
+        seized = self._core.sca.appearance(line_aor, index)
+        info = appearance_info(seized) if seized is not None else idle_appearance(line_aor, index)
+        return AppearanceChange(info, await self._run(actions, now))
+
+    def _in_use(self, aor: str, index: int) -> tuple[str, Appearance] | AppearanceRefusal:
+        line_aor = self._aor(aor)
+        engine = self._core.sca
+        if line_aor is None or not engine.is_sca(line_aor):
+            return AppearanceRefusal.NO_LINE
+        app = engine.appearance(line_aor, index) if index >= 1 else None
+        if app is None:
+            return AppearanceRefusal.NOT_IN_USE
+        return line_aor, app
+
+    async def update_appearance(
+        self, aor: str, index: int, state: AppearanceStateName, appearance_uri: str | None
+    ) -> AppearanceChange | AppearanceRefusal:
+        found = self._in_use(aor, index)
+        if isinstance(found, AppearanceRefusal):
+            return found
+        line_aor, _ = found
+        now = self._clock.seconds()
+        actions = self._core.sca.update_appearance(line_aor, index, state.value, now, uri=appearance_uri)
+        after = self._core.sca.appearance(line_aor, index)
+        info = appearance_info(after) if after is not None else idle_appearance(line_aor, index)
+        return AppearanceChange(info, await self._run(actions, now))
+
+    async def release_appearance(self, aor: str, index: int) -> AppearanceChange | AppearanceRefusal:
+        found = self._in_use(aor, index)
+        if isinstance(found, AppearanceRefusal):
+            return found
+        line_aor, _ = found
+        now = self._clock.seconds()
+        actions = self._core.sca.release_appearance(line_aor, index, now)
+        return AppearanceChange(idle_appearance(line_aor, index), await self._run(actions, now))
+
+    async def flush(self) -> int:
+        return await self._flush()
+
+    async def _run(self, actions: list[EngineAction], now: float) -> tuple[str, ...]:
+        """Run engine actions through the core and the edge; the contacts whose NOTIFY failed."""
+        edge = self._core.run(actions, now)
+        watch = NotifyWatch()
+        watch.observe(edge)
+        self._bus.subscribe(SubscriptionNotified, watch.notified)
+        self._bus.subscribe(SubscriptionRemoved, watch.removed)
+        self._bus.subscribe(NotifyAnswered, watch.answered)
+        try:
+            self._execute(edge)
+            watch.collecting = False
+            if self._wait > 0 and watch.open:
+                await self._settled(watch)
+        finally:
+            self._bus.unsubscribe(SubscriptionNotified, watch.notified)
+            self._bus.unsubscribe(SubscriptionRemoved, watch.removed)
+            self._bus.unsubscribe(NotifyAnswered, watch.answered)
+        return tuple(watch.failed)
+
+    def _settled(self, watch: NotifyWatch) -> Deferred[None]:
+        """Fires when every watched NOTIFY has settled or ``notify_wait_s`` has passed."""
+        done: Deferred[None] = Deferred()
+        watch.done = done
+
+        def close() -> None:
+            if not done.called:
+                done.callback(None)
+
+        timer: DelayedCall = call_later(self._clock, self._wait, close)
+
+        def stop_timer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        done.addBoth(stop_timer)
+        return done
+
+
+class RegistrarLocationControl:
+    """``control.seams.LocationControl`` over the registrar's location service of a running core."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        execute: Execute,
+        clock: TimerClock,
+        *,
+        default_domain: str,
+        flush: Callable[[], Awaitable[object]],
+    ) -> None:
+        self._core, self._execute, self._clock = core, execute, clock
+        self._domain = default_domain.lower()
+        self._flush = flush
+
+    def _record(self, aor: str) -> AorRecord | None:
+        bindings = self._core.registrar.location.bindings(aor)
+        if not bindings:
+            return None
+        return AorRecord(aor=usrloc_aor(aor), contacts=tuple(contact_info(b) for b in bindings))
+
+    def dump(self) -> Sequence[AorRecord]:
+        records = (self._record(aor) for aor in sorted(self._core.registrar.location.aors()))
+        return [record for record in records if record is not None]
+
+    def lookup(self, aor: str) -> AorRecord | None:
+        canonical = canonical_argument(aor, self._domain)
+        return None if canonical is None else self._record(canonical)
+
+    async def rm(self, aor: str) -> bool:
+        canonical = canonical_argument(aor, self._domain)
+        location = self._core.registrar.location
+        if canonical is None or not location.bindings(canonical):
+            return False
+        now = self._clock.seconds()
+        self._apply(location.remove_aor(canonical, RemovalReason.ADMINISTRATIVE, now), now)
+        return True
+
+    async def rm_contact(self, aor: str, contact: str) -> ContactRemoval:
+        canonical = canonical_argument(aor, self._domain)
+        location = self._core.registrar.location
+        bindings = () if canonical is None else location.bindings(canonical)
+        if not bindings:
+            return ContactRemoval.NO_AOR
+        match = next((b for b in bindings if contact_matches(b.contact, contact)), None)
+        if match is None:
+            return ContactRemoval.NO_CONTACT
+        now = self._clock.seconds()
+        self._apply(location.remove(match.key, RemovalReason.ADMINISTRATIVE, now), now)
+        return ContactRemoval.REMOVED
+
+    async def flush(self) -> None:
+        await self._flush()
+
+    def _apply(self, actions: list[EngineAction], now: float) -> None:
+        self._execute(self._core.run(actions, now))
+
+
+class EngineScaGauges:
+    """``metrics.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
+
+    def __init__(self, core: SipCore) -> None:
+        self._core = core
+
+    def subscriptions_by_event(self) -> Mapping[str, int]:
+        counts = dict.fromkeys((package.value for package in Package), 0)
+        for sub in self._core.sca.subscriptions():
+            counts[sub.event.value] += 1
+        return counts
+
+    def appearances_by_state(self) -> Mapping[str, int]:
+        names = (name.value for name in AppearanceStateName if name is not AppearanceStateName.IDLE)
+        counts = dict.fromkeys(names, 0)
+        for app in self._core.sca.appearances():
+            if app.state is not AppearanceState.IDLE:
+                counts[app.state.wire] += 1
+        return counts
