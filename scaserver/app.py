@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import random
 import secrets
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 import attrs
 from prometheus_client import CollectorRegistry
@@ -25,6 +27,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
@@ -34,9 +37,16 @@ from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import AuthenticationRejected, CoreSettings, MessageDropped, SipCore, StatelessReply
-from scaserver.edge.controlplane import EngineScaControl, EngineScaGauges, RegistrarLocationControl
+from scaserver.edge.controlplane import (
+    EngineScaControl,
+    EngineScaGauges,
+    MobileParkingControl,
+    RegistrarLocationControl,
+)
 from scaserver.edge.dbpool import DatabasePool
-from scaserver.edge.http import BearerTokens, HttpPolicy, build_site, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
+from scaserver.edge.pushgateway import Delivery, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
@@ -47,8 +57,34 @@ from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.events import EventBus
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
+from scaserver.mobile import (
+    Mobile,
+    MobileSettings,
+    PushAnswered,
+    PushesAborted,
+    PushOutcome,
+    PushRequested,
+    PushRetrying,
+)
+from scaserver.parking.parked import (
+    BranchAdded,
+    EarlyMedia,
+    EndReason,
+    ParkEnded,
+    ParkingLot,
+    ParkRejected,
+    ParkStarted,
+    WakeMissed,
+    WakeObserved,
+)
+from scaserver.parking.parked import ParkingSettings as LotSettings
+from scaserver.provisioning.profile import SipTransport, SiteSettings
+from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
+from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
+from scaserver.push.pnparams import TypingSettings, token_hash
+from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import (
     Binding,
     BindingAdded,
@@ -57,7 +93,10 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
+from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, Mode, RegisterDecided
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
+from scaserver.reporting.history import HistoryFact, HistoryRecorder
+from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
@@ -74,8 +113,10 @@ from scaserver.sip.message import Peer, Transport
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
-from scaserver.sip.uri import format_host
+from scaserver.sip.uri import SipUri, format_host, parse_uri
+from scaserver.store.history import HistoryKey, HistoryRow, SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
+from scaserver.store.provisioning import SqlProvisioningRepository
 from scaserver.store.repository import AppearanceKey, appearance_key, binding_key, subscription_key
 from scaserver.store.sql import SqlStore
 
@@ -284,6 +325,10 @@ def make_core(
         ),
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
+    proxy = Proxy(identity, ProxySettings())
+    mobile = make_mobile(settings, registrar, proxy, identity, unique)
+    if mobile is not None and mobile.midregistrar is not None:
+        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream)
     return SipCore(
         core,
         layer,
@@ -291,9 +336,204 @@ def make_core(
         authenticator,
         trusted,
         registrar,
-        Proxy(identity, ProxySettings()),
+        proxy,
         engine,
         unique,
+        mobile=mobile,
+    )
+
+
+def make_mobile(
+    settings: Settings, registrar: Registrar, proxy: Proxy, identity: ProxyIdentity, unique: Callable[[], str]
+) -> Mobile | None:
+    """The push mid-registrar and call parking (push-and-parking.md), None when both are off."""
+    push, mid, park = settings.push, settings.midregistrar, settings.parking
+    if not push.enabled and not mid.enabled:
+        return None
+    midregistrar: MidRegistrar | None = None
+    if mid.enabled:
+        upstream = parse_uri(mid.upstream)
+        assert isinstance(upstream, SipUri)  # checked by config
+        transport = Transport((upstream.param("transport") or "udp").upper())
+        host, port = settings.server.advertised()
+        midregistrar = MidRegistrar(
+            MidRegSettings(
+                upstream=Peer(transport, upstream.host, upstream.port or 5060),
+                upstream_domain=mid.upstream_domain or upstream.host,
+                advertised=mid.advertised or f"{format_host(host)}:{port}",
+                mode=Mode(mid.mode),
+                outgoing_expires=mid.outgoing_expires,
+                refresh_fraction=mid.refresh_fraction,
+                upstream_timeout=mid.upstream_timeout,
+                retry_backoff=mid.retry_backoff,
+                retry_cap=mid.retry_cap,
+                absorb_requires_same_callid=mid.absorb_requires_same_callid,
+                device_min_expires=mid.device_min_expires,
+                device_max_expires=mid.device_max_expires,
+                device_default_expires=mid.device_default_expires,
+                max_contacts=mid.max_contacts,
+                unregister_grace=mid.unregister_grace,
+                startup_spread=mid.startup_spread,
+                multi_domain=len(settings.server.domains) > 1,
+            ),
+            registrar.location.bindings,
+            lambda aor: f"{unique()}{unique()}@{host}",
+            random=random.random,
+        )
+    lot = ParkingLot(
+        LotSettings(
+            wake_timeout=park.wake_timeout,
+            park_timeout=park.park_timeout,
+            inflight_grace=park.inflight_grace,
+            local_ringing=park.local_ringing,
+            honour_6xx=park.honour_6xx,
+            early_media=EarlyMedia(park.early_media),
+            timeout_response=park.timeout_response,
+            max_per_aor=park.max_per_aor,
+            max_total=park.max_total,
+            max_branches=park.max_branches,
+        ),
+        id_factory=lambda: str(uuid.uuid4()),
+    )
+    typing = TypingSettings(
+        providers=frozenset(p.lower() for p in push.providers), pnsreg_interval=push.pnsreg_interval
+    )
+    policy = PushPolicySettings(fresh_window=park.fresh_window, ring_open_flows=park.ring_open_flows)
+    return Mobile(
+        MobileSettings(typing, policy, parking_enabled=push.enabled),
+        registrar.location,
+        proxy,
+        identity,
+        lot,
+        midregistrar,
+    )
+
+
+def trusted_upstream(trusted: TrustedPeers, upstream: Peer) -> TrustedPeers:
+    """The mid-registrar's upstream is a trusted peer (push-and-parking.md 3.1)."""
+    try:
+        entry = TrustedPeer(upstream.host, None, "midregistrar-upstream")
+    except ValueError:
+        return trusted  # a host name: trust comes from the configured peers only
+    return TrustedPeers((*trusted.peers, entry))
+
+
+class PushDispatch:
+    """Runs the core's push requests through the gateway client (push-and-parking.md 5) and
+    feeds each outcome back into the core; logs every attempt (never the token in clear)."""
+
+    _log = Logger(namespace="scaserver.push")
+
+    def __init__(self, core: SipCore, stack: SipStack, clock: TimerClock) -> None:
+        self._core, self._stack, self._clock = core, stack, clock
+        self.client: PushGatewayClient | None = None
+
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(PushRequested, self._send)
+        bus.subscribe(PushesAborted, self._abort)
+        bus.subscribe(RegisterDecided, self._decided)
+        bus.subscribe(ParkEnded, self._park_ended)
+
+    def _decided(self, event: RegisterDecided) -> None:
+        self._log.info("REGISTER for {aor}: {rule}", aor=event.aor, rule=event.rule)
+
+    def _park_ended(self, event: ParkEnded) -> None:
+        self._log.info(
+            "parked call {park_id} ended {reason} ({rule})",
+            park_id=event.park_id,
+            reason=event.reason.value,
+            rule=event.rule,
+        )
+
+    def _send(self, event: PushRequested) -> None:
+        assert self.client is not None
+        request = event.request
+        self._log.info(
+            "push {id} {type} to {provider} token {token} for {aor}",
+            id=request.id,
+            type=request.type.value,
+            provider=request.provider,
+            token=token_hash(request.prid)[:12],
+            aor=request.aor,
+        )
+        sent = self.client.send(request, event.deadline)
+        sent.addCallback(self._delivered)
+        sent.addErrback(lambda failure: self._log.failure("push {id} failed", failure, id=request.id))
+
+    def _delivered(self, delivery: Delivery) -> None:
+        answer = delivery.answer
+        self._log.info(
+            "push {id} ended {outcome} ({status}) after {attempts} attempt(s)",
+            id=delivery.request.id,
+            outcome="dropped" if delivery.dropped else answer.outcome.value,
+            status=answer.status,
+            attempts=delivery.attempts,
+        )
+        now = self._clock.seconds()
+        self._stack.run(self._core.push_delivered(delivery.request, answer, delivery.dropped, now))
+
+    def retrying(self, request: PushRequest) -> None:
+        self._stack.run(self._core.push_retrying(request, self._clock.seconds()))
+
+    def _abort(self, event: PushesAborted) -> None:
+        if self.client is not None:
+            self.client.abort(event.park_id)
+
+
+class PushMetrics:
+    """Counts push and parking facts (push-and-parking.md 5.3, 6.8) into the collectors."""
+
+    _OUTCOMES: Final = {
+        PushOutcome.SENT: "sent",
+        PushOutcome.FAILED: "failed",
+        PushOutcome.INVALID: "invalidated",
+        PushOutcome.DROPPED: "dropped",
+    }
+    _ENDINGS: Final = {
+        EndReason.ANSWERED: "park_answered",
+        EndReason.TIMEOUT: "park_timeouts",
+        EndReason.CANCELLED: "park_cancelled",
+    }
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def attach(self, bus: EventBus) -> None:
+        metrics = self._metrics
+        bus.subscribe(PushAnswered, lambda e: metrics.push(self._OUTCOMES[e.outcome]))
+        bus.subscribe(PushRetrying, lambda _: metrics.push("retried"))
+        bus.subscribe(WakeMissed, lambda _: metrics.push("no_wake"))
+        bus.subscribe(WakeObserved, lambda e: metrics.push_woke(e.latency_ms))
+        bus.subscribe(ParkStarted, lambda _: metrics.park("parked"))
+        bus.subscribe(ParkRejected, lambda _: metrics.park("park_rejected"))
+        bus.subscribe(BranchAdded, lambda e: metrics.park("added_branches") if e.injected else None)
+        bus.subscribe(ParkEnded, self._ended)
+
+    def _ended(self, event: ParkEnded) -> None:
+        self._metrics.park_ended()
+        name = self._ENDINGS.get(event.reason)
+        if name is not None:
+            self._metrics.park(name)
+
+
+def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) -> PushGatewayClient:
+    """The treq push gateway client for ``[push]`` (5.1, 5.3)."""
+    push = settings.push
+    post, read_body = treq_client(reactor, push.connect_timeout)
+    return PushGatewayClient(
+        GatewaySettings(push.gateway_url, push.gateway_token or None, push.gateway_secret.encode() or None),
+        RetryPolicy(
+            connect_timeout=push.connect_timeout,
+            request_timeout=push.request_timeout,
+            max_attempts=push.max_attempts,
+            max_inflight=push.max_inflight,
+            max_queue=push.max_queue,
+        ),
+        reactor,
+        post,
+        read_body,
+        random=random.random,
+        on_retrying=dispatch.retrying,
     )
 
 
@@ -454,6 +694,33 @@ class FactLog:
         )
 
 
+class HistoryFeed:
+    """Turns the facts on the bus into reporting history rows (reporting.md) and queues them
+    on the write-behind channel: the SIP path never waits for the history either."""
+
+    def __init__(
+        self, recorder: HistoryRecorder, channel: Channel[HistoryKey, HistoryRow], core: SipCore
+    ) -> None:
+        self._recorder, self._channel, self._core = recorder, channel, core
+
+    def attach(self, bus: EventBus) -> None:
+        facts: tuple[type[HistoryFact], ...] = (
+            AppearanceChanged, RequestForwarded, ResponseRelayed, CallCancelled, CallEnded,
+            BindingAdded, BindingRefreshed, BindingRemoved, BindingExpired,
+        )  # fmt: skip
+        for fact in facts:
+            bus.subscribe(fact, self._record)
+
+    def _record(self, fact: HistoryFact) -> None:
+        for row in self._recorder.record(fact):
+            self._channel.upsert(row)
+
+    def sample(self, now: float) -> None:
+        lines = [line.aor for line in self._core.sca.provisioned()]
+        for row in self._recorder.sample_lines(now, lines):
+            self._channel.upsert(row)
+
+
 class Restore(Service):
     """Runs the start-up restore (re-armed expiry timers, full-state NOTIFYs) once the
     listeners are bound."""
@@ -569,6 +836,7 @@ class MetricsFeed:
         bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
         bus.subscribe(BindingRemoved, lambda _: self._metrics.registration("removed"))
         bus.subscribe(BindingExpired, lambda _: self._metrics.registration("expired"))
+        PushMetrics(self._metrics).attach(bus)
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
 
@@ -599,6 +867,8 @@ def control_plane(
     core: SipCore,
     sip: SipService,
     writes: WriteBehind,
+    *,
+    provisioning: ProvisioningResource | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -627,16 +897,78 @@ def control_plane(
         f"tcp:{e.host}:{e.port}" for e in settings.server.listen
     )
     server = ServerInfo(product_version(), os.getpid(), listen, settings.database.url, reactor.seconds())
-    registry = build_registry(sca=sca, location=location, server=server, clock=reactor.seconds)
+    parking = MobileParkingControl(core, default_domain=default_domain)
+    registry = build_registry(
+        sca=sca, location=location, server=server, clock=reactor.seconds, parking=parking
+    )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
     )
     networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in rpc.allow_from)
     policy = HttpPolicy(tokens=tokens, allowed_origins=frozenset(rpc.allowed_origins), allow_from=networks)
     metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core))
-    site = build_site(dispatcher, policy, metrics.registry)
+    root = build_root(dispatcher, policy, metrics.registry)
+    if provisioning is not None:
+        mount(root, settings.provisioning.path_prefix, cast(IResource, provisioning))
+    site = Site(root)  # type: ignore[no-untyped-call]
+    site.displayTracebacks = False
     dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
     return ControlPlane(reactor, settings, site, dgram), MetricsFeed(metrics, writes)
+
+
+def site_settings(settings: Settings) -> SiteSettings:
+    """What the handset profiles say about this server (provisioning.md section 3)."""
+    prov = settings.provisioning
+    host, port = settings.server.advertised()
+    listen = settings.http.listen
+    base = prov.base_url or f"http://{format_host(listen.host)}:{listen.port}/{prov.path_prefix.strip('/')}"
+    proxy: tuple[str, int] | None = None
+    if prov.outbound_proxy:
+        proxy_host, _, proxy_port = prov.outbound_proxy.rpartition(":")
+        proxy = (proxy_host, int(proxy_port)) if proxy_port.isdigit() else (prov.outbound_proxy, 5060)
+    return SiteSettings(
+        sip_host=prov.sip_host or host,
+        prov_base_url=base,
+        sip_port=prov.sip_port or port,
+        sip_transport=SipTransport(prov.sip_transport),
+        outbound_proxy=proxy,
+        registration_expires=prov.registration_expires,
+        line_seize_expires=settings.sca.line_seize_max_expires,
+        call_info_expires=settings.sca.call_info_max_expires,
+        resync_periodic=prov.resync_periodic,
+        firmware_path=prov.firmware_path,
+    )
+
+
+def provisioning_resource(
+    settings: Settings, reactor: Reactor, store: SqlStore, pool: DatabasePool
+) -> ProvisioningResource:
+    """The handset provisioning endpoint (provisioning.md section 4)."""
+    prov = settings.provisioning
+    policy = ProvisioningPolicy(
+        site=site_settings(settings),
+        realm=prov.realm,
+        default_username=prov.default_username or None,
+        default_password=prov.default_password or None,
+        allow_from=tuple(ipaddress.ip_network(cidr, strict=False) for cidr in prov.allow_from),
+        upload_dir=Path(prov.upload_dir) if prov.upload_dir else None,
+        upload_max_bytes=prov.upload_max_bytes,
+        upload_keep=prov.upload_keep,
+        serve_overrides=prov.serve_overrides,
+        static_dir=Path(prov.static_dir) if prov.static_dir else None,
+        unknown_mac_limit=prov.unknown_mac_limit,
+    )
+    return ProvisioningResource(
+        SqlProvisioningRepository(store.engine),
+        pool,
+        policy,
+        clock=reactor,
+        nonces=NonceFactory(secrets.token_bytes(32), os.urandom),
+    )
+
+
+DAY_S: Final = 86_400.0
+_log = Logger(namespace="scaserver.app")
 
 
 def make_server(
@@ -664,6 +996,10 @@ def make_server(
     )
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts)
+    if core.mobile is not None and settings.push.enabled:
+        pushes = PushDispatch(core, sip.stack, reactor)
+        pushes.client = push_client(settings, reactor, pushes)
+        pushes.attach(bus)
     pool = DatabasePool(cast(IReactorFromThreads, reactor), max_threads=settings.database.pool_size)
     writes = WriteBehind(reactor, pool, interval_s=settings.database.flush_interval)
     Persistence(
@@ -682,10 +1018,34 @@ def make_server(
         now = reactor.seconds()
         actions = core.registrar.restore(state.bindings, now)
         actions += core.sca.restore(lines, state.subscriptions, state.appearances, now)
+        if core.mobile is not None:
+            core.mobile.restore(state.bindings, now)
         sip.stack.run(core.run(actions, now))
 
     server.adopt(Restore(restore))
-    plane, feed = control_plane(settings, reactor, core, sip, writes)
+    if settings.reporting.enabled:
+        recorder = HistoryRecorder(
+            line_of=lambda aor: aor if core.sca.is_sca(aor) else None, local_domains=domains
+        )
+        # Registered last: a batch whose history rows were written is never retried for another table.
+        history = HistoryFeed(
+            recorder, writes.channel("history", SqlHistoryRepository(store.engine), history_key), core
+        )
+        history.attach(bus)
+        server.adopt(
+            Periodic(reactor, settings.reporting.sample_interval, lambda: history.sample(reactor.seconds()))
+        )
+        retention = RetentionPolicy(days=dict.fromkeys(HISTORY_TABLES, settings.reporting.retention_days))
+
+        def purge_history() -> None:
+            purged = pool.run(purge, store.engine, retention, reactor.seconds())
+            purged.addErrback(lambda failure: _log.failure("history purge failed", failure=failure))
+
+        server.adopt(Periodic(reactor, DAY_S, purge_history))
+    resource = (
+        provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
+    )
+    plane, feed = control_plane(settings, reactor, core, sip, writes, provisioning=resource)
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))

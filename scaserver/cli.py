@@ -10,6 +10,8 @@
     scaserver subscriber add|rm|list [USER@DOMAIN] [--password P]
     scaserver trusted add|rm|list [CIDR] [--transport T] [--tag NAME]
     scaserver line add|rm|list|members [AOR] [--appearances N] [--member M]... [--add M] [--remove M]
+    scaserver device add|rm|list|show|identity ...; scaserver provision render MAC
+    scaserver report NAME [--since T] [--until T] [--line AOR] [--format table|csv|json|png] [--output FILE]
 
 Flags override the file.  ``--sip`` is repeatable and binds UDP and TCP on each
 address (IPv6 as ``[::1]:5060``; an interface name binds its addresses).
@@ -31,10 +33,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import Reactor, make_server
+from scaserver.app import Reactor, make_server, site_settings
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.logs import start_logging
+from scaserver.provisioning import commands as provisioning
+from scaserver.reporting import commands as reports
 from scaserver.store import migrate
 
 EXIT_OK = 0
@@ -70,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     db.add_argument("--db", metavar="URL", help="database URL (default: [database] url)")
 
     directory.add_subparsers(commands)
+    reports.add_subparsers(commands)
+    provisioning.add_subparsers(commands)
     return parser
 
 
@@ -88,6 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _db(args)
             case "subscriber" | "trusted" | "line":
                 return _directory(args)
+            case "device" | "provision":
+                settings = settings_for(args)
+                return provisioning.run(
+                    args, database_url=settings.database.url, site=site_settings(settings)
+                )
+            case "report":
+                return reports.run(args, database_url=settings_for(args).database.url)
             case _:
                 _parser().print_usage(sys.stderr)
                 return EXIT_CONFIG

@@ -147,6 +147,54 @@ class HttpSettings:
 
 
 @attrs.frozen
+class ProvisioningSettings:
+    """``[provisioning]`` (provisioning.md section 4): handset profiles served under
+    ``path_prefix`` on the ``[http]`` listener.
+
+    ``sip_host``/``sip_port``/``sip_transport``: where the phones register (empty/0: the
+    advertised SIP address); ``base_url``: how phones reach the provisioning server (empty:
+    ``http://`` + the ``[http]`` listen address + ``path_prefix``); ``default_username`` and
+    ``default_password``: site credentials for devices without their own; ``allow_from``:
+    networks allowed to fetch (empty = any); ``upload_dir``: where phone uploads go (empty:
+    uploads refused).
+    """
+
+    enabled: bool = True
+    path_prefix: str = "/prov"
+    realm: str = "scaserver-provisioning"
+    sip_host: str = ""
+    sip_port: int = 0
+    sip_transport: str = "udp"
+    outbound_proxy: str = ""
+    base_url: str = ""
+    default_username: str = ""
+    default_password: str = ""
+    allow_from: tuple[str, ...] = ()
+    upload_dir: str = ""
+    upload_max_bytes: int = 1024 * 1024
+    upload_keep: int = 5
+    serve_overrides: bool = False
+    static_dir: str = ""
+    unknown_mac_limit: int = 20
+    registration_expires: int = 600
+    resync_periodic: int = 3600
+    firmware_path: str = "sip.ld"
+
+
+@attrs.frozen
+class ReportingSettings:
+    """``[reporting]`` (reporting.md): call and appearance history for SQL reports.
+
+    ``enabled`` false writes no history; ``retention_days`` is how long rows are kept
+    (purged once a day); ``sample_interval`` the seconds between per-line busy samples.
+    """
+
+    enabled: bool = True
+    retention_days: int = 90
+    sample_interval: float = 60.0
+
+
+@attrs.frozen
 class RpcSettings:
     """``[rpc]`` (rpc.md section 2): access to the JSON-RPC control interface.
 
@@ -244,6 +292,79 @@ class UpstreamSettings:
 
 
 @attrs.frozen
+class PushSettings:
+    """``[push]`` (push-and-parking.md sections 4 and 5): device typing and the push gateway.
+
+    ``enabled`` false: no push is ever sent and no call is parked.  ``gateway_url`` is the
+    operator's push gateway (section 5.1); ``gateway_token`` a bearer token and
+    ``gateway_secret`` the HMAC key of ``X-Scaserver-Signature`` ("" = none).  ``providers``
+    are the ``pn-provider`` values we push for (others get 555); ``pnsreg_interval`` seconds
+    for ``+sip.pnsreg`` in our 2xx (0 = not sent).  Timing and limits are section 5.3.
+    """
+
+    enabled: bool = False
+    gateway_url: str = ""
+    gateway_token: str = ""
+    gateway_secret: str = ""
+    providers: tuple[str, ...] = ("apns", "fcm", "webpush")
+    pnsreg_interval: int = 0
+    connect_timeout: float = 1.0
+    request_timeout: float = 2.0
+    max_attempts: int = 3
+    max_inflight: int = 64
+    max_queue: int = 1000
+
+
+@attrs.frozen
+class MidRegistrarSettings:
+    """``[midregistrar]`` (push-and-parking.md section 3.1, keys ``midreg.*`` there).
+
+    ``enabled`` false: scaserver is a plain registrar.  ``upstream`` is the registrar/PBX
+    device REGISTERs go to, ``sip:host[:port][;transport=udp|tcp|tls]`` (its address is a
+    trusted peer); ``upstream_domain`` the Request-URI domain of our own REGISTERs ("" = the
+    upstream host); ``advertised`` the host[:port] of the aggregate contact ("" = the
+    server's advertised address).
+    """
+
+    enabled: bool = False
+    mode: str = "aor"
+    upstream: str = ""
+    upstream_domain: str = ""
+    advertised: str = ""
+    outgoing_expires: int = 3600
+    refresh_fraction: float = 0.33
+    upstream_timeout: float = 5.0
+    retry_backoff: float = 5.0
+    retry_cap: float = 300.0
+    absorb_requires_same_callid: bool = True
+    device_min_expires: int = 60
+    device_max_expires: int = 3600
+    device_default_expires: int = 3600
+    max_contacts: int = 10
+    unregister_grace: float = 0.0
+    startup_spread: float = 60.0
+
+
+@attrs.frozen
+class ParkingSettings:
+    """``[parking]`` (push-and-parking.md sections 6.1-6.3, 6.6): call parking while pushed
+    devices wake; active when ``push.enabled``.  Durations in seconds."""
+
+    wake_timeout: float = 10.0
+    park_timeout: float = 30.0
+    inflight_grace: float = 2.0
+    local_ringing: bool = True
+    honour_6xx: bool = True
+    early_media: str = "all"
+    timeout_response: int = 480
+    max_per_aor: int = 8
+    max_total: int = 5000
+    max_branches: int = 16
+    fresh_window: float = 0.0
+    ring_open_flows: bool = True
+
+
+@attrs.frozen
 class LogSettings:
     """``[log]``: minimum level and output format (text lines or JSON lines) on stderr."""
 
@@ -258,11 +379,16 @@ class Settings:
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     rpc: RpcSettings = RpcSettings()
+    reporting: ReportingSettings = ReportingSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
     registrar: RegistrarSettings = RegistrarSettings()
     sca: ScaSettings = ScaSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     log: LogSettings = LogSettings()
+    push: PushSettings = PushSettings()
+    midregistrar: MidRegistrarSettings = MidRegistrarSettings()
+    parking: ParkingSettings = ParkingSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -552,13 +678,36 @@ def _check(settings: Settings) -> None:
             f'expected "domain", "aor" or a sip: URI, got {_show(sca.call_info_uri)}',
         ),
         (1 <= up.port <= 65535, "upstream.port", "must be from 1 to 65535"),
+        (settings.reporting.retention_days >= 1, "reporting.retention_days", "must be at least 1"),
+        (
+            settings.provisioning.sip_transport in ("udp", "tcp", "tls"),
+            "provisioning.sip_transport",
+            f'expected "udp", "tcp" or "tls", got {_show(settings.provisioning.sip_transport)}',
+        ),
+        (
+            bool(settings.provisioning.path_prefix.strip("/")),
+            "provisioning.path_prefix",
+            "must name at least one path segment (the root is the RPC tree)",
+        ),
+        (0 <= settings.provisioning.sip_port <= 65535, "provisioning.sip_port", "must be from 0 to 65535"),
+        (settings.provisioning.upload_max_bytes > 0, "provisioning.upload_max_bytes", "must be positive"),
+        (settings.reporting.sample_interval > 0, "reporting.sample_interval", "must be positive"),
     ]
+    checks += _mobile_checks(settings)
     for algorithm in auth.algorithms:
         checks.append(
             (
                 algorithm in DIGEST_ALGORITHMS,
                 "auth.algorithms",
                 f"{_show(algorithm)}: expected one of {', '.join(DIGEST_ALGORITHMS)}",
+            )
+        )
+    for index, cidr in enumerate(settings.provisioning.allow_from):
+        checks.append(
+            (
+                _is_network(cidr),
+                f"provisioning.allow_from[{index}]",
+                f"{_show(cidr)}: expected an address or CIDR",
             )
         )
     for index, cidr in enumerate(settings.rpc.allow_from):
@@ -603,6 +752,56 @@ def _check(settings: Settings) -> None:
     for ok, key, detail in checks:
         if not ok:
             raise _KeyedValueError(key, detail)
+
+
+def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
+    push, mid, park = settings.push, settings.midregistrar, settings.parking
+    url = push.gateway_url
+    return [
+        (
+            not push.enabled or url.startswith(("http://", "https://")),
+            "push.gateway_url",
+            f"expected an http:// or https:// URL when push is enabled, got {_show(url)}",
+        ),
+        (push.connect_timeout > 0, "push.connect_timeout", "must be positive"),
+        (push.request_timeout > 0, "push.request_timeout", "must be positive"),
+        (push.max_attempts >= 1, "push.max_attempts", "must be at least 1"),
+        (push.max_inflight >= 1, "push.max_inflight", "must be at least 1"),
+        (push.max_queue >= 1, "push.max_queue", "must be at least 1"),
+        (push.pnsreg_interval >= 0, "push.pnsreg_interval", "must not be negative"),
+        (
+            mid.mode in ("aor", "mirror"),
+            "midregistrar.mode",
+            f'expected "aor" or "mirror", got {_show(mid.mode)}',
+        ),
+        (
+            not mid.enabled or _is_sip_uri(mid.upstream),
+            "midregistrar.upstream",
+            f"expected a sip: URI of the upstream registrar, got {_show(mid.upstream)}",
+        ),
+        (mid.outgoing_expires > 0, "midregistrar.outgoing_expires", "must be positive"),
+        (0 < mid.refresh_fraction < 1, "midregistrar.refresh_fraction", "must be between 0 and 1"),
+        (mid.upstream_timeout > 0, "midregistrar.upstream_timeout", "must be positive"),
+        (mid.retry_backoff > 0, "midregistrar.retry_backoff", "must be positive"),
+        (
+            0 < mid.device_min_expires <= mid.device_default_expires <= mid.device_max_expires,
+            "midregistrar.device_default_expires",
+            "must be between device_min_expires and device_max_expires",
+        ),
+        (mid.max_contacts >= 0, "midregistrar.max_contacts", "must not be negative"),
+        (park.wake_timeout > 0, "parking.wake_timeout", "must be positive"),
+        (park.park_timeout > 0, "parking.park_timeout", "must be positive"),
+        (park.inflight_grace >= 0, "parking.inflight_grace", "must not be negative"),
+        (
+            park.early_media in ("all", "first"),
+            "parking.early_media",
+            f'expected "all" or "first", got {_show(park.early_media)}',
+        ),
+        (400 <= park.timeout_response <= 699, "parking.timeout_response", "must be from 400 to 699"),
+        (park.max_per_aor >= 1, "parking.max_per_aor", "must be at least 1"),
+        (park.max_total >= 0, "parking.max_total", "must not be negative"),
+        (park.max_branches >= 1, "parking.max_branches", "must be at least 1"),
+    ]
 
 
 class _KeyedValueError(ValueError):
@@ -710,7 +909,12 @@ __all__ = [
     "InterfaceLookup",
     "LogLevelName",
     "LogSettings",
+    "MidRegistrarSettings",
+    "ParkingSettings",
+    "ProvisioningSettings",
+    "PushSettings",
     "RegistrarSettings",
+    "ReportingSettings",
     "RpcSettings",
     "ScaSettings",
     "ServerSettings",

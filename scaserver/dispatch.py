@@ -26,6 +26,7 @@ from typing import Final, assert_never
 
 import attrs
 
+from scaserver.mobile import Mobile
 from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
 from scaserver.proxy.routing import (
@@ -35,7 +36,9 @@ from scaserver.proxy.routing import (
     response_destination,
 )
 from scaserver.proxy.target import Target
+from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
@@ -52,6 +55,7 @@ from scaserver.sip.actions import (
 )
 from scaserver.sip.digest import Authenticated, Authenticator, Rejected
 from scaserver.sip.errors import (
+    BadEvent,
     BadExtension,
     BadRequest,
     CallDoesNotExist,
@@ -194,6 +198,7 @@ class SipCore:
     proxy: Proxy
     sca: ScaEngine
     unique: Callable[[], str]
+    mobile: Mobile | None = None  # push mid-registrar and call parking (push-and-parking.md)
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
 
@@ -221,6 +226,8 @@ class SipCore:
             return self._run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):
             return self._run(self.proxy.on_timer(key, name, now), now)
+        if self.mobile is not None and self.mobile.owns_timer(key):
+            return self._run(self.mobile.on_timer(key, name, now), now)
         return self._run(self.sca.on_timer(key, name, now), now)
 
     def connection_lost(self, peer: Peer, now: float) -> list[Action]:
@@ -234,6 +241,16 @@ class SipCore:
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
         return self._run(actions, now)
+
+    def push_delivered(self, request: PushRequest, answer: Answer, dropped: bool, now: float) -> list[Action]:
+        """The push gateway client's last word on one push attempt (push-and-parking.md 5.2)."""
+        if self.mobile is None:
+            return []
+        return self._run(self.mobile.on_push_delivered(request, answer, dropped, now), now)
+
+    def push_retrying(self, request: PushRequest, now: float) -> list[Action]:
+        """A push attempt is waiting to be retried (5.3)."""
+        return [] if self.mobile is None else self._run(self.mobile.on_push_retrying(request, now), now)
 
     # ------------------------------------------------------------------ input checks
 
@@ -365,6 +382,14 @@ class SipCore:
                 return [Deliver(event), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
                 return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
+            case UpstreamGaveUp(context=context):
+                for client, (_, owned) in list(self._owners.items()):
+                    if owned == context:
+                        del self._owners[client]  # its late answer is stray
+                return []
+            case _ if self.mobile is not None and self.mobile.handles(event):
+                published: list[Action] = [Deliver(event)] if self.mobile.publishes(event) else []
+                return published + self._run(self.mobile.handle(event, now), now)
             case _:
                 return [Deliver(event)]
 
@@ -376,7 +401,13 @@ class SipCore:
             return []
         kind, context = owner
         if kind is _Owner.PROXY and isinstance(context, BranchKey):
+            if self.mobile is not None and response.status < 200:
+                relayed, parked = self.mobile.on_branch_provisional(context, response, now)
+                quiet = relayed or attrs.evolve(response, status=100, reason="Trying")  # relay nothing
+                return parked + self.proxy.on_response(context, quiet, now)
             return self.proxy.on_response(context, response, now)
+        if isinstance(context, ForwardKey) and self.mobile is not None:
+            return self.mobile.on_upstream_response(context, response, now)
         if isinstance(context, NotifyContext):
             return self.sca.on_notify_response(context, response, now)
         return []
@@ -388,6 +419,8 @@ class SipCore:
         if owner is None:
             return []
         _, context = owner
+        if isinstance(context, ForwardKey) and self.mobile is not None:
+            return self.mobile.on_upstream_failure(context, isinstance(event, TransactionTimedOut), now)
         if isinstance(context, BranchKey):
             if isinstance(event, TransportFailed):
                 return self.proxy.on_branch_failure(context, now)
@@ -400,7 +433,10 @@ class SipCore:
 
     def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
         if event.invite_key is not None and event.invite_key in self.proxy:
-            return self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
+            actions = self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
+            if self.mobile is not None:
+                actions += self.mobile.on_cancel(event.invite_key, now)  # 6.5: 487 at once
+            return actions
         return [Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))]
 
     def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
@@ -435,6 +471,11 @@ class SipCore:
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
             return self._subscribe(request, peer, key, in_dialog, now)
+        if method == "SUBSCRIBE" and not in_dialog and self._names_shared_line(uri):
+            if event_header is None:
+                return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
+            allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
+            raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
         if in_dialog:
             return self._in_dialog(request, peer, key, now)
         if method == "REGISTER":
@@ -446,6 +487,9 @@ class SipCore:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
+
+    def _names_shared_line(self, uri: SipUri | TelUri) -> bool:
+        return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(uri.aor())
 
     def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
         """OPTIONS is ours when it names the server, or a user nobody registered in a local
@@ -491,6 +535,9 @@ class SipCore:
         return [Deliver(fact), Respond(key, rejection.response(request, to_tag=self.unique()[:10]))]
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        if self.mobile is not None and self.mobile.midregistrar is not None:
+            # The upstream registrar authenticates devices (push-and-parking.md 3.2).
+            return self.mobile.on_register(request, peer, key, now)
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
             return self._refuse(key, request, peer, decision)
@@ -512,9 +559,11 @@ class SipCore:
     # ------------------------------------------------------------------ proxying
 
     def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
-        """Mid-dialog requests follow their Route set (RFC 3261 16.4); one addressed to us with
-        no Route is for a dialog we do not have (481)."""
-        if self._is_for_us(request) and "Route" not in request.headers:
+        """Mid-dialog requests follow their Route set (RFC 3261 16.4).  One with no Route
+        addressed to us, or to an address-of-record of our domains (a dialog's remote target
+        is a contact, never an AoR), is for a dialog we do not have: 481."""
+        uri = parse_uri(request.uri)
+        if "Route" not in request.headers and isinstance(uri, SipUri) and self._is_local_domain(uri):
             raise CallDoesNotExist("no such dialog here")
         return self.proxy.on_request(request, key, peer, (), now)
 
@@ -547,11 +596,16 @@ class SipCore:
             if plan.replaces is not None:
                 retargeted = request.with_headers(request.headers.set("Replaces", plan.replaces))
             return self.proxy.on_request(retargeted, key, peer, (Target(plan.target),), now)
-        bindings = self.registrar.lookup(uri.aor(), now)
+        aor = self.mobile.aor_of(uri) if self.mobile is not None else uri.aor()
+        bindings = self.registrar.lookup(aor, now)
         if not bindings:
             if self.sca.is_sca(uri.aor()):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
             raise NotFound("no such user here")
+        if self.mobile is not None:
+            parked = self.mobile.on_invite(request, key, peer, aor=aor, bindings=bindings, now=now)
+            if parked is not None:
+                return parked
         targets = [
             Target(binding.contact, binding.sort_q, binding.path, _flow(binding)) for binding in bindings
         ]

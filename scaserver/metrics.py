@@ -24,6 +24,22 @@ NAMESPACE = "scaserver"
 #: Buckets for database flush latency, seconds.
 FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+#: Buckets of ``push_wake_latency_ms`` (push-and-parking.md 5.3), milliseconds.
+WAKE_BUCKETS_MS = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 13000.0)
+
+#: Push attempt outcomes counted by ``push_*`` (push-and-parking.md 5.3).
+PUSH_OUTCOMES = ("sent", "failed", "invalidated", "retried", "dropped", "no_wake")
+
+#: Parked call counters (push-and-parking.md 6.8).
+PARK_EVENTS = (
+    "parked",
+    "added_branches",
+    "park_timeouts",
+    "park_answered",
+    "park_cancelled",
+    "park_rejected",
+)
+
 
 class ScaGauges(Protocol):
     """Engine state counted at scrape time (implemented by the composition root)."""
@@ -124,6 +140,29 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._push = {
+            outcome: Counter(
+                f"push_{outcome}",
+                f"Push attempts {outcome.replace('_', '-')} (push-and-parking.md 5.3)",
+                namespace=NAMESPACE,
+                registry=registry,
+            )
+            for outcome in PUSH_OUTCOMES
+        }
+        self._wake_latency = Histogram(
+            "push_wake_latency_ms",
+            "Push accepted to binding confirmed, milliseconds",
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=WAKE_BUCKETS_MS,
+        )
+        self._park = {
+            name: Counter(name, f"Call parking: {name}", namespace=NAMESPACE, registry=registry)
+            for name in PARK_EVENTS
+        }
+        self._parked_current = Gauge(
+            "parked_current", "Calls parked now", namespace=NAMESPACE, registry=registry
+        )
         self._queue_depth = Gauge(
             "db_queue_depth",
             "Pending write-behind records, by store",
@@ -165,3 +204,22 @@ class Metrics:
 
     def db_queue_depth(self, store: str, depth: int) -> None:
         self._queue_depth.labels(store=store).set(depth)
+
+    def push(self, outcome: str) -> None:
+        """A push attempt ended or was retried; ``outcome`` is one of :data:`PUSH_OUTCOMES`."""
+        self._push[outcome].inc()
+
+    def push_woke(self, latency_ms: int | None) -> None:
+        """A pushed device's binding was confirmed (None: before the gateway answered)."""
+        if latency_ms is not None:
+            self._wake_latency.observe(latency_ms)
+
+    def park(self, name: str) -> None:
+        """One of :data:`PARK_EVENTS`; ``parked`` raises ``parked_current``."""
+        self._park[name].inc()
+        if name == "parked":
+            self._parked_current.inc()
+
+    def park_ended(self) -> None:
+        """A parked call left the table (whatever its ending)."""
+        self._parked_current.dec()

@@ -7,20 +7,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scaserver.control.parking import register_parking
 from scaserver.control.registry import Registry
 from scaserver.control.sca import register_sca
-from scaserver.control.seams import LocationControl, ScaControl
+from scaserver.control.seams import LocationControl, NoParking, ParkingControl, ScaControl
 from scaserver.control.system import ServerInfo, register_core, register_system
 from scaserver.control.usrloc import register_usrloc
 
 
 def build_registry(
-    *, sca: ScaControl, location: LocationControl, server: ServerInfo, clock: Callable[[], float]
+    *,
+    sca: ScaControl,
+    location: LocationControl,
+    server: ServerInfo,
+    clock: Callable[[], float],
+    parking: ParkingControl | None = None,
 ) -> Registry:
-    """Every method: ``system.*``, ``core.*``, ``sca.*`` and ``ul.*``; ``clock`` gives epoch seconds."""
+    """Every method: ``system.*``, ``core.*``, ``sca.*``, ``ul.*``, ``ts.*`` and ``pushreg.*``;
+    ``clock`` gives epoch seconds; without ``parking`` the ``ts``/``pushreg`` tables are empty."""
     registry = Registry()
     register_system(registry)
     register_core(registry, server, clock)
     register_sca(registry, sca, clock)
     register_usrloc(registry, location, clock)
+    register_parking(registry, parking or NoParking(), location, clock)
     return registry

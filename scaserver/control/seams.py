@@ -276,3 +276,58 @@ class LocationControl(Protocol):
     async def flush(self) -> None:
         """Force the database write of pending registration changes."""
         ...
+
+
+@attrs.frozen
+class ParkedTransaction:
+    """One parked INVITE in the tsilo table (rpc.md 3.4): ``ruri`` the AoR it is stored under;
+    ``tindex``/``tlabel`` our opaque transaction identifiers, stable while it is parked."""
+
+    ruri: str
+    tindex: int
+    tlabel: int
+    call_id: str
+
+
+@attrs.frozen
+class UpstreamInfo:
+    """The mid-registrar's upstream registration of one AoR (rpc.md 3.5, push-and-parking.md
+    3.5 and 9): ``state`` one of ``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``,
+    ``expires_at`` epoch seconds (0 when not registered), ``last_ok`` the last 2xx, if any."""
+
+    aor: str
+    mode: str
+    state: str
+    expires_at: float
+    last_ok: float | None
+    last_error: str | None
+    upstream_auth_needed: bool
+
+
+class ParkingControl(Protocol):
+    """Call parking and the push mid-registrar as seen by ``ts.*`` and ``pushreg.*``."""
+
+    def parked(self) -> Sequence[ParkedTransaction]:
+        """Every parked INVITE, ordered by (ruri, tlabel)."""
+        ...
+
+    def registrations(self) -> Sequence[UpstreamInfo]:
+        """Every upstream registration, ordered by AoR (empty when the mid-registrar is off)."""
+        ...
+
+    def registration(self, aor: str) -> UpstreamInfo | None:
+        """The upstream registration of ``aor`` (canonicalised as for ``ul.*``); None if none."""
+        ...
+
+
+class NoParking:
+    """The ``ParkingControl`` of a server without push and mid-registrar: empty tables."""
+
+    def parked(self) -> Sequence[ParkedTransaction]:
+        return ()
+
+    def registrations(self) -> Sequence[UpstreamInfo]:
+        return ()
+
+    def registration(self, aor: str) -> UpstreamInfo | None:
+        return None

@@ -30,6 +30,7 @@ reports only the failures known while the actions run (no route to the subscribe
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
 
@@ -46,14 +47,17 @@ from scaserver.control.seams import (
     ContactRemoval,
     Deactivation,
     LineInfo,
+    ParkedTransaction,
     PushInfo,
     ScaEvent,
     SubscriptionInfo,
+    UpstreamInfo,
 )
 from scaserver.dispatch import SipCore
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.events import EventBus
 from scaserver.registrar.binding import Binding, RemovalReason
+from scaserver.registrar.midregistrar import UpstreamRegistration
 from scaserver.sca.appearance import Appearance, AppearanceState
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.line import canonical_aor
@@ -527,3 +531,54 @@ class EngineScaGauges:
             if app.state is not AppearanceState.IDLE:
                 counts[app.state.wire] += 1
         return counts
+
+
+class MobileParkingControl:
+    """``control.seams.ParkingControl`` over the parking lot and mid-registrar of a running core
+    (rpc.md 3.4, 3.5).  ``Tlabel`` is the parked call's number, ``Tindex`` a CRC of its
+    Call-ID: opaque integers, stable while the call is parked."""
+
+    def __init__(self, core: SipCore, *, default_domain: str) -> None:
+        self._core = core
+        self._domain = default_domain.lower()
+
+    def parked(self) -> Sequence[ParkedTransaction]:
+        mobile = self._core.mobile
+        if mobile is None:
+            return ()
+        found: list[ParkedTransaction] = []
+        for call in mobile.parking.calls():
+            label = int(call.park_id.rpartition("-")[2] or 0)
+            index = zlib.crc32(call.spec.call_id.encode("utf-8")) & 0xFFFF
+            for aor in call.spec.aors:
+                found.append(ParkedTransaction(usrloc_aor(aor), index, label, call.spec.call_id))
+        return sorted(found, key=lambda item: (item.ruri, item.tlabel))
+
+    def registrations(self) -> Sequence[UpstreamInfo]:
+        mobile = self._core.mobile
+        if mobile is None or mobile.midregistrar is None:
+            return ()
+        regs = sorted(mobile.midregistrar.registrations(), key=lambda reg: reg.aor)
+        return [self._info(reg) for reg in regs]
+
+    def registration(self, aor: str) -> UpstreamInfo | None:
+        mobile = self._core.mobile
+        canonical = canonical_argument(aor, self._domain)
+        if mobile is None or mobile.midregistrar is None or canonical is None:
+            return None
+        reg = mobile.midregistrar.registration(canonical)
+        return None if reg is None else self._info(reg)
+
+    def _info(self, reg: UpstreamRegistration) -> UpstreamInfo:
+        mobile = self._core.mobile
+        assert mobile is not None and mobile.midregistrar is not None
+        last_ok = None if reg.renewed_at == float("-inf") else reg.renewed_at
+        return UpstreamInfo(
+            aor=reg.aor,
+            mode=mobile.midregistrar.settings.mode.value,
+            state=reg.state.value,
+            expires_at=reg.expires_at,
+            last_ok=last_ok,
+            last_error=reg.last_error,
+            upstream_auth_needed=reg.upstream_auth_needed,
+        )

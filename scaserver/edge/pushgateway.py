@@ -103,17 +103,24 @@ class PushGatewayClient:
         self._time = cast(IReactorTime, clock)
         self._slots = DeferredSemaphore(policy.max_inflight)
         self._queue: PushQueue[_Job] = PushQueue(policy.max_queue)
+        # Parked calls whose pushes are aborted, kept only while a push of theirs is unfinished.
         self._aborted: set[str] = set()
+        self._unfinished: dict[str, int] = {}
         self.inflight = 0
 
     def send(self, request: PushRequest, deadline: float | None = None) -> Deferred[Delivery]:
         """Queue ``request``; the Deferred fires with its :class:`Delivery` (never errbacks)."""
         job = _Job(request, deadline, Deferred())
+        park_id = _park_id(request)
+        if park_id is not None:
+            self._unfinished[park_id] = self._unfinished.get(park_id, 0) + 1
         self._submit(job)
         return job.done
 
     def abort(self, park_id: str) -> None:
         """Drop waiting and future retries of the pushes of a parked call (6.5)."""
+        if park_id not in self._unfinished:
+            return  # nothing of that call is queued or in flight: nothing to remember
         self._aborted.add(park_id)
         for job in self._queue.discard(lambda job: _park_id(job.request) == park_id):
             self._finish(job, transport_error("aborted"), dropped=True)
@@ -177,8 +184,15 @@ class PushGatewayClient:
             return
         self._submit(job)
 
-    @staticmethod
-    def _finish(job: _Job, answer: Answer, *, dropped: bool = False) -> None:
+    def _finish(self, job: _Job, answer: Answer, *, dropped: bool = False) -> None:
+        park_id = _park_id(job.request)
+        if park_id is not None:
+            left = self._unfinished.get(park_id, 1) - 1
+            if left > 0:
+                self._unfinished[park_id] = left
+            else:
+                self._unfinished.pop(park_id, None)
+                self._aborted.discard(park_id)
         job.done.callback(Delivery(job.request, answer, job.attempts, dropped))
 
 

@@ -177,8 +177,9 @@ class Transports:
         for connection in tuple(self._streams.values()):
             connection.close()
 
-    def send(self, data: bytes, peer: Peer) -> None:
-        """Write ``data`` to ``peer`` over its transport; a failure is logged, never raised.
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """Write ``data`` to ``peer`` over its transport (or queue it while a connection is
+        dialled); False, logged, when it cannot go at all: never raised.
 
         A host name (a next hop taken from a URI) is looked up in the hosts table
         (:mod:`scaserver.edge.resolver`: no DNS); its first address is used.
@@ -188,15 +189,16 @@ class Transports:
                 peer = resolve_peer(peer, self._hosts)[0]
             except UnresolvableTargetError as error:
                 self._log.warn("message to {peer} dropped: {reason}", peer=str(peer), reason=str(error))
-                return
+                return False
         match peer.transport:
             case Transport.UDP:
                 family = address_family(peer.host)
                 for endpoint in self._datagrams:
                     if endpoint.family == family:
                         endpoint.send(data, peer)
-                        return
+                        return True
                 self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
+                return False
             case Transport.TCP:
                 key = connection_key(peer.host, peer.port)
                 connection = self._streams.get(key)
@@ -206,11 +208,14 @@ class Transports:
                     self._pending[key].append(data)
                 elif self._dial is None:
                     self._log.warn("no TCP connection to {peer}: message dropped", peer=str(peer))
+                    return False
                 else:
                     self._pending[key] = [data]
                     self._dial(peer)
+                return True
             case Transport.TLS:
                 self._log.warn("TLS is not served: message to {peer} dropped", peer=str(peer))
+                return False
             case _:
                 assert_never(peer.transport)
 
@@ -266,7 +271,10 @@ class SipStack(Service):
                     data = serialize(message)
                     if self._trace is not None:
                         self._trace("out", data, peer)
-                    self._out.send(data, peer)
+                    if not self._out.send(data, peer):
+                        # The transactions bound to that peer fail now, not after 32 s (RFC 3261
+                        # 17.1.4: a transport error is reported to the TU); after this run.
+                        call_later(self._clock, 0.0, self.connection_lost, peer)
                 case StartTimer(key=key, name=name, delay=delay):
                     self._cancel(key, name)
                     self._timers[key, name] = call_later(self._clock, max(delay, 0.0), self._fire, key, name)

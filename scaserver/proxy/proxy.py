@@ -42,6 +42,11 @@ Division of work with the dispatcher (``scaserver.dispatch``):
   Max-Forwards (483), only later.
 * Timer C (16.6 step 11) is the proxy's: ``StartTimer(BranchKey, "C", ...)``;
   when it fires the edge hands it back through :meth:`Proxy.on_timer`.
+* Call parking (push-and-parking.md section 6) holds a context: ``on_request(...,
+  hold=True)`` forks to nothing yet, :meth:`Proxy.add_targets` adds branches as devices
+  wake, every branch's final response is reported as ``Deliver(BranchFinished(...))`` (an
+  instruction the dispatcher intercepts), and the final response waits for
+  :meth:`Proxy.release` even when every branch has ended.
 
 Choices where RFC 3261 leaves room, and why:
 
@@ -144,6 +149,17 @@ class CancelBranch:
 
 
 @attrs.frozen
+class BranchFinished:
+    """Instruction to the dispatcher, delivered as ``Deliver(BranchFinished(...))`` while the
+    context of ``branch`` is held (:meth:`Proxy.on_request` with ``hold``): the branch has a
+    final response, received or counted (408 time-out, 487 cancelled, 503 unreachable).  Call
+    parking decides from these when a held call ends (push-and-parking.md 6.3)."""
+
+    branch: BranchKey
+    status: int
+
+
+@attrs.frozen
 class ProxySettings:
     """Tunables of the proxy.
 
@@ -203,6 +219,8 @@ class ResponseContext:
     state: ContextState = ContextState.FORKING
     cancelled: bool = False
     declined: bool = False  # a 6xx arrived (16.7 step 6)
+    held: bool = False  # call parking decides when the final response goes (push-and-parking.md 6.3)
+    honour_6xx: bool = True  # while held: a 6xx ends the search (RFC 3261 16.7) or counts as a 4xx
 
     @property
     def is_invite(self) -> bool:
@@ -234,13 +252,29 @@ class Proxy:
     # ------------------------------------------------------------------ requests
 
     def on_request(
-        self, request: Request, server_tx: Hashable, peer: Peer, targets: Sequence[Target], now: float
+        self,
+        request: Request,
+        server_tx: Hashable,
+        peer: Peer,
+        targets: Sequence[Target],
+        now: float,
+        *,
+        hold: bool = False,
+        honour_6xx: bool = True,
     ) -> list[EngineAction]:
         """Proxy ``request`` (received from ``peer`` on ``server_tx``) to ``targets``.
 
         16.3 items 3 to 5 first (483, 482, 420), then 16.4 and 16.6 for each
         target of the first q-group.  An empty ``targets`` means the
         Request-URI (after Route pre-processing) is the only target.
+
+        With ``hold`` the context is parked (push-and-parking.md section 6): an
+        empty ``targets`` starts nothing, branches come later through
+        :meth:`add_targets`, every branch's final response is reported as
+        :class:`BranchFinished`, and no best response is sent when all branches
+        have ended until :meth:`release`.  A 2xx still goes upstream at once;
+        a 6xx ends the search only when ``honour_6xx``, else it counts like a
+        4xx of its branch (6.3 case 2).
         """
         if server_tx in self._contexts:
             raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
@@ -255,9 +289,69 @@ class Proxy:
             response = response_for(request, error, to_tag=_generated_tag(request))
             return [Respond(server_tx, response), *self._final_events(request, response, now, generated=True)]
         groups: list[tuple[Target, ...]] = order_targets(targets) if targets else [(Target(prepared.uri),)]
+        if hold and not targets:
+            groups = []
         context = ResponseContext(server_tx, request, prepared, peer, hash_part, groups)
+        context.held, context.honour_6xx = hold, honour_6xx
         self._contexts[server_tx] = context
-        return self._start_next_group(context, now)
+        return self._start_next_group(context, now) if groups else []
+
+    def add_targets(
+        self, server_tx: Hashable, targets: Sequence[Target], now: float
+    ) -> tuple[list[EngineAction], list[BranchKey]]:
+        """Start one more branch per target, in parallel, on a context still forking (call
+        parking's injected branches, push-and-parking.md 6.4: the same code path as the
+        first ones).  Returns the actions and the new branches' keys."""
+        context = self._contexts.get(server_tx)
+        if context is None or context.state is not ContextState.FORKING:
+            raise ProtocolStateError(f"{server_tx!r} is not a forking context")
+        actions: list[EngineAction] = []
+        keys: list[BranchKey] = []
+        for target in targets:
+            actions += self._start_branch(context, target, now)
+            keys.append(BranchKey(server_tx, len(context.branches) - 1, context.loop_hash))
+        actions += self._advance(context, now)
+        return actions, keys
+
+    def branch_state(self, key: BranchKey) -> BranchState | None:
+        """Where one branch stands; None when its context is gone."""
+        context = self._contexts.get(key.server_tx)
+        branch = context.branches.get(key.index) if context is not None else None
+        return None if branch is None else branch.state
+
+    def release(
+        self, server_tx: Hashable, fallback: Response | None, *, immediately: bool, now: float
+    ) -> list[EngineAction]:
+        """Stop holding ``server_tx`` (push-and-parking.md 6.3, 6.5).
+
+        Nothing pending: the best response (RFC 3261 16.7), or ``fallback`` when no branch
+        produced a final response.  Branches pending: forking goes on under the proxy's own
+        timers.  ``immediately`` (a CANCEL) sends ``fallback`` now whatever is pending; later
+        non-2xx finals are absorbed, a late 2xx is still forwarded (16.7 step 5).
+        """
+        context = self._contexts.get(server_tx)
+        if context is None or not context.held:
+            return []
+        context.held = False
+        if context.state is not ContextState.FORKING:
+            return self._advance(context, now)
+        if immediately:
+            response = fallback or make_response(context.request, 487, to_tag=context.to_tag)
+            context.state = ContextState.COMPLETED
+            context.groups.clear()
+            actions: list[EngineAction] = [
+                Respond(context.server_tx, response),
+                *self._final_events(context.request, response, now, generated=True),
+            ]
+            return actions + self._advance(context, now)
+        if not context.pending() and not context.finals and fallback is not None:
+            context.state = ContextState.COMPLETED
+            del self._contexts[server_tx]
+            return [
+                Respond(context.server_tx, fallback),
+                *self._final_events(context.request, fallback, now, generated=True),
+            ]
+        return self._advance(context, now)
 
     def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
         """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set.
@@ -412,6 +506,7 @@ class Proxy:
             branch.state = BranchState.COMPLETED
             if context.is_invite:
                 actions.append(CancelTimer(branch.key, TIMER_C))
+            actions += self._finished(context, branch, response.status)
         if context.state is ContextState.FORKING:
             context.state = ContextState.ANSWERED
             context.groups.clear()
@@ -440,7 +535,9 @@ class Proxy:
             actions.append(CancelTimer(branch.key, TIMER_C))
         branch.state = BranchState.COMPLETED
         context.finals.append((response, False))
-        if response.status >= 600 and context.state is ContextState.FORKING and not context.declined:
+        actions += self._finished(context, branch, response.status)
+        ends_search = response.status >= 600 and (context.honour_6xx or not context.held)
+        if ends_search and context.state is ContextState.FORKING and not context.declined:
             context.declined = True
             context.groups.clear()
             if context.is_invite:
@@ -467,7 +564,11 @@ class Proxy:
         branch.state = BranchState.COMPLETED
         response = make_response(context.request, status, to_tag=context.to_tag)
         context.finals.append((response, True))
-        return actions
+        return actions + self._finished(context, branch, status)
+
+    @staticmethod
+    def _finished(context: ResponseContext, branch: Branch, status: int) -> list[EngineAction]:
+        return [Deliver(BranchFinished(branch.key, status))] if context.held else []
 
     def _cancel_pending(self, context: ResponseContext, reason: str | None) -> list[EngineAction]:
         """Cancel every pending branch (9.1, 16.10).  Branches that have heard nothing count
@@ -490,6 +591,8 @@ class Proxy:
         if context.state is not ContextState.FORKING:
             del self._contexts[context.server_tx]
             return []
+        if context.held:
+            return []  # call parking releases it (6.3)
         if context.groups and not context.cancelled and not context.declined:
             return self._start_next_group(context, now)
         context.state = ContextState.COMPLETED
@@ -536,7 +639,9 @@ def _best_response(context: ResponseContext) -> tuple[Response, bool]:
     finals = context.finals
     if not finals:
         return make_response(context.request, 408, to_tag=context.to_tag), True
-    chosen: tuple[Response, bool] | None = next((f for f in finals if f[0].status >= 600), None)
+    chosen: tuple[Response, bool] | None = None
+    if context.honour_6xx:  # else (call parking, 6.3 case 2) a 6xx ranks by class like a 4xx
+        chosen = next((f for f in finals if f[0].status >= 600), None)
     if chosen is None:
         lowest = min(response.status // 100 for response, _ in finals)
         # Responses received from branches before our own 408/487/503, each in arrival order.
@@ -605,6 +710,7 @@ __all__ = [
     "ANSWERED_ELSEWHERE",
     "TIMER_C",
     "Branch",
+    "BranchFinished",
     "BranchKey",
     "BranchState",
     "CancelBranch",

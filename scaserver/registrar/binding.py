@@ -87,6 +87,8 @@ class RemovalReason(enum.Enum):
 
     UNREGISTERED = "unregistered"  # expires 0 for this contact, or Contact: *
     ADMINISTRATIVE = "administrative"  # an operator (RPC ul.rm / ul.rm_contact)
+    UPSTREAM_REJECTED = "upstream-rejected"  # the upstream refused the AoR (push-and-parking.md 3.5)
+    TOKEN_INVALID = "token-invalid"  # a push-only binding whose token died (push-and-parking.md 4.4)
 
 
 @attrs.frozen

@@ -24,17 +24,23 @@ from __future__ import annotations
 from typing import Final
 
 from sqlalchemy import (
+    CHAR,
+    BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 
@@ -193,4 +199,286 @@ sca_appearance: Final = Table(
     Column("changed_at", Float, nullable=False),
     Column("touched_at", Float, nullable=False),
     UniqueConstraint("aor", "appearance_index"),
+)
+
+
+# -- reporting history (reporting.md section 4.1) --------------------------------------------
+#
+# No foreign keys to provisioning or registrar tables: a deleted device must not delete
+# history (section 3 rule 5).  Identity columns are BIGINT on PostgreSQL and INTEGER PRIMARY
+# KEY (the rowid) on SQLite.  Every table has a real timestamp for people and an epoch-ms
+# column for arithmetic (section 3 rule 2).  The views of section 4.2 are created by the
+# migration and read through ``scaserver/reporting/reports.py``; they are not in this metadata.
+
+HISTORY_ID: Final = BigInteger().with_variant(Integer(), "sqlite")
+
+#: CDRs: one row per call, inserted at INVITE and updated at answer and end.
+calls: Final = Table(
+    "calls",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("call_uuid", String(36), nullable=False),
+    Column("sip_call_id", String(255), nullable=False),
+    Column("from_tag", String(128), nullable=False, server_default=""),
+    Column("to_tag", String(128), nullable=False, server_default=""),
+    Column("direction", String(8), nullable=False),
+    Column("line_aor", String(255), nullable=True),
+    Column("appearance_index", SmallInteger, nullable=True),
+    Column("caller_uri", String(255), nullable=False),
+    Column("caller_display", String(128), nullable=True),
+    Column("callee_uri", String(255), nullable=False),
+    Column("origin_device", CHAR(12), nullable=True),
+    Column("answered_contact", String(255), nullable=True),
+    Column("answered_device", CHAR(12), nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("started_ms", BigInteger, nullable=False),
+    Column("ring_ms", Integer, nullable=True),
+    Column("answer_ms", Integer, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("billable_ms", Integer, nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("disposition", String(12), nullable=False, server_default="IN PROGRESS"),
+    Column("end_reason", String(24), nullable=True),
+    Column("final_sip_code", SmallInteger, nullable=True),
+    Column("final_sip_reason", String(128), nullable=True),
+    Column("hold_count", SmallInteger, nullable=False, server_default="0"),
+    Column("held_ms", Integer, nullable=False, server_default="0"),
+    Column("parked", Boolean, nullable=False, server_default=false()),
+    UniqueConstraint("call_uuid"),
+    Index("ix_calls_started_ms", "started_ms"),
+    Index("ix_calls_line_started", "line_aor", "started_ms"),
+    Index("ix_calls_sip_call_id", "sip_call_id"),
+)
+
+#: CEL-like stream of appearance state changes.
+appearance_events: Final = Table(
+    "appearance_events",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("event_at", DateTime(timezone=True), nullable=False),
+    Column("event_ms", BigInteger, nullable=False),
+    Column("line_aor", String(255), nullable=False),
+    Column("appearance_index", SmallInteger, nullable=False),
+    Column("old_state", String(16), nullable=True),
+    Column("new_state", String(16), nullable=False),
+    Column("cause", String(24), nullable=False),
+    Column("owner_contact", String(255), nullable=True),
+    Column("owner_device", CHAR(12), nullable=True),
+    Column("call_uuid", String(36), nullable=True),
+    Column("source", String(8), nullable=False, server_default="sip"),
+    Index("ix_appev_line_idx_time", "line_aor", "appearance_index", "event_ms", "id"),
+    Index("ix_appev_time", "event_ms"),
+    Index("ix_appev_call", "call_uuid"),
+)
+
+#: One row per line per minute: busy appearances and active/held calls at that instant.
+line_samples: Final = Table(
+    "line_samples",
+    metadata,
+    Column("line_aor", String(255), primary_key=True),
+    Column("sample_ms", BigInteger, primary_key=True),
+    Column("busy_appearances", SmallInteger, nullable=False),
+    Column("active_calls", SmallInteger, nullable=False),
+    Column("held_calls", SmallInteger, nullable=False),
+    Index("ix_line_samples_sample_ms", "sample_ms"),
+)
+
+#: Registrar history: one row per binding change.
+registration_events: Final = Table(
+    "registration_events",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("event_at", DateTime(timezone=True), nullable=False),
+    Column("event_ms", BigInteger, nullable=False),
+    Column("aor", String(255), nullable=False),
+    Column("contact", String(512), nullable=False),
+    Column("instance_id", String(128), nullable=True),
+    Column("reg_id", SmallInteger, nullable=True),
+    Column("event", String(16), nullable=False),
+    Column("expires_s", Integer, nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    Column("source_addr", String(64), nullable=True),
+    Column("device_mac", CHAR(12), nullable=True),
+    Column("push_provider", String(16), nullable=True),
+    Column("wakeup_id", BigInteger, nullable=True),
+    Index("ix_regev_aor_time", "aor", "event_ms"),
+    Index("ix_regev_time", "event_ms"),
+)
+
+#: Push wake-ups; the token only as SHA-256 (section 3 rule 4).
+push_wakeups: Final = Table(
+    "push_wakeups",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("sent_ms", BigInteger, nullable=False),
+    Column("aor", String(255), nullable=False),
+    Column("provider", String(16), nullable=False),
+    Column("prid_sha256", CHAR(64), nullable=False),
+    Column("reason", String(16), nullable=False),
+    Column("call_uuid", String(36), nullable=True),
+    Column("gateway_status", SmallInteger, nullable=True),
+    Column("gateway_ms", Integer, nullable=True),
+    Column("registered_ms", Integer, nullable=True),
+    Column("outcome", String(16), nullable=False, server_default="pending"),
+    Index("ix_push_aor_time", "aor", "sent_ms"),
+    Index("ix_push_time", "sent_ms"),
+)
+
+#: Parked (tsilo-style) calls; offsets in ms from ``parked_ms``.
+parked_calls: Final = Table(
+    "parked_calls",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("call_uuid", String(36), nullable=False),
+    Column("ruri", String(255), nullable=False),
+    Column("parked_at", DateTime(timezone=True), nullable=False),
+    Column("parked_ms", BigInteger, nullable=False),
+    Column("wakeup_id", BigInteger, nullable=True),
+    Column("branches_added", SmallInteger, nullable=False, server_default="0"),
+    Column("first_branch_ms", Integer, nullable=True),
+    Column("answered_ms", Integer, nullable=True),
+    Column("ended_ms", Integer, nullable=True),
+    Column("outcome", String(24), nullable=False, server_default="pending"),
+    Column("final_sip_code", SmallInteger, nullable=True),
+    Index("ix_parked_time", "parked_ms"),
+    Index("ix_parked_ruri_time", "ruri", "parked_ms"),
+)
+
+#: Kamailio ``acc``: one row per completed INVITE/BYE transaction, Kamailio's column names
+#: plus the usual ``db_extra`` columns and the SCA line (section 2.1).
+acc: Final = Table(
+    "acc",
+    metadata,
+    Column("id", HISTORY_ID, Identity(), primary_key=True),
+    Column("method", String(16), nullable=False, server_default=""),
+    Column("from_tag", String(128), nullable=False, server_default=""),
+    Column("to_tag", String(128), nullable=False, server_default=""),
+    Column("callid", String(255), nullable=False, server_default=""),
+    Column("sip_code", String(3), nullable=False, server_default=""),
+    Column("sip_reason", String(128), nullable=False, server_default=""),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("src_user", String(64), nullable=False, server_default=""),
+    Column("src_domain", String(128), nullable=False, server_default=""),
+    Column("src_ip", String(64), nullable=False, server_default=""),
+    Column("dst_user", String(64), nullable=False, server_default=""),
+    Column("dst_domain", String(128), nullable=False, server_default=""),
+    Column("line_aor", String(255), nullable=True),
+    Column("appearance_index", SmallInteger, nullable=True),
+    Index("acc_callid_idx", "callid"),
+    Index("acc_time_idx", "time"),
+)
+
+
+# -- provisioning (provisioning.md section 3) ------------------------------------------------
+#
+# ``lines`` is the registration identity phones are given (plaintext password: section 6,
+# a handset cannot be provisioned from HA1); a line is shared when its AoR has an
+# ``sca_line`` row.  ``devices.prov_ha1`` is H(username:prov_realm:password) with MD5
+# (RFC 7616 section 3.4.2) for the per-device HTTP digest of section 4.2.
+
+from sqlalchemy import CheckConstraint, true  # noqa: E402 (appended block of its own)
+
+#: Handsets by MAC (12 lower-case hex digits).  ``template_overrides`` is a JSON object of
+#: raw vendor parameters merged last (section 6).
+devices: Final = Table(
+    "devices",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mac", CHAR(12), nullable=False),
+    Column("vendor", String(16), nullable=False),
+    Column("family", String(16), nullable=False),
+    Column("model", String(32), nullable=True),
+    Column("description", String(128), nullable=True),
+    Column("owner", String(255), nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("prov_username", String(64), nullable=True),
+    Column("prov_realm", String(128), nullable=True),
+    Column("prov_ha1", String(64), nullable=True),
+    Column("template_overrides", Text, nullable=False, server_default="{}"),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+    Column("last_seen_ip", String(45), nullable=True),
+    Column("last_user_agent", String(255), nullable=True),
+    Column("firmware_seen", String(64), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    UniqueConstraint("mac"),
+)
+
+#: Registration identities: the AoR a phone registers and the digest user/password for it.
+lines: Final = Table(
+    "lines",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("aor", String(255), nullable=False),
+    Column("display_name", String(64), nullable=True),
+    Column("auth_username", String(64), nullable=False),
+    Column("auth_password", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    UniqueConstraint("aor"),
+)
+
+#: A line placed on a device: registration index / extension ``position`` and its keys.
+device_lines: Final = Table(
+    "device_lines",
+    metadata,
+    Column("device_id", Integer, ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", SmallInteger, primary_key=True),
+    Column("line_id", Integer, ForeignKey("lines.id", ondelete="RESTRICT"), nullable=False),
+    Column("first_key", SmallInteger, nullable=False, server_default="1"),
+    Column("line_keys", SmallInteger, nullable=False, server_default="1"),
+    Column("calls_per_key", SmallInteger, nullable=False, server_default="1"),
+    Column("label", String(32), nullable=True),
+    Column("barge_in", Boolean, nullable=False, server_default=true()),
+    UniqueConstraint("device_id", "line_id"),
+    CheckConstraint("position >= 1", name="position_positive"),
+    CheckConstraint("first_key >= 1", name="first_key_positive"),
+    CheckConstraint("line_keys >= 1", name="line_keys_positive"),
+    CheckConstraint("calls_per_key >= 1", name="calls_per_key_positive"),
+)
+
+#: Requests for MACs we do not know (section 4.4).
+device_sightings: Final = Table(
+    "device_sightings",
+    metadata,
+    Column("mac", CHAR(12), primary_key=True),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("last_ip", String(45), nullable=True),
+    Column("last_user_agent", String(255), nullable=True),
+    Column("request_count", Integer, nullable=False, server_default="0"),
+)
+
+#: Files phones PUT to us (section 4.3); ``stored_path`` is relative to the upload directory.
+provisioning_uploads: Final = Table(
+    "provisioning_uploads",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("device_mac", CHAR(12), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("file_name", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("sha256", CHAR(64), nullable=False),
+    Column("stored_path", String(255), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("remote_ip", String(45), nullable=True),
+    Index(None, "device_mac", "kind"),
+)
+
+#: One row per provisioning HTTP request (section 4.4); no secrets.
+provisioning_fetches: Final = Table(
+    "provisioning_fetches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("mac", CHAR(12), nullable=True),
+    Column("method", String(8), nullable=False),
+    Column("path", String(255), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("bytes", Integer, nullable=False),
+    Column("remote_ip", String(45), nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index(None, "mac", "at"),
 )

@@ -83,11 +83,12 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
 
 def test_database_behind_head_names_the_upgrade_command(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     migrate.upgrade(db_url)
+    head = migrate.head_revision()
     monkeypatch.setattr(migrate, "head_revision", lambda: "0099")
     with pytest.raises(migrate.SchemaOutOfDateError) as raised:
         migrate.check_up_to_date(db_url)
     assert str(raised.value) == (
-        "the database is at schema revision 0001, this scaserver needs revision 0099: "
+        f"the database is at schema revision {head}, this scaserver needs revision 0099: "
         "run `scaserver db upgrade` first"
     )
 

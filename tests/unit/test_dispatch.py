@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from scaserver.dispatch import MessageDropped, StatelessReply
+from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
 from scaserver.sip.headers import top_via
 from scaserver.sip.message import Peer, Request, Response, Transport
@@ -342,3 +343,22 @@ def test_sca_call_info_is_stripped_from_relayed_calls_and_other_values_kept() ->
     relayed = [m for m, _ in wire.send(ringing, BOB) if isinstance(m, Response)]
     assert [r.status for r in relayed] == [180]
     assert "Call-Info" not in relayed[0].headers
+
+
+def test_subscribe_for_another_event_on_a_shared_line_gets_489_with_allow_events() -> None:
+    wire = Wire(make_core(require_auth=False, lines=[SharedLine(f"sip:2001@{DOMAIN}", 2)]))
+    text = request("SUBSCRIBE", f"sip:2001@{DOMAIN}", extra="Event: presence\r\nExpires: 60\r\n")
+    response, _ = only_response(wire, text)
+    assert response.status == 489
+    assert response.headers.get("Allow-Events") == "call-info, line-seize"
+
+
+def test_subscribe_without_event_on_a_shared_line_gets_400_missing_event() -> None:
+    wire = Wire(make_core(require_auth=False, lines=[SharedLine(f"sip:2001@{DOMAIN}", 2)]))
+    response, _ = only_response(wire, request("SUBSCRIBE", f"sip:2001@{DOMAIN}", extra="Expires: 60\r\n"))
+    assert response.status == 400
+
+
+def test_in_dialog_request_to_an_aor_of_ours_without_route_gets_481() -> None:
+    response, _ = only_response(Wire(make_core()), request("BYE", f"sip:bob@{DOMAIN}", to_tag="t1"))
+    assert response.status == 481

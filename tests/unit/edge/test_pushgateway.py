@@ -85,3 +85,15 @@ def test_abort_drops_waiting_pushes() -> None:
     assert waiting[0].dropped
     http.pending[0].callback(FakeResponse(202))
     assert len(http.pending) == 1  # nothing left to run
+
+
+def test_aborted_calls_are_forgotten_once_their_pushes_finish() -> None:
+    http, clock = FakeHttp(), Clock()
+    gw = client(http, clock, max_attempts=3)
+    done = results([gw.send(request(1, park="p-9"))])
+    gw.abort("p-9")
+    gw.abort("never-pushed")
+    assert gw._aborted == {"p-9"}
+    http.pending[0].callback(FakeResponse(202))
+    assert done and done[0].answer.outcome is Outcome.SENT
+    assert gw._aborted == set() and gw._unfinished == {}

@@ -206,3 +206,14 @@ def test_non_positive_delays_fire_on_the_next_turn(delay: float) -> None:
     assert core.fired == []
     clock.advance(0)
     assert core.fired == [("tx1", "K", 0.0)]
+
+
+def test_a_message_that_cannot_be_sent_fails_its_peer_in_the_core() -> None:
+    nowhere = Peer(PEER_V4.transport, "no-such-host.invalid", 5060)
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(options(), nowhere)])
+    stack, clock, datagram, _ = build(core)
+    stack.bytes_received(b"x", PEER_V4)
+    assert datagram.sent == []
+    assert core.lost == []  # not re-entered while the actions of this input run
+    clock.advance(0)
+    assert core.lost == [(nowhere, 0.0)]

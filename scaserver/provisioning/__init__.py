@@ -1,0 +1,1 @@
+"""Handset provisioning (provisioning.md): Polycom and Cisco profiles from store records."""

@@ -1,0 +1,474 @@
+"""The push mid-registrar and call parking inside the SIP core (push-and-parking.md sections
+3, 6 and 7): a whole SipCore with its Mobile coordinator, driven with messages as the network
+would, timers fired from the StartTimer actions, push results fed back as the edge does.
+
+Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 contacts).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Hashable, Iterable
+
+import attrs
+
+from scaserver.dispatch import SipCore
+from scaserver.mobile import (
+    Mobile,
+    MobileSettings,
+    PushAnswered,
+    PushesAborted,
+    PushOutcome,
+    PushRequested,
+)
+from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
+from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
+from scaserver.push.policy import TokenInvalidated
+from scaserver.registrar.binding import BindingRemoved, RemovalReason
+from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, RegisterDecided, UpstreamState
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.sip.headers import contacts
+from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
+from scaserver.sip.parser import parse_message
+from scaserver.sip.responses import make_response
+from scaserver.sip.serializer import serialize
+from tests.builders import make_core
+
+PBX = Peer(Transport.UDP, "192.0.2.50", 5060)
+DESK = Peer(Transport.UDP, "192.0.2.60", 5060)
+M1 = Peer(Transport.UDP, "192.0.2.71", 5062)
+M1_WOKEN = Peer(Transport.UDP, "192.0.2.71", 6062)
+M2 = Peer(Transport.UDP, "192.0.2.72", 5062)
+AOR = "sip:200@example.com"
+AGGREGATE = "<sip:200@192.0.2.1:5060;transport=udp>"
+CHALLENGE = 'Digest realm="pbx", nonce="n1", algorithm=MD5'
+
+
+def pn(token: str) -> str:
+    return f"pn-provider=apns;pn-prid={token};pn-param=T.app.voip"
+
+
+@attrs.define
+class Rig:
+    """The core plus a clock: runs actions as the stack would and keeps what went out."""
+
+    core: SipCore
+    now: float = 1_000_000.0
+    timers: dict[tuple[Hashable, str], float] = attrs.field(factory=dict)
+    out: list[tuple[Message, Peer]] = attrs.field(factory=list)
+    facts: list[object] = attrs.field(factory=list)
+    calls: Iterable[int] = attrs.field(factory=lambda: itertools.count(1))
+
+    @property
+    def mobile(self) -> Mobile:
+        assert self.core.mobile is not None
+        return self.core.mobile
+
+    def run(self, actions: Iterable[Action]) -> list[tuple[Message, Peer]]:
+        sent: list[tuple[Message, Peer]] = []
+        for action in actions:
+            match action:
+                case Send(message=message, peer=peer):
+                    sent.append((parse_message(serialize(message)), peer))
+                case StartTimer(key=key, name=name, delay=delay):
+                    self.timers[key, name] = self.now + delay
+                case CancelTimer(key=key, name=name):
+                    self.timers.pop((key, name), None)
+                case Deliver(event=event):
+                    self.facts.append(event)
+        self.out += sent
+        return sent
+
+    def send(self, message: Message, peer: Peer) -> list[tuple[Message, Peer]]:
+        return self.run(self.core.receive(serialize(message), peer, self.now))
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            due = [(at, key) for key, at in self.timers.items() if at <= end]
+            if not due:
+                break
+            at, (key, name) = min(due, key=lambda item: item[0])
+            del self.timers[key, name]
+            self.now = max(self.now, at)
+            self.run(self.core.on_timer(key, name, self.now))
+        self.now = end
+
+    # -- what went where
+
+    def to(self, peer: Peer, method: str | None = None) -> list[Request]:
+        return [m for m, p in self.out if p == peer and isinstance(m, Request) and method in (None, m.method)]
+
+    def responses_to(self, peer: Peer) -> list[Response]:
+        return [m for m, p in self.out if p == peer and isinstance(m, Response)]
+
+    def pushes(self, kind: PushType | None = None) -> list[PushRequest]:
+        return [
+            f.request for f in self.facts if isinstance(f, PushRequested) and kind in (None, f.request.type)
+        ]
+
+    def of(self, kind: type[object]) -> list[object]:
+        return [f for f in self.facts if isinstance(f, kind)]
+
+    # -- the actors
+
+    def register(
+        self,
+        peer: Peer,
+        contact: str,
+        *,
+        call_id: str,
+        cseq: int,
+        expires: int = 600,
+        authorization: bool = False,
+    ) -> Request:
+        branch = f"z9hG4bK{next(iter(self.calls))}{peer.port}"
+        fields = [
+            ("Via", f"SIP/2.0/UDP {peer.host}:{peer.port};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", f"<{AOR}>;tag=f{peer.port}"),
+            ("To", f"<{AOR}>"),
+            ("Call-ID", call_id),
+            ("CSeq", f"{cseq} REGISTER"),
+            ("Contact", f"<{contact}>"),
+            ("Expires", str(expires)),
+        ]
+        if authorization:
+            fields.append(("Authorization", 'Digest username="200", realm="pbx", nonce="n1", response="x"'))
+        request = Request("REGISTER", "sip:example.com", Headers.of(*fields))
+        self.send(request, peer)
+        return request
+
+    def pbx_answers_last_register(self, status: int) -> None:
+        forwarded = self.to(PBX, "REGISTER")[-1]
+        extra = Headers.of(("WWW-Authenticate", CHALLENGE)) if status == 401 else Headers.EMPTY
+        if status == 200:
+            extra = Headers.of(("Contact", f"{AGGREGATE};expires=3600"))
+        self.send(make_response(forwarded, status, headers=extra, to_tag="pbx"), PBX)
+
+    def device_registers(self, peer: Peer, contact: str, *, call_id: str, cseq: int = 1) -> None:
+        """REGISTER, 401 relayed from P, REGISTER with credentials, P 200 (T1)."""
+        self.register(peer, contact, call_id=call_id, cseq=cseq)
+        self.pbx_answers_last_register(401)
+        self.register(peer, contact, call_id=call_id, cseq=cseq + 1, authorization=True)
+        self.pbx_answers_last_register(200)
+
+    def invite(
+        self, call_id: str = "call-1@pbx", uri: str = "sip:200@192.0.2.1:5060;transport=udp"
+    ) -> Request:
+        invite = Request(
+            "INVITE",
+            uri,
+            Headers.of(
+                ("Via", f"SIP/2.0/UDP {PBX.host}:{PBX.port};branch=z9hG4bKinv{call_id[:6]}"),
+                ("Max-Forwards", "70"),
+                ("From", '"Alice" <sip:alice@example.com>;tag=pbx1'),
+                ("To", "<sip:200@example.com>"),
+                ("Call-ID", call_id),
+                ("CSeq", "1 INVITE"),
+                ("Contact", f"<sip:alice@{PBX.host}:{PBX.port}>"),
+            ),
+        )
+        self.send(invite, PBX)
+        return invite
+
+    def answer(self, request: Request, status: int, peer: Peer, tag: str) -> None:
+        self.send(make_response(request, status, to_tag=tag), peer)
+
+    def push_result(
+        self, push: PushRequest, outcome: Outcome, status: int, body: float | None = None
+    ) -> None:
+        answer = Answer(outcome, status, invalidated_at=body)
+        self.run(self.core.push_delivered(push, answer, False, self.now))
+
+
+def rig(**parking: object) -> Rig:
+    core = make_core(require_auth=False)
+    settings = MidRegSettings(upstream=PBX, upstream_domain="example.com", advertised="192.0.2.1:5060")
+    midreg = MidRegistrar(
+        settings, core.registrar.location.bindings, lambda aor: f"reg-{aor}", random=lambda: 0.5
+    )
+    counter = itertools.count(1)
+    lot = ParkingLot(ParkingSettings(**parking), id_factory=lambda: f"att-{next(counter)}")  # type: ignore[arg-type]
+    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot, midreg)
+    return Rig(core)
+
+
+def registered(*, desk: bool = True, second: bool = False, **parking: object) -> Rig:
+    r = rig(**parking)
+    r.device_registers(M1, f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}", call_id="m1-a")
+    if second:
+        r.device_registers(M2, f"sip:200@{M2.host}:{M2.port};{pn('TOK2')}", call_id="m2-a")
+    if desk:
+        r.device_registers(DESK, f"sip:200@{DESK.host}:{DESK.port}", call_id="d-a")
+    return r
+
+
+def wakes(r: Rig, peer: Peer, token: str, call_id: str) -> None:
+    r.device_registers(peer, f"sip:200@{peer.host}:{peer.port};{pn(token)}", call_id=call_id)
+
+
+# ------------------------------------------------------------------------------ T1, T2
+
+
+def test_t1_mid_registrar_relays_the_challenge_and_writes_the_binding_only_on_2xx() -> None:
+    r = rig()
+    request = r.register(M1, f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}", call_id="m1-a", cseq=1)
+    forwarded = r.to(PBX, "REGISTER")[-1]
+    assert forwarded.uri == request.uri
+    assert forwarded.headers.values("Contact") == (AGGREGATE,)
+    assert forwarded.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
+    r.pbx_answers_last_register(401)
+    assert r.responses_to(M1)[-1].status == 401
+    assert r.core.registrar.location.bindings(AOR) == ()
+    r.register(M1, f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}", call_id="m1-a", cseq=2, authorization=True)
+    assert "Authorization" in r.to(PBX, "REGISTER")[-1].headers
+    r.pbx_answers_last_register(200)
+    ok = r.responses_to(M1)[-1]
+    assert ok.status == 200
+    assert ok.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
+    assert [str(c.uri) for c in contacts(ok)] == [f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"]  # type: ignore[union-attr]
+    (binding,) = r.core.registrar.location.bindings(AOR)
+    device = r.mobile.device(binding.key)
+    assert device is not None and device.push_capable and device.coordinates.prid == "TOK1"
+    registration = r.mobile.midregistrar.registration(AOR)  # type: ignore[union-attr]
+    assert registration is not None and registration.state is UpstreamState.REGISTERED
+
+
+def test_unsupported_provider_is_refused_555_and_never_forwarded() -> None:
+    r = rig()
+    r.register(M1, f"sip:200@{M1.host}:{M1.port};pn-provider=acme;pn-prid=X", call_id="m1-a", cseq=1)
+    assert [resp.status for resp in r.responses_to(M1)] == [555]
+    assert r.to(PBX) == []
+
+
+# ------------------------------------------------------------------------------ T8
+
+
+def test_t8_desk_phone_busy_mobile_pushed_wakes_gets_the_branch_and_answers() -> None:
+    r = registered()
+    registers_before = len(r.to(PBX, "REGISTER"))
+    invite = r.invite()
+    (started,) = r.of(ParkStarted)
+    (push,) = r.pushes()
+    assert (push.type, push.prid, push.call.call_id if push.call else None) == (
+        PushType.CALL,
+        "TOK1",
+        "call-1@pbx",
+    )
+    assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"] == [180]
+    (to_desk,) = r.to(DESK, "INVITE")
+    r.answer(to_desk, 486, DESK, "desk")
+    assert [resp.status for resp in r.responses_to(PBX) if "INVITE" in (resp.headers.get("CSeq") or "")] == [
+        180
+    ]
+    r.advance(0.05)
+    r.push_result(push, Outcome.SENT, 202)
+    r.advance(0.3)
+    wakes(r, M1_WOKEN, "TOK1", "m1-b")
+    (to_mobile,) = r.to(M1_WOKEN, "INVITE")
+    assert "pn-" not in to_mobile.uri and to_mobile.uri == f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port}"
+    r.answer(to_mobile, 180, M1_WOKEN, "mob")
+    r.answer(to_mobile, 200, M1_WOKEN, "mob")
+    finals = [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"]
+    assert finals == [180, 180, 200]
+    assert invite.call_id == "call-1@pbx"
+    (ended,) = r.of(ParkEnded)
+    assert ended.park_id == started.park_id  # type: ignore[attr-defined]
+    (woke,) = r.of(WakeObserved)
+    assert woke.latency_ms == 300  # type: ignore[attr-defined]
+    # The upstream saw one aggregate contact for the AoR throughout.
+    registers = r.to(PBX, "REGISTER")
+    assert len(registers) == registers_before + 2
+    assert {tuple(req.headers.values("Contact")) for req in registers} == {(AGGREGATE,)}
+    assert len(r.pushes()) == 1
+
+
+# ------------------------------------------------------------------------------ races
+
+
+def test_r1_register_confirmed_before_the_push_reply_creates_the_branch_once() -> None:
+    r = registered(desk=False)
+    r.invite()
+    (push,) = r.pushes()
+    wakes(r, M1_WOKEN, "TOK1", "m1-b")
+    assert len(r.to(M1_WOKEN, "INVITE")) == 1
+    (woke,) = r.of(WakeObserved)
+    assert woke.latency_ms is None  # type: ignore[attr-defined]
+    r.push_result(push, Outcome.SENT, 202)
+    assert len(r.to(M1_WOKEN, "INVITE")) == 1
+    assert len(r.pushes()) == 1
+
+
+def test_r7_cancel_while_parked_answers_487_at_once_and_no_branch_follows() -> None:
+    r = registered(desk=False)
+    invite = r.invite()
+    (push,) = r.pushes()
+    cancel = Request(
+        "CANCEL",
+        invite.uri,
+        invite.headers.set("CSeq", "1 CANCEL").remove("Contact"),
+    )
+    r.send(cancel, PBX)
+    statuses = [(resp.status, resp.headers.get("CSeq")) for resp in r.responses_to(PBX)]
+    assert (200, "1 CANCEL") in statuses and (487, "1 INVITE") in statuses
+    assert r.of(PushesAborted) != []
+    # R7: the cancel push goes out only once the call push was accepted.
+    assert r.pushes(PushType.CANCEL) == []
+    r.push_result(push, Outcome.SENT, 202)
+    (cancel_push,) = r.pushes(PushType.CANCEL)
+    assert cancel_push.reason == "caller-cancelled"
+    wakes(r, M1_WOKEN, "TOK1", "m1-b")  # R8: registration completes, no branch
+    assert r.to(M1_WOKEN, "INVITE") == []
+    assert r.responses_to(M1_WOKEN)[-1].status == 200
+
+
+def test_r5_two_devices_registering_back_to_back_get_one_branch_each() -> None:
+    r = registered(desk=False, second=True)
+    r.invite()
+    assert {p.prid for p in r.pushes()} == {"TOK1", "TOK2"}
+    # Both wake REGISTERs reach us before the upstream answered either (serialised per AoR).
+    m1 = f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port};{pn('TOK1')}"
+    m2_woken = Peer(Transport.UDP, M2.host, 6072)
+    m2 = f"sip:200@{m2_woken.host}:{m2_woken.port};{pn('TOK2')}"
+    r.register(M1_WOKEN, m1, call_id="m1-b", cseq=1, authorization=True)
+    r.register(m2_woken, m2, call_id="m2-b", cseq=1, authorization=True)
+    r.pbx_answers_last_register(200)  # the first forward; the second is sent next
+    r.pbx_answers_last_register(200)
+    (to_m1,) = r.to(M1_WOKEN, "INVITE")
+    (to_m2,) = r.to(m2_woken, "INVITE")
+    r.answer(to_m1, 180, M1_WOKEN, "m1")
+    r.answer(to_m2, 200, m2_woken, "m2")
+    assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"][-1] == 200
+    assert r.to(M1_WOKEN, "CANCEL") != []
+    assert r.pushes(PushType.CANCEL) == []  # M1 rang: SIP tells it
+
+
+def test_r14_token_invalidated_with_nothing_else_pending_answers_480_at_once() -> None:
+    r = registered(desk=False)
+    r.advance(60.0)
+    r.invite()
+    (push,) = r.pushes()
+    r.push_result(push, Outcome.INVALID, 410, body=r.now - 10)
+    finals = [resp for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"]
+    assert [resp.status for resp in finals] == [180, 480]
+    assert finals[-1].headers.get("Reason") == 'SIP;cause=480;text="push wake-up timeout"'
+    assert r.of(TokenInvalidated) != []
+    assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.INVALID]  # type: ignore[attr-defined]
+    (binding,) = r.core.registrar.location.bindings(AOR)
+    device = r.mobile.device(binding.key)
+    assert device is not None and not device.push_capable
+    r.invite("call-2@pbx")  # the next call sends no push
+    assert len(r.pushes()) == 1
+
+
+def test_r13_a_binding_confirmed_after_the_invalidation_time_keeps_its_push() -> None:
+    r = registered(desk=False)
+    r.invite()
+    (push,) = r.pushes()
+    r.push_result(push, Outcome.INVALID, 410, body=r.now - 10_000)
+    (binding,) = r.core.registrar.location.bindings(AOR)
+    device = r.mobile.device(binding.key)
+    assert device is not None and device.push_capable
+
+
+def test_r18_upstream_down_the_wake_register_gets_408_and_the_caller_the_desk_486() -> None:
+    r = registered()
+    r.invite()
+    (push,) = r.pushes()
+    r.answer(r.to(DESK, "INVITE")[0], 486, DESK, "desk")
+    r.push_result(push, Outcome.SENT, 202)
+    r.advance(0.3)
+    r.register(M1_WOKEN, f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port};{pn('TOK1')}", call_id="m1-b", cseq=1)
+    r.advance(5.0)  # upstream_timeout: the PBX never answers
+    assert [resp.status for resp in r.responses_to(M1_WOKEN)] == [408]
+    assert r.to(M1_WOKEN, "INVITE") == []
+    r.advance(10.0)  # wake_timeout: the push ends no-wake, nothing can come any more
+    finals = [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"]
+    assert finals[:2] == [180, 486] and set(finals) == {180, 486}  # the 486 retransmitted until ACKed
+    assert len(r.core.registrar.location.bindings(AOR)) == 2  # bindings are kept
+
+
+def test_park_timeout_without_any_branch_answers_480() -> None:
+    r = registered(desk=False, park_timeout=5.0, wake_timeout=10.0)
+    r.invite()
+    (push,) = r.pushes()
+    r.push_result(push, Outcome.SENT, 202)
+    r.advance(5.0)
+    finals = [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"]
+    assert finals == [180, 480]
+    assert [p.reason for p in r.pushes(PushType.CANCEL)] == ["timeout"]
+
+
+def test_a_call_to_an_aor_without_push_bindings_is_ordinary_forking() -> None:
+    r = rig()
+    r.device_registers(DESK, f"sip:200@{DESK.host}:{DESK.port}", call_id="d-a")
+    r.invite()
+    assert r.of(ParkStarted) == [] and r.pushes() == []
+    (to_desk,) = r.to(DESK, "INVITE")
+    r.answer(to_desk, 486, DESK, "desk")
+    assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"] == [486]
+
+
+def test_park_limit_reached_forks_ordinarily() -> None:
+    r = registered(max_total=0)
+    r.invite()
+    assert r.pushes() == []
+    (to_desk,) = r.to(DESK, "INVITE")
+    r.answer(to_desk, 486, DESK, "desk")
+    assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"] == [486]
+
+
+def test_t2_refresh_from_the_same_source_is_absorbed_and_from_another_is_forwarded() -> None:
+    r = registered(desk=False)
+    registers = len(r.to(PBX, "REGISTER"))
+    contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
+    r.register(M1, contact, call_id="m1-a", cseq=3)
+    assert r.responses_to(M1)[-1].status == 200
+    assert len(r.to(PBX, "REGISTER")) == registers
+    assert r.of(RegisterDecided)[-1].rule == "absorb"  # type: ignore[attr-defined]
+    r.register(M1_WOKEN, contact, call_id="m1-a", cseq=4)  # T3: another source port
+    assert len(r.to(PBX, "REGISTER")) == registers + 1
+    assert r.of(RegisterDecided)[-1].rule == "5"  # type: ignore[attr-defined]
+
+
+def test_last_device_expiring_unregisters_the_aggregate_upstream() -> None:
+    r = registered(desk=False)
+    r.advance(601.0)
+    assert r.core.registrar.location.bindings(AOR) == ()
+    last = r.to(PBX, "REGISTER")[-1]
+    assert (last.headers.get("Expires"), last.call_id) == ("0", f"reg-{AOR}")
+
+
+def test_upstream_rejecting_our_refresh_removes_the_bindings_as_upstream_rejected() -> None:
+    r = rig()
+    contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
+    r.register(M1, contact, call_id="m1-a", cseq=1, expires=3600, authorization=True)
+    r.pbx_answers_last_register(200)
+    r.advance(2413.0)  # 3.5: refreshed 1188 s (refresh_fraction 0.33 of 3600) before expiry
+    refresh = r.to(PBX, "REGISTER")[-1]
+    assert refresh.call_id == f"reg-{AOR}"
+    r.pbx_answers_last_register(403)
+    removed = r.of(BindingRemoved)
+    assert [f.reason for f in removed] == [RemovalReason.UPSTREAM_REJECTED]  # type: ignore[attr-defined]
+    assert r.core.registrar.location.bindings(AOR) == ()
+    binding = removed[0].binding  # type: ignore[attr-defined]
+    assert r.mobile.device(binding.key) is None
+
+
+def test_push_on_the_core_registrar_parks_and_a_re_registration_gets_the_branch() -> None:
+    core = make_core(require_auth=False)
+    counter = itertools.count(1)
+    lot = ParkingLot(ParkingSettings(), id_factory=lambda: f"att-{next(counter)}")
+    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
+    r = Rig(core)
+    contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
+    r.register(M1, contact, call_id="m1-a", cseq=1)
+    assert r.responses_to(M1)[-1].status == 200 and r.to(PBX) == []
+    r.invite(uri=AOR)
+    (push,) = r.pushes()
+    r.push_result(push, Outcome.SENT, 202)
+    r.register(M1_WOKEN, f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port};{pn('TOK1')}", call_id="m1-b", cseq=1)
+    (branch,) = r.to(M1_WOKEN, "INVITE")
+    r.answer(branch, 200, M1_WOKEN, "mob")
+    assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"][-1] == 200
