@@ -327,8 +327,10 @@ def make_core(
     )
     proxy = Proxy(identity, ProxySettings())
     mobile = make_mobile(settings, registrar, proxy, identity, unique)
+    if core.upstream is not None:
+        trusted = trusted_upstream(trusted, core.upstream, "upstream")
     if mobile is not None and mobile.midregistrar is not None:
-        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream)
+        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
     return SipCore(
         core,
         layer,
@@ -409,10 +411,12 @@ def make_mobile(
     )
 
 
-def trusted_upstream(trusted: TrustedPeers, upstream: Peer) -> TrustedPeers:
-    """The mid-registrar's upstream is a trusted peer (push-and-parking.md 3.1)."""
+def trusted_upstream(trusted: TrustedPeers, upstream: Peer, tag: str) -> TrustedPeers:
+    """The configured upstream (PBX or PSTN gateway) and the mid-registrar's upstream are
+    trusted by source address (requests from them are not challenged; push-and-parking.md
+    3.1)."""
     try:
-        entry = TrustedPeer(upstream.host, None, "midregistrar-upstream")
+        entry = TrustedPeer(upstream.host, None, tag)
     except ValueError:
         return trusted  # a host name: trust comes from the configured peers only
     return TrustedPeers((*trusted.peers, entry))

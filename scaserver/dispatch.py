@@ -263,22 +263,23 @@ class SipCore:
         return self._stateless(partial, peer, error)
 
     def _stateless(self, request: Request, peer: Peer, error: SipError) -> list[Action]:
-        """A response sent without a transaction to a request that could not have one."""
+        """A response sent without a transaction to a request that could not have one.
+
+        Whatever header lines the request has are copied as they are (Via, From, To,
+        Call-ID, CSeq: RFC 3261 8.2.6.2), even when they are the fault (RFC 4475 3.1.2.1,
+        3.1.2.4, 3.3.1, 3.3.8 all want a 400).  The reply goes where the top Via says
+        (18.2.2) or, when that Via is itself unreadable, back to the source address.  A
+        request with no Via at all, or an ACK, is dropped: nobody expects an answer to it.
+        """
         if request.method == "ACK":
             return [Deliver(MessageDropped(peer, f"ACK: {error.detail}", "unanswerable"))]
+        if "Via" not in request.headers:
+            return [Deliver(MessageDropped(peer, f"{error.detail}; no Via to answer to", "unanswerable"))]
         try:
-            for name in ("From", "To", "Call-ID", "CSeq"):
-                if request.headers.count(name) != 1:
-                    raise MalformedMessage(f"no single {name}")
-            headers.cseq(request)
             stamped = stamp_via(request, peer)
             destination = reply_peer(stamped, peer)
-        except SipError as unusable:
-            return [
-                Deliver(
-                    MessageDropped(peer, f"{error.detail}; unanswerable: {unusable.detail}", "unanswerable")
-                )
-            ]
+        except SipError:
+            stamped, destination = request, peer
         if destination is None:
             return [
                 Deliver(
@@ -294,8 +295,6 @@ class SipCore:
             request = stamp_via(request, peer)
         except SipError as error:
             return self._stateless(request, peer, error)
-        if request.method != "ACK" and not headers.top_via(request).rfc3261_branch:
-            return self._stateless(request, peer, BadRequest("top Via has no RFC 3261 branch"))
         destination = reply_peer(request, peer)
         if destination is None:
             return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast"))]
@@ -535,6 +534,9 @@ class SipCore:
         return [Deliver(fact), Respond(key, rejection.response(request, to_tag=self.unique()[:10]))]
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+        if not isinstance(headers.to_addr(request).uri, SipUri):
+            # The AoR must be a SIP or SIPS URI (10.3 step 5, RFC 4475 3.3.4): no use challenging.
+            raise BadRequest("the To of a REGISTER must be a sip: or sips: URI")
         if self.mobile is not None and self.mobile.midregistrar is not None:
             # The upstream registrar authenticates devices (push-and-parking.md 3.2).
             return self.mobile.on_register(request, peer, key, now)
@@ -559,12 +561,19 @@ class SipCore:
     # ------------------------------------------------------------------ proxying
 
     def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
-        """Mid-dialog requests follow their Route set (RFC 3261 16.4).  One with no Route
-        addressed to us, or to an address-of-record of our domains (a dialog's remote target
-        is a contact, never an AoR), is for a dialog we do not have: 481."""
+        """Mid-dialog requests follow their Route set (RFC 3261 16.4) when it goes through us
+        (we record-route every dialog we proxy).  One that does not, addressed to us or to
+        an address-of-record of our domains (a dialog's remote target is a contact, never an
+        AoR), is for a dialog we do not have: 481; to anywhere else: 404, never relayed."""
         uri = parse_uri(request.uri)
-        if "Route" not in request.headers and isinstance(uri, SipUri) and self._is_local_domain(uri):
-            raise CallDoesNotExist("no such dialog here")
+        routed = preprocess_route(request, self.identity)
+        through_us = routed.uri != request.uri or len(headers.routes(routed)) < len(headers.routes(request))
+        if not through_us:
+            if isinstance(uri, SipUri) and self._is_local_domain(uri):
+                raise CallDoesNotExist("no such dialog here")
+            # Not loose-routed through us (no Route of ours): relaying it would make us an open
+            # relay for anyone who adds a To tag (Kamailio's default answer: 404 "Not here").
+            raise NotFound("not here: in-dialog request without our Route")
         return self.proxy.on_request(request, key, peer, (), now)
 
     def _proxy_initial(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NoReturn
 
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Headers, Request, Response, canonical_name
@@ -103,6 +103,22 @@ def _version(text: str) -> str:
     return upper
 
 
+def _raise_with_headers(error: MalformedMessage, method: str, uri: str, lines: list[str]) -> NoReturn:
+    """Raise ``error`` carrying the request's header lines that do parse (as ``partial``)."""
+    fields: list[tuple[str, str]] = []
+    for line in lines:
+        colon = line.find(":")
+        if colon <= 0:
+            continue
+        try:
+            fields.append((_header_name(line[:colon]), line[colon + 1 :].strip(" \t")))
+        except MalformedMessage:
+            continue
+    if method and uri and _TOKEN.fullmatch(method) is not None:
+        error.partial = Request(method, uri, Headers(tuple(fields)), b"")
+    raise error
+
+
 def parse_message(data: bytes) -> Request | Response:
     """Parse one message: a whole datagram, or one message cut out by the stream framer.
 
@@ -145,7 +161,15 @@ def parse_message(data: bytes) -> Request | Response:
     else:
         request_parts = start_line.split(" ")
         if len(request_parts) != 3:
-            raise MalformedMessage(f"bad request line {start_line!r}")
+            # Extra spaces (RFC 4475 3.1.2.8-3.1.2.10): refused, but the headers are still read
+            # so that the 400 can be answered (partial request below).
+            words = start_line.split()
+            _raise_with_headers(
+                MalformedMessage(f"bad request line {start_line!r}"),
+                words[0] if words else "",
+                words[1] if len(words) > 1 else "",
+                lines[1:],
+            )
         method, uri, raw_version = request_parts
         if method not in _KNOWN_METHODS and _TOKEN.fullmatch(method) is None:
             raise MalformedMessage(f"bad method {method!r}")

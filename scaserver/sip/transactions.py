@@ -6,22 +6,23 @@ It owns every client and server transaction machine of
 :class:`ServerKey`, which are also the keys of the timers they ask for.  It
 does no I/O and reads no clock; every entry point returns the actions to run.
 
-Requests reach :meth:`TransactionLayer.receive` already validated: a request
-whose top Via has no RFC 3261 ``z9hG4bK`` branch was rejected before (the RFC
-2543 matching of section 17.2.3 is not implemented).  Responses of a server
+Requests reach :meth:`TransactionLayer.receive` already validated.  A request
+whose top Via has no RFC 3261 ``z9hG4bK`` branch is matched the RFC 2543 way of
+section 17.2.3 (:func:`rfc2543_branch`).  Responses of a server
 transaction go to the peer the request came from (section 18.2.2); the edge
 applies ``received``/``rport`` when it maps that peer.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import attrs
 
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.errors import ProtocolStateError
-from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, top_via
+from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, top_via
 from scaserver.sip.message import Message, Peer, Request, Response
 from scaserver.sip.timers import TimerConfig, TimerName
 from scaserver.sip.transaction import (
@@ -65,13 +66,32 @@ __all__ = [
 
 def server_key(request: Request) -> ServerKey:
     """The server transaction key of a request (RFC 3261 section 17.2.3): top Via branch,
-    sent-by and method, an ACK counting as the INVITE it acknowledges."""
+    sent-by and method, an ACK counting as the INVITE it acknowledges.
+
+    A request from an RFC 2543 element (no ``z9hG4bK`` branch) is keyed by what 17.2.3
+    says identifies its transaction instead: Request-URI, From tag, Call-ID, CSeq number
+    and top Via; its CANCEL and the ACK of a non-2xx answer carry the same values.
+    """
     via = top_via(request)
     branch = via.branch
-    if branch is None:
-        raise ProtocolStateError(f"{request.method} without a Via branch reached the transaction layer")
+    if branch is None or not branch.startswith(BRANCH_MAGIC_COOKIE):
+        branch = rfc2543_branch(request, via)
     method = "INVITE" if request.method == "ACK" else request.method
     return ServerKey(branch, via.host.lower(), via.port, method)
+
+
+def rfc2543_branch(request: Request, via: Via) -> str:
+    """A stand-in branch for an RFC 2543 request (17.2.3 backward compatibility); never on the wire."""
+    material = "\x00".join(
+        (
+            request.uri,
+            from_addr(request).tag or "",
+            request.call_id or "",
+            str(cseq(request).number),
+            str(via),
+        )
+    )
+    return "rfc2543." + hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
 def _client_key(response: Response) -> ClientKey | None:

@@ -11,6 +11,7 @@ from scaserver.app import (
     Reactor,
     configured_lines,
     core_settings,
+    make_core,
     make_service,
     member_of,
     merged_lines,
@@ -30,6 +31,7 @@ from scaserver.edge.resolver import HostsTable
 from scaserver.logs import MessageTrace
 from scaserver.sca.line import SharedLine
 from scaserver.sip.message import Peer, Transport
+from scaserver.sip.trust import TrustedPeers
 from tests.unit.edge.doubles import FakeCore
 
 
@@ -98,3 +100,16 @@ def test_core_settings_take_domains_upstream_and_auth_switch() -> None:
     assert core.domains == frozenset({"a.test"})
     assert core.upstream == Peer(Transport.TCP, "192.0.2.9", 5070)
     assert core.require_auth is False
+
+
+def test_the_upstream_is_trusted_by_source_address() -> None:
+    settings = Settings(
+        server=ServerSettings(domains=("a.test",)),
+        upstream=UpstreamSettings(host="192.0.2.9", port=5070, transport=Transport.UDP),
+    )
+    core = make_core(
+        settings, credentials=lambda user, realm: None, trusted=TrustedPeers(()), lines=[], secret=b"s"
+    )
+    assert core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.9", 5070))
+    assert core.trusted.is_trusted(Peer(Transport.TCP, "192.0.2.9", 40000))
+    assert not core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.10", 5070))

@@ -133,6 +133,16 @@ def test_malformed_request_carries_what_was_parsed() -> None:
     )
 
 
+def test_request_line_with_extra_spaces_is_refused_with_its_headers() -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        parse_message(
+            b"OPTIONS  sip:a@b  SIP/2.0 \r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCall-ID: c\r\n\r\n"
+        )
+    assert caught.value.partial == Request(
+        "OPTIONS", "sip:a@b", Headers((("Via", "SIP/2.0/UDP h;branch=z9hG4bK1"), ("Call-ID", "c")))
+    )
+
+
 def test_malformed_response_or_start_line_has_no_partial() -> None:
     for data in (b"SIP/2.0 200 OK\r\nl: x\r\n\r\n", b"GARBAGE\r\n\r\n"):
         with pytest.raises(MalformedMessage) as caught:

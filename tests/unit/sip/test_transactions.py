@@ -102,12 +102,26 @@ def test_server_key_follows_17_2_3() -> None:
     )
 
 
-def test_request_without_branch_is_our_misuse() -> None:
-    bare = incoming("OPTIONS").with_headers(
-        incoming("OPTIONS").headers.set("Via", "SIP/2.0/UDP 192.0.2.10:5060")
-    )
-    with pytest.raises(ProtocolStateError):
-        layer().receive(bare, PHONE, 0.0)
+def rfc2543(method: str) -> Request:
+    """An RFC 2543 request: a top Via without a branch."""
+    request = incoming(method)
+    return request.with_headers(request.headers.set("Via", "SIP/2.0/UDP 192.0.2.10:5060"))
+
+
+def test_rfc2543_request_is_matched_by_17_2_3_fields() -> None:
+    tx = layer()
+    first = tx.receive(rfc2543("INVITE"), PHONE, 0.0)
+    [delivered] = [a.event for a in first if isinstance(a, Deliver)]
+    assert isinstance(delivered, RequestReceived)
+    assert delivered.key.branch.startswith("rfc2543.")
+    assert tx.receive(rfc2543("INVITE"), PHONE, 0.1) == []  # a retransmission is absorbed
+    cancel = tx.receive(rfc2543("CANCEL"), PHONE, 0.2)
+    [cancelled] = [a.event for a in cancel if isinstance(a, Deliver)]
+    assert isinstance(cancelled, CancelReceived) and cancelled.invite_key == delivered.key
+    other = rfc2543("INVITE")
+    other = other.with_headers(other.headers.set("CSeq", "2 INVITE"))
+    [second] = [a.event for a in tx.receive(other, PHONE, 0.3) if isinstance(a, Deliver)]
+    assert isinstance(second, RequestReceived) and second.key != delivered.key
 
 
 def test_new_invite_is_delivered_and_retransmissions_absorbed() -> None:
