@@ -36,7 +36,14 @@ from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
 from scaserver.control.system import ServerInfo, product_version
-from scaserver.dispatch import AuthenticationRejected, CoreSettings, MessageDropped, SipCore, StatelessReply
+from scaserver.dispatch import (
+    AuthenticationRejected,
+    CoreSettings,
+    MessageDropped,
+    SipCore,
+    StatelessReply,
+    TransactionCompleted,
+)
 from scaserver.edge.controlplane import (
     EngineScaControl,
     EngineScaGauges,
@@ -101,6 +108,7 @@ from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceSt
 from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import (
+    NotifyAnswered,
     Subscription,
     SubscriptionAdded,
     SubscriptionKey,
@@ -834,7 +842,7 @@ class MetricsFeed:
         self._written = 0
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(SubscriptionNotified, lambda e: self._metrics.notify_sent(e.subscription.event.value))
+        bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
         bus.subscribe(SubscriptionRemoved, self._removed)
         bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
         bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
@@ -843,6 +851,7 @@ class MetricsFeed:
         PushMetrics(self._metrics).attach(bus)
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
+        bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
 
     def _removed(self, event: SubscriptionRemoved) -> None:
         if event.reason == "notify-failed":

@@ -126,6 +126,20 @@ class MessageDropped:
 
 
 @attrs.frozen
+class TransactionCompleted:
+    """A transaction got its final outcome: ``kind`` is ``invite-server``,
+    ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
+    status class (``2xx``...``6xx``), ``timeout`` or ``transport-error`` (metrics)."""
+
+    kind: str
+    outcome: str
+
+
+def _kind(side: str, method: str) -> str:
+    return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
+
+
+@attrs.frozen
 class StatelessReply:
     """A request answered without a transaction because it was unfit for one."""
 
@@ -317,6 +331,9 @@ class SipCore:
                     if self._strips(response):
                         response = response.with_headers(strip_sca(response.headers))
                     out += self._run(self.layer.respond(transaction, response, now), now)
+                    if response.status >= 200:
+                        kind = _kind("server", transaction.method)
+                        out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
                         request = self._relayed(request)
@@ -360,9 +377,16 @@ class SipCore:
             case CancelReceived():
                 return self._run(self._on_cancel(event, now), now)
             case ResponseReceived(response=response, key=key):
-                return self._run(self._on_client_response(key, response, now), now)
+                counted: list[Action] = []
+                if response.status >= 200:
+                    outcome = TransactionCompleted(_kind("client", key.method), f"{response.status // 100}xx")
+                    counted.append(Deliver(outcome))
+                return counted + self._run(self._on_client_response(key, response, now), now)
             case TransactionTimedOut(key=key) | TransportFailed(key=key):
-                return self._run(self._on_client_failure(key, event, now), now)
+                failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
+                side = "client" if isinstance(key, ClientKey) else "server"
+                fact = Deliver(TransactionCompleted(_kind(side, key.method), failure))
+                return [fact, *self._run(self._on_client_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
                 if isinstance(key, ClientKey):
                     owner = self._owners.pop(key, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.dispatch import MessageDropped, StatelessReply
+from scaserver.dispatch import MessageDropped, StatelessReply, TransactionCompleted
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
 from scaserver.sip.headers import top_via
@@ -362,3 +362,9 @@ def test_subscribe_without_event_on_a_shared_line_gets_400_missing_event() -> No
 def test_in_dialog_request_to_an_aor_of_ours_without_route_gets_481() -> None:
     response, _ = only_response(Wire(make_core()), request("BYE", f"sip:bob@{DOMAIN}", to_tag="t1"))
     assert response.status == 481
+
+
+def test_final_answers_are_counted_as_completed_transactions() -> None:
+    actions = make_core().receive(request("OPTIONS", f"sip:{DOMAIN}").encode(), ALICE, 0.0)
+    facts = [a.event for a in actions if isinstance(a, Deliver) and isinstance(a.event, TransactionCompleted)]
+    assert facts == [TransactionCompleted("non-invite-server", "2xx")]

@@ -1,0 +1,105 @@
+"""The control plane against the real server: scactl drives appearances that handsets see,
+/metrics parses and moves, and an exposed RPC listener without a token refuses to start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.system.handset import Handset, handsets
+from tests.system.server import ROOT, SCASERVER, RunningServer, free_port, running_server, upgrade_database
+from tests.system.test_sca import LINE, config, member, rpc, state_is, subscribed
+
+pytestmark = pytest.mark.system
+
+SCACTL = ROOT / "rpc" / "scactl"
+
+
+def scactl(server: RunningServer, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCACTL), "-s", f"http://127.0.0.1:{server.http_port}/RPC", *argv],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+    )
+
+
+def metrics(server: RunningServer) -> dict[str, float]:
+    """Every sample of /metrics, parsed by the Prometheus text parser, by name{labels}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def test_scactl_seizes_and_releases_and_the_group_is_notified(tmp_path: Path) -> None:
+    with running_server(tmp_path / "server", config()) as server:
+        a, b = member("a", server), member("b", server)
+        with handsets(a, b):
+            for phone in (a, b):
+                assert phone.register().status == 200
+                subscribed(phone)
+            seized = scactl(server, "-F", "json", "sca.seize_appearance", LINE, a.contact)
+            assert seized.returncode == 0, seized.stderr
+            for phone in (a, b):
+                phone.wait_notify(lambda n: n.event == "call-info" and state_is(1, "seized")(n))
+            listed = scactl(server, "--text", "sca.all_appearances")
+            assert listed.returncode == 0, listed.stderr
+            assert listed.stdout.startswith(f"{LINE} 1 seized ")
+            released = scactl(server, "sca.release_appearance", LINE, "1")
+            assert released.returncode == 0, released.stderr
+            for phone in (a, b):
+                phone.wait_notify(lambda n: n.event == "call-info" and state_is(1, None)(n) and n.cseq > 2)
+            assert rpc(server, "sca.all_appearances") == []
+            refused = scactl(server, "sca.release_appearance", LINE, "1")
+            assert refused.returncode == 1
+            assert refused.stderr.startswith("error: ")
+
+
+def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
+    with running_server(tmp_path / "server", config()) as server:
+        before = metrics(server)
+        a, b = member("a", server), member("b", server)
+        callee = Handset("callee", ("127.0.0.1", server.sip_port), line="sip:callee@example.test")
+        with handsets(a, b, callee):
+            for phone in (a, b, callee):
+                assert phone.register().status == 200
+            for phone in (a, b):
+                subscribed(phone)
+            assert rpc(server, "sca.seize_appearance", LINE, a.contact)["index"] == 1
+            b.wait_notify(lambda n: n.event == "call-info" and state_is(1, "seized")(n))
+            after = metrics(server)
+    assert (
+        after["scaserver_registrations_total{outcome=added}"]
+        - before.get("scaserver_registrations_total{outcome=added}", 0.0)
+        == 3
+    )
+    assert after["scaserver_sca_subscriptions{event=call-info}"] == 2
+    assert after["scaserver_sca_appearances{state=seized}"] == 1
+    assert after["scaserver_notify_total{event=call-info,outcome=sent}"] >= 4
+    assert after["scaserver_transactions_total{kind=non-invite-server,outcome=2xx}"] >= 5
+
+
+def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade_database(db_url)
+    result = subprocess.run(
+        [*SCASERVER, "run", "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0", "--db", db_url],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "token" in result.stderr.lower()
