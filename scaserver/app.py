@@ -16,7 +16,7 @@ import os
 import random
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final, Protocol, cast
 
@@ -49,6 +49,7 @@ from scaserver.edge.controlplane import (
     EngineScaGauges,
     MobileParkingControl,
     RegistrarLocationControl,
+    SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
@@ -85,6 +86,7 @@ from scaserver.parking.parked import (
     WakeObserved,
 )
 from scaserver.parking.parked import ParkingSettings as LotSettings
+from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy, ProxySettings
@@ -882,6 +884,7 @@ def control_plane(
     writes: WriteBehind,
     *,
     provisioning: ProvisioningResource | None = None,
+    devices: DeviceLines | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -911,8 +914,20 @@ def control_plane(
     )
     server = ServerInfo(product_version(), os.getpid(), listen, settings.database.url, reactor.seconds())
     parking = MobileParkingControl(core, default_domain=default_domain)
+    resync = None
+    if devices is not None:
+        host, port = settings.server.advertised()
+        resync = SipProvisioningControl(
+            core,
+            sip.stack.run,
+            sip.bus,
+            reactor,
+            device_lines=devices,
+            local_uri=f"sip:{format_host(host)}:{port}",
+            unique=core.unique,
+        )
     registry = build_registry(
-        sca=sca, location=location, server=server, clock=reactor.seconds, parking=parking
+        sca=sca, location=location, server=server, clock=reactor.seconds, parking=parking, provisioning=resync
     )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
@@ -951,6 +966,25 @@ def site_settings(settings: Settings) -> SiteSettings:
         resync_periodic=prov.resync_periodic,
         firmware_path=prov.firmware_path,
     )
+
+
+DeviceLines = Callable[[str], Awaitable[Sequence[str] | None]]
+"""MAC -> the AoRs of the device's lines, None for an unknown device (read off the reactor)."""
+
+
+def device_lines(repository: SqlProvisioningRepository, pool: DatabasePool) -> DeviceLines:
+    def read(mac: str) -> list[str] | None:
+        device = repository.device(mac)
+        return None if device is None else [placed.line.aor for placed in device.lines]
+
+    async def lines(text: str) -> Sequence[str] | None:
+        mac = canonical_mac(text)
+        if mac is None:
+            return None
+        found: list[str] | None = await pool.run(read, mac)
+        return found
+
+    return lines
 
 
 def provisioning_resource(
@@ -1058,7 +1092,8 @@ def make_server(
     resource = (
         provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
     )
-    plane, feed = control_plane(settings, reactor, core, sip, writes, provisioning=resource)
+    devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
+    plane, feed = control_plane(settings, reactor, core, sip, writes, provisioning=resource, devices=devices)
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))

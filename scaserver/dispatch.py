@@ -34,6 +34,7 @@ from scaserver.proxy.routing import (
     branch_with_loop_hash,
     preprocess_route,
     response_destination,
+    uri_destination,
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
@@ -123,6 +124,16 @@ class MessageDropped:
     peer: Peer
     reason: str
     kind: str = "unparsable"
+
+
+@attrs.frozen
+class RequestAnswered:
+    """The final outcome of a request sent with ``SendRequest`` for a part outside the core
+    (the control plane's check-sync NOTIFY): ``status`` is the final response's, 408 after
+    a time-out, 503 after a transport failure (RFC 3261 8.1.3.1)."""
+
+    context: Hashable
+    status: int
 
 
 @attrs.frozen
@@ -433,6 +444,8 @@ class SipCore:
             return self.mobile.on_upstream_response(context, response, now)
         if isinstance(context, NotifyContext):
             return self.sca.on_notify_response(context, response, now)
+        if response.status >= 200:
+            return [Deliver(RequestAnswered(context, response.status))]
         return []
 
     def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
@@ -450,7 +463,17 @@ class SipCore:
             return self.proxy.on_branch_timeout(context, now)
         if isinstance(context, NotifyContext):
             return self.sca.on_notify_failed(context, now)
-        return []
+        return [Deliver(RequestAnswered(context, 408 if isinstance(event, TransactionTimedOut) else 503))]
+
+    def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:
+        """The registered contacts of ``aor`` and where a request to each goes (the flow it
+        registered over, or its URI's address)."""
+        found: list[tuple[str, Peer]] = []
+        for binding in self.registrar.lookup(aor, now):
+            peer = _flow(binding) or uri_destination(parse_uri(binding.contact))
+            if peer is not None:
+                found.append((binding.contact, peer))
+        return found
 
     # ------------------------------------------------------------------ server side
 

@@ -331,3 +331,27 @@ class NoParking:
 
     def registration(self, aor: str) -> UpstreamInfo | None:
         return None
+
+
+@attrs.frozen
+class ResyncOutcome:
+    """One contact a ``check-sync`` NOTIFY went to, and its final status (408: no answer)."""
+
+    contact: str
+    status: int
+
+
+class ProvisioningControl(Protocol):
+    """Handset provisioning as ``prov.*`` sees it (provisioning.md 4.5, rpc.md 3.6)."""
+
+    async def resync(self, mac: str) -> Sequence[ResyncOutcome] | None:
+        """Send ``check-sync`` to every registered contact of the device's lines; None when
+        no device has that MAC."""
+        ...
+
+
+class NoProvisioning:
+    """The ``ProvisioningControl`` of a server without provisioning: no device is known."""
+
+    async def resync(self, mac: str) -> Sequence[ResyncOutcome] | None:
+        return None

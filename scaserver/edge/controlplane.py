@@ -49,13 +49,15 @@ from scaserver.control.seams import (
     LineInfo,
     ParkedTransaction,
     PushInfo,
+    ResyncOutcome,
     ScaEvent,
     SubscriptionInfo,
     UpstreamInfo,
 )
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import RequestAnswered, SipCore
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.events import EventBus
+from scaserver.provisioning.resync import check_sync_request
 from scaserver.registrar.binding import Binding, RemovalReason
 from scaserver.registrar.midregistrar import UpstreamRegistration
 from scaserver.sca.appearance import Appearance, AppearanceState
@@ -69,7 +71,7 @@ from scaserver.sca.subscription import (
     SubscriptionNotified,
     SubscriptionRemoved,
 )
-from scaserver.sip.actions import Action, Deliver, EngineAction
+from scaserver.sip.actions import Action, Deliver, EngineAction, SendRequest
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Peer
 from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
@@ -582,3 +584,77 @@ class MobileParkingControl:
             last_error=reg.last_error,
             upstream_auth_needed=reg.upstream_auth_needed,
         )
+
+
+@attrs.frozen
+class ResyncContext:
+    """The ``SendRequest`` context of one check-sync NOTIFY (answers come back as
+    ``RequestAnswered`` facts on the bus)."""
+
+    resync: int
+    contact: str
+
+
+class SipProvisioningControl:
+    """``control.seams.ProvisioningControl``: ``prov.resync`` sends ``check-sync`` NOTIFYs
+    through the running core (provisioning.md 4.5) and waits up to ``wait_s`` for their
+    final responses (a contact without one is reported 408)."""
+
+    def __init__(
+        self,
+        core: SipCore,
+        execute: Execute,
+        bus: EventBus,
+        clock: TimerClock,
+        *,
+        device_lines: Callable[[str], Awaitable[Sequence[str] | None]],
+        local_uri: str,
+        unique: Callable[[], str],
+        wait_s: float = 5.0,
+    ) -> None:
+        self._core, self._execute, self._bus, self._clock = core, execute, bus, clock
+        self._device_lines, self._local_uri, self._unique = device_lines, local_uri, unique
+        self._wait_s = wait_s
+        self._serial = 0
+
+    async def resync(self, mac: str) -> Sequence[ResyncOutcome] | None:
+        lines = await self._device_lines(mac)
+        if lines is None:
+            return None
+        self._serial += 1
+        now = self._clock.seconds()
+        sends: list[EngineAction] = []
+        contexts: list[ResyncContext] = []
+        for aor in lines:
+            for contact, peer in self._core.contact_peers(aor, now):
+                request = check_sync_request(
+                    contact, aor, local_uri=self._local_uri, call_id=self._unique(), from_tag=self._unique()
+                )
+                context = ResyncContext(self._serial, contact)
+                contexts.append(context)
+                sends.append(SendRequest(request, peer, context))
+        if not contexts:
+            return ()
+        answers: dict[ResyncContext, int] = {}
+        done: Deferred[None] = Deferred()
+
+        def answered(fact: RequestAnswered) -> None:
+            if isinstance(fact.context, ResyncContext) and fact.context in contexts:
+                answers[fact.context] = fact.status
+                if len(answers) == len(contexts) and not done.called:
+                    done.callback(None)
+
+        def window_closed() -> None:
+            if not done.called:
+                done.callback(None)
+
+        self._bus.subscribe(RequestAnswered, answered)
+        timer = call_later(self._clock, self._wait_s, window_closed)
+        try:
+            self._execute(self._core.run(sends, now))
+            await done
+        finally:
+            self._bus.unsubscribe(RequestAnswered, answered)
+            if timer.active():
+                timer.cancel()
+        return tuple(ResyncOutcome(context.contact, answers.get(context, 408)) for context in contexts)

@@ -103,3 +103,27 @@ def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: 
     )
     assert result.returncode == 2
     assert "token" in result.stderr.lower()
+
+
+def test_prov_resync_sends_check_sync_to_the_device_line(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'prov.db'}"
+    upgrade_database(db_url)
+    aor = "sip:2002@example.test"
+    for argv in (
+        ("device", "identity", aor, "--auth-user", "2002", "--password", "secret"),
+        ("device", "add", "0004f2aabbcc", "--family", "polycom-ucs", "--model", "VVX411", "--line", aor),
+    ):
+        done = subprocess.run(
+            [*SCASERVER, *argv, "--db", db_url], capture_output=True, text=True, check=False, cwd=ROOT
+        )
+        assert done.returncode == 0, done.stderr
+    with running_server(tmp_path / "server", config(), db_url=db_url) as server:
+        phone = Handset("vvx", ("127.0.0.1", server.sip_port), line=aor)
+        with handsets(phone):
+            assert phone.register().status == 200
+            resync = scactl(server, "-F", "json", "prov.resync", "00:04:F2:AA:BB:CC")
+            assert resync.returncode == 0, resync.stderr
+            phone.wait_notify(lambda n: n.event == "check-sync")
+            assert f'"contact": "{phone.contact}"' in resync.stdout and '"status": 200' in resync.stdout
+        unknown = scactl(server, "prov.resync", "0004f2000000")
+        assert unknown.returncode == 1 and "Device not found" in unknown.stderr

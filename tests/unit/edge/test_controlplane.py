@@ -32,16 +32,18 @@ from scaserver.control.seams import (
     Deactivation,
     LineInfo,
     PushInfo,
+    ResyncOutcome,
     ScaEvent,
     SubscriptionInfo,
 )
 from scaserver.control.system import ServerInfo
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import RequestAnswered, SipCore
 from scaserver.edge.controlplane import (
     EngineScaControl,
     EngineScaGauges,
     NotifyWatch,
     RegistrarLocationControl,
+    SipProvisioningControl,
     canonical_argument,
     contact_matches,
 )
@@ -777,3 +779,84 @@ def test_usrloc_through_the_registry() -> None:
     }
     missing = result_of(rpc(rig, "ul.lookup", ["location", "carol"]))
     assert missing["error"]["message"] == "AOR not found in location table"
+
+
+# prov.resync (provisioning.md 4.5)
+
+
+def resync_rig(lines: dict[str, list[str]]) -> tuple[Rig, SipProvisioningControl]:
+    rig = Rig(make_core(require_auth=False))
+
+    async def device_lines(mac: str) -> list[str] | None:
+        return lines.get(mac)
+
+    counter = iter(range(1000))
+    control = SipProvisioningControl(
+        rig.core,
+        rig.execute,
+        rig.bus,
+        rig.clock,
+        device_lines=device_lines,
+        local_uri="sip:192.0.2.1:5060",
+        unique=lambda: f"r{next(counter)}",
+    )
+    return rig, control
+
+
+def check_syncs(rig: Rig) -> list[tuple[Request, Peer]]:
+    return [(n, p) for n, p in rig.notifies() if n.headers.get("Event") == "check-sync"]
+
+
+def test_resync_notifies_every_registered_contact_of_the_device_lines() -> None:
+    rig, control = resync_rig({"0004f2aabbcc": [f"sip:alice@{DOMAIN}"]})
+    rig.register("alice", ALICE)
+    pending = settled(control.resync("0004f2aabbcc"))
+    [(notify, peer)] = check_syncs(rig)
+    assert peer == ALICE and notify.uri == ALICE_CONTACT
+    assert notify.headers.get("Subscription-State") == "terminated"
+    assert not pending.called
+    rig.answer_notifies(200)
+    assert result_of(pending) == (ResyncOutcome(ALICE_CONTACT, 200),)
+    assert rig.bus._handlers.get(RequestAnswered, []) == []
+
+
+def test_resync_reports_408_for_a_contact_that_never_answers() -> None:
+    rig, control = resync_rig({"0004f2aabbcc": [f"sip:alice@{DOMAIN}"]})
+    rig.register("alice", ALICE)
+    pending = settled(control.resync("0004f2aabbcc"))
+    rig.clock.advance(5.0)
+    assert result_of(pending) == (ResyncOutcome(ALICE_CONTACT, 408),)
+    assert rig.clock.getDelayedCalls() == []
+
+
+def test_resync_of_an_unknown_device_or_one_with_nobody_registered() -> None:
+    rig, control = resync_rig({"0004f2aabbcc": [f"sip:alice@{DOMAIN}"]})
+    assert result_of(settled(control.resync("000000000000"))) is None
+    assert result_of(settled(control.resync("0004f2aabbcc"))) == ()
+    assert check_syncs(rig) == []
+
+
+def test_prov_resync_through_the_registry_and_its_404() -> None:
+    rig, control = resync_rig({"0004f2aabbcc": [f"sip:alice@{DOMAIN}"]})
+    rig.register("alice", ALICE)
+    registry = build_registry(
+        sca=rig.sca, location=rig.location, server=SERVER, clock=rig.clock.seconds, provisioning=control
+    )
+    dispatcher = Dispatcher(
+        registry, clock=rig.clock.seconds, audit=lambda record: None, on_failure=lambda method, error: None
+    )
+
+    async def call(mac: str) -> dict[str, Any]:
+        body = json.dumps({"jsonrpc": "2.0", "method": "prov.resync", "params": [mac], "id": 1}).encode()
+        reply = await dispatcher.dispatch(body, ADMIN)
+        assert reply.body is not None
+        envelope: dict[str, Any] = json.loads(reply.body)
+        return envelope
+
+    pending = ensureDeferred(call("0004f2aabbcc"))
+    rig.answer_notifies(200)
+    result = result_of(pending)["result"]
+    check_result("prov.resync", result)
+    assert result == [{"contact": ALICE_CONTACT, "status": 200}]
+    missing = result_of(ensureDeferred(call("aa")))
+    assert missing["error"]["code"] == 404 and missing["error"]["message"] == "Device not found"
