@@ -527,6 +527,31 @@ def test_restart_in_the_middle_of_a_held_call(tmp_path: Path, db_url: str) -> No
         first.__exit__(None, None, None)
 
 
+def test_kill_9_loses_at_most_the_last_flush_interval(tmp_path: Path, db_url: str) -> None:
+    """sca.md 10.3 / the issue: a crash (SIGKILL, no final flush) keeps everything older than
+    ``database.flush_interval`` (0.3 s here): subscriptions and a seized appearance."""
+    first = running_server(tmp_path / "first", config(seize_expires=15), db_url=db_url)
+    server = first.__enter__()
+    try:
+        a, b = member("a", server), member("b", server)
+        with handsets(a, b):
+            for phone in (a, b):
+                assert phone.register().status == 200
+                subscribed(phone)
+            assert rpc(server, "sca.seize_appearance", LINE, a.contact)["index"] == 1
+            time.sleep(1.0)  # more than the flush interval: the write-behind queue has written it
+            server.process.kill()
+            server.process.wait(5)
+            first.__exit__(None, None, None)
+            with running_server(tmp_path / "second", config(seize_expires=15), db_url=db_url) as again:
+                subs = rpc(again, "sca.all_subscriptions")
+                assert sorted(s["contact"] for s in subs) == sorted([a.contact, b.contact])
+                restored = appearances(again)
+                assert [(x["index"], x["state"], x["owner"]) for x in restored] == [(1, "seized", a.contact)]
+    finally:
+        first.__exit__(None, None, None)
+
+
 def test_subscribe_with_digest_authentication(tmp_path: Path, db_url: str) -> None:
     """With ``[auth] require = true``: SUBSCRIBE gets 401, then 202 with credentials of a
     subscriber of the ``subscriber`` table; a valid user who is not a member of the line
