@@ -1,0 +1,129 @@
+"""Profile scaserver's hot path with py-spy while SIPp drives one scenario at a fixed rate.
+
+    python -m bench.profile [--scenario seize|register|sca-call] [--rate R] [--seconds S] [--out DIR]
+
+Starts scaserver (no digest), makes the 2000 x 2 call-info population, then samples the
+server with ``py-spy record --format raw`` (collapsed stacks, 200 Hz, idle samples left
+out) while the load runs, and prints the functions with the most samples: own time
+("self") and time including callees ("total"), as a share of all samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from bench import gen_aors
+from bench.harness import KAM_SCENARIOS, OUR_SCENARIOS
+from bench.procs import ROOT, ScaServer
+from bench.sipua import HOST, register
+
+SCENARIOS = {
+    "seize": KAM_SCENARIOS / "load-seize.xml",
+    "register": KAM_SCENARIOS / "register.xml",
+    "sca-call": OUR_SCENARIOS / "sca-call.xml",
+}
+
+
+def summarize(raw: Path, top: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [
+            f.split(" (", 1)[0] + " (" + f.split(" (", 1)[1].rsplit(":", 1)[0] + ")" if " (" in f else f
+            for f in stack.split(";")
+        ]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    lines = [f"{samples} samples", "", "self %  function"]
+    lines += [f"{100 * n / samples:6.1f}  {name}" for name, n in own.most_common(top)]
+    lines += ["", "total %  function"]
+    lines += [f"{100 * n / samples:6.1f}  {name}" for name, n in total.most_common(top)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="seize")
+    parser.add_argument("--rate", type=float, default=150.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--port", type=int, default=23000)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/scaserver-profile"))
+    args = parser.parse_args(argv)
+    out: Path = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    port = args.port
+    server = ScaServer(out / "scaserver", port, port + 1)
+    helpers: list[subprocess.Popen[bytes]] = []
+    try:
+        server.start()
+        inf = out / "aors.csv"
+        rows = gen_aors.write(inf, 2000, 2)
+        common = ["-i", HOST, "-nostdin", "-key", "domain", HOST, "-inf", str(inf)]
+        population = ["sipp", "-sf", str(OUR_SCENARIOS / "subscribe-sink.xml"), "-p", str(port + 7), *common]
+        population += ["-m", str(rows), "-r", "1000", "-l", str(rows), "-timeout", "600s"]
+        population += ["-default_behaviors", "all,-abortunexp", f"{HOST}:{port}"]
+        helpers.append(subprocess.Popen(population, cwd=out, stdout=subprocess.DEVNULL))
+        if args.scenario == "sca-call":
+            register((HOST, port), "callee", port + 3)
+            callee = ["sipp", "-sf", str(OUR_SCENARIOS / "callee.xml"), "-i", HOST, "-p", str(port + 3)]
+            callee += ["-nostdin", "-timeout", "600s"]
+            helpers.append(subprocess.Popen(callee, cwd=out, stdout=subprocess.DEVNULL))
+        time.sleep(rows / 1000 + 3)
+        raw = out / "profile.txt"
+        spy = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "200",
+                "--duration",
+                f"{int(args.seconds)}",
+                "--output",
+                str(raw),
+                "--pid",
+                str(server.pid()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        load = ["sipp", "-sf", str(SCENARIOS[args.scenario]), "-p", str(port + 4), *common]
+        load += [
+            "-m",
+            str(int(args.rate * args.seconds)),
+            "-r",
+            f"{args.rate:g}",
+            "-l",
+            str(int(args.rate * 2)),
+        ]
+        load += ["-timeout", f"{args.seconds + 10:g}s", f"{HOST}:{port}"]
+        if args.scenario == "sca-call":
+            load[-1:-1] = ["-default_behaviors", "all,-abortunexp"]
+        subprocess.run(load, cwd=out, stdout=subprocess.DEVNULL, check=False, timeout=args.seconds + 40)
+        spy.wait(args.seconds + 30)
+        report = summarize(raw)
+        (out / "summary.txt").write_text(report + "\n")
+        print(report)
+    finally:
+        for helper in helpers:
+            helper.terminate()
+            helper.wait(10)
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
