@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import Reactor, make_server, site_settings
+from scaserver.app import Reactor, make_server, site_settings, tune_garbage_collector
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.logs import start_logging
@@ -221,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
         stopping.addErrback(report)
         return stopping
 
+    tune_garbage_collector()
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()  # SIGINT/SIGTERM stop the reactor, which runs the shutdown trigger above

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from typing import cast
 
 import pytest
 from twisted.internet.task import Clock
 
 from scaserver.app import (
+    GC_THRESHOLDS,
     Reactor,
     configured_lines,
     core_settings,
@@ -16,6 +18,7 @@ from scaserver.app import (
     member_of,
     merged_lines,
     realm_of,
+    tune_garbage_collector,
 )
 from scaserver.config import (
     AuthSettings,
@@ -113,3 +116,14 @@ def test_the_upstream_is_trusted_by_source_address() -> None:
     assert core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.9", 5070))
     assert core.trusted.is_trusted(Peer(Transport.TCP, "192.0.2.9", 40000))
     assert not core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.10", 5070))
+
+
+def test_garbage_collector_tuning_freezes_start_up_state_and_raises_thresholds() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
