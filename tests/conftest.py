@@ -13,6 +13,7 @@ database per test on one server per session).  The PostgreSQL server is, in orde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -200,21 +201,21 @@ def pg_database(pg_server: PgServer | str) -> Iterator[str]:
         pg.drop_database(url)
 
 
-@pytest.fixture
-def pg_url(pg: PgServer, pg_database: str) -> Iterator[str]:
-    """An empty PostgreSQL schema of its own, dropped after the test.
+@contextlib.contextmanager
+def pg_schema(database_url: str, prefix: str = "t") -> Iterator[str]:
+    """An empty PostgreSQL schema of its own in ``database_url``, dropped afterwards.
 
     The URL sets ``search_path`` to the schema, so tables, Alembic's ``alembic_version``
     and every query land there: as isolated as a database of its own, at a fraction of
     the cost of CREATE DATABASE.
     """
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     try:
         with engine.connect() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         yield (
-            make_url(pg_database)
+            make_url(database_url)
             .update_query_dict({"options": f"-csearch_path={schema}"})
             .render_as_string(hide_password=False)
         )
@@ -222,6 +223,13 @@ def pg_url(pg: PgServer, pg_database: str) -> Iterator[str]:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def pg_url(pg: PgServer, pg_database: str) -> Iterator[str]:
+    """An empty PostgreSQL schema of its own, dropped after the test (:func:`pg_schema`)."""
+    with pg_schema(pg_database) as url:
+        yield url
 
 
 @pytest.fixture

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import attrs
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
 
+from tests.conftest import pg_schema
 from tests.system.accounts import CONFIG, DOMAIN, add_subscribers, location_rows
 from tests.system.server import RunningServer, free_port, running_server
 from tests.system.sipp import register, require_ok, start_callee, start_caller
@@ -67,20 +65,8 @@ def module_database(request: pytest.FixtureRequest, workdir: Path) -> Iterator[s
         yield f"sqlite:///{workdir / 'scaserver.db'}"
         return
     database: str = request.getfixturevalue("pg_database")
-    schema = f"calls_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(database, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        yield (
-            make_url(database)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-        with engine.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    finally:
-        engine.dispose()
+    with pg_schema(database, "calls") as url:
+        yield url
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
