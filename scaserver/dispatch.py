@@ -632,6 +632,8 @@ class SipCore:
             decision = self._authenticate(request, peer, now)
             if isinstance(decision, Rejected):
                 return self._refuse(key, request, peer, decision)
+            if decision is not None:
+                request = consume_credentials(request, decision.realm)
             return self.proxy.on_request(request, key, peer, (), now)
         local = self._is_local_domain(uri)
         if not local and headers.max_forwards(request) == 0:

@@ -368,3 +368,24 @@ def test_final_answers_are_counted_as_completed_transactions() -> None:
     actions = make_core().receive(request("OPTIONS", f"sip:{DOMAIN}").encode(), ALICE, 0.0)
     facts = [a.event for a in actions if isinstance(a, Deliver) and isinstance(a.event, TransactionCompleted)]
     assert facts == [TransactionCompleted("non-invite-server", "2xx")]
+
+
+def test_preloaded_route_needs_credentials_and_they_are_consumed() -> None:
+    wire = Wire(make_core())
+    text = request(
+        "INVITE",
+        "sip:someone@elsewhere.example.net",
+        branch="z9hG4bKpre1",
+        extra="Route: <sip:192.0.2.50;lr>\r\n",
+    )
+    challenge, _ = only_response(wire, text)
+    assert challenge.status == 407
+    invite = digest_authorization(parse_message(text.encode()), challenge, "alice", "alice-secret")  # type: ignore[arg-type]
+    invite = invite.with_headers(
+        invite.headers.set("CSeq", "2 INVITE").set(
+            "Via", f"SIP/2.0/UDP {ALICE.host}:{ALICE.port};branch=z9hG4bKpre2;rport"
+        )
+    )
+    [(forwarded, peer)] = [(m, p) for m, p in wire.send(invite, ALICE) if isinstance(m, Request)]
+    assert peer == Peer(Transport.UDP, "192.0.2.50", 5060)
+    assert "Proxy-Authorization" not in forwarded.headers
