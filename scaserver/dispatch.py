@@ -206,8 +206,11 @@ class CoreSettings:
 
 
 class _Owner(enum.Enum):
+    """Who a client transaction's responses go to: a proxy branch, or a request the server
+    itself originated (SCA NOTIFYs, upstream REGISTERs, check-sync NOTIFYs)."""
+
     PROXY = "proxy"
-    SCA = "sca"
+    SERVER = "server"
 
 
 @attrs.define
@@ -376,7 +379,7 @@ class SipCore:
         else:
             key, actions = self.layer.request(request, peer, now)
             if request.method != "ACK":
-                self._owners[key] = (_Owner.SCA, context)
+                self._owners[key] = (_Owner.SERVER, context)
         return self._run(actions, now)
 
     def _deliver(self, event: object, now: float) -> list[Action]:
