@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 from typing import cast
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
 from scaserver.app import (
     GC_THRESHOLDS,
+    Persistence,
     Reactor,
     configured_lines,
     core_settings,
@@ -18,6 +20,7 @@ from scaserver.app import (
     member_of,
     merged_lines,
     realm_of,
+    reserved_cseq,
     tune_garbage_collector,
 )
 from scaserver.config import (
@@ -31,10 +34,23 @@ from scaserver.config import (
 )
 from scaserver.config import SharedLine as ConfiguredLine
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.stack import TimerClock
+from scaserver.edge.writebehind import Channel, Runner, Sink, WriteBehind
+from scaserver.events import EventBus
 from scaserver.logs import MessageTrace
+from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
+from scaserver.sca.subscription import (
+    Package,
+    Subscription,
+    SubscriptionAdded,
+    SubscriptionKey,
+    SubscriptionNotified,
+)
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
+from scaserver.store.repository import AppearanceKey
 from tests.unit.edge.doubles import FakeCore
 
 
@@ -127,3 +143,28 @@ def test_garbage_collector_tuning_freezes_start_up_state_and_raises_thresholds()
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
+    assert [reserved_cseq(n) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
+    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
+    no_sink = cast(Sink[object, object], None)
+    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
+    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
+    appearances: Channel[AppearanceKey, Appearance] = writes.channel(
+        "apps", no_sink, lambda a: (a.line, a.index)
+    )
+    core = make_core(
+        Settings(), credentials=lambda user, realm: None, trusted=TrustedPeers(()), lines=[], secret=b""
+    )
+    persistence = Persistence(core, bindings, subscriptions, appearances)
+    bus = EventBus()
+    persistence.attach(bus)
+    sub = Subscription("sip:a@192.0.2.1", "sip:2001@x", Package.CALL_INFO, 1e9, "c", "f", "t")
+    bus.publish(SubscriptionAdded(sub))
+    assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=32)
+    for cseq in range(1, 33):
+        bus.publish(SubscriptionNotified(attrs.evolve(sub, notify_cseq=cseq)))
+    assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=32)  # nothing new to store
+    bus.publish(SubscriptionNotified(attrs.evolve(sub, notify_cseq=33)))
+    assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=64)
