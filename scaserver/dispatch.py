@@ -38,7 +38,7 @@ from scaserver.proxy.routing import (
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
-from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.binding import BindingKey
 from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
@@ -72,7 +72,7 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
-from scaserver.sip.message import Headers, Message, Peer, Request, Response
+from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.transactions import (
@@ -91,24 +91,6 @@ from scaserver.sip.transactions import (
 from scaserver.sip.trust import TrustedPeers
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
 from scaserver.sip.validation import check_request, check_response, unsupported_options
-
-KNOWN_METHODS: Final = (
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "OPTIONS",
-    "REGISTER",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "PRACK",
-    "UPDATE",
-    "INFO",
-    "MESSAGE",
-    "REFER",
-    "PUBLISH",
-)
-"""Methods the server handles or relays; any other method gets 501 with Allow (RFC 3261 8.2.1)."""
 
 ACCEPT: Final = "application/sdp"
 
@@ -473,7 +455,7 @@ class SipCore:
         registered over, or its URI's address)."""
         found: list[tuple[str, Peer]] = []
         for binding in self.registrar.lookup(aor, now):
-            peer = _flow(binding) or uri_destination(parse_uri(binding.contact))
+            peer = binding.flow or uri_destination(parse_uri(binding.contact))
             if peer is not None:
                 found.append((binding.contact, peer))
         return found
@@ -668,7 +650,7 @@ class SipCore:
             if parked is not None:
                 return parked
         targets = [
-            Target(binding.contact, binding.sort_q, binding.path, _flow(binding)) for binding in bindings
+            Target(binding.contact, binding.sort_q, binding.path, binding.flow) for binding in bindings
         ]
         return self.proxy.on_request(request, key, peer, targets, now)
 
@@ -730,15 +712,3 @@ class AuthenticationRejected:
     method: str
     status: int
     stale: bool
-
-
-def _flow(binding: Binding) -> Peer | None:
-    """Send to the source address of the REGISTER when the Contact is behind NAT or the phone
-    registered over a stream (its connection is the only way back, RFC 5626 spirit)."""
-    received = binding.received
-    if received.transport.reliable:
-        return received
-    contact = parse_uri(binding.contact)
-    if isinstance(contact, SipUri) and (contact.host, contact.port or 5060) == (received.host, received.port):
-        return None
-    return received

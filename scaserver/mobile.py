@@ -167,18 +167,6 @@ class MobileSettings:
     parking_enabled: bool = True
 
 
-def flow_of(binding: Binding) -> Peer | None:
-    """Where a branch to ``binding`` goes: the REGISTER's source when the Contact is behind NAT
-    or the device registered over a stream (RFC 5626 spirit); None: by the Contact URI."""
-    received = binding.received
-    if received.transport.reliable:
-        return received
-    contact = parse_uri(binding.contact)
-    if isinstance(contact, SipUri) and (contact.host, contact.port or 5060) == (received.host, received.port):
-        return None
-    return received
-
-
 def _result_of(answer: Answer, dropped: bool) -> PushResult:
     if dropped:
         return PushResult.DROPPED
@@ -317,7 +305,7 @@ class Mobile:
                         binding.key,
                         strip_pn_params(binding.contact),
                         binding.path,
-                        flow_of(binding),
+                        binding.flow,
                         binding.sort_q,
                     )
                 )
@@ -466,7 +454,7 @@ class Mobile:
     def _inject(self, aor: str, binding: Binding, confirmed_at: float, now: float) -> list[EngineAction]:
         device = self._devices.get(binding.key)
         target = BranchTarget(
-            binding.key, strip_pn_params(binding.contact), binding.path, flow_of(binding), binding.sort_q
+            binding.key, strip_pn_params(binding.contact), binding.path, binding.flow, binding.sort_q
         )
         token = device.token if device is not None else None
         return self.parking.on_binding_confirmed(aor, target, confirmed_at, now, token=token)

@@ -18,6 +18,7 @@ import enum
 import attrs
 
 from scaserver.sip.message import Peer
+from scaserver.sip.uri import SipUri, parse_uri
 
 
 class KeyKind(enum.Enum):
@@ -80,6 +81,21 @@ class Binding:
     def remaining(self, now: float) -> int:
         """Whole seconds left, as the ``expires`` parameter of a 200 (never negative)."""
         return max(0, int(self.expires_at - now + 0.5))
+
+    @property
+    def flow(self) -> Peer | None:
+        """Where a request to this binding goes when not by its Contact URI: the REGISTER's
+        source when the phone registered over a stream (its connection is the only way back)
+        or from behind NAT (source and Contact differ; RFC 5626 spirit); None: by the URI."""
+        received = self.received
+        if received.transport.reliable:
+            return received
+        contact = parse_uri(self.contact)
+        at_contact = isinstance(contact, SipUri) and (contact.host, contact.port or 5060) == (
+            received.host,
+            received.port,
+        )
+        return None if at_contact else received
 
 
 class RemovalReason(enum.Enum):

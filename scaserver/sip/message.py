@@ -16,6 +16,12 @@ import attrs
 
 SIP_VERSION: Final = "SIP/2.0"
 
+KNOWN_METHODS: Final = (
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "SUBSCRIBE", "NOTIFY", "PRACK", "UPDATE",
+    "INFO", "MESSAGE", "REFER", "PUBLISH",
+)  # fmt: skip
+"""The methods of RFC 3261 and its extensions (3262, 3311, 3428, 3515, 3903, 6086, 6665)."""
+
 
 class Transport(enum.Enum):
     """Transport protocols as written in a Via sent-protocol (RFC 3261 section 18)."""

@@ -15,28 +15,11 @@ from collections.abc import Sequence
 from typing import Final, NoReturn
 
 from scaserver.sip.errors import MalformedMessage
-from scaserver.sip.message import Headers, Request, Response, canonical_name
+from scaserver.sip.message import KNOWN_METHODS, Headers, Request, Response, canonical_name
 
 _TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _VERSION: Final = re.compile(r"SIP/[0-9]+\.[0-9]+")
-_KNOWN_METHODS: Final = frozenset(
-    {
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "REGISTER",
-        "SUBSCRIBE",
-        "NOTIFY",
-        "PUBLISH",
-        "MESSAGE",
-        "INFO",
-        "PRACK",
-        "UPDATE",
-        "REFER",
-    }
-)
+_KNOWN_METHODS: Final = frozenset(KNOWN_METHODS)
 _VERSIONS: Final = {"SIP/2.0": "SIP/2.0", "sip/2.0": "SIP/2.0"}
 _MAX_NAME_CACHE: Final = 2048
 _names: dict[str, str] = {}

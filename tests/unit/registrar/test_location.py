@@ -146,3 +146,11 @@ def test_binding_remaining_rounds_and_never_negative() -> None:
     assert item.remaining(NOW + 100) == 0
     assert item.sort_q == 1.0 and binding("sip:b@h", q=0.2).sort_q == 0.2
     assert item.aor == AOR
+
+
+def test_a_binding_is_reached_by_its_contact_unless_behind_nat_or_on_a_stream() -> None:
+    assert binding("sip:a@192.0.2.1:5060").flow is None  # the Contact is where it registered from
+    assert binding("sip:a@192.0.2.1").flow is None  # default port 5060
+    assert binding("sip:a@10.0.0.7:5060").flow == PEER  # behind NAT: back to the source
+    tcp = Peer(Transport.TCP, "192.0.2.1", 40000)
+    assert attrs.evolve(binding("sip:a@192.0.2.1:5060"), received=tcp).flow == tcp  # its connection
