@@ -12,7 +12,6 @@ The numbered races of spec section 7 are tested on the SIP core in tests/unit/te
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import threading
@@ -26,8 +25,8 @@ from urllib.request import urlopen
 
 import pytest
 
-from scaserver.sip.headers import parse_auth
 from scaserver.sip.message import Response
+from tests.builders import digest_authorization
 from tests.system.accounts import DOMAIN
 from tests.system.handset import Handset, new_tag, sdp
 from tests.system.server import RunningServer, free_port, running_server
@@ -90,25 +89,16 @@ def register(phone: Handset, call_id: str, cseq: int, *, expires: int = 600) -> 
     response = phone.request(request)
     if response.status != 401:
         return response, cseq
-    offer = parse_auth(response.headers.lines("WWW-Authenticate")[0])
-    realm, nonce = offer.param("realm") or "", offer.param("nonce") or ""
-    uri = f"sip:{DOMAIN}"
-    ha1 = hashlib.md5(f"{EXTENSION}:{realm}:secret".encode()).hexdigest()
-    ha2 = hashlib.md5(f"REGISTER:{uri}".encode()).hexdigest()
-    digest = hashlib.md5(f"{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}".encode()).hexdigest()
-    credentials = (
-        f'Digest username="{EXTENSION}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
-        f'response="{digest}", algorithm=MD5, qop=auth, nc=00000001, cnonce="c0ffee"'
-    )
     request = phone.build(
         "REGISTER",
-        uri,
+        f"sip:{DOMAIN}",
         from_=from_,
         to=f"<{AOR}>",
         call_id=call_id,
         cseq=cseq + 1,
-        extra=(*base, ("Authorization", credentials)),
+        extra=base,
     )
+    request = digest_authorization(request, response, EXTENSION, "secret")
     return phone.request(request), cseq + 1
 
 
