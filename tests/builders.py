@@ -15,14 +15,14 @@ from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Send
 from scaserver.sip.digest import (
-    Algorithm,
     Authenticator,
+    ClientCredentials,
     Credentials,
     NonceFactory,
-    compute_ha1,
-    compute_response,
+    authorize,
+    parse_challenges,
+    select_challenge,
 )
-from scaserver.sip.headers import parse_auth
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.serializer import serialize
@@ -131,26 +131,11 @@ def digest_authorization(
     nc: int = 1,
     cnonce: str = "c0ffee",
 ) -> Request:
-    """``request`` answered to ``challenge`` (401 or 407) with SHA-256 Digest credentials."""
-    header = "WWW-Authenticate" if challenge.status == 401 else "Proxy-Authenticate"
-    offer = parse_auth(challenge.headers.lines(header)[0])
-    realm, nonce = offer.param("realm") or "", offer.param("nonce") or ""
-    algorithm = Algorithm.from_token(offer.param("algorithm")) or Algorithm.MD5
-    ha1 = compute_ha1(algorithm, username, realm, password)
-    nc_text = f"{nc:08x}"
-    response = compute_response(
-        algorithm,
-        ha1,
-        nonce=nonce,
-        nc=nc_text,
-        cnonce=cnonce,
-        qop="auth",
-        method=request.method,
-        uri=request.uri,
+    """``request`` answered to ``challenge`` (401 or 407) with Digest credentials for the
+    topmost offer (the client side of scaserver.sip.digest)."""
+    chosen = select_challenge(
+        parse_challenges(challenge), lambda realm: ClientCredentials.from_password(username, realm, password)
     )
-    value = (
-        f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{request.uri}", '
-        f'response="{response}", algorithm={algorithm.value}, qop=auth, nc={nc_text}, cnonce="{cnonce}"'
-    )
-    name = "Authorization" if challenge.status == 401 else "Proxy-Authorization"
-    return request.with_headers(request.headers.set(name, value))
+    assert chosen is not None, "no Digest challenge to answer"
+    offer, secrets = chosen
+    return authorize(request, offer, secrets, nc=nc, cnonce=cnonce)
