@@ -51,7 +51,8 @@ class UsageError(Exception):
 
 
 def load_catalogue(path: Path = CATALOGUE) -> dict[str, list[tuple[str, bool]]]:
-    """Method name -> [(parameter name, required)] from the OpenRPC document (empty if absent)."""
+    """Method name -> [(parameter name, required)] from the OpenRPC document (empty if absent);
+    a variadic parameter (``x-variadic``, the last one) is named ``name...``."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -59,7 +60,8 @@ def load_catalogue(path: Path = CATALOGUE) -> dict[str, list[tuple[str, bool]]]:
     methods: dict[str, list[tuple[str, bool]]] = {}
     for method in document.get("methods", []):
         params = [
-            (str(param["name"]), bool(param.get("required", False))) for param in method.get("params", [])
+            (f"{param['name']}{'...' if param.get('x-variadic') else ''}", bool(param.get("required", False)))
+            for param in method.get("params", [])
         ]
         methods[str(method["name"])] = params
     return methods
@@ -75,7 +77,8 @@ def check_arity(catalogue: Mapping[str, Sequence[tuple[str, bool]]], method: str
     if params is None:
         return
     required = sum(1 for _, needed in params if needed)
-    if not required <= count <= len(params):
+    variadic = bool(params) and params[-1][0].endswith("...")
+    if count < required or (count > len(params) and not variadic):
         raise UsageError(f"usage: {usage_line(method, params)}")
 
 

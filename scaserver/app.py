@@ -15,6 +15,7 @@ import gc
 import ipaddress
 import os
 import random
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -32,7 +33,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
-from scaserver.config import Settings
+from scaserver.config import LegacyPushRule, MidRegistrarSettings, Settings, UpstreamCredential
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
@@ -46,9 +47,11 @@ from scaserver.dispatch import (
     TransactionCompleted,
 )
 from scaserver.edge.controlplane import (
+    EngineParkingGauges,
     EngineScaControl,
     EngineScaGauges,
-    MobileParkingControl,
+    MetricsStatistics,
+    MobileParkingAdmin,
     RegistrarLocationControl,
     SipProvisioningControl,
 )
@@ -67,6 +70,7 @@ from scaserver.events import EventBus
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
 from scaserver.mobile import (
+    BindingRetained,
     Mobile,
     MobileSettings,
     PushAnswered,
@@ -77,6 +81,7 @@ from scaserver.mobile import (
 )
 from scaserver.parking.parked import (
     BranchAdded,
+    BranchAnswered,
     EarlyMedia,
     EndReason,
     ParkEnded,
@@ -93,8 +98,8 @@ from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, R
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
-from scaserver.push.pnparams import TypingSettings, token_hash
-from scaserver.push.policy import PushPolicySettings
+from scaserver.push.pnparams import Keepalive, LegacyRule, TypingSettings, ValueSource, token_hash
+from scaserver.push.policy import PushPolicySettings, TokenInvalidated
 from scaserver.registrar.binding import (
     Binding,
     BindingAdded,
@@ -103,9 +108,21 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
-from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, Mode, RegisterDecided
+from scaserver.registrar.midregistrar import (
+    MidRegistrar,
+    MidRegSettings,
+    Mode,
+    RegisterDecided,
+    UpstreamAuthNeeded,
+    UpstreamCredentials,
+    UpstreamRegistration,
+    UpstreamSaved,
+    UpstreamSnapshot,
+    UpstreamState,
+)
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
+from scaserver.reporting.parking import ParkingFact, ParkingHistory
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import EngineSettings, ScaEngine
@@ -119,7 +136,15 @@ from scaserver.sca.subscription import (
     SubscriptionRefreshed,
     SubscriptionRemoved,
 )
-from scaserver.sip.digest import Algorithm, Authenticator, CredentialLookup, Credentials, NonceFactory
+from scaserver.sip.actions import EngineAction
+from scaserver.sip.digest import (
+    Algorithm,
+    Authenticator,
+    ClientCredentials,
+    CredentialLookup,
+    Credentials,
+    NonceFactory,
+)
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
@@ -128,7 +153,15 @@ from scaserver.sip.uri import SipUri, format_host, parse_uri
 from scaserver.store.history import HistoryKey, HistoryRow, SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.provisioning import SqlProvisioningRepository
-from scaserver.store.repository import AppearanceKey, appearance_key, binding_key, subscription_key
+from scaserver.store.repository import (
+    AppearanceKey,
+    TokenKey,
+    appearance_key,
+    binding_key,
+    subscription_key,
+    token_key,
+    upstream_key,
+)
 from scaserver.store.sql import SqlStore
 
 
@@ -235,7 +268,7 @@ def configured_lines(settings: Settings, domains: frozenset[str]) -> list[Shared
                 user, _, host = uri.partition(":")[2].partition("@")
                 if host.lower() in domains:
                     members.add(user)
-        lines.append(SharedLine(aor, line.appearances, frozenset(members)))
+        lines.append(SharedLine(aor, line.appearances, frozenset(members), line.push_members))
     return lines
 
 
@@ -337,7 +370,7 @@ def make_core(
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
     proxy = Proxy(identity, ProxySettings())
-    mobile = make_mobile(settings, registrar, proxy, identity, unique)
+    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=credentials, secret=secret)
     if core.upstream is not None:
         trusted = trusted_upstream(trusted, core.upstream, "upstream")
     if mobile is not None and mobile.midregistrar is not None:
@@ -357,9 +390,18 @@ def make_core(
 
 
 def make_mobile(
-    settings: Settings, registrar: Registrar, proxy: Proxy, identity: ProxyIdentity, unique: Callable[[], str]
+    settings: Settings,
+    registrar: Registrar,
+    proxy: Proxy,
+    identity: ProxyIdentity,
+    unique: Callable[[], str],
+    *,
+    credentials: CredentialLookup | None = None,
+    secret: bytes = b"",
 ) -> Mobile | None:
-    """The push mid-registrar and call parking (push-and-parking.md), None when both are off."""
+    """The push mid-registrar and call parking (push-and-parking.md), None when both are off.
+    ``credentials``: the subscriber table, for ``upstream_auth = "subscriber"``; ``secret``
+    keys the PURRs issued when ``push.purr`` is on (6.10)."""
     push, mid, park = settings.push, settings.midregistrar, settings.parking
     if not push.enabled and not mid.enabled:
         return None
@@ -392,6 +434,8 @@ def make_mobile(
             registrar.location.bindings,
             lambda aor: f"{unique()}{unique()}@{host}",
             random=random.random,
+            credentials=upstream_credentials(mid, credentials),
+            cnonce=lambda: secrets.token_hex(8),
         )
     lot = ParkingLot(
         LotSettings(
@@ -409,16 +453,38 @@ def make_mobile(
         id_factory=lambda: str(uuid.uuid4()),
     )
     typing = TypingSettings(
-        providers=frozenset(p.lower() for p in push.providers), pnsreg_interval=push.pnsreg_interval
+        providers=frozenset(p.lower() for p in push.providers),
+        legacy_rules=tuple(legacy_rule(rule) for rule in push.legacy_rules),
+        pnsreg_interval=push.pnsreg_interval,
+        purr=push.purr,
     )
-    policy = PushPolicySettings(fresh_window=park.fresh_window, ring_open_flows=park.ring_open_flows)
+    policy = PushPolicySettings(
+        refresh_trigger=push.refresh_trigger,
+        extend_max_age=push.extend_max_age,
+        fresh_window=park.fresh_window,
+        ring_open_flows=park.ring_open_flows,
+    )
     return Mobile(
-        MobileSettings(typing, policy, parking_enabled=push.enabled),
+        MobileSettings(typing, policy, parking_enabled=push.enabled, purr_secret=secret),
         registrar.location,
         proxy,
         identity,
         lot,
         midregistrar,
+    )
+
+
+def legacy_rule(rule: LegacyPushRule) -> LegacyRule:
+    """One ``[[push.legacy_rules]]`` entry as device typing uses it (4.2; checked by config)."""
+    return LegacyRule(
+        name=rule.name,
+        user_agent=re.compile(rule.user_agent),
+        provider=rule.provider.lower(),
+        token_from=ValueSource.parse(rule.token_from),
+        param_from=ValueSource.parse(rule.param_from) if rule.param_from else None,
+        param=rule.param,
+        device_type=rule.device_type or None,
+        keepalive=Keepalive(rule.keepalive) if rule.keepalive else None,
     )
 
 
@@ -431,6 +497,48 @@ def trusted_upstream(trusted: TrustedPeers, upstream: Peer, tag: str) -> Trusted
     except ValueError:
         return trusted  # a host name: trust comes from the configured peers only
     return TrustedPeers((*trusted.peers, entry))
+
+
+def upstream_credentials(
+    mid: MidRegistrarSettings, subscribers: CredentialLookup | None
+) -> UpstreamCredentials | None:
+    """``midregistrar.upstream_auth`` (push-and-parking.md 3.1, 3.5) as the mid-registrar's
+    ``credentials(aor, realm)``: None for ``none``; for ``subscriber`` the subscriber table's
+    HA1 of the AoR's user part when its realm is the challenge's; for ``static`` the first
+    ``[[midregistrar.credentials]]`` entry of the AoR for that realm, else one for any realm."""
+    if mid.upstream_auth == "subscriber" and subscribers is not None:
+        lookup = subscribers
+
+        def from_subscribers(aor: str, realm: str) -> ClientCredentials | None:
+            uri = parse_uri(aor)
+            user = uri.user if isinstance(uri, SipUri) else None
+            found = lookup(user, realm) if user else None
+            return ClientCredentials.of(found) if found is not None and found.realm == realm else None
+
+        return from_subscribers
+    if mid.upstream_auth != "static":
+        return None
+    entries: dict[str, list[UpstreamCredential]] = {}
+    for entry in mid.credentials:
+        uri = parse_uri(entry.aor)
+        assert isinstance(uri, SipUri)  # checked by config
+        entries.setdefault(uri.aor(), []).append(entry)
+
+    def from_config(aor: str, realm: str) -> ClientCredentials | None:
+        candidates = entries.get(aor, [])
+        chosen = next((e for e in candidates if e.realm == realm), None)
+        chosen = chosen or next((e for e in candidates if not e.realm), None)
+        if chosen is None:
+            return None
+        uri = parse_uri(aor)
+        username = chosen.username or (uri.user if isinstance(uri, SipUri) and uri.user else "")
+        if chosen.password:
+            return ClientCredentials.from_password(username, realm, chosen.password)
+        algorithm = Algorithm.from_token(chosen.ha1_algorithm)
+        assert algorithm is not None  # checked by config
+        return ClientCredentials.with_ha1(username, realm, algorithm, chosen.ha1)
+
+    return from_config
 
 
 class PushDispatch:
@@ -519,10 +627,14 @@ class PushMetrics:
         bus.subscribe(PushRetrying, lambda _: metrics.push("retried"))
         bus.subscribe(WakeMissed, lambda _: metrics.push("no_wake"))
         bus.subscribe(WakeObserved, lambda e: metrics.push_woke(e.latency_ms))
-        bus.subscribe(ParkStarted, lambda _: metrics.park("parked"))
+        bus.subscribe(ParkStarted, self._started)
         bus.subscribe(ParkRejected, lambda _: metrics.park("park_rejected"))
         bus.subscribe(BranchAdded, lambda e: metrics.park("added_branches") if e.injected else None)
         bus.subscribe(ParkEnded, self._ended)
+
+    def _started(self, event: ParkStarted) -> None:
+        self._metrics.park("parked")
+        self._metrics.park_stored(event.aors)  # tsilo totals (6.8)
 
     def _ended(self, event: ParkEnded) -> None:
         self._metrics.park_ended()
@@ -562,6 +674,8 @@ class StoredState:
     bindings: tuple[Binding, ...]
     subscriptions: tuple[Subscription, ...]
     appearances: tuple[Appearance, ...]
+    upstream: tuple[UpstreamSnapshot, ...] = ()
+    invalidated: tuple[TokenInvalidated, ...] = ()
 
     @classmethod
     def load(cls, store: SqlStore) -> StoredState:
@@ -572,7 +686,31 @@ class StoredState:
             tuple(store.bindings.load_all()),
             tuple(store.subscriptions.load_all()),
             tuple(store.appearances.load_all()),
+            tuple(store.upstream_registrations.load_all()),
+            tuple(store.token_invalidations.load_all()),
         )
+
+    def reserved_upstream(self) -> list[UpstreamSnapshot]:
+        """The stored upstream dialogs with one more block of CSeqs reserved, to be written
+        before the server sends anything (R21): this run continues above the stored CSeq, so
+        a crash before this run's own writes reach the database still leaves a stored CSeq
+        above every CSeq it sent (see :class:`Persistence`)."""
+        return [attrs.evolve(item, cseq=item.cseq + NOTIFY_CSEQ_BLOCK) for item in self.upstream]
+
+    def obsolete_invalidations(self) -> list[TokenInvalidated]:
+        """Invalidated tokens no stored binding is affected by any more (push-and-parking.md
+        4.4: only a binding confirmed before the invalidation loses its push capability, and
+        every binding confirmed later is untouched); their rows can go."""
+        confirmed: dict[tuple[str, str], float] = {}
+        for binding in self.bindings:
+            params = dict(binding.push)
+            token = (params.get("pn-provider", "").lower(), params.get("pn-prid", ""))
+            confirmed[token] = min(confirmed.get(token, binding.updated_at), binding.updated_at)
+        return [
+            item
+            for item in self.invalidated
+            if not confirmed.get((item.provider, item.prid), item.at) < item.at
+        ]
 
 
 def credential_lookup(credentials: Iterable[Credentials]) -> CredentialLookup:
@@ -589,6 +727,27 @@ def merged_lines(configured: Sequence[SharedLine], stored: Sequence[SharedLine])
     lines = {line.aor: line for line in stored}
     lines.update((line.aor, line) for line in configured)
     return list(lines.values())
+
+
+def restore_upstream(
+    core: SipCore, saved: Sequence[UpstreamSnapshot], bindings: Sequence[Binding], now: float
+) -> list[EngineAction]:
+    """Start-up (push-and-parking.md 3.5, R21): the mid-registrar's registration dialogs come
+    back and every AoR with valid local bindings is re-registered upstream, spread over
+    ``startup_spread``.  In AoR mode an AoR whose bindings were stored but whose dialog was
+    not (the server died before that write) gets a new dialog in state ``LOST``: its upstream
+    state is unknown, so it is re-registered too.  Call after the location service's restore."""
+    midreg = None if core.mobile is None else core.mobile.midregistrar
+    if midreg is None:
+        return []
+    dialogs: list[UpstreamRegistration | UpstreamSnapshot] = list(saved)
+    if midreg.settings.mode is Mode.AOR:
+        known = {item.aor for item in saved}
+        for aor in sorted({binding.aor for binding in bindings} - known):
+            if midreg.bindings(aor):
+                fresh = UpstreamRegistration(aor, midreg.call_id_factory(aor), state=UpstreamState.LOST)
+                dialogs.append(fresh)
+    return midreg.restore(dialogs, now)
 
 
 NOTIFY_CSEQ_BLOCK: Final = 32
@@ -610,6 +769,16 @@ class Persistence:
     the subscription is added or refreshed and when the first NOTIFY of a new block goes
     out; after a restart the next NOTIFY takes the CSeq after the block (a jump of at most
     one block, which RFC 3261 12.2.2 allows: CSeqs only have to increase).
+
+    The mid-registrar's upstream registration dialogs (push-and-parking.md 3.5, R21) are
+    stored the same way, one block ahead: the stored CSeq is the end of the block *after* the
+    one in use, written whenever that changes (and whenever the state, expiry or flags do),
+    and at start-up one more block is reserved synchronously before anything is sent
+    (:meth:`StoredState.reserved_upstream`).  So even when the server dies before the write
+    of a new block reaches the database, the stored CSeq is above every CSeq sent (as long as
+    a flush lags fewer than a block of REGISTERs behind), and a restart never repeats one
+    (RFC 3261 10.3 step 7 answers a repeated CSeq in the same Call-ID with 500).
+    Invalidated push tokens (4.4) are stored as they are declared.
     """
 
     def __init__(
@@ -618,26 +787,41 @@ class Persistence:
         bindings: Channel[BindingKey, Binding],
         subscriptions: Channel[SubscriptionKey, Subscription],
         appearances: Channel[AppearanceKey, Appearance],
+        *,
+        upstream: Channel[str, UpstreamSnapshot] | None = None,
+        invalidated: Channel[TokenKey, TokenInvalidated] | None = None,
     ) -> None:
         self._core = core
         self._bindings, self._subscriptions, self._appearances = bindings, subscriptions, appearances
+        self._upstream, self._invalidated = upstream, invalidated
+        self._upstream_stored: dict[str, UpstreamSnapshot] = {}
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(BindingAdded, self._binding_kept)
         bus.subscribe(BindingRefreshed, self._binding_kept)
         bus.subscribe(BindingRemoved, self._binding_gone)
         bus.subscribe(BindingExpired, self._binding_gone)
+        bus.subscribe(BindingRetained, self._binding_retained)
         bus.subscribe(SubscriptionAdded, self._subscription_kept)
         bus.subscribe(SubscriptionRefreshed, self._subscription_kept)
         bus.subscribe(SubscriptionNotified, self._subscription_notified)
         bus.subscribe(SubscriptionRemoved, self._subscription_gone)
         bus.subscribe(AppearanceChanged, self._appearance_changed)
+        if self._upstream is not None:
+            bus.subscribe(UpstreamSaved, self._upstream_saved)
+        if self._invalidated is not None:
+            bus.subscribe(TokenInvalidated, self._token_invalidated)
 
     def _binding_kept(self, event: BindingAdded | BindingRefreshed) -> None:
         self._bindings.upsert(event.binding)
 
     def _binding_gone(self, event: BindingRemoved | BindingExpired) -> None:
         self._bindings.delete(event.binding.key)
+
+    def _binding_retained(self, event: BindingRetained) -> None:
+        # Published right after its BindingExpired: the row stays (the queue keeps the last
+        # write per key), so a restart brings the dormant binding back (push-and-parking.md 4.5).
+        self._bindings.upsert(event.binding)
 
     def _subscription_kept(self, event: SubscriptionAdded | SubscriptionRefreshed) -> None:
         self._store(event.subscription)
@@ -660,6 +844,18 @@ class Persistence:
         else:
             self._appearances.upsert(current)
 
+    def _upstream_saved(self, event: UpstreamSaved) -> None:
+        assert self._upstream is not None
+        snapshot = event.snapshot
+        stored = attrs.evolve(snapshot, cseq=reserved_cseq(snapshot.cseq) + NOTIFY_CSEQ_BLOCK)
+        if self._upstream_stored.get(snapshot.aor) != stored:
+            self._upstream_stored[snapshot.aor] = stored
+            self._upstream.upsert(stored)
+
+    def _token_invalidated(self, event: TokenInvalidated) -> None:
+        assert self._invalidated is not None
+        self._invalidated.upsert(event)
+
 
 class FactLog:
     """Logs the facts an operator follows: appearance transitions, subscriptions, bindings,
@@ -678,6 +874,15 @@ class FactLog:
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
         bus.subscribe(AuthenticationRejected, self._auth)
+        bus.subscribe(UpstreamAuthNeeded, self._upstream_auth)
+
+    def _upstream_auth(self, e: UpstreamAuthNeeded) -> None:
+        self._log.error(
+            "upstream registration of {aor} needs credentials: {status} {detail}",
+            aor=e.aor,
+            status=e.status,
+            detail=e.detail,
+        )
 
     def _appearance(self, e: AppearanceChanged) -> None:
         self._log.info(
@@ -737,9 +942,15 @@ class HistoryFeed:
     on the write-behind channel: the SIP path never waits for the history either."""
 
     def __init__(
-        self, recorder: HistoryRecorder, channel: Channel[HistoryKey, HistoryRow], core: SipCore
+        self,
+        recorder: HistoryRecorder,
+        channel: Channel[HistoryKey, HistoryRow],
+        core: SipCore,
+        *,
+        clock: Callable[[], float],
     ) -> None:
-        self._recorder, self._channel, self._core = recorder, channel, core
+        self._recorder, self._channel, self._core, self._clock = recorder, channel, core, clock
+        self._parking = ParkingHistory(recorder)
 
     def attach(self, bus: EventBus) -> None:
         facts: tuple[type[HistoryFact], ...] = (
@@ -748,10 +959,29 @@ class HistoryFeed:
         )  # fmt: skip
         for fact in facts:
             bus.subscribe(fact, self._record)
+        # Push wake-ups and parked calls (push_wakeups, parked_calls); ResponseRelayed gives a
+        # parked call its final status.
+        mobile_facts: tuple[type[ParkingFact], ...] = (
+            PushRequested, PushAnswered, WakeObserved, WakeMissed,
+            BranchAdded, BranchAnswered, ParkEnded, ResponseRelayed,
+        )  # fmt: skip
+        for mobile_fact in mobile_facts:
+            bus.subscribe(mobile_fact, self._record_mobile)
+        bus.subscribe(ParkStarted, self._park_started)
 
     def _record(self, fact: HistoryFact) -> None:
         for row in self._recorder.record(fact):
             self._channel.upsert(row)
+
+    def _record_mobile(self, fact: ParkingFact) -> None:
+        for row in self._parking.record(fact, self._clock()):
+            self._channel.upsert(row)
+
+    def _park_started(self, fact: ParkStarted) -> None:
+        call = None if self._core.mobile is None else self._core.mobile.parking.call(fact.server_tx)
+        if call is not None:  # published right after parking: the call is in the table
+            for row in self._parking.parked(fact, call.spec):
+                self._channel.upsert(row)
 
     def sample(self, now: float) -> None:
         lines = [line.aor for line in self._core.sca.provisioned()]
@@ -937,7 +1167,7 @@ def control_plane(
         f"tcp:{e.host}:{e.port}" for e in settings.server.listen
     )
     server = ServerInfo(product_version(), os.getpid(), listen, settings.database.url, reactor.seconds())
-    parking = MobileParkingControl(core, default_domain=default_domain)
+    parking = MobileParkingAdmin(core, sip.stack.run, sip.bus, reactor, default_domain=default_domain)
     resync = None
     if devices is not None:
         host, port = settings.server.advertised()
@@ -950,15 +1180,21 @@ def control_plane(
             local_uri=f"sip:{format_host(host)}:{port}",
             unique=core.unique,
         )
+    metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core), parking=EngineParkingGauges(core))
     registry = build_registry(
-        sca=sca, location=location, server=server, clock=reactor.seconds, parking=parking, provisioning=resync
+        sca=sca,
+        location=location,
+        server=server,
+        clock=reactor.seconds,
+        parking=parking,
+        provisioning=resync,
+        statistics=MetricsStatistics(metrics.registry),
     )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
     )
     networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in rpc.allow_from)
     policy = HttpPolicy(tokens=tokens, allowed_origins=frozenset(rpc.allowed_origins), allow_from=networks)
-    metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core))
     root = build_root(dispatcher, policy, metrics.registry)
     if provisioning is not None:
         mount(root, settings.provisioning.path_prefix, cast(IResource, provisioning))
@@ -1076,6 +1312,7 @@ def make_server(
     check_up_to_date(url)
     store = SqlStore(url, pool_size=settings.database.pool_size)
     state = StoredState.load(store)
+    store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
     domains = core_settings(settings).domains
     lines = merged_lines(configured_lines(settings, domains), state.lines)
     core = make_core(
@@ -1093,11 +1330,16 @@ def make_server(
         pushes.attach(bus)
     pool = DatabasePool(cast(IReactorFromThreads, reactor), max_threads=settings.database.pool_size)
     writes = WriteBehind(reactor, pool, interval_s=settings.database.flush_interval)
+    invalidated = writes.channel("push_invalidation", store.token_invalidations, token_key)
+    for obsolete in state.obsolete_invalidations():
+        invalidated.delete(token_key(obsolete))
     Persistence(
         core,
         writes.channel("location", store.bindings, binding_key),
         writes.channel("sca_subscriptions", store.subscriptions, subscription_key),
         writes.channel("sca_appearance", store.appearances, appearance_key),
+        upstream=writes.channel("midreg_upstream", store.upstream_registrations, upstream_key),
+        invalidated=invalidated,
     ).attach(bus)
     FactLog().attach(bus)
     pool.add_dependent(writes)
@@ -1107,11 +1349,19 @@ def make_server(
 
     def restore() -> None:
         now = reactor.seconds()
-        actions = core.registrar.restore(state.bindings, now)
+        # Push state first: the location service then reports lapsed bindings expired, and
+        # dormant ``extend`` bindings are retained instead (push-and-parking.md 4.5).
+        actions = (
+            core.mobile.restore(state.bindings, now, invalidated=state.invalidated)
+            if core.mobile is not None
+            else []
+        )
+        actions += core.registrar.restore(state.bindings, now)
         actions += core.sca.restore(lines, state.subscriptions, state.appearances, now)
-        if core.mobile is not None:
-            core.mobile.restore(state.bindings, now)
         sip.stack.run(core.run(actions, now))
+        # After the bindings are back (dormant ones retained): an AoR kept only by dormant
+        # bindings is re-registered upstream as well.
+        sip.stack.run(core.run(restore_upstream(core, state.upstream, state.bindings, now), now))
 
     server.adopt(Restore(restore))
     if settings.reporting.enabled:
@@ -1120,7 +1370,10 @@ def make_server(
         )
         # Registered last: a batch whose history rows were written is never retried for another table.
         history = HistoryFeed(
-            recorder, writes.channel("history", SqlHistoryRepository(store.engine), history_key), core
+            recorder,
+            writes.channel("history", SqlHistoryRepository(store.engine), history_key),
+            core,
+            clock=reactor.seconds,
         )
         history.attach(bus)
         server.adopt(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import re
 import socket
 import tomllib
 import typing
@@ -248,6 +249,7 @@ class SharedLine:
     aor: str
     appearances: int = 2
     members: tuple[str, ...] = ()
+    push_members: bool = False
 
 
 @attrs.frozen
@@ -292,6 +294,23 @@ class UpstreamSettings:
 
 
 @attrs.frozen
+class LegacyPushRule:
+    """``[[push.legacy_rules]]`` (push-and-parking.md 4.2): apps that announce push in vendor
+    ways.  ``user_agent`` is a Python regular expression searched in User-Agent;
+    ``token_from`` / ``param_from`` are ``contact_param:NAME`` or ``header:NAME``;
+    ``keepalive`` is ``wake`` or ``extend`` ("" = the provider's default, 4.5)."""
+
+    name: str
+    user_agent: str
+    provider: str
+    token_from: str
+    param_from: str = ""
+    param: str = ""
+    device_type: str = ""
+    keepalive: str = ""
+
+
+@attrs.frozen
 class PushSettings:
     """``[push]`` (push-and-parking.md sections 4 and 5): device typing and the push gateway.
 
@@ -300,6 +319,9 @@ class PushSettings:
     ``gateway_secret`` the HMAC key of ``X-Scaserver-Signature`` ("" = none).  ``providers``
     are the ``pn-provider`` values we push for (others get 555); ``pnsreg_interval`` seconds
     for ``+sip.pnsreg`` in our 2xx (0 = not sent).  Timing and limits are section 5.3.
+    ``refresh_trigger`` and ``extend_max_age`` (seconds) keep push bindings alive (4.5);
+    ``purr`` issues PURRs and holds mid-dialog requests carrying them while the device is
+    woken (6.10, off by default).
     """
 
     enabled: bool = False
@@ -313,6 +335,34 @@ class PushSettings:
     max_attempts: int = 3
     max_inflight: int = 64
     max_queue: int = 1000
+    refresh_trigger: float = 120.0
+    extend_max_age: float = 7 * 24 * 3600.0
+    purr: bool = False
+    legacy_rules: tuple[LegacyPushRule, ...] = ()
+
+
+Secret = typing.NewType("Secret", str)
+"""A password or HA1: a string never shown, not even in a configuration error."""
+
+UPSTREAM_AUTH_MODES: Final = ("none", "subscriber", "static")
+
+
+@attrs.frozen
+class UpstreamCredential:
+    """``[[midregistrar.credentials]]``: how scaserver answers a challenge to its own REGISTER
+    for ``aor`` when ``upstream_auth = "static"`` (push-and-parking.md sections 3.1, 3.5).
+
+    ``username`` "" is the AoR's user part; ``realm`` "" answers a challenge of any realm
+    (with ``password`` only: an HA1 belongs to one realm).  Exactly one of ``password`` and
+    ``ha1``, the hex H(username:realm:password) of ``ha1_algorithm`` (RFC 7616 section 3.4.2).
+    """
+
+    aor: str
+    username: str = ""
+    realm: str = ""
+    password: Secret = attrs.field(default=Secret(""), repr=False)
+    ha1: Secret = attrs.field(default=Secret(""), repr=False)
+    ha1_algorithm: str = "MD5"
 
 
 @attrs.frozen
@@ -323,7 +373,9 @@ class MidRegistrarSettings:
     device REGISTERs go to, ``sip:host[:port][;transport=udp|tcp|tls]`` (its address is a
     trusted peer); ``upstream_domain`` the Request-URI domain of our own REGISTERs ("" = the
     upstream host); ``advertised`` the host[:port] of the aggregate contact ("" = the
-    server's advertised address).
+    server's advertised address).  ``upstream_auth`` answers a challenge to our own REGISTER:
+    ``none`` (the upstream trusts our address), ``subscriber`` (the subscriber table's HA1
+    when the realm matches) or ``static`` (``credentials``).
     """
 
     enabled: bool = False
@@ -343,6 +395,8 @@ class MidRegistrarSettings:
     max_contacts: int = 10
     unregister_grace: float = 0.0
     startup_spread: float = 60.0
+    upstream_auth: str = "none"
+    credentials: tuple[UpstreamCredential, ...] = ()
 
 
 @attrs.frozen
@@ -490,6 +544,12 @@ def _structure_str(value: object, _: type) -> str:
     return value
 
 
+def _structure_secret(value: object, _: type) -> Secret:
+    if not isinstance(value, str):
+        raise _ValueError("expected a string (the value is not shown)")
+    return Secret(value)
+
+
 def _structure_bool(value: object, _: type) -> bool:
     if not isinstance(value, bool):
         raise _expected("true or false", value)
@@ -515,6 +575,7 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(float, _structure_float)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(Secret, _structure_secret)
     for enum_type in (Transport, LogLevelName):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
 
@@ -694,6 +755,7 @@ def _check(settings: Settings) -> None:
         (settings.reporting.sample_interval > 0, "reporting.sample_interval", "must be positive"),
     ]
     checks += _mobile_checks(settings)
+    checks += _upstream_auth_checks(settings.midregistrar)
     for algorithm in auth.algorithms:
         checks.append(
             (
@@ -769,6 +831,9 @@ def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         (push.max_inflight >= 1, "push.max_inflight", "must be at least 1"),
         (push.max_queue >= 1, "push.max_queue", "must be at least 1"),
         (push.pnsreg_interval >= 0, "push.pnsreg_interval", "must not be negative"),
+        (push.refresh_trigger > 0, "push.refresh_trigger", "must be positive"),
+        (push.extend_max_age >= 0, "push.extend_max_age", "must not be negative"),
+        *_legacy_rule_checks(push),
         (
             mid.mode in ("aor", "mirror"),
             "midregistrar.mode",
@@ -802,6 +867,95 @@ def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         (park.max_total >= 0, "parking.max_total", "must not be negative"),
         (park.max_branches >= 1, "parking.max_branches", "must be at least 1"),
     ]
+
+
+def _legacy_rule_checks(push: PushSettings) -> list[tuple[bool, str, str]]:
+    checks: list[tuple[bool, str, str]] = []
+    for index, rule in enumerate(push.legacy_rules):
+        key = f"push.legacy_rules[{index}]"
+        try:
+            re.compile(rule.user_agent)
+            pattern_error = ""
+        except re.error as error:
+            pattern_error = str(error)
+        checks.append((not pattern_error, f"{key}.user_agent", f"not a regular expression: {pattern_error}"))
+        checks.append(
+            (
+                rule.provider.lower() in {p.lower() for p in push.providers},
+                f"{key}.provider",
+                f"{_show(rule.provider)} is not one of push.providers",
+            )
+        )
+        for field in ("token_from", "param_from"):
+            value = getattr(rule, field)
+            kind, sep, name = value.partition(":")
+            usable = (not value and field == "param_from") or (
+                bool(sep) and kind in ("contact_param", "header") and bool(name.strip())
+            )
+            detail = f'expected "contact_param:NAME" or "header:NAME", got {_show(value)}'
+            checks.append((usable, f"{key}.{field}", detail))
+        checks.append(
+            (
+                rule.keepalive in ("", "wake", "extend"),
+                f"{key}.keepalive",
+                f'expected "wake" or "extend", got {_show(rule.keepalive)}',
+            )
+        )
+    return checks
+
+
+def _upstream_auth_checks(mid: MidRegistrarSettings) -> list[tuple[bool, str, str]]:
+    """``midregistrar.upstream_auth`` and ``[[midregistrar.credentials]]`` (3.1); never quotes a
+    password or HA1."""
+    checks = [
+        (
+            mid.upstream_auth in UPSTREAM_AUTH_MODES,
+            "midregistrar.upstream_auth",
+            f'expected "none", "subscriber" or "static", got {_show(mid.upstream_auth)}',
+        ),
+        (
+            not mid.credentials or mid.upstream_auth == "static",
+            "midregistrar.credentials",
+            'used only with upstream_auth = "static"',
+        ),
+    ]
+    seen: set[tuple[str, str]] = set()
+    for index, entry in enumerate(mid.credentials):
+        key = f"midregistrar.credentials[{index}]"
+        aor_ok = _is_sip_uri(entry.aor) and "@" in entry.aor and ";" not in entry.aor
+        algorithm = entry.ha1_algorithm.upper()
+        digits = 32 if algorithm == "MD5" else 64
+        checks += [
+            (aor_ok, f"{key}.aor", f"expected a sip:user@host address of record, got {_show(entry.aor)}"),
+            (
+                (entry.aor.lower(), entry.realm) not in seen,
+                f"{key}.aor",
+                f"{_show(entry.aor)} is listed twice for realm {_show(entry.realm)}",
+            ),
+            (bool(entry.password) or bool(entry.ha1), f"{key}.password", "password or ha1 is required"),
+            (not (entry.password and entry.ha1), f"{key}.ha1", "give password or ha1, not both"),
+            (
+                algorithm in DIGEST_ALGORITHMS,
+                f"{key}.ha1_algorithm",
+                f"{_show(entry.ha1_algorithm)}: expected one of {', '.join(DIGEST_ALGORITHMS)}",
+            ),
+            (
+                not entry.ha1 or (len(entry.ha1) == digits and _is_hex(entry.ha1)),
+                f"{key}.ha1",
+                f"expected {digits} hexadecimal digits (the {algorithm} HA1)",
+            ),
+            (
+                not entry.ha1 or bool(entry.realm),
+                f"{key}.realm",
+                "required with ha1 (an HA1 covers one realm)",
+            ),
+        ]
+        seen.add((entry.aor.lower(), entry.realm))
+    return checks
+
+
+def _is_hex(text: str) -> bool:
+    return all(char in "0123456789abcdefABCDEF" for char in text)
 
 
 class _KeyedValueError(ValueError):
@@ -921,6 +1075,7 @@ __all__ = [
     "Settings",
     "SharedLine",
     "SipSettings",
+    "UpstreamCredential",
     "UpstreamSettings",
     "load_settings",
     "parse_endpoints",

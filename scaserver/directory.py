@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
+import attrs
+
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sip.digest import Credentials
 from scaserver.sip.message import Transport
@@ -104,10 +106,12 @@ def find_line(store: SqlStore, aor: str) -> SharedLine:
     raise DirectoryError(f"no shared line {aor}")
 
 
-def add_line(store: SqlStore, aor_text: str, appearances: int, members: Iterable[str]) -> SharedLine:
+def add_line(
+    store: SqlStore, aor_text: str, appearances: int, members: Iterable[str], *, push_members: bool = False
+) -> SharedLine:
     if appearances < 1:
         raise DirectoryError("a shared line needs at least one appearance")
-    line = SharedLine(line_aor(aor_text), appearances, frozenset(members))
+    line = SharedLine(line_aor(aor_text), appearances, frozenset(members), push_members)
     store.lines.upsert([line])
     return line
 
@@ -120,7 +124,7 @@ def remove_line(store: SqlStore, aor_text: str) -> None:
 def change_members(store: SqlStore, aor_text: str, add: Iterable[str], remove: Iterable[str]) -> SharedLine:
     line = find_line(store, line_aor(aor_text))
     members = (set(line.members) | set(add)) - set(remove)
-    changed = SharedLine(line.aor, line.appearances, frozenset(members))
+    changed = attrs.evolve(line, members=frozenset(members))
     store.lines.upsert([changed])
     return changed
 
@@ -166,6 +170,11 @@ def add_subparsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     added.add_argument("aor", metavar="AOR")
     added.add_argument("--appearances", type=int, default=2)
     added.add_argument("--member", action="append", default=[], help="a member (digest user or SIP URI)")
+    added.add_argument(
+        "--push-members",
+        action="store_true",
+        help="calls to the line also wake the members' mobiles by push (push-and-parking.md 6.11)",
+    )
     with_db(line.add_parser("rm", help="remove a shared line")).add_argument("aor", metavar="AOR")
     with_db(line.add_parser("list", help="list shared lines"))
     members = with_db(line.add_parser("members", help="show or change the members of a line"))
@@ -212,8 +221,9 @@ def _trusted(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: Tex
 def _line(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: TextIO) -> None:
     match args.action:
         case "add":
-            line = add_line(store, args.aor, args.appearances, args.member)
-            print(f"line {line.aor} saved with {line.appearances} appearances", file=out)
+            line = add_line(store, args.aor, args.appearances, args.member, push_members=args.push_members)
+            pushed = ", waking members' mobiles" if line.push_members else ""
+            print(f"line {line.aor} saved with {line.appearances} appearances{pushed}", file=out)
         case "rm":
             remove_line(store, args.aor)
             print(f"line {line_aor(args.aor)} removed", file=out)
@@ -223,7 +233,8 @@ def _line(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: TextIO
                 print(member, file=out)
         case _:
             for line in sorted(store.lines.load_all(), key=lambda item: item.aor):
-                print(f"{line.aor}\t{line.appearances}\t{','.join(sorted(line.members))}", file=out)
+                push = "push-members" if line.push_members else "-"
+                print(f"{line.aor}\t{line.appearances}\t{','.join(sorted(line.members))}\t{push}", file=out)
 
 
 HANDLERS: dict[str, Callable[[SqlStore, argparse.Namespace, TextIO, TextIO], None]] = {

@@ -38,7 +38,7 @@ from scaserver.proxy.routing import (
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
-from scaserver.registrar.binding import BindingKey
+from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
@@ -244,6 +244,8 @@ class SipCore:
         """A stream connection closed: its transactions fail over to their transport error path
         (RFC 3261 17.1.4, 17.2.4)."""
         actions: list[Action] = []
+        if self.mobile is not None:
+            self.mobile.flow_closed(peer)
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
         return self._run(actions, now)
@@ -391,9 +393,9 @@ class SipCore:
                 return []
             case StrayResponse(response=response):
                 return self._run(self.proxy.on_stray_response(response, now), now)
-            case CancelBranch(branch=branch):
+            case CancelBranch(branch=branch, reason=reason):
                 client = self._branches.get(branch)
-                return [] if client is None else self._run(self.layer.cancel(client, now), now)
+                return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
             case RequestForwarded(request=request):
                 return [Deliver(event), *self._run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
@@ -468,6 +470,10 @@ class SipCore:
             if self.mobile is not None:
                 actions += self.mobile.on_cancel(event.invite_key, now)  # 6.5: 487 at once
             return actions
+        if event.invite_key is not None:
+            # RFC 3261 9.2: the INVITE's transaction exists and its final response is out
+            # (race R9): the CANCEL has no effect and is answered 200.
+            return [Respond(event.key, make_response(event.cancel, 200))]
         return [Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))]
 
     def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
@@ -606,6 +612,10 @@ class SipCore:
             # Not loose-routed through us (no Route of ours): relaying it would make us an open
             # relay for anyone who adds a To tag (Kamailio's default answer: 404 "Not here").
             raise NotFound("not here: in-dialog request without our Route")
+        if self.mobile is not None:
+            held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
+            if held is not None:
+                return held
         return self.proxy.on_request(request, key, peer, (), now)
 
     def _proxy_initial(
@@ -641,18 +651,54 @@ class SipCore:
             return self.proxy.on_request(retargeted, key, peer, (Target(plan.target),), now)
         aor = self.mobile.aor_of(uri) if self.mobile is not None else uri.aor()
         bindings = self.registrar.lookup(aor, now)
+        if self.mobile is not None:
+            bindings, dormant = self.mobile.targets(uri, aor, bindings)
+            parked = self._mobile_invite(
+                request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
+            )
+            if parked is not None:
+                return parked
         if not bindings:
             if self.sca.is_sca(uri.aor()):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
             raise NotFound("no such user here")
-        if self.mobile is not None:
-            parked = self.mobile.on_invite(request, key, peer, aor=aor, bindings=bindings, now=now)
-            if parked is not None:
-                return parked
+        uris = [self.mobile.target_uri(b) if self.mobile is not None else b.contact for b in bindings]
         targets = [
-            Target(binding.contact, binding.sort_q, binding.path, binding.flow) for binding in bindings
+            Target(contact, binding.sort_q, binding.path, binding.flow)
+            for contact, binding in zip(uris, bindings, strict=True)
         ]
         return self.proxy.on_request(request, key, peer, targets, now)
+
+    def _mobile_invite(
+        self,
+        request: Request,
+        peer: Peer,
+        key: ServerKey,
+        *,
+        aor: str,
+        bindings: tuple[Binding, ...],
+        dormant: tuple[Binding, ...],
+        now: float,
+    ) -> list[EngineAction] | None:
+        """Push and parking for an initial request to a local AoR (push-and-parking.md 6):
+        the parked INVITE's actions, or None for ordinary forking over the live ``bindings``
+        (``dormant`` ones are reached by push only, 4.5)."""
+        assert self.mobile is not None
+        everything = bindings + dormant
+        if request.method == "MESSAGE" and self.mobile.push_only(everything, now):
+            raise TemporarilyUnavailable("reachable by push only")  # 6.9
+        members: dict[str, tuple[Binding, ...]] = {}
+        line: tuple[str, int] | None = None
+        if request.method == "INVITE" and self.sca.is_sca(aor):
+            shared = self.sca.line(aor)
+            index = self.sca.incoming_index(aor, request.call_id or "")
+            line = None if index is None else (aor, index)
+            if shared.push_members:
+                for member in shared.member_aors():
+                    members[member] = self.registrar.lookup(member, now) + self.mobile.dormant(member)
+        return self.mobile.on_invite(
+            request, key, peer, aor=aor, bindings=everything, members=members, line=line, now=now
+        )
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float

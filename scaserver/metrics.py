@@ -13,7 +13,7 @@ and several servers in one process do not share state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -41,6 +41,10 @@ PARK_EVENTS = (
 )
 
 
+#: tsilo-compatible parking totals (push-and-parking.md 6.8), ``scaserver_tsilo_<name>_total``.
+TSILO_TOTALS = ("total_ruris", "total_transactions")
+
+
 class ScaGauges(Protocol):
     """Engine state counted at scrape time (implemented by the composition root)."""
 
@@ -51,6 +55,50 @@ class ScaGauges(Protocol):
     def appearances_by_state(self) -> Mapping[str, int]:
         """Non-idle appearance count per state name (rpc.md 3.2 state strings)."""
         ...
+
+
+class ParkingGauges(Protocol):
+    """The tsilo table counted at scrape time (push-and-parking.md 6.8, Kamailio tsilo names):
+    a call stored under several R-URIs (an SCA line and its members, 6.11) is one transaction
+    per R-URI, as ``ts.dump`` lists it."""
+
+    def stored_ruris(self) -> int:
+        """R-URIs with at least one parked call (tsilo ``stored_ruris``)."""
+        ...
+
+    def stored_transactions(self) -> int:
+        """Parked (R-URI, call) pairs (tsilo ``stored_transactions``)."""
+        ...
+
+    def transactions_of(self, ruri: str) -> int:
+        """Parked calls stored under ``ruri`` now."""
+        ...
+
+
+class _ParkingCollector:
+    """A custom collector: reads ``ParkingGauges`` on every scrape."""
+
+    def __init__(self, source: ParkingGauges) -> None:
+        self._source = source
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        ruris = GaugeMetricFamily(
+            f"{NAMESPACE}_tsilo_stored_ruris", "R-URIs in the parking table (tsilo stored_ruris)"
+        )
+        transactions = GaugeMetricFamily(
+            f"{NAMESPACE}_tsilo_stored_transactions",
+            "Parked transactions, one per R-URI a call is stored under (tsilo stored_transactions)",
+        )
+        return ruris, transactions
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        ruris, transactions = self._families()
+        ruris.add_metric([], self._source.stored_ruris())
+        transactions.add_metric([], self._source.stored_transactions())
+        return ruris, transactions
 
 
 class _EngineCollector:
@@ -81,12 +129,28 @@ class _EngineCollector:
 
 
 class Metrics:
-    """The server's metrics, registered in ``registry``; ``sca`` adds the lazy engine gauges."""
+    """The server's metrics, registered in ``registry``; ``sca`` adds the lazy engine gauges,
+    ``parking`` the tsilo table's (push-and-parking.md 6.8)."""
 
-    def __init__(self, registry: CollectorRegistry, *, sca: ScaGauges | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        sca: ScaGauges | None = None,
+        parking: ParkingGauges | None = None,
+    ) -> None:
         self.registry = registry
         if sca is not None:
             registry.register(_EngineCollector(sca))
+        self._parking = parking
+        if parking is not None:
+            registry.register(_ParkingCollector(parking))
+        self._tsilo = {
+            name: Counter(
+                f"tsilo_{name}", f"Call parking: tsilo {name}", namespace=NAMESPACE, registry=registry
+            )
+            for name in TSILO_TOTALS
+        }
         self._notify = Counter(
             "notify",
             "NOTIFY requests by event and outcome",
@@ -223,3 +287,12 @@ class Metrics:
     def park_ended(self) -> None:
         """A parked call left the table (whatever its ending)."""
         self._parked_current.dec()
+
+    def park_stored(self, ruris: Sequence[str]) -> None:
+        """A call was parked under ``ruris``: tsilo ``total_transactions`` counts each, and
+        ``total_ruris`` those that had no parked call before (read from the parking gauges,
+        which already hold this call)."""
+        self._tsilo["total_transactions"].inc(len(ruris))
+        if self._parking is not None:
+            fresh = sum(1 for ruri in ruris if self._parking.transactions_of(ruri) <= 1)
+            self._tsilo["total_ruris"].inc(fresh)

@@ -19,7 +19,9 @@ and :class:`PushesAborted`; nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Sequence
+import hashlib
+import hmac
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Final
 
 import attrs
@@ -29,6 +31,7 @@ from scaserver.parking.parked import (
     BranchTarget,
     CallSpec,
     CancelParkedBranch,
+    HoldKey,
     ParkingLot,
     ParkKey,
     ParkRejected,
@@ -41,28 +44,36 @@ from scaserver.parking.parked import (
     WakeKey,
 )
 from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
-from scaserver.proxy.routing import ProxyIdentity
+from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, CallInfo, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import (
     Classification,
     PushCoordinates,
+    Source,
     TypingSettings,
     Verdict,
     classify_all,
-    default_keepalive,
+    from_stored,
+    purr_of,
     rejection,
     reply_feature_caps,
+    stored_params,
     strip_pn_params,
     upstream_feature_caps,
 )
 from scaserver.push.policy import (
+    REFRESH_PUSH_TIMER,
+    RETENTION_TIMER,
     DevicePush,
     PushPolicySettings,
+    RefreshLimiter,
     Role,
+    TokenInvalidated,
     call_push_targets,
     call_role,
     invalidate,
+    keepalive_plan,
 )
 from scaserver.registrar.binding import (
     Binding,
@@ -86,9 +97,10 @@ from scaserver.registrar.midregistrar import (
     RegisterFinished,
     RegisterForwarded,
     binding_key,
+    mrct_of,
 )
-from scaserver.sip.actions import Deliver, EngineAction
-from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
 from scaserver.sip.headers import Star, contacts, expires, from_addr, to_addr
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response
@@ -111,6 +123,23 @@ _INSTRUCTIONS: Final = (
 
 _FACTS: Final = (BindingConfirmed, BindingAdded, BindingRefreshed, BindingRemoved, BindingExpired)
 """Facts this coordinator reacts to; the dispatcher publishes them as well."""
+
+
+@attrs.frozen
+class KeepaliveKey:
+    """Timer key of one push binding's keep-alive steps (section 4.5): the ``reg-refresh``
+    push of ``wake`` bindings, the end of a dormant ``extend`` binding's retention."""
+
+    binding: BindingKey
+
+
+@attrs.frozen
+class BindingRetained:
+    """An ``extend`` binding passed its requested expiry and stays, dormant, as a push-only
+    binding until ``until`` (section 4.5); persistence keeps it stored."""
+
+    binding: Binding
+    until: float
 
 
 @attrs.frozen
@@ -165,6 +194,15 @@ class MobileSettings:
     typing: TypingSettings = attrs.field(factory=TypingSettings)
     policy: PushPolicySettings = attrs.field(factory=PushPolicySettings)
     parking_enabled: bool = True
+    purr_secret: bytes = attrs.field(default=b"", repr=False)  # keys the PURRs we issue (6.10)
+
+
+def _issues_purr(item: Classification, typing: TypingSettings) -> bool:
+    """PURRs go to push-capable RFC 8599 bindings when ``push.purr`` is on (6.10)."""
+    coordinates = item.coordinates
+    return typing.purr and item.verdict is Verdict.PUSH and coordinates is not None and (
+        coordinates.source is Source.RFC8599
+    )
 
 
 def _result_of(answer: Answer, dropped: bool) -> PushResult:
@@ -200,6 +238,39 @@ class Mobile:
     _typed: dict[BindingKey, Classification] = attrs.field(init=False, factory=dict)
     _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
+    _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(init=False, factory=dict)
+    _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
+    _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
+    # Push bindings whose TCP/TLS connection (the peer they registered from) has closed.
+    _flows: dict[Peer, set[BindingKey]] = attrs.field(init=False, factory=dict)
+    _flow_of: dict[BindingKey, Peer] = attrs.field(init=False, factory=dict)
+    _closed_flows: set[BindingKey] = attrs.field(init=False, factory=set)
+    _refreshes: RefreshLimiter = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._refreshes = RefreshLimiter(self.settings.policy.refresh_trigger)
+        if self.midregistrar is not None:
+            # The mid-registrar sees an AoR's bindings as they are for calls: the location
+            # service's plus the dormant ``extend`` ones (4.5), which keep the AoR registered
+            # upstream and are refreshed or removed like any other.
+            self.midregistrar.bindings = self.bindings_of
+
+    def bindings_of(self, aor: str) -> tuple[Binding, ...]:
+        """Every binding of ``aor``: live ones first (location order), then dormant ones."""
+        return self.location.bindings(aor) + self.dormant(aor)
+
+    def dormant(self, aor: str) -> tuple[Binding, ...]:
+        """The dormant ``extend`` bindings of ``aor`` (4.5): pushed for calls, never rung."""
+        return tuple(self._dormant.get(aor, {}).values())
+
+    def _unretain(self, key: BindingKey) -> Binding | None:
+        table = self._dormant.get(key.aor)
+        if table is None:
+            return None
+        binding = table.pop(key, None)
+        if not table:
+            del self._dormant[key.aor]
+        return binding
 
     # ------------------------------------------------------------------ views
 
@@ -223,18 +294,19 @@ class Mobile:
         typing = self.settings.typing
         classes = classify_all(request, found, typing)
         legacy = {
-            str(contact.uri): item.coordinates.key_value()
+            str(contact.uri): item.coordinates
             for contact, item in zip(found, classes, strict=True)
             if item.verdict is Verdict.PUSH
             and item.coordinates is not None
-            and item.coordinates.source.value == "legacy"
+            and item.coordinates.source is Source.LEGACY
         }
         return (
             PushTyping(
                 reject=rejection(classes),
                 reply_caps=reply_feature_caps(classes, typing),
                 upstream_caps=upstream_feature_caps(classes),
-                legacy_keys=legacy,
+                legacy_keys={uri: coordinates.key_value() for uri, coordinates in legacy.items()},
+                legacy_push={uri: stored_params(coordinates) for uri, coordinates in legacy.items()},
             ),
             classes,
         )
@@ -252,11 +324,23 @@ class Mobile:
             uri = to_addr(request).uri
             if isinstance(uri, SipUri):
                 aor = uri.aor()
-                current = self.location.bindings(aor)
+                current = self.bindings_of(aor)
+                purr: str | None = None
                 for contact, item in zip(found, classes, strict=True):
                     key = binding_key(aor, contact, current, typing.legacy_keys)
                     self._typed[key] = item
+                    if purr is None and _issues_purr(item, self.settings.typing):
+                        purr = self.purr_for(key)
+                if purr is not None:  # 6.10: +sip.pnspurr in our 2xx
+                    caps = reply_feature_caps(classes, self.settings.typing, purr)
+                    typing = attrs.evolve(typing, reply_caps=caps)
         return self.midregistrar.on_device_register(request, peer, transaction, now, typing=typing)
+
+    def purr_for(self, key: BindingKey) -> str:
+        """The PURR we issue for a binding (RFC 8599 4.1.2, section 6.10): opaque, stable
+        across refreshes and restarts, and not derivable without the server's secret."""
+        material = f"{key.aor}\x00{key.kind.value}\x00{key.value}".encode()
+        return hmac.new(self.settings.purr_secret, material, hashlib.sha256).hexdigest()[:24]
 
     def aor_of(self, uri: SipUri) -> str:
         """The AoR an initial request addresses: a Request-URI naming us with a user part is
@@ -272,6 +356,28 @@ class Mobile:
                 return reg.aor
         return f"sip:{uri.user}@{midreg.settings.upstream_domain}"
 
+    def targets(
+        self, uri: SipUri, aor: str, live: tuple[Binding, ...]
+    ) -> tuple[tuple[Binding, ...], tuple[Binding, ...]]:
+        """The live and dormant (4.5) bindings an initial request for ``aor`` may reach.  In
+        mirror mode a Request-URI carrying ``mrct`` targets exactly the one binding it names,
+        the upstream forks itself (3.7); 480 when that binding is gone."""
+        dormant = self.dormant(aor)
+        mrct = uri.param("mrct")
+        if self.mode is not Mode.MIRROR or not mrct:
+            return live, dormant
+        live = tuple(binding for binding in live if mrct_of(binding.key) == mrct)
+        dormant = tuple(binding for binding in dormant if mrct_of(binding.key) == mrct)
+        if not live and not dormant:
+            raise TemporarilyUnavailable("the mirrored contact is not registered")
+        return live, dormant
+
+    def target_uri(self, binding: Binding) -> str:
+        """The Request-URI of a branch to ``binding``: without ``pn-*`` when we push for it
+        (4.1: tokens travel no further); as registered otherwise, so an entity closer to
+        the UA that sends its pushes still finds them."""
+        return strip_pn_params(binding.contact) if binding.key in self._devices else binding.contact
+
     # ------------------------------------------------------------------ INVITE (6.1)
 
     def on_invite(
@@ -283,22 +389,26 @@ class Mobile:
         aor: str,
         bindings: Sequence[Binding],
         now: float,
+        members: Mapping[str, Sequence[Binding]] | None = None,
+        line: tuple[str, int] | None = None,
     ) -> list[EngineAction] | None:
         """Park an initial INVITE whose AoR has push-capable bindings (6.1); None when the
-        call is ordinary forking."""
+        call is ordinary forking.  ``bindings`` include the AoR's dormant ones (4.5).
+
+        For a shared line with ``push_members`` (6.11) ``members`` are the member AoRs with
+        their bindings: their push-capable ones join the target set, the call is stored
+        under every one of those AoRs, and the pushes carry ``line`` (line AoR, appearance).
+        """
         if not self.settings.parking_enabled or request.method != "INVITE":
             return None
         direct: list[BranchTarget] = []
         pushed: list[DevicePush] = []
-        for binding in bindings:
+        candidates = list(bindings)
+        for member_bindings in (members or {}).values():
+            candidates += [b for b in member_bindings if self._role(b, now) in (Role.PUSH, Role.BOTH)]
+        for binding in candidates:
             device = self._devices.get(binding.key)
-            role = call_role(
-                device,
-                expires_at=binding.expires_at,
-                flow_open=binding.received.transport.reliable,
-                now=now,
-                settings=self.settings.policy,
-            )
+            role = self._role(binding, now)
             if role in (Role.DIRECT, Role.BOTH):
                 direct.append(
                     BranchTarget(
@@ -328,7 +438,8 @@ class Mobile:
         spec = CallSpec(
             server_tx=server_tx,
             request=request,
-            aors=(aor,),
+            aors=(aor, *(member for member in members or {} if member != aor)),
+            line=line,
             call_id=request.call_id or "",
             from_uri=str(caller.uri),
             to_uri=str(callee.uri),
@@ -350,6 +461,50 @@ class Mobile:
             return actions + parked + started + released
         return actions + parked
 
+    def _role(self, binding: Binding, now: float) -> Role:
+        """6.1 step 2 for one binding."""
+        return call_role(
+            self._devices.get(binding.key),
+            expires_at=binding.expires_at,
+            flow_open=binding.received.transport.reliable and binding.key not in self._closed_flows,
+            now=now,
+            settings=self.settings.policy,
+        )
+
+    def flow_closed(self, peer: Peer) -> None:
+        """A TCP/TLS connection closed: push bindings registered over it get no direct branch
+        any more (6.1 step 2: ``ring_open_flows`` is for a connection still open) until they
+        register over a new one."""
+        for key in self._flows.pop(peer, ()):
+            del self._flow_of[key]
+            self._closed_flows.add(key)
+
+    def _track_flow(self, key: BindingKey, received: Peer, *, open_now: bool = True) -> None:
+        """Remember the TCP/TLS connection a push device registered over (``flow_closed``)."""
+        self._untrack_flow(key)
+        if not received.transport.reliable:
+            return
+        if open_now:
+            self._flows.setdefault(received, set()).add(key)
+            self._flow_of[key] = received
+        else:
+            self._closed_flows.add(key)  # restored: connections do not survive a restart
+
+    def _untrack_flow(self, key: BindingKey) -> None:
+        self._closed_flows.discard(key)
+        peer = self._flow_of.pop(key, None)
+        if peer is not None:
+            keys = self._flows[peer]
+            keys.discard(key)
+            if not keys:
+                del self._flows[peer]
+
+    def push_only(self, bindings: Sequence[Binding], now: float) -> bool:
+        """Whether an AoR with ``bindings`` (dormant ones included) is reachable by push only:
+        a request other than INVITE for it is answered 480 (6.9)."""
+        roles = [self._role(binding, now) for binding in bindings]
+        return Role.PUSH in roles and all(role in (Role.PUSH, Role.NONE) for role in roles)
+
     # ------------------------------------------------------------------ instructions, facts
 
     def handles(self, event: object) -> bool:
@@ -366,7 +521,7 @@ class Mobile:
             case PutBinding(binding=binding):
                 return self.location.put(binding, now)
             case DropBinding(key=key, reason=reason):
-                return self.location.remove(key, _removal_reason(reason), now)
+                return self._drop(key, _removal_reason(reason), now)
             case BindingConfirmed():
                 return self._confirmed(event, now)
             case RegisterForwarded(aor=aor, keys=keys):
@@ -385,15 +540,14 @@ class Mobile:
                     return []  # confirmations come from BindingConfirmed
                 return self._registered(binding, now)
             case BindingRemoved(binding=binding, reason=reason):
-                self._devices.pop(binding.key, None)
+                self._forget_device(binding.key)
+                self._unretain(binding.key)
+                gone: list[EngineAction] = [CancelTimer(KeepaliveKey(binding.key), REFRESH_PUSH_TIMER)]
                 if reason is RemovalReason.UNREGISTERED or self.midregistrar is None:
-                    return []
-                return self.midregistrar.on_binding_gone(binding.aor, now)
+                    return gone
+                return gone + self.midregistrar.on_binding_gone(binding.aor, now)
             case BindingExpired(binding=binding):
-                self._devices.pop(binding.key, None)
-                if self.midregistrar is None:
-                    return []
-                return self.midregistrar.on_binding_gone(binding.aor, now)
+                return self._expired(binding, now)
             case StartBranch(server_tx=server_tx, branch=index, target=target):
                 return self._start_branch(server_tx, index, target, now)
             case CancelParkedBranch(server_tx=server_tx, branch=index, reason=cancel_reason):
@@ -406,8 +560,8 @@ class Mobile:
             case ReleaseCall(server_tx=server_tx, fallback=fallback, immediately=immediately):
                 self._forget_branches(server_tx)
                 return self.proxy.release(server_tx, fallback, immediately=immediately, now=now)
-            case RelayHeld():
-                return []  # 6.10 (pn-purr) is off: nothing is ever held
+            case RelayHeld(server_tx=server_tx):
+                return self._relay_held(server_tx, now)
             case BranchFinished(branch=finished, status=status):
                 parked_index = self._parked_branches.get(finished)
                 if parked_index is None:
@@ -416,6 +570,7 @@ class Mobile:
         return []
 
     def _confirmed(self, event: BindingConfirmed, now: float) -> list[EngineAction]:
+        actions = self._awake(event.key)
         item = self._typed.pop(event.key, None)
         binding = event.binding
         if item is not None:
@@ -423,33 +578,173 @@ class Mobile:
                 self._devices[event.key] = DevicePush(
                     event.key, event.aor, item.coordinates, event.confirmed_at, binding.expires_at
                 )
+                if _issues_purr(item, self.settings.typing):
+                    self._purrs[self.purr_for(event.key)] = event.key
             else:
-                self._devices.pop(event.key, None)
+                self._forget_device(event.key)
         elif event.key in self._devices:
             self._devices[event.key] = attrs.evolve(
                 self._devices[event.key], confirmed_at=event.confirmed_at, expires_at=binding.expires_at
             )
-        return self._inject(event.aor, binding, event.confirmed_at, now)
+        if event.key in self._devices:
+            self._track_flow(event.key, binding.received)
+        actions += self._keepalive(event.key, now)
+        return actions + self._inject(event.aor, binding, event.confirmed_at, now)
 
     def _registered(self, binding: Binding, now: float) -> list[EngineAction]:
         """Core registrar: a stored RFC 8599 binding is push-capable and confirmed now."""
+        actions = self._awake(binding.key)
         coordinates = self._coordinates(binding)
         if coordinates is None:
-            self._devices.pop(binding.key, None)
+            self._forget_device(binding.key)
         else:
             self._devices[binding.key] = DevicePush(
                 binding.key, binding.aor, coordinates, now, binding.expires_at
             )
-        return self._inject(binding.aor, binding, now, now)
+            self._track_flow(binding.key, binding.received)
+        actions += self._keepalive(binding.key, now)
+        return actions + self._inject(binding.aor, binding, now, now)
+
+    # ------------------------------------------------------------------ mid-dialog (6.10)
+
+    def on_mid_dialog(
+        self, request: Request, routed: Request, server_tx: Hashable, peer: Peer, now: float
+    ) -> list[EngineAction] | None:
+        """A mid-dialog request through us whose Request-URI (or next Route) carries a PURR of
+        ours: held while a ``reg-refresh`` push wakes the device, relayed when its binding is
+        confirmed, else answered 480 after ``wake_timeout`` (6.10).  None: relay it now.
+        ``routed`` is the request after our own Route was taken off (RFC 3261 16.4)."""
+        if not self.settings.typing.purr:
+            return None
+        routes = routed.headers.values("Route")
+        purr = purr_of(routed.uri) or (purr_of(routes[0].strip().strip("<>")) if routes else None)
+        key = self._purrs.get(purr) if purr is not None else None
+        device = self._devices.get(key) if key is not None else None
+        if key is None or device is None or not device.push_capable or server_tx in self._holding:
+            return None
+        self._holding[server_tx] = (request, peer, key)
+        coordinates = device.coordinates
+        target = PushTarget(
+            coordinates.provider, coordinates.prid, coordinates.param, (key,), coordinates.device_type
+        )
+        return self.parking.hold_mid_dialog(
+            server_tx, request, aor=key.aor, target=target, binding=key, now=now
+        )
+
+    def _forget_device(self, key: BindingKey) -> None:
+        self._untrack_flow(key)
+        if self._devices.pop(key, None) is not None and self.settings.typing.purr:
+            self._purrs.pop(self.purr_for(key), None)
+
+    def _relay_held(self, server_tx: Hashable, now: float) -> list[EngineAction]:
+        """The woken device's binding is confirmed: relay the held request to where it is now."""
+        held = self._holding.pop(server_tx, None)
+        if held is None:
+            return []
+        request, peer, key = held
+        binding = self.location.get(key)
+        after_us = len(preprocess_route(request, self.identity).headers.values("Route"))
+        if binding is None or after_us:
+            return self.proxy.on_request(request, server_tx, peer, (), now)
+        target = Target(request.uri, flow=binding.received)  # the dialog's target, its new address
+        return self.proxy.on_request(request, server_tx, peer, (target,), now)
+
+    # ------------------------------------------------------------------ keep-alive (4.5)
+
+    def _drop(self, key: BindingKey, reason: RemovalReason, now: float) -> list[EngineAction]:
+        """Remove a binding, live or dormant (de-registered, rejected upstream, dead token)."""
+        removed = self.location.remove(key, reason, now)
+        retained = self._unretain(key)
+        if retained is None:
+            return removed
+        return [
+            CancelTimer(KeepaliveKey(key), RETENTION_TIMER),
+            Deliver(BindingRemoved(retained, reason, now)),
+        ]
+
+    def _awake(self, key: BindingKey) -> list[EngineAction]:
+        """A confirmation: a dormant binding is an ordinary one again."""
+        if self._unretain(key) is None:
+            return []
+        return [CancelTimer(KeepaliveKey(key), RETENTION_TIMER)]
+
+    def _keepalive(self, key: BindingKey, now: float) -> list[EngineAction]:
+        """Arm (or disarm) the ``reg-refresh`` push of a ``wake`` binding after a confirmation:
+        ``push.refresh_trigger`` before its expiry, unless it refreshes by itself (4.5)."""
+        device = self._devices.get(key)
+        timer = KeepaliveKey(key)
+        plan = None if device is None else keepalive_plan(device, self.settings.policy)
+        if plan is None or plan.refresh_push_at is None:
+            return [CancelTimer(timer, REFRESH_PUSH_TIMER)]
+        return [StartTimer(timer, REFRESH_PUSH_TIMER, max(0.0, plan.refresh_push_at - now))]
+
+    def _expired(self, binding: Binding, now: float) -> list[EngineAction]:
+        """A binding reached its requested expiry: a push-capable ``extend`` binding stays,
+        dormant, until ``extend_max_age`` after its last confirmation (4.5); any other binding
+        is gone, and the AoR may have to be unregistered upstream (3.4)."""
+        key = binding.key
+        device = self._devices.get(key)
+        policy = self.settings.policy
+        if device is not None and device.dormant(now) and device.alive(now, policy):
+            self._dormant.setdefault(binding.aor, {})[key] = binding
+            until = device.retained_until(policy)
+            return [
+                CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER),
+                StartTimer(KeepaliveKey(key), RETENTION_TIMER, until - now),
+                Deliver(BindingRetained(binding, until)),
+            ]
+        self._forget_device(key)
+        self._unretain(key)
+        actions: list[EngineAction] = [CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER)]
+        if self.midregistrar is not None:
+            actions += self.midregistrar.on_binding_gone(binding.aor, now)
+        return actions
+
+    def _on_keepalive_timer(self, key: KeepaliveKey, name: str, now: float) -> list[EngineAction]:
+        device = self._devices.get(key.binding)
+        if name == RETENTION_TIMER:
+            retained = self._dormant.get(key.binding.aor, {}).get(key.binding)
+            if retained is None:
+                return []
+            if device is not None and device.alive(now, self.settings.policy):
+                until = device.retained_until(self.settings.policy)
+                return [StartTimer(key, RETENTION_TIMER, until - now)]
+            self._forget_device(key.binding)  # the retention is over: it expires for good
+            return [Deliver(BindingExpired(retained, now))]
+        if name != REFRESH_PUSH_TIMER or device is None or self.location.get(key.binding) is None:
+            return []
+        plan = keepalive_plan(device, self.settings.policy)
+        if plan.refresh_push_at is None or now < plan.refresh_push_at:
+            return []  # refreshed meanwhile; its confirmation re-armed the timer
+        return self.refresh_push(device, "expiry", now)
+
+    def refresh_push(self, device: DevicePush, reason: str, now: float) -> list[EngineAction]:
+        """A ``reg-refresh`` push to one device (4.5 ``wake``): at most one per token per
+        ``refresh_trigger`` window (5.3 dedup); useful until the binding expires."""
+        self._refreshes.prune(now)
+        if not device.push_capable or not self._refreshes.allow(device.token, now):
+            return []
+        ttl = max(0, int(device.expires_at - now))
+        coordinates = device.coordinates
+        request = PushRequest(
+            id=self.parking.id_factory(),
+            type=PushType.REG_REFRESH,
+            provider=coordinates.provider,
+            prid=coordinates.prid,
+            param=coordinates.param,
+            aor=device.aor,
+            ttl=ttl,
+            created_at=now,
+            device_type=coordinates.device_type,
+            reason=reason,
+        )
+        if isinstance(device.binding, BindingKey):
+            self._devices[device.binding] = attrs.evolve(device, last_push_at=now)
+        return [Deliver(PushRequested(request, device.expires_at if ttl > 0 else None))]
 
     def _coordinates(self, binding: Binding) -> PushCoordinates | None:
-        params = dict(binding.push)
-        provider = params.get("pn-provider", "").lower()
-        prid = params.get("pn-prid", "")
-        if not provider or not prid or provider not in self.settings.typing.providers:
-            return None
-        param = params.get("pn-param", "")
-        return PushCoordinates(provider, prid, param, keepalive=default_keepalive(provider))
+        pnsreg = any(name.lower() == "+sip.pnsreg" for name, _ in binding.params)
+        return from_stored(binding.push, self.settings.typing.providers, pnsreg=pnsreg)
 
     def _inject(self, aor: str, binding: Binding, confirmed_at: float, now: float) -> list[EngineAction]:
         device = self._devices.get(binding.key)
@@ -459,14 +754,32 @@ class Mobile:
         token = device.token if device is not None else None
         return self.parking.on_binding_confirmed(aor, target, confirmed_at, now, token=token)
 
-    def restore(self, bindings: Sequence[Binding], now: float) -> None:
-        """Start-up: RFC 8599 bindings restored from the store are push-capable again."""
+    def restore(
+        self, bindings: Sequence[Binding], now: float, *, invalidated: Sequence[TokenInvalidated] = ()
+    ) -> list[EngineAction]:
+        """Start-up, before the location service restores the same bindings: RFC 8599
+        bindings are push-capable again, with their keep-alive timers; an ``extend`` binding
+        past its expiry but within ``extend_max_age`` comes back dormant when the location
+        service reports it expired (4.5).  A binding last confirmed before its token was
+        declared invalid (``invalidated``, 4.4) comes back not push-capable."""
+        dead = {(item.provider, item.prid): item.at for item in invalidated}
+        actions: list[EngineAction] = []
         for binding in bindings:
             coordinates = self._coordinates(binding)
-            if coordinates is not None and binding.expires_at > now:
-                self._devices[binding.key] = DevicePush(
-                    binding.key, binding.aor, coordinates, binding.updated_at, binding.expires_at
-                )
+            if coordinates is None:
+                continue
+            device = DevicePush(binding.key, binding.aor, coordinates, binding.updated_at, binding.expires_at)
+            dead_at = dead.get(coordinates.token)
+            if dead_at is not None and binding.updated_at < dead_at:
+                device = attrs.evolve(device, push_capable=False, invalidated_at=dead_at)
+            if device.alive(now, self.settings.policy):
+                self._devices[binding.key] = device
+                self._track_flow(binding.key, binding.received, open_now=False)
+                if self.settings.typing.purr and coordinates.source is Source.RFC8599:
+                    self._purrs[self.purr_for(binding.key)] = binding.key
+                if binding.expires_at > now:
+                    actions += self._keepalive(binding.key, now)
+        return actions
 
     # ------------------------------------------------------------------ branches
 
@@ -522,9 +835,13 @@ class Mobile:
 
     @staticmethod
     def owns_timer(key: Hashable) -> bool:
-        return isinstance(key, ParkKey | WakeKey | ForwardKey | AorKey)
+        return isinstance(key, ParkKey | WakeKey | ForwardKey | AorKey | KeepaliveKey | HoldKey)
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
+        if isinstance(key, KeepaliveKey):
+            return self._on_keepalive_timer(key, name, now)
+        if isinstance(key, HoldKey):
+            self._holding.pop(key.server_tx, None)  # answered 480 by the lot
         if isinstance(key, ForwardKey | AorKey):
             return [] if self.midregistrar is None else self.midregistrar.on_timer(key, name, now)
         return self.parking.on_timer(key, name, now)
@@ -542,17 +859,19 @@ class Mobile:
                 push.from_display,
                 push.line,
             )
+        aor = push.aor
         for binding in push.target.bindings:
             device = self._devices.get(binding) if isinstance(binding, BindingKey) else None
             if device is not None and isinstance(binding, BindingKey):
                 self._devices[binding] = attrs.evolve(device, last_push_at=now)
+                aor = binding.aor  # a line member's mobile registers under its own AoR (6.11)
         return PushRequest(
             id=push.attempt,
             type=PushType(push.kind.value),
             provider=push.target.provider,
             prid=push.target.prid,
             param=push.target.param,
-            aor=push.aor,
+            aor=aor,
             ttl=push.ttl,
             created_at=now,
             device_type=push.target.device_type,
@@ -586,8 +905,8 @@ class Mobile:
                 self._devices[device.binding] = device
         actions: list[EngineAction] = [Deliver(verdict.event)]
         for key in verdict.removed:
-            if isinstance(key, BindingKey):
-                actions += self.location.remove(key, RemovalReason.TOKEN_INVALID, now)
+            if isinstance(key, BindingKey):  # dormant: reachable by push only (4.4)
+                actions += self._drop(key, RemovalReason.TOKEN_INVALID, now)
         return actions
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scaserver.control.parking import register_parking
+from scaserver.control.parking import register_park, register_parking, register_pushreg_wake, register_uac
 from scaserver.control.provisioning import register_provisioning
 from scaserver.control.registry import Registry
 from scaserver.control.sca import register_sca
@@ -15,10 +15,13 @@ from scaserver.control.seams import (
     LocationControl,
     NoParking,
     NoProvisioning,
+    NoStatistics,
     ParkingControl,
     ProvisioningControl,
     ScaControl,
+    StatisticsControl,
 )
+from scaserver.control.statistics import register_statistics
 from scaserver.control.system import ServerInfo, register_core, register_system
 from scaserver.control.usrloc import register_usrloc
 
@@ -31,15 +34,22 @@ def build_registry(
     clock: Callable[[], float],
     parking: ParkingControl | None = None,
     provisioning: ProvisioningControl | None = None,
+    statistics: StatisticsControl | None = None,
 ) -> Registry:
-    """Every method: ``system.*``, ``core.*``, ``sca.*``, ``ul.*``, ``ts.*``, ``pushreg.*`` and
-    ``prov.resync``;
-    ``clock`` gives epoch seconds; without ``parking`` the ``ts``/``pushreg`` tables are empty."""
+    """Every method: ``system.*``, ``core.*``, ``sca.*``, ``ul.*``, ``ts.*``, ``park.*``,
+    ``pushreg.*``, ``uac.*``, ``prov.resync`` and ``stats.get_statistics``; ``clock`` gives
+    epoch seconds; without ``parking`` the parking and mid-registrar tables are empty, without
+    ``statistics`` nothing is counted."""
     registry = Registry()
     register_system(registry)
     register_core(registry, server, clock)
     register_sca(registry, sca, clock)
     register_usrloc(registry, location, clock)
-    register_parking(registry, parking or NoParking(), location, clock)
+    parked = parking or NoParking()
+    register_parking(registry, parked, location, clock)
+    register_park(registry, parked, clock)
+    register_pushreg_wake(registry, parked)
+    register_uac(registry, parked, clock)
+    register_statistics(registry, statistics or NoStatistics())
     register_provisioning(registry, provisioning or NoProvisioning())
     return registry

@@ -7,7 +7,9 @@ doc string and usage line; ``system.*`` is generated from this registry and
 Binding follows rpc.md 2.2: an array is positional (Kamailio); an object is matched by name
 (unknown names are -32602) unless ``compat_named_params_by_order`` asks for Kamailio's
 "values in document order".  Kamailio's auto-convert: a string parameter accepts a JSON number;
-an integer parameter accepts a numeric string.
+an integer parameter accepts a numeric string.  A method's last parameter may be variadic
+(Kamailio's ``stats.get_statistics all`` / ``stats.get_statistics tsilo: push:``): it takes
+every remaining positional value, or a list when named.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class ParamType(enum.StrEnum):
     INTEGER = "integer"
 
 
-ArgValue = str | int
+ArgValue = str | int | tuple[str | int, ...]
 
 
 @attrs.frozen
@@ -50,6 +52,7 @@ class Param:
     optional: bool = False
     secret: bool = False
     doc: str = ""
+    variadic: bool = False  # the last parameter only: takes every remaining value
 
 
 @attrs.frozen
@@ -83,6 +86,16 @@ class Arguments:
             raise TypeError(f"parameter {name} is not an integer")
         return value
 
+    def optional_integer(self, name: str) -> int | None:
+        return self.integer(name) if name in self.values else None
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        """The values of a variadic string parameter (empty when absent)."""
+        value = self.values.get(name, ())
+        if not isinstance(value, tuple) or not all(isinstance(item, str) for item in value):
+            raise TypeError(f"parameter {name} is not a list of strings")
+        return tuple(str(item) for item in value)
+
 
 Handler = Callable[[Arguments], Awaitable[JsonValue]]
 
@@ -100,7 +113,8 @@ class Method:
         """Kamailio-style usage line: ``name param [optional]``."""
         words = [self.name]
         for param in self.params:
-            words.append(f"[{param.name}]" if param.optional else param.name)
+            word = f"{param.name}..." if param.variadic else param.name
+            words.append(f"[{word}]" if param.optional else word)
         return " ".join(words)
 
 
@@ -117,6 +131,8 @@ class Registry:
     def add(self, method: Method) -> None:
         if method.name in self._methods:
             raise DuplicateMethodError(method.name)
+        if any(param.variadic for param in method.params[:-1]):
+            raise ValueError(f"{method.name}: only the last parameter may be variadic")
         self._methods[method.name] = method
 
     def register(self, name: str, *params: Param, scope: Scope, doc: str) -> Callable[[Handler], Handler]:
@@ -148,7 +164,7 @@ def _invalid(method: Method) -> InvalidParamsError:
     return InvalidParamsError(data={"usage": method.usage})
 
 
-def convert(method: Method, param: Param, value: JsonValue) -> ArgValue:
+def convert(method: Method, param: Param, value: JsonValue) -> str | int:
     """Kamailio's auto-convert (rpc.md 2.2), raising ``InvalidParamsError`` on a mismatch."""
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         raise _invalid(method)
@@ -174,23 +190,38 @@ def bind(
     named_by_order: bool = False,
 ) -> dict[str, ArgValue]:
     """Match request params to the method's parameter spec (rpc.md 2.2)."""
+    variadic = method.params[-1] if method.params and method.params[-1].variadic else None
     if params is None:
         supplied: list[tuple[Param, JsonValue]] = []
     elif isinstance(params, dict) and not named_by_order:
         declared = {param.name: param for param in method.params}
         if any(name not in declared for name in params):
             raise _invalid(method)
-        supplied = [(declared[name], value) for name, value in params.items()]
+        supplied = []
+        for name, value in params.items():
+            param = declared[name]
+            if param is variadic and isinstance(value, list):
+                supplied += [(param, item) for item in value]
+            else:
+                supplied.append((param, value))
     else:
         ordered = list(params.values()) if isinstance(params, dict) else params
-        if len(ordered) > len(method.params):
+        if len(ordered) > len(method.params) and variadic is None:
             raise _invalid(method)
         supplied = list(zip(method.params, ordered, strict=False))
+        if variadic is not None:
+            supplied += [(variadic, value) for value in ordered[len(method.params) :]]
     values: dict[str, ArgValue] = {}
+    repeated: list[str | int] = []
     for param, value in supplied:
         if value is None and param.optional:
             continue
-        values[param.name] = convert(method, param, value)
+        if param.variadic:
+            repeated.append(convert(method, param, value))
+        else:
+            values[param.name] = convert(method, param, value)
+    if variadic is not None and repeated:
+        values[variadic.name] = tuple(repeated)
     if any(not param.optional and param.name not in values for param in method.params):
         raise _invalid(method)
     return values

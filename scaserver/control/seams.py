@@ -304,11 +304,130 @@ class UpstreamInfo:
     upstream_auth_needed: bool
 
 
+@attrs.frozen
+class ParkedBranchInfo:
+    """One branch of a parked call (push-and-parking.md 9): ``binding`` the registrar's binding
+    key as text (a push token in it is shown as SHA-256), ``contact`` the Request-URI rung;
+    ``state`` is ``calling``, ``proceeding``, ``superseded`` (replaced by a newer branch to the
+    same device before any response, 6.4) or ``done`` with the final ``status``."""
+
+    index: int
+    binding: str
+    contact: str
+    started_at: float
+    state: str
+    status: int | None = None
+
+
+@attrs.frozen
+class PushAttemptInfo:
+    """One push attempt of a parked call (push-and-parking.md 9): the token as SHA-256 only;
+    ``state`` one of ``queued|sent|retrying|woken|no-wake|invalid|failed|dropped``;
+    ``wake_deadline`` when an accepted push stops waiting for its device (``wake_timeout``)."""
+
+    attempt: str
+    provider: str
+    prid_sha256: str
+    state: str
+    sent_at: float
+    accepted_at: float | None = None
+    wake_deadline: float | None = None
+
+
+@attrs.frozen
+class ParkedCallInfo:
+    """One parked INVITE (rpc.md 3.4 ``park.dump``): ``ruris`` every AoR it is stored under
+    (usrloc spelling, the first is the called AoR); ``state`` ``parked`` or ``grace`` (6.2
+    ``inflight_grace``); ``timeout_at`` its ``park_timeout`` deadline, ``grace_until`` the end
+    of the grace wait when in it."""
+
+    park_id: str
+    ruris: tuple[str, ...]
+    call_id: str
+    caller: str
+    callee: str
+    state: str
+    parked_at: float
+    timeout_at: float
+    grace_until: float | None
+    branches: tuple[ParkedBranchInfo, ...]
+    pushes: tuple[PushAttemptInfo, ...]
+
+
+@attrs.frozen
+class WakeOutcome:
+    """One ``reg-refresh`` push of ``pushreg.wake`` (rpc.md 3.5): ``contact`` without its
+    ``pn-*`` parameters; ``status`` ``sent``, ``invalid``, ``failed``, ``dropped`` (the
+    gateway's last word, ``gateway_status`` its HTTP status if any), ``pending`` (no answer
+    within the wait; it goes on) or ``suppressed`` (a ``reg-refresh`` for that token went out
+    less than ``push.refresh_trigger`` ago, push-and-parking.md 5.3); ``latency_ms`` from the
+    push to the gateway's answer."""
+
+    contact: str
+    provider: str
+    status: str
+    gateway_status: int | None = None
+    latency_ms: int | None = None
+
+
+@attrs.frozen
+class UacRegistration:
+    """The mid-registrar's upstream registration of one AoR in Kamailio ``uac`` terms (rpc.md
+    3.5 ``uac.reg_dump``).  ``l_uuid`` is the AoR (usrloc spelling); the local and remote
+    identities are both the AoR (the mid-registrar registers the AoR it serves);
+    ``auth_proxy`` our upstream next hop; ``expires`` the interval we ask for; ``flags`` the
+    ``UAC_FLAG_*`` bits; ``timer_expires`` when the upstream binding lapses (0: never
+    registered); ``reg_init`` the last 2xx (0: none).  Passwords are never part of it."""
+
+    l_uuid: str
+    l_username: str
+    l_domain: str
+    r_username: str
+    r_domain: str
+    realm: str
+    auth_username: str
+    auth_proxy: str
+    expires: int
+    flags: int
+    timer_expires: float
+    reg_init: float
+    reg_delay: int
+    contact_addr: str
+    socket: str
+
+
+#: ``UacRegistration.flags`` bits, Kamailio uac's values.
+UAC_FLAG_DISABLED = 1
+UAC_FLAG_ONGOING = 2
+UAC_FLAG_ONLINE = 4
+UAC_FLAG_AUTHSENT = 8
+UAC_FLAG_INIT = 16
+
+
+class UacRefusal(enum.Enum):
+    """Why ``uac.reg_refresh`` sent nothing."""
+
+    NO_RECORD = "no-record"  # no upstream registration with that l_uuid
+    MIRROR_MODE = "mirror-mode"  # devices refresh their own upstream bindings (3.7)
+    NO_BINDINGS = "no-bindings"  # no local binding left to register (3.4)
+
+
 class ParkingControl(Protocol):
-    """Call parking and the push mid-registrar as seen by ``ts.*`` and ``pushreg.*``."""
+    """Call parking and the push mid-registrar as seen by ``ts.*``, ``park.*``, ``pushreg.*``
+    and ``uac.*`` (rpc.md 3.4, 3.5)."""
 
     def parked(self) -> Sequence[ParkedTransaction]:
         """Every parked INVITE, ordered by (ruri, tlabel)."""
+        ...
+
+    def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
+        """Every parked call ordered by park id, or those stored under ``ruri``
+        (canonicalised as for ``ul.*``)."""
+        ...
+
+    async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
+        """End the parked INVITE ``call_id`` now with ``status`` (300-699) to the caller; the
+        call as it was, or None when none is parked."""
         ...
 
     def registrations(self) -> Sequence[UpstreamInfo]:
@@ -319,6 +438,19 @@ class ParkingControl(Protocol):
         """The upstream registration of ``aor`` (canonicalised as for ``ul.*``); None if none."""
         ...
 
+    async def wake(self, aor: str, reason: str) -> Sequence[WakeOutcome] | None:
+        """A ``reg-refresh`` push to every push-capable binding of ``aor`` and their outcomes
+        (empty: no push-capable binding); None when the AoR has no binding at all."""
+        ...
+
+    def uac_registrations(self) -> Sequence[UacRegistration]:
+        """Every upstream registration in ``uac`` terms, ordered by ``l_uuid``."""
+        ...
+
+    async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
+        """Re-REGISTER the aggregate of ``l_uuid`` upstream now; the record after queueing it."""
+        ...
+
 
 class NoParking:
     """The ``ParkingControl`` of a server without push and mid-registrar: empty tables."""
@@ -326,11 +458,51 @@ class NoParking:
     def parked(self) -> Sequence[ParkedTransaction]:
         return ()
 
+    def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
+        return ()
+
+    async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
+        return None
+
     def registrations(self) -> Sequence[UpstreamInfo]:
         return ()
 
     def registration(self, aor: str) -> UpstreamInfo | None:
         return None
+
+    async def wake(self, aor: str, reason: str) -> Sequence[WakeOutcome] | None:
+        return None
+
+    def uac_registrations(self) -> Sequence[UacRegistration]:
+        return ()
+
+    async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
+        return UacRefusal.NO_RECORD
+
+
+@attrs.frozen
+class Statistic:
+    """One counter or gauge for ``stats.get_statistics`` (rpc.md 3.6): Kamailio's
+    ``group:name = value``."""
+
+    group: str
+    name: str
+    value: int
+
+
+class StatisticsControl(Protocol):
+    """The server's counters as ``stats.*`` sees them: the ones ``/metrics`` exports."""
+
+    def statistics(self) -> Sequence[Statistic]:
+        """Every statistic, ordered by (group, name)."""
+        ...
+
+
+class NoStatistics:
+    """The ``StatisticsControl`` of a registry without metrics: nothing is counted."""
+
+    def statistics(self) -> Sequence[Statistic]:
+        return ()
 
 
 @attrs.frozen

@@ -1,8 +1,9 @@
 """The control plane's seams implemented over the running SIP core (rpc.md 2-3, sca.md section 11).
 
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
-``control.seams.LocationControl``, ``metrics.ScaGauges``); this module implements them over the
-lead's :class:`~scaserver.dispatch.SipCore`:
+``control.seams.LocationControl``, ``control.seams.ParkingControl``,
+``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``); this
+module implements them over the lead's :class:`~scaserver.dispatch.SipCore`:
 
 * reads are synchronous snapshots of the engines' in-memory state, mapped to the seams' frozen
   values;
@@ -31,13 +32,18 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Final
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence, Set
+from typing import Final, TypeVar
 
 import attrs
+from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 
 from scaserver.control.seams import (
+    UAC_FLAG_AUTHSENT,
+    UAC_FLAG_INIT,
+    UAC_FLAG_ONGOING,
+    UAC_FLAG_ONLINE,
     AorRecord,
     AppearanceChange,
     AppearanceInfo,
@@ -47,19 +53,30 @@ from scaserver.control.seams import (
     ContactRemoval,
     Deactivation,
     LineInfo,
+    ParkedBranchInfo,
+    ParkedCallInfo,
     ParkedTransaction,
+    PushAttemptInfo,
     PushInfo,
     ResyncOutcome,
     ScaEvent,
+    Statistic,
     SubscriptionInfo,
+    UacRefusal,
+    UacRegistration,
     UpstreamInfo,
+    WakeOutcome,
 )
 from scaserver.dispatch import RequestAnswered, SipCore
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.events import EventBus
+from scaserver.metrics import NAMESPACE
+from scaserver.mobile import Mobile, PushAnswered, PushRequested
+from scaserver.parking.parked import AttemptState, CallState, ParkedCall
 from scaserver.provisioning.resync import check_sync_request
-from scaserver.registrar.binding import Binding, RemovalReason
-from scaserver.registrar.midregistrar import UpstreamRegistration
+from scaserver.push.pnparams import strip_pn_params, token_hash
+from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
+from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.line import canonical_aor
@@ -74,16 +91,23 @@ from scaserver.sca.subscription import (
 from scaserver.sip.actions import Action, Deliver, EngineAction, SendRequest
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Peer
-from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
+from scaserver.sip.uri import SipUri, format_host, parse_name_addr, parse_uri
 
 Execute = Callable[[list[Action]], None]
 """Runs edge actions (the stack's ``run``): sends, timers, bus events."""
+
+FactT = TypeVar("FactT")
+KeyT = TypeVar("KeyT", bound=Hashable)
 
 #: How long a mutating SCA call waits for the outcome of its NOTIFYs by default (seconds).
 NOTIFY_WAIT_S: Final = 2.0
 
 #: The reason the SCA engine gives when it drops a subscription whose NOTIFY failed.
 NOTIFY_FAILED: Final = "notify-failed"
+
+#: How long ``pushreg.wake`` waits for the gateway's answers by default (seconds): the push
+#: client's own limits (3 attempts of 2 s with back-off, push-and-parking.md 5.3) fit in it.
+WAKE_WAIT_S: Final = 10.0
 
 
 # Argument canonicalisation.
@@ -221,6 +245,46 @@ def usrloc_aor(aor: str) -> str:
 
 # NOTIFY outcomes.
 
+
+
+async def collect_facts(
+    bus: EventBus,
+    clock: TimerClock,
+    kind: type[FactT],
+    *,
+    key_of: Callable[[FactT], KeyT | None],
+    expected: Set[KeyT],
+    wait_s: float,
+    start: Callable[[], None],
+) -> dict[KeyT, FactT]:
+    """Run ``start`` (which sends requests or pushes) and collect the ``kind`` fact answering
+    each of the ``expected`` keys (``key_of`` a fact; None: not ours), until all are in or
+    ``wait_s`` has passed: what an RPC waits for before it answers (rpc.md 3)."""
+    answers: dict[KeyT, FactT] = {}
+    done: Deferred[None] = Deferred()
+
+    def answered(fact: FactT) -> None:
+        key = key_of(fact)
+        if key is not None and key in expected:
+            answers[key] = fact
+            if len(answers) == len(expected) and not done.called:
+                done.callback(None)
+
+    def window_closed() -> None:
+        if not done.called:
+            done.callback(None)
+
+    bus.subscribe(kind, answered)
+    timer = call_later(clock, wait_s, window_closed)
+    try:
+        start()
+        if expected and len(answers) < len(expected):
+            await done
+    finally:
+        bus.unsubscribe(kind, answered)
+        if timer.active():
+            timer.cancel()
+    return answers
 
 @attrs.define
 class NotifyWatch:
@@ -586,6 +650,321 @@ class MobileParkingControl:
         )
 
 
+def binding_text(binding: object) -> str:
+    """A binding key as ``park.dump`` shows it: ``kind:value``, a push token as SHA-256."""
+    if not isinstance(binding, BindingKey):
+        return str(binding)
+    if binding.kind is KeyKind.PUSH:
+        provider, _, rest = binding.value.partition(" ")
+        prid = rest.split(" ")[0]
+        return f"push:{provider} {token_hash(prid)}"
+    return f"{binding.kind.value}:{binding.value}"
+
+
+def parked_call_info(call: ParkedCall, mobile: Mobile) -> ParkedCallInfo:
+    """The seam's view of a parked call (rpc.md 3.4, push-and-parking.md 9).  Every push
+    attempt of a call leaves when it is parked (6.1), so ``sent_at`` is the park time."""
+    settings = mobile.parking.settings
+    branches = tuple(
+        ParkedBranchInfo(
+            index=branch.index,
+            binding=binding_text(branch.target.binding),
+            contact=branch.target.contact,
+            started_at=branch.started_at,
+            state="superseded" if branch.superseded and branch.alive else branch.state.value,
+            status=branch.status,
+        )
+        for branch in call.branches.values()
+    )
+    pushes = tuple(
+        PushAttemptInfo(
+            attempt=attempt.id,
+            provider=attempt.target.provider,
+            prid_sha256=token_hash(attempt.target.prid),
+            state=attempt.state.value,
+            sent_at=call.parked_at,
+            accepted_at=attempt.accepted_at,
+            wake_deadline=(
+                attempt.accepted_at + settings.wake_timeout
+                if attempt.state is AttemptState.SENT and attempt.accepted_at is not None
+                else None
+            ),
+        )
+        for attempt in call.attempts.values()
+    )
+    grace = call.deadline + settings.inflight_grace if call.state is CallState.GRACE else None
+    return ParkedCallInfo(
+        park_id=call.park_id,
+        ruris=tuple(usrloc_aor(aor) for aor in call.spec.aors),
+        call_id=call.spec.call_id,
+        caller=call.spec.from_uri,
+        callee=call.spec.to_uri,
+        state=call.state.value,
+        parked_at=call.parked_at,
+        timeout_at=call.deadline,
+        grace_until=grace,
+        branches=branches,
+        pushes=pushes,
+    )
+
+
+def _peer_uri(peer: Peer) -> str:
+    return f"sip:{format_host(peer.host)}:{peer.port};transport={peer.transport.value.lower()}"
+
+
+class MobileParkingAdmin(MobileParkingControl):
+    """The whole ``control.seams.ParkingControl``: the reads of :class:`MobileParkingControl`
+    plus ``park.*``, ``pushreg.wake`` and ``uac.*`` over the running core.
+
+    Mutations go through the engines' own entry points (``ParkingLot.release``,
+    ``Mobile.refresh_push``, ``MidRegistrar.refresh_now``); their actions run through the core
+    and the edge (``execute``) before the RPC answers, like ``EngineScaControl``'s.
+    ``pushreg.wake`` then watches the bus for the ``PushAnswered`` fact of each push it sent
+    (the edge push client reports every attempt's last word) for up to ``wake_wait_s``.
+    """
+
+    def __init__(
+        self,
+        core: SipCore,
+        execute: Execute,
+        bus: EventBus,
+        clock: TimerClock,
+        *,
+        default_domain: str,
+        wake_wait_s: float = WAKE_WAIT_S,
+    ) -> None:
+        super().__init__(core, default_domain=default_domain)
+        if wake_wait_s < 0:
+            raise ValueError("wake_wait_s must not be negative")
+        self._execute, self._bus, self._clock = execute, bus, clock
+        self._wake_wait_s = wake_wait_s
+
+    # park.*
+
+    def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
+        mobile = self._core.mobile
+        if mobile is None:
+            return ()
+        if ruri is None:
+            calls = mobile.parking.calls()
+        else:
+            aor = canonical_argument(ruri, self._domain)
+            calls = () if aor is None else mobile.parking.calls(aor)
+        return [parked_call_info(call, mobile) for call in sorted(calls, key=lambda c: c.park_id)]
+
+    async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
+        mobile = self._core.mobile
+        if mobile is None:
+            return None
+        call = next((c for c in mobile.parking.calls() if c.spec.call_id == call_id), None)
+        if call is None:
+            return None
+        info = parked_call_info(call, mobile)
+        now = self._clock.seconds()
+        actions = mobile.parking.release(call_id, status, now)
+        if actions is None:
+            return None
+        self._execute(self._core.run(actions, now))
+        return info
+
+    # pushreg.wake
+
+    async def wake(self, aor: str, reason: str) -> Sequence[WakeOutcome] | None:
+        mobile = self._core.mobile
+        canonical = canonical_argument(aor, self._domain)
+        if mobile is None or canonical is None:
+            return None
+        bindings = mobile.bindings_of(canonical)
+        if not bindings:
+            return None
+        now = self._clock.seconds()
+        actions: list[EngineAction] = []
+        rows: list[tuple[str, str, str | None]] = []  # contact, provider, attempt (None: suppressed)
+        attempts: dict[tuple[str, str], str | None] = {}
+        for binding in bindings:
+            device = mobile.device(binding.key)
+            if device is None or not device.push_capable:
+                continue
+            if device.token not in attempts:
+                pushed = mobile.refresh_push(device, reason, now)
+                actions += pushed
+                sent = [
+                    action.event.request.id
+                    for action in pushed
+                    if isinstance(action, Deliver) and isinstance(action.event, PushRequested)
+                ]
+                attempts[device.token] = sent[0] if sent else None
+            contact = strip_pn_params(binding.contact)
+            rows.append((contact, device.coordinates.provider, attempts[device.token]))
+        answers = await self._answers({a for a in attempts.values() if a is not None}, actions, now)
+        outcomes: list[WakeOutcome] = []
+        for contact, provider, attempt in rows:
+            if attempt is None:
+                outcomes.append(WakeOutcome(contact, provider, "suppressed"))
+                continue
+            answer = answers.get(attempt)
+            if answer is None:
+                outcomes.append(WakeOutcome(contact, provider, "pending"))
+                continue
+            latency = max(0, int((answer.at - now) * 1000 + 0.5))
+            outcomes.append(WakeOutcome(contact, provider, answer.outcome.value, answer.status, latency))
+        return outcomes
+
+    async def _answers(
+        self, attempts: set[str], actions: list[EngineAction], now: float
+    ) -> dict[str, PushAnswered]:
+        """Run the pushes and collect the ``PushAnswered`` fact of each attempt, until all are
+        in or ``wake_wait_s`` has passed."""
+        return await collect_facts(
+            self._bus,
+            self._clock,
+            PushAnswered,
+            key_of=lambda fact: fact.attempt,
+            expected=attempts,
+            wait_s=self._wake_wait_s,
+            start=lambda: self._execute(self._core.run(actions, now)),
+        )
+
+    # uac.*
+
+    def uac_registrations(self) -> Sequence[UacRegistration]:
+        mobile = self._core.mobile
+        if mobile is None or mobile.midregistrar is None:
+            return ()
+        midreg = mobile.midregistrar
+        records = (self._uac(reg, midreg) for reg in midreg.registrations())
+        return sorted(records, key=lambda record: record.l_uuid)
+
+    async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
+        mobile = self._core.mobile
+        aor = canonical_argument(l_uuid, self._domain)
+        if mobile is None or mobile.midregistrar is None or aor is None:
+            return UacRefusal.NO_RECORD
+        midreg = mobile.midregistrar
+        if midreg.registration(aor) is None:
+            return UacRefusal.NO_RECORD
+        if midreg.settings.mode is Mode.MIRROR:
+            return UacRefusal.MIRROR_MODE
+        if not midreg.bindings(aor):
+            return UacRefusal.NO_BINDINGS
+        now = self._clock.seconds()
+        actions = midreg.refresh_now(aor, now) or []
+        self._execute(self._core.run(actions, now))
+        reg = midreg.registration(aor)
+        assert reg is not None
+        return self._uac(reg, midreg)
+
+    def _uac(self, reg: UpstreamRegistration, midreg: MidRegistrar) -> UacRegistration:
+        """Kamailio ``uac`` terms for one upstream registration (rpc.md 3.5); ``realm`` and
+        ``auth_username`` are those of the last challenge we answered (empty before one)."""
+        uri = parse_uri(reg.aor)
+        user, domain = "", ""
+        if isinstance(uri, SipUri):
+            user = uri.user or ""
+            domain = format_host(uri.host) + (f":{uri.port}" if uri.port else "")
+        settings = midreg.settings
+        flags = 0
+        if reg.inflight is not None:
+            flags |= UAC_FLAG_ONGOING
+            sent = reg.inflight.sent
+            if sent is not None and "Authorization" in sent.headers:
+                flags |= UAC_FLAG_AUTHSENT
+        if reg.state is UpstreamState.REGISTERED:
+            flags |= UAC_FLAG_ONLINE
+        if reg.cseq > 0 or reg.state is not UpstreamState.IDLE or reg.renewed_at != float("-inf"):
+            flags |= UAC_FLAG_INIT
+        transport, host, port = self._core.layer.local_via(settings.upstream)
+        return UacRegistration(
+            l_uuid=usrloc_aor(reg.aor),
+            l_username=user,
+            l_domain=domain,
+            r_username=user,
+            r_domain=domain,
+            realm=reg.auth_realm,
+            auth_username=reg.auth_username,
+            auth_proxy=_peer_uri(settings.upstream),
+            expires=max(settings.outgoing_expires, reg.floor),
+            flags=flags,
+            timer_expires=reg.expires_at,
+            reg_init=0.0 if reg.renewed_at == float("-inf") else reg.renewed_at,
+            reg_delay=0,
+            contact_addr=midreg.aggregate_contact(reg.aor).strip("<>"),
+            socket=f"{transport.lower()}:{format_host(host)}:{port}",
+        )
+
+
+class EngineParkingGauges:
+    """``metrics.ParkingGauges`` over the parking lot: the tsilo table counted at scrape time."""
+
+    def __init__(self, core: SipCore) -> None:
+        self._core = core
+
+    def _stored(self) -> list[tuple[str, ...]]:
+        mobile = self._core.mobile
+        return [] if mobile is None else [call.spec.aors for call in mobile.parking.calls()]
+
+    def stored_ruris(self) -> int:
+        return len({aor for aors in self._stored() for aor in aors})
+
+    def stored_transactions(self) -> int:
+        return sum(len(aors) for aors in self._stored())
+
+    def transactions_of(self, ruri: str) -> int:
+        mobile = self._core.mobile
+        return 0 if mobile is None else len(mobile.parking.calls(ruri))
+
+
+#: Kamailio-style statistic groups of our metric families (family name without the namespace):
+#: (prefix, group, whether the prefix leaves the statistic's name).  The tsilo names of
+#: push-and-parking.md 6.8 are ``tsilo:stored_ruris``, ``tsilo:added_branches``...
+STAT_GROUPS: Final = (
+    ("tsilo_", "tsilo", True),
+    ("added_branches", "tsilo", False),
+    ("park", "park", False),
+    ("push_", "push", False),
+    ("sca_", "sca", True),
+    ("notify", "sca", False),
+    ("transactions", "tm", False),
+    ("registrations", "registrar", False),
+    ("db_", "db", False),
+)
+
+
+def statistic_group(family: str) -> tuple[str, str]:
+    """(group, name) of a metric family (its name without the namespace); ``core`` for
+    families no group claims."""
+    for prefix, group, strip in STAT_GROUPS:
+        if family.startswith(prefix):
+            return group, family[len(prefix) :] if strip else family
+    return "core", family
+
+
+class MetricsStatistics:
+    """``control.seams.StatisticsControl`` over the collectors ``/metrics`` exports: one
+    statistic per sample, label values appended to the name (``sca:notify_call-info_sent``),
+    histograms as their ``_count`` and ``_sum``; values rounded to integers (Kamailio's
+    counters are unsigned integers)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def statistics(self) -> Sequence[Statistic]:
+        prefix = f"{NAMESPACE}_"
+        found: list[Statistic] = []
+        for family in self._registry.collect():
+            base = family.name.removeprefix(prefix)
+            group, name = statistic_group(base)
+            for sample in family.samples:
+                suffix = sample.name[len(family.name) :]
+                if suffix in ("_created", "_bucket"):
+                    continue
+                if suffix == "_total":
+                    suffix = ""
+                labels = "".join(f"_{value}" for value in sample.labels.values())
+                found.append(Statistic(group, f"{name}{suffix}{labels}", round(sample.value)))
+        return sorted(found, key=lambda stat: (stat.group, stat.name))
+
+
 @attrs.frozen
 class ResyncContext:
     """The ``SendRequest`` context of one check-sync NOTIFY (answers come back as
@@ -635,26 +1014,16 @@ class SipProvisioningControl:
                 sends.append(SendRequest(request, peer, context))
         if not contexts:
             return ()
-        answers: dict[ResyncContext, int] = {}
-        done: Deferred[None] = Deferred()
-
-        def answered(fact: RequestAnswered) -> None:
-            if isinstance(fact.context, ResyncContext) and fact.context in contexts:
-                answers[fact.context] = fact.status
-                if len(answers) == len(contexts) and not done.called:
-                    done.callback(None)
-
-        def window_closed() -> None:
-            if not done.called:
-                done.callback(None)
-
-        self._bus.subscribe(RequestAnswered, answered)
-        timer = call_later(self._clock, self._wait_s, window_closed)
-        try:
-            self._execute(self._core.run(sends, now))
-            await done
-        finally:
-            self._bus.unsubscribe(RequestAnswered, answered)
-            if timer.active():
-                timer.cancel()
-        return tuple(ResyncOutcome(context.contact, answers.get(context, 408)) for context in contexts)
+        answers = await collect_facts(
+            self._bus,
+            self._clock,
+            RequestAnswered,
+            key_of=lambda fact: fact.context if isinstance(fact.context, ResyncContext) else None,
+            expected=set(contexts),
+            wait_s=self._wait_s,
+            start=lambda: self._execute(self._core.run(sends, now)),
+        )
+        return tuple(
+            ResyncOutcome(context.contact, answers[context].status if context in answers else 408)
+            for context in contexts
+        )

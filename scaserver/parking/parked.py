@@ -210,6 +210,7 @@ class EndReason(enum.Enum):
     EXHAUSTED = "exhausted"  # F3
     TIMEOUT = "timeout"  # F4
     CANCELLED = "cancelled"  # F5
+    RELEASED = "released"  # F4 brought forward by the operator (``park.release``)
 
 
 @attrs.frozen
@@ -292,6 +293,7 @@ class Trigger(enum.Enum):
     PARK_TIMEOUT_INFLIGHT = "park-timeout-inflight"
     GRACE_EXPIRED = "grace-expired"
     CANCELLED = "cancelled"
+    RELEASED = "released"
 
 
 TRANSITIONS: Final[Mapping[tuple[CallState, Trigger], tuple[str, CallState]]] = {
@@ -308,6 +310,8 @@ TRANSITIONS: Final[Mapping[tuple[CallState, Trigger], tuple[str, CallState]]] = 
     (CallState.GRACE, Trigger.GRACE_EXPIRED): ("F4", CallState.ENDED),
     (CallState.PARKED, Trigger.CANCELLED): ("F5", CallState.ENDED),
     (CallState.GRACE, Trigger.CANCELLED): ("F5", CallState.ENDED),
+    (CallState.PARKED, Trigger.RELEASED): ("F4", CallState.ENDED),
+    (CallState.GRACE, Trigger.RELEASED): ("F4", CallState.ENDED),
 }
 """Section 6.3 as data; a (state, trigger) without a row is ignored (the call has moved on)."""
 
@@ -327,6 +331,7 @@ class ParkedBranch:
     superseded: bool = False  # 6.4: replaced before any response; CANCEL it on its first 1xx
     provisional: bool = False  # it received a provisional response
     cancel_sent: bool = False
+    started_at: float = 0.0  # when StartBranch was issued (``park.dump``)
 
     @property
     def alive(self) -> bool:
@@ -375,6 +380,13 @@ class WakeKey:
 
     park_id: str
     attempt: str
+
+
+@attrs.frozen
+class HoldKey:
+    """Timer key of a mid-dialog request held for a ``pn-purr`` wake (6.10)."""
+
+    server_tx: Hashable
 
 
 @attrs.frozen
@@ -564,7 +576,7 @@ class ParkingLot:
         self, call: ParkedCall, target: BranchTarget, *, injected: bool, now: float
     ) -> list[EngineAction]:
         index = len(call.branches)
-        call.branches[index] = ParkedBranch(index, target)
+        call.branches[index] = ParkedBranch(index, target, started_at=now)
         return [
             Deliver(StartBranch(call.server_tx, call.park_id, index, target)),
             Deliver(BranchAdded(call.park_id, target.binding, injected, now)),
@@ -588,12 +600,14 @@ class ParkingLot:
         for server_tx, held in list(self._held.items()):
             if held.aor == aor and held.binding == target.binding:
                 del self._held[server_tx]
-                actions += [CancelTimer(server_tx, HOLD_TIMER), Deliver(RelayHeld(server_tx))]
+                actions += [CancelTimer(HoldKey(server_tx), HOLD_TIMER), Deliver(RelayHeld(server_tx))]
         for park_id in list(self._by_aor.get(aor, ())):
             call = self._calls[park_id]
             call.inflight.discard(target.binding)
             if confirmed_at < call.parked_at:
                 continue  # 6.4 step 1: handled at park time
+            if token is None and aor != call.spec.aors[0]:
+                continue  # 6.11: of a shared line's members only push-capable bindings take part
             actions += self._inject(call, target, token, now)
         return actions
 
@@ -766,6 +780,40 @@ class ParkingLot:
             return []
         return self._end(call, Trigger.CANCELLED, now)
 
+    # ------------------------------------------------------------ park.release
+
+    def release(self, call_id: str, status: int, now: float) -> list[EngineAction] | None:
+        """``park.release`` (rpc.md 3.4): the operator ends the parked INVITE ``call_id`` now.
+
+        The ``park_timeout`` ending brought forward (rule F4 of 6.3): the call leaves the table,
+        its timers stop, pushed devices that never woke get a ``cancel`` push (reason
+        ``timeout``) and queued retries are dropped.  Unlike the timer, ringing branches do not
+        go on: every live branch is CANCELled (one without a provisional yet once its first
+        1xx arrives, RFC 3261 9.1) and the caller gets ``status`` (300-699) at once.  None when
+        no call with that Call-ID is parked.
+        """
+        if not 300 <= status <= 699:
+            raise ProtocolStateError(f"park.release with a non-final-failure status {status}")
+        call = next((c for c in self._calls.values() if c.spec.call_id == call_id), None)
+        if call is None:
+            return None
+        row = TRANSITIONS.get((call.state, Trigger.RELEASED))
+        if row is None:
+            return None
+        rule, call.state = row
+        self._forget(call)
+        actions = self._stop_timers(call)
+        actions += self._cancel_pushes(call, "timeout", now, only_unresolved=True)
+        actions.append(Deliver(AbortPushes(call.park_id)))
+        for branch in call.branches.values():
+            if branch.alive and not branch.cancel_sent:
+                branch.cancel_sent = True
+                actions.append(Deliver(CancelParkedBranch(call.server_tx, branch.index)))
+        response = make_response(call.spec.request, status, to_tag=call.to_tag)
+        actions.append(Deliver(ReleaseCall(call.server_tx, response, immediately=True)))
+        actions.append(Deliver(ParkEnded(call.park_id, call.server_tx, EndReason.RELEASED, rule, now)))
+        return actions
+
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
@@ -795,12 +843,23 @@ class ParkingLot:
             if call.exhausted():
                 actions += self._end(call, Trigger.EXHAUSTED, now)
             return actions
-        if name == HOLD_TIMER and key in self._held:
-            held = self._held.pop(key)
+        if isinstance(key, HoldKey) and name == HOLD_TIMER and key.server_tx in self._held:
+            held = self._held.pop(key.server_tx)
             return [Respond(held.server_tx, make_response(held.request, 480, to_tag=None))]
         return []
 
     # ------------------------------------------------------------------ endings
+
+    @staticmethod
+    def _stop_timers(call: ParkedCall) -> list[EngineAction]:
+        """The park, grace and wake timers of a call leaving the table."""
+        actions: list[EngineAction] = [CancelTimer(ParkKey(call.park_id), PARK_TIMER)]
+        if call.graced:
+            actions.append(CancelTimer(ParkKey(call.park_id), GRACE_TIMER))
+        for attempt in call.attempts.values():
+            if attempt.state is AttemptState.SENT:
+                actions.append(CancelTimer(WakeKey(call.park_id, attempt.id), WAKE_TIMER))
+        return actions
 
     def _end(self, call: ParkedCall, trigger: Trigger, now: float) -> list[EngineAction]:
         row = TRANSITIONS.get((call.state, trigger))
@@ -809,12 +868,7 @@ class ParkingLot:
         rule, target = row
         call.state = target
         self._forget(call)
-        actions: list[EngineAction] = [CancelTimer(ParkKey(call.park_id), PARK_TIMER)]
-        if call.graced:
-            actions.append(CancelTimer(ParkKey(call.park_id), GRACE_TIMER))
-        for attempt in call.attempts.values():
-            if attempt.state is AttemptState.SENT:
-                actions.append(CancelTimer(WakeKey(call.park_id, attempt.id), WAKE_TIMER))
+        actions = self._stop_timers(call)
         reason = {
             Trigger.ANSWERED: EndReason.ANSWERED,
             Trigger.DECLINED: EndReason.DECLINED,
@@ -887,12 +941,7 @@ class ParkingLot:
                 if not ids:
                     del self._by_aor[aor]
 
-    # --------------------------------------------------- 6.9 and 6.10 (non-INVITE)
-
-    @staticmethod
-    def refuse_non_invite(request: Request, server_tx: Hashable) -> list[EngineAction]:
-        """6.9: a request other than INVITE for a push-only AoR is answered 480."""
-        return [Respond(server_tx, make_response(request, 480))]
+    # --------------------------------------------------- 6.10 (mid-dialog requests)
 
     def hold_mid_dialog(
         self,
@@ -925,7 +974,7 @@ class ParkingLot:
             reason=f"mid-{request.method}",
             deadline=now + self.settings.wake_timeout,
         )
-        return [Deliver(push), StartTimer(server_tx, HOLD_TIMER, self.settings.wake_timeout)]
+        return [Deliver(push), StartTimer(HoldKey(server_tx), HOLD_TIMER, self.settings.wake_timeout)]
 
     def held(self) -> Iterable[Hashable]:
         return tuple(self._held)

@@ -18,6 +18,7 @@ import enum
 import hashlib
 import re
 from collections.abc import Sequence
+from typing import Final
 
 import attrs
 
@@ -67,6 +68,52 @@ class PushCoordinates:
         if self.source is Source.RFC8599:
             return f"{self.provider} {self.prid} {self.param}"
         return f"{self.provider} {self.prid}"
+
+
+STORED_SOURCE: Final = "push-source"
+STORED_DEVICE_TYPE: Final = "push-device-type"
+STORED_KEEPALIVE: Final = "push-keepalive"
+
+
+def stored_params(coordinates: PushCoordinates) -> tuple[tuple[str, str], ...]:
+    """The coordinates of a legacy binding as stored with it (4.3): the ``pn-*`` names an
+    RFC 8599 binding carries, plus where they came from, its label and keep-alive policy."""
+    params = [
+        ("pn-provider", coordinates.provider),
+        ("pn-prid", coordinates.prid),
+        ("pn-param", coordinates.param),
+        (STORED_SOURCE, coordinates.source.value),
+        (STORED_KEEPALIVE, coordinates.keepalive.value),
+    ]
+    if coordinates.device_type:
+        params.append((STORED_DEVICE_TYPE, coordinates.device_type))
+    return tuple(params)
+
+
+def from_stored(
+    push: Sequence[tuple[str, str]], providers: frozenset[str], *, pnsreg: bool = False
+) -> PushCoordinates | None:
+    """The coordinates a stored binding carries (its RFC 8599 ``pn-*`` parameters, or what
+    :func:`stored_params` wrote for a legacy device); None when it is not pushed by us."""
+    params = dict(push)
+    provider = params.get("pn-provider", "").lower()
+    prid = params.get("pn-prid", "")
+    if not provider or not prid or provider not in providers:
+        return None
+    try:
+        source = Source(params.get(STORED_SOURCE, Source.RFC8599.value))
+        keepalive = Keepalive(params[STORED_KEEPALIVE]) if STORED_KEEPALIVE in params else None
+    except ValueError:
+        return None
+    return PushCoordinates(
+        provider,
+        prid,
+        params.get("pn-param", ""),
+        source=source,
+        device_type=params.get(STORED_DEVICE_TYPE) or None,
+        keepalive=keepalive or default_keepalive(provider),
+        pnsreg=pnsreg,
+    )
 
 
 class TokenFrom(enum.Enum):

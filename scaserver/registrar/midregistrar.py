@@ -13,7 +13,12 @@ instructions the dispatcher carries out, delivered as ``Deliver(...)`` and never
 Facts it publishes: :class:`BindingConfirmed` (``binding.confirmed``, parking's only input
 from registration), :class:`RegisterDecided` (every forward/absorb decision with its rule),
 :class:`RegisterForwarded` / :class:`RegisterFinished` (forwards in flight, for parking's
-6.3 case 3 and R12), :class:`UpstreamChanged`.
+6.3 case 3 and R12), :class:`UpstreamChanged`, :class:`UpstreamAuthNeeded` (3.5: once per
+AoR when a challenge to our own REGISTER cannot be answered; the edge logs it as an error),
+:class:`UpstreamSaved` (R21: a registration changed in what a restart must bring back; the
+edge stores it).
+Challenges to our own REGISTERs are answered through the injected ``credentials(aor, realm)``
+(``upstream_auth``, 3.1) with the client side of :mod:`scaserver.sip.digest`.
 
 One :class:`UpstreamRegistration` per AoR holds the upstream state
 (``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``), the registration dialog of 3.5
@@ -37,6 +42,7 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.registrar import contact_line, response_tag
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.digest import Challenge, ClientCredentials, authorize, parse_challenges, select_challenge
 from scaserver.sip.errors import (
     BadRequest,
     IntervalTooBrief,
@@ -112,13 +118,16 @@ class PushTyping:
 
     ``reject``: the unsupported provider (-> 555); ``reply_caps``: Feature-Caps values for our
     200; ``upstream_caps``: Feature-Caps values for the forwarded REGISTER; ``legacy_keys``:
-    contact URI text -> "provider token" for legacy push devices (3.6 rule 3).
+    contact URI text -> "provider token" for legacy push devices (3.6 rule 3);
+    ``legacy_push``: contact URI text -> the push coordinates stored with such a binding
+    (4.3), in the ``pn-*`` form RFC 8599 bindings carry.
     """
 
     reject: str | None = None
     reply_caps: tuple[str, ...] = ()
     upstream_caps: tuple[str, ...] = ()
     legacy_keys: Mapping[str, str] = attrs.field(factory=dict)
+    legacy_push: Mapping[str, tuple[tuple[str, str], ...]] = attrs.field(factory=dict)
 
 
 NO_PUSH: Final = PushTyping()
@@ -185,6 +194,60 @@ class UpstreamChanged:
     at: float
 
 
+@attrs.frozen
+class UpstreamAuthNeeded:
+    """3.5: a challenge to our own REGISTER for ``aor`` could not be answered (``upstream_auth``
+    ``none``, no credentials for the realm, or the upstream refused ours).  Published once, when
+    the AoR's ``upstream_auth_needed`` flag is set; the edge logs it at error level."""
+
+    aor: str
+    status: int
+    detail: str
+    at: float
+
+
+@attrs.frozen
+class UpstreamSnapshot:
+    """What a restart brings back of one upstream registration (3.5, R21): the registration
+    dialog (Call-ID, last CSeq used), the state, expiry and granted lifetime, and what was
+    learned from the upstream (``upstream_auth_needed``, ``floor`` from a 423)."""
+
+    aor: str
+    call_id: str
+    cseq: int
+    state: UpstreamState
+    expires_at: float
+    granted: int
+    upstream_auth_needed: bool
+    floor: int
+
+    @classmethod
+    def of(cls, reg: UpstreamRegistration) -> UpstreamSnapshot:
+        return cls(
+            reg.aor,
+            reg.call_id,
+            reg.cseq,
+            reg.state,
+            reg.expires_at,
+            reg.granted,
+            reg.upstream_auth_needed,
+            reg.floor,
+        )
+
+
+@attrs.frozen
+class UpstreamSaved:
+    """Fact: an upstream registration changed in what a restart must bring back (its CSeq,
+    state, expiry or flags); the edge stores ``snapshot`` (3.5: Call-ID and CSeq persisted)."""
+
+    snapshot: UpstreamSnapshot
+
+
+UpstreamCredentials = Callable[[str, str], ClientCredentials | None]
+"""``credentials(aor, realm)``: what answers a challenge of ``realm`` to our own REGISTER for
+``aor`` (3.1 ``upstream_auth``), or None."""
+
+
 # ------------------------------------------------------------------------- keys
 
 
@@ -232,6 +295,10 @@ class Forward:
     expires: int = 0
     retried_423: bool = False
     queued_at: float = 0.0
+    # 3.5 upstream_auth: the challenge answered (our own REGISTERs) and how many were.
+    challenge: Challenge | None = None
+    secret: ClientCredentials | None = attrs.field(default=None, repr=False)
+    challenges_answered: int = 0
 
 
 @attrs.define
@@ -252,6 +319,10 @@ class UpstreamRegistration:
     queue: deque[Forward] = attrs.Factory(deque)
     last_error: str | None = None
     renewed_at: float = float("-inf")  # last 2xx for the aggregate
+    digest_nonce: str = ""  # the last upstream nonce we answered, and requests sent with it (nc)
+    auth_realm: str = ""  # the realm and user name we last answered a challenge with (uac.*)
+    auth_username: str = ""
+    digest_nc: int = 0
     # The AoR's bindings as just written, while the dispatcher has not applied the writes yet.
     written: tuple[Binding, ...] | None = None
 
@@ -305,9 +376,14 @@ class MidRegistrar:
     bindings: Callable[[str], tuple[Binding, ...]]
     call_id_factory: Callable[[str], str]
     random: Callable[[], float]
+    # 3.1 upstream_auth: None is "none" (the upstream trusts our address); cnonce: a fresh
+    # random token per authorized REGISTER (None: drawn from ``random``).
+    credentials: UpstreamCredentials | None = None
+    cnonce: Callable[[], str] | None = None
     _aors: dict[str, UpstreamRegistration] = attrs.field(init=False, factory=dict)
     _forwards: dict[ForwardKey, Forward] = attrs.field(init=False, factory=dict)
     _seq: int = attrs.field(init=False, default=0)
+    _saved: dict[str, UpstreamSnapshot] = attrs.field(init=False, factory=dict)  # last UpstreamSaved
 
     # ------------------------------------------------------------------ views
 
@@ -317,6 +393,17 @@ class MidRegistrar:
 
     def registrations(self) -> tuple[UpstreamRegistration, ...]:
         return tuple(self._aors.values())
+
+    def _saving(self, reg: UpstreamRegistration | None, actions: list[EngineAction]) -> list[EngineAction]:
+        """``actions`` and, when ``reg`` changed in what a restart brings back since it was last
+        reported, :class:`UpstreamSaved` (3.5, R21)."""
+        if reg is None:
+            return actions
+        snapshot = UpstreamSnapshot.of(reg)
+        if self._saved.get(reg.aor) != snapshot:
+            self._saved[reg.aor] = snapshot
+            actions.append(Deliver(UpstreamSaved(snapshot)))
+        return actions
 
     def _reg(self, aor: str) -> UpstreamRegistration:
         reg = self._aors.get(aor)
@@ -369,13 +456,15 @@ class MidRegistrar:
         reg = self._reg(aor)
         rule = self._forward_rule(request, peer=peer, reg=reg, changes=changes, current=current, now=now)
         if rule is None:
-            bindings, writes = self._apply(request, peer, aor, changes, current, now=now)
+            bindings, writes = self._apply(request, peer, aor, changes, current, now=now, typing=typing)
             response = self._ok(request, bindings, now, typing, to_tag=response_tag(request))
             return [Deliver(RegisterDecided(aor, "absorb", now)), *writes, Respond(transaction, response)]
         forward = Forward(
             ForwardKind.DEVICE, self._next_seq(), request, peer, transaction, tuple(changes), typing
         )
-        return [Deliver(RegisterDecided(aor, rule, now)), *self._enqueue(reg, forward, now)]
+        return self._saving(
+            reg, [Deliver(RegisterDecided(aor, rule, now)), *self._enqueue(reg, forward, now)]
+        )
 
     def _aor(self, request: Request) -> str:
         uri = to_addr(request).uri
@@ -467,6 +556,7 @@ class MidRegistrar:
         *,
         now: float,
         granted: Mapping[BindingKey, int] | None = None,
+        typing: PushTyping = NO_PUSH,
     ) -> tuple[tuple[Binding, ...], list[EngineAction]]:
         """Write ``changes`` (as instructions) and return the AoR's bindings afterwards."""
         table = {binding.key: binding for binding in current}
@@ -490,6 +580,10 @@ class MidRegistrar:
                 previous=previous,
                 now=now,
             )
+            assert change.contact is not None
+            legacy = typing.legacy_push.get(str(change.contact.uri))
+            if legacy is not None:
+                binding = attrs.evolve(binding, push=legacy)
             table[change.key] = binding
             actions += [
                 Deliver(PutBinding(binding)),
@@ -600,7 +694,8 @@ class MidRegistrar:
             ("Contact", self.aggregate_contact(reg.aor)),
             ("Expires", str(forward.expires)),
         )
-        return Request("REGISTER", f"sip:{self.settings.upstream_domain}", headers, b"")
+        request = Request("REGISTER", f"sip:{self.settings.upstream_domain}", headers, b"")
+        return self._authorized(reg, forward, request)
 
     def _outgoing(self, reg: UpstreamRegistration) -> int:
         return max(self.settings.outgoing_expires, reg.floor)
@@ -652,18 +747,18 @@ class MidRegistrar:
             actions += self._device_answer(reg, forward, response, now)
         else:
             actions += self._own_answer(reg, forward, response, now)
-        if reg.inflight is forward:
-            actions += self._next(reg, now)
+        if reg.inflight is forward and ForwardKey(reg.aor, forward.seq) not in self._forwards:
+            actions += self._next(reg, now)  # unless it was re-sent (423, challenge)
         reg.written = None
-        return actions
+        return self._saving(reg, actions)
 
     def on_upstream_timeout(self, context: ForwardKey, now: float) -> list[EngineAction]:
         """The client transaction timed out (or ``upstream_timeout`` fired): 408 (3.3.5)."""
-        return self._failed(context, 408, now)
+        return self._saving(self._aors.get(context.aor), self._failed(context, 408, now))
 
     def on_upstream_failure(self, context: ForwardKey, now: float) -> list[EngineAction]:
         """The upstream could not be reached: 503 with Retry-After 30 (3.3.5)."""
-        return self._failed(context, 503, now)
+        return self._saving(self._aors.get(context.aor), self._failed(context, 503, now))
 
     def _failed(self, context: ForwardKey, status: int, now: float) -> list[EngineAction]:
         forward = self._forwards.pop(context, None)
@@ -717,7 +812,14 @@ class MidRegistrar:
             granted = _mirror_grants(response, forward)
             actions += self._set_state(reg, UpstreamState.REGISTERED, now)
         bindings, writes = self._apply(
-            request, forward.peer, reg.aor, forward.changes, self.bindings(reg.aor), now=now, granted=granted
+            request,
+            forward.peer,
+            reg.aor,
+            forward.changes,
+            self.bindings(reg.aor),
+            now=now,
+            granted=granted,
+            typing=forward.typing,
         )
         actions += writes
         reg.written = bindings
@@ -774,16 +876,13 @@ class MidRegistrar:
     ) -> list[EngineAction]:
         status = response.status
         if 200 <= status < 300:
+            reg.upstream_auth_needed = False
             if forward.kind is ForwardKind.UNREGISTER:
                 reg.unregister_failures = 0
                 return self._registered(reg, 0, now, 0)
-            reg.upstream_auth_needed = False
             return self._registered(reg, _aggregate_expiry(response, forward.expires), now, forward.expires)
         if status in (401, 407):
-            # upstream_auth "none": no credentials of ours; the piggy-back path refreshes (3.5).
-            reg.upstream_auth_needed = True
-            reg.last_error = f"{status} challenge to our own REGISTER"
-            return []
+            return self._challenged(reg, forward, response, now)
         if status == 423 and forward.kind is ForwardKind.REFRESH:
             minimum = _min_expires(response)
             if minimum is not None and minimum > forward.expires and not forward.retried_423:
@@ -791,6 +890,49 @@ class MidRegistrar:
                 forward.retried_423 = True
                 return self._resend(reg, forward)
         return self._own_failure(reg, forward, response, now)
+
+    def _challenged(
+        self, reg: UpstreamRegistration, forward: Forward, response: Response, now: float
+    ) -> list[EngineAction]:
+        """3.5 ``upstream_auth``: answer a 401/407 to our own REGISTER with CSeq + 1 of the same
+        registration dialog, once; once more only when the new challenge says ``stale=true``
+        (RFC 7616 section 3.3: the credentials were right, the nonce old).  Otherwise the AoR
+        is flagged and the piggy-back path refreshes it."""
+        status = response.status
+        if self.credentials is None:
+            return self._auth_needed(reg, status, "challenge to our own REGISTER", now)
+        lookup = self.credentials
+        chosen = select_challenge(parse_challenges(response), lambda realm: lookup(reg.aor, realm))
+        if chosen is None:
+            realms = ", ".join(sorted({c.realm for c in parse_challenges(response)})) or "none"
+            return self._auth_needed(reg, status, f"no credentials for realm {realms}", now)
+        challenge, secret = chosen
+        if forward.challenges_answered >= 2 or (forward.challenges_answered == 1 and not challenge.stale):
+            return self._auth_needed(reg, status, "our credentials were refused", now)
+        forward.challenge, forward.secret = challenge, secret
+        forward.challenges_answered += 1
+        reg.auth_realm, reg.auth_username = challenge.realm, secret.username
+        return self._resend(reg, forward)
+
+    def _auth_needed(
+        self, reg: UpstreamRegistration, status: int, detail: str, now: float
+    ) -> list[EngineAction]:
+        reg.last_error = f"{status} {detail}"
+        if reg.upstream_auth_needed:
+            return []  # told once per AoR
+        reg.upstream_auth_needed = True
+        return [Deliver(UpstreamAuthNeeded(reg.aor, status, detail, now))]
+
+    def _authorized(self, reg: UpstreamRegistration, forward: Forward, request: Request) -> Request:
+        """Our own REGISTER with the answer to the challenge its forward met (3.5); ``nc``
+        counts the requests sent with one nonce (RFC 7616 section 3.4)."""
+        if forward.challenge is None or forward.secret is None:
+            return request
+        if reg.digest_nonce != forward.challenge.nonce:
+            reg.digest_nonce, reg.digest_nc = forward.challenge.nonce, 0
+        reg.digest_nc += 1
+        cnonce = self.cnonce() if self.cnonce is not None else f"{int(self.random() * 2**64):016x}"
+        return authorize(request, forward.challenge, forward.secret, nc=reg.digest_nc, cnonce=cnonce)
 
     def _own_failure(
         self, reg: UpstreamRegistration, forward: Forward, response: Response | None, now: float
@@ -825,6 +967,11 @@ class MidRegistrar:
     # ------------------------------------------------------------------ timers
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
+        actions = self._timer(key, name, now)
+        aor = key.aor if isinstance(key, ForwardKey | AorKey) else None
+        return self._saving(None if aor is None else self._aors.get(aor), actions)
+
+    def _timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
         if isinstance(key, ForwardKey) and name == UPSTREAM_TIMEOUT:
             if key not in self._forwards:
                 return []
@@ -851,6 +998,22 @@ class MidRegistrar:
             return self._enqueue(reg, Forward(ForwardKind.UNREGISTER, self._next_seq()), now)
         return []
 
+    def refresh_now(self, aor: str, now: float) -> list[EngineAction] | None:
+        """``uac.reg_refresh`` (rpc.md 3.5): an operator's early refresh of the aggregate of
+        ``aor`` (3.5), queued behind a forward in flight like the refresh timer's (3.8).
+
+        None when ``aor`` has no upstream registration.  Nothing to do in mirror mode (each
+        device refreshes its own upstream binding, 3.7) or when no local binding is left (the
+        AoR is being unregistered, 3.4).  The refresh timer stays armed: a 2xx re-arms it, a
+        failure leaves the next attempt where it was.
+        """
+        reg = self._aors.get(aor)
+        if reg is None:
+            return None
+        if self.settings.mode is Mode.MIRROR or not self.bindings(aor):
+            return []
+        return self._enqueue(reg, Forward(ForwardKind.REFRESH, self._next_seq(), queued_at=now), now)
+
     # ------------------------------------------------------- bindings leaving, restart
 
     def on_binding_gone(self, aor: str, now: float) -> list[EngineAction]:
@@ -867,7 +1030,9 @@ class MidRegistrar:
             StartTimer(AorKey(aor), UNREGISTER_TIMER, self.settings.unregister_grace),
         ]
 
-    def restore(self, saved: Sequence[UpstreamRegistration], now: float) -> list[EngineAction]:
+    def restore(
+        self, saved: Sequence[UpstreamRegistration | UpstreamSnapshot], now: float
+    ) -> list[EngineAction]:
         """Start-up (3.5, R21): registration dialogs come back from the store; every AoR with
         valid local bindings is re-registered once, spread over ``startup_spread``."""
         actions: list[EngineAction] = []
@@ -883,6 +1048,7 @@ class MidRegistrar:
                 floor=item.floor,
             )
             self._aors[item.aor] = reg
+            self._saved[item.aor] = UpstreamSnapshot.of(reg)
             if self.bindings(item.aor) and self.settings.mode is Mode.AOR:
                 delay = self.random() * self.settings.startup_spread
                 actions.append(StartTimer(AorKey(item.aor), REFRESH_TIMER, delay))

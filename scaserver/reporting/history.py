@@ -328,6 +328,8 @@ class HistoryRecorder:
             self._calls[call_id] = replaced
             return []
         record = self._new_record(request, call_id, caller, callee, fact.now)
+        if call_id in self._parked:  # the first branch of a parked call is an appended one
+            record = attrs.evolve(record, parked=True)
         call = _Call(record, fact.now, current_call_id=call_id, call_ids={call_id})
         self._calls[call_id] = call
         return [record]
@@ -697,20 +699,31 @@ class HistoryRecorder:
         self._wakeups[aor, record.prid_sha256] = record
         return [record]
 
-    def push_gateway_answered(self, *, aor: str, prid: str, status: int, now: float) -> list[HistoryRow]:
-        """The push gateway answered with HTTP ``status``; a non-2xx ends the wake-up as
-        ``gateway_error``."""
+    def push_gateway_answered(
+        self, *, aor: str, prid: str, status: int | None, now: float
+    ) -> list[HistoryRow]:
+        """The push gateway answered with HTTP ``status``; a non-2xx, or no answer at all
+        (``status`` None: unreachable, dropped), ends the wake-up as ``gateway_error``."""
         key = (aor, prid_sha256(prid))
         record = self._wakeups.get(key)
         if record is None:
             return []
         record = attrs.evolve(record, gateway_status=status, gateway_ms=_ms(now) - record.sent_ms)
-        if 200 <= status < 300:
+        if status is not None and 200 <= status < 300:
             self._wakeups[key] = record
         else:
             del self._wakeups[key]
             record = attrs.evolve(record, outcome=PushOutcome.GATEWAY_ERROR)
         return [record]
+
+    def push_woken(self, *, aor: str, prid: str, now: float) -> list[HistoryRow]:
+        """The pushed device's binding was confirmed (push-and-parking.md 6.4 step 3) although
+        no registration named the token under ``aor`` (a legacy push device, a line member's
+        own AoR); a wake-up a registration already closed is left alone."""
+        record = self._wakeups.pop((aor, prid_sha256(prid)), None)
+        if record is None:
+            return []
+        return [attrs.evolve(record, outcome=PushOutcome.REGISTERED, registered_ms=_ms(now) - record.sent_ms)]
 
     def push_timed_out(self, *, aor: str, prid: str) -> list[HistoryRow]:
         """No REGISTER came from the woken device in time."""
@@ -721,8 +734,9 @@ class HistoryRecorder:
 
     # -- parked calls ---------------------------------------------------------------------
 
-    def call_parked(self, *, call_id: str, ruri: str, now: float) -> list[HistoryRow]:
-        """An INVITE was parked waiting for ``ruri``'s devices to wake (push-and-parking.md 6)."""
+    def call_parked(self, *, call_id: str, ruri: str, now: float, from_tag: str = "") -> list[HistoryRow]:
+        """An INVITE was parked waiting for ``ruri``'s devices to wake (push-and-parking.md 6);
+        ``from_tag`` is the caller's tag, for the ``call_uuid`` of a call with no branch yet."""
         call = self._calls.get(call_id)
         rows: list[HistoryRow] = []
         if call is not None:
@@ -730,7 +744,7 @@ class HistoryRecorder:
             rows.append(call.record)
         pending = [w for w in self._wakeups.values() if w.aor == ruri]
         record = ParkedCallRecord(
-            call_uuid=call_uuid(call_id, "") if call is None else call.record.call_uuid,
+            call_uuid=call_uuid(call_id, from_tag) if call is None else call.record.call_uuid,
             ruri=ruri,
             parked_ms=_ms(now),
             wakeup=max(pending, key=lambda w: w.sent_ms).key if pending else None,

@@ -455,6 +455,14 @@ class ScaEngine:
             return app
         return None
 
+    def incoming_index(self, aor: str, call_id: str) -> int | None:
+        """The appearance an incoming call to line ``aor`` shows on: the one it alerts on
+        already, else the lowest free one it will take (push-and-parking.md 6.11 ``call.line``)."""
+        for app in self._call_appearances(call_id):
+            if app.line == aor:
+                return app.index
+        return self._lowest_free(self.line(aor))
+
     def _lowest_free(self, line: SharedLine, preferred: int = 0) -> int | None:
         in_use = self._appearances.get(line.aor, {})
         if preferred > 0 and line.allows_index(preferred) and preferred not in in_use:

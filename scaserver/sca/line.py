@@ -65,6 +65,23 @@ class SharedLine:
     aor: str
     appearances: int = 0
     members: frozenset[str] = frozenset()
+    push_members: bool = False  # push-and-parking.md 6.11: calls also wake members' mobiles
+
+    def member_aors(self) -> tuple[str, ...]:
+        """The members as canonical AoRs (push-and-parking.md 6.11): an AoR as it is, a
+        ``user@domain`` with ``sip:`` added, a bare user name in the line's own domain."""
+        found: set[str] = set()
+        for member in self.members:
+            if member.startswith(("sip:", "sips:")):
+                text = member
+            elif "@" in member:
+                text = f"sip:{member}"
+            else:
+                text = f"sip:{member}@{host_part(self.aor)}"
+            aor = canonical_aor(text)
+            if aor is not None and aor != self.aor:
+                found.add(aor)
+        return tuple(sorted(found))
 
     def admits(self, *, user: str | None = None, contact: str | None = None) -> bool:
         """Whether a subscriber may use this line (sca.md 3.2 row 6): an authenticated user

@@ -118,6 +118,8 @@ class TransactionLayer:
     _cancel_on_provisional: set[ClientKey] = attrs.field(init=False, factory=set)
     # CANCEL client transactions created by cancel(): their events stay inside the layer.
     _own_cancels: set[ClientKey] = attrs.field(init=False, factory=set)
+    # Reason header values (RFC 3326) for the CANCEL of an INVITE client transaction.
+    _cancel_reasons: dict[ClientKey, str] = attrs.field(init=False, factory=dict)
 
     # ------------------------------------------------------------------ inputs
 
@@ -162,8 +164,9 @@ class TransactionLayer:
         client = self._new_client(key, request, peer)
         return key, client.start()
 
-    def cancel(self, key: ClientKey, now: float) -> list[Action]:
-        """Cancel the INVITE of client transaction ``key`` (RFC 3261 section 9.1).
+    def cancel(self, key: ClientKey, now: float, *, reason: str | None = None) -> list[Action]:
+        """Cancel the INVITE of client transaction ``key`` (RFC 3261 section 9.1); ``reason``
+        is a Reason header value (RFC 3326) for the CANCEL.
 
         The CANCEL goes out now if a provisional response arrived, else as soon
         as one does; nothing is sent if the INVITE already has a final response
@@ -177,6 +180,8 @@ class TransactionLayer:
         invite = self._clients.get(key)
         if not isinstance(invite, InviteClientTransaction):
             return []
+        if reason is not None:
+            self._cancel_reasons.setdefault(key, reason)
         if invite.state is IctState.CALLING:
             self._cancel_on_provisional.add(key)
             return []
@@ -281,7 +286,11 @@ class TransactionLayer:
         key = ClientKey(invite.key.branch, "CANCEL")
         if key in self._clients:
             return []  # already cancelled
-        cancel = self._new_client(key, build_cancel(invite.request), invite.peer)
+        request = build_cancel(invite.request)
+        reason = self._cancel_reasons.pop(invite.key, None)
+        if reason is not None:
+            request = request.with_headers(request.headers.add("Reason", reason))
+        cancel = self._new_client(key, request, invite.peer)
         self._own_cancels.add(key)
         return [*invite.on_cancel_sent(), *cancel.start()]
 
@@ -301,6 +310,7 @@ class TransactionLayer:
         if client.terminated:
             del self._clients[key]
             self._cancel_on_provisional.discard(key)
+            self._cancel_reasons.pop(key, None)
         if key in self._own_cancels:
             if client.terminated:
                 self._own_cancels.discard(key)

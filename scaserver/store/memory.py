@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
+from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.midregistrar import UpstreamSnapshot
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Subscription, SubscriptionKey
@@ -20,13 +22,16 @@ from scaserver.sip.trust import TrustedPeer
 from scaserver.store.repository import (
     AppearanceKey,
     SubscriberKey,
+    TokenKey,
     TrustedPeerKey,
     appearance_key,
     binding_key,
     line_key,
     subscriber_key,
     subscription_key,
+    token_key,
     trusted_peer_key,
+    upstream_key,
 )
 
 K = TypeVar("K", bound=Hashable)
@@ -105,3 +110,13 @@ class MemorySubscriptionRepository(_MemoryRepository[SubscriptionKey, Subscripti
 class MemoryAppearanceRepository(_MemoryRepository[AppearanceKey, Appearance]):
     def __init__(self) -> None:
         super().__init__(appearance_key)
+
+
+class MemoryUpstreamRegistrationRepository(_MemoryRepository[str, UpstreamSnapshot]):
+    def __init__(self) -> None:
+        super().__init__(upstream_key)
+
+
+class MemoryTokenInvalidationRepository(_MemoryRepository[TokenKey, TokenInvalidated]):
+    def __init__(self) -> None:
+        super().__init__(token_key)

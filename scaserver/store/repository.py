@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
+from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.midregistrar import UpstreamSnapshot
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Subscription, SubscriptionKey
@@ -29,6 +31,8 @@ SubscriberKey: TypeAlias = tuple[str, str]
 TrustedPeerKey: TypeAlias = tuple[str, Transport | None]
 #: (line AoR, appearance index).
 AppearanceKey: TypeAlias = tuple[str, int]
+#: (push provider, push resource id): one push token (push-and-parking.md 4.4).
+TokenKey: TypeAlias = tuple[str, str]
 
 
 def subscriber_key(credentials: Credentials) -> SubscriberKey:
@@ -53,6 +57,14 @@ def subscription_key(subscription: Subscription) -> SubscriptionKey:
 
 def appearance_key(appearance: Appearance) -> AppearanceKey:
     return (appearance.line, appearance.index)
+
+
+def upstream_key(snapshot: UpstreamSnapshot) -> str:
+    return snapshot.aor
+
+
+def token_key(invalidation: TokenInvalidated) -> TokenKey:
+    return (invalidation.provider, invalidation.prid)
 
 
 class SubscriberRepository(Protocol):
@@ -125,3 +137,25 @@ class AppearanceRepository(Protocol):
     def upsert(self, values: Sequence[Appearance], /) -> None: ...
 
     def delete(self, keys: Sequence[AppearanceKey], /) -> None: ...
+
+
+class UpstreamRegistrationRepository(Protocol):
+    """The push mid-registrar's upstream registration dialogs (push-and-parking.md 3.5, race
+    R21), keyed by AoR: one row per AoR, replaced on every change."""
+
+    def load_all(self) -> list[UpstreamSnapshot]: ...
+
+    def upsert(self, values: Sequence[UpstreamSnapshot], /) -> None: ...
+
+    def delete(self, keys: Sequence[str], /) -> None: ...
+
+
+class TokenInvalidationRepository(Protocol):
+    """Push tokens the provider declared invalid (push-and-parking.md 4.4), keyed by
+    (provider, prid).  The token is a secret: stored to match bindings, never shown."""
+
+    def load_all(self) -> list[TokenInvalidated]: ...
+
+    def upsert(self, values: Sequence[TokenInvalidated], /) -> None: ...
+
+    def delete(self, keys: Sequence[TokenKey], /) -> None: ...

@@ -25,7 +25,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.elements import ColumnElement
 
+from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
+from scaserver.registrar.midregistrar import UpstreamSnapshot, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Previous, Role
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Package, Subscription, SubscriptionKey, SubscriptionState
@@ -34,7 +36,7 @@ from scaserver.sip.message import Peer, Transport, split_list
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store import tables
 from scaserver.store.engine import is_sqlite, make_engine
-from scaserver.store.repository import AppearanceKey, SubscriberKey, TrustedPeerKey
+from scaserver.store.repository import AppearanceKey, SubscriberKey, TokenKey, TrustedPeerKey
 
 __all__ = [
     "SqlAppearanceRepository",
@@ -42,7 +44,9 @@ __all__ = [
     "SqlSharedLineRepository",
     "SqlSubscriberRepository",
     "SqlSubscriptionRepository",
+    "SqlTokenInvalidationRepository",
     "SqlTrustedPeerRepository",
+    "SqlUpstreamRegistrationRepository",
     "delete_rows",
     "is_sqlite",
     "make_engine",
@@ -347,11 +351,16 @@ class SqlSharedLineRepository:
     def load_all(self) -> list[SharedLine]:
         line, member = tables.sca_line, tables.sca_line_member
         with self._engine.connect() as conn:
-            lines = conn.execute(select(line.c.aor, line.c.appearances).order_by(line.c.id)).all()
+            lines = conn.execute(
+                select(line.c.aor, line.c.appearances, line.c.push_members).order_by(line.c.id)
+            ).all()
             members: dict[str, set[str]] = {}
             for aor, name in conn.execute(select(member.c.line_aor, member.c.member)):
                 members.setdefault(aor, set()).add(name)
-        return [SharedLine(aor, appearances, frozenset(members.get(aor, ()))) for aor, appearances in lines]
+        return [
+            SharedLine(aor, appearances, frozenset(members.get(aor, ())), bool(push))
+            for aor, appearances, push in lines
+        ]
 
     def upsert(self, values: Sequence[SharedLine], /) -> None:
         if not values:
@@ -362,7 +371,10 @@ class SqlSharedLineRepository:
                 conn,
                 tables.sca_line,
                 ("aor",),
-                [{"aor": v.aor, "appearances": v.appearances} for v in values],
+                [
+                    {"aor": v.aor, "appearances": v.appearances, "push_members": v.push_members}
+                    for v in values
+                ],
             )
             for value in values:
                 stored = set(
@@ -575,6 +587,91 @@ class SqlAppearanceRepository:
         )
 
 
+# -- push mid-registrar -------------------------------------------------------------------
+
+
+class SqlUpstreamRegistrationRepository:
+    """``midreg_upstream`` rows, one per AoR (push-and-parking.md 3.5, R21); ``min_expires``
+    holds the snapshot's ``floor``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def load_all(self) -> list[UpstreamSnapshot]:
+        t = tables.midreg_upstream
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t).order_by(t.c.id)).mappings().all()
+        return [
+            UpstreamSnapshot(
+                aor=row["aor"],
+                call_id=row["call_id"],
+                cseq=row["cseq"],
+                state=UpstreamState(row["state"]),
+                expires_at=row["expires_at"],
+                granted=row["granted"],
+                upstream_auth_needed=bool(row["upstream_auth_needed"]),
+                floor=row["min_expires"],
+            )
+            for row in rows
+        ]
+
+    def upsert(self, values: Sequence[UpstreamSnapshot], /) -> None:
+        rows = [
+            {
+                "aor": v.aor,
+                "call_id": v.call_id,
+                "cseq": v.cseq,
+                "state": v.state.value,
+                "expires_at": v.expires_at,
+                "granted": v.granted,
+                "upstream_auth_needed": v.upstream_auth_needed,
+                "min_expires": v.floor,
+            }
+            for v in values
+        ]
+        _upsert(self._engine, tables.midreg_upstream, ("aor",), rows)
+
+    def delete(self, keys: Sequence[str], /) -> None:
+        _delete_keys(self._engine, tables.midreg_upstream, [{"aor": aor} for aor in keys])
+
+
+def _token_sha256(prid: str) -> str:
+    return hashlib.sha256(prid.encode()).hexdigest()
+
+
+class SqlTokenInvalidationRepository:
+    """``push_invalidation`` rows (push-and-parking.md 4.4), keyed by (provider, SHA-256 of
+    the token); the token itself is stored to match bindings at start-up."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def load_all(self) -> list[TokenInvalidated]:
+        t = tables.push_invalidation
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t).order_by(t.c.id)).mappings().all()
+        return [TokenInvalidated(row["provider"], row["prid"], row["invalidated_at"]) for row in rows]
+
+    def upsert(self, values: Sequence[TokenInvalidated], /) -> None:
+        rows = [
+            {
+                "provider": v.provider,
+                "prid_sha256": _token_sha256(v.prid),
+                "prid": v.prid,
+                "invalidated_at": v.at,
+            }
+            for v in values
+        ]
+        _upsert(self._engine, tables.push_invalidation, ("provider", "prid_sha256"), rows)
+
+    def delete(self, keys: Sequence[TokenKey], /) -> None:
+        _delete_keys(
+            self._engine,
+            tables.push_invalidation,
+            [{"provider": provider, "prid_sha256": _token_sha256(prid)} for provider, prid in keys],
+        )
+
+
 class SqlStore:
     """Every repository of one database, sharing one engine."""
 
@@ -587,6 +684,8 @@ class SqlStore:
         self.lines = SqlSharedLineRepository(self.engine)
         self.subscriptions = SqlSubscriptionRepository(self.engine, server_id)
         self.appearances = SqlAppearanceRepository(self.engine)
+        self.upstream_registrations = SqlUpstreamRegistrationRepository(self.engine)
+        self.token_invalidations = SqlTokenInvalidationRepository(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

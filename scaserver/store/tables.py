@@ -137,6 +137,8 @@ sca_line: Final = Table(
     Column("aor", String(255), nullable=False, unique=True),
     Column("appearances", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+    #: push-and-parking.md 6.11: calls to the line also wake the members' mobiles.
+    Column("push_members", Boolean, nullable=False, server_default=false()),
 )
 
 #: Who may use a line: ``member`` is a subscriber (``user@domain``) or a contact pattern.
@@ -199,6 +201,41 @@ sca_appearance: Final = Table(
     Column("changed_at", Float, nullable=False),
     Column("touched_at", Float, nullable=False),
     UniqueConstraint("aor", "appearance_index"),
+)
+
+#: The push mid-registrar's upstream registration dialogs (push-and-parking.md 3.5, race
+#: R21), one per AoR: the Call-ID kept for every REGISTER scaserver sends itself and the CSeq
+#: reserved so far (the end of a block, never below a CSeq already used, so a restart never
+#: repeats one: RFC 3261 10.3 step 7), the upstream state and expiry (epoch seconds), the
+#: lifetime granted, ``upstream_auth_needed`` and the Min-Expires learned from a 423.
+midreg_upstream: Final = Table(
+    "midreg_upstream",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("aor", String(255), nullable=False),
+    Column("call_id", String(255), nullable=False),
+    Column("cseq", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("granted", Integer, nullable=False),
+    Column("upstream_auth_needed", Boolean, nullable=False, server_default=false()),
+    Column("min_expires", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("aor"),
+)
+
+#: Push tokens the provider declared invalid (push-and-parking.md 4.4): bindings carrying
+#: (provider, prid) and last confirmed before ``invalidated_at`` (epoch seconds) are not
+#: push-capable after a restart either.  ``prid`` is the token itself (a secret, needed to
+#: match bindings); the key is its SHA-256, since tokens may be longer than an index allows.
+push_invalidation: Final = Table(
+    "push_invalidation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("prid_sha256", CHAR(64), nullable=False),
+    Column("prid", Text, nullable=False),
+    Column("invalidated_at", Float, nullable=False),
+    UniqueConstraint("provider", "prid_sha256"),
 )
 
 

@@ -91,7 +91,10 @@ def test_lines_and_members(migrated_db_url: str, capsys: pytest.CaptureFixture[s
     assert run(capsys, "line", "members", "sip:2001@example.com", "--add", "bob", "--remove", "alice", *db)[
         1
     ] == ("bob\n")
-    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t3\tbob\n"
+    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t3\tbob\t-\n"
+    pushed = ("line", "add", "sip:2001@example.com", "--member", "bob", "--push-members")
+    assert run(capsys, *pushed, *db)[0] == 0
+    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t2\tbob\tpush-members\n"
     assert run(capsys, "line", "rm", "sip:2001@example.com", *db)[0] == 0
     assert run(capsys, "line", "list", *db)[1] == ""
 

@@ -17,10 +17,13 @@ from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 
+from scaserver.control.catalogue import build_registry
 from scaserver.control.registry import Scope
+from scaserver.control.seams import Statistic
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_site, rpc_dispatcher
 from scaserver.metrics import Metrics
-from tests.unit.control.fakes import LINE, Rig, check_result
+from tests.unit.control.fakes import LINE, NOW, SERVER, FakeLocation, FakeSca, Rig, check_result
+from tests.unit.control.test_parking import FakeParking
 from tests.unit.test_scactl import scactl_main
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -290,3 +293,54 @@ async def test_unix_socket_is_trusted_as_admin() -> None:
         path.unlink(missing_ok=True)
         directory.rmdir()
     assert (code, json.loads(out.getvalue()), err.getvalue()) == (0, {"written": 4}, "")
+
+
+class FixedStatistics:
+    """A ``StatisticsControl`` with three counters."""
+
+    def statistics(self) -> list[Statistic]:
+        return [
+            Statistic("push", "push_sent", 3),
+            Statistic("tsilo", "stored_ruris", 1),
+            Statistic("tsilo", "total_ruris", 9),
+        ]
+
+
+@ensure_deferred
+async def test_park_uac_and_stats_methods_over_http() -> None:
+    parking = FakeParking()
+    registry = build_registry(
+        sca=FakeSca(),
+        location=FakeLocation(),
+        server=SERVER,
+        clock=lambda: NOW,
+        parking=parking,
+        statistics=FixedStatistics(),
+    )
+    site = build_site(rpc_dispatcher(registry), HttpPolicy(), CollectorRegistry())
+    port = REACTOR.listenTCP(0, site, interface="127.0.0.1")
+    base = f"http://127.0.0.1:{port.getHost().port}/RPC"
+
+    async def post(method: str, params: list[Any]) -> tuple[int, Any]:
+        data = json.dumps(request(method, params)).encode()
+        response = await treq.post(base, data=data, headers=JSON, persistent=False)
+        return response.code, json.loads(await treq.content(response))
+
+    try:
+        status, reply = await post("park.release", ["call-1@pbx", 603])
+        assert status == 200 and reply["result"]["code"] == 603
+        check_result("park.release", reply["result"])
+        assert parking.asked == [("release", ("call-1@pbx", 603))]
+        status, reply = await post("park.release", ["call-1@pbx", 99])
+        assert (status, reply["error"]["code"]) == (400, -32602)
+        status, reply = await post("uac.reg_info", ["realm", "x"])
+        assert (status, reply["error"]) == (400, {"code": 400, "message": "Unsupported filter attribute"})
+        status, reply = await post("stats.get_statistics", ["tsilo:", "push_sent"])
+        lines = ["push:push_sent = 3", "tsilo:stored_ruris = 1", "tsilo:total_ruris = 9"]
+        assert (status, reply["result"]) == (200, lines)
+        out, err = io.StringIO(), io.StringIO()
+        args = ["-s", base, "-F", "json", "stats.get_statistics", "tsilo:", "all"]
+        code = await threads.deferToThread(scactl_main, args, stdout=out, stderr=err)
+        assert (code, len(json.loads(out.getvalue())), err.getvalue()) == (0, 3, "")
+    finally:
+        await port.stopListening()

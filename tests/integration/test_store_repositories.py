@@ -15,7 +15,9 @@ from typing import Any
 import attrs
 import pytest
 
+from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
+from scaserver.registrar.midregistrar import UpstreamSnapshot, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Previous, Role
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Package, Subscription, SubscriptionKey, SubscriptionState
@@ -30,7 +32,9 @@ from scaserver.store.repository import (
     SharedLineRepository,
     SubscriberRepository,
     SubscriptionRepository,
+    TokenInvalidationRepository,
     TrustedPeerRepository,
+    UpstreamRegistrationRepository,
 )
 
 
@@ -43,6 +47,8 @@ class Repositories:
     subscriptions: SubscriptionRepository
     other_node_subscriptions: SubscriptionRepository
     appearances: AppearanceRepository
+    upstream: UpstreamRegistrationRepository
+    invalidations: TokenInvalidationRepository
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -59,6 +65,8 @@ def repos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repositori
             node,
             other,
             memory.MemoryAppearanceRepository(),
+            memory.MemoryUpstreamRegistrationRepository(),
+            memory.MemoryTokenInvalidationRepository(),
         )
         return
     url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
@@ -73,6 +81,8 @@ def repos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repositori
             sql.SqlSubscriptionRepository(engine, server_id=0),
             sql.SqlSubscriptionRepository(engine, server_id=1),
             sql.SqlAppearanceRepository(engine),
+            sql.SqlUpstreamRegistrationRepository(engine),
+            sql.SqlTokenInvalidationRepository(engine),
         )
     finally:
         engine.dispose()
@@ -166,6 +176,8 @@ def test_every_repository_starts_empty(repos: Repositories) -> None:
     assert repos.lines.load_all() == []
     assert repos.subscriptions.load_all() == []
     assert repos.appearances.load_all() == []
+    assert repos.upstream.load_all() == []
+    assert repos.invalidations.load_all() == []
 
 
 def test_empty_writes_are_accepted(repos: Repositories) -> None:
@@ -275,9 +287,12 @@ def test_lines_round_trip_with_members(repos: Repositories) -> None:
 
 def test_line_upsert_replaces_appearances_and_members(repos: Repositories) -> None:
     repos.lines.upsert([SharedLine("sip:line1@example.com", 2, frozenset({"alice", "bob"}))])
-    changed = SharedLine("sip:line1@example.com", 4, frozenset({"bob", "carol"}))
+    changed = SharedLine("sip:line1@example.com", 4, frozenset({"bob", "carol"}), push_members=True)
     repos.lines.upsert([changed])
     assert repos.lines.load_all() == [changed]
+    back = SharedLine("sip:line1@example.com", 4, frozenset({"bob", "carol"}))
+    repos.lines.upsert([back])
+    assert repos.lines.load_all() == [back]
 
 
 def test_line_delete_removes_its_members(repos: Repositories) -> None:
@@ -382,6 +397,82 @@ def test_appearance_delete_is_by_line_and_index(repos: Repositories) -> None:
     repos.appearances.upsert([one, two])
     repos.appearances.delete([("sip:line1@example.com", 1), ("sip:line1@example.com", 1)])
     assert repos.appearances.load_all() == [two]
+
+
+# -- upstream registrations (push-and-parking.md 3.5, R21) -----------------------------------
+
+
+def upstream(aor: str = "sip:200@example.com", **changes: Any) -> UpstreamSnapshot:
+    base = UpstreamSnapshot(
+        aor=aor,
+        call_id="5f1e0c9a2b7d4e3f@192.0.2.1",
+        cseq=64,
+        state=UpstreamState.REGISTERED,
+        expires_at=1_800_003_600.125,
+        granted=3600,
+        upstream_auth_needed=False,
+        floor=0,
+    )
+    return attrs.evolve(base, **changes)
+
+
+def test_upstream_registrations_round_trip(repos: Repositories) -> None:
+    values = [
+        upstream(),
+        upstream("sip:201@example.com", state=UpstreamState.RETRYING, upstream_auth_needed=True, floor=1800),
+        upstream("sip:202@example.com", cseq=0, state=UpstreamState.IDLE, expires_at=0.0, granted=0),
+        upstream("sip:203@example.com", cseq=2**31 - 1, state=UpstreamState.LOST),
+    ]
+    repos.upstream.upsert(values)
+    assert sorted(repos.upstream.load_all(), key=repr) == sorted(values, key=repr)
+
+
+def test_upstream_registration_is_replaced_by_aor(repos: Repositories) -> None:
+    repos.upstream.upsert([upstream()])
+    later = upstream(cseq=96, state=UpstreamState.REJECTED, expires_at=1_800_007_200.0, granted=1800)
+    repos.upstream.upsert([upstream(cseq=95), later])
+    assert repos.upstream.load_all() == [later]
+
+
+def test_upstream_registration_delete_is_by_aor_and_idempotent(repos: Repositories) -> None:
+    keep, gone = upstream("sip:201@example.com"), upstream()
+    repos.upstream.upsert([keep, gone])
+    repos.upstream.delete([gone.aor, gone.aor, "sip:nobody@example.com"])
+    repos.upstream.delete([gone.aor])
+    assert repos.upstream.load_all() == [keep]
+
+
+# -- push token invalidations (push-and-parking.md 4.4) ------------------------------------
+
+#: A Web Push subscription as a token: longer than any indexable column.
+WEBPUSH_TOKEN = '{"endpoint":"https://push.example.net/' + "x" * 600 + '","keys":{"auth":"a"}}'
+
+
+def test_token_invalidations_round_trip_with_long_tokens(repos: Repositories) -> None:
+    values = [
+        TokenInvalidated("apns", "a1b2c3d4e5f60718293a4b5c6d7e8f90", 1_800_000_000.5),
+        TokenInvalidated("fcm", "a1b2c3d4e5f60718293a4b5c6d7e8f90", 1_800_000_001.25),  # other provider
+        TokenInvalidated("webpush", WEBPUSH_TOKEN, 1_800_000_002.0),
+    ]
+    repos.invalidations.upsert(values)
+    loaded = repos.invalidations.load_all()
+    assert sorted(loaded, key=lambda v: v.provider) == values
+    assert [v.prid for v in loaded if v.provider == "webpush"] == [WEBPUSH_TOKEN]
+
+
+def test_token_invalidation_is_replaced_by_provider_and_token(repos: Repositories) -> None:
+    repos.invalidations.upsert([TokenInvalidated("apns", "tok-1", 1000.0)])
+    later = TokenInvalidated("apns", "tok-1", 2000.0)
+    repos.invalidations.upsert([later])
+    assert repos.invalidations.load_all() == [later]
+
+
+def test_token_invalidation_delete_is_by_provider_and_token(repos: Repositories) -> None:
+    apns, fcm = TokenInvalidated("apns", "tok-1", 1000.0), TokenInvalidated("fcm", "tok-1", 1000.0)
+    repos.invalidations.upsert([apns, fcm, TokenInvalidated("webpush", WEBPUSH_TOKEN, 3.0)])
+    repos.invalidations.delete([("apns", "tok-1"), ("apns", "tok-1"), ("webpush", WEBPUSH_TOKEN)])
+    repos.invalidations.delete([("apns", "never-seen")])
+    assert repos.invalidations.load_all() == [fcm]
 
 
 # -- batches -------------------------------------------------------------------------------

@@ -321,3 +321,111 @@ def test_db_failure_is_one_line_and_exit_status_1(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert err.startswith("scaserver db upgrade: ")
     assert err.count("\n") == 1
+
+
+# [midregistrar] upstream_auth and [[midregistrar.credentials]] (push-and-parking.md 3.1) ----------
+
+STATIC = (
+    '[midregistrar]\nupstream_auth = "static"\n[[midregistrar.credentials]]\naor = "sip:200@example.com"\n'
+)
+MD5_HA1 = "0123456789abcdef" * 2
+
+UPSTREAM_AUTH_ERRORS = [
+    (
+        '[midregistrar]\nupstream_auth = "digest"\n',
+        'midregistrar.upstream_auth: expected "none", "subscriber" or "static", got "digest"',
+    ),
+    (
+        '[midregistrar]\nupstream_auth = "subscriber"\n[[midregistrar.credentials]]\naor = "sip:2@a.test"\n'
+        'password = "p"\n',
+        'midregistrar.credentials: used only with upstream_auth = "static"',
+    ),
+    (
+        '[midregistrar]\nupstream_auth = "static"\n[[midregistrar.credentials]]\npassword = "p"\n',
+        "midregistrar.credentials[0].aor: required key missing",
+    ),
+    (
+        '[midregistrar]\nupstream_auth = "static"\n[[midregistrar.credentials]]\naor = "sip:a.test"\n'
+        'password = "p"\n',
+        'midregistrar.credentials[0].aor: expected a sip:user@host address of record, got "sip:a.test"',
+    ),
+    (STATIC, "midregistrar.credentials[0].password: password or ha1 is required"),
+    (
+        STATIC + f'password = "p"\nrealm = "r"\nha1 = "{MD5_HA1}"\n',
+        "midregistrar.credentials[0].ha1: give password or ha1, not both",
+    ),
+    (
+        STATIC + 'ha1 = "abc"\nrealm = "r"\n',
+        "midregistrar.credentials[0].ha1: expected 32 hexadecimal digits (the MD5 HA1)",
+    ),
+    (
+        STATIC + f'ha1 = "{MD5_HA1}"\nrealm = "r"\nha1_algorithm = "SHA-256"\n',
+        "midregistrar.credentials[0].ha1: expected 64 hexadecimal digits (the SHA-256 HA1)",
+    ),
+    (
+        STATIC + f'ha1 = "{"x" * 32}"\nrealm = "r"\n',
+        "midregistrar.credentials[0].ha1: expected 32 hexadecimal digits (the MD5 HA1)",
+    ),
+    (
+        STATIC + f'ha1 = "{MD5_HA1}"\n',
+        "midregistrar.credentials[0].realm: required with ha1 (an HA1 covers one realm)",
+    ),
+    (
+        STATIC + 'password = "p"\nha1_algorithm = "SHA-1"\n',
+        'midregistrar.credentials[0].ha1_algorithm: "SHA-1": expected one of SHA-256, SHA-512-256, MD5',
+    ),
+    (
+        STATIC
+        + 'password = "p"\n[[midregistrar.credentials]]\naor = "sip:200@EXAMPLE.com"\npassword = "q"\n',
+        'midregistrar.credentials[1].aor: "sip:200@EXAMPLE.com" is listed twice for realm ""',
+    ),
+    (STATIC + 'password = "p"\npasword = "q"\n', "midregistrar.credentials[0].pasword: unknown key"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), UPSTREAM_AUTH_ERRORS)
+def test_upstream_auth_errors_name_their_key(text: str, expected: str, tmp_path: Path) -> None:
+    path = tmp_path / "mid.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, interfaces=no_interfaces)
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_upstream_auth_defaults_to_none_without_credentials() -> None:
+    mid = load_settings(None).midregistrar
+    assert (mid.upstream_auth, mid.credentials) == ("none", ())
+
+
+def test_static_credentials_are_read_and_never_shown(tmp_path: Path) -> None:
+    path = tmp_path / "mid.toml"
+    path.write_text(
+        STATIC
+        + 'password = "hunter2-secret"\n'
+        + '[[midregistrar.credentials]]\naor = "sip:200@example.com"\nusername = "ext200"\n'
+        + f'realm = "pbx.example.com"\nha1 = "{MD5_HA1.upper()}"\n'
+    )
+    mid = load_settings(path, interfaces=no_interfaces).midregistrar
+    first, second = mid.credentials
+    assert (first.aor, first.username, first.realm, first.password) == (
+        "sip:200@example.com",
+        "",
+        "",
+        "hunter2-secret",
+    )
+    assert (second.username, second.realm, second.ha1, second.ha1_algorithm) == (
+        "ext200",
+        "pbx.example.com",
+        MD5_HA1.upper(),
+        "MD5",
+    )
+    assert "hunter2" not in repr(mid) and MD5_HA1.upper() not in repr(mid)
+
+
+def test_a_password_of_the_wrong_type_is_not_quoted_in_the_error(tmp_path: Path) -> None:
+    path = tmp_path / "mid.toml"
+    path.write_text(STATIC + "password = 987654321\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, interfaces=no_interfaces)
+    assert caught.value.key == "midregistrar.credentials[0].password"
+    assert "987654321" not in str(caught.value)

@@ -8,205 +8,30 @@ Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 co
 from __future__ import annotations
 
 import itertools
-from collections.abc import Hashable, Iterable
 
-import attrs
-
-from scaserver.dispatch import SipCore
-from scaserver.mobile import (
-    Mobile,
-    MobileSettings,
-    PushAnswered,
-    PushesAborted,
-    PushOutcome,
-    PushRequested,
-)
+from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome
 from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
-from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
+from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, RegisterDecided, UpstreamState
-from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.registrar.midregistrar import RegisterDecided, UpstreamState
 from scaserver.sip.headers import contacts
-from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
-from scaserver.sip.parser import parse_message
-from scaserver.sip.responses import make_response
-from scaserver.sip.serializer import serialize
+from scaserver.sip.message import Peer, Request, Transport
 from tests.builders import make_core
-
-PBX = Peer(Transport.UDP, "192.0.2.50", 5060)
-DESK = Peer(Transport.UDP, "192.0.2.60", 5060)
-M1 = Peer(Transport.UDP, "192.0.2.71", 5062)
-M1_WOKEN = Peer(Transport.UDP, "192.0.2.71", 6062)
-M2 = Peer(Transport.UDP, "192.0.2.72", 5062)
-AOR = "sip:200@example.com"
-AGGREGATE = "<sip:200@192.0.2.1:5060;transport=udp>"
-CHALLENGE = 'Digest realm="pbx", nonce="n1", algorithm=MD5'
-
-
-def pn(token: str) -> str:
-    return f"pn-provider=apns;pn-prid={token};pn-param=T.app.voip"
-
-
-@attrs.define
-class Rig:
-    """The core plus a clock: runs actions as the stack would and keeps what went out."""
-
-    core: SipCore
-    now: float = 1_000_000.0
-    timers: dict[tuple[Hashable, str], float] = attrs.field(factory=dict)
-    out: list[tuple[Message, Peer]] = attrs.field(factory=list)
-    facts: list[object] = attrs.field(factory=list)
-    calls: Iterable[int] = attrs.field(factory=lambda: itertools.count(1))
-
-    @property
-    def mobile(self) -> Mobile:
-        assert self.core.mobile is not None
-        return self.core.mobile
-
-    def run(self, actions: Iterable[Action]) -> list[tuple[Message, Peer]]:
-        sent: list[tuple[Message, Peer]] = []
-        for action in actions:
-            match action:
-                case Send(message=message, peer=peer):
-                    sent.append((parse_message(serialize(message)), peer))
-                case StartTimer(key=key, name=name, delay=delay):
-                    self.timers[key, name] = self.now + delay
-                case CancelTimer(key=key, name=name):
-                    self.timers.pop((key, name), None)
-                case Deliver(event=event):
-                    self.facts.append(event)
-        self.out += sent
-        return sent
-
-    def send(self, message: Message, peer: Peer) -> list[tuple[Message, Peer]]:
-        return self.run(self.core.receive(serialize(message), peer, self.now))
-
-    def advance(self, seconds: float) -> None:
-        end = self.now + seconds
-        while True:
-            due = [(at, key) for key, at in self.timers.items() if at <= end]
-            if not due:
-                break
-            at, (key, name) = min(due, key=lambda item: item[0])
-            del self.timers[key, name]
-            self.now = max(self.now, at)
-            self.run(self.core.on_timer(key, name, self.now))
-        self.now = end
-
-    # -- what went where
-
-    def to(self, peer: Peer, method: str | None = None) -> list[Request]:
-        return [m for m, p in self.out if p == peer and isinstance(m, Request) and method in (None, m.method)]
-
-    def responses_to(self, peer: Peer) -> list[Response]:
-        return [m for m, p in self.out if p == peer and isinstance(m, Response)]
-
-    def pushes(self, kind: PushType | None = None) -> list[PushRequest]:
-        return [
-            f.request for f in self.facts if isinstance(f, PushRequested) and kind in (None, f.request.type)
-        ]
-
-    def of(self, kind: type[object]) -> list[object]:
-        return [f for f in self.facts if isinstance(f, kind)]
-
-    # -- the actors
-
-    def register(
-        self,
-        peer: Peer,
-        contact: str,
-        *,
-        call_id: str,
-        cseq: int,
-        expires: int = 600,
-        authorization: bool = False,
-    ) -> Request:
-        branch = f"z9hG4bK{next(iter(self.calls))}{peer.port}"
-        fields = [
-            ("Via", f"SIP/2.0/UDP {peer.host}:{peer.port};branch={branch};rport"),
-            ("Max-Forwards", "70"),
-            ("From", f"<{AOR}>;tag=f{peer.port}"),
-            ("To", f"<{AOR}>"),
-            ("Call-ID", call_id),
-            ("CSeq", f"{cseq} REGISTER"),
-            ("Contact", f"<{contact}>"),
-            ("Expires", str(expires)),
-        ]
-        if authorization:
-            fields.append(("Authorization", 'Digest username="200", realm="pbx", nonce="n1", response="x"'))
-        request = Request("REGISTER", "sip:example.com", Headers.of(*fields))
-        self.send(request, peer)
-        return request
-
-    def pbx_answers_last_register(self, status: int) -> None:
-        forwarded = self.to(PBX, "REGISTER")[-1]
-        extra = Headers.of(("WWW-Authenticate", CHALLENGE)) if status == 401 else Headers.EMPTY
-        if status == 200:
-            extra = Headers.of(("Contact", f"{AGGREGATE};expires=3600"))
-        self.send(make_response(forwarded, status, headers=extra, to_tag="pbx"), PBX)
-
-    def device_registers(self, peer: Peer, contact: str, *, call_id: str, cseq: int = 1) -> None:
-        """REGISTER, 401 relayed from P, REGISTER with credentials, P 200 (T1)."""
-        self.register(peer, contact, call_id=call_id, cseq=cseq)
-        self.pbx_answers_last_register(401)
-        self.register(peer, contact, call_id=call_id, cseq=cseq + 1, authorization=True)
-        self.pbx_answers_last_register(200)
-
-    def invite(
-        self, call_id: str = "call-1@pbx", uri: str = "sip:200@192.0.2.1:5060;transport=udp"
-    ) -> Request:
-        invite = Request(
-            "INVITE",
-            uri,
-            Headers.of(
-                ("Via", f"SIP/2.0/UDP {PBX.host}:{PBX.port};branch=z9hG4bKinv{call_id[:6]}"),
-                ("Max-Forwards", "70"),
-                ("From", '"Alice" <sip:alice@example.com>;tag=pbx1'),
-                ("To", "<sip:200@example.com>"),
-                ("Call-ID", call_id),
-                ("CSeq", "1 INVITE"),
-                ("Contact", f"<sip:alice@{PBX.host}:{PBX.port}>"),
-            ),
-        )
-        self.send(invite, PBX)
-        return invite
-
-    def answer(self, request: Request, status: int, peer: Peer, tag: str) -> None:
-        self.send(make_response(request, status, to_tag=tag), peer)
-
-    def push_result(
-        self, push: PushRequest, outcome: Outcome, status: int, body: float | None = None
-    ) -> None:
-        answer = Answer(outcome, status, invalidated_at=body)
-        self.run(self.core.push_delivered(push, answer, False, self.now))
-
-
-def rig(**parking: object) -> Rig:
-    core = make_core(require_auth=False)
-    settings = MidRegSettings(upstream=PBX, upstream_domain="example.com", advertised="192.0.2.1:5060")
-    midreg = MidRegistrar(
-        settings, core.registrar.location.bindings, lambda aor: f"reg-{aor}", random=lambda: 0.5
-    )
-    counter = itertools.count(1)
-    lot = ParkingLot(ParkingSettings(**parking), id_factory=lambda: f"att-{next(counter)}")  # type: ignore[arg-type]
-    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot, midreg)
-    return Rig(core)
-
-
-def registered(*, desk: bool = True, second: bool = False, **parking: object) -> Rig:
-    r = rig(**parking)
-    r.device_registers(M1, f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}", call_id="m1-a")
-    if second:
-        r.device_registers(M2, f"sip:200@{M2.host}:{M2.port};{pn('TOK2')}", call_id="m2-a")
-    if desk:
-        r.device_registers(DESK, f"sip:200@{DESK.host}:{DESK.port}", call_id="d-a")
-    return r
-
-
-def wakes(r: Rig, peer: Peer, token: str, call_id: str) -> None:
-    r.device_registers(peer, f"sip:200@{peer.host}:{peer.port};{pn(token)}", call_id=call_id)
-
+from tests.mobile_rig import (
+    AGGREGATE,
+    AOR,
+    DESK,
+    M1,
+    M1_WOKEN,
+    M2,
+    PBX,
+    Rig,
+    pn,
+    registered,
+    rig,
+    wakes,
+)
 
 # ------------------------------------------------------------------------------ T1, T2
 
@@ -235,11 +60,22 @@ def test_t1_mid_registrar_relays_the_challenge_and_writes_the_binding_only_on_2x
     assert registration is not None and registration.state is UpstreamState.REGISTERED
 
 
-def test_unsupported_provider_is_refused_555_and_never_forwarded() -> None:
-    r = rig()
-    r.register(M1, f"sip:200@{M1.host}:{M1.port};pn-provider=acme;pn-prid=X", call_id="m1-a", cseq=1)
-    assert [resp.status for resp in r.responses_to(M1)] == [555]
-    assert r.to(PBX) == []
+def test_t2_a_second_device_is_forwarded_and_the_upstream_still_sees_one_contact() -> None:
+    r = registered(desk=False)
+    r.register(M2, f"sip:200@{M2.host}:{M2.port}", call_id="m2-a", cseq=1)
+    assert r.of(RegisterDecided)[-1].rule == "1"
+    r.pbx_answers_last_register(401)
+    assert r.responses_to(M2)[-1].status == 401
+    r.register(M2, f"sip:200@{M2.host}:{M2.port}", call_id="m2-a", cseq=2, authorization=True)
+    r.pbx_answers_last_register(200)
+    assert {tuple(req.headers.values("Contact")) for req in r.to(PBX, "REGISTER")} == {(AGGREGATE,)}
+    assert len(r.core.registrar.location.bindings(AOR)) == 2
+    ok = r.responses_to(M2)[-1]
+    assert ok.status == 200 and "Feature-Caps" not in ok.headers
+    assert sorted(str(c.uri) for c in contacts(ok)) == [  # type: ignore[union-attr]
+        f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}",
+        f"sip:200@{M2.host}:{M2.port}",
+    ]
 
 
 # ------------------------------------------------------------------------------ T8
@@ -274,9 +110,9 @@ def test_t8_desk_phone_busy_mobile_pushed_wakes_gets_the_branch_and_answers() ->
     assert finals == [180, 180, 200]
     assert invite.call_id == "call-1@pbx"
     (ended,) = r.of(ParkEnded)
-    assert ended.park_id == started.park_id  # type: ignore[attr-defined]
+    assert ended.park_id == started.park_id
     (woke,) = r.of(WakeObserved)
-    assert woke.latency_ms == 300  # type: ignore[attr-defined]
+    assert woke.latency_ms == 300
     # The upstream saw one aggregate contact for the AoR throughout.
     registers = r.to(PBX, "REGISTER")
     assert len(registers) == registers_before + 2
@@ -294,7 +130,7 @@ def test_r1_register_confirmed_before_the_push_reply_creates_the_branch_once() -
     wakes(r, M1_WOKEN, "TOK1", "m1-b")
     assert len(r.to(M1_WOKEN, "INVITE")) == 1
     (woke,) = r.of(WakeObserved)
-    assert woke.latency_ms is None  # type: ignore[attr-defined]
+    assert woke.latency_ms is None
     r.push_result(push, Outcome.SENT, 202)
     assert len(r.to(M1_WOKEN, "INVITE")) == 1
     assert len(r.pushes()) == 1
@@ -354,7 +190,7 @@ def test_r14_token_invalidated_with_nothing_else_pending_answers_480_at_once() -
     assert [resp.status for resp in finals] == [180, 480]
     assert finals[-1].headers.get("Reason") == 'SIP;cause=480;text="push wake-up timeout"'
     assert r.of(TokenInvalidated) != []
-    assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.INVALID]  # type: ignore[attr-defined]
+    assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.INVALID]
     (binding,) = r.core.registrar.location.bindings(AOR)
     device = r.mobile.device(binding.key)
     assert device is not None and not device.push_capable
@@ -419,25 +255,26 @@ def test_park_limit_reached_forks_ordinarily() -> None:
     assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"] == [486]
 
 
-def test_t2_refresh_from_the_same_source_is_absorbed_and_from_another_is_forwarded() -> None:
+def test_t2_t3_refresh_from_the_same_source_is_absorbed_and_from_another_is_forwarded() -> None:
     r = registered(desk=False)
     registers = len(r.to(PBX, "REGISTER"))
     contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
     r.register(M1, contact, call_id="m1-a", cseq=3)
     assert r.responses_to(M1)[-1].status == 200
     assert len(r.to(PBX, "REGISTER")) == registers
-    assert r.of(RegisterDecided)[-1].rule == "absorb"  # type: ignore[attr-defined]
+    assert r.of(RegisterDecided)[-1].rule == "absorb"
     r.register(M1_WOKEN, contact, call_id="m1-a", cseq=4)  # T3: another source port
     assert len(r.to(PBX, "REGISTER")) == registers + 1
-    assert r.of(RegisterDecided)[-1].rule == "5"  # type: ignore[attr-defined]
+    assert r.of(RegisterDecided)[-1].rule == "5"
 
 
-def test_last_device_expiring_unregisters_the_aggregate_upstream() -> None:
+def test_last_apns_device_expiring_stays_dormant_and_keeps_the_aggregate_upstream() -> None:
     r = registered(desk=False)
+    registers = len(r.to(PBX, "REGISTER"))
     r.advance(601.0)
     assert r.core.registrar.location.bindings(AOR) == ()
-    last = r.to(PBX, "REGISTER")[-1]
-    assert (last.headers.get("Expires"), last.call_id) == ("0", f"reg-{AOR}")
+    assert len(r.mobile.dormant(AOR)) == 1  # 4.5 extend: kept, push-only
+    assert all(m.headers.get("Expires") != "0" for m in r.to(PBX, "REGISTER")[registers:])
 
 
 def test_upstream_rejecting_our_refresh_removes_the_bindings_as_upstream_rejected() -> None:
@@ -450,9 +287,9 @@ def test_upstream_rejecting_our_refresh_removes_the_bindings_as_upstream_rejecte
     assert refresh.call_id == f"reg-{AOR}"
     r.pbx_answers_last_register(403)
     removed = r.of(BindingRemoved)
-    assert [f.reason for f in removed] == [RemovalReason.UPSTREAM_REJECTED]  # type: ignore[attr-defined]
+    assert [f.reason for f in removed] == [RemovalReason.UPSTREAM_REJECTED]
     assert r.core.registrar.location.bindings(AOR) == ()
-    binding = removed[0].binding  # type: ignore[attr-defined]
+    binding = removed[0].binding
     assert r.mobile.device(binding.key) is None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scaserver.app import PushMetrics, make_core, make_mobile
+from scaserver.app import FactLog, PushMetrics, configured_lines, make_core, make_mobile
 from scaserver.config import ConfigError, Settings, settings_from_mapping
 from scaserver.edge.controlplane import MobileParkingControl
 from scaserver.events import EventBus
@@ -15,16 +15,31 @@ from scaserver.metrics import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
 from scaserver.parking.parked import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome
-from scaserver.registrar.midregistrar import Mode
+from scaserver.push.pnparams import Keepalive, ValueSource
+from scaserver.registrar.midregistrar import Mode, UpstreamAuthNeeded, UpstreamCredentials
+from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, compute_ha1
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
-from tests.unit.test_mobile import AOR, PBX, registered
+from tests.mobile_rig import AOR, PBX, registered
+from tests.unit.edge.doubles import LogCapture
 
 PUSH_ON = {
     "server": {"domains": ["example.com"]},
     "push": {"enabled": True, "gateway_url": "https://gw.example.com/push"},
     "midregistrar": {"enabled": True, "upstream": "sip:192.0.2.50:5070;transport=tcp"},
     "parking": {"wake_timeout": 6.0, "early_media": "first"},
+}
+
+
+LEGACY = {
+    "name": "acme-ios",
+    "user_agent": "^AcmePhone iOS/",
+    "provider": "apns",
+    "token_from": "contact_param:pn-tok",
+    "param_from": "contact_param:app-id",
+    "param": "ABCDE12345.com.acme.phone.voip",
+    "device_type": "ios",
+    "keepalive": "extend",
 }
 
 
@@ -50,6 +65,13 @@ def test_push_and_mid_registrar_are_off_by_default() -> None:
         ("parking", {"early_media": "some"}, "parking.early_media"),
         ("parking", {"timeout_response": 200}, "parking.timeout_response"),
         ("parking", {"wake_timeout": 0}, "parking.wake_timeout"),
+        ("push", {"refresh_trigger": 0}, "push.refresh_trigger"),
+        ("push", {"extend_max_age": -1}, "push.extend_max_age"),
+        ("push", {"legacy_rules": [{**LEGACY, "user_agent": "(["}]}, "push.legacy_rules[0].user_agent"),
+        ("push", {"legacy_rules": [{**LEGACY, "provider": "acme"}]}, "push.legacy_rules[0].provider"),
+        ("push", {"legacy_rules": [{**LEGACY, "token_from": "pn-tok"}]}, "push.legacy_rules[0].token_from"),
+        ("push", {"legacy_rules": [{**LEGACY, "param_from": "body:x"}]}, "push.legacy_rules[0].param_from"),
+        ("push", {"legacy_rules": [{**LEGACY, "keepalive": "never"}]}, "push.legacy_rules[0].keepalive"),
     ],
 )
 def test_unusable_values_name_their_key(section: str, values: dict[str, object], key: str) -> None:
@@ -135,4 +157,109 @@ def test_outcome_of_an_exhausted_retry_is_counted_failed() -> None:
     r.invite()
     (push,) = r.pushes()
     r.push_result(push, Outcome.RETRY, 503)
-    assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.FAILED]  # type: ignore[attr-defined]
+    assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.FAILED]
+
+
+def test_legacy_rules_keepalive_and_purr_settings_reach_device_typing_and_policy() -> None:
+    configured = settings(
+        {
+            **PUSH_ON,
+            "push": {
+                "enabled": True,
+                "gateway_url": "https://gw",
+                "legacy_rules": [LEGACY],
+                "refresh_trigger": 90.0,
+                "purr": True,
+            },
+        }
+    )
+    core = make_core(configured, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
+    assert core.mobile is not None
+    (rule,) = core.mobile.settings.typing.legacy_rules
+    assert (rule.name, rule.provider, rule.device_type) == ("acme-ios", "apns", "ios")
+    assert rule.keepalive is Keepalive.EXTEND and rule.user_agent.search("AcmePhone iOS/4.2")
+    assert rule.token_from == ValueSource.parse("contact_param:pn-tok")
+    assert core.mobile.settings.policy.refresh_trigger == 90.0
+    assert core.mobile.settings.typing.purr and core.mobile.settings.purr_secret == b"s"
+    assert core.mobile.settings.policy.extend_max_age == 7 * 24 * 3600.0
+
+
+def test_shared_line_push_members_setting_reaches_the_line() -> None:
+    line = {"aor": "sip:line1@example.com", "members": ["sip:202@example.com"], "push_members": True}
+    configured = settings({"server": {"domains": ["example.com"]}, "sca": {"lines": [line]}})
+    (shared,) = configured_lines(configured, frozenset({"example.com"}))
+    assert shared.push_members and shared.member_aors() == ("sip:202@example.com",)
+
+
+# midregistrar.upstream_auth (push-and-parking.md 3.1, 3.5) -----------------------------------------
+
+SUBSCRIBER = Credentials.from_password("200", "example.com", "device-secret")
+
+
+def upstream_credentials_of(midregistrar: dict[str, object]) -> UpstreamCredentials | None:
+    upstream = "sip:192.0.2.50:5070;transport=tcp"
+    configured = settings(
+        {**PUSH_ON, "midregistrar": {"enabled": True, "upstream": upstream, **midregistrar}}
+    )
+
+    def subscribers(username: str, realm: str) -> Credentials | None:
+        return SUBSCRIBER if (username, realm) == ("200", "example.com") else None
+
+    core = make_core(configured, credentials=subscribers, trusted=TrustedPeers(), lines=(), secret=b"s")
+    assert core.mobile is not None and core.mobile.midregistrar is not None
+    return core.mobile.midregistrar.credentials
+
+
+def test_upstream_auth_none_gives_the_engine_no_credentials() -> None:
+    assert upstream_credentials_of({}) is None
+
+
+def test_upstream_auth_subscriber_uses_the_subscriber_table_when_the_realm_matches() -> None:
+    credentials = upstream_credentials_of({"upstream_auth": "subscriber"})
+    assert credentials is not None
+    assert credentials(AOR, "example.com") == ClientCredentials.of(SUBSCRIBER)
+    assert credentials(AOR, "pbx.example.com") is None
+    assert credentials("sip:201@example.com", "example.com") is None
+
+
+def test_upstream_auth_static_prefers_the_realm_entry_then_any_realm() -> None:
+    ha1 = compute_ha1(Algorithm.MD5, "ext200", "pbx.example.com", "pbx-secret")
+    credentials = upstream_credentials_of(
+        {
+            "upstream_auth": "static",
+            "credentials": [
+                {"aor": "sip:200@EXAMPLE.com", "password": "any-realm"},
+                {"aor": AOR, "username": "ext200", "realm": "pbx.example.com", "ha1": ha1.upper()},
+            ],
+        }
+    )
+    assert credentials is not None
+    assert credentials(AOR, "pbx.example.com") == ClientCredentials.with_ha1(
+        "ext200", "pbx.example.com", Algorithm.MD5, ha1
+    )
+    any_realm = ClientCredentials.from_password("200", "other.example", "any-realm")
+    assert credentials(AOR, "other.example") == any_realm
+    assert credentials("sip:201@example.com", "pbx.example.com") is None
+
+
+def test_mid_registrar_draws_a_fresh_cnonce() -> None:
+    configured = settings(PUSH_ON)
+    core = make_core(configured, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
+    assert core.mobile is not None and core.mobile.midregistrar is not None
+    cnonce = core.mobile.midregistrar.cnonce
+    assert cnonce is not None
+    first, second = cnonce(), cnonce()
+    assert len(first) == 16 and first != second
+
+
+def test_upstream_auth_needed_is_logged_at_error_level() -> None:
+    capture = LogCapture()
+    facts = FactLog()
+    facts._log = capture.logger("scaserver.facts")
+    bus = EventBus()
+    facts.attach(bus)
+    bus.publish(UpstreamAuthNeeded(AOR, 401, "our credentials were refused", 10.0))
+    assert capture.levels() == ["error"]
+    assert capture.texts() == [
+        "upstream registration of sip:200@example.com needs credentials: 401 our credentials were refused"
+    ]

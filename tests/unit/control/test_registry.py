@@ -135,3 +135,56 @@ def test_arguments_accessors() -> None:
     with pytest.raises(TypeError):
         args.integer("a")
     assert isinstance(args.caller, Caller)
+
+
+VARIADIC = Method(
+    name="stats.get_statistics",
+    params=(Param("stat", variadic=True),),
+    scope=Scope.READ,
+    doc="",
+    handler=_nothing,
+)
+
+
+def test_variadic_takes_every_remaining_positional_value() -> None:
+    assert VARIADIC.usage == "stats.get_statistics stat..."
+    assert bind(VARIADIC, ["all"]) == {"stat": ("all",)}
+    assert bind(VARIADIC, ["tsilo:", 7, "push:"]) == {"stat": ("tsilo:", "7", "push:")}
+    args = Arguments(values=bind(VARIADIC, ["tsilo:", "push:"]), caller=ADMIN)
+    assert args.texts("stat") == ("tsilo:", "push:")
+
+
+def test_variadic_named_takes_a_list_or_one_value() -> None:
+    assert bind(VARIADIC, {"stat": ["a:", "b"]}) == {"stat": ("a:", "b")}
+    assert bind(VARIADIC, {"stat": "all"}) == {"stat": ("all",)}
+
+
+def test_required_variadic_needs_one_value() -> None:
+    given: list[list[JsonValue] | dict[str, JsonValue] | None] = [[], None, {"stat": []}, [None]]
+    for params in given:
+        with pytest.raises(InvalidParamsError):
+            bind(VARIADIC, params)
+
+
+def test_optional_variadic_may_be_absent() -> None:
+    params = (Param("first"), Param("rest", optional=True, variadic=True))
+    method = Method("m.x", params, Scope.READ, "", _nothing)
+    assert method.usage == "m.x first [rest...]"
+    assert bind(method, ["a"]) == {"first": "a"}
+    assert bind(method, ["a", "b", "c"]) == {"first": "a", "rest": ("b", "c")}
+    assert Arguments(values=bind(method, ["a"]), caller=ADMIN).texts("rest") == ()
+
+
+def test_only_the_last_parameter_may_be_variadic() -> None:
+    with pytest.raises(ValueError, match="only the last"):
+        Registry().add(Method("m.y", (Param("a", variadic=True), Param("b")), Scope.READ, "", _nothing))
+
+
+def test_typed_accessors_refuse_the_wrong_kind() -> None:
+    args = Arguments(values={"n": 3, "s": "x"}, caller=ADMIN)
+    assert args.optional_integer("n") == 3
+    assert args.optional_integer("missing") is None
+    with pytest.raises(TypeError):
+        args.texts("s")
+    with pytest.raises(TypeError):
+        args.optional_integer("s")

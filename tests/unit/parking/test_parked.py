@@ -23,6 +23,7 @@ from scaserver.parking.parked import (
     CancelParkedBranch,
     EarlyMedia,
     EndReason,
+    HoldKey,
     ParkEnded,
     ParkingLot,
     ParkingSettings,
@@ -618,20 +619,16 @@ def test_100_is_not_relayed() -> None:
 # ------------------------------------------------------------------ 6.9 to 6.11
 
 
-def test_non_invite_refused_480() -> None:
-    assert ParkingLot.refuse_non_invite(INVITE, TX) == [Respond(TX, make_response(INVITE, 480))]
-
-
 def test_purr_hold_relayed_on_confirmation() -> None:
     engine = lot()
     actions = engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
     (push,) = pushes(actions)
     assert push.kind is PushKind.REG_REFRESH and push.reason == "mid-INVITE" and push.ttl == 10
-    assert StartTimer(("bye", 1), HOLD_TIMER, 10.0) in actions
+    assert StartTimer(HoldKey(("bye", 1)), HOLD_TIMER, 10.0) in actions
     with pytest.raises(ProtocolStateError):
         engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
     assert engine.on_binding_confirmed(AOR, MOBILE, 6.0, now=6.0) == [
-        CancelTimer(("bye", 1), HOLD_TIMER),
+        CancelTimer(HoldKey(("bye", 1)), HOLD_TIMER),
         Deliver(RelayHeld(("bye", 1))),
     ]
     assert list(engine.held()) == []
@@ -640,7 +637,8 @@ def test_purr_hold_relayed_on_confirmation() -> None:
 def test_purr_hold_times_out_480() -> None:
     engine = lot()
     engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
-    assert engine.on_timer(("bye", 1), HOLD_TIMER, now=15.0) == [
+    assert engine.on_timer(("bye", 1), HOLD_TIMER, now=15.0) == []  # not a hold key
+    assert engine.on_timer(HoldKey(("bye", 1)), HOLD_TIMER, now=15.0) == [
         Respond(("bye", 1), make_response(INVITE, 480))
     ]
 
@@ -654,6 +652,9 @@ def test_shared_line_stored_under_every_aor() -> None:
     actions = engine.park(line_spec, (DESK,), (TOKEN1,), now=0.0)
     assert pushes(actions)[0].line == ("l", 1) and pushes(actions)[0].aor == "sip:line1@example.com"
     assert len(engine.calls(member)) == 1
-    assert delivered(engine.on_binding_confirmed(member, MOBILE, 1.0, now=1.0), StartBranch)
+    # A member's binding without push (its desk phone refreshing) does not ring for the line.
+    assert not delivered(engine.on_binding_confirmed(member, MOBILE, 1.0, now=1.0), StartBranch)
+    confirmed = engine.on_binding_confirmed(member, MOBILE, 1.0, now=1.0, token=TOKEN1.token)
+    assert delivered(confirmed, StartBranch)
     engine.on_cancel(TX, now=2.0)
     assert engine.calls(member) == () and engine.calls() == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import attrs
@@ -24,14 +25,28 @@ from scaserver.registrar.midregistrar import (
     RegisterDecided,
     RegisterFinished,
     RegisterForwarded,
+    UpstreamAuthNeeded,
     UpstreamChanged,
+    UpstreamCredentials,
     UpstreamGaveUp,
     UpstreamRegistration,
+    UpstreamSaved,
+    UpstreamSnapshot,
     UpstreamState,
     binding_key,
     mrct_of,
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.digest import (
+    Algorithm,
+    Authenticated,
+    Authenticator,
+    ClientCredentials,
+    Credentials,
+    NonceFactory,
+    Rejected,
+    compute_ha1,
+)
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
@@ -87,8 +102,10 @@ class World:
     def __attrs_post_init__(self) -> None:
         self.engine = self.make(SETTINGS)
 
-    def make(self, settings: MidRegSettings) -> MidRegistrar:
-        return MidRegistrar(settings, self.bindings, lambda aor: f"up-{aor}", lambda: self.draws[0])
+    def make(self, settings: MidRegSettings, credentials: UpstreamCredentials | None = None) -> MidRegistrar:
+        return MidRegistrar(
+            settings, self.bindings, lambda aor: f"up-{aor}", lambda: self.draws[0], credentials=credentials
+        )
 
     def bindings(self, aor: str) -> tuple[Binding, ...]:
         return tuple(b for b in self.table.values() if b.aor == aor)
@@ -448,11 +465,15 @@ def test_t4_variant_challenge_flags_aor() -> None:
     world = World()
     registered(world)
     (own,) = sent(world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, 2412.0))
-    assert world.answer(own.context, make_response(own.request, 401), now=2412.1) == [  # type: ignore[arg-type]
-        CancelTimer(own.context, UPSTREAM_TIMEOUT)
-    ]
+    actions = world.answer(own.context, make_response(own.request, 401), now=2412.1)  # type: ignore[arg-type]
     reg = world.engine.registration(AOR)
     assert reg is not None and reg.upstream_auth_needed
+    assert actions == [
+        CancelTimer(own.context, UPSTREAM_TIMEOUT),
+        Deliver(UpstreamAuthNeeded(AOR, 401, "challenge to our own REGISTER", 2412.1)),
+        Deliver(UpstreamSaved(UpstreamSnapshot.of(reg))),
+    ]
+    assert reg.last_error == "401 challenge to our own REGISTER"
     assert world.device(register(number=2), now=2413.0)[0] == Deliver(RegisterDecided(AOR, "4", 2413.0))
 
 
@@ -463,12 +484,16 @@ def test_self_refresh_failure_retrying_then_lost() -> None:
     busy = make_response(own.request, 503, headers=Headers.of(("Retry-After", "60")))  # type: ignore[arg-type]
     actions = world.answer(own.context, busy, now=2412.1)  # type: ignore[arg-type]
     assert Deliver(UpstreamChanged(AOR, UpstreamState.REGISTERED, UpstreamState.RETRYING, 2412.1)) in actions
-    assert actions[-1] == StartTimer(AorKey(AOR), REFRESH_TIMER, 60.0)
+    reg = world.engine.registration(AOR)
+    assert reg is not None
+    assert actions[-2:] == [
+        StartTimer(AorKey(AOR), REFRESH_TIMER, 60.0),
+        Deliver(UpstreamSaved(UpstreamSnapshot.of(reg))),  # RETRYING is persisted
+    ]
     (retry,) = sent(world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, 3700.0))
     lost = world.engine.on_upstream_timeout(retry.context, 3705.0)  # type: ignore[arg-type]
-    reg = world.engine.registration(AOR)
-    assert reg is not None and reg.state is UpstreamState.LOST and reg.degraded()
-    assert lost[-1] == StartTimer(AorKey(AOR), REFRESH_TIMER, 10.0)  # backoff doubles
+    assert reg.state is UpstreamState.LOST and reg.degraded()
+    assert lost[-1] == StartTimer(AorKey(AOR), REFRESH_TIMER, 10.0)  # backoff doubles; LOST saved before
 
 
 def test_self_refresh_rejected_removes_bindings() -> None:
@@ -566,3 +591,266 @@ def test_stray_or_provisional_upstream_answers_ignored() -> None:
     assert world.answer(forward.context, make_response(forward.request, 100)) == []  # type: ignore[arg-type]
     assert world.engine.on_timer("x", "y", 0.0) == []
     assert world.engine.on_timer(AorKey("sip:none@x"), REFRESH_TIMER, 0.0) == []
+
+
+# ------------------------------------------------------------------ 3.5 upstream_auth
+
+UPSTREAM_REALM = "pbx.example.com"
+UPSTREAM_PASSWORD = "pbx-secret"
+
+
+def upstream_authenticator(*algorithms: Algorithm, ttl: float = 300.0) -> Authenticator:
+    """The upstream's own verifier: it knows extension 200 in realm pbx.example.com."""
+    draws = itertools.count(1)
+    stored = Credentials.from_password("200", UPSTREAM_REALM, UPSTREAM_PASSWORD)
+    return Authenticator(
+        lambda user, realm: stored if (user, realm) == ("200", UPSTREAM_REALM) else None,
+        NonceFactory(b"u" * 32, lambda size: next(draws).to_bytes(size, "big"), ttl=ttl),
+        UPSTREAM_REALM,
+        algorithms=algorithms or (Algorithm.SHA_256, Algorithm.MD5),
+    )
+
+
+def static(password: str = UPSTREAM_PASSWORD) -> UpstreamCredentials:
+    def credentials(aor: str, realm: str) -> ClientCredentials | None:
+        return ClientCredentials.from_password("200", realm, password) if aor == AOR else None
+
+    return credentials
+
+
+def req(action: SendRequest) -> Request:
+    assert isinstance(action.request, Request)
+    return action.request
+
+
+def key(action: SendRequest) -> ForwardKey:
+    assert isinstance(action.context, ForwardKey)
+    return action.context
+
+
+def challenge_of(upstream: Authenticator, action: SendRequest, now: float) -> Response:
+    decision = upstream.authenticate(req(action), now)
+    assert isinstance(decision, Rejected)
+    return decision.response(req(action))
+
+
+def challenge_with(action: SendRequest, status: int, name: str, value: str) -> Response:
+    return make_response(req(action), status, headers=Headers.of((name, value)))
+
+
+def reply(world: World, action: SendRequest, response: Response, now: float) -> list[EngineAction]:
+    return world.answer(key(action), response, now=now)
+
+
+def authorized_world(credentials: UpstreamCredentials | None) -> World:
+    world = World()
+    world.engine = world.make(SETTINGS, credentials)
+    registered(world)
+    return world
+
+
+def own_refresh(world: World, now: float = 2412.0) -> SendRequest:
+    (own,) = sent(world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, now))
+    return own
+
+
+def own_unregister(world: World) -> SendRequest:
+    world.table.clear()
+    world.engine.on_binding_gone(AOR, 700.0)
+    (own,) = sent(world.engine.on_timer(AorKey(AOR), UNREGISTER_TIMER, 700.0))
+    return own
+
+
+def answered(world: World, upstream: Authenticator, own: SendRequest, now: float) -> SendRequest:
+    (retry,) = sent(reply(world, own, challenge_of(upstream, own, now), now + 0.05))
+    return retry
+
+
+def test_refresh_challenged_is_answered_then_200_renews_expiry() -> None:
+    world = authorized_world(static())
+    upstream = upstream_authenticator()
+    own = own_refresh(world)
+    assert req(own).headers.get("CSeq") == "1 REGISTER" and req(own).headers.get("Authorization") is None
+    actions = reply(world, own, challenge_of(upstream, own, 2412.05), 2412.1)
+    retry_key = ForwardKey(AOR, key(own).seq + 1)
+    (retry,) = sent(actions)
+    reg = world.engine.registration(AOR)
+    assert reg is not None and reg.cseq == 2
+    assert (reg.auth_realm, reg.auth_username) == (UPSTREAM_REALM, "200")  # shown by uac.reg_dump
+    assert actions == [
+        CancelTimer(key(own), UPSTREAM_TIMEOUT),
+        SendRequest(retry.request, UPSTREAM, retry_key),
+        StartTimer(retry_key, UPSTREAM_TIMEOUT, 5.0),
+        Deliver(UpstreamSaved(UpstreamSnapshot.of(reg))),  # CSeq 2 is persisted
+    ]
+    request = req(retry)
+    assert request.headers.get("Call-ID") == f"up-{AOR}" and request.headers.get("CSeq") == "2 REGISTER"
+    assert request.uri == "sip:example.com" and request.headers.get("Expires") == "3600"
+    line = request.headers.get("Authorization") or ""
+    assert 'uri="sip:example.com"' in line and "algorithm=SHA-256" in line and "nc=00000001" in line
+    assert upstream.authenticate(request, 2412.15) == Authenticated("200", UPSTREAM_REALM, Algorithm.SHA_256)
+    done = world.answer(retry_key, upstream_ok(request), now=2412.2)
+    (timer,) = [a for a in done if isinstance(a, StartTimer) and a.name == REFRESH_TIMER]
+    assert timer.delay == pytest.approx(2412.0)
+    reg = world.engine.registration(AOR)
+    assert (
+        reg is not None and reg.expires_at == pytest.approx(6012.2) and reg.state is UpstreamState.REGISTERED
+    )
+    assert not reg.upstream_auth_needed and reg.last_error is None and reg.cseq == 2
+    assert reg.inflight is None
+
+
+def test_proxy_challenge_answered_in_proxy_authorization_rfc2069_form() -> None:
+    world = authorized_world(static())
+    own = own_refresh(world)
+    challenge = challenge_with(own, 407, "Proxy-Authenticate", f'Digest realm="{UPSTREAM_REALM}", nonce="n1"')
+    (retry,) = sent(reply(world, own, challenge, 2412.1))
+    assert req(retry).headers.get("Authorization") is None
+    line = req(retry).headers.get("Proxy-Authorization") or ""
+    assert 'realm="pbx.example.com"' in line and "algorithm=MD5" in line and "qop" not in line
+
+
+def test_wrong_credentials_second_challenge_sets_auth_needed_once() -> None:
+    world = authorized_world(static("wrong"))
+    upstream = upstream_authenticator()
+    retry = answered(world, upstream, own_refresh(world), 2412.0)
+    again = challenge_of(upstream, retry, 2412.2)
+    assert again.status == 401 and "stale" not in (again.headers.get("WWW-Authenticate") or "")
+    actions = reply(world, retry, again, 2412.2)
+    reg = world.engine.registration(AOR)
+    assert reg is not None and reg.upstream_auth_needed and reg.inflight is None
+    assert actions == [
+        CancelTimer(key(retry), UPSTREAM_TIMEOUT),
+        Deliver(UpstreamAuthNeeded(AOR, 401, "our credentials were refused", 2412.2)),
+        Deliver(UpstreamSaved(UpstreamSnapshot.of(reg))),
+    ]
+    assert reg.last_error == "401 our credentials were refused"
+    (device,) = sent(world.device(register(number=2), now=2413.0))  # rule 4: piggy-back refresh
+    reply(world, device, upstream_ok(req(device)), 2413.1)
+    # the next self-refresh meets the same fate, and is not reported a second time
+    retry2 = answered(world, upstream, own_refresh(world, now=4800.0), 4800.0)
+    assert reply(world, retry2, challenge_of(upstream, retry2, 4800.2), 4800.2) == [
+        CancelTimer(key(retry2), UPSTREAM_TIMEOUT)
+    ]
+
+
+def test_stale_challenge_allows_one_more_retry_with_the_new_nonce() -> None:
+    world = authorized_world(static())
+    upstream = upstream_authenticator(ttl=1.0)
+    retry = answered(world, upstream, own_refresh(world), 2412.0)
+    stale = challenge_of(upstream, retry, 2414.0)
+    assert "stale=true" in (stale.headers.get("WWW-Authenticate") or "")
+    (second,) = sent(reply(world, retry, stale, 2414.0))
+    assert req(second).headers.get("CSeq") == "3 REGISTER"
+    assert "nc=00000001" in (req(second).headers.get("Authorization") or "")  # a new nonce
+    assert isinstance(upstream.authenticate(req(second), 2414.1), Authenticated)
+    stale_again = challenge_of(upstream, second, 2416.0)
+    assert "stale=true" in (stale_again.headers.get("WWW-Authenticate") or "")
+    actions = reply(world, second, stale_again, 2416.0)
+    assert sent(actions) == [] and events(actions, UpstreamAuthNeeded)
+
+
+def test_nonce_count_grows_when_the_upstream_reuses_its_nonce() -> None:
+    world = authorized_world(static())
+    value = f'Digest realm="{UPSTREAM_REALM}", nonce="same", qop="auth"'
+    own = own_refresh(world)
+    (retry,) = sent(reply(world, own, challenge_with(own, 401, "WWW-Authenticate", value), 2412.1))
+    reply(world, retry, upstream_ok(req(retry)), 2412.2)
+    later = own_refresh(world, now=4824.0)
+    (retry2,) = sent(reply(world, later, challenge_with(later, 401, "WWW-Authenticate", value), 4824.1))
+    line = req(retry2).headers.get("Authorization") or ""
+    assert "nc=00000002" in line and 'cnonce="8000000000000000"' in line  # cnonce drawn from random()
+
+
+def test_injected_cnonce_is_used() -> None:
+    world = World()
+    world.engine = MidRegistrar(
+        SETTINGS, world.bindings, lambda aor: "cid", lambda: 0.5, credentials=static(), cnonce=lambda: "fresh"
+    )
+    registered(world)
+    retry = answered(world, upstream_authenticator(), own_refresh(world), 2412.0)
+    assert 'cnonce="fresh"' in (req(retry).headers.get("Authorization") or "")
+
+
+def test_unregister_challenged_is_answered_with_expires_zero() -> None:
+    world = authorized_world(static())
+    upstream = upstream_authenticator(Algorithm.MD5)
+    retry = answered(world, upstream, own_unregister(world), 700.0)
+    assert req(retry).headers.get("Expires") == "0" and req(retry).headers.get("CSeq") == "2 REGISTER"
+    assert isinstance(upstream.authenticate(req(retry), 700.2), Authenticated)
+    actions = reply(world, retry, upstream_ok(req(retry), expires=0), 700.2)
+    assert CancelTimer(AorKey(AOR), REFRESH_TIMER) in actions
+    reg = world.engine.registration(AOR)
+    assert reg is not None and reg.state is UpstreamState.IDLE and reg.unregister_failures == 0
+
+
+def test_unregister_with_refused_credentials_sets_auth_needed() -> None:
+    world = authorized_world(static("wrong"))
+    upstream = upstream_authenticator()
+    retry = answered(world, upstream, own_unregister(world), 700.0)
+    actions = reply(world, retry, challenge_of(upstream, retry, 700.2), 700.2)
+    assert events(actions, UpstreamAuthNeeded) == [
+        UpstreamAuthNeeded(AOR, 401, "our credentials were refused", 700.2)
+    ]
+    assert sent(actions) == []
+
+
+def test_static_ha1_answers_the_md5_offer_below_sha256() -> None:
+    ha1 = compute_ha1(Algorithm.MD5, "200", UPSTREAM_REALM, UPSTREAM_PASSWORD)
+
+    def credentials(aor: str, realm: str) -> ClientCredentials | None:
+        return (
+            ClientCredentials.with_ha1("200", realm, Algorithm.MD5, ha1) if realm == UPSTREAM_REALM else None
+        )
+
+    world = authorized_world(credentials)
+    upstream = upstream_authenticator(Algorithm.SHA_256, Algorithm.MD5)
+    retry = answered(world, upstream, own_refresh(world), 2412.0)
+    assert "algorithm=MD5" in (req(retry).headers.get("Authorization") or "")
+    assert upstream.authenticate(req(retry), 2412.2) == Authenticated("200", UPSTREAM_REALM, Algorithm.MD5)
+
+
+def test_subscriber_realm_mismatch_sets_auth_needed() -> None:
+    stored = Credentials.from_password("200", "example.com", "device-secret")
+
+    def subscriber(aor: str, realm: str) -> ClientCredentials | None:
+        return ClientCredentials.of(stored) if realm == stored.realm else None
+
+    world = authorized_world(subscriber)
+    own = own_refresh(world)
+    actions = reply(world, own, challenge_of(upstream_authenticator(), own, 2412.0), 2412.1)
+    reg = world.engine.registration(AOR)
+    assert reg is not None and reg.upstream_auth_needed
+    assert actions == [
+        CancelTimer(key(own), UPSTREAM_TIMEOUT),
+        Deliver(UpstreamAuthNeeded(AOR, 401, "no credentials for realm pbx.example.com", 2412.1)),
+        Deliver(UpstreamSaved(UpstreamSnapshot.of(reg))),
+    ]
+
+
+def test_unanswerable_challenge_with_credentials_sets_auth_needed() -> None:
+    world = authorized_world(static())
+    own = own_refresh(world)
+    actions = reply(world, own, challenge_with(own, 401, "WWW-Authenticate", 'Basic realm="x"'), 2412.1)
+    assert events(actions, UpstreamAuthNeeded) == [
+        UpstreamAuthNeeded(AOR, 401, "no credentials for realm none", 2412.1)
+    ]
+
+
+def test_device_register_waits_while_the_authorized_retry_is_in_flight() -> None:
+    world = authorized_world(static())
+    retry = answered(world, upstream_authenticator(), own_refresh(world), 2412.0)
+    queued = world.device(register(number=2, extra=[("Authorization", "x")]), now=2412.15)
+    assert sent(queued) == []  # 3.8: one upstream REGISTER per AoR in flight
+    (device,) = sent(reply(world, retry, upstream_ok(req(retry)), 2412.2))
+    assert req(device).headers.get("Call-ID") == "c1"
+
+
+def test_423_resend_keeps_the_forward_in_flight() -> None:
+    world = World()
+    (forward,) = sent(world.device(register()))
+    too_brief = make_response(req(forward), 423, headers=Headers.of(("Min-Expires", "7200")))
+    assert len(sent(reply(world, forward, too_brief, 0.1))) == 1
+    assert sent(world.device(register("<sip:200@10.0.0.6>", call_id="c2"), peer=M2, now=0.2)) == []
+    reg = world.engine.registration(AOR)
+    assert reg is not None and reg.inflight is not None and len(reg.queue) == 1
