@@ -263,6 +263,9 @@ class Mobile:
         """The dormant ``extend`` bindings of ``aor`` (4.5): pushed for calls, never rung."""
         return tuple(self._dormant.get(aor, {}).values())
 
+    def dormant_aors(self) -> frozenset[str]:
+        return frozenset(self._dormant)
+
     def _unretain(self, key: BindingKey) -> Binding | None:
         table = self._dormant.get(key.aor)
         if table is None:
@@ -521,7 +524,7 @@ class Mobile:
             case PutBinding(binding=binding):
                 return self.location.put(binding, now)
             case DropBinding(key=key, reason=reason):
-                return self._drop(key, _removal_reason(reason), now)
+                return self.drop_binding(key, _removal_reason(reason), now)
             case BindingConfirmed():
                 return self._confirmed(event, now)
             case RegisterForwarded(aor=aor, keys=keys):
@@ -545,7 +548,7 @@ class Mobile:
                 gone: list[EngineAction] = [CancelTimer(KeepaliveKey(binding.key), REFRESH_PUSH_TIMER)]
                 if reason is RemovalReason.UNREGISTERED or self.midregistrar is None:
                     return gone
-                return gone + self.midregistrar.on_binding_gone(binding.aor, now)
+                return gone + self.midregistrar.on_binding_gone(binding.aor, now, binding)
             case BindingExpired(binding=binding):
                 return self._expired(binding, now)
             case StartBranch(server_tx=server_tx, branch=index, target=target):
@@ -651,8 +654,9 @@ class Mobile:
 
     # ------------------------------------------------------------------ keep-alive (4.5)
 
-    def _drop(self, key: BindingKey, reason: RemovalReason, now: float) -> list[EngineAction]:
-        """Remove a binding, live or dormant (de-registered, rejected upstream, dead token)."""
+    def drop_binding(self, key: BindingKey, reason: RemovalReason, now: float) -> list[EngineAction]:
+        """Remove a binding, live or dormant (de-registered, rejected upstream, dead token, an
+        operator's ``ul.rm``)."""
         removed = self.location.remove(key, reason, now)
         retained = self._unretain(key)
         if retained is None:
@@ -688,16 +692,19 @@ class Mobile:
         if device is not None and device.dormant(now) and device.alive(now, policy):
             self._dormant.setdefault(binding.aor, {})[key] = binding
             until = device.retained_until(policy)
-            return [
+            kept: list[EngineAction] = [
                 CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER),
                 StartTimer(KeepaliveKey(key), RETENTION_TIMER, until - now),
                 Deliver(BindingRetained(binding, until)),
             ]
+            if self.midregistrar is not None:  # mirror mode: we keep its contact upstream (3.7)
+                kept += self.midregistrar.keep_mirrored(binding.aor, now)
+            return kept
         self._forget_device(key)
         self._unretain(key)
         actions: list[EngineAction] = [CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER)]
         if self.midregistrar is not None:
-            actions += self.midregistrar.on_binding_gone(binding.aor, now)
+            actions += self.midregistrar.on_binding_gone(binding.aor, now, binding)
         return actions
 
     def _on_keepalive_timer(self, key: KeepaliveKey, name: str, now: float) -> list[EngineAction]:
@@ -906,7 +913,7 @@ class Mobile:
         actions: list[EngineAction] = [Deliver(verdict.event)]
         for key in verdict.removed:
             if isinstance(key, BindingKey):  # dormant: reachable by push only (4.4)
-                actions += self._drop(key, RemovalReason.TOKEN_INVALID, now)
+                actions += self.drop_binding(key, RemovalReason.TOKEN_INVALID, now)
         return actions
 
     @property

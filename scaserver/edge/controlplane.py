@@ -535,14 +535,29 @@ class RegistrarLocationControl:
         self._domain = default_domain.lower()
         self._flush = flush
 
+    def _bindings(self, aor: str) -> tuple[Binding, ...]:
+        """The AoR's bindings, dormant push-only ones included (push-and-parking.md 4.5; they
+        show ``Expires: "expired"``)."""
+        mobile = self._core.mobile
+        return self._core.registrar.location.bindings(aor) if mobile is None else mobile.bindings_of(aor)
+
     def _record(self, aor: str) -> AorRecord | None:
-        bindings = self._core.registrar.location.bindings(aor)
+        bindings = self._bindings(aor)
         if not bindings:
             return None
         return AorRecord(aor=usrloc_aor(aor), contacts=tuple(contact_info(b) for b in bindings))
 
+    def _remove(self, key: BindingKey, now: float) -> list[EngineAction]:
+        mobile = self._core.mobile
+        if mobile is None:
+            return self._core.registrar.location.remove(key, RemovalReason.ADMINISTRATIVE, now)
+        return mobile.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
+
     def dump(self) -> Sequence[AorRecord]:
-        records = (self._record(aor) for aor in sorted(self._core.registrar.location.aors()))
+        aors = set(self._core.registrar.location.aors())
+        if self._core.mobile is not None:
+            aors |= self._core.mobile.dormant_aors()
+        records = (self._record(aor) for aor in sorted(aors))
         return [record for record in records if record is not None]
 
     def lookup(self, aor: str) -> AorRecord | None:
@@ -551,24 +566,26 @@ class RegistrarLocationControl:
 
     async def rm(self, aor: str) -> bool:
         canonical = canonical_argument(aor, self._domain)
-        location = self._core.registrar.location
-        if canonical is None or not location.bindings(canonical):
+        bindings = () if canonical is None else self._bindings(canonical)
+        if not bindings:
             return False
         now = self._clock.seconds()
-        self._apply(location.remove_aor(canonical, RemovalReason.ADMINISTRATIVE, now), now)
+        actions: list[EngineAction] = []
+        for binding in bindings:
+            actions += self._remove(binding.key, now)
+        self._apply(actions, now)
         return True
 
     async def rm_contact(self, aor: str, contact: str) -> ContactRemoval:
         canonical = canonical_argument(aor, self._domain)
-        location = self._core.registrar.location
-        bindings = () if canonical is None else location.bindings(canonical)
+        bindings = () if canonical is None else self._bindings(canonical)
         if not bindings:
             return ContactRemoval.NO_AOR
         match = next((b for b in bindings if contact_matches(b.contact, contact)), None)
         if match is None:
             return ContactRemoval.NO_CONTACT
         now = self._clock.seconds()
-        self._apply(location.remove(match.key, RemovalReason.ADMINISTRATIVE, now), now)
+        self._apply(self._remove(match.key, now), now)
         return ContactRemoval.REMOVED
 
     async def flush(self) -> None:

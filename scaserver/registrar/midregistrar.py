@@ -295,6 +295,8 @@ class Forward:
     expires: int = 0
     retried_423: bool = False
     queued_at: float = 0.0
+    # 3.7 mirror mode, our own REGISTERs: the mirrored contacts of dormant push bindings.
+    contacts: tuple[str, ...] = ()
     # 3.5 upstream_auth: the challenge answered (our own REGISTERs) and how many were.
     challenge: Challenge | None = None
     secret: ClientCredentials | None = attrs.field(default=None, repr=False)
@@ -685,13 +687,17 @@ class MidRegistrar:
         forward.expires = 0 if forward.kind is ForwardKind.UNREGISTER else self._outgoing(reg)
         uri = parse_uri(reg.aor)
         assert isinstance(uri, SipUri)
+        if self.settings.mode is Mode.MIRROR:
+            contact_lines = [f"<{contact}>" for contact in forward.contacts]  # 3.7 kept devices
+        else:
+            contact_lines = [self.aggregate_contact(reg.aor)]
         headers = Headers.of(
             ("From", f"<{reg.aor}>;tag={hashlib.sha256(reg.call_id.encode()).hexdigest()[:10]}"),
             ("To", f"<{reg.aor}>"),
             ("Call-ID", reg.call_id),
             ("CSeq", f"{reg.cseq} REGISTER"),
             ("Max-Forwards", "70"),
-            ("Contact", self.aggregate_contact(reg.aor)),
+            *(("Contact", line) for line in contact_lines),
             ("Expires", str(forward.expires)),
         )
         request = Request("REGISTER", f"sip:{self.settings.upstream_domain}", headers, b"")
@@ -721,17 +727,47 @@ class MidRegistrar:
         if isinstance(found, Star):
             headers = headers.add("Contact", "*")
         else:
-            host, _, port = self.settings.advertised.partition(":")
             for change, contact in zip(forward.changes, found, strict=False):
                 uri = contact.uri
                 assert isinstance(uri, SipUri)
-                rewritten = attrs.evolve(uri, host=host, port=int(port) if port else None).with_params(
-                    ("mrct", mrct_of(change.key))
-                )
+                rewritten = self._mirrored_uri(uri, change.key)
                 headers = headers.add("Contact", str(attrs.evolve(contact, uri=rewritten)))
         for value in forward.typing.upstream_caps:
             headers = headers.add("Feature-Caps", value)
         return attrs.evolve(request, headers=_decrement_max_forwards(headers))
+
+    def _mirrored_uri(self, uri: SipUri, key: BindingKey) -> SipUri:
+        """3.7: a device contact as the upstream sees it: ``advertised`` host:port, ``mrct``."""
+        host, _, port = self.settings.advertised.partition(":")
+        return attrs.evolve(uri, host=host, port=int(port) if port else None).with_params(
+            ("mrct", mrct_of(key))
+        )
+
+    def _kept_contacts(self, aor: str, now: float) -> tuple[str, ...]:
+        """3.7 mirror mode: the mirrored contacts of the AoR's dormant push bindings (4.5),
+        which no device refreshes any more, so scaserver keeps them registered upstream."""
+        kept: list[str] = []
+        for binding in self.bindings(aor):
+            uri = parse_uri(binding.contact)
+            if binding.expires_at <= now and isinstance(uri, SipUri):
+                kept.append(str(self._mirrored_uri(uri, binding.key)))
+        return tuple(sorted(kept))
+
+    def keep_mirrored(self, aor: str, now: float) -> list[EngineAction]:
+        """3.7: a binding of ``aor`` became dormant (4.5) in mirror mode: register the AoR's
+        dormant contacts upstream in our own registration dialog of the AoR now, and keep
+        refreshing them like an aggregate (3.5) while any is left."""
+        if self.settings.mode is not Mode.MIRROR:
+            return []
+        contacts = self._kept_contacts(aor, now)
+        if not contacts:
+            return []
+        reg = self._reg(aor)
+        pending = [reg.inflight, *reg.queue] if reg.inflight is not None else list(reg.queue)
+        if any(f is not None and f.kind is ForwardKind.REFRESH and f.contacts == contacts for f in pending):
+            return []  # the same contacts are on their way already
+        refresh = Forward(ForwardKind.REFRESH, self._next_seq(), queued_at=now, contacts=contacts)
+        return self._saving(reg, self._enqueue(reg, refresh, now))
 
     # --------------------------------------------------------------- upstream answers
 
@@ -879,6 +915,8 @@ class MidRegistrar:
             reg.upstream_auth_needed = False
             if forward.kind is ForwardKind.UNREGISTER:
                 reg.unregister_failures = 0
+                if self.settings.mode is Mode.MIRROR:
+                    return []  # one dormant contact removed; the others stay (3.7)
                 return self._registered(reg, 0, now, 0)
             return self._registered(reg, _aggregate_expiry(response, forward.expires), now, forward.expires)
         if status in (401, 407):
@@ -941,7 +979,7 @@ class MidRegistrar:
         reg.last_error = "timeout" if status is None else str(status)
         if forward.kind is ForwardKind.UNREGISTER:
             reg.unregister_failures += 1
-            if reg.unregister_failures <= 2:
+            if reg.unregister_failures <= 2 and self.settings.mode is Mode.AOR:
                 return [StartTimer(AorKey(reg.aor), UNREGISTER_TIMER, self.settings.retry_backoff)]
             return []  # the upstream binding lapses at its own expiry (3.4)
         transient = status is None or status in RETRY_STATUSES or 500 <= status < 600
@@ -990,7 +1028,12 @@ class MidRegistrar:
                 actions = []
             if reg.state is UpstreamState.LOST and not self.bindings(reg.aor):
                 return actions
-            refresh = Forward(ForwardKind.REFRESH, self._next_seq(), queued_at=now)
+            contacts: tuple[str, ...] = ()
+            if self.settings.mode is Mode.MIRROR:
+                contacts = self._kept_contacts(reg.aor, now)
+                if not contacts:
+                    return actions  # every kept device registers by itself again, or is gone
+            refresh = Forward(ForwardKind.REFRESH, self._next_seq(), queued_at=now, contacts=contacts)
             return actions + self._enqueue(reg, refresh, now)
         if name == UNREGISTER_TIMER:
             if self.bindings(reg.aor) or reg.state in (UpstreamState.IDLE, UpstreamState.REJECTED):
@@ -1002,24 +1045,35 @@ class MidRegistrar:
         """``uac.reg_refresh`` (rpc.md 3.5): an operator's early refresh of the aggregate of
         ``aor`` (3.5), queued behind a forward in flight like the refresh timer's (3.8).
 
-        None when ``aor`` has no upstream registration.  Nothing to do in mirror mode (each
-        device refreshes its own upstream binding, 3.7) or when no local binding is left (the
-        AoR is being unregistered, 3.4).  The refresh timer stays armed: a 2xx re-arms it, a
-        failure leaves the next attempt where it was.
+        None when ``aor`` has no upstream registration.  In mirror mode only the contacts
+        scaserver keeps for dormant bindings are refreshed (each live device refreshes its
+        own, 3.7); nothing to do when no local binding is left (the AoR is being unregistered,
+        3.4).  The refresh timer stays armed: a 2xx re-arms it, a failure leaves the next
+        attempt where it was.
         """
         reg = self._aors.get(aor)
         if reg is None:
             return None
-        if self.settings.mode is Mode.MIRROR or not self.bindings(aor):
+        if not self.bindings(aor):
             return []
+        if self.settings.mode is Mode.MIRROR:
+            return self.keep_mirrored(aor, now)
         return self._enqueue(reg, Forward(ForwardKind.REFRESH, self._next_seq(), queued_at=now), now)
 
     # ------------------------------------------------------- bindings leaving, restart
 
-    def on_binding_gone(self, aor: str, now: float) -> list[EngineAction]:
+    def on_binding_gone(self, aor: str, now: float, binding: Binding | None = None) -> list[EngineAction]:
         """A local binding of ``aor`` expired or was removed other than by a forwarded
-        REGISTER: when none is left, unregister upstream after ``unregister_grace`` (3.4)."""
+        REGISTER: when none is left, unregister upstream after ``unregister_grace`` (3.4).  In
+        mirror mode a dormant ``binding`` we kept registered is unregistered upstream (3.7)."""
         reg = self._aors.get(aor)
+        if reg is not None and self.settings.mode is Mode.MIRROR:
+            uri = None if binding is None else parse_uri(binding.contact)
+            if binding is None or binding.expires_at > now or not isinstance(uri, SipUri):
+                return []  # a device's own upstream binding lapses with it
+            contact = str(self._mirrored_uri(uri, binding.key))
+            forward = Forward(ForwardKind.UNREGISTER, self._next_seq(), queued_at=now, contacts=(contact,))
+            return self._saving(reg, self._enqueue(reg, forward, now))
         if reg is None or self.bindings(aor) or self.settings.mode is Mode.MIRROR:
             return []
         if reg.state in (UpstreamState.IDLE, UpstreamState.REJECTED):
@@ -1049,7 +1103,8 @@ class MidRegistrar:
             )
             self._aors[item.aor] = reg
             self._saved[item.aor] = UpstreamSnapshot.of(reg)
-            if self.bindings(item.aor) and self.settings.mode is Mode.AOR:
+            mirrored = self.settings.mode is Mode.MIRROR and self._kept_contacts(item.aor, now)
+            if (self.bindings(item.aor) and self.settings.mode is Mode.AOR) or mirrored:
                 delay = self.random() * self.settings.startup_spread
                 actions.append(StartTimer(AorKey(item.aor), REFRESH_TIMER, delay))
         return actions

@@ -13,7 +13,7 @@ from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings, ValueSource
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import BindingExpired, BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregistrar import Mode, UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
 from tests.mobile_rig import (
@@ -22,6 +22,7 @@ from tests.mobile_rig import (
     M1,
     M1_WOKEN,
     M2,
+    M2_WOKEN,
     PBX,
     Rig,
     contact_of,
@@ -338,3 +339,46 @@ def test_mirror_mode_dormant_device_is_pushed_only_for_its_own_mirrored_contact(
     assert [p.prid for p in r.pushes()] == ["TOK1"]
     r.invite("call-x@pbx", uri="sip:200@192.0.2.1:5060;mrct=0000000000000000")
     assert r.statuses("call-x@pbx") == [480]
+
+
+def own_registers(r: Rig, mark: int) -> list[Request]:
+    """The REGISTERs of scaserver's own registration dialog P got since ``mark``, each once."""
+    found: dict[str | None, Request] = {}
+    for message, peer in r.since(mark):
+        if peer == PBX and isinstance(message, Request) and message.call_id == f"reg-{AOR}":
+            found.setdefault(message.headers.get("CSeq"), message)
+    return list(found.values())
+
+
+def test_mirror_mode_keeps_dormant_contacts_registered_upstream_in_its_own_dialog() -> None:
+    """3.7: no device refreshes a dormant APNs binding, so scaserver keeps its mirrored
+    contact registered upstream itself, and removes it when the binding finally ends."""
+    r = rig(midreg={"mode": Mode.MIRROR}, mobile=keepalive_settings(extend_max_age=2 * HOUR))
+    mirrored: list[str] = []
+    for peer, token, call_id in ((M1, "TOK1", "m1-a"), (M2, "TOK2", "m2-a")):
+        r.register(peer, contact_of(peer, token), call_id=call_id, cseq=1, expires=600)
+        (contact,) = r.to(PBX, "REGISTER")[-1].headers.lines("Contact")
+        mirrored.append(contact.strip("<>"))
+        r.pbx_answers_last_register(200, contact=f"{contact};expires=300")
+    mark = r.mark()
+    r.advance(300.5)
+    (kept,) = own_registers(r, mark)
+    assert sorted(c.strip("<>") for c in kept.headers.lines("Contact")) == sorted(mirrored)
+    assert kept.headers.get("Expires") == "3600"
+    granted = ", ".join(f"<{uri}>;expires=3600" for uri in mirrored)
+    r.pbx_answers_last_register(200, contact=granted)
+    assert r.upstream().state is UpstreamState.REGISTERED
+    # M2 wakes and registers by itself again: the next refresh keeps M1 only.
+    r.register(M2_WOKEN, contact_of(M2_WOKEN, "TOK2"), call_id="m2-b", cseq=1, expires=3600)
+    (contact,) = r.to(PBX, "REGISTER")[-1].headers.lines("Contact")
+    r.pbx_answers_last_register(200, contact=f"{contact};expires=3600")
+    mark = r.mark()
+    r.advance(2412.1)  # our refresh is due 2412 s after its 200 (3600 - 0.33 x 3600)
+    (again,) = own_registers(r, mark)
+    assert [c.strip("<>") for c in again.headers.lines("Contact")] == mirrored[:1]
+    r.pbx_answers_last_register(200, contact=f"<{mirrored[0]}>;expires=3600")
+    # M1's retention ends (extend_max_age): its contact is unregistered upstream.
+    mark = r.mark()
+    r.advance(4500)  # M1 confirmed 2 h ago now; M2's retention lasts longer (it woke since)
+    removals = [m for m in own_registers(r, mark) if m.headers.get("Expires") == "0"]
+    assert [[c.strip("<>") for c in m.headers.lines("Contact")] for m in removals] == [mirrored[:1]]

@@ -36,6 +36,7 @@ from scaserver.edge.controlplane import (
     EngineParkingGauges,
     MetricsStatistics,
     MobileParkingAdmin,
+    RegistrarLocationControl,
     binding_text,
     statistic_group,
 )
@@ -466,3 +467,29 @@ def test_a_core_without_push_has_empty_tables() -> None:
     assert (gauges.stored_ruris(), gauges.stored_transactions(), gauges.transactions_of(AOR)) == (0, 0, 0)
     with pytest.raises(ValueError, match="wake_wait_s"):
         MobileParkingAdmin(core, lambda actions: None, EventBus(), clock, default_domain="d", wake_wait_s=-1)
+
+
+# ------------------------------------------------------------------ ul.* and dormant bindings
+
+
+def location_of(plane: Plane) -> RegistrarLocationControl:
+    async def flushed() -> None:
+        return None
+
+    return RegistrarLocationControl(
+        plane.r.core, plane.execute, plane.clock, default_domain="example.com", flush=flushed
+    )
+
+
+def test_ul_dump_shows_a_dormant_apns_binding_as_expired_and_ul_rm_removes_it() -> None:
+    plane = Plane(registered(desk=False))
+    plane.tick(601)  # past its expiry: dormant, push-only (push-and-parking.md 4.5)
+    location = location_of(plane)
+    assert plane.r.core.registrar.location.bindings(AOR) == ()
+    (record,) = location.dump()
+    (contact,) = record.contacts
+    assert contact.push is not None and contact.push.prid_sha256 == token_hash("TOK1")
+    assert contact.expires_at is not None and contact.expires_at <= plane.clock.seconds()
+    assert fired(ensureDeferred(location.rm("200"))) is True
+    assert location.dump() == [] and plane.r.mobile.dormant(AOR) == ()
+    assert fired(ensureDeferred(location.rm("200"))) is False
