@@ -42,6 +42,7 @@ from scaserver.parking.parked import (
     SendPush,
     StartBranch,
     WakeKey,
+    WakeObserved,
 )
 from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
@@ -578,8 +579,16 @@ class Mobile:
         binding = event.binding
         if item is not None:
             if item.verdict is Verdict.PUSH and item.coordinates is not None:
+                before = self._devices.get(event.key)
+                same_token = before is not None and before.token == item.coordinates.token
                 self._devices[event.key] = DevicePush(
-                    event.key, event.aor, item.coordinates, event.confirmed_at, binding.expires_at
+                    event.key,
+                    event.aor,
+                    item.coordinates,
+                    event.confirmed_at,
+                    binding.expires_at,
+                    last_push_at=before.last_push_at if before is not None and same_token else None,
+                    last_wake_ms=before.last_wake_ms if before is not None and same_token else None,
                 )
                 if _issues_purr(item, self.settings.typing):
                     self._purrs[self.purr_for(event.key)] = event.key
@@ -759,7 +768,12 @@ class Mobile:
             binding.key, strip_pn_params(binding.contact), binding.path, binding.flow, binding.sort_q
         )
         token = device.token if device is not None else None
-        return self.parking.on_binding_confirmed(aor, target, confirmed_at, now, token=token)
+        actions = self.parking.on_binding_confirmed(aor, target, confirmed_at, now, token=token)
+        for action in actions:
+            if isinstance(action, Deliver) and isinstance(action.event, WakeObserved) and device is not None:
+                latency = action.event.latency_ms  # 4.3 last_wake_ms: a push woke this device
+                self._devices[binding.key] = attrs.evolve(device, last_wake_ms=latency)
+        return actions
 
     def restore(
         self, bindings: Sequence[Binding], now: float, *, invalidated: Sequence[TokenInvalidated] = ()

@@ -199,11 +199,22 @@ class ScaControl(Protocol):
 
 @attrs.frozen
 class PushInfo:
-    """RFC 8599 coordinates of a contact, as shown by usrloc (never the raw token)."""
+    """Push coordinates and state of a contact, as shown by usrloc (never the raw token;
+    push-and-parking.md 4.3): ``source`` ``rfc8599`` or ``legacy``; ``push_capable`` false
+    once the token was declared invalid (``invalidated_at``); ``dormant`` for an ``extend``
+    binding past its expiry, reached by push only (4.5); times are epoch seconds."""
 
     provider: str
     prid_sha256: str
     param: str | None = None
+    source: str = "rfc8599"
+    device_type: str | None = None
+    keepalive: str = "wake"
+    push_capable: bool = True
+    dormant: bool = False
+    invalidated_at: float | None = None
+    last_push_at: float | None = None
+    last_wake_ms: int | None = None
 
 
 @attrs.frozen

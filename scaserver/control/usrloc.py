@@ -37,10 +37,19 @@ def contact_json(contact: ContactInfo, now: float) -> dict[str, JsonValue]:
     """The Contact object of rpc.md 3.3 (unset values are null; the push token is never shown)."""
     push: JsonValue = None
     if contact.push is not None:
+        info = contact.push
         push = {
-            "provider": contact.push.provider,
-            "prid_sha256": contact.push.prid_sha256,
-            "param": contact.push.param,
+            "provider": info.provider,
+            "prid_sha256": info.prid_sha256,
+            "param": info.param,
+            "source": info.source,
+            "device_type": info.device_type,
+            "keepalive": info.keepalive,
+            "push_capable": info.push_capable,
+            "dormant": info.dormant,
+            "invalidated_at": info.invalidated_at,
+            "last_push_at": info.last_push_at,
+            "last_wake_ms": info.last_wake_ms,
         }
     return {
         "Address": contact.address,

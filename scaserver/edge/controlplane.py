@@ -75,6 +75,7 @@ from scaserver.mobile import Mobile, PushAnswered, PushRequested
 from scaserver.parking.parked import AttemptState, CallState, ParkedCall
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.pnparams import strip_pn_params, token_hash
+from scaserver.push.policy import DevicePush
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState
@@ -206,11 +207,12 @@ def _socket_text(peer: Peer) -> str:
     return f"{peer.transport.value.lower()}:{host}:{peer.port}"
 
 
-def contact_info(binding: Binding) -> ContactInfo:
+def contact_info(binding: Binding, device: DevicePush | None = None, *, now: float = 0.0) -> ContactInfo:
     """The seam's view of a binding (rpc.md 3.3 "Contact object").
 
-    ``received`` is the REGISTER's source as ``proto:host:port``; the RFC 8599 coordinates are
-    shown with the ``pn-prid`` token hashed (rpc.md 3.3 ``Push``: the raw token is never shown).
+    ``received`` is the REGISTER's source as ``proto:host:port``; the push coordinates are
+    shown with the ``pn-prid`` token hashed (rpc.md 3.3 ``Push``: the raw token is never shown),
+    with the push state of ``device`` when we push for it (push-and-parking.md 4.3).
     """
     push_params = dict(binding.push)
     provider, prid = push_params.get("pn-provider"), push_params.get("pn-prid")
@@ -221,6 +223,19 @@ def contact_info(binding: Binding) -> ContactInfo:
             prid_sha256=hashlib.sha256(prid.encode("utf-8")).hexdigest(),
             param=push_params.get("pn-param") or None,
         )
+        if device is not None:
+            coordinates = device.coordinates
+            push = attrs.evolve(
+                push,
+                source=coordinates.source.value,
+                device_type=coordinates.device_type,
+                keepalive=coordinates.keepalive.value,
+                push_capable=device.push_capable,
+                dormant=device.dormant(now),
+                invalidated_at=device.invalidated_at,
+                last_push_at=device.last_push_at,
+                last_wake_ms=device.last_wake_ms,
+            )
     return ContactInfo(
         address=binding.contact,
         expires_at=binding.expires_at,
@@ -545,7 +560,11 @@ class RegistrarLocationControl:
         bindings = self._bindings(aor)
         if not bindings:
             return None
-        return AorRecord(aor=usrloc_aor(aor), contacts=tuple(contact_info(b) for b in bindings))
+        mobile, now = self._core.mobile, self._clock.seconds()
+        contacts = tuple(
+            contact_info(b, None if mobile is None else mobile.device(b.key), now=now) for b in bindings
+        )
+        return AorRecord(aor=usrloc_aor(aor), contacts=contacts)
 
     def _remove(self, key: BindingKey, now: float) -> list[EngineAction]:
         mobile = self._core.mobile

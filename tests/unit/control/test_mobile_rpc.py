@@ -490,6 +490,26 @@ def test_ul_dump_shows_a_dormant_apns_binding_as_expired_and_ul_rm_removes_it() 
     (contact,) = record.contacts
     assert contact.push is not None and contact.push.prid_sha256 == token_hash("TOK1")
     assert contact.expires_at is not None and contact.expires_at <= plane.clock.seconds()
+    assert (contact.push.dormant, contact.push.keepalive, contact.push.source) == (True, "extend", "rfc8599")
     assert fired(ensureDeferred(location.rm("200"))) is True
     assert location.dump() == [] and plane.r.mobile.dormant(AOR) == ()
     assert fired(ensureDeferred(location.rm("200"))) is False
+
+
+def test_ul_dump_shows_the_push_state_of_a_contact_t12() -> None:
+    plane = parked(desk=False)
+    location = location_of(plane)
+    (push,) = plane.r.pushes()
+    plane.gateway(push, Outcome.SENT, 202)
+    plane.tick(0.3)
+    wakes(plane.r, M1_WOKEN, "TOK1", "m1-b")
+    (contact,) = location.dump()[0].contacts
+    assert contact.push is not None and contact.push.push_capable and contact.push.last_wake_ms == 300
+    assert contact.push.last_push_at == pytest.approx(plane.r.now - 0.3)
+    plane.tick(5)  # R13: only a binding confirmed before the invalidation loses its push
+    plane.r.invite("call-2@pbx")
+    second = plane.r.pushes()[-1]
+    plane.gateway(second, Outcome.INVALID, 410)  # T12: the token is dead
+    (contact,) = location.dump()[0].contacts
+    assert contact.push is not None and not contact.push.push_capable
+    assert contact.push.invalidated_at == plane.r.now

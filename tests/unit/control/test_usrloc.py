@@ -40,7 +40,19 @@ def test_lookup() -> None:
         "Last-Keepalive": 0,
         "KA-Roundtrip": 0,
         "Last-Modified": 0,
-        "Push": {"provider": "apns", "prid_sha256": "ab" * 32, "param": "team.voip"},
+        "Push": {
+            "provider": "apns",
+            "prid_sha256": "ab" * 32,
+            "param": "team.voip",
+            "source": "rfc8599",
+            "device_type": None,
+            "keepalive": "wake",
+            "push_capable": True,
+            "dormant": False,
+            "invalidated_at": None,
+            "last_push_at": None,
+            "last_wake_ms": None,
+        },
     }
     assert second["Expires"] == "permanent"
 
