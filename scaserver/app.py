@@ -58,7 +58,7 @@ from scaserver.edge.controlplane import (
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
-from scaserver.edge.pushgateway import Delivery, PushGatewayClient, treq_client
+from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
@@ -136,7 +136,7 @@ from scaserver.sca.subscription import (
     SubscriptionRefreshed,
     SubscriptionRemoved,
 )
-from scaserver.sip.actions import EngineAction
+from scaserver.sip.actions import Deliver, EngineAction
 from scaserver.sip.digest import (
     Algorithm,
     Authenticator,
@@ -598,6 +598,9 @@ class PushDispatch:
     def retrying(self, request: PushRequest) -> None:
         self._stack.run(self._core.push_retrying(request, self._clock.seconds()))
 
+    def activity(self, activity: GatewayActivity) -> None:
+        self._stack.run([Deliver(activity)])  # for the push_inflight and latency metrics
+
     def _abort(self, event: PushesAborted) -> None:
         if self.client is not None:
             self.client.abort(event.park_id)
@@ -627,6 +630,7 @@ class PushMetrics:
         bus.subscribe(PushRetrying, lambda _: metrics.push("retried"))
         bus.subscribe(WakeMissed, lambda _: metrics.push("no_wake"))
         bus.subscribe(WakeObserved, lambda e: metrics.push_woke(e.latency_ms))
+        bus.subscribe(GatewayActivity, lambda e: metrics.push_gateway(e.inflight, e.latency_ms))
         bus.subscribe(ParkStarted, self._started)
         bus.subscribe(ParkRejected, lambda _: metrics.park("park_rejected"))
         bus.subscribe(BranchAdded, lambda e: metrics.park("added_branches") if e.injected else None)
@@ -661,6 +665,7 @@ def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) ->
         read_body,
         random=random.random,
         on_retrying=dispatch.retrying,
+        on_activity=dispatch.activity,
     )
 
 

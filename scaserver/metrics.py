@@ -27,6 +27,9 @@ FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 #: Buckets of ``push_wake_latency_ms`` (push-and-parking.md 5.3), milliseconds.
 WAKE_BUCKETS_MS = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 13000.0)
 
+#: Buckets of ``push_gateway_latency_ms`` (one HTTP attempt, ``push.request_timeout`` 2 s).
+GATEWAY_BUCKETS_MS = (25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0)
+
 #: Push attempt outcomes counted by ``push_*`` (push-and-parking.md 5.3).
 PUSH_OUTCOMES = ("sent", "failed", "invalidated", "retried", "dropped", "no_wake")
 
@@ -213,6 +216,16 @@ class Metrics:
             )
             for outcome in PUSH_OUTCOMES
         }
+        self._push_inflight = Gauge(
+            "push_inflight", "Push gateway requests in flight", namespace=NAMESPACE, registry=registry
+        )
+        self._gateway_latency = Histogram(
+            "push_gateway_latency_ms",
+            "Push gateway request latency, milliseconds",
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=GATEWAY_BUCKETS_MS,
+        )
         self._wake_latency = Histogram(
             "push_wake_latency_ms",
             "Push accepted to binding confirmed, milliseconds",
@@ -272,6 +285,12 @@ class Metrics:
     def push(self, outcome: str) -> None:
         """A push attempt ended or was retried; ``outcome`` is one of :data:`PUSH_OUTCOMES`."""
         self._push[outcome].inc()
+
+    def push_gateway(self, inflight: int, latency_ms: int | None) -> None:
+        """A gateway request started (``latency_ms`` None) or ended (5.3)."""
+        self._push_inflight.set(inflight)
+        if latency_ms is not None:
+            self._gateway_latency.observe(latency_ms)
 
     def push_woke(self, latency_ms: int | None) -> None:
         """A pushed device's binding was confirmed (None: before the gateway answered)."""

@@ -65,12 +65,23 @@ class Delivery:
     dropped: bool = False
 
 
+@attrs.frozen
+class GatewayActivity:
+    """Fact: an HTTP attempt to the gateway started (``latency_ms`` None) or ended (its
+    latency); ``inflight`` attempts are running now (5.3 ``push_inflight``,
+    ``push_gateway_latency_ms``)."""
+
+    inflight: int
+    latency_ms: int | None = None
+
+
 @attrs.define
 class _Job:
     request: PushRequest
     deadline: float | None
     done: Deferred[Delivery]
     attempts: int = 0
+    started_at: float = 0.0
 
 
 def treq_client(
@@ -96,10 +107,11 @@ class PushGatewayClient:
         *,
         random: Callable[[], float],
         on_retrying: Callable[[PushRequest], None] | None = None,
+        on_activity: Callable[[GatewayActivity], None] | None = None,
     ) -> None:
         self._settings, self._policy, self._clock = settings, policy, clock
         self._post, self._read_body, self._random = post, read_body, random
-        self._on_retrying = on_retrying
+        self._on_retrying, self._on_activity = on_retrying, on_activity
         self._time = cast(IReactorTime, clock)
         self._slots = DeferredSemaphore(policy.max_inflight)
         self._queue: PushQueue[_Job] = PushQueue(policy.max_queue)
@@ -138,6 +150,9 @@ class PushGatewayClient:
             self._slots.release()
             return
         self.inflight += 1
+        job.started_at = self._clock.seconds()
+        if self._on_activity is not None:
+            self._on_activity(GatewayActivity(self.inflight))
         self._attempt(job).addBoth(self._attempt_done, job)
 
     @inlineCallbacks
@@ -158,6 +173,9 @@ class PushGatewayClient:
     def _attempt_done(self, result: Answer | Failure, job: _Job) -> None:
         self.inflight -= 1
         self._slots.release()
+        if self._on_activity is not None:
+            latency = int((self._clock.seconds() - job.started_at) * 1000 + 0.5)
+            self._on_activity(GatewayActivity(self.inflight, max(0, latency)))
         answer = transport_error(result.getErrorMessage()) if isinstance(result, Failure) else result
         if answer.credentials:
             _log.error("push gateway refused our credentials ({status})", status=answer.status)

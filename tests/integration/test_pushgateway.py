@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from scaserver.edge.pushgateway import PushGatewayClient, treq_client
+from scaserver.edge.pushgateway import GatewayActivity, PushGatewayClient, treq_client
 from scaserver.push.gateway import CallInfo, GatewaySettings, Outcome, PushRequest, PushType, RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,6 +118,18 @@ async def test_t17_retry_after_503_same_id(rig: Rig) -> None:
     delivery = await client.send(push())
     assert delivery.answer.outcome is Outcome.SENT and delivery.attempts == 2
     assert [body["id"] for _, body in rig.gateway.seen] == ["id-1", "id-1"] and retried == ["id-1"]
+
+
+@ensure_deferred
+async def test_each_attempt_reports_inflight_and_its_latency(rig: Rig) -> None:
+    rig.gateway.script = [(503, {"Retry-After": "0"}, b""), (202, {}, b"{}")]
+    seen: list[GatewayActivity] = []
+    client = rig.client()
+    client._on_activity = seen.append
+    await client.send(push())
+    assert [a.inflight for a in seen] == [1, 0, 1, 0]
+    assert [a.latency_ms is None for a in seen] == [True, False, True, False]
+    assert all(a.latency_ms is None or 0 <= a.latency_ms < 2000 for a in seen)
 
 
 @ensure_deferred

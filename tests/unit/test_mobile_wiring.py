@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 from scaserver.app import FactLog, PushMetrics, configured_lines, make_core, make_mobile
 from scaserver.config import ConfigError, Settings, settings_from_mapping
 from scaserver.edge.controlplane import MobileParkingControl
+from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
@@ -139,7 +140,12 @@ def test_push_and_parking_facts_are_counted() -> None:
     bus.publish(BranchAdded("p-1", "b", True, 1.0))
     bus.publish(BranchAdded("p-1", "d", False, 1.0))
     bus.publish(ParkEnded("p-1", "tx", EndReason.ANSWERED, "F1", 2.0))
+    bus.publish(GatewayActivity(2))
+    bus.publish(GatewayActivity(1, 80))
     value = metrics.registry.get_sample_value
+    assert value("scaserver_push_inflight") == 1.0
+    assert value("scaserver_push_gateway_latency_ms_count") == 1.0
+    assert value("scaserver_push_gateway_latency_ms_bucket", {"le": "100.0"}) == 1.0
     assert value("scaserver_push_sent_total") == 1.0
     assert value("scaserver_push_invalidated_total") == 1.0
     assert value("scaserver_push_retried_total") == 1.0
