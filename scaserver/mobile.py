@@ -102,7 +102,7 @@ from scaserver.registrar.midregistrar import (
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
-from scaserver.sip.headers import Star, contacts, expires, from_addr, to_addr
+from scaserver.sip.headers import Star, contacts, expires, from_addr, routes, to_addr
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response
 from scaserver.sip.uri import SipUri, parse_uri
@@ -242,7 +242,8 @@ class Mobile:
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(init=False, factory=dict)
     _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
     _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
-    # Push bindings whose TCP/TLS connection (the peer they registered from) has closed.
+    # Push bindings by the open TCP/TLS connection they registered over, and those whose
+    # connection has closed since (6.1 step 2 ``ring_open_flows``).
     _flows: dict[Peer, set[BindingKey]] = attrs.field(init=False, factory=dict)
     _flow_of: dict[BindingKey, Peer] = attrs.field(init=False, factory=dict)
     _closed_flows: set[BindingKey] = attrs.field(init=False, factory=set)
@@ -628,8 +629,11 @@ class Mobile:
         ``routed`` is the request after our own Route was taken off (RFC 3261 16.4)."""
         if not self.settings.typing.purr:
             return None
-        routes = routed.headers.values("Route")
-        purr = purr_of(routed.uri) or (purr_of(routes[0].strip().strip("<>")) if routes else None)
+        try:
+            next_hop = routes(routed)
+        except MalformedMessage:
+            next_hop = []
+        purr = purr_of(routed.uri) or (purr_of(str(next_hop[0].uri)) if next_hop else None)
         key = self._purrs.get(purr) if purr is not None else None
         device = self._devices.get(key) if key is not None else None
         if key is None or device is None or not device.push_capable or server_tx in self._holding:

@@ -382,3 +382,19 @@ def test_mirror_mode_keeps_dormant_contacts_registered_upstream_in_its_own_dialo
     r.advance(4500)  # M1 confirmed 2 h ago now; M2's retention lasts longer (it woke since)
     removals = [m for m in own_registers(r, mark) if m.headers.get("Expires") == "0"]
     assert [[c.strip("<>") for c in m.headers.lines("Contact")] for m in removals] == [mirrored[:1]]
+
+
+def test_purr_in_the_next_route_holds_the_request_too_and_it_follows_its_route() -> None:
+    r = purr_rig()
+    bye, purr = answered_call_with_purr(r)
+    edge = Peer(Transport.UDP, "192.0.2.90", 5060)
+    routed = bye.with_headers(
+        bye.headers.add("Route", f"<sip:{edge.host}:{edge.port};pn-purr={purr};lr>")
+    )
+    routed = Request("BYE", f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port}", routed.headers)
+    pushes = len(r.pushes())
+    r.send(routed, PBX)
+    assert [p.reason for p in r.pushes()[pushes:]] == ["mid-BYE"]
+    r.device_registers(M1_WOKEN, contact_of(M1_WOKEN, "TOK1"), call_id="m1-c")
+    (relayed,) = r.to(edge, "BYE")  # the Route after ours is followed (RFC 3261 16.6)
+    assert relayed.uri == routed.uri
