@@ -29,6 +29,7 @@ import attrs
 from scaserver.mobile import Mobile
 from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
+from scaserver.proxy.relay import Origin, check_ack, check_in_dialog, check_initial, check_next_hop
 from scaserver.proxy.routing import (
     ProxyIdentity,
     branch_with_loop_hash,
@@ -59,7 +60,6 @@ from scaserver.sip.errors import (
     BadEvent,
     BadExtension,
     BadRequest,
-    CallDoesNotExist,
     Forbidden,
     LoopDetected,
     MalformedMessage,
@@ -479,7 +479,18 @@ class SipCore:
     def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
         if self._is_for_us(ack) and "Route" not in ack.headers:
             return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
+        verdict = check_ack(ack, self.identity, self._origin(peer))  # relay rule R5
+        if isinstance(verdict, str):
+            return [Deliver(MessageDropped(peer, verdict, "relay-refused"))]
+        try:
+            check_next_hop(preprocess_route(ack, self.identity), self.identity)
+        except SipError as error:
+            return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
         return self.proxy.on_ack(ack, peer, now)
+
+    def _origin(self, peer: Peer, decision: Authenticated | None = None) -> Origin:
+        """The sender as the relay policy sees it (scaserver.proxy.relay)."""
+        return Origin(self.trusted.is_trusted(peer), decision is not None, self.settings.require_auth)
 
     def _is_for_us(self, request: Request) -> bool:
         uri = parse_uri(request.uri)
@@ -600,18 +611,15 @@ class SipCore:
 
     def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Mid-dialog requests follow their Route set (RFC 3261 16.4) when it goes through us
-        (we record-route every dialog we proxy).  One that does not, addressed to us or to
-        an address-of-record of our domains (a dialog's remote target is a contact, never an
-        AoR), is for a dialog we do not have: 481; to anywhere else: 404, never relayed."""
+        with our signed Record-Route entry (relay rules R3, R4, R6).  One without a Route of
+        ours, addressed to us or to an address-of-record of our domains (a dialog's remote
+        target is a contact, never an AoR), is for a dialog we do not have: 481; to anywhere
+        else: 404, never relayed (Kamailio's default answer: 404 "Not here")."""
         uri = parse_uri(request.uri)
+        for_us = isinstance(uri, SipUri) and self._is_local_domain(uri)
+        check_in_dialog(request, self.identity, self._origin(peer), for_us=for_us)
         routed = preprocess_route(request, self.identity)
-        through_us = routed.uri != request.uri or len(headers.routes(routed)) < len(headers.routes(request))
-        if not through_us:
-            if isinstance(uri, SipUri) and self._is_local_domain(uri):
-                raise CallDoesNotExist("no such dialog here")
-            # Not loose-routed through us (no Route of ours): relaying it would make us an open
-            # relay for anyone who adds a To tag (Kamailio's default answer: 404 "Not here").
-            raise NotFound("not here: in-dialog request without our Route")
+        check_next_hop(routed, self.identity)
         if self.mobile is not None:
             held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:
@@ -622,15 +630,13 @@ class SipCore:
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
     ) -> list[EngineAction]:
         routed = preprocess_route(request, self.identity)
-        if "Route" in routed.headers:
-            # A pre-loaded Route beyond us: only trusted or authenticated peers may use it.
-            decision = self._authenticate(request, peer, now)
-            if isinstance(decision, Rejected):
-                return self._refuse(key, request, peer, decision)
-            if decision is not None:
-                request = consume_credentials(request, decision.realm)
-            return self.proxy.on_request(request, key, peer, (), now)
         local = self._is_local_domain(uri)
+        if "Route" in routed.headers:
+            # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
+            upstream = self.settings.upstream
+            check_initial(self._origin(peer), local=local, preloaded_route=True, upstream=upstream)
+            check_next_hop(routed, self.identity)
+            return self.proxy.on_request(request, key, peer, (), now)
         if not local and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")
         decision = self._authenticate(request, peer, now)
@@ -638,6 +644,8 @@ class SipCore:
             return self._refuse(key, request, peer, decision)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
+        origin = self._origin(peer, decision)
+        check_initial(origin, local=local, preloaded_route=False, upstream=self.settings.upstream)  # R1, R2
         if not local:
             return self._to_upstream(request, peer, key, uri, now)
         assert isinstance(uri, SipUri)

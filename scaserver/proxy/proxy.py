@@ -91,6 +91,7 @@ from scaserver.proxy.events import (
     RequestForwarded,
     ResponseRelayed,
 )
+from scaserver.proxy.relay import signature_for
 from scaserver.proxy.routing import (
     ProxyIdentity,
     add_record_route,
@@ -467,7 +468,10 @@ class Proxy:
             return self._count_final(context, branch, 503)
         if self.settings.record_route and _creates_dialog(context.request):
             request = add_record_route(
-                request, self.identity.interface_for(context.peer), self.identity.interface_for(destination)
+                request,
+                self.identity.interface_for(context.peer),
+                self.identity.interface_for(destination),
+                signature=signature_for(context.request, self.identity.route_key),
             )
             branch.request = request
         actions: list[EngineAction] = [

@@ -80,9 +80,12 @@ class Interface:
     host: str
     port: int
 
-    def record_route_uri(self, *, double: bool = False) -> str:
-        """Our Record-Route value (RFC 3261 16.6 step 4): a loose-routing URI, ``r2=on`` when doubled."""
+    def record_route_uri(self, *, double: bool = False, signature: str = "") -> str:
+        """Our Record-Route value (RFC 3261 16.6 step 4): a loose-routing URI, ``r2=on`` when
+        doubled, ``rrsig`` the dialog's signature (:mod:`scaserver.proxy.relay`, rule R3)."""
         text = f"sip:{format_host(self.host)}:{self.port};transport={self.transport.value.lower()};lr"
+        if signature:
+            text += f";rrsig={signature}"
         if double:
             text += ";r2=on"
         return f"<{text}>"
@@ -98,11 +101,14 @@ class ProxyIdentity:
 
     ``aliases`` are lower-case host names (a DNS name of the server, a public
     address in front of NAT) recognised in Route, Request-URI and Via as ours
-    on any of the interface ports.
+    on any of the interface ports.  ``route_key`` signs our Record-Route entries and checks
+    them when in-dialog requests come back (:mod:`scaserver.proxy.relay`); the composition
+    root derives it from the server secret.
     """
 
     interfaces: tuple[Interface, ...]
     aliases: frozenset[str] = frozenset()
+    route_key: bytes = attrs.field(default=b"", repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.interfaces:
@@ -289,14 +295,17 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
     return attrs.evolve(request, uri=uri, headers=headers)
 
 
-def add_record_route(request: Request, incoming: Interface, outgoing: Interface) -> Request:
-    """RFC 3261 16.6 step 4 (and RFC 5658 when the interfaces differ)."""
+def add_record_route(
+    request: Request, incoming: Interface, outgoing: Interface, *, signature: str = ""
+) -> Request:
+    """RFC 3261 16.6 step 4 (and RFC 5658 when the interfaces differ); both entries carry
+    the dialog's ``signature`` (``rrsig``)."""
     headers = request.headers
     if incoming == outgoing:
-        headers = headers.prepend("Record-Route", outgoing.record_route_uri())
+        headers = headers.prepend("Record-Route", outgoing.record_route_uri(signature=signature))
     else:
-        headers = headers.prepend("Record-Route", incoming.record_route_uri(double=True))
-        headers = headers.prepend("Record-Route", outgoing.record_route_uri(double=True))
+        headers = headers.prepend("Record-Route", incoming.record_route_uri(double=True, signature=signature))
+        headers = headers.prepend("Record-Route", outgoing.record_route_uri(double=True, signature=signature))
     return request.with_headers(headers)
 
 

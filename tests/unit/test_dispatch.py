@@ -6,6 +6,7 @@ import attrs
 import pytest
 
 from scaserver.dispatch import MessageDropped, StatelessReply, TransactionCompleted
+from scaserver.proxy.relay import route_signature
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
 from scaserver.sip.headers import top_via
@@ -285,7 +286,10 @@ def test_call_between_two_registered_phones_goes_through_the_proxy() -> None:
     branch, peer = forwarded[0]
     assert peer == BOB
     assert branch.uri == f"sip:bob@{BOB.host}:{BOB.port}"
-    assert branch.headers.get("Record-Route") == f"<sip:{SERVER.host}:{SERVER.port};transport=udp;lr>"
+    signature = route_signature(b"", "call-ab", "ft1")
+    assert branch.headers.get("Record-Route") == (
+        f"<sip:{SERVER.host}:{SERVER.port};transport=udp;lr;rrsig={signature}>"
+    )
     assert top_via(branch).host == SERVER.host
     assert "Proxy-Authorization" not in branch.headers  # our credentials are consumed, never forwarded
     ringing = Response(180, "Ringing", branch.headers.set("To", f"{branch.headers.get('To')};tag=bobtag"))

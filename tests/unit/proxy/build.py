@@ -9,7 +9,7 @@ from scaserver.sip.responses import make_response
 
 UDP_IF = Interface(Transport.UDP, "192.0.2.10", 5060)
 TCP_IF = Interface(Transport.TCP, "192.0.2.10", 5060)
-IDENTITY = ProxyIdentity((UDP_IF, TCP_IF), aliases=frozenset({"proxy.example.com"}))
+IDENTITY = ProxyIdentity((UDP_IF, TCP_IF), aliases=frozenset({"proxy.example.com"}), route_key=b"route-key")
 CALLER = Peer(Transport.UDP, "198.51.100.1", 5060)
 CALLER_VIA = "SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKcaller1"
 LAYER_VIA = "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKlayer"

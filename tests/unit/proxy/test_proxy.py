@@ -22,6 +22,7 @@ from scaserver.proxy.proxy import (
     Proxy,
     ProxySettings,
 )
+from scaserver.proxy.relay import signature_for
 from scaserver.proxy.routing import branch_with_loop_hash, loop_hash
 from scaserver.proxy.target import Target
 from scaserver.sip.actions import CancelTimer, Deliver, Respond, Send, SendRequest, StartTimer
@@ -37,8 +38,9 @@ B3 = Peer(Transport.UDP, "198.51.100.9", 5060)
 T1 = Target("sip:bob@198.51.100.7")
 T2 = Target("sip:bob@198.51.100.8")
 T3 = Target("sip:bob@198.51.100.9")
-RR_UDP = "<sip:192.0.2.10:5060;transport=udp;lr>"
 INVITE = request()
+SIGNATURE = signature_for(INVITE, IDENTITY.route_key)
+RR_UDP = f"<sip:192.0.2.10:5060;transport=udp;lr;rrsig={SIGNATURE}>"
 HASH = loop_hash(INVITE, CALLER_VIA)
 K0 = BranchKey(SERVER_TX, 0, HASH)
 K1 = BranchKey(SERVER_TX, 1, HASH)
@@ -123,8 +125,8 @@ def test_double_record_route_when_the_branch_leaves_on_another_transport() -> No
     tcp_target = Target("sip:bob@198.51.100.7;transport=tcp")
     [sent] = forked(proxy, [tcp_target])
     assert sent.headers.values("Record-Route") == (
-        "<sip:192.0.2.10:5060;transport=tcp;lr;r2=on>",
-        "<sip:192.0.2.10:5060;transport=udp;lr;r2=on>",
+        f"<sip:192.0.2.10:5060;transport=tcp;lr;rrsig={SIGNATURE};r2=on>",
+        f"<sip:192.0.2.10:5060;transport=udp;lr;rrsig={SIGNATURE};r2=on>",
     )
 
 

@@ -15,6 +15,7 @@ from scaserver.proxy.proxy import (
     CancelBranch,
     Proxy,
 )
+from scaserver.proxy.relay import signature_for
 from scaserver.proxy.routing import loop_hash
 from scaserver.proxy.target import Target
 from scaserver.sip.actions import CancelTimer, Deliver, Respond, Send, SendRequest, StartTimer
@@ -28,8 +29,9 @@ B1 = Peer(Transport.UDP, "198.51.100.7", 5060)
 B2 = Peer(Transport.UDP, "198.51.100.8", 5060)
 T1 = Target("sip:bob@198.51.100.7")
 T2 = Target("sip:bob@198.51.100.8")
-RR_UDP = "<sip:192.0.2.10:5060;transport=udp;lr>"
 INVITE = request()
+SIGNATURE = signature_for(INVITE, IDENTITY.route_key)
+RR_UDP = f"<sip:192.0.2.10:5060;transport=udp;lr;rrsig={SIGNATURE}>"
 HASH = loop_hash(INVITE, CALLER_VIA)
 K0 = BranchKey(SERVER_TX, 0, HASH)
 K1 = BranchKey(SERVER_TX, 1, HASH)
