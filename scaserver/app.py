@@ -96,6 +96,7 @@ from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy, ProxySettings
+from scaserver.proxy.relay import derive_route_key
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
 from scaserver.push.pnparams import Keepalive, LegacyRule, TypingSettings, ValueSource, token_hash
@@ -310,7 +311,9 @@ def make_core(
     ]
     if (host, port) != (settings.server.listen[0].host, settings.server.listen[0].port):
         interfaces = [Interface(i.transport, host, port) for i in interfaces[:2]] + interfaces
-    identity = ProxyIdentity(tuple(interfaces), aliases=frozenset({host.lower()}))
+    identity = ProxyIdentity(
+        tuple(interfaces), aliases=frozenset({host.lower()}), route_key=derive_route_key(secret)
+    )
 
     def local_via(peer: Peer) -> tuple[str, str, int]:
         if ":" in peer.host:
@@ -1303,6 +1306,50 @@ DAY_S: Final = 86_400.0
 _log = Logger(namespace="scaserver.app")
 
 
+SECRET_BYTES: Final = 32
+
+
+class SecretFileError(Exception):
+    """``server.secret_file`` cannot be read, created, or holds too short a secret."""
+
+
+def server_secret(path: str) -> bytes:
+    """The server secret kept in ``path`` (``server.secret_file``): read when the file exists,
+    else a random one written there first (mode 0600, hex); "" means a new secret for this
+    process only.  Two servers starting at once on the same file end up with the same secret:
+    the file appears whole or not at all (written aside, then hard-linked into place)."""
+    if not path:
+        return secrets.token_bytes(SECRET_BYTES)
+    target = Path(path)
+    try:
+        if not target.exists():
+            _create_secret_file(target)
+        text = target.read_text().strip()
+    except OSError as error:
+        raise SecretFileError(f"{path}: {error.strerror}") from None
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = text.encode()  # an operator's own secret, as written
+    if len(secret) < 16:
+        raise SecretFileError(f"{path}: the server secret must have at least 16 bytes")
+    return secret
+
+
+def _create_secret_file(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(SECRET_BYTES) + "\n")
+        os.link(aside, target)
+    except FileExistsError:
+        pass  # another process was first: its secret is the one
+    finally:
+        aside.unlink()
+
+
 def make_server(
     settings: Settings,
     reactor: Reactor,
@@ -1325,7 +1372,7 @@ def make_server(
         credentials=credential_lookup(state.credentials),
         trusted=TrustedPeers(state.trusted),
         lines=lines,
-        secret=secret if secret is not None else secrets.token_bytes(32),
+        secret=secret if secret is not None else server_secret(settings.server.secret_file),
     )
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts)

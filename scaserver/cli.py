@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import Reactor, make_server, site_settings, tune_garbage_collector
+from scaserver.app import Reactor, SecretFileError, make_server, site_settings, tune_garbage_collector
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.logs import start_logging
@@ -194,6 +194,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     except (TokenFileError, InsecureRpcBindError) as error:
         print(f"{args.config or 'defaults'}: rpc: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SecretFileError as error:
+        print(f"{args.config or 'defaults'}: server.secret_file: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except SQLAlchemyError as error:
         print(

@@ -104,6 +104,9 @@ class ServerSettings:
     usable address of the interface); each binds UDP and TCP.  ``advertised_host`` and
     ``advertised_port`` go into Via, Contact and Record-Route; empty/0 means the first
     listen address.  ``domains`` are the SIP domains this server is responsible for.
+    ``secret_file`` holds the server secret (created with a random one at the first start):
+    it keys the Record-Route signatures, digest nonces and PURRs, so calls, challenges and
+    push routes in progress survive a restart; "" = a new secret for every process.
     """
 
     listen: tuple[Endpoint, ...] = (Endpoint("127.0.0.1", DEFAULT_SIP_PORT),)
@@ -111,6 +114,7 @@ class ServerSettings:
     advertised_port: int = 0
     domains: tuple[str, ...] = ()
     user_agent: str = f"scaserver/{__version__}"
+    secret_file: str = "var/scaserver.secret"
 
     def advertised(self) -> tuple[str, int]:
         """The (host, port) written into our Via, Contact and Record-Route headers."""
