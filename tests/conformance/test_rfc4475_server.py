@@ -14,6 +14,7 @@ import pytest
 from scaserver.dispatch import SipCore
 from scaserver.registrar.binding import Binding
 from scaserver.sip.message import Peer, Request, Response, Transport
+from scaserver.sip.trust import TrustedPeer
 from tests.builders import make_core, sent
 from tests.conformance.corpus import corpus_dir
 
@@ -35,7 +36,7 @@ EXPECTED: dict[str, tuple[int | None, int | None]] = {
     "dblreq.dat": (401, 200),  # the REGISTER only
     "semiuri.dat": (200, 200),
     "transports.dat": (200, 200),
-    "mpart01.dat": (407, RELAYED),  # open server: relayed along its Route, body unchanged
+    "mpart01.dat": (403, 403),  # a pre-loaded Route from an untrusted peer: relay rule R4
     "unreason.dat": (None, None),  # responses matching nothing are dropped
     "noreason.dat": (None, None),
     # 3.1.2 invalid messages
@@ -102,9 +103,10 @@ def test_torture_message_gets_its_answer(name: str, auth: bool) -> None:
     assert outcome(make_core(require_auth=auth), data) == ([] if expected is None else [expected])
 
 
-def test_mpart01_is_relayed_with_its_binary_body_unchanged() -> None:
+def test_mpart01_from_a_trusted_peer_is_relayed_with_its_binary_body_unchanged() -> None:
     data = (corpus_dir("rfc4475") / "mpart01.dat").read_bytes()
-    out = sent(make_core(require_auth=False).receive(data, SOURCE, 1_000_000.0))
+    core = make_core(trusted=[TrustedPeer(f"{SOURCE.host}/32")])
+    out = sent(core.receive(data, SOURCE, 1_000_000.0))
     [(forwarded, _)] = out
     assert isinstance(forwarded, Request)
     assert forwarded.body and forwarded.body in data
