@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from scaserver.app import SecretFileError, make_core, server_secret
-from scaserver.config import ServerSettings, Settings
+from scaserver.config import AuthSettings, ServerSettings, Settings
 from scaserver.proxy.relay import derive_route_key
+from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.trust import TrustedPeers
+from tests.builders import Wire
 
 
 def test_the_secret_is_created_once_private_and_read_back(tmp_path: Path) -> None:
@@ -60,3 +62,60 @@ def test_the_core_signs_record_routes_with_a_key_derived_from_the_secret() -> No
 
     assert core(b"s" * 32) == derive_route_key(b"s" * 32) == core(b"s" * 32)
     assert core(b"s" * 32) != core(b"t" * 32)
+
+
+def test_a_dialog_record_routed_before_a_restart_is_relayed_after_it(tmp_path: Path) -> None:
+    settings = Settings(server=ServerSettings(domains=("a.test",)), auth=AuthSettings(require=False))
+    secret_file = str(tmp_path / "scaserver.secret")
+
+    def start() -> Wire:
+        return Wire(
+            make_core(
+                settings,
+                credentials=lambda user, realm: None,
+                trusted=TrustedPeers(()),
+                lines=[],
+                secret=server_secret(secret_file),
+            )
+        )
+
+    before = start()
+    register = message("REGISTER", "sip:a.test", BOB, "bob", extra="Expires: 600\r\n")
+    assert [m.status for m, _ in before.deliver(register, BOB) if isinstance(m, Response)] == [200]
+    [(invite, _)] = before.deliver(message("INVITE", "sip:bob@a.test", ALICE, "alice"), ALICE)
+    assert isinstance(invite, Request)
+    route = invite.headers.get("Record-Route") or ""
+    bye = message(
+        "BYE", f"sip:bob@{BOB.host}:{BOB.port}", ALICE, "alice", to_tag="b1", extra=f"Route: {route}\r\n"
+    )
+    after = start()  # a new process: no registration, no transaction, only the secret file
+    assert [(m.method, p) for m, p in after.deliver(bye, ALICE) if isinstance(m, Request)] == [("BYE", BOB)]
+    forged = bye.replace("rrsig=", "rrsig=0").replace("z9hG4bKBYE", "z9hG4bKBYE2")
+    assert [m.status for m, _ in after.deliver(forged, ALICE) if isinstance(m, Response)] == [403]
+    elsewhere = Wire(
+        make_core(
+            settings,
+            credentials=lambda user, realm: None,
+            trusted=TrustedPeers(()),
+            lines=[],
+            secret=b"x" * 32,
+        )
+    )
+    assert [m.status for m, _ in elsewhere.deliver(bye, ALICE) if isinstance(m, Response)] == [403]
+
+
+ALICE = Peer(Transport.UDP, "198.51.100.10", 5062)
+BOB = Peer(Transport.UDP, "198.51.100.20", 5064)
+
+
+def message(method: str, uri: str, peer: Peer, user: str, *, to_tag: str = "", extra: str = "") -> str:
+    to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+    if method == "REGISTER":
+        to = f"<sip:{user}@a.test>"
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};branch=z9hG4bK{method}{to_tag};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:{user}@a.test>;tag=ft1\r\nTo: {to}\r\n"
+        f"Call-ID: restart-{method if method == 'REGISTER' else 'call'}\r\nCSeq: 1 {method}\r\n"
+        f"Contact: <sip:{user}@{peer.host}:{peer.port}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
