@@ -59,7 +59,7 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
-from scaserver.edge.resolver import HostsTable
+from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
@@ -96,7 +96,7 @@ from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy, ProxySettings
-from scaserver.proxy.relay import derive_route_key
+from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
 from scaserver.push.pnparams import Keepalive, LegacyRule, TypingSettings, ValueSource, token_hash
@@ -300,8 +300,10 @@ def make_core(
     secret: bytes,
     entropy: Callable[[int], bytes] = os.urandom,
     unique: Callable[[], str] = lambda: secrets.token_hex(8),
+    known_host: Callable[[str], bool] = every_host,
 ) -> SipCore:
-    """The pure SIP core (dispatcher, transaction layer, engines) for ``settings``."""
+    """The pure SIP core (dispatcher, transaction layer, engines) for ``settings``;
+    ``known_host`` tells the host names the edge can send to (relay rule R6)."""
     core = core_settings(settings)
     host, port = settings.server.advertised()
     interfaces = [
@@ -389,7 +391,21 @@ def make_core(
         engine,
         unique,
         mobile=mobile,
+        known_host=known_host,
     )
+
+
+def resolvable_in(hosts: HostsTable) -> Callable[[str], bool]:
+    """Whether the edge can send to a host: numeric, or a name in the hosts table (no DNS)."""
+
+    def known(host: str) -> bool:
+        try:
+            addresses_of(host, hosts)
+        except UnresolvableTargetError:
+            return False
+        return True
+
+    return known
 
 
 def make_mobile(
@@ -1367,12 +1383,14 @@ def make_server(
     store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
     domains = core_settings(settings).domains
     lines = merged_lines(configured_lines(settings, domains), state.lines)
+    hosts = hosts if hosts is not None else HostsTable.load()
     core = make_core(
         settings,
         credentials=credential_lookup(state.credentials),
         trusted=TrustedPeers(state.trusted),
         lines=lines,
         secret=secret if secret is not None else server_secret(settings.server.secret_file),
+        known_host=resolvable_in(hosts),
     )
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts)

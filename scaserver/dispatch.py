@@ -29,7 +29,14 @@ import attrs
 from scaserver.mobile import Mobile
 from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
-from scaserver.proxy.relay import Origin, check_ack, check_in_dialog, check_initial, check_next_hop
+from scaserver.proxy.relay import (
+    Origin,
+    check_ack,
+    check_in_dialog,
+    check_initial,
+    check_next_hop,
+    every_host,
+)
 from scaserver.proxy.routing import (
     ProxyIdentity,
     branch_with_loop_hash,
@@ -100,7 +107,7 @@ class MessageDropped:
     """A message we neither answered nor acted on, and why (the edge logs and counts it).
 
     ``kind`` is one of a few fixed words (a metrics label): ``unparsable``, ``unanswerable``,
-    ``bad-response``, ``broadcast``.
+    ``bad-response``, ``broadcast``, ``relay-refused`` (an ACK the relay policy drops, rule R5).
     """
 
     peer: Peer
@@ -209,6 +216,7 @@ class SipCore:
     sca: ScaEngine
     unique: Callable[[], str]
     mobile: Mobile | None = None  # push mid-registrar and call parking (push-and-parking.md)
+    known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
 
@@ -483,7 +491,7 @@ class SipCore:
         if isinstance(verdict, str):
             return [Deliver(MessageDropped(peer, verdict, "relay-refused"))]
         try:
-            check_next_hop(preprocess_route(ack, self.identity), self.identity)
+            check_next_hop(preprocess_route(ack, self.identity), self.identity, self.known_host)
         except SipError as error:
             return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
         return self.proxy.on_ack(ack, peer, now)
@@ -619,7 +627,7 @@ class SipCore:
         for_us = isinstance(uri, SipUri) and self._is_local_domain(uri)
         check_in_dialog(request, self.identity, self._origin(peer), for_us=for_us)
         routed = preprocess_route(request, self.identity)
-        check_next_hop(routed, self.identity)
+        check_next_hop(routed, self.identity, self.known_host)
         if self.mobile is not None:
             held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:
@@ -635,7 +643,7 @@ class SipCore:
             # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
             upstream = self.settings.upstream
             check_initial(self._origin(peer), local=local, preloaded_route=True, upstream=upstream)
-            check_next_hop(routed, self.identity)
+            check_next_hop(routed, self.identity, self.known_host)
             return self.proxy.on_request(request, key, peer, (), now)
         if not local and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")

@@ -8,8 +8,9 @@ per client transaction it asks for.  It is pure: every entry point takes
 Division of work with the dispatcher (``scaserver.dispatch``):
 
 * The dispatcher validates the request (16.3 items 1, 2), authenticates and
-  authorises it, and refuses relaying for foreign domains (403: no open
-  relay; the proxy forwards wherever it is told).  It resolves the target set
+  authorises it, and applies the relay policy (:mod:`scaserver.proxy.relay`:
+  no open relay; the proxy forwards wherever it is told).  The proxy signs its
+  Record-Route entries for that policy (``rrsig``, rule R3).  It resolves the target set
   (16.5: location lookup, the configured upstream), using
   :func:`scaserver.proxy.routing.preprocess_route` to see the request as it
   will be routed.  Then it calls :meth:`Proxy.on_request` with the request as

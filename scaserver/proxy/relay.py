@@ -43,6 +43,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -184,11 +185,19 @@ def check_ack(ack: Request, identity: ProxyIdentity, origin: Origin) -> Rule | s
         return f"relay: R5 ACK dropped: {error.detail}"
 
 
-def check_next_hop(prepared: Request, identity: ProxyIdentity) -> Rule:
+def every_host(host: str) -> bool:
+    """A ``known_host`` that knows every host (when nothing better is known)."""
+    return True
+
+
+def check_next_hop(
+    prepared: Request, identity: ProxyIdentity, known_host: Callable[[str], bool] = every_host
+) -> Rule:
     """R6: the next hop of ``prepared`` (after 16.4 Route pre-processing) is reachable.
 
     A SIP URI, a transport one of our interfaces runs, a port in 1-65535, a unicast
-    address; anything else is the sender's fault: 400.
+    address, a host ``known_host`` can send to (numeric, or a name the edge resolves);
+    anything else is the sender's fault: 400.
     """
     try:
         destination = next_hop(prepared)
@@ -202,6 +211,8 @@ def check_next_hop(prepared: Request, identity: ProxyIdentity) -> Rule:
         raise BadRequest(f"relay: R6 unroutable Route: bad address {destination.host}:{destination.port}")
     if is_broadcast_or_multicast(destination.host):
         raise BadRequest("relay: R6 unroutable Route: broadcast or multicast address")
+    if not known_host(destination.host):
+        raise BadRequest(f"relay: R6 unroutable Route: {destination.host} cannot be resolved here")
     return Rule.NEXT_HOP
 
 
@@ -214,6 +225,7 @@ __all__ = [
     "check_initial",
     "check_next_hop",
     "derive_route_key",
+    "every_host",
     "our_route_entry",
     "route_signature",
     "signature_for",

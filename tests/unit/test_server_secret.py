@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from scaserver.app import SecretFileError, make_core, server_secret
+from scaserver.app import SecretFileError, make_core, resolvable_in, server_secret
 from scaserver.config import AuthSettings, ServerSettings, Settings
+from scaserver.edge.resolver import HostsTable
 from scaserver.proxy.relay import derive_route_key
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.trust import TrustedPeers
@@ -119,3 +120,11 @@ def message(method: str, uri: str, peer: Peer, user: str, *, to_tag: str = "", e
         f"Call-ID: restart-{method if method == 'REGISTER' else 'call'}\r\nCSeq: 1 {method}\r\n"
         f"Contact: <sip:{user}@{peer.host}:{peer.port}>\r\n{extra}Content-Length: 0\r\n\r\n"
     )
+
+
+def test_the_core_knows_numeric_hosts_and_the_names_of_the_hosts_file() -> None:
+    known = resolvable_in(HostsTable.parse("192.0.2.7 pbx.example.net\n"))
+    assert known("pbx.example.net")
+    assert known("198.51.100.1")
+    assert known("[2001:db8::1]")
+    assert not known("nowhere.invalid")

@@ -248,3 +248,12 @@ def test_r6_an_unroutable_next_hop_is_400_never_500(route: str) -> None:
         check_next_hop(in_dialog(route), IDENTITY)
     assert raised.value.status == 400
     assert raised.value.detail.startswith("relay: R6")
+
+
+def test_r6_a_host_name_the_edge_cannot_resolve_is_400() -> None:
+    known = {"pbx.example.net"}.__contains__
+    assert check_next_hop(in_dialog("<sip:pbx.example.net;lr>"), IDENTITY, known) is Rule.NEXT_HOP
+    with pytest.raises(BadRequest, match=r"relay: R6 unroutable Route: nowhere\.invalid cannot be resolved"):
+        check_next_hop(in_dialog("<sip:nowhere.invalid;lr>"), IDENTITY, known)
+    with pytest.raises(BadRequest, match="relay: R6"):
+        check_next_hop(in_dialog(None, uri="sip:bob@nowhere.invalid"), IDENTITY, known)
