@@ -23,8 +23,8 @@ rule      relays
           within a dialog R3 or R4 admits; any other ACK is dropped, never answered
 ``R6``    the next hop of a request relayed along its Route or Request-URI must be
           something we can reach (a SIP URI, a transport we run, a unicast address, a
-          valid port); otherwise 400 (an unroutable Route is the sender's fault, never
-          our 500)
+          valid port, a host that is numeric or in the hosts file); otherwise 400 (an
+          unroutable Route is the sender's fault, never our 500)
 ========  =====================================================================================
 
 Record-Route signature (R3): our Record-Route URI carries ``rrsig``, an HMAC-SHA256 keyed
@@ -34,6 +34,12 @@ dialog.  The To tag does not exist yet when we record-route (Kamailio's ``rr`` m
 ``ftag`` for the same reason); a request of the callee carries that tag as its To tag, so
 either tag of an in-dialog request may match.  Both entries of a doubled Record-Route
 (``r2=on``, RFC 5658) carry the same signature.
+
+What R3 does not prevent: a party to a dialog we record-routed (an authenticated
+subscriber, or anyone who may call a local user when authentication is off) may send
+in-dialog requests of that dialog (its Call-ID and tag) to a remote target of its own
+choosing, since target refreshes make the remote target unsignable; closing that needs the
+dialog's targets tracked, as a B2BUA or topology hiding does.
 
 Pure: no I/O, no clock; the dispatcher applies the rules and logs what they refuse.
 """
