@@ -48,6 +48,7 @@ from scaserver.dispatch import (
 )
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
+    EngineRegistrarGauges,
     EngineScaControl,
     EngineScaGauges,
     MetricsStatistics,
@@ -1185,7 +1186,13 @@ def control_plane(
             local_uri=f"sip:{format_host(host)}:{port}",
             unique=core.unique,
         )
-    metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core), parking=EngineParkingGauges(core))
+    metrics = Metrics(
+        CollectorRegistry(),
+        sca=EngineScaGauges(core),
+        registrar=EngineRegistrarGauges(core),
+        parking=EngineParkingGauges(core),
+        process=True,
+    )
     registry = build_registry(
         sca=sca,
         location=location,

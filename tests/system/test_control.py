@@ -12,7 +12,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.system.handset import Handset, handsets
-from tests.system.server import ROOT, SCASERVER, RunningServer, free_port, running_server, upgrade_database
+from tests.system.server import (
+    ROOT,
+    SCASERVER,
+    RunningServer,
+    free_port,
+    running_server,
+    tool,
+    upgrade_database,
+)
 from tests.system.test_sca import LINE, config, member, rpc, state_is, subscribed
 
 pytestmark = pytest.mark.system
@@ -30,12 +38,16 @@ def scactl(server: RunningServer, *argv: str) -> subprocess.CompletedProcess[str
     )
 
 
+def scrape(server: RunningServer) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
 def metrics(server: RunningServer) -> dict[str, float]:
     """Every sample of /metrics, parsed by the Prometheus text parser, by name{labels}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
     samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(scrape(server)):
         for sample in family.samples:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}"] = sample.value
@@ -79,6 +91,7 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
             assert rpc(server, "sca.seize_appearance", LINE, a.contact)["index"] == 1
             b.wait_notify(lambda n: n.event == "call-info" and state_is(1, "seized")(n))
             after = metrics(server)
+            text = scrape(server)
     assert (
         after["scaserver_registrations_total{outcome=added}"]
         - before.get("scaserver_registrations_total{outcome=added}", 0.0)
@@ -88,6 +101,14 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
     assert after["scaserver_sca_appearances{state=seized}"] == 1
     assert after["scaserver_notify_total{event=call-info,outcome=sent}"] >= 4
     assert after["scaserver_transactions_total{kind=non-invite-server,outcome=2xx}"] >= 5
+    assert after["scaserver_registered_contacts{}"] == 3
+    assert after["scaserver_parse_errors_total{transport=tls}"] == 0  # created at zero
+    assert after["process_cpu_seconds_total{}"] > 0
+    assert not [name for name in after if "_created" in name or "_ms" in name]
+    # The Prometheus conventions, as the Prometheus tool checks them: silence and 0.
+    promtool = [tool("promtool"), "check", "metrics"]
+    check = subprocess.run(promtool, input=text, capture_output=True, text=True, check=False, timeout=30)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), text
 
 
 def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: Path) -> None:
