@@ -199,7 +199,7 @@ class Metrics:
     ) -> None:
         # The client's switch is process-wide: ``_created`` series are not exported (they
         # are not in the conventions' text format and double every counter).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         if process:
             ProcessCollector(registry=registry)
