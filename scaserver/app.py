@@ -1237,6 +1237,7 @@ def site_settings(settings: Settings) -> SiteSettings:
         call_info_expires=settings.sca.call_info_max_expires,
         resync_periodic=prov.resync_periodic,
         firmware_path=prov.firmware_path,
+        shared_lines=tuple((line.aor, line.appearances) for line in settings.sca.lines),
     )
 
 
@@ -1276,6 +1277,7 @@ def provisioning_resource(
         serve_overrides=prov.serve_overrides,
         static_dir=Path(prov.static_dir) if prov.static_dir else None,
         unknown_mac_limit=prov.unknown_mac_limit,
+        require_credentials=prov.require_credentials,
     )
     return ProvisioningResource(
         SqlProvisioningRepository(store.engine),

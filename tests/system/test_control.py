@@ -114,8 +114,11 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
 def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'x.db'}"
     upgrade_database(db_url)
+    config_path = tmp_path / "exposed.toml"
+    config_path.write_text('[provisioning]\nbase_url = "http://192.0.2.1:8080/prov"\n')
+    argv = ["run", "--config", str(config_path), "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0"]
     result = subprocess.run(
-        [*SCASERVER, "run", "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0", "--db", db_url],
+        [*SCASERVER, *argv, "--db", db_url],
         capture_output=True,
         check=False,
         text=True,
@@ -124,6 +127,20 @@ def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: 
     )
     assert result.returncode == 2
     assert "token" in result.stderr.lower()
+
+
+def test_a_wildcard_http_listener_without_a_provisioning_url_refuses_to_start(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade_database(db_url)
+    argv = ["run", "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0", "--db", db_url]
+    result = subprocess.run(
+        [*SCASERVER, *argv], capture_output=True, check=False, text=True, timeout=30, cwd=ROOT
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "command line: provisioning.base_url: required when [http] listens on the wildcard address 0.0.0.0: "
+        "phones must be told a URL they can reach (or set provisioning.enabled = false)\n"
+    )
 
 
 def test_prov_resync_sends_check_sync_to_the_device_line(tmp_path: Path) -> None:
