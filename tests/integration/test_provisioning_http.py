@@ -225,6 +225,26 @@ async def test_profiles_with_passwords_need_credentials_unless_turned_off(rig: R
 
 
 @twisted_test
+async def test_a_configured_shared_line_is_shared_in_the_fetched_profile(rig: Rig) -> None:
+    private = LineIdentity("sip:3001@pbx.example.com", "3001", "pw3001", "Back Office")
+    rig.repo.save_line(private)
+    rig.repo.save_device(
+        Device("0004f2000001", Family.POLYCOM_UCS, "VVX411", lines=(DeviceLine(1, private, 1, 1, 1),))
+    )
+    policy = attrs.evolve(rig.resource._policy, default_username="site", default_password="pw")
+    rig.resource._policy = policy
+    _, _, body = await rig.digest("GET", "/prov/0004f2000001-sca.cfg", "site", "pw")
+    reg = ET.fromstring(body).find("reg")
+    assert reg is not None and reg.attrib["reg.1.type"] == "private"  # no sca_line row
+    site = attrs.evolve(SITE, shared_lines=(("sip:3001@pbx.example.com", 2),))
+    rig.resource._policy = attrs.evolve(policy, site=site)
+    _, _, body = await rig.digest("GET", "/prov/0004f2000001-sca.cfg", "site", "pw")
+    reg = ET.fromstring(body).find("reg")
+    assert reg is not None
+    assert (reg.attrib["reg.1.type"], reg.attrib["reg.1.bargeInEnabled"]) == ("shared", "0")
+
+
+@twisted_test
 async def test_cisco_without_device_credentials_is_served_both_spellings(rig: Rig) -> None:
     rig.resource._policy = attrs.evolve(rig.resource._policy, require_credentials=False)
     for path in (f"/prov/{CISCO_MAC}.xml", f"/prov/spa{CISCO_MAC}.xml"):
