@@ -1238,6 +1238,7 @@ def site_settings(settings: Settings) -> SiteSettings:
         resync_periodic=prov.resync_periodic,
         firmware_path=prov.firmware_path,
         shared_lines=tuple((line.aor, line.appearances) for line in settings.sca.lines),
+        site_credentials=bool(prov.default_username and prov.default_password),
     )
 
 

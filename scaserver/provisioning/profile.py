@@ -67,7 +67,8 @@ class SiteSettings:
     path prefix if any); ``firmware_path``: Polycom ``APP_FILE_PATH``; ``shared_lines``: the
     ``[[sca.lines]]`` of the configuration, (AoR, appearances): the SCA engine treats them as
     shared, so the profiles do too (the configuration wins over the database's ``sca_line``,
-    as it does in the engine).
+    as it does in the engine); ``site_credentials``: the site has default provisioning
+    credentials (``provisioning.default_username``/``default_password``).
     """
 
     sip_host: str
@@ -81,6 +82,7 @@ class SiteSettings:
     resync_periodic: int = 3600
     firmware_path: str = "sip.ld"
     shared_lines: tuple[tuple[str, int], ...] = ()
+    site_credentials: bool = False
 
 
 def with_shared_lines(device: Device, site: SiteSettings) -> Device:
@@ -415,7 +417,11 @@ def cisco_profile(templates: Templates, site: SiteSettings, device: Device) -> b
     shared = [placed for placed in lines if placed.line.shared]
     globals_: dict[str, str | None] = {
         **_site_values(site, _CISCO_TRANSPORT),
-        "profile_rule": cisco_profile_rule(site, device.family),
+        # A phone that authenticates its fetches keeps the Profile_Rule it was given, which
+        # carries its credentials ("[--uid U --pwd P]URL"); the server knows only their HA1.
+        "profile_rule": None
+        if device.prov_username or site.site_credentials
+        else cisco_profile_rule(site, device.family),
         "barge_in": "Yes" if any(placed.barge_in for placed in shared) else "No",
     }
     root = ET.Element(template.tag)

@@ -210,6 +210,16 @@ def test_barge_in_is_off_unless_asked_for_as_the_engine_refuses_it() -> None:
     assert parse_line_spec("sip:2001@pbx.example.com,barge_in=yes", 1)[1]["barge_in"] is True
 
 
+def test_a_cisco_phone_with_credentials_keeps_its_own_profile_rule() -> None:
+    """Its Profile_Rule carries ``[--uid U --pwd P]``; replacing it would lose them."""
+    own = attrs.evolve(CP8841, prov_username="cp1", prov_realm="r", prov_ha1="0" * 32)
+    assert "Profile_Rule" not in {e.tag for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, own))}
+    site = attrs.evolve(SITE, site_credentials=True)
+    assert "Profile_Rule" not in {e.tag for e in ET.fromstring(cisco_profile(TEMPLATES, site, CP8841))}
+    rule = {e.tag: e.text for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, CP8841))}["Profile_Rule"]
+    assert rule == "https://prov.example.com/$MA.xml"
+
+
 def test_spa_shared_extension_uses_spa_values() -> None:
     spa = Device("000e08aabbcc", Family.CISCO_SPA, "SPA504G", lines=(DeviceLine(1, FRONT_DESK, 1, 1),))
     cisco = {e.tag: e.text for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, spa))}
