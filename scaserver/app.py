@@ -48,6 +48,7 @@ from scaserver.dispatch import (
 )
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
+    EngineRegistrarGauges,
     EngineScaControl,
     EngineScaGauges,
     MetricsStatistics,
@@ -1204,7 +1205,13 @@ def control_plane(
             local_uri=f"sip:{format_host(host)}:{port}",
             unique=core.unique,
         )
-    metrics = Metrics(CollectorRegistry(), sca=EngineScaGauges(core), parking=EngineParkingGauges(core))
+    metrics = Metrics(
+        CollectorRegistry(),
+        sca=EngineScaGauges(core),
+        registrar=EngineRegistrarGauges(core),
+        parking=EngineParkingGauges(core),
+        process=True,
+    )
     registry = build_registry(
         sca=sca,
         location=location,
@@ -1249,6 +1256,8 @@ def site_settings(settings: Settings) -> SiteSettings:
         call_info_expires=settings.sca.call_info_max_expires,
         resync_periodic=prov.resync_periodic,
         firmware_path=prov.firmware_path,
+        shared_lines=tuple((line.aor, line.appearances) for line in settings.sca.lines),
+        site_credentials=bool(prov.default_username and prov.default_password),
     )
 
 
@@ -1288,6 +1297,7 @@ def provisioning_resource(
         serve_overrides=prov.serve_overrides,
         static_dir=Path(prov.static_dir) if prov.static_dir else None,
         unknown_mac_limit=prov.unknown_mac_limit,
+        require_credentials=prov.require_credentials,
     )
     return ProvisioningResource(
         SqlProvisioningRepository(store.engine),

@@ -161,7 +161,10 @@ class ProvisioningSettings:
     ``http://`` + the ``[http]`` listen address + ``path_prefix``); ``default_username`` and
     ``default_password``: site credentials for devices without their own; ``allow_from``:
     networks allowed to fetch (empty = any); ``upload_dir``: where phone uploads go (empty:
-    uploads refused).
+    uploads refused).  ``base_url`` is required when ``[http]`` listens on a wildcard address
+    (the phones cannot be told to fetch from 0.0.0.0).  ``require_credentials``: a profile that
+    carries SIP passwords is refused (403) to a device without provisioning credentials
+    (its own or the site default); false serves it to anyone who asks for the MAC.
     """
 
     enabled: bool = True
@@ -184,6 +187,7 @@ class ProvisioningSettings:
     registration_expires: int = 600
     resync_periodic: int = 3600
     firmware_path: str = "sip.ld"
+    require_credentials: bool = True
 
 
 @attrs.frozen
@@ -794,6 +798,16 @@ def _check(settings: Settings) -> None:
                 f"required when listening on the wildcard address {first}",
             )
         )
+    prov, http = settings.provisioning, settings.http.listen
+    if prov.enabled and not prov.base_url:
+        checks.append(
+            (
+                not _is_wildcard(http.host),
+                "provisioning.base_url",
+                f"required when [http] listens on the wildcard address {http.host}: phones must be "
+                "told a URL they can reach (or set provisioning.enabled = false)",
+            )
+        )
     seen: set[str] = set()
     for index, line in enumerate(sca.lines):
         key = f"sca.lines[{index}]"
@@ -818,6 +832,13 @@ def _check(settings: Settings) -> None:
     for ok, key, detail in checks:
         if not ok:
             raise _KeyedValueError(key, detail)
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
 
 
 def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:

@@ -8,7 +8,12 @@ Two kinds:
   (NOTIFYs, transactions, registrations, parse errors, drops, database flushes).
 
 Everything is registered in the ``CollectorRegistry`` passed in, never the global one, so tests
-and several servers in one process do not share state.
+and several servers in one process do not share state; the process and platform collectors
+(``process_*``, ``python_info``) are added to it too.
+
+Names follow the Prometheus conventions and pass ``promtool check metrics``: base units
+(``_seconds``), ``_total`` once (added by the client to counters), no ``_created`` series, and
+every labelled counter present at zero for each label value it is known to take.
 """
 
 from __future__ import annotations
@@ -16,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 NAMESPACE = "scaserver"
@@ -24,11 +37,11 @@ NAMESPACE = "scaserver"
 #: Buckets for database flush latency, seconds.
 FLUSH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-#: Buckets of ``push_wake_latency_ms`` (push-and-parking.md 5.3), milliseconds.
-WAKE_BUCKETS_MS = (250.0, 500.0, 1000.0, 2000.0, 3000.0, 5000.0, 8000.0, 13000.0)
+#: Buckets of ``push_wake_latency_seconds`` (push-and-parking.md 5.3: 250 ms ... 13 s).
+WAKE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
 
-#: Buckets of ``push_gateway_latency_ms`` (one HTTP attempt, ``push.request_timeout`` 2 s).
-GATEWAY_BUCKETS_MS = (25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0)
+#: Buckets of ``push_gateway_latency_seconds`` (one HTTP attempt, ``push.request_timeout`` 2 s).
+GATEWAY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 #: Push attempt outcomes counted by ``push_*`` (push-and-parking.md 5.3).
 PUSH_OUTCOMES = ("sent", "failed", "invalidated", "retried", "dropped", "no_wake")
@@ -44,8 +57,20 @@ PARK_EVENTS = (
 )
 
 
-#: tsilo-compatible parking totals (push-and-parking.md 6.8), ``scaserver_tsilo_<name>_total``.
-TSILO_TOTALS = ("total_ruris", "total_transactions")
+#: tsilo-compatible parking totals (push-and-parking.md 6.8): tsilo's ``total_<name>`` is
+#: exported as ``scaserver_tsilo_<name>_total`` (``stats.get_statistics`` keeps tsilo's name).
+TSILO_TOTALS = ("ruris", "transactions")
+
+#: The label values each labelled counter is created with (at zero), so that a rate over a
+#: series that has not moved yet is 0 rather than absent.
+EVENTS = ("call-info", "line-seize")
+NOTIFY_OUTCOMES = ("sent", "failed")
+TRANSACTION_KINDS = ("invite-server", "non-invite-server", "invite-client", "non-invite-client")
+TRANSACTION_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "6xx", "timeout", "transport-error")
+REGISTRATION_OUTCOMES = ("added", "refreshed", "removed", "expired", "rejected")
+TRANSPORTS = ("udp", "tcp", "tls")
+DROP_REASONS = ("unparsable", "unanswerable", "bad-response", "broadcast")
+STORES = ("sql",)
 
 
 class ScaGauges(Protocol):
@@ -57,6 +82,14 @@ class ScaGauges(Protocol):
 
     def appearances_by_state(self) -> Mapping[str, int]:
         """Non-idle appearance count per state name (rpc.md 3.2 state strings)."""
+        ...
+
+
+class RegistrarGauges(Protocol):
+    """The location service counted at scrape time."""
+
+    def registered_contacts(self) -> int:
+        """Contacts (bindings) registered now, over every AoR."""
         ...
 
 
@@ -104,6 +137,24 @@ class _ParkingCollector:
         return ruris, transactions
 
 
+class _RegistrarCollector:
+    """A custom collector: reads ``RegistrarGauges`` on every scrape."""
+
+    def __init__(self, source: RegistrarGauges) -> None:
+        self._source = source
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(f"{NAMESPACE}_registered_contacts", "Contacts registered now")
+
+    def describe(self) -> Iterable[Metric]:
+        return (self._family(),)
+
+    def collect(self) -> Iterable[Metric]:
+        contacts = self._family()
+        contacts.add_metric([], self._source.registered_contacts())
+        return (contacts,)
+
+
 class _EngineCollector:
     """A custom collector: reads ``ScaGauges`` on every scrape."""
 
@@ -112,7 +163,7 @@ class _EngineCollector:
 
     def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         subscriptions = GaugeMetricFamily(
-            f"{NAMESPACE}_sca_subscriptions", "SCA subscriptions by event package", labels=["event"]
+            f"{NAMESPACE}_sca_subscriptions", "Live SCA subscriptions by event package", labels=["event"]
         )
         appearances = GaugeMetricFamily(
             f"{NAMESPACE}_sca_appearances", "Non-idle SCA appearances by state", labels=["state"]
@@ -133,18 +184,30 @@ class _EngineCollector:
 
 class Metrics:
     """The server's metrics, registered in ``registry``; ``sca`` adds the lazy engine gauges,
-    ``parking`` the tsilo table's (push-and-parking.md 6.8)."""
+    ``registrar`` the registered contacts, ``parking`` the tsilo table's (push-and-parking.md
+    6.8), ``process`` the process and platform collectors (the server's registry has them;
+    tests building several ``Metrics`` need not)."""
 
     def __init__(
         self,
         registry: CollectorRegistry,
         *,
         sca: ScaGauges | None = None,
+        registrar: RegistrarGauges | None = None,
         parking: ParkingGauges | None = None,
+        process: bool = False,
     ) -> None:
+        # The client's switch is process-wide: ``_created`` series are not exported (they
+        # are not in the conventions' text format and double every counter).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
+        if process:
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
         if sca is not None:
             registry.register(_EngineCollector(sca))
+        if registrar is not None:
+            registry.register(_RegistrarCollector(registrar))
         self._parking = parking
         if parking is not None:
             registry.register(_ParkingCollector(parking))
@@ -220,18 +283,18 @@ class Metrics:
             "push_inflight", "Push gateway requests in flight", namespace=NAMESPACE, registry=registry
         )
         self._gateway_latency = Histogram(
-            "push_gateway_latency_ms",
-            "Push gateway request latency, milliseconds",
+            "push_gateway_latency_seconds",
+            "Push gateway request latency",
             namespace=NAMESPACE,
             registry=registry,
-            buckets=GATEWAY_BUCKETS_MS,
+            buckets=GATEWAY_BUCKETS,
         )
         self._wake_latency = Histogram(
-            "push_wake_latency_ms",
-            "Push accepted to binding confirmed, milliseconds",
+            "push_wake_latency_seconds",
+            "Push accepted to binding confirmed",
             namespace=NAMESPACE,
             registry=registry,
-            buckets=WAKE_BUCKETS_MS,
+            buckets=WAKE_BUCKETS,
         )
         self._park = {
             name: Counter(name, f"Call parking: {name}", namespace=NAMESPACE, registry=registry)
@@ -247,6 +310,28 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+
+        self._precreate()
+
+    def _precreate(self) -> None:
+        """Every known label combination of the labelled counters, at zero."""
+        for event in EVENTS:
+            self._notify_retransmissions.labels(event=event)
+            for outcome in NOTIFY_OUTCOMES:
+                self._notify.labels(event=event, outcome=outcome)
+        for kind in TRANSACTION_KINDS:
+            for outcome in TRANSACTION_OUTCOMES:
+                self._transactions.labels(kind=kind, outcome=outcome)
+        for outcome in REGISTRATION_OUTCOMES:
+            self._registrations.labels(outcome=outcome)
+        for transport in TRANSPORTS:
+            self._parse_errors.labels(transport=transport)
+        for reason in DROP_REASONS:
+            self._dropped.labels(reason=reason)
+        for store in STORES:
+            self._flush_latency.labels(store=store)
+            self._flush_records.labels(store=store)
+            self._queue_depth.labels(store=store)
 
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""
@@ -290,12 +375,12 @@ class Metrics:
         """A gateway request started (``latency_ms`` None) or ended (5.3)."""
         self._push_inflight.set(inflight)
         if latency_ms is not None:
-            self._gateway_latency.observe(latency_ms)
+            self._gateway_latency.observe(latency_ms / 1000)
 
     def push_woke(self, latency_ms: int | None) -> None:
         """A pushed device's binding was confirmed (None: before the gateway answered)."""
         if latency_ms is not None:
-            self._wake_latency.observe(latency_ms)
+            self._wake_latency.observe(latency_ms / 1000)
 
     def park(self, name: str) -> None:
         """One of :data:`PARK_EVENTS`; ``parked`` raises ``parked_current``."""
@@ -311,7 +396,7 @@ class Metrics:
         """A call was parked under ``ruris``: tsilo ``total_transactions`` counts each, and
         ``total_ruris`` those that had no parked call before (read from the parking gauges,
         which already hold this call)."""
-        self._tsilo["total_transactions"].inc(len(ruris))
+        self._tsilo["transactions"].inc(len(ruris))
         if self._parking is not None:
             fresh = sum(1 for ruri in ruris if self._parking.transactions_of(ruri) <= 1)
-            self._tsilo["total_ruris"].inc(fresh)
+            self._tsilo["ruris"].inc(fresh)

@@ -614,6 +614,17 @@ class RegistrarLocationControl:
         self._execute(self._core.run(actions, now))
 
 
+class EngineRegistrarGauges:
+    """``metrics.RegistrarGauges`` over the location service (dormant push-only bindings, which
+    are not reachable, are not counted)."""
+
+    def __init__(self, core: SipCore) -> None:
+        self._core = core
+
+    def registered_contacts(self) -> int:
+        return len(self._core.registrar.location)
+
+
 class EngineScaGauges:
     """``metrics.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
 
@@ -963,12 +974,23 @@ STAT_GROUPS: Final = (
     ("transactions", "tm", False),
     ("registrations", "registrar", False),
     ("db_", "db", False),
+    ("registered_contacts", "usrloc", False),
 )
+
+#: Families whose statistic keeps the Kamailio name its metric could not keep (tsilo's
+#: ``total_ruris`` is the counter ``tsilo_ruris_total``; usrloc's ``location-contacts``).
+STAT_NAMES: Final = {
+    "tsilo_ruris": ("tsilo", "total_ruris"),
+    "tsilo_transactions": ("tsilo", "total_transactions"),
+    "registered_contacts": ("usrloc", "location-contacts"),
+}
 
 
 def statistic_group(family: str) -> tuple[str, str]:
     """(group, name) of a metric family (its name without the namespace); ``core`` for
     families no group claims."""
+    if family in STAT_NAMES:
+        return STAT_NAMES[family]
     for prefix, group, strip in STAT_GROUPS:
         if family.startswith(prefix):
             return group, family[len(prefix) :] if strip else family
@@ -979,7 +1001,9 @@ class MetricsStatistics:
     """``control.seams.StatisticsControl`` over the collectors ``/metrics`` exports: one
     statistic per sample, label values appended to the name (``sca:notify_call-info_sent``),
     histograms as their ``_count`` and ``_sum``; values rounded to integers (Kamailio's
-    counters are unsigned integers)."""
+    counters are unsigned integers), so a duration histogram ``..._seconds`` is listed as
+    ``..._ms_count`` and ``..._ms_sum`` in milliseconds.  Only the server's own families
+    (``scaserver_*``) are statistics; the process collectors are for ``/metrics``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
@@ -988,7 +1012,12 @@ class MetricsStatistics:
         prefix = f"{NAMESPACE}_"
         found: list[Statistic] = []
         for family in self._registry.collect():
+            if not family.name.startswith(prefix):
+                continue
             base = family.name.removeprefix(prefix)
+            scale = 1
+            if family.type == "histogram" and base.endswith("_seconds"):
+                base, scale = f"{base.removesuffix('_seconds')}_ms", 1000
             group, name = statistic_group(base)
             for sample in family.samples:
                 suffix = sample.name[len(family.name) :]
@@ -996,8 +1025,9 @@ class MetricsStatistics:
                     continue
                 if suffix == "_total":
                     suffix = ""
-                labels = "".join(f"_{value}" for value in sample.labels.values())
-                found.append(Statistic(group, f"{name}{suffix}{labels}", round(sample.value)))
+                value = sample.value * scale if suffix == "_sum" else sample.value
+                labels = "".join(f"_{label}" for label in sample.labels.values())
+                found.append(Statistic(group, f"{name}{suffix}{labels}", round(value)))
         return sorted(found, key=lambda stat: (stat.group, stat.name))
 
 

@@ -8,8 +8,11 @@ write runs in the database pool (``edge/dbpool.py``), so the reactor never block
 
 Refusals, in order: source not in ``allow_from`` 403; source blocked by the enumeration
 guard 429; a path that is not a provisioning file 404 (``PUT`` of anything else 405); an
-unknown MAC 404 (sighting recorded); a disabled device 403; missing or wrong credentials 401
-with a ``WWW-Authenticate: Digest`` challenge; an upload over ``upload_max_bytes`` 413.
+unknown MAC 404 (sighting recorded); a disabled device 403; a profile carrying SIP passwords
+for a device without provisioning credentials 403 (unless ``require_credentials`` is off);
+missing or wrong credentials 401 with a ``WWW-Authenticate: Digest`` challenge; an upload over
+``upload_max_bytes`` 413; an override upload that is not plain XML (a DTD, an entity, not
+well-formed) 400, stored nowhere.  Each refusal past routing is logged with its reason.
 Refusal bodies are fixed short texts: they never echo the path, configuration or errors.
 Every generated file carries ``Cache-Control: no-store`` (section 4.1).
 
@@ -22,14 +25,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, ParamSpec, Protocol, TypeVar, cast
 
 import attrs
+from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden
+from defusedxml.ElementTree import ParseError
+from defusedxml.ElementTree import fromstring as parse_xml
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -75,6 +79,7 @@ _UPLOAD_SUFFIX: Final = {
 }
 _OVERRIDE_KINDS: Final = (UploadKind.PHONE_OVERRIDE, UploadKind.WEB_OVERRIDE)
 _REASONS: Final = {
+    400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
@@ -112,6 +117,7 @@ class ProvisioningPolicy:
     serve_overrides: bool = False
     static_dir: Path | None = None
     unknown_mac_limit: int = 20
+    require_credentials: bool = True
 
     def secret_for(self, device: Device) -> Secret | None:
         """The device's own credentials, else the site default, else None (no authentication)."""
@@ -186,21 +192,28 @@ def _in_networks(host: str | None, networks: Sequence[Network]) -> bool:
     return any(address in network for network in networks)
 
 
-_DOCTYPE: Final = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+class UnsafeUpload(ValueError):
+    """An uploaded override file that is not plain XML; the message is the one-line reason."""
 
 
 def changed_parameters(body: bytes) -> list[str]:
     """The parameter names in an uploaded Polycom override file, for the log (section 4.3).
 
-    Hardened: a document with a DOCTYPE or ENTITY declaration is not parsed (no entity
-    expansion, no external resources); ElementTree resolves no external entities anyway.
+    Parsed with defusedxml (section 6), whatever the document's encoding (UTF-16 included):
+    a DTD, an entity declaration or an external reference is refused, as is a document that
+    is not well-formed (a phone writes plain XML; anything else is not served back to it).
+    Raises ``UnsafeUpload`` with the reason.
     """
-    if _DOCTYPE.search(body):
-        return []
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError:
-        return []
+        root = parse_xml(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DTDForbidden as error:
+        raise UnsafeUpload(f"XML with a document type declaration (<!DOCTYPE {error.name}>)") from None
+    except EntitiesForbidden as error:
+        raise UnsafeUpload(f"XML declaring the entity {error.name!r}") from None
+    except DefusedXmlException as error:
+        raise UnsafeUpload(f"XML with a forbidden construct ({type(error).__name__})") from None
+    except ParseError as error:
+        raise UnsafeUpload(f"not well-formed XML ({error})") from None
     return sorted({name for element in root.iter() for name in element.attrib})
 
 
@@ -303,6 +316,17 @@ class ProvisioningResource(Resource):
         if not device.enabled:
             return attrs.evolve(_refusal(403), device=device)
         secret = policy.secret_for(device)
+        if secret is None and policy.require_credentials and _carries_passwords(target, device):
+            _log.warn(
+                "provisioning: {path} refused to {remote_ip}: it carries the SIP passwords of {mac} "
+                "and the device has no provisioning credentials (set them with device add "
+                "--prov-user/--prov-password or provisioning.default_username/default_password; "
+                "provisioning.require_credentials = false serves it without)",
+                path=request.path.decode("utf-8", "replace"),
+                remote_ip=ip,
+                mac=device.mac,
+            )
+            return attrs.evolve(_refusal(403), device=device)
         if secret is not None:
             header = request.getHeader(b"Authorization")
             verdict = verify(
@@ -388,9 +412,21 @@ class ProvisioningResource(Resource):
             body = request.content.read(limit + 1)
         if len(body) > limit:
             return _refusal(413)
+        names: list[str] = []
+        if kind in _OVERRIDE_KINDS:
+            try:
+                names = changed_parameters(body)
+            except UnsafeUpload as error:
+                _log.warn(
+                    "provisioning: {kind} upload of {mac} from {remote_ip} refused: {reason}",
+                    kind=kind.value,
+                    mac=device.mac,
+                    remote_ip=ip,
+                    reason=str(error),
+                )
+                return _refusal(400)
         record = await self._database.run(self._store_upload, device.mac, kind, body, self._at(now), ip)
         if kind in _OVERRIDE_KINDS:
-            names = changed_parameters(body)
             _log.info(
                 "provisioning: {mac} uploaded {kind} changing {parameters}",
                 mac=device.mac,
@@ -506,6 +542,14 @@ class ProvisioningResource(Resource):
     @staticmethod
     def _at(now: float) -> datetime:
         return datetime.fromtimestamp(now, UTC)
+
+
+def _carries_passwords(target: Route, device: Device) -> bool:
+    """Whether the file ``target`` names for ``device`` holds SIP digest passwords (the
+    Polycom application file and the Cisco profile carry each placed line's)."""
+    if target.target not in (Target.APPLICATION, Target.CISCO):
+        return False
+    return any(placed.line.auth_password for placed in device.lines)
 
 
 def _inside(root: Path, relative: str) -> Path | None:

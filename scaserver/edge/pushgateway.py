@@ -69,7 +69,7 @@ class Delivery:
 class GatewayActivity:
     """Fact: an HTTP attempt to the gateway started (``latency_ms`` None) or ended (its
     latency); ``inflight`` attempts are running now (5.3 ``push_inflight``,
-    ``push_gateway_latency_ms``)."""
+    ``push_gateway_latency_seconds``)."""
 
     inflight: int
     latency_ms: int | None = None

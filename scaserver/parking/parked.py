@@ -251,7 +251,7 @@ class BranchAnswered:
 @attrs.frozen
 class WakeObserved:
     """A pushed token's binding was confirmed ``latency_ms`` after the push was accepted
-    (``push_wake_latency_ms``); None when the gateway had not answered yet (race R1)."""
+    (the ``push_wake_latency_seconds`` histogram); None when the gateway had not answered yet (race R1)."""
 
     park_id: str
     attempt: str

@@ -4,7 +4,8 @@
 
     scaserver device add MAC --family FAMILY [--model M] [--description TEXT] [--owner USER@DOMAIN]
                          [--prov-user U --prov-password P [--realm R]] [--disabled] [--replace]
-                         [--line AOR[,position=N][,first_key=K][,keys=N][,calls=N][,label=L][,barge_in=no]]...
+                         [--line AOR[,position=N][,first_key=K][,keys=N][,calls=N][,label=L]
+                                 [,barge_in=yes]]...
                          [--override NAME=VALUE]...
     scaserver device rm MAC
     scaserver device list
@@ -18,7 +19,8 @@ passes ``[database] url`` and the provisioning site settings; ``--db`` wins over
 
 ``device identity`` stores the AoR a phone registers and its digest user and password
 (section 6: phones need the plaintext; the database file must be protected accordingly).
-A line is shared when its AoR is an SCA line (``scaserver line add``).  The device's HTTP
+A line is shared when its AoR is an SCA line (``scaserver line add``, or ``[[sca.lines]]`` in
+the configuration).  Barge-in is off unless ``barge_in=yes`` (the SCA engine refuses it).  The device's HTTP
 password is stored only as its MD5 HA1 in ``--realm`` (RFC 7616 section 3.4.2).
 
 Exit status: 0 on success, 1 when the database fails, 2 for unusable arguments.

@@ -28,6 +28,7 @@ from typing import Final
 import attrs
 
 from scaserver.provisioning.mac import ZERO_MAC
+from scaserver.sca.line import canonical_aor
 from scaserver.store.provisioning import Device, DeviceLine, Family, Vendor
 
 #: ``polycom-profiles/`` next to the ``scaserver`` package (the source tree / editable install).
@@ -63,7 +64,11 @@ class SiteSettings:
 
     ``sip_host``/``sip_port``/``sip_transport``: scaserver's SIP address the phones register
     to; ``prov_base_url``: where phones fetch from (``https://prov.example.com``, with the
-    path prefix if any); ``firmware_path``: Polycom ``APP_FILE_PATH``.
+    path prefix if any); ``firmware_path``: Polycom ``APP_FILE_PATH``; ``shared_lines``: the
+    ``[[sca.lines]]`` of the configuration, (AoR, appearances): the SCA engine treats them as
+    shared, so the profiles do too (the configuration wins over the database's ``sca_line``,
+    as it does in the engine); ``site_credentials``: the site has default provisioning
+    credentials (``provisioning.default_username``/``default_password``).
     """
 
     sip_host: str
@@ -76,6 +81,24 @@ class SiteSettings:
     call_info_expires: int = 3600
     resync_periodic: int = 3600
     firmware_path: str = "sip.ld"
+    shared_lines: tuple[tuple[str, int], ...] = ()
+    site_credentials: bool = False
+
+
+def with_shared_lines(device: Device, site: SiteSettings) -> Device:
+    """``device`` with the lines of ``site.shared_lines`` marked shared, with their appearances."""
+    configured = {canonical_aor(aor) or aor: appearances for aor, appearances in site.shared_lines}
+    if not configured:
+        return device
+    placed: list[DeviceLine] = []
+    for line in device.lines:
+        appearances = configured.get(canonical_aor(line.line.aor) or line.line.aor)
+        if appearances is None:
+            placed.append(line)
+        else:
+            identity = attrs.evolve(line.line, shared=True, max_appearances=appearances)
+            placed.append(attrs.evolve(line, line=identity))
+    return attrs.evolve(device, lines=tuple(placed))
 
 
 @attrs.frozen
@@ -394,7 +417,11 @@ def cisco_profile(templates: Templates, site: SiteSettings, device: Device) -> b
     shared = [placed for placed in lines if placed.line.shared]
     globals_: dict[str, str | None] = {
         **_site_values(site, _CISCO_TRANSPORT),
-        "profile_rule": cisco_profile_rule(site, device.family),
+        # A phone that authenticates its fetches keeps the Profile_Rule it was given, which
+        # carries its credentials ("[--uid U --pwd P]URL"); the server knows only their HA1.
+        "profile_rule": None
+        if device.prov_username or site.site_credentials
+        else cisco_profile_rule(site, device.family),
         "barge_in": "Yes" if any(placed.barge_in for placed in shared) else "No",
     }
     root = ET.Element(template.tag)
@@ -452,6 +479,7 @@ _RENDERERS: Final[Mapping[FileKind, Callable[[Templates, SiteSettings, Device], 
 
 def render(kind: FileKind, templates: Templates, site: SiteSettings, device: Device) -> Profile:
     """The file ``kind`` for ``device``, with the capacity warnings of section 2.1."""
+    device = with_shared_lines(device, site)
     body = _RENDERERS[kind](templates, site, device)
     warnings = () if kind is FileKind.POLYCOM_MASTER else tuple(capacity_warnings(device))
     return Profile(body, "application/xml", warnings)
@@ -496,4 +524,5 @@ __all__ = [
     "polycom_application",
     "polycom_master",
     "render",
+    "with_shared_lines",
 ]

@@ -100,7 +100,9 @@ class DeviceLine:
     line_keys: int = 1
     calls_per_key: int = 1
     label: str | None = None
-    barge_in: bool = True
+    # The SCA engine refuses barge-in (sca.md 7.6: 403 "Barge-in not supported"), so a phone
+    # is not told it may barge unless the operator says so for this placement.
+    barge_in: bool = False
 
     @property
     def keys(self) -> range:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from twisted.internet import reactor, threads
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
+from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublisher
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
@@ -210,7 +211,42 @@ async def test_polycom_sequence_unknown_generic_then_own_files(rig: Rig) -> None
 
 
 @twisted_test
+async def test_profiles_with_passwords_need_credentials_unless_turned_off(rig: Rig) -> None:
+    for path in (f"/prov/{CISCO_MAC}.xml", f"/prov/spa{CISCO_MAC}.xml"):
+        status, _, body = await rig.request("GET", path)
+        assert (status, body) == (403, b"Forbidden\n")
+    assert [(f.path, f.status) for f in rig.repo.fetches(CISCO_MAC)] == [
+        (f"/prov/{CISCO_MAC}.xml", 403),
+        (f"/prov/spa{CISCO_MAC}.xml", 403),
+    ]
+    rig.resource._policy = attrs.evolve(rig.resource._policy, default_username="site", default_password="pw")
+    status, _, body = await rig.digest("GET", f"/prov/{CISCO_MAC}.xml", "site", "pw")
+    assert status == 200 and b"Xy7&amp;kq2" in body
+
+
+@twisted_test
+async def test_a_configured_shared_line_is_shared_in_the_fetched_profile(rig: Rig) -> None:
+    private = LineIdentity("sip:3001@pbx.example.com", "3001", "pw3001", "Back Office")
+    rig.repo.save_line(private)
+    rig.repo.save_device(
+        Device("0004f2000001", Family.POLYCOM_UCS, "VVX411", lines=(DeviceLine(1, private, 1, 1, 1),))
+    )
+    policy = attrs.evolve(rig.resource._policy, default_username="site", default_password="pw")
+    rig.resource._policy = policy
+    _, _, body = await rig.digest("GET", "/prov/0004f2000001-sca.cfg", "site", "pw")
+    reg = ET.fromstring(body).find("reg")
+    assert reg is not None and reg.attrib["reg.1.type"] == "private"  # no sca_line row
+    site = attrs.evolve(SITE, shared_lines=(("sip:3001@pbx.example.com", 2),))
+    rig.resource._policy = attrs.evolve(policy, site=site)
+    _, _, body = await rig.digest("GET", "/prov/0004f2000001-sca.cfg", "site", "pw")
+    reg = ET.fromstring(body).find("reg")
+    assert reg is not None
+    assert (reg.attrib["reg.1.type"], reg.attrib["reg.1.bargeInEnabled"]) == ("shared", "0")
+
+
+@twisted_test
 async def test_cisco_without_device_credentials_is_served_both_spellings(rig: Rig) -> None:
+    rig.resource._policy = attrs.evolve(rig.resource._policy, require_credentials=False)
     for path in (f"/prov/{CISCO_MAC}.xml", f"/prov/spa{CISCO_MAC}.xml"):
         status, headers, body = await rig.request("GET", path)
         assert status == 200
@@ -339,6 +375,7 @@ async def test_enumeration_guard_answers_429_after_the_limit(rig: Rig) -> None:
 
 @twisted_test
 async def test_a_line_change_is_in_the_next_fetch(rig: Rig) -> None:
+    rig.resource._policy = attrs.evolve(rig.resource._policy, require_credentials=False)
     _, _, before = await rig.request("GET", f"/prov/{CISCO_MAC}.xml")
     assert {e.tag: e.text for e in ET.fromstring(before)}["Password_1_"] == "Xy7&kq2"
     rig.repo.save_line(attrs.evolve(LINE, auth_password="n3w<pass>", display_name="Reception"))
@@ -393,6 +430,50 @@ async def test_unauthenticated_or_unknown_uploads_store_nothing(rig: Rig) -> Non
     assert headers.getRawHeaders("Allow") == ["GET, HEAD, PUT"]
     assert files_under(rig.uploads) == []
     assert rig.count(tables.provisioning_uploads) == 0
+
+
+#: A Polycom override in UTF-16 declaring an internal entity: a byte-level "<!ENTITY" search
+#: does not see it, and the standard library parser expands it.
+ENTITY_OVERRIDE = (
+    '<?xml version="1.0" encoding="UTF-16"?>\n'
+    '<!DOCTYPE PHONE_CONFIG [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>\n'
+    '<PHONE_CONFIG><ALL reg.1.address="&lol2;"/></PHONE_CONFIG>'
+).encode("utf-16")
+
+
+@twisted_test
+async def test_an_override_with_an_entity_is_refused_logged_and_stores_nothing(rig: Rig) -> None:
+    rig.resource._policy = attrs.evolve(rig.resource._policy, serve_overrides=True)
+    plain = '<?xml version="1.0" encoding="UTF-16"?><PHONE_CONFIG><ALL up.x="1"/></PHONE_CONFIG>'
+    status, _, _ = await rig.digest(
+        "PUT", f"/prov/{VVX_MAC}-phone.cfg", "vvx", "phone-pass", data=plain.encode("utf-16")
+    )
+    assert status == 204
+    events: list[LogEvent] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        status, _, body = await rig.digest(
+            "PUT", f"/prov/{VVX_MAC}-phone.cfg", "vvx", "phone-pass", data=ENTITY_OVERRIDE
+        )
+        not_xml, _, _ = await rig.digest("PUT", f"/prov/{VVX_MAC}-web.cfg", "vvx", "phone-pass", data=b"<a")
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert (status, body, not_xml) == (400, b"Bad Request\n", 400)
+    refusals = [formatEvent(e) for e in events if "refused" in (e.get("log_format") or "")]
+    assert refusals == [
+        f"provisioning: phone-override upload of {VVX_MAC} from 127.0.0.1 refused: "
+        "XML with a document type declaration (<!DOCTYPE PHONE_CONFIG>)",
+        f"provisioning: web-override upload of {VVX_MAC} from 127.0.0.1 refused: "
+        "not well-formed XML (unclosed token: line 1, column 0)",
+    ]
+    assert all("\n" not in line for line in refusals)
+    # Nothing is lost and nothing unsafe is kept: the earlier override is still the one served.
+    [upload] = rig.repo.uploads(VVX_MAC)
+    assert upload.kind is UploadKind.PHONE_OVERRIDE
+    assert [p.read_bytes() for p in files_under(rig.uploads)] == [plain.encode("utf-16")]
+    status, _, served = await rig.digest("GET", f"/prov/{VVX_MAC}-phone.cfg", "vvx", "phone-pass")
+    assert (status, served) == (200, plain.encode("utf-16"))
 
 
 @twisted_test

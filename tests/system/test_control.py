@@ -12,7 +12,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.system.handset import Handset, handsets
-from tests.system.server import ROOT, SCASERVER, RunningServer, free_port, running_server, upgrade_database
+from tests.system.server import (
+    ROOT,
+    SCASERVER,
+    RunningServer,
+    free_port,
+    running_server,
+    tool,
+    upgrade_database,
+)
 from tests.system.test_sca import LINE, config, member, rpc, state_is, subscribed
 
 pytestmark = pytest.mark.system
@@ -30,12 +38,16 @@ def scactl(server: RunningServer, *argv: str) -> subprocess.CompletedProcess[str
     )
 
 
+def scrape(server: RunningServer) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
 def metrics(server: RunningServer) -> dict[str, float]:
     """Every sample of /metrics, parsed by the Prometheus text parser, by name{labels}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/metrics", timeout=5) as reply:
-        text = reply.read().decode()
     samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(scrape(server)):
         for sample in family.samples:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}"] = sample.value
@@ -79,6 +91,7 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
             assert rpc(server, "sca.seize_appearance", LINE, a.contact)["index"] == 1
             b.wait_notify(lambda n: n.event == "call-info" and state_is(1, "seized")(n))
             after = metrics(server)
+            text = scrape(server)
     assert (
         after["scaserver_registrations_total{outcome=added}"]
         - before.get("scaserver_registrations_total{outcome=added}", 0.0)
@@ -88,13 +101,24 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
     assert after["scaserver_sca_appearances{state=seized}"] == 1
     assert after["scaserver_notify_total{event=call-info,outcome=sent}"] >= 4
     assert after["scaserver_transactions_total{kind=non-invite-server,outcome=2xx}"] >= 5
+    assert after["scaserver_registered_contacts{}"] == 3
+    assert after["scaserver_parse_errors_total{transport=tls}"] == 0  # created at zero
+    assert after["process_cpu_seconds_total{}"] > 0
+    assert not [name for name in after if "_created" in name or "_ms" in name]
+    # The Prometheus conventions, as the Prometheus tool checks them: silence and 0.
+    promtool = [tool("promtool"), "check", "metrics"]
+    check = subprocess.run(promtool, input=text, capture_output=True, text=True, check=False, timeout=30)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), text
 
 
 def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'x.db'}"
     upgrade_database(db_url)
+    config_path = tmp_path / "exposed.toml"
+    config_path.write_text('[provisioning]\nbase_url = "http://192.0.2.1:8080/prov"\n')
+    argv = ["run", "--config", str(config_path), "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0"]
     result = subprocess.run(
-        [*SCASERVER, "run", "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0", "--db", db_url],
+        [*SCASERVER, *argv, "--db", db_url],
         capture_output=True,
         check=False,
         text=True,
@@ -103,6 +127,20 @@ def test_a_non_loopback_rpc_listener_without_a_token_refuses_to_start(tmp_path: 
     )
     assert result.returncode == 2
     assert "token" in result.stderr.lower()
+
+
+def test_a_wildcard_http_listener_without_a_provisioning_url_refuses_to_start(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade_database(db_url)
+    argv = ["run", "--sip", f"127.0.0.1:{free_port()}", "--http", "0.0.0.0:0", "--db", db_url]
+    result = subprocess.run(
+        [*SCASERVER, *argv], capture_output=True, check=False, text=True, timeout=30, cwd=ROOT
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "command line: provisioning.base_url: required when [http] listens on the wildcard address 0.0.0.0: "
+        "phones must be told a URL they can reach (or set provisioning.enabled = false)\n"
+    )
 
 
 def test_prov_resync_sends_check_sync_to_the_device_line(tmp_path: Path) -> None:

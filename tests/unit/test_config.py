@@ -135,6 +135,11 @@ ERRORS = [
         '[server]\nlisten = ["0.0.0.0:5060"]\n',
         "server.advertised_host: required when listening on the wildcard address 0.0.0.0",
     ),
+    (
+        '[http]\nlisten = "[::]:8080"\n',
+        "provisioning.base_url: required when [http] listens on the wildcard address ::: phones must be "
+        "told a URL they can reach (or set provisioning.enabled = false)",
+    ),
     ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
     ("[sip]\nt1 = 0\n", "sip.t1: must be positive"),
@@ -206,6 +211,22 @@ def test_each_config_error_is_one_line_and_exit_status_2(
     captured = capsys.readouterr()
     assert captured.err == f"{path}: {expected}\n"
     assert captured.out == ""
+
+
+def test_a_wildcard_http_listener_is_accepted_with_a_base_url_or_without_provisioning() -> None:
+    with_url = {
+        "http": {"listen": "0.0.0.0:8080"},
+        "provisioning": {"base_url": "https://prov.example.com/prov"},
+    }
+    assert settings_from_mapping(with_url, "t").http.listen == Endpoint("0.0.0.0", 8080)
+    without = {"http": {"listen": "0.0.0.0:8080"}, "provisioning": {"enabled": False}}
+    assert not settings_from_mapping(without, "t").provisioning.enabled
+
+
+def test_profiles_with_passwords_require_credentials_by_default() -> None:
+    assert load_settings(None).provisioning.require_credentials
+    off = settings_from_mapping({"provisioning": {"require_credentials": False}}, "t")
+    assert not off.provisioning.require_credentials
 
 
 def test_config_error_carries_the_parts() -> None:
@@ -284,6 +305,11 @@ def test_overrides_replace_the_file_values() -> None:
         (
             ["run", "--sip", "0.0.0.0:5060"],
             "command line: server.advertised_host: required when listening on the wildcard address 0.0.0.0",
+        ),
+        (
+            ["run", "--http", "0.0.0.0:8080"],
+            "command line: provisioning.base_url: required when [http] listens on the wildcard address "
+            "0.0.0.0: phones must be told a URL they can reach (or set provisioning.enabled = false)",
         ),
     ],
 )

@@ -83,4 +83,57 @@ def test_two_servers_do_not_share_state() -> None:
     Metrics(first).parse_error("tcp")
     Metrics(second)
     assert sample(first, "scaserver_parse_errors_total", {"transport": "tcp"}) == 1
-    assert sample(second, "scaserver_parse_errors_total", {"transport": "tcp"}) is None
+    assert sample(second, "scaserver_parse_errors_total", {"transport": "tcp"}) == 0
+
+
+def test_labelled_counters_exist_at_zero_for_their_known_values() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    assert sample(registry, "scaserver_notify_total", {"event": "line-seize", "outcome": "failed"}) == 0
+    assert sample(registry, "scaserver_notify_retransmissions_total", {"event": "line-seize"}) == 0
+    failed = {"kind": "invite-client", "outcome": "transport-error"}
+    assert sample(registry, "scaserver_transactions_total", failed) == 0
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "expired"}) == 0
+    assert sample(registry, "scaserver_dropped_messages_total", {"reason": "broadcast"}) == 0
+    assert sample(registry, "scaserver_db_flushed_records_total", {"store": "sql"}) == 0
+
+
+def test_no_created_series_and_no_unit_abbreviations() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.push_gateway(0, 40)
+    metrics.push_woke(2500)
+    metrics.park_stored(["sip:200@example.com"])
+    text = generate_latest(registry).decode()
+    assert "_created" not in text
+    assert "_ms" not in text
+    assert "_total_total" not in text and "tsilo_total_" not in text
+    assert sample(registry, "scaserver_push_gateway_latency_seconds_sum") == 0.04
+    assert sample(registry, "scaserver_push_wake_latency_seconds_bucket", {"le": "2.0"}) == 0
+    assert sample(registry, "scaserver_push_wake_latency_seconds_bucket", {"le": "3.0"}) == 1
+    assert sample(registry, "scaserver_tsilo_transactions_total") == 1
+
+
+@attrs.define
+class Contacts:
+    count: int = 0
+
+    def registered_contacts(self) -> int:
+        return self.count
+
+
+def test_registered_contacts_and_process_metrics_on_the_server_registry() -> None:
+    contacts = Contacts()
+    registry = CollectorRegistry()
+    Metrics(registry, registrar=contacts, process=True)
+    assert sample(registry, "scaserver_registered_contacts") == 0
+    contacts.count = 4
+    assert sample(registry, "scaserver_registered_contacts") == 4
+    assert (sample(registry, "process_cpu_seconds_total") or 0) > 0
+    assert "python_info{" in generate_latest(registry).decode()
+
+
+def test_without_process_no_process_metrics() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    assert "process_" not in generate_latest(registry).decode()

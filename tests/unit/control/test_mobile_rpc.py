@@ -455,6 +455,18 @@ def test_labels_histograms_and_selection() -> None:
     ]
 
 
+def test_statistics_keep_kamailio_names_and_milliseconds_and_skip_process_metrics() -> None:
+    metrics = Metrics(CollectorRegistry(), process=True)
+    metrics.push_gateway(0, 1234)
+    metrics.park_stored(["sip:200@example.com", "sip:201@example.com"])
+    stats = MetricsStatistics(metrics.registry).statistics()
+    assert Statistic("push", "push_gateway_latency_ms_sum", 1234) in stats
+    assert Statistic("push", "push_gateway_latency_ms_count", 1) in stats
+    assert Statistic("tsilo", "total_transactions", 2) in stats
+    assert not [stat for stat in stats if "process" in stat.name or "python" in stat.name]
+    assert statistic_group("registered_contacts") == ("usrloc", "location-contacts")
+
+
 def test_a_core_without_push_has_empty_tables() -> None:
     core = make_core(require_auth=False)
     clock = Clock()

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scaserver.provisioning.commands import parse_line_spec
 from scaserver.provisioning.profile import (
     FileKind,
     ProfileError,
@@ -26,6 +27,7 @@ from scaserver.provisioning.profile import (
     polycom_application,
     polycom_master,
     render,
+    with_shared_lines,
 )
 from scaserver.store.provisioning import Device, DeviceLine, Family, LineIdentity
 
@@ -35,7 +37,9 @@ SITE = SiteSettings(sip_host="pbx.example.com", prov_base_url="https://prov.exam
 
 FRONT_DESK = LineIdentity("sip:2001@pbx.example.com", "2001", "Xy7&kq2", "Front Desk", True, 2)
 PRIVATE = LineIdentity("sip:3001@pbx.example.com", "3001", "p<r>\"iv'", "Back Office", False, 0)
-VVX = Device("0004f2a1b2c3", Family.POLYCOM_UCS, "VVX411", lines=(DeviceLine(1, FRONT_DESK, 1, 2, 1),))
+VVX = Device(
+    "0004f2a1b2c3", Family.POLYCOM_UCS, "VVX411", lines=(DeviceLine(1, FRONT_DESK, 1, 2, 1, barge_in=True),)
+)
 CP8841 = Device(
     "5006ab123456",
     Family.CISCO_MPP,
@@ -173,6 +177,47 @@ def test_private_line_is_emitted_as_private_without_sca_parameters() -> None:
     assert "Share_Call_Appearance_1_" not in cisco
     assert cisco["Profile_Rule"] == "https://prov.example.com/spa$MA.xml"
     assert [cisco[f"Extension_{n}_"] for n in range(1, 5)] == ["1", "Disabled", "Disabled", "Disabled"]
+
+
+def test_a_line_of_the_configuration_is_shared_in_the_profiles() -> None:
+    """``[[sca.lines]]`` makes an AoR shared in the SCA engine; the phones must share it too,
+    even when the database has no ``sca_line`` row for it (the same AoR in another spelling)."""
+    site = attrs.evolve(SITE, shared_lines=(("sip:3001@PBX.example.com;transport=udp", 3),))
+    vvx = attrs.evolve(VVX, lines=(DeviceLine(1, PRIVATE),))
+    reg = ET.fromstring(render(FileKind.POLYCOM_APPLICATION, TEMPLATES, site, vvx).body).find("reg")
+    assert reg is not None
+    assert reg.attrib["reg.1.type"] == "shared"
+    assert reg.attrib["reg.1.server.1.expires.lineSeize"] == "15"
+    spa = Device("000e08aabbcc", Family.CISCO_SPA, "SPA504G", lines=(DeviceLine(1, PRIVATE),))
+    cisco = {e.tag: e.text for e in ET.fromstring(render(FileKind.CISCO_PROFILE, TEMPLATES, site, spa).body)}
+    assert cisco["Share_Ext_1_"] == "shared"
+    [placed] = with_shared_lines(vvx, site).lines
+    assert (placed.line.shared, placed.line.max_appearances) == (True, 3)
+    # Without configured lines the database decides: a line without an sca_line row is private.
+    private = ET.fromstring(render(FileKind.POLYCOM_APPLICATION, TEMPLATES, SITE, vvx).body).find("reg")
+    assert private is not None and private.attrib["reg.1.type"] == "private"
+
+
+def test_barge_in_is_off_unless_asked_for_as_the_engine_refuses_it() -> None:
+    vvx = attrs.evolve(VVX, lines=(DeviceLine(1, FRONT_DESK, 1, 2, 1),))
+    reg = ET.fromstring(polycom_application(TEMPLATES, SITE, vvx)).find("reg")
+    assert reg is not None and reg.attrib["reg.1.bargeInEnabled"] == "0"
+    mpp = attrs.evolve(CP8841, lines=(DeviceLine(1, FRONT_DESK, 1, 2, 1),))
+    assert {e.tag: e.text for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, mpp))}[
+        "SCA_Barge-In-Enable"
+    ] == "No"
+    assert "barge_in" not in parse_line_spec("sip:2001@pbx.example.com", 1)[1]
+    assert parse_line_spec("sip:2001@pbx.example.com,barge_in=yes", 1)[1]["barge_in"] is True
+
+
+def test_a_cisco_phone_with_credentials_keeps_its_own_profile_rule() -> None:
+    """Its Profile_Rule carries ``[--uid U --pwd P]``; replacing it would lose them."""
+    own = attrs.evolve(CP8841, prov_username="cp1", prov_realm="r", prov_ha1="0" * 32)
+    assert "Profile_Rule" not in {e.tag for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, own))}
+    site = attrs.evolve(SITE, site_credentials=True)
+    assert "Profile_Rule" not in {e.tag for e in ET.fromstring(cisco_profile(TEMPLATES, site, CP8841))}
+    rule = {e.tag: e.text for e in ET.fromstring(cisco_profile(TEMPLATES, SITE, CP8841))}["Profile_Rule"]
+    assert rule == "https://prov.example.com/$MA.xml"
 
 
 def test_spa_shared_extension_uses_spa_values() -> None:
