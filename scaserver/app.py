@@ -64,6 +64,7 @@ from scaserver.edge.resolver import HostsTable
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
+from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
@@ -1419,4 +1420,6 @@ def make_server(
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))
+    # Last: started when everything else is (listeners bound, state restored), stopped first.
+    server.adopt(SystemdNotifier(reactor, readiness.ready))
     return server

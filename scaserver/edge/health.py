@@ -87,6 +87,10 @@ class Readiness:
             lambda database: {"restored": restored, "database": database, "write_behind": queue}
         )
 
+    def ready(self) -> Deferred[bool]:
+        """Whether every check passes (sd_notify's READY=1)."""
+        return self.check().addCallback(lambda checks: all(check.ok for check in checks.values()))
+
 
 def _json(request: Request, status: int, body: Mapping[str, object]) -> bytes:
     request.setResponseCode(status)
