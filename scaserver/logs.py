@@ -72,6 +72,8 @@ _STDLIB_THRESHOLDS: Final[dict[LogLevel, int]] = {
 
 _BASE_KEYS: Final = ("time", "level", "namespace", "message")
 _FAILURE_KEYS: Final = ("error_type", "error", "traceback")
+#: What events of twisted.python.log (``Site starting on 8080``) carry besides their text.
+_LEGACY_KEYS: Final = frozenset({"message", "time", "format", "isError", "system", "why", "failure"})
 
 
 def _json_value(value: object) -> object:
@@ -96,12 +98,14 @@ def json_line(event: LogEvent) -> str:
         record["error_type"] = failure.type.__name__ if failure.type is not None else "error"
         record["error"] = failure.getErrorMessage()
         record["traceback"] = failure.getTraceback()
+    legacy = event.get("log_namespace") == "log_legacy"
     for key, value in event.items():
-        if key.startswith("log_") or key.startswith("_"):
+        if key.startswith(("log_", "_")) or (legacy and key in _LEGACY_KEYS):
             continue
         name = f"field_{key}" if key in _BASE_KEYS or key in _FAILURE_KEYS else key
         record[name] = value
-    return json.dumps(record, default=_json_value, ensure_ascii=False) + "\n"
+    # ASCII: undecodable peer bytes (lone surrogates) and control characters are escaped.
+    return json.dumps(record, default=_json_value) + "\n"
 
 
 def make_observer(settings: LogSettings, stream: IO[str]) -> FilteringLogObserver:

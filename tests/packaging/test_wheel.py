@@ -136,7 +136,14 @@ def test_run_answers_options_health_and_scactl_then_stops(installed: Installed) 
     log = installed.cwd / "run.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [str(installed.bin / "scaserver"), "run", "--sip", f"127.0.0.1:{sip}", "--http", f"127.0.0.1:{http}"],  # noqa: E501
+            [
+                str(installed.bin / "scaserver"),
+                "run",
+                "--sip",
+                f"127.0.0.1:{sip}",
+                "--http",
+                f"127.0.0.1:{http}",
+            ],  # noqa: E501
             cwd=installed.cwd,
             env=installed.env(),
             stdout=output,
