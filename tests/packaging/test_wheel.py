@@ -143,7 +143,7 @@ def test_run_answers_options_health_and_scactl_then_stops(installed: Installed) 
                 f"127.0.0.1:{sip}",
                 "--http",
                 f"127.0.0.1:{http}",
-            ],  # noqa: E501
+            ],
             cwd=installed.cwd,
             env=installed.env(),
             stdout=output,
