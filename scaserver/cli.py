@@ -2,7 +2,7 @@
 
 ::
 
-    scaserver --version
+    scaserver --version                      (also: python -m scaserver ...)
     scaserver check-config FILE
     scaserver run [--config FILE] [--sip HOST:PORT]... [--http HOST:PORT] [--db URL]
                   [--log-json] [--log-level LEVEL] [--trace]

@@ -111,6 +111,17 @@ def test_database_directory_and_provisioning_commands(installed: Installed) -> N
     assert "0004f2aabbcc" in installed.run("scaserver", "device", "list").stdout.lower()
     rendered = installed.run("scaserver", "provision", "render", "0004f2aabbcc").stdout
     assert "2002" in rendered and "<" in rendered  # a profile from the packaged templates
+    assert "0004f2aabbcc" in installed.run("scaserver", "device", "show", "0004f2aabbcc").stdout.lower()
+    installed.run("scaserver", "line", "members", "sip:2001@example.test", "--add", "alice")
+    assert "alice" in installed.run("scaserver", "line", "members", "sip:2001@example.test").stdout
+    for argv in (
+        ("device", "rm", "0004f2aabbcc"),
+        ("line", "rm", "sip:2001@example.test"),
+        ("trusted", "rm", "192.0.2.0/24"),
+        ("subscriber", "rm", "alice@example.test"),
+    ):
+        installed.run("scaserver", *argv)
+    assert "alice@example.test" not in installed.run("scaserver", "subscriber", "list").stdout
     report = installed.run("scaserver", "report", "line-calls", "--format", "json").stdout
     assert json.loads(report)["report"] == "line-calls"
     config = installed.cwd / "scaserver.toml"
