@@ -57,6 +57,7 @@ from scaserver.edge.controlplane import (
     SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
+from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
@@ -64,6 +65,7 @@ from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, address
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
+from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
@@ -152,6 +154,7 @@ from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
+from scaserver.store.engine import probe_writable
 from scaserver.store.history import HistoryKey, HistoryRow, SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.provisioning import SqlProvisioningRepository
@@ -1020,11 +1023,13 @@ class Restore(Service):
 
     def __init__(self, run: Callable[[], None]) -> None:
         self._run = run
+        self.done = False  # readiness: the state is back
 
     @override
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         self._run()
+        self.done = True
 
 
 class Periodic(Service):
@@ -1164,6 +1169,7 @@ def control_plane(
     *,
     provisioning: ProvisioningResource | None = None,
     devices: DeviceLines | None = None,
+    readiness: Readiness | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -1229,6 +1235,11 @@ def control_plane(
     root = build_root(dispatcher, policy, metrics.registry)
     if provisioning is not None:
         mount(root, settings.provisioning.path_prefix, cast(IResource, provisioning))
+    # Outside the RPC guard: probes carry no token (README "Health checks").
+    health = HealthResource(product_version(), reactor.seconds(), reactor.seconds)
+    root.putChild(b"health", cast(IResource, health))
+    if readiness is not None:
+        root.putChild(b"ready", cast(IResource, ReadyResource(readiness)))
     site = Site(root)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
     dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
@@ -1443,7 +1454,15 @@ def make_server(
         # bindings is re-registered upstream as well.
         sip.stack.run(core.run(restore_upstream(core, state.upstream, state.bindings, now), now))
 
-    server.adopt(Restore(restore))
+    restored = Restore(restore)
+    server.adopt(restored)
+    readiness = Readiness(
+        cast(IReactorTime, reactor),
+        probe_database=lambda: pool.run(probe_writable, store.engine),
+        restored=lambda: restored.done,
+        queue_depth=lambda: writes.depth,
+        queue_limit=writes.max_pending,
+    )
     if settings.reporting.enabled:
         recorder = HistoryRecorder(
             line_of=lambda aor: aor if core.sca.is_sca(aor) else None, local_domains=domains
@@ -1470,8 +1489,12 @@ def make_server(
         provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
     )
     devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
-    plane, feed = control_plane(settings, reactor, core, sip, writes, provisioning=resource, devices=devices)
+    plane, feed = control_plane(
+        settings, reactor, core, sip, writes, provisioning=resource, devices=devices, readiness=readiness
+    )
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))
+    # Last: started when everything else is (listeners bound, state restored), stopped first.
+    server.adopt(SystemdNotifier(reactor, readiness.ready))
     return server

@@ -2,7 +2,7 @@
 
 ::
 
-    scaserver --version
+    scaserver --version                      (also: python -m scaserver ...)
     scaserver check-config FILE
     scaserver run [--config FILE] [--sip HOST:PORT]... [--http HOST:PORT] [--db URL]
                   [--log-json] [--log-level LEVEL] [--trace]
@@ -40,6 +40,7 @@ from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
 from scaserver.reporting import commands as reports
 from scaserver.store import migrate
+from scaserver.store.engine import MissingDriverError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -107,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(str(error), file=sys.stderr)
         return EXIT_CONFIG
+    except MissingDriverError as error:
+        print(f"scaserver {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def settings_for(args: argparse.Namespace) -> Settings:

@@ -3,6 +3,10 @@
 * :func:`start_logging` installs one observer on the global log beginner: text
   lines (the default) or JSON lines (``[log] json = true`` / ``--log-json``),
   on stderr, filtered by the configured minimum level.
+* :func:`json_line` is the JSON form of one event: one object per line (no record
+  separator), with ``time`` (ISO-8601, UTC), ``level``, ``namespace``, ``message`` (the
+  rendered text) and the event's own fields; a failure adds ``error_type``, ``error`` and
+  ``traceback``.  Every line is ``json.loads``-able.
 * :class:`StdlibBridge` forwards records of the stdlib :mod:`logging` package
   (Alembic, SQLAlchemy) into twisted.logger, with the logger name as namespace.
 * :class:`MessageTrace` is the per-message trace switch (``[sip] trace``): one
@@ -14,24 +18,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import IO, Final, cast
 
 import attrs
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     ILogFilterPredicate,
     ILogObserver,
     LogBeginner,
+    LogEvent,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    formatEvent,
     globalLogBeginner,
-    jsonFileLogObserver,
     textFileLogObserver,
 )
+from twisted.python.failure import Failure
 
 from scaserver.config import LogLevelName, LogSettings
 from scaserver.edge.stack import Direction
@@ -61,10 +70,50 @@ _STDLIB_THRESHOLDS: Final[dict[LogLevel, int]] = {
 }
 
 
+_BASE_KEYS: Final = ("time", "level", "namespace", "message")
+_FAILURE_KEYS: Final = ("error_type", "error", "traceback")
+#: What events of twisted.python.log (``Site starting on 8080``) carry besides their text.
+_LEGACY_KEYS: Final = frozenset({"message", "time", "format", "isError", "system", "why", "failure"})
+
+
+def _json_value(value: object) -> object:
+    """What ``json.dumps`` cannot write itself: bytes as text, anything else as ``str()``."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def json_line(event: LogEvent) -> str:
+    """One event as one line of JSON (see the module docstring)."""
+    level = event.get("log_level")
+    when = datetime.fromtimestamp(float(event.get("log_time", 0.0)), UTC)
+    record: dict[str, object] = {
+        "time": when.isoformat(timespec="microseconds"),
+        "level": str(getattr(level, "name", level)),  # a LogLevel constant: "info", "warn"
+        "namespace": str(event.get("log_namespace", "")),
+        "message": formatEvent(event),
+    }
+    failure = event.get("log_failure")
+    if isinstance(failure, Failure):
+        record["error_type"] = failure.type.__name__ if failure.type is not None else "error"
+        record["error"] = failure.getErrorMessage()
+        record["traceback"] = failure.getTraceback()
+    legacy = event.get("log_namespace") == "log_legacy"
+    for key, value in event.items():
+        if key.startswith(("log_", "_")) or (legacy and key in _LEGACY_KEYS):
+            continue
+        name = f"field_{key}" if key in _BASE_KEYS or key in _FAILURE_KEYS else key
+        record[name] = value
+    # ASCII: undecodable peer bytes (lone surrogates) and control characters are escaped.
+    return json.dumps(record, default=_json_value) + "\n"
+
+
 def make_observer(settings: LogSettings, stream: IO[str]) -> FilteringLogObserver:
     """The filtered text or JSON observer writing to ``stream``."""
     # The casts state what zope.interface declares (the classes implement these interfaces).
-    base = cast(ILogObserver, jsonFileLogObserver(stream) if settings.json else textFileLogObserver(stream))
+    base = cast(
+        ILogObserver, FileLogObserver(stream, json_line) if settings.json else textFileLogObserver(stream)
+    )
     predicate = cast(ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LEVELS[settings.level]))
     return FilteringLogObserver(base, [predicate])
 

@@ -8,7 +8,8 @@ Files:
 * Cisco flat profile ``<mac>.xml`` / ``spa<mac>.xml`` (sections 2.2, 5.2):
   ``cisco-mpp.xml.tmpl`` and ``cisco-spa.xml.tmpl``.
 
-The templates (top-level ``polycom-profiles/``) are well-formed XML whose attribute values
+The templates (top-level ``polycom-profiles/``, shipped inside the package and read with
+``importlib.resources``) are well-formed XML whose attribute values
 (Polycom) or element texts (Cisco) are ``string.Template`` text.  They are parsed once with
 ``xml.etree.ElementTree``; rendering expands them into a new tree and serializes it, so
 passwords and display names with ``&``, ``<`` or ``"`` are escaped by the serializer, never
@@ -18,10 +19,12 @@ by string concatenation (section 6).  ``template_overrides`` are applied last.
 from __future__ import annotations
 
 import enum
+import importlib.resources
 import re
 import string
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Final
 
@@ -31,8 +34,8 @@ from scaserver.provisioning.mac import ZERO_MAC
 from scaserver.sca.line import canonical_aor
 from scaserver.store.provisioning import Device, DeviceLine, Family, Vendor
 
-#: ``polycom-profiles/`` next to the ``scaserver`` package (the source tree / editable install).
-TEMPLATE_DIR: Final = Path(__file__).resolve().parents[2] / "polycom-profiles"
+#: The package resource ``polycom-profiles/``.
+TEMPLATE_DIR: Final[Traversable] = importlib.resources.files("scaserver") / "polycom-profiles"
 
 EACH_LINE: Final = "scaserver-each-line"
 EACH_KEY: Final = "scaserver-each-key"
@@ -217,10 +220,11 @@ class Templates:
     cisco_spa: ET.Element
 
     @classmethod
-    def load(cls, directory: Path = TEMPLATE_DIR) -> Templates:
+    def load(cls, directory: Traversable | Path = TEMPLATE_DIR) -> Templates:
         def parse(name: str) -> ET.Element:
             try:
-                return ET.parse(directory / name).getroot()
+                with (directory / name).open("rb") as source:
+                    return ET.parse(source).getroot()
             except (OSError, ET.ParseError) as error:
                 raise ProfileError(f"template {directory / name}: {error}") from None
 

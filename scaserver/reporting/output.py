@@ -7,6 +7,9 @@ state), so they render in a server or a cron job:
   marked with its peak of busy appearances;
 * ``push-wakeups`` (Q7): the distribution of wake-up latencies (push sent until the woken
   device registered) per provider, with the median and 95th percentile in the legend.
+
+matplotlib is the optional ``charts`` extra (``pip install 'scaserver[charts]'``); it is
+imported when a chart is drawn, and its absence is a ``ReportError`` that says so.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ import io
 import json
 from collections.abc import Sequence
 from datetime import UTC
+from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from scaserver.reporting.reports import ReportError, ReportResult, percentile
 
-from scaserver.reporting.reports import ReportResult, percentile
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "Format",
@@ -89,8 +93,22 @@ def render_json(result: ReportResult) -> str:
     )
 
 
-def _png(figure: Figure) -> bytes:
+def _figure(width: float, height: float) -> Figure:
+    """A new figure on the Agg canvas; ReportError when matplotlib is not installed."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+        from matplotlib.figure import Figure  # noqa: PLC0415
+    except ImportError:
+        raise ReportError(
+            "PNG charts need matplotlib: install scaserver with the charts extra "
+            "(pip install 'scaserver[charts]')"
+        ) from None
+    figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
@@ -105,7 +123,7 @@ def busy_hour_png(
     traffic: Sequence[tuple[str, int, int, float]], *, title: str = "Busy hour per line"
 ) -> bytes:
     """Erlangs per hour for each line (``reports.hourly_traffic`` rows), busy hours marked."""
-    figure = Figure(figsize=(10, 5))
+    figure = _figure(10, 5)
     axes = figure.add_subplot()
     lines = sorted({row[0] for row in traffic})
     for line in lines:
@@ -135,7 +153,7 @@ def busy_hour_png(
 
 def wake_latency_png(latencies: Sequence[tuple[str, int]], *, title: str = "Push wake-up latency") -> bytes:
     """Histogram of wake-up latencies in seconds per provider (``reports.wake_latencies`` rows)."""
-    figure = Figure(figsize=(8, 5))
+    figure = _figure(8, 5)
     axes = figure.add_subplot()
     providers = sorted({provider for provider, _ in latencies})
     for provider in providers:

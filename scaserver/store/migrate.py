@@ -1,13 +1,16 @@
 """Schema migrations, driven from code (``scaserver db upgrade``, start-up checks, tests).
 
 The Alembic environment lives in the top-level ``migrations/`` directory (one linear
-history).  The database URL is handed to ``migrations/env.py`` through
+history), shipped inside the package as ``scaserver/migrations`` and found by Alembic through
+``importlib.resources`` (``script_location = scaserver:migrations``), in a source tree and an
+installed wheel alike.  The database URL is handed to ``migrations/env.py`` through
 ``Config.attributes`` rather than the ini option, so passwords with ``%`` survive.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.resources
+from importlib.resources.abc import Traversable
 from typing import Final
 
 from alembic import command
@@ -17,8 +20,9 @@ from alembic.script import ScriptDirectory
 
 from scaserver.store.engine import make_engine
 
-#: ``migrations/`` next to the ``scaserver`` package (the source tree / editable install).
-MIGRATIONS_DIR: Final = Path(__file__).resolve().parents[2] / "migrations"
+#: The package resource holding the Alembic environment (``env.py``, ``versions/``).
+SCRIPT_LOCATION: Final = "scaserver:migrations"
+MIGRATIONS_DIR: Final[Traversable] = importlib.resources.files("scaserver") / "migrations"
 
 UPGRADE_COMMAND: Final = "scaserver db upgrade"
 
@@ -39,7 +43,7 @@ def alembic_config(url: str, *, lock_timeout_ms: int = 10_000, statement_timeout
     for the migration advisory lock and for table locks (``lock_timeout``) and any single
     statement (``statement_timeout``)."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("script_location", SCRIPT_LOCATION)
     config.attributes["url"] = url
     config.attributes["lock_timeout_ms"] = lock_timeout_ms
     config.attributes["statement_timeout_ms"] = statement_timeout_ms

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,9 +99,15 @@ def upgrade_database(db_url: str) -> None:
 
 @contextmanager
 def running_server(
-    workdir: Path, config_text: str = "", *, db_url: str | None = None, extra_args: tuple[str, ...] = ()
+    workdir: Path,
+    config_text: str = "",
+    *,
+    db_url: str | None = None,
+    extra_args: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> Iterator[RunningServer]:
-    """Start ``scaserver run`` with ``config_text`` and wait until it answers OPTIONS."""
+    """Start ``scaserver run`` with ``config_text`` (and ``environ`` added to the environment)
+    and wait until it answers OPTIONS."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "scaserver.toml"
     config_path.write_text(config_text)
@@ -109,7 +115,7 @@ def running_server(
     upgrade_database(db_url)
     sip_port, http_port = free_port(), free_port()
     log_path = workdir / "scaserver.log"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(environ or {}))
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-from typing import cast
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from twisted.logger import ILogObserver, Logger, LogLevel
@@ -81,9 +83,51 @@ def test_text_observer_filters_below_the_level() -> None:
 
 def test_json_observer_writes_one_object_per_line_with_the_fields() -> None:
     output = emit_all(LogSettings(level=LogLevelName.DEBUG, json=True))
-    records = [json.loads(line.strip("\x1e")) for line in output.strip("\n").split("\n")]
+    assert "\x1e" not in output and output.endswith("\n")
+    records = [json.loads(line) for line in output.splitlines()]
     assert [record["n"] for record in records] == [1, 2, 3]
-    assert records[1]["log_namespace"] == "scaserver.test"
+    assert [record["level"] for record in records] == ["debug", "info", "warn"]
+    assert [record["message"] for record in records] == ["debug 1", "info 2", "warn 3"]
+    assert records[1]["namespace"] == "scaserver.test"
+    assert datetime.fromisoformat(records[1]["time"]).utcoffset() == timedelta(0)
+    assert not any(key.startswith("log_") for record in records for key in record)
+
+
+def json_records(emit: Callable[[Logger], None]) -> list[dict[str, Any]]:
+    stream = io.StringIO()
+    settings = LogSettings(level=LogLevelName.DEBUG, json=True)
+    emit(Logger(namespace="scaserver.test", observer=cast(ILogObserver, make_observer(settings, stream))))
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_failure_carries_the_traceback_as_a_field() -> None:
+    def emit(log: Logger) -> None:
+        try:
+            raise ValueError("bad\nthing")
+        except ValueError:
+            log.failure("handler of {method} failed", method="INVITE")
+
+    (record,) = json_records(emit)
+    assert record["level"] == "critical" and record["message"] == "handler of INVITE failed"
+    assert record["error_type"] == "ValueError" and record["error"] == "bad\nthing"
+    assert "Traceback" in record["traceback"] and 'raise ValueError("bad\\nthing")' in record["traceback"]
+    assert record["method"] == "INVITE"
+
+
+def test_json_fields_that_json_cannot_write_and_clashing_names() -> None:
+    def emit(log: Logger) -> None:
+        fields = {"data": b"\xff\r\n", "peer": ("127.0.0.1", 5060), "namespace": object(), "time": 1}
+        log.info("{data!r} {peer} {namespace}", **fields)
+
+    (record,) = json_records(emit)
+    assert record["data"] == "\ufffd\r\n" and record["peer"] == ["127.0.0.1", 5060]
+    assert record["namespace"] == "scaserver.test" and record["field_namespace"].startswith("<object")
+    assert record["field_time"] == 1
+
+
+def test_json_unformattable_event_still_one_line() -> None:
+    (record,) = json_records(lambda log: log.info("{missing} {", present=1))
+    assert "Unable to format event" in record["message"] and record["present"] == 1
 
 
 def test_stdlib_records_are_reemitted_with_the_logger_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,11 @@
-"""rpc/scactl.py against a tiny in-test HTTP server (rpc.md section 4)."""
+"""scactl (``scaserver.scactl``) against a tiny in-test HTTP server (rpc.md section 4)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
+import os
+import socket
 import subprocess
 import sys
 import threading
@@ -15,8 +16,11 @@ from typing import Any, Protocol, TextIO, cast
 
 import pytest
 
+from scaserver import scactl
+from scaserver.config import HttpSettings
+
 ROOT = Path(__file__).resolve().parents[2]
-SCACTL = ROOT / "rpc" / "scactl.py"
+LAUNCHER = ROOT / "rpc" / "scactl"
 
 
 class _Main(Protocol):
@@ -30,16 +34,7 @@ class _Main(Protocol):
     ) -> int: ...
 
 
-def _load() -> Any:
-    spec = importlib.util.spec_from_file_location("scactl", SCACTL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_MODULE = _load()
-scactl_main = cast(_Main, _MODULE.main)
+scactl_main = cast(_Main, scactl.main)
 
 
 class FakeServer:
@@ -339,10 +334,55 @@ def test_completion_script_lists_catalogue_methods() -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def test_runs_as_a_script() -> None:
-    for script in (SCACTL, SCACTL.with_suffix("")):
+def test_runs_as_a_script_and_as_a_module() -> None:
+    for command in ([str(LAUNCHER)], ["-m", "scaserver.scactl"]):
         done = subprocess.run(
-            [sys.executable, str(script), "completion", "bash"], capture_output=True, text=True, check=False
+            [sys.executable, *command, "completion", "bash"], capture_output=True, text=True, check=False
         )
         assert done.returncode == 0
         assert "_scactl()" in done.stdout
+
+
+def test_default_address_is_the_servers_default_http_listen() -> None:
+    listen = HttpSettings().listen
+    assert f"http://{listen.host}:{listen.port}/RPC" == scactl.DEFAULT_ADDRESS
+
+
+def test_tcp_address_form(server: FakeServer) -> None:
+    server.result("0.1.0")
+    port = server.url.split(":")[2].split("/")[0]
+    assert run(["-s", f"tcp:127.0.0.1:{port}", "-F", "json", "core.version"]) == (0, '"0.1.0"\n', "")
+    assert server.requests[0][0] == "/RPC"
+    assert run(["-s", "tcp:nowhere", "core.version"])[0] == 2
+
+
+def _datagram_server(family: socket.AddressFamily, address: str | tuple[str, int]) -> socket.socket:
+    """Answers one JSON-RPC datagram to its sender, as the server's datagram socket does."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(address)
+
+    def answer() -> None:
+        data, peer = sock.recvfrom(65535)
+        request = json.loads(data)
+        reply = {"jsonrpc": "2.0", "result": request["method"], "id": request["id"]}
+        sock.sendto(json.dumps(reply).encode(), peer)
+
+    threading.Thread(target=answer, daemon=True).start()
+    return sock
+
+
+def test_unix_datagram_address_form(tmp_path: Path) -> None:
+    path = tmp_path / "scaserver_rpc.sock"
+    with _datagram_server(socket.AF_UNIX, str(path)):
+        assert run(["-s", f"unixd:{path}", "-F", "json", "core.version"]) == (0, '"core.version"\n', "")
+    assert list(Path("/tmp").glob(f"scactl-{os.getpid()}-*.sock")) == []
+
+
+def test_udp_address_form() -> None:
+    with _datagram_server(socket.AF_INET, ("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+        assert run(["-s", f"udp:127.0.0.1:{port}", "-F", "json", "sca.flush"]) == (0, '"sca.flush"\n', "")
+
+
+def test_datagram_address_without_a_server_is_a_transport_error(tmp_path: Path) -> None:
+    assert run(["-s", f"unixd:{tmp_path / 'absent.sock'}", "-t", "0.5", "core.version"])[0] == 3

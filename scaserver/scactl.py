@@ -7,8 +7,13 @@
     scactl [-s ADDRESS] rpc METHOD [ARG ...]      # kamctl-style: print the whole JSON envelope
     scactl completion bash                       # print a bash completion script
 
-Standard library only; method names and parameters come from ``openrpc.json`` next to this
-file.  Arguments follow kamcmd: integer-looking -> JSON number, ``s:`` prefix -> string,
+Standard library only; method names and parameters come from the OpenRPC catalogue shipped
+with the package (``rpc/openrpc.json``).  ADDRESS is any form the server serves:
+``http://HOST:PORT/RPC`` (or ``https://``, or ``tcp:HOST:PORT``) for ``[http] listen``,
+``unixd:PATH`` (or ``udp:HOST:PORT``) for the kamcmd-style datagram socket (``[rpc]
+dgram_socket``), ``unix:PATH`` for HTTP over a UNIX stream socket.  The default is the
+server's default control address, ``http://127.0.0.1:8080/RPC``; ``SCACTL_ADDRESS`` overrides
+it.  Arguments follow kamcmd: integer-looking -> JSON number, ``s:`` prefix -> string,
 anything else -> string.  Exit status: 0 success, 1 RPC fault, 2 usage error, 3 transport or
 authentication failure.
 """
@@ -18,20 +23,25 @@ from __future__ import annotations
 import argparse
 import codecs
 import http.client
+import importlib.resources
 import json
 import os
 import re
 import socket
 import sys
 import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import TextIO, TypeAlias
+from typing import Final, TextIO, TypeAlias
 
 Json: TypeAlias = bool | int | float | str | list["Json"] | dict[str, "Json"] | None
 
-DEFAULT_ADDRESS = "unix:/run/scaserver/rpc.sock"
-CATALOGUE = Path(__file__).resolve().with_name("openrpc.json")
+#: The server's default ``[http] listen`` (config.DEFAULT_HTTP_PORT on loopback).
+DEFAULT_ADDRESS: Final = "http://127.0.0.1:8080/RPC"
+CATALOGUE: Final[Traversable] = importlib.resources.files("scaserver") / "rpc" / "openrpc.json"
+DGRAM_REPLY_LIMIT: Final = 65535
 EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_TRANSPORT = 0, 1, 2, 3
 FORMATS = ("pretty", "json", "raw", "kamailio")
 SUBCOMMANDS = ("help", "rpc", "completion")
@@ -50,7 +60,7 @@ class UsageError(Exception):
 # Catalogue
 
 
-def load_catalogue(path: Path = CATALOGUE) -> dict[str, list[tuple[str, bool]]]:
+def load_catalogue(path: Traversable | Path = CATALOGUE) -> dict[str, list[tuple[str, bool]]]:
     """Method name -> [(parameter name, required)] from the OpenRPC document (empty if absent);
     a variadic parameter (``x-variadic``, the last one) is named ``name...``."""
     try:
@@ -109,24 +119,74 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+_ADDRESS_FORMS: Final = "http(s)://HOST:PORT/RPC, tcp:HOST:PORT, unixd:PATH, udp:HOST:PORT or unix:PATH"
+
+
+def _host_port(text: str, address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``."""
+    host, colon, port = text.rpartition(":")
+    if not colon or not host or not port.isdigit():
+        raise UsageError(f"unsupported address {address!r}: use {_ADDRESS_FORMS}")
+    return host.strip("[]"), int(port)
+
+
 def _connection(address: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
     if address.startswith("unix:"):
         return UnixHTTPConnection(address[len("unix:") :], timeout), "/RPC"
+    if address.startswith("tcp:"):
+        host, port = _host_port(address[len("tcp:") :], address)
+        return http.client.HTTPConnection(host, port, timeout=timeout), "/RPC"
     url = urllib.parse.urlsplit(address)
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise UsageError(
-            f"unsupported address {address!r}: use unix:PATH, http://HOST:PORT/RPC or https://..."
-        )
+        raise UsageError(f"unsupported address {address!r}: use {_ADDRESS_FORMS}")
     path = url.path or "/RPC"
     if url.scheme == "https":
         return http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout), path
     return http.client.HTTPConnection(url.hostname, url.port, timeout=timeout), path
 
 
+def _envelope(data: bytes, what: str) -> dict[str, Json]:
+    try:
+        envelope = json.loads(data)
+    except ValueError:
+        raise TransportError(f"{what} without a JSON-RPC reply") from None
+    if not isinstance(envelope, dict):
+        raise TransportError(f"{what}: unexpected reply")
+    return envelope
+
+
+def _datagram_call(address: str, body: bytes, timeout: float) -> dict[str, Json]:
+    """One request datagram to the server's jsonrpcs-style socket; the reply comes back to a
+    socket of our own (a temporary path for ``unixd:``, as kamcmd does)."""
+    if address.startswith("unixd:"):
+        family, target = socket.AF_UNIX, address[len("unixd:") :]
+        own: str | tuple[str, int] = f"/tmp/scactl-{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
+        server: str | tuple[str, int] = target
+    else:
+        host, port = _host_port(address[len("udp:") :], address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        own, server = ("::" if family == socket.AF_INET6 else "0.0.0.0", 0), (host, port)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(timeout)
+        sock.bind(own)
+        sock.sendto(body, server)
+        data = sock.recv(DGRAM_REPLY_LIMIT)
+    except OSError as error:
+        raise TransportError(f"cannot reach {address}: {error}") from None
+    finally:
+        sock.close()
+        if isinstance(own, str):
+            Path(own).unlink(missing_ok=True)
+    return _envelope(data, f"{address}: reply")
+
+
 def call(address: str, token: str | None, method: str, params: list[Json], timeout: float) -> dict[str, Json]:
-    """POST one JSON-RPC request and return the reply envelope."""
-    connection, path = _connection(address, timeout)
+    """Send one JSON-RPC request and return the reply envelope."""
     body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode("utf-8")
+    if address.startswith(("unixd:", "udp:")):
+        return _datagram_call(address, body, timeout)
+    connection, path = _connection(address, timeout)
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -140,13 +200,7 @@ def call(address: str, token: str | None, method: str, params: list[Json], timeo
         connection.close()
     if response.status == 401:
         raise TransportError("authentication failed (HTTP 401): check the token")
-    try:
-        envelope = json.loads(data)
-    except ValueError:
-        raise TransportError(f"HTTP {response.status} {response.reason} without a JSON-RPC reply") from None
-    if not isinstance(envelope, dict):
-        raise TransportError(f"HTTP {response.status}: unexpected reply")
-    return envelope
+    return _envelope(data, f"HTTP {response.status} {response.reason}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +404,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="subcommands: help [METHOD], rpc METHOD [ARG ...], completion bash",
     )
     parser.add_argument(
-        "-s", dest="address", help=f"unix:PATH or http(s)://HOST:PORT/RPC (default {DEFAULT_ADDRESS})"
+        "-s", dest="address", help=f"{_ADDRESS_FORMS} (default {DEFAULT_ADDRESS})"
     )
     parser.add_argument("--token-file", help="file holding the bearer token")
     parser.add_argument("-F", dest="fmt", choices=FORMATS, help="output format")
@@ -418,7 +472,7 @@ def main(
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
-    catalogue_path: Path = CATALOGUE,
+    catalogue_path: Traversable | Path = CATALOGUE,
 ) -> int:
     out = sys.stdout if stdout is None else stdout
     err = sys.stderr if stderr is None else stderr
