@@ -144,14 +144,14 @@ def test_push_and_parking_facts_are_counted() -> None:
     bus.publish(GatewayActivity(1, 80))
     value = metrics.registry.get_sample_value
     assert value("scaserver_push_inflight") == 1.0
-    assert value("scaserver_push_gateway_latency_ms_count") == 1.0
-    assert value("scaserver_push_gateway_latency_ms_bucket", {"le": "100.0"}) == 1.0
+    assert value("scaserver_push_gateway_latency_seconds_count") == 1.0
+    assert value("scaserver_push_gateway_latency_seconds_bucket", {"le": "0.1"}) == 1.0
     assert value("scaserver_push_sent_total") == 1.0
     assert value("scaserver_push_invalidated_total") == 1.0
     assert value("scaserver_push_retried_total") == 1.0
     assert value("scaserver_push_no_wake_total") == 1.0
-    assert value("scaserver_push_wake_latency_ms_count") == 1.0
-    assert value("scaserver_push_wake_latency_ms_bucket", {"le": "500.0"}) == 1.0
+    assert value("scaserver_push_wake_latency_seconds_count") == 1.0
+    assert value("scaserver_push_wake_latency_seconds_bucket", {"le": "0.5"}) == 1.0
     assert value("scaserver_parked_total") == 1.0
     assert value("scaserver_added_branches_total") == 1.0
     assert value("scaserver_park_answered_total") == 1.0
