@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scaserver.sca.appearance import AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import TTL_TIMER, AppearanceKey, RequestPlan
-from scaserver.sca.subscription import Package, SubscriptionKey
+from scaserver.sca.subscription import Package
 from scaserver.sip.actions import CancelTimer, EngineAction
 from scaserver.sip.errors import Forbidden
 from scaserver.sip.message import Request

@@ -6,7 +6,7 @@ import attrs
 
 from scaserver.sca.engine import EXPIRY_TIMER, NotifyContext
 from scaserver.sca.line import SharedLine
-from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionKey, SubscriptionRemoved
+from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionRemoved
 from scaserver.sip.actions import SendRequest, StartTimer
 from scaserver.sip.message import Headers, Response
 

@@ -165,7 +165,10 @@ def test_row6_member_by_user_name_or_own_user_passes_anybody_else_is_403() -> No
     sca.provision([line])
     assert responses(sca.on_subscribe(subscribe(), TX, NOW, authenticated_user="mallory"))[0].status == 403
     assert responses(sca.on_subscribe(subscribe(), TX, NOW, authenticated_user="alice"))[0].status == 202
-    assert responses(sca.on_subscribe(subscribe(call_id="b"), TX, NOW, authenticated_user="2001"))[0].status == 202
+    assert (
+        responses(sca.on_subscribe(subscribe(call_id="b"), TX, NOW, authenticated_user="2001"))[0].status
+        == 202
+    )
     # The Contact proves nothing: a listed contact AoR from an unlisted user is refused.
     contact = subscribe(contact="sip:bob@pbx.example.com", call_id="c")
     assert responses(sca.on_subscribe(contact, TX, NOW, authenticated_user="eve"))[0].status == 403
