@@ -14,6 +14,7 @@ again.
 from __future__ import annotations
 
 import signal
+import uuid
 from pathlib import Path
 
 import attrs
@@ -21,7 +22,7 @@ import pytest
 
 from scaserver.store.sql import SqlStore
 from tests.system.accounts import add_subscribers
-from tests.system.handset import Dialog, Handset, handsets
+from tests.system.handset import Dialog, Handset, handsets, new_tag
 from tests.system.server import RunningServer, running_server
 from tests.system.test_sca import DOMAIN, LINE, all_idle, appearances, eventually, rpc, state_is
 
@@ -46,7 +47,7 @@ line_seize_max_expires = 15
 [[sca.lines]]
 aor = "{LINE}"
 appearances = 2
-members = ["sip:alice@{DOMAIN}", "sip:bob@{DOMAIN}"]
+members = ["sip:alice@{DOMAIN}", "sip:bob@{DOMAIN}", "sip:2001@{DOMAIN}"]
 """
 
 
@@ -143,13 +144,14 @@ def test_call_info_of_a_user_is_for_that_user_only_and_the_refusal_discloses_not
                 probe = Handset(
                     "probe",
                     ("127.0.0.1", server.sip_port),
-                    line=target,
+                    line=f"sip:{user}@{DOMAIN}",  # From: the prober's own AoR, as a phone sends it
                     username=user,
                     password=PASSWORDS[user],
                 )
                 with handsets(probe):
                     for event, index in (("call-info", None), ("line-seize", 0)):
-                        refused, _, request = probe.subscribe(event, index=index, expires=15)
+                        dialog = Dialog(uuid.uuid4().hex, new_tag(), None, probe.line, target, target)
+                        refused, _, request = probe.subscribe(event, index=index, expires=15, dialog=dialog)
                         assert "Authorization" in request.headers
                         answers.append((refused.status, refused.reason))
             assert set(answers) == {(403, "Forbidden")}, answers
@@ -157,18 +159,46 @@ def test_call_info_of_a_user_is_for_that_user_only_and_the_refusal_discloses_not
             assert [s["contact"] for s in subs] == [owner.contact]
 
 
-def _written(db_url: str, flows: int) -> bool:
-    """The write-behind queue wrote ``flows`` subscriptions with their flow, and the seize."""
+def test_two_phones_with_one_private_contact_keep_their_own_subscriptions_and_seizes(
+    tmp_path: Path, db_url: str
+) -> None:
+    add_subscribers(db_url, [(user, password) for user, password in PASSWORDS.items()])
+    with running_server(tmp_path / "server", config(), db_url=db_url) as server:
+        one, two = phone("one", server, "2001"), phone("two", server, "2001")
+        with handsets(one, two):
+            for handset in (one, two):
+                handset.contact = NAT_CONTACT  # both behind a NAT, the same private Contact
+            dialogs = {handset.name: subscribed(handset) for handset in (one, two)}
+            subs = rpc(server, "sca.all_subscriptions")
+            assert sorted(s["call_id"] for s in subs) == sorted(d.call_id for d in dialogs.values())
+            seizes = {}
+            for handset, index in ((one, 1), (two, 2)):
+                response, seizes[handset.name], _ = handset.subscribe("line-seize", expires=15, index=0)
+                assert response.status == 200, response
+                granted = handset.wait_notify(lambda n: n.event == "line-seize")
+                assert granted.call_info == f"<sip:{DOMAIN}>;appearance-index={index}"
+            for handset in (one, two):
+                handset.wait_notify(lambda n: n.state_of(1) == "seized" and n.state_of(2) == "seized")
+            response, _, _ = two.subscribe("line-seize", expires=0, index=2, dialog=seizes["two"])
+            assert response.status == 200, response
+            one.wait_notify(lambda n: n.state_of(1) == "seized" and n.state_of(2) is None)
+            assert [(a["index"], a["state"]) for a in appearances(server)] == [(1, "seized")]
+            for handset in (one, two):
+                response, _, _ = handset.subscribe("call-info", dialog=dialogs[handset.name])
+                assert response.status == 202, response
+
+
+def _written(db_url: str) -> bool:
+    """The write-behind queue wrote the subscription (with its flow: one row) and the seize."""
     store = SqlStore(db_url)
     try:
-        stored = len([s for s in store.subscriptions.load_all() if s.peer is not None])
-        return stored == flows and len(store.appearances.load_all()) == 1
+        return len(store.subscriptions.load_all()) == 1 and len(store.appearances.load_all()) == 1
     finally:
         store.close()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-def test_two_phones_with_one_private_contact_are_notified_through_their_flows_across_a_restart(
+def test_notifies_reach_the_subscribers_flow_not_its_contact_after_a_restart(
     tmp_path: Path, db_url: str, stop: signal.Signals
 ) -> None:
     add_subscribers(db_url, [(user, password) for user, password in PASSWORDS.items()])
@@ -176,32 +206,28 @@ def test_two_phones_with_one_private_contact_are_notified_through_their_flows_ac
     server = first.__enter__()
     try:
         one = phone("one", server, "2001")
-        two = phone("two", server, "2001")
-        with handsets(one, two):
-            for handset in (one, two):
-                handset.contact = NAT_CONTACT  # both behind a NAT, the same private Contact
-            dialogs = {handset.name: subscribed(handset) for handset in (one, two)}
+        with handsets(one):
+            one.contact = NAT_CONTACT  # behind a NAT: its Contact is not where it can be reached
+            dialog = subscribed(one)
             assert rpc(server, "sca.seize_appearance", LINE, NAT_CONTACT)["index"] == 1
-            for handset in (one, two):
-                handset.wait_notify(state_is(1, "seized"))
-            subs = rpc(server, "sca.all_subscriptions")
-            assert sorted(s["call_id"] for s in subs) == sorted(d.call_id for d in dialogs.values())
-            eventually(lambda: _written(db_url, 2), 5.0, "both flows and the seize written")
+            one.wait_notify(state_is(1, "seized"))
+            eventually(lambda: _written(db_url), 5.0, "the subscription and the seize written")
             if stop == signal.SIGKILL:
                 server.process.kill()
                 server.process.wait(5)
             else:
                 assert server.stop(signal.SIGTERM) == 0
             first.__exit__(None, None, None)
-            counts = {handset.name: len(handset.notifies) for handset in (one, two)}
+            count = len(one.notifies)
             with running_server(tmp_path / "second", config(), db_url=db_url) as again:
-                for handset in (one, two):
-                    handset.server = ("127.0.0.1", again.sip_port)
-                    resync = handset.wait_notify(lambda n: n.event == "call-info", after=counts[handset.name])
-                    assert resync.call_id == dialogs[handset.name].call_id
-                    assert resync.state_of(1) == "seized"
-                    response, _, _ = handset.subscribe("call-info", dialog=dialogs[handset.name])
-                    assert response.status == 202, response
+                one.server = ("127.0.0.1", again.sip_port)
+                resync = one.wait_notify(lambda n: n.event == "call-info", after=count)
+                assert resync.call_id == dialog.call_id
+                assert resync.request.uri == NAT_CONTACT
+                assert resync.state_of(1) == "seized"
+                response, _, sent = one.subscribe("call-info", dialog=dialog)
+                assert response.status == 202, response
+                assert "Authorization" not in sent.headers  # the restored flow is its own
     finally:
         first.__exit__(None, None, None)
 
