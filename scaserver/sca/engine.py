@@ -70,11 +70,11 @@ from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
 from scaserver.sca.subscription import (
-    Binding,
     DialogKey,
     Identity,
     NotifyAnswered,
     Package,
+    ReplacementKey,
     SubscribeRefused,
     Subscription,
     SubscriptionAdded,
@@ -281,7 +281,7 @@ class ScaEngine:
     _lines: dict[str, SharedLine] = attrs.field(factory=dict, init=False)
     _subs: dict[SubscriptionKey, Subscription] = attrs.field(factory=dict, init=False)
     _by_dialog: dict[DialogKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
-    _by_binding: dict[Binding, SubscriptionKey] = attrs.field(factory=dict, init=False)
+    _by_replacement: dict[ReplacementKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
     _by_owner: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
     _lost: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)
     _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
@@ -483,11 +483,11 @@ class ScaEngine:
         if existing is not None and existing.owner:
             owner = existing.owner
         flow = peer if peer is not None or existing is None else existing.peer
-        binding = Binding(aor, package, owner, subscriber, flow)
+        replacement = ReplacementKey(aor, package, owner, subscriber, flow)
         if existing is None and granted > 0:
-            self._check_cap(binding, identity)
+            self._check_cap(replacement, identity)
         if package is Package.LINE_SEIZE and existing is None and granted > 0:  # row 12
-            index = self._allocate_seize(line, binding, index)
+            index = self._allocate_seize(line, replacement, index)
         return _Checked(
             package=package,
             aor=aor,
@@ -501,7 +501,7 @@ class ScaEngine:
             granted=granted,
             index=index,
             existing=existing,
-            binding=binding,
+            replacement=replacement,
         )
 
     def _may_use(self, aor: str, identity: Identity | None) -> bool:
@@ -530,21 +530,21 @@ class ScaEngine:
         who = identity.name if identity is not None else "nobody"
         raise Forbidden(f"{who} from {peer} does not own the subscription of {sub.subscriber} to {sub.aor}")
 
-    def _check_cap(self, binding: Binding, identity: Identity | None) -> None:
+    def _check_cap(self, replacement: ReplacementKey, identity: Identity | None) -> None:
         cap = self.settings.max_subscriptions_per_identity
-        if cap <= 0 or identity is None or identity.trusted or binding in self._by_binding:
+        if cap <= 0 or identity is None or identity.trusted or replacement in self._by_replacement:
             return
-        if len(self._by_owner.get(binding.owner, {})) >= cap:
-            raise SubscriptionLimit(f"{binding.owner} already holds {cap} subscriptions")
+        if len(self._by_owner.get(replacement.owner, {})) >= cap:
+            raise SubscriptionLimit(f"{replacement.owner} already holds {cap} subscriptions")
 
-    def _allocate_seize(self, line: SharedLine, binding: Binding, wanted: int) -> int:
+    def _allocate_seize(self, line: SharedLine, replacement: ReplacementKey, wanted: int) -> int:
         """The index an initial line-seize gets (3.7 step 2), or 480 + Retry-After (row 12, O2)."""
         busy = TemporarilyUnavailable(
             f"no appearance {wanted or 'free'} on {line.aor}",
             headers=Headers.of(("Retry-After", str(self.settings.seize_retry_after))),
         )
         in_use = self._appearances.get(line.aor, {})
-        own = self._own_seize(binding)
+        own = self._own_seize(replacement)
         if own is not None and wanted in (0, own.index):
             return own.index  # a phone re-seizing out of dialog (Q2) keeps its index
         if wanted > 0:
@@ -557,9 +557,9 @@ class ScaEngine:
             raise busy
         return free
 
-    def _own_seize(self, binding: Binding) -> Appearance | None:
-        """The appearance seized by the line-seize subscription ``binding`` replaces (Q2)."""
-        key = self._by_binding.get(binding)
+    def _own_seize(self, replacement: ReplacementKey) -> Appearance | None:
+        """The appearance seized by the line-seize subscription ``replacement`` replaces (Q2)."""
+        key = self._by_replacement.get(replacement)
         sub = None if key is None else self._subs.get(key)
         if sub is None:
             return None
@@ -635,7 +635,7 @@ class ScaEngine:
             subscribe_cseq=checked.cseq,
             record_route=record_route or existing.record_route,
             peer=peer or existing.peer,
-            owner=checked.binding.owner,
+            owner=checked.replacement.owner,
         )
         self._store(sub)
         out.append(Deliver(SubscriptionRefreshed(sub)))
@@ -661,7 +661,7 @@ class ScaEngine:
     ) -> None:
         """An initial SUBSCRIBE; it replaces the subscription of the same owner, contact and
         flow without a terminating NOTIFY (3.5, Q2)."""
-        replaced_key = self._by_binding.get(checked.binding)
+        replaced_key = self._by_replacement.get(checked.replacement)
         replaced = None if replaced_key is None else self._subs.get(replaced_key)
         if replaced is not None:
             self._remove(replaced, "replaced", out)
@@ -681,7 +681,7 @@ class ScaEngine:
             local_uri=checked.to_uri,
             remote_uri=checked.from_uri,
             peer=peer,
-            owner=checked.binding.owner,
+            owner=checked.replacement.owner,
         )
         self._store(sub)
         out.append(Deliver(SubscriptionAdded(sub)))
@@ -741,7 +741,7 @@ class ScaEngine:
         idempotent un-subscribe of row 14 and releases nothing."""
         stored = checked.existing
         if stored is None:
-            found = self._by_binding.get(checked.binding)
+            found = self._by_replacement.get(checked.replacement)
             stored = None if found is None else self._subs.get(found)
         index = stored.index if stored is not None and stored.index else checked.index
         if checked.existing is not None:
@@ -762,7 +762,7 @@ class ScaEngine:
                 local_uri=checked.to_uri,
                 remote_uri=checked.from_uri,
                 peer=peer,
-                owner=checked.binding.owner,
+                owner=checked.replacement.owner,
             )
         dialog_sub = attrs.evolve(dialog_sub, index=index, expires=now)
         if stored is not None and stored.dialog != dialog_sub.dialog:
@@ -785,11 +785,11 @@ class ScaEngine:
     def _store(self, sub: Subscription) -> None:
         key = sub.key
         previous = self._subs.get(key)
-        if previous is not None and previous.binding != sub.binding:
+        if previous is not None and previous.replacement != sub.replacement:
             self._unindex(previous)
         self._subs[key] = sub
         self._by_dialog[sub.dialog] = key
-        self._by_binding[sub.binding] = key
+        self._by_replacement[sub.replacement] = key
         self._by_owner.setdefault(sub.owner, {})[key] = None
         self._by_aor.setdefault(sub.aor, {})[key] = None
         box = self._outboxes.get(sub.dialog)
@@ -800,10 +800,10 @@ class ScaEngine:
             box.live = True
 
     def _unindex(self, sub: Subscription) -> None:
-        """Drop ``sub`` from the owner and binding indexes."""
+        """Drop ``sub`` from the owner and replacement indexes."""
         key = sub.key
-        if self._by_binding.get(sub.binding) == key:
-            del self._by_binding[sub.binding]
+        if self._by_replacement.get(sub.replacement) == key:
+            del self._by_replacement[sub.replacement]
         owned = self._by_owner.get(sub.owner)
         if owned is not None:
             owned.pop(key, None)
@@ -1673,4 +1673,4 @@ class _Checked:
     granted: int
     index: int
     existing: Subscription | None
-    binding: Binding
+    replacement: ReplacementKey

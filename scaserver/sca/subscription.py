@@ -8,7 +8,7 @@ subscriptions, each NOTIFYed through its own flow.  It belongs to the
 :class:`Identity` that made it (``owner``): only that identity, or the phone
 sending from the subscription's flow, may refresh or end it.  An out-of-dialog
 SUBSCRIBE by the same owner, contact and flow replaces the old dialog (3.5);
-:class:`Binding` names that triple.
+:class:`ReplacementKey` names what it replaces.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class SubscriptionKey:
 
 
 @attrs.frozen
-class Binding:
+class ReplacementKey:
     """What an out-of-dialog SUBSCRIBE replaces (3.5): the same AoR and event, subscribed by
     the same owner from the same contact over the same flow."""
 
@@ -174,8 +174,8 @@ class Subscription:
         )
 
     @property
-    def binding(self) -> Binding:
-        return Binding(self.aor, self.event, self.owner, self.subscriber, self.peer)
+    def replacement(self) -> ReplacementKey:
+        return ReplacementKey(self.aor, self.event, self.owner, self.subscriber, self.peer)
 
     @property
     def dialog(self) -> DialogKey:
