@@ -133,6 +133,7 @@ from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import (
     NotifyAnswered,
+    SubscribeRefused,
     Subscription,
     SubscriptionAdded,
     SubscriptionKey,
@@ -349,6 +350,8 @@ def make_core(
             active_pending_ttl=sca.active_pending_ttl,
             seize_retry_after=sca.seize_retry_after,
             contact_fallback=sca.contact_fallback,
+            max_subscriptions_per_identity=sca.max_subscriptions_per_identity,
+            reboot_memory_s=sca.reboot_memory_s,
         ),
         tag_factory=unique,
     )
@@ -896,6 +899,7 @@ class FactLog:
         bus.subscribe(TriggerIgnored, self._ignored)
         bus.subscribe(SubscriptionAdded, lambda e: self._subscription("added", e.subscription, ""))
         bus.subscribe(SubscriptionRemoved, lambda e: self._subscription("removed", e.subscription, e.reason))
+        bus.subscribe(SubscribeRefused, self._subscribe_refused)
         bus.subscribe(BindingAdded, lambda e: self._binding("added", e.binding))
         bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
         bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
@@ -942,6 +946,15 @@ class FactLog:
             aor=sub.aor,
             subscriber=sub.subscriber,
             reason=reason,
+        )
+
+    def _subscribe_refused(self, e: SubscribeRefused) -> None:
+        self._log.info(
+            "SUBSCRIBE to {aor} from {identity} refused {status}: {detail}",
+            aor=e.aor,
+            identity=e.identity,
+            status=e.status,
+            detail=e.detail,
         )
 
     def _binding(self, what: str, binding: Binding) -> None:

@@ -266,7 +266,11 @@ class ScaSettings:
 
     ``hash_table_size``, ``subs_table`` and ``state_table`` are accepted for parity and
     carry no behaviour of their own.  ``call_info_uri`` is ``"domain"``, ``"aor"`` or a
-    fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit.
+    fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit;
+    ``max_subscriptions_per_identity`` caps the live subscriptions of one subscriber (digest
+    user, or From AoR without authentication; trusted peers are not capped; 0 = no cap);
+    ``reboot_memory_s`` is how long a subscription removed after a failed NOTIFY is
+    remembered so that the phone's next SUBSCRIBE counts as a reboot (sca.md 3.5).
     """
 
     call_info_max_expires: int = 3600
@@ -283,6 +287,8 @@ class ScaSettings:
     active_pending_ttl: float = 35.0
     seize_retry_after: int = 1
     max_appearances: int = 0
+    max_subscriptions_per_identity: int = 32
+    reboot_memory_s: float = 3600.0
     min_expires: int = 0
     call_info_ok_code: int = 202
     call_info_uri: str = CallInfoUri.DOMAIN.value
@@ -739,6 +745,12 @@ def _check(settings: Settings) -> None:
         (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
         (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
         (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
+        (
+            sca.max_subscriptions_per_identity >= 0,
+            "sca.max_subscriptions_per_identity",
+            "must not be negative (0 = no cap)",
+        ),
+        (sca.reboot_memory_s >= 0, "sca.reboot_memory_s", "must not be negative"),
         (sca.min_expires >= 0, "sca.min_expires", "must not be negative (0 = no minimum)"),
         (sca.call_info_ok_code in (200, 202), "sca.call_info_ok_code", "must be 200 or 202"),
         (

@@ -51,6 +51,8 @@ from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
+from scaserver.sca.line import canonical_aor
+from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
 from scaserver.sip.actions import (
     Action,
@@ -606,14 +608,23 @@ class SipCore:
     def _subscribe(
         self, request: Request, peer: Peer, key: ServerKey, in_dialog: bool, now: float
     ) -> list[EngineAction]:
-        user: str | None = None
+        """A call-info/line-seize SUBSCRIBE.  An initial one is authenticated; an in-dialog one
+        only when it comes from another flow than its subscription's (the engine matches the
+        dialog first and lets its flow, or its owner, use it)."""
         if not in_dialog:
             self._require_supported(request)
-            decision = self._authenticate(request, peer, now)
-            if isinstance(decision, Rejected):
-                return self._refuse(key, request, peer, decision)
-            user = decision.username if decision is not None else None
-        return self.sca.on_subscribe(request, key, now, peer=peer, authenticated_user=user)
+        if in_dialog and not self.sca.needs_identity(request, peer):
+            return self.sca.on_subscribe(request, key, now, peer=peer)
+        decision = self._authenticate(request, peer, now)
+        if isinstance(decision, Rejected):
+            return self._refuse(key, request, peer, decision)
+        if isinstance(decision, Authenticated):
+            identity = Identity.authenticated(decision.username)
+        else:
+            aor = canonical_aor(str(headers.from_addr(request).uri)) or ""
+            trusted = self.trusted.is_trusted(peer)
+            identity = Identity.trusted_peer(peer.host, aor) if trusted else Identity.unauthenticated(aor)
+        return self.sca.on_subscribe(request, key, now, peer=peer, identity=identity)
 
     # ------------------------------------------------------------------ proxying
 

@@ -12,7 +12,27 @@ SUBSCRIBE, ``SendRequest`` for NOTIFYs (context :class:`NotifyContext`),
 Entry points and when to call them:
 
 * :meth:`ScaEngine.on_subscribe`: a SUBSCRIBE for ``call-info``/``line-seize``
-  (section 3), after digest authentication (``authenticated_user``).
+  (section 3), after digest authentication (``identity``).  Ask
+  :meth:`ScaEngine.needs_identity` first whether an in-dialog one must be
+  authenticated.
+
+Authorisation (3.2 row 6).  An in-dialog SUBSCRIBE is matched to its dialog
+before anything else (481 when there is none); the dialog itself is the
+authorisation when it comes from the subscription's flow, otherwise the sender
+must be the identity that owns the subscription (403).  An initial SUBSCRIBE
+is for the line's listed members and the AoR's own user (digest user = AoR
+user; without authentication the From AoR = the AoR) and for trusted peers;
+everything else gets the same 403 whether the AoR exists, is a line or not.
+An empty member list lists nobody: a line without members, or an AoR that is
+no provisioned line, is for its own user only.  Each identity (trusted peers
+excepted) holds at most ``max_subscriptions_per_identity`` live subscriptions.
+
+Subscriptions are told apart by dialog, owner and flow, never by Contact
+alone: an out-of-dialog SUBSCRIBE replaces (3.5) only the subscription of the
+same owner, contact and flow.  A subscription removed because its NOTIFY
+failed is remembered for ``reboot_memory_s`` when its contact owned an
+appearance, so that the phone's next initial ``call-info`` SUBSCRIBE is taken
+as the reboot of 3.5.
 * :meth:`ScaEngine.check_request`: before the proxy forwards an initial INVITE;
   says whether it is a pickup from hold to re-target (7.1) or to refuse (7.2, 7.6).
 * :meth:`ScaEngine.on_request_forwarded`, :meth:`on_response_forwarded`,
@@ -51,8 +71,11 @@ from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
 from scaserver.sca.subscription import (
     DialogKey,
+    Identity,
     NotifyAnswered,
     Package,
+    ReplacementKey,
+    SubscribeRefused,
     Subscription,
     SubscriptionAdded,
     SubscriptionKey,
@@ -80,6 +103,9 @@ from scaserver.sip.uri import NameAddr, SipUri, quote
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
 
+#: At most this many lost subscriptions are remembered for reboot detection (3.5).
+MAX_REMEMBERED_LOSSES: Final = 10_000
+
 #: Timer names (sca.md section 9): per-subscription expiry, per-appearance TTL.
 EXPIRY_TIMER: Final = "sca-expiry"
 TTL_TIMER: Final = "sca-ttl"
@@ -97,6 +123,10 @@ class InvalidCallInfo(SipError, status=400, reason="Invalid Call-Info"):
     """A line-seize SUBSCRIBE whose Call-Info or appearance-index cannot be used (3.2 row 10)."""
 
 
+class SubscriptionLimit(SipError, status=403, reason="Too Many Subscriptions"):
+    """An identity already holds ``max_subscriptions_per_identity`` live subscriptions."""
+
+
 class AppearanceError(Exception):
     """A management request (sca.md section 11) that names no usable appearance or state."""
 
@@ -108,7 +138,10 @@ class EngineSettings:
     ``contact``: the URI of this server for Contact headers (``server_address``);
     ``call_info_uri``: ``domain``, ``aor`` or a fixed URI for the ``<>`` of
     Call-Info (5.1); ``aliases``: number/URI -> line AoR pairs (Q26);
-    ``max_appearances``: default appearances per line, 0 = unlimited.
+    ``max_appearances``: default appearances per line, 0 = unlimited;
+    ``max_subscriptions_per_identity``: live subscriptions one identity may hold (0 = no
+    cap); ``reboot_memory_s``: how long a subscription lost to a failed NOTIFY is
+    remembered for reboot detection.
     """
 
     contact: str = "sip:sca.invalid"
@@ -126,6 +159,8 @@ class EngineSettings:
     server_id: int = 0
     contact_fallback: str = ""
     aliases: tuple[tuple[str, str], ...] = ()
+    max_subscriptions_per_identity: int = 32
+    reboot_memory_s: float = 3600.0
 
 
 @attrs.frozen
@@ -221,6 +256,17 @@ def _address_text(display: str | None, uri: str) -> str:
     return f"<{uri}>" if not display else f"{quote(display)} <{uri}>"
 
 
+def _identity_of(request: Request, user: str | None) -> Identity | None:
+    """The identity of a SUBSCRIBE given no other: the digest user, else its From AoR."""
+    if user is not None:
+        return Identity.authenticated(user)
+    try:
+        aor = canonical_aor(str(from_addr(request).uri))
+    except MalformedMessage:
+        return None
+    return None if aor is None else Identity.unauthenticated(aor)
+
+
 def _is_fresh(appearance: Appearance, call_id: str, member_tag: str) -> bool:
     leg = appearance.leg
     return leg is not None and leg.call_id == call_id and leg.member_tag == member_tag
@@ -235,6 +281,9 @@ class ScaEngine:
     _lines: dict[str, SharedLine] = attrs.field(factory=dict, init=False)
     _subs: dict[SubscriptionKey, Subscription] = attrs.field(factory=dict, init=False)
     _by_dialog: dict[DialogKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
+    _by_replacement: dict[ReplacementKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
+    _by_owner: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
+    _lost: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)
     _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
     _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
     _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
@@ -323,18 +372,41 @@ class ScaEngine:
         *,
         peer: Peer | None = None,
         authenticated_user: str | None = None,
+        identity: Identity | None = None,
     ) -> list[EngineAction]:
-        """Handle a SUBSCRIBE in the check order of sca.md 3.2; errors become their response."""
+        """Handle a SUBSCRIBE in the check order of sca.md 3.2; errors become their response.
+
+        ``identity`` is who sent it; when None it is ``authenticated_user``, else the From AoR
+        (authentication off).  Refusals are delivered as :class:`SubscribeRefused`.
+        """
+        who = identity if identity is not None else _identity_of(request, authenticated_user)
         try:
-            checked = self._check_subscribe(request, now, authenticated_user)
+            checked = self._check_subscribe(request, now, who, peer)
         except SipError as error:
-            return [Respond(transaction, response_for(request, error))]
+            aor = canonical_aor(request.uri) if not isinstance(error, CallDoesNotExist) else None
+            refused = SubscribeRefused(aor, who.name if who else "", error.status, error.detail)
+            return [Respond(transaction, response_for(request, error)), Deliver(refused)]
         out: list[EngineAction] = []
         self._accept_subscribe(checked, request=request, transaction=transaction, now=now, peer=peer, out=out)
         self._flush(now, out)
         return out
 
-    def _check_subscribe(self, request: Request, now: float, user: str | None) -> _Checked:
+    def needs_identity(self, request: Request, peer: Peer) -> bool:
+        """Whether an in-dialog SUBSCRIBE of a known subscription comes from another flow than
+        the subscription's, so that its sender must prove it is the owner (authenticate)."""
+        try:
+            sender, target = from_addr(request), to_addr(request)
+        except MalformedMessage:
+            return False
+        if not target.tag or not sender.tag or not request.call_id:
+            return False
+        key = self._by_dialog.get(DialogKey(request.call_id, sender.tag, target.tag))
+        sub = None if key is None else self._subs.get(key)
+        return sub is not None and sub.peer != peer
+
+    def _check_subscribe(
+        self, request: Request, now: float, identity: Identity | None, peer: Peer | None
+    ) -> _Checked:
         event_text = request.headers.get("Event")
         if event_text is None:  # row 2
             raise MissingEvent("SUBSCRIBE without Event")
@@ -363,21 +435,22 @@ class ScaEngine:
             raise BadRequest("a SUBSCRIBE needs exactly one SIP Contact")
         subscriber = str(found[0].uri)
         existing: Subscription | None = None
-        if target.tag:
+        if target.tag:  # the dialog first (row 11), then whether its sender may use it
             key = self._by_dialog.get(DialogKey(call_id, sender.tag, target.tag))
             existing = None if key is None else self._subs.get(key)
-        if existing is not None:
+            if existing is None:
+                raise CallDoesNotExist("no such subscription dialog")
             aor: str | None = existing.aor
-        elif target.tag:
-            aor = self._alias(canonical_aor(str(target.uri)))
         else:
             aor = self._alias(canonical_aor(request.uri))
         if aor is None:
             raise BadRequest("the Request-URI names no SIP user")
         requested = expires(request)  # row 5
         line = self.line(aor)
-        if not line.admits(user=user, contact=subscriber):  # row 6
-            raise Forbidden(f"{subscriber} is not a member of {aor}")
+        if existing is not None:
+            self._authorise_dialog(existing, identity, peer)
+        elif not self._may_use(aor, identity):  # row 6: the same 403 for every AoR
+            raise Forbidden(f"{identity.name if identity else 'nobody'} may not subscribe to {aor}")
         if self.settings.provisioned_only and aor not in self._lines:  # row 7
             raise NotFound(f"{aor} is not a shared line")
         minimum = self.settings.min_expires
@@ -404,12 +477,17 @@ class ScaEngine:
                 if info.index is None:
                     raise InvalidCallInfo("appearance-index=* in a line-seize SUBSCRIBE")
                 index = info.index
-        if target.tag and existing is None:  # row 11
-            raise CallDoesNotExist("no such subscription dialog")
         if existing is not None and sequence.number < existing.subscribe_cseq:
             raise ServerInternalError("SUBSCRIBE CSeq lower than the last one (RFC 3261 12.2.2)")
+        owner = identity.name if identity is not None else ""
+        if existing is not None and existing.owner:
+            owner = existing.owner
+        flow = peer if peer is not None or existing is None else existing.peer
+        replacement = ReplacementKey(aor, package, owner, subscriber, flow)
+        if existing is None and granted > 0:
+            self._check_cap(replacement, identity)
         if package is Package.LINE_SEIZE and existing is None and granted > 0:  # row 12
-            index = self._allocate_seize(line, subscriber, index)
+            index = self._allocate_seize(line, replacement, index)
         return _Checked(
             package=package,
             aor=aor,
@@ -423,16 +501,50 @@ class ScaEngine:
             granted=granted,
             index=index,
             existing=existing,
+            replacement=replacement,
         )
 
-    def _allocate_seize(self, line: SharedLine, subscriber: str, wanted: int) -> int:
+    def _may_use(self, aor: str, identity: Identity | None) -> bool:
+        """Row 6 for an initial SUBSCRIBE: trusted peers, the AoR's own user, listed members."""
+        if identity is None:
+            return False
+        if identity.trusted:
+            return True
+        line = self._lines.get(aor)
+        if identity.user is not None:
+            own = aor.partition(":")[2].partition("@")[0] == identity.user
+            return own or (line is not None and line.lists(user=identity.user))
+        if identity.aor is not None:
+            return identity.aor == aor or (line is not None and line.lists(aor=identity.aor))
+        return False
+
+    def _authorise_dialog(self, sub: Subscription, identity: Identity | None, peer: Peer | None) -> None:
+        """An in-dialog SUBSCRIBE is the dialog's when it comes from the subscription's flow, or
+        from its owner; a subscription with no recorded owner accepts whoever may use its AoR."""
+        if peer == sub.peer:
+            return
+        if identity is not None and identity.name == sub.owner:
+            return
+        if not sub.owner and self._may_use(sub.aor, identity):
+            return
+        who = identity.name if identity is not None else "nobody"
+        raise Forbidden(f"{who} from {peer} does not own the subscription of {sub.subscriber} to {sub.aor}")
+
+    def _check_cap(self, replacement: ReplacementKey, identity: Identity | None) -> None:
+        cap = self.settings.max_subscriptions_per_identity
+        if cap <= 0 or identity is None or identity.trusted or replacement in self._by_replacement:
+            return
+        if len(self._by_owner.get(replacement.owner, {})) >= cap:
+            raise SubscriptionLimit(f"{replacement.owner} already holds {cap} subscriptions")
+
+    def _allocate_seize(self, line: SharedLine, replacement: ReplacementKey, wanted: int) -> int:
         """The index an initial line-seize gets (3.7 step 2), or 480 + Retry-After (row 12, O2)."""
         busy = TemporarilyUnavailable(
             f"no appearance {wanted or 'free'} on {line.aor}",
             headers=Headers.of(("Retry-After", str(self.settings.seize_retry_after))),
         )
         in_use = self._appearances.get(line.aor, {})
-        own = self._own_seize(line.aor, subscriber)
+        own = self._own_seize(replacement)
         if own is not None and wanted in (0, own.index):
             return own.index  # a phone re-seizing out of dialog (Q2) keeps its index
         if wanted > 0:
@@ -445,13 +557,14 @@ class ScaEngine:
             raise busy
         return free
 
-    def _own_seize(self, aor: str, subscriber: str) -> Appearance | None:
-        key = SubscriptionKey(aor, Package.LINE_SEIZE, subscriber)
-        sub = self._subs.get(key)
+    def _own_seize(self, replacement: ReplacementKey) -> Appearance | None:
+        """The appearance seized by the line-seize subscription ``replacement`` replaces (Q2)."""
+        key = self._by_replacement.get(replacement)
+        sub = None if key is None else self._subs.get(key)
         if sub is None:
             return None
-        app = self.appearance(aor, sub.index)
-        if app is not None and app.state is AppearanceState.SEIZED and app.owner == subscriber:
+        app = self.appearance(sub.aor, sub.index)
+        if app is not None and app.state is AppearanceState.SEIZED and app.owner == sub.subscriber:
             return app
         return None
 
@@ -495,37 +608,63 @@ class ScaEngine:
         out.append(
             Respond(transaction, make_response(request, ok, headers=response_headers, to_tag=local_tag))
         )
-        key = SubscriptionKey(checked.aor, checked.package, checked.subscriber)
         if checked.granted == 0:
             self._unsubscribe(
                 checked, local_tag=local_tag, record_route=record_route, peer=peer, now=now, out=out
             )
+        elif existing is not None:
+            self._refresh(existing, checked, record_route=record_route, peer=peer, now=now, out=out)
+        else:
+            self._add(checked, local_tag=local_tag, record_route=record_route, peer=peer, now=now, out=out)
+
+    def _refresh(
+        self,
+        existing: Subscription,
+        checked: _Checked,
+        *,
+        record_route: tuple[str, ...],
+        peer: Peer | None,
+        now: float,
+        out: list[EngineAction],
+    ) -> None:
+        """An in-dialog SUBSCRIBE with Expires > 0 (3.5); a new flow (the owner authenticated
+        from another address) becomes the subscription's."""
+        sub = attrs.evolve(
+            existing,
+            expires=now + checked.granted,
+            subscribe_cseq=checked.cseq,
+            record_route=record_route or existing.record_route,
+            peer=peer or existing.peer,
+            owner=checked.replacement.owner,
+        )
+        self._store(sub)
+        out.append(Deliver(SubscriptionRefreshed(sub)))
+        out.append(StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted)))
+        if sub.event is Package.CALL_INFO:
+            self._enqueue(sub, _Pending(_Content.FULL_STATE, force=True), now, out)
             return
-        if existing is not None:  # refresh (3.5)
-            sub = attrs.evolve(
-                existing,
-                expires=now + checked.granted,
-                subscribe_cseq=checked.cseq,
-                record_route=record_route or existing.record_route,
-                peer=peer or existing.peer,
-            )
-            self._store(sub)
-            out.append(Deliver(SubscriptionRefreshed(sub)))
-            out.append(StartTimer(key, EXPIRY_TIMER, float(checked.granted)))
-            if sub.event is Package.CALL_INFO:
-                self._enqueue(sub, _Pending(_Content.FULL_STATE, force=True), now, out)
-            else:
-                self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
-                own = self.appearance(sub.aor, sub.index)
-                if own is not None and own.state is AppearanceState.SEIZED and own.owner == sub.subscriber:
-                    touched = attrs.evolve(own, touched_at=now)
-                    self._appearances[sub.aor][sub.index] = touched
-                    out.append(
-                        StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl)
-                    )
-            return
-        replaced = self._subs.get(key)
-        if replaced is not None:  # same (AoR, event, contact): the new dialog replaces the old (3.5)
+        self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
+        own = self.appearance(sub.aor, sub.index)
+        if own is not None and own.state is AppearanceState.SEIZED and own.owner == sub.subscriber:
+            self._appearances[sub.aor][sub.index] = attrs.evolve(own, touched_at=now)
+            out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
+
+    def _add(
+        self,
+        checked: _Checked,
+        *,
+        local_tag: str,
+        record_route: tuple[str, ...],
+        peer: Peer | None,
+        now: float,
+        out: list[EngineAction],
+    ) -> None:
+        """An initial SUBSCRIBE; it replaces the subscription of the same owner, contact and
+        flow without a terminating NOTIFY (3.5, Q2)."""
+        replaced_key = self._by_replacement.get(checked.replacement)
+        replaced = None if replaced_key is None else self._subs.get(replaced_key)
+        if replaced is not None:
+            self._remove(replaced, "replaced", out)
             self._drop_dialog(replaced)
         sub = Subscription(
             subscriber=checked.subscriber,
@@ -542,12 +681,13 @@ class ScaEngine:
             local_uri=checked.to_uri,
             remote_uri=checked.from_uri,
             peer=peer,
+            owner=checked.replacement.owner,
         )
         self._store(sub)
         out.append(Deliver(SubscriptionAdded(sub)))
-        out.append(StartTimer(key, EXPIRY_TIMER, float(checked.granted)))
+        out.append(StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted)))
         if sub.event is Package.CALL_INFO:
-            if replaced is not None:  # reboot detection (3.5): free what the contact owned
+            if replaced is not None or self._was_lost(sub, now):  # reboot detection (3.5)
                 for app in self.appearances(sub.aor):
                     if app.owner == sub.subscriber:
                         self._fire(app, Trigger.MEMBER_REBOOTED, now, out)
@@ -570,6 +710,20 @@ class ScaEngine:
             out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
         self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
 
+    def _was_lost(self, sub: Subscription, now: float) -> bool:
+        """Whether this owner's contact lost a subscription to ``sub.aor`` to a failed NOTIFY
+        while it owned an appearance, recently (the reboot of 3.5 that removal hid)."""
+        until = self._lost.pop((sub.aor, sub.owner, sub.subscriber), None)
+        return until is not None and until > now
+
+    def _remember_loss(self, sub: Subscription, now: float) -> None:
+        if not any(app.owner == sub.subscriber for app in self.appearances(sub.aor)):
+            return
+        for key, until in list(self._lost.items()):
+            if until <= now or len(self._lost) >= MAX_REMEMBERED_LOSSES:
+                del self._lost[key]
+        self._lost[sub.aor, sub.owner, sub.subscriber] = now + self.settings.reboot_memory_s
+
     def _unsubscribe(
         self,
         checked: _Checked,
@@ -580,10 +734,16 @@ class ScaEngine:
         now: float,
         out: list[EngineAction],
     ) -> None:
-        """Expires: 0 (3.5): terminated NOTIFY, removal, and the line-seize release (O3, row 14)."""
-        key = SubscriptionKey(checked.aor, checked.package, checked.subscriber)
-        stored = self._subs.get(key)
-        index = checked.index or (stored.index if stored is not None else 0)
+        """Expires: 0 (3.5): terminated NOTIFY, removal, and the line-seize release (O3, row 14).
+
+        Only the subscription being ended (its dialog, or out of dialog the one of the same
+        owner, contact and flow) releases a seize, and only its own; anything else is the
+        idempotent un-subscribe of row 14 and releases nothing."""
+        stored = checked.existing
+        if stored is None:
+            found = self._by_replacement.get(checked.replacement)
+            stored = None if found is None else self._subs.get(found)
+        index = stored.index if stored is not None and stored.index else checked.index
         if checked.existing is not None:
             dialog_sub = checked.existing
         else:
@@ -602,6 +762,7 @@ class ScaEngine:
                 local_uri=checked.to_uri,
                 remote_uri=checked.from_uri,
                 peer=peer,
+                owner=checked.replacement.owner,
             )
         dialog_sub = attrs.evolve(dialog_sub, index=index, expires=now)
         if stored is not None and stored.dialog != dialog_sub.dialog:
@@ -613,9 +774,9 @@ class ScaEngine:
         box.subscription = attrs.evolve(box.subscription, index=index, expires=now)
         box.live = False
         content = _Content.FULL_STATE if checked.package is Package.CALL_INFO else _Content.INDEX
-        if checked.package is Package.LINE_SEIZE and index > 0:
-            app = self.appearance(checked.aor, index)
-            if app is not None and app.owner == checked.subscriber:
+        if stored is not None and stored.event is Package.LINE_SEIZE and stored.index > 0:
+            app = self.appearance(stored.aor, stored.index)
+            if app is not None and app.owner == stored.subscriber:
                 self._fire(app, Trigger.SEIZE_RELEASED, now, out)
         self._queue(dialog_sub.dialog, _Pending(content, terminated=True, force=True), now, out)
 
@@ -623,8 +784,13 @@ class ScaEngine:
 
     def _store(self, sub: Subscription) -> None:
         key = sub.key
+        previous = self._subs.get(key)
+        if previous is not None and previous.replacement != sub.replacement:
+            self._unindex(previous)
         self._subs[key] = sub
         self._by_dialog[sub.dialog] = key
+        self._by_replacement[sub.replacement] = key
+        self._by_owner.setdefault(sub.owner, {})[key] = None
         self._by_aor.setdefault(sub.aor, {})[key] = None
         box = self._outboxes.get(sub.dialog)
         if box is None:
@@ -632,6 +798,17 @@ class ScaEngine:
         else:
             box.subscription = sub
             box.live = True
+
+    def _unindex(self, sub: Subscription) -> None:
+        """Drop ``sub`` from the owner and replacement indexes."""
+        key = sub.key
+        if self._by_replacement.get(sub.replacement) == key:
+            del self._by_replacement[sub.replacement]
+        owned = self._by_owner.get(sub.owner)
+        if owned is not None:
+            owned.pop(key, None)
+            if not owned:
+                del self._by_owner[sub.owner]
 
     def _drop_dialog(self, sub: Subscription) -> None:
         """Forget a replaced dialog without a terminating NOTIFY (3.5)."""
@@ -645,6 +822,7 @@ class ScaEngine:
         del self._subs[key]
         if self._by_dialog.get(sub.dialog) == key:
             del self._by_dialog[sub.dialog]
+        self._unindex(sub)
         members = self._by_aor.get(sub.aor)
         if members is not None:
             members.pop(key, None)
@@ -791,6 +969,7 @@ class ScaEngine:
         self._outboxes.pop(dialog, None)
         if sub is None:
             return
+        self._remember_loss(sub, now)
         self._remove(sub, "notify-failed", out)
         self._outboxes.pop(dialog, None)
         self._release_seize_of(sub, now, out)
@@ -1494,3 +1673,4 @@ class _Checked:
     granted: int
     index: int
     existing: Subscription | None
+    replacement: ReplacementKey

@@ -4,7 +4,12 @@ A line is named by its canonical AoR (``sip:user@host[:port]``, host in lower
 case, default port dropped, parameters dropped).  A provisioned line carries
 its number of appearances and the members allowed on it; a line that appears
 on the fly (an AoR that gets a ``call-info`` subscription, section 3.6) has the
-engine's defaults and admits anybody.
+engine's defaults.
+
+Who may subscribe to a line (``call-info`` and ``line-seize``, 3.2 row 6) is
+:meth:`SharedLine.lists`: a listed member, or the AoR's own user (checked by
+the engine).  An empty member list lists nobody, so a line provisioned without
+members, and an AoR that is no provisioned line, are for their own user only.
 """
 
 from __future__ import annotations
@@ -97,6 +102,13 @@ class SharedLine:
             if contact in self.members:
                 return True
         return False
+
+    def lists(self, *, user: str | None = None, aor: str | None = None) -> bool:
+        """Whether an authenticated user name, or a canonical AoR (the From of a subscriber
+        that is not authenticated), is listed among the members; an empty list lists nobody."""
+        if user is not None and user in self.members:
+            return True
+        return aor is not None and (aor in self.members or aor in self.member_aors())
 
     def allows_index(self, index: int) -> bool:
         """Whether ``index`` is within 1..appearances (any index >= 1 when unlimited)."""

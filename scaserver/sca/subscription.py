@@ -1,8 +1,14 @@
 """Subscriptions to the ``call-info`` and ``line-seize`` packages (sca.md 3, 8.1, 10.1).
 
-A subscription is identified by (AoR, event, subscriber contact) (3.5); it
-also lives in one RFC 6665 dialog of which we are the notifier (UAS), keyed by
-(Call-ID, subscriber's From-tag, our To-tag).
+A subscription lives in one RFC 6665 dialog of which we are the notifier (UAS),
+keyed by (Call-ID, subscriber's From-tag, our To-tag), and is identified by its
+AoR, event, subscriber contact *and* that dialog: two phones behind two NATs
+that both send ``Contact: <sip:2001@192.168.1.100:5060>`` are two
+subscriptions, each NOTIFYed through its own flow.  It belongs to the
+:class:`Identity` that made it (``owner``): only that identity, or the phone
+sending from the subscription's flow, may refresh or end it.  An out-of-dialog
+SUBSCRIBE by the same owner, contact and flow replaces the old dialog (3.5);
+:class:`ReplacementKey` names what it replaces.
 """
 
 from __future__ import annotations
@@ -59,12 +65,31 @@ class SubscriptionState(enum.Enum):
 
 
 @attrs.frozen
-class SubscriptionKey:
-    """The identity of a subscription: (AoR, event, subscriber contact) (3.5, Q19, Q21)."""
+class Identity:
+    """Who sent a SUBSCRIBE, as far as the server can tell.
 
-    aor: str
-    event: Package
-    subscriber: str
+    ``name`` is what a subscription or a seize is owned by: ``user:<digest user>``
+    for an authenticated subscriber, ``peer:<address>`` for a trusted peer,
+    ``aor:<From AoR>`` when authentication is off.  ``user`` is the digest user
+    name and ``aor`` the From AoR, the two things a line's members are listed by.
+    """
+
+    name: str
+    user: str | None = None
+    aor: str | None = None
+    trusted: bool = False
+
+    @classmethod
+    def authenticated(cls, user: str) -> Identity:
+        return cls(f"user:{user}", user=user)
+
+    @classmethod
+    def trusted_peer(cls, host: str, aor: str | None) -> Identity:
+        return cls(f"peer:{host}", aor=aor, trusted=True)
+
+    @classmethod
+    def unauthenticated(cls, aor: str) -> Identity:
+        return cls(f"aor:{aor}", aor=aor)
 
 
 @attrs.frozen
@@ -74,6 +99,35 @@ class DialogKey:
     call_id: str
     remote_tag: str
     local_tag: str
+
+
+@attrs.frozen
+class SubscriptionKey:
+    """The identity of a subscription: AoR, event, subscriber contact and its dialog
+    (3.5); the columns a ``sca_subscriptions`` row is written and deleted by."""
+
+    aor: str
+    event: Package
+    subscriber: str
+    call_id: str
+    from_tag: str
+    to_tag: str
+
+    @property
+    def dialog(self) -> DialogKey:
+        return DialogKey(self.call_id, self.from_tag, self.to_tag)
+
+
+@attrs.frozen
+class ReplacementKey:
+    """What an out-of-dialog SUBSCRIBE replaces (3.5): the same AoR and event, subscribed by
+    the same owner from the same contact over the same flow."""
+
+    aor: str
+    event: Package
+    owner: str
+    subscriber: str
+    flow: Peer | None
 
 
 @attrs.frozen
@@ -90,7 +144,9 @@ class Subscription:
     seized appearance of a ``line-seize`` subscription (0 otherwise);
     ``local_uri``/``remote_uri`` the SUBSCRIBE's To and From URIs, which become
     the NOTIFY's From and To (section 4; empty means the AoR); ``peer`` where
-    the SUBSCRIBE came from, the NOTIFY's next hop when known.
+    the SUBSCRIBE came from (its flow), the NOTIFY's next hop when known;
+    ``owner`` the :attr:`Identity.name` that made it (empty for a row restored
+    from a table that did not record it).
     """
 
     subscriber: str
@@ -109,10 +165,17 @@ class Subscription:
     local_uri: str = ""
     remote_uri: str = ""
     peer: Peer | None = None
+    owner: str = ""
 
     @property
     def key(self) -> SubscriptionKey:
-        return SubscriptionKey(self.aor, self.event, self.subscriber)
+        return SubscriptionKey(
+            self.aor, self.event, self.subscriber, self.call_id, self.from_tag, self.to_tag
+        )
+
+    @property
+    def replacement(self) -> ReplacementKey:
+        return ReplacementKey(self.aor, self.event, self.owner, self.subscriber, self.peer)
 
     @property
     def dialog(self) -> DialogKey:
@@ -165,3 +228,14 @@ class SubscriptionRemoved:
 
     subscription: Subscription
     reason: str
+
+
+@attrs.frozen
+class SubscribeRefused:
+    """Fact: a SUBSCRIBE was answered with an error (``status``); ``detail`` says why, for
+    the log only (the response never says more than its status line)."""
+
+    aor: str | None
+    identity: str
+    status: int
+    detail: str

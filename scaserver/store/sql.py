@@ -400,15 +400,27 @@ class SqlSharedLineRepository:
 # -- SCA subscriptions -------------------------------------------------------------------
 
 
+def _flow(transport: str, host: str, port: int) -> Peer | None:
+    """The stored flow of a subscription, or None when the row has none."""
+    if not transport or not host:
+        return None
+    try:
+        return Peer(Transport(transport), host, port)
+    except ValueError:
+        return None
+
+
 class SqlSubscriptionRepository:
     """``sca_subscriptions`` rows of one ``server_id`` (sca.md section 10).
 
     Written as Kamailio does: ``event`` and ``state`` as codes, ``expires`` whole epoch
     seconds (rounded), ``record_route`` the comma-joined route set, ``notify_cseq`` and
     ``subscribe_cseq`` stored as value + 1 (read back as column - 1), ``app_idx`` the seized
-    index.  Rows are keyed on (subscriber, aor, event) and updates include record_route
-    (section 10.3).  The table has no place for ``local_uri``, ``remote_uri`` and ``peer``:
-    they come back empty (the AoR is used) and None.
+    index.  Rows are keyed on the subscriber and its dialog (``sca_subscriptions_idx``) and
+    updates include record_route (section 10.3).  Our columns after Kamailio's keep the
+    ``owner``, the flow (``peer``: ``flow_transport``/``flow_host``/``flow_port``, empty
+    for none) and ``local_uri``/``remote_uri``; a row Kamailio wrote has them empty, and
+    comes back with no owner, no flow and the AoR as NOTIFY From/To.
     """
 
     def __init__(self, engine: Engine, server_id: int = 0) -> None:
@@ -438,6 +450,10 @@ class SqlSubscriptionRepository:
                 subscribe_cseq=max(0, row["subscribe_cseq"] - 1),
                 server_id=row["server_id"],
                 index=row["app_idx"],
+                local_uri=row["local_uri"] or "",
+                remote_uri=row["remote_uri"] or "",
+                peer=_flow(row["flow_transport"], row["flow_host"], row["flow_port"]),
+                owner=row["owner"],
             )
             for row in rows
         ]
@@ -458,17 +474,29 @@ class SqlSubscriptionRepository:
                 "notify_cseq": s.notify_cseq + 1,
                 "subscribe_cseq": s.subscribe_cseq + 1,
                 "server_id": s.server_id,
+                "owner": s.owner,
+                "flow_transport": s.peer.transport.value if s.peer is not None else "",
+                "flow_host": s.peer.host if s.peer is not None else "",
+                "flow_port": s.peer.port if s.peer is not None else 0,
+                "local_uri": s.local_uri or None,
+                "remote_uri": s.remote_uri or None,
             }
             for s in values
         ]
-        _upsert(self._engine, tables.sca_subscriptions, ("subscriber", "aor", "event"), rows)
+        _upsert(self._engine, tables.sca_subscriptions, ("subscriber", "call_id", "from_tag", "to_tag"), rows)
 
     def delete(self, keys: Sequence[SubscriptionKey], /) -> None:
         _delete_keys(
             self._engine,
             tables.sca_subscriptions,
             [
-                {"subscriber": k.subscriber, "aor": k.aor, "event": k.event.code, "server_id": self.server_id}
+                {
+                    "subscriber": k.subscriber,
+                    "call_id": k.call_id,
+                    "from_tag": k.from_tag,
+                    "to_tag": k.to_tag,
+                    "server_id": self.server_id,
+                }
                 for k in keys
             ],
         )

@@ -13,8 +13,13 @@ Names follow their origins where operators expect them:
   absolute epoch seconds here, not SQL timestamps.
 * ``sca_subscriptions`` is Kamailio's table, version 2, column for column (sca.md section
   10.1), so an existing Kamailio database can be taken over; ``version`` carries the row
-  Kamailio checks.  Our writes are keyed on (subscriber, aor, event) (sca.md section 10.3),
-  which ``sca_subscriptions_key_idx`` makes unique.
+  Kamailio checks.  Our writes are keyed on the subscriber and its dialog (the unique
+  ``sca_subscriptions_idx``), so two phones with the same Contact behind two NATs keep
+  two rows.  Kamailio's columns are followed by ours, each with a default that a
+  Kamailio write leaves valid: ``owner`` (the identity that made the subscription), its
+  flow (``flow_transport``, ``flow_host``, ``flow_port``: where the SUBSCRIBE came from,
+  where NOTIFYs go) and the dialog's URIs (``local_uri`` = the SUBSCRIBE's To,
+  ``remote_uri`` = its From).
 * ``sca_appearance`` is the second table sca.md section 10.3 allows, so calls in progress
   survive a restart.
 """
@@ -170,10 +175,16 @@ sca_subscriptions: Final = Table(
     Column("notify_cseq", Integer, nullable=False),
     Column("subscribe_cseq", Integer, nullable=False),
     Column("server_id", Integer, nullable=False, server_default="0"),
+    Column("owner", String(255), nullable=False, server_default=""),
+    Column("flow_transport", String(8), nullable=False, server_default=""),
+    Column("flow_host", String(255), nullable=False, server_default=""),
+    Column("flow_port", Integer, nullable=False, server_default="0"),
+    Column("local_uri", Text, nullable=True),
+    Column("remote_uri", Text, nullable=True),
     UniqueConstraint("subscriber", "call_id", "from_tag", "to_tag", name="sca_subscriptions_idx"),
     Index("sca_expires_idx", "server_id", "expires"),
     Index("sca_subscribers_idx", "subscriber", "event"),
-    Index("sca_subscriptions_key_idx", "subscriber", "aor", "event", unique=True),
+    Index("sca_subscriptions_key_idx", "subscriber", "aor", "event"),
 )
 
 #: Appearances in use (sca.md sections 6, 8.2, 10.3), so calls in progress survive a

@@ -316,7 +316,7 @@ def test_subscriptions_round_trip(repos: Repositories) -> None:
     assert sorted(repos.subscriptions.load_all(), key=repr) == sorted(values, key=repr)
 
 
-def test_subscription_key_is_aor_event_and_subscriber(repos: Repositories) -> None:
+def test_subscription_key_is_subscriber_and_dialog(repos: Repositories) -> None:
     first = subscription()
     refreshed = attrs.evolve(
         first,
@@ -324,11 +324,14 @@ def test_subscription_key_is_aor_event_and_subscriber(repos: Repositories) -> No
         notify_cseq=9,
         subscribe_cseq=4,
         record_route=("<sip:proxy3.example.com;lr>",),
-        call_id="new-dialog",
     )
     repos.subscriptions.upsert([first])
     repos.subscriptions.upsert([refreshed])
     assert repos.subscriptions.load_all() == [refreshed]
+    # The same Contact in another dialog (another phone behind another NAT) is another row.
+    twin = attrs.evolve(first, call_id="new-dialog", peer=Peer(Transport.UDP, "203.0.113.9", 40000))
+    repos.subscriptions.upsert([twin])
+    assert sorted(s.call_id for s in repos.subscriptions.load_all()) == ["new-dialog", first.call_id]
 
 
 def test_subscription_delete_is_by_key(repos: Repositories) -> None:

@@ -71,6 +71,12 @@ def test_subscription_row_is_written_as_kamailio_writes_it(engine: Engine) -> No
         "notify_cseq": 4,
         "subscribe_cseq": 3,
         "server_id": 7,
+        "owner": "",
+        "flow_transport": "",
+        "flow_host": "",
+        "flow_port": 0,
+        "local_uri": None,
+        "remote_uri": None,
     }
 
 
@@ -88,19 +94,18 @@ def test_subscription_expiry_is_stored_in_whole_seconds(engine: Engine) -> None:
     assert [s.expires for s in repo.load_all()] == [1_800_000_000.0]
 
 
-def test_subscription_uris_and_peer_are_not_stored(engine: Engine) -> None:
+def test_subscription_owner_flow_and_uris_are_stored(engine: Engine) -> None:
     repo = sql.SqlSubscriptionRepository(engine, server_id=7)
-    repo.upsert(
-        [
-            subscription(
-                local_uri="sip:line1@example.com",
-                remote_uri="sip:alice@example.com",
-                peer=Peer(Transport.UDP, "192.0.2.10", 5062),
-            )
-        ]
+    stored = subscription(
+        local_uri="sip:line1@example.com",
+        remote_uri="sip:alice@example.com",
+        peer=Peer(Transport.TCP, "2001:db8::7", 40123),
+        owner="user:alice",
     )
-    (loaded,) = repo.load_all()
-    assert (loaded.local_uri, loaded.remote_uri, loaded.peer) == ("", "", None)
+    repo.upsert([stored])
+    assert repo.load_all() == [stored]
+    (row,) = rows(engine, "sca_subscriptions")
+    assert (row["flow_transport"], row["flow_host"], row["flow_port"]) == ("TCP", "2001:db8::7", 40123)
 
 
 def test_rows_written_by_kamailio_are_restored(engine: Engine) -> None:
@@ -139,8 +144,22 @@ def test_rows_written_by_kamailio_are_restored(engine: Engine) -> None:
 def test_subscription_dialog_is_unique_like_kamailio(engine: Engine) -> None:
     repo = sql.SqlSubscriptionRepository(engine, server_id=7)
     repo.upsert([subscription()])
-    with pytest.raises(IntegrityError):
-        repo.upsert([subscription(aor="sip:line2@example.com")])  # same subscriber and dialog
+    repo.upsert([subscription(aor="sip:line2@example.com")])  # same subscriber and dialog: one row
+    assert [row["aor"] for row in rows(engine, "sca_subscriptions")] == ["sip:line2@example.com"]
+    with engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(
+            insert(tables.sca_subscriptions).values(**rows(engine, "sca_subscriptions")[0] | {"id": 99})
+        )
+
+
+def test_two_subscriptions_may_share_subscriber_aor_and_event(engine: Engine) -> None:
+    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    first = subscription(peer=Peer(Transport.UDP, "198.51.100.1", 5060), owner="user:alice")
+    second = subscription(call_id="sub-2", peer=Peer(Transport.UDP, "203.0.113.2", 5060), owner="user:bob")
+    repo.upsert([first, second])
+    assert sorted(repo.load_all(), key=lambda s: s.call_id) == [first, second]
+    repo.delete([first.key])
+    assert repo.load_all() == [second]
 
 
 def test_location_row_uses_usrloc_column_names(engine: Engine) -> None:

@@ -108,6 +108,10 @@ ERRORS = [
     ),
     ("[sip]\ntcp_idel_timeout = 5\n", "sip.tcp_idel_timeout: unknown key"),
     ("colour = 1\n", "colour: unknown key"),
+    (
+        "[sca]\nmax_subscriptions_per_identity = -1\n",
+        "sca.max_subscriptions_per_identity: must not be negative (0 = no cap)",
+    ),
     ("[sca]\n[[sca.lines]]\nappearances = 2\n", "sca.lines[0].aor: required key missing"),
     (
         '[server]\nlisten = ["nosuchif0:5060"]\n',

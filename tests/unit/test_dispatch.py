@@ -12,6 +12,7 @@ from scaserver.sip.actions import Deliver
 from scaserver.sip.headers import top_via
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
+from scaserver.sip.trust import TrustedPeer
 from tests.builders import DOMAIN, SERVER, Wire, digest_authorization, make_core
 
 ALICE = Peer(Transport.UDP, "198.51.100.10", 5062)
@@ -387,3 +388,56 @@ def test_preloaded_route_beyond_us_is_refused_to_a_subscriber_with_credentials()
     response, _ = only_response(wire, text)
     assert response.status == 403
     assert wire.requests() == []
+
+
+def _sca_subscribe(peer: Peer, *, from_user: str, to_tag: str | None = None, cseq: int = 1) -> str:
+    return request(
+        "SUBSCRIBE",
+        f"sip:2001@{DOMAIN}",
+        peer=peer,
+        from_uri=f"sip:{from_user}@{DOMAIN}",
+        to_tag=to_tag,
+        cseq=cseq,
+        call_id="sub-1",
+        branch=f"z9hG4bKsub{cseq}{peer.port}",
+        extra="Event: call-info\r\nExpires: 600\r\n",
+    )
+
+
+def test_row6_trusted_peer_subscribes_for_anybody_and_owns_what_it_made() -> None:
+    line = SharedLine(f"sip:2001@{DOMAIN}", 2, frozenset({"alice"}))
+    gateway = TrustedPeer("203.0.113.5/32", None, "pbx")
+    wire = Wire(make_core(trusted=[gateway], lines=[line]))
+    response, _ = only_response(wire, _sca_subscribe(GATEWAY, from_user="pbx"), GATEWAY)
+    assert response.status == 202
+    (sub,) = wire.core.sca.subscriptions()
+    assert sub.owner == "peer:203.0.113.5" and sub.peer == GATEWAY
+    # A refresh of its dialog from an untrusted address must authenticate: challenged.
+    tag = str(response.headers.get("To")).split(";tag=")[1]
+    challenge, _ = only_response(wire, _sca_subscribe(BOB, from_user="pbx", to_tag=tag, cseq=2), BOB)
+    assert challenge.status == 401
+
+
+def test_row6_without_authentication_the_from_aor_owns_the_subscription() -> None:
+    wire = Wire(
+        make_core(
+            require_auth=False, lines=[SharedLine(f"sip:2001@{DOMAIN}", 2, frozenset({"alice", "bob"}))]
+        )
+    )
+    response, _ = only_response(wire, _sca_subscribe(ALICE, from_user="alice"))
+    assert response.status == 202
+    tag = str(response.headers.get("To")).split(";tag=")[1]
+    # From another address: only the same From AoR may use the dialog.
+    refused, _ = only_response(wire, _sca_subscribe(BOB, from_user="bob", to_tag=tag, cseq=2), BOB)
+    assert refused.status == 403
+    moved, _ = only_response(wire, _sca_subscribe(BOB, from_user="alice", to_tag=tag, cseq=3), BOB)
+    assert moved.status == 202
+    # A user that is neither the AoR's nor a member gets 403 for its initial SUBSCRIBE.
+    carol = request(
+        "SUBSCRIBE",
+        f"sip:2001@{DOMAIN}",
+        from_uri=f"sip:carol@{DOMAIN}",
+        call_id="sub-c",
+        extra="Event: call-info\r\nExpires: 600\r\n",
+    )
+    assert only_response(wire, carol)[0].status == 403

@@ -71,6 +71,7 @@ ALICE = Peer(Transport.UDP, "198.51.100.10", 5062)
 BOB = Peer(Transport.UDP, "198.51.100.20", 5064)
 ALICE_CONTACT = "sip:alice@198.51.100.10:5062"
 BOB_CONTACT = "sip:bob@198.51.100.20:5064"
+MEMBERS = frozenset({"alice", "bob", "carol"})  # who may subscribe to LINE (sca.md 3.2 row 6)
 
 T = TypeVar("T")
 
@@ -217,7 +218,7 @@ def result_of(deferred: Deferred[T]) -> T:
 
 
 def seized_rig(**kw: Any) -> Rig:
-    rig = Rig(make_core(require_auth=False, **kw))
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 0, MEMBERS)], **kw))
     rig.subscribe("alice", ALICE)
     rig.subscribe("bob", BOB)
     return rig
@@ -305,7 +306,7 @@ def test_seize_takes_the_lowest_free_index() -> None:
 
 
 def test_seize_refusals() -> None:
-    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 1)]), notify_wait_s=0)
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 1, MEMBERS)]), notify_wait_s=0)
     assert isinstance(result_of(settled(rig.sca.seize_appearance(LINE, ALICE_CONTACT))), AppearanceChange)
     refused = result_of(settled(rig.sca.seize_appearance(LINE, BOB_CONTACT)))
     assert refused is AppearanceRefusal.NO_FREE_INDEX
@@ -362,7 +363,7 @@ def test_cancelled_wait_leaves_the_bus_and_the_clock() -> None:
 
 
 def test_zero_wait_answers_at_once() -> None:
-    rig = Rig(make_core(require_auth=False), notify_wait_s=0)
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 0, MEMBERS)]), notify_wait_s=0)
     rig.subscribe("alice", ALICE)
     change = result_of(settled(rig.sca.seize_appearance(LINE, ALICE_CONTACT)))
     assert isinstance(change, AppearanceChange) and change.notify_failed == ()
@@ -488,7 +489,7 @@ def test_release_frees_the_index_and_notifies_the_group() -> None:
 def test_release_refusals() -> None:
     rig = Rig(make_core(require_auth=False), notify_wait_s=0)
     assert result_of(settled(rig.sca.release_appearance(LINE, 1))) is AppearanceRefusal.NO_LINE
-    rig.subscribe("alice", ALICE)  # a call-info subscription makes the AoR a line (sca.md 3.6)
+    rig.subscribe("2001", ALICE)  # its own user subscribing makes the AoR a line (sca.md 3.6)
     assert result_of(settled(rig.sca.release_appearance(LINE, 1))) is AppearanceRefusal.NOT_IN_USE
 
 
@@ -590,7 +591,7 @@ def test_deactivating_a_line_seize_frees_its_appearance_and_notifies_the_group()
 
 
 def test_show_appearance_lists_idle_indexes_of_a_provisioned_line() -> None:
-    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 3)]), notify_wait_s=0)
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 3, MEMBERS)]), notify_wait_s=0)
     empty = rig.sca.show_appearance("2001")
     assert empty == LineInfo(
         LINE, 3, tuple(AppearanceInfo(LINE, i, AppearanceStateName.IDLE) for i in (1, 2, 3))
@@ -625,7 +626,7 @@ def test_flush_returns_the_injected_count() -> None:
 
 
 def test_gauges_count_subscriptions_and_appearances() -> None:
-    rig = Rig(make_core(require_auth=False), notify_wait_s=0)
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 0, MEMBERS)]), notify_wait_s=0)
     assert rig.gauges.subscriptions_by_event() == {"call-info": 0, "line-seize": 0}
     assert set(rig.gauges.appearances_by_state().values()) == {0}
     rig.subscribe("alice", ALICE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scaserver.sca.appearance import AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import TTL_TIMER, AppearanceKey, RequestPlan
-from scaserver.sca.subscription import Package, SubscriptionKey
+from scaserver.sca.subscription import Package
 from scaserver.sip.actions import CancelTimer, EngineAction
 from scaserver.sip.errors import Forbidden
 from scaserver.sip.message import Request
@@ -158,7 +158,7 @@ def test_o6_18x_moves_seized_to_progressing_and_ends_line_seize_noresource() -> 
         for n, _ in notifies(actions)
     ]
     assert sent[0] == ("line-seize", "terminated;reason=noresource", seize_info(1))
-    assert SubscriptionKey(LINE, Package.LINE_SEIZE, CA) not in {s.key for s in h.engine.subscriptions()}
+    assert Package.LINE_SEIZE not in {s.event for s in h.engine.subscriptions()}
     assert gn(actions) == [full(state_entry(1, "progressing", ACTIVE_URI))] * 2
     # A second 183 changes nothing.
     assert rules(h.respond(INV, answer(INV, 183))) == []

@@ -6,7 +6,7 @@ import attrs
 
 from scaserver.sca.engine import EXPIRY_TIMER, NotifyContext
 from scaserver.sca.line import SharedLine
-from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionKey, SubscriptionRemoved
+from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionRemoved
 from scaserver.sip.actions import SendRequest, StartTimer
 from scaserver.sip.message import Headers, Response
 
@@ -154,6 +154,7 @@ def test_line_seize_subscribers_never_get_call_info_notifies_q20() -> None:
 def test_fan_out_is_isolated_per_line_s20() -> None:
     other = "sip:2002@pbx.example.com"
     h = Harness(engine())
+    h.engine.provision([SharedLine(other, members=frozenset({LINE}))])
     h.subscribe(subscribe())
     h.subscribe(subscribe(call_id="o", from_tag="o", uri=other))
     actions = h.run(h.engine.seize_appearance(other, CA, h.now)[1])
@@ -172,7 +173,8 @@ def test_restore_continues_notify_cseq_and_rearms_expiry() -> None:
     assert last_cseq == 4
     fresh = engine()
     actions = fresh.restore([SharedLine(LINE, 8)], stored, apps, h.now + 10)
-    key = SubscriptionKey(LINE, Package.CALL_INFO, CA)
+    key = stored[0].key
+    assert key.aor == LINE and key.event is Package.CALL_INFO and key.subscriber == CA
     assert StartTimer(key, EXPIRY_TIMER, 3590.0) in actions
     ((notify, context),) = notifies(actions)
     assert notify.headers.get("CSeq") == f"{last_cseq + 1} NOTIFY"
