@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 NAMESPACE = "scaserver"
 
@@ -76,6 +76,68 @@ class ParkingGauges(Protocol):
     def transactions_of(self, ruri: str) -> int:
         """Parked calls stored under ``ruri`` now."""
         ...
+
+
+class SecurityGauges(Protocol):
+    """The containment counters read at scrape time (the source guard and the TCP listener)."""
+
+    def dropped_messages(self) -> int:
+        """Messages dropped because their source is banned or over its rate."""
+        ...
+
+    def bans_active(self) -> int: ...
+
+    def bans_by_reason(self) -> Mapping[str, int]:
+        """Bans started since start-up, by reason (``rate``, ``auth-failures``, ``manual``)."""
+        ...
+
+    def tcp_refused(self) -> Mapping[str, int]:
+        """TCP connections closed at once, by reason (``banned``, ``per-address``, ``global``)."""
+        ...
+
+    def tracked_sources(self) -> int: ...
+
+
+class _SecurityCollector:
+    """A custom collector: reads ``SecurityGauges`` on every scrape."""
+
+    def __init__(self, source: SecurityGauges) -> None:
+        self._source = source
+
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily
+    ]:
+        return (
+            CounterMetricFamily(
+                f"{NAMESPACE}_security_dropped_messages",
+                "Messages dropped unread because their source was banned or over its rate",
+            ),
+            GaugeMetricFamily(f"{NAMESPACE}_security_bans_active", "Source addresses banned now"),
+            CounterMetricFamily(f"{NAMESPACE}_security_bans", "Bans started, by reason", labels=["reason"]),
+            CounterMetricFamily(
+                f"{NAMESPACE}_security_tcp_refused_connections",
+                "TCP connections closed as soon as accepted, by reason",
+                labels=["reason"],
+            ),
+            GaugeMetricFamily(f"{NAMESPACE}_security_tracked_sources", "Source addresses rate-tracked now"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        dropped, active, bans, refused, tracked = self._families()
+        source = self._source
+        dropped.add_metric([], source.dropped_messages())
+        active.add_metric([], source.bans_active())
+        for reason, count in sorted(source.bans_by_reason().items()):
+            bans.add_metric([reason], count)
+        for reason, count in sorted(source.tcp_refused().items()):
+            refused.add_metric([reason], count)
+        tracked.add_metric([], source.tracked_sources())
+        return dropped, active, bans, refused, tracked
 
 
 class _ParkingCollector:
@@ -141,8 +203,18 @@ class Metrics:
         *,
         sca: ScaGauges | None = None,
         parking: ParkingGauges | None = None,
+        security: SecurityGauges | None = None,
     ) -> None:
         self.registry = registry
+        if security is not None:
+            registry.register(_SecurityCollector(security))
+        self._auth_failures = Counter(
+            "security_auth_failures",
+            "Refused authentications by reason (a first challenge is not counted)",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         if sca is not None:
             registry.register(_EngineCollector(sca))
         self._parking = parking
@@ -270,6 +342,9 @@ class Metrics:
 
     def parse_error(self, transport: str) -> None:
         self._parse_errors.labels(transport=transport).inc()
+
+    def auth_failure(self, reason: str) -> None:
+        self._auth_failures.labels(reason).inc()
 
     def message_dropped(self, reason: str) -> None:
         self._dropped.labels(reason=reason).inc()
