@@ -53,7 +53,9 @@ def test_a_ban_expires_and_a_repeat_offence_doubles_it() -> None:
 
 
 def test_allowed_networks_and_trusted_peers_are_never_limited() -> None:
-    g = SourceGuard(GuardSettings(rate=1.0, burst=1.0, allow=networks(["198.51.100.0/24"])), lambda h: h == OTHER)
+    g = SourceGuard(
+        GuardSettings(rate=1.0, burst=1.0, allow=networks(["198.51.100.0/24"])), lambda h: h == OTHER
+    )
     assert all(g.check("198.51.100.9", 0.0).admitted for _ in range(1000))
     assert all(g.check(OTHER, 0.0).admitted for _ in range(1000))
     assert g.auth_failed(OTHER, "alice", "example.com", 0.0) is None
