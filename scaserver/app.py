@@ -58,6 +58,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.kernelfilter import KernelBanFilter
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable
@@ -186,6 +187,7 @@ class SipService(MultiService):
         self.tcp: list[TcpListener] = []
         self.streams: SipStreamFactory | None = None
         self.guard: SourceGuard | None = None
+        self.kernel_filter: KernelBanFilter | None = None
 
     def adopt(self, service: Service) -> None:
         """Add a child service (started in adoption order, stopped in reverse)."""
@@ -229,13 +231,21 @@ def make_service(
     root.streams, root.guard = streams, guard
     root.adopt(stack)
     for endpoint in settings.server.listen:
-        datagrams = UdpTransport(stack, transports, endpoint.host, settings.sip.max_message_size)
+        datagrams = UdpTransport(
+            stack, transports, endpoint.host, settings.sip.max_message_size, guard=guard, clock=reactor
+        )
         udp = UdpListener(reactor, endpoint.host, endpoint.port, datagrams)
         tcp = TcpListener(reactor, endpoint.host, endpoint.port, streams)
         root.udp.append(udp)
         root.tcp.append(tcp)
         root.adopt(udp)
         root.adopt(tcp)
+    if guard is not None:
+        kernel = KernelBanFilter(
+            guard, reactor, lambda: [sock for udp in root.udp if (sock := udp.bound_socket) is not None]
+        )
+        bus.subscribe(Ban, kernel.banned)
+        root.kernel_filter = kernel
     return root
 
 
@@ -1218,9 +1228,13 @@ class GuardView:
     _log = Logger(namespace="scaserver.facts")
 
     def __init__(
-        self, guard: SourceGuard | None, streams: SipStreamFactory | None, clock: Callable[[], float]
+        self,
+        guard: SourceGuard | None,
+        streams: SipStreamFactory | None,
+        clock: Callable[[], float],
+        changed: Callable[[], None] = lambda: None,
     ) -> None:
-        self._guard, self._streams, self._clock = guard, streams, clock
+        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
 
     def dropped_messages(self) -> int:
         return self._guard.dropped_total if self._guard is not None else 0
@@ -1249,6 +1263,7 @@ class GuardView:
 
     def unban(self, source: str) -> bool:
         lifted = self._guard is not None and self._guard.unban(source)
+        self._changed()
         self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
         return lifted
 
@@ -1303,7 +1318,8 @@ def control_plane(
             local_uri=f"sip:{format_host(host)}:{port}",
             unique=core.unique,
         )
-    security = GuardView(core.guard, sip.streams, reactor.seconds)
+    kernel = sip.kernel_filter
+    security = GuardView(core.guard, sip.streams, reactor.seconds, kernel.refresh if kernel else lambda: None)
     metrics = Metrics(
         CollectorRegistry(),
         sca=EngineScaGauges(core),

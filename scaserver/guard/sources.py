@@ -44,7 +44,7 @@ class GuardSettings:
     """Limits (``[security]`` in the configuration)."""
 
     rate: float = 50.0
-    burst: float = 200.0
+    burst: float = 100.0
     ban_s: float = 60.0
     max_ban_s: float = 3600.0
     auth_failures: int = 5
@@ -155,6 +155,15 @@ class SourceGuard:
             return ADMITTED
         self.dropped_total += 1
         return Verdict(False, self.ban(host, BanReason.RATE, now))
+
+    def drop_banned(self, host: str, now: float) -> bool:
+        """True (and counted as dropped) when ``host`` is banned: the cheapest test, for the
+        socket's read loop, before anything is allocated for the message."""
+        ban = self._bans.get(host)
+        if ban is not None and ban.until > now:
+            self.dropped_total += 1
+            return True
+        return False
 
     def ban(self, host: str, reason: BanReason, now: float, duration_s: float | None = None) -> Ban:
         """Ban ``host`` now: for ``duration_s``, else ``ban_s`` doubled per earlier offence

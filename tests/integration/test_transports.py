@@ -466,7 +466,7 @@ async def test_connections_beyond_the_per_address_limit_are_closed_at_once() -> 
         for client in clients[:2]:
             client.poll()
             assert not client.closed
-        assert cast(SipStreamFactory, listener.factory).refused["per-address"] == 1
+        assert listener.factory.refused["per-address"] == 1
     finally:
         for client in clients:
             client.close()

@@ -9,9 +9,10 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
-from twisted.logger import Logger, textFileLogObserver
+from twisted.logger import ILogObserver, globalLogPublisher, textFileLogObserver
 
 from scaserver.app import FactLog
 from scaserver.dispatch import AuthenticationRejected
@@ -26,14 +27,18 @@ PHONE = Peer(Transport.UDP, "192.0.2.10", 5060)
 
 
 def log_lines(*facts: object) -> list[str]:
+    """What the server's text log observer writes for ``facts`` published on the bus."""
     stream = io.StringIO()
-    log = FactLog()
-    log._log = Logger(namespace="scaserver.facts", observer=textFileLogObserver(stream))
-    bus = EventBus()
-    log.attach(bus)
-    for fact in facts:
-        bus.publish(fact)
-    return stream.getvalue().splitlines()
+    observer = cast(ILogObserver, textFileLogObserver(stream))
+    globalLogPublisher.addObserver(observer)
+    try:
+        bus = EventBus()
+        FactLog().attach(bus)
+        for fact in facts:
+            bus.publish(fact)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    return [line for line in stream.getvalue().splitlines() if "[scaserver.app.FactLog#" in line]
 
 
 def rejected(cause: RejectCause, peer: Peer = GUESSER, user: str | None = "alice") -> AuthenticationRejected:
@@ -66,7 +71,7 @@ FAILURES = [RejectCause.WRONG_PASSWORD, RejectCause.UNKNOWN_USER, RejectCause.RE
 def test_the_security_line_names_source_user_realm_and_reason() -> None:
     [line] = log_lines(rejected(RejectCause.WRONG_PASSWORD))
     assert line.endswith(
-        "[scaserver.facts#warn] security: auth failure source=192.0.2.66 user=alice"
+        "[scaserver.app.FactLog#warn] security: auth failure source=192.0.2.66 user=alice"
         " realm=example.test reason=wrong-password method=REGISTER status=401"
     )
 
