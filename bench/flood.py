@@ -88,7 +88,13 @@ def flood(port: int, seconds: float, count: int, result: multiprocessing.Queue[d
                 answers += 1
                 last_answer = time.time()
     result.put(
-        {"started": started, "ended": time.time(), "sent": sent, "answers": answers, "last_answer": last_answer}
+        {
+            "started": started,
+            "ended": time.time(),
+            "sent": sent,
+            "answers": answers,
+            "last_answer": last_answer,
+        }
     )
 
 
@@ -171,7 +177,9 @@ def bans(http_port: int) -> list[dict[str, object]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--flood-seconds", type=float, default=20.0)
     parser.add_argument("--flood-count", type=int, default=2_000_000)
@@ -180,12 +188,16 @@ def main() -> None:
     parser.add_argument("--probe-rate", type=float, default=40.0)
     parser.add_argument("--no-security", action="store_true")
     args = parser.parse_args()
-    with TemporaryDirectory() as tmp, running_server(
-        Path(tmp), CONFIG.format(enabled="false" if args.no_security else "true")
-    ) as server:
+    with (
+        TemporaryDirectory() as tmp,
+        running_server(Path(tmp), CONFIG.format(enabled="false" if args.no_security else "true")) as server,
+    ):
         pid = server.process.pid
         bystander = Bystander(server.sip_port, args.probe_rate)
-        threads = [threading.Thread(target=bystander.send_loop), threading.Thread(target=bystander.receive_loop)]
+        threads = [
+            threading.Thread(target=bystander.send_loop),
+            threading.Thread(target=bystander.receive_loop),
+        ]
         for thread in threads:
             thread.start()
         samples: list[tuple[float, float]] = []

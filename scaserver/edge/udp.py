@@ -23,7 +23,6 @@ from scaserver.edge.stack import MessageSink, TimerClock, Transports, address_fa
 from scaserver.guard.sources import SourceGuard
 from scaserver.sip.message import Peer, Transport
 
-
 RECEIVE_BUFFER = 4 * 1024 * 1024
 """SO_RCVBUF asked for on every UDP socket, octets."""
 
