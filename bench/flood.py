@@ -2,8 +2,8 @@
 
 Starts ``scaserver run`` on 127.0.0.1 (loopback only), then:
 
-* a bystander on 127.0.0.3 sends OPTIONS at ``--probe-rate`` per second for the whole run and
-  records each answer's latency (an OPTIONS not answered within 2 s is lost);
+* a bystander on 127.0.0.3 sends OPTIONS at ``--probe-rate`` per second (below the limit)
+  for the whole run and records each answer's latency (one not answered within 2 s is lost);
 * after ``--warmup`` seconds, one flooder process on 127.0.0.2 (one core) sends OPTIONS,
   REGISTER and SUBSCRIBE in turn, as fast as it can, for ``--flood-seconds`` or
   ``--flood-count`` messages, whichever ends first;
@@ -34,6 +34,7 @@ from tests.system.server import running_server
 
 FLOODER = "127.0.0.2"
 BYSTANDER = "127.0.0.3"
+HOARDER = "127.0.0.4"
 CONFIG = """
 [server]
 domains = ["example.test"]
@@ -41,6 +42,8 @@ domains = ["example.test"]
 require = true
 [security]
 enabled = {enabled}
+rate = {rate}
+burst = {burst}
 allow = ["127.0.0.1/32"]
 """
 
@@ -159,6 +162,34 @@ class Bystander:
         }
 
 
+def hoard(port: int, count: int, hold_s: float) -> dict[str, int]:
+    """Open ``count`` idle TCP connections from 127.0.0.4; how many are still open after
+    ``hold_s`` seconds (the server closes those beyond its per-address limit at once)."""
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((HOARDER, 0))
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            continue
+        sock.setblocking(False)
+        sockets.append(sock)
+    time.sleep(hold_s)
+    open_count = 0
+    for sock in sockets:
+        try:
+            alive = sock.recv(1) != b""
+        except BlockingIOError:
+            alive = True
+        except OSError:
+            alive = False
+        open_count += alive
+        sock.close()
+    return {"attempted": count, "connected": len(sockets), "still_open": open_count}
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -184,13 +215,21 @@ def main() -> None:
     parser.add_argument("--flood-seconds", type=float, default=20.0)
     parser.add_argument("--flood-count", type=int, default=2_000_000)
     parser.add_argument("--after", type=float, default=15.0)
-    # Below the per-source rate (50/s): the bystander is a well-behaved peer.
-    parser.add_argument("--probe-rate", type=float, default=40.0)
+    # Below the per-source rate (20/s by default): the bystander is a well-behaved peer.
+    parser.add_argument("--probe-rate", type=float, default=15.0)
     parser.add_argument("--no-security", action="store_true")
+    parser.add_argument("--rate", type=float, default=20.0, help="security.rate")
+    parser.add_argument("--burst", type=float, default=60.0, help="security.burst")
+    parser.add_argument("--tcp-connections", type=int, default=1000)
     args = parser.parse_args()
     with (
         TemporaryDirectory() as tmp,
-        running_server(Path(tmp), CONFIG.format(enabled="false" if args.no_security else "true")) as server,
+        running_server(
+            Path(tmp),
+            CONFIG.format(
+                enabled="false" if args.no_security else "true", rate=args.rate, burst=args.burst
+            ),
+        ) as server,
     ):
         pid = server.process.pid
         bystander = Bystander(server.sip_port, args.probe_rate)
@@ -236,8 +275,11 @@ def main() -> None:
         for thread in threads:
             thread.join(5)
         during = [rss for t, rss in samples if flood_start <= t <= flood_end]
+        tcp = hoard(server.sip_port, args.tcp_connections, 2.0)
         report = {
             "security": not args.no_security,
+            "rate": args.rate,
+            "burst": args.burst,
             "flood": {
                 "messages_sent": figures["sent"],
                 "seconds": round(flood_end - figures["started"], 2),
@@ -249,8 +291,10 @@ def main() -> None:
             "bystander": {
                 "before": bystander.window(t0, flood_start),
                 "during": bystander.window(flood_start, flood_end),
+                "during_after_ban": bystander.window(banned_at, flood_end) if banned_at else None,
                 "after": bystander.window(flood_end, t1 + args.after - 2.0),
             },
+            "idle_tcp": tcp,
             "rss_mb": {
                 "baseline": max(rss for t, rss in samples if t < flood_start),
                 "during_max": max(during) if during else None,

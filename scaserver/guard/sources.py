@@ -43,8 +43,8 @@ class BanReason(enum.Enum):
 class GuardSettings:
     """Limits (``[security]`` in the configuration)."""
 
-    rate: float = 50.0
-    burst: float = 100.0
+    rate: float = 20.0
+    burst: float = 60.0
     ban_s: float = 60.0
     max_ban_s: float = 3600.0
     auth_failures: int = 5
