@@ -37,6 +37,7 @@ from scaserver.config import LegacyPushRule, MidRegistrarSettings, Settings, Ups
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
+from scaserver.control.security import BanView
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     AuthenticationRejected,
@@ -59,6 +60,7 @@ from scaserver.edge.controlplane import (
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.kernelfilter import KernelBanFilter
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
@@ -70,6 +72,7 @@ from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpLis
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.events import EventBus
+from scaserver.guard.sources import Ban, GuardSettings, SourceGuard, networks
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
 from scaserver.mobile import (
@@ -149,6 +152,7 @@ from scaserver.sip.digest import (
     CredentialLookup,
     Credentials,
     NonceFactory,
+    RejectCause,
 )
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.timers import TimerConfig
@@ -187,6 +191,9 @@ class SipService(MultiService):
         self.stack, self.transports, self.bus = stack, transports, bus
         self.udp: list[UdpListener] = []
         self.tcp: list[TcpListener] = []
+        self.streams: SipStreamFactory | None = None
+        self.guard: SourceGuard | None = None
+        self.kernel_filter: KernelBanFilter | None = None
 
     def adopt(self, service: Service) -> None:
         """Add a child service (started in adoption order, stopped in reverse)."""
@@ -204,32 +211,47 @@ def make_service(
     *,
     bus: EventBus | None = None,
     hosts: HostsTable | None = None,
+    guard: SourceGuard | None = None,
 ) -> SipService:
-    """Wire the SIP edge (stack, UDP and TCP listeners) around ``core`` for ``settings``.
+    """Wire the SIP edge (stack, UDP and TCP listeners) around ``core`` for ``settings``;
+    ``guard`` is asked about every message and connection before anything else.
 
     Nothing is bound until the returned service is started.
     """
     bus = bus if bus is not None else EventBus(on_handler_error=_report_handler_error)
     transports = Transports(hosts=hosts if hosts is not None else HostsTable.load())
     trace = MessageTrace() if settings.sip.trace else None
-    stack = SipStack(core, reactor, transports, bus, trace=trace)
+    stack = SipStack(core, reactor, transports, bus, trace=trace, guard=guard)
+    security = settings.security
     limits = StreamLimits(
         max_message_size=settings.sip.max_message_size,
         idle_timeout=settings.sip.tcp_idle_timeout,
         slow_sender_timeout=settings.sip.tcp_slow_sender_timeout,
+        unvouched_idle_timeout=min(security.tcp_unvouched_idle_timeout, settings.sip.tcp_idle_timeout),
+        max_connections_per_address=security.max_connections_per_address,
+        max_connections=security.max_connections,
     )
-    streams = SipStreamFactory(stack, transports, limits, reactor)
+    streams = SipStreamFactory(stack, transports, limits, reactor, guard)
     transports.set_dialer(TcpDialer(reactor, streams))
     root = SipService(stack, transports, bus)
+    root.streams, root.guard = streams, guard
     root.adopt(stack)
     for endpoint in settings.server.listen:
-        datagrams = UdpTransport(stack, transports, endpoint.host, settings.sip.max_message_size)
+        datagrams = UdpTransport(
+            stack, transports, endpoint.host, settings.sip.max_message_size, guard=guard, clock=reactor
+        )
         udp = UdpListener(reactor, endpoint.host, endpoint.port, datagrams)
         tcp = TcpListener(reactor, endpoint.host, endpoint.port, streams)
         root.udp.append(udp)
         root.tcp.append(tcp)
         root.adopt(udp)
         root.adopt(tcp)
+    if guard is not None:
+        kernel = KernelBanFilter(
+            guard, reactor, lambda: [sock for udp in root.udp if (sock := udp.bound_socket) is not None]
+        )
+        bus.subscribe(Ban, kernel.banned)
+        root.kernel_filter = kernel
     return root
 
 
@@ -244,7 +266,33 @@ def core_settings(settings: Settings) -> CoreSettings:
         require_auth=settings.auth.require,
         server=settings.server.user_agent,
         strip_call_info=settings.sca.strip_call_info,
+        max_transactions=settings.security.max_transactions,
     )
+
+
+def source_guard(settings: Settings, trusted: Callable[[], TrustedPeers]) -> SourceGuard | None:
+    """The per-source limits of ``[security]`` (None when disabled); ``trusted()`` gives the
+    trusted peers now (with the upstream), who are never limited, on any transport."""
+    security = settings.security
+    if not security.enabled:
+        return None
+
+    def is_trusted(host: str) -> bool:
+        peers = trusted()
+        return any(peers.match(Peer(transport, host, 0)) for transport in (Transport.UDP, Transport.TCP))
+
+    limits = GuardSettings(
+        rate=security.rate,
+        burst=security.burst,
+        ban_s=security.ban_s,
+        max_ban_s=security.max_ban_s,
+        auth_failures=security.auth_failures,
+        auth_window_s=security.auth_window_s,
+        user_failures=security.user_failures,
+        max_sources=security.max_sources,
+        allow=networks(security.allow),
+    )
+    return SourceGuard(limits, is_trusted)
 
 
 def realm_of(settings: Settings) -> str:
@@ -387,7 +435,7 @@ def make_core(
         trusted = trusted_upstream(trusted, core.upstream, "upstream")
     if mobile is not None and mobile.midregistrar is not None:
         trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
-    return SipCore(
+    sip_core = SipCore(
         core,
         layer,
         identity,
@@ -400,6 +448,8 @@ def make_core(
         mobile=mobile,
         known_host=known_host,
     )
+    sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
+    return sip_core
 
 
 def resolvable_in(hosts: HostsTable) -> Callable[[str], bool]:
@@ -906,6 +956,7 @@ class FactLog:
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
         bus.subscribe(AuthenticationRejected, self._auth)
+        bus.subscribe(Ban, self._ban)
         bus.subscribe(UpstreamAuthNeeded, self._upstream_auth)
 
     def _upstream_auth(self, e: UpstreamAuthNeeded) -> None:
@@ -969,13 +1020,44 @@ class FactLog:
         self._log.info("{status} to {peer}: {detail}", status=e.status, peer=str(e.peer), detail=e.detail)
 
     def _auth(self, e: AuthenticationRejected) -> None:
-        self._log.info(
-            "{method} from {peer} refused {status} (stale={stale})",
+        if e.cause in (RejectCause.CHALLENGE, RejectCause.STALE):
+            self._log.info(
+                "{method} from {peer} refused {status} ({reason}, stale={stale})",
+                method=e.method,
+                peer=str(e.peer),
+                status=e.status,
+                reason=e.cause.value,
+                stale=e.stale,
+            )
+            return
+        # The security log line, one per failure, in the fixed form contrib/fail2ban matches.
+        self._log.warn(
+            "security: auth failure source={source} user={user} realm={realm} reason={reason}"
+            " method={method} status={status}",
+            source=e.peer.host,
+            user=printable(e.username) if e.username else "-",
+            realm=printable(e.realm) or "-",
+            reason=e.cause.value,
             method=e.method,
-            peer=str(e.peer),
             status=e.status,
-            stale=e.stale,
         )
+
+    def _ban(self, e: Ban) -> None:
+        self._log.warn(
+            "security: ban source={source} reason={reason} seconds={seconds} offence={offence}",
+            source=e.host,
+            reason=e.reason.value,
+            seconds=round(e.duration_s),
+            offence=e.offence,
+        )
+
+
+def printable(text: str) -> str:
+    """``text`` for a one-line log field: spaces and control characters escaped, so a
+    username cannot forge the fields that follow it."""
+    return "".join(
+        char if char.isprintable() and not char.isspace() else f"\\x{ord(char):02x}" for char in text
+    )
 
 
 class HistoryFeed:
@@ -1150,11 +1232,16 @@ class MetricsFeed:
         PushMetrics(self._metrics).attach(bus)
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
+        bus.subscribe(AuthenticationRejected, self._auth)
         bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
 
     def _removed(self, event: SubscriptionRemoved) -> None:
         if event.reason == "notify-failed":
             self._metrics.notify_failed(event.subscription.event.value)
+
+    def _auth(self, event: AuthenticationRejected) -> None:
+        if event.cause is not RejectCause.CHALLENGE:
+            self._metrics.auth_failure(event.cause.value)
 
     def _dropped(self, event: MessageDropped) -> None:
         self._metrics.message_dropped(event.kind)
@@ -1171,6 +1258,52 @@ class MetricsFeed:
         if writes.flushes_total != self._flushes and writes.last_flush_latency_s is not None:
             self._metrics.db_flushed("sql", writes.last_flush_latency_s, writes.written_total - self._written)
         self._flushes, self._written = writes.flushes_total, writes.written_total
+
+
+class GuardView:
+    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
+
+    _log = Logger(namespace="scaserver.facts")
+
+    def __init__(
+        self,
+        guard: SourceGuard | None,
+        streams: SipStreamFactory | None,
+        clock: Callable[[], float],
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
+
+    def dropped_messages(self) -> int:
+        return self._guard.dropped_total if self._guard is not None else 0
+
+    def bans_active(self) -> int:
+        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
+
+    def bans_by_reason(self) -> dict[str, int]:
+        if self._guard is None:
+            return {}
+        return {reason.value: count for reason, count in self._guard.bans_total.items()}
+
+    def tcp_refused(self) -> dict[str, int]:
+        return dict(self._streams.refused) if self._streams is not None else {}
+
+    def tracked_sources(self) -> int:
+        return self._guard.tracked_sources if self._guard is not None else 0
+
+    def bans(self) -> list[BanView]:
+        if self._guard is None:
+            return []
+        return [
+            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
+            for ban in self._guard.bans(self._clock())
+        ]
+
+    def unban(self, source: str) -> bool:
+        lifted = self._guard is not None and self._guard.unban(source)
+        self._changed()
+        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
+        return lifted
 
 
 def control_plane(
@@ -1224,12 +1357,15 @@ def control_plane(
             local_uri=f"sip:{format_host(host)}:{port}",
             unique=core.unique,
         )
+    kernel = sip.kernel_filter
+    security = GuardView(core.guard, sip.streams, reactor.seconds, kernel.refresh if kernel else lambda: None)
     metrics = Metrics(
         CollectorRegistry(),
         sca=EngineScaGauges(core),
         registrar=EngineRegistrarGauges(core),
         parking=EngineParkingGauges(core),
         process=True,
+        security=security,
     )
     registry = build_registry(
         sca=sca,
@@ -1239,6 +1375,7 @@ def control_plane(
         parking=parking,
         provisioning=resync,
         statistics=MetricsStatistics(metrics.registry),
+        security=security,
     )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
@@ -1427,7 +1564,7 @@ def make_server(
         known_host=resolvable_in(hosts),
     )
     bus = EventBus(on_handler_error=_report_handler_error)
-    sip = make_service(settings, reactor, core, bus=bus, hosts=hosts)
+    sip = make_service(settings, reactor, core, bus=bus, hosts=hosts, guard=core.guard)
     if core.mobile is not None and settings.push.enabled:
         pushes = PushDispatch(core, sip.stack, reactor)
         pushes.client = push_client(settings, reactor, pushes)

@@ -22,6 +22,7 @@ naming the file and key), 1 when a database command fails.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,6 +184,26 @@ class MainReactor(Reactor, Protocol):
     def stop(self) -> None: ...
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (TCP connections are file descriptors;
+    ``security.max_connections`` should stay below it); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if resource.RLIM_INFINITY in (hard, soft) or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:
+        _log.warn(
+            "cannot raise the open files limit from {soft} to {hard}: {error}",
+            soft=soft,
+            hard=hard,
+            error=str(error),
+        )
+        return soft
+    _log.info("open files limit raised from {soft} to {hard}", soft=soft, hard=hard)
+    return hard
+
+
 def _run(args: argparse.Namespace) -> int:
     # Imported here: importing the reactor installs it, which only the running server may do.
     from twisted.internet import reactor as installed  # noqa: PLC0415
@@ -229,6 +250,7 @@ def _run(args: argparse.Namespace) -> int:
         return stopping
 
     tune_garbage_collector()
+    raise_open_files_limit()
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()  # SIGINT/SIGTERM stop the reactor, which runs the shutdown trigger above

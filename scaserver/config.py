@@ -241,6 +241,37 @@ class AuthSettings:
 
 
 @attrs.frozen
+class SecuritySettings:
+    """``[security]``: containment of floods and password guessing.
+
+    ``rate`` messages per second per source address, with ``burst`` in hand; a source over
+    it is banned for ``ban_s`` seconds, doubled for each repeat offence up to ``max_ban_s``.
+    ``auth_failures`` failed authentications from one address within ``auth_window_s`` ban
+    it; ``user_failures`` for one user lock that user out for ``ban_s``.  ``allow``: networks
+    never limited nor banned (trusted peers and the upstream always are).  ``max_sources``
+    bounds the tables.  TCP: ``max_connections_per_address``, ``max_connections`` in all,
+    and ``tcp_unvouched_idle_timeout`` for connections that carried no authenticated or trusted
+    request yet.  ``max_transactions``: server transactions beyond which new requests get 503.
+    ``enabled`` false turns the rate limits and bans off.
+    """
+
+    enabled: bool = True
+    rate: float = 20.0
+    burst: float = 60.0
+    ban_s: float = 60.0
+    max_ban_s: float = 3600.0
+    auth_failures: int = 5
+    auth_window_s: float = 60.0
+    user_failures: int = 10
+    max_sources: int = 65536
+    allow: tuple[str, ...] = ()
+    max_connections_per_address: int = 32
+    max_connections: int = 2000
+    tcp_unvouched_idle_timeout: float = 30.0
+    max_transactions: int = 20000
+
+
+@attrs.frozen
 class RegistrarSettings:
     """``[registrar]``: REGISTER expiry bounds (RFC 3261 section 10.3) and bindings per AoR (0 = no limit)."""
 
@@ -450,6 +481,7 @@ class Settings:
     reporting: ReportingSettings = ReportingSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
+    security: SecuritySettings = SecuritySettings()
     registrar: RegistrarSettings = RegistrarSettings()
     sca: ScaSettings = ScaSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -791,6 +823,25 @@ def _check(settings: Settings) -> None:
                 f"provisioning.allow_from[{index}]",
                 f"{_show(cidr)}: expected an address or CIDR",
             )
+        )
+    sec = settings.security
+    checks += [
+        (sec.rate > 0, "security.rate", "must be positive"),
+        (sec.burst >= 1, "security.burst", "must be at least 1"),
+        (sec.ban_s > 0, "security.ban_s", "must be positive"),
+        (sec.max_ban_s >= sec.ban_s, "security.max_ban_s", "must not be below ban_s"),
+        (sec.auth_failures >= 1, "security.auth_failures", "must be at least 1"),
+        (sec.auth_window_s > 0, "security.auth_window_s", "must be positive"),
+        (sec.user_failures >= 1, "security.user_failures", "must be at least 1"),
+        (sec.max_sources >= 1, "security.max_sources", "must be at least 1"),
+        (sec.max_connections_per_address >= 1, "security.max_connections_per_address", "must be at least 1"),
+        (sec.max_connections >= 1, "security.max_connections", "must be at least 1"),
+        (sec.tcp_unvouched_idle_timeout > 0, "security.tcp_unvouched_idle_timeout", "must be positive"),
+        (sec.max_transactions >= 1, "security.max_transactions", "must be at least 1"),
+    ]
+    for index, cidr in enumerate(sec.allow):
+        checks.append(
+            (_is_network(cidr), f"security.allow[{index}]", f"{_show(cidr)}: expected an address or CIDR")
         )
     for index, cidr in enumerate(settings.rpc.allow_from):
         checks.append(

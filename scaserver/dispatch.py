@@ -26,6 +26,7 @@ from typing import Final, assert_never
 
 import attrs
 
+from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile
 from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
@@ -64,7 +65,7 @@ from scaserver.sip.actions import (
     SendRequest,
     StartTimer,
 )
-from scaserver.sip.digest import Authenticated, Authenticator, Rejected
+from scaserver.sip.digest import FAILURES, Authenticated, Authenticator, RejectCause, Rejected
 from scaserver.sip.errors import (
     BadEvent,
     BadExtension,
@@ -76,6 +77,7 @@ from scaserver.sip.errors import (
     NotFound,
     NotImplementedMethod,
     ProtocolStateError,
+    ServiceUnavailable,
     SipError,
     TemporarilyUnavailable,
     TooManyHops,
@@ -96,6 +98,7 @@ from scaserver.sip.transactions import (
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
+    server_key,
 )
 from scaserver.sip.trust import TrustedPeers
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
@@ -185,7 +188,9 @@ class CoreSettings:
     gateway), None to refuse them; ``require_auth``: challenge requests from
     peers that are not trusted; ``server``: the Server/User-Agent header value;
     ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
-    (sca.md 5.3: the far end never sees appearance indexes).
+    (sca.md 5.3: the far end never sees appearance indexes); ``max_transactions``: with this
+    many transactions open, a request that would start another gets 503 with Retry-After
+    ``retry_after_s`` (memory stays bounded under a flood).
     """
 
     domains: frozenset[str]
@@ -194,6 +199,8 @@ class CoreSettings:
     server: str = "scaserver"
     supported: frozenset[str] = frozenset({"path"})
     strip_call_info: bool = True
+    max_transactions: int = 20000
+    retry_after_s: int = 5
 
 
 class _Owner(enum.Enum):
@@ -219,6 +226,7 @@ class SipCore:
     unique: Callable[[], str]
     mobile: Mobile | None = None  # push mid-registrar and call parking (push-and-parking.md)
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
+    guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
 
@@ -320,6 +328,14 @@ class SipCore:
         destination = reply_peer(request, peer)
         if destination is None:
             return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast"))]
+        if (
+            len(self.layer) >= self.settings.max_transactions
+            and request.method != "ACK"
+            and server_key(request) not in self.layer
+        ):
+            retry = Headers.of(("Retry-After", str(self.settings.retry_after_s)))
+            busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
+            return self._stateless(request, peer, busy)
         return self._run(self.layer.receive(request, destination, now), now)
 
     # ------------------------------------------------------------------ action loop
@@ -584,13 +600,39 @@ class SipCore:
         or gateway by source address) or authentication is off."""
         if self.trusted.is_trusted(peer) or not self.settings.require_auth:
             return None
-        return self.authenticator.authenticate(request, now)
+        decision = self.authenticator.authenticate(request, now)
+        guard = self.guard
+        if (
+            guard is not None
+            and isinstance(decision, Authenticated)
+            and guard.user_locked(decision.username, decision.realm, now)
+        ):
+            # A locked-out user gets what any failure gets: a fresh challenge.
+            challenge = self.authenticator.challenge(request, now)
+            return attrs.evolve(
+                challenge, cause=RejectCause.BANNED, username=decision.username, realm=decision.realm
+            )
+        return decision
 
     def _refuse(
-        self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected
+        self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected, now: float
     ) -> list[EngineAction]:
-        fact = AuthenticationRejected(peer, request.method, rejection.status, rejection.stale)
-        return [Deliver(fact), Respond(key, rejection.response(request, to_tag=self.unique()[:10]))]
+        fact = AuthenticationRejected(
+            peer,
+            request.method,
+            rejection.status,
+            rejection.stale,
+            rejection.cause,
+            rejection.username,
+            rejection.realm,
+        )
+        actions: list[EngineAction] = [Deliver(fact)]
+        if self.guard is not None and rejection.cause in FAILURES:
+            ban = self.guard.auth_failed(peer.host, rejection.username, rejection.realm, now)
+            if ban is not None:
+                actions.append(Deliver(ban))
+        actions.append(Respond(key, rejection.response(request, to_tag=self.unique()[:10])))
+        return actions
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -601,7 +643,7 @@ class SipCore:
             return self.mobile.on_register(request, peer, key, now)
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision)
+            return self._refuse(key, request, peer, decision, now)
         user = decision.username if decision is not None else None
         return self.registrar.on_register(request, peer, user, now, transaction=key)
 
@@ -617,7 +659,7 @@ class SipCore:
             return self.sca.on_subscribe(request, key, now, peer=peer)
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision)
+            return self._refuse(key, request, peer, decision, now)
         if isinstance(decision, Authenticated):
             identity = Identity.authenticated(decision.username)
         else:
@@ -660,7 +702,7 @@ class SipCore:
             raise TooManyHops("Max-Forwards exhausted")
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision)
+            return self._refuse(key, request, peer, decision, now)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
         origin = self._origin(peer, decision)
@@ -779,9 +821,19 @@ def _realm_of(credentials: str) -> str | None:
 
 @attrs.frozen
 class AuthenticationRejected:
-    """A request was challenged or refused by digest authentication (counted, rate-limited logs)."""
+    """A request was challenged or refused by digest authentication: ``cause`` says why,
+    ``username`` is the one the credentials named (None without credentials) (the security log,
+    metrics)."""
 
     peer: Peer
     method: str
     status: int
     stale: bool
+    cause: RejectCause = RejectCause.CHALLENGE
+    username: str | None = None
+    realm: str = ""
+
+    @property
+    def is_failure(self) -> bool:
+        """Counted towards a lockout (a first challenge or a stale nonce is not)."""
+        return self.cause in FAILURES

@@ -30,7 +30,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 NAMESPACE = "scaserver"
 
@@ -69,7 +69,16 @@ TRANSACTION_KINDS = ("invite-server", "non-invite-server", "invite-client", "non
 TRANSACTION_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "6xx", "timeout", "transport-error")
 REGISTRATION_OUTCOMES = ("added", "refreshed", "removed", "expired", "rejected")
 TRANSPORTS = ("udp", "tcp", "tls")
-DROP_REASONS = ("unparsable", "unanswerable", "bad-response", "broadcast")
+DROP_REASONS = ("unparsable", "unanswerable", "bad-response", "broadcast", "relay-refused")
+AUTH_FAILURE_REASONS = (
+    "unknown-user",
+    "wrong-password",
+    "stale",
+    "replay",
+    "malformed",
+    "forbidden",
+    "banned",
+)
 STORES = ("sql",)
 
 
@@ -109,6 +118,68 @@ class ParkingGauges(Protocol):
     def transactions_of(self, ruri: str) -> int:
         """Parked calls stored under ``ruri`` now."""
         ...
+
+
+class SecurityGauges(Protocol):
+    """The containment counters read at scrape time (the source guard and the TCP listener)."""
+
+    def dropped_messages(self) -> int:
+        """Messages dropped because their source is banned or over its rate."""
+        ...
+
+    def bans_active(self) -> int: ...
+
+    def bans_by_reason(self) -> Mapping[str, int]:
+        """Bans started since start-up, by reason (``rate``, ``auth-failures``, ``manual``)."""
+        ...
+
+    def tcp_refused(self) -> Mapping[str, int]:
+        """TCP connections closed at once, by reason (``banned``, ``per-address``, ``global``)."""
+        ...
+
+    def tracked_sources(self) -> int: ...
+
+
+class _SecurityCollector:
+    """A custom collector: reads ``SecurityGauges`` on every scrape."""
+
+    def __init__(self, source: SecurityGauges) -> None:
+        self._source = source
+
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily
+    ]:
+        return (
+            CounterMetricFamily(
+                f"{NAMESPACE}_security_dropped_messages",
+                "Messages dropped unread because their source was banned or over its rate",
+            ),
+            GaugeMetricFamily(f"{NAMESPACE}_security_bans_active", "Source addresses banned now"),
+            CounterMetricFamily(f"{NAMESPACE}_security_bans", "Bans started, by reason", labels=["reason"]),
+            CounterMetricFamily(
+                f"{NAMESPACE}_security_tcp_refused_connections",
+                "TCP connections closed as soon as accepted, by reason",
+                labels=["reason"],
+            ),
+            GaugeMetricFamily(f"{NAMESPACE}_security_tracked_sources", "Source addresses rate-tracked now"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        dropped, active, bans, refused, tracked = self._families()
+        source = self._source
+        dropped.add_metric([], source.dropped_messages())
+        active.add_metric([], source.bans_active())
+        for reason, count in sorted(source.bans_by_reason().items()):
+            bans.add_metric([reason], count)
+        for reason, count in sorted(source.tcp_refused().items()):
+            refused.add_metric([reason], count)
+        tracked.add_metric([], source.tracked_sources())
+        return dropped, active, bans, refused, tracked
 
 
 class _ParkingCollector:
@@ -196,6 +267,7 @@ class Metrics:
         registrar: RegistrarGauges | None = None,
         parking: ParkingGauges | None = None,
         process: bool = False,
+        security: SecurityGauges | None = None,
     ) -> None:
         # The client's switch is process-wide: ``_created`` series are not exported (they
         # are not in the conventions' text format and double every counter).
@@ -204,6 +276,15 @@ class Metrics:
         if process:
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
+        if security is not None:
+            registry.register(_SecurityCollector(security))
+        self._auth_failures = Counter(
+            "security_auth_failures",
+            "Refused authentications by reason (a first challenge is not counted)",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         if sca is not None:
             registry.register(_EngineCollector(sca))
         if registrar is not None:
@@ -328,6 +409,8 @@ class Metrics:
             self._parse_errors.labels(transport=transport)
         for reason in DROP_REASONS:
             self._dropped.labels(reason=reason)
+        for reason in AUTH_FAILURE_REASONS:
+            self._auth_failures.labels(reason)
         for store in STORES:
             self._flush_latency.labels(store=store)
             self._flush_records.labels(store=store)
@@ -355,6 +438,9 @@ class Metrics:
 
     def parse_error(self, transport: str) -> None:
         self._parse_errors.labels(transport=transport).inc()
+
+    def auth_failure(self, reason: str) -> None:
+        self._auth_failures.labels(reason).inc()
 
     def message_dropped(self, reason: str) -> None:
         self._dropped.labels(reason=reason).inc()

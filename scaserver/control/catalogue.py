@@ -21,6 +21,7 @@ from scaserver.control.seams import (
     ScaControl,
     StatisticsControl,
 )
+from scaserver.control.security import NoSecurity, SecurityControl, register_security
 from scaserver.control.statistics import register_statistics
 from scaserver.control.system import ServerInfo, register_core, register_system
 from scaserver.control.usrloc import register_usrloc
@@ -35,9 +36,10 @@ def build_registry(
     parking: ParkingControl | None = None,
     provisioning: ProvisioningControl | None = None,
     statistics: StatisticsControl | None = None,
+    security: SecurityControl | None = None,
 ) -> Registry:
     """Every method: ``system.*``, ``core.*``, ``sca.*``, ``ul.*``, ``ts.*``, ``park.*``,
-    ``pushreg.*``, ``uac.*``, ``prov.resync`` and ``stats.get_statistics``; ``clock`` gives
+    ``pushreg.*``, ``uac.*``, ``prov.resync``, ``stats.get_statistics`` and ``sec.*``; ``clock`` gives
     epoch seconds; without ``parking`` the parking and mid-registrar tables are empty, without
     ``statistics`` nothing is counted."""
     registry = Registry()
@@ -52,4 +54,5 @@ def build_registry(
     register_uac(registry, parked, clock)
     register_statistics(registry, statistics or NoStatistics())
     register_provisioning(registry, provisioning or NoProvisioning())
+    register_security(registry, security or NoSecurity())
     return registry

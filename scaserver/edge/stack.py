@@ -13,6 +13,13 @@ bound address) and the table of TCP connections keyed by the remote
 ``(host, port)``, so that a response goes back on the connection its request
 came in on (RFC 3261 section 18.2.2) and a request to a peer with no connection
 opens one (section 18.1.1), its bytes queued until the connection is made.
+
+With a :class:`~scaserver.guard.sources.SourceGuard`, the stack asks it about every
+datagram and framed message before the core sees a byte of it: a source over its rate is
+banned (the :class:`~scaserver.guard.sources.Ban` is published, its TCP connections closed)
+and whatever a banned source sends is dropped, counted by the guard.  A TCP connection that
+carries a 2xx answer to a request other than OPTIONS (so an authenticated or trusted request)
+is told it is vouched for, and keeps the long idle timeout.
 """
 
 from __future__ import annotations
@@ -28,8 +35,11 @@ from typing_extensions import override
 
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
 from scaserver.events import EventBus
+from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.headers import cseq
+from scaserver.sip.message import Message, Peer, Response, Transport
 from scaserver.sip.serializer import serialize
 
 Direction = Literal["in", "out"]
@@ -110,6 +120,10 @@ class StreamConnection(Protocol):
 
     def close(self) -> None: ...
 
+    def vouch(self) -> None:
+        """The connection carried an authenticated or trusted request."""
+        ...
+
 
 ConnectionKey = tuple[str, int]
 
@@ -177,6 +191,14 @@ class Transports:
         for connection in tuple(self._streams.values()):
             connection.close()
 
+    def close_streams_from(self, host: str) -> int:
+        """Close every connection with remote address ``host`` (a banned source); how many."""
+        bare = connection_key(host, 0)[0]
+        found = [connection for (key, _), connection in self._streams.items() if key == bare]
+        for connection in found:
+            connection.close()
+        return len(found)
+
     def send(self, data: bytes, peer: Peer) -> bool:
         """Write ``data`` to ``peer`` over its transport (or queue it while a connection is
         dialled); False, logged, when it cannot go at all: never raised.
@@ -233,20 +255,34 @@ class SipStack(Service):
         bus: EventBus,
         *,
         trace: Trace | None = None,
+        guard: SourceGuard | None = None,
     ) -> None:
         self._core, self._clock, self._out, self._bus = core, clock, transports, bus
         self._trace = trace
+        self._guard = guard
         self._timers: dict[tuple[Hashable, str], DelayedCall] = {}
 
     # Entry points: each has the one catch-all of STYLE.md section 5.
 
     def bytes_received(self, data: bytes, peer: Peer) -> None:
         try:
+            now = self._clock.seconds()
+            if self._guard is not None:
+                verdict = self._guard.check(peer.host, now)
+                if not verdict.admitted:
+                    if verdict.ban is not None:
+                        self.banned(verdict.ban)
+                    return
             if self._trace is not None:
                 self._trace("in", data, peer)
-            self.run(self._core.receive(data, peer, self._clock.seconds()))
+            self.run(self._core.receive(data, peer, now))
         except Exception:  # the core answers peer faults itself: what lands here is our bug
             self._log.failure("unhandled error on input from {peer}", peer=str(peer))
+
+    def banned(self, ban: Ban) -> None:
+        """A source was banned: publish the fact and close its TCP connections."""
+        self._bus.publish(ban)
+        self._out.close_streams_from(ban.host)
 
     def connection_lost(self, peer: Peer) -> None:
         try:
@@ -268,6 +304,10 @@ class SipStack(Service):
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
+                    if peer.transport is Transport.TCP and _vouches(message):
+                        connection = self._out.stream_to(peer)
+                        if connection is not None:
+                            connection.vouch()
                     data = serialize(message)
                     if self._trace is not None:
                         self._trace("out", data, peer)
@@ -280,6 +320,8 @@ class SipStack(Service):
                     self._timers[key, name] = call_later(self._clock, max(delay, 0.0), self._fire, key, name)
                 case CancelTimer(key=key, name=name):
                     self._cancel(key, name)
+                case Deliver(event=Ban() as ban):
+                    self.banned(ban)
                 case Deliver(event=event):
                     self._bus.publish(event)
                 case _:
@@ -307,3 +349,13 @@ class SipStack(Service):
             self._cancel(key, name)
         self._out.close_streams()
         self.running = False
+
+
+def _vouches(message: Message) -> bool:
+    """A 2xx to anything but OPTIONS: the request was authenticated or came from a trusted peer."""
+    if not isinstance(message, Response) or not 200 <= message.status < 300:
+        return False
+    try:
+        return cseq(message).method != "OPTIONS"
+    except MalformedMessage:
+        return False

@@ -10,7 +10,13 @@ section 3.5.1).  It enforces three limits:
 * the slow-sender timeout: a partial message that is not complete within
   ``slow_sender_timeout`` seconds closes the connection;
 * the idle timeout: no octet in either direction for ``idle_timeout`` seconds
-  closes the connection.
+  closes the connection; until the connection has carried an authenticated or trusted
+  request (the stack calls :meth:`SipStreamProtocol.vouch`), and unless we dialled it or the
+  peer is allowed by the guard, the shorter ``unvouched_idle_timeout`` applies.
+
+:class:`SipStreamFactory` refuses (closes at once) connections from a banned source, beyond
+``max_connections_per_address`` from one address and beyond ``max_connections`` in all,
+counting the refusals by reason (``banned``, ``per-address``, ``global``).
 
 On a framing error nothing is answered (there is no message to answer); a
 warning names the peer and the connection is closed.  Every open connection is
@@ -23,7 +29,9 @@ so responses reuse the connection their request came on (section 18.2.2), and
 
 from __future__ import annotations
 
-from typing import Protocol, cast
+from collections import Counter
+from collections.abc import Callable
+from typing import Final, Protocol, cast
 
 import attrs
 from twisted.application.service import Service
@@ -43,11 +51,15 @@ from scaserver.edge.stack import (
     call_later,
 )
 from scaserver.edge.udp import ListeningPort, bound_port
+from scaserver.guard.sources import SourceGuard
 from scaserver.sip.errors import FramingError, ProtocolStateError
 from scaserver.sip.framing import StreamFramer
 from scaserver.sip.message import Peer, Transport
 
 PONG = b"\r\n"
+
+REFUSALS: Final = ("banned", "per-address", "global")
+"""Why an accepted TCP connection was closed at once (a metrics label)."""
 
 
 @attrs.frozen
@@ -57,6 +69,9 @@ class StreamLimits:
     max_message_size: int = 65535
     idle_timeout: float = 600.0
     slow_sender_timeout: float = 10.0
+    unvouched_idle_timeout: float = 30.0
+    max_connections_per_address: int = 32
+    max_connections: int = 2000
 
 
 class _StreamSocket(Protocol):
@@ -96,9 +111,14 @@ class SipStreamProtocol(TwistedProtocol):
         limits: StreamLimits,
         clock: TimerClock,
         dialed: Peer | None = None,
+        *,
+        vouched: bool = False,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self._sink, self._transports, self._limits, self._clock = sink, transports, limits, clock
         self._peer = dialed
+        self.vouched = vouched or dialed is not None
+        self._on_lost = on_lost
         self._framer = StreamFramer(limits.max_message_size)
         self._pings_answered = 0
         self._idle: DelayedCall | None = None
@@ -121,7 +141,7 @@ class SipStreamProtocol(TwistedProtocol):
                 raise ProtocolStateError(f"TCP connection from a non-IP address {address!r}")
             self._peer = Peer(Transport.TCP, address.host, address.port)
         self._transports.add_stream(self)
-        self._idle = call_later(self._clock, self._limits.idle_timeout, self._idle_timeout)
+        self._idle = call_later(self._clock, self._idle_limit, self._idle_timeout)
         self._log.debug("TCP connection with {peer} open", peer=str(self._peer))
 
     @override
@@ -154,6 +174,16 @@ class SipStreamProtocol(TwistedProtocol):
         self._wire.write(data)
         self._touch()
 
+    def vouch(self) -> None:
+        """The connection carried an authenticated or trusted request: the long idle timeout."""
+        if not self.vouched:
+            self.vouched = True
+            self._touch()
+
+    @property
+    def _idle_limit(self) -> float:
+        return self._limits.idle_timeout if self.vouched else self._limits.unvouched_idle_timeout
+
     def close(self) -> None:
         if not self.closing and self._wire is not None:
             self.closing = True
@@ -166,6 +196,9 @@ class SipStreamProtocol(TwistedProtocol):
             if call is not None and call.active():
                 call.cancel()
         self._idle = self._slow = None
+        if self._on_lost is not None:
+            self._on_lost()
+            self._on_lost = None
         if self._peer is None:
             return
         self._transports.remove_stream(self)
@@ -176,7 +209,7 @@ class SipStreamProtocol(TwistedProtocol):
 
     def _touch(self) -> None:
         if self._idle is not None and self._idle.active():
-            self._idle.reset(self._limits.idle_timeout)
+            self._idle.reset(self._idle_limit)
 
     def _watch_slow_sender(self, *, restart: bool) -> None:
         if self._slow is not None and (restart or not self._framer.buffered):
@@ -201,24 +234,74 @@ class SipStreamProtocol(TwistedProtocol):
         self._log.info(
             "TCP connection with {peer} idle for {timeout} s; closing",
             peer=str(self.peer),
-            timeout=self._limits.idle_timeout,
+            timeout=self._idle_limit,
         )
         self.close()
 
 
 class SipStreamFactory(ServerFactory):
-    """Builds a :class:`SipStreamProtocol` for each accepted connection."""
+    """Builds a :class:`SipStreamProtocol` for each accepted connection within the limits."""
 
     noisy = False  # listeners and connections are logged by this module
 
+    _log = Logger()
+
     def __init__(
-        self, sink: MessageSink, transports: Transports, limits: StreamLimits, clock: TimerClock
+        self,
+        sink: MessageSink,
+        transports: Transports,
+        limits: StreamLimits,
+        clock: TimerClock,
+        guard: SourceGuard | None = None,
     ) -> None:
         self.sink, self.transports, self.limits, self.clock = sink, transports, limits, clock
+        self.guard = guard
+        self.open_by_address: Counter[str] = Counter()
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+
+    @property
+    def open_connections(self) -> int:
+        return self.open_by_address.total()
 
     @override
-    def buildProtocol(self, addr: object) -> SipStreamProtocol:
-        return SipStreamProtocol(self.sink, self.transports, self.limits, self.clock)
+    def buildProtocol(self, addr: object) -> SipStreamProtocol | None:
+        host = addr.host if isinstance(addr, IPv4Address | IPv6Address) else ""
+        allowed = self.guard is not None and self.guard.is_allowed(host)
+        reason: str | None = None
+        if self.guard is not None and self.guard.is_banned(host, self.clock.seconds()):
+            reason = "banned"
+        elif not allowed and self.open_by_address[host] >= self.limits.max_connections_per_address:
+            reason = "per-address"
+        elif self.open_connections >= self.limits.max_connections:
+            reason = "global"
+        if reason is not None:
+            self._refuse(host, reason)
+            return None  # Twisted closes the connection
+        self.open_by_address[host] += 1
+        return SipStreamProtocol(
+            self.sink,
+            self.transports,
+            self.limits,
+            self.clock,
+            vouched=allowed,
+            on_lost=lambda: self._closed(host),
+        )
+
+    def _refuse(self, host: str, reason: str) -> None:
+        self.refused[reason] += 1
+        count = self.refused[reason]
+        if reason != "banned" and count & (count - 1) == 0:  # 1, 2, 4, 8...: a flood logs little
+            self._log.warn(
+                "TCP connection from {host} refused ({reason} limit); {count} refused so far",
+                host=host,
+                reason=reason,
+                count=count,
+            )
+
+    def _closed(self, host: str) -> None:
+        self.open_by_address[host] -= 1
+        if self.open_by_address[host] <= 0:
+            del self.open_by_address[host]
 
 
 class _DialFactory(ClientFactory):

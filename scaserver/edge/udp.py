@@ -19,8 +19,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from typing_extensions import override
 
-from scaserver.edge.stack import MessageSink, Transports, address_family
+from scaserver.edge.stack import MessageSink, TimerClock, Transports, address_family
+from scaserver.guard.sources import SourceGuard
 from scaserver.sip.message import Peer, Transport
+
+RECEIVE_BUFFER = 4 * 1024 * 1024
+"""SO_RCVBUF asked for on every UDP socket, octets."""
 
 
 class _DatagramSocket(Protocol):
@@ -54,10 +58,22 @@ class UdpTransport(DatagramProtocol):
 
     _log = Logger()
 
-    def __init__(self, sink: MessageSink, transports: Transports, host: str, max_message_size: int) -> None:
+    def __init__(
+        self,
+        sink: MessageSink,
+        transports: Transports,
+        host: str,
+        max_message_size: int,
+        *,
+        guard: SourceGuard | None = None,
+        clock: TimerClock | None = None,
+    ) -> None:
         self._sink, self._transports = sink, transports
         self._family = address_family(host)
         self._max_message_size = max_message_size
+        # A banned source's datagrams are dropped here, before anything else is done for them:
+        # under a flood this loop is what keeps the socket's receive buffer from filling.
+        self._guard, self._clock = guard, clock
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -73,6 +89,12 @@ class UdpTransport(DatagramProtocol):
 
     @override
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        if (
+            self._guard is not None
+            and self._clock is not None
+            and self._guard.drop_banned(addr[0], self._clock.seconds())
+        ):
+            return
         # IPv6 sockets report (host, port, flowinfo, scope_id): host and port are enough.
         peer = Peer(Transport.UDP, addr[0], addr[1])
         if len(datagram) > self._max_message_size:
@@ -105,6 +127,12 @@ class UdpListener(Service):
         self.listening: ListeningPort | None = None
 
     @property
+    def bound_socket(self) -> socket.socket | None:
+        """The bound socket while running (Twisted's port keeps it as ``socket``)."""
+        sock = getattr(self.listening, "socket", None)
+        return sock if isinstance(sock, socket.socket) else None
+
+    @property
     def port(self) -> int:
         """The bound port while running, else the configured one."""
         return bound_port(self.listening) if self.listening is not None else self._port
@@ -113,6 +141,11 @@ class UdpListener(Service):
     def startService(self) -> None:
         listening = self._reactor.listenUDP(self._port, self.protocol, interface=self.host)
         self.listening = cast(ListeningPort, listening)
+        sock = self.bound_socket
+        if sock is not None:
+            # A deep buffer rides out a burst (a flood before its ban) as delay, not loss; the
+            # kernel caps it at net.core.rmem_max.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self.running = True
         self._log.info("listening on UDP {host} port {port}", host=self.host, port=self.port)
 

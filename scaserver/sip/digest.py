@@ -229,6 +229,15 @@ class NonceCounts:
             self.watermark_ms = max(self.watermark_ms, evicted_issued_ms)
         return True
 
+    def consume(self, nonce: str, issued_ms: int) -> None:
+        """Use ``nonce`` up: no later ``nc`` is accepted with it (a wrong answer spends its
+        nonce, so each guess needs a fresh challenge, RFC 7616 section 5.2)."""
+        self._seen[nonce] = (issued_ms, 0xFFFFFFFF)
+        self._seen.move_to_end(nonce)
+        while len(self._seen) > self.capacity:
+            _, (evicted_issued_ms, _) = self._seen.popitem(last=False)
+            self.watermark_ms = max(self.watermark_ms, evicted_issued_ms)
+
     def prune(self, now: float, ttl: float) -> None:
         """Forget nonces past their lifetime (they are refused as expired anyway).
 
@@ -259,18 +268,47 @@ class Authenticated:
     algorithm: Algorithm
 
 
+class RejectCause(enum.Enum):
+    """Why a request was not authenticated (the security log's ``reason`` field).
+
+    ``challenge`` (no credentials for the realm, or an algorithm or qop we do not offer) and
+    ``stale`` (an expired or unknown nonce) are a client's normal way in; the others are
+    failures an attacker's guessing produces (:data:`FAILURES`).  The SIP reply never tells
+    ``unknown-user`` from ``wrong-password`` (or from ``banned``, a locked-out user).
+    """
+
+    CHALLENGE = "challenge"
+    UNKNOWN_USER = "unknown-user"
+    WRONG_PASSWORD = "wrong-password"
+    STALE = "stale"
+    REPLAY = "replay"
+    MALFORMED = "malformed"
+    FORBIDDEN = "forbidden"
+    BANNED = "banned"
+
+
+FAILURES: Final = frozenset(
+    {RejectCause.UNKNOWN_USER, RejectCause.WRONG_PASSWORD, RejectCause.REPLAY, RejectCause.MALFORMED}
+)
+"""The causes counted towards a lockout."""
+
+
 @attrs.frozen
 class Rejected:
     """The request is not authenticated; answer it with this status and these headers.
 
     401/407 carry one challenge per offered algorithm; 403 carries none; 400 is a malformed
     credential (RFC 7616 section 3.4: a ``uri`` that is not the Request-URI earns 400).
+    ``cause``, ``username`` (as the credentials gave it) and ``realm`` are for the security log.
     """
 
     status: int
     reason: str
     headers: Headers = Headers.EMPTY
     stale: bool = False
+    cause: RejectCause = RejectCause.CHALLENGE
+    username: str | None = None
+    realm: str = ""
 
     def response(self, request: Request, *, to_tag: str | None = None) -> Response:
         return make_response(request, self.status, self.reason, headers=self.headers, to_tag=to_tag)
@@ -376,21 +414,23 @@ class Authenticator:
         realm = self.realm_for(request)
         params = self._credentials_for(request, realm)
         if params is None:
-            return self.challenge(request, now)
+            return self._refused(request, now, RejectCause.CHALLENGE, None, realm)
+        username = params.get("username") or None
+        malformed = Rejected(400, "Bad Request", cause=RejectCause.MALFORMED, username=username, realm=realm)
         if any(not params.get(name) for name in _REQUIRED_PARAMS):
-            return Rejected(400, "Bad Request")
+            return malformed
         algorithm = Algorithm.from_token(params.get("algorithm"))
         qop = params.get("qop")
         if algorithm is None or algorithm not in self.algorithms or qop is None or qop.lower() != "auth":
-            return self.challenge(request, now)
+            return self._refused(request, now, RejectCause.CHALLENGE, username, realm)
         nc_text, cnonce = params.get("nc", ""), params.get("cnonce", "")
         if not _NC_RE.fullmatch(nc_text) or not cnonce:
-            return Rejected(400, "Bad Request")
+            return malformed
         if not _request_uri_matches(params["uri"], request.uri):
-            return Rejected(400, "Bad Request")
+            return malformed
         nonce_check = self.nonces.check(params["nonce"], realm, now)
         if nonce_check.status is NonceStatus.INVALID:
-            return self.challenge(request, now)
+            return self._refused(request, now, RejectCause.STALE, username, realm)
         username = params["username"]
         credentials = self.lookup(username, realm)
         ha1 = credentials.ha1(algorithm) if credentials is not None else None
@@ -408,14 +448,31 @@ class Authenticator:
         )
         valid = hmac.compare_digest(expected.encode("ascii"), params["response"].lower().encode())
         if ha1 is None or not valid:
-            return self.challenge(request, now)
+            self.counts.consume(params["nonce"], nonce_check.issued_ms)
+            cause = RejectCause.UNKNOWN_USER if credentials is None else RejectCause.WRONG_PASSWORD
+            return self._refused(request, now, cause, username, realm)
         if nonce_check.status is NonceStatus.EXPIRED:
-            return self.challenge(request, now, stale=True)
+            return self._refused(request, now, RejectCause.STALE, username, realm, stale=True)
         if not self.counts.accept(params["nonce"], nonce_check.issued_ms, int(nc_text, 16)):
-            return self.challenge(request, now, stale=True)
+            return self._refused(request, now, RejectCause.REPLAY, username, realm, stale=True)
         if not self._may_use_identity(request, username, realm):
-            return Rejected(403, "Forbidden")
+            return Rejected(403, "Forbidden", cause=RejectCause.FORBIDDEN, username=username, realm=realm)
         return Authenticated(username, realm, algorithm)
+
+    def _refused(
+        self,
+        request: Request,
+        now: float,
+        cause: RejectCause,
+        username: str | None,
+        realm: str,
+        *,
+        stale: bool = False,
+    ) -> Rejected:
+        """A fresh challenge, with why it was sent."""
+        return attrs.evolve(
+            self.challenge(request, now, stale=stale), cause=cause, username=username, realm=realm
+        )
 
     def _identity_uri(self, request: Request) -> SipUri | None:
         try:

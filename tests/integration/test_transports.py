@@ -451,3 +451,46 @@ def test_run_command_exits_2_when_an_address_cannot_be_bound(tmp_path: Path) -> 
     assert result.stderr.decode().startswith(
         f"server.listen: cannot bind: Couldn't listen on 127.0.0.1:{port}"
     )
+
+
+@twisted_test
+async def test_connections_beyond_the_per_address_limit_are_closed_at_once() -> None:
+    limits = StreamLimits(max_connections_per_address=2, max_connections=100)
+    listener, _, _, transports = listen_with_clock(limits)
+    clients = [Client("127.0.0.1", listener.port) for _ in range(2)]
+    try:
+        await eventually(lambda: len(transports.streams) == 2, "two connections to register")
+        refused = Client("127.0.0.1", listener.port)
+        clients.append(refused)
+        await refused.until(lambda c: c.closed, "the server to close the third connection")
+        for client in clients[:2]:
+            client.poll()
+            assert not client.closed
+        assert listener.factory.refused["per-address"] == 1
+    finally:
+        for client in clients:
+            client.close()
+        await stop_listener(listener)
+
+
+@twisted_test
+async def test_a_connection_that_carried_no_authenticated_request_gets_the_short_idle_timeout() -> None:
+    limits = StreamLimits(idle_timeout=600.0, unvouched_idle_timeout=30.0)
+    listener, fake_clock, _, transports = listen_with_clock(limits)
+    quiet, vouched = Client("127.0.0.1", listener.port), Client("127.0.0.1", listener.port)
+    try:
+        await eventually(lambda: len(transports.streams) == 2, "the connections to register")
+        vouched_key = vouched.address
+        for stream in transports.streams:
+            if (stream.peer.host, stream.peer.port) == vouched_key:
+                stream.vouch()
+        fake_clock.advance(30)
+        await quiet.until(lambda c: c.closed, "the server to close the idle unvouched connection")
+        vouched.poll()
+        assert not vouched.closed
+        fake_clock.advance(570)
+        await vouched.until(lambda c: c.closed, "the long idle timeout")
+    finally:
+        quiet.close()
+        vouched.close()
+        await stop_listener(listener)

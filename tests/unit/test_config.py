@@ -459,3 +459,29 @@ def test_a_password_of_the_wrong_type_is_not_quoted_in_the_error(tmp_path: Path)
         load_settings(path, interfaces=no_interfaces)
     assert caught.value.key == "midregistrar.credentials[0].password"
     assert "987654321" not in str(caught.value)
+
+
+def test_security_defaults_and_overrides() -> None:
+    default = settings_from_mapping({}, "conf.toml").security
+    assert (default.enabled, default.rate, default.burst, default.auth_failures) == (True, 20.0, 60.0, 5)
+    assert (default.max_connections_per_address, default.max_connections) == (32, 2000)
+    settings = settings_from_mapping(
+        {"security": {"rate": 5, "allow": ["192.0.2.0/24"], "max_transactions": 100}}, "conf.toml"
+    )
+    assert (settings.security.rate, settings.security.allow) == (5.0, ("192.0.2.0/24",))
+    assert settings.security.max_transactions == 100
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "detail"),
+    [
+        ({"allow": ["not-a-net"]}, "security.allow[0]", "expected an address or CIDR"),
+        ({"rate": 0}, "security.rate", "must be positive"),
+        ({"max_ban_s": 1.0}, "security.max_ban_s", "must not be below ban_s"),
+        ({"bans": 3}, "security", "bans"),
+    ],
+)
+def test_unusable_security_settings_are_refused(section: dict[str, object], key: str, detail: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        settings_from_mapping({"security": section}, "conf.toml")
+    assert raised.value.key.startswith(key) and detail in str(raised.value)

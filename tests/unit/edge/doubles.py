@@ -93,12 +93,16 @@ class RecordingStream:
     peer: Peer
     sent: list[bytes] = attrs.field(factory=list)
     closed: bool = False
+    vouched: bool = False
 
     def send(self, data: bytes) -> None:
         self.sent.append(data)
 
     def close(self) -> None:
         self.closed = True
+
+    def vouch(self) -> None:
+        self.vouched = True
 
 
 @attrs.define

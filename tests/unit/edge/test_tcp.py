@@ -19,7 +19,9 @@ from scaserver.sip.message import Peer, Transport
 from tests.unit.edge.doubles import LogCapture, RecordingSink, connect, failure, string_transport, written
 
 PEER = Peer(Transport.TCP, "192.0.2.20", 40000)
-LIMITS = StreamLimits(max_message_size=2048, idle_timeout=600.0, slow_sender_timeout=10.0)
+LIMITS = StreamLimits(
+    max_message_size=2048, idle_timeout=600.0, slow_sender_timeout=10.0, unvouched_idle_timeout=600.0
+)
 
 
 def message(body: bytes = b"", call_id: str = "c1") -> bytes:
@@ -39,7 +41,9 @@ class Connection:
         self.transports = Transports()
         self.capture = LogCapture()
         factory = SipStreamFactory(self.sink, self.transports, limits, self.clock)
-        self.protocol = factory.buildProtocol(None)
+        protocol = factory.buildProtocol(None)
+        assert protocol is not None
+        self.protocol = protocol
         self.wire = string_transport(host, 40000)
         connect(self.protocol, self.wire)
         self.protocol._log = self.capture.logger()

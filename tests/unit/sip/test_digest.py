@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scaserver.sip.digest import (
+    FAILURES,
     Algorithm,
     Authenticated,
     Authenticator,
@@ -18,6 +19,7 @@ from scaserver.sip.digest import (
     NonceCounts,
     NonceFactory,
     NonceStatus,
+    RejectCause,
     Rejected,
     compute_ha1,
     compute_response,
@@ -335,7 +337,12 @@ def test_unknown_user_and_wrong_password_get_identical_replies() -> None:
     unknown = answer(first, first.challenge(request(), NOW), username="mallory", password="x")
     wrong = answer(second, second.challenge(request(), NOW), password="not-wonderland")
     assert isinstance(unknown, Rejected) and isinstance(wrong, Rejected)
-    assert unknown == wrong
+    assert (unknown.status, unknown.reason, unknown.headers, unknown.stale) == (
+        wrong.status,
+        wrong.reason,
+        wrong.headers,
+        wrong.stale,
+    )
     req = request()
     assert unknown.response(req) == wrong.response(req)
 
@@ -404,7 +411,9 @@ def test_algorithm_not_offered_is_rechallenged() -> None:
 def test_malformed_credentials_get_400(old: str, new: str) -> None:
     auth = authenticator()
     line = credentials_line(auth.challenge(request(), NOW)).replace(old, new)
-    assert auth.authenticate(request(auth=(("Authorization", line),)), NOW) == Rejected(400, "Bad Request")
+    assert auth.authenticate(request(auth=(("Authorization", line),)), NOW) == Rejected(
+        400, "Bad Request", cause=RejectCause.MALFORMED, username="alice", realm=REALM
+    )
 
 
 def test_digest_uri_equal_to_request_uri_after_parsing_is_accepted() -> None:
@@ -442,7 +451,7 @@ def test_register_for_another_users_aor_is_403() -> None:
     challenge = auth.challenge(request(user="bob"), NOW)
     line = credentials_line(challenge)  # alice's credentials
     assert auth.authenticate(request(user="bob", auth=(("Authorization", line),)), NOW) == Rejected(
-        403, "Forbidden"
+        403, "Forbidden", cause=RejectCause.FORBIDDEN, username="alice", realm=REALM
     )
 
 
@@ -451,7 +460,7 @@ def test_invite_from_another_user_is_403() -> None:
     challenge = auth.challenge(request("INVITE", user="bob"), NOW)
     line = credentials_line(challenge, method="INVITE")
     result = auth.authenticate(request("INVITE", user="bob", auth=(("Proxy-Authorization", line),)), NOW)
-    assert result == Rejected(403, "Forbidden")
+    assert result == Rejected(403, "Forbidden", cause=RejectCause.FORBIDDEN, username="alice", realm=REALM)
 
 
 def test_bye_identity_is_not_checked() -> None:
@@ -480,7 +489,10 @@ def test_identity_not_a_sip_uri_is_403() -> None:
     tel = Request("REGISTER", "sip:example.com", headers.add("Authorization", line))
     USERS[("alice", "default.example")] = Credentials.from_password("alice", "default.example", "wonderland")
     try:
-        assert auth.authenticate(tel, NOW) == Rejected(403, "Forbidden")
+        refused = Rejected(
+            403, "Forbidden", cause=RejectCause.FORBIDDEN, username="alice", realm="default.example"
+        )
+        assert auth.authenticate(tel, NOW) == refused
     finally:
         del USERS[("alice", "default.example")]
 
@@ -571,3 +583,61 @@ def test_nonce_counts_never_accept_a_nonce_count_twice(uses: list[tuple[int, int
             assert nc > highest.get(nonce, -1)
             highest[nonce] = nc
         assert len(counts) <= capacity
+
+
+# Failure causes and nonce consumption (the security log and lockout count these).
+
+
+def test_no_credentials_is_a_challenge_not_a_failure() -> None:
+    result = authenticator().authenticate(request(), NOW)
+    assert isinstance(result, Rejected)
+    assert (result.cause, result.username, result.realm) == (RejectCause.CHALLENGE, None, REALM)
+    assert result.cause not in FAILURES
+
+
+def test_wrong_password_and_unknown_user_name_the_user_and_the_cause() -> None:
+    auth = authenticator()
+    wrong = answer(auth, auth.challenge(request(), NOW), password="guess")
+    unknown = answer(auth, auth.challenge(request(), NOW), username="mallory")
+    assert isinstance(wrong, Rejected) and isinstance(unknown, Rejected)
+    assert (wrong.cause, wrong.username, wrong.realm) == (RejectCause.WRONG_PASSWORD, "alice", REALM)
+    assert (unknown.cause, unknown.username) == (RejectCause.UNKNOWN_USER, "mallory")
+    assert {wrong.cause, unknown.cause} <= FAILURES
+
+
+def test_a_wrong_answer_uses_up_its_nonce() -> None:
+    auth = authenticator()
+    challenge = auth.challenge(request(), NOW)
+    assert isinstance(answer(auth, challenge, password="guess"), Rejected)
+    # The right password with the same nonce (even a higher nc) is refused: a fresh challenge.
+    again = answer(auth, challenge, nc="00000002", now=NOW + 1)
+    assert isinstance(again, Rejected)
+    assert (again.status, again.cause, again.stale) == (401, RejectCause.REPLAY, True)
+    assert challenge_params(again)["nonce"] != challenge_params(challenge)["nonce"]
+    assert isinstance(answer(auth, again, now=NOW + 2), Authenticated)
+
+
+def test_every_guess_on_one_nonce_is_a_failure() -> None:
+    auth = authenticator()
+    challenge = auth.challenge(request(), NOW)
+    causes = [
+        result.cause
+        for guess in ("a", "b", "c")
+        if isinstance(result := answer(auth, challenge, password=guess, now=NOW + 1), Rejected)
+    ]
+    assert causes == [RejectCause.WRONG_PASSWORD] * 3
+
+
+def test_replay_stale_and_malformed_causes() -> None:
+    auth = authenticator()
+    challenge = auth.challenge(request(), NOW)
+    assert isinstance(answer(auth, challenge), Authenticated)
+    replay = answer(auth, challenge, now=NOW + 1)
+    assert isinstance(replay, Rejected) and replay.cause is RejectCause.REPLAY
+    stale = answer(auth, auth.challenge(request(), NOW), now=NOW + 301)
+    assert isinstance(stale, Rejected) and (stale.cause, stale.stale) == (RejectCause.STALE, True)
+    assert stale.cause not in FAILURES
+    broken = request(auth=(("Authorization", f'Digest username="alice", realm="{REALM}", nonce="x"'),))
+    malformed = auth.authenticate(broken, NOW)
+    assert isinstance(malformed, Rejected)
+    assert (malformed.status, malformed.cause, malformed.username) == (400, RejectCause.MALFORMED, "alice")

@@ -1,0 +1,1 @@
+"""Containment of floods and password guessing (pure: no I/O, ``now`` passed in)."""
