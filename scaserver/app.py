@@ -338,6 +338,8 @@ def make_core(
             call_info_uri=sca.call_info_uri,
             seized_ttl=sca.seized_ttl,
             active_pending_ttl=sca.active_pending_ttl,
+            early_ttl=sca.early_ttl,
+            max_call_age=sca.max_call_age,
             seize_retry_after=sca.seize_retry_after,
             contact_fallback=sca.contact_fallback,
         ),

@@ -259,6 +259,9 @@ class ScaSettings:
     ``hash_table_size``, ``subs_table`` and ``state_table`` are accepted for parity and
     carry no behaviour of their own.  ``call_info_uri`` is ``"domain"``, ``"aor"`` or a
     fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit.
+    ``early_ttl``: seconds a call not answered yet keeps its appearance without signalling
+    (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
+    stale-call sweep of Q18), 0 = never.
     """
 
     call_info_max_expires: int = 3600
@@ -273,6 +276,8 @@ class ScaSettings:
     outbound_proxy: str = ""
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0
+    early_ttl: float = 200.0
+    max_call_age: float = 0.0
     seize_retry_after: int = 1
     max_appearances: int = 0
     min_expires: int = 0
@@ -729,6 +734,8 @@ def _check(settings: Settings) -> None:
         (sca.db_update_interval > 0, "sca.db_update_interval", "must be positive"),
         (sca.seized_ttl > 0, "sca.seized_ttl", "must be positive"),
         (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
+        (sca.early_ttl > 0, "sca.early_ttl", "must be positive"),
+        (sca.max_call_age >= 0, "sca.max_call_age", "must not be negative (0 = no stale-call sweep)"),
         (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
         (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
         (sca.min_expires >= 0, "sca.min_expires", "must not be negative (0 = no minimum)"),

@@ -45,6 +45,7 @@ from scaserver.sca.appearance import (
     allowed,
     apply,
     sdp_hold,
+    timeout_of,
 )
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
@@ -108,7 +109,11 @@ class EngineSettings:
     ``contact``: the URI of this server for Contact headers (``server_address``);
     ``call_info_uri``: ``domain``, ``aor`` or a fixed URI for the ``<>`` of
     Call-Info (5.1); ``aliases``: number/URI -> line AoR pairs (Q26);
-    ``max_appearances``: default appearances per line, 0 = unlimited.
+    ``max_appearances``: default appearances per line, 0 = unlimited;
+    ``early_ttl``: how long a call not answered yet keeps its appearance with no
+    signalling (O20, I8: longer than the proxy's timer C); ``max_call_age``: the
+    stale-call sweep, how long a call in progress keeps its appearance with no
+    signalling (Q18, section 9), 0 = never swept.
     """
 
     contact: str = "sip:sca.invalid"
@@ -122,6 +127,8 @@ class EngineSettings:
     call_info_uri: str = "domain"
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0
+    early_ttl: float = 200.0
+    max_call_age: float = 0.0
     seize_retry_after: int = 1
     server_id: int = 0
     contact_fallback: str = ""
@@ -219,6 +226,14 @@ def _call_info(message: Request | Response) -> AppearanceInfo | None:
 def _address_text(display: str | None, uri: str) -> str:
     """An appearance-uri content: ``"display" <uri>`` or ``<uri>`` (5.1, 7.5)."""
     return f"<{uri}>" if not display else f"{quote(display)} <{uri}>"
+
+
+def _ttl_start(appearance: Appearance) -> float:
+    """When an appearance's TTL started: its change to ACTIVE_PENDING for I5, its last
+    signalling otherwise (Q2 for a seize, O20/I8/Q18 for a call)."""
+    if appearance.state is AppearanceState.ACTIVE_PENDING:
+        return appearance.changed_at
+    return appearance.touched_at
 
 
 def _is_fresh(appearance: Appearance, call_id: str, member_tag: str) -> bool:
@@ -820,25 +835,28 @@ class ScaEngine:
             app = self.appearance(key.line, key.index)
             if app is None:
                 return out
-            ttl = self._ttl(app)
-            if ttl is None:
+            ttl, trigger = self._ttl(app), timeout_of(app)
+            if ttl is None or trigger is None:
                 return out
-            since = app.touched_at if app.state is AppearanceState.SEIZED else app.changed_at
+            since = _ttl_start(app)
             if since + ttl > now + 1e-6:
                 out.append(StartTimer(key, TTL_TIMER, since + ttl - now))
                 return out
-            trigger = (
-                Trigger.SEIZE_EXPIRED if app.state is AppearanceState.SEIZED else Trigger.PENDING_EXPIRED
-            )
             self._fire(app, trigger, now, out)
         self._flush(now, out)
         return out
 
     def _ttl(self, app: Appearance) -> float | None:
-        if app.state is AppearanceState.SEIZED:
+        """The TTL of ``app`` in its state (section 9, O20, I8, Q18), None when it has none."""
+        trigger = timeout_of(app)
+        if trigger is Trigger.SEIZE_EXPIRED:
             return self.settings.seized_ttl
-        if app.state is AppearanceState.ACTIVE_PENDING:
+        if trigger is Trigger.PENDING_EXPIRED:
             return self.settings.active_pending_ttl
+        if trigger is Trigger.EARLY_EXPIRED:
+            return self.settings.early_ttl
+        if trigger is Trigger.CALL_STALE and self.settings.max_call_age > 0:
+            return self.settings.max_call_age
         return None
 
     # Appearance transitions.
@@ -879,6 +897,22 @@ class ScaEngine:
         if new.state is not AppearanceState.ACTIVE_PENDING:
             self._dirty[new.line] = None
         return step
+
+    def _side_line(self, uri: str, contact: str | None) -> str | None:
+        """The shared line one side of a call is on (sca.md section 1), or None.
+
+        ``uri`` is the From of a request or the To of a response, ``contact`` its Contact.
+        A Contact user that names a line in the From/To host is that line (Polycom lines
+        registered under a separate line user); otherwise the From/To identity itself is
+        the line when it is one.  A Contact user is only a hint: phones put anything there
+        (baresip ``3000-0x...``, a push member's mobile), so a Contact user that names no
+        line never hides the line of the From/To identity.
+        """
+        for candidate in (side_aor(uri, contact), canonical_aor(uri)):
+            line = self._alias(candidate)
+            if line is not None and self.is_sca(line):
+                return line
+        return None
 
     def _call_appearances(self, call_id: str) -> list[Appearance]:
         result = []
@@ -964,6 +998,53 @@ class ScaEngine:
         self._flush(now, out)
         return out
 
+    def on_cancel(self, cancel: Request, now: float) -> list[EngineAction]:
+        """A CANCEL of a call the server knows: one the proxy applied to a forking INVITE, or
+        one whose INVITE transaction is gone (a restart; answered 481): O8, I6, 7.1."""
+        out: list[EngineAction] = []
+        try:
+            sender = _side(from_addr(cancel))
+        except MalformedMessage:
+            return out
+        if cancel.call_id and sender.tag is not None:
+            self._cancel(cancel.call_id, sender, now, out)
+        self._flush(now, out)
+        return out
+
+    def on_stray_answer(self, response: Response, now: float) -> list[EngineAction]:
+        """A 2xx to an INVITE that matched no proxy transaction and was forwarded statelessly
+        (RFC 6026 8.4): a late answer to a call whose transaction a restart lost (O7, I3).
+        A retransmitted 2xx of a dialog already tracked changes nothing."""
+        out: list[EngineAction] = []
+        try:
+            sender, answered = _side(from_addr(response)), _side(to_addr(response))
+            method = cseq(response).method
+        except MalformedMessage:
+            return out
+        call_id = response.call_id
+        if not call_id or sender.tag is None or method != "INVITE" or not 200 <= response.status < 300:
+            return out
+        for app in self._call_appearances(call_id):
+            leg = app.leg
+            if (
+                leg is not None
+                and leg.remote_tag is not None
+                and leg.matches(call_id, sender.tag, answered.tag)
+            ):
+                return out
+        self._invite_answered(
+            None,
+            response=response,
+            call_id=call_id,
+            sender=sender,
+            answered=answered,
+            local=False,
+            now=now,
+            out=out,
+        )
+        self._flush(now, out)
+        return out
+
     def _initial_invite(
         self,
         request: Request,
@@ -975,7 +1056,7 @@ class ScaEngine:
         out: list[EngineAction],
     ) -> None:
         contact = _first_contact(request) or self.settings.contact_fallback or None
-        caller_line = self._alias(side_aor(sender.uri, contact))
+        caller_line = self._side_line(sender.uri, contact)
         callee_line = self._alias(canonical_aor(target.uri))
         assert sender.tag is not None
         info = _call_info(request)
@@ -1212,7 +1293,7 @@ class ScaEngine:
 
     def _invite_answered(
         self,
-        request: Request,
+        request: Request | None,
         *,
         response: Response,
         call_id: str,
@@ -1303,7 +1384,7 @@ class ScaEngine:
 
     def _callee_answered(
         self,
-        request: Request,
+        request: Request | None,
         *,
         response: Response,
         call_id: str,
@@ -1333,8 +1414,8 @@ class ScaEngine:
         ):
             return
         member = _first_contact(response)
-        line_aor = self._alias(side_aor(answered.uri, member))
-        if line_aor is None or not self.is_sca(line_aor):
+        line_aor = alerting[0].line if alerting else self._side_line(answered.uri, member)
+        if line_aor is None:
             return
         caller = sender
         if self._alias(canonical_aor(answered.uri)) == self._alias(canonical_aor(caller.uri)):
@@ -1354,7 +1435,7 @@ class ScaEngine:
             out,
             owner=member,
             leg=CallLeg(call_id, answered.tag, sender.tag, Role.CALLEE),
-            remote_contact=_first_contact(request) or reuse.remote_contact,
+            remote_contact=(None if request is None else _first_contact(request)) or reuse.remote_contact,
             remote_uri=_address_text(caller.display, canonical_aor(caller.uri) or caller.uri),
         )  # I3: no NOTIFY until the ACK
 
@@ -1455,9 +1536,8 @@ class ScaEngine:
             if app.call_id is not None:
                 self._calls.setdefault(app.call_id, set()).add(key)
             ttl = self._ttl(app)
-            if ttl is not None:
-                since = app.touched_at if app.state is AppearanceState.SEIZED else app.changed_at
-                out.append(StartTimer(key, TTL_TIMER, max(0.0, since + ttl - now)))
+            if ttl is not None:  # early states too: their proxy transactions died with us (O20, I8)
+                out.append(StartTimer(key, TTL_TIMER, max(0.0, _ttl_start(app) + ttl - now)))
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue

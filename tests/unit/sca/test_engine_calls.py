@@ -160,8 +160,10 @@ def test_o6_18x_moves_seized_to_progressing_and_ends_line_seize_noresource() -> 
     assert sent[0] == ("line-seize", "terminated;reason=noresource", seize_info(1))
     assert SubscriptionKey(LINE, Package.LINE_SEIZE, CA) not in {s.key for s in h.engine.subscriptions()}
     assert gn(actions) == [full(state_entry(1, "progressing", ACTIVE_URI))] * 2
-    # A second 183 changes nothing.
-    assert rules(h.respond(INV, answer(INV, 183))) == []
+    # A second 183 changes nothing but says the call is alive (its early TTL starts again, O20).
+    again = h.respond(INV, answer(INV, 183))
+    assert rules(again) == [("O6", S.PROGRESSING, S.PROGRESSING)]
+    assert gn(again) == []
 
 
 def test_o7_200_moves_progressing_to_active_with_remote_uri() -> None:
