@@ -1531,12 +1531,16 @@ class ScaEngine:
         for app in appearances:
             if app.state is AppearanceState.IDLE:
                 continue
+            if timeout_of(app) is Trigger.EARLY_EXPIRED:
+                # Its proxy transactions died with the restart: a full early_ttl from now for a
+                # late CANCEL or answer to reach it, then O20/I8.
+                app = attrs.evolve(app, touched_at=max(app.touched_at, now))
             key = AppearanceKey(app.line, app.index)
             self._appearances.setdefault(app.line, {})[app.index] = app
             if app.call_id is not None:
                 self._calls.setdefault(app.call_id, set()).add(key)
             ttl = self._ttl(app)
-            if ttl is not None:  # early states too: their proxy transactions died with us (O20, I8)
+            if ttl is not None:
                 out.append(StartTimer(key, TTL_TIMER, max(0.0, _ttl_start(app) + ttl - now)))
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
