@@ -359,3 +359,74 @@ def test_q18_call_whose_bye_never_comes_is_idled_after_max_call_age(
                 assert appearances(again) == []
                 assert again.stop(signal.SIGTERM) == 0
     assert ("active", "idle", "stale") in causes(db_url)
+
+
+# -- section 1, I1-I4, O18: a member whose Contact user is not the line's answers -------------
+
+
+def test_i3_i4_o18_call_to_the_line_answered_by_a_member_whose_contact_user_is_not_the_line(
+    tmp_path: Path, db_url: str
+) -> None:
+    """With alerting_state on, a call to the line rings both members (Contact users
+    ``2001-0x...``); B answers: every member sees alerting, active after the ACK, idle after
+    the caller's BYE."""
+    text = config(extra="alerting_state = true")
+    with (
+        running_server(tmp_path / "server", text, db_url=db_url) as server,
+        group(server, "a", "b") as (
+            phones,
+            dialogs,
+        ),
+    ):
+        a, b = phones
+        carol = party("carol", server, "carol")
+        with handsets(carol):
+            since = marks(phones)
+            tx, dialog = carol.invite(LINE)
+            forked = {p.name: p.expect_request("INVITE") for p in phones}
+            rung = {p.name: p.uas_dialog(forked[p.name]) for p in phones}
+            for p in phones:
+                p.respond(forked[p.name], 180, to_tag=rung[p.name].local_tag)
+            seen(phones, since, state_is(1, "alerting"))
+            since = marks(phones)
+            b.respond(forked["b"], 200, to_tag=rung["b"].local_tag, body=sdp(b.port))
+            a.respond(a.expect_request("CANCEL"), 200)
+            a.respond(forked["a"], 487, to_tag=rung["a"].local_tag)
+            ok = carol.wait_response(tx, lambda r: 200 <= r.status < 300)
+            carol.established(dialog, ok)
+            carol.ack(dialog, tx, ok)
+            b.expect_request("ACK")
+            seen(phones, since, state_is(1, "active"))
+            [row] = appearances(server)
+            assert (row["index"], row["state"], row["owner"]) == (1, "active", b.contact)
+            since = marks(phones)
+            bye = carol.send_in_dialog(dialog, "BYE")
+            b.respond(b.expect_request("BYE"), 200)
+            assert carol.wait_response(bye).status == 200
+            seen(phones, since, all_idle)
+            assert appearances(server) == []
+        for p in phones:
+            leave(p, dialogs[p.name])
+
+
+# -- PUBLISH to one's own AoR ------------------------------------------------------------------
+
+
+def test_publish_to_ones_own_aor_is_answered_489_by_the_server(tmp_path: Path) -> None:
+    """A member publishing its presence to its own AoR gets 489 from the server with the
+    packages it serves, and none of its own contacts gets the PUBLISH."""
+    with running_server(tmp_path / "server", config()) as server, group(server, "a") as (phones, _):
+        [a] = phones
+        request = a.build(
+            "PUBLISH",
+            LINE,
+            from_=f"<{LINE}>;tag=pub1",
+            to=f"<{LINE}>",
+            call_id="publish-1",
+            cseq=1,
+            extra=(("Event", "presence"), ("Expires", "3600")),
+        )
+        response = a.request(request)
+        assert response.status == 489, response
+        assert response.headers.get("Allow-Events") == "call-info, line-seize"
+        assert not [r for r in a.requests if r.method == "PUBLISH"]
