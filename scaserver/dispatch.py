@@ -320,7 +320,10 @@ class SipCore:
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
-                    out.append(Send(self._relayed(message), peer) if self._strips(message) else action)
+                    sent = self._relayed(message) if self._strips(message) else message
+                    if isinstance(sent, Request):
+                        sent = self._ringing(sent)
+                    out.append(action if sent is message else Send(sent, peer))
                 case StartTimer() | CancelTimer():
                     out.append(action)
                 case Respond(transaction=transaction, response=response):
@@ -346,6 +349,14 @@ class SipCore:
         return (
             self.settings.strip_call_info and "Call-Info" in message.headers and _is_call_signalling(message)
         )
+
+    def _ringing(self, branch: Request) -> Request:
+        """An INVITE ringing a member of a shared line carries the index the call rings on
+        (BroadWorks), after the SCA values of the caller's side are stripped (5.3)."""
+        index = self.sca.ringing_call_info(branch)
+        if index is None:
+            return branch
+        return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
 
     @staticmethod
     def _relayed(message: Message) -> Message:

@@ -478,6 +478,24 @@ class ScaEngine:
                 return app.index
         return self._lowest_free(self.line(aor))
 
+    def ringing_call_info(self, request: Request) -> str | None:
+        """The Call-Info for a branch of an initial INVITE to a shared line: the index the call
+        rings on, ``<sip:host>;appearance-index=N`` (BroadWorks: the member's phone shows the
+        call on that line key and answers with it, I3), or None for any other request."""
+        if request.method != "INVITE" or not request.call_id:
+            return None
+        try:
+            sender, target = from_addr(request), to_addr(request)
+        except MalformedMessage:
+            return None
+        line = self._alias(canonical_aor(str(target.uri)))
+        if target.tag is not None or line is None or not self.is_sca(line):
+            return None
+        if self._alias(canonical_aor(str(sender.uri))) == line:
+            return None  # a call within the line (a pickup, 7.1): no new appearance
+        index = self.incoming_index(line, request.call_id)
+        return None if index is None else self._index_info(line, index)
+
     def _lowest_free(self, line: SharedLine, preferred: int = 0) -> int | None:
         in_use = self._appearances.get(line.aor, {})
         if preferred > 0 and line.allows_index(preferred) and preferred not in in_use:

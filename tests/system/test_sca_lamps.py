@@ -368,7 +368,7 @@ def test_i3_i4_o18_call_to_the_line_answered_by_a_member_whose_contact_user_is_n
     tmp_path: Path, db_url: str
 ) -> None:
     """With alerting_state on, a call to the line rings both members (Contact users
-    ``2001-0x...``); B answers: every member sees alerting, active after the ACK, idle after
+    ``2001-0x...``) with the appearance index in Call-Info; B answers: every member sees alerting, active after the ACK, idle after
     the caller's BYE."""
     text = config(extra="alerting_state = true")
     with (
@@ -384,6 +384,8 @@ def test_i3_i4_o18_call_to_the_line_answered_by_a_member_whose_contact_user_is_n
             since = marks(phones)
             tx, dialog = carol.invite(LINE)
             forked = {p.name: p.expect_request("INVITE") for p in phones}
+            for invite in forked.values():  # BroadWorks: the key the call rings on
+                assert invite.headers.lines("Call-Info") == (f"<sip:{DOMAIN}>;appearance-index=1",)
             rung = {p.name: p.uas_dialog(forked[p.name]) for p in phones}
             for p in phones:
                 p.respond(forked[p.name], 180, to_tag=rung[p.name].local_tag)

@@ -139,3 +139,48 @@ def test_publish_to_a_shared_line_and_without_event_is_489_too() -> None:
     text = request("PUBLISH", LINE, peer=CAROL, from_uri=f"sip:carol@{DOMAIN}", branch="z9hG4bKpub2")
     response, _ = only_response(wire, text, CAROL)
     assert response.status == 489
+
+
+def register_member(wire: Wire, peer: Peer, n: int) -> None:
+    text = request(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        peer=peer,
+        from_uri=LINE,
+        to_uri=LINE,
+        branch=f"z9hG4bKregm{n}",
+        call_id=f"reg-m{n}",
+        extra="Expires: 600\r\n",
+    )
+    assert only_response(wire, text, peer)[0].status == 200
+
+
+def test_i1_each_member_is_rung_with_the_appearance_index_of_the_call() -> None:
+    wire = line_core()
+    register_member(wire, ALICE, 1)
+    register_member(wire, CAROL, 2)
+    caller = Peer(Transport.UDP, "203.0.113.50", 5060)
+    text = request(
+        "INVITE",
+        LINE,
+        peer=caller,
+        from_uri=f"sip:dave@{DOMAIN}",
+        branch="z9hG4bKin1",
+        call_id="in-1",
+        extra=f"Call-Info: <sip:{DOMAIN}>;appearance-index=2, <http://x.example/i>;answer-after=0\r\n",
+    )
+    out = wire.deliver(text, caller)
+    branches = [m for m, _ in out if isinstance(m, Request)]
+    assert len(branches) == 2
+    for branch in branches:
+        assert branch.headers.values("Call-Info") == (
+            "<http://x.example/i>;answer-after=0",
+            f"<sip:{DOMAIN}>;appearance-index=1",
+        )
+
+
+def test_a_call_to_a_user_that_is_no_line_gets_no_appearance_index() -> None:
+    wire = line_core()
+    out = wire.deliver(member_invite("plain"), ALICE)
+    [branch] = [m for m, _ in out if isinstance(m, Request)]
+    assert "Call-Info" not in branch.headers
