@@ -283,7 +283,7 @@ class ScaSettings:
     min_expires: int = 0
     call_info_ok_code: int = 202
     call_info_uri: str = CallInfoUri.DOMAIN.value
-    alerting_state: bool = False
+    alerting_state: bool = True
     strip_call_info: bool = True
     insert_pai: bool = False
     lines: tuple[SharedLine, ...] = ()

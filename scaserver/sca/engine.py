@@ -113,7 +113,9 @@ class EngineSettings:
     ``early_ttl``: how long a call not answered yet keeps its appearance with no
     signalling (O20, I8: longer than the proxy's timer C); ``max_call_age``: the
     stale-call sweep, how long a call in progress keeps its appearance with no
-    signalling (Q18, section 9), 0 = never swept.
+    signalling (Q18, section 9), 0 = never swept; ``alerting_state``: inbound calls
+    show ``alerting`` (I1), on by default as BroadWorks does, off for phones that
+    mis-render it.
     """
 
     contact: str = "sip:sca.invalid"
@@ -123,7 +125,7 @@ class EngineSettings:
     call_info_ok_code: int = 202
     max_appearances: int = 0
     provisioned_only: bool = False
-    alerting_state: bool = False
+    alerting_state: bool = True
     call_info_uri: str = "domain"
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0

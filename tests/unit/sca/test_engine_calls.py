@@ -399,6 +399,7 @@ def test_check_request_passes_ordinary_invites() -> None:
 
 
 def _incoming(**kw: object) -> tuple[Harness, Request]:
+    kw.setdefault("alerting_state", False)  # the I3-from-idle path of phones without alerting
     h = group(**kw)
     inbound = invite(call_id="in-1", from_uri=REMOTE, from_tag="rt", to_uri=LINE, contact=RC, to_display=None)
     return h, inbound
@@ -411,8 +412,11 @@ def test_i1_incoming_call_alerts_with_alerting_state() -> None:
     assert gn(actions) == [full(state_entry(1, "alerting", "<sip:3001@carrier.example.net>"))] * 2
 
 
-def test_i1_off_by_default() -> None:
-    h, inbound = _incoming()
+def test_i1_on_by_default_and_off_with_the_switch() -> None:
+    h = group()
+    inbound = invite(call_id="in-1", from_uri=REMOTE, from_tag="rt", to_uri=LINE, contact=RC)
+    assert rules(h.forward(inbound)) == [("I1", S.IDLE, S.ALERTING)]
+    h, inbound = _incoming(alerting_state=False)
     assert h.forward(inbound) == []
 
 
