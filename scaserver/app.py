@@ -335,6 +335,7 @@ def make_core(
             call_info_ok_code=sca.call_info_ok_code,
             max_appearances=sca.max_appearances,
             alerting_state=sca.alerting_state,
+            decline_ends_ringing=sca.decline_ends_ringing,
             call_info_uri=sca.call_info_uri,
             seized_ttl=sca.seized_ttl,
             active_pending_ttl=sca.active_pending_ttl,

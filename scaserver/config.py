@@ -261,7 +261,8 @@ class ScaSettings:
     fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit.
     ``early_ttl``: seconds a call not answered yet keeps its appearance without signalling
     (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
-    stale-call sweep of Q18), 0 = never.
+    stale-call sweep of Q18), 0 = never.  ``decline_ends_ringing``: a 603 (any 6xx) from
+    one member of a line stops the others ringing; off: it declines for that member only.
     """
 
     call_info_max_expires: int = 3600
@@ -284,6 +285,7 @@ class ScaSettings:
     call_info_ok_code: int = 202
     call_info_uri: str = CallInfoUri.DOMAIN.value
     alerting_state: bool = True
+    decline_ends_ringing: bool = False
     strip_call_info: bool = True
     insert_pai: bool = False
     lines: tuple[SharedLine, ...] = ()

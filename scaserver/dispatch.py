@@ -702,7 +702,8 @@ class SipCore:
             Target(contact, binding.sort_q, binding.path, binding.flow)
             for contact, binding in zip(uris, bindings, strict=True)
         ]
-        return self.proxy.on_request(request, key, peer, targets, now)
+        honour_6xx = not self.sca.is_sca(uri.aor()) or self.sca.settings.decline_ends_ringing
+        return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
 
     def _mobile_invite(
         self,

@@ -115,7 +115,9 @@ class EngineSettings:
     stale-call sweep, how long a call in progress keeps its appearance with no
     signalling (Q18, section 9), 0 = never swept; ``alerting_state``: inbound calls
     show ``alerting`` (I1), on by default as BroadWorks does, off for phones that
-    mis-render it.
+    mis-render it; ``decline_ends_ringing``: a 6xx from one member of a line ends the
+    ringing of the others (RFC 3261 16.7 step 6), off by default: BroadWorks declines
+    for that member only.
     """
 
     contact: str = "sip:sca.invalid"
@@ -126,6 +128,7 @@ class EngineSettings:
     max_appearances: int = 0
     provisioned_only: bool = False
     alerting_state: bool = True
+    decline_ends_ringing: bool = False
     call_info_uri: str = "domain"
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0
@@ -1548,13 +1551,14 @@ class ScaEngine:
         expiry and get a full-state NOTIFY continuing their CSeq (10.3), appearances re-arm TTLs."""
         out: list[EngineAction] = []
         self.provision(lines)
-        for app in appearances:
-            if app.state is AppearanceState.IDLE:
+        for stored in appearances:
+            if stored.state is AppearanceState.IDLE:
                 continue
-            if timeout_of(app) is Trigger.EARLY_EXPIRED:
+            app = stored
+            if timeout_of(stored) is Trigger.EARLY_EXPIRED:
                 # Its proxy transactions died with the restart: a full early_ttl from now for a
                 # late CANCEL or answer to reach it, then O20/I8.
-                app = attrs.evolve(app, touched_at=max(app.touched_at, now))
+                app = attrs.evolve(stored, touched_at=max(stored.touched_at, now))
             key = AppearanceKey(app.line, app.index)
             self._appearances.setdefault(app.line, {})[app.index] = app
             if app.call_id is not None:

@@ -368,8 +368,8 @@ def test_i3_i4_o18_call_to_the_line_answered_by_a_member_whose_contact_user_is_n
     tmp_path: Path, db_url: str
 ) -> None:
     """With alerting_state on, a call to the line rings both members (Contact users
-    ``2001-0x...``) with the appearance index in Call-Info; B answers: every member sees alerting, active after the ACK, idle after
-    the caller's BYE."""
+    ``2001-0x...``) with the appearance index in Call-Info; B answers: every member sees
+    alerting, active after the ACK, idle after the caller's BYE."""
     text = config(extra="alerting_state = true")
     with (
         running_server(tmp_path / "server", text, db_url=db_url) as server,

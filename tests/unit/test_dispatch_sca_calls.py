@@ -184,3 +184,42 @@ def test_a_call_to_a_user_that_is_no_line_gets_no_appearance_index() -> None:
     out = wire.deliver(member_invite("plain"), ALICE)
     [branch] = [m for m, _ in out if isinstance(m, Request)]
     assert "Call-Info" not in branch.headers
+
+
+def ring_two_members(wire: Wire) -> dict[Peer, Request]:
+    register_member(wire, ALICE, 1)
+    register_member(wire, CAROL, 2)
+    text = request(
+        "INVITE", LINE, peer=BOB, from_uri=f"sip:bob@{DOMAIN}", branch="z9hG4bKdec1", call_id="dec-1"
+    )
+    out = wire.deliver(text, BOB)
+    branches = {p: m for m, p in out if isinstance(m, Request)}
+    assert set(branches) == {ALICE, CAROL}
+    for n, (peer, branch) in enumerate(branches.items()):
+        ringing = Response(180, "Ringing", branch.headers.set("To", f"{branch.headers.get('To')};tag=m{n}"))
+        wire.send(ringing, peer)
+    return branches
+
+
+def test_a_603_from_one_member_declines_for_that_member_only() -> None:
+    wire = line_core()
+    branches = ring_two_members(wire)
+    alice = branches[ALICE]
+    declined = Response(603, "Decline", alice.headers.set("To", f"{alice.headers.get('To')};tag=m0"))
+    out = wire.send(declined, ALICE)
+    assert [m.method for m, p in out if isinstance(m, Request) and p == CAROL] == []  # no CANCEL
+    assert [m.status for m, p in out if isinstance(m, Response) and p == BOB] == []  # no final yet
+    carol = branches[CAROL]
+    ok = Response(200, "OK", carol.headers.set("To", f"{carol.headers.get('To')};tag=m1"))
+    out = wire.send(ok, CAROL)
+    assert [m.status for m, p in out if isinstance(m, Response) and p == BOB] == [200]
+
+
+def test_a_603_from_one_member_stops_the_others_with_decline_ends_ringing() -> None:
+    wire = line_core()
+    wire.core.sca.settings = attrs.evolve(wire.core.sca.settings, decline_ends_ringing=True)
+    branches = ring_two_members(wire)
+    alice = branches[ALICE]
+    declined = Response(603, "Decline", alice.headers.set("To", f"{alice.headers.get('To')};tag=m0"))
+    out = wire.send(declined, ALICE)
+    assert [m.method for m, p in out if isinstance(m, Request) and p == CAROL] == ["CANCEL"]
