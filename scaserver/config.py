@@ -302,6 +302,10 @@ class ScaSettings:
     user, or From AoR without authentication; trusted peers are not capped; 0 = no cap);
     ``reboot_memory_s`` is how long a subscription removed after a failed NOTIFY is
     remembered so that the phone's next SUBSCRIBE counts as a reboot (sca.md 3.5).
+    ``early_ttl``: seconds a call not answered yet keeps its appearance without signalling
+    (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
+    stale-call sweep of Q18), 0 = never.  ``decline_ends_ringing``: a 603 (any 6xx) from
+    one member of a line stops the others ringing; off: it declines for that member only.
     """
 
     call_info_max_expires: int = 3600
@@ -316,6 +320,8 @@ class ScaSettings:
     outbound_proxy: str = ""
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0
+    early_ttl: float = 200.0
+    max_call_age: float = 0.0
     seize_retry_after: int = 1
     max_appearances: int = 0
     max_subscriptions_per_identity: int = 32
@@ -323,7 +329,8 @@ class ScaSettings:
     min_expires: int = 0
     call_info_ok_code: int = 202
     call_info_uri: str = CallInfoUri.DOMAIN.value
-    alerting_state: bool = False
+    alerting_state: bool = True
+    decline_ends_ringing: bool = False
     strip_call_info: bool = True
     insert_pai: bool = False
     lines: tuple[SharedLine, ...] = ()
@@ -775,6 +782,8 @@ def _check(settings: Settings) -> None:
         (sca.db_update_interval > 0, "sca.db_update_interval", "must be positive"),
         (sca.seized_ttl > 0, "sca.seized_ttl", "must be positive"),
         (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
+        (sca.early_ttl > 0, "sca.early_ttl", "must be positive"),
+        (sca.max_call_age >= 0, "sca.max_call_age", "must not be negative (0 = no stale-call sweep)"),
         (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
         (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
         (

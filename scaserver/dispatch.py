@@ -28,7 +28,7 @@ import attrs
 
 from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile
-from scaserver.proxy.events import AckForwarded, RequestForwarded, ResponseRelayed
+from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
 from scaserver.proxy.relay import (
     Origin,
@@ -346,7 +346,10 @@ class SipCore:
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
-                    out.append(Send(self._relayed(message), peer) if self._strips(message) else action)
+                    sent = self._relayed(message) if self._strips(message) else message
+                    if isinstance(sent, Request):
+                        sent = self._ringing(sent)
+                    out.append(action if sent is message else Send(sent, peer))
                 case StartTimer() | CancelTimer():
                     out.append(action)
                 case Respond(transaction=transaction, response=response):
@@ -372,6 +375,14 @@ class SipCore:
         return (
             self.settings.strip_call_info and "Call-Info" in message.headers and _is_call_signalling(message)
         )
+
+    def _ringing(self, branch: Request) -> Request:
+        """An INVITE ringing a member of a shared line carries the index the call rings on
+        (BroadWorks), after the SCA values of the caller's side are stripped (5.3)."""
+        index = self.sca.ringing_call_info(branch)
+        if index is None:
+            return branch
+        return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
 
     @staticmethod
     def _relayed(message: Message) -> Message:
@@ -418,7 +429,10 @@ class SipCore:
                         self._branches.pop(owner[1], None)
                 return []
             case StrayResponse(response=response):
-                return self._run(self.proxy.on_stray_response(response, now), now)
+                relayed = self.proxy.on_stray_response(response, now)
+                if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
+                    relayed += self.sca.on_stray_answer(response, now)
+                return self._run(relayed, now)
             case CancelBranch(branch=branch, reason=reason):
                 client = self._branches.get(branch)
                 return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
@@ -429,6 +443,8 @@ class SipCore:
                 return [Deliver(event), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
                 return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
+            case CallCancelled(cancel=cancel):
+                return [Deliver(event), *self._run(self.sca.on_cancel(cancel, now), now)]
             case UpstreamGaveUp(context=context):
                 for client, (_, owned) in list(self._owners.items()):
                     if owned == context:
@@ -500,7 +516,10 @@ class SipCore:
             # RFC 3261 9.2: the INVITE's transaction exists and its final response is out
             # (race R9): the CANCEL has no effect and is answered 200.
             return [Respond(event.key, make_response(event.cancel, 200))]
-        return [Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))]
+        # No INVITE transaction (gone with a restart): 481, but the call's appearance is
+        # released all the same (sca.md O8, I6).
+        refused = Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))
+        return [refused, *self.sca.on_cancel(event.cancel, now)]
 
     def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
         if self._is_for_us(ack) and "Route" not in ack.headers:
@@ -552,6 +571,14 @@ class SipCore:
             raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
         if in_dialog:
             return self._in_dialog(request, peer, key, now)
+        if method == "PUBLISH" and self._is_local_domain(uri) and "Route" not in request.headers:
+            # RFC 3903 section 6 step 2: the PUBLISH is for the state agent of an AoR of ours,
+            # which is this server, and it composes no event state: 489 with the packages it
+            # serves.  Forking it to the AoR's contacts would hand it back to the publisher.
+            allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
+            raise BadEvent(
+                f"PUBLISH of {self._published(request)}: no event state composed here", headers=allow
+            )
         if method == "REGISTER":
             return self._register(request, peer, key, now)
         if method == "OPTIONS" and self._options_for_us(uri, now):
@@ -561,6 +588,14 @@ class SipCore:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
+
+    @staticmethod
+    def _published(request: Request) -> str:
+        try:
+            found = headers.event(request)
+        except MalformedMessage:
+            return "an unreadable event"
+        return "no event" if found is None else found.package
 
     def _names_shared_line(self, uri: SipUri | TelUri) -> bool:
         return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(uri.aor())
@@ -736,7 +771,8 @@ class SipCore:
             Target(contact, binding.sort_q, binding.path, binding.flow)
             for contact, binding in zip(uris, bindings, strict=True)
         ]
-        return self.proxy.on_request(request, key, peer, targets, now)
+        honour_6xx = not self.sca.is_sca(uri.aor()) or self.sca.settings.decline_ends_ringing
+        return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
 
     def _mobile_invite(
         self,

@@ -222,7 +222,7 @@ class ResponseContext:
     cancelled: bool = False
     declined: bool = False  # a 6xx arrived (16.7 step 6)
     held: bool = False  # call parking decides when the final response goes (push-and-parking.md 6.3)
-    honour_6xx: bool = True  # while held: a 6xx ends the search (RFC 3261 16.7) or counts as a 4xx
+    honour_6xx: bool = True  # a 6xx ends the search (RFC 3261 16.7) or counts as a 4xx of its branch
 
     @property
     def is_invite(self) -> bool:
@@ -274,9 +274,12 @@ class Proxy:
         empty ``targets`` starts nothing, branches come later through
         :meth:`add_targets`, every branch's final response is reported as
         :class:`BranchFinished`, and no best response is sent when all branches
-        have ended until :meth:`release`.  A 2xx still goes upstream at once;
-        a 6xx ends the search only when ``honour_6xx``, else it counts like a
-        4xx of its branch (6.3 case 2).
+        have ended until :meth:`release`.  A 2xx still goes upstream at once.
+
+        A 6xx ends the search only when ``honour_6xx`` (RFC 3261 16.7 step 6),
+        else it counts like a 4xx of its branch: call parking (6.3 case 2), and
+        the members of a shared line, where one member's decline leaves the
+        others ringing (BroadWorks).
         """
         if server_tx in self._contexts:
             raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
@@ -541,7 +544,7 @@ class Proxy:
         branch.state = BranchState.COMPLETED
         context.finals.append((response, False))
         actions += self._finished(context, branch, response.status)
-        ends_search = response.status >= 600 and (context.honour_6xx or not context.held)
+        ends_search = response.status >= 600 and context.honour_6xx
         if ends_search and context.state is ContextState.FORKING and not context.declined:
             context.declined = True
             context.groups.clear()

@@ -187,6 +187,9 @@ _RULE_CAUSES: Final[dict[str, Cause]] = {
     "I4": Cause.ANSWERED,
     "I5": Cause.PURGE,
     "I6": Cause.CANCEL,
+    "O20": Cause.PURGE,
+    "I8": Cause.PURGE,
+    "Q18": Cause.STALE,
     "RPC": Cause.RPC,
 }
 

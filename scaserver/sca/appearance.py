@@ -14,7 +14,7 @@ Hold detection from SDP (section 6.2) lives here too: :func:`sdp_hold`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import attrs
@@ -97,6 +97,8 @@ class Trigger(enum.Enum):
     CALLER_ACK = "caller-ack"  # e2e ACK from the caller (I4)
     PENDING_EXPIRED = "pending-expired"  # no ACK within active_pending_ttl (I5)
     INCOMING_ENDED = "incoming-ended"  # CANCEL from the caller / every branch failed (I6)
+    EARLY_EXPIRED = "early-expired"  # no final answer nor CANCEL within early_ttl (O20, I8)
+    CALL_STALE = "call-stale"  # no signalling of the call within max_call_age (Q18)
     ADMIN_SEIZE = "admin-seize"  # RPC sca.seize_appearance (section 11)
     ADMIN_RELEASE = "admin-release"  # RPC sca.release_appearance (section 11)
     ADMIN_SET_SEIZED = "admin-set-seized"  # RPC sca.update_appearance ... (section 11)
@@ -133,6 +135,7 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         (S.SEIZED, T.INVITE): ("O5", S.SEIZED),
         (S.IDLE, T.INVITE_IMPLICIT): ("O5b", S.SEIZED),
         (S.SEIZED, T.PROGRESS): ("O6", S.PROGRESSING),
+        (S.PROGRESSING, T.PROGRESS): ("O6", S.PROGRESSING),  # a later 18x: the call is alive
         (S.SEIZED, T.CHALLENGED): ("O12", S.SEIZED),
         (S.ACTIVE, T.OWNER_HOLD): ("O14", S.HELD),
         (S.ACTIVE, T.OWNER_PRIVATE_HOLD): ("O14", S.HELD_PRIVATE),
@@ -156,6 +159,7 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         (S.ACTIVE_PENDING, T.CALLER_ACK): ("I4", S.ACTIVE),
         (S.ACTIVE_PENDING, T.PENDING_EXPIRED): ("I5", S.IDLE),
         (S.ALERTING, T.INCOMING_ENDED): ("I6", S.IDLE),
+        (S.ALERTING, T.EARLY_EXPIRED): ("I8", S.IDLE),
         # 11: management.
         (S.IDLE, T.ADMIN_SEIZE): ("RPC", S.SEIZED),
     }
@@ -164,9 +168,11 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         rows[state, T.CANCELLED] = ("O8", S.IDLE)
         rows[state, T.FAILED] = ("O9", S.IDLE)
         rows[state, T.LOCAL_FAILURE] = ("O13", S.IDLE)
+        rows[state, T.EARLY_EXPIRED] = ("O20", S.IDLE)
     for state in _ACTIVE_OR_HELD:
         rows[state, T.REINVITE_FAILED] = ("O9b", state)
         rows[state, T.REINVITE_ANSWERED] = ("O17", state)
+        rows[state, T.CALL_STALE] = ("Q18", S.IDLE)
     for state in _NON_IDLE:
         rows[state, T.SEIZE] = ("O2", state)  # the engine answers 480 + Retry-After
         rows[state, T.TERMINATED_487] = ("O10", state)
@@ -260,6 +266,44 @@ class Appearance:
         return None if self.leg is None else self.leg.call_id
 
 
+def _seize_only(appearance: Appearance) -> bool:
+    """The member has not sent its INVITE on the seized index yet."""
+    return appearance.leg is None
+
+
+def _dialled(appearance: Appearance) -> bool:
+    """The member's INVITE went out on the seized index: the call owns it now."""
+    return appearance.leg is not None
+
+
+#: Conditions on the appearance's fields that a row of :data:`TRANSITIONS` needs besides its
+#: state.  Once the INVITE is sent on a seized appearance the call owns it, not the line-seize
+#: subscription: the end of that subscription (un-subscribe O3, expiry O4) no longer frees it,
+#: only the call's own signalling or its early TTL (O20) does (sca.md 6.3).
+GUARDS: Final[Mapping[tuple[AppearanceState, Trigger], Callable[[Appearance], bool]]] = {
+    (S.SEIZED, T.SEIZE_RELEASED): _seize_only,
+    (S.SEIZED, T.SEIZE_EXPIRED): _seize_only,
+    (S.SEIZED, T.EARLY_EXPIRED): _dialled,
+}
+
+
+def timeout_of(appearance: Appearance) -> Trigger | None:
+    """The trigger an appearance's TTL timer fires in its current state (sca.md 9), or None
+    when the state has no TTL: a seize not dialled yet O4; a call not answered yet (dialled
+    seize, progressing, alerting) O20/I8; a member's answer not ACKed I5; a call in progress
+    the stale-call sweep Q18."""
+    state = appearance.state
+    if state is S.SEIZED:
+        return T.SEIZE_EXPIRED if _seize_only(appearance) else T.EARLY_EXPIRED
+    if state in (S.PROGRESSING, S.ALERTING):
+        return T.EARLY_EXPIRED
+    if state is S.ACTIVE_PENDING:
+        return T.PENDING_EXPIRED
+    if state in _ACTIVE_OR_HELD:
+        return T.CALL_STALE
+    return None
+
+
 @attrs.frozen
 class AppearanceChanged:
     """Fact: an appearance went through a row of :data:`TRANSITIONS` (loops included)."""
@@ -304,14 +348,15 @@ def allowed(state: AppearanceState, trigger: Trigger) -> bool:
 
 
 def apply(appearance: Appearance, trigger: Trigger, now: float) -> Step:
-    """Run ``trigger`` through :data:`TRANSITIONS`.
+    """Run ``trigger`` through :data:`TRANSITIONS` (and the row's :data:`GUARDS` condition).
 
     The caller sets the fields a row changes (owner, leg...) on ``appearance``
     before calling; this function moves the state, stamps the times and says
     what happened.
     """
     row = TRANSITIONS.get((appearance.state, trigger))
-    if row is None:
+    guard = GUARDS.get((appearance.state, trigger))
+    if row is None or (guard is not None and not guard(appearance)):
         ignored = TriggerIgnored(appearance.line, appearance.index, appearance.state, trigger, now)
         return Step(appearance, None, ignored)
     rule, target = row

@@ -65,6 +65,7 @@ from scaserver.sca.appearance import (
     allowed,
     apply,
     sdp_hold,
+    timeout_of,
 )
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
@@ -142,6 +143,14 @@ class EngineSettings:
     ``max_subscriptions_per_identity``: live subscriptions one identity may hold (0 = no
     cap); ``reboot_memory_s``: how long a subscription lost to a failed NOTIFY is
     remembered for reboot detection.
+    ``early_ttl``: how long a call not answered yet keeps its appearance with no
+    signalling (O20, I8: longer than the proxy's timer C); ``max_call_age``: the
+    stale-call sweep, how long a call in progress keeps its appearance with no
+    signalling (Q18, section 9), 0 = never swept; ``alerting_state``: inbound calls
+    show ``alerting`` (I1), on by default as BroadWorks does, off for phones that
+    mis-render it; ``decline_ends_ringing``: a 6xx from one member of a line ends the
+    ringing of the others (RFC 3261 16.7 step 6), off by default: BroadWorks declines
+    for that member only.
     """
 
     contact: str = "sip:sca.invalid"
@@ -151,10 +160,13 @@ class EngineSettings:
     call_info_ok_code: int = 202
     max_appearances: int = 0
     provisioned_only: bool = False
-    alerting_state: bool = False
+    alerting_state: bool = True
+    decline_ends_ringing: bool = False
     call_info_uri: str = "domain"
     seized_ttl: float = 120.0
     active_pending_ttl: float = 35.0
+    early_ttl: float = 200.0
+    max_call_age: float = 0.0
     seize_retry_after: int = 1
     server_id: int = 0
     contact_fallback: str = ""
@@ -265,6 +277,14 @@ def _identity_of(request: Request, user: str | None) -> Identity | None:
     except MalformedMessage:
         return None
     return None if aor is None else Identity.unauthenticated(aor)
+
+
+def _ttl_start(appearance: Appearance) -> float:
+    """When an appearance's TTL started: its change to ACTIVE_PENDING for I5, its last
+    signalling otherwise (Q2 for a seize, O20/I8/Q18 for a call)."""
+    if appearance.state is AppearanceState.ACTIVE_PENDING:
+        return appearance.changed_at
+    return appearance.touched_at
 
 
 def _is_fresh(appearance: Appearance, call_id: str, member_tag: str) -> bool:
@@ -575,6 +595,24 @@ class ScaEngine:
             if app.line == aor:
                 return app.index
         return self._lowest_free(self.line(aor))
+
+    def ringing_call_info(self, request: Request) -> str | None:
+        """The Call-Info for a branch of an initial INVITE to a shared line: the index the call
+        rings on, ``<sip:host>;appearance-index=N`` (BroadWorks: the member's phone shows the
+        call on that line key and answers with it, I3), or None for any other request."""
+        if request.method != "INVITE" or not request.call_id:
+            return None
+        try:
+            sender, target = from_addr(request), to_addr(request)
+        except MalformedMessage:
+            return None
+        line = self._alias(canonical_aor(str(target.uri)))
+        if target.tag is not None or line is None or not self.is_sca(line):
+            return None
+        if self._alias(canonical_aor(str(sender.uri))) == line:
+            return None  # a call within the line (a pickup, 7.1): no new appearance
+        index = self.incoming_index(line, request.call_id)
+        return None if index is None else self._index_info(line, index)
 
     def _lowest_free(self, line: SharedLine, preferred: int = 0) -> int | None:
         in_use = self._appearances.get(line.aor, {})
@@ -999,25 +1037,28 @@ class ScaEngine:
             app = self.appearance(key.line, key.index)
             if app is None:
                 return out
-            ttl = self._ttl(app)
-            if ttl is None:
+            ttl, trigger = self._ttl(app), timeout_of(app)
+            if ttl is None or trigger is None:
                 return out
-            since = app.touched_at if app.state is AppearanceState.SEIZED else app.changed_at
+            since = _ttl_start(app)
             if since + ttl > now + 1e-6:
                 out.append(StartTimer(key, TTL_TIMER, since + ttl - now))
                 return out
-            trigger = (
-                Trigger.SEIZE_EXPIRED if app.state is AppearanceState.SEIZED else Trigger.PENDING_EXPIRED
-            )
             self._fire(app, trigger, now, out)
         self._flush(now, out)
         return out
 
     def _ttl(self, app: Appearance) -> float | None:
-        if app.state is AppearanceState.SEIZED:
+        """The TTL of ``app`` in its state (section 9, O20, I8, Q18), None when it has none."""
+        trigger = timeout_of(app)
+        if trigger is Trigger.SEIZE_EXPIRED:
             return self.settings.seized_ttl
-        if app.state is AppearanceState.ACTIVE_PENDING:
+        if trigger is Trigger.PENDING_EXPIRED:
             return self.settings.active_pending_ttl
+        if trigger is Trigger.EARLY_EXPIRED:
+            return self.settings.early_ttl
+        if trigger is Trigger.CALL_STALE and self.settings.max_call_age > 0:
+            return self.settings.max_call_age
         return None
 
     # Appearance transitions.
@@ -1058,6 +1099,22 @@ class ScaEngine:
         if new.state is not AppearanceState.ACTIVE_PENDING:
             self._dirty[new.line] = None
         return step
+
+    def _side_line(self, uri: str, contact: str | None) -> str | None:
+        """The shared line one side of a call is on (sca.md section 1), or None.
+
+        ``uri`` is the From of a request or the To of a response, ``contact`` its Contact.
+        A Contact user that names a line in the From/To host is that line (Polycom lines
+        registered under a separate line user); otherwise the From/To identity itself is
+        the line when it is one.  A Contact user is only a hint: phones put anything there
+        (baresip ``3000-0x...``, a push member's mobile), so a Contact user that names no
+        line never hides the line of the From/To identity.
+        """
+        for candidate in (side_aor(uri, contact), canonical_aor(uri)):
+            line = self._alias(candidate)
+            if line is not None and self.is_sca(line):
+                return line
+        return None
 
     def _call_appearances(self, call_id: str) -> list[Appearance]:
         result = []
@@ -1143,6 +1200,53 @@ class ScaEngine:
         self._flush(now, out)
         return out
 
+    def on_cancel(self, cancel: Request, now: float) -> list[EngineAction]:
+        """A CANCEL of a call the server knows: one the proxy applied to a forking INVITE, or
+        one whose INVITE transaction is gone (a restart; answered 481): O8, I6, 7.1."""
+        out: list[EngineAction] = []
+        try:
+            sender = _side(from_addr(cancel))
+        except MalformedMessage:
+            return out
+        if cancel.call_id and sender.tag is not None:
+            self._cancel(cancel.call_id, sender, now, out)
+        self._flush(now, out)
+        return out
+
+    def on_stray_answer(self, response: Response, now: float) -> list[EngineAction]:
+        """A 2xx to an INVITE that matched no proxy transaction and was forwarded statelessly
+        (RFC 6026 8.4): a late answer to a call whose transaction a restart lost (O7, I3).
+        A retransmitted 2xx of a dialog already tracked changes nothing."""
+        out: list[EngineAction] = []
+        try:
+            sender, answered = _side(from_addr(response)), _side(to_addr(response))
+            method = cseq(response).method
+        except MalformedMessage:
+            return out
+        call_id = response.call_id
+        if not call_id or sender.tag is None or method != "INVITE" or not 200 <= response.status < 300:
+            return out
+        for app in self._call_appearances(call_id):
+            leg = app.leg
+            if (
+                leg is not None
+                and leg.remote_tag is not None
+                and leg.matches(call_id, sender.tag, answered.tag)
+            ):
+                return out
+        self._invite_answered(
+            None,
+            response=response,
+            call_id=call_id,
+            sender=sender,
+            answered=answered,
+            local=False,
+            now=now,
+            out=out,
+        )
+        self._flush(now, out)
+        return out
+
     def _initial_invite(
         self,
         request: Request,
@@ -1154,7 +1258,7 @@ class ScaEngine:
         out: list[EngineAction],
     ) -> None:
         contact = _first_contact(request) or self.settings.contact_fallback or None
-        caller_line = self._alias(side_aor(sender.uri, contact))
+        caller_line = self._side_line(sender.uri, contact)
         callee_line = self._alias(canonical_aor(target.uri))
         assert sender.tag is not None
         info = _call_info(request)
@@ -1391,7 +1495,7 @@ class ScaEngine:
 
     def _invite_answered(
         self,
-        request: Request,
+        request: Request | None,
         *,
         response: Response,
         call_id: str,
@@ -1482,7 +1586,7 @@ class ScaEngine:
 
     def _callee_answered(
         self,
-        request: Request,
+        request: Request | None,
         *,
         response: Response,
         call_id: str,
@@ -1512,8 +1616,8 @@ class ScaEngine:
         ):
             return
         member = _first_contact(response)
-        line_aor = self._alias(side_aor(answered.uri, member))
-        if line_aor is None or not self.is_sca(line_aor):
+        line_aor = alerting[0].line if alerting else self._side_line(answered.uri, member)
+        if line_aor is None:
             return
         caller = sender
         if self._alias(canonical_aor(answered.uri)) == self._alias(canonical_aor(caller.uri)):
@@ -1533,7 +1637,7 @@ class ScaEngine:
             out,
             owner=member,
             leg=CallLeg(call_id, answered.tag, sender.tag, Role.CALLEE),
-            remote_contact=_first_contact(request) or reuse.remote_contact,
+            remote_contact=(None if request is None else _first_contact(request)) or reuse.remote_contact,
             remote_uri=_address_text(caller.display, canonical_aor(caller.uri) or caller.uri),
         )  # I3: no NOTIFY until the ACK
 
@@ -1626,17 +1730,21 @@ class ScaEngine:
         expiry and get a full-state NOTIFY continuing their CSeq (10.3), appearances re-arm TTLs."""
         out: list[EngineAction] = []
         self.provision(lines)
-        for app in appearances:
-            if app.state is AppearanceState.IDLE:
+        for stored in appearances:
+            if stored.state is AppearanceState.IDLE:
                 continue
+            app = stored
+            if timeout_of(stored) is Trigger.EARLY_EXPIRED:
+                # Its proxy transactions died with the restart: a full early_ttl from now for a
+                # late CANCEL or answer to reach it, then O20/I8.
+                app = attrs.evolve(stored, touched_at=max(stored.touched_at, now))
             key = AppearanceKey(app.line, app.index)
             self._appearances.setdefault(app.line, {})[app.index] = app
             if app.call_id is not None:
                 self._calls.setdefault(app.call_id, set()).add(key)
             ttl = self._ttl(app)
             if ttl is not None:
-                since = app.touched_at if app.state is AppearanceState.SEIZED else app.changed_at
-                out.append(StartTimer(key, TTL_TIMER, max(0.0, since + ttl - now)))
+                out.append(StartTimer(key, TTL_TIMER, max(0.0, _ttl_start(app) + ttl - now)))
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue

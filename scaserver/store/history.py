@@ -108,6 +108,7 @@ class Cause(enum.Enum):
     CANCEL = "cancel"
     RPC = "rpc"
     PURGE = "purge"
+    STALE = "stale"  # no signalling of the call for sca.max_call_age (sca.md Q18)
 
 
 class RegistrationEvent(enum.Enum):

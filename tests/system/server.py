@@ -108,9 +108,11 @@ def running_server(
     db_url: str | None = None,
     extra_args: tuple[str, ...] = (),
     environ: Mapping[str, str] | None = None,
+    sip_port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``scaserver run`` with ``config_text`` (and ``environ`` added to the environment)
-    and wait until it answers OPTIONS."""
+    and wait until it answers OPTIONS; on ``sip_port`` when given (a restart where the phones'
+    route sets point)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "scaserver.toml"
     if "[security]" not in config_text:
@@ -120,7 +122,7 @@ def running_server(
     config_path.write_text(config_text)
     db_url = db_url or f"sqlite:///{workdir / 'scaserver.db'}"
     upgrade_database(db_url)
-    sip_port, http_port = free_port(), free_port()
+    sip_port, http_port = sip_port or free_port(), free_port()
     log_path = workdir / "scaserver.log"
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(environ or {}))
     with log_path.open("wb") as log_file:

@@ -164,9 +164,9 @@ class TcpMobile:
 
     def expect_request(self, method: str, timeout: float = 10.0) -> Request:
         with self._cond:
-            assert self._cond.wait_for(
-                lambda: any(r.method == method for r in self.requests), timeout
-            ), f"no {method} over TCP"
+            assert self._cond.wait_for(lambda: any(r.method == method for r in self.requests), timeout), (
+                f"no {method} over TCP"
+            )
             request = next(r for r in self.requests if r.method == method)
             self.requests.remove(request)
         return request

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from scaserver.sca.appearance import (
+    GUARDS,
     TRANSITIONS,
     Appearance,
     AppearanceChanged,
@@ -28,12 +30,28 @@ def test_every_row_moves_to_its_target_and_names_its_rule(
     state, trigger = row
     rule, target = outcome
     app = Appearance("sip:2001@pbx.example.com", 1, state, owner="sip:a@h", changed_at=5.0, created_at=5.0)
+    guard = GUARDS.get(row)
+    if guard is not None and not guard(app):
+        app = attrs.evolve(app, leg=CallLeg("c1", "ma", None, Role.CALLER))
     step = apply(app, trigger, 10.0)
     assert step.rule == rule
     assert step.appearance.state is target
-    assert step.fact == AppearanceChanged(app.line, 1, state, target, rule, "sip:a@h", None, 10.0)
+    assert step.fact == AppearanceChanged(app.line, 1, state, target, rule, "sip:a@h", app.call_id, 10.0)
     assert step.appearance.touched_at == 10.0
     assert step.appearance.changed_at == (10.0 if target is not state else 5.0)
+
+
+def test_o3_o4_o20_guards_the_seize_ends_only_before_the_invite_and_the_early_ttl_only_after() -> None:
+    seize = Appearance("sip:2001@pbx.example.com", 1, S.SEIZED)
+    dialled = attrs.evolve(seize, leg=CallLeg("c1", "ma", None, Role.CALLER))
+    assert apply(seize, Trigger.SEIZE_EXPIRED, 1.0).rule == "O4"
+    assert apply(seize, Trigger.SEIZE_RELEASED, 1.0).rule == "O3"
+    assert isinstance(apply(seize, Trigger.EARLY_EXPIRED, 1.0).fact, TriggerIgnored)
+    for trigger in (Trigger.SEIZE_EXPIRED, Trigger.SEIZE_RELEASED):
+        step = apply(dialled, trigger, 1.0)
+        assert step.rule is None and step.appearance.state is S.SEIZED
+        assert isinstance(step.fact, TriggerIgnored)
+    assert apply(dialled, Trigger.EARLY_EXPIRED, 1.0).rule == "O20"
 
 
 def test_pair_outside_the_table_is_an_explicit_ignore() -> None:
@@ -46,7 +64,8 @@ def test_pair_outside_the_table_is_an_explicit_ignore() -> None:
 
 def test_table_carries_every_rule_id_of_sections_6_3_and_6_4() -> None:
     rules = {rule for rule, _ in TRANSITIONS.values()}
-    expected = {f"O{n}" for n in range(1, 20)} | {"O5b", "O9b"} | {f"I{n}" for n in range(1, 7)}
+    expected = {f"O{n}" for n in range(1, 21)} | {"O5b", "O9b"} | {f"I{n}" for n in (*range(1, 7), 8)}
+    expected |= {"Q18"}
     assert expected <= rules
     assert rules - expected == {"7.1", "3.5", "RPC"}
 

@@ -160,8 +160,10 @@ def test_o6_18x_moves_seized_to_progressing_and_ends_line_seize_noresource() -> 
     assert sent[0] == ("line-seize", "terminated;reason=noresource", seize_info(1))
     assert Package.LINE_SEIZE not in {s.event for s in h.engine.subscriptions()}
     assert gn(actions) == [full(state_entry(1, "progressing", ACTIVE_URI))] * 2
-    # A second 183 changes nothing.
-    assert rules(h.respond(INV, answer(INV, 183))) == []
+    # A second 183 changes nothing but says the call is alive (its early TTL starts again, O20).
+    again = h.respond(INV, answer(INV, 183))
+    assert rules(again) == [("O6", S.PROGRESSING, S.PROGRESSING)]
+    assert gn(again) == []
 
 
 def test_o7_200_moves_progressing_to_active_with_remote_uri() -> None:
@@ -397,6 +399,7 @@ def test_check_request_passes_ordinary_invites() -> None:
 
 
 def _incoming(**kw: object) -> tuple[Harness, Request]:
+    kw.setdefault("alerting_state", False)  # the I3-from-idle path of phones without alerting
     h = group(**kw)
     inbound = invite(call_id="in-1", from_uri=REMOTE, from_tag="rt", to_uri=LINE, contact=RC, to_display=None)
     return h, inbound
@@ -409,8 +412,11 @@ def test_i1_incoming_call_alerts_with_alerting_state() -> None:
     assert gn(actions) == [full(state_entry(1, "alerting", "<sip:3001@carrier.example.net>"))] * 2
 
 
-def test_i1_off_by_default() -> None:
-    h, inbound = _incoming()
+def test_i1_on_by_default_and_off_with_the_switch() -> None:
+    h = group()
+    inbound = invite(call_id="in-1", from_uri=REMOTE, from_tag="rt", to_uri=LINE, contact=RC)
+    assert rules(h.forward(inbound)) == [("I1", S.IDLE, S.ALERTING)]
+    h, inbound = _incoming(alerting_state=False)
     assert h.forward(inbound) == []
 
 

@@ -179,8 +179,10 @@ class ScaMachine(RuleBasedStateMachine):
     def nothing_stuck_past_its_ttl(self) -> None:
         settings_ = self.h.engine.settings
         for app in self.h.engine.appearances():
-            if app.state is AppearanceState.SEIZED:
+            if app.state is AppearanceState.SEIZED and app.leg is None:
                 assert app.touched_at + settings_.seized_ttl >= self.h.now - 1e-6
+            if app.state in (AppearanceState.SEIZED, AppearanceState.PROGRESSING, AppearanceState.ALERTING):
+                assert app.touched_at + settings_.early_ttl >= self.h.now - 1e-6  # O20, I8
             if app.state is AppearanceState.ACTIVE_PENDING:
                 assert app.changed_at + settings_.active_pending_ttl >= self.h.now - 1e-6
 

@@ -1,0 +1,225 @@
+"""What the dispatcher hands the SCA engine besides the proxy's ordinary facts: the CANCEL of a
+call (sca.md O8), a CANCEL and a late 2xx whose transactions a restart lost (O8, O7), and the
+PUBLISH to an AoR of ours that it answers itself (RFC 3903 section 6)."""
+
+from __future__ import annotations
+
+import attrs
+
+from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role
+from scaserver.sca.line import SharedLine
+from scaserver.sip.message import Peer, Request, Response, Transport
+from tests.builders import DOMAIN, SERVER, Wire, make_core
+from tests.unit.test_dispatch import ALICE, BOB, only_response, request
+
+LINE = f"sip:2001@{DOMAIN}"
+
+
+def line_core() -> Wire:
+    wire = Wire(make_core(require_auth=False, lines=[SharedLine(LINE, 4)]))
+    text = request(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        peer=BOB,
+        from_uri=f"sip:bob@{DOMAIN}",
+        to_uri=f"sip:bob@{DOMAIN}",
+        branch="z9hG4bKregb",
+        extra="Expires: 600\r\n",
+    )
+    assert only_response(wire, text, BOB)[0].status == 200
+    return wire
+
+
+def member_invite(call_id: str) -> str:
+    return request("INVITE", f"sip:bob@{DOMAIN}", from_uri=LINE, branch=f"z9hG4bK{call_id}", call_id=call_id)
+
+
+def member_cancel(call_id: str) -> str:
+    return request("CANCEL", f"sip:bob@{DOMAIN}", from_uri=LINE, branch=f"z9hG4bK{call_id}", call_id=call_id)
+
+
+def states(wire: Wire) -> list[AppearanceState]:
+    return [app.state for app in wire.core.sca.appearances(LINE)]
+
+
+def test_o8_a_members_cancel_through_the_proxy_releases_its_appearance() -> None:
+    wire = line_core()
+    for n in range(5):  # more cancelled calls than the line has appearances
+        call_id = f"cancelled-{n}"
+        out = wire.deliver(member_invite(call_id), ALICE)
+        [branch] = [m for m, _ in out if isinstance(m, Request)]
+        ringing = Response(180, "Ringing", branch.headers.set("To", f"{branch.headers.get('To')};tag=b{n}"))
+        wire.send(ringing, BOB)
+        assert states(wire) == [AppearanceState.PROGRESSING]
+        out = wire.deliver(member_cancel(call_id), ALICE)
+        assert [m.status for m, _ in out if isinstance(m, Response)] == [200]
+        assert states(wire) == []
+        wire.send(attrs.evolve(ringing, status=487, reason="Request Terminated"), BOB)
+        assert states(wire) == []
+
+
+RESTORED = Appearance(
+    LINE,
+    1,
+    AppearanceState.PROGRESSING,
+    owner=f"sip:2001@{ALICE.host}:{ALICE.port}",
+    leg=CallLeg("lost-1", "ft1", None, Role.CALLER),
+)
+
+
+def restarted() -> Wire:
+    wire = line_core()
+    wire.core.sca.restore([SharedLine(LINE, 4)], [], [RESTORED], wire.now)
+    return wire
+
+
+def test_o8_cancel_whose_invite_transaction_a_restart_lost_gets_481_and_releases() -> None:
+    wire = restarted()
+    out = wire.deliver(member_cancel("lost-1"), ALICE)
+    assert [m.status for m, _ in out if isinstance(m, Response)] == [481]
+    assert states(wire) == []
+
+
+def test_o8_unrelated_cancel_without_transaction_changes_nothing() -> None:
+    wire = restarted()
+    out = wire.deliver(member_cancel("other"), ALICE)
+    assert [m.status for m, _ in out if isinstance(m, Response)] == [481]
+    assert states(wire) == [AppearanceState.PROGRESSING]
+
+
+def late_ok(top_via_host: str) -> str:
+    return (
+        "SIP/2.0 200 OK\r\n"
+        f"Via: SIP/2.0/UDP {top_via_host}:{SERVER.port};branch=z9hG4bKlostbranch\r\n"
+        f"Via: SIP/2.0/UDP {ALICE.host}:{ALICE.port};branch=z9hG4bKlost-1;rport={ALICE.port}\r\n"
+        f"From: <{LINE}>;tag=ft1\r\n"
+        f"To: <sip:bob@{DOMAIN}>;tag=bobtag\r\n"
+        "Call-ID: lost-1\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:bob@{BOB.host}:{BOB.port}>\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+
+
+def test_o7_late_2xx_after_a_restart_is_forwarded_statelessly_and_answers_the_call() -> None:
+    wire = restarted()
+    out = wire.deliver(late_ok(SERVER.host), BOB)
+    assert [(m.status, p) for m, p in out if isinstance(m, Response)] == [(200, ALICE)]
+    assert states(wire) == [AppearanceState.ACTIVE]
+
+
+def test_o7_stray_2xx_not_sent_through_us_is_dropped_and_tracks_nothing() -> None:
+    wire = restarted()
+    assert wire.deliver(late_ok("203.0.113.99"), BOB) == []
+    assert states(wire) == [AppearanceState.PROGRESSING]
+
+
+CAROL = Peer(Transport.UDP, "198.51.100.30", 5066)
+
+
+def test_publish_to_ones_own_aor_is_answered_489_by_us_and_never_forked() -> None:
+    wire = line_core()
+    text = request(
+        "PUBLISH",
+        f"sip:bob@{DOMAIN}",
+        peer=BOB,
+        from_uri=f"sip:bob@{DOMAIN}",
+        branch="z9hG4bKpub1",
+        extra="Event: presence\r\nExpires: 3600\r\n",
+    )
+    out = wire.deliver(text, BOB)
+    assert [m for m, _ in out if isinstance(m, Request)] == []
+    [(response, peer)] = [(m, p) for m, p in out if isinstance(m, Response)]
+    assert (response.status, peer) == (489, BOB)
+    assert response.headers.get("Allow-Events") == "call-info, line-seize"
+
+
+def test_publish_to_a_shared_line_and_without_event_is_489_too() -> None:
+    wire = line_core()
+    text = request("PUBLISH", LINE, peer=CAROL, from_uri=f"sip:carol@{DOMAIN}", branch="z9hG4bKpub2")
+    response, _ = only_response(wire, text, CAROL)
+    assert response.status == 489
+
+
+def register_member(wire: Wire, peer: Peer, n: int) -> None:
+    text = request(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        peer=peer,
+        from_uri=LINE,
+        to_uri=LINE,
+        branch=f"z9hG4bKregm{n}",
+        call_id=f"reg-m{n}",
+        extra="Expires: 600\r\n",
+    )
+    assert only_response(wire, text, peer)[0].status == 200
+
+
+def test_i1_each_member_is_rung_with_the_appearance_index_of_the_call() -> None:
+    wire = line_core()
+    register_member(wire, ALICE, 1)
+    register_member(wire, CAROL, 2)
+    caller = Peer(Transport.UDP, "203.0.113.50", 5060)
+    text = request(
+        "INVITE",
+        LINE,
+        peer=caller,
+        from_uri=f"sip:dave@{DOMAIN}",
+        branch="z9hG4bKin1",
+        call_id="in-1",
+        extra=f"Call-Info: <sip:{DOMAIN}>;appearance-index=2, <http://x.example/i>;answer-after=0\r\n",
+    )
+    out = wire.deliver(text, caller)
+    branches = [m for m, _ in out if isinstance(m, Request)]
+    assert len(branches) == 2
+    for branch in branches:
+        assert branch.headers.values("Call-Info") == (
+            "<http://x.example/i>;answer-after=0",
+            f"<sip:{DOMAIN}>;appearance-index=1",
+        )
+
+
+def test_a_call_to_a_user_that_is_no_line_gets_no_appearance_index() -> None:
+    wire = line_core()
+    out = wire.deliver(member_invite("plain"), ALICE)
+    [branch] = [m for m, _ in out if isinstance(m, Request)]
+    assert "Call-Info" not in branch.headers
+
+
+def ring_two_members(wire: Wire) -> dict[Peer, Request]:
+    register_member(wire, ALICE, 1)
+    register_member(wire, CAROL, 2)
+    text = request(
+        "INVITE", LINE, peer=BOB, from_uri=f"sip:bob@{DOMAIN}", branch="z9hG4bKdec1", call_id="dec-1"
+    )
+    out = wire.deliver(text, BOB)
+    branches = {p: m for m, p in out if isinstance(m, Request)}
+    assert set(branches) == {ALICE, CAROL}
+    for n, (peer, branch) in enumerate(branches.items()):
+        ringing = Response(180, "Ringing", branch.headers.set("To", f"{branch.headers.get('To')};tag=m{n}"))
+        wire.send(ringing, peer)
+    return branches
+
+
+def test_a_603_from_one_member_declines_for_that_member_only() -> None:
+    wire = line_core()
+    branches = ring_two_members(wire)
+    alice = branches[ALICE]
+    declined = Response(603, "Decline", alice.headers.set("To", f"{alice.headers.get('To')};tag=m0"))
+    out = wire.send(declined, ALICE)
+    assert [m.method for m, p in out if isinstance(m, Request) and p == CAROL] == []  # no CANCEL
+    assert [m.status for m, p in out if isinstance(m, Response) and p == BOB] == []  # no final yet
+    carol = branches[CAROL]
+    ok = Response(200, "OK", carol.headers.set("To", f"{carol.headers.get('To')};tag=m1"))
+    out = wire.send(ok, CAROL)
+    assert [m.status for m, p in out if isinstance(m, Response) and p == BOB] == [200]
+
+
+def test_a_603_from_one_member_stops_the_others_with_decline_ends_ringing() -> None:
+    wire = line_core()
+    wire.core.sca.settings = attrs.evolve(wire.core.sca.settings, decline_ends_ringing=True)
+    branches = ring_two_members(wire)
+    alice = branches[ALICE]
+    declined = Response(603, "Decline", alice.headers.set("To", f"{alice.headers.get('To')};tag=m0"))
+    out = wire.send(declined, ALICE)
+    assert [m.method for m, p in out if isinstance(m, Request) and p == CAROL] == ["CANCEL"]
