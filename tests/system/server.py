@@ -99,12 +99,20 @@ def upgrade_database(db_url: str) -> None:
 
 @contextmanager
 def running_server(
-    workdir: Path, config_text: str = "", *, db_url: str | None = None, extra_args: tuple[str, ...] = ()
+    workdir: Path,
+    config_text: str | None = "",
+    *,
+    db_url: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[RunningServer]:
-    """Start ``scaserver run`` with ``config_text`` and wait until it answers OPTIONS."""
+    """Start ``scaserver run`` with ``config_text`` and wait until it answers OPTIONS;
+    ``config_text`` None starts it with no configuration file at all (``--config`` left out)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "scaserver.toml"
-    config_path.write_text(config_text)
+    config_args: tuple[str, ...] = ()
+    if config_text is not None:
+        config_path.write_text(config_text)
+        config_args = ("--config", str(config_path))
     db_url = db_url or f"sqlite:///{workdir / 'scaserver.db'}"
     upgrade_database(db_url)
     sip_port, http_port = free_port(), free_port()
@@ -115,8 +123,7 @@ def running_server(
             [
                 *SCASERVER,
                 "run",
-                "--config",
-                str(config_path),
+                *config_args,
                 "--sip",
                 f"127.0.0.1:{sip_port}",
                 "--http",

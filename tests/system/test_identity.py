@@ -1,0 +1,285 @@
+"""Who is ours, who may authenticate how, and what the server tells a stranger: the real
+process on loopback, set up the way an operator's first day goes (no configuration file,
+subscribers added with the CLI), probed with SIPVicious and with raw digest answers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scaserver.sip import headers
+from scaserver.sip.message import Request, Response
+from tests.system.handset import Handset, new_branch, new_tag
+from tests.system.server import ROOT, SCASERVER, RunningServer, running_server, tool, upgrade_database
+
+pytestmark = pytest.mark.system
+
+DOMAIN = "example.test"
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "100": "ext-pw", "200": "ext2-pw"}
+
+
+def scaserver(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*SCASERVER, *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+def add_subscribers(db_url: str, users: dict[str, str], *extra: str) -> list[str]:
+    """``scaserver subscriber add`` for each user, as the README says; its output lines."""
+    upgrade_database(db_url)
+    said = []
+    for user, password in users.items():
+        done = scaserver(
+            "subscriber", "add", f"{user}@{DOMAIN}", "--password", password, "--db", db_url, *extra
+        )
+        assert done.returncode == 0, done.stderr
+        said.append(done.stdout.strip())
+    return said
+
+
+@pytest.fixture
+def unconfigured(tmp_path: Path) -> Iterator[RunningServer]:
+    """Started with no configuration file, after the subscribers were added with the CLI."""
+    db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
+    said = add_subscribers(db_url, USERS)
+    assert f"subscriber alice@{DOMAIN} saved: HA1 hashed for realm '{DOMAIN}'" in said[0]
+    with running_server(tmp_path / "server", None, db_url=db_url) as server:
+        yield server
+
+
+def phone(server: RunningServer, user: str, password: str | None = None) -> Handset:
+    return Handset(
+        user,
+        ("127.0.0.1", server.sip_port),
+        line=f"sip:{user}@{DOMAIN}",
+        username=user,
+        password=USERS[user] if password is None else password,
+    )
+
+
+def refusal_lines(server: RunningServer, call_id: str) -> list[str]:
+    return [
+        line for line in server.log().splitlines() if " refused " in line and f"call-id={call_id}" in line
+    ]
+
+
+def wait_for_log(server: RunningServer, pattern: str) -> str:
+    """The first log line matching ``pattern`` (the log is written as the server goes)."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        found = [line for line in server.log().splitlines() if re.search(pattern, line)]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no log line matching {pattern!r}:\n{server.log()}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- the operator's first day
+
+
+def test_with_no_configuration_cli_subscribers_register_and_call_each_other(
+    unconfigured: RunningServer,
+) -> None:
+    alice, bob = phone(unconfigured, "alice"), phone(unconfigured, "bob")
+    try:
+        assert alice.register().status == 200, unconfigured.log()
+        assert bob.register().status == 200, unconfigured.log()
+        invite = alice.build(
+            "INVITE",
+            f"sip:bob@{DOMAIN}",
+            from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+            to=f"<sip:bob@{DOMAIN}>",
+            call_id=uuid.uuid4().hex,
+            cseq=1,
+        )
+        transaction = alice.start(invite)
+        challenge = alice.wait_response(transaction)
+        assert challenge.status == 407
+        assert f'realm="{DOMAIN}"' in (challenge.headers.get("Proxy-Authenticate") or "")
+        alice.start(alice.with_credentials(invite, challenge))
+        reached = bob.expect_request("INVITE")
+        assert headers.from_addr(reached).uri.user == "alice"  # type: ignore[union-attr]
+    finally:
+        alice.close()
+        bob.close()
+
+
+def test_a_wrong_password_gets_a_challenge_and_a_log_line_naming_the_realm(
+    unconfigured: RunningServer,
+) -> None:
+    mallory = phone(unconfigured, "alice", password="guess")
+    try:
+        assert mallory.register().status == 401
+        [call_id] = {m.group(1) for m in re.finditer(r"call-id=(\w+)", unconfigured.log())}
+        lines = refusal_lines(unconfigured, call_id)
+        assert len(lines) == 2, lines  # the first challenge, then the wrong answer
+        assert all(
+            "refused 401 (digest-challenge)" in line and f"realm '{DOMAIN}'" in line for line in lines
+        )
+    finally:
+        mallory.close()
+
+
+def test_a_domain_that_is_not_ours_is_refused_with_one_line_naming_it(unconfigured: RunningServer) -> None:
+    alice = phone(unconfigured, "alice")
+    try:
+        invite = alice.build(
+            "INVITE",
+            "sip:bob@elsewhere.test",
+            from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+            to="<sip:bob@elsewhere.test>",
+            call_id="foreign-" + uuid.uuid4().hex,
+            cseq=1,
+        )
+        response, _ = alice.send_authenticated(invite)
+        assert response.status == 403
+        [line] = [line for line in refusal_lines(unconfigured, invite.call_id or "") if "refused 403" in line]
+        assert "domain 'elsewhere.test' is not ours" in line
+        assert "not the domain of a subscriber or line" in line and DOMAIN in line
+    finally:
+        alice.close()
+
+
+# ---------------------------------------------------------------- digest algorithms
+
+
+SHA_FIRST = f"""
+[server]
+domains = ["{DOMAIN}"]
+[auth]
+algorithms = ["SHA-256", "MD5"]
+"""
+
+
+def digest_answer(request: Request, challenge: Response, *, algorithm: str, nonce_of: str) -> Request:
+    """``request`` answered with ``algorithm`` over the nonce of the ``nonce_of`` offer."""
+    offers = {
+        (headers.parse_auth(line).param("algorithm") or "MD5"): headers.parse_auth(line)
+        for line in challenge.headers.lines("WWW-Authenticate")
+    }
+    nonce = offers[nonce_of].param("nonce") or ""
+    name = {"MD5": "md5", "SHA-256": "sha256"}[algorithm]
+
+    def h(text: str) -> str:
+        return hashlib.new(name, text.encode()).hexdigest()
+
+    ha1 = h(f"alice:{DOMAIN}:{USERS['alice']}")
+    digest = h(f"{ha1}:{nonce}:00000001:cn:auth:{h(f'{request.method}:{request.uri}')}")
+    value = (
+        f'Digest username="alice", realm="{DOMAIN}", nonce="{nonce}", uri="{request.uri}", '
+        f'response="{digest}", algorithm={algorithm}, cnonce="cn", qop=auth, nc=00000001'
+    )
+    number = headers.cseq(request).number + 1
+    fields = request.headers.remove("Via").remove("CSeq")
+    return request.with_headers(
+        fields.prepend("CSeq", f"{number} REGISTER")
+        .prepend(
+            "Via", (request.headers.get("Via") or "").split(";branch=")[0] + f";branch={new_branch()};rport"
+        )
+        .add("Authorization", value)
+    )
+
+
+def test_an_md5_answer_to_a_sha256_nonce_is_refused(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
+    add_subscribers(db_url, {"alice": USERS["alice"]})
+    with running_server(tmp_path / "server", SHA_FIRST, db_url=db_url) as server:
+        alice = phone(server, "alice")
+        try:
+            register = alice.build(
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+                to=f"<sip:alice@{DOMAIN}>",
+                call_id=uuid.uuid4().hex,
+                cseq=1,
+            )
+            challenge = alice.request(register)
+            nonces = [
+                headers.parse_auth(v).param("nonce") for v in challenge.headers.lines("WWW-Authenticate")
+            ]
+            assert challenge.status == 401 and len(set(nonces)) == 2  # one nonce per algorithm
+            downgraded = digest_answer(register, challenge, algorithm="MD5", nonce_of="SHA-256")
+            assert alice.request(downgraded).status == 401
+            honest = digest_answer(register, challenge, algorithm="MD5", nonce_of="MD5")
+            assert alice.request(honest).status == 200
+        finally:
+            alice.close()
+
+
+def test_a_sha256_only_subscriber_is_offered_sha256_alone(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
+    said = add_subscribers(db_url, {"alice": USERS["alice"]}, "--algorithms", "SHA-256")
+    assert "digest algorithms: SHA-256" in said[0]
+    with running_server(tmp_path / "server", None, db_url=db_url) as server:
+        alice = phone(server, "alice")
+        try:
+            register = alice.build(
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+                to=f"<sip:alice@{DOMAIN}>",
+                call_id=uuid.uuid4().hex,
+                cseq=1,
+            )
+            challenge = alice.request(register)
+            offered = [
+                headers.parse_auth(v).param("algorithm") for v in challenge.headers.lines("WWW-Authenticate")
+            ]
+            assert offered == ["SHA-256"]
+            response, _ = alice.send_authenticated(register)
+            assert response.status == 200
+        finally:
+            alice.close()
+
+
+# ---------------------------------------------------------------- SIPVicious finds no one
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "REGISTER", "INVITE"])
+def test_svwar_finds_no_user(unconfigured: RunningServer, method: str, tmp_path: Path) -> None:
+    online = [phone(unconfigured, user) for user in ("100", "alice")]
+    try:
+        for handset in online:
+            assert handset.register().status == 200
+        dictionary = tmp_path / "names.txt"
+        dictionary.write_text(
+            "\n".join(["alice", "bob", "carol", "dave", "eve", "mallory", "100", "200", "300"])
+        )
+        result = subprocess.run(
+            [
+                tool("svwar"),
+                "-m",
+                method,
+                "-e",
+                "100-205",
+                "-d",
+                str(dictionary),
+                "--domain",
+                DOMAIN,
+                "-p",
+                str(unconfigured.sip_port),
+                "--force",
+                "127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        report = result.stdout + result.stderr
+        found = re.findall(r"^\|\s*(\S+)\s*\|\s*(\w+)\s*\|", result.stdout, flags=re.MULTILINE)
+        assert [row for row in found if row[0] != "Extension"] == [], report
+    finally:
+        for handset in online:
+            handset.close()
