@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,15 @@ import pytest
 from scaserver.sip import headers
 from scaserver.sip.message import Request, Response
 from tests.system.handset import Handset, new_branch, new_tag
-from tests.system.server import ROOT, SCASERVER, RunningServer, running_server, tool, upgrade_database
+from tests.system.server import (
+    ROOT,
+    SCASERVER,
+    RunningServer,
+    free_port,
+    running_server,
+    tool,
+    upgrade_database,
+)
 
 pytestmark = pytest.mark.system
 
@@ -63,23 +72,16 @@ def phone(server: RunningServer, user: str, password: str | None = None) -> Hand
     )
 
 
-def refusal_lines(server: RunningServer, call_id: str) -> list[str]:
-    return [
-        line for line in server.log().splitlines() if " refused " in line and f"call-id={call_id}" in line
-    ]
-
-
-def wait_for_log(server: RunningServer, pattern: str) -> str:
-    """The first log line matching ``pattern`` (the log is written as the server goes)."""
-    import time
-
+def refusal_lines(server: RunningServer, call_id: str, expected: int) -> list[str]:
+    """The refusal log lines of ``call_id``, once ``expected`` of them are written (5 s at most:
+    the log is written as the server goes)."""
     deadline = time.monotonic() + 5
     while True:
-        found = [line for line in server.log().splitlines() if re.search(pattern, line)]
-        if found:
-            return found[0]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no log line matching {pattern!r}:\n{server.log()}")
+        found = [
+            line for line in server.log().splitlines() if " refused " in line and f"call-id={call_id}" in line
+        ]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
         time.sleep(0.05)
 
 
@@ -120,11 +122,9 @@ def test_a_wrong_password_gets_a_challenge_and_a_log_line_naming_the_realm(
     try:
         assert mallory.register().status == 401
         [call_id] = {m.group(1) for m in re.finditer(r"call-id=(\w+)", unconfigured.log())}
-        lines = refusal_lines(unconfigured, call_id)
+        lines = refusal_lines(unconfigured, call_id, 2)
         assert len(lines) == 2, lines  # the first challenge, then the wrong answer
-        assert all(
-            "refused 401 (digest-challenge)" in line and f"realm '{DOMAIN}'" in line for line in lines
-        )
+        assert all("refused 401 (digest-challenge)" in line and f"realm '{DOMAIN}'" in line for line in lines)
     finally:
         mallory.close()
 
@@ -142,7 +142,9 @@ def test_a_domain_that_is_not_ours_is_refused_with_one_line_naming_it(unconfigur
         )
         response, _ = alice.send_authenticated(invite)
         assert response.status == 403
-        [line] = [line for line in refusal_lines(unconfigured, invite.call_id or "") if "refused 403" in line]
+        [line] = [
+            line for line in refusal_lines(unconfigured, invite.call_id or "", 2) if "refused 403" in line
+        ]
         assert "domain 'elsewhere.test' is not ours" in line
         assert "not the domain of a subscriber or line" in line and DOMAIN in line
     finally:
@@ -283,3 +285,77 @@ def test_svwar_finds_no_user(unconfigured: RunningServer, method: str, tmp_path:
     finally:
         for handset in online:
             handset.close()
+
+
+# ---------------------------------------------------------------- real phones, default configuration
+
+
+def baresip(workdir: Path, server: RunningServer, user: str) -> subprocess.CompletedProcess[str]:
+    """baresip 1.0 (MD5 only: it gives up on any challenge offering SHA-256), run for 6 s."""
+    port = free_port()
+    workdir.mkdir(parents=True)
+    (workdir / "config").write_text(
+        f"poll_method poll\nsip_listen 127.0.0.1:{port}\nmodule_path /usr/lib/baresip/modules\n"
+        "module g711.so\nmodule ausine.so\nmodule aubridge.so\nmodule_app account.so\n"
+        "audio_source ausine,440\naudio_player aubridge,test\nausrc_srate 48000\nausrc_channels 2\n"
+    )
+    (workdir / "accounts").write_text(
+        f"<sip:{user}@{DOMAIN};transport=udp>;auth_user={user};auth_pass={USERS[user]};"
+        f'outbound="sip:127.0.0.1:{server.sip_port};transport=udp";regint=300\n'
+    )
+    (workdir / "contacts").write_text("")
+    command = [tool("baresip"), "-f", str(workdir), "-n", "127.0.0.1", "-t", "6"]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+
+
+def linphonec(workdir: Path, server: RunningServer, user: str) -> subprocess.CompletedProcess[str]:
+    """linphonec 5.1 (answers SHA-256 and MD5, then keeps the algorithm it used), 8 s."""
+    (workdir / ".local" / "share" / "linphone").mkdir(parents=True)
+    rc = workdir / "linphonerc"
+    rc.write_text(
+        f"[sip]\nsip_port={free_port()}\nsip_tcp_port=-1\n"
+        f"[proxy_0]\nreg_proxy=<sip:127.0.0.1:{server.sip_port};transport=udp>\n"
+        f"reg_identity=sip:{user}@{DOMAIN}\nreg_expires=300\nreg_sendregister=1\n"
+        f"[auth_info_0]\nusername={user}\nuserid={user}\npasswd={USERS[user]}\nrealm={DOMAIN}\ndomain={DOMAIN}\n"
+        "[video]\ncapture=0\ndisplay=0\n"
+    )
+    script = "sleep 8; echo quit"
+    command = f"({script}) | {tool('linphonec')} -c {rc}"
+    env = {"HOME": str(workdir), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        command, shell=True, capture_output=True, text=True, check=False, timeout=30, env=env
+    )
+
+
+def twinkle(workdir: Path, server: RunningServer, user: str) -> subprocess.CompletedProcess[str]:
+    """twinkle-console 1.10 (MD5), 8 s."""
+    home = workdir / ".twinkle"
+    home.mkdir(parents=True)
+    port = free_port()
+    (home / "twinkle.sys").write_text(
+        "dev_ringtone=alsa:null\ndev_speaker=alsa:null\ndev_mic=alsa:null\nvalidate_audio_dev=no\n"
+        f"sip_port={port}\nrtp_port={free_port()}\n"
+    )
+    (home / f"{user}.cfg").write_text(
+        f"user_name={user}\nuser_domain={DOMAIN}\nauth_realm={DOMAIN}\nauth_name={user}\n"
+        f"auth_pass={USERS[user]}\nregistrar=127.0.0.1:{server.sip_port}\nregister_at_startup=yes\n"
+        "registration_time=300\nsip_transport=udp\n"
+    )
+    command = f"(sleep 8; echo quit) | {tool('twinkle-console')} {user}.cfg"
+    env = {"HOME": str(workdir), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        command, shell=True, capture_output=True, text=True, check=False, timeout=30, env=env, cwd=home
+    )
+
+
+def test_real_phones_register_with_the_default_configuration(
+    unconfigured: RunningServer, tmp_path: Path
+) -> None:
+    """baresip, linphonec and twinkle-console, each as a subscriber the CLI added, against a
+    server started with no configuration file."""
+    for run, user in ((baresip, "alice"), (linphonec, "bob"), (twinkle, "carol")):
+        done = run(tmp_path / run.__name__, unconfigured, user)
+        added = f"binding added: sip:{user}@{DOMAIN}"
+        assert added in unconfigured.log(), (
+            f"{run.__name__}:\n{done.stdout}\n{done.stderr}\n{unconfigured.log()}"
+        )
