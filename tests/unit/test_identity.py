@@ -4,9 +4,13 @@ authentication (the dispatcher and the Authenticator, pure)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import attrs
+import pytest
 
+from scaserver.config import ConfigError, UserAgentAlgorithms, load_settings, settings_from_mapping
+from scaserver.directory import DirectoryError, digest_policy
 from scaserver.dispatch import RequestRefused
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
@@ -27,6 +31,8 @@ from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import cause_label
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeer
+from scaserver.store import migrate
+from scaserver.store.sql import SqlStore
 from tests.builders import DOMAIN, Wire, digest_authorization, make_core
 from tests.unit.test_dispatch import ALICE, BOB, request
 
@@ -325,3 +331,44 @@ def test_register_replies_are_the_same_for_known_and_unknown_users() -> None:
         assert isinstance(response, Response)
         replies.append((response.status, without_nonces(response)))
     assert replies[0] == replies[1]
+
+
+# ---------------------------------------------------------------- configuration and directory
+
+
+def test_md5_is_the_default_offer_and_user_agent_rules_are_read() -> None:
+    assert load_settings(None).auth.algorithms == ("MD5",)
+    auth = settings_from_mapping(
+        {"auth": {"user_agents": [{"match": "Linphone", "algorithms": ["SHA-256", "MD5"]}]}}, "t.toml"
+    ).auth
+    assert auth.user_agents == (UserAgentAlgorithms("Linphone", ("SHA-256", "MD5")),)
+
+
+def test_a_user_agent_rule_with_an_unknown_algorithm_names_its_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"auth": {"user_agents": [{"match": "x", "algorithms": ["SHA-1"]}]}}, "t.toml")
+    assert "auth.user_agents[0].algorithms" in str(caught.value) and "SHA-1" in str(caught.value)
+
+
+def test_the_cli_digest_policy_is_parsed_and_refused_when_unknown() -> None:
+    assert digest_policy(None) == digest_policy("default") == ()
+    assert digest_policy("sha-256, MD5") == (Algorithm.SHA_256, Algorithm.MD5)
+    with pytest.raises(DirectoryError):
+        digest_policy("SHA-1")
+
+
+def test_the_subscriber_policy_survives_the_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    migrate.upgrade(url)
+    store = SqlStore(url)
+    try:
+        store.subscribers.upsert(
+            [
+                Credentials.from_password("sam", "a.test", "p", algorithms=(Algorithm.SHA_256,)),
+                Credentials.from_password("al", "a.test", "p"),
+            ]
+        )
+        loaded = {c.username: c.algorithms for c in store.subscribers.load_all()}
+    finally:
+        store.close()
+    assert loaded == {"sam": (Algorithm.SHA_256,), "al": ()}
