@@ -8,10 +8,12 @@ from pathlib import Path
 
 import attrs
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from scaserver.config import ConfigError, UserAgentAlgorithms, load_settings, settings_from_mapping
 from scaserver.directory import DirectoryError, digest_policy
 from scaserver.dispatch import RequestRefused
+from scaserver.metrics import Metrics
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.digest import (
@@ -372,3 +374,34 @@ def test_the_subscriber_policy_survives_the_database(tmp_path: Path) -> None:
     finally:
         store.close()
     assert loaded == {"sam": (Algorithm.SHA_256,), "al": ()}
+
+
+def test_a_registrar_refusal_is_a_refusal_fact_naming_the_domain() -> None:
+    core = make_core(trusted=[TrustedPeer("198.51.100.10/32")])
+    text = request(
+        "REGISTER",
+        "sip:elsewhere.test",
+        from_uri="sip:alice@elsewhere.test",
+        to_uri="sip:alice@elsewhere.test",
+    )
+    [fact] = refusals(core.receive(text.encode(), ALICE, NOW))
+    assert (fact.method, fact.status, fact.cause) == ("REGISTER", 404, "not-found")
+    assert "'elsewhere.test' is not ours: not in server.domains (example.com)" in fact.detail
+
+
+def test_invite_replies_are_the_same_for_known_and_unknown_users() -> None:
+    wire = Wire(make_core())
+    replies = []
+    for user in ("bob", "nobody"):
+        [(response, _)] = wire.deliver(request("INVITE", f"sip:{user}@{DOMAIN}", call_id="i"), ALICE)
+        assert isinstance(response, Response)
+        replies.append((response.status, without_nonces(response)))
+    assert replies[0][0] == 407 and replies[0] == replies[1]
+
+
+def test_refusals_are_counted_by_status_and_reason() -> None:
+    metrics = Metrics(CollectorRegistry())
+    metrics.request_refused(404, "not-found")
+    metrics.request_refused(404, "not-found")
+    scrape = generate_latest(metrics.registry).decode()
+    assert 'scaserver_sip_responses_refused_total{reason="not-found",status="404"} 2.0' in scrape
