@@ -43,6 +43,7 @@ from scaserver.dispatch import (
     AuthenticationRejected,
     CoreSettings,
     MessageDropped,
+    RequestRefused,
     SipCore,
     StatelessReply,
     TransactionCompleted,
@@ -154,6 +155,7 @@ from scaserver.sip.digest import (
     NonceFactory,
     RejectCause,
 )
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
@@ -258,10 +260,29 @@ def make_service(
 # --------------------------------------------------------------------------- the whole server
 
 
-def core_settings(settings: Settings) -> CoreSettings:
+def domain_policy(settings: Settings, directory: Iterable[str] = ()) -> DomainPolicy:
+    """Which domains are ours (``scaserver.sip.domains``): ``server.domains``, else the
+    ``directory`` domains (of the subscribers and lines in the database); the advertised host
+    and the listen addresses always."""
+    host, _ = settings.server.advertised()
+    addresses = {host, *(endpoint.host for endpoint in settings.server.listen)}
+    return DomainPolicy(settings.server.domains, frozenset(directory), frozenset(addresses))
+
+
+def directory_domains(credentials: Iterable[Credentials], lines: Iterable[SharedLine]) -> set[str]:
+    """The domains of the subscribers (their realm) and of the shared lines' AoRs."""
+    found = {c.realm for c in credentials}
+    for line in lines:
+        uri = parse_uri(line.aor)
+        if isinstance(uri, SipUri):
+            found.add(uri.host)
+    return found
+
+
+def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSettings:
     upstream = settings.upstream
     return CoreSettings(
-        domains=frozenset(domain.lower() for domain in settings.server.domains),
+        domains=domain_policy(settings, directory),
         upstream=Peer(upstream.transport, upstream.host, upstream.port) if upstream.host else None,
         require_auth=settings.auth.require,
         server=settings.server.user_agent,
@@ -296,7 +317,8 @@ def source_guard(settings: Settings, trusted: Callable[[], TrustedPeers]) -> Sou
 
 
 def realm_of(settings: Settings) -> str:
-    """The digest realm: ``auth.realm``, else the first domain, else the advertised host."""
+    """The digest realm of a request whose AoR is not in one of our domains: ``auth.realm``,
+    else the first domain, else the advertised host."""
     if settings.auth.realm:
         return settings.auth.realm
     if settings.server.domains:
@@ -304,7 +326,7 @@ def realm_of(settings: Settings) -> str:
     return settings.server.advertised()[0]
 
 
-def configured_lines(settings: Settings, domains: frozenset[str]) -> list[SharedLine]:
+def configured_lines(settings: Settings, domains: DomainPolicy | frozenset[str]) -> list[SharedLine]:
     """The ``[[sca.lines]]`` of the configuration as engine values.
 
     A member written as a SIP URI of a local domain also admits the digest user of
@@ -327,7 +349,7 @@ def configured_lines(settings: Settings, domains: frozenset[str]) -> list[Shared
 
 
 def member_of(
-    lines: Callable[[], Iterable[SharedLine]], domains: frozenset[str]
+    lines: Callable[[], Iterable[SharedLine]], domains: DomainPolicy | frozenset[str]
 ) -> Callable[[str, str], bool]:
     """``(digest user, identity user) -> bool``: the user is the identity, or a member of the
     shared line named by the identity in one of our domains (members register and call as the line)."""
@@ -354,10 +376,13 @@ def make_core(
     entropy: Callable[[int], bytes] = os.urandom,
     unique: Callable[[], str] = lambda: secrets.token_hex(8),
     known_host: Callable[[str], bool] = every_host,
+    directory: Iterable[str] = (),
 ) -> SipCore:
     """The pure SIP core (dispatcher, transaction layer, engines) for ``settings``;
-    ``known_host`` tells the host names the edge can send to (relay rule R6)."""
-    core = core_settings(settings)
+    ``known_host`` tells the host names the edge can send to (relay rule R6); ``directory``:
+    the domains of the subscribers in the database (see :func:`domain_policy`; those of
+    ``lines`` are added here)."""
+    core = core_settings(settings, directory_domains((), lines) | set(directory))
     host, port = settings.server.advertised()
     interfaces = [
         Interface(transport, endpoint.host, endpoint.port)
@@ -408,17 +433,20 @@ def make_core(
     )
     engine.provision(lines)
     membership = member_of(lambda: list(engine.provisioned()), core.domains)
-    algorithms = tuple(
-        algorithm
-        for name in settings.auth.algorithms
-        if (algorithm := Algorithm.from_token(name)) is not None
-    )
+
+    def algorithms(names: Iterable[str]) -> tuple[Algorithm, ...]:
+        return tuple(algorithm for name in names if (algorithm := Algorithm.from_token(name)) is not None)
+
     authenticator = Authenticator(
         credentials,
         NonceFactory(secret, entropy, ttl=settings.auth.nonce_ttl),
         realm_of(settings),
         domains=core.domains,
-        algorithms=algorithms,
+        algorithms=algorithms(settings.auth.algorithms),
+        user_agent_algorithms=tuple(
+            (rule.match, algorithms(rule.algorithms)) for rule in settings.auth.user_agents
+        ),
+        forced_realm=settings.auth.realm,
         may_act_as=lambda username, realm, user: membership(username, user),
     )
     reg = settings.registrar
@@ -957,7 +985,7 @@ class FactLog:
         bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
         bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
         bus.subscribe(MessageDropped, self._dropped)
-        bus.subscribe(StatelessReply, self._stateless)
+        bus.subscribe(RequestRefused, self._refused)
         bus.subscribe(AuthenticationRejected, self._auth)
         bus.subscribe(Ban, self._ban)
         bus.subscribe(UpstreamAuthNeeded, self._upstream_auth)
@@ -1019,8 +1047,17 @@ class FactLog:
     def _dropped(self, e: MessageDropped) -> None:
         self._log.warn("message from {peer} dropped: {reason}", peer=str(e.peer), reason=e.reason)
 
-    def _stateless(self, e: StatelessReply) -> None:
-        self._log.info("{status} to {peer}: {detail}", status=e.status, peer=str(e.peer), detail=e.detail)
+    def _refused(self, e: RequestRefused) -> None:
+        emit = self._log.warn if e.status >= 500 else self._log.info
+        emit(
+            "{method} from {peer} refused {status} ({cause}): {detail} call-id={call_id}",
+            method=e.method,
+            peer=str(e.peer),
+            status=e.status,
+            cause=e.cause,
+            detail=e.detail,
+            call_id=e.call_id,
+        )
 
     def _auth(self, e: AuthenticationRejected) -> None:
         if e.cause in (RejectCause.CHALLENGE, RejectCause.STALE):
@@ -1236,6 +1273,7 @@ class MetricsFeed:
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)
         bus.subscribe(AuthenticationRejected, self._auth)
+        bus.subscribe(RequestRefused, lambda e: self._metrics.request_refused(e.status, e.cause))
         bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
 
     def _removed(self, event: SubscriptionRemoved) -> None:
@@ -1327,7 +1365,8 @@ def control_plane(
     tokens = BearerTokens.from_files({scope: Path(name) for scope, name in files.items() if name})
     check_rpc_bind(settings.http.listen.host, tokens)
     domains = settings.server.domains
-    default_domain = domains[0] if domains else settings.server.advertised()[0]
+    known = sorted(core.settings.domains.names)
+    default_domain = domains[0] if domains else (known[0] if known else settings.server.advertised()[0])
 
     async def flush_subscriptions() -> int:
         before = writes.written_total
@@ -1555,7 +1594,8 @@ def make_server(
     store = SqlStore(url, pool_size=settings.database.pool_size)
     state = StoredState.load(store)
     store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
-    domains = core_settings(settings).domains
+    directory = directory_domains(state.credentials, state.lines)
+    domains = core_settings(settings, directory).domains
     lines = merged_lines(configured_lines(settings, domains), state.lines)
     hosts = hosts if hosts is not None else HostsTable.load()
     core = make_core(
@@ -1565,6 +1605,12 @@ def make_server(
         lines=lines,
         secret=secret if secret is not None else server_secret(settings.server.secret_file),
         known_host=resolvable_in(hosts),
+        directory=directory,
+    )
+    _log.info(
+        "local domains: {domains} ({rule})",
+        domains=", ".join(sorted(core.settings.domains.names)) or "none",
+        rule="server.domains" if settings.server.domains else "the subscribers and lines in the database",
     )
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts, guard=core.guard)

@@ -157,7 +157,9 @@ def _db(args: argparse.Namespace) -> int:
 
 
 def _directory(args: argparse.Namespace) -> int:
-    url = settings_for(args).database.url
+    settings = settings_for(args)
+    url = settings.database.url
+    args.forced_realm = settings.auth.realm  # HA1 is hashed for the realm the server challenges in
     try:
         migrate.check_up_to_date(url)
     except migrate.SchemaOutOfDateError as error:

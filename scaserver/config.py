@@ -226,17 +226,31 @@ DIGEST_ALGORITHMS: Final = ("SHA-256", "SHA-512-256", "MD5")
 
 
 @attrs.frozen
+class UserAgentAlgorithms:
+    """``[[auth.user_agents]]``: the digest algorithms offered to devices whose User-Agent
+    contains ``match`` (case-insensitive), most preferred first."""
+
+    match: str
+    algorithms: tuple[str, ...]
+
+
+@attrs.frozen
 class AuthSettings:
     """``[auth]``: digest authentication (RFC 7616, RFC 8760).
 
-    ``realm`` empty means the first of ``server.domains`` (else the advertised host);
-    ``algorithms`` are offered in the given order, one challenge each.  ``require``
+    ``realm`` empty means the realm of a challenge is the domain of the request's AoR (To of
+    a REGISTER, From otherwise) when it is ours, else the advertised host; a value forces one
+    realm for every challenge.  ``algorithms`` are offered in the given order, one challenge
+    each, to subscribers without a policy of their own and devices no ``user_agents`` rule
+    matches.  MD5 alone by default: some phones give up on any challenge that offers
+    SHA-256 (baresip 1.0), and others keep the algorithm they enrolled with.  ``require``
     false serves every peer without a challenge (a closed lab network only).
     """
 
     realm: str = ""
     nonce_ttl: float = 300.0
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    algorithms: tuple[str, ...] = ("MD5",)
+    user_agents: tuple[UserAgentAlgorithms, ...] = ()
     require: bool = True
 
 
@@ -817,6 +831,19 @@ def _check(settings: Settings) -> None:
     ]
     checks += _mobile_checks(settings)
     checks += _upstream_auth_checks(settings.midregistrar)
+    for index, rule in enumerate(auth.user_agents):
+        checks.append((bool(rule.match), f"auth.user_agents[{index}].match", "must not be empty"))
+        checks.append(
+            (bool(rule.algorithms), f"auth.user_agents[{index}].algorithms", "at least one is needed")
+        )
+        for algorithm in rule.algorithms:
+            checks.append(
+                (
+                    algorithm in DIGEST_ALGORITHMS,
+                    f"auth.user_agents[{index}].algorithms",
+                    f"{_show(algorithm)}: expected one of {', '.join(DIGEST_ALGORITHMS)}",
+                )
+            )
     for algorithm in auth.algorithms:
         checks.append(
             (
@@ -1174,6 +1201,7 @@ __all__ = [
     "SipSettings",
     "UpstreamCredential",
     "UpstreamSettings",
+    "UserAgentAlgorithms",
     "load_settings",
     "parse_endpoints",
     "settings_from_mapping",

@@ -20,7 +20,7 @@ from typing import TextIO
 import attrs
 
 from scaserver.sca.line import SharedLine, canonical_aor
-from scaserver.sip.digest import Credentials
+from scaserver.sip.digest import Algorithm, Credentials
 from scaserver.sip.message import Transport
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store.sql import SqlStore
@@ -53,11 +53,35 @@ def line_aor(text: str) -> str:
 # ------------------------------------------------------------------ subscribers
 
 
-def add_subscriber(store: SqlStore, user_at_domain: str, password: str) -> Credentials:
+def digest_policy(text: str | None) -> tuple[Algorithm, ...]:
+    """``--algorithms``: ``SHA-256``, ``SHA-256,MD5``...; ``default`` or none is the server's."""
+    if text is None or text.strip().lower() in ("", "default"):
+        return ()
+    found: list[Algorithm] = []
+    for token in text.split(","):
+        algorithm = Algorithm.from_token(token)
+        if algorithm is None or not token.strip():
+            choices = ", ".join(a.value for a in Algorithm)
+            raise DirectoryError(f"{token.strip()!r}: expected a list of {choices}, or default")
+        if algorithm not in found:
+            found.append(algorithm)
+    return tuple(found)
+
+
+def add_subscriber(
+    store: SqlStore,
+    user_at_domain: str,
+    password: str,
+    *,
+    realm: str = "",
+    algorithms: tuple[Algorithm, ...] = (),
+) -> Credentials:
+    """Store the HA1 values of ``user@domain``: hashed for the realm the server challenges it
+    in, the domain (or ``realm``, when ``auth.realm`` forces one)."""
     user, domain = split_user(user_at_domain)
     if not password:
         raise DirectoryError("the password must not be empty")
-    credentials = Credentials.from_password(user, domain, password)
+    credentials = Credentials.from_password(user, realm or domain, password, algorithms=algorithms)
     store.subscribers.upsert([credentials])
     return credentials
 
@@ -146,6 +170,12 @@ def add_subparsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     added = with_db(subscriber.add_parser("add", help="add or change a subscriber"))
     added.add_argument("user", metavar="USER@DOMAIN")
     added.add_argument("--password", help="the password (default: asked on the terminal, or one stdin line)")
+    added.add_argument(
+        "--algorithms",
+        metavar="LIST",
+        help="digest algorithms offered to and accepted from this subscriber, most preferred first"
+        " (SHA-256 only: SHA-256; both: SHA-256,MD5); default: the server's auth.algorithms",
+    )
     with_db(subscriber.add_parser("rm", help="remove a subscriber")).add_argument(
         "user", metavar="USER@DOMAIN"
     )
@@ -194,8 +224,17 @@ def _password(args: argparse.Namespace, stdin: TextIO) -> str:
 def _subscriber(store: SqlStore, args: argparse.Namespace, out: TextIO, stdin: TextIO) -> None:
     match args.action:
         case "add":
-            credentials = add_subscriber(store, args.user, _password(args, stdin))
-            print(f"subscriber {credentials.username}@{credentials.realm} saved", file=out)
+            policy = digest_policy(args.algorithms)
+            realm = getattr(args, "forced_realm", "")
+            credentials = add_subscriber(
+                store, args.user, _password(args, stdin), realm=realm, algorithms=policy
+            )
+            offered = ", ".join(a.value for a in policy) if policy else "the server's auth.algorithms"
+            print(
+                f"subscriber {args.user.removeprefix('sip:')} saved: HA1 hashed for realm"
+                f" {credentials.realm!r}; digest algorithms: {offered}",
+                file=out,
+            )
         case "rm":
             remove_subscriber(store, args.user)
             print(f"subscriber {args.user} removed", file=out)

@@ -41,6 +41,7 @@ from scaserver.proxy.relay import (
 from scaserver.proxy.routing import (
     ProxyIdentity,
     branch_with_loop_hash,
+    check_proxy_require,
     preprocess_route,
     response_destination,
     uri_destination,
@@ -66,6 +67,7 @@ from scaserver.sip.actions import (
     StartTimer,
 )
 from scaserver.sip.digest import FAILURES, Authenticated, Authenticator, RejectCause, Rejected
+from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
     BadEvent,
     BadExtension,
@@ -153,6 +155,38 @@ class StatelessReply:
     detail: str
 
 
+@attrs.frozen
+class RequestRefused:
+    """scaserver answered a request with an error response of its own (status 300 or more),
+    by any path: an engine, the dispatcher, a stateless 400.  One per response sent (not per
+    retransmission); the edge writes it as one log line and counts it.
+
+    ``cause`` is one of a bounded set of words (the error's class, or the reason phrase) and
+    is a metrics label; ``detail`` is the free-text rule or reason for the log.
+    """
+
+    method: str
+    peer: Peer
+    status: int
+    cause: str
+    detail: str
+    call_id: str
+
+
+def refusal(method: str, peer: Peer, response: Response) -> RequestRefused | None:
+    """The refusal fact for ``response`` when it is an error response scaserver made."""
+    if response.status < 300 or response.cause is None:
+        return None
+    return RequestRefused(
+        method,
+        peer,
+        response.status,
+        response.cause,
+        response.detail or response.reason,
+        response.call_id or "",
+    )
+
+
 def stamp_via(request: Request, peer: Peer) -> Request:
     """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 section 4) on the top Via."""
     via = headers.top_via(request)
@@ -183,7 +217,8 @@ def reply_peer(request: Request, peer: Peer) -> Peer | None:
 class CoreSettings:
     """What the dispatcher decides with.
 
-    ``domains``: the SIP domains we are registrar and proxy for (lower case);
+    ``domains``: which SIP domains we are registrar and proxy for (one policy for every
+    part of the server; a set of names is read as ``server.domains``);
     ``upstream``: where requests for other domains go (the PBX or PSTN
     gateway), None to refuse them; ``require_auth``: challenge requests from
     peers that are not trusted; ``server``: the Server/User-Agent header value;
@@ -193,7 +228,7 @@ class CoreSettings:
     ``retry_after_s`` (memory stays bounded under a flood).
     """
 
-    domains: frozenset[str]
+    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
     upstream: Peer | None = None
     require_auth: bool = True
     server: str = "scaserver"
@@ -317,7 +352,11 @@ class SipCore:
                 )
             ]
         response = response_for(stamped, error, to_tag=self.unique()[:10])
-        return [Deliver(StatelessReply(peer, error.status, error.detail)), Send(response, destination)]
+        refused = refusal(request.method, peer, response)
+        facts: list[Action] = [Deliver(StatelessReply(peer, error.status, error.detail))]
+        if refused is not None:
+            facts.append(Deliver(refused))
+        return [*facts, Send(response, destination)]
 
     def _receive_request(self, request: Request, peer: Peer, now: float) -> list[Action]:
         try:
@@ -357,6 +396,12 @@ class SipCore:
                         raise ProtocolStateError(f"bad Respond action {action!r}")
                     if self._strips(response):
                         response = response.with_headers(strip_sca(response.headers))
+                    destination = self.layer.peer_of(transaction)
+                    refused = (
+                        None if destination is None else refusal(transaction.method, destination, response)
+                    )
+                    if refused is not None:
+                        out.append(Deliver(refused))
                     out += self._run(self.layer.respond(transaction, response, now), now)
                     if response.status >= 200:
                         kind = _kind("server", transaction.method)
@@ -544,7 +589,7 @@ class SipCore:
     def _is_local_domain(self, uri: Uri) -> bool:
         if not isinstance(uri, SipUri):
             return False
-        return uri.host.lower() in self.settings.domains or self.identity.is_local_uri(uri)
+        return uri.host in self.settings.domains or self.identity.is_local_uri(uri)
 
     def _on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Route a new request to the part of the server whose job it is."""
@@ -567,6 +612,10 @@ class SipCore:
         if method == "SUBSCRIBE" and not in_dialog and self._names_shared_line(uri):
             if event_header is None:
                 return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
+            # Authentication first: a 489 before it would tell anyone which names are lines.
+            decision = self._authenticate(request, peer, now)
+            if isinstance(decision, Rejected):
+                return self._refuse(key, request, peer, decision, now)
             allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
             raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
         if in_dialog:
@@ -601,13 +650,11 @@ class SipCore:
         return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(uri.aor())
 
     def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
-        """OPTIONS is ours when it names the server, or a user nobody registered in a local
-        domain (keep-alive pings like ``sip:ping@server``); a registered AoR gets it proxied."""
-        if not isinstance(uri, SipUri) or not self._is_local_domain(uri):
-            return False
-        if not uri.user:
-            return True
-        return not self.registrar.lookup(uri.aor(), now)
+        """OPTIONS to the server itself (no user part, a local domain) is answered here at
+        once.  One to a user goes the way of every initial request: authenticated first, so
+        the reply does not tell who exists or who is registered; then a registered AoR gets
+        it proxied and any other user of a local domain the server's 200."""
+        return isinstance(uri, SipUri) and not uri.user and self._is_local_domain(uri)
 
     def _options_response(self, request: Request) -> Response:
         """RFC 3261 11.2: 200 with Allow, Accept, Supported (and Max-Forwards 0 is fine: we are
@@ -666,7 +713,11 @@ class SipCore:
             ban = self.guard.auth_failed(peer.host, rejection.username, rejection.realm, now)
             if ban is not None:
                 actions.append(Deliver(ban))
-        actions.append(Respond(key, rejection.response(request, to_tag=self.unique()[:10])))
+        response = rejection.response(request, to_tag=self.unique()[:10])
+        realm = rejection.realm or self.authenticator.realm_for(request)
+        cause, detail = _DIGEST_REFUSALS[rejection.cause]
+        response = attrs.evolve(response, detail=f"{detail} (realm {realm!r})", cause=cause)
+        actions.append(Respond(key, response))
         return actions
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
@@ -725,6 +776,11 @@ class SipCore:
     def _proxy_initial(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
     ) -> list[EngineAction]:
+        # RFC 3261 16.3 order: Max-Forwards (item 3), Proxy-Require (item 5), then
+        # Proxy-Authorization (item 6): a 420 is never preceded by a challenge.
+        if not self._is_local_domain(uri) and headers.max_forwards(request) == 0:
+            raise TooManyHops("Max-Forwards exhausted")
+        check_proxy_require(request, self.proxy.settings.supported)
         routed = preprocess_route(request, self.identity)
         local = self._is_local_domain(uri)
         if "Route" in routed.headers:
@@ -733,15 +789,15 @@ class SipCore:
             check_initial(self._origin(peer), local=local, preloaded_route=True, upstream=upstream)
             check_next_hop(routed, self.identity, self.known_host)
             return self.proxy.on_request(request, key, peer, (), now)
-        if not local and headers.max_forwards(request) == 0:
-            raise TooManyHops("Max-Forwards exhausted")
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
             return self._refuse(key, request, peer, decision, now)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
         origin = self._origin(peer, decision)
-        check_initial(origin, local=local, preloaded_route=False, upstream=self.settings.upstream)  # R1, R2
+        why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
+        upstream = self.settings.upstream
+        check_initial(origin, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
             return self._to_upstream(request, peer, key, uri, now)
         assert isinstance(uri, SipUri)
@@ -762,6 +818,8 @@ class SipCore:
             )
             if parked is not None:
                 return parked
+        if not bindings and request.method == "OPTIONS":
+            return [Respond(key, self._options_response(request))]
         if not bindings:
             if self.sca.is_sca(uri.aor()):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
@@ -812,13 +870,27 @@ class SipCore:
         (authenticated) or trusted peers only.  No open relay (RFC 3261 16.3 item 6 policy)."""
         upstream = self.settings.upstream
         if upstream is None:
-            raise Forbidden("relaying to other domains is not allowed")
+            host = uri.host if isinstance(uri, SipUri) else str(uri)
+            raise Forbidden(f"no upstream to relay to: {self.settings.domains.why_not(host)}")
         if upstream == peer:
             raise LoopDetected("a request from the upstream for a foreign domain")
         return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
 
 
 SCA_EVENTS: Final = ("call-info", "line-seize")
+
+_DIGEST_REFUSALS: Final[dict[RejectCause, tuple[str, str]]] = {
+    RejectCause.CHALLENGE: ("digest-challenge", "digest credentials needed"),
+    RejectCause.UNKNOWN_USER: ("digest-failed", "digest answer refused: unknown user"),
+    RejectCause.WRONG_PASSWORD: ("digest-failed", "digest answer refused: wrong password"),
+    RejectCause.BANNED: ("digest-failed", "digest answer refused: user locked out"),
+    RejectCause.STALE: ("digest-stale", "digest nonce stale"),
+    RejectCause.REPLAY: ("digest-stale", "digest nonce reused"),
+    RejectCause.FORBIDDEN: ("digest-identity", "authenticated user may not use this identity"),
+    RejectCause.MALFORMED: ("digest-malformed", "malformed digest credentials"),
+}
+"""Metrics label and log text of each digest refusal, by its cause (the SIP reply is the same
+for every failure; the log and the metric tell them apart)."""
 
 
 CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "REFER"})

@@ -329,6 +329,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._refused = Counter(
+            "sip_responses_refused",
+            "SIP error responses scaserver sent, by status and reason (the rule that refused)",
+            ["status", "reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self._dropped = Counter(
             "dropped_messages",
             "SIP messages dropped without an answer, by reason",
@@ -441,6 +448,10 @@ class Metrics:
 
     def auth_failure(self, reason: str) -> None:
         self._auth_failures.labels(reason).inc()
+
+    def request_refused(self, status: int, reason: str) -> None:
+        """An error response of ours: ``reason`` is the refusing rule's label (bounded)."""
+        self._refused.labels(status=str(status), reason=reason).inc()
 
     def message_dropped(self, reason: str) -> None:
         self._dropped.labels(reason=reason).inc()

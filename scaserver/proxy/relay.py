@@ -140,12 +140,16 @@ def _is_ours(uri: object, identity: ProxyIdentity) -> bool:
     return isinstance(uri, SipUri) and uri.user is None and uri.has_param("lr") and identity.is_local_uri(uri)
 
 
-def check_initial(origin: Origin, *, local: bool, preloaded_route: bool, upstream: Peer | None) -> Rule:
+def check_initial(
+    origin: Origin, *, local: bool, preloaded_route: bool, upstream: Peer | None, why_foreign: str = ""
+) -> Rule:
     """R1, R2, R4 for an initial request (no To tag) that authentication already let in.
 
     ``local``: the Request-URI is in one of our domains; ``preloaded_route``: a Route
-    remains after our own entries were taken off (16.4).
+    remains after our own entries were taken off (16.4); ``why_foreign``: why the
+    Request-URI's domain is not ours (the domain policy's words, for R2's log line).
     """
+    foreign = f"; {why_foreign}" if why_foreign else ""
     if preloaded_route:
         if origin.trusted:
             return Rule.PRELOADED_ROUTE
@@ -153,10 +157,12 @@ def check_initial(origin: Origin, *, local: bool, preloaded_route: bool, upstrea
     if local:
         return Rule.LOCAL_TARGET
     if upstream is None:
-        raise Forbidden("relay: R2 relaying to other domains is not allowed (no upstream)")
+        raise Forbidden(f"relay: R2 relaying to other domains is not allowed (no upstream){foreign}")
     if origin.trusted or origin.authenticated:
         return Rule.FOREIGN_DOMAIN
-    raise Forbidden("relay: R2 other domains are for authenticated subscribers and trusted peers only")
+    raise Forbidden(
+        f"relay: R2 other domains are for authenticated subscribers and trusted peers only{foreign}"
+    )
 
 
 def check_in_dialog(request: Request, identity: ProxyIdentity, origin: Origin, *, for_us: bool) -> Rule:

@@ -38,7 +38,7 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import LocationService
 from scaserver.sip.actions import EngineAction, Respond
-from scaserver.sip.digest import lower_case_set
+from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
     BadExtension,
     BadRequest,
@@ -70,10 +70,11 @@ class OutOfOrderError(ServerInternalError, status=500, reason="Out of Order"):
 
 @attrs.frozen
 class RegistrarPolicy:
-    """Registrar settings.  ``domains`` (lower case) are the domains we hold bindings for;
-    expiry values are seconds; ``max_contacts`` 0 means no limit."""
+    """Registrar settings.  ``domains`` decides which domains we hold bindings for (a set of
+    names is read as ``server.domains``); expiry values are seconds; ``max_contacts`` 0 means
+    no limit."""
 
-    domains: frozenset[str] = attrs.field(converter=lower_case_set)
+    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 3600
@@ -187,7 +188,9 @@ class Registrar:
         if not isinstance(request_uri, SipUri):
             raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
         if not self._is_local(request_uri.host):
-            raise NotFound(f"not a registrar for {request_uri.host!r}")
+            raise NotFound(
+                f"not a registrar for the Request-URI: {self.policy.domains.why_not(request_uri.host)}"
+            )
         unsupported = unsupported_options(request, "Require", self.policy.supported)
         if unsupported:
             raise BadExtension(
@@ -197,7 +200,9 @@ class Registrar:
         if not isinstance(to_uri, SipUri):
             raise BadRequest("address-of-record is not a SIP or SIPS URI")
         aor = to_uri.aor()
-        if not self._is_local(to_uri.host) or (self.aor_exists is not None and not self.aor_exists(aor)):
+        if not self._is_local(to_uri.host):
+            raise NotFound(f"address-of-record {aor!r}: {self.policy.domains.why_not(to_uri.host)}")
+        if self.aor_exists is not None and not self.aor_exists(aor):
             raise NotFound(f"no such address-of-record {aor!r}")
         if not self.may_register(authenticated_user, to_uri):
             raise Forbidden(f"{authenticated_user!r} may not register {aor!r}")
@@ -321,7 +326,7 @@ class Registrar:
             raise OutOfOrderError(f"CSeq {number} not above {binding.cseq} for Call-ID {call_id!r}")
 
     def _is_local(self, host: str) -> bool:
-        return not self.policy.domains or host.lower() in self.policy.domains
+        return self.policy.domains.is_ours(host)
 
     # Step 8 ------------------------------------------------------------------------------
 

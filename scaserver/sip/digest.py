@@ -10,7 +10,10 @@ What this module implements, and the choices made:
   ``auth-int`` is not offered (no SIP UA in our deployments needs it) and is answered with a
   fresh challenge too.
 * Nonces need no storage: a nonce is ``base64url(issued_ms || random || HMAC-SHA-256(secret,
-  realm || issued_ms || random)[:16])``.  A nonce whose tag does not verify is unknown; one
+  realm || algorithm || issued_ms || random)[:16])``.  Each offered algorithm gets its own
+  nonce, and the MAC covers the algorithm: an answer computed with another algorithm than the
+  one its nonce was offered with is refused like an unknown nonce (RFC 7616 section 3.7: a
+  downgrade from SHA-256 to MD5 is not possible).  A nonce whose tag does not verify is unknown; one
   older than ``nonce_ttl`` is expired, and a request with an expired but otherwise valid nonce
   (correct digest) is challenged with ``stale=true`` (RFC 7616 section 3.3).
 * Replay protection by nonce-count (RFC 7616 section 3.4): a bounded table remembers the
@@ -25,7 +28,12 @@ What this module implements, and the choices made:
   must be the authenticated username (or pass the injected ``may_act_as`` policy), else 403.
   The realm of a request is the host of that identity URI when it is one of our domains and the
   default realm otherwise; credentials for any other realm are ignored (section 22.4), which
-  leads to a fresh challenge.
+  leads to a fresh challenge.  ``forced_realm`` (``auth.realm``) replaces that choice.
+* Which algorithms a challenge offers: the subscriber's own policy (the identity user's
+  ``Credentials.algorithms``), else the first ``user_agent_algorithms`` rule whose text is in
+  the User-Agent, else ``algorithms``.  An answer is accepted only with an offered algorithm
+  that the authenticating subscriber's policy allows: a SHA-256-only subscriber never has an
+  MD5 answer accepted.
 
 The client side (a UAC answering a 401/407, used by the mid-registrar for its own REGISTERs,
 push-and-parking.md section 3.5): :func:`parse_challenges`, :func:`select_challenge` (the
@@ -49,6 +57,7 @@ from typing import Final
 
 import attrs
 
+from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import AuthHeader, from_addr, parse_auth, to_addr
 from scaserver.sip.message import Headers, Request, Response
@@ -114,16 +123,26 @@ class Credentials:
     ha1_md5: str = attrs.field(repr=False)
     ha1_sha256: str = attrs.field(repr=False)
     ha1_sha512_256: str | None = attrs.field(default=None, repr=False)
+    # The subscriber's digest policy: the algorithms offered to it and accepted from it, most
+    # preferred first; empty means the server's (``auth.algorithms`` and its User-Agent rules).
+    algorithms: tuple[Algorithm, ...] = attrs.field(default=(), kw_only=True)
 
     @classmethod
-    def from_password(cls, username: str, realm: str, password: str) -> Credentials:
+    def from_password(
+        cls, username: str, realm: str, password: str, *, algorithms: tuple[Algorithm, ...] = ()
+    ) -> Credentials:
         return cls(
             username,
             realm,
             compute_ha1(Algorithm.MD5, username, realm, password),
             compute_ha1(Algorithm.SHA_256, username, realm, password),
             compute_ha1(Algorithm.SHA_512_256, username, realm, password),
+            algorithms=algorithms,
         )
+
+    def allows(self, algorithm: Algorithm) -> bool:
+        """Whether an answer with ``algorithm`` may authenticate this subscriber."""
+        return not self.algorithms or algorithm in self.algorithms
 
     def ha1(self, algorithm: Algorithm) -> str | None:
         if algorithm is Algorithm.MD5:
@@ -170,15 +189,16 @@ class NonceFactory:
     # A nonce dated this far in the future (a clock step back) is still accepted.
     clock_skew: float = 5.0
 
-    def issue(self, realm: str, now: float) -> str:
+    def issue(self, realm: str, now: float, algorithm: str = "") -> str:
+        """A fresh nonce for a challenge in ``realm`` offering ``algorithm`` (bound by the MAC)."""
         issued_ms = max(0, int(now * 1000))
         random = self.entropy(_NONCE_RANDOM_BYTES)
         if len(random) != _NONCE_RANDOM_BYTES:
             raise ValueError("entropy source returned the wrong number of octets")
         body = struct.pack(">Q", issued_ms) + random
-        return base64.urlsafe_b64encode(body + self._tag(realm, body)).decode("ascii")
+        return base64.urlsafe_b64encode(body + self._tag(realm, algorithm, body)).decode("ascii")
 
-    def check(self, nonce: str, realm: str, now: float) -> NonceCheck:
+    def check(self, nonce: str, realm: str, now: float, algorithm: str = "") -> NonceCheck:
         try:
             raw = base64.urlsafe_b64decode(nonce.encode("ascii"))
         except (ValueError, UnicodeEncodeError):
@@ -186,7 +206,7 @@ class NonceFactory:
         if len(raw) != _NONCE_BYTES:
             return NonceCheck(NonceStatus.INVALID)
         body, tag = raw[:-_NONCE_TAG_BYTES], raw[-_NONCE_TAG_BYTES:]
-        if not hmac.compare_digest(tag, self._tag(realm, body)):
+        if not hmac.compare_digest(tag, self._tag(realm, algorithm, body)):
             return NonceCheck(NonceStatus.INVALID)
         (issued_ms,) = struct.unpack(">Q", body[:8])
         age = now - issued_ms / 1000
@@ -196,8 +216,10 @@ class NonceFactory:
             return NonceCheck(NonceStatus.EXPIRED, issued_ms)
         return NonceCheck(NonceStatus.VALID, issued_ms)
 
-    def _tag(self, realm: str, body: bytes) -> bytes:
+    def _tag(self, realm: str, algorithm: str, body: bytes) -> bytes:
         message = realm.encode("utf-8", "surrogateescape") + b"\x00" + body
+        if algorithm:
+            message += b"\x00" + algorithm.encode("ascii")
         return hmac.new(self.secret, message, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
 
 
@@ -365,8 +387,10 @@ def _request_uri_matches(digest_uri: str, request_uri: str) -> bool:
 class Authenticator:
     """Digest authentication of requests for our domains (RFC 3261 section 22, RFC 7616).
 
-    ``domains`` are the (lower-case) hosts we are authoritative for; a request whose identity
-    host is one of them is challenged in that realm, any other in ``default_realm``.
+    ``domains`` decides which hosts we are authoritative for; a request whose identity host
+    is one of them is challenged in that realm, any other in ``default_realm``; a non-empty
+    ``forced_realm`` is the realm of every challenge.  ``user_agent_algorithms``: (text,
+    algorithms) rules, the first whose text is in the User-Agent chooses the offer.
     ``may_act_as(auth_username, realm, identity_user)`` decides whether an authenticated user
     may use an identity (default: the user part must equal the username).
     """
@@ -374,27 +398,46 @@ class Authenticator:
     lookup: CredentialLookup
     nonces: NonceFactory
     default_realm: str
-    domains: frozenset[str] = attrs.field(factory=frozenset, converter=lower_case_set)
+    domains: DomainPolicy = attrs.field(factory=DomainPolicy, converter=as_domain_policy)
     algorithms: tuple[Algorithm, ...] = (Algorithm.SHA_256, Algorithm.MD5)
+    user_agent_algorithms: tuple[tuple[str, tuple[Algorithm, ...]], ...] = ()
+    forced_realm: str = ""
     from_checked_methods: frozenset[str] = frozenset({"INVITE", "SUBSCRIBE"})
     may_act_as: Callable[[str, str, str], bool] = _same_identity
     counts: NonceCounts = attrs.field(factory=NonceCounts)
 
     def realm_for(self, request: Request) -> str:
         """The realm to challenge ``request`` in: its identity host when it is one of ours."""
+        if self.forced_realm:
+            return self.forced_realm
         identity = self._identity_uri(request)
-        if identity is not None and identity.host.lower() in self.domains:
+        if identity is not None and identity.host in self.domains:
             return identity.host.lower()
         return self.default_realm
 
+    def algorithms_for(self, request: Request, realm: str) -> tuple[Algorithm, ...]:
+        """The algorithms offered to ``request``, most preferred first: the identity user's own
+        policy, else the first matching User-Agent rule, else ``algorithms``."""
+        identity = self._identity_uri(request)
+        if identity is not None and identity.user:
+            credentials = self.lookup(identity.user, realm)
+            if credentials is not None and credentials.algorithms:
+                return credentials.algorithms
+        agent = (request.headers.get("User-Agent") or "").lower()
+        for text, algorithms in self.user_agent_algorithms:
+            if text.lower() in agent:
+                return algorithms
+        return self.algorithms
+
     def challenge(self, request: Request, now: float, *, stale: bool = False) -> Rejected:
-        """A fresh 401/407 with one challenge per algorithm, most preferred first."""
+        """A fresh 401/407 with one challenge per offered algorithm, most preferred first, each
+        with its own nonce (bound to its algorithm)."""
         realm = self.realm_for(request)
-        nonce = self.nonces.issue(realm, now)
         uas = request.method in UAS_CHALLENGED_METHODS
         name = "WWW-Authenticate" if uas else "Proxy-Authenticate"
         headers = Headers.EMPTY
-        for algorithm in self.algorithms:
+        for algorithm in self.algorithms_for(request, realm):
+            nonce = self.nonces.issue(realm, now, algorithm.value)
             parts = [
                 f"realm={_quote(realm)}",
                 f"nonce={_quote(nonce)}",
@@ -421,19 +464,21 @@ class Authenticator:
             return malformed
         algorithm = Algorithm.from_token(params.get("algorithm"))
         qop = params.get("qop")
-        if algorithm is None or algorithm not in self.algorithms or qop is None or qop.lower() != "auth":
+        offered = self.algorithms_for(request, realm)
+        if algorithm is None or algorithm not in offered or qop is None or qop.lower() != "auth":
             return self._refused(request, now, RejectCause.CHALLENGE, username, realm)
         nc_text, cnonce = params.get("nc", ""), params.get("cnonce", "")
         if not _NC_RE.fullmatch(nc_text) or not cnonce:
             return malformed
         if not _request_uri_matches(params["uri"], request.uri):
             return malformed
-        nonce_check = self.nonces.check(params["nonce"], realm, now)
+        nonce_check = self.nonces.check(params["nonce"], realm, now, algorithm.value)
         if nonce_check.status is NonceStatus.INVALID:
             return self._refused(request, now, RejectCause.STALE, username, realm)
         username = params["username"]
         credentials = self.lookup(username, realm)
-        ha1 = credentials.ha1(algorithm) if credentials is not None else None
+        allowed = credentials is not None and credentials.allows(algorithm)
+        ha1 = credentials.ha1(algorithm) if credentials is not None and allowed else None
         # Hash a stand-in HA1 every time so an unknown user costs what a known one does.
         stand_in = algorithm.hash(f"{username}:{realm}:")
         expected = compute_response(

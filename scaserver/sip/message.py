@@ -333,13 +333,20 @@ class Request:
 
 @attrs.frozen
 class Response:
-    """A SIP response."""
+    """A SIP response.
+
+    ``detail`` and ``cause`` are never sent: on a response scaserver made itself they say why
+    (``detail``, free text for the log) and by which rule (``cause``, one of a bounded set of
+    words, a metrics label); a response received from the network has neither.
+    """
 
     status: int
     reason: str
     headers: Headers = Headers.EMPTY
     body: bytes = b""
     version: str = SIP_VERSION
+    detail: str | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
+    cause: str | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def with_headers(self, headers: Headers) -> Response:
         return attrs.evolve(self, headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from scaserver.sip.errors import MalformedMessage, SipError
@@ -103,12 +104,16 @@ def make_response(
     headers: Headers = Headers.EMPTY,
     to_tag: str | None = None,
     body: bytes = b"",
+    detail: str | None = None,
+    cause: str | None = None,
 ) -> Response:
     """A response to ``request`` per RFC 3261 section 8.2.6.2.
 
     Via (every value, in order), From, To, Call-ID and CSeq are copied; the To
     gets ``;tag=to_tag`` when a tag is given and the To has none.  A 100
-    copies Timestamp as well (8.2.6.1).  ``headers`` are appended.
+    copies Timestamp as well (8.2.6.1).  ``headers`` are appended.  ``detail`` and
+    ``cause`` (never sent) say why: for an error response without them, the reason
+    phrase stands for both.
     """
     fields: list[tuple[str, str]] = []
     for name, value in request.headers.fields:
@@ -118,9 +123,28 @@ def make_response(
             fields.append((name, value))
     fields.extend(headers.fields)
     phrase = reason if reason is not None else default_reason(status)
-    return Response(status, phrase, Headers(tuple(fields)), body)
+    if status >= 300:
+        detail = detail if detail is not None else phrase
+        cause = cause if cause is not None else cause_label(phrase)
+    return Response(status, phrase, Headers(tuple(fields)), body, detail=detail, cause=cause)
+
+
+def cause_label(text: str) -> str:
+    """A bounded metrics label from a class name or a reason phrase: ``NotFound`` and
+    ``Not Found`` both give ``not-found``."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", text)
+    return "-".join(re.findall(r"[a-z0-9]+", words.lower())) or "unknown"
 
 
 def response_for(request: Request, error: SipError, *, to_tag: str | None = None) -> Response:
-    """The response a SipError earns: its status and reason, plus the headers it carries."""
-    return make_response(request, error.status, error.reason, headers=error.headers, to_tag=to_tag)
+    """The response a SipError earns: its status and reason, plus the headers it carries; the
+    error's detail and class ride along for the refusal log line and metric."""
+    return make_response(
+        request,
+        error.status,
+        error.reason,
+        headers=error.headers,
+        to_tag=to_tag,
+        detail=error.detail,
+        cause=cause_label(type(error).__name__),
+    )

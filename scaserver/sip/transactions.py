@@ -220,6 +220,11 @@ class TransactionLayer:
 
     # ------------------------------------------------------------- inspection
 
+    def peer_of(self, key: ServerKey) -> Peer | None:
+        """Where the responses of server transaction ``key`` go; None when it is gone."""
+        server = self._servers.get(key)
+        return None if server is None else server.peer
+
     def keys_for(self, peer: Peer) -> tuple[TransactionKey, ...]:
         """The live transactions that send to ``peer`` (for a closed TCP/TLS connection)."""
         servers = tuple(key for key, tx in self._servers.items() if tx.peer == peer)

@@ -31,7 +31,7 @@ from scaserver.registrar.midregistrar import UpstreamSnapshot, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Previous, Role
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Package, Subscription, SubscriptionKey, SubscriptionState
-from scaserver.sip.digest import Credentials
+from scaserver.sip.digest import Algorithm, Credentials
 from scaserver.sip.message import Peer, Transport, split_list
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store import tables
@@ -161,6 +161,12 @@ def _upsert(
 # -- subscribers -------------------------------------------------------------------------
 
 
+def algorithms_of(text: str | None) -> tuple[Algorithm, ...]:
+    """A stored digest policy (``SHA-256,MD5``); unknown tokens are skipped, NULL is ()."""
+    found = (Algorithm.from_token(token) for token in (text or "").split(",") if token.strip())
+    return tuple(algorithm for algorithm in found if algorithm is not None)
+
+
 class SqlSubscriberRepository:
     """``subscriber`` rows; ``domain`` holds the realm."""
 
@@ -173,7 +179,12 @@ class SqlSubscriberRepository:
             rows = conn.execute(select(t).order_by(t.c.id)).mappings().all()
         return [
             Credentials(
-                row["username"], row["domain"], row["ha1_md5"], row["ha1_sha256"], row["ha1_sha512_256"]
+                row["username"],
+                row["domain"],
+                row["ha1_md5"],
+                row["ha1_sha256"],
+                row["ha1_sha512_256"],
+                algorithms=algorithms_of(row["algorithms"]),
             )
             for row in rows
         ]
@@ -186,6 +197,7 @@ class SqlSubscriberRepository:
                 "ha1_md5": c.ha1_md5,
                 "ha1_sha256": c.ha1_sha256,
                 "ha1_sha512_256": c.ha1_sha512_256,
+                "algorithms": ",".join(a.value for a in c.algorithms) or None,
             }
             for c in values
         ]

@@ -82,6 +82,8 @@ subscriber: Final = Table(
     Column("ha1_md5", String(64), nullable=False),
     Column("ha1_sha256", String(64), nullable=False),
     Column("ha1_sha512_256", String(64), nullable=True),
+    # The subscriber's digest policy: comma-separated algorithms, NULL for the server's.
+    Column("algorithms", String(64), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
     UniqueConstraint("username", "domain"),
 )

@@ -31,11 +31,11 @@ EXPECTED: dict[str, tuple[int | None, int | None]] = {
     "esc01.dat": (407, 403),  # another domain, no upstream configured: no relay
     "escnull.dat": (401, 200),  # two bindings stored
     "esc02.dat": (501, 501),  # RE%47IST%45R is not REGISTER
-    "lwsdisp.dat": (200, 200),  # OPTIONS to a user of ours nobody registered: we answer
+    "lwsdisp.dat": (407, 200),  # OPTIONS to a user of ours: challenged alike, registered or not
     "longreq.dat": (407, 404),
     "dblreq.dat": (401, 200),  # the REGISTER only
-    "semiuri.dat": (200, 200),
-    "transports.dat": (200, 200),
+    "semiuri.dat": (407, 200),
+    "transports.dat": (407, 200),
     "mpart01.dat": (403, 403),  # a pre-loaded Route from an untrusted peer: relay rule R4
     "unreason.dat": (None, None),  # responses matching nothing are dropped
     "noreason.dat": (None, None),
@@ -72,7 +72,7 @@ EXPECTED: dict[str, tuple[int | None, int | None]] = {
     "multi01.dat": (400, 400),
     "mcl01.dat": (400, 400),
     "bcast.dat": (None, None),  # a response: dropped, never sent to broadcast
-    "zeromf.dat": (200, 200),  # OPTIONS addressed to us: Max-Forwards 0 is fine
+    "zeromf.dat": (407, 200),  # OPTIONS to a user: challenged like any (Max-Forwards 0 is fine)
     "cparam01.dat": (401, 200),
     "cparam02.dat": (401, 200),
     "regescrt.dat": (401, 200),

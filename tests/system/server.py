@@ -103,7 +103,7 @@ def upgrade_database(db_url: str) -> None:
 @contextmanager
 def running_server(
     workdir: Path,
-    config_text: str = "",
+    config_text: str | None = "",
     *,
     db_url: str | None = None,
     extra_args: tuple[str, ...] = (),
@@ -112,14 +112,18 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """Start ``scaserver run`` with ``config_text`` (and ``environ`` added to the environment)
     and wait until it answers OPTIONS; on ``sip_port`` when given (a restart where the phones'
-    route sets point)."""
+    route sets point).  ``config_text`` None starts it with no configuration file at all
+    (``--config`` left out)."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "scaserver.toml"
-    if "[security]" not in config_text:
-        # The tools of most tests send from 127.0.0.1 faster than a phone would: never limit it
-        # (the containment tests send from 127.0.0.2 and 127.0.0.3 with their own [security]).
-        config_text += LOOPBACK_ALLOWED
-    config_path.write_text(config_text)
+    config_args: tuple[str, ...] = ()
+    if config_text is not None:
+        if "[security]" not in config_text:
+            # The tools of most tests send from 127.0.0.1 faster than a phone would: never limit
+            # it (the containment tests send from 127.0.0.2 and 127.0.0.3 with their own [security]).
+            config_text += LOOPBACK_ALLOWED
+        config_path.write_text(config_text)
+        config_args = ("--config", str(config_path))
     db_url = db_url or f"sqlite:///{workdir / 'scaserver.db'}"
     upgrade_database(db_url)
     sip_port, http_port = sip_port or free_port(), free_port()
@@ -130,8 +134,7 @@ def running_server(
             [
                 *SCASERVER,
                 "run",
-                "--config",
-                str(config_path),
+                *config_args,
                 "--sip",
                 f"127.0.0.1:{sip_port}",
                 "--http",

@@ -116,7 +116,8 @@ def test_core_settings_take_domains_upstream_and_auth_switch() -> None:
         auth=AuthSettings(require=False),
     )
     core = core_settings(settings)
-    assert core.domains == frozenset({"a.test"})
+    assert core.domains.names == frozenset({"a.test"})
+    assert "A.TEST" in core.domains and "b.test" not in core.domains
     assert core.upstream == Peer(Transport.TCP, "192.0.2.9", 5070)
     assert core.require_auth is False
 

@@ -101,9 +101,15 @@ def test_options_to_the_server_is_answered_with_allow_accept_supported() -> None
     assert peer == ALICE  # rport: back to the source port
 
 
-def test_options_ping_to_an_unregistered_user_of_ours_is_answered_by_us() -> None:
-    response, _ = only_response(Wire(make_core()), request("OPTIONS", f"sip:ping@{DOMAIN}"))
+def test_options_ping_to_an_unregistered_user_of_ours_is_answered_by_us_for_a_trusted_peer() -> None:
+    core = make_core(trusted=[TrustedPeer("198.51.100.10/32")])
+    response, _ = only_response(Wire(core), request("OPTIONS", f"sip:ping@{DOMAIN}"))
     assert response.status == 200
+
+
+def test_options_ping_to_a_user_from_an_untrusted_peer_is_challenged() -> None:
+    response, _ = only_response(Wire(make_core()), request("OPTIONS", f"sip:ping@{DOMAIN}"))
+    assert response.status == 407
 
 
 def test_options_with_max_forwards_zero_addressed_to_us_gets_200() -> None:

@@ -21,6 +21,7 @@ from scaserver.registrar.binding import (
 from scaserver.registrar.location import EXPIRY_TIMER
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy, contact_line, response_tag
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
@@ -435,9 +436,18 @@ def test_unknown_aor_is_404_when_existence_is_checked() -> None:
     assert run(reg, request) == refused(request, 404, "Not Found")
 
 
-def test_empty_domain_set_accepts_any_domain() -> None:
+def test_empty_domain_set_refuses_every_domain_and_says_why() -> None:
     reg = Registrar(RegistrarPolicy(domains=frozenset()))
     request = register("<sip:a@192.0.2.1>", uri="sip:10.0.0.1", to="sip:alice@10.0.0.1")
+    response = response_of(run(reg, request))
+    assert response.status == 404
+    assert response.detail is not None and "'10.0.0.1' is not ours" in response.detail
+
+
+def test_directory_domain_is_a_registrar_domain_when_none_is_configured() -> None:
+    policy = DomainPolicy(directory=frozenset({"example.test"}), addresses=frozenset({"192.0.2.1"}))
+    reg = Registrar(RegistrarPolicy(domains=policy))
+    request = register("<sip:a@192.0.2.1>", uri="sip:example.test", to="sip:alice@example.test")
     assert response_of(run(reg, request)).status == 200
 
 
