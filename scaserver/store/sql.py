@@ -240,7 +240,8 @@ class SqlTrustedPeerRepository:
 
 def ruid(key: BindingKey) -> str:
     """The ``location.ruid`` of a binding: a digest of its identity (64 hex digits)."""
-    return hashlib.sha256(f"{key.aor}\0{key.kind.value}\0{key.value}".encode()).hexdigest()
+    identity = f"{key.aor}\0{key.kind.value}\0{key.value}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def received_uri(peer: Peer) -> str:
@@ -636,7 +637,7 @@ class SqlUpstreamRegistrationRepository:
 
 
 def _token_sha256(prid: str) -> str:
-    return hashlib.sha256(prid.encode()).hexdigest()
+    return hashlib.sha256(prid.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SqlTokenInvalidationRepository:
