@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from scaserver.push.pnparams import masked_pn_params
 from scaserver.store import tables
-from scaserver.store.sql import delete_rows, upsert_rows
+from scaserver.store.sql import delete_rows, fitted, upsert_rows
 
 __all__ = [
     "AccRecord",
@@ -498,7 +498,7 @@ class SqlHistoryRepository:
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
         if rows:
-            conn.execute(insert(table), rows)
+            conn.execute(insert(table), [fitted(table, row) for row in rows])
 
     @staticmethod
     def _write_calls(conn: Connection, rows: Sequence[HistoryRow]) -> None:

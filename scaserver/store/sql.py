@@ -9,6 +9,10 @@ Each call is one transaction.  Upserts are batched ``INSERT ... ON CONFLICT DO U
 the key's unique constraint (PostgreSQL and SQLite); a key with a nullable column
 (``trusted_peer.transport``) uses "update, else insert" with ``IS NOT DISTINCT FROM``.
 Upserts and deletes are idempotent, which is what the write-behind queue's retries rely on.
+
+Every row written goes through :func:`fitted`: its text is escaped as ``store/engine.py``
+describes (``\\xNN`` for an octet that was not UTF-8) and cut to its column's length, so no
+header a peer sends, however long or whatever its octets, makes the database refuse a row.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from scaserver.sip.digest import Credentials
 from scaserver.sip.message import Peer, Transport, split_list
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store import tables
-from scaserver.store.engine import is_sqlite, make_engine
+from scaserver.store.engine import is_sqlite, make_engine, stored_text
 from scaserver.store.repository import AppearanceKey, SubscriberKey, TokenKey, TrustedPeerKey
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "SqlTrustedPeerRepository",
     "SqlUpstreamRegistrationRepository",
     "delete_rows",
+    "fitted",
     "is_sqlite",
     "make_engine",
     "parse_received",
@@ -73,6 +78,18 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
+    """``row`` as ``table`` can hold it: text escaped (``stored_text``) and cut to the
+    length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut)."""
+    out = dict(row)
+    for name, value in row.items():
+        if isinstance(value, str):
+            text = stored_text(value)
+            length = getattr(table.c[name].type, "length", None)
+            out[name] = text[:length] if isinstance(length, int) and len(text) > length else text
+    return out
+
+
 def upsert_rows(
     conn: Connection,
     table: Table,
@@ -87,7 +104,8 @@ def upsert_rows(
     batched ``INSERT ... ON CONFLICT (key) DO UPDATE``; a key with a nullable column
     (``nullable_key``; NULLs never conflict) takes the portable update-else-insert path.
     """
-    latest = list({tuple(row[name] for name in key_columns): row for row in rows}.values())
+    fitted_rows = [fitted(table, row) for row in rows]
+    latest = list({tuple(row[name] for name in key_columns): row for row in fitted_rows}.values())
     if not latest:
         return
     if not nullable_key and conn.dialect.name in ("postgresql", "sqlite"):
@@ -378,21 +396,17 @@ class SqlSharedLineRepository:
                 ],
             )
             for value in values:
-                stored = set(
-                    conn.execute(select(member.c.member).where(member.c.line_aor == value.aor)).scalars()
-                )
-                gone = stored - value.members
+                aor = fitted(member, {"line_aor": value.aor})["line_aor"]
+                stored = set(conn.execute(select(member.c.member).where(member.c.line_aor == aor)).scalars())
+                wanted = {str(fitted(member, {"member": m})["member"]) for m in value.members}
+                gone = stored - wanted
                 if gone:
                     conn.execute(
-                        sql_delete(member).where(
-                            member.c.line_aor == value.aor, member.c.member.in_(sorted(gone))
-                        )
+                        sql_delete(member).where(member.c.line_aor == aor, member.c.member.in_(sorted(gone)))
                     )
-                added = value.members - stored
+                added = wanted - stored
                 if added:
-                    conn.execute(
-                        insert(member), [{"line_aor": value.aor, "member": m} for m in sorted(added)]
-                    )
+                    conn.execute(insert(member), [{"line_aor": aor, "member": m} for m in sorted(added)])
 
     def delete(self, keys: Sequence[str], /) -> None:
         _delete_keys(self._engine, tables.sca_line, [{"aor": aor} for aor in keys])
