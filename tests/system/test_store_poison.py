@@ -143,11 +143,11 @@ def test_octets_that_are_not_utf8_never_stop_the_database_writes(tmp_path: Path,
                 Handset("bob", ("127.0.0.1", server.sip_port), line=LINE, contact_user="bob"),
                 Handset("carol", ("127.0.0.1", server.sip_port), line=LINE, contact_user="carol"),
             ) as phones:
-                for phone in phones:
-                    assert phone.register().status == 200
-                    response, _, _ = phone.subscribe("call-info")
+                for handset in phones:
+                    assert handset.register().status == 200
+                    response, _, _ = handset.subscribe("call-info")
                     assert response.status in (200, 202)
-                    phone.wait_notify(lambda n: n.event == "call-info")
+                    handset.wait_notify(lambda n: n.event == "call-info")
 
                 store = SqlStore(db_url)
                 try:

@@ -66,11 +66,12 @@ def test_trace_lines_use_the_trace_namespace() -> None:
 
 def test_trace_says_when_it_starts_that_it_shows_messages_verbatim() -> None:
     events: list[dict[str, object]] = []
-    globalLogPublisher.addObserver(events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
     try:
         MessageTrace()
     finally:
-        globalLogPublisher.removeObserver(events.append)
+        globalLogPublisher.removeObserver(observer)
     (started,) = [e for e in events if e.get("log_namespace") == "scaserver.trace"]
     assert started["log_level"] is LogLevel.warn
     assert "verbatim" in str(started["log_format"])

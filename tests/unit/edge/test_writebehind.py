@@ -477,12 +477,13 @@ def test_every_refused_row_of_a_batch_is_found() -> None:
 
 
 def test_dead_letters_are_named_by_table_and_shown_by_key_text() -> None:
-    clock, log = Clock(), []
+    clock = Clock()
+    log: list[tuple[str, str, tuple[object, ...]]] = []
     sink = RecordingSink("history", log, refused=frozenset({1}))
     wb = WriteBehind(clock, SyncRunner())
     history = wb.channel(
-        "history", sink, lambda row: ("calls", row.key), table_of=lambda key: str(key[0]),
-        key_text=lambda key: f"{key[0]}/{'*' * len(key[1])}",
+        "history", sink, lambda row: f"calls/{row.key}", table_of=lambda key: key.partition("/")[0],
+        key_text=lambda key: key.partition("/")[0] + "/" + "*" * len(key.partition("/")[2]),
     )  # fmt: skip
     events: list[dict[str, Any]] = []
     wb._log = Logger(observer=cast(ILogObserver, events.append))
@@ -513,7 +514,7 @@ def test_a_database_down_while_isolating_requeues_only_what_was_not_settled() ->
     assert parent.rows == {"k0": 0, "k1": 1, "k2": 2}
     assert wb.dead_letters == {"parent": 1}
     written = [row for _, op, rows in log if op == "upsert" for row in rows]
-    assert sorted(row.key for row in written) == ["k0", "k1", "k2"]
+    assert sorted(cast(Row, row).key for row in written) == ["k0", "k1", "k2"]
 
 
 def test_a_channel_written_before_the_database_went_down_is_not_written_again() -> None:
