@@ -193,3 +193,54 @@ def test_octets_that_are_not_utf8_never_stop_the_database_writes(tmp_path: Path,
             assert count(store, tables.sca_subscriptions) == 2
     finally:
         store.close()
+
+
+PUSH_CONFIG = f"""
+[server]
+domains = ["{DOMAIN}"]
+[auth]
+require = false
+[database]
+flush_interval = 0.3
+[push]
+enabled = true
+gateway_url = "http://127.0.0.1:9/push"
+"""
+
+
+def test_a_push_token_with_octets_that_are_not_utf8_is_registered_and_stored(
+    tmp_path: Path, db_url: str
+) -> None:
+    """RFC 8599 parameters %-escape what is not UTF-8: ``pn-prid=%FF%FE`` reaches the push
+    core, the history and the store as surrogate escapes."""
+    with running_server(tmp_path / "server", PUSH_CONFIG, db_url=db_url) as server:
+        phone = RawPhone(server)
+        try:
+            head = (
+                f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{phone.port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:mobile@{DOMAIN}>;tag=m1\r\nTo: <sip:mobile@{DOMAIN}>\r\n"
+                f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
+                f"Contact: <sip:mobile@127.0.0.1:{phone.port};pn-provider=apns;pn-prid=tok%FF%FE;"
+                "pn-param=ABCDE12345.com.acme.voip>\r\n"
+            ).encode()
+            phone.send(head + b"User-Agent: App\xff\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n")
+            reply = phone.receive()
+            assert reply.startswith(b"SIP/2.0 200"), reply
+            plain = RawPhone(server)
+            try:
+                assert plain.register("user0", user_agent=b"Desk").startswith(b"SIP/2.0 200")
+            finally:
+                plain.close()
+            store = SqlStore(db_url)
+            try:
+                wait_for(lambda: count(store, tables.location) == 2, 10.0, "both bindings stored")
+            finally:
+                store.close()
+            assert server.stop(signal.SIGTERM, timeout=10.0) == 0, server.log()[-3000:]
+        finally:
+            phone.close()
+    log = server.log()
+    assert "were not stored" not in log and "dead letter" not in log and "flush of" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
