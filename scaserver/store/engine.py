@@ -25,6 +25,7 @@ so a failed flush never prints contacts or tokens.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event
@@ -53,20 +54,27 @@ def stored_text(value: str) -> str:
     return _UNSTORABLE.sub(_escape, value)
 
 
-def _stored_parameters(parameters: Any) -> Any:
-    if isinstance(parameters, str):
-        return stored_text(parameters)
-    if isinstance(parameters, dict):
-        return {name: _stored_parameters(value) for name, value in parameters.items()}
-    if isinstance(parameters, (list, tuple)):
-        return type(parameters)(_stored_parameters(value) for value in parameters)
-    return parameters
+def _unstorable(values: Iterable[object]) -> bool:
+    return any(isinstance(value, str) and (not value.isascii() or "\x00" in value) for value in values)
+
+
+def _stored_row(row: Any) -> Any:
+    """One statement's parameters (a dict or a sequence), rebuilt only when needed."""
+    if isinstance(row, dict):
+        if not _unstorable(row.values()):
+            return row
+        return {name: stored_text(v) if isinstance(v, str) else v for name, v in row.items()}
+    if isinstance(row, (list, tuple)) and _unstorable(row):
+        return type(row)(stored_text(v) if isinstance(v, str) else v for v in row)
+    return row
 
 
 def _before_cursor_execute(
-    _conn: object, _cursor: object, statement: str, parameters: Any, _context: object, _many: bool
+    _conn: object, _cursor: object, statement: str, parameters: Any, _context: object, many: bool
 ) -> tuple[str, Any]:
-    return statement, _stored_parameters(parameters)
+    if many and isinstance(parameters, (list, tuple)):
+        return statement, type(parameters)(_stored_row(row) for row in parameters)
+    return statement, _stored_row(parameters)
 
 
 def is_sqlite(url: str) -> bool:

@@ -17,6 +17,7 @@ header a peer sends, however long or whatever its octets, makes the database ref
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,15 +79,25 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+@functools.cache
+def _lengths(table: Table) -> Mapping[str, int]:
+    lengths = {column.name: getattr(column.type, "length", None) for column in table.columns}
+    return {name: length for name, length in lengths.items() if isinstance(length, int)}
+
+
 def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
     """``row`` as ``table`` can hold it: text escaped (``stored_text``) and cut to the
     length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut)."""
+    lengths = _lengths(table)
     out = dict(row)
     for name, value in row.items():
-        if isinstance(value, str):
-            text = stored_text(value)
-            length = getattr(table.c[name].type, "length", None)
-            out[name] = text[:length] if isinstance(length, int) and len(text) > length else text
+        if not isinstance(value, str):
+            continue
+        length = lengths.get(name)
+        if value.isascii() and "\x00" not in value and (length is None or len(value) <= length):
+            continue  # the common case: nothing to do
+        text = stored_text(value)
+        out[name] = text[:length] if length is not None and len(text) > length else text
     return out
 
 
