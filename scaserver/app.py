@@ -106,7 +106,14 @@ from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
-from scaserver.push.pnparams import Keepalive, LegacyRule, TypingSettings, ValueSource, token_hash
+from scaserver.push.pnparams import (
+    Keepalive,
+    LegacyRule,
+    TypingSettings,
+    ValueSource,
+    masked_pn_params,
+    token_hash,
+)
 from scaserver.push.policy import PushPolicySettings, TokenInvalidated
 from scaserver.registrar.binding import (
     Binding,
@@ -170,8 +177,10 @@ from scaserver.store.repository import (
     TokenKey,
     appearance_key,
     binding_key,
+    binding_key_text,
     subscription_key,
     token_key,
+    token_key_text,
     upstream_key,
 )
 from scaserver.store.sql import SqlStore
@@ -203,7 +212,10 @@ class SipService(MultiService):
 
 
 def _report_handler_error(event: object, error: BaseException) -> None:
-    SipService._log.error("event handler failed on {event}: {error!r}", event=repr(event), error=error)
+    # The event's type only: its fields may hold contacts with push tokens.
+    SipService._log.error(
+        "event handler failed on {event}: {error!r}", event=type(event).__name__, error=error
+    )
 
 
 def make_service(
@@ -1006,7 +1018,7 @@ class FactLog:
             from_state=e.from_state.value,
             to_state=e.to_state.value,
             rule=e.rule,
-            owner=e.owner,
+            owner=None if e.owner is None else masked_pn_params(e.owner),
             call_id=e.call_id,
             at=e.time,
         )
@@ -1026,7 +1038,7 @@ class FactLog:
             what=what,
             event=sub.event.value,
             aor=sub.aor,
-            subscriber=sub.subscriber,
+            subscriber=masked_pn_params(sub.subscriber),
             reason=reason,
         )
 
@@ -1041,7 +1053,10 @@ class FactLog:
 
     def _binding(self, what: str, binding: Binding) -> None:
         self._log.info(
-            "binding {what}: {aor} -> {contact}", what=what, aor=binding.aor, contact=binding.contact
+            "binding {what}: {aor} -> {contact}",
+            what=what,
+            aor=binding.aor,
+            contact=masked_pn_params(binding.contact),
         )
 
     def _dropped(self, e: MessageDropped) -> None:
@@ -1261,6 +1276,7 @@ class MetricsFeed:
         self._metrics, self._writes = metrics, writes
         self._flushes = 0
         self._written = 0
+        self._dead_letters: dict[str, int] = {}
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
@@ -1299,6 +1315,10 @@ class MetricsFeed:
         if writes.flushes_total != self._flushes and writes.last_flush_latency_s is not None:
             self._metrics.db_flushed("sql", writes.last_flush_latency_s, writes.written_total - self._written)
         self._flushes, self._written = writes.flushes_total, writes.written_total
+        for table, count in writes.dead_letters.items():
+            if count != self._dead_letters.get(table, 0):
+                self._metrics.db_dead_letters(table, count - self._dead_letters.get(table, 0))
+                self._dead_letters[table] = count
 
 
 class GuardView:
@@ -1620,12 +1640,14 @@ def make_server(
         pushes.attach(bus)
     pool = DatabasePool(cast(IReactorFromThreads, reactor), max_threads=settings.database.pool_size)
     writes = WriteBehind(reactor, pool, interval_s=settings.database.flush_interval)
-    invalidated = writes.channel("push_invalidation", store.token_invalidations, token_key)
+    invalidated = writes.channel(
+        "push_invalidation", store.token_invalidations, token_key, key_text=token_key_text
+    )
     for obsolete in state.obsolete_invalidations():
         invalidated.delete(token_key(obsolete))
     Persistence(
         core,
-        writes.channel("location", store.bindings, binding_key),
+        writes.channel("location", store.bindings, binding_key, key_text=binding_key_text),
         writes.channel("sca_subscriptions", store.subscriptions, subscription_key),
         writes.channel("sca_appearance", store.appearances, appearance_key),
         upstream=writes.channel("midreg_upstream", store.upstream_registrations, upstream_key),
@@ -1669,7 +1691,13 @@ def make_server(
         # Registered last: a batch whose history rows were written is never retried for another table.
         history = HistoryFeed(
             recorder,
-            writes.channel("history", SqlHistoryRepository(store.engine), history_key),
+            writes.channel(
+                "history",
+                SqlHistoryRepository(store.engine),
+                history_key,
+                table_of=lambda key: str(key[0]),
+                key_text=lambda key: " ".join(map(str, key)),
+            ),
             core,
             clock=reactor.seconds,
         )

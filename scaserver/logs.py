@@ -13,7 +13,11 @@
   info line per SIP message read or written (direction, method or status,
   Call-ID, CSeq, peer), and the full message text at debug level.  The stack
   calls it with the raw bytes; it reads only the start line and two headers,
-  so a message the parser would reject is traced too.
+  so a message the parser would reject is traced too.  The trace is the one
+  place where messages are logged verbatim, credentials (Authorization) and
+  push tokens included: it says so when it starts and on every message line.
+  Every other log line masks push tokens (``push.pnparams.masked_pn_params``)
+  and never shows a password, an HA1, a digest response or a bearer token.
 """
 
 from __future__ import annotations
@@ -195,6 +199,10 @@ class MessageTrace:
     def __init__(self) -> None:
         # An instance attribute: a Logger on the class would take the class's namespace.
         self.log = Logger(namespace="scaserver.trace")
+        self.log.warn(
+            "SIP message trace is on: every message is logged verbatim at debug level, "
+            "credentials and push tokens included"
+        )
 
     def __call__(self, direction: Direction, data: bytes, peer: Peer) -> None:
         summary = summarize(data)
@@ -210,7 +218,7 @@ class MessageTrace:
             size=len(data),
         )
         self.log.debug(
-            "{direction} {arrow} {peer}:\n{text}",
+            "{direction} {arrow} {peer} (verbatim):\n{text}",
             direction=direction,
             arrow=arrow,
             peer=str(peer),

@@ -358,6 +358,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._dead_letters = Counter(
+            "writebehind_dead_letters",
+            "Writes the database refused for their content (dead letters, not retried), by table",
+            ["table"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self._push = {
             outcome: Counter(
                 f"push_{outcome}",
@@ -460,6 +467,10 @@ class Metrics:
         """A write-behind flush of ``store`` wrote ``records`` in ``duration_s``."""
         self._flush_latency.labels(store=store).observe(duration_s)
         self._flush_records.labels(store=store).inc(records)
+
+    def db_dead_letters(self, table: str, count: int) -> None:
+        """``count`` more writes to ``table`` were dead-lettered (``edge/writebehind.py``)."""
+        self._dead_letters.labels(table=table).inc(count)
 
     def db_queue_depth(self, store: str, depth: int) -> None:
         self._queue_depth.labels(store=store).set(depth)

@@ -344,7 +344,7 @@ class Mobile:
     def purr_for(self, key: BindingKey) -> str:
         """The PURR we issue for a binding (RFC 8599 4.1.2, section 6.10): opaque, stable
         across refreshes and restarts, and not derivable without the server's secret."""
-        material = f"{key.aor}\x00{key.kind.value}\x00{key.value}".encode()
+        material = f"{key.aor}\x00{key.kind.value}\x00{key.value}".encode("utf-8", "surrogatepass")
         return hmac.new(self.settings.purr_secret, material, hashlib.sha256).hexdigest()[:24]
 
     def aor_of(self, uri: SipUri) -> str:

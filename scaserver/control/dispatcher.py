@@ -30,6 +30,7 @@ from scaserver.control.jsonrpc import (
     validate_call,
 )
 from scaserver.control.registry import Arguments, Caller, Method, Registry, Scope, bind
+from scaserver.push.pnparams import masked_pn_params
 
 SUCCESS_CODE = 200
 
@@ -172,14 +173,19 @@ class Dispatcher:
 
 
 def _masked(call: Call, method: Method) -> dict[str, JsonValue] | list[JsonValue] | None:
-    """The call's params for the audit log, secret ones replaced by ``"***"`` (rpc.md 2.4)."""
+    """The call's params for the audit log, secret ones replaced by ``"***"`` (rpc.md 2.4)
+    and push tokens in the others (a contact given to ``ul.rm``) hashed."""
     secret = {param.name for param in method.params if param.secret}
     if isinstance(call.params, dict):
-        return {name: ("***" if name in secret else value) for name, value in call.params.items()}
+        return {name: ("***" if name in secret else _shown(value)) for name, value in call.params.items()}
     if isinstance(call.params, list):
         names = [param.name for param in method.params]
         return [
-            "***" if index < len(names) and names[index] in secret else value
+            "***" if index < len(names) and names[index] in secret else _shown(value)
             for index, value in enumerate(call.params)
         ]
     return None
+
+
+def _shown(value: JsonValue) -> JsonValue:
+    return masked_pn_params(value) if isinstance(value, str) else value

@@ -12,16 +12,26 @@ Rules:
   into the delete, an upsert after a delete replaces it.
 * One flush at a time.  A flush writes deletes first (channels in reverse registration order,
   so children before parents) and then upserts (registration order, parents first).
-* Nothing is ever dropped.  When a flush fails (database down, lock time-out) its operations
+* Nothing is dropped while the database is down.  When a flush fails because of the
+  database (down, locked, restarting: ``store.engine.is_row_fault`` is false) its operations
+  not yet written (a channel's part is written in one transaction, channel after channel)
   go back into the queue under any newer operation for the same key, and the next attempt
   comes after an exponential back-off (``retry_initial_s`` doubled per failure, capped at
   ``retry_max_s``).  Upserts and deletes are idempotent, so a repeated batch is harmless.
+* One bad row never blocks the others.  When a channel's write fails because of the rows
+  themselves (a value or constraint the database refuses: ``is_row_fault``), the channel's
+  operations are written again in halves, each half in its own transaction, down to the
+  single operations that fail; those are dead letters: logged at error level with the
+  table, key and reason, counted in ``dead_letters`` by table, and not retried.  Everything
+  else of the batch is written.  Should the database go down in the middle of this, the
+  operations already written or dead-lettered are settled and only the others are re-queued,
+  so an append-only row is never written twice.
 * The queue is bounded by ``max_pending`` in the sense that reaching it starts a flush early
   (if none is running and the database is not in back-off); it never discards writes.
 * ``stopService`` cancels the timer, waits for a running flush and makes one final flush.
 
-``depth``, ``last_flush_latency_s``, ``consecutive_failures`` and the counters are read by
-the metrics collectors.
+``depth``, ``last_flush_latency_s``, ``consecutive_failures``, ``dead_letters`` and the
+counters are read by the metrics collectors.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
+from scaserver.store.engine import is_row_fault
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -69,32 +80,98 @@ DELETED = _Deleted.DELETED
 
 
 @attrs.frozen
+class DeadLetter:
+    """An operation the database refused for its own content: it is logged and not retried."""
+
+    table: str
+    key: str  # as the channel's ``key_text`` shows it
+    reason: str
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, without the statement or its parameters."""
+    original = getattr(error, "orig", None)
+    shown = original if isinstance(original, BaseException) else error
+    return f"{type(shown).__name__}: {str(shown).splitlines()[0] if str(shown) else ''}".rstrip(": ")
+
+
+@attrs.frozen
 class _ChannelBatch(Generic[K, V]):
-    """One channel's share of a flush: an immutable snapshot handed to the worker thread."""
+    """One channel's share of a flush: a snapshot handed to the worker thread.
+
+    ``settled`` collects (in the worker thread) the keys written or dead-lettered, so that a
+    flush ended by a database failure re-queues only the others; ``dead`` the dead letters.
+    Both are read on the reactor thread once the flush has ended.
+    """
 
     channel: Channel[K, V]
     operations: tuple[tuple[K, V | _Deleted], ...]
+    settled: set[K] = attrs.field(factory=set, eq=False)
+    dead: list[DeadLetter] = attrs.field(factory=list, eq=False)
+
+    def _deletes(self) -> list[tuple[K, V | _Deleted]]:
+        return [(key, op) for key, op in self.operations if op is DELETED]
+
+    def _upserts(self) -> list[tuple[K, V | _Deleted]]:
+        return [(key, op) for key, op in self.operations if op is not DELETED]
+
+    def _write(self, operations: Sequence[tuple[K, V | _Deleted]]) -> None:
+        if not operations:
+            return
+        if operations[0][1] is DELETED:
+            self.channel.sink.delete([key for key, _ in operations])
+        else:
+            self.channel.sink.upsert([op for _, op in operations if not isinstance(op, _Deleted)])
 
     def write_deletes(self) -> None:
-        keys = [key for key, op in self.operations if op is DELETED]
-        if keys:
-            self.channel.sink.delete(keys)
+        self._write_or_isolate(self._deletes())
 
     def write_upserts(self) -> None:
-        values = [op for _, op in self.operations if not isinstance(op, _Deleted)]
-        if values:
-            self.channel.sink.upsert(values)
+        self._write_or_isolate(self._upserts())
+
+    def _write_or_isolate(self, operations: Sequence[tuple[K, V | _Deleted]]) -> None:
+        """Write ``operations`` in one go; after a row fault, in halves until the operations
+        the database refuses are alone.  Any other failure is raised."""
+        if not operations:
+            return
+        try:
+            self._write(operations)
+        except Exception as error:
+            if not is_row_fault(error):
+                raise
+            if len(operations) == 1:
+                key = operations[0][0]
+                self.dead.append(
+                    DeadLetter(self.channel.table_of(key), self.channel.key_text(key), _reason(error))
+                )
+            else:
+                middle = len(operations) // 2
+                self._write_or_isolate(operations[:middle])
+                self._write_or_isolate(operations[middle:])
+                return
+        self.settled.update(key for key, _ in operations)
 
     def requeue(self) -> None:
-        self.channel.requeue(self.operations)
+        self.channel.requeue([(key, op) for key, op in self.operations if key not in self.settled])
 
 
 class Channel(Generic[K, V]):
     """The queue of one repository; created by ``WriteBehind.channel``."""
 
-    def __init__(self, owner: WriteBehind, name: str, sink: Sink[K, V], key_of: Callable[[V], K]) -> None:
+    def __init__(
+        self,
+        owner: WriteBehind,
+        name: str,
+        sink: Sink[K, V],
+        key_of: Callable[[V], K],
+        *,
+        table_of: Callable[[K], str] | None = None,
+        key_text: Callable[[K], str] = repr,
+    ) -> None:
         self.name = name
         self.sink = sink
+        self.table_of: Callable[[K], str] = table_of or (lambda _: name)
+        self.key_text = key_text
         self._owner = owner
         self._key_of = key_of
         self._pending: dict[K, V | _Deleted] = {}
@@ -139,11 +216,19 @@ class _Batch:
         return sum(len(c.operations) for c in self.channels)
 
     def write(self) -> None:
-        """Runs in a worker thread: deletes children first, then upserts parents first."""
+        """Runs in a worker thread: deletes children first, then upserts parents first.
+
+        A row fault on a channel's part is isolated (``_ChannelBatch._write_or_isolate``) and
+        the flush goes on; any other failure ends the flush with that failure.
+        """
         for channel in reversed(self.channels):
             channel.write_deletes()
         for channel in self.channels:
             channel.write_upserts()
+
+    @property
+    def dead(self) -> list[DeadLetter]:
+        return [letter for channel in self.channels for letter in channel.dead]
 
 
 class WriteBehind(Service):
@@ -180,12 +265,27 @@ class WriteBehind(Service):
         self.flushes_total = 0
         self.failed_flushes_total = 0
         self.written_total = 0
+        #: Operations dead-lettered since start, by table.
+        self.dead_letters: dict[str, int] = {}
 
-    def channel(self, name: str, sink: Sink[K, V], key_of: Callable[[V], K]) -> Channel[K, V]:
-        """A new channel for one repository.  Register parents (lines) before children (members)."""
+    def channel(
+        self,
+        name: str,
+        sink: Sink[K, V],
+        key_of: Callable[[V], K],
+        *,
+        table_of: Callable[[K], str] | None = None,
+        key_text: Callable[[K], str] = repr,
+    ) -> Channel[K, V]:
+        """A new channel for one repository.  Register parents (lines) before children (members).
+
+        ``table_of`` names the table of a key in dead letters (default: the channel's name);
+        ``key_text`` shows a key in the dead-letter log line (default ``repr``; a key holding
+        a secret must be shown masked).
+        """
         if any(c.name == name for c in self._channels):
             raise ValueError(f"write-behind channel {name!r} registered twice")
-        channel: Channel[K, V] = Channel(self, name, sink, key_of)
+        channel: Channel[K, V] = Channel(self, name, sink, key_of, table_of=table_of, key_text=key_text)
         self._channels.append(channel)  # type: ignore[arg-type]
         return channel
 
@@ -290,7 +390,7 @@ class WriteBehind(Service):
         def written(_: None) -> None:
             self.last_flush_latency_s = self._clock.seconds() - started
             self.flushes_total += 1
-            self.written_total += len(batch)
+            self.written_total += len(batch) - self._dead_lettered(batch)
             if self.consecutive_failures:
                 self._log.info(
                     "database writes resumed after {failures} failed flushes",
@@ -303,6 +403,8 @@ class WriteBehind(Service):
             self._flush_ended()
 
         def failed(failure: Failure) -> Failure:
+            settled = sum(len(channel_batch.settled) for channel_batch in batch.channels)
+            self.written_total += settled - self._dead_lettered(batch)
             for channel_batch in batch.channels:
                 channel_batch.requeue()
             self.consecutive_failures += 1
@@ -333,6 +435,19 @@ class WriteBehind(Service):
         result = self._runner.run(batch.write)
         result.addCallbacks(written, failed)
         return result
+
+    def _dead_lettered(self, batch: _Batch) -> int:
+        """Log and count the dead letters of a finished flush; returns how many."""
+        dead = batch.dead
+        for letter in dead:
+            self.dead_letters[letter.table] = self.dead_letters.get(letter.table, 0) + 1
+            self._log.error(
+                "write-behind dead letter: {table} {key} not stored and not retried: {reason}",
+                table=letter.table,
+                key=letter.key,
+                reason=letter.reason,
+            )
+        return len(dead)
 
     def retry_delay(self, failures: int) -> float:
         """Back-off after ``failures`` consecutive failed flushes: doubling, capped."""

@@ -9,7 +9,9 @@ Pure functions over a REGISTER and one of its Contacts:
   leading ``*``) our REGISTER 2xx carries for that classification;
 * :func:`strip_pn_params` removes the ``pn-*`` parameters from a Request-URI routed to a
   push binding, so tokens travel no further (section 4.1, last paragraph);
-* :func:`token_hash` is the only form in which a token is shown (section 4.3).
+* :func:`token_hash` is the only form in which a token is shown (section 4.3), and
+  :func:`masked_pn_params` puts it in place of the tokens of any text (a Contact, a URI, a
+  binding key) before that text is logged or written to a reporting table (section 9).
 """
 
 from __future__ import annotations
@@ -370,5 +372,30 @@ def purr_of(uri_text: str) -> str | None:
 
 
 def token_hash(prid: str) -> str:
-    """SHA-256 of a push token, hex: the only way a token is logged or shown (section 4.3)."""
-    return hashlib.sha256(prid.encode("utf-8")).hexdigest()
+    """SHA-256 of a push token, hex: the only way a token is logged or shown (section 4.3).
+    Octets that were not UTF-8 (surrogate escapes) are hashed as well."""
+    return hashlib.sha256(prid.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+#: ``pn-*`` parameters that are not secret; every other one (``pn-prid``, ``pn-purr``, a
+#: legacy ``pn-tok``...) carries a token or an identifier that leads to one.
+_PUBLIC_PN_PARAMS: Final = frozenset({"pn-provider", "pn-param"})
+
+_PN_PARAM: Final = re.compile(r'(?i)(?<=[;?&\s])(pn-[a-z0-9.!%*_+`\'~-]+)=("[^"]*"|[^;>,\s&?"\']*)')
+
+
+def _masked(match: re.Match[str]) -> str:
+    name, value = match.group(1), match.group(2)
+    if name.lower() in _PUBLIC_PN_PARAMS or not value:
+        return match.group()
+    return f"{name}=[sha256:{token_hash(value.strip(chr(34)))[:12]}]"
+
+
+def masked_pn_params(text: str) -> str:
+    """``text`` with the value of every secret ``pn-*`` parameter (RFC 8599 ``pn-prid``,
+    ``pn-purr``; legacy token parameters) replaced by ``[sha256:<12 hex digits>]`` of the
+    value; ``pn-provider`` and ``pn-param`` are kept.  Works on any text: a Contact header
+    value, a URI, the ``repr`` of a binding key or of an event."""
+    if "pn-" not in text.lower():
+        return text
+    return _PN_PARAM.sub(_masked, text)

@@ -367,7 +367,8 @@ def binding_key(
 
 def mrct_of(key: BindingKey) -> str:
     """The opaque ``mrct`` parameter that maps an upstream contact back to a binding (3.7)."""
-    return hashlib.sha256(f"{key.aor}\x00{key.kind.value}\x00{key.value}".encode()).hexdigest()[:16]
+    identity = f"{key.aor}\x00{key.kind.value}\x00{key.value}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @attrs.define

@@ -122,13 +122,16 @@ CHALLENGE_GRACE_S: Final = 60.0
 
 
 def call_uuid(call_id: str, from_tag: str) -> str:
-    """The ``call_uuid`` of the call with this Call-ID and caller tag."""
-    return str(uuid.uuid5(CALL_UUID_NAMESPACE, f"{call_id}\n{from_tag}"))
+    """The ``call_uuid`` of the call with this Call-ID and caller tag: ``uuid5`` of both, with
+    octets that were not UTF-8 (surrogate escapes) hashed too instead of failing."""
+    name = f"{call_id}\n{from_tag}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(CALL_UUID_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
 def prid_sha256(prid: str) -> str:
     """The stored form of a push token (reporting.md section 3 rule 4)."""
-    return hashlib.sha256(prid.encode()).hexdigest()
+    return hashlib.sha256(prid.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _ms(seconds: float) -> int:

@@ -1,21 +1,92 @@
-"""The SQLAlchemy engine for a database URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+r"""The SQLAlchemy engine for a database URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
 
 Kept apart from the repositories so that migrations and start-up checks need nothing but
 SQLAlchemy.
+
+Text that reaches the database is valid text.  SIP header values are decoded once, as UTF-8
+with ``surrogateescape`` (``sip/parser.py``), so a peer's octets that are not UTF-8 arrive
+here as lone surrogates, which neither SQLite nor PostgreSQL can store; PostgreSQL also
+refuses NUL.  Every engine made by :func:`make_engine` therefore rewrites every string
+parameter of every statement, in one place (a ``before_cursor_execute`` hook), with
+:func:`stored_text`:
+
+* an octet that was not UTF-8 (U+DC80..U+DCFF) becomes the four characters ``\xNN``
+  (``Phone\udcff`` is stored as ``Phone\xff``);
+* any other lone surrogate (U+D800..U+DFFF, from a JSON ``\ud800`` escape) becomes
+  ``\uNNNN``; NUL becomes ``\x00``;
+* everything else, backslashes included, is stored as it is.
+
+The escaping is one-way: rows read back carry the escaped text.  It applies to keys and
+look-ups alike, so a row written with a surrogate is found again by the same value.  The
+engines also hide statement parameters from error messages and logs (``hide_parameters``),
+so a failed flush never prints contacts or tokens.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Iterable
+from typing import Any, Final
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-__all__ = ["DatabaseReadOnlyError", "MissingDriverError", "is_sqlite", "make_engine", "probe_writable"]
+__all__ = [
+    "DatabaseReadOnlyError",
+    "MissingDriverError",
+    "is_row_fault",
+    "is_sqlite",
+    "make_engine",
+    "probe_writable",
+    "stored_text",
+]
 
 
 class MissingDriverError(Exception):
     """The URL names a database whose driver is an extra that is not installed."""
+
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    if code == 0:
+        return "\\x00"
+    return f"\\u{code:04x}"
+
+
+def stored_text(value: str) -> str:
+    r"""``value`` as the database stores it: octets that were not UTF-8 as ``\xNN``, other
+    lone surrogates as ``\uNNNN``, NUL as ``\x00`` (see the module docstring)."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub(_escape, value)
+
+
+def _unstorable(values: Iterable[object]) -> bool:
+    return any(isinstance(value, str) and (not value.isascii() or "\x00" in value) for value in values)
+
+
+def _stored_row(row: Any) -> Any:
+    """One statement's parameters (a dict or a sequence), rebuilt only when needed."""
+    if isinstance(row, dict):
+        if not _unstorable(row.values()):
+            return row
+        return {name: stored_text(v) if isinstance(v, str) else v for name, v in row.items()}
+    if isinstance(row, (list, tuple)) and _unstorable(row):
+        return type(row)(stored_text(v) if isinstance(v, str) else v for v in row)
+    return row
+
+
+def _before_cursor_execute(
+    _conn: object, _cursor: object, statement: str, parameters: Any, _context: object, many: bool
+) -> tuple[str, Any]:
+    if many and isinstance(parameters, (list, tuple)):
+        return statement, type(parameters)(_stored_row(row) for row in parameters)
+    return statement, _stored_row(parameters)
 
 
 def is_sqlite(url: str) -> bool:
@@ -38,30 +109,35 @@ def make_engine(url: str, *, pool_size: int = 4, connect_timeout_s: float = 5.0)
     as the busy time-out.  PostgreSQL: a pool of ``pool_size`` connections checked with a
     ping before use (so connections broken by a server restart are replaced), and a
     connect time-out so a down server fails a flush quickly instead of hanging a worker.
+    Both: every string parameter through :func:`stored_text`, parameters hidden from errors.
     """
     if is_sqlite(url):
         engine = create_engine(
             url,
             pool_size=pool_size,
             pool_pre_ping=True,
+            hide_parameters=True,
             connect_args={"timeout": connect_timeout_s},
         )
         event.listen(engine, "connect", _sqlite_on_connect)
-        return engine
-    try:
-        import psycopg  # noqa: F401, PLC0415 (the driver of postgresql+psycopg://, an optional extra)
-    except ImportError:
-        raise MissingDriverError(
-            f"{make_url(url).render_as_string()}: the PostgreSQL driver is not installed: "
-            "install scaserver with the postgresql extra (pip install 'scaserver[postgresql]')"
-        ) from None
-    return create_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=0,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
-    )
+    else:
+        try:
+            import psycopg  # noqa: F401, PLC0415 (the driver of postgresql+psycopg://, an optional extra)
+        except ImportError:
+            raise MissingDriverError(
+                f"{make_url(url).render_as_string()}: the PostgreSQL driver is not installed: "
+                "install scaserver with the postgresql extra (pip install 'scaserver[postgresql]')"
+            ) from None
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
+        )
+    event.listen(engine, "before_cursor_execute", _before_cursor_execute, retval=True)
+    return engine
 
 
 class DatabaseReadOnlyError(Exception):
@@ -77,3 +153,23 @@ def probe_writable(engine: Engine) -> None:
         value = conn.execute(text(query)).scalar()
     if str(value).lower() in ("1", "on", "true"):
         raise DatabaseReadOnlyError(f"{query}: {value}")
+
+
+def is_row_fault(error: BaseException) -> bool:
+    """Whether a failed write is the fault of the rows written, so writing them again can
+    never succeed: a value the database refuses (``DataError``: out of range, too long, bad
+    encoding), a broken constraint (``IntegrityError``), or a parameter refused before it
+    reached the database (``StatementError``, ``UnicodeError``, ``ValueError``, ``TypeError``,
+    overflow).  A database that is down, locked, restarting or not migrated
+    (``OperationalError``, ``InterfaceError``, ``ProgrammingError``, a dropped connection,
+    a pool time-out, anything else) is not: those writes are kept and retried.
+    """
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return False
+        return isinstance(error, (sa_exc.DataError, sa_exc.IntegrityError))
+    if isinstance(error, sa_exc.StatementError):
+        return True
+    if isinstance(error, sa_exc.SQLAlchemyError):
+        return False
+    return isinstance(error, (ValueError, TypeError, ArithmeticError))

@@ -18,6 +18,12 @@ Keys (:func:`history_key`) decide what the write-behind queue coalesces:
 * ``appearance_events``, ``registration_events`` and ``acc`` rows are append-only; each has
   an in-process sequence number ``seq`` as its key, so the queue never merges two of them.
 
+Push tokens never reach these tables (section 3 rule 4): ``push_wakeups`` holds the token's
+SHA-256 only, and every contact written (``calls.answered_contact``,
+``appearance_events.owner_contact``, ``registration_events.contact``) goes through
+``push.pnparams.masked_pn_params``, which puts a hash in place of ``pn-prid`` and the other
+secret ``pn-*`` parameters.
+
 One :meth:`SqlHistoryRepository.upsert` call writes its whole batch in one transaction, so a
 failed flush leaves nothing behind and the queue's retry cannot duplicate the append-only rows.
 """
@@ -33,8 +39,9 @@ import attrs
 from sqlalchemy import Engine, Table, and_, insert, select
 from sqlalchemy.engine import Connection
 
+from scaserver.push.pnparams import masked_pn_params
 from scaserver.store import tables
-from scaserver.store.sql import delete_rows, upsert_rows
+from scaserver.store.sql import delete_rows, fitted, upsert_rows
 
 __all__ = [
     "AccRecord",
@@ -324,6 +331,10 @@ def ms_to_datetime(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def _masked(contact: str | None) -> str | None:
+    return None if contact is None else masked_pn_params(contact)
+
+
 def _call_row(row: CallRecord) -> dict[str, object]:
     return {
         "call_uuid": row.call_uuid,
@@ -337,7 +348,7 @@ def _call_row(row: CallRecord) -> dict[str, object]:
         "caller_display": row.caller_display,
         "callee_uri": row.callee_uri,
         "origin_device": row.origin_device,
-        "answered_contact": row.answered_contact,
+        "answered_contact": _masked(row.answered_contact),
         "answered_device": row.answered_device,
         "started_at": ms_to_datetime(row.started_ms),
         "started_ms": row.started_ms,
@@ -365,7 +376,7 @@ def _appearance_row(row: AppearanceEventRecord) -> dict[str, object]:
         "old_state": row.old_state,
         "new_state": row.new_state,
         "cause": row.cause.value,
-        "owner_contact": row.owner_contact,
+        "owner_contact": _masked(row.owner_contact),
         "owner_device": row.owner_device,
         "call_uuid": row.call_uuid,
         "source": row.source,
@@ -488,7 +499,7 @@ class SqlHistoryRepository:
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
         if rows:
-            conn.execute(insert(table), rows)
+            conn.execute(insert(table), [fitted(table, row) for row in rows])
 
     @staticmethod
     def _write_calls(conn: Connection, rows: Sequence[HistoryRow]) -> None:
@@ -529,7 +540,7 @@ class SqlHistoryRepository:
                 "event_at": ms_to_datetime(r.event_ms),
                 "event_ms": r.event_ms,
                 "aor": r.aor,
-                "contact": r.contact,
+                "contact": masked_pn_params(r.contact),
                 "instance_id": r.instance_id,
                 "reg_id": r.reg_id,
                 "event": r.event.value,

@@ -7,7 +7,8 @@ so the write-behind queue (``edge/writebehind.py``) may repeat a batch after a f
 ``store/memory.py`` and ``store/sql.py`` implement them; one contract test suite runs
 against memory, SQLite and PostgreSQL.
 
-The ``*_key`` functions give the key of a value, as the write-behind channels need.
+The ``*_key`` functions give the key of a value, as the write-behind channels need; the
+``*_key_text`` ones show a key that may hold a push token with the token hashed.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, TypeAlias
 
+from scaserver.push.pnparams import masked_pn_params, token_hash
 from scaserver.push.policy import TokenInvalidated
-from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.midregistrar import UpstreamSnapshot
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
@@ -47,6 +49,18 @@ def binding_key(binding: Binding) -> BindingKey:
     return binding.key
 
 
+def binding_key_text(key: BindingKey) -> str:
+    """A binding key for a log line: the token of a push key (``provider prid [param]``) and
+    the secret ``pn-*`` parameters of a contact key hashed."""
+    if key.kind is KeyKind.PUSH:
+        provider, _, rest = key.value.partition(" ")
+        prid, _, param = rest.partition(" ")
+        shown = f"{provider} [sha256:{token_hash(prid)[:12]}] {param}".rstrip()
+    else:
+        shown = masked_pn_params(key.value)
+    return f"{key.aor} {key.kind.value} {shown}"
+
+
 def line_key(line: SharedLine) -> str:
     return line.aor
 
@@ -65,6 +79,12 @@ def upstream_key(snapshot: UpstreamSnapshot) -> str:
 
 def token_key(invalidation: TokenInvalidated) -> TokenKey:
     return (invalidation.provider, invalidation.prid)
+
+
+def token_key_text(key: TokenKey) -> str:
+    """A token key for a log line: the provider and the token's hash."""
+    provider, prid = key
+    return f"{provider} [sha256:{token_hash(prid)[:12]}]"
 
 
 class SubscriberRepository(Protocol):

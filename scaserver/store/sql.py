@@ -9,10 +9,15 @@ Each call is one transaction.  Upserts are batched ``INSERT ... ON CONFLICT DO U
 the key's unique constraint (PostgreSQL and SQLite); a key with a nullable column
 (``trusted_peer.transport``) uses "update, else insert" with ``IS NOT DISTINCT FROM``.
 Upserts and deletes are idempotent, which is what the write-behind queue's retries rely on.
+
+Every row written goes through :func:`fitted`: its text is escaped as ``store/engine.py``
+describes (``\\xNN`` for an octet that was not UTF-8) and cut to its column's length, so no
+header a peer sends, however long or whatever its octets, makes the database refuse a row.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,7 +40,7 @@ from scaserver.sip.digest import Algorithm, Credentials
 from scaserver.sip.message import Peer, Transport, split_list
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store import tables
-from scaserver.store.engine import is_sqlite, make_engine
+from scaserver.store.engine import is_sqlite, make_engine, stored_text
 from scaserver.store.repository import AppearanceKey, SubscriberKey, TokenKey, TrustedPeerKey
 
 __all__ = [
@@ -48,6 +53,7 @@ __all__ = [
     "SqlTrustedPeerRepository",
     "SqlUpstreamRegistrationRepository",
     "delete_rows",
+    "fitted",
     "is_sqlite",
     "make_engine",
     "parse_received",
@@ -73,6 +79,28 @@ def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+@functools.cache
+def _lengths(table: Table) -> Mapping[str, int]:
+    lengths = {column.name: getattr(column.type, "length", None) for column in table.columns}
+    return {name: length for name, length in lengths.items() if isinstance(length, int)}
+
+
+def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
+    """``row`` as ``table`` can hold it: text escaped (``stored_text``) and cut to the
+    length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut)."""
+    lengths = _lengths(table)
+    out = dict(row)
+    for name, value in row.items():
+        if not isinstance(value, str):
+            continue
+        length = lengths.get(name)
+        if value.isascii() and "\x00" not in value and (length is None or len(value) <= length):
+            continue  # the common case: nothing to do
+        text = stored_text(value)
+        out[name] = text[:length] if length is not None and len(text) > length else text
+    return out
+
+
 def upsert_rows(
     conn: Connection,
     table: Table,
@@ -87,7 +115,8 @@ def upsert_rows(
     batched ``INSERT ... ON CONFLICT (key) DO UPDATE``; a key with a nullable column
     (``nullable_key``; NULLs never conflict) takes the portable update-else-insert path.
     """
-    latest = list({tuple(row[name] for name in key_columns): row for row in rows}.values())
+    fitted_rows = [fitted(table, row) for row in rows]
+    latest = list({tuple(row[name] for name in key_columns): row for row in fitted_rows}.values())
     if not latest:
         return
     if not nullable_key and conn.dialect.name in ("postgresql", "sqlite"):
@@ -252,7 +281,8 @@ class SqlTrustedPeerRepository:
 
 def ruid(key: BindingKey) -> str:
     """The ``location.ruid`` of a binding: a digest of its identity (64 hex digits)."""
-    return hashlib.sha256(f"{key.aor}\0{key.kind.value}\0{key.value}".encode()).hexdigest()
+    identity = f"{key.aor}\0{key.kind.value}\0{key.value}"
+    return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def received_uri(peer: Peer) -> str:
@@ -389,21 +419,17 @@ class SqlSharedLineRepository:
                 ],
             )
             for value in values:
-                stored = set(
-                    conn.execute(select(member.c.member).where(member.c.line_aor == value.aor)).scalars()
-                )
-                gone = stored - value.members
+                aor = fitted(member, {"line_aor": value.aor})["line_aor"]
+                stored = set(conn.execute(select(member.c.member).where(member.c.line_aor == aor)).scalars())
+                wanted = {str(fitted(member, {"member": m})["member"]) for m in value.members}
+                gone = stored - wanted
                 if gone:
                     conn.execute(
-                        sql_delete(member).where(
-                            member.c.line_aor == value.aor, member.c.member.in_(sorted(gone))
-                        )
+                        sql_delete(member).where(member.c.line_aor == aor, member.c.member.in_(sorted(gone)))
                     )
-                added = value.members - stored
+                added = wanted - stored
                 if added:
-                    conn.execute(
-                        insert(member), [{"line_aor": value.aor, "member": m} for m in sorted(added)]
-                    )
+                    conn.execute(insert(member), [{"line_aor": aor, "member": m} for m in sorted(added)])
 
     def delete(self, keys: Sequence[str], /) -> None:
         _delete_keys(self._engine, tables.sca_line, [{"aor": aor} for aor in keys])
@@ -676,7 +702,7 @@ class SqlUpstreamRegistrationRepository:
 
 
 def _token_sha256(prid: str) -> str:
-    return hashlib.sha256(prid.encode()).hexdigest()
+    return hashlib.sha256(prid.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SqlTokenInvalidationRepository:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from twisted.logger import ILogObserver, Logger, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 
 from scaserver.config import LogLevelName, LogSettings
 from scaserver.logs import MessageSummary, MessageTrace, StdlibBridge, make_observer, summarize
@@ -54,7 +54,7 @@ def test_trace_writes_one_info_line_and_the_full_text_at_debug() -> None:
         texts[0]
         == f"in <- udp:192.0.2.10:5060 INVITE Call-ID=abc@192.0.2.10 CSeq=7 INVITE ({len(INVITE)} bytes)"
     )
-    assert texts[1] == "in <- udp:192.0.2.10:5060:\n" + INVITE.decode()
+    assert texts[1] == "in <- udp:192.0.2.10:5060 (verbatim):\n" + INVITE.decode()
     assert texts[2] == (
         f"out -> udp:192.0.2.10:5060 180 Ringing Call-ID=abc@192.0.2.10 CSeq=7 INVITE ({len(RINGING)} bytes)"
     )
@@ -64,6 +64,20 @@ def test_trace_writes_one_info_line_and_the_full_text_at_debug() -> None:
 
 def test_trace_lines_use_the_trace_namespace() -> None:
     assert MessageTrace().log.namespace == "scaserver.trace"
+
+
+def test_trace_says_when_it_starts_that_it_shows_messages_verbatim() -> None:
+    events: list[dict[str, object]] = []
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    try:
+        MessageTrace()
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    (started,) = [e for e in events if e.get("log_namespace") == "scaserver.trace"]
+    assert started["log_level"] is LogLevel.warn
+    assert "verbatim" in str(started["log_format"])
+    assert "credentials and push tokens included" in str(started["log_format"])
 
 
 def emit_all(settings: LogSettings) -> str:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
+
 import attrs
 from prometheus_client import CollectorRegistry, generate_latest
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
 
+from scaserver.app import MetricsFeed
+from scaserver.edge.writebehind import WriteBehind
 from scaserver.metrics import Metrics
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @attrs.define
@@ -137,3 +147,42 @@ def test_without_process_no_process_metrics() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
     assert "process_" not in generate_latest(registry).decode()
+
+
+class RefusingSink:
+    """Refuses every row whose value is negative (a row fault), writes the others."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+    def upsert(self, values: Sequence[int], /) -> None:
+        if any(value < 0 for value in values):
+            raise ValueError("out of range")
+        self.rows.extend(values)
+
+    def delete(self, keys: Sequence[int], /) -> None:
+        return
+
+
+class SyncRunner:
+    def run(self, f: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return maybeDeferred(f, *args, **kwargs)
+
+
+def test_dead_letters_are_counted_by_table_once() -> None:
+    registry, clock = CollectorRegistry(), Clock()
+    writes = WriteBehind(clock, SyncRunner())
+    channel = writes.channel("location", RefusingSink(), lambda value: value)
+    feed = MetricsFeed(Metrics(registry), writes)
+    writes.startService()
+    for value in (1, -2, 3, -4):
+        channel.upsert(value)
+    clock.advance(5.0)
+    feed.sample()
+    feed.sample()
+    assert sample(registry, "scaserver_writebehind_dead_letters_total", {"table": "location"}) == 2
+    channel.upsert(-5)
+    clock.advance(5.0)
+    feed.sample()
+    assert sample(registry, "scaserver_writebehind_dead_letters_total", {"table": "location"}) == 3
+    assert sample(registry, "scaserver_db_flushed_records_total", {"store": "sql"}) == 2

@@ -12,7 +12,7 @@ from scaserver.mobile import BindingRetained, MobileSettings
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings, ValueSource
 from scaserver.push.policy import PushPolicySettings
-from scaserver.registrar.binding import BindingExpired, BindingRemoved, RemovalReason
+from scaserver.registrar.binding import BindingExpired, BindingKey, BindingRemoved, KeyKind, RemovalReason
 from scaserver.registrar.midregistrar import Mode, UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
@@ -222,6 +222,12 @@ def purr_rig() -> Rig:
     return rig(mobile=MobileSettings(typing=TypingSettings(purr=True), purr_secret=b"secret"))
 
 
+def test_purr_of_a_token_with_octets_that_are_not_utf8() -> None:
+    token = "tok" + b"\xff".decode("utf-8", "surrogateescape")
+    purr = purr_rig().mobile.purr_for(BindingKey(AOR, KeyKind.PUSH, f"apns {token} T.app.voip"))
+    assert len(purr) == 24
+
+
 def answered_call_with_purr(r: Rig) -> tuple[Request, str]:
     """M1 registered (its 200 carries a PURR), called, answered with ``pn-purr`` in its
     Contact; returns the BYE the PBX sends to end the call and the PURR."""
@@ -388,9 +394,7 @@ def test_purr_in_the_next_route_holds_the_request_too_and_it_follows_its_route()
     r = purr_rig()
     bye, purr = answered_call_with_purr(r)
     edge = Peer(Transport.UDP, "192.0.2.90", 5060)
-    routed = bye.with_headers(
-        bye.headers.add("Route", f"<sip:{edge.host}:{edge.port};pn-purr={purr};lr>")
-    )
+    routed = bye.with_headers(bye.headers.add("Route", f"<sip:{edge.host}:{edge.port};pn-purr={purr};lr>"))
     routed = Request("BYE", f"sip:200@{M1_WOKEN.host}:{M1_WOKEN.port}", routed.headers)
     pushes = len(r.pushes())
     r.send(routed, PBX)

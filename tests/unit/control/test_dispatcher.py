@@ -191,3 +191,16 @@ def test_audit_masks_secret_params() -> None:
         {"password": "***", "user": "alice"},
     ]
     assert "hunter2" not in repr(rig.audits)
+
+
+def test_audit_hashes_push_tokens_in_contacts() -> None:
+    rig = Rig()
+
+    @rig.registry.register("test.contact", Param("aor"), Param("contact"), scope=Scope.ADMIN, doc="")
+    async def contact(args: Arguments) -> JsonValue:
+        return "ok"
+
+    call(rig, "test.contact", ["sip:200@example.test", "sip:200@192.0.2.1;pn-provider=apns;pn-prid=TOKEN42"])
+    (record,) = rig.audits
+    assert "TOKEN42" not in repr(record.params)
+    assert isinstance(record.params, list) and "pn-provider=apns" in str(record.params[1])

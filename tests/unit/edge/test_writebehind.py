@@ -1,4 +1,5 @@
-"""Write-behind queue: coalescing, flush timing on the injected clock, retry with back-off."""
+"""Write-behind queue: coalescing, flush timing on the injected clock, retry with back-off,
+dead letters for rows the database refuses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import attrs
 import pytest
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, Logger, LogLevel
@@ -36,10 +38,20 @@ class RecordingSink:
     log: list[tuple[str, str, tuple[object, ...]]]
     down: bool = False
     rows: dict[str, int] = attrs.field(factory=dict)
+    #: Values the database refuses (a row fault: the whole transaction fails).
+    refused: frozenset[int] = frozenset()
+    #: Go down after this many more successful upsert calls.
+    down_after: int | None = None
 
     def upsert(self, values: Sequence[Row], /) -> None:
+        if self.down_after is not None:
+            if self.down_after == 0:
+                self.down = True
+            self.down_after -= 1
         if self.down:
             raise DatabaseDownError(self.name)
+        if any(row.value in self.refused for row in values):
+            raise DataError("INSERT ...", None, ValueError("value out of range"))
         self.log.append((self.name, "upsert", tuple(values)))
         self.rows.update({row.key: row.value for row in values})
 
@@ -422,3 +434,157 @@ def test_outage_logs_one_traceback_then_one_warning_per_retry() -> None:
     assert (failures[1]["failures"], failures[1]["error"], failures[1]["delay"]) == (2, "parent", 2.0)
     resumed = [e for e in events if e["log_level"] is LogLevel.info]
     assert [e["failures"] for e in resumed] == [2]
+
+
+def test_a_refused_row_is_dead_lettered_and_its_neighbours_are_written() -> None:
+    wb, clock, parent, child, _ = make(interval_s=5.0)
+    events: list[dict[str, Any]] = []
+    wb._log = Logger(observer=cast(ILogObserver, events.append))
+    wb.startService()
+    p, c = channels(wb)
+    parent.refused = frozenset({666})
+    for n in range(10):
+        p.upsert(Row(f"k{n}", 666 if n == 6 else n))
+        c.upsert(Row(f"c{n}", n))
+    clock.advance(5.0)
+    assert parent.rows == {f"k{n}": n for n in range(10) if n != 6}
+    assert child.rows == {f"c{n}": n for n in range(10)}
+    assert wb.dead_letters == {"parent": 1}
+    assert wb.consecutive_failures == 0
+    assert wb.failed_flushes_total == 0
+    assert wb.written_total == 19
+    assert wb.depth == 0
+    (letter,) = [e for e in events if e["log_level"] is LogLevel.error]
+    assert (letter["table"], letter["key"]) == ("parent", "'k6'")
+    assert letter["reason"] == "ValueError: value out of range"
+    clock.advance(5.0)  # not retried
+    assert wb.dead_letters == {"parent": 1}
+    assert next_delay(clock) == 5.0
+
+
+def test_every_refused_row_of_a_batch_is_found() -> None:
+    wb, clock, parent, _, log = make()
+    wb.startService()
+    p, _ = channels(wb)
+    parent.refused = frozenset({0, 7, 8, 31})
+    for n in range(32):
+        p.upsert(Row(f"k{n}", n))
+    clock.advance(5.0)
+    assert sorted(parent.rows.values()) == [n for n in range(32) if n not in {0, 7, 8, 31}]
+    assert wb.dead_letters == {"parent": 4}
+    written = [row for _, op, rows in log if op == "upsert" for row in rows]
+    assert len(written) == len(set(written)) == 28  # each good row written once
+
+
+def test_dead_letters_are_named_by_table_and_shown_by_key_text() -> None:
+    clock = Clock()
+    log: list[tuple[str, str, tuple[object, ...]]] = []
+    sink = RecordingSink("history", log, refused=frozenset({1}))
+    wb = WriteBehind(clock, SyncRunner())
+    history = wb.channel(
+        "history", sink, lambda row: f"calls/{row.key}", table_of=lambda key: key.partition("/")[0],
+        key_text=lambda key: key.partition("/")[0] + "/" + "*" * len(key.partition("/")[2]),
+    )  # fmt: skip
+    events: list[dict[str, Any]] = []
+    wb._log = Logger(observer=cast(ILogObserver, events.append))
+    wb.startService()
+    history.upsert(Row("secret", 1))
+    clock.advance(5.0)
+    assert wb.dead_letters == {"calls": 1}
+    (letter,) = [e for e in events if e["log_level"] is LogLevel.error]
+    assert letter["key"] == "calls/******"
+
+
+def test_a_database_down_while_isolating_requeues_only_what_was_not_settled() -> None:
+    wb, clock, parent, _, log = make()
+    wb.startService()
+    p, _ = channels(wb)
+    parent.refused = frozenset({3})
+    for n in range(4):
+        p.upsert(Row(f"k{n}", n))
+    # the whole batch fails (row fault), the first half is written, then the database goes down
+    parent.down_after = 2
+    clock.advance(5.0)
+    assert wb.consecutive_failures == 1
+    assert parent.rows == {"k0": 0, "k1": 1}
+    assert p.pending("k0") is None and p.pending("k1") is None
+    assert p.pending("k2") == Row("k2", 2) and p.pending("k3") == Row("k3", 3)
+    parent.down, parent.down_after = False, None
+    clock.advance(1.0)
+    assert parent.rows == {"k0": 0, "k1": 1, "k2": 2}
+    assert wb.dead_letters == {"parent": 1}
+    written = [row for _, op, rows in log if op == "upsert" for row in rows]
+    assert sorted(cast(Row, row).key for row in written) == ["k0", "k1", "k2"]
+
+
+def test_a_channel_written_before_the_database_went_down_is_not_written_again() -> None:
+    wb, clock, _, child, log = make()
+    wb.startService()
+    p, c = channels(wb)
+    p.upsert(Row("p", 1))
+    c.upsert(Row("c", 1))
+    child.down = True
+    clock.advance(5.0)
+    assert wb.consecutive_failures == 1
+    assert p.pending("p") is None
+    assert c.pending("c") == Row("c", 1)
+    child.down = False
+    clock.advance(1.0)
+    assert log == [("parent", "upsert", (Row("p", 1),)), ("child", "upsert", (Row("c", 1),))]
+
+
+@attrs.define
+class ScriptedSink:
+    """A sink whose calls fail with whatever ``failure`` says for the keys written."""
+
+    failure: Callable[[Sequence[str]], Exception | None]
+    rows: dict[str, int] = attrs.field(factory=dict)
+
+    def upsert(self, values: Sequence[Row], /) -> None:
+        error = self.failure([row.key for row in values])
+        if error is not None:
+            raise error
+        self.rows.update({row.key: row.value for row in values})
+
+    def delete(self, keys: Sequence[str], /) -> None:
+        error = self.failure(keys)
+        if error is not None:
+            raise error
+        for key in keys:
+            self.rows.pop(key, None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("INSERT ...", None, Exception("connection refused")),
+        DatabaseDownError("down"),
+    ],
+)
+def test_a_database_fault_is_never_dead_lettered(error: Exception) -> None:
+    clock = Clock()
+    wb = WriteBehind(clock, SyncRunner())
+    sink = ScriptedSink(lambda _: error)
+    channel = wb.channel("t", sink, key_of)
+    wb.startService()
+    channel.upsert(Row("a", 1))
+    channel.upsert(Row("b", 1))
+    clock.advance(5.0)
+    assert wb.dead_letters == {}
+    assert wb.consecutive_failures == 1
+    assert wb.depth == 2
+
+
+def test_a_refused_delete_is_dead_lettered_too() -> None:
+    clock = Clock()
+    wb = WriteBehind(clock, SyncRunner())
+    refused = IntegrityError("DELETE ...", None, ValueError("still referenced"))
+    sink = ScriptedSink(lambda keys: refused if "b" in keys else None, rows={"a": 1, "b": 2})
+    channel = wb.channel("t", sink, key_of)
+    wb.startService()
+    channel.delete("a")
+    channel.delete("b")
+    clock.advance(5.0)
+    assert sink.rows == {"b": 2}
+    assert wb.dead_letters == {"t": 1}
+    assert wb.depth == 0

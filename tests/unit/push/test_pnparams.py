@@ -19,6 +19,7 @@ from scaserver.push.pnparams import (
     classify,
     classify_all,
     feature_caps_pns,
+    masked_pn_params,
     purr_of,
     rejection,
     reply_feature_caps,
@@ -172,3 +173,30 @@ def test_token_never_in_repr() -> None:
     coordinates = PushCoordinates("apns", "SECRET-TOKEN")
     assert "SECRET-TOKEN" not in repr(coordinates)
     assert token_hash("x") == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "<sip:a@192.0.2.1:5060;pn-provider=apns;pn-param=ABCD.com.example.voip;pn-prid=00fc13adff78>;expires=600",
+            "<sip:a@192.0.2.1:5060;pn-provider=apns;pn-param=ABCD.com.example.voip;"
+            f"pn-prid=[sha256:{token_hash('00fc13adff78')[:12]}]>;expires=600",
+        ),
+        ("sip:a@192.0.2.1;PN-PRID=tok;pn-purr=purr1", None),
+        ("sip:a@192.0.2.1?pn-prid=tok&x=1", None),
+        ("sip:a@192.0.2.1;legacy=1;pn-tok=tok", None),
+        ("sip:a@192.0.2.1;transport=udp", "sip:a@192.0.2.1;transport=udp"),
+        ("sip:a@192.0.2.1;pn-provider=fcm", "sip:a@192.0.2.1;pn-provider=fcm"),
+    ],
+)
+def test_masked_pn_params(text: str, masked: str | None) -> None:
+    shown = masked_pn_params(text)
+    if masked is not None:
+        assert shown == masked
+    for token in ("00fc13adff78", "=tok", "purr1"):
+        assert token not in shown
+
+
+def test_token_hash_of_octets_that_are_not_utf8() -> None:
+    assert len(token_hash(b"tok\xff".decode("utf-8", "surrogateescape"))) == 64

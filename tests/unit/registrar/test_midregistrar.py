@@ -854,3 +854,11 @@ def test_423_resend_keeps_the_forward_in_flight() -> None:
     assert sent(world.device(register("<sip:200@10.0.0.6>", call_id="c2"), peer=M2, now=0.2)) == []
     reg = world.engine.registration(AOR)
     assert reg is not None and reg.inflight is not None and len(reg.queue) == 1
+
+
+def test_mrct_of_a_key_with_octets_that_are_not_utf8() -> None:
+    key = BindingKey(
+        AOR, KeyKind.PUSH, "apns tok" + b"\xff".decode("utf-8", "surrogateescape") + " T.app.voip"
+    )
+    assert len(mrct_of(key)) == 16
+    assert mrct_of(key) != mrct_of(KEY1)
