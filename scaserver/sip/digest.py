@@ -491,7 +491,8 @@ class Authenticator:
             method=request.method,
             uri=params["uri"],
         )
-        valid = hmac.compare_digest(expected.encode("ascii"), params["response"].lower().encode())
+        answered = params["response"].lower().encode("utf-8", "surrogateescape")  # a peer's octets
+        valid = hmac.compare_digest(expected.encode("ascii"), answered)
         if ha1 is None or not valid:
             self.counts.consume(params["nonce"], nonce_check.issued_ms)
             cause = RejectCause.UNKNOWN_USER if credentials is None else RejectCause.WRONG_PASSWORD

@@ -242,6 +242,34 @@ def test_an_md5_answer_to_a_sha256_nonce_is_refused(tmp_path: Path) -> None:
             alice.close()
 
 
+def test_a_digest_response_with_octets_that_are_not_utf8_is_a_wrong_answer_not_a_500(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
+    add_subscribers(db_url, {"alice": USERS["alice"]})
+    with running_server(tmp_path / "server", "", db_url=db_url) as server:
+        alice = phone(server, "alice")
+        try:
+            register = alice.build(
+                "REGISTER",
+                f"sip:{DOMAIN}",
+                from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+                to=f"<sip:alice@{DOMAIN}>",
+                call_id=uuid.uuid4().hex,
+                cseq=1,
+            )
+            challenge = alice.request(register)
+            assert challenge.status == 401
+            honest = digest_answer(register, challenge, algorithm="MD5", nonce_of="MD5")
+            value = honest.headers.get("Authorization") or ""
+            poisoned = honest.with_headers(
+                honest.headers.set("Authorization", value.replace('", algorithm', '\udcff", algorithm'))
+            )
+            assert "\udcff" in (poisoned.headers.get("Authorization") or "")
+            assert alice.request(poisoned).status == 401  # the 0xff octet reached the server
+            assert "Traceback" not in server.log() and "Unhandled" not in server.log()
+        finally:
+            alice.close()
+
+
 def test_a_sha256_only_subscriber_is_offered_sha256_alone(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
     said = add_subscribers(db_url, {"alice": USERS["alice"]}, "--algorithms", "SHA-256")

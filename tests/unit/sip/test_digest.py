@@ -647,3 +647,21 @@ def test_replay_stale_and_malformed_causes() -> None:
     malformed = auth.authenticate(broken, NOW)
     assert isinstance(malformed, Rejected)
     assert (malformed.status, malformed.cause, malformed.username) == (400, RejectCause.MALFORMED, "alice")
+
+
+@pytest.mark.parametrize("field", ["response", "nonce", "username", "cnonce", "uri", "realm", "nc"])
+def test_octets_that_are_not_utf8_in_any_credential_field_are_refused_not_raised(field: str) -> None:
+    """A peer's bytes are decoded with surrogateescape: a non-UTF-8 octet in any field of the
+    credentials is a refusal (400 or a fresh challenge), never an exception (a 500)."""
+    auth = authenticator()
+    challenge = auth.challenge(request(), NOW)
+    line = credentials_line(challenge)
+    params = dict(parse_auth(line).params)
+    poisoned = params[field] + "\udcff"
+    line = line.replace(f'{field}="{params[field]}"', f'{field}="{poisoned}"').replace(
+        f"{field}={params[field]},", f"{field}={poisoned},"
+    )
+    assert "\udcff" in line
+    decision = auth.authenticate(request(auth=(("Authorization", line),)), NOW)
+    assert isinstance(decision, Rejected)
+    assert decision.status in (400, 401)
