@@ -43,6 +43,7 @@ from scaserver.dispatch import (
     AuthenticationRejected,
     CoreSettings,
     MessageDropped,
+    RelayRefused,
     SipCore,
     StatelessReply,
     TransactionCompleted,
@@ -954,6 +955,7 @@ class FactLog:
         bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
         bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
         bus.subscribe(MessageDropped, self._dropped)
+        bus.subscribe(RelayRefused, self._relay_refused)
         bus.subscribe(StatelessReply, self._stateless)
         bus.subscribe(AuthenticationRejected, self._auth)
         bus.subscribe(Ban, self._ban)
@@ -1015,6 +1017,15 @@ class FactLog:
 
     def _dropped(self, e: MessageDropped) -> None:
         self._log.warn("message from {peer} dropped: {reason}", peer=str(e.peer), reason=e.reason)
+
+    def _relay_refused(self, e: RelayRefused) -> None:
+        self._log.warn(
+            "{method} from {peer} refused {status}: {detail}",
+            method=e.method,
+            peer=str(e.peer),
+            status=e.status,
+            detail=e.detail,
+        )
 
     def _stateless(self, e: StatelessReply) -> None:
         self._log.info("{status} to {peer}: {detail}", status=e.status, peer=str(e.peer), detail=e.detail)
