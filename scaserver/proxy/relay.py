@@ -27,8 +27,10 @@ rule      relays
           unroutable Route is the sender's fault, never our 500)
 ``R7``    the next hop of an in-dialog request R3 admits from a peer that is not trusted
           (the Route after ours, else the Request-URI) must be where a binding registered
-          here is reached (its Contact address or its flow, a dormant push binding's too),
-          a trusted peer, the upstream or ourselves; otherwise 403 (an ACK: dropped, R5)
+          here is reached (its Contact address, its flow or its first Path hop; a dormant
+          push binding's too), a trusted peer, the upstream or ourselves; otherwise 403 (an
+          ACK: dropped, R5).  A request whose Request-URI carries the PURR of a push device
+          is exempt: it goes to that device's registered flow (push-and-parking.md 6.10)
 ========  =====================================================================================
 
 Record-Route signature (R3): our Record-Route URI carries ``rrsig``, an HMAC-SHA256 keyed
