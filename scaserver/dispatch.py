@@ -32,7 +32,9 @@ from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
 from scaserver.proxy.relay import (
     Origin,
+    Rule,
     check_ack,
+    check_dialog_target,
     check_in_dialog,
     check_initial,
     check_next_hop,
@@ -48,7 +50,7 @@ from scaserver.proxy.routing import (
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
-from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.binding import Binding, BindingKey, address_key
 from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
@@ -573,10 +575,28 @@ class SipCore:
         if isinstance(verdict, str):
             return [Deliver(MessageDropped(peer, verdict, "relay-refused"))]
         try:
-            check_next_hop(preprocess_route(ack, self.identity), self.identity, self.known_host)
+            routed = preprocess_route(ack, self.identity)
+            check_next_hop(routed, self.identity, self.known_host)
+            if verdict is Rule.IN_DIALOG and not self.trusted.is_trusted(peer):
+                check_dialog_target(routed, self.identity, self._dialog_reaches)  # R7
         except SipError as error:
             return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
         return self.proxy.on_ack(ack, peer, now)
+
+    def _dialog_reaches(self, destination: Peer) -> bool:
+        """Where an untrusted party's in-dialog request may go (relay rule R7): the Contact
+        address or flow of a binding registered here (a dormant push binding's too), a
+        trusted peer or the upstream.  Index look-ups, no scan of the bindings."""
+        host, port = destination.host, destination.port
+        if self.registrar.reaches(host, port) or self.trusted.is_trusted(destination):
+            return True
+        if self.mobile is not None and self.mobile.reaches_dormant(host, port):
+            return True
+        upstreams = [self.settings.upstream]
+        if self.mobile is not None and self.mobile.midregistrar is not None:
+            upstreams.append(self.mobile.midregistrar.settings.upstream)
+        wanted = address_key(host, port)
+        return any(up is not None and address_key(up.host, up.port) == wanted for up in upstreams)
 
     def _origin(self, peer: Peer, decision: Authenticated | None = None) -> Origin:
         """The sender as the relay policy sees it (scaserver.proxy.relay)."""
@@ -761,12 +781,21 @@ class SipCore:
         with our signed Record-Route entry (relay rules R3, R4, R6).  One without a Route of
         ours, addressed to us or to an address-of-record of our domains (a dialog's remote
         target is a contact, never an AoR), is for a dialog we do not have: 481; to anywhere
-        else: 404, never relayed (Kamailio's default answer: 404 "Not here")."""
+        else: 404, never relayed (Kamailio's default answer: 404 "Not here").  A peer that is
+        not trusted may only reach a registered phone, a trusted peer or the upstream (R7),
+        or a device whose PURR the Request-URI carries (it goes to the device's flow)."""
         uri = parse_uri(request.uri)
         for_us = isinstance(uri, SipUri) and self._is_local_domain(uri)
-        check_in_dialog(request, self.identity, self._origin(peer), for_us=for_us)
+        origin = self._origin(peer)
+        rule = check_in_dialog(request, self.identity, origin, for_us=for_us)
         routed = preprocess_route(request, self.identity)
         check_next_hop(routed, self.identity, self.known_host)
+        if (
+            rule is Rule.IN_DIALOG
+            and not origin.trusted
+            and not (self.mobile is not None and self.mobile.retargets_mid_dialog(routed))
+        ):
+            check_dialog_target(routed, self.identity, self._dialog_reaches)
         if self.mobile is not None:
             held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:

@@ -85,7 +85,7 @@ from scaserver.registrar.binding import (
     BindingRemoved,
     RemovalReason,
 )
-from scaserver.registrar.location import LocationService
+from scaserver.registrar.location import LocationService, ReachableAddresses
 from scaserver.registrar.midregistrar import (
     AorKey,
     BindingConfirmed,
@@ -240,6 +240,7 @@ class Mobile:
     _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(init=False, factory=dict)
+    _dormant_reachable: ReachableAddresses = attrs.field(init=False, factory=ReachableAddresses)
     _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
     _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
     # Push bindings by the open TCP/TLS connection they registered over, and those whose
@@ -268,11 +269,26 @@ class Mobile:
     def dormant_aors(self) -> frozenset[str]:
         return frozenset(self._dormant)
 
+    def reaches_dormant(self, host: str, port: int) -> bool:
+        """Whether a dormant binding (4.5) is reached at ``host:port``: it is still registered,
+        so its dialogs' in-dialog requests may go there (relay rule R7)."""
+        return self._dormant_reachable.reaches(host, port)
+
+    def _retain(self, binding: Binding) -> None:
+        table = self._dormant.setdefault(binding.aor, {})
+        previous = table.get(binding.key)
+        if previous is not None:
+            self._dormant_reachable.discard(previous)
+        table[binding.key] = binding
+        self._dormant_reachable.add(binding)
+
     def _unretain(self, key: BindingKey) -> Binding | None:
         table = self._dormant.get(key.aor)
         if table is None:
             return None
         binding = table.pop(key, None)
+        if binding is not None:
+            self._dormant_reachable.discard(binding)
         if not table:
             del self._dormant[key.aor]
         return binding
@@ -627,6 +643,27 @@ class Mobile:
         ours: held while a ``reg-refresh`` push wakes the device, relayed when its binding is
         confirmed, else answered 480 after ``wake_timeout`` (6.10).  None: relay it now.
         ``routed`` is the request after our own Route was taken off (RFC 3261 16.4)."""
+        held = self._purr_device(routed)
+        if held is None or server_tx in self._holding:
+            return None
+        key, device = held
+        self._holding[server_tx] = (request, peer, key)
+        coordinates = device.coordinates
+        target = PushTarget(
+            coordinates.provider, coordinates.prid, coordinates.param, (key,), coordinates.device_type
+        )
+        return self.parking.hold_mid_dialog(
+            server_tx, request, aor=key.aor, target=target, binding=key, now=now
+        )
+
+    def retargets_mid_dialog(self, routed: Request) -> bool:
+        """Whether a mid-dialog request (after our own Route was taken off) goes to a device's
+        registered flow whatever its Request-URI's host: the Request-URI carries the PURR of
+        a push-capable device and no Route follows ours (6.10, :meth:`on_mid_dialog`)."""
+        return "Route" not in routed.headers and self._purr_device(routed) is not None
+
+    def _purr_device(self, routed: Request) -> tuple[BindingKey, DevicePush] | None:
+        """The push-capable device whose PURR the Request-URI or the next Route carries."""
         if not self.settings.typing.purr:
             return None
         try:
@@ -636,16 +673,9 @@ class Mobile:
         purr = purr_of(routed.uri) or (purr_of(str(next_hop[0].uri)) if next_hop else None)
         key = self._purrs.get(purr) if purr is not None else None
         device = self._devices.get(key) if key is not None else None
-        if key is None or device is None or not device.push_capable or server_tx in self._holding:
+        if key is None or device is None or not device.push_capable:
             return None
-        self._holding[server_tx] = (request, peer, key)
-        coordinates = device.coordinates
-        target = PushTarget(
-            coordinates.provider, coordinates.prid, coordinates.param, (key,), coordinates.device_type
-        )
-        return self.parking.hold_mid_dialog(
-            server_tx, request, aor=key.aor, target=target, binding=key, now=now
-        )
+        return key, device
 
     def _forget_device(self, key: BindingKey) -> None:
         self._untrack_flow(key)
@@ -703,7 +733,7 @@ class Mobile:
         device = self._devices.get(key)
         policy = self.settings.policy
         if device is not None and device.dormant(now) and device.alive(now, policy):
-            self._dormant.setdefault(binding.aor, {})[key] = binding
+            self._retain(binding)
             until = device.retained_until(policy)
             kept: list[EngineAction] = [
                 CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER),

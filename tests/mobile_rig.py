@@ -26,6 +26,7 @@ from scaserver.sip.message import Headers, Message, Peer, Request, Response, Tra
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
 from scaserver.sip.serializer import serialize
+from scaserver.sip.trust import TrustedPeer
 from tests.builders import make_core
 
 T = TypeVar("T")
@@ -294,8 +295,10 @@ def rig(
     mobile: MobileSettings | None = None,
     **parking: Any,
 ) -> Rig:
-    """A core in front of P (mid-registrar AoR mode unless ``midreg`` says otherwise)."""
-    core = make_core(require_auth=False)
+    """A core in front of P (mid-registrar AoR mode unless ``midreg`` says otherwise); P is
+    a trusted peer, as the composition root makes the mid-registrar's upstream."""
+    upstream = TrustedPeer(f"{PBX.host}/32", None, "midregistrar-upstream")
+    core = make_core(require_auth=False, trusted=[upstream])
     settings = MidRegSettings(
         upstream=PBX,
         upstream_domain="example.com",

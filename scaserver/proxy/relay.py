@@ -25,6 +25,12 @@ rule      relays
           something we can reach (a SIP URI, a transport we run, a unicast address, a
           valid port, a host that is numeric or in the hosts file); otherwise 400 (an
           unroutable Route is the sender's fault, never our 500)
+``R7``    the next hop of an in-dialog request R3 admits from a peer that is not trusted
+          (the Route after ours, else the Request-URI) must be where a binding registered
+          here is reached (its Contact address, its flow or its first Path hop; a dormant
+          push binding's too), a trusted peer, the upstream or ourselves; otherwise 403 (an
+          ACK: dropped, R5).  A request whose Request-URI carries the PURR of a push device
+          is exempt: it goes to that device's registered flow (push-and-parking.md 6.10)
 ========  =====================================================================================
 
 Record-Route signature (R3): our Record-Route URI carries ``rrsig``, an HMAC-SHA256 keyed
@@ -35,11 +41,18 @@ dialog.  The To tag does not exist yet when we record-route (Kamailio's ``rr`` m
 either tag of an in-dialog request may match.  Both entries of a doubled Record-Route
 (``r2=on``, RFC 5658) carry the same signature.
 
-What R3 does not prevent: a party to a dialog we record-routed (an authenticated
-subscriber, or anyone who may call a local user when authentication is off) may send
-in-dialog requests of that dialog (its Call-ID and tag) to a remote target of its own
-choosing, since target refreshes make the remote target unsignable; closing that needs the
-dialog's targets tracked, as a B2BUA or topology hiding does.
+What R3 does not prevent, R7 does: a party to a dialog we record-routed (an authenticated
+subscriber, or anyone who may call a local user when authentication is off) holds a valid
+signature, and could send requests of that dialog (its Call-ID and tag) with a Request-URI,
+or a Route after ours, naming any host, e.g. a gateway that trusts our address.  The remote
+target of a dialog cannot be signed (target refreshes change it), so R7 checks where the
+request goes instead: in a dialog with a local phone the other end is a phone registered
+here (reached at its Contact or, behind NAT, its flow), a trusted peer or the upstream.
+The registrar indexes the addresses its bindings are reached at, so R7 is one look-up per
+request.  What R7 leaves: an untrusted caller who is not registered here (authentication
+off, or a subscriber calling without registering) cannot be reached by the callee's
+in-dialog requests (its BYE gets 403); and a subscriber may register a Contact of its
+choosing, so a host someone registered counts as registered (as R1 already rings it).
 
 Pure: no I/O, no clock; the dispatcher applies the rules and logs what they refuse.
 """
@@ -58,7 +71,7 @@ from scaserver.proxy.routing import ProxyIdentity, is_broadcast_or_multicast, ne
 from scaserver.sip.errors import BadRequest, CallDoesNotExist, Forbidden, MalformedMessage, NotFound, SipError
 from scaserver.sip.headers import from_addr, to_addr
 from scaserver.sip.message import Peer, Request
-from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
+from scaserver.sip.uri import SipUri, format_host, parse_name_addr, parse_uri
 
 SIGNATURE_PARAM: Final = "rrsig"
 """The Record-Route URI parameter holding our signature."""
@@ -76,6 +89,7 @@ class Rule(enum.Enum):
     PRELOADED_ROUTE = "R4"
     ACK = "R5"
     NEXT_HOP = "R6"
+    DIALOG_TARGET = "R7"
 
 
 @attrs.frozen
@@ -228,11 +242,34 @@ def check_next_hop(
     return Rule.NEXT_HOP
 
 
+def check_dialog_target(
+    prepared: Request, identity: ProxyIdentity, reachable: Callable[[Peer], bool]
+) -> Rule:
+    """R7: the next hop of ``prepared`` (an in-dialog request R3 admitted from a peer that is
+    not trusted, after 16.4 Route pre-processing) is somewhere a dialog with a local phone
+    may lead: ``reachable`` says whether an address is a registered contact or flow, a
+    trusted peer or the upstream; ours is always fine.  Otherwise 403.  Run after R6 (the
+    next hop is a SIP address we can reach)."""
+    try:
+        destination = next_hop(prepared)
+    except MalformedMessage as error:
+        raise BadRequest(f"relay: R6 unroutable Route: {error.detail}") from None
+    if destination is None:
+        raise BadRequest("relay: R6 unroutable Route: no transport of ours reaches it")
+    if identity.is_local(destination.host, destination.port, destination.port) or reachable(destination):
+        return Rule.DIALOG_TARGET
+    raise Forbidden(
+        f"relay: R7 in-dialog next hop {format_host(destination.host)}:{destination.port} is not a"
+        " registered contact, a trusted peer or the upstream"
+    )
+
+
 __all__ = [
     "SIGNATURE_PARAM",
     "Origin",
     "Rule",
     "check_ack",
+    "check_dialog_target",
     "check_in_dialog",
     "check_initial",
     "check_next_hop",

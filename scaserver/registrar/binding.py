@@ -14,11 +14,13 @@ parking, SCA and the store consume them.
 from __future__ import annotations
 
 import enum
+import ipaddress
 
 import attrs
 
+from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Peer
-from scaserver.sip.uri import SipUri, parse_uri
+from scaserver.sip.uri import SipUri, Uri, parse_name_addr, parse_uri
 
 
 class KeyKind(enum.Enum):
@@ -96,6 +98,36 @@ class Binding:
             received.port,
         )
         return None if at_contact else received
+
+    @property
+    def reached_at(self) -> frozenset[tuple[str, int]]:
+        """The transport addresses this binding is reached at, as :func:`address_key` writes
+        them: its Contact URI's (``maddr`` or host; the scheme's or transport's default port),
+        the address its REGISTER came from (the flow, behind NAT the only way back) and the
+        first hop of its Path (RFC 3327)."""
+        found = {address_key(self.received.host, self.received.port)}
+        uris: list[Uri] = []
+        try:
+            uris.append(parse_uri(self.contact))
+            uris += [parse_name_addr(value).uri for value in self.path[:1]]
+        except MalformedMessage:
+            pass
+        for uri in uris:
+            if isinstance(uri, SipUri):
+                secure = uri.secure or uri.transport == "tls"
+                found.add(address_key(uri.param("maddr") or uri.host, uri.port or (5061 if secure else 5060)))
+        return frozenset(found)
+
+
+def address_key(host: str, port: int) -> tuple[str, int]:
+    """A transport address as it is compared: the host in lower case without IPv6 brackets
+    (an IPv6 address in its compressed form), and the port."""
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        text = ipaddress.ip_address(text).compressed
+    except ValueError:
+        text = text.lower()
+    return text, port
 
 
 class RemovalReason(enum.Enum):

@@ -4,6 +4,10 @@ Pure: every change returns the actions it implies.  Each binding has its own exp
 keyed by its :class:`~scaserver.registrar.binding.BindingKey` and named :data:`EXPIRY_TIMER`;
 re-arming on refresh replaces the previous timer (StartTimer semantics), so bindings expire
 on time and nothing polls.  Persistence subscribes to the binding events.
+
+The transport addresses the bindings are reached at (:attr:`Binding.reached_at`) are indexed
+as they change, so "is anything registered at this address?" (relay rule R7) costs one
+dictionary look-up, whatever the number of bindings.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
     RemovalReason,
+    address_key,
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
 
@@ -33,10 +38,45 @@ def _order(binding: Binding) -> tuple[float, float]:
 
 
 @attrs.define
+class ReachableAddresses:
+    """How many bindings are reached at each transport address (:attr:`Binding.reached_at`):
+    a count, so that one of two bindings at an address going away leaves it reachable."""
+
+    _counts: dict[tuple[str, int], int] = attrs.field(factory=dict)
+
+    def add(self, binding: Binding) -> None:
+        for address in binding.reached_at:
+            self._counts[address] = self._counts.get(address, 0) + 1
+
+    def discard(self, binding: Binding) -> None:
+        for address in binding.reached_at:
+            left = self._counts.get(address, 0) - 1
+            if left > 0:
+                self._counts[address] = left
+            else:
+                self._counts.pop(address, None)
+
+    def reaches(self, host: str, port: int) -> bool:
+        """Whether some binding is reached at ``host:port`` (any case, IPv6 with or without
+        brackets)."""
+        return address_key(host, port) in self._counts
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+@attrs.define
 class LocationService:
-    """Bindings per AoR; each AoR's bindings are indexed by key."""
+    """Bindings per AoR; each AoR's bindings are indexed by key, and the addresses they are
+    reached at by :class:`ReachableAddresses`."""
 
     _aors: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
+    _reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
+
+    def reaches(self, host: str, port: int) -> bool:
+        """Whether a binding (of any AoR) is reached at ``host:port``: its Contact address,
+        the address it registered from or its first Path hop."""
+        return self._reachable.reaches(host, port)
 
     def bindings(self, aor: str) -> tuple[Binding, ...]:
         """Every binding of ``aor`` (expired ones have been removed by their timers)."""
@@ -67,9 +107,7 @@ class LocationService:
 
     def put(self, binding: Binding, now: float) -> list[EngineAction]:
         """Insert or replace the binding with ``binding.key``; arm its expiry timer."""
-        table = self._aors.setdefault(binding.aor, {})
-        previous = table.get(binding.key)
-        table[binding.key] = binding
+        previous = self._store(binding)
         event: BindingAdded | BindingRefreshed = (
             BindingAdded(binding, now) if previous is None else BindingRefreshed(binding, previous, now)
         )
@@ -111,15 +149,26 @@ class LocationService:
             if binding.expires_at <= now:
                 actions.append(Deliver(BindingExpired(binding, now)))
                 continue
-            self._aors.setdefault(binding.aor, {})[binding.key] = binding
+            self._store(binding)
             actions.append(StartTimer(binding.key, EXPIRY_TIMER, binding.expires_at - now))
         return actions
+
+    def _store(self, binding: Binding) -> Binding | None:
+        table = self._aors.setdefault(binding.aor, {})
+        previous = table.get(binding.key)
+        if previous is not None:
+            self._reachable.discard(previous)
+        table[binding.key] = binding
+        self._reachable.add(binding)
+        return previous
 
     def _pop(self, key: BindingKey) -> Binding | None:
         table = self._aors.get(key.aor)
         if table is None:
             return None
         binding = table.pop(key, None)
+        if binding is not None:
+            self._reachable.discard(binding)
         if not table:
             del self._aors[key.aor]
         return binding

@@ -179,6 +179,11 @@ class Registrar:
     def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
         return self.location.lookup(aor, now)
 
+    def reaches(self, host: str, port: int) -> bool:
+        """Whether a binding registered here (any AoR) is reached at ``host:port``: its
+        Contact address or its flow (relay rule R7); one look-up, no scan."""
+        return self.location.reaches(host, port)
+
     # Steps 1 to 7 ------------------------------------------------------------------------
 
     def _decide(

@@ -1,10 +1,11 @@
 """No open relay, against the real scaserver process on loopback (the relay policy of
-scaserver.proxy.relay, rules R1-R6).
+scaserver.proxy.relay, rules R1-R7).
 
 A "victim" listens on UDP and TCP at 127.0.0.3; the attacker sends from 127.0.0.1 without
 credentials (or as an authenticated subscriber) every form that used to be relayed: a To tag
 and our Route, a forged Record-Route signature, the signature of another dialog, a bare ACK,
-an ACK with a tag, a subscriber's pre-loaded Route; INVITE, MESSAGE and BYE; over UDP and TCP.
+an ACK with a tag, a subscriber's pre-loaded Route, a subscriber's own signed Route of a call
+towards another host; INVITE, MESSAGE and BYE; over UDP and TCP.
 The victim must receive nothing, the attacker 403 or 404 (an ACK: nothing).  A trusted peer
 (127.0.0.2) may pre-load a Route, and a real record-routed call still passes both ways.
 
@@ -22,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import attrs
 import pytest
 
 from scaserver.sip import headers
@@ -429,6 +431,7 @@ def test_a_record_routed_call_still_works_both_ways_and_its_signature_opens_no_o
     bob = Handset("bob", address, line=f"sip:bob@{DOMAIN}", username="bob", password="bob-secret")
     with handsets(alice, bob):
         assert bob.register().status == 200
+        assert alice.register().status == 200  # bob's requests reach alice at her contact (R7)
         first_tx, caller = alice.invite(f"sip:bob@{DOMAIN}")
         challenge = alice.wait_response(first_tx)
         assert challenge.status == 407
@@ -479,4 +482,50 @@ def test_a_record_routed_call_still_works_both_ways_and_its_signature_opens_no_o
         bye = alice.expect_request("BYE")
         alice.respond(bye, 200)
         assert bob.wait_response(bye_tx).status == 200
+    relayed_nothing(server, victim, "udp")
+
+
+def test_a_party_to_a_record_routed_call_cannot_send_its_in_dialog_requests_elsewhere(
+    server: RunningServer, victim: Victim
+) -> None:
+    """R7: alice, an authenticated subscriber, calls bob and holds our signed Record-Route;
+    her in-dialog requests towards the victim (a gateway trusting our address), by
+    Request-URI or by a Route after ours, get 403 (an ACK: nothing); the call still ends."""
+    address = ("127.0.0.1", server.sip_port)
+    alice = Handset("alice", address, line=f"sip:alice@{DOMAIN}", username="alice", password="alice-secret")
+    bob = Handset("bob", address, line=f"sip:bob@{DOMAIN}", username="bob", password="bob-secret")
+    with handsets(alice, bob):
+        assert bob.register().status == 200
+        assert alice.register().status == 200
+        first_tx, caller = alice.invite(f"sip:bob@{DOMAIN}")
+        challenge = alice.wait_response(first_tx)
+        assert challenge.status == 407
+        alice.ack(caller, first_tx, challenge)
+        invite_tx = alice.start(alice.with_credentials(first_tx.request, challenge))
+        invite = bob.expect_request("INVITE")
+        callee = bob.uas_dialog(invite)
+        bob.respond(invite, 200, to_tag=callee.local_tag, body=sdp(bob.port))
+        ok = alice.wait_response(invite_tx)
+        assert ok.status == 200 and ";rrsig=" in (ok.headers.get("Record-Route") or "")
+        alice.established(caller, ok)
+        caller.local_cseq = headers.cseq(invite_tx.request).number
+        alice.ack(caller, invite_tx, ok)
+        bob.expect_request("ACK")
+        gateway = f"sip:+15551234@{VICTIM_HOST}:{victim.port}"
+        by_uri = attrs.evolve(caller, remote_target=gateway, route_set=list(caller.route_set))
+        by_route = attrs.evolve(
+            caller, route_set=[*caller.route_set, f"<sip:{VICTIM_HOST}:{victim.port};lr>"]
+        )
+        for forged in (by_uri, by_route):
+            for method in ("BYE", "INVITE", "MESSAGE", "INFO"):
+                tx = alice.send_in_dialog(forged, method, body=sdp(alice.port) if method == "INVITE" else b"")
+                assert alice.wait_response(tx).status == 403, (method, forged.remote_target)
+            forged.local_cseq += 1
+            alice.send_bytes(serialize(alice._in_dialog_request(forged, "ACK", forged.local_cseq)))
+        # The real call ends with its BYE, caller to callee.
+        caller.local_cseq = by_route.local_cseq
+        bye_tx = alice.send_in_dialog(caller, "BYE")
+        bye = bob.expect_request("BYE")
+        bob.respond(bye, 200)
+        assert alice.wait_response(bye_tx).status == 200
     relayed_nothing(server, victim, "udp")

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from scaserver.dispatch import MessageDropped
+from scaserver.dispatch import MessageDropped, RequestRefused
 from scaserver.proxy.relay import route_signature
-from scaserver.sip.actions import Deliver
+from scaserver.sip.actions import Deliver, Send
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.trust import TrustedPeer
@@ -76,9 +76,11 @@ class Call:
 
 
 def established_call(**core: object) -> Call:
-    """alice calls bob through the proxy (authentication off), bob answers 200."""
+    """alice calls bob through the proxy (authentication off), bob answers 200; both are
+    registered (bob's in-dialog requests reach alice at her registered contact, R7)."""
     wire = Wire(make_core(require_auth=False, **core))  # type: ignore[arg-type]
     register(wire, "bob", BOB)
+    register(wire, "alice", ALICE)
     out = wire.deliver(request("INVITE", f"sip:bob@{DOMAIN}", branch="z9hG4bKinv", call_id="call-ab"), ALICE)
     [(invite, peer)] = [(m, p) for m, p in out if isinstance(m, Request)]
     assert peer == BOB
@@ -296,3 +298,162 @@ def test_r6_an_unroutable_remote_target_in_a_signed_dialog_is_400() -> None:
     )  # fmt: skip
     out = call.wire.deliver(text, ALICE)
     assert responses(out) == [400]
+
+
+# -- R7: an untrusted party's in-dialog requests reach registered phones only ----------------------
+
+
+def with_credentials(wire: Wire, text: str, peer: Peer, user: str) -> list[tuple[Message, Peer]]:
+    """Send ``text``; answer its 401/407 with ``user``'s credentials (a new branch, CSeq + 1)."""
+    assert responses(wire.deliver(text, peer))[-1] in (401, 407)
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    via = f"SIP/2.0/UDP {peer.host}:{peer.port};branch=z9hG4bKauth{len(wire.outbox)};rport"
+    cseq = int((message.headers.get("CSeq") or "1").split()[0]) + 1
+    message = message.with_headers(message.headers.set("CSeq", f"{cseq} {message.method}").set("Via", via))
+    answered = digest_authorization(message, wire.responses()[-1], user, f"{user}-secret")
+    return wire.send(answered, peer)
+
+
+def authenticated_call(*, trusted: Sequence[TrustedPeer] = (), upstream: Peer | None = None) -> Call:
+    """alice and bob register with credentials; alice, authenticated, calls bob, who answers."""
+    wire = Wire(make_core(trusted=trusted, upstream=upstream))
+    for user, peer in (("bob", BOB), ("alice", ALICE)):
+        text = request("REGISTER", f"sip:{DOMAIN}", peer=peer, from_user=user, to_uri=f"sip:{user}@{DOMAIN}")
+        assert responses(with_credentials(wire, text, peer, user)) == [200]
+    out = with_credentials(wire, request("INVITE", f"sip:bob@{DOMAIN}", call_id="call-ab"), ALICE, "alice")
+    [(invite, peer)] = [(m, p) for m, p in out if isinstance(m, Request)]
+    assert peer == BOB
+    ok = Response(200, "OK", invite.headers.set("To", f"<sip:bob@{DOMAIN}>;tag=bt1"))
+    assert responses(wire.send(ok, BOB)) == [200]
+    [relayed_ok] = [m for m in wire.responses() if m.status == 200 and m.call_id == "call-ab"]
+    assert relayed_ok.headers.get("Record-Route") == invite.headers.get("Record-Route")  # alice has it
+    return Call(wire, invite.headers.get("Record-Route") or "")
+
+
+def in_call(call: Call, method: str, uri: str, *, peer: Peer = ALICE, route: str | None = None) -> str:
+    """A request of the established call from ``peer`` (alice: caller, else callee)."""
+    caller = peer == ALICE
+    return request(
+        method, uri, peer=peer, branch=f"z9hG4bK{method.lower()}{uri.__hash__() & 0xFFFF}", call_id="call-ab",
+        from_user="alice" if caller else "bob", from_tag="ft1" if caller else "bt1",
+        to_uri=f"sip:{'bob' if caller else 'alice'}@{DOMAIN}", to_tag="bt1" if caller else "ft1", cseq=3,
+        route=route or call.record_route,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["BYE", "INVITE", "MESSAGE", "INFO"])
+@pytest.mark.parametrize(
+    ("uri", "after_ours"),
+    [
+        (f"sip:+15551234@{VICTIM.host}", None),  # the Request-URI names a gateway
+        (f"sip:bob@{BOB.host}:5060", None),  # the callee's host on another port
+        (f"sip:bob@{BOB.host}:{BOB.port}", f"<sip:{VICTIM.host};lr>"),  # a Route after ours
+    ],
+)
+def test_r7_a_subscribers_in_dialog_request_to_a_foreign_host_is_403_and_goes_nowhere(
+    method: str, uri: str, after_ours: str | None
+) -> None:
+    call = authenticated_call()
+    route = call.record_route if after_ours is None else f"{call.record_route}, {after_ours}"
+    out = call.wire.deliver(in_call(call, method, uri, route=route), ALICE)
+    assert responses(out) == [403]
+    assert relayed(out) == []
+    assert (call.wire.responses()[-1].reason, call.wire.responses()[-1].status) == ("Forbidden", 403)
+
+
+def test_r7_the_refusal_names_the_rule_and_the_next_hop() -> None:
+    call = authenticated_call()
+    actions = call.wire.core.receive(
+        in_call(call, "BYE", f"sip:+15551234@{VICTIM.host}").encode(), ALICE, call.wire.now
+    )
+    [response] = [a.message for a in actions if isinstance(a, Send) and isinstance(a.message, Response)]
+    assert response.status == 403
+    [refused] = [a.event for a in actions if isinstance(a, Deliver) and isinstance(a.event, RequestRefused)]
+    assert (refused.method, refused.peer, refused.status) == ("BYE", ALICE, 403)
+    assert refused.detail == (
+        "relay: R7 in-dialog next hop 192.0.2.99:5060 is not a registered contact, a trusted peer"
+        " or the upstream"
+    )
+
+
+@pytest.mark.parametrize("method", ["BYE", "INVITE", "MESSAGE"])
+def test_r7_the_caller_reaches_the_callees_registered_contact(method: str) -> None:
+    call = authenticated_call()
+    out = call.wire.deliver(in_call(call, method, f"sip:bob@{BOB.host}:{BOB.port}"), ALICE)
+    assert relayed(out) == [(method, BOB)]
+
+
+@pytest.mark.parametrize("method", ["BYE", "INVITE"])
+def test_r7_the_callee_reaches_the_callers_registered_contact(method: str) -> None:
+    call = authenticated_call()
+    out = call.wire.deliver(in_call(call, method, f"sip:alice@{ALICE.host}:{ALICE.port}", peer=BOB), BOB)
+    assert relayed(out) == [(method, ALICE)]
+
+
+def test_r7_the_callee_cannot_reach_a_foreign_host_either() -> None:
+    call = authenticated_call()
+    out = call.wire.deliver(in_call(call, "BYE", f"sip:x@{VICTIM.host}", peer=BOB), BOB)
+    assert responses(out) == [403]
+    assert relayed(out) == []
+
+
+def test_r7_a_phone_behind_nat_is_reached_at_its_flow_and_its_contact_is_not_needed() -> None:
+    """bob registers a private Contact from a public flow: the dialog's target is the private
+    Contact, the request goes to the flow (both count as registered)."""
+    wire = Wire(make_core(require_auth=False))
+    public = Peer(Transport.UDP, "203.0.113.77", 40123)
+    text = request("REGISTER", f"sip:{DOMAIN}", peer=public, from_user="bob", to_uri=f"sip:bob@{DOMAIN}")
+    text = text.replace(f"<sip:bob@{public.host}:{public.port}>", "<sip:bob@10.0.0.5:5060>")
+    text = text.replace("Content-Length", "Expires: 600\r\nContent-Length")
+    assert responses(wire.deliver(text, public)) == [200]
+    assert wire.core.registrar.reaches("10.0.0.5", 5060)
+    assert wire.core.registrar.reaches(public.host, public.port)
+    out = wire.deliver(request("INVITE", f"sip:bob@{DOMAIN}", call_id="call-ab"), ALICE)
+    [(invite, _)] = [(m, p) for m, p in out if isinstance(m, Request)]
+    route = invite.headers.get("Record-Route") or ""
+    text = request(
+        "MESSAGE", "sip:bob@10.0.0.5", branch="z9hG4bKnat", call_id="call-ab", to_uri=f"sip:bob@{DOMAIN}",
+        to_tag="bt1", cseq=2, route=route,
+    )  # fmt: skip
+    assert relayed(wire.deliver(text, ALICE)) == [("MESSAGE", Peer(Transport.UDP, "10.0.0.5", 5060))]
+
+
+def test_r7_once_the_callee_unregisters_its_address_is_no_longer_a_next_hop() -> None:
+    call = authenticated_call()
+    text = request("REGISTER", f"sip:{DOMAIN}", peer=BOB, from_user="bob", to_uri=f"sip:bob@{DOMAIN}", cseq=5)
+    text = text.replace("Content-Length", "Expires: 0\r\nContent-Length").replace("z9hG4bKr1", "z9hG4bKun")
+    assert responses(with_credentials(call.wire, text, BOB, "bob")) == [200]
+    out = call.wire.deliver(in_call(call, "BYE", f"sip:bob@{BOB.host}:{BOB.port}"), ALICE)
+    assert responses(out) == [403]
+
+
+def test_r7_the_upstream_and_trusted_peers_are_next_hops_for_anyone() -> None:
+    gateway = Peer(Transport.UDP, "203.0.113.80", 5060)
+    call = authenticated_call(upstream=PBX, trusted=[TrustedPeer(f"{gateway.host}/32")])
+    out = call.wire.deliver(in_call(call, "BYE", f"sip:+15551234@{PBX.host}"), ALICE)
+    assert relayed(out) == [("BYE", PBX)]
+    out = call.wire.deliver(in_call(call, "INFO", f"sip:+15551234@{gateway.host}"), ALICE)
+    assert relayed(out) == [("INFO", gateway)]
+
+
+def test_r7_does_not_restrict_a_trusted_peer() -> None:
+    call = authenticated_call(trusted=[TrustedPeer(f"{PBX.host}/32")])
+    text = request(
+        "BYE", f"sip:x@{VICTIM.host}", peer=PBX, branch="z9hG4bKpbx", call_id="call-ab",
+        to_uri=f"sip:bob@{DOMAIN}", to_tag="bt1", cseq=4, route=call.record_route,
+    )  # fmt: skip
+    assert relayed(call.wire.deliver(text, PBX)) == [("BYE", VICTIM)]
+
+
+def test_r7_an_ack_to_a_foreign_host_is_dropped_and_one_to_the_callee_relayed() -> None:
+    call = authenticated_call()
+    actions = call.wire.core.receive(
+        in_call(call, "ACK", f"sip:+15551234@{VICTIM.host}").encode(), ALICE, call.wire.now
+    )
+    assert [a for a in actions if isinstance(a, Send)] == []
+    [fact] = dropped(list(actions))
+    assert fact.kind == "relay-refused"
+    assert fact.reason.startswith("relay: R5 ACK dropped: relay: R7 in-dialog next hop 192.0.2.99:5060")
+    out = call.wire.deliver(in_call(call, "ACK", f"sip:bob@{BOB.host}:{BOB.port}"), ALICE)
+    assert relayed(out) == [("ACK", BOB)]

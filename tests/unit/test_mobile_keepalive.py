@@ -9,6 +9,7 @@ import re
 
 from scaserver.app import restore_upstream
 from scaserver.mobile import BindingRetained, MobileSettings
+from scaserver.proxy.relay import route_signature
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings, ValueSource
 from scaserver.push.policy import PushPolicySettings
@@ -402,3 +403,39 @@ def test_purr_in_the_next_route_holds_the_request_too_and_it_follows_its_route()
     r.device_registers(M1_WOKEN, contact_of(M1_WOKEN, "TOK1"), call_id="m1-c")
     (relayed,) = r.to(edge, "BYE")  # the Route after ours is followed (RFC 3261 16.6)
     assert relayed.uri == routed.uri
+
+
+# ------------------------------------------------------------------ relay rule R7
+
+
+def desk_in_dialog(uri: str, *, branch: str) -> Request:
+    """A BYE from the desk phone (not a trusted peer) in a dialog we record-routed."""
+    route = f"<sip:192.0.2.1:5060;transport=udp;lr;rrsig={route_signature(b'', 'desk-call', 'dt1')}>"
+    return Request(
+        "BYE",
+        uri,
+        Headers.of(
+            ("Via", f"SIP/2.0/UDP {DESK.host}:{DESK.port};branch={branch}"),
+            ("Max-Forwards", "70"),
+            ("Route", route),
+            ("From", "<sip:300@example.com>;tag=dt1"),
+            ("To", f"<{AOR}>;tag=mt1"),
+            ("Call-ID", "desk-call"),
+            ("CSeq", "2 BYE"),
+        ),
+    )
+
+
+def test_r7_a_dormant_bindings_contact_stays_a_next_hop_until_its_retention_ends() -> None:
+    r = registered(desk=False, mobile=keepalive_settings(extend_max_age=2 * HOUR))
+    r.advance(601)
+    assert r.core.registrar.location.bindings(AOR) == () and len(r.mobile.dormant(AOR)) == 1
+    r.send(desk_in_dialog(contact_of(M1, "TOK1"), branch="z9hG4bKd1"), DESK)
+    assert len(r.new_to(M1, "BYE")) == 1  # the dormant binding's contact counts as registered
+    r.send(desk_in_dialog("sip:+15551234@192.0.2.99", branch="z9hG4bKd2"), DESK)
+    assert [m.status for m in r.responses_to(DESK)] == [403]
+    r.advance(2 * HOUR)  # the retention is over: M1 is not registered any more
+    assert r.mobile.dormant(AOR) == ()
+    r.send(desk_in_dialog(contact_of(M1, "TOK1"), branch="z9hG4bKd3"), DESK)
+    assert len(r.new_to(M1, "BYE")) == 1
+    assert [m.status for m in r.responses_to(DESK)][-1] == 403

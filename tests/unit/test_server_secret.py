@@ -89,7 +89,8 @@ def test_a_dialog_record_routed_before_a_restart_is_relayed_after_it(tmp_path: P
     bye = message(
         "BYE", f"sip:bob@{BOB.host}:{BOB.port}", ALICE, "alice", to_tag="b1", extra=f"Route: {route}\r\n"
     )
-    after = start()  # a new process: no registration, no transaction, only the secret file
+    after = start()  # a new process: no transaction, only the secret file and the stored bindings
+    after.core.registrar.restore(list(before.core.registrar.location.all_bindings()), after.now)
     assert [(m.method, p) for m, p in after.deliver(bye, ALICE) if isinstance(m, Request)] == [("BYE", BOB)]
     forged = bye.replace("rrsig=", "rrsig=0").replace("z9hG4bKBYE", "z9hG4bKBYE2")
     assert [m.status for m, _ in after.deliver(forged, ALICE) if isinstance(m, Response)] == [403]

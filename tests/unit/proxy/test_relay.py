@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from scaserver.proxy.relay import (
     Origin,
     Rule,
     check_ack,
+    check_dialog_target,
     check_in_dialog,
     check_initial,
     check_next_hop,
@@ -257,3 +260,58 @@ def test_r6_a_host_name_the_edge_cannot_resolve_is_400() -> None:
         check_next_hop(in_dialog("<sip:nowhere.invalid;lr>"), IDENTITY, known)
     with pytest.raises(BadRequest, match="relay: R6"):
         check_next_hop(in_dialog(None, uri="sip:bob@nowhere.invalid"), IDENTITY, known)
+
+
+# -- R7: where an in-dialog request of an untrusted party may go ---------------------------------
+
+PHONE = Peer(Transport.UDP, "198.51.100.7", 5060)  # in_dialog()'s Request-URI, at 5060
+
+
+def reaches_only(*peers: Peer) -> Callable[[Peer], bool]:
+    return lambda destination: (destination.host, destination.port) in {(p.host, p.port) for p in peers}
+
+
+@pytest.mark.parametrize(
+    ("uri", "route"),
+    [
+        ("sip:bob@198.51.100.7", None),  # the Request-URI, default port
+        ("sip:bob@198.51.100.7:5060;transport=tcp", None),
+        ("sip:victim@192.0.2.99", "<sip:198.51.100.7;lr>"),  # the Route after ours wins
+        ("sip:victim@192.0.2.99", "<sip:192.0.2.10:5060;lr>"),  # ourselves
+        ("sip:victim@192.0.2.99", "<sip:proxy.example.com;lr>"),
+    ],
+)
+def test_r7_a_registered_contact_or_ourselves_as_next_hop_passes(uri: str, route: str | None) -> None:
+    prepared = in_dialog(route, uri=uri)
+    assert check_dialog_target(prepared, IDENTITY, reaches_only(PHONE)) is Rule.DIALOG_TARGET
+
+
+@pytest.mark.parametrize(
+    ("uri", "route", "where"),
+    [
+        ("sip:+15551234@192.0.2.99", None, "192.0.2.99:5060"),
+        ("sip:bob@198.51.100.7:5070", None, "198.51.100.7:5070"),  # the phone's host, another port
+        ("sips:bob@198.51.100.7", None, "198.51.100.7:5061"),
+        ("sip:bob@198.51.100.7", "<sip:192.0.2.99;lr>", "192.0.2.99:5060"),  # a Route after ours
+        ("sip:bob@[2001:db8::99]", None, "[2001:db8::99]:5060"),
+    ],
+)
+def test_r7_any_other_next_hop_is_403(uri: str, route: str | None, where: str) -> None:
+    prepared = in_dialog(route, uri=uri)
+    with pytest.raises(Forbidden) as raised:
+        check_dialog_target(prepared, IDENTITY, reaches_only(PHONE))
+    assert raised.value.detail == (
+        f"relay: R7 in-dialog next hop {where} is not a registered contact, a trusted peer or the upstream"
+    )
+
+
+def test_r7_the_next_hop_asked_about_is_the_one_of_rfc_3261_16_6_step_7() -> None:
+    asked: list[Peer] = []
+
+    def reachable(destination: Peer) -> bool:
+        asked.append(destination)
+        return True
+
+    prepared = in_dialog("<sip:192.0.2.50:5080;transport=tcp;maddr=192.0.2.51;lr>")
+    assert check_dialog_target(prepared, IDENTITY, reachable) is Rule.DIALOG_TARGET
+    assert asked == [Peer(Transport.TCP, "192.0.2.51", 5080)]

@@ -154,3 +154,47 @@ def test_a_binding_is_reached_by_its_contact_unless_behind_nat_or_on_a_stream() 
     assert binding("sip:a@10.0.0.7:5060").flow == PEER  # behind NAT: back to the source
     tcp = Peer(Transport.TCP, "192.0.2.1", 40000)
     assert attrs.evolve(binding("sip:a@192.0.2.1:5060"), received=tcp).flow == tcp  # its connection
+
+
+# -- the addresses bindings are reached at (relay rule R7) -----------------------------------------
+
+
+def at(contact: str, received: Peer = PEER, *, key: str | None = None, path: tuple[str, ...] = ()) -> Binding:
+    return attrs.evolve(
+        binding(contact), key=BindingKey(AOR, KeyKind.URI, key or contact), received=received, path=path
+    )
+
+
+def test_a_binding_is_reached_at_its_contact_its_flow_and_its_first_path_hop() -> None:
+    natted = Peer(Transport.UDP, "203.0.113.7", 40000)
+    found = at("sip:alice@10.0.0.5", natted, path=("<sip:edge.example.com;lr>", "<sip:other.example.com;lr>"))
+    assert found.reached_at == {("10.0.0.5", 5060), ("203.0.113.7", 40000), ("edge.example.com", 5060)}
+    secure = at("sips:alice@[2001:DB8:0::5]")
+    assert ("2001:db8::5", 5061) in secure.reached_at
+    assert ("192.0.2.8", 5061) in at("sip:a@192.0.2.8;transport=TLS").reached_at
+    assert ("192.0.2.9", 5070) in at("sip:a@192.0.2.1:5070;maddr=192.0.2.9").reached_at
+
+
+def test_the_address_index_follows_add_refresh_remove_expiry_and_restore() -> None:
+    location = LocationService()
+    phone = Peer(Transport.UDP, "198.51.100.7", 5062)
+    assert not location.reaches("198.51.100.7", 5062)
+    location.put(at("sip:a@198.51.100.7:5062", phone, key="one"), NOW)
+    location.put(at("sip:b@198.51.100.7:5062", phone, key="two"), NOW)  # two bindings, one address
+    assert location.reaches("198.51.100.7", 5062)
+    assert not location.reaches("198.51.100.7", 5060) and not location.reaches("198.51.100.8", 5062)
+    location.remove(BindingKey(AOR, KeyKind.URI, "one"), RemovalReason.UNREGISTERED, NOW)
+    assert location.reaches("198.51.100.7", 5062)  # the other binding is still there
+    location.on_timer(BindingKey(AOR, KeyKind.URI, "two"), EXPIRY_TIMER, NOW + 61)
+    assert not location.reaches("198.51.100.7", 5062)
+    # A refresh from another address moves the binding there.
+    moved = Peer(Transport.UDP, "198.51.100.9", 5062)
+    location.put(at("sip:a@198.51.100.7:5062", phone, key="one"), NOW)
+    location.put(at("sip:a@198.51.100.9:5062", moved, key="one"), NOW)
+    assert location.reaches("198.51.100.9", 5062) and not location.reaches("198.51.100.7", 5062)
+    # Restored bindings are indexed; lapsed ones are not.
+    restored = LocationService()
+    lapsed = attrs.evolve(at("sip:d@192.0.2.44", Peer(Transport.UDP, "192.0.2.44", 5060)), expires_at=NOW - 1)
+    restored.restore([at("sip:c@[2001:db8::c]", Peer(Transport.UDP, "2001:db8::c", 5060)), lapsed], NOW)
+    assert restored.reaches("[2001:DB8::C]", 5060) and restored.reaches("2001:db8::c", 5060)
+    assert not restored.reaches("192.0.2.44", 5060)
