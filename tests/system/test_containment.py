@@ -109,6 +109,7 @@ def test_svcrack_is_banned_within_five_guesses(tmp_path: Path) -> None:
                 "-p",
                 str(server.sip_port),
                 "--maximumtime=5",
+                f"--domain={DOMAIN}",  # the realm is the AoR's domain: guess alice@example.test
                 "127.0.0.1",
             ],
             capture_output=True,
