@@ -1662,13 +1662,12 @@ class ScaEngine:
         mine = [
             app
             for app in self._call_appearances(call_id)
-            if app.leg is not None and app.leg.role is Role.CALLEE and app.leg.remote_tag == sender.tag
+            if app.leg is not None
+            and app.leg.role is Role.CALLEE
+            and app.leg.remote_tag == sender.tag
+            and not app.callee_pending  # moved by a pickup on the far line (O19b), not ringing here
         ]
-        alerting = [
-            app
-            for app in mine
-            if app.leg is not None and app.leg.member_tag is None and not app.callee_pending
-        ]
+        alerting = [app for app in mine if app.leg is not None and app.leg.member_tag is None]
         if status < 200:
             for app in alerting:
                 self._fire(app, Trigger.MEMBER_RINGING, now, out)
