@@ -115,3 +115,26 @@ def test_o19b_18x_to_the_pickup_changes_nothing_on_the_far_line() -> None:
     picked_up(h)
     assert rules(h.respond(PICKUP, answer(PICKUP, 180, to_tag="xt2", contact=CX))) == []
     assert states(h) == {LINE: "active", L2: "active"}
+
+
+def test_o19b_far_line_that_placed_the_call_follows_the_pickup_too() -> None:
+    """The other direction: X on L2 calls L, A on L answers and holds, B on L picks up; L2's
+    caller-side appearance becomes the callee of the pickup's dialog."""
+    h = Harness(engine())
+    h.engine.provision([SharedLine(LINE), SharedLine(L2)])
+    h.subscribe(subscribe())
+    inbound = invite(
+        call_id="c1", from_uri=L2, from_tag="xt", to_uri=LINE, contact=CX, call_info=seize_info(1)
+    )
+    h.forward(inbound)
+    h.respond(inbound, answer(inbound, 200, to_tag="ma", contact=CA))
+    h.ack(
+        invite(method="ACK", call_id="c1", from_uri=L2, from_tag="xt", to_uri=LINE, to_tag="ma", contact=CX)
+    )
+    hold = invite(call_id="c1", from_uri=LINE, from_tag="ma", to_uri=L2, to_tag="xt", cseq=2, body=HOLD_SDP)
+    h.forward(hold)
+    assert states(h) == {LINE: "held", L2: "active"}
+    assert rules(picked_up(h)) == [(LINE, "O19", S.HELD, S.ACTIVE), (L2, "O19b", S.ACTIVE, S.ACTIVE)]
+    assert rules(h.forward(OLD_BYE)) == []
+    h.respond(PICKUP, answer(PICKUP, 200, to_tag="xt2", contact=CX))
+    assert rules(h.forward(NEW_BYE)) == [(LINE, "O18", S.ACTIVE, S.IDLE), (L2, "O18", S.ACTIVE, S.IDLE)]
