@@ -81,7 +81,8 @@ class Trigger(enum.Enum):
     CHALLENGED = "challenged"  # 401/407 to the INVITE (O12)
     LOCAL_FAILURE = "local-failure"  # the proxy itself rejected the INVITE with >= 400 (O13)
     OWNER_HOLD = "owner-hold"  # re-INVITE/UPDATE from the member with hold SDP (O14)
-    OWNER_PRIVATE_HOLD = "owner-private-hold"  # ... with Call-Info appearance-state=held-private (O14)
+    OWNER_PRIVATE_HOLD = "owner-private-hold"  # ... with Call-Info appearance-state=held-private (O14, O14b)
+    OWNER_PUBLIC_HOLD = "owner-public-hold"  # ... with Call-Info appearance-state=held (O14, O14b)
     ACK_HOLD = "ack-hold"  # ACK from the member carrying hold SDP (O15)
     OWNER_RETRIEVE = "owner-retrieve"  # re-INVITE/UPDATE from the member with non-hold SDP (O16)
     ACK_RETRIEVE = "ack-retrieve"  # ACK from the member carrying non-hold SDP (late offer, O16)
@@ -90,6 +91,9 @@ class Trigger(enum.Enum):
     RETRIEVE_BY_MEMBER = "retrieve-by-member"  # pickup from hold by another member (O19, section 7.1)
     RETRIEVE_ANSWERED = "retrieve-answered"  # 2xx to the pickup INVITE (O19)
     RETRIEVE_FAILED = "retrieve-failed"  # final non-2xx to the pickup INVITE (section 7.1, Q17)
+    FAR_END_REPLACED = "far-end-replaced"  # a pickup on the far line replaces this call's dialog (O19b)
+    FAR_END_REPLACE_ANSWERED = "far-end-replace-answered"  # 2xx to that pickup INVITE (O19b)
+    FAR_END_REPLACE_FAILED = "far-end-replace-failed"  # that pickup failed: the old dialog again (7.1)
     MEMBER_REBOOTED = "member-rebooted"  # out-of-dialog call-info SUBSCRIBE from the owner (3.5)
     INCOMING = "incoming"  # initial INVITE to the line, option alerting_state (I1)
     MEMBER_RINGING = "member-ringing"  # 180/183 from a member (I2)
@@ -139,6 +143,9 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         (S.SEIZED, T.CHALLENGED): ("O12", S.SEIZED),
         (S.ACTIVE, T.OWNER_HOLD): ("O14", S.HELD),
         (S.ACTIVE, T.OWNER_PRIVATE_HOLD): ("O14", S.HELD_PRIVATE),
+        (S.ACTIVE, T.OWNER_PUBLIC_HOLD): ("O14", S.HELD),
+        (S.HELD, T.OWNER_PRIVATE_HOLD): ("O14b", S.HELD_PRIVATE),  # a public hold made private
+        (S.HELD_PRIVATE, T.OWNER_PUBLIC_HOLD): ("O14b", S.HELD),  # a private hold made public
         (S.ACTIVE, T.ACK_HOLD): ("O15", S.HELD),
         (S.HELD, T.OWNER_RETRIEVE): ("O16", S.ACTIVE),
         (S.HELD_PRIVATE, T.OWNER_RETRIEVE): ("O16", S.ACTIVE),
@@ -148,6 +155,8 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         (S.HELD_PRIVATE, T.ROLLBACK_HOLD): ("O9b", S.ACTIVE),
         (S.ACTIVE, T.ROLLBACK_RETRIEVE): ("O9b", S.HELD),
         (S.ACTIVE, T.ROLLBACK_RETRIEVE_PRIVATE): ("O9b", S.HELD_PRIVATE),
+        (S.HELD_PRIVATE, T.ROLLBACK_RETRIEVE): ("O9b", S.HELD),  # failed O14b re-INVITE
+        (S.HELD, T.ROLLBACK_RETRIEVE_PRIVATE): ("O9b", S.HELD_PRIVATE),  # failed O14b re-INVITE
         (S.HELD, T.RETRIEVE_BY_MEMBER): ("O19", S.ACTIVE),
         (S.ACTIVE, T.RETRIEVE_ANSWERED): ("O19", S.ACTIVE),
         (S.ACTIVE, T.RETRIEVE_FAILED): ("7.1", S.HELD),
@@ -173,6 +182,9 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         rows[state, T.REINVITE_FAILED] = ("O9b", state)
         rows[state, T.REINVITE_ANSWERED] = ("O17", state)
         rows[state, T.CALL_STALE] = ("Q18", S.IDLE)
+        rows[state, T.FAR_END_REPLACED] = ("O19b", state)
+        rows[state, T.FAR_END_REPLACE_ANSWERED] = ("O19b", state)
+        rows[state, T.FAR_END_REPLACE_FAILED] = ("7.1", state)
     for state in _NON_IDLE:
         rows[state, T.SEIZE] = ("O2", state)  # the engine answers 480 + Retry-After
         rows[state, T.TERMINATED_487] = ("O10", state)
@@ -264,6 +276,13 @@ class Appearance:
     @property
     def call_id(self) -> str | None:
         return None if self.leg is None else self.leg.call_id
+
+    @property
+    def callee_pending(self) -> bool:
+        """A pickup on the far line moved this appearance to the pickup's dialog (O19b,
+        section 7.1 step 4) and the far end's answer, which gives our member's tag in that
+        dialog, is still awaited; ``previous`` is the dialog to go back to if it fails."""
+        return self.previous is not None and self.leg is not None and self.leg.member_tag is None
 
 
 def _seize_only(appearance: Appearance) -> bool:

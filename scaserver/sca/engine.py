@@ -1327,7 +1327,7 @@ class ScaEngine:
         if wanted and callee_line == line:
             pickup = self._pickup(request)
             if pickup is not None:  # 7.1 retrieve by another member (O19); other states were refused
-                self._fire(
+                step = self._fire(
                     pickup,
                     Trigger.RETRIEVE_BY_MEMBER,
                     now,
@@ -1336,6 +1336,8 @@ class ScaEngine:
                     leg=leg,
                     previous=Previous(pickup.owner, pickup.leg, pickup.remote_contact),
                 )
+                if step.rule is not None and pickup.leg is not None:
+                    self._replace_far_end(pickup, pickup.leg, leg, contact=contact, now=now, out=out)
                 return
         current = self.appearance(line, wanted) if wanted else None
         if (
@@ -1353,6 +1355,66 @@ class ScaEngine:
         self._fire(
             fresh, Trigger.INVITE_IMPLICIT, now, out, owner=contact, leg=leg, remote_uri=remote_uri
         )  # O5b
+
+    def _replace_far_end(
+        self,
+        pickup: Appearance,
+        old: CallLeg,
+        new: CallLeg,
+        *,
+        contact: str | None,
+        now: float,
+        out: list[EngineAction],
+    ) -> None:
+        """7.1 step 4 (O19b): the pickup INVITE carries Replaces for ``old`` to the far end, so an
+        appearance of another line that follows ``old`` from the far end's side follows the
+        pickup's dialog instead, where the far end is the callee; its tag there comes with the
+        answer (:attr:`Appearance.callee_pending`).  Its remote party is the picking member."""
+        for far in self._call_appearances(old.call_id):
+            leg = far.leg
+            if (
+                (far.line, far.index) == (pickup.line, pickup.index)
+                or leg is None
+                or leg.member_tag is None
+                or (leg.member_tag, leg.remote_tag) != (old.remote_tag, old.member_tag)
+            ):
+                continue
+            self._fire(
+                far,
+                Trigger.FAR_END_REPLACED,
+                now,
+                out,
+                leg=CallLeg(new.call_id, None, new.member_tag, Role.CALLEE),
+                remote_contact=contact,
+                previous=Previous(far.owner, leg, far.remote_contact),
+            )
+
+    def _far_end_answered(
+        self, app: Appearance, *, status: int, answered: _Side, now: float, out: list[EngineAction]
+    ) -> None:
+        """The far end answered the pickup that moved ``app`` (O19b): 2xx gives our member's tag
+        in the new dialog; a failure puts ``app`` back on the replaced dialog (7.1)."""
+        leg = app.leg
+        assert leg is not None
+        if 200 <= status < 300:
+            new_leg = attrs.evolve(leg, member_tag=answered.tag)
+            self._fire(app, Trigger.FAR_END_REPLACE_ANSWERED, now, out, leg=new_leg, previous=None)
+        elif status >= 300:
+            self._restore_far_end(app, now, out)
+
+    def _restore_far_end(self, app: Appearance, now: float, out: list[EngineAction]) -> None:
+        previous = app.previous
+        assert previous is not None
+        self._fire(
+            app,
+            Trigger.FAR_END_REPLACE_FAILED,
+            now,
+            out,
+            owner=previous.owner,
+            leg=previous.leg,
+            remote_contact=previous.remote_contact,
+            previous=None,
+        )
 
     def _offer(
         self,
@@ -1382,11 +1444,7 @@ class ScaEngine:
                 or not leg.matches(call_id, sender.tag, target.tag)
             ):
                 continue  # remote hold changes nothing (6.2, 7.4)
-            if hold:
-                private = info is not None and info.state is AppearanceState.HELD_PRIVATE
-                trigger = Trigger.OWNER_PRIVATE_HOLD if private else Trigger.OWNER_HOLD
-            else:
-                trigger = Trigger.OWNER_RETRIEVE
+            trigger = _hold_trigger(info) if hold else Trigger.OWNER_RETRIEVE
             rollback = (app.state, number) if request.method == "INVITE" else None
             self._fire(app, trigger, now, out, rollback=rollback)
 
@@ -1396,7 +1454,9 @@ class ScaEngine:
             leg = app.leg
             if leg is None:
                 continue
-            if leg.role is Role.CALLER and leg.member_tag == sender.tag:
+            if app.callee_pending and leg.remote_tag == sender.tag:
+                self._restore_far_end(app, now, out)  # the pickup moving it was cancelled (7.1)
+            elif leg.role is Role.CALLER and leg.member_tag == sender.tag:
                 if app.previous is not None and leg.remote_tag is None:
                     self._restore_pickup(app, now, out)
                 else:
@@ -1510,7 +1570,9 @@ class ScaEngine:
             leg = app.leg
             if leg is None:
                 continue
-            if leg.role is Role.CALLER and leg.member_tag == sender.tag:
+            if app.callee_pending and leg.remote_tag == sender.tag:
+                self._far_end_answered(app, status=status, answered=answered, now=now, out=out)
+            elif leg.role is Role.CALLER and leg.member_tag == sender.tag:
                 self._caller_answered(
                     app, response=response, answered=answered, local=local, now=now, out=out
                 )
@@ -1600,7 +1662,10 @@ class ScaEngine:
         mine = [
             app
             for app in self._call_appearances(call_id)
-            if app.leg is not None and app.leg.role is Role.CALLEE and app.leg.remote_tag == sender.tag
+            if app.leg is not None
+            and app.leg.role is Role.CALLEE
+            and app.leg.remote_tag == sender.tag
+            and not app.callee_pending  # moved by a pickup on the far line (O19b), not ringing here
         ]
         alerting = [app for app in mine if app.leg is not None and app.leg.member_tag is None]
         if status < 200:
@@ -1763,6 +1828,18 @@ class BargeNotSupported(SipError, status=403, reason="Barge-in not supported"):
 def hint_or_sdp(hint: bool | None, body: bytes) -> bool | None:
     """The hold verdict of a message: the routing layer's hint, else its SDP (6.2)."""
     return hint if hint is not None else sdp_hold(body)
+
+
+def _hold_trigger(info: AppearanceInfo | None) -> Trigger:
+    """The trigger of a member's hold offer: the Call-Info ``appearance-state`` of the
+    re-INVITE picks private (O14, O14b) or public hold explicitly (O14b); without it, a
+    plain hold (O14), which leaves a held appearance's privacy as it is."""
+    state = None if info is None else info.state
+    if state is AppearanceState.HELD_PRIVATE:
+        return Trigger.OWNER_PRIVATE_HOLD
+    if state is AppearanceState.HELD:
+        return Trigger.OWNER_PUBLIC_HOLD
+    return Trigger.OWNER_HOLD
 
 
 @attrs.frozen

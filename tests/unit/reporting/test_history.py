@@ -368,6 +368,14 @@ def test_every_rule_of_the_transition_table_has_a_cause() -> None:
     assert cause_of(attrs.evolve(rollback, to_state=S.HELD)) is Cause.REINVITE_HOLD
 
 
+def test_o14b_privacy_change_is_a_hold_and_o19b_far_line_move_a_retrieve() -> None:
+    private = AppearanceChanged(LINE, 1, S.HELD, S.HELD_PRIVATE, "O14b", DESK_A, "c1", T0)
+    assert cause_of(private) is Cause.REINVITE_HOLD
+    assert cause_of(attrs.evolve(private, from_state=S.HELD_PRIVATE, to_state=S.HELD)) is Cause.REINVITE_HOLD
+    far = AppearanceChanged(LINE, 1, S.ACTIVE, S.ACTIVE, "O19b", DESK_A, "pickup-1", T0)
+    assert cause_of(far) is Cause.RETRIEVE
+
+
 def test_line_samples_count_busy_active_and_held_appearances() -> None:
     rec = recorder()
     feed(

@@ -277,6 +277,60 @@ def test_o14_private_hold_moves_active_to_held_private() -> None:
     assert rules(actions) == [("O14", S.ACTIVE, S.HELD_PRIVATE)]
 
 
+PRIVATE = seize_info(1) + ";appearance-state=held-private"
+PUBLIC = seize_info(1) + ";appearance-state=held"
+
+
+def test_o14b_public_hold_made_private_moves_held_to_held_private() -> None:
+    h = active()
+    h.forward(invite(to_tag="rt", cseq=2, body=HOLD_SDP))
+    actions = h.forward(invite(to_tag="rt", cseq=3, body=HOLD_SDP, call_info=PRIVATE))
+    assert rules(actions) == [("O14b", S.HELD, S.HELD_PRIVATE)]
+    assert gn(actions) == [full(state_entry(1, "held-private", ACTIVE_URI))] * 2
+    assert isinstance(h.engine.check_request(PICKUP, h.now).rejection, Forbidden)  # 7.2 now applies
+
+
+def test_o14b_private_hold_made_public_moves_held_private_to_held_and_back() -> None:
+    h = active()
+    h.forward(invite(to_tag="rt", cseq=2, body=HOLD_SDP, call_info=PRIVATE))
+    actions = h.forward(invite(to_tag="rt", cseq=3, body=HOLD_SDP, call_info=PUBLIC))
+    assert rules(actions) == [("O14b", S.HELD_PRIVATE, S.HELD)]
+    assert gn(actions) == [full(state_entry(1, "held", ACTIVE_URI))] * 2
+    assert h.engine.check_request(PICKUP, h.now).replaces is not None  # others may pick it up again
+    again = h.forward(invite(to_tag="rt", cseq=4, body=HOLD_SDP, call_info=PRIVATE))
+    assert rules(again) == [("O14b", S.HELD, S.HELD_PRIVATE)]
+
+
+def test_o14b_hold_offer_without_appearance_state_keeps_the_privacy() -> None:
+    h = active()
+    h.forward(invite(to_tag="rt", cseq=2, body=HOLD_SDP, call_info=PRIVATE))
+    refresh = invite(to_tag="rt", cseq=3, body=HOLD_SDP, call_info=seize_info(1))
+    actions = h.forward(refresh)
+    assert rules(actions) == [] and gn(actions) == []
+    h.respond(refresh, answer(refresh, 200))
+    assert h.states() == {1: "held-private"}
+
+
+def test_o14b_public_hold_offer_from_active_is_an_ordinary_o14() -> None:
+    h = active()
+    assert rules(h.forward(invite(to_tag="rt", cseq=2, body=HOLD_SDP, call_info=PUBLIC))) == [
+        ("O14", S.ACTIVE, S.HELD)
+    ]
+
+
+def test_o9b_failed_o14b_reinvite_rolls_back_the_privacy() -> None:
+    h = active()
+    h.forward(invite(to_tag="rt", cseq=2, body=HOLD_SDP))
+    private = invite(to_tag="rt", cseq=3, body=HOLD_SDP, call_info=PRIVATE)
+    h.forward(private)
+    assert rules(h.respond(private, answer(private, 491))) == [("O9b", S.HELD_PRIVATE, S.HELD)]
+    h.forward(invite(to_tag="rt", cseq=4, body=HOLD_SDP, call_info=PRIVATE))
+    public = invite(to_tag="rt", cseq=5, body=HOLD_SDP, call_info=PUBLIC)
+    h.forward(public)
+    assert rules(h.respond(public, answer(public, 488))) == [("O9b", S.HELD, S.HELD_PRIVATE)]
+    assert h.states() == {1: "held-private"}
+
+
 def test_o15_hold_sdp_in_the_ack_holds() -> None:
     h = active()
     moh = invite(to_tag="rt", cseq=2)
