@@ -300,6 +300,7 @@ def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSett
         server=settings.server.user_agent,
         strip_call_info=settings.sca.strip_call_info,
         max_transactions=settings.security.max_transactions,
+        insert_pai=settings.sca.insert_pai,
     )
 
 

@@ -104,7 +104,14 @@ from scaserver.sip.transactions import (
     TransportFailed,
     server_key,
 )
-from scaserver.sip.trust import TrustedPeers
+from scaserver.sip.trust import (
+    ASSERTED,
+    TrustedPeers,
+    asserted,
+    carries_identity,
+    requests_id_privacy,
+    without_identity,
+)
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
 from scaserver.sip.validation import check_request, check_response, unsupported_options
 
@@ -227,7 +234,9 @@ class CoreSettings:
     ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
     (sca.md 5.3: the far end never sees appearance indexes); ``max_transactions``: with this
     many transactions open, a request that would start another gets 503 with Retry-After
-    ``retry_after_s`` (memory stays bounded under a flood).
+    ``retry_after_s`` (memory stays bounded under a flood); ``insert_pai``: a call a
+    subscriber places through a trusted upstream carries the P-Asserted-Identity of the shared
+    line it is on, or of the subscriber (RFC 3325).
     """
 
     domains: DomainPolicy = attrs.field(converter=as_domain_policy)
@@ -238,6 +247,7 @@ class CoreSettings:
     strip_call_info: bool = True
     max_transactions: int = 20000
     retry_after_s: int = 5
+    insert_pai: bool = False
 
 
 class _Owner(enum.Enum):
@@ -266,6 +276,9 @@ class SipCore:
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
+    identities_removed: int = attrs.field(default=0, init=False)
+    """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
+    trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
 
     # ------------------------------------------------------------------ edge entry points
 
@@ -389,7 +402,7 @@ class SipCore:
                 case Send(message=message, peer=peer):
                     sent = self._relayed(message) if self._strips(message) else message
                     if isinstance(sent, Request):
-                        sent = self._ringing(sent)
+                        sent = self._disclosed(self._ringing(sent), peer)
                     out.append(action if sent is message else Send(sent, peer))
                 case StartTimer() | CancelTimer():
                     out.append(action)
@@ -411,6 +424,8 @@ class SipCore:
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
                         request = self._relayed(request)
+                    if isinstance(context, BranchKey) and isinstance(request, Request):
+                        request = self._disclosed(request, peer)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):
                     out += self._deliver(event, now)
@@ -430,6 +445,26 @@ class SipCore:
         if index is None:
             return branch
         return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
+
+    def _believed(self, request: Request, peer: Peer) -> Request:
+        """The request without the identities a peer outside the trust domain asserted or
+        preferred (RFC 3325 section 5): only a trusted peer's P-Asserted-Identity is relayed."""
+        if not carries_identity(request.headers) or self.trusted.is_trusted(peer):
+            return request
+        self.identities_removed += 1
+        return request.with_headers(without_identity(request.headers))
+
+    def _disclosed(self, request: Request, destination: Peer) -> Request:
+        """A relayed request as a next hop outside the trust domain may see it: without the
+        asserted identity when the caller asked for ``Privacy: id`` (RFC 3325 sections 5, 9.3)."""
+        if (
+            ASSERTED not in request.headers
+            or not requests_id_privacy(request.headers)
+            or self.trusted.is_trusted(destination)
+        ):
+            return request
+        self.identities_removed += 1
+        return request.with_headers(without_identity(request.headers))
 
     @staticmethod
     def _relayed(message: Message) -> Message:
@@ -453,9 +488,10 @@ class SipCore:
     def _deliver(self, event: object, now: float) -> list[Action]:
         match event:
             case RequestReceived():
-                return self._run(self._on_request(event.request, event.peer, event.key, now), now)
+                request = self._believed(event.request, event.peer)
+                return self._run(self._on_request(request, event.peer, event.key, now), now)
             case AckReceived(request=ack, peer=peer):
-                return self._run(self._on_ack(ack, peer, now), now)
+                return self._run(self._on_ack(self._believed(ack, peer), peer, now), now)
             case CancelReceived():
                 return self._run(self._on_cancel(event, now), now)
             case ResponseReceived(response=response, key=key):
@@ -828,7 +864,7 @@ class SipCore:
         upstream = self.settings.upstream
         check_initial(origin, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
-            return self._to_upstream(request, peer, key, uri, now)
+            return self._to_upstream(self._asserting(request, peer, decision), peer, key, uri, now)
         assert isinstance(uri, SipUri)
         plan = self.sca.check_request(request, now)
         if plan.rejection is not None:
@@ -891,6 +927,28 @@ class SipCore:
         return self.mobile.on_invite(
             request, key, peer, aor=aor, bindings=everything, members=members, line=line, now=now
         )
+
+    def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
+        """With ``insert_pai``, a request an authenticated subscriber sends to a trusted
+        upstream carries the identity the server vouches for (RFC 3325 section 4): the shared
+        line the call is on when the subscriber is a member of it, else the subscriber's own AoR
+        (the From, which digest authentication has checked).  ``Privacy: id`` is kept: the
+        trusted upstream withholds the identity from hops outside the trust domain."""
+        upstream = self.settings.upstream
+        if (
+            not self.settings.insert_pai
+            or decision is None
+            or upstream is None
+            or upstream == peer
+            or not self.trusted.is_trusted(upstream)
+        ):
+            return request
+        identity = self.sca.caller_line(request, decision.username) or canonical_aor(
+            str(headers.from_addr(request).uri)
+        )
+        if identity is None:
+            return request
+        return request.with_headers(asserted(request.headers, identity))
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
