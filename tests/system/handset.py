@@ -160,7 +160,6 @@ class Handset:
         self.domain = line.partition("@")[2]
         self.username, self.password = username, password
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.host = host
         self.sock.bind((host, 0))
         self.sock.settimeout(0.05)
         self.port: int = self.sock.getsockname()[1]
@@ -278,7 +277,7 @@ class Handset:
         branch: str | None = None,
     ) -> Request:
         fields: list[tuple[str, str]] = [
-            ("Via", f"SIP/2.0/UDP {self.host}:{self.port};branch={branch or new_branch()};rport"),
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch or new_branch()};rport"),
             ("Max-Forwards", "70"),
             ("From", from_),
             ("To", to),
@@ -439,7 +438,7 @@ class Handset:
         sequence = headers.cseq(request)
         rest = request.headers.remove("Via").remove("CSeq")
         fields = [
-            ("Via", f"SIP/2.0/UDP {self.host}:{self.port};branch={new_branch()};rport"),
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={new_branch()};rport"),
             ("CSeq", f"{sequence.number + 1} {sequence.method}"),
             *rest.fields,
             (answer, value),
