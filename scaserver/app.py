@@ -42,6 +42,7 @@ from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     AuthenticationRejected,
     CoreSettings,
+    LargeRequestOverUdp,
     MessageDropped,
     RequestRefused,
     SipCore,
@@ -300,6 +301,7 @@ def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSett
         server=settings.server.user_agent,
         strip_call_info=settings.sca.strip_call_info,
         max_transactions=settings.security.max_transactions,
+        insert_pai=settings.sca.insert_pai,
     )
 
 
@@ -998,6 +1000,7 @@ class FactLog:
         bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(RequestRefused, self._refused)
+        bus.subscribe(LargeRequestOverUdp, self._large_over_udp)
         bus.subscribe(AuthenticationRejected, self._auth)
         bus.subscribe(Ban, self._ban)
         bus.subscribe(UpstreamAuthNeeded, self._upstream_auth)
@@ -1061,6 +1064,15 @@ class FactLog:
 
     def _dropped(self, e: MessageDropped) -> None:
         self._log.warn("message from {peer} dropped: {reason}", peer=str(e.peer), reason=e.reason)
+
+    def _large_over_udp(self, e: LargeRequestOverUdp) -> None:
+        self._log.warn(
+            "{method} of {size} bytes to {peer} sent over UDP (RFC 3261 18.1.1 wants TCP): {reason}",
+            method=e.method,
+            size=e.size,
+            peer=str(e.peer),
+            reason=e.reason,
+        )
 
     def _refused(self, e: RequestRefused) -> None:
         emit = self._log.warn if e.status >= 500 else self._log.info

@@ -320,6 +320,9 @@ class ScaSettings:
     (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
     stale-call sweep of Q18), 0 = never.  ``decline_ends_ringing``: a 603 (any 6xx) from
     one member of a line stops the others ringing; off: it declines for that member only.
+    ``insert_pai``: a call an authenticated subscriber places through a trusted ``[upstream]``
+    carries ``P-Asserted-Identity`` of the shared line it is on (else of the subscriber),
+    RFC 3325; a P-Asserted-Identity from a peer that is not trusted is never relayed.
     """
 
     call_info_max_expires: int = 3600

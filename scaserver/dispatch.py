@@ -87,9 +87,10 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
-from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response
+from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response, response_for
+from scaserver.sip.serializer import serialize
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -104,7 +105,14 @@ from scaserver.sip.transactions import (
     TransportFailed,
     server_key,
 )
-from scaserver.sip.trust import TrustedPeers
+from scaserver.sip.trust import (
+    ASSERTED,
+    TrustedPeers,
+    asserted,
+    carries_identity,
+    requests_id_privacy,
+    without_identity,
+)
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
 from scaserver.sip.validation import check_request, check_response, unsupported_options
 
@@ -122,6 +130,29 @@ class MessageDropped:
     peer: Peer
     reason: str
     kind: str = "unparsable"
+
+
+@attrs.frozen
+class LargeRequestOverUdp:
+    """A request of ``size`` bytes, over the 1300 of RFC 3261 section 18.1.1, went to
+    ``peer`` over UDP because it cannot be reached by TCP (``reason``); published once per
+    destination (the edge logs it)."""
+
+    peer: Peer
+    method: str
+    size: int
+    reason: str
+
+
+LARGE_REQUEST_BYTES: Final = 1300
+"""RFC 3261 section 18.1.1: with the path MTU unknown, a request larger than this goes over a
+congestion-controlled transport (TCP) when the next hop can be reached by one."""
+
+_BRANCH_ALLOWANCE: Final = "z9hG4bK" + "x" * 40
+"""Stands for the branch of the Via the transaction layer adds, in the size estimate."""
+
+_UDP_ONLY_MEMORY: Final = 4096
+"""How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
 
 
 @attrs.frozen
@@ -227,7 +258,9 @@ class CoreSettings:
     ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
     (sca.md 5.3: the far end never sees appearance indexes); ``max_transactions``: with this
     many transactions open, a request that would start another gets 503 with Retry-After
-    ``retry_after_s`` (memory stays bounded under a flood).
+    ``retry_after_s`` (memory stays bounded under a flood); ``insert_pai``: a call a
+    subscriber places through a trusted upstream carries the P-Asserted-Identity of the shared
+    line it is on, or of the subscriber (RFC 3325).
     """
 
     domains: DomainPolicy = attrs.field(converter=as_domain_policy)
@@ -238,6 +271,7 @@ class CoreSettings:
     strip_call_info: bool = True
     max_transactions: int = 20000
     retry_after_s: int = 5
+    insert_pai: bool = False
 
 
 class _Owner(enum.Enum):
@@ -266,6 +300,11 @@ class SipCore:
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
+    identities_removed: int = attrs.field(default=0, init=False)
+    _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
+    _udp_only: dict[Peer, None] = attrs.field(factory=dict, init=False)
+    """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
+    trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
 
     # ------------------------------------------------------------------ edge entry points
 
@@ -389,7 +428,7 @@ class SipCore:
                 case Send(message=message, peer=peer):
                     sent = self._relayed(message) if self._strips(message) else message
                     if isinstance(sent, Request):
-                        sent = self._ringing(sent)
+                        sent = self._disclosed(self._ringing(sent), peer)
                     out.append(action if sent is message else Send(sent, peer))
                 case StartTimer() | CancelTimer():
                     out.append(action)
@@ -411,6 +450,8 @@ class SipCore:
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
                         request = self._relayed(request)
+                    if isinstance(context, BranchKey) and isinstance(request, Request):
+                        request = self._disclosed(request, peer)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):
                     out += self._deliver(event, now)
@@ -431,6 +472,26 @@ class SipCore:
             return branch
         return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
 
+    def _believed(self, request: Request, peer: Peer) -> Request:
+        """The request without the identities a peer outside the trust domain asserted or
+        preferred (RFC 3325 section 5): only a trusted peer's P-Asserted-Identity is relayed."""
+        if not carries_identity(request.headers) or self.trusted.is_trusted(peer):
+            return request
+        self.identities_removed += 1
+        return request.with_headers(without_identity(request.headers))
+
+    def _disclosed(self, request: Request, destination: Peer) -> Request:
+        """A relayed request as a next hop outside the trust domain may see it: without the
+        asserted identity when the caller asked for ``Privacy: id`` (RFC 3325 sections 5, 9.3)."""
+        if (
+            ASSERTED not in request.headers
+            or not requests_id_privacy(request.headers)
+            or self.trusted.is_trusted(destination)
+        ):
+            return request
+        self.identities_removed += 1
+        return request.with_headers(without_identity(request.headers))
+
     @staticmethod
     def _relayed(message: Message) -> Message:
         return attrs.evolve(message, headers=strip_sca(message.headers))
@@ -445,17 +506,78 @@ class SipCore:
                 self._owners[key] = (_Owner.PROXY, context)
                 self._branches[context] = key
         else:
-            key, actions = self.layer.request(request, peer, now)
+            sent, fact = self._transport_for(request, peer)
+            key, actions = self.layer.request(request, sent, now)
             if request.method != "ACK":
                 self._owners[key] = (_Owner.SERVER, context)
+            if sent != peer:
+                self._upgraded[key] = (request, peer, context)
+            if fact is not None:
+                return [Deliver(fact), *self._run(actions, now)]
         return self._run(actions, now)
+
+    def _transport_for(self, request: Request, peer: Peer) -> tuple[Peer, LargeRequestOverUdp | None]:
+        """Where a request the server originates goes (RFC 3261 section 18.1.1): over TCP to the
+        same address when it is larger than 1300 bytes, was to go over UDP, and the
+        destination can be reached by TCP; else as asked, with the fact to publish the first
+        time a large request goes over UDP to that destination.
+
+        Reachable by TCP means: its Request-URI (the subscriber's Contact) is the address
+        the request goes to, no NAT in between (a connection to a NAT's mapping of a UDP
+        flow would hang until the connect timeout), and no connection attempt to it has
+        failed; a Request-URI with ``transport=tcp`` is always tried.
+        """
+        if peer.transport is not Transport.UDP or request.method == "ACK":
+            return peer, None
+        size = self._wire_size(request, peer)
+        if size <= LARGE_REQUEST_BYTES:
+            return peer, None
+        if peer in self._udp_only:
+            return peer, None
+        uri = parse_uri(request.uri)
+        direct = isinstance(uri, SipUri) and (
+            (uri.param("transport") or "").lower() == "tcp"
+            or (uri.host == peer.host and (uri.port or uri.default_port) == peer.port)
+        )
+        if direct:
+            return attrs.evolve(peer, transport=Transport.TCP), None
+        return peer, self._over_udp(
+            peer, request.method, size, "its contact is not the address it is reached at"
+        )
+
+    def _wire_size(self, request: Request, peer: Peer) -> int:
+        transport, host, port = self.layer.local_via(peer)
+        via = headers.Via("SIP/2.0", transport.upper(), host, port, (("branch", _BRANCH_ALLOWANCE),))
+        return len(serialize(request)) + len(f"Via: {via}\r\n")
+
+    def _over_udp(self, peer: Peer, method: str, size: int, reason: str) -> LargeRequestOverUdp:
+        """Remember that large requests to ``peer`` go over UDP; the fact to publish once."""
+        self._udp_only[peer] = None
+        while len(self._udp_only) > _UDP_ONLY_MEMORY:
+            del self._udp_only[next(iter(self._udp_only))]
+        return LargeRequestOverUdp(peer, method, size, reason)
+
+    def _fall_back_to_udp(self, key: ClientKey) -> list[EngineAction] | None:
+        """A request moved to TCP by :meth:`_transport_for` whose connection failed: sent
+        again over UDP through a new transaction for the same owner (RFC 3261 18.1.1 leaves
+        the choice open when TCP cannot be used), logged once.  None when ``key`` was not
+        moved."""
+        upgraded = self._upgraded.pop(key, None)
+        if upgraded is None:
+            return None
+        request, peer, context = upgraded
+        if self._owners.pop(key, None) is None:
+            return []  # nobody waits for it any more
+        fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
+        return [Deliver(fact), SendRequest(request, peer, context)]
 
     def _deliver(self, event: object, now: float) -> list[Action]:
         match event:
             case RequestReceived():
-                return self._run(self._on_request(event.request, event.peer, event.key, now), now)
+                request = self._believed(event.request, event.peer)
+                return self._run(self._on_request(request, event.peer, event.key, now), now)
             case AckReceived(request=ack, peer=peer):
-                return self._run(self._on_ack(ack, peer, now), now)
+                return self._run(self._on_ack(self._believed(ack, peer), peer, now), now)
             case CancelReceived():
                 return self._run(self._on_cancel(event, now), now)
             case ResponseReceived(response=response, key=key):
@@ -471,6 +593,7 @@ class SipCore:
                 return [fact, *self._run(self._on_client_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
                 if isinstance(key, ClientKey):
+                    self._upgraded.pop(key, None)
                     owner = self._owners.pop(key, None)
                     if owner is not None and isinstance(owner[1], BranchKey):
                         self._branches.pop(owner[1], None)
@@ -527,6 +650,10 @@ class SipCore:
     def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
         if not isinstance(key, ClientKey):
             return []  # timer H on a server transaction: nothing more to do (17.2.1)
+        if isinstance(event, TransportFailed):
+            retried = self._fall_back_to_udp(key)
+            if retried is not None:
+                return retried
         owner = self._owners.get(key)
         if owner is None:
             return []
@@ -828,7 +955,7 @@ class SipCore:
         upstream = self.settings.upstream
         check_initial(origin, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
-            return self._to_upstream(request, peer, key, uri, now)
+            return self._to_upstream(self._asserting(request, peer, decision), peer, key, uri, now)
         assert isinstance(uri, SipUri)
         plan = self.sca.check_request(request, now)
         if plan.rejection is not None:
@@ -891,6 +1018,28 @@ class SipCore:
         return self.mobile.on_invite(
             request, key, peer, aor=aor, bindings=everything, members=members, line=line, now=now
         )
+
+    def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
+        """With ``insert_pai``, a request an authenticated subscriber sends to a trusted
+        upstream carries the identity the server vouches for (RFC 3325 section 4): the shared
+        line the call is on when the subscriber is a member of it, else the subscriber's own AoR
+        (the From, which digest authentication has checked).  ``Privacy: id`` is kept: the
+        trusted upstream withholds the identity from hops outside the trust domain."""
+        upstream = self.settings.upstream
+        if (
+            not self.settings.insert_pai
+            or decision is None
+            or upstream is None
+            or upstream == peer
+            or not self.trusted.is_trusted(upstream)
+        ):
+            return request
+        identity = self.sca.caller_line(request, decision.username) or canonical_aor(
+            str(headers.from_addr(request).uri)
+        )
+        if identity is None:
+            return request
+        return request.with_headers(asserted(request.headers, identity))
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float

@@ -47,6 +47,7 @@ def make_core(
     upstream: Peer | None = None,
     trusted: Iterable[TrustedPeer] = (),
     lines: Sequence[SharedLine] = (),
+    insert_pai: bool = False,
 ) -> SipCore:
     """A SipCore for ``example.com`` on 192.0.2.1:5060 (UDP and TCP) with deterministic ids."""
     counter = itertools.count(1)
@@ -73,7 +74,9 @@ def make_core(
     sca = ScaEngine(EngineSettings(contact=f"sip:{SERVER.host}:{SERVER.port}"), tag_factory=unique)
     sca.provision(lines)
     core = SipCore(
-        CoreSettings(frozenset({DOMAIN}), upstream=upstream, require_auth=require_auth),
+        CoreSettings(
+            frozenset({DOMAIN}), upstream=upstream, require_auth=require_auth, insert_pai=insert_pai
+        ),
         layer,
         identity,
         Authenticator(

@@ -1116,6 +1116,24 @@ class ScaEngine:
                 return line
         return None
 
+    def caller_line(self, request: Request, user: str) -> str | None:
+        """The shared line an outgoing request of the authenticated ``user`` is placed on
+        (its From and Contact, as call tracking maps them), or None when it is on no line
+        or ``user`` (a name, or ``sip:user@line-host``) is no member of it (sca.md 3.2 row 6;
+        a line without a member list admits everybody)."""
+        try:
+            sender = from_addr(request)
+        except MalformedMessage:
+            return None
+        line = self._side_line(str(sender.uri), _first_contact(request))
+        if line is None:
+            return None
+        shared = self.line(line)
+        own = canonical_aor(f"sip:{user}@{host_part(line)}")
+        if shared.admits(user=user) or shared.lists(user=user, aor=own):
+            return line
+        return None
+
     def _call_appearances(self, call_id: str) -> list[Appearance]:
         result = []
         for key in sorted(self._calls.get(call_id, ()), key=lambda k: (k.line, k.index)):

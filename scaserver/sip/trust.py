@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from typing import Final
 
 import attrs
 
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.message import Headers, Peer, Transport
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -86,3 +87,41 @@ class TrustedPeers:
 
     def __len__(self) -> int:
         return len(self.peers)
+
+
+# RFC 3325: the trust domain of asserted identities.  A P-Asserted-Identity is believed only
+# from a trusted peer (section 5: "a proxy that receives a request containing a
+# P-Asserted-Identity header field from an entity it does not trust MUST remove it"); a
+# P-Preferred-Identity is a user agent's wish to a proxy it trusts (section 9.2) and never
+# leaves a proxy that has read it.
+
+ASSERTED: Final = "P-Asserted-Identity"
+PREFERRED: Final = "P-Preferred-Identity"
+IDENTITY_HEADERS: Final = (ASSERTED, PREFERRED)
+
+
+def carries_identity(headers: Headers) -> bool:
+    """Whether ``headers`` hold a P-Asserted-Identity or P-Preferred-Identity."""
+    return any(name in headers for name in IDENTITY_HEADERS)
+
+
+def without_identity(headers: Headers) -> Headers:
+    """``headers`` with every P-Asserted-Identity and P-Preferred-Identity removed."""
+    for name in IDENTITY_HEADERS:
+        headers = headers.remove(name)
+    return headers
+
+
+def asserted(headers: Headers, identity: str) -> Headers:
+    """``headers`` carrying ``identity`` (a SIP URI) as the one asserted identity."""
+    return without_identity(headers).set(ASSERTED, f"<{identity}>")
+
+
+def requests_id_privacy(headers: Headers) -> bool:
+    """Whether the ``Privacy`` header asks for ``id`` privacy (RFC 3325 section 9.3): the
+    asserted identity may reach trusted hops only."""
+    for value in headers.values("Privacy"):
+        for token in value.split(";"):
+            if token.strip().lower() == "id":
+                return True
+    return False

@@ -152,6 +152,7 @@ class Handset:
         contact_user: str | None = None,
         username: str | None = None,
         password: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
         self.server = server
@@ -159,11 +160,11 @@ class Handset:
         self.domain = line.partition("@")[2]
         self.username, self.password = username, password
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.settimeout(0.05)
         self.port: int = self.sock.getsockname()[1]
         user = contact_user or line.partition(":")[2].partition("@")[0]
-        self.contact = f"sip:{user}@127.0.0.1:{self.port}"
+        self.contact = f"sip:{user}@{host}:{self.port}"
         self.answer_notifies = True
         self.notifies: list[Notify] = []
         self.requests: list[Request] = []
