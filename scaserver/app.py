@@ -33,7 +33,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
-from scaserver.config import LegacyPushRule, MidRegistrarSettings, Settings, UpstreamCredential
+from scaserver.config import LegacyPushRule, MidRegistrarSettings, ScaSettings, Settings, UpstreamCredential
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
@@ -106,6 +106,7 @@ from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, R
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity
+from scaserver.proxy.sessiontimer import SessionTimerPolicy
 from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
 from scaserver.push.pnparams import (
     Keepalive,
@@ -492,9 +493,17 @@ def make_core(
         unique,
         mobile=mobile,
         known_host=known_host,
+        session_timer=session_timer_policy(settings.sca),
     )
     sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
     return sip_core
+
+
+def session_timer_policy(sca: ScaSettings) -> SessionTimerPolicy | None:
+    """The RFC 4028 proxy policy of ``[sca]``, None when session timers are off."""
+    if not sca.session_timers:
+        return None
+    return SessionTimerPolicy(session_expires=sca.session_expires, min_se=sca.min_se)
 
 
 def resolvable_in(hosts: HostsTable) -> Callable[[str], bool]:

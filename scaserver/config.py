@@ -37,6 +37,7 @@ from cattrs.gen import make_dict_structure_fn
 from pyroute2 import IPRoute
 
 from scaserver import __version__
+from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
 from scaserver.sip.uri import SipUri, parse_uri
@@ -318,7 +319,11 @@ class ScaSettings:
     remembered so that the phone's next SUBSCRIBE counts as a reboot (sca.md 3.5).
     ``early_ttl``: seconds a call not answered yet keeps its appearance without signalling
     (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
-    stale-call sweep of Q18), 0 = never.  ``decline_ends_ringing``: a 603 (any 6xx) from
+    stale-call sweep of Q18), 0 = never.  ``session_timers``: act as an RFC 4028 session-timer
+    proxy for calls of shared lines (``session_expires`` asked for and the largest let
+    through, ``min_se`` the smallest accepted, both seconds, at least 90): a call whose
+    session is not refreshed in time is idled with cause ``session-expired``; calls without
+    a session timer keep ``max_call_age``.  ``decline_ends_ringing``: a 603 (any 6xx) from
     one member of a line stops the others ringing; off: it declines for that member only.
     ``insert_pai``: a call an authenticated subscriber places through a trusted ``[upstream]``
     carries ``P-Asserted-Identity`` of the shared line it is on (else of the subscriber),
@@ -339,6 +344,9 @@ class ScaSettings:
     active_pending_ttl: float = 35.0
     early_ttl: float = 200.0
     max_call_age: float = 0.0
+    session_timers: bool = True
+    session_expires: int = 1800
+    min_se: int = RFC_MIN_SE
     seize_retry_after: int = 1
     max_appearances: int = 0
     max_subscriptions_per_identity: int = 32
@@ -801,6 +809,8 @@ def _check(settings: Settings) -> None:
         (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
         (sca.early_ttl > 0, "sca.early_ttl", "must be positive"),
         (sca.max_call_age >= 0, "sca.max_call_age", "must not be negative (0 = no stale-call sweep)"),
+        (sca.min_se >= RFC_MIN_SE, "sca.min_se", f"must be at least {RFC_MIN_SE} (RFC 4028 section 4)"),
+        (sca.session_expires >= sca.min_se, "sca.session_expires", "must not be below sca.min_se"),
         (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
         (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
         (

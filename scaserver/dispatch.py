@@ -48,6 +48,13 @@ from scaserver.proxy.routing import (
     response_destination,
     uri_destination,
 )
+from scaserver.proxy.sessiontimer import (
+    SessionTimerPolicy,
+    answer_with_session,
+    expiry_after,
+    offer_with_session,
+    session_of,
+)
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
@@ -298,6 +305,8 @@ class SipCore:
     mobile: Mobile | None = None  # push mid-registrar and call parking (push-and-parking.md)
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
+    session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
+    _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
     identities_removed: int = attrs.field(default=0, init=False)
@@ -437,6 +446,7 @@ class SipCore:
                         raise ProtocolStateError(f"bad Respond action {action!r}")
                     if self._strips(response):
                         response = response.with_headers(strip_sca(response.headers))
+                    response = self._session_answer(transaction, response)
                     destination = self.layer.peer_of(transaction)
                     refused = (
                         None if destination is None else refusal(transaction.method, destination, response)
@@ -458,6 +468,36 @@ class SipCore:
                 case _:
                     assert_never(action)
         return out
+
+    def _session_offer(self, request: Request, key: ServerKey) -> Request:
+        """An initial INVITE of a shared line's call with this proxy's session timer asked for
+        (RFC 4028 8.1); remembered so that its 2xx can carry it (8.2)."""
+        policy = self.session_timer
+        if policy is None or request.method != "INVITE" or not self.sca.is_line_call(request):
+            return request
+        offered = offer_with_session(request, policy)
+        if "Session-Expires" in offered.headers:
+            self._session_offers[key] = offered
+        return offered
+
+    def _session_answer(self, transaction: ServerKey, response: Response) -> Response:
+        offered = self._session_offers.get(transaction)
+        if offered is None:
+            return response
+        if response.status >= 200:
+            del self._session_offers[transaction]
+        return answer_with_session(offered, response)
+
+    def _session_learnt(self, request: Request, response: Response, now: float) -> list[EngineAction]:
+        """A 2xx to an INVITE or UPDATE of a call: its session timer, set up or refreshed,
+        guards the call's appearances (RFC 4028 section 10)."""
+        if self.session_timer is None or request.method not in ("INVITE", "UPDATE"):
+            return []
+        if response.status // 100 != 2 or not request.call_id:
+            return []
+        session = session_of(request, response)
+        timeout = None if session is None else expiry_after(session.interval)
+        return self.sca.on_session_refreshed(request.call_id, timeout, now)
 
     def _strips(self, message: Message) -> bool:
         return (
@@ -592,6 +632,8 @@ class SipCore:
                 fact = Deliver(TransactionCompleted(_kind(side, key.method), failure))
                 return [fact, *self._run(self._on_client_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
+                if isinstance(key, ServerKey):
+                    self._session_offers.pop(key, None)
                 if isinstance(key, ClientKey):
                     self._upgraded.pop(key, None)
                     owner = self._owners.pop(key, None)
@@ -610,6 +652,7 @@ class SipCore:
                 return [Deliver(event), *self._run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
+                tracked += self._session_learnt(request, response, now)
                 return [Deliver(event), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
                 return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
@@ -950,6 +993,7 @@ class SipCore:
             return self._refuse(key, request, peer, decision, now)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
+        request = self._session_offer(request, key)
         origin = self._origin(peer, decision)
         why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
         upstream = self.settings.upstream

@@ -195,6 +195,7 @@ _RULE_CAUSES: Final[dict[str, Cause]] = {
     "O20": Cause.PURGE,
     "I8": Cause.PURGE,
     "Q18": Cause.STALE,
+    "4028": Cause.SESSION_EXPIRED,
     "RPC": Cause.RPC,
 }
 

@@ -103,6 +103,7 @@ class Trigger(enum.Enum):
     INCOMING_ENDED = "incoming-ended"  # CANCEL from the caller / every branch failed (I6)
     EARLY_EXPIRED = "early-expired"  # no final answer nor CANCEL within early_ttl (O20, I8)
     CALL_STALE = "call-stale"  # no signalling of the call within max_call_age (Q18)
+    SESSION_EXPIRED = "session-expired"  # no refresh within the session interval (RFC 4028 10)
     ADMIN_SEIZE = "admin-seize"  # RPC sca.seize_appearance (section 11)
     ADMIN_RELEASE = "admin-release"  # RPC sca.release_appearance (section 11)
     ADMIN_SET_SEIZED = "admin-set-seized"  # RPC sca.update_appearance ... (section 11)
@@ -185,6 +186,7 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         rows[state, T.FAR_END_REPLACED] = ("O19b", state)
         rows[state, T.FAR_END_REPLACE_ANSWERED] = ("O19b", state)
         rows[state, T.FAR_END_REPLACE_FAILED] = ("7.1", state)
+        rows[state, T.SESSION_EXPIRED] = ("4028", S.IDLE)
     for state in _NON_IDLE:
         rows[state, T.SEIZE] = ("O2", state)  # the engine answers 480 + Retry-After
         rows[state, T.TERMINATED_487] = ("O10", state)

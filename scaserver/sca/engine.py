@@ -279,6 +279,14 @@ def _identity_of(request: Request, user: str | None) -> Identity | None:
     return None if aor is None else Identity.unauthenticated(aor)
 
 
+@attrs.frozen
+class _SessionTimer:
+    """A call's RFC 4028 session timer: over ``timeout_s`` after its last refresh."""
+
+    timeout_s: float
+    refreshed_at: float
+
+
 def _ttl_start(appearance: Appearance) -> float:
     """When an appearance's TTL started: its change to ACTIVE_PENDING for I5, its last
     signalling otherwise (Q2 for a seize, O20/I8/Q18 for a call)."""
@@ -307,6 +315,7 @@ class ScaEngine:
     _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
     _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
     _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
+    _sessions: dict[str, _SessionTimer] = attrs.field(factory=dict, init=False)
     _outboxes: dict[DialogKey, _Outbox] = attrs.field(factory=dict, init=False)
     _dirty: dict[str, None] = attrs.field(factory=dict, init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
@@ -1041,6 +1050,9 @@ class ScaEngine:
             if ttl is None or trigger is None:
                 return out
             since = _ttl_start(app)
+            session = self._session_of(app) if trigger is Trigger.CALL_STALE else None
+            if session is not None:
+                since, trigger = max(since, session.refreshed_at), Trigger.SESSION_EXPIRED
             if since + ttl > now + 1e-6:
                 out.append(StartTimer(key, TTL_TIMER, since + ttl - now))
                 return out
@@ -1057,9 +1069,37 @@ class ScaEngine:
             return self.settings.active_pending_ttl
         if trigger is Trigger.EARLY_EXPIRED:
             return self.settings.early_ttl
+        session = self._session_of(app) if trigger is Trigger.CALL_STALE else None
+        if session is not None:
+            return session.timeout_s
         if trigger is Trigger.CALL_STALE and self.settings.max_call_age > 0:
             return self.settings.max_call_age
         return None
+
+    def _session_of(self, app: Appearance) -> _SessionTimer | None:
+        return None if app.call_id is None else self._sessions.get(app.call_id)
+
+    def on_session_refreshed(self, call_id: str, timeout_s: float | None, now: float) -> list[EngineAction]:
+        """A 2xx relayed for the call set up or refreshed its RFC 4028 session timer: its
+        appearances in progress end (cause session-expired) ``timeout_s`` after ``now`` unless
+        refreshed again; None: the session has no timer (the stale-call sweep applies)."""
+        out: list[EngineAction] = []
+        if call_id not in self._calls:
+            return out
+        if timeout_s is None:
+            self._sessions.pop(call_id, None)
+        else:
+            self._sessions[call_id] = _SessionTimer(timeout_s, now)
+        for app in self._call_appearances(call_id):
+            ttl = self._ttl(app)
+            key = AppearanceKey(app.line, app.index)
+            if timeout_of(app) is not Trigger.CALL_STALE:
+                continue
+            if ttl is None:
+                out.append(CancelTimer(key, TTL_TIMER))
+            else:
+                out.append(StartTimer(key, TTL_TIMER, max(0.0, max(_ttl_start(app), now) + ttl - now)))
+        return out
 
     # Appearance transitions.
 
@@ -1091,6 +1131,8 @@ class ScaEngine:
             self._appearances.setdefault(new.line, line)[new.index] = new
             if new.call_id is not None:
                 self._calls.setdefault(new.call_id, set()).add(key)
+        if old is not None and old.call_id is not None and old.call_id not in self._calls:
+            self._sessions.pop(old.call_id, None)  # the call's last appearance ended
         ttl = self._ttl(new)
         if ttl is not None:
             out.append(StartTimer(key, TTL_TIMER, ttl))
@@ -1165,6 +1207,20 @@ class ScaEngine:
         leg = app.leg
         replaces = f"{leg.call_id};to-tag={leg.remote_tag};from-tag={leg.member_tag}"
         return RequestPlan(target=app.remote_contact, replaces=replaces)
+
+    def is_line_call(self, request: Request) -> bool:
+        """An initial INVITE from a member of a shared line or to a line (section 1): a call
+        whose appearance an RFC 4028 session timer can end."""
+        try:
+            sender, target = from_addr(request), to_addr(request)
+        except MalformedMessage:
+            return False
+        if self._side_line(str(sender.uri), _first_contact(request)) is not None:
+            return True
+        return any(
+            line is not None and self.is_sca(line)
+            for line in (self._alias(canonical_aor(str(target.uri))), self._alias(canonical_aor(request.uri)))
+        )
 
     def _pickup(self, request: Request) -> Appearance | None:
         try:

@@ -87,6 +87,7 @@ _SPECIAL_SPELLINGS: Final[dict[str, str]] = {
     "error-info": "Error-Info",
     "p-asserted-identity": "P-Asserted-Identity",
     "p-preferred-identity": "P-Preferred-Identity",
+    "min-se": "Min-SE",
 }
 
 _canonical_cache: dict[str, str] = {}

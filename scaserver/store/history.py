@@ -116,6 +116,7 @@ class Cause(enum.Enum):
     RPC = "rpc"
     PURGE = "purge"
     STALE = "stale"  # no signalling of the call for sca.max_call_age (sca.md Q18)
+    SESSION_EXPIRED = "session-expired"  # no session refresh within its interval (RFC 4028 10)
 
 
 class RegistrationEvent(enum.Enum):

@@ -169,6 +169,9 @@ ERRORS = [
         "registrar.default_expires: must be between min_expires and max_expires",
     ),
     ("[sca]\ncall_info_ok_code = 204\n", "sca.call_info_ok_code: must be 200 or 202"),
+    ("[sca]\nmin_se = 60\n", "sca.min_se: must be at least 90 (RFC 4028 section 4)"),
+    ("[sca]\nmin_se = 3600\n", "sca.session_expires: must not be below sca.min_se"),
+    ("[sca]\nsession_timers = 1\n", "sca.session_timers: expected true or false, got 1"),
     (
         '[sca]\ncall_info_uri = "host"\n',
         'sca.call_info_uri: expected "domain", "aor" or a sip: URI, got "host"',
@@ -485,3 +488,10 @@ def test_unusable_security_settings_are_refused(section: dict[str, object], key:
     with pytest.raises(ConfigError) as raised:
         settings_from_mapping({"security": section}, "conf.toml")
     assert raised.value.key.startswith(key) and detail in str(raised.value)
+
+
+def test_session_timers_are_on_by_default_with_rfc_4028_values() -> None:
+    sca = load_settings(None).sca
+    assert (sca.session_timers, sca.session_expires, sca.min_se) == (True, 1800, 90)
+    off = settings_from_mapping({"sca": {"session_timers": False}}, "t")
+    assert not off.sca.session_timers

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import attrs
 
+from scaserver.proxy.sessiontimer import SessionTimerPolicy
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role
+from scaserver.sca.engine import TTL_TIMER, AppearanceKey
 from scaserver.sca.line import SharedLine
 from scaserver.sip.message import Peer, Request, Response, Transport
 from tests.builders import DOMAIN, SERVER, Wire, make_core
@@ -223,3 +225,80 @@ def test_a_603_from_one_member_stops_the_others_with_decline_ends_ringing() -> N
     declined = Response(603, "Decline", alice.headers.set("To", f"{alice.headers.get('To')};tag=m0"))
     out = wire.send(declined, ALICE)
     assert [m.method for m, p in out if isinstance(m, Request) and p == CAROL] == ["CANCEL"]
+
+
+# -- RFC 4028: the session-timer proxy of a shared line's calls --------------------------------
+
+
+def session_call(wire: Wire, call_id: str, *, answered: str) -> tuple[Request, Response]:
+    """A member calls bob with ``Supported: timer``; bob answers 200 with ``answered`` headers.
+    The INVITE bob got and the 200 the member got."""
+    wire.core.session_timer = SessionTimerPolicy()
+    text = request(
+        "INVITE",
+        f"sip:bob@{DOMAIN}",
+        from_uri=LINE,
+        branch=f"z9hG4bK{call_id}",
+        call_id=call_id,
+        extra="Supported: timer\r\n",
+    )
+    out = wire.deliver(text, ALICE)
+    [branch] = [m for m, _ in out if isinstance(m, Request)]
+    fields = branch.headers.set("To", f"{branch.headers.get('To')};tag=bt").set(
+        "Contact", f"<sip:bob@{BOB.host}:{BOB.port}>"
+    )
+    fields = fields.remove("Session-Expires").remove("Min-SE").remove("Supported")
+    for line in answered.splitlines():
+        name, _, value = line.partition(": ")
+        fields = fields.add(name, value)
+    out = wire.send(Response(200, "OK", fields), BOB)
+    [ok] = [m for m, peer in out if isinstance(m, Response) and peer == ALICE]
+    return branch, ok
+
+
+def expire(wire: Wire, after_s: float) -> None:
+    for app in wire.core.sca.appearances(LINE):
+        wire.core.on_timer(AppearanceKey(app.line, app.index), TTL_TIMER, wire.now + after_s)
+
+
+def test_rfc4028_member_invite_gets_session_expires_and_a_2xx_without_it_gets_refresher_uac() -> None:
+    wire = line_core()
+    branch, ok = session_call(wire, "st-1", answered="")
+    assert (branch.headers.get("Session-Expires"), branch.headers.get("Min-SE")) == ("1800", "90")
+    assert ok.headers.get("Session-Expires") == "1800;refresher=uac"
+    assert "timer" in ok.headers.values("Require")
+    assert states(wire) == [AppearanceState.ACTIVE]
+    expire(wire, 1767.0)
+    assert states(wire) == [AppearanceState.ACTIVE]
+    expire(wire, 1768.0)  # 1800 - min(32, 600)
+    assert states(wire) == []
+
+
+def test_rfc4028_refresh_answered_through_the_proxy_sets_the_new_interval() -> None:
+    wire = line_core()
+    _, ok = session_call(wire, "st-2", answered="Session-Expires: 90;refresher=uac\r\nRequire: timer")
+    route = ", ".join(reversed(ok.headers.values("Record-Route")))
+    wire.now += 50.0
+    refresh = request(
+        "INVITE",
+        f"sip:bob@{BOB.host}:{BOB.port}",
+        from_uri=LINE,
+        to_uri=f"sip:bob@{DOMAIN}",
+        to_tag="bt",
+        cseq=2,
+        branch="z9hG4bKst2re",
+        call_id="st-2",
+        extra=f"Route: {route}\r\nSupported: timer\r\nSession-Expires: 180;refresher=uac\r\n",
+    )
+    out = wire.deliver(refresh, ALICE)
+    [forwarded] = [m for m, peer in out if isinstance(m, Request) and peer == BOB]
+    fields = (
+        forwarded.headers.set("To", f"<sip:bob@{DOMAIN}>;tag=bt")
+        .set("Session-Expires", "180;refresher=uac")
+        .set("Contact", f"<sip:bob@{BOB.host}:{BOB.port}>")
+    )
+    wire.send(Response(200, "OK", fields), BOB)
+    expire(wire, 147.0)  # the 2xx of the refresh set 180 s: over 148 s after it (180 - 32)
+    assert states(wire) == [AppearanceState.ACTIVE]
+    expire(wire, 148.0)
+    assert states(wire) == []
