@@ -59,6 +59,7 @@ from scaserver.edge.controlplane import (
     SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
+from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
@@ -183,7 +184,7 @@ from scaserver.store.repository import (
     token_key_text,
     upstream_key,
 )
-from scaserver.store.sql import SqlStore
+from scaserver.store.sql import SqlStore, directory_generation
 
 
 class Reactor(TimerClock, UdpReactor, TcpReactor, Protocol):
@@ -444,7 +445,10 @@ def make_core(
         tag_factory=unique,
     )
     engine.provision(lines)
-    membership = member_of(lambda: list(engine.provisioned()), core.domains)
+
+    def membership(username: str, identity_user: str) -> bool:
+        # The domains now: a reloaded directory may have made a line's domain ours.
+        return member_of(engine.provisioned, sip_core.settings.domains)(username, identity_user)
 
     def algorithms(names: Iterable[str]) -> tuple[Algorithm, ...]:
         return tuple(algorithm for name in names if (algorithm := Algorithm.from_token(name)) is not None)
@@ -473,17 +477,17 @@ def make_core(
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
     proxy = Proxy(identity, ProxySettings())
-    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=credentials, secret=secret)
-    if core.upstream is not None:
-        trusted = trusted_upstream(trusted, core.upstream, "upstream")
-    if mobile is not None and mobile.midregistrar is not None:
-        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
+
+    def subscriber(username: str, realm: str) -> Credentials | None:
+        return authenticator.lookup(username, realm)  # the directory now: it is reloaded
+
+    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=subscriber, secret=secret)
     sip_core = SipCore(
         core,
         layer,
         identity,
         authenticator,
-        trusted,
+        with_upstreams(trusted, core.upstream, mobile),
         registrar,
         proxy,
         engine,
@@ -604,6 +608,29 @@ def legacy_rule(rule: LegacyPushRule) -> LegacyRule:
         param=rule.param,
         device_type=rule.device_type or None,
         keepalive=Keepalive(rule.keepalive) if rule.keepalive else None,
+    )
+
+
+def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, mobile: Mobile | None) -> TrustedPeers:
+    """The trusted peers of the directory, and the upstream and mid-registrar upstream."""
+    if upstream is not None:
+        trusted = trusted_upstream(trusted, upstream, "upstream")
+    if mobile is not None and mobile.midregistrar is not None:
+        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
+    return trusted
+
+
+def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> None:
+    """Swap a reloaded directory into the running core, computed the way
+    :func:`make_server` computes the one read at start-up."""
+    stored = directory_domains(directory.credentials, directory.lines)
+    lines = merged_lines(configured_lines(settings, domain_policy(settings, stored)), directory.lines)
+    domains = domain_policy(settings, directory_domains(directory.credentials, lines))
+    core.replace_directory(
+        credentials=credential_lookup(directory.credentials),
+        trusted=with_upstreams(TrustedPeers(directory.trusted), core.settings.upstream, core.mobile),
+        domains=domains,
+        lines=lines,
     )
 
 
@@ -1212,6 +1239,7 @@ class ServerService(MultiService):
     def __init__(self, sip: SipService, core: SipCore, writes: WriteBehind, store: SqlStore) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.sip, self.core, self.writes, self.store = sip, core, writes, store
+        self.directory: DirectoryWatch | None = None  # reloads on SIGHUP and directory.reload
 
     def adopt(self, service: Service) -> None:
         self.addService(service)  # type: ignore[no-untyped-call]
@@ -1612,6 +1640,7 @@ def make_server(
     url = settings.database.url
     check_up_to_date(url)
     store = SqlStore(url, pool_size=settings.database.pool_size)
+    generation = directory_generation(store.engine)  # first: a change while loading is seen again
     state = StoredState.load(store)
     store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
     directory = directory_domains(state.credentials, state.lines)
@@ -1655,7 +1684,18 @@ def make_server(
     ).attach(bus)
     FactLog().attach(bus)
     pool.add_dependent(writes)
+    watch = DirectoryWatch(
+        cast(IReactorTime, reactor),
+        pool,
+        current=Directory(generation, state.credentials, state.trusted, state.lines),
+        read_generation=lambda: directory_generation(store.engine),
+        load=lambda: load_directory(store),
+        apply=lambda directory: apply_directory(settings, core, directory),
+        interval_s=settings.directory.poll_interval,
+    )
+    pool.add_dependent(watch)
     server = ServerService(sip, core, writes, store)
+    server.directory = watch
     server.adopt(pool)
     server.adopt(sip)
 
