@@ -18,7 +18,7 @@ import random
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, cast
 
@@ -1395,6 +1395,17 @@ class GuardView:
         return lifted
 
 
+class RpcDirectory:
+    """``directory.reload`` over the directory watch."""
+
+    def __init__(self, watch: DirectoryWatch) -> None:
+        self._watch = watch
+
+    async def reload(self) -> Mapping[str, int]:
+        change = await self._watch.reload("directory.reload")
+        return change.as_json()
+
+
 def control_plane(
     settings: Settings,
     reactor: Reactor,
@@ -1405,6 +1416,7 @@ def control_plane(
     provisioning: ProvisioningResource | None = None,
     devices: DeviceLines | None = None,
     readiness: Readiness | None = None,
+    directory: DirectoryWatch | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -1466,6 +1478,7 @@ def control_plane(
         provisioning=resync,
         statistics=MetricsStatistics(metrics.registry),
         security=security,
+        directory=RpcDirectory(directory) if directory is not None else None,
     )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
@@ -1757,7 +1770,15 @@ def make_server(
     )
     devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
     plane, feed = control_plane(
-        settings, reactor, core, sip, writes, provisioning=resource, devices=devices, readiness=readiness
+        settings,
+        reactor,
+        core,
+        sip,
+        writes,
+        provisioning=resource,
+        devices=devices,
+        readiness=readiness,
+        directory=watch,
     )
     feed.attach(bus)
     server.adopt(plane)

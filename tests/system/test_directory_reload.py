@@ -5,8 +5,10 @@ database, as on an operator's first day."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -121,15 +123,41 @@ def test_a_line_added_with_the_cli_while_running_is_a_shared_line(empty_server: 
         member.close()
 
 
-def test_sighup_reloads_the_directory_at_once(tmp_path: Path) -> None:
+def scactl(server: RunningServer, *argv: str) -> str:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "rpc" / "scactl"),
+            "-s",
+            f"http://127.0.0.1:{server.http_port}/RPC",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_with_polling_off_sighup_and_scactl_reload_the_directory_at_once(tmp_path: Path) -> None:
     with running_server(tmp_path / "server", "[directory]\npoll_interval = 0\n") as server:
         scaserver(server, "subscriber", "add", f"alice@{DOMAIN}", "--password", PASSWORDS["alice"])
         seen = log_size(server)
         server.process.send_signal(signal.SIGHUP)
         wait_for_reload(server, seen, "1 subscribers")
         assert "directory reloaded (SIGHUP)" in server.log()
-        alice = phone(server, "alice")
+        scaserver(server, "subscriber", "add", f"bob@{DOMAIN}", "--password", PASSWORDS["bob"])
+        reloaded = json.loads(scactl(server, "-F", "json", "directory.reload"))
+        assert reloaded["subscribers"] == 2
+        assert reloaded["subscribers_added"] == 1
+        assert "directory reloaded (directory.reload)" in server.log()
+        assert "bob-pw" not in server.log()
+        alice, bob = phone(server, "alice"), phone(server, "bob")
         try:
             assert alice.register().status == 200, server.log()
+            assert bob.register().status == 200, server.log()
         finally:
             alice.close()
+            bob.close()
