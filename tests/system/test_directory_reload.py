@@ -18,7 +18,7 @@ import pytest
 
 from scaserver.sip import headers
 from tests.system.handset import Handset, new_tag
-from tests.system.server import ROOT, SCASERVER, RunningServer, running_server
+from tests.system.server import ROOT, SCASERVER, RunningServer, running_server, upgrade_database
 
 pytestmark = pytest.mark.system
 
@@ -109,18 +109,23 @@ def test_subscribers_added_and_removed_with_the_cli_take_effect_while_running(
         bob.close()
 
 
-def test_a_line_added_with_the_cli_while_running_is_a_shared_line(empty_server: RunningServer) -> None:
-    seen = log_size(empty_server)
-    scaserver(empty_server, "subscriber", "add", f"alice@{DOMAIN}", "--password", PASSWORDS["alice"])
-    scaserver(empty_server, "line", "add", f"sip:2001@{DOMAIN}", "--member", "alice")
-    wait_for_reload(empty_server, seen, "1 shared lines")
-    member = phone(empty_server, "alice", line=f"sip:2001@{DOMAIN}")
-    try:
-        response, _, _ = member.subscribe("call-info")
-        assert response.status in (200, 202), empty_server.log()
-        member.wait_notify(lambda n: n.event == "call-info")
-    finally:
-        member.close()
+def test_a_line_added_with_the_cli_while_running_is_a_shared_line(tmp_path: Path) -> None:
+    """alice is a subscriber from the start; the line and its membership come while running."""
+    db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
+    upgrade_database(db_url)
+    add = [*SCASERVER, "subscriber", "add", f"alice@{DOMAIN}", "--password", PASSWORDS["alice"]]
+    subprocess.run([*add, "--db", db_url], cwd=ROOT, check=True, capture_output=True, timeout=60)
+    with running_server(tmp_path / "server", None, db_url=db_url) as server:
+        seen = log_size(server)
+        scaserver(server, "line", "add", f"sip:2001@{DOMAIN}", "--member", "alice")
+        wait_for_reload(server, seen, "1 shared lines (+1 -0 ~0)")
+        member = phone(server, "alice", line=f"sip:2001@{DOMAIN}")
+        try:
+            response, _, _ = member.subscribe("call-info")
+            assert response.status in (200, 202), server.log()
+            member.wait_notify(lambda n: n.event == "call-info")
+        finally:
+            member.close()
 
 
 def scactl(server: RunningServer, *argv: str) -> str:
