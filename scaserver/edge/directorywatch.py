@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
-from scaserver.edge.dbpool import DatabasePool
+from scaserver.edge.writebehind import Runner
 from scaserver.sca.line import SharedLine
 from scaserver.sip.digest import Credentials
 from scaserver.sip.trust import TrustedPeer
@@ -97,8 +97,8 @@ def load_directory(store: SqlStore) -> Directory:
 class DirectoryWatch(Service):
     """Polls the directory's generation and swaps a changed directory in.
 
-    ``read_generation`` and ``load`` run in ``pool`` (they block); ``apply`` runs on the
-    reactor thread with the directory loaded.  ``current`` is the directory the server
+    ``read_generation`` and ``load`` run in ``pool`` (the database thread pool: they
+    block); ``apply`` runs on the reactor thread with the directory loaded.  ``current`` is the directory the server
     runs with (the one read at start-up, at first).  ``interval_s`` 0 turns polling off
     (``reload()`` still works).  One read at a time: a poll while a read is running is
     skipped.
@@ -109,7 +109,7 @@ class DirectoryWatch(Service):
     def __init__(
         self,
         clock: IReactorTime,
-        pool: DatabasePool,
+        pool: Runner,
         *,
         current: Directory,
         read_generation: Callable[[], int],
