@@ -98,10 +98,10 @@ class DirectoryWatch(Service):
     """Polls the directory's generation and swaps a changed directory in.
 
     ``read_generation`` and ``load`` run in ``pool`` (the database thread pool: they
-    block); ``apply`` runs on the reactor thread with the directory loaded.  ``current`` is the directory the server
-    runs with (the one read at start-up, at first).  ``interval_s`` 0 turns polling off
-    (``reload()`` still works).  One read at a time: a poll while a read is running is
-    skipped.
+    block); ``apply`` runs on the reactor thread with the directory loaded.  ``current``
+    is the directory the server runs with (the one read at start-up, at first).
+    ``interval_s`` 0 turns polling off (``reload()`` still works).  One read at a time:
+    a poll while a read is running is skipped.
     """
 
     _log = Logger()
