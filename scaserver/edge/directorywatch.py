@@ -120,9 +120,10 @@ class DirectoryWatch(Service):
         self.current = current
         self._pool, self._read_generation, self._load, self._apply = pool, read_generation, load, apply
         self._interval_s = interval_s
-        self._loop = LoopingCall(self.poll)
+        self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
         self._running: Deferred[DirectoryChange | None] | None = None
+        self._settling: list[Deferred[None]] = []
         self.reloads = 0
 
     @override
@@ -137,6 +138,9 @@ class DirectoryWatch(Service):
         if self._loop.running:
             self._loop.stop()
 
+    def _tick(self) -> None:
+        self.poll()  # not returned: the next poll is due on time, whatever this one takes
+
     def poll(self) -> Deferred[DirectoryChange | None]:
         """Reload when the generation moved; fires with the change, or None when nothing
         changed (or a read is already running, or the database could not be read)."""
@@ -145,6 +149,14 @@ class DirectoryWatch(Service):
         read: Deferred[int] = self._pool.run(self._read_generation)
         changed: Deferred[DirectoryChange | None] = read.addCallback(self._if_moved)
         return self._guard(changed, "poll")
+
+    def settled(self) -> Deferred[None]:
+        """Fires once no poll is running (at once when none is)."""
+        if self._running is None:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._settling.append(waiting)
+        return waiting
 
     def reload(self, reason: str) -> Deferred[DirectoryChange]:
         """Read the whole directory now and swap it in, whatever its generation."""
@@ -164,6 +176,9 @@ class DirectoryWatch(Service):
 
         def done(result: DirectoryChange | Failure | None) -> DirectoryChange | None:
             self._running = None
+            waiting, self._settling = self._settling, []
+            for settled in waiting:
+                settled.callback(None)
             if isinstance(result, Failure):
                 self._log.failure(
                     "directory {what} failed; kept the directory loaded before", failure=result, what=what
