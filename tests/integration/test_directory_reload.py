@@ -37,7 +37,8 @@ class Rig:
 @twisted_fixture
 async def rig(migrated_db_url: str) -> AsyncIterator[Rig]:
     store = SqlStore(migrated_db_url, pool_size=2)
-    clock, pool, applied = Clock(), DatabasePool(reactor, max_threads=2), []
+    clock, pool = Clock(), DatabasePool(reactor, max_threads=2)
+    applied: list[Directory] = []
     watch = DirectoryWatch(
         cast(IReactorTime, clock),
         pool,
