@@ -18,7 +18,7 @@ import random
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, cast
 
@@ -60,6 +60,7 @@ from scaserver.edge.controlplane import (
     SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
+from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
@@ -185,7 +186,7 @@ from scaserver.store.repository import (
     token_key_text,
     upstream_key,
 )
-from scaserver.store.sql import SqlStore
+from scaserver.store.sql import SqlStore, directory_generation
 
 
 class Reactor(TimerClock, UdpReactor, TcpReactor, Protocol):
@@ -447,7 +448,10 @@ def make_core(
         tag_factory=unique,
     )
     engine.provision(lines)
-    membership = member_of(lambda: list(engine.provisioned()), core.domains)
+
+    def membership(username: str, identity_user: str) -> bool:
+        # The domains now: a reloaded directory may have made a line's domain ours.
+        return member_of(engine.provisioned, sip_core.settings.domains)(username, identity_user)
 
     def algorithms(names: Iterable[str]) -> tuple[Algorithm, ...]:
         return tuple(algorithm for name in names if (algorithm := Algorithm.from_token(name)) is not None)
@@ -476,17 +480,17 @@ def make_core(
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
     proxy = Proxy(identity, ProxySettings())
-    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=credentials, secret=secret)
-    if core.upstream is not None:
-        trusted = trusted_upstream(trusted, core.upstream, "upstream")
-    if mobile is not None and mobile.midregistrar is not None:
-        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
+
+    def subscriber(username: str, realm: str) -> Credentials | None:
+        return authenticator.lookup(username, realm)  # the directory now: it is reloaded
+
+    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=subscriber, secret=secret)
     sip_core = SipCore(
         core,
         layer,
         identity,
         authenticator,
-        trusted,
+        with_upstreams(trusted, core.upstream, mobile),
         registrar,
         proxy,
         engine,
@@ -615,6 +619,29 @@ def legacy_rule(rule: LegacyPushRule) -> LegacyRule:
         param=rule.param,
         device_type=rule.device_type or None,
         keepalive=Keepalive(rule.keepalive) if rule.keepalive else None,
+    )
+
+
+def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, mobile: Mobile | None) -> TrustedPeers:
+    """The trusted peers of the directory, and the upstream and mid-registrar upstream."""
+    if upstream is not None:
+        trusted = trusted_upstream(trusted, upstream, "upstream")
+    if mobile is not None and mobile.midregistrar is not None:
+        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
+    return trusted
+
+
+def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> None:
+    """Swap a reloaded directory into the running core, computed the way
+    :func:`make_server` computes the one read at start-up."""
+    stored = directory_domains(directory.credentials, directory.lines)
+    lines = merged_lines(configured_lines(settings, domain_policy(settings, stored)), directory.lines)
+    domains = domain_policy(settings, directory_domains(directory.credentials, lines))
+    core.replace_directory(
+        credentials=credential_lookup(directory.credentials),
+        trusted=with_upstreams(TrustedPeers(directory.trusted), core.settings.upstream, core.mobile),
+        domains=domains,
+        lines=lines,
     )
 
 
@@ -1233,6 +1260,7 @@ class ServerService(MultiService):
     def __init__(self, sip: SipService, core: SipCore, writes: WriteBehind, store: SqlStore) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.sip, self.core, self.writes, self.store = sip, core, writes, store
+        self.directory: DirectoryWatch | None = None  # reloads on SIGHUP and directory.reload
 
     def adopt(self, service: Service) -> None:
         self.addService(service)  # type: ignore[no-untyped-call]
@@ -1388,6 +1416,17 @@ class GuardView:
         return lifted
 
 
+class RpcDirectory:
+    """``directory.reload`` over the directory watch."""
+
+    def __init__(self, watch: DirectoryWatch) -> None:
+        self._watch = watch
+
+    async def reload(self) -> Mapping[str, int]:
+        change = await self._watch.reload("directory.reload")
+        return change.as_json()
+
+
 def control_plane(
     settings: Settings,
     reactor: Reactor,
@@ -1398,6 +1437,7 @@ def control_plane(
     provisioning: ProvisioningResource | None = None,
     devices: DeviceLines | None = None,
     readiness: Readiness | None = None,
+    directory: DirectoryWatch | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -1459,6 +1499,7 @@ def control_plane(
         provisioning=resync,
         statistics=MetricsStatistics(metrics.registry),
         security=security,
+        directory=RpcDirectory(directory) if directory is not None else None,
     )
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
@@ -1633,6 +1674,7 @@ def make_server(
     url = settings.database.url
     check_up_to_date(url)
     store = SqlStore(url, pool_size=settings.database.pool_size)
+    generation = directory_generation(store.engine)  # first: a change while loading is seen again
     state = StoredState.load(store)
     store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
     directory = directory_domains(state.credentials, state.lines)
@@ -1676,7 +1718,18 @@ def make_server(
     ).attach(bus)
     FactLog().attach(bus)
     pool.add_dependent(writes)
+    watch = DirectoryWatch(
+        cast(IReactorTime, reactor),
+        pool,
+        current=Directory(generation, state.credentials, state.trusted, state.lines),
+        read_generation=lambda: directory_generation(store.engine),
+        load=lambda: load_directory(store),
+        apply=lambda directory: apply_directory(settings, core, directory),
+        interval_s=settings.directory.poll_interval,
+    )
+    pool.add_dependent(watch)
     server = ServerService(sip, core, writes, store)
+    server.directory = watch
     server.adopt(pool)
     server.adopt(sip)
 
@@ -1738,7 +1791,15 @@ def make_server(
     )
     devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
     plane, feed = control_plane(
-        settings, reactor, core, sip, writes, provisioning=resource, devices=devices, readiness=readiness
+        settings,
+        reactor,
+        core,
+        sip,
+        writes,
+        provisioning=resource,
+        devices=devices,
+        readiness=readiness,
+        directory=watch,
     )
     feed.attach(bus)
     server.adopt(plane)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -251,8 +252,15 @@ def _run(args: argparse.Namespace) -> int:
         stopping.addErrback(report)
         return stopping
 
+    def reload_directory() -> None:
+        if service.directory is not None:
+            reloaded = service.directory.reload("SIGHUP")
+            reloaded.addErrback(lambda failure: _log.failure("directory reload failed", failure=failure))
+
     tune_garbage_collector()
     raise_open_files_limit()
+    # SIGHUP: the directory (subscribers, trusted peers, lines) is read again at once.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(reload_directory))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()  # SIGINT/SIGTERM stop the reactor, which runs the shutdown trigger above

@@ -146,6 +146,15 @@ class DatabaseSettings:
 
 
 @attrs.frozen
+class DirectorySettings:
+    """``[directory]``: how often the running server looks for changes of the subscribers,
+    trusted peers and shared lines in the database (seconds; 0: only on SIGHUP or the
+    ``directory.reload`` RPC)."""
+
+    poll_interval: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
 class HttpSettings:
     """``[http]``: the JSON-RPC, metrics and provisioning listener."""
 
@@ -508,6 +517,7 @@ class Settings:
     server: ServerSettings = ServerSettings()
     sip: SipSettings = SipSettings()
     database: DatabaseSettings = DatabaseSettings()
+    directory: DirectorySettings = DirectorySettings()
     http: HttpSettings = HttpSettings()
     rpc: RpcSettings = RpcSettings()
     reporting: ReportingSettings = ReportingSettings()

@@ -1,8 +1,9 @@
 """The operator's directory: subscribers, trusted peers and shared lines in the database.
 
 ``scaserver subscriber|trusted|line ...`` are thin argparse front ends over the
-functions here, which read and write through the store's repositories.  A
-running server reads the directory at start-up.
+functions here, which read and write through the store's repositories.  Every
+change moves ``directory_generation`` in its transaction; a running server polls it
+(``directory.poll_interval``) and reloads the directory when it moved.
 
 Passwords are never stored: a subscriber row holds the digest HA1 values
 (RFC 7616 section 3.4.2: ``H(username:realm:password)`` for MD5, SHA-256 and

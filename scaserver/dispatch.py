@@ -62,7 +62,7 @@ from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
-from scaserver.sca.line import canonical_aor
+from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
 from scaserver.sip.actions import (
@@ -75,7 +75,14 @@ from scaserver.sip.actions import (
     SendRequest,
     StartTimer,
 )
-from scaserver.sip.digest import FAILURES, Authenticated, Authenticator, RejectCause, Rejected
+from scaserver.sip.digest import (
+    FAILURES,
+    Authenticated,
+    Authenticator,
+    CredentialLookup,
+    RejectCause,
+    Rejected,
+)
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
     BadEvent,
@@ -316,6 +323,24 @@ class SipCore:
     trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
 
     # ------------------------------------------------------------------ edge entry points
+
+    def replace_directory(
+        self,
+        *,
+        credentials: CredentialLookup,
+        trusted: TrustedPeers,
+        domains: DomainPolicy,
+        lines: Iterable[SharedLine],
+    ) -> None:
+        """A reloaded directory, swapped in at once between two messages: the digest
+        credentials, the trusted peers, which domains are ours (registrar, proxy, digest)
+        and the shared lines.  Lines that stay keep their subscriptions and appearances."""
+        self.settings = attrs.evolve(self.settings, domains=domains)
+        self.authenticator.lookup = credentials
+        self.authenticator.domains = domains
+        self.registrar.policy = attrs.evolve(self.registrar.policy, domains=domains)
+        self.trusted = trusted
+        self.sca.provision(lines)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from scaserver.control.directory import DirectoryControl, NoDirectory, register_directory
 from scaserver.control.parking import register_park, register_parking, register_pushreg_wake, register_uac
 from scaserver.control.provisioning import register_provisioning
 from scaserver.control.registry import Registry
@@ -37,11 +38,12 @@ def build_registry(
     provisioning: ProvisioningControl | None = None,
     statistics: StatisticsControl | None = None,
     security: SecurityControl | None = None,
+    directory: DirectoryControl | None = None,
 ) -> Registry:
     """Every method: ``system.*``, ``core.*``, ``sca.*``, ``ul.*``, ``ts.*``, ``park.*``,
-    ``pushreg.*``, ``uac.*``, ``prov.resync``, ``stats.get_statistics`` and ``sec.*``; ``clock`` gives
-    epoch seconds; without ``parking`` the parking and mid-registrar tables are empty, without
-    ``statistics`` nothing is counted."""
+    ``pushreg.*``, ``uac.*``, ``prov.resync``, ``stats.get_statistics``, ``sec.*`` and
+    ``directory.reload``; ``clock`` gives epoch seconds; without ``parking`` the parking and
+    mid-registrar tables are empty, without ``statistics`` nothing is counted."""
     registry = Registry()
     register_system(registry)
     register_core(registry, server, clock)
@@ -55,4 +57,5 @@ def build_registry(
     register_statistics(registry, statistics or NoStatistics())
     register_provisioning(registry, provisioning or NoProvisioning())
     register_security(registry, security or NoSecurity())
+    register_directory(registry, directory or NoDirectory())
     return registry

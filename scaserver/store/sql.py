@@ -52,7 +52,9 @@ __all__ = [
     "SqlTokenInvalidationRepository",
     "SqlTrustedPeerRepository",
     "SqlUpstreamRegistrationRepository",
+    "bump_directory_generation",
     "delete_rows",
+    "directory_generation",
     "fitted",
     "is_sqlite",
     "make_engine",
@@ -167,11 +169,18 @@ def delete_rows(
 
 
 def _delete_keys(
-    engine: Engine, table: Table, keys: Sequence[Mapping[str, object]], *, nullable_key: bool = False
+    engine: Engine,
+    table: Table,
+    keys: Sequence[Mapping[str, object]],
+    *,
+    nullable_key: bool = False,
+    directory: bool = False,
 ) -> None:
     if keys:
         with engine.begin() as conn:
             delete_rows(conn, table, keys, nullable_key=nullable_key)
+            if directory:
+                bump_directory_generation(conn)
 
 
 def _upsert(
@@ -181,10 +190,33 @@ def _upsert(
     rows: Sequence[Mapping[str, object]],
     *,
     nullable_key: bool = False,
+    directory: bool = False,
 ) -> None:
     if rows:
         with engine.begin() as conn:
             upsert_rows(conn, table, key_columns, rows, nullable_key=nullable_key)
+            if directory:
+                bump_directory_generation(conn)
+
+
+# -- the directory's change marker -------------------------------------------------------
+
+
+def bump_directory_generation(conn: Connection) -> None:
+    """Count one change of the directory, in the caller's transaction (the row is created
+    when a schema made without the migrations lacks it)."""
+    t = tables.directory_generation
+    changed = conn.execute(update(t).where(t.c.id == 1).values(generation=t.c.generation + 1))
+    if changed.rowcount == 0:
+        conn.execute(insert(t).values(id=1, generation=1))
+
+
+def directory_generation(engine: Engine) -> int:
+    """The directory's generation now: one indexed read, what the running server polls."""
+    t = tables.directory_generation
+    with engine.connect() as conn:
+        value = conn.execute(select(t.c.generation).where(t.c.id == 1)).scalar()
+    return int(value or 0)
 
 
 # -- subscribers -------------------------------------------------------------------------
@@ -230,10 +262,15 @@ class SqlSubscriberRepository:
             }
             for c in values
         ]
-        _upsert(self._engine, tables.subscriber, ("username", "domain"), rows)
+        _upsert(self._engine, tables.subscriber, ("username", "domain"), rows, directory=True)
 
     def delete(self, keys: Sequence[SubscriberKey], /) -> None:
-        _delete_keys(self._engine, tables.subscriber, [{"username": u, "domain": d} for u, d in keys])
+        _delete_keys(
+            self._engine,
+            tables.subscriber,
+            [{"username": u, "domain": d} for u, d in keys],
+            directory=True,
+        )
 
 
 # -- trusted peers -----------------------------------------------------------------------
@@ -265,7 +302,9 @@ class SqlTrustedPeerRepository:
             }
             for p in values
         ]
-        _upsert(self._engine, tables.trusted_peer, ("cidr", "transport"), rows, nullable_key=True)
+        _upsert(
+            self._engine, tables.trusted_peer, ("cidr", "transport"), rows, nullable_key=True, directory=True
+        )
 
     def delete(self, keys: Sequence[TrustedPeerKey], /) -> None:
         _delete_keys(
@@ -273,6 +312,7 @@ class SqlTrustedPeerRepository:
             tables.trusted_peer,
             [{"cidr": cidr, "transport": None if t is None else t.value} for cidr, t in keys],
             nullable_key=True,
+            directory=True,
         )
 
 
@@ -430,9 +470,10 @@ class SqlSharedLineRepository:
                 added = wanted - stored
                 if added:
                     conn.execute(insert(member), [{"line_aor": aor, "member": m} for m in sorted(added)])
+            bump_directory_generation(conn)
 
     def delete(self, keys: Sequence[str], /) -> None:
-        _delete_keys(self._engine, tables.sca_line, [{"aor": aor} for aor in keys])
+        _delete_keys(self._engine, tables.sca_line, [{"aor": aor} for aor in keys], directory=True)
 
 
 # -- SCA subscriptions -------------------------------------------------------------------

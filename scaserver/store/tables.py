@@ -88,6 +88,16 @@ subscriber: Final = Table(
     UniqueConstraint("username", "domain"),
 )
 
+#: One row whose ``generation`` every change of the directory (subscribers, trusted peers,
+#: shared lines and their members) increments in the same transaction: a running server
+#: polls it and reloads the directory when it moved.
+directory_generation: Final = Table(
+    "directory_generation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False, server_default="0"),
+)
+
 #: Source networks whose requests are not challenged; ``transport`` NULL means any.
 trusted_peer: Final = Table(
     "trusted_peer",
