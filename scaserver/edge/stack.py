@@ -15,7 +15,8 @@ came in on (RFC 3261 section 18.2.2) and a request to a peer with no connection
 opens one (section 18.1.1), its bytes queued until the connection is made.
 
 With a :class:`~scaserver.guard.sources.SourceGuard`, the stack asks it about every
-datagram and framed message before the core sees a byte of it: a source over its rate is
+datagram and framed message before the core sees a byte of it (a response costs an eighth of
+a request: answers to a NOTIFY fan-out come in bursts we caused): a source over its rate is
 banned (the :class:`~scaserver.guard.sources.Ban` is published, its TCP connections closed)
 and whatever a banned source sends is dropped, counted by the guard.  A TCP connection that
 carries a 2xx answer to a request other than OPTIONS (so an authenticated or trusted request)
@@ -35,7 +36,7 @@ from typing_extensions import override
 
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
 from scaserver.events import EventBus
-from scaserver.guard.sources import Ban, SourceGuard
+from scaserver.guard.sources import RESPONSE_COST, Ban, SourceGuard
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import cseq
@@ -268,7 +269,8 @@ class SipStack(Service):
         try:
             now = self._clock.seconds()
             if self._guard is not None:
-                verdict = self._guard.check(peer.host, now)
+                cost = RESPONSE_COST if data.startswith(b"SIP/2.0 ") else 1.0
+                verdict = self._guard.check(peer.host, now, cost=cost)
                 if not verdict.admitted:
                     if verdict.ban is not None:
                         self.banned(verdict.ban)

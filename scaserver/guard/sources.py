@@ -39,6 +39,10 @@ class BanReason(enum.Enum):
     MANUAL = "manual"
 
 
+RESPONSE_COST: Final = 0.125
+"""What a response takes from its source's bucket: eight responses cost one request."""
+
+
 @attrs.frozen
 class GuardSettings:
     """Limits (``[security]`` in the configuration)."""
@@ -129,8 +133,12 @@ class SourceGuard:
             return True
         return self.trusted(host)
 
-    def check(self, host: str, now: float) -> Verdict:
-        """One message from ``host``: admitted, or dropped (banned, or over its rate)."""
+    def check(self, host: str, now: float, *, cost: float = 1.0) -> Verdict:
+        """One message from ``host``: admitted, or dropped (banned, or over its rate).
+
+        ``cost`` is what the message takes from the source's bucket: 1 for a request,
+        :data:`RESPONSE_COST` for a response (the answers of a phone, or of an office behind
+        one NAT address, to a NOTIFY fan-out come in bursts the server itself caused)."""
         ban = self._bans.get(host)
         if ban is not None:
             if ban.until > now:
@@ -142,10 +150,10 @@ class SourceGuard:
         if bucket is None:
             if self.is_allowed(host):
                 return ADMITTED
-            _put(self._buckets, host, _Bucket(settings.burst - 1.0, now), settings.max_sources)
+            _put(self._buckets, host, _Bucket(settings.burst - cost, now), settings.max_sources)
             return ADMITTED
         self._buckets.move_to_end(host)
-        tokens = min(settings.burst, bucket.tokens + (now - bucket.stamp) * settings.rate) - 1.0
+        tokens = min(settings.burst, bucket.tokens + (now - bucket.stamp) * settings.rate) - cost
         bucket.stamp = now
         if tokens >= 0.0:
             bucket.tokens = tokens

@@ -69,3 +69,30 @@ def test_a_2xx_on_a_tcp_connection_vouches_for_it_but_not_to_options() -> None:
     assert not stream.vouched
     stack.run([Send(make_response(register, 200), FLOODER_TCP)])
     assert stream.vouched
+
+
+def test_responses_cost_an_eighth_of_a_request_so_a_notify_fan_out_bans_nobody() -> None:
+    """An office behind one NAT address answers a NOTIFY fan-out to 40 of its phones at once:
+    40 responses fit a bucket of 10 requests; 40 requests would not."""
+    core = FakeCore()
+    guard = SourceGuard(GuardSettings(rate=1.0, burst=10.0, ban_s=60.0))
+    stack, _, _, published = build(core, guard)
+    for _ in range(40):
+        stack.bytes_received(b"SIP/2.0 200 OK\r\n", PEER_V4)
+    assert len(core.received) == 40 and published == []
+    flooder = Peer(Transport.UDP, "192.0.2.77", 5060)
+    for _ in range(40):
+        stack.bytes_received(b"NOTIFY sip:x SIP/2.0\r\n", flooder)
+    assert len(core.received) == 50
+    [ban] = [event for event in published if isinstance(event, Ban)]
+    assert ban.host == flooder.host
+
+
+def test_a_flood_of_responses_is_banned_too() -> None:
+    core = FakeCore()
+    guard = SourceGuard(GuardSettings(rate=1.0, burst=10.0, ban_s=60.0))
+    stack, _, _, published = build(core, guard)
+    for _ in range(200):
+        stack.bytes_received(b"SIP/2.0 200 OK\r\n", PEER_V4)
+    assert len(core.received) == 80  # ten requests' worth, then banned
+    assert [event.host for event in published if isinstance(event, Ban)] == [PEER_V4.host]
