@@ -70,6 +70,7 @@ from scaserver.sca.appearance import (
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
+from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionRegistry
 from scaserver.sca.subscription import (
     DialogKey,
     Identity,
@@ -82,7 +83,6 @@ from scaserver.sca.subscription import (
     SubscriptionKey,
     SubscriptionNotified,
     SubscriptionRefreshed,
-    SubscriptionRemoved,
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.errors import (
@@ -104,11 +104,7 @@ from scaserver.sip.uri import NameAddr, SipUri, quote
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
 
-#: At most this many lost subscriptions are remembered for reboot detection (3.5).
-MAX_REMEMBERED_LOSSES: Final = 10_000
-
-#: Timer names (sca.md section 9): per-subscription expiry, per-appearance TTL.
-EXPIRY_TIMER: Final = "sca-expiry"
+#: Timer name of an appearance's TTL (sca.md section 9); EXPIRY_TIMER is a subscription's.
 TTL_TIMER: Final = "sca-ttl"
 
 
@@ -122,10 +118,6 @@ class MissingCallInfo(SipError, status=400, reason="Missing Call-Info"):
 
 class InvalidCallInfo(SipError, status=400, reason="Invalid Call-Info"):
     """A line-seize SUBSCRIBE whose Call-Info or appearance-index cannot be used (3.2 row 10)."""
-
-
-class SubscriptionLimit(SipError, status=403, reason="Too Many Subscriptions"):
-    """An identity already holds ``max_subscriptions_per_identity`` live subscriptions."""
 
 
 class AppearanceError(Exception):
@@ -307,12 +299,7 @@ class ScaEngine:
     settings: EngineSettings = attrs.field(factory=EngineSettings)
     tag_factory: Callable[[], str] = attrs.field(default=lambda: secrets.token_hex(8))
     _lines: dict[str, SharedLine] = attrs.field(factory=dict, init=False)
-    _subs: dict[SubscriptionKey, Subscription] = attrs.field(factory=dict, init=False)
-    _by_dialog: dict[DialogKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
-    _by_replacement: dict[ReplacementKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
-    _by_owner: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
-    _lost: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)
-    _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
+    _registry: SubscriptionRegistry = attrs.field(init=False)
     _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
     _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
     _sessions: dict[str, _SessionTimer] = attrs.field(factory=dict, init=False)
@@ -322,6 +309,9 @@ class ScaEngine:
 
     def __attrs_post_init__(self) -> None:
         self._aliases = dict(self.settings.aliases)
+        self._registry = SubscriptionRegistry(
+            self.settings.max_subscriptions_per_identity, self.settings.reboot_memory_s
+        )
 
     # Lines.
 
@@ -342,7 +332,7 @@ class ScaEngine:
         """An AoR is an SCA line while provisioned, subscribed to call-info, or in use (3.6)."""
         if aor in self._lines or self._appearances.get(aor):
             return True
-        return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
+        return self._registry.has_call_info(aor)
 
     def _alias(self, aor: str | None) -> str | None:
         if aor is None:
@@ -352,10 +342,10 @@ class ScaEngine:
     # Read access (RPC, metrics).
 
     def subscriptions(self) -> list[Subscription]:
-        return list(self._subs.values())
+        return self._registry.all()
 
     def subscription(self, key: SubscriptionKey) -> Subscription | None:
-        return self._subs.get(key)
+        return self._registry.get(key)
 
     def appearances(self, aor: str | None = None) -> list[Appearance]:
         """In-use appearances, by line then index."""
@@ -429,8 +419,7 @@ class ScaEngine:
             return False
         if not target.tag or not sender.tag or not request.call_id:
             return False
-        key = self._by_dialog.get(DialogKey(request.call_id, sender.tag, target.tag))
-        sub = None if key is None else self._subs.get(key)
+        sub = self._registry.by_dialog(DialogKey(request.call_id, sender.tag, target.tag))
         return sub is not None and sub.peer != peer
 
     def _check_subscribe(
@@ -465,8 +454,7 @@ class ScaEngine:
         subscriber = str(found[0].uri)
         existing: Subscription | None = None
         if target.tag:  # the dialog first (row 11), then whether its sender may use it
-            key = self._by_dialog.get(DialogKey(call_id, sender.tag, target.tag))
-            existing = None if key is None else self._subs.get(key)
+            existing = self._registry.by_dialog(DialogKey(call_id, sender.tag, target.tag))
             if existing is None:
                 raise CallDoesNotExist("no such subscription dialog")
             aor: str | None = existing.aor
@@ -514,7 +502,7 @@ class ScaEngine:
         flow = peer if peer is not None or existing is None else existing.peer
         replacement = ReplacementKey(aor, package, owner, subscriber, flow)
         if existing is None and granted > 0:
-            self._check_cap(replacement, identity)
+            self._registry.check_cap(replacement, identity)
         if package is Package.LINE_SEIZE and existing is None and granted > 0:  # row 12
             index = self._allocate_seize(line, replacement, index)
         return _Checked(
@@ -559,13 +547,6 @@ class ScaEngine:
         who = identity.name if identity is not None else "nobody"
         raise Forbidden(f"{who} from {peer} does not own the subscription of {sub.subscriber} to {sub.aor}")
 
-    def _check_cap(self, replacement: ReplacementKey, identity: Identity | None) -> None:
-        cap = self.settings.max_subscriptions_per_identity
-        if cap <= 0 or identity is None or identity.trusted or replacement in self._by_replacement:
-            return
-        if len(self._by_owner.get(replacement.owner, {})) >= cap:
-            raise SubscriptionLimit(f"{replacement.owner} already holds {cap} subscriptions")
-
     def _allocate_seize(self, line: SharedLine, replacement: ReplacementKey, wanted: int) -> int:
         """The index an initial line-seize gets (3.7 step 2), or 480 + Retry-After (row 12, O2)."""
         busy = TemporarilyUnavailable(
@@ -588,8 +569,7 @@ class ScaEngine:
 
     def _own_seize(self, replacement: ReplacementKey) -> Appearance | None:
         """The appearance seized by the line-seize subscription ``replacement`` replaces (Q2)."""
-        key = self._by_replacement.get(replacement)
-        sub = None if key is None else self._subs.get(key)
+        sub = self._registry.by_replacement(replacement)
         if sub is None:
             return None
         app = self.appearance(sub.aor, sub.index)
@@ -708,8 +688,7 @@ class ScaEngine:
     ) -> None:
         """An initial SUBSCRIBE; it replaces the subscription of the same owner, contact and
         flow without a terminating NOTIFY (3.5, Q2)."""
-        replaced_key = self._by_replacement.get(checked.replacement)
-        replaced = None if replaced_key is None else self._subs.get(replaced_key)
+        replaced = self._registry.by_replacement(checked.replacement)
         if replaced is not None:
             self._remove(replaced, "replaced", out)
             self._drop_dialog(replaced)
@@ -734,7 +713,7 @@ class ScaEngine:
         out.append(Deliver(SubscriptionAdded(sub)))
         out.append(StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted)))
         if sub.event is Package.CALL_INFO:
-            if replaced is not None or self._was_lost(sub, now):  # reboot detection (3.5)
+            if replaced is not None or self._registry.was_lost(sub, now):  # reboot detection (3.5)
                 for app in self.appearances(sub.aor):
                     if app.owner == sub.subscriber:
                         self._fire(app, Trigger.MEMBER_REBOOTED, now, out)
@@ -757,20 +736,6 @@ class ScaEngine:
             out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
         self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
 
-    def _was_lost(self, sub: Subscription, now: float) -> bool:
-        """Whether this owner's contact lost a subscription to ``sub.aor`` to a failed NOTIFY
-        while it owned an appearance, recently (the reboot of 3.5 that removal hid)."""
-        until = self._lost.pop((sub.aor, sub.owner, sub.subscriber), None)
-        return until is not None and until > now
-
-    def _remember_loss(self, sub: Subscription, now: float) -> None:
-        if not any(app.owner == sub.subscriber for app in self.appearances(sub.aor)):
-            return
-        for key, until in list(self._lost.items()):
-            if until <= now or len(self._lost) >= MAX_REMEMBERED_LOSSES:
-                del self._lost[key]
-        self._lost[sub.aor, sub.owner, sub.subscriber] = now + self.settings.reboot_memory_s
-
     def _unsubscribe(
         self,
         checked: _Checked,
@@ -788,8 +753,7 @@ class ScaEngine:
         idempotent un-subscribe of row 14 and releases nothing."""
         stored = checked.existing
         if stored is None:
-            found = self._by_replacement.get(checked.replacement)
-            stored = None if found is None else self._subs.get(found)
+            stored = self._registry.by_replacement(checked.replacement)
         index = stored.index if stored is not None and stored.index else checked.index
         if checked.existing is not None:
             dialog_sub = checked.existing
@@ -830,15 +794,7 @@ class ScaEngine:
     # Subscription bookkeeping.
 
     def _store(self, sub: Subscription) -> None:
-        key = sub.key
-        previous = self._subs.get(key)
-        if previous is not None and previous.replacement != sub.replacement:
-            self._unindex(previous)
-        self._subs[key] = sub
-        self._by_dialog[sub.dialog] = key
-        self._by_replacement[sub.replacement] = key
-        self._by_owner.setdefault(sub.owner, {})[key] = None
-        self._by_aor.setdefault(sub.aor, {})[key] = None
+        self._registry.store(sub)
         box = self._outboxes.get(sub.dialog)
         if box is None:
             self._outboxes[sub.dialog] = _Outbox(sub)
@@ -846,42 +802,21 @@ class ScaEngine:
             box.subscription = sub
             box.live = True
 
-    def _unindex(self, sub: Subscription) -> None:
-        """Drop ``sub`` from the owner and replacement indexes."""
-        key = sub.key
-        if self._by_replacement.get(sub.replacement) == key:
-            del self._by_replacement[sub.replacement]
-        owned = self._by_owner.get(sub.owner)
-        if owned is not None:
-            owned.pop(key, None)
-            if not owned:
-                del self._by_owner[sub.owner]
-
     def _drop_dialog(self, sub: Subscription) -> None:
         """Forget a replaced dialog without a terminating NOTIFY (3.5)."""
-        self._by_dialog.pop(sub.dialog, None)
+        self._registry.forget_dialog(sub)
         self._outboxes.pop(sub.dialog, None)
 
     def _remove(self, sub: Subscription, reason: str, out: list[EngineAction]) -> None:
-        key = sub.key
-        if self._subs.get(key) != sub:
+        removed = self._registry.remove(sub, reason)
+        if not removed:
             return
-        del self._subs[key]
-        if self._by_dialog.get(sub.dialog) == key:
-            del self._by_dialog[sub.dialog]
-        self._unindex(sub)
-        members = self._by_aor.get(sub.aor)
-        if members is not None:
-            members.pop(key, None)
-            if not members:
-                del self._by_aor[sub.aor]
         box = self._outboxes.get(sub.dialog)
         if box is not None:
             box.live = False
             if box.in_flight is None and box.pending is None:
                 del self._outboxes[sub.dialog]
-        out.append(CancelTimer(key, EXPIRY_TIMER))
-        out.append(Deliver(SubscriptionRemoved(sub, reason)))
+        out.extend(removed)
 
     def _end(self, sub: Subscription, reason: str, now: float, out: list[EngineAction]) -> None:
         """Terminate a subscription from our side: final NOTIFY with ``reason``, then removal."""
@@ -892,8 +827,7 @@ class ScaEngine:
 
     def _end_seize(self, app: Appearance, now: float, out: list[EngineAction]) -> None:
         """End the line-seize subscription holding ``app`` with reason noresource (3.7, O6, O13)."""
-        for key in list(self._by_aor.get(app.line, {})):
-            sub = self._subs[key]
+        for sub in self._registry.of_line(app.line):
             if sub.event is Package.LINE_SEIZE and sub.index == app.index:
                 self._end(sub, "noresource", now, out)
 
@@ -943,8 +877,8 @@ class ScaEngine:
         box.in_flight = number
         box.last_call_info = call_info
         out.append(SendRequest(request, peer, NotifyContext(dialog, number)))
-        if box.live and self._subs.get(sub.key, None) is not None and self._by_dialog.get(dialog) == sub.key:
-            self._subs[sub.key] = sub
+        if box.live and self._registry.is_current(sub, dialog):
+            self._registry.update(sub)
             out.append(Deliver(SubscriptionNotified(sub)))
 
     def _flush(self, now: float, out: list[EngineAction]) -> None:
@@ -952,15 +886,13 @@ class ScaEngine:
         while self._dirty:
             aor = next(iter(self._dirty))
             del self._dirty[aor]
-            for key in list(self._by_aor.get(aor, {})):
-                sub = self._subs.get(key)
-                if sub is not None and sub.event is Package.CALL_INFO:
+            for sub in self._registry.of_line(aor):
+                if sub.event is Package.CALL_INFO:
                     self._enqueue(sub, _Pending(_Content.FULL_STATE), now, out)
 
     def _forget(self, dialog: DialogKey, reason: str, out: list[EngineAction]) -> None:
         self._outboxes.pop(dialog, None)
-        key = self._by_dialog.get(dialog)
-        sub = None if key is None else self._subs.get(key)
+        sub = self._registry.by_dialog(dialog)
         if sub is not None:
             self._remove(sub, reason, out)
             self._outboxes.pop(dialog, None)
@@ -982,8 +914,7 @@ class ScaEngine:
             return out
         box.in_flight = None
         if 200 <= response.status < 300:
-            key = self._by_dialog.get(context.dialog)
-            sub = None if key is None else self._subs.get(key)
+            sub = self._registry.by_dialog(context.dialog)
             if sub is not None:
                 out.append(Deliver(NotifyAnswered(sub, context.cseq, response.status)))
         fatal = response.status == 481 or (response.status >= 400 and "Retry-After" not in response.headers)
@@ -1011,12 +942,12 @@ class ScaEngine:
         return out
 
     def _notify_failed(self, dialog: DialogKey, now: float, out: list[EngineAction]) -> None:
-        key = self._by_dialog.get(dialog)
-        sub = None if key is None else self._subs.get(key)
+        sub = self._registry.by_dialog(dialog)
         self._outboxes.pop(dialog, None)
         if sub is None:
             return
-        self._remember_loss(sub, now)
+        if any(app.owner == sub.subscriber for app in self.appearances(sub.aor)):
+            self._registry.remember_loss(sub, now)
         self._remove(sub, "notify-failed", out)
         self._outboxes.pop(dialog, None)
         self._release_seize_of(sub, now, out)
@@ -1034,7 +965,7 @@ class ScaEngine:
         """A timer of ours fired: subscription expiry, or an appearance TTL (seized 120 s, pending 35 s)."""
         out: list[EngineAction] = []
         if name == EXPIRY_TIMER and isinstance(key, SubscriptionKey):
-            sub = self._subs.get(key)
+            sub = self._registry.get(key)
             if sub is None:
                 return out
             if sub.expires > now + 1e-6:
@@ -1849,7 +1780,7 @@ class ScaEngine:
         """``sca.deactivate_*``: end subscriptions with ``terminated;reason=deactivated`` and full state."""
         out: list[EngineAction] = []
         for key in list(keys):
-            sub = self._subs.get(key)
+            sub = self._registry.get(key)
             if sub is not None:
                 self._end(sub, "deactivated", now, out)
                 self._release_seize_of(sub, now, out)
