@@ -45,7 +45,6 @@ as the reboot of 3.5.
 
 from __future__ import annotations
 
-import enum
 import secrets
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final
@@ -69,22 +68,20 @@ from scaserver.sca.appearance import (
 )
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
-from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
+from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
 from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionRegistry
 from scaserver.sca.subscription import (
     DialogKey,
     Identity,
-    NotifyAnswered,
     Package,
     ReplacementKey,
     SubscribeRefused,
     Subscription,
     SubscriptionAdded,
     SubscriptionKey,
-    SubscriptionNotified,
     SubscriptionRefreshed,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.errors import (
     BadEvent,
     BadRequest,
@@ -101,6 +98,18 @@ from scaserver.sip.headers import Star, cseq, expires, from_addr, parse_contacts
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import NameAddr, SipUri, quote
+
+#: The engine's interface; the parts of the engine live in registry, outbox and calls.
+__all__ = [
+    "EXPIRY_TIMER",
+    "TTL_TIMER",
+    "AppearanceError",
+    "AppearanceKey",
+    "EngineSettings",
+    "NotifyContext",
+    "RequestPlan",
+    "ScaEngine",
+]
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
 
@@ -176,14 +185,6 @@ class AppearanceKey:
 
 
 @attrs.frozen
-class NotifyContext:
-    """The ``SendRequest.context`` of a NOTIFY: its dialog and CSeq number."""
-
-    dialog: DialogKey
-    cseq: int
-
-
-@attrs.frozen
 class RequestPlan:
     """What the proxy must do with an initial INVITE before forwarding it (sca.md 7.1, 7.2, 7.6).
 
@@ -196,32 +197,6 @@ class RequestPlan:
     rejection: SipError | None = None
     target: str | None = None
     replaces: str | None = None
-
-
-class _Content(enum.Enum):
-    FULL_STATE = "full"
-    INDEX = "index"
-
-
-@attrs.frozen
-class _Pending:
-    """A NOTIFY waiting for its dialog's previous one to be answered (section 4 "Ordering")."""
-
-    content: _Content
-    terminated: bool = False
-    reason: str | None = None
-    force: bool = False
-
-
-@attrs.define
-class _Outbox:
-    """NOTIFY queue of one subscription dialog: at most one in flight, the newest pending."""
-
-    subscription: Subscription
-    live: bool = True
-    in_flight: int | None = None
-    pending: _Pending | None = None
-    last_call_info: str | None = None
 
 
 @attrs.frozen
@@ -303,7 +278,7 @@ class ScaEngine:
     _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
     _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
     _sessions: dict[str, _SessionTimer] = attrs.field(factory=dict, init=False)
-    _outboxes: dict[DialogKey, _Outbox] = attrs.field(factory=dict, init=False)
+    _outbox: NotifyOutbox = attrs.field(init=False)
     _dirty: dict[str, None] = attrs.field(factory=dict, init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
 
@@ -312,6 +287,7 @@ class ScaEngine:
         self._registry = SubscriptionRegistry(
             self.settings.max_subscriptions_per_identity, self.settings.reboot_memory_s
         )
+        self._outbox = NotifyOutbox(self._registry, self.settings.contact, self._render, self._lost)
 
     # Lines.
 
@@ -668,9 +644,9 @@ class ScaEngine:
         out.append(Deliver(SubscriptionRefreshed(sub)))
         out.append(StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted)))
         if sub.event is Package.CALL_INFO:
-            self._enqueue(sub, _Pending(_Content.FULL_STATE, force=True), now, out)
+            self._enqueue(sub, Pending(Content.FULL_STATE, force=True), now, out)
             return
-        self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
+        self._enqueue(sub, Pending(Content.INDEX, force=True), now, out)
         own = self.appearance(sub.aor, sub.index)
         if own is not None and own.state is AppearanceState.SEIZED and own.owner == sub.subscriber:
             self._appearances[sub.aor][sub.index] = attrs.evolve(own, touched_at=now)
@@ -717,7 +693,7 @@ class ScaEngine:
                 for app in self.appearances(sub.aor):
                     if app.owner == sub.subscriber:
                         self._fire(app, Trigger.MEMBER_REBOOTED, now, out)
-            self._enqueue(sub, _Pending(_Content.FULL_STATE, force=True), now, out)
+            self._enqueue(sub, Pending(Content.FULL_STATE, force=True), now, out)
             return
         own = self.appearance(sub.aor, sub.index)
         if replaced is not None and replaced.index != sub.index:
@@ -734,7 +710,7 @@ class ScaEngine:
         else:  # the contact's own seize, seized again out of dialog (Q2)
             self._appearances[sub.aor][sub.index] = attrs.evolve(own, touched_at=now)
             out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
-        self._enqueue(sub, _Pending(_Content.INDEX, force=True), now, out)
+        self._enqueue(sub, Pending(Content.INDEX, force=True), now, out)
 
     def _unsubscribe(
         self,
@@ -780,50 +756,40 @@ class ScaEngine:
             self._drop_dialog(stored)
         if stored is not None:
             self._remove(stored, "unsubscribed", out)
-        self._outboxes.setdefault(dialog_sub.dialog, _Outbox(dialog_sub, live=False))
-        box = self._outboxes[dialog_sub.dialog]
-        box.subscription = attrs.evolve(box.subscription, index=index, expires=now)
-        box.live = False
-        content = _Content.FULL_STATE if checked.package is Package.CALL_INFO else _Content.INDEX
+        self._outbox.unsubscribed(dialog_sub, index=index, now=now)
+        content = Content.FULL_STATE if checked.package is Package.CALL_INFO else Content.INDEX
         if stored is not None and stored.event is Package.LINE_SEIZE and stored.index > 0:
             app = self.appearance(stored.aor, stored.index)
             if app is not None and app.owner == stored.subscriber:
                 self._fire(app, Trigger.SEIZE_RELEASED, now, out)
-        self._queue(dialog_sub.dialog, _Pending(content, terminated=True, force=True), now, out)
+        out += self._outbox.queue(dialog_sub.dialog, Pending(content, terminated=True, force=True), now)
 
     # Subscription bookkeeping.
 
     def _store(self, sub: Subscription) -> None:
         self._registry.store(sub)
-        box = self._outboxes.get(sub.dialog)
-        if box is None:
-            self._outboxes[sub.dialog] = _Outbox(sub)
-        else:
-            box.subscription = sub
-            box.live = True
+        self._outbox.open(sub)
 
     def _drop_dialog(self, sub: Subscription) -> None:
         """Forget a replaced dialog without a terminating NOTIFY (3.5)."""
         self._registry.forget_dialog(sub)
-        self._outboxes.pop(sub.dialog, None)
+        self._outbox.drop(sub.dialog)
 
     def _remove(self, sub: Subscription, reason: str, out: list[EngineAction]) -> None:
         removed = self._registry.remove(sub, reason)
         if not removed:
             return
-        box = self._outboxes.get(sub.dialog)
-        if box is not None:
-            box.live = False
-            if box.in_flight is None and box.pending is None:
-                del self._outboxes[sub.dialog]
+        self._outbox.close(sub)
         out.extend(removed)
 
     def _end(self, sub: Subscription, reason: str, now: float, out: list[EngineAction]) -> None:
         """Terminate a subscription from our side: final NOTIFY with ``reason``, then removal."""
-        content = _Content.FULL_STATE if sub.event is Package.CALL_INFO else _Content.INDEX
+        content = Content.FULL_STATE if sub.event is Package.CALL_INFO else Content.INDEX
         self._remove(sub, reason, out)
-        self._outboxes.setdefault(sub.dialog, _Outbox(sub, live=False))
-        self._queue(sub.dialog, _Pending(content, terminated=True, reason=reason, force=True), now, out)
+        self._outbox.keep_for_final(sub)
+        out += self._outbox.queue(
+            sub.dialog, Pending(content, terminated=True, reason=reason, force=True), now
+        )
 
     def _end_seize(self, app: Appearance, now: float, out: list[EngineAction]) -> None:
         """End the line-seize subscription holding ``app`` with reason noresource (3.7, O6, O13)."""
@@ -833,53 +799,13 @@ class ScaEngine:
 
     # NOTIFY queueing (section 4 "Ordering", 4.1).
 
-    def _enqueue(self, sub: Subscription, pending: _Pending, now: float, out: list[EngineAction]) -> None:
-        self._queue(sub.dialog, pending, now, out)
+    def _enqueue(self, sub: Subscription, pending: Pending, now: float, out: list[EngineAction]) -> None:
+        out += self._outbox.queue(sub.dialog, pending, now)
 
-    def _queue(self, dialog: DialogKey, pending: _Pending, now: float, out: list[EngineAction]) -> None:
-        box = self._outboxes.get(dialog)
-        if box is None:
-            return
-        current = box.pending
-        if current is not None:
-            if current.terminated:
-                return  # nothing follows a terminating NOTIFY
-            pending = attrs.evolve(pending, force=pending.force or current.force)
-        box.pending = pending
-        self._pump(dialog, now, out)
-
-    def _pump(self, dialog: DialogKey, now: float, out: list[EngineAction]) -> None:
-        box = self._outboxes.get(dialog)
-        if box is None or box.in_flight is not None or box.pending is None:
-            return
-        pending, box.pending = box.pending, None
-        sub = box.subscription
-        if pending.content is _Content.FULL_STATE:
-            call_info = self.full_state(sub.aor)
-        else:
-            call_info = self._index_info(sub.aor, sub.index)
-        if not pending.force and not pending.terminated and call_info == box.last_call_info:
-            return  # nothing new for this subscriber (4.1)
-        peer = next_hop(sub)
-        if peer is None:
-            self._forget(dialog, "notify-failed", out)
-            return
-        number = sub.notify_cseq + 1
-        sub = attrs.evolve(sub, notify_cseq=number)
-        box.subscription = sub
-        if pending.terminated:
-            status = SubscriptionStatus(True, reason=pending.reason)
-        else:
-            status = SubscriptionStatus(False, expires=sub.remaining(now))
-        request = build_notify(
-            sub, cseq=number, contact=self.settings.contact, call_info=call_info, status=status
-        )
-        box.in_flight = number
-        box.last_call_info = call_info
-        out.append(SendRequest(request, peer, NotifyContext(dialog, number)))
-        if box.live and self._registry.is_current(sub, dialog):
-            self._registry.update(sub)
-            out.append(Deliver(SubscriptionNotified(sub)))
+    def _render(self, sub: Subscription, content: Content) -> str:
+        if content is Content.FULL_STATE:
+            return self.full_state(sub.aor)
+        return self._index_info(sub.aor, sub.index)
 
     def _flush(self, now: float, out: list[EngineAction]) -> None:
         """Send the group NOTIFYs owed to every line changed by this input (4.1)."""
@@ -888,69 +814,30 @@ class ScaEngine:
             del self._dirty[aor]
             for sub in self._registry.of_line(aor):
                 if sub.event is Package.CALL_INFO:
-                    self._enqueue(sub, _Pending(_Content.FULL_STATE), now, out)
-
-    def _forget(self, dialog: DialogKey, reason: str, out: list[EngineAction]) -> None:
-        self._outboxes.pop(dialog, None)
-        sub = self._registry.by_dialog(dialog)
-        if sub is not None:
-            self._remove(sub, reason, out)
-            self._outboxes.pop(dialog, None)
+                    self._enqueue(sub, Pending(Content.FULL_STATE), now, out)
 
     def on_notify_response(
         self, context: NotifyContext, response: Response, now: float
     ) -> list[EngineAction]:
-        """A response to one of our NOTIFYs (RFC 6665 4.2.2, sca.md section 4 "NOTIFY outcome").
-
-        2xx: the next queued NOTIFY goes.  481, or another 4xx-6xx without
-        Retry-After: the subscription is removed (Q7).  Others (503 with
-        Retry-After...): kept, the queue goes on.
-        """
-        out: list[EngineAction] = []
-        if response.status < 200:
-            return out
-        box = self._outboxes.get(context.dialog)
-        if box is None or box.in_flight != context.cseq:
-            return out
-        box.in_flight = None
-        if 200 <= response.status < 300:
-            sub = self._registry.by_dialog(context.dialog)
-            if sub is not None:
-                out.append(Deliver(NotifyAnswered(sub, context.cseq, response.status)))
-        fatal = response.status == 481 or (response.status >= 400 and "Retry-After" not in response.headers)
-        if fatal and box.live:
-            self._notify_failed(context.dialog, now, out)
-        elif not box.live and box.pending is None:
-            del self._outboxes[context.dialog]
-        else:
-            self._pump(context.dialog, now, out)
+        """A response to one of our NOTIFYs (RFC 6665 4.2.2, sca.md section 4 "NOTIFY outcome")."""
+        out = self._outbox.on_response(context, response, now)
         self._flush(now, out)
         return out
 
     def on_notify_failed(self, context: NotifyContext, now: float) -> list[EngineAction]:
         """Our NOTIFY timed out or could not be sent: the subscription is removed (RFC 6665 4.2.2)."""
-        out: list[EngineAction] = []
-        box = self._outboxes.get(context.dialog)
-        if box is None or box.in_flight != context.cseq:
-            return out
-        box.in_flight = None
-        if box.live:
-            self._notify_failed(context.dialog, now, out)
-        else:
-            del self._outboxes[context.dialog]
+        out = self._outbox.on_failed(context, now)
         self._flush(now, out)
         return out
 
-    def _notify_failed(self, dialog: DialogKey, now: float, out: list[EngineAction]) -> None:
-        sub = self._registry.by_dialog(dialog)
-        self._outboxes.pop(dialog, None)
-        if sub is None:
-            return
+    def _lost(self, sub: Subscription, now: float) -> list[EngineAction]:
+        """``sub`` was removed after its NOTIFY failed: remembered for reboot detection when its
+        contact owns an appearance (3.5), its seize released."""
         if any(app.owner == sub.subscriber for app in self.appearances(sub.aor)):
             self._registry.remember_loss(sub, now)
-        self._remove(sub, "notify-failed", out)
-        self._outboxes.pop(dialog, None)
+        out: list[EngineAction] = []
         self._release_seize_of(sub, now, out)
+        return out
 
     def _release_seize_of(self, sub: Subscription, now: float, out: list[EngineAction]) -> None:
         if sub.event is not Package.LINE_SEIZE:
@@ -1821,7 +1708,7 @@ class ScaEngine:
             self._store(sub)
             out.append(StartTimer(sub.key, EXPIRY_TIMER, sub.expires - now))
             if sub.event is Package.CALL_INFO:
-                self._enqueue(sub, _Pending(_Content.FULL_STATE, force=True), now, out)
+                self._enqueue(sub, Pending(Content.FULL_STATE, force=True), now, out)
         self._flush(now, out)
         return out
 
