@@ -61,11 +61,9 @@ from scaserver.sca.appearance import (
     Role,
     Step,
     Trigger,
-    allowed,
-    apply,
     sdp_hold,
-    timeout_of,
 )
+from scaserver.sca.board import TTL_TIMER, AppearanceBoard, AppearanceKey, AppearanceTtls
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
@@ -81,7 +79,7 @@ from scaserver.sca.subscription import (
     SubscriptionKey,
     SubscriptionRefreshed,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
+from scaserver.sip.actions import Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.errors import (
     BadEvent,
     BadRequest,
@@ -112,9 +110,6 @@ __all__ = [
 ]
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
-
-#: Timer name of an appearance's TTL (sca.md section 9); EXPIRY_TIMER is a subscription's.
-TTL_TIMER: Final = "sca-ttl"
 
 
 class MissingEvent(SipError, status=400, reason="Missing Event"):
@@ -174,14 +169,6 @@ class EngineSettings:
     aliases: tuple[tuple[str, str], ...] = ()
     max_subscriptions_per_identity: int = 32
     reboot_memory_s: float = 3600.0
-
-
-@attrs.frozen
-class AppearanceKey:
-    """Timer key of an appearance's TTL (sca.md 9): the line and the index."""
-
-    line: str
-    index: int
 
 
 @attrs.frozen
@@ -246,22 +233,6 @@ def _identity_of(request: Request, user: str | None) -> Identity | None:
     return None if aor is None else Identity.unauthenticated(aor)
 
 
-@attrs.frozen
-class _SessionTimer:
-    """A call's RFC 4028 session timer: over ``timeout_s`` after its last refresh."""
-
-    timeout_s: float
-    refreshed_at: float
-
-
-def _ttl_start(appearance: Appearance) -> float:
-    """When an appearance's TTL started: its change to ACTIVE_PENDING for I5, its last
-    signalling otherwise (Q2 for a seize, O20/I8/Q18 for a call)."""
-    if appearance.state is AppearanceState.ACTIVE_PENDING:
-        return appearance.changed_at
-    return appearance.touched_at
-
-
 def _is_fresh(appearance: Appearance, call_id: str, member_tag: str) -> bool:
     leg = appearance.leg
     return leg is not None and leg.call_id == call_id and leg.member_tag == member_tag
@@ -275,11 +246,8 @@ class ScaEngine:
     tag_factory: Callable[[], str] = attrs.field(default=lambda: secrets.token_hex(8))
     _lines: dict[str, SharedLine] = attrs.field(factory=dict, init=False)
     _registry: SubscriptionRegistry = attrs.field(init=False)
-    _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
-    _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
-    _sessions: dict[str, _SessionTimer] = attrs.field(factory=dict, init=False)
+    _board: AppearanceBoard = attrs.field(init=False)
     _outbox: NotifyOutbox = attrs.field(init=False)
-    _dirty: dict[str, None] = attrs.field(factory=dict, init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -287,6 +255,11 @@ class ScaEngine:
         self._registry = SubscriptionRegistry(
             self.settings.max_subscriptions_per_identity, self.settings.reboot_memory_s
         )
+        settings = self.settings
+        ttls = AppearanceTtls(
+            settings.seized_ttl, settings.active_pending_ttl, settings.early_ttl, settings.max_call_age
+        )
+        self._board = AppearanceBoard(ttls)
         self._outbox = NotifyOutbox(self._registry, self.settings.contact, self._render, self._lost)
 
     # Lines.
@@ -306,7 +279,7 @@ class ScaEngine:
 
     def is_sca(self, aor: str) -> bool:
         """An AoR is an SCA line while provisioned, subscribed to call-info, or in use (3.6)."""
-        if aor in self._lines or self._appearances.get(aor):
+        if aor in self._lines or self._board.in_use(aor):
             return True
         return self._registry.has_call_info(aor)
 
@@ -325,14 +298,10 @@ class ScaEngine:
 
     def appearances(self, aor: str | None = None) -> list[Appearance]:
         """In-use appearances, by line then index."""
-        lines = [aor] if aor is not None else sorted(self._appearances)
-        result: list[Appearance] = []
-        for name in lines:
-            result.extend(app for _, app in sorted(self._appearances.get(name, {}).items()))
-        return result
+        return self._board.appearances(aor)
 
     def appearance(self, aor: str, index: int) -> Appearance | None:
-        return self._appearances.get(aor, {}).get(index)
+        return self._board.appearance(aor, index)
 
     # Call-Info rendering (section 5.1).
 
@@ -348,8 +317,7 @@ class ScaEngine:
         """The full-state Call-Info value of a line: in-use appearances and the idle wildcard."""
         uri = self._info_uri(aor)
         entries = [
-            AppearanceInfo(uri, app.index, app.state, app.remote_uri)
-            for _, app in sorted(self._appearances.get(aor, {}).items())
+            AppearanceInfo(uri, app.index, app.state, app.remote_uri) for app in self._board.appearances(aor)
         ]
         entries.append(AppearanceInfo(uri, None, AppearanceState.IDLE))
         return CallInfo(tuple(entries)).render()
@@ -529,12 +497,11 @@ class ScaEngine:
             f"no appearance {wanted or 'free'} on {line.aor}",
             headers=Headers.of(("Retry-After", str(self.settings.seize_retry_after))),
         )
-        in_use = self._appearances.get(line.aor, {})
         own = self._own_seize(replacement)
         if own is not None and wanted in (0, own.index):
             return own.index  # a phone re-seizing out of dialog (Q2) keeps its index
         if wanted > 0:
-            current = in_use.get(wanted)
+            current = self._board.appearance(line.aor, wanted)
             if not line.allows_index(wanted) or current is not None:
                 raise busy  # O2; 7.3: an index in any non-idle state is busy
             return wanted
@@ -580,13 +547,7 @@ class ScaEngine:
         return None if index is None else self._index_info(line, index)
 
     def _lowest_free(self, line: SharedLine, preferred: int = 0) -> int | None:
-        in_use = self._appearances.get(line.aor, {})
-        if preferred > 0 and line.allows_index(preferred) and preferred not in in_use:
-            return preferred
-        index = 1
-        while index in in_use:
-            index += 1
-        return index if line.allows_index(index) else None
+        return self._board.lowest_free(line, preferred)
 
     def _accept_subscribe(
         self,
@@ -649,8 +610,7 @@ class ScaEngine:
         self._enqueue(sub, Pending(Content.INDEX, force=True), now, out)
         own = self.appearance(sub.aor, sub.index)
         if own is not None and own.state is AppearanceState.SEIZED and own.owner == sub.subscriber:
-            self._appearances[sub.aor][sub.index] = attrs.evolve(own, touched_at=now)
-            out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
+            out += self._board.touch(own, now)
 
     def _add(
         self,
@@ -708,8 +668,7 @@ class ScaEngine:
             fresh = Appearance(sub.aor, sub.index, owner=sub.subscriber)
             self._fire(fresh, Trigger.SEIZE, now, out)
         else:  # the contact's own seize, seized again out of dialog (Q2)
-            self._appearances[sub.aor][sub.index] = attrs.evolve(own, touched_at=now)
-            out.append(StartTimer(AppearanceKey(sub.aor, sub.index), TTL_TIMER, self.settings.seized_ttl))
+            out += self._board.touch(own, now)
         self._enqueue(sub, Pending(Content.INDEX, force=True), now, out)
 
     def _unsubscribe(
@@ -809,12 +768,11 @@ class ScaEngine:
 
     def _flush(self, now: float, out: list[EngineAction]) -> None:
         """Send the group NOTIFYs owed to every line changed by this input (4.1)."""
-        while self._dirty:
-            aor = next(iter(self._dirty))
-            del self._dirty[aor]
-            for sub in self._registry.of_line(aor):
-                if sub.event is Package.CALL_INFO:
-                    self._enqueue(sub, Pending(Content.FULL_STATE), now, out)
+        while lines := self._board.take_changed_lines():
+            for aor in lines:
+                for sub in self._registry.of_line(aor):
+                    if sub.event is Package.CALL_INFO:
+                        self._enqueue(sub, Pending(Content.FULL_STATE), now, out)
 
     def on_notify_response(
         self, context: NotifyContext, response: Response, now: float
@@ -861,103 +819,24 @@ class ScaEngine:
             self._end(sub, "timeout", now, out)
             self._release_seize_of(sub, now, out)
         elif name == TTL_TIMER and isinstance(key, AppearanceKey):
-            app = self.appearance(key.line, key.index)
-            if app is None:
-                return out
-            ttl, trigger = self._ttl(app), timeout_of(app)
-            if ttl is None or trigger is None:
-                return out
-            since = _ttl_start(app)
-            session = self._session_of(app) if trigger is Trigger.CALL_STALE else None
-            if session is not None:
-                since, trigger = max(since, session.refreshed_at), Trigger.SESSION_EXPIRED
-            if since + ttl > now + 1e-6:
-                out.append(StartTimer(key, TTL_TIMER, since + ttl - now))
-                return out
-            self._fire(app, trigger, now, out)
+            out += self._board.on_ttl(key, now)
         self._flush(now, out)
         return out
-
-    def _ttl(self, app: Appearance) -> float | None:
-        """The TTL of ``app`` in its state (section 9, O20, I8, Q18), None when it has none."""
-        trigger = timeout_of(app)
-        if trigger is Trigger.SEIZE_EXPIRED:
-            return self.settings.seized_ttl
-        if trigger is Trigger.PENDING_EXPIRED:
-            return self.settings.active_pending_ttl
-        if trigger is Trigger.EARLY_EXPIRED:
-            return self.settings.early_ttl
-        session = self._session_of(app) if trigger is Trigger.CALL_STALE else None
-        if session is not None:
-            return session.timeout_s
-        if trigger is Trigger.CALL_STALE and self.settings.max_call_age > 0:
-            return self.settings.max_call_age
-        return None
-
-    def _session_of(self, app: Appearance) -> _SessionTimer | None:
-        return None if app.call_id is None else self._sessions.get(app.call_id)
 
     def on_session_refreshed(self, call_id: str, timeout_s: float | None, now: float) -> list[EngineAction]:
         """A 2xx relayed for the call set up or refreshed its RFC 4028 session timer: its
         appearances in progress end (cause session-expired) ``timeout_s`` after ``now`` unless
         refreshed again; None: the session has no timer (the stale-call sweep applies)."""
-        out: list[EngineAction] = []
-        if call_id not in self._calls:
-            return out
-        if timeout_s is None:
-            self._sessions.pop(call_id, None)
-        else:
-            self._sessions[call_id] = _SessionTimer(timeout_s, now)
-        for app in self._call_appearances(call_id):
-            ttl = self._ttl(app)
-            key = AppearanceKey(app.line, app.index)
-            if timeout_of(app) is not Trigger.CALL_STALE:
-                continue
-            if ttl is None:
-                out.append(CancelTimer(key, TTL_TIMER))
-            else:
-                out.append(StartTimer(key, TTL_TIMER, max(0.0, max(_ttl_start(app), now) + ttl - now)))
-        return out
+        return self._board.on_session_refreshed(call_id, timeout_s, now)
 
     # Appearance transitions.
 
     def _fire(
         self, app: Appearance, trigger: Trigger, now: float, out: list[EngineAction], **changes: Any
     ) -> Step:
-        """Run ``trigger`` on ``app`` (fields in ``changes`` set first when the row exists) and commit."""
-        if changes and allowed(app.state, trigger):
-            app = attrs.evolve(app, **changes)
-        step = apply(app, trigger, now)
-        out.append(Deliver(step.fact))
-        if step.rule is None:
-            return step
-        new = step.appearance
-        key = AppearanceKey(new.line, new.index)
-        line = self._appearances.get(new.line, {})
-        old = line.get(new.index)
-        if old is not None and old.call_id is not None:
-            calls = self._calls.get(old.call_id)
-            if calls is not None:
-                calls.discard(key)
-                if not calls:
-                    del self._calls[old.call_id]
-        if new.state is AppearanceState.IDLE:
-            line.pop(new.index, None)
-            if not line:
-                self._appearances.pop(new.line, None)
-        else:
-            self._appearances.setdefault(new.line, line)[new.index] = new
-            if new.call_id is not None:
-                self._calls.setdefault(new.call_id, set()).add(key)
-        if old is not None and old.call_id is not None and old.call_id not in self._calls:
-            self._sessions.pop(old.call_id, None)  # the call's last appearance ended
-        ttl = self._ttl(new)
-        if ttl is not None:
-            out.append(StartTimer(key, TTL_TIMER, ttl))
-        elif old is not None and self._ttl(old) is not None:
-            out.append(CancelTimer(key, TTL_TIMER))
-        if new.state is not AppearanceState.ACTIVE_PENDING:
-            self._dirty[new.line] = None
+        """Run ``trigger`` on ``app`` (:meth:`AppearanceBoard.step`), its actions into ``out``."""
+        step, actions = self._board.step(app, trigger, now, **changes)
+        out += actions
         return step
 
     def _side_line(self, uri: str, contact: str | None) -> str | None:
@@ -995,12 +874,7 @@ class ScaEngine:
         return None
 
     def _call_appearances(self, call_id: str) -> list[Appearance]:
-        result = []
-        for key in sorted(self._calls.get(call_id, ()), key=lambda k: (k.line, k.index)):
-            app = self.appearance(key.line, key.index)
-            if app is not None:
-                result.append(app)
-        return result
+        return self._board.of_call(call_id)
 
     # Call tracking (sections 6.3-6.5, 7).
 
@@ -1687,21 +1561,7 @@ class ScaEngine:
         expiry and get a full-state NOTIFY continuing their CSeq (10.3), appearances re-arm TTLs."""
         out: list[EngineAction] = []
         self.provision(lines)
-        for stored in appearances:
-            if stored.state is AppearanceState.IDLE:
-                continue
-            app = stored
-            if timeout_of(stored) is Trigger.EARLY_EXPIRED:
-                # Its proxy transactions died with the restart: a full early_ttl from now for a
-                # late CANCEL or answer to reach it, then O20/I8.
-                app = attrs.evolve(stored, touched_at=max(stored.touched_at, now))
-            key = AppearanceKey(app.line, app.index)
-            self._appearances.setdefault(app.line, {})[app.index] = app
-            if app.call_id is not None:
-                self._calls.setdefault(app.call_id, set()).add(key)
-            ttl = self._ttl(app)
-            if ttl is not None:
-                out.append(StartTimer(key, TTL_TIMER, max(0.0, _ttl_start(app) + ttl - now)))
+        out += self._board.restore(appearances, now)
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue
