@@ -51,21 +51,18 @@ from typing import Any, Final
 
 import attrs
 
+from scaserver.sca.answers import AnswerTracker
 from scaserver.sca.appearance import (
     ADMIN_SET_TARGETS,
-    HELD_STATES,
     Appearance,
     AppearanceState,
-    CallLeg,
-    Previous,
-    Role,
     Step,
     Trigger,
-    sdp_hold,
 )
 from scaserver.sca.board import TTL_TIMER, AppearanceBoard, AppearanceKey, AppearanceTtls
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo, CallInfoError
-from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
+from scaserver.sca.calls import CallTracker, RequestPlan
+from scaserver.sca.line import SharedLine, canonical_aor, host_part
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
 from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionRegistry
 from scaserver.sca.subscription import (
@@ -95,7 +92,7 @@ from scaserver.sip.errors import (
 from scaserver.sip.headers import Star, cseq, expires, from_addr, parse_contacts, parse_event, to_addr
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-from scaserver.sip.uri import NameAddr, SipUri, quote
+from scaserver.sip.uri import SipUri
 
 #: The engine's interface; the parts of the engine live in registry, outbox and calls.
 __all__ = [
@@ -171,57 +168,6 @@ class EngineSettings:
     reboot_memory_s: float = 3600.0
 
 
-@attrs.frozen
-class RequestPlan:
-    """What the proxy must do with an initial INVITE before forwarding it (sca.md 7.1, 7.2, 7.6).
-
-    ``rejection``: answer with ``response_for(request, rejection)`` and do not
-    relay.  ``target``: send the INVITE to this one URI only (the held call's
-    remote party), adding the ``Replaces`` header value ``replaces`` (RFC 3891).
-    Both None: forward as usual.
-    """
-
-    rejection: SipError | None = None
-    target: str | None = None
-    replaces: str | None = None
-
-
-@attrs.frozen
-class _Side:
-    """What the engine reads from a message's From or To."""
-
-    uri: str
-    display: str | None
-    tag: str | None
-
-
-def _side(address: NameAddr) -> _Side:
-    return _Side(str(address.uri), address.display_name, address.tag)
-
-
-def _first_contact(message: Request | Response) -> str | None:
-    try:
-        found = parse_contacts(message.headers.values("Contact"))
-    except MalformedMessage:
-        return None
-    if isinstance(found, Star) or not found:
-        return None
-    return str(found[0].uri)
-
-
-def _call_info(message: Request | Response) -> AppearanceInfo | None:
-    """The SCA Call-Info of a call message, read leniently (Q9): unreadable means absent."""
-    try:
-        return CallInfo.of(message.headers).first()
-    except CallInfoError:
-        return None
-
-
-def _address_text(display: str | None, uri: str) -> str:
-    """An appearance-uri content: ``"display" <uri>`` or ``<uri>`` (5.1, 7.5)."""
-    return f"<{uri}>" if not display else f"{quote(display)} <{uri}>"
-
-
 def _identity_of(request: Request, user: str | None) -> Identity | None:
     """The identity of a SUBSCRIBE given no other: the digest user, else its From AoR."""
     if user is not None:
@@ -231,11 +177,6 @@ def _identity_of(request: Request, user: str | None) -> Identity | None:
     except MalformedMessage:
         return None
     return None if aor is None else Identity.unauthenticated(aor)
-
-
-def _is_fresh(appearance: Appearance, call_id: str, member_tag: str) -> bool:
-    leg = appearance.leg
-    return leg is not None and leg.call_id == call_id and leg.member_tag == member_tag
 
 
 @attrs.define
@@ -248,6 +189,8 @@ class ScaEngine:
     _registry: SubscriptionRegistry = attrs.field(init=False)
     _board: AppearanceBoard = attrs.field(init=False)
     _outbox: NotifyOutbox = attrs.field(init=False)
+    _calls: CallTracker = attrs.field(init=False)
+    _answers: AnswerTracker = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -261,6 +204,16 @@ class ScaEngine:
         )
         self._board = AppearanceBoard(ttls)
         self._outbox = NotifyOutbox(self._registry, self.settings.contact, self._render, self._lost)
+        self._calls = CallTracker(
+            self._board,
+            self._alias,
+            self.is_sca,
+            self.line,
+            self._seize_ended,
+            alerting_state=settings.alerting_state,
+            contact_fallback=settings.contact_fallback,
+        )
+        self._answers = AnswerTracker(self._calls)
 
     # Lines.
 
@@ -523,7 +476,7 @@ class ScaEngine:
     def incoming_index(self, aor: str, call_id: str) -> int | None:
         """The appearance an incoming call to line ``aor`` shows on: the one it alerts on
         already, else the lowest free one it will take (push-and-parking.md 6.11 ``call.line``)."""
-        for app in self._call_appearances(call_id):
+        for app in self._board.of_call(call_id):
             if app.line == aor:
                 return app.index
         return self._lowest_free(self.line(aor))
@@ -756,6 +709,11 @@ class ScaEngine:
             if sub.event is Package.LINE_SEIZE and sub.index == app.index:
                 self._end(sub, "noresource", now, out)
 
+    def _seize_ended(self, app: Appearance, now: float) -> list[EngineAction]:
+        out: list[EngineAction] = []
+        self._end_seize(app, now, out)
+        return out
+
     # NOTIFY queueing (section 4 "Ordering", 4.1).
 
     def _enqueue(self, sub: Subscription, pending: Pending, now: float, out: list[EngineAction]) -> None:
@@ -773,6 +731,11 @@ class ScaEngine:
                 for sub in self._registry.of_line(aor):
                     if sub.event is Package.CALL_INFO:
                         self._enqueue(sub, Pending(Content.FULL_STATE), now, out)
+
+    def _flushed(self, out: list[EngineAction], now: float) -> list[EngineAction]:
+        """``out`` followed by the group NOTIFYs it owes (4.1)."""
+        self._flush(now, out)
+        return out
 
     def on_notify_response(
         self, context: NotifyContext, response: Response, now: float
@@ -839,101 +802,20 @@ class ScaEngine:
         out += actions
         return step
 
-    def _side_line(self, uri: str, contact: str | None) -> str | None:
-        """The shared line one side of a call is on (sca.md section 1), or None.
-
-        ``uri`` is the From of a request or the To of a response, ``contact`` its Contact.
-        A Contact user that names a line in the From/To host is that line (Polycom lines
-        registered under a separate line user); otherwise the From/To identity itself is
-        the line when it is one.  A Contact user is only a hint: phones put anything there
-        (baresip ``3000-0x...``, a push member's mobile), so a Contact user that names no
-        line never hides the line of the From/To identity.
-        """
-        for candidate in (side_aor(uri, contact), canonical_aor(uri)):
-            line = self._alias(candidate)
-            if line is not None and self.is_sca(line):
-                return line
-        return None
+    # Call tracking (sections 6.3-6.5, 7): CallTracker for requests, AnswerTracker for responses.
 
     def caller_line(self, request: Request, user: str) -> str | None:
         """The shared line an outgoing request of the authenticated ``user`` is placed on
-        (its From and Contact, as call tracking maps them), or None when it is on no line
-        or ``user`` (a name, or ``sip:user@line-host``) is no member of it (sca.md 3.2 row 6;
-        a line without a member list admits everybody)."""
-        try:
-            sender = from_addr(request)
-        except MalformedMessage:
-            return None
-        line = self._side_line(str(sender.uri), _first_contact(request))
-        if line is None:
-            return None
-        shared = self.line(line)
-        own = canonical_aor(f"sip:{user}@{host_part(line)}")
-        if shared.admits(user=user) or shared.lists(user=user, aor=own):
-            return line
-        return None
-
-    def _call_appearances(self, call_id: str) -> list[Appearance]:
-        return self._board.of_call(call_id)
-
-    # Call tracking (sections 6.3-6.5, 7).
+        (its From and Contact), or None when it is on no line or ``user`` is no member of it."""
+        return self._calls.caller_line(request, user)
 
     def check_request(self, request: Request, now: float) -> RequestPlan:
-        """Classify an initial INVITE before it is forwarded (7.1 pickup, 7.2 private, 7.6 barge).
-
-        Pure: changes nothing.  A pickup is an INVITE without To-tag whose
-        Call-Info names index N of the line, with From AoR == To AoR == the line.
-        """
-        if request.method != "INVITE":
-            return RequestPlan()
-        found = self._pickup(request)
-        if found is None:
-            return RequestPlan()
-        app = found
-        if app.state is AppearanceState.HELD_PRIVATE:
-            return RequestPlan(rejection=Forbidden("appearance is on private hold"))
-        if app.state is AppearanceState.ACTIVE:
-            return RequestPlan(rejection=BargeNotSupported("barge-in on an active appearance"))
-        if app.state is not AppearanceState.HELD or app.leg is None or app.remote_contact is None:
-            return RequestPlan()
-        leg = app.leg
-        replaces = f"{leg.call_id};to-tag={leg.remote_tag};from-tag={leg.member_tag}"
-        return RequestPlan(target=app.remote_contact, replaces=replaces)
+        """Classify an initial INVITE before it is forwarded (7.1 pickup, 7.2 private, 7.6 barge)."""
+        return self._calls.check_request(request)
 
     def is_line_call(self, request: Request) -> bool:
-        """An initial INVITE from a member of a shared line or to a line (section 1): a call
-        whose appearance an RFC 4028 session timer can end."""
-        try:
-            sender, target = from_addr(request), to_addr(request)
-        except MalformedMessage:
-            return False
-        if self._side_line(str(sender.uri), _first_contact(request)) is not None:
-            return True
-        return any(
-            line is not None and self.is_sca(line)
-            for line in (self._alias(canonical_aor(str(target.uri))), self._alias(canonical_aor(request.uri)))
-        )
-
-    def _pickup(self, request: Request) -> Appearance | None:
-        try:
-            sender, target = from_addr(request), to_addr(request)
-        except MalformedMessage:
-            return None
-        if target.tag:
-            return None
-        info = _call_info(request)
-        if info is None or info.index is None:
-            return None
-        line = self._alias(canonical_aor(str(sender.uri)))
-        if line is None or line != self._alias(canonical_aor(str(target.uri))):
-            return None
-        app = self.appearance(line, info.index)
-        if app is None or app.state not in (*HELD_STATES, AppearanceState.ACTIVE):
-            return None
-        leg = app.leg
-        if leg is not None and leg.call_id == request.call_id:
-            return None  # the appearance's own call
-        return app
+        """An initial INVITE from a member of a shared line or to a line (section 1)."""
+        return self._calls.is_line_call(request)
 
     def on_request_forwarded(
         self, request: Request, now: float, *, hold_hint: bool | None = None
@@ -942,307 +824,17 @@ class ScaEngine:
 
         ``hold_hint`` overrides SDP hold detection (the ``onhold_bflag`` hook, 6.2).
         """
-        out: list[EngineAction] = []
-        try:
-            sender, target = _side(from_addr(request)), _side(to_addr(request))
-        except MalformedMessage:
-            return out
-        call_id = request.call_id
-        if not call_id or sender.tag is None:
-            return out
-        method = request.method
-        if method == "INVITE" and target.tag is None:
-            self._initial_invite(request, call_id=call_id, sender=sender, target=target, now=now, out=out)
-        elif method in ("INVITE", "UPDATE") and target.tag is not None:
-            self._offer(
-                request, call_id=call_id, sender=sender, target=target, now=now, hint=hold_hint, out=out
-            )
-        elif method == "BYE":
-            for app in self._call_appearances(call_id):
-                if app.leg is not None and app.leg.matches(call_id, sender.tag, target.tag):
-                    self._fire(app, Trigger.BYE, now, out)
-        elif method == "CANCEL":
-            self._cancel(call_id, sender, now, out)
-        self._flush(now, out)
-        return out
+        return self._flushed(self._calls.on_request_forwarded(request, now, hold_hint=hold_hint), now)
 
     def on_cancel(self, cancel: Request, now: float) -> list[EngineAction]:
         """A CANCEL of a call the server knows: one the proxy applied to a forking INVITE, or
         one whose INVITE transaction is gone (a restart; answered 481): O8, I6, 7.1."""
-        out: list[EngineAction] = []
-        try:
-            sender = _side(from_addr(cancel))
-        except MalformedMessage:
-            return out
-        if cancel.call_id and sender.tag is not None:
-            self._cancel(cancel.call_id, sender, now, out)
-        self._flush(now, out)
-        return out
+        return self._flushed(self._calls.on_cancel(cancel, now), now)
 
     def on_stray_answer(self, response: Response, now: float) -> list[EngineAction]:
-        """A 2xx to an INVITE that matched no proxy transaction and was forwarded statelessly
-        (RFC 6026 8.4): a late answer to a call whose transaction a restart lost (O7, I3).
-        A retransmitted 2xx of a dialog already tracked changes nothing."""
-        out: list[EngineAction] = []
-        try:
-            sender, answered = _side(from_addr(response)), _side(to_addr(response))
-            method = cseq(response).method
-        except MalformedMessage:
-            return out
-        call_id = response.call_id
-        if not call_id or sender.tag is None or method != "INVITE" or not 200 <= response.status < 300:
-            return out
-        for app in self._call_appearances(call_id):
-            leg = app.leg
-            if (
-                leg is not None
-                and leg.remote_tag is not None
-                and leg.matches(call_id, sender.tag, answered.tag)
-            ):
-                return out
-        self._invite_answered(
-            None,
-            response=response,
-            call_id=call_id,
-            sender=sender,
-            answered=answered,
-            local=False,
-            now=now,
-            out=out,
-        )
-        self._flush(now, out)
-        return out
-
-    def _initial_invite(
-        self,
-        request: Request,
-        *,
-        call_id: str,
-        sender: _Side,
-        target: _Side,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        contact = _first_contact(request) or self.settings.contact_fallback or None
-        caller_line = self._side_line(sender.uri, contact)
-        callee_line = self._alias(canonical_aor(target.uri))
-        assert sender.tag is not None
-        info = _call_info(request)
-        if caller_line is not None and self.is_sca(caller_line):
-            self._caller_invite(
-                request,
-                line=caller_line,
-                callee_line=callee_line,
-                call_id=call_id,
-                sender=sender,
-                target=target,
-                contact=contact,
-                info=info,
-                now=now,
-                out=out,
-            )
-        if (
-            self.settings.alerting_state
-            and callee_line is not None
-            and callee_line != caller_line
-            and self.is_sca(callee_line)
-        ):
-            known = [
-                app
-                for app in self._call_appearances(call_id)
-                if app.line == callee_line and app.leg is not None and app.leg.remote_tag == sender.tag
-            ]
-            if known:
-                return
-            free = self._lowest_free(self.line(callee_line))
-            if free is None:
-                return
-            fresh = Appearance(callee_line, free)
-            self._fire(
-                fresh,
-                Trigger.INCOMING,
-                now,
-                out,
-                leg=CallLeg(call_id, None, sender.tag, Role.CALLEE),
-                remote_contact=contact,
-                remote_uri=_address_text(sender.display, canonical_aor(sender.uri) or sender.uri),
-            )
-
-    def _caller_invite(
-        self,
-        request: Request,
-        *,
-        line: str,
-        callee_line: str | None,
-        call_id: str,
-        sender: _Side,
-        target: _Side,
-        contact: str | None,
-        info: AppearanceInfo | None,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        assert sender.tag is not None
-        for app in self._call_appearances(call_id):
-            if app.line == line and _is_fresh(app, call_id, sender.tag):
-                self._fire(app, Trigger.INVITE, now, out)  # the same INVITE again (after a 401/407)
-                return
-        remote_uri = _address_text(target.display, canonical_aor(target.uri) or target.uri)
-        leg = CallLeg(call_id, sender.tag, None, Role.CALLER)
-        wanted = info.index if info is not None and info.index is not None else 0
-        if wanted and callee_line == line:
-            pickup = self._pickup(request)
-            if pickup is not None:  # 7.1 retrieve by another member (O19); other states were refused
-                step = self._fire(
-                    pickup,
-                    Trigger.RETRIEVE_BY_MEMBER,
-                    now,
-                    out,
-                    owner=contact,
-                    leg=leg,
-                    previous=Previous(pickup.owner, pickup.leg, pickup.remote_contact),
-                )
-                if step.rule is not None and pickup.leg is not None:
-                    self._replace_far_end(pickup, pickup.leg, leg, contact=contact, now=now, out=out)
-                return
-        current = self.appearance(line, wanted) if wanted else None
-        if (
-            current is not None
-            and current.state is AppearanceState.SEIZED
-            and (current.leg is None or current.leg.call_id == call_id)
-        ):
-            owner = contact or current.owner
-            self._fire(current, Trigger.INVITE, now, out, owner=owner, leg=leg, remote_uri=remote_uri)  # O5
-            return
-        free = self._lowest_free(self.line(line), wanted)
-        if free is None:
-            return
-        fresh = Appearance(line, free)
-        self._fire(
-            fresh, Trigger.INVITE_IMPLICIT, now, out, owner=contact, leg=leg, remote_uri=remote_uri
-        )  # O5b
-
-    def _replace_far_end(
-        self,
-        pickup: Appearance,
-        old: CallLeg,
-        new: CallLeg,
-        *,
-        contact: str | None,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        """7.1 step 4 (O19b): the pickup INVITE carries Replaces for ``old`` to the far end, so an
-        appearance of another line that follows ``old`` from the far end's side follows the
-        pickup's dialog instead, where the far end is the callee; its tag there comes with the
-        answer (:attr:`Appearance.callee_pending`).  Its remote party is the picking member."""
-        for far in self._call_appearances(old.call_id):
-            leg = far.leg
-            if (
-                (far.line, far.index) == (pickup.line, pickup.index)
-                or leg is None
-                or leg.member_tag is None
-                or (leg.member_tag, leg.remote_tag) != (old.remote_tag, old.member_tag)
-            ):
-                continue
-            self._fire(
-                far,
-                Trigger.FAR_END_REPLACED,
-                now,
-                out,
-                leg=CallLeg(new.call_id, None, new.member_tag, Role.CALLEE),
-                remote_contact=contact,
-                previous=Previous(far.owner, leg, far.remote_contact),
-            )
-
-    def _far_end_answered(
-        self, app: Appearance, *, status: int, answered: _Side, now: float, out: list[EngineAction]
-    ) -> None:
-        """The far end answered the pickup that moved ``app`` (O19b): 2xx gives our member's tag
-        in the new dialog; a failure puts ``app`` back on the replaced dialog (7.1)."""
-        leg = app.leg
-        assert leg is not None
-        if 200 <= status < 300:
-            new_leg = attrs.evolve(leg, member_tag=answered.tag)
-            self._fire(app, Trigger.FAR_END_REPLACE_ANSWERED, now, out, leg=new_leg, previous=None)
-        elif status >= 300:
-            self._restore_far_end(app, now, out)
-
-    def _restore_far_end(self, app: Appearance, now: float, out: list[EngineAction]) -> None:
-        previous = app.previous
-        assert previous is not None
-        self._fire(
-            app,
-            Trigger.FAR_END_REPLACE_FAILED,
-            now,
-            out,
-            owner=previous.owner,
-            leg=previous.leg,
-            remote_contact=previous.remote_contact,
-            previous=None,
-        )
-
-    def _offer(
-        self,
-        request: Request,
-        *,
-        call_id: str,
-        sender: _Side,
-        target: _Side,
-        now: float,
-        hint: bool | None,
-        out: list[EngineAction],
-    ) -> None:
-        """An in-dialog offer (re-INVITE, UPDATE) from the member: hold or retrieve (O14, O16, 6.5)."""
-        hold = hint if hint is not None else sdp_hold(request.body)
-        if hold is None:
-            return  # a body-less re-INVITE changes nothing (Q14)
-        info = _call_info(request)
-        try:
-            number = cseq(request).number
-        except MalformedMessage:
-            return
-        for app in self._call_appearances(call_id):
-            leg = app.leg
-            if (
-                leg is None
-                or leg.member_tag != sender.tag
-                or not leg.matches(call_id, sender.tag, target.tag)
-            ):
-                continue  # remote hold changes nothing (6.2, 7.4)
-            trigger = _hold_trigger(info) if hold else Trigger.OWNER_RETRIEVE
-            rollback = (app.state, number) if request.method == "INVITE" else None
-            self._fire(app, trigger, now, out, rollback=rollback)
-
-    def _cancel(self, call_id: str, sender: _Side, now: float, out: list[EngineAction]) -> None:
-        """CANCEL, matched by Call-ID and From-tag (Q12): O8 for the caller, I6 for the callee line."""
-        for app in self._call_appearances(call_id):
-            leg = app.leg
-            if leg is None:
-                continue
-            if app.callee_pending and leg.remote_tag == sender.tag:
-                self._restore_far_end(app, now, out)  # the pickup moving it was cancelled (7.1)
-            elif leg.role is Role.CALLER and leg.member_tag == sender.tag:
-                if app.previous is not None and leg.remote_tag is None:
-                    self._restore_pickup(app, now, out)
-                else:
-                    self._fire(app, Trigger.CANCELLED, now, out)
-            elif leg.role is Role.CALLEE and leg.remote_tag == sender.tag and leg.member_tag is None:
-                self._fire(app, Trigger.INCOMING_ENDED, now, out)
-
-    def _restore_pickup(self, app: Appearance, now: float, out: list[EngineAction]) -> None:
-        previous = app.previous
-        assert previous is not None
-        self._fire(
-            app,
-            Trigger.RETRIEVE_FAILED,
-            now,
-            out,
-            owner=previous.owner,
-            leg=previous.leg,
-            remote_contact=previous.remote_contact,
-            previous=None,
-        )
+        """A 2xx to an INVITE forwarded statelessly (RFC 6026 8.4): a late answer to a call
+        whose transaction a restart lost (O7, I3)."""
+        return self._flushed(self._answers.on_stray_answer(response, now), now)
 
     def on_response_forwarded(
         self, request: Request, response: Response, now: float, *, local: bool = False
@@ -1254,245 +846,11 @@ class ScaEngine:
         For a re-INVITE/UPDATE: 2xx O17, failure O9b (roll back a tentative
         hold/retrieve).  2xx to BYE: O18 as a backup.
         """
-        out: list[EngineAction] = []
-        try:
-            sender, target = _side(from_addr(request)), _side(to_addr(request))
-            answered = _side(to_addr(response))
-            number = cseq(response).number
-        except MalformedMessage:
-            return out
-        call_id = request.call_id
-        if not call_id or sender.tag is None:
-            return out
-        status = response.status
-        if request.method == "BYE":
-            if 200 <= status < 300:
-                for app in self._call_appearances(call_id):
-                    if app.leg is not None and app.leg.matches(call_id, sender.tag, target.tag):
-                        self._fire(app, Trigger.BYE, now, out)
-        elif request.method in ("INVITE", "UPDATE") and target.tag is not None:
-            self._offer_answered(
-                call_id, sender=sender, target=target, status=status, number=number, now=now, out=out
-            )
-        elif request.method == "INVITE" and status > 100:
-            self._invite_answered(
-                request,
-                response=response,
-                call_id=call_id,
-                sender=sender,
-                answered=answered,
-                local=local,
-                now=now,
-                out=out,
-            )
-        self._flush(now, out)
-        return out
-
-    def _offer_answered(
-        self,
-        call_id: str,
-        *,
-        sender: _Side,
-        target: _Side,
-        status: int,
-        number: int,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        if status < 200:
-            return
-        for app in self._call_appearances(call_id):
-            if app.leg is None or not app.leg.matches(call_id, sender.tag, target.tag):
-                continue
-            pending = app.rollback if app.rollback is not None and app.rollback[1] == number else None
-            if status < 300:
-                self._fire(app, Trigger.REINVITE_ANSWERED, now, out, rollback=None)  # O17
-            elif pending is None:
-                self._fire(app, Trigger.REINVITE_FAILED, now, out)  # O9b
-            else:
-                before = pending[0]
-                if before is AppearanceState.ACTIVE:
-                    trigger = Trigger.ROLLBACK_HOLD
-                elif before is AppearanceState.HELD_PRIVATE:
-                    trigger = Trigger.ROLLBACK_RETRIEVE_PRIVATE
-                else:
-                    trigger = Trigger.ROLLBACK_RETRIEVE
-                self._fire(app, trigger, now, out, rollback=None)
-
-    def _invite_answered(
-        self,
-        request: Request | None,
-        *,
-        response: Response,
-        call_id: str,
-        sender: _Side,
-        answered: _Side,
-        local: bool,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        status = response.status
-        for app in self._call_appearances(call_id):
-            leg = app.leg
-            if leg is None:
-                continue
-            if app.callee_pending and leg.remote_tag == sender.tag:
-                self._far_end_answered(app, status=status, answered=answered, now=now, out=out)
-            elif leg.role is Role.CALLER and leg.member_tag == sender.tag:
-                self._caller_answered(
-                    app, response=response, answered=answered, local=local, now=now, out=out
-                )
-        self._callee_answered(
-            request,
-            response=response,
-            call_id=call_id,
-            sender=sender,
-            answered=answered,
-            status=status,
-            now=now,
-            out=out,
-        )
-
-    def _caller_answered(
-        self,
-        app: Appearance,
-        *,
-        response: Response,
-        answered: _Side,
-        local: bool,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        status = response.status
-        leg = app.leg
-        assert leg is not None
-        if app.previous is not None and leg.remote_tag is None:  # the pickup INVITE (7.1)
-            if 200 <= status < 300:
-                contact = _first_contact(response) or app.remote_contact
-                self._fire(
-                    app,
-                    Trigger.RETRIEVE_ANSWERED,
-                    now,
-                    out,
-                    leg=attrs.evolve(leg, remote_tag=answered.tag),
-                    remote_contact=contact,
-                    previous=None,
-                )
-            elif status >= 300:
-                self._restore_pickup(app, now, out)
-            return
-        if status < 200:
-            step = self._fire(app, Trigger.PROGRESS, now, out)  # O6
-            if step.changed_state:
-                self._end_seize(step.appearance, now, out)
-        elif status < 300:
-            if leg.remote_tag is not None and app.state is not AppearanceState.SEIZED:
-                return  # another branch's 2xx: the first one won
-            step = self._fire(
-                app,
-                Trigger.ANSWERED,
-                now,
-                out,
-                leg=attrs.evolve(leg, remote_tag=answered.tag),
-                remote_contact=_first_contact(response),
-                remote_uri=_address_text(answered.display, canonical_aor(answered.uri) or answered.uri),
-            )  # O7
-            if step.rule is not None:
-                self._end_seize(step.appearance, now, out)
-        elif status < 400:
-            self._fire(app, Trigger.REDIRECTED, now, out)  # O11
-        elif status in (401, 407):
-            self._fire(app, Trigger.CHALLENGED, now, out)  # O12
-        elif status == 487:
-            self._fire(app, Trigger.TERMINATED_487, now, out)  # O10
-        elif local:
-            step = self._fire(app, Trigger.LOCAL_FAILURE, now, out)  # O13
-            if step.rule is not None:
-                self._end_seize(app, now, out)
-        else:
-            self._fire(app, Trigger.FAILED, now, out)  # O9
-
-    def _callee_answered(
-        self,
-        request: Request | None,
-        *,
-        response: Response,
-        call_id: str,
-        sender: _Side,
-        answered: _Side,
-        status: int,
-        now: float,
-        out: list[EngineAction],
-    ) -> None:
-        """The line is the callee (6.4): I2 on 18x, I3 on a member's 2xx, I6 on the final failure."""
-        mine = [
-            app
-            for app in self._call_appearances(call_id)
-            if app.leg is not None
-            and app.leg.role is Role.CALLEE
-            and app.leg.remote_tag == sender.tag
-            and not app.callee_pending  # moved by a pickup on the far line (O19b), not ringing here
-        ]
-        alerting = [app for app in mine if app.leg is not None and app.leg.member_tag is None]
-        if status < 200:
-            for app in alerting:
-                self._fire(app, Trigger.MEMBER_RINGING, now, out)
-            return
-        if status >= 300:
-            for app in alerting:
-                self._fire(app, Trigger.INCOMING_ENDED, now, out)
-            return
-        if answered.tag is None or any(
-            app.leg is not None and app.leg.member_tag == answered.tag for app in mine
-        ):
-            return
-        member = _first_contact(response)
-        line_aor = alerting[0].line if alerting else self._side_line(answered.uri, member)
-        if line_aor is None:
-            return
-        caller = sender
-        if self._alias(canonical_aor(answered.uri)) == self._alias(canonical_aor(caller.uri)):
-            return  # a call within the line (a pickup, an intercom): tracked on the caller side only
-        info = _call_info(response)
-        wanted = info.index if info is not None and info.index is not None else 0
-        reuse = next((app for app in alerting if app.line == line_aor), None)
-        if reuse is None:
-            free = self._lowest_free(self.line(line_aor), wanted)
-            if free is None:
-                return
-            reuse = Appearance(line_aor, free)
-        self._fire(
-            reuse,
-            Trigger.MEMBER_ANSWERED,
-            now,
-            out,
-            owner=member,
-            leg=CallLeg(call_id, answered.tag, sender.tag, Role.CALLEE),
-            remote_contact=(None if request is None else _first_contact(request)) or reuse.remote_contact,
-            remote_uri=_address_text(caller.display, canonical_aor(caller.uri) or caller.uri),
-        )  # I3: no NOTIFY until the ACK
+        return self._flushed(self._answers.on_response_forwarded(request, response, now, local=local), now)
 
     def on_ack(self, request: Request, now: float, *, hold_hint: bool | None = None) -> list[EngineAction]:
         """An end-to-end ACK the proxy relayed: I4 (caller's ACK), O15/O16 (member's late-offer SDP)."""
-        out: list[EngineAction] = []
-        try:
-            sender, target = _side(from_addr(request)), _side(to_addr(request))
-        except MalformedMessage:
-            return out
-        call_id = request.call_id
-        if not call_id:
-            return out
-        hold = hint_or_sdp(hold_hint, request.body)
-        for app in self._call_appearances(call_id):
-            leg = app.leg
-            if leg is None or not leg.matches(call_id, sender.tag, target.tag):
-                continue
-            if app.state is AppearanceState.ACTIVE_PENDING and leg.member_tag == target.tag:
-                self._fire(app, Trigger.CALLER_ACK, now, out)  # I4
-            elif leg.member_tag == sender.tag and hold is not None:
-                self._fire(app, Trigger.ACK_HOLD if hold else Trigger.ACK_RETRIEVE, now, out)
-        self._flush(now, out)
-        return out
+        return self._flushed(self._calls.on_ack(request, now, hold_hint=hold_hint), now)
 
     # Management (section 11): the same table, through RPC triggers.
 
@@ -1571,27 +929,6 @@ class ScaEngine:
                 self._enqueue(sub, Pending(Content.FULL_STATE, force=True), now, out)
         self._flush(now, out)
         return out
-
-
-class BargeNotSupported(SipError, status=403, reason="Barge-in not supported"):
-    """A pickup-shaped INVITE aimed at an active appearance (sca.md 7.6, phase 1)."""
-
-
-def hint_or_sdp(hint: bool | None, body: bytes) -> bool | None:
-    """The hold verdict of a message: the routing layer's hint, else its SDP (6.2)."""
-    return hint if hint is not None else sdp_hold(body)
-
-
-def _hold_trigger(info: AppearanceInfo | None) -> Trigger:
-    """The trigger of a member's hold offer: the Call-Info ``appearance-state`` of the
-    re-INVITE picks private (O14, O14b) or public hold explicitly (O14b); without it, a
-    plain hold (O14), which leaves a held appearance's privacy as it is."""
-    state = None if info is None else info.state
-    if state is AppearanceState.HELD_PRIVATE:
-        return Trigger.OWNER_PRIVATE_HOLD
-    if state is AppearanceState.HELD:
-        return Trigger.OWNER_PUBLIC_HOLD
-    return Trigger.OWNER_HOLD
 
 
 @attrs.frozen
