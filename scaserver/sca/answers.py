@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role, Trigger
+from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role, Trigger, rollback_of
 from scaserver.sca.calls import CallTracker, Side, address_text, call_info_of, first_contact, side
 from scaserver.sca.line import canonical_aor
 from scaserver.sip.actions import EngineAction
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import cseq, from_addr, to_addr
 from scaserver.sip.message import Request, Response
-
-#: The trigger of a failed re-INVITE with a tentative change, by the state before it (O9b).
-_ROLLBACKS = {
-    AppearanceState.ACTIVE: Trigger.ROLLBACK_HOLD,
-    AppearanceState.HELD_PRIVATE: Trigger.ROLLBACK_RETRIEVE_PRIVATE,
-}
 
 
 @attrs.define
@@ -109,7 +103,7 @@ class AnswerTracker:
             elif pending is None:
                 out += board.fire(app, Trigger.REINVITE_FAILED, now)  # O9b
             else:
-                trigger = _ROLLBACKS.get(pending[0], Trigger.ROLLBACK_RETRIEVE)
+                trigger = rollback_of(pending[0])
                 out += board.fire(app, trigger, now, rollback=None)
         return out
 

@@ -308,6 +308,21 @@ GUARDS: Final[Mapping[tuple[AppearanceState, Trigger], Callable[[Appearance], bo
 }
 
 
+#: The trigger that undoes a member's re-INVITE whose final response failed (O9b), by the
+#: state the appearance had before the re-INVITE (``Appearance.rollback``): a hold goes
+#: back to active, a retrieve back to the hold it left.
+ROLLBACKS: Final[Mapping[AppearanceState, Trigger]] = {
+    S.ACTIVE: T.ROLLBACK_HOLD,
+    S.HELD: T.ROLLBACK_RETRIEVE,
+    S.HELD_PRIVATE: T.ROLLBACK_RETRIEVE_PRIVATE,
+}
+
+
+def rollback_of(before: AppearanceState) -> Trigger:
+    """The :data:`ROLLBACKS` trigger for ``before`` (a plain retrieve roll-back otherwise)."""
+    return ROLLBACKS.get(before, T.ROLLBACK_RETRIEVE)
+
+
 def timeout_of(appearance: Appearance) -> Trigger | None:
     """The trigger an appearance's TTL timer fires in its current state (sca.md 9), or None
     when the state has no TTL: a seize not dialled yet O4; a call not answered yet (dialled

@@ -26,6 +26,7 @@ from scaserver.sca.appearance import (
     Previous,
     Role,
     Trigger,
+    allowed,
     sdp_hold,
 )
 from scaserver.sca.board import AppearanceBoard
@@ -371,7 +372,7 @@ class CallTracker:
         current = self.board.appearance(line, wanted) if wanted else None
         if (
             current is not None
-            and current.state is AppearanceState.SEIZED
+            and allowed(current.state, Trigger.INVITE)
             and (current.leg is None or current.leg.call_id == call_id)
         ):
             owner = contact or current.owner
@@ -496,7 +497,7 @@ class CallTracker:
             leg = app.leg
             if leg is None or not leg.matches(call_id, sender.tag, target.tag):
                 continue
-            if app.state is AppearanceState.ACTIVE_PENDING and leg.member_tag == target.tag:
+            if leg.member_tag == target.tag and allowed(app.state, Trigger.CALLER_ACK):
                 out += self.board.fire(app, Trigger.CALLER_ACK, now)  # I4
             elif leg.member_tag == sender.tag and hold is not None:
                 out += self.board.fire(app, Trigger.ACK_HOLD if hold else Trigger.ACK_RETRIEVE, now)

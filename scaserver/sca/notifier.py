@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from scaserver.sca.appearance import Appearance, AppearanceState, Trigger
+from scaserver.sca.appearance import Appearance, AppearanceState, Trigger, allowed
 from scaserver.sca.board import AppearanceBoard
 from scaserver.sca.callinfo import CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor
@@ -451,8 +451,8 @@ class Notifier:
             previous = self.board.appearance(sub.aor, replaced.index)
             if (
                 previous is not None
-                and previous.state is AppearanceState.SEIZED
                 and previous.owner == sub.subscriber
+                and allowed(previous.state, Trigger.SEIZE_RELEASED)
             ):
                 out += self.board.fire(previous, Trigger.SEIZE_RELEASED, now)
         if own is None:  # O1 (3.7 step 3)
@@ -522,11 +522,14 @@ class Notifier:
         return out
 
     def release_seize_of(self, sub: Subscription, now: float) -> list[EngineAction]:
-        """A line-seize subscription ended: the seize it holds, not dialled yet, expires (O4)."""
+        """A line-seize subscription ended: the seize its contact holds expires (O4) when the
+        table has the row (and its guard: not dialled yet)."""
         if sub.event is not Package.LINE_SEIZE:
             return []
-        app = self._seized_by(sub)
-        return [] if app is None else self.board.fire(app, Trigger.SEIZE_EXPIRED, now)
+        app = self.board.appearance(sub.aor, sub.index)
+        if app is None or app.owner != sub.subscriber or not allowed(app.state, Trigger.SEIZE_EXPIRED):
+            return []
+        return self.board.fire(app, Trigger.SEIZE_EXPIRED, now)
 
     def _lost(self, sub: Subscription, now: float) -> list[EngineAction]:
         """``sub`` was removed after its NOTIFY failed: remembered for reboot detection when its
