@@ -159,6 +159,37 @@ def _seize_index(request: Request) -> int:
     return info.index
 
 
+def may_use(aor: str, identity: Identity | None, line: SharedLine | None) -> bool:
+    """Row 6 for an initial SUBSCRIBE: trusted peers, the AoR's own user, the members listed
+    by ``line`` (the provisioned line of ``aor``, None when it is none)."""
+    if identity is None:
+        return False
+    if identity.trusted:
+        return True
+    if identity.user is not None:
+        own = aor.partition(":")[2].partition("@")[0] == identity.user
+        return own or (line is not None and line.lists(user=identity.user))
+    if identity.aor is not None:
+        return identity.aor == aor or (line is not None and line.lists(aor=identity.aor))
+    return False
+
+
+def authorise_dialog(
+    sub: Subscription, identity: Identity | None, peer: Peer | None, line: SharedLine | None
+) -> None:
+    """Row 6 in dialog: an in-dialog SUBSCRIBE is the dialog's when it comes from the
+    subscription's flow, or from its owner; a subscription with no recorded owner accepts
+    whoever may use its AoR (``line`` its provisioned line)."""
+    if peer == sub.peer:
+        return
+    if identity is not None and identity.name == sub.owner:
+        return
+    if not sub.owner and may_use(sub.aor, identity, line):
+        return
+    who = identity.name if identity is not None else "nobody"
+    raise Forbidden(f"{who} from {peer} does not own the subscription of {sub.subscriber} to {sub.aor}")
+
+
 @attrs.define
 class Notifier:
     """SUBSCRIBE handling and the subscriptions of the shared lines (sca.md section 3).
@@ -257,8 +288,8 @@ class Notifier:
         """Row 6: the dialog's sender, or for an initial SUBSCRIBE the same 403 for every AoR
         it may not use; row 7: an AoR that is no provisioned line when only those are served."""
         if existing is not None:
-            self._authorise_dialog(existing, identity, peer)
-        elif not self._may_use(aor, identity):
+            authorise_dialog(existing, identity, peer, self.provisioned(existing.aor))
+        elif not may_use(aor, identity, self.provisioned(aor)):
             raise Forbidden(f"{identity.name if identity else 'nobody'} may not subscribe to {aor}")
         if self.settings.provisioned_only and self.provisioned(aor) is None:
             raise NotFound(f"{aor} is not a shared line")
@@ -276,32 +307,6 @@ class Notifier:
             else self.settings.line_seize_max_expires
         )
         return maximum if requested is None else min(requested, maximum)
-
-    def _may_use(self, aor: str, identity: Identity | None) -> bool:
-        """Row 6 for an initial SUBSCRIBE: trusted peers, the AoR's own user, listed members."""
-        if identity is None:
-            return False
-        if identity.trusted:
-            return True
-        line = self.provisioned(aor)
-        if identity.user is not None:
-            own = aor.partition(":")[2].partition("@")[0] == identity.user
-            return own or (line is not None and line.lists(user=identity.user))
-        if identity.aor is not None:
-            return identity.aor == aor or (line is not None and line.lists(aor=identity.aor))
-        return False
-
-    def _authorise_dialog(self, sub: Subscription, identity: Identity | None, peer: Peer | None) -> None:
-        """An in-dialog SUBSCRIBE is the dialog's when it comes from the subscription's flow, or
-        from its owner; a subscription with no recorded owner accepts whoever may use its AoR."""
-        if peer == sub.peer:
-            return
-        if identity is not None and identity.name == sub.owner:
-            return
-        if not sub.owner and self._may_use(sub.aor, identity):
-            return
-        who = identity.name if identity is not None else "nobody"
-        raise Forbidden(f"{who} from {peer} does not own the subscription of {sub.subscriber} to {sub.aor}")
 
     def _allocate_seize(self, line: SharedLine, replacement: ReplacementKey, wanted: int) -> int:
         """The index an initial line-seize gets (3.7 step 2), or 480 + Retry-After (row 12, O2)."""
