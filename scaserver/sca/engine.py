@@ -41,6 +41,17 @@ as the reboot of 3.5.
   our NOTIFY client transactions (section 4).
 * :meth:`ScaEngine.on_timer`: a timer this engine started fired (section 9).
 * :meth:`ScaEngine.restore`: state loaded from the store at start-up (10.2).
+
+The engine is a facade over its parts, each a module of this package:
+:class:`~scaserver.sca.notifier.Notifier` (SUBSCRIBE, the rows of 3.2, the life of
+subscriptions) with its :class:`~scaserver.sca.registry.SubscriptionRegistry`
+(subscriptions by dialog, replacement, owner and line; the cap; reboot memory) and
+:class:`~scaserver.sca.outbox.NotifyOutbox` (the NOTIFY order rule of section 4);
+:class:`~scaserver.sca.board.AppearanceBoard` (in-use appearances, triggers through
+the table of :mod:`scaserver.sca.appearance`, TTLs and session timers);
+:class:`~scaserver.sca.calls.CallTracker` and :class:`~scaserver.sca.answers.AnswerTracker`
+(call signalling turned into triggers).  The engine owns the lines and their
+aliases, renders Call-Info (5.1) and sends the group NOTIFYs each input owes (4.1).
 """
 
 from __future__ import annotations
@@ -148,7 +159,13 @@ class ScaEngine:
         )
         self._board = AppearanceBoard(ttls)
         self._notifier = Notifier(
-            settings, self._board, self._alias, self.line, self._lines_get, self._render, self.tag_factory
+            settings,
+            self._board,
+            self._alias,
+            self.line,
+            self._provisioned_line,
+            self._render,
+            self.tag_factory,
         )
         self._calls = CallTracker(
             self._board,
@@ -182,7 +199,7 @@ class ScaEngine:
             return True
         return self._notifier.registry.has_call_info(aor)
 
-    def _lines_get(self, aor: str) -> SharedLine | None:
+    def _provisioned_line(self, aor: str) -> SharedLine | None:
         return self._lines.get(aor)
 
     def _alias(self, aor: str | None) -> str | None:
