@@ -7,9 +7,10 @@ appearances they concern (by Call-ID, role and tags) and runs the matching
 trigger on the :class:`~scaserver.sca.board.AppearanceBoard`; the responses go
 to :class:`~scaserver.sca.answers.AnswerTracker`.  It also classifies an initial
 INVITE before it is forwarded (:meth:`CallTracker.check_request`: pickup from
-hold 7.1, private hold 7.2, barge-in 7.6).  Whether a trigger applies in an
-appearance's state is the transition table's business (appearance.py), never
-this module's.  Pure: every method takes ``now`` and returns its actions.
+hold 7.1, private hold 7.2, barge-in 7.6).  Where a trigger leads from an
+appearance's state, and whether it has a row there at all, is asked of the
+transition table (appearance.py).  Pure: every method takes ``now`` and returns
+its actions.
 """
 
 from __future__ import annotations
