@@ -131,9 +131,41 @@ ADMIN_SET_TARGETS: Final[Mapping[Trigger, AppearanceState]] = {
 }
 
 
-def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]]:
-    rows: dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]] = {
-        # 6.3: the line is the caller.
+_Rows = dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]]
+
+
+def _rows() -> _Rows:
+    rows: _Rows = {**_caller_rows(), **_callee_rows()}
+    for state in _SEIZED_OR_PROGRESSING:
+        rows[state, T.ANSWERED] = ("O7", S.ACTIVE)
+        rows[state, T.CANCELLED] = ("O8", S.IDLE)
+        rows[state, T.FAILED] = ("O9", S.IDLE)
+        rows[state, T.LOCAL_FAILURE] = ("O13", S.IDLE)
+        rows[state, T.EARLY_EXPIRED] = ("O20", S.IDLE)
+    for state in _ACTIVE_OR_HELD:
+        rows[state, T.REINVITE_FAILED] = ("O9b", state)
+        rows[state, T.REINVITE_ANSWERED] = ("O17", state)
+        rows[state, T.CALL_STALE] = ("Q18", S.IDLE)
+        rows[state, T.FAR_END_REPLACED] = ("O19b", state)
+        rows[state, T.FAR_END_REPLACE_ANSWERED] = ("O19b", state)
+        rows[state, T.FAR_END_REPLACE_FAILED] = ("7.1", state)
+        rows[state, T.SESSION_EXPIRED] = ("4028", S.IDLE)
+    for state in _NON_IDLE:
+        rows[state, T.SEIZE] = ("O2", state)  # the engine answers 480 + Retry-After
+        rows[state, T.TERMINATED_487] = ("O10", state)
+        rows[state, T.REDIRECTED] = ("O11", state)
+        rows[state, T.BYE] = ("O18", S.IDLE)
+        rows[state, T.ADMIN_RELEASE] = ("RPC", S.IDLE)
+        rows[state, T.MEMBER_REBOOTED] = ("3.5", S.IDLE)
+    for trigger, target in ADMIN_SET_TARGETS.items():
+        for state in S:
+            rows[state, trigger] = ("RPC", target)
+    return rows
+
+
+def _caller_rows() -> _Rows:
+    """6.3: the line is the caller (the rows of one state and trigger)."""
+    return {
         (S.IDLE, T.SEIZE): ("O1", S.SEIZED),
         (S.SEIZED, T.SEIZE_RELEASED): ("O3", S.IDLE),
         (S.SEIZED, T.SEIZE_EXPIRED): ("O4", S.IDLE),
@@ -161,7 +193,12 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         (S.HELD, T.RETRIEVE_BY_MEMBER): ("O19", S.ACTIVE),
         (S.ACTIVE, T.RETRIEVE_ANSWERED): ("O19", S.ACTIVE),
         (S.ACTIVE, T.RETRIEVE_FAILED): ("7.1", S.HELD),
-        # 6.4: the line is the callee.
+    }
+
+
+def _callee_rows() -> _Rows:
+    """6.4: the line is the callee; 11: management (the rows of one state and trigger)."""
+    return {
         (S.IDLE, T.INCOMING): ("I1", S.ALERTING),
         (S.ALERTING, T.MEMBER_RINGING): ("I2", S.ALERTING),
         (S.IDLE, T.MEMBER_ANSWERED): ("I3", S.ACTIVE_PENDING),
@@ -173,31 +210,6 @@ def _rows() -> dict[tuple[AppearanceState, Trigger], tuple[str, AppearanceState]
         # 11: management.
         (S.IDLE, T.ADMIN_SEIZE): ("RPC", S.SEIZED),
     }
-    for state in _SEIZED_OR_PROGRESSING:
-        rows[state, T.ANSWERED] = ("O7", S.ACTIVE)
-        rows[state, T.CANCELLED] = ("O8", S.IDLE)
-        rows[state, T.FAILED] = ("O9", S.IDLE)
-        rows[state, T.LOCAL_FAILURE] = ("O13", S.IDLE)
-        rows[state, T.EARLY_EXPIRED] = ("O20", S.IDLE)
-    for state in _ACTIVE_OR_HELD:
-        rows[state, T.REINVITE_FAILED] = ("O9b", state)
-        rows[state, T.REINVITE_ANSWERED] = ("O17", state)
-        rows[state, T.CALL_STALE] = ("Q18", S.IDLE)
-        rows[state, T.FAR_END_REPLACED] = ("O19b", state)
-        rows[state, T.FAR_END_REPLACE_ANSWERED] = ("O19b", state)
-        rows[state, T.FAR_END_REPLACE_FAILED] = ("7.1", state)
-        rows[state, T.SESSION_EXPIRED] = ("4028", S.IDLE)
-    for state in _NON_IDLE:
-        rows[state, T.SEIZE] = ("O2", state)  # the engine answers 480 + Retry-After
-        rows[state, T.TERMINATED_487] = ("O10", state)
-        rows[state, T.REDIRECTED] = ("O11", state)
-        rows[state, T.BYE] = ("O18", S.IDLE)
-        rows[state, T.ADMIN_RELEASE] = ("RPC", S.IDLE)
-        rows[state, T.MEMBER_REBOOTED] = ("3.5", S.IDLE)
-    for trigger, target in ADMIN_SET_TARGETS.items():
-        for state in S:
-            rows[state, trigger] = ("RPC", target)
-    return rows
 
 
 #: The one transition table: ``(state, trigger) -> (rule id, target state)`` (sca.md 6.3, 6.4, 7.1, 11).
@@ -306,6 +318,21 @@ GUARDS: Final[Mapping[tuple[AppearanceState, Trigger], Callable[[Appearance], bo
     (S.SEIZED, T.SEIZE_EXPIRED): _seize_only,
     (S.SEIZED, T.EARLY_EXPIRED): _dialled,
 }
+
+
+#: The trigger that undoes a member's re-INVITE whose final response failed (O9b), by the
+#: state the appearance had before the re-INVITE (``Appearance.rollback``): a hold goes
+#: back to active, a retrieve back to the hold it left.
+ROLLBACKS: Final[Mapping[AppearanceState, Trigger]] = {
+    S.ACTIVE: T.ROLLBACK_HOLD,
+    S.HELD: T.ROLLBACK_RETRIEVE,
+    S.HELD_PRIVATE: T.ROLLBACK_RETRIEVE_PRIVATE,
+}
+
+
+def rollback_of(before: AppearanceState) -> Trigger:
+    """The :data:`ROLLBACKS` trigger for ``before`` (a plain retrieve roll-back otherwise)."""
+    return ROLLBACKS.get(before, T.ROLLBACK_RETRIEVE)
 
 
 def timeout_of(appearance: Appearance) -> Trigger | None:

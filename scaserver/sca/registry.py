@@ -1,0 +1,158 @@
+"""The subscriptions of the SCA engine and their indexes (sca.md sections 3.5, 10.2).
+
+:class:`SubscriptionRegistry` keeps each live subscription once, under its
+:class:`~scaserver.sca.subscription.SubscriptionKey`, and finds it by dialog
+(in-dialog SUBSCRIBE, NOTIFY outcome), by replacement key (an out-of-dialog
+SUBSCRIBE of the same owner, contact and flow replaces it, 3.5), by owner (the
+per-identity cap) and by line (group NOTIFYs).  It also remembers, for
+``reboot_memory_s``, the subscriptions lost to a failed NOTIFY while their
+contact owned an appearance, so that the phone's next SUBSCRIBE is taken as the
+reboot of 3.5.  Pure: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+
+from scaserver.sca.subscription import (
+    DialogKey,
+    Identity,
+    Package,
+    ReplacementKey,
+    Subscription,
+    SubscriptionKey,
+    SubscriptionRemoved,
+)
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction
+from scaserver.sip.errors import SipError
+
+#: At most this many lost subscriptions are remembered for reboot detection (3.5).
+MAX_REMEMBERED_LOSSES: Final = 10_000
+
+#: Timer name of a subscription's expiry (sca.md section 9), keyed by its SubscriptionKey.
+EXPIRY_TIMER: Final = "sca-expiry"
+
+
+class SubscriptionLimit(SipError, status=403, reason="Too Many Subscriptions"):
+    """An identity already holds ``max_subscriptions_per_identity`` live subscriptions."""
+
+
+@attrs.define
+class SubscriptionRegistry:
+    """Live subscriptions keyed by dialog, replacement, owner and line, and the reboot memory."""
+
+    max_per_identity: int = 32
+    reboot_memory_s: float = 3600.0
+    _subs: dict[SubscriptionKey, Subscription] = attrs.field(factory=dict, init=False)
+    _by_dialog: dict[DialogKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
+    _by_replacement: dict[ReplacementKey, SubscriptionKey] = attrs.field(factory=dict, init=False)
+    _by_owner: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
+    _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
+    _lost: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)
+
+    # Look-ups.
+
+    def all(self) -> list[Subscription]:
+        return list(self._subs.values())
+
+    def get(self, key: SubscriptionKey) -> Subscription | None:
+        return self._subs.get(key)
+
+    def by_dialog(self, dialog: DialogKey) -> Subscription | None:
+        key = self._by_dialog.get(dialog)
+        return None if key is None else self._subs.get(key)
+
+    def by_replacement(self, replacement: ReplacementKey) -> Subscription | None:
+        key = self._by_replacement.get(replacement)
+        return None if key is None else self._subs.get(key)
+
+    def of_line(self, aor: str) -> Iterator[Subscription]:
+        """The subscriptions to ``aor`` in the order they were stored, each looked up when
+        reached (one removed meanwhile is skipped)."""
+        for key in list(self._by_aor.get(aor, {})):
+            sub = self._subs.get(key)
+            if sub is not None:
+                yield sub
+
+    def has_call_info(self, aor: str) -> bool:
+        return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
+
+    def is_current(self, sub: Subscription, dialog: DialogKey) -> bool:
+        """``sub``'s key is live and ``dialog`` still leads to it."""
+        return self._subs.get(sub.key) is not None and self._by_dialog.get(dialog) == sub.key
+
+    # Changes.
+
+    def store(self, sub: Subscription) -> None:
+        key = sub.key
+        previous = self._subs.get(key)
+        if previous is not None and previous.replacement != sub.replacement:
+            self._unindex(previous)
+        self._subs[key] = sub
+        self._by_dialog[sub.dialog] = key
+        self._by_replacement[sub.replacement] = key
+        self._by_owner.setdefault(sub.owner, {})[key] = None
+        self._by_aor.setdefault(sub.aor, {})[key] = None
+
+    def update(self, sub: Subscription) -> None:
+        """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged."""
+        self._subs[sub.key] = sub
+
+    def forget_dialog(self, sub: Subscription) -> None:
+        """Forget a replaced dialog without a terminating NOTIFY (3.5)."""
+        self._by_dialog.pop(sub.dialog, None)
+
+    def remove(self, sub: Subscription, reason: str) -> list[EngineAction]:
+        """Remove ``sub`` when it is the stored value: cancel its expiry, deliver the fact."""
+        key = sub.key
+        if self._subs.get(key) != sub:
+            return []
+        del self._subs[key]
+        if self._by_dialog.get(sub.dialog) == key:
+            del self._by_dialog[sub.dialog]
+        self._unindex(sub)
+        members = self._by_aor.get(sub.aor)
+        if members is not None:
+            members.pop(key, None)
+            if not members:
+                del self._by_aor[sub.aor]
+        return [CancelTimer(key, EXPIRY_TIMER), Deliver(SubscriptionRemoved(sub, reason))]
+
+    def _unindex(self, sub: Subscription) -> None:
+        """Drop ``sub`` from the owner and replacement indexes."""
+        key = sub.key
+        if self._by_replacement.get(sub.replacement) == key:
+            del self._by_replacement[sub.replacement]
+        owned = self._by_owner.get(sub.owner)
+        if owned is not None:
+            owned.pop(key, None)
+            if not owned:
+                del self._by_owner[sub.owner]
+
+    # The per-identity cap.
+
+    def check_cap(self, replacement: ReplacementKey, identity: Identity | None) -> None:
+        """Raise :class:`SubscriptionLimit` when a new subscription would pass the cap."""
+        cap = self.max_per_identity
+        if cap <= 0 or identity is None or identity.trusted or replacement in self._by_replacement:
+            return
+        if len(self._by_owner.get(replacement.owner, {})) >= cap:
+            raise SubscriptionLimit(f"{replacement.owner} already holds {cap} subscriptions")
+
+    # Reboot memory (3.5).
+
+    def was_lost(self, sub: Subscription, now: float) -> bool:
+        """Whether this owner's contact lost a subscription to ``sub.aor`` to a failed NOTIFY
+        while it owned an appearance, recently (the reboot of 3.5 that removal hid)."""
+        until = self._lost.pop((sub.aor, sub.owner, sub.subscriber), None)
+        return until is not None and until > now
+
+    def remember_loss(self, sub: Subscription, now: float) -> None:
+        """Remember that ``sub`` (whose contact owns an appearance) was lost to a failed NOTIFY."""
+        for key, until in list(self._lost.items()):
+            if until <= now or len(self._lost) >= MAX_REMEMBERED_LOSSES:
+                del self._lost[key]
+        self._lost[sub.aor, sub.owner, sub.subscriber] = now + self.reboot_memory_s

@@ -1,0 +1,146 @@
+"""The subscription registry and the NOTIFY outbox on their own (sca.md 3.5, section 4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
+from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionLimit, SubscriptionRegistry
+from scaserver.sca.subscription import (
+    Identity,
+    Package,
+    Subscription,
+    SubscriptionNotified,
+    SubscriptionRemoved,
+)
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, SendRequest
+from scaserver.sip.message import Peer, Response, Transport
+
+AOR = "sip:2000@example.com"
+PEER = Peer(Transport.UDP, "192.0.2.10", 5060)
+
+
+def _sub(contact: str = "sip:2001@192.0.2.10", *, tag: str = "a", owner: str = "2001") -> Subscription:
+    return Subscription(
+        subscriber=contact,
+        aor=AOR,
+        event=Package.CALL_INFO,
+        expires=3600.0,
+        call_id=f"call-{tag}",
+        from_tag=tag,
+        to_tag=f"ours-{tag}",
+        peer=PEER,
+        owner=owner,
+    )
+
+
+def test_registry_finds_a_subscription_by_dialog_replacement_and_line() -> None:
+    registry = SubscriptionRegistry()
+    sub = _sub()
+    registry.store(sub)
+    assert registry.by_dialog(sub.dialog) == sub
+    assert registry.by_replacement(sub.replacement) == sub
+    assert list(registry.of_line(AOR)) == [sub]
+    assert registry.has_call_info(AOR)
+
+
+def test_registry_removal_cancels_the_expiry_once() -> None:
+    registry = SubscriptionRegistry()
+    sub = _sub()
+    registry.store(sub)
+    assert registry.remove(sub, "timeout") == [
+        CancelTimer(sub.key, EXPIRY_TIMER),
+        Deliver(SubscriptionRemoved(sub, "timeout")),
+    ]
+    assert registry.remove(sub, "timeout") == []
+    assert registry.by_dialog(sub.dialog) is None
+    assert not registry.has_call_info(AOR)
+
+
+def test_registry_caps_the_subscriptions_of_one_identity_but_not_its_replacements() -> None:
+    registry = SubscriptionRegistry(max_per_identity=1)
+    first = _sub()
+    registry.store(first)
+    with pytest.raises(SubscriptionLimit):
+        registry.check_cap(_sub("sip:2001@192.0.2.11", tag="b").replacement, Identity.authenticated("2001"))
+    registry.check_cap(first.replacement, Identity.authenticated("2001"))  # the same one again
+    registry.check_cap(
+        _sub("sip:x@192.0.2.11", tag="c").replacement, Identity.trusted_peer("192.0.2.1", None)
+    )
+
+
+def test_registry_remembers_a_lost_subscription_for_reboot_memory_only() -> None:
+    registry = SubscriptionRegistry(reboot_memory_s=60.0)
+    sub = _sub()
+    registry.remember_loss(sub, now=0.0)
+    assert registry.was_lost(sub, now=30.0)
+    assert not registry.was_lost(sub, now=30.0)  # forgotten once used
+    registry.remember_loss(sub, now=0.0)
+    assert not registry.was_lost(sub, now=61.0)
+
+
+def _outbox(registry: SubscriptionRegistry, lost: list[Subscription]) -> NotifyOutbox:
+    def render(sub: Subscription, content: Content) -> str:
+        return f"<sip:example.com>;appearance-index=*;state={content.value}-{len(lost)}"
+
+    def on_lost(sub: Subscription, now: float) -> list[EngineAction]:
+        lost.append(sub)
+        return []
+
+    return NotifyOutbox(registry, "sip:sca@192.0.2.1", render, on_lost)
+
+
+def _sent(actions: list[EngineAction]) -> list[int]:
+    """The CSeq numbers of the NOTIFYs among ``actions``."""
+    return [
+        action.context.cseq
+        for action in actions
+        if isinstance(action, SendRequest) and isinstance(action.context, NotifyContext)
+    ]
+
+
+def test_outbox_keeps_one_notify_in_flight_and_only_the_newest_pending() -> None:
+    registry, lost = SubscriptionRegistry(), list[Subscription]()
+    outbox = _outbox(registry, lost)
+    sub = _sub()
+    registry.store(sub)
+    outbox.open(sub)
+    first = outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0)
+    assert _sent(first) == [1]
+    assert isinstance(first[1], Deliver) and isinstance(first[1].event, SubscriptionNotified)
+    assert outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0) == []
+    assert outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0) == []
+    answered = outbox.on_response(NotifyContext(sub.dialog, 1), Response(200, "OK"), 1.0)
+    assert _sent(answered) == [2]  # the two pending ones went as one
+
+
+def test_outbox_sends_nothing_after_a_terminating_notify() -> None:
+    registry, lost = SubscriptionRegistry(), list[Subscription]()
+    outbox = _outbox(registry, lost)
+    sub = _sub()
+    registry.store(sub)
+    outbox.open(sub)
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0)
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE, terminated=True, reason="timeout", force=True), 0.0)
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0)
+    answered = outbox.on_response(NotifyContext(sub.dialog, 1), Response(200, "OK"), 1.0)
+    [final] = [action for action in answered if isinstance(action, SendRequest)]
+    assert final.request.headers.get("Subscription-State") == "terminated;reason=timeout"
+
+
+def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_loss() -> None:
+    registry, lost = SubscriptionRegistry(), list[Subscription]()
+    outbox = _outbox(registry, lost)
+    sub = _sub()
+    registry.store(sub)
+    outbox.open(sub)
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0)
+    stored = registry.by_dialog(sub.dialog)
+    assert stored is not None
+    assert outbox.on_failed(NotifyContext(sub.dialog, 1), 32.0) == [
+        CancelTimer(sub.key, EXPIRY_TIMER),
+        Deliver(SubscriptionRemoved(stored, "notify-failed")),
+    ]
+    assert lost == [stored]
+    assert registry.by_dialog(sub.dialog) is None
+    assert outbox.on_failed(NotifyContext(sub.dialog, 1), 33.0) == []  # a stale outcome
