@@ -344,6 +344,10 @@ class ScaEngine:
             return True
         return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
 
+    def set_aliases(self, aliases: dict[str, str]) -> None:
+        """Replace the alias map (sca.md Q26): canonical alias AoR -> canonical line AoR."""
+        self._aliases = dict(aliases)
+
     def _alias(self, aor: str | None) -> str | None:
         if aor is None:
             return None
