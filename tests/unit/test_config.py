@@ -53,6 +53,9 @@ def test_demo_file_has_two_shared_lines() -> None:
         ("sip:2002@demo.scaserver.test", 2),
     ]
     assert settings.sca.lines[0].members[0] == "sip:2001a@demo.scaserver.test"
+    assert [(entry.alias, entry.line) for entry in settings.sca.aliases] == [
+        ("sip:100@demo.scaserver.test", "sip:2001@demo.scaserver.test")
+    ]
     assert settings.server.domains == ("demo.scaserver.test",)
     assert all(ep.host in ("127.0.0.1", "::1") for ep in settings.server.listen)
 
