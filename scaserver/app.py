@@ -404,21 +404,32 @@ def configured_lines(settings: Settings, domains: DomainPolicy | frozenset[str])
 
 
 def member_of(
-    lines: Callable[[], Iterable[SharedLine]], domains: DomainPolicy | frozenset[str]
+    lines: Callable[[], Iterable[SharedLine]],
+    domains: DomainPolicy | frozenset[str],
+    aliases: Callable[[], Mapping[str, str]] = dict,
 ) -> Callable[[str, str], bool]:
     """``(digest user, identity user) -> bool``: the user is the identity, or a member of the
-    shared line named by the identity in one of our domains (members register and call as the line)."""
+    shared line named by the identity in one of our domains (members register and call as the
+    line), directly or by one of the line's ``aliases`` (alias AoR -> line AoR, sca.md Q26)."""
 
     def allowed(username: str, identity_user: str) -> bool:
         if username == identity_user:
             return True
+        named = {line for alias, line in aliases().items() if _user_in(alias, identity_user, domains)}
         for line in lines():
-            user, _, host = line.aor.partition(":")[2].partition("@")
-            if user == identity_user and host.lower() in domains and line.admits(user=username):
+            if (line.aor in named or _user_in(line.aor, identity_user, domains)) and line.admits(
+                user=username
+            ):
                 return True
         return False
 
     return allowed
+
+
+def _user_in(aor: str, user: str, domains: DomainPolicy | frozenset[str]) -> bool:
+    """Whether canonical ``aor`` is ``user`` at one of our domains."""
+    found, _, host = aor.partition(":")[2].partition("@")
+    return found == user and host.lower() in domains
 
 
 def make_core(
@@ -491,7 +502,8 @@ def make_core(
 
     def membership(username: str, identity_user: str) -> bool:
         # The domains now: a reloaded directory may have made a line's domain ours.
-        return member_of(engine.provisioned, sip_core.settings.domains)(username, identity_user)
+        allowed = member_of(engine.provisioned, sip_core.settings.domains, sip_core.aliases)
+        return allowed(username, identity_user)
 
     def algorithms(names: Iterable[str]) -> tuple[Algorithm, ...]:
         return tuple(algorithm for name in names if (algorithm := Algorithm.from_token(name)) is not None)

@@ -349,6 +349,10 @@ class SipCore:
         self._aliases = dict(aliases)
         self.sca.set_aliases(dict(aliases))
 
+    def aliases(self) -> Mapping[str, str]:
+        """The alias map now (alias AoR -> line AoR)."""
+        return self._aliases
+
     def _line_of(self, aor: str) -> str:
         """The shared line an AoR is another name of, else the AoR itself."""
         return self._aliases.get(aor, aor)
