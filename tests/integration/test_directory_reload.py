@@ -106,19 +106,23 @@ async def test_the_watch_reloads_when_the_cli_changed_the_directory(rig: Rig) ->
     assert rig.watch.current is latest
 
 
+def applied_aliases(rig: Rig) -> tuple[LineAlias, ...]:
+    return rig.applied[-1].aliases
+
+
 @twisted_test
 async def test_the_watch_reloads_the_aliases_of_the_lines(rig: Rig) -> None:
     directory.add_line(rig.store, "2001@example.test", 2, ["alice"])
     directory.add_line(rig.store, "2002@example.test", 2, ["bob"])
     directory.add_alias(rig.store, "100@example.test", "2001@example.test")
     await rig.tick()
-    assert rig.applied[-1].aliases == (LineAlias("sip:100@example.test", "sip:2001@example.test"),)
+    assert applied_aliases(rig) == (LineAlias("sip:100@example.test", "sip:2001@example.test"),)
     directory.add_alias(rig.store, "sip:100@example.test", "sip:2002@example.test")  # moved
     await rig.tick()
-    assert rig.applied[-1].aliases == (LineAlias("sip:100@example.test", "sip:2002@example.test"),)
+    assert applied_aliases(rig) == (LineAlias("sip:100@example.test", "sip:2002@example.test"),)
     directory.remove_line(rig.store, "2002@example.test")
     await rig.tick()
-    assert rig.applied[-1].aliases == ()
+    assert applied_aliases(rig) == ()
 
 
 @twisted_test
