@@ -144,7 +144,7 @@ from scaserver.reporting.parking import ParkingFact, ParkingHistory
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import EngineSettings, ScaEngine
-from scaserver.sca.line import SharedLine, canonical_aor
+from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sca.subscription import (
     NotifyAnswered,
     SubscribeRefused,
@@ -284,14 +284,53 @@ def domain_policy(settings: Settings, directory: Iterable[str] = ()) -> DomainPo
     return DomainPolicy(settings.server.domains, frozenset(directory), frozenset(addresses))
 
 
-def directory_domains(credentials: Iterable[Credentials], lines: Iterable[SharedLine]) -> set[str]:
-    """The domains of the subscribers (their realm) and of the shared lines' AoRs."""
+def directory_domains(
+    credentials: Iterable[Credentials], lines: Iterable[SharedLine], aliases: Iterable[str] = ()
+) -> set[str]:
+    """The domains of the subscribers (their realm), of the shared lines' AoRs and of the
+    lines' aliases (a line reached by ``sip:100@pbx.example.com`` makes that domain ours)."""
     found = {c.realm for c in credentials}
-    for line in lines:
-        uri = parse_uri(line.aor)
+    for aor in (*(line.aor for line in lines), *aliases):
+        uri = parse_uri(aor)
         if isinstance(uri, SipUri):
             found.add(uri.host)
     return found
+
+
+def line_aliases(
+    settings: Settings, stored: Iterable[LineAlias], lines: Iterable[SharedLine]
+) -> dict[str, str]:
+    """The alias map (sca.md Q26): canonical alias AoR -> line AoR, from ``[[sca.aliases]]``
+    and the database.  The configuration wins for the same alias; a stored alias that is a
+    line, or that names an alias instead of a line, is left out.  Each is logged."""
+    configured: dict[str, str] = {}
+    for written in settings.sca.aliases:
+        alias, target = canonical_aor(written.alias), canonical_aor(written.line)
+        if alias is not None and target is not None:  # checked when the file was loaded
+            configured[alias] = target
+    names = {line.aor for line in lines}
+    merged: dict[str, str] = {}
+    for entry in stored:
+        if entry.alias in configured:
+            if configured[entry.alias] != entry.line:
+                _log.warn(
+                    "alias {alias}: the configuration's line {line} wins over {stored} of the database",
+                    alias=entry.alias,
+                    line=configured[entry.alias],
+                    stored=entry.line,
+                )
+        elif entry.alias in names:
+            _log.warn(
+                "alias {alias} of {line} ignored: it is a shared line", alias=entry.alias, line=entry.line
+            )
+        elif entry.line in configured:
+            _log.warn(
+                "alias {alias} ignored: {line} is an alias, not a line", alias=entry.alias, line=entry.line
+            )
+        else:
+            merged[entry.alias] = entry.line
+    merged.update(configured)
+    return merged
 
 
 def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSettings:
@@ -365,21 +404,32 @@ def configured_lines(settings: Settings, domains: DomainPolicy | frozenset[str])
 
 
 def member_of(
-    lines: Callable[[], Iterable[SharedLine]], domains: DomainPolicy | frozenset[str]
+    lines: Callable[[], Iterable[SharedLine]],
+    domains: DomainPolicy | frozenset[str],
+    aliases: Callable[[], Mapping[str, str]] = dict,
 ) -> Callable[[str, str], bool]:
     """``(digest user, identity user) -> bool``: the user is the identity, or a member of the
-    shared line named by the identity in one of our domains (members register and call as the line)."""
+    shared line named by the identity in one of our domains (members register and call as the
+    line), directly or by one of the line's ``aliases`` (alias AoR -> line AoR, sca.md Q26)."""
 
     def allowed(username: str, identity_user: str) -> bool:
         if username == identity_user:
             return True
+        named = {line for alias, line in aliases().items() if _user_in(alias, identity_user, domains)}
         for line in lines():
-            user, _, host = line.aor.partition(":")[2].partition("@")
-            if user == identity_user and host.lower() in domains and line.admits(user=username):
+            if (line.aor in named or _user_in(line.aor, identity_user, domains)) and line.admits(
+                user=username
+            ):
                 return True
         return False
 
     return allowed
+
+
+def _user_in(aor: str, user: str, domains: DomainPolicy | frozenset[str]) -> bool:
+    """Whether canonical ``aor`` is ``user`` at one of our domains."""
+    found, _, host = aor.partition(":")[2].partition("@")
+    return found == user and host.lower() in domains
 
 
 def make_core(
@@ -398,7 +448,8 @@ def make_core(
     ``known_host`` tells the host names the edge can send to (relay rule R6); ``directory``:
     the domains of the subscribers in the database (see :func:`domain_policy`; those of
     ``lines`` are added here)."""
-    core = core_settings(settings, directory_domains((), lines) | set(directory))
+    aliases = line_aliases(settings, (), lines)
+    core = core_settings(settings, directory_domains((), lines, aliases) | set(directory))
     host, port = settings.server.advertised()
     interfaces = [
         Interface(transport, endpoint.host, endpoint.port)
@@ -451,7 +502,8 @@ def make_core(
 
     def membership(username: str, identity_user: str) -> bool:
         # The domains now: a reloaded directory may have made a line's domain ours.
-        return member_of(engine.provisioned, sip_core.settings.domains)(username, identity_user)
+        allowed = member_of(engine.provisioned, sip_core.settings.domains, sip_core.aliases)
+        return allowed(username, identity_user)
 
     def algorithms(names: Iterable[str]) -> tuple[Algorithm, ...]:
         return tuple(algorithm for name in names if (algorithm := Algorithm.from_token(name)) is not None)
@@ -500,6 +552,7 @@ def make_core(
         session_timer=session_timer_policy(settings.sca),
     )
     sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
+    sip_core.set_aliases(aliases)
     return sip_core
 
 
@@ -636,13 +689,15 @@ def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> 
     :func:`make_server` computes the one read at start-up."""
     stored = directory_domains(directory.credentials, directory.lines)
     lines = merged_lines(configured_lines(settings, domain_policy(settings, stored)), directory.lines)
-    domains = domain_policy(settings, directory_domains(directory.credentials, lines))
+    aliases = line_aliases(settings, directory.aliases, lines)
+    domains = domain_policy(settings, directory_domains(directory.credentials, lines, aliases))
     core.replace_directory(
         credentials=credential_lookup(directory.credentials),
         trusted=with_upstreams(TrustedPeers(directory.trusted), core.settings.upstream, core.mobile),
         domains=domains,
         lines=lines,
     )
+    core.set_aliases(aliases)
 
 
 def trusted_upstream(trusted: TrustedPeers, upstream: Peer, tag: str) -> TrustedPeers:
@@ -838,6 +893,7 @@ class StoredState:
     appearances: tuple[Appearance, ...]
     upstream: tuple[UpstreamSnapshot, ...] = ()
     invalidated: tuple[TokenInvalidated, ...] = ()
+    aliases: tuple[LineAlias, ...] = ()
 
     @classmethod
     def load(cls, store: SqlStore) -> StoredState:
@@ -850,6 +906,7 @@ class StoredState:
             tuple(store.appearances.load_all()),
             tuple(store.upstream_registrations.load_all()),
             tuple(store.token_invalidations.load_all()),
+            tuple(store.line_aliases.load_all()),
         )
 
     def reserved_upstream(self) -> list[UpstreamSnapshot]:
@@ -1677,9 +1734,11 @@ def make_server(
     generation = directory_generation(store.engine)  # first: a change while loading is seen again
     state = StoredState.load(store)
     store.upstream_registrations.upsert(state.reserved_upstream())  # before anything is sent
-    directory = directory_domains(state.credentials, state.lines)
-    domains = core_settings(settings, directory).domains
+    stored_domains = directory_domains(state.credentials, state.lines)
+    domains = core_settings(settings, stored_domains).domains
     lines = merged_lines(configured_lines(settings, domains), state.lines)
+    aliases = line_aliases(settings, state.aliases, lines)
+    directory = directory_domains(state.credentials, state.lines, aliases)
     hosts = hosts if hosts is not None else HostsTable.load()
     core = make_core(
         settings,
@@ -1690,6 +1749,7 @@ def make_server(
         known_host=resolvable_in(hosts),
         directory=directory,
     )
+    core.set_aliases(aliases)
     _log.info(
         "local domains: {domains} ({rule})",
         domains=", ".join(sorted(core.settings.domains.names)) or "none",
@@ -1721,7 +1781,7 @@ def make_server(
     watch = DirectoryWatch(
         cast(IReactorTime, reactor),
         pool,
-        current=Directory(generation, state.credentials, state.trusted, state.lines),
+        current=Directory(generation, state.credentials, state.trusted, state.lines, state.aliases),
         read_generation=lambda: directory_generation(store.engine),
         load=lambda: load_directory(store),
         apply=lambda directory: apply_directory(settings, core, directory),

@@ -38,6 +38,7 @@ from pyroute2 import IPRoute
 
 from scaserver import __version__
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
+from scaserver.sca.line import canonical_aor
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
 from scaserver.sip.uri import SipUri, parse_uri
@@ -316,6 +317,16 @@ class SharedLine:
 
 
 @attrs.frozen
+class LineAlias:
+    """``[[sca.aliases]]``: another name of a shared line (sca.md Q26), a number or URI that
+    requests and subscriptions reach the line by (``alias = "sip:100@example.com"``,
+    ``line = "sip:2001@example.com"``)."""
+
+    alias: str
+    line: str
+
+
+@attrs.frozen
 class ScaSettings:
     """``[sca]``: the parameters of sca.md section 12, under the same names.
 
@@ -337,6 +348,8 @@ class ScaSettings:
     ``insert_pai``: a call an authenticated subscriber places through a trusted ``[upstream]``
     carries ``P-Asserted-Identity`` of the shared line it is on (else of the subscriber),
     RFC 3325; a P-Asserted-Identity from a peer that is not trusted is never relayed.
+    ``aliases``: other names of shared lines (Q26); with the aliases in the database, these
+    win for the same alias.
     """
 
     call_info_max_expires: int = 3600
@@ -368,6 +381,7 @@ class ScaSettings:
     strip_call_info: bool = True
     insert_pai: bool = False
     lines: tuple[SharedLine, ...] = ()
+    aliases: tuple[LineAlias, ...] = ()
 
 
 @attrs.frozen
@@ -951,9 +965,36 @@ def _check(settings: Settings) -> None:
                     f"expected a sip: URI, got {_show(member)}",
                 )
             )
+    checks += _alias_checks(sca)
     for ok, key, detail in checks:
         if not ok:
             raise _KeyedValueError(key, detail)
+
+
+def _alias_checks(sca: ScaSettings) -> list[tuple[bool, str, str]]:
+    """``[[sca.aliases]]``: SIP AoRs, each alias once, naming a line that is no alias itself."""
+    checks: list[tuple[bool, str, str]] = []
+    aliases = {canonical_aor(entry.alias) for entry in sca.aliases} - {None}
+    lines = {canonical_aor(line.aor) for line in sca.lines} - {None}
+    seen: set[str] = set()
+    for index, entry in enumerate(sca.aliases):
+        key = f"sca.aliases[{index}]"
+        alias, line = canonical_aor(entry.alias), canonical_aor(entry.line)
+        expected = "expected a sip:user@host address of record, got"
+        checks += [
+            (alias is not None, f"{key}.alias", f"{expected} {_show(entry.alias)}"),
+            (line is not None, f"{key}.line", f"{expected} {_show(entry.line)}"),
+        ]
+        if alias is None or line is None:
+            continue
+        checks += [
+            (alias != line, f"{key}.line", f"{_show(entry.line)} is the alias itself"),
+            (line not in aliases, f"{key}.line", f"{_show(entry.line)} is an alias, not a line"),
+            (alias not in lines, f"{key}.alias", f"{_show(entry.alias)} is a line of sca.lines"),
+            (alias not in seen, f"{key}.alias", f"{_show(entry.alias)} is listed twice"),
+        ]
+        seen.add(alias)
+    return checks
 
 
 def _is_wildcard(host: str) -> bool:
@@ -1208,6 +1249,7 @@ __all__ = [
     "Endpoint",
     "HttpSettings",
     "InterfaceLookup",
+    "LineAlias",
     "LogLevelName",
     "LogSettings",
     "MidRegistrarSettings",

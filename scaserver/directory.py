@@ -20,7 +20,7 @@ from typing import TextIO
 
 import attrs
 
-from scaserver.sca.line import SharedLine, canonical_aor
+from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sip.digest import Algorithm, Credentials
 from scaserver.sip.message import Transport
 from scaserver.sip.trust import TrustedPeer
@@ -154,6 +154,29 @@ def change_members(store: SqlStore, aor_text: str, add: Iterable[str], remove: I
     return changed
 
 
+def add_alias(store: SqlStore, alias_text: str, line_text: str) -> LineAlias:
+    """``alias`` becomes another name of the shared line (sca.md Q26), replacing what it named
+    before.  The line is in the database; an alias is not a line itself."""
+    alias, line = line_aor(alias_text), line_aor(line_text)
+    if alias == line:
+        raise DirectoryError(f"{alias} cannot be an alias of itself")
+    lines = {item.aor for item in store.lines.load_all()}
+    if line not in lines:
+        raise DirectoryError(f"no shared line {line}")
+    if alias in lines:
+        raise DirectoryError(f"{alias} is a shared line")
+    value = LineAlias(alias, line)
+    store.line_aliases.upsert([value])
+    return value
+
+
+def remove_alias(store: SqlStore, alias_text: str) -> None:
+    alias = line_aor(alias_text)
+    if all(item.alias != alias for item in store.line_aliases.load_all()):
+        raise DirectoryError(f"no alias {alias}")
+    store.line_aliases.delete([alias])
+
+
 # ------------------------------------------------------------------ command line
 
 
@@ -212,6 +235,14 @@ def add_subparsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     members.add_argument("aor", metavar="AOR")
     members.add_argument("--add", action="append", default=[], metavar="MEMBER")
     members.add_argument("--remove", action="append", default=[], metavar="MEMBER")
+    alias = line.add_parser("alias", help="other names (numbers, URIs) of shared lines").add_subparsers(
+        dest="alias_action", metavar="ACTION", required=True
+    )
+    added = with_db(alias.add_parser("add", help="add or change an alias of a line"))
+    added.add_argument("alias", metavar="ALIAS")
+    added.add_argument("line", metavar="LINE")
+    with_db(alias.add_parser("rm", help="remove an alias")).add_argument("alias", metavar="ALIAS")
+    with_db(alias.add_parser("list", help="list aliases"))
 
 
 def _password(args: argparse.Namespace, stdin: TextIO) -> str:
@@ -271,10 +302,32 @@ def _line(store: SqlStore, args: argparse.Namespace, out: TextIO, _stdin: TextIO
             line = change_members(store, args.aor, args.add, args.remove)
             for member in sorted(line.members):
                 print(member, file=out)
+        case "alias":
+            _alias(store, args, out)
         case _:
+            names: dict[str, list[str]] = {}
+            for alias in store.line_aliases.load_all():
+                names.setdefault(alias.line, []).append(alias.alias)
             for line in sorted(store.lines.load_all(), key=lambda item: item.aor):
                 push = "push-members" if line.push_members else "-"
-                print(f"{line.aor}\t{line.appearances}\t{','.join(sorted(line.members))}\t{push}", file=out)
+                aliases = ",".join(sorted(names.get(line.aor, ()))) or "-"
+                print(
+                    f"{line.aor}\t{line.appearances}\t{','.join(sorted(line.members))}\t{push}\t{aliases}",
+                    file=out,
+                )
+
+
+def _alias(store: SqlStore, args: argparse.Namespace, out: TextIO) -> None:
+    match args.alias_action:
+        case "add":
+            alias = add_alias(store, args.alias, args.line)
+            print(f"alias {alias.alias} of line {alias.line} saved", file=out)
+        case "rm":
+            remove_alias(store, args.alias)
+            print(f"alias {line_aor(args.alias)} removed", file=out)
+        case _:
+            for alias in store.line_aliases.load_all():
+                print(f"{alias.alias}\t{alias.line}", file=out)
 
 
 HANDLERS: dict[str, Callable[[SqlStore, argparse.Namespace, TextIO, TextIO], None]] = {

@@ -21,7 +21,7 @@ Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Final, assert_never
 
 import attrs
@@ -319,6 +319,7 @@ class SipCore:
     identities_removed: int = attrs.field(default=0, init=False)
     _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
     _udp_only: dict[Peer, None] = attrs.field(factory=dict, init=False)
+    _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
     """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
     trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
 
@@ -341,6 +342,20 @@ class SipCore:
         self.registrar.policy = attrs.evolve(self.registrar.policy, domains=domains)
         self.trusted = trusted
         self.sca.provision(lines)
+
+    def set_aliases(self, aliases: Mapping[str, str]) -> None:
+        """The other names of the shared lines (sca.md Q26, alias AoR -> line AoR), for the
+        proxy (an INVITE to an alias rings the line) and the SCA engine alike."""
+        self._aliases = dict(aliases)
+        self.sca.set_aliases(dict(aliases))
+
+    def aliases(self) -> Mapping[str, str]:
+        """The alias map now (alias AoR -> line AoR)."""
+        return self._aliases
+
+    def _line_of(self, aor: str) -> str:
+        """The shared line an AoR is another name of, else the AoR itself."""
+        return self._aliases.get(aor, aor)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
@@ -862,7 +877,7 @@ class SipCore:
         return "no event" if found is None else found.package
 
     def _names_shared_line(self, uri: SipUri | TelUri) -> bool:
-        return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(uri.aor())
+        return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(self._line_of(uri.aor()))
 
     def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
         """OPTIONS to the server itself (no user part, a local domain) is answered here at
@@ -1034,7 +1049,7 @@ class SipCore:
             if plan.replaces is not None:
                 retargeted = request.with_headers(request.headers.set("Replaces", plan.replaces))
             return self.proxy.on_request(retargeted, key, peer, (Target(plan.target),), now)
-        aor = self.mobile.aor_of(uri) if self.mobile is not None else uri.aor()
+        aor = self._line_of(self.mobile.aor_of(uri) if self.mobile is not None else uri.aor())
         bindings = self.registrar.lookup(aor, now)
         if self.mobile is not None:
             bindings, dormant = self.mobile.targets(uri, aor, bindings)
@@ -1046,7 +1061,7 @@ class SipCore:
         if not bindings and request.method == "OPTIONS":
             return [Respond(key, self._options_response(request))]
         if not bindings:
-            if self.sca.is_sca(uri.aor()):
+            if self.sca.is_sca(aor):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
             raise NotFound("no such user here")
         uris = [self.mobile.target_uri(b) if self.mobile is not None else b.contact for b in bindings]
@@ -1054,7 +1069,7 @@ class SipCore:
             Target(contact, binding.sort_q, binding.path, binding.flow)
             for contact, binding in zip(uris, bindings, strict=True)
         ]
-        honour_6xx = not self.sca.is_sca(uri.aor()) or self.sca.settings.decline_ends_ringing
+        honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
 
     def _mobile_invite(

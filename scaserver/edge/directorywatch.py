@@ -1,7 +1,7 @@
 """The running server's view of the directory: reloaded when the database says it changed.
 
-The directory (subscribers and their HA1s, trusted peers, shared lines and their members)
-is read at start-up.  Every store function that changes it increments
+The directory (subscribers and their HA1s, trusted peers, shared lines with their members
+and aliases) is read at start-up.  Every store function that changes it increments
 ``directory_generation`` in the same transaction; :class:`DirectoryWatch` reads that one
 row every ``directory.poll_interval`` seconds in the database thread pool, and when it
 moved, reads the whole directory there too and hands it to ``apply`` on the reactor thread,
@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from scaserver.edge.writebehind import Runner
-from scaserver.sca.line import SharedLine
+from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sip.digest import Credentials
 from scaserver.sip.trust import TrustedPeer
 from scaserver.store.sql import SqlStore, directory_generation
@@ -37,6 +37,7 @@ class Directory:
     credentials: tuple[Credentials, ...]
     trusted: tuple[TrustedPeer, ...]
     lines: tuple[SharedLine, ...]
+    aliases: tuple[LineAlias, ...] = ()
 
 
 @attrs.frozen
@@ -91,6 +92,7 @@ def load_directory(store: SqlStore) -> Directory:
         tuple(store.subscribers.load_all()),
         tuple(store.trusted_peers.load_all()),
         tuple(store.lines.load_all()),
+        tuple(store.line_aliases.load_all()),
     )
 
 

@@ -202,6 +202,10 @@ class ScaEngine:
     def _provisioned_line(self, aor: str) -> SharedLine | None:
         return self._lines.get(aor)
 
+    def set_aliases(self, aliases: dict[str, str]) -> None:
+        """Replace the alias map (sca.md Q26): canonical alias AoR -> canonical line AoR."""
+        self._aliases = dict(aliases)
+
     def _alias(self, aor: str | None) -> str | None:
         if aor is None:
             return None

@@ -113,3 +113,13 @@ class SharedLine:
     def allows_index(self, index: int) -> bool:
         """Whether ``index`` is within 1..appearances (any index >= 1 when unlimited)."""
         return index >= 1 and (self.appearances <= 0 or index <= self.appearances)
+
+
+@attrs.frozen
+class LineAlias:
+    """Another name of a shared line (sca.md Q26): a number or URI (``sip:100@example.com``,
+    a DID at a gateway's domain) that requests and subscriptions reach the line by.  Both
+    are canonical AoRs; ``line`` is never itself an alias."""
+
+    alias: str
+    line: str

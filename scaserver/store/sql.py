@@ -34,7 +34,7 @@ from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.midregistrar import UpstreamSnapshot, UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Previous, Role
-from scaserver.sca.line import SharedLine
+from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import Package, Subscription, SubscriptionKey, SubscriptionState
 from scaserver.sip.digest import Algorithm, Credentials
 from scaserver.sip.message import Peer, Transport, split_list
@@ -46,6 +46,7 @@ from scaserver.store.repository import AppearanceKey, SubscriberKey, TokenKey, T
 __all__ = [
     "SqlAppearanceRepository",
     "SqlBindingRepository",
+    "SqlLineAliasRepository",
     "SqlSharedLineRepository",
     "SqlSubscriberRepository",
     "SqlSubscriptionRepository",
@@ -476,6 +477,26 @@ class SqlSharedLineRepository:
         _delete_keys(self._engine, tables.sca_line, [{"aor": aor} for aor in keys], directory=True)
 
 
+class SqlLineAliasRepository:
+    """``sca_line_alias`` rows (sca.md Q26); every change moves the directory generation."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def load_all(self) -> list[LineAlias]:
+        t = tables.sca_line_alias
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(t.c.alias, t.c.line_aor).order_by(t.c.alias)).all()
+        return [LineAlias(alias, line) for alias, line in rows]
+
+    def upsert(self, values: Sequence[LineAlias], /) -> None:
+        rows = [{"alias": v.alias, "line_aor": v.line} for v in values]
+        _upsert(self._engine, tables.sca_line_alias, ("alias",), rows, directory=True)
+
+    def delete(self, keys: Sequence[str], /) -> None:
+        _delete_keys(self._engine, tables.sca_line_alias, [{"alias": a} for a in keys], directory=True)
+
+
 # -- SCA subscriptions -------------------------------------------------------------------
 
 
@@ -789,6 +810,7 @@ class SqlStore:
         self.trusted_peers = SqlTrustedPeerRepository(self.engine)
         self.bindings = SqlBindingRepository(self.engine)
         self.lines = SqlSharedLineRepository(self.engine)
+        self.line_aliases = SqlLineAliasRepository(self.engine)
         self.subscriptions = SqlSubscriptionRepository(self.engine, server_id)
         self.appearances = SqlAppearanceRepository(self.engine)
         self.upstream_registrations = SqlUpstreamRegistrationRepository(self.engine)

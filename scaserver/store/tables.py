@@ -168,6 +168,15 @@ sca_line_member: Final = Table(
     UniqueConstraint("line_aor", "member"),
 )
 
+#: Other names of a shared line (sca.md Q26): a request or subscription to ``alias`` is for
+#: ``line_aor``.  Both canonical AoRs; the aliases go with their line.
+sca_line_alias: Final = Table(
+    "sca_line_alias",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("line_aor", String(255), ForeignKey("sca_line.aor", ondelete="CASCADE"), nullable=False),
+)
+
 #: Kamailio's sca_subscriptions, table version 2 (sca.md section 10.1), plus the unique
 #: (subscriber, aor, event) key our writes use (section 10.3).
 sca_subscriptions: Final = Table(

@@ -7,8 +7,9 @@ import io
 import pytest
 
 from scaserver.cli import main
+from scaserver.sca.line import LineAlias
 from scaserver.sip.digest import Algorithm, compute_ha1
-from scaserver.store.sql import SqlStore
+from scaserver.store.sql import SqlStore, directory_generation
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -62,6 +63,9 @@ def test_subscriber_password_from_stdin(
         (("line", "rm", "sip:9999@example.com"), "no shared line sip:9999@example.com"),
         (("line", "members", "sip:9999@example.com", "--add", "x"), "no shared line"),
         (("line", "add", "tel:+123"), "expected a SIP AoR"),
+        (("line", "alias", "add", "sip:100@example.com", "sip:9999@example.com"), "no shared line"),
+        (("line", "alias", "add", "tel:+100", "sip:9999@example.com"), "expected a SIP AoR"),
+        (("line", "alias", "rm", "sip:100@example.com"), "no alias sip:100@example.com"),
     ],
 )
 def test_directory_errors_exit_1_with_one_line(
@@ -91,12 +95,71 @@ def test_lines_and_members(migrated_db_url: str, capsys: pytest.CaptureFixture[s
     assert run(capsys, "line", "members", "sip:2001@example.com", "--add", "bob", "--remove", "alice", *db)[
         1
     ] == ("bob\n")
-    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t3\tbob\t-\n"
+    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t3\tbob\t-\t-\n"
     pushed = ("line", "add", "sip:2001@example.com", "--member", "bob", "--push-members")
     assert run(capsys, *pushed, *db)[0] == 0
-    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t2\tbob\tpush-members\n"
+    assert run(capsys, "line", "list", *db)[1] == "sip:2001@example.com\t2\tbob\tpush-members\t-\n"
     assert run(capsys, "line", "rm", "sip:2001@example.com", *db)[0] == 0
     assert run(capsys, "line", "list", *db)[1] == ""
+
+
+def test_line_aliases_add_list_rm_and_go_with_their_line(
+    migrated_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ("--db", migrated_db_url)
+    assert run(capsys, "line", "add", "sip:2001@example.com", "--member", "alice", *db)[0] == 0
+    store = SqlStore(migrated_db_url)
+    try:
+        before = directory_generation(store.engine)
+        assert run(capsys, "line", "alias", "add", "100@Example.COM", "sip:2001@example.com", *db)[1] == (
+            "alias sip:100@example.com of line sip:2001@example.com saved\n"
+        )
+        assert directory_generation(store.engine) == before + 1
+        assert (
+            run(capsys, "line", "alias", "add", "sip:+15551000@gw.example.net:5060", "2001@example.com", *db)[
+                0
+            ]
+            == 0
+        )
+        assert store.line_aliases.load_all() == [
+            LineAlias("sip:+15551000@gw.example.net", "sip:2001@example.com"),
+            LineAlias("sip:100@example.com", "sip:2001@example.com"),
+        ]
+        assert run(capsys, "line", "alias", "list", *db)[1] == (
+            "sip:+15551000@gw.example.net\tsip:2001@example.com\nsip:100@example.com\tsip:2001@example.com\n"
+        )
+        assert run(capsys, "line", "list", *db)[1] == (
+            "sip:2001@example.com\t2\talice\t-\tsip:+15551000@gw.example.net,sip:100@example.com\n"
+        )
+        assert run(capsys, "line", "alias", "rm", "sip:+15551000@gw.example.net", *db)[0] == 0
+        assert run(capsys, "line", "alias", "list", *db)[1] == "sip:100@example.com\tsip:2001@example.com\n"
+        moved = directory_generation(store.engine)
+        assert run(capsys, "line", "rm", "sip:2001@example.com", *db)[0] == 0
+        assert store.line_aliases.load_all() == []
+        assert directory_generation(store.engine) == moved + 1
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("alias", "line", "message"),
+    [
+        ("sip:2001@example.com", "sip:2001@example.com", "sip:2001@example.com cannot be an alias of itself"),
+        ("sip:2002@example.com", "sip:2001@example.com", "sip:2002@example.com is a shared line"),
+        ("sip:300@example.com", "sip:100@example.com", "no shared line sip:100@example.com"),
+    ],
+)
+def test_line_alias_refusals(
+    migrated_db_url: str, capsys: pytest.CaptureFixture[str], alias: str, line: str, message: str
+) -> None:
+    db = ("--db", migrated_db_url)
+    for aor in ("sip:2001@example.com", "sip:2002@example.com"):
+        assert run(capsys, "line", "add", aor, *db)[0] == 0
+    assert run(capsys, "line", "alias", "add", "sip:100@example.com", "sip:2001@example.com", *db)[0] == 0
+    status, out, err = run(capsys, "line", "alias", "add", alias, line, *db)
+    assert (status, out) == (1, "")
+    assert err == f"scaserver line alias: {message}\n"
+    assert run(capsys, "line", "alias", "list", *db)[1] == "sip:100@example.com\tsip:2001@example.com\n"
 
 
 def test_directory_refuses_a_database_that_is_behind(

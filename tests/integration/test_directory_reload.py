@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 from scaserver import directory
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
+from scaserver.sca.line import LineAlias
 from scaserver.store.sql import SqlStore, directory_generation
 from tests.conftest import twisted_fixture, twisted_test
 
@@ -65,6 +66,9 @@ def test_every_directory_change_moves_the_generation_by_one(migrated_db_url: str
             lambda: directory.add_trusted(store, "192.0.2.0/24", "udp", "pbx"),
             lambda: directory.add_line(store, "2001@example.test", 2, ["alice"]),
             lambda: directory.change_members(store, "2001@example.test", ["bob"], ["alice"]),
+            lambda: directory.add_alias(store, "100@example.test", "2001@example.test"),
+            lambda: directory.remove_alias(store, "100@example.test"),
+            lambda: directory.add_alias(store, "100@example.test", "2001@example.test"),
             lambda: directory.remove_line(store, "2001@example.test"),
             lambda: directory.remove_trusted(store, "192.0.2.0/24", None),
             lambda: directory.remove_subscriber(store, "alice@example.test"),
@@ -100,6 +104,25 @@ async def test_the_watch_reloads_when_the_cli_changed_the_directory(rig: Rig) ->
     assert latest.credentials == ()
     assert [str(peer.cidr) for peer in latest.trusted] == ["198.51.100.0/24"]
     assert rig.watch.current is latest
+
+
+def applied_aliases(rig: Rig) -> tuple[LineAlias, ...]:
+    return rig.applied[-1].aliases
+
+
+@twisted_test
+async def test_the_watch_reloads_the_aliases_of_the_lines(rig: Rig) -> None:
+    directory.add_line(rig.store, "2001@example.test", 2, ["alice"])
+    directory.add_line(rig.store, "2002@example.test", 2, ["bob"])
+    directory.add_alias(rig.store, "100@example.test", "2001@example.test")
+    await rig.tick()
+    assert applied_aliases(rig) == (LineAlias("sip:100@example.test", "sip:2001@example.test"),)
+    directory.add_alias(rig.store, "sip:100@example.test", "sip:2002@example.test")  # moved
+    await rig.tick()
+    assert applied_aliases(rig) == (LineAlias("sip:100@example.test", "sip:2002@example.test"),)
+    directory.remove_line(rig.store, "2002@example.test")
+    await rig.tick()
+    assert applied_aliases(rig) == ()
 
 
 @twisted_test

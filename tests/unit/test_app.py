@@ -94,6 +94,16 @@ def test_members_may_register_and_call_as_the_line() -> None:
     assert not allowed("2001a", "2002")
 
 
+def test_members_may_register_and_call_as_an_alias_of_the_line() -> None:
+    line = SharedLine("sip:2001@example.test", 2, frozenset({"2001a"}))
+    aliases = {"sip:100@example.test": line.aor, "sip:200@other.test": line.aor}
+    allowed = member_of(lambda: [line], frozenset({"example.test"}), lambda: aliases)
+    assert allowed("2001a", "100")
+    assert not allowed("2001b", "100")
+    assert not allowed("2001a", "200")  # not a domain of ours
+    assert not allowed("2001a", "101")
+
+
 def test_database_lines_are_kept_and_configuration_wins() -> None:
     stored = [SharedLine("sip:1@x", 2), SharedLine("sip:2@x", 2)]
     configured = [SharedLine("sip:2@x", 4)]

@@ -3,15 +3,17 @@ domains are ours and the shared lines, in one step, with live subscriptions left
 
 from __future__ import annotations
 
-from scaserver.app import apply_directory, credential_lookup, make_core
+from scaserver.app import apply_directory, credential_lookup, line_aliases, make_core
+from scaserver.config import LineAlias as ConfiguredAlias
 from scaserver.config import ScaSettings, ServerSettings, Settings, UpstreamSettings
 from scaserver.config import SharedLine as ConfiguredLine
 from scaserver.dispatch import SipCore
 from scaserver.edge.directorywatch import Directory
-from scaserver.sca.line import SharedLine
+from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import Package, Subscription
 from scaserver.sip.digest import Credentials
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.parser import parse_message
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 
 ALICE = Credentials.from_password("alice", "example.test", "a")
@@ -108,3 +110,71 @@ def test_a_member_added_by_a_reload_may_act_as_the_line() -> None:
 
 def with_bob(line: SharedLine) -> SharedLine:
     return SharedLine(line.aor, line.appearances, line.members | {"bob"}, line.push_members)
+
+
+# -- line aliases (sca.md Q26): configuration and database, merged, on every reload ------------
+
+ALIAS = "sip:100@example.test"
+
+
+def test_a_reloaded_alias_of_another_domain_reaches_its_line_and_makes_the_domain_ours() -> None:
+    settings = Settings()
+    sip = core(settings, Directory(1, (ALICE,), (), (KEPT,)))
+    assert "gw.other.test" not in sip.settings.domains
+    stored = (LineAlias(ALIAS, KEPT.aor), LineAlias("sip:+15551000@gw.other.test", KEPT.aor))
+    apply_directory(settings, sip, Directory(2, (ALICE,), (), (KEPT,), stored))
+    assert "gw.other.test" in sip.settings.domains
+    assert "gw.other.test" in sip.registrar.policy.domains
+    assert sip.sca.ringing_call_info(invite_to("sip:+15551000@gw.other.test")) is not None
+    assert sip.sca.ringing_call_info(invite_to(ALIAS)) == "<sip:example.test>;appearance-index=1"
+    apply_directory(settings, sip, Directory(3, (ALICE,), (), (KEPT,)))
+    assert sip.sca.ringing_call_info(invite_to(ALIAS)) is None
+    assert "gw.other.test" not in sip.settings.domains
+
+
+def test_configured_aliases_are_canonical_and_win_over_the_database() -> None:
+    configured = SharedLine("sip:3000@config.test", 2)
+    settings = Settings(
+        sca=ScaSettings(
+            lines=(ConfiguredLine(aor=configured.aor),),
+            aliases=(ConfiguredAlias(alias="sip:100@EXAMPLE.test:5060", line=configured.aor),),
+        )
+    )
+    stored = (LineAlias(ALIAS, KEPT.aor), LineAlias("sip:101@example.test", KEPT.aor))
+    assert line_aliases(settings, stored, [KEPT, configured]) == {
+        ALIAS: configured.aor,
+        "sip:101@example.test": KEPT.aor,
+    }
+    sip = make_core(
+        settings,
+        credentials=credential_lookup(()),
+        trusted=TrustedPeers(()),
+        lines=[KEPT, configured],
+        secret=b"s",
+    )
+    assert sip.sca.ringing_call_info(invite_to(ALIAS)) == "<sip:config.test>;appearance-index=1"
+    apply_directory(settings, sip, Directory(2, (ALICE,), (), (KEPT,), stored))
+    assert sip.sca.ringing_call_info(invite_to(ALIAS)) == "<sip:config.test>;appearance-index=1"
+    assert sip.sca.ringing_call_info(invite_to("sip:101@example.test")) == (
+        "<sip:example.test>;appearance-index=1"
+    )
+
+
+def test_a_stored_alias_that_is_a_line_or_names_an_alias_is_left_out() -> None:
+    settings = Settings(
+        sca=ScaSettings(aliases=(ConfiguredAlias(alias="sip:200@example.test", line=KEPT.aor),))
+    )
+    stored = (LineAlias(GONE.aor, KEPT.aor), LineAlias("sip:300@example.test", "sip:200@example.test"))
+    assert line_aliases(settings, stored, [KEPT, GONE]) == {"sip:200@example.test": KEPT.aor}
+
+
+def invite_to(uri: str) -> Request:
+    message = parse_message(
+        (
+            f"INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKx\r\n"
+            f"From: <sip:dave@pstn.test>;tag=f\r\nTo: <{uri}>\r\nCall-ID: alias-1\r\n"
+            "CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(message, Request)
+    return message

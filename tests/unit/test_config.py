@@ -53,6 +53,9 @@ def test_demo_file_has_two_shared_lines() -> None:
         ("sip:2002@demo.scaserver.test", 2),
     ]
     assert settings.sca.lines[0].members[0] == "sip:2001a@demo.scaserver.test"
+    assert [(entry.alias, entry.line) for entry in settings.sca.aliases] == [
+        ("sip:100@demo.scaserver.test", "sip:2001@demo.scaserver.test")
+    ]
     assert settings.server.domains == ("demo.scaserver.test",)
     assert all(ep.host in ("127.0.0.1", "::1") for ep in settings.server.listen)
 
@@ -193,6 +196,34 @@ ERRORS = [
         '[[sca.lines]]\naor = "sip:1@a.test"\nmembers = ["phone"]\n',
         'sca.lines[0].members[0]: expected a sip: URI, got "phone"',
     ),
+    (
+        '[[sca.aliases]]\nalias = "100"\nline = "sip:2001@a.test"\n',
+        'sca.aliases[0].alias: expected a sip:user@host address of record, got "100"',
+    ),
+    (
+        '[[sca.aliases]]\nalias = "sip:100@a.test"\nline = "tel:+1555"\n',
+        'sca.aliases[0].line: expected a sip:user@host address of record, got "tel:+1555"',
+    ),
+    (
+        '[[sca.aliases]]\nalias = "sip:100@A.test:5060"\nline = "sip:100@a.test"\n',
+        'sca.aliases[0].line: "sip:100@a.test" is the alias itself',
+    ),
+    (
+        '[[sca.aliases]]\nalias = "sip:100@a.test"\nline = "sip:2001@a.test"\n'
+        '[[sca.aliases]]\nalias = "sip:200@a.test"\nline = "sip:100@a.test"\n',
+        'sca.aliases[1].line: "sip:100@a.test" is an alias, not a line',
+    ),
+    (
+        '[[sca.lines]]\naor = "sip:2002@a.test"\n'
+        '[[sca.aliases]]\nalias = "sip:2002@a.test"\nline = "sip:2001@a.test"\n',
+        'sca.aliases[0].alias: "sip:2002@a.test" is a line of sca.lines',
+    ),
+    (
+        '[[sca.aliases]]\nalias = "sip:100@a.test"\nline = "sip:2001@a.test"\n'
+        '[[sca.aliases]]\nalias = "sip:100@A.TEST"\nline = "sip:2002@a.test"\n',
+        'sca.aliases[1].alias: "sip:100@A.TEST" is listed twice',
+    ),
+    ('[[sca.aliases]]\nalias = "sip:100@a.test"\n', "sca.aliases[0].line: required key missing"),
     ('[upstream]\ntransport = "sctp"\n', 'upstream.transport: expected "udp" or "tcp" or "tls", got "sctp"'),
     ("[upstream]\nport = 0\n", "upstream.port: must be from 1 to 65535"),
     (

@@ -302,3 +302,87 @@ def test_rfc4028_refresh_answered_through_the_proxy_sets_the_new_interval() -> N
     assert states(wire) == [AppearanceState.ACTIVE]
     expire(wire, 148.0)
     assert states(wire) == []
+
+
+# -- line aliases (sca.md Q26) ------------------------------------------------------------------
+
+ALIAS = f"sip:100@{DOMAIN}"
+
+
+def test_q26_an_invite_to_an_alias_rings_the_lines_members_with_the_appearance_index() -> None:
+    wire = line_core()
+    register_member(wire, ALICE, 1)
+    register_member(wire, CAROL, 2)
+    wire.core.set_aliases({ALIAS: LINE})
+    caller = Peer(Transport.UDP, "203.0.113.50", 5060)
+    out = wire.deliver(request("INVITE", ALIAS, peer=caller, from_uri=f"sip:dave@{DOMAIN}"), caller)
+    branches = {peer: m for m, peer in out if isinstance(m, Request)}
+    assert set(branches) == {ALICE, CAROL}
+    for branch in branches.values():
+        assert branch.headers.values("Call-Info") == (f"<sip:{DOMAIN}>;appearance-index=1",)
+    ringing = Response(180, "Ringing", branches[ALICE].headers.set("To", f"<{ALIAS}>;tag=m1"))
+    wire.send(ringing, ALICE)
+    [app] = wire.core.sca.appearances(LINE)
+    assert (app.index, app.state) == (1, AppearanceState.ALERTING)
+    assert wire.core.sca.appearances(ALIAS) == []
+
+
+def test_q26_without_the_alias_the_same_invite_finds_nobody() -> None:
+    wire = line_core()
+    register_member(wire, ALICE, 1)
+    caller = Peer(Transport.UDP, "203.0.113.50", 5060)
+    response, _ = only_response(
+        wire, request("INVITE", ALIAS, peer=caller, from_uri=f"sip:dave@{DOMAIN}"), caller
+    )
+    assert response.status == 404
+    wire.core.set_aliases({ALIAS: LINE})
+    wire.core.set_aliases({})
+    response, _ = only_response(
+        wire, request("INVITE", ALIAS, peer=caller, from_uri=f"sip:dave@{DOMAIN}", call_id="c2"), caller
+    )
+    assert response.status == 404
+
+
+def test_q26_an_alias_of_a_line_nobody_registered_is_480_like_the_line() -> None:
+    wire = line_core()
+    wire.core.set_aliases({ALIAS: LINE})
+    caller = Peer(Transport.UDP, "203.0.113.50", 5060)
+    response, _ = only_response(
+        wire, request("INVITE", ALIAS, peer=caller, from_uri=f"sip:dave@{DOMAIN}"), caller
+    )
+    assert response.status == 480
+
+
+def test_q26_a_call_info_subscribe_to_an_alias_is_a_subscription_to_the_line() -> None:
+    members = SharedLine(LINE, 2, frozenset({"alice"}))
+    wire = Wire(make_core(require_auth=False, lines=[members]))
+    wire.core.set_aliases({ALIAS: LINE})
+    text = request("SUBSCRIBE", ALIAS, peer=ALICE, extra="Event: call-info\r\nExpires: 600\r\n")
+    out = wire.deliver(text, ALICE)
+    [accepted] = [m for m, _ in out if isinstance(m, Response)]
+    assert accepted.status == 202
+    [sub] = wire.core.sca.subscriptions()
+    assert sub.aor == LINE
+    [notify] = [m for m, _ in out if isinstance(m, Request) and m.method == "NOTIFY"]
+    assert notify.headers.get("Call-Info") == f"<sip:{DOMAIN}>;appearance-index=*;appearance-state=idle"
+    # A user who is no member of the line is refused through the alias as through the line.
+    refused, _ = only_response(
+        wire,
+        request(
+            "SUBSCRIBE",
+            ALIAS,
+            peer=BOB,
+            from_uri=f"sip:bob@{DOMAIN}",
+            call_id="sub-bob",
+            extra="Event: call-info\r\nExpires: 600\r\n",
+        ),
+        BOB,
+    )
+    assert refused.status == 403
+
+
+def test_q26_another_event_on_an_alias_is_489_like_on_the_line() -> None:
+    wire = line_core()
+    wire.core.set_aliases({ALIAS: LINE})
+    response, _ = only_response(wire, request("SUBSCRIBE", ALIAS, extra="Event: presence\r\nExpires: 60\r\n"))
+    assert response.status == 489
