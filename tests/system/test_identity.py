@@ -214,22 +214,28 @@ def digest_answer(request: Request, challenge: Response, *, algorithm: str, nonc
     )
 
 
+def challenged_register(alice: Handset) -> tuple[Request, Response]:
+    """A REGISTER of alice's own and the 401 it gets (the challenge the tests answer by hand)."""
+    register = alice.build(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
+        to=f"<sip:alice@{DOMAIN}>",
+        call_id=uuid.uuid4().hex,
+        cseq=1,
+    )
+    challenge = alice.request(register)
+    assert challenge.status == 401
+    return register, challenge
+
+
 def test_an_md5_answer_to_a_sha256_nonce_is_refused(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
     add_subscribers(db_url, {"alice": USERS["alice"]})
     with running_server(tmp_path / "server", SHA_FIRST, db_url=db_url) as server:
         alice = phone(server, "alice")
         try:
-            register = alice.build(
-                "REGISTER",
-                f"sip:{DOMAIN}",
-                from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
-                to=f"<sip:alice@{DOMAIN}>",
-                call_id=uuid.uuid4().hex,
-                cseq=1,
-            )
-            challenge = alice.request(register)
-            assert challenge.status == 401
+            register, challenge = challenged_register(alice)
             downgraded = digest_answer(register, challenge, algorithm="MD5", nonce_of="SHA-256")
             assert alice.request(downgraded).status == 401
             nonces = [
@@ -248,16 +254,7 @@ def test_a_digest_response_with_octets_that_are_not_utf8_is_a_wrong_answer_not_a
     with running_server(tmp_path / "server", "", db_url=db_url) as server:
         alice = phone(server, "alice")
         try:
-            register = alice.build(
-                "REGISTER",
-                f"sip:{DOMAIN}",
-                from_=f"<sip:alice@{DOMAIN}>;tag={new_tag()}",
-                to=f"<sip:alice@{DOMAIN}>",
-                call_id=uuid.uuid4().hex,
-                cseq=1,
-            )
-            challenge = alice.request(register)
-            assert challenge.status == 401
+            register, challenge = challenged_register(alice)
             honest = digest_answer(register, challenge, algorithm="MD5", nonce_of="MD5")
             value = honest.headers.get("Authorization") or ""
             poisoned = honest.with_headers(
