@@ -431,25 +431,19 @@ class CallTracker:
 
     def restore_far_end(self, app: Appearance, now: float) -> list[EngineAction]:
         """The pickup that moved ``app`` failed or was cancelled: back on the replaced dialog."""
-        previous = app.previous
-        assert previous is not None
-        return self.board.fire(
-            app,
-            Trigger.FAR_END_REPLACE_FAILED,
-            now,
-            owner=previous.owner,
-            leg=previous.leg,
-            remote_contact=previous.remote_contact,
-            previous=None,
-        )
+        return self._back_to_previous(app, Trigger.FAR_END_REPLACE_FAILED, now)
 
     def restore_pickup(self, app: Appearance, now: float) -> list[EngineAction]:
         """A member's pickup of ``app`` failed or was cancelled: the held call is back (7.1)."""
+        return self._back_to_previous(app, Trigger.RETRIEVE_FAILED, now)
+
+    def _back_to_previous(self, app: Appearance, trigger: Trigger, now: float) -> list[EngineAction]:
+        """``app`` returns to the owner, dialog and Contact it had before a pickup (7.1)."""
         previous = app.previous
         assert previous is not None
         return self.board.fire(
             app,
-            Trigger.RETRIEVE_FAILED,
+            trigger,
             now,
             owner=previous.owner,
             leg=previous.leg,
