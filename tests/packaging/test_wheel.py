@@ -29,7 +29,8 @@ _SOURCE_IGNORED = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "var", "tests", "bench", ".*_cache"
 )
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(900)]
+# The wheel is built and installed once for the module: its tests stay in one pytest-xdist worker.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(900), pytest.mark.xdist_group("wheel")]
 
 
 @attrs.frozen

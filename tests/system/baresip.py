@@ -36,6 +36,7 @@ audio_source\tausine,440
 audio_alert\taubridge,{name}
 ausrc_srate\t48000
 ausrc_channels\t2
+rtp_ports\t10000-20000
 """
 
 

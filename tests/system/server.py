@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import random
 import shutil
@@ -9,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -16,10 +19,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+from sqlalchemy.engine import make_url
+
+from scaserver.store import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
 SCASERVER = [sys.executable, "-m", "scaserver.cli"]
+
+
+# What SIPp binds besides its SIP port: its media ports from 6000 up and its control port
+# from 8888 up (the next ones when taken); never handed out, so that a SIPp starting meanwhile
+# cannot take a port chosen for someone else.
+_SIPP_PORTS = (range(6000, 6200), range(8888, 9000))
+
+
+def _port_choices() -> list[int]:
+    """5100-9998 less SIPp's ports; under pytest-xdist, this worker's block of them, so that
+    two workers never choose the same port between its check and its bind."""
+    choices = [port for port in range(5100, 9999) if not any(port in taken for taken in _SIPP_PORTS)]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if count > 1 and worker.startswith("gw"):
+        share = len(choices) // count  # a block of neighbours (baresip also takes the next port)
+        index = int(worker[2:])
+        return choices[index * share : (index + 1) * share]
+    return choices
+
+
+_PORT_CHOICES = _port_choices()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -27,7 +55,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     five-digit ports in the URIs it writes)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
-        port = random.randrange(5100, 9999)
+        port = random.choice(_PORT_CHOICES)
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
             try:
                 tcp.bind((host, port))
@@ -96,8 +124,28 @@ class RunningServer:
 LOOPBACK_ALLOWED = '\n[security]\nallow = ["127.0.0.1/32", "::1/128"]\n'
 
 
+@functools.cache
+def _migrated_sqlite() -> Path:
+    """A SQLite file at the head revision, migrated once per test process."""
+    directory = Path(tempfile.mkdtemp(prefix="scaserver-schema-"))
+    atexit.register(shutil.rmtree, directory, True)
+    migrated = directory / "head.db"
+    migrate.upgrade(f"sqlite:///{migrated}")
+    assert not migrated.with_name("head.db-wal").exists(), "the migrated file is not whole"
+    return migrated
+
+
 def upgrade_database(db_url: str) -> None:
-    subprocess.run([*SCASERVER, "db", "upgrade", "--db", db_url], check=True, cwd=ROOT, capture_output=True)
+    """Bring the database to the head revision as ``scaserver db upgrade`` does, in this
+    process: a SQLite file that does not exist yet is a copy of one migrated once."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite" and url.database and not url.query:
+        path = Path(url.database)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_migrated_sqlite(), path)
+            return
+    migrate.upgrade(db_url)
 
 
 @contextmanager

@@ -27,7 +27,8 @@ from tests.system.accounts import CONFIG, DOMAIN, add_subscribers, location_rows
 from tests.system.server import RunningServer, free_port, running_server
 from tests.system.sipp import register, require_ok, start_callee, start_caller
 
-pytestmark = pytest.mark.system
+# One server per database for the module: its tests stay in one pytest-xdist worker.
+pytestmark = [pytest.mark.system, pytest.mark.xdist_group("calls")]
 
 TRANSPORTS = ["udp", "tcp"]
 ALICE = ("alice", "alice-secret")

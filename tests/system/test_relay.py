@@ -37,7 +37,8 @@ from tests.system.accounts import add_subscribers
 from tests.system.handset import Handset, handsets, new_tag, sdp
 from tests.system.server import SCASERVER, RunningServer, free_port, running_server
 
-pytestmark = pytest.mark.system
+# One server for the module: its tests stay in one pytest-xdist worker.
+pytestmark = [pytest.mark.system, pytest.mark.xdist_group("relay")]
 
 DOMAIN = "example.test"
 ATTACKER_HOST = "127.0.0.1"
