@@ -7,6 +7,8 @@ the call on the line."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import time
 import uuid
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from scaserver import cli
 from tests.system.handset import Dialog, Handset, handsets, new_tag, sdp
 from tests.system.server import ROOT, SCASERVER, RunningServer, running_server, upgrade_database
 from tests.system.test_sca import all_idle, appearances, state_is
@@ -71,14 +74,21 @@ def subscribe_alias(phone: Handset) -> tuple[int, Dialog]:
     return response.status, dialog
 
 
+def scaserver_here(db_url: str, *args: str) -> None:
+    """``scaserver ARGS --db URL`` run in this process (the setup; the alias the test adds
+    while the server runs is added by a process of its own)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([*args, "--db", db_url]) == 0
+
+
 @pytest.fixture
 def line_db(db_url: str) -> Iterator[str]:
     """Subscribers alice, bob and mallory; line 2001 for alice and bob; the gateway trusted."""
     upgrade_database(db_url)
     for user, password in PASSWORDS.items():
-        scaserver(db_url, "subscriber", "add", f"{user}@{DOMAIN}", "--password", password)
-    scaserver(db_url, "line", "add", LINE, "--appearances", "2", "--member", "alice", "--member", "bob")
-    scaserver(db_url, "trusted", "add", f"{GATEWAY_HOST}/32", "--tag", "gateway")
+        scaserver_here(db_url, "subscriber", "add", f"{user}@{DOMAIN}", "--password", password)
+    scaserver_here(db_url, "line", "add", LINE, "--appearances", "2", "--member", "alice", "--member", "bob")
+    scaserver_here(db_url, "trusted", "add", f"{GATEWAY_HOST}/32", "--tag", "gateway")
     yield db_url
 
 
