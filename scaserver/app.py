@@ -27,7 +27,6 @@ from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -64,6 +63,7 @@ from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_direct
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
+from scaserver.edge.periodic import Periodic
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
@@ -1285,26 +1285,6 @@ class Restore(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self._run()
         self.done = True
-
-
-class Periodic(Service):
-    """Calls ``function`` every ``interval_s`` seconds while running (metrics sampling)."""
-
-    def __init__(self, reactor: Reactor, interval_s: float, function: Callable[[], None]) -> None:
-        self._loop = LoopingCall(function)
-        self._loop.clock = cast(IReactorTime, reactor)
-        self._interval_s = interval_s
-
-    @override
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._loop.start(self._interval_s, now=False)
-
-    @override
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop.running:
-            self._loop.stop()
 
 
 class ServerService(MultiService):
