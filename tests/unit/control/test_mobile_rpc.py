@@ -32,13 +32,12 @@ from scaserver.control.seams import (
     WakeOutcome,
 )
 from scaserver.control.statistics import selected
+from scaserver.control.views import binding_text, statistic_group
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
-    binding_text,
-    statistic_group,
 )
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
