@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from scaserver.app import NOTIFY_CSEQ_BLOCK, Persistence, StoredState, restore_upstream
+from scaserver.edge.persistence import NOTIFY_CSEQ_BLOCK, Persistence, StoredState, restore_upstream
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import DELETED, Channel, Runner, Sink, WriteBehind
 from scaserver.events import EventBus

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from scaserver.app import restore_upstream
+from scaserver.edge.persistence import restore_upstream
 from scaserver.mobile import BindingRetained, MobileSettings
 from scaserver.proxy.relay import route_signature
 from scaserver.push.gateway import Outcome, PushType

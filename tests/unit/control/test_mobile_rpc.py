@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
-from scaserver.app import PushMetrics
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import Dispatcher
 from scaserver.control.seams import (
@@ -39,6 +38,7 @@ from scaserver.edge.controlplane import (
     MobileParkingAdmin,
     RegistrarLocationControl,
 )
+from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushesAborted
