@@ -201,8 +201,11 @@ class MobileSettings:
 def _issues_purr(item: Classification, typing: TypingSettings) -> bool:
     """PURRs go to push-capable RFC 8599 bindings when ``push.purr`` is on (6.10)."""
     coordinates = item.coordinates
-    return typing.purr and item.verdict is Verdict.PUSH and coordinates is not None and (
-        coordinates.source is Source.RFC8599
+    return (
+        typing.purr
+        and item.verdict is Verdict.PUSH
+        and coordinates is not None
+        and (coordinates.source is Source.RFC8599)
     )
 
 
@@ -215,6 +218,15 @@ def _result_of(answer: Answer, dropped: bool) -> PushResult:
         Outcome.FAILED: PushResult.FAILED,
         Outcome.RETRY: PushResult.FAILED,  # retries exhausted or past the deadline
     }[answer.outcome]
+
+
+def fallback_tag(request: Request) -> str:
+    """The To tag of the 480 that answers a call parking refused with no branch to fall back on
+    (RFC 3261 section 8.2.6.2): derived from the request, so the same request gets the same tag
+    in every run of the server, whatever the interpreter's hash seed."""
+    material = "\x00".join(request.headers.get(name) or "" for name in ("Call-ID", "CSeq", "From", "Via"))
+    digest = hashlib.sha256(material.encode("utf-8", "surrogateescape")).digest()
+    return f"pr{int.from_bytes(digest[:8], 'big') % 10**8:08d}"
 
 
 def _removal_reason(text: str) -> RemovalReason:
@@ -477,7 +489,7 @@ class Mobile:
             # 6.1 limits: ordinary forking with the direct bindings, 480 if none.
             targets = [Target(t.contact, t.q, t.path, t.flow) for t in direct]
             started, _ = self.proxy.add_targets(server_tx, targets, now)
-            fallback = make_response(request, 480, to_tag=f"pr{abs(hash(server_tx)) % 10**8:08d}")
+            fallback = make_response(request, 480, to_tag=fallback_tag(request))
             released = self.proxy.release(server_tx, fallback, immediately=False, now=now)
             return actions + parked + started + released
         return actions + parked
