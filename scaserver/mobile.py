@@ -47,6 +47,7 @@ from scaserver.parking.parked import (
 from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target
+from scaserver.push.devices import DeviceRegistry
 from scaserver.push.gateway import Answer, CallInfo, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import (
     Classification,
@@ -73,7 +74,6 @@ from scaserver.push.policy import (
     TokenInvalidated,
     call_push_targets,
     call_role,
-    invalidate,
     keepalive_plan,
 )
 from scaserver.registrar.binding import (
@@ -247,7 +247,7 @@ class Mobile:
     identity: ProxyIdentity
     parking: ParkingLot
     midregistrar: MidRegistrar | None = None
-    _devices: dict[BindingKey, DevicePush] = attrs.field(init=False, factory=dict)
+    _devices: DeviceRegistry = attrs.field(init=False, factory=DeviceRegistry)
     _typed: dict[BindingKey, Classification] = attrs.field(init=False, factory=dict)
     _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
@@ -312,7 +312,7 @@ class Mobile:
         return self._devices.get(key)
 
     def devices(self) -> tuple[DevicePush, ...]:
-        return tuple(self._devices.values())
+        return self._devices.all()
 
     # ------------------------------------------------------------------ REGISTER
 
@@ -608,25 +608,15 @@ class Mobile:
         binding = event.binding
         if item is not None:
             if item.verdict is Verdict.PUSH and item.coordinates is not None:
-                before = self._devices.get(event.key)
-                same_token = before is not None and before.token == item.coordinates.token
-                self._devices[event.key] = DevicePush(
-                    event.key,
-                    event.aor,
-                    item.coordinates,
-                    event.confirmed_at,
-                    binding.expires_at,
-                    last_push_at=before.last_push_at if before is not None and same_token else None,
-                    last_wake_ms=before.last_wake_ms if before is not None and same_token else None,
+                self._devices.confirmed(
+                    event.key, event.aor, item.coordinates, event.confirmed_at, binding.expires_at
                 )
                 if _issues_purr(item, self.settings.typing):
                     self._purrs[self.purr_for(event.key)] = event.key
             else:
                 self._forget_device(event.key)
-        elif event.key in self._devices:
-            self._devices[event.key] = attrs.evolve(
-                self._devices[event.key], confirmed_at=event.confirmed_at, expires_at=binding.expires_at
-            )
+        else:
+            self._devices.reconfirmed(event.key, event.confirmed_at, binding.expires_at)
         if event.key in self._devices:
             self._track_flow(event.key, binding.received)
         actions += self._keepalive(event.key, now)
@@ -639,9 +629,7 @@ class Mobile:
         if coordinates is None:
             self._forget_device(binding.key)
         else:
-            self._devices[binding.key] = DevicePush(
-                binding.key, binding.aor, coordinates, now, binding.expires_at
-            )
+            self._devices.put(DevicePush(binding.key, binding.aor, coordinates, now, binding.expires_at))
             self._track_flow(binding.key, binding.received)
         actions += self._keepalive(binding.key, now)
         return actions + self._inject(binding.aor, binding, now, now)
@@ -691,7 +679,7 @@ class Mobile:
 
     def _forget_device(self, key: BindingKey) -> None:
         self._untrack_flow(key)
-        if self._devices.pop(key, None) is not None and self.settings.typing.purr:
+        if self._devices.forget(key) and self.settings.typing.purr:
             self._purrs.pop(self.purr_for(key), None)
 
     def _relay_held(self, server_tx: Hashable, now: float) -> list[EngineAction]:
@@ -800,8 +788,7 @@ class Mobile:
             device_type=coordinates.device_type,
             reason=reason,
         )
-        if isinstance(device.binding, BindingKey):
-            self._devices[device.binding] = attrs.evolve(device, last_push_at=now)
+        self._devices.pushed(device.binding, now)
         return [Deliver(PushRequested(request, device.expires_at if ttl > 0 else None))]
 
     def _coordinates(self, binding: Binding) -> PushCoordinates | None:
@@ -818,7 +805,7 @@ class Mobile:
         for action in actions:
             if isinstance(action, Deliver) and isinstance(action.event, WakeObserved) and device is not None:
                 latency = action.event.latency_ms  # 4.3 last_wake_ms: a push woke this device
-                self._devices[binding.key] = attrs.evolve(device, last_wake_ms=latency)
+                self._devices.woke(binding.key, latency)
         return actions
 
     def restore(
@@ -840,7 +827,7 @@ class Mobile:
             if dead_at is not None and binding.updated_at < dead_at:
                 device = attrs.evolve(device, push_capable=False, invalidated_at=dead_at)
             if device.alive(now, self.settings.policy):
-                self._devices[binding.key] = device
+                self._devices.put(device)
                 self._track_flow(binding.key, binding.received, open_now=False)
                 if self.settings.typing.purr and coordinates.source is Source.RFC8599:
                     self._purrs[self.purr_for(binding.key)] = binding.key
@@ -928,9 +915,8 @@ class Mobile:
             )
         aor = push.aor
         for binding in push.target.bindings:
-            device = self._devices.get(binding) if isinstance(binding, BindingKey) else None
-            if device is not None and isinstance(binding, BindingKey):
-                self._devices[binding] = attrs.evolve(device, last_push_at=now)
+            if isinstance(binding, BindingKey) and binding in self._devices:
+                self._devices.pushed(binding, now)
                 aor = binding.aor  # a line member's mobile registers under its own AoR (6.11)
         return PushRequest(
             id=push.attempt,
@@ -966,10 +952,7 @@ class Mobile:
         return [Deliver(PushRetrying(request.id, now)), *result]
 
     def _invalidate(self, provider: str, prid: str, at: float, now: float) -> list[EngineAction]:
-        verdict = invalidate(self._devices.values(), provider, prid, at, now)
-        for device in verdict.updated:
-            if isinstance(device.binding, BindingKey):
-                self._devices[device.binding] = device
+        verdict = self._devices.invalidate(provider, prid, at, now)
         actions: list[EngineAction] = [Deliver(verdict.event)]
         for key in verdict.removed:
             if isinstance(key, BindingKey):  # dormant: reachable by push only (4.4)

@@ -21,7 +21,8 @@ Challenges to our own REGISTERs are answered through the injected ``credentials(
 (``upstream_auth``, 3.1) with the client side of :mod:`scaserver.sip.digest`.
 
 One :class:`UpstreamRegistration` per AoR holds the upstream state
-(``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``), the registration dialog of 3.5
+(``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``, moved only by the transition table of
+:mod:`scaserver.registrar.upstream`), the registration dialog of 3.5
 (Call-ID kept, CSeq increasing) and the FIFO of forwards (3.8: one upstream REGISTER per
 AoR in flight, 8 queued at most).  Timers (``StartTimer`` keys :class:`ForwardKey` and
 :class:`AorKey`) come back through :meth:`MidRegistrar.on_timer`.
