@@ -85,7 +85,7 @@ from scaserver.registrar.binding import (
     BindingRemoved,
     RemovalReason,
 )
-from scaserver.registrar.location import LocationService, ReachableAddresses
+from scaserver.registrar.location import LocationService
 from scaserver.registrar.midregistrar import (
     AorKey,
     BindingConfirmed,
@@ -251,8 +251,6 @@ class Mobile:
     _typed: dict[BindingKey, Classification] = attrs.field(init=False, factory=dict)
     _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
-    _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(init=False, factory=dict)
-    _dormant_reachable: ReachableAddresses = attrs.field(init=False, factory=ReachableAddresses)
     _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
     _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
     # Push bindings by the open TCP/TLS connection they registered over, and those whose
@@ -272,38 +270,18 @@ class Mobile:
 
     def bindings_of(self, aor: str) -> tuple[Binding, ...]:
         """Every binding of ``aor``: live ones first (location order), then dormant ones."""
-        return self.location.bindings(aor) + self.dormant(aor)
+        return self.location.with_dormant(aor)
 
     def dormant(self, aor: str) -> tuple[Binding, ...]:
         """The dormant ``extend`` bindings of ``aor`` (4.5): pushed for calls, never rung."""
-        return tuple(self._dormant.get(aor, {}).values())
+        return self.location.dormant(aor)
 
     def dormant_aors(self) -> frozenset[str]:
-        return frozenset(self._dormant)
+        return self.location.dormant_aors()
 
     def reaches_dormant(self, host: str, port: int) -> bool:
-        """Whether a dormant binding (4.5) is reached at ``host:port``: it is still registered,
-        so its dialogs' in-dialog requests may go there (relay rule R7)."""
-        return self._dormant_reachable.reaches(host, port)
-
-    def _retain(self, binding: Binding) -> None:
-        table = self._dormant.setdefault(binding.aor, {})
-        previous = table.get(binding.key)
-        if previous is not None:
-            self._dormant_reachable.discard(previous)
-        table[binding.key] = binding
-        self._dormant_reachable.add(binding)
-
-    def _unretain(self, key: BindingKey) -> Binding | None:
-        table = self._dormant.get(key.aor)
-        if table is None:
-            return None
-        binding = table.pop(key, None)
-        if binding is not None:
-            self._dormant_reachable.discard(binding)
-        if not table:
-            del self._dormant[key.aor]
-        return binding
+        """Whether a dormant binding (4.5) is reached at ``host:port`` (relay rule R7)."""
+        return self.location.reaches_dormant(host, port)
 
     # ------------------------------------------------------------------ views
 
@@ -574,7 +552,7 @@ class Mobile:
                 return self._registered(binding, now)
             case BindingRemoved(binding=binding, reason=reason):
                 self._forget_device(binding.key)
-                self._unretain(binding.key)
+                self.location.release(binding.key)
                 gone: list[EngineAction] = [CancelTimer(KeepaliveKey(binding.key), REFRESH_PUSH_TIMER)]
                 if reason is RemovalReason.UNREGISTERED or self.midregistrar is None:
                     return gone
@@ -701,7 +679,7 @@ class Mobile:
         """Remove a binding, live or dormant (de-registered, rejected upstream, dead token, an
         operator's ``ul.rm``)."""
         removed = self.location.remove(key, reason, now)
-        retained = self._unretain(key)
+        retained = self.location.release(key)
         if retained is None:
             return removed
         return [
@@ -711,7 +689,7 @@ class Mobile:
 
     def _awake(self, key: BindingKey) -> list[EngineAction]:
         """A confirmation: a dormant binding is an ordinary one again."""
-        if self._unretain(key) is None:
+        if self.location.release(key) is None:
             return []
         return [CancelTimer(KeepaliveKey(key), RETENTION_TIMER)]
 
@@ -733,7 +711,7 @@ class Mobile:
         device = self._devices.get(key)
         policy = self.settings.policy
         if device is not None and device.dormant(now) and device.alive(now, policy):
-            self._retain(binding)
+            self.location.retain(binding)
             until = device.retained_until(policy)
             kept: list[EngineAction] = [
                 CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER),
@@ -744,7 +722,7 @@ class Mobile:
                 kept += self.midregistrar.keep_mirrored(binding.aor, now)
             return kept
         self._forget_device(key)
-        self._unretain(key)
+        self.location.release(key)
         actions: list[EngineAction] = [CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER)]
         if self.midregistrar is not None:
             actions += self.midregistrar.on_binding_gone(binding.aor, now, binding)
@@ -753,7 +731,7 @@ class Mobile:
     def _on_keepalive_timer(self, key: KeepaliveKey, name: str, now: float) -> list[EngineAction]:
         device = self._devices.get(key.binding)
         if name == RETENTION_TIMER:
-            retained = self._dormant.get(key.binding.aor, {}).get(key.binding)
+            retained = self.location.dormant_binding(key.binding)
             if retained is None:
                 return []
             if device is not None and device.alive(now, self.settings.policy):
