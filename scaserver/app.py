@@ -573,7 +573,7 @@ def make_mobile(
                 startup_spread=mid.startup_spread,
                 multi_domain=len(settings.server.domains) > 1,
             ),
-            registrar.location.bindings,
+            registrar.location.with_dormant,  # dormant push bindings keep the AoR registered (4.5)
             lambda aor: f"{unique()}{unique()}@{host}",
             random=random.random,
             credentials=upstream_credentials(mid, credentials),

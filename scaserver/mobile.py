@@ -262,11 +262,6 @@ class Mobile:
 
     def __attrs_post_init__(self) -> None:
         self._refreshes = RefreshLimiter(self.settings.policy.refresh_trigger)
-        if self.midregistrar is not None:
-            # The mid-registrar sees an AoR's bindings as they are for calls: the location
-            # service's plus the dormant ``extend`` ones (4.5), which keep the AoR registered
-            # upstream and are refreshed or removed like any other.
-            self.midregistrar.bindings = self.bindings_of
 
     def bindings_of(self, aor: str) -> tuple[Binding, ...]:
         """Every binding of ``aor``: live ones first (location order), then dormant ones."""
