@@ -81,7 +81,8 @@ from scaserver.mobile import PushAnswered, PushRequested
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
-from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration, UpstreamState
+from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.subscription import (

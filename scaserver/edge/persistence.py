@@ -29,13 +29,8 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
-from scaserver.registrar.midregistrar import (
-    Mode,
-    UpstreamRegistration,
-    UpstreamSaved,
-    UpstreamSnapshot,
-    UpstreamState,
-)
+from scaserver.registrar.midregistrar import Mode, UpstreamRegistration, UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState
 from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import (
