@@ -35,7 +35,6 @@ from scaserver.config import LegacyPushRule, MidRegistrarSettings, ScaSettings, 
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
-from scaserver.control.security import BanView
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     CoreSettings,
@@ -46,9 +45,11 @@ from scaserver.edge.controlplane import (
     EngineRegistrarGauges,
     EngineScaControl,
     EngineScaGauges,
+    GuardView,
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
+    RpcDirectory,
     SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
@@ -826,63 +827,6 @@ class _HttpReactor(Protocol):
 
 class _Port(Protocol):
     def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
-
-
-class GuardView:
-    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
-
-    _log = Logger(namespace="scaserver.facts")
-
-    def __init__(
-        self,
-        guard: SourceGuard | None,
-        streams: SipStreamFactory | None,
-        clock: Callable[[], float],
-        changed: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
-
-    def dropped_messages(self) -> int:
-        return self._guard.dropped_total if self._guard is not None else 0
-
-    def bans_active(self) -> int:
-        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
-
-    def bans_by_reason(self) -> dict[str, int]:
-        if self._guard is None:
-            return {}
-        return {reason.value: count for reason, count in self._guard.bans_total.items()}
-
-    def tcp_refused(self) -> dict[str, int]:
-        return dict(self._streams.refused) if self._streams is not None else {}
-
-    def tracked_sources(self) -> int:
-        return self._guard.tracked_sources if self._guard is not None else 0
-
-    def bans(self) -> list[BanView]:
-        if self._guard is None:
-            return []
-        return [
-            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
-            for ban in self._guard.bans(self._clock())
-        ]
-
-    def unban(self, source: str) -> bool:
-        lifted = self._guard is not None and self._guard.unban(source)
-        self._changed()
-        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
-        return lifted
-
-
-class RpcDirectory:
-    """``directory.reload`` over the directory watch."""
-
-    def __init__(self, watch: DirectoryWatch) -> None:
-        self._watch = watch
-
-    async def reload(self) -> Mapping[str, int]:
-        change = await self._watch.reload("directory.reload")
-        return change.as_json()
 
 
 def control_plane(

@@ -3,7 +3,9 @@
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
 ``control.seams.LocationControl``, ``control.seams.ParkingControl``,
 ``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``); this
-module implements them over the lead's :class:`~scaserver.dispatch.SipCore`:
+module implements them over the lead's :class:`~scaserver.dispatch.SipCore` (and
+``control.security.SecurityControl`` over the source guard, ``directory.reload`` over the
+directory watch):
 
 * reads are synchronous snapshots of the engines' in-memory state, mapped to the seams' frozen
   values by the pure functions of :mod:`scaserver.control.views`;
@@ -37,6 +39,7 @@ from typing import Final, TypeVar
 import attrs
 from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from scaserver.control.seams import (
     UAC_FLAG_AUTHSENT,
@@ -62,6 +65,7 @@ from scaserver.control.seams import (
     UpstreamInfo,
     WakeOutcome,
 )
+from scaserver.control.security import BanView
 from scaserver.control.views import (
     appearance_info,
     canonical_argument,
@@ -74,8 +78,11 @@ from scaserver.control.views import (
     usrloc_aor,
 )
 from scaserver.dispatch import RequestAnswered, SipCore
+from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
+from scaserver.edge.tcp import SipStreamFactory
 from scaserver.events import EventBus
+from scaserver.guard.sources import SourceGuard
 from scaserver.metrics import NAMESPACE
 from scaserver.mobile import PushAnswered, PushRequested
 from scaserver.provisioning.resync import check_sync_request
@@ -855,3 +862,60 @@ class SipProvisioningControl:
             ResyncOutcome(context.contact, answers[context].status if context in answers else 408)
             for context in contexts
         )
+
+
+class GuardView:
+    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
+
+    _log = Logger(namespace="scaserver.facts")
+
+    def __init__(
+        self,
+        guard: SourceGuard | None,
+        streams: SipStreamFactory | None,
+        clock: Callable[[], float],
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
+
+    def dropped_messages(self) -> int:
+        return self._guard.dropped_total if self._guard is not None else 0
+
+    def bans_active(self) -> int:
+        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
+
+    def bans_by_reason(self) -> dict[str, int]:
+        if self._guard is None:
+            return {}
+        return {reason.value: count for reason, count in self._guard.bans_total.items()}
+
+    def tcp_refused(self) -> dict[str, int]:
+        return dict(self._streams.refused) if self._streams is not None else {}
+
+    def tracked_sources(self) -> int:
+        return self._guard.tracked_sources if self._guard is not None else 0
+
+    def bans(self) -> list[BanView]:
+        if self._guard is None:
+            return []
+        return [
+            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
+            for ban in self._guard.bans(self._clock())
+        ]
+
+    def unban(self, source: str) -> bool:
+        lifted = self._guard is not None and self._guard.unban(source)
+        self._changed()
+        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
+        return lifted
+
+
+class RpcDirectory:
+    """``directory.reload`` over the directory watch."""
+
+    def __init__(self, watch: DirectoryWatch) -> None:
+        self._watch = watch
+
+    async def reload(self) -> Mapping[str, int]:
+        change = await self._watch.reload("directory.reload")
+        return change.as_json()
