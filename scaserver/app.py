@@ -22,12 +22,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, cast
 
-import attrs
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -37,35 +35,40 @@ from scaserver.config import LegacyPushRule, MidRegistrarSettings, ScaSettings, 
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
-from scaserver.control.security import BanView
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
-    AuthenticationRejected,
     CoreSettings,
-    LargeRequestOverUdp,
-    MessageDropped,
-    RequestRefused,
     SipCore,
-    StatelessReply,
-    TransactionCompleted,
 )
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
     EngineRegistrarGauges,
     EngineScaControl,
     EngineScaGauges,
+    GuardView,
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
+    RpcDirectory,
     SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
+from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
+from scaserver.edge.historyfeed import HistoryFeed
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
+from scaserver.edge.metricsfeed import MetricsFeed
+from scaserver.edge.periodic import Periodic
+from scaserver.edge.persistence import (
+    Persistence,
+    StoredState,
+    restore_upstream,
+)
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
-from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
+from scaserver.edge.pushdispatch import PushDispatch
+from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
 from scaserver.edge.stack import SipCore as CoreProtocol
@@ -73,89 +76,45 @@ from scaserver.edge.stack import SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
-from scaserver.edge.writebehind import Channel, WriteBehind
+from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, GuardSettings, SourceGuard, networks
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
 from scaserver.mobile import (
-    BindingRetained,
     Mobile,
     MobileSettings,
-    PushAnswered,
-    PushesAborted,
-    PushOutcome,
-    PushRequested,
-    PushRetrying,
 )
 from scaserver.parking.parked import (
-    BranchAdded,
-    BranchAnswered,
     EarlyMedia,
-    EndReason,
-    ParkEnded,
     ParkingLot,
-    ParkRejected,
-    ParkStarted,
-    WakeMissed,
-    WakeObserved,
 )
 from scaserver.parking.parked import ParkingSettings as LotSettings
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
-from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
-from scaserver.push.gateway import GatewaySettings, PushRequest, RetryPolicy
+from scaserver.push.gateway import GatewaySettings, RetryPolicy
 from scaserver.push.pnparams import (
     Keepalive,
     LegacyRule,
     TypingSettings,
     ValueSource,
-    masked_pn_params,
-    token_hash,
 )
-from scaserver.push.policy import PushPolicySettings, TokenInvalidated
-from scaserver.registrar.binding import (
-    Binding,
-    BindingAdded,
-    BindingExpired,
-    BindingKey,
-    BindingRefreshed,
-    BindingRemoved,
-)
+from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.midregistrar import (
     MidRegistrar,
     MidRegSettings,
     Mode,
-    RegisterDecided,
-    UpstreamAuthNeeded,
     UpstreamCredentials,
-    UpstreamRegistration,
-    UpstreamSaved,
-    UpstreamSnapshot,
-    UpstreamState,
 )
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
-from scaserver.reporting.history import HistoryFact, HistoryRecorder
-from scaserver.reporting.parking import ParkingFact, ParkingHistory
+from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
-from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState, TriggerIgnored
 from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
-from scaserver.sca.subscription import (
-    NotifyAnswered,
-    SubscribeRefused,
-    Subscription,
-    SubscriptionAdded,
-    SubscriptionKey,
-    SubscriptionNotified,
-    SubscriptionRefreshed,
-    SubscriptionRemoved,
-)
-from scaserver.sip.actions import Deliver, EngineAction
 from scaserver.sip.digest import (
     Algorithm,
     Authenticator,
@@ -163,7 +122,6 @@ from scaserver.sip.digest import (
     CredentialLookup,
     Credentials,
     NonceFactory,
-    RejectCause,
 )
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
@@ -172,12 +130,10 @@ from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
 from scaserver.store.engine import probe_writable
-from scaserver.store.history import HistoryKey, HistoryRow, SqlHistoryRepository, history_key
+from scaserver.store.history import SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.provisioning import SqlProvisioningRepository
 from scaserver.store.repository import (
-    AppearanceKey,
-    TokenKey,
     appearance_key,
     binding_key,
     binding_key_text,
@@ -618,7 +574,7 @@ def make_mobile(
                 startup_spread=mid.startup_spread,
                 multi_domain=len(settings.server.domains) > 1,
             ),
-            registrar.location.bindings,
+            registrar.location.with_dormant,  # dormant push bindings keep the AoR registered (4.5)
             lambda aor: f"{unique()}{unique()}@{host}",
             random=random.random,
             credentials=upstream_credentials(mid, credentials),
@@ -753,112 +709,6 @@ def upstream_credentials(
     return from_config
 
 
-class PushDispatch:
-    """Runs the core's push requests through the gateway client (push-and-parking.md 5) and
-    feeds each outcome back into the core; logs every attempt (never the token in clear)."""
-
-    _log = Logger(namespace="scaserver.push")
-
-    def __init__(self, core: SipCore, stack: SipStack, clock: TimerClock) -> None:
-        self._core, self._stack, self._clock = core, stack, clock
-        self.client: PushGatewayClient | None = None
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(PushRequested, self._send)
-        bus.subscribe(PushesAborted, self._abort)
-        bus.subscribe(RegisterDecided, self._decided)
-        bus.subscribe(ParkEnded, self._park_ended)
-
-    def _decided(self, event: RegisterDecided) -> None:
-        self._log.info("REGISTER for {aor}: {rule}", aor=event.aor, rule=event.rule)
-
-    def _park_ended(self, event: ParkEnded) -> None:
-        self._log.info(
-            "parked call {park_id} ended {reason} ({rule})",
-            park_id=event.park_id,
-            reason=event.reason.value,
-            rule=event.rule,
-        )
-
-    def _send(self, event: PushRequested) -> None:
-        assert self.client is not None
-        request = event.request
-        self._log.info(
-            "push {id} {type} to {provider} token {token} for {aor}",
-            id=request.id,
-            type=request.type.value,
-            provider=request.provider,
-            token=token_hash(request.prid)[:12],
-            aor=request.aor,
-        )
-        sent = self.client.send(request, event.deadline)
-        sent.addCallback(self._delivered)
-        sent.addErrback(lambda failure: self._log.failure("push {id} failed", failure, id=request.id))
-
-    def _delivered(self, delivery: Delivery) -> None:
-        answer = delivery.answer
-        self._log.info(
-            "push {id} ended {outcome} ({status}) after {attempts} attempt(s)",
-            id=delivery.request.id,
-            outcome="dropped" if delivery.dropped else answer.outcome.value,
-            status=answer.status,
-            attempts=delivery.attempts,
-        )
-        now = self._clock.seconds()
-        self._stack.run(self._core.push_delivered(delivery.request, answer, delivery.dropped, now))
-
-    def retrying(self, request: PushRequest) -> None:
-        self._stack.run(self._core.push_retrying(request, self._clock.seconds()))
-
-    def activity(self, activity: GatewayActivity) -> None:
-        self._stack.run([Deliver(activity)])  # for the push_inflight and latency metrics
-
-    def _abort(self, event: PushesAborted) -> None:
-        if self.client is not None:
-            self.client.abort(event.park_id)
-
-
-class PushMetrics:
-    """Counts push and parking facts (push-and-parking.md 5.3, 6.8) into the collectors."""
-
-    _OUTCOMES: Final = {
-        PushOutcome.SENT: "sent",
-        PushOutcome.FAILED: "failed",
-        PushOutcome.INVALID: "invalidated",
-        PushOutcome.DROPPED: "dropped",
-    }
-    _ENDINGS: Final = {
-        EndReason.ANSWERED: "park_answered",
-        EndReason.TIMEOUT: "park_timeouts",
-        EndReason.CANCELLED: "park_cancelled",
-    }
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def attach(self, bus: EventBus) -> None:
-        metrics = self._metrics
-        bus.subscribe(PushAnswered, lambda e: metrics.push(self._OUTCOMES[e.outcome]))
-        bus.subscribe(PushRetrying, lambda _: metrics.push("retried"))
-        bus.subscribe(WakeMissed, lambda _: metrics.push("no_wake"))
-        bus.subscribe(WakeObserved, lambda e: metrics.push_woke(e.latency_ms))
-        bus.subscribe(GatewayActivity, lambda e: metrics.push_gateway(e.inflight, e.latency_ms))
-        bus.subscribe(ParkStarted, self._started)
-        bus.subscribe(ParkRejected, lambda _: metrics.park("park_rejected"))
-        bus.subscribe(BranchAdded, lambda e: metrics.park("added_branches") if e.injected else None)
-        bus.subscribe(ParkEnded, self._ended)
-
-    def _started(self, event: ParkStarted) -> None:
-        self._metrics.park("parked")
-        self._metrics.park_stored(event.aors)  # tsilo totals (6.8)
-
-    def _ended(self, event: ParkEnded) -> None:
-        self._metrics.park_ended()
-        name = self._ENDINGS.get(event.reason)
-        if name is not None:
-            self._metrics.park(name)
-
-
 def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) -> PushGatewayClient:
     """The treq push gateway client for ``[push]`` (5.1, 5.3)."""
     push = settings.push
@@ -881,57 +731,6 @@ def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) ->
     )
 
 
-@attrs.frozen
-class StoredState:
-    """What the database holds at start-up (read once, before the server serves)."""
-
-    credentials: tuple[Credentials, ...]
-    trusted: tuple[TrustedPeer, ...]
-    lines: tuple[SharedLine, ...]
-    bindings: tuple[Binding, ...]
-    subscriptions: tuple[Subscription, ...]
-    appearances: tuple[Appearance, ...]
-    upstream: tuple[UpstreamSnapshot, ...] = ()
-    invalidated: tuple[TokenInvalidated, ...] = ()
-    aliases: tuple[LineAlias, ...] = ()
-
-    @classmethod
-    def load(cls, store: SqlStore) -> StoredState:
-        return cls(
-            tuple(store.subscribers.load_all()),
-            tuple(store.trusted_peers.load_all()),
-            tuple(store.lines.load_all()),
-            tuple(store.bindings.load_all()),
-            tuple(store.subscriptions.load_all()),
-            tuple(store.appearances.load_all()),
-            tuple(store.upstream_registrations.load_all()),
-            tuple(store.token_invalidations.load_all()),
-            tuple(store.line_aliases.load_all()),
-        )
-
-    def reserved_upstream(self) -> list[UpstreamSnapshot]:
-        """The stored upstream dialogs with one more block of CSeqs reserved, to be written
-        before the server sends anything (R21): this run continues above the stored CSeq, so
-        a crash before this run's own writes reach the database still leaves a stored CSeq
-        above every CSeq it sent (see :class:`Persistence`)."""
-        return [attrs.evolve(item, cseq=item.cseq + NOTIFY_CSEQ_BLOCK) for item in self.upstream]
-
-    def obsolete_invalidations(self) -> list[TokenInvalidated]:
-        """Invalidated tokens no stored binding is affected by any more (push-and-parking.md
-        4.4: only a binding confirmed before the invalidation loses its push capability, and
-        every binding confirmed later is untouched); their rows can go."""
-        confirmed: dict[tuple[str, str], float] = {}
-        for binding in self.bindings:
-            params = dict(binding.push)
-            token = (params.get("pn-provider", "").lower(), params.get("pn-prid", ""))
-            confirmed[token] = min(confirmed.get(token, binding.updated_at), binding.updated_at)
-        return [
-            item
-            for item in self.invalidated
-            if not confirmed.get((item.provider, item.prid), item.at) < item.at
-        ]
-
-
 def credential_lookup(credentials: Iterable[Credentials]) -> CredentialLookup:
     table = {(c.username, c.realm.lower()): c for c in credentials}
 
@@ -948,330 +747,6 @@ def merged_lines(configured: Sequence[SharedLine], stored: Sequence[SharedLine])
     return list(lines.values())
 
 
-def restore_upstream(
-    core: SipCore, saved: Sequence[UpstreamSnapshot], bindings: Sequence[Binding], now: float
-) -> list[EngineAction]:
-    """Start-up (push-and-parking.md 3.5, R21): the mid-registrar's registration dialogs come
-    back and every AoR with valid local bindings is re-registered upstream, spread over
-    ``startup_spread``.  In AoR mode an AoR whose bindings were stored but whose dialog was
-    not (the server died before that write) gets a new dialog in state ``LOST``: its upstream
-    state is unknown, so it is re-registered too.  Call after the location service's restore."""
-    midreg = None if core.mobile is None else core.mobile.midregistrar
-    if midreg is None:
-        return []
-    dialogs: list[UpstreamRegistration | UpstreamSnapshot] = list(saved)
-    if midreg.settings.mode is Mode.AOR:
-        known = {item.aor for item in saved}
-        for aor in sorted({binding.aor for binding in bindings} - known):
-            if midreg.bindings(aor):
-                fresh = UpstreamRegistration(aor, midreg.call_id_factory(aor), state=UpstreamState.LOST)
-                dialogs.append(fresh)
-    return midreg.restore(dialogs, now)
-
-
-NOTIFY_CSEQ_BLOCK: Final = 32
-"""NOTIFY CSeqs are reserved in blocks: the stored CSeq is the end of the block in use."""
-
-
-def reserved_cseq(cseq: int) -> int:
-    """The last CSeq of the block ``cseq`` belongs to (1..32 -> 32, 33..64 -> 64)."""
-    return -(-cseq // NOTIFY_CSEQ_BLOCK) * NOTIFY_CSEQ_BLOCK
-
-
-class Persistence:
-    """Feeds the write-behind queue from the facts on the bus (STYLE P6): bindings,
-    subscriptions and appearances leave the SIP path without waiting for the database.
-
-    A subscription's NOTIFY CSeq must keep growing across a restart, even after a crash
-    (sca.md 10.3), but writing the row for every NOTIFY costs more than the NOTIFY.  So the
-    stored CSeq is the end of a block of :data:`NOTIFY_CSEQ_BLOCK`: the row is written when
-    the subscription is added or refreshed and when the first NOTIFY of a new block goes
-    out; after a restart the next NOTIFY takes the CSeq after the block (a jump of at most
-    one block, which RFC 3261 12.2.2 allows: CSeqs only have to increase).
-
-    The mid-registrar's upstream registration dialogs (push-and-parking.md 3.5, R21) are
-    stored the same way, one block ahead: the stored CSeq is the end of the block *after* the
-    one in use, written whenever that changes (and whenever the state, expiry or flags do),
-    and at start-up one more block is reserved synchronously before anything is sent
-    (:meth:`StoredState.reserved_upstream`).  So even when the server dies before the write
-    of a new block reaches the database, the stored CSeq is above every CSeq sent (as long as
-    a flush lags fewer than a block of REGISTERs behind), and a restart never repeats one
-    (RFC 3261 10.3 step 7 answers a repeated CSeq in the same Call-ID with 500).
-    Invalidated push tokens (4.4) are stored as they are declared.
-    """
-
-    def __init__(
-        self,
-        core: SipCore,
-        bindings: Channel[BindingKey, Binding],
-        subscriptions: Channel[SubscriptionKey, Subscription],
-        appearances: Channel[AppearanceKey, Appearance],
-        *,
-        upstream: Channel[str, UpstreamSnapshot] | None = None,
-        invalidated: Channel[TokenKey, TokenInvalidated] | None = None,
-    ) -> None:
-        self._core = core
-        self._bindings, self._subscriptions, self._appearances = bindings, subscriptions, appearances
-        self._upstream, self._invalidated = upstream, invalidated
-        self._upstream_stored: dict[str, UpstreamSnapshot] = {}
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(BindingAdded, self._binding_kept)
-        bus.subscribe(BindingRefreshed, self._binding_kept)
-        bus.subscribe(BindingRemoved, self._binding_gone)
-        bus.subscribe(BindingExpired, self._binding_gone)
-        bus.subscribe(BindingRetained, self._binding_retained)
-        bus.subscribe(SubscriptionAdded, self._subscription_kept)
-        bus.subscribe(SubscriptionRefreshed, self._subscription_kept)
-        bus.subscribe(SubscriptionNotified, self._subscription_notified)
-        bus.subscribe(SubscriptionRemoved, self._subscription_gone)
-        bus.subscribe(AppearanceChanged, self._appearance_changed)
-        if self._upstream is not None:
-            bus.subscribe(UpstreamSaved, self._upstream_saved)
-        if self._invalidated is not None:
-            bus.subscribe(TokenInvalidated, self._token_invalidated)
-
-    def _binding_kept(self, event: BindingAdded | BindingRefreshed) -> None:
-        self._bindings.upsert(event.binding)
-
-    def _binding_gone(self, event: BindingRemoved | BindingExpired) -> None:
-        self._bindings.delete(event.binding.key)
-
-    def _binding_retained(self, event: BindingRetained) -> None:
-        # Published right after its BindingExpired: the row stays (the queue keeps the last
-        # write per key), so a restart brings the dormant binding back (push-and-parking.md 4.5).
-        self._bindings.upsert(event.binding)
-
-    def _subscription_kept(self, event: SubscriptionAdded | SubscriptionRefreshed) -> None:
-        self._store(event.subscription)
-
-    def _subscription_notified(self, event: SubscriptionNotified) -> None:
-        if event.subscription.notify_cseq % NOTIFY_CSEQ_BLOCK == 1:
-            self._store(event.subscription)
-
-    def _store(self, subscription: Subscription) -> None:
-        reserved = reserved_cseq(max(subscription.notify_cseq, 1))
-        self._subscriptions.upsert(attrs.evolve(subscription, notify_cseq=reserved))
-
-    def _subscription_gone(self, event: SubscriptionRemoved) -> None:
-        self._subscriptions.delete(event.subscription.key)
-
-    def _appearance_changed(self, event: AppearanceChanged) -> None:
-        current = self._core.sca.appearance(event.line, event.index)
-        if current is None or current.state is AppearanceState.IDLE:
-            self._appearances.delete((event.line, event.index))
-        else:
-            self._appearances.upsert(current)
-
-    def _upstream_saved(self, event: UpstreamSaved) -> None:
-        assert self._upstream is not None
-        snapshot = event.snapshot
-        stored = attrs.evolve(snapshot, cseq=reserved_cseq(snapshot.cseq) + NOTIFY_CSEQ_BLOCK)
-        if self._upstream_stored.get(snapshot.aor) != stored:
-            self._upstream_stored[snapshot.aor] = stored
-            self._upstream.upsert(stored)
-
-    def _token_invalidated(self, event: TokenInvalidated) -> None:
-        assert self._invalidated is not None
-        self._invalidated.upsert(event)
-
-
-class FactLog:
-    """Logs the facts an operator follows: appearance transitions, subscriptions, bindings,
-    drops and refusals (structured fields, STYLE section 6)."""
-
-    _log = Logger(namespace="scaserver.facts")
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(AppearanceChanged, self._appearance)
-        bus.subscribe(TriggerIgnored, self._ignored)
-        bus.subscribe(SubscriptionAdded, lambda e: self._subscription("added", e.subscription, ""))
-        bus.subscribe(SubscriptionRemoved, lambda e: self._subscription("removed", e.subscription, e.reason))
-        bus.subscribe(SubscribeRefused, self._subscribe_refused)
-        bus.subscribe(BindingAdded, lambda e: self._binding("added", e.binding))
-        bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
-        bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
-        bus.subscribe(MessageDropped, self._dropped)
-        bus.subscribe(RequestRefused, self._refused)
-        bus.subscribe(LargeRequestOverUdp, self._large_over_udp)
-        bus.subscribe(AuthenticationRejected, self._auth)
-        bus.subscribe(Ban, self._ban)
-        bus.subscribe(UpstreamAuthNeeded, self._upstream_auth)
-
-    def _upstream_auth(self, e: UpstreamAuthNeeded) -> None:
-        self._log.error(
-            "upstream registration of {aor} needs credentials: {status} {detail}",
-            aor=e.aor,
-            status=e.status,
-            detail=e.detail,
-        )
-
-    def _appearance(self, e: AppearanceChanged) -> None:
-        self._log.info(
-            "appearance {line} #{index} {from_state} -> {to_state} ({rule}) owner={owner} call={call_id}",
-            line=e.line,
-            index=e.index,
-            from_state=e.from_state.value,
-            to_state=e.to_state.value,
-            rule=e.rule,
-            owner=None if e.owner is None else masked_pn_params(e.owner),
-            call_id=e.call_id,
-            at=e.time,
-        )
-
-    def _ignored(self, e: TriggerIgnored) -> None:
-        self._log.debug(
-            "appearance {line} #{index}: {trigger} ignored in {state}",
-            line=e.line,
-            index=e.index,
-            trigger=e.trigger.value,
-            state=e.state.value,
-        )
-
-    def _subscription(self, what: str, sub: Subscription, reason: str) -> None:
-        self._log.info(
-            "subscription {what}: {event} {aor} from {subscriber} {reason}",
-            what=what,
-            event=sub.event.value,
-            aor=sub.aor,
-            subscriber=masked_pn_params(sub.subscriber),
-            reason=reason,
-        )
-
-    def _subscribe_refused(self, e: SubscribeRefused) -> None:
-        self._log.info(
-            "SUBSCRIBE to {aor} from {identity} refused {status}: {detail}",
-            aor=e.aor,
-            identity=e.identity,
-            status=e.status,
-            detail=e.detail,
-        )
-
-    def _binding(self, what: str, binding: Binding) -> None:
-        self._log.info(
-            "binding {what}: {aor} -> {contact}",
-            what=what,
-            aor=binding.aor,
-            contact=masked_pn_params(binding.contact),
-        )
-
-    def _dropped(self, e: MessageDropped) -> None:
-        self._log.warn("message from {peer} dropped: {reason}", peer=str(e.peer), reason=e.reason)
-
-    def _large_over_udp(self, e: LargeRequestOverUdp) -> None:
-        self._log.warn(
-            "{method} of {size} bytes to {peer} sent over UDP (RFC 3261 18.1.1 wants TCP): {reason}",
-            method=e.method,
-            size=e.size,
-            peer=str(e.peer),
-            reason=e.reason,
-        )
-
-    def _refused(self, e: RequestRefused) -> None:
-        emit = self._log.warn if e.status >= 500 else self._log.info
-        emit(
-            "{method} from {peer} refused {status} ({cause}): {detail} call-id={call_id}",
-            method=e.method,
-            peer=str(e.peer),
-            status=e.status,
-            cause=e.cause,
-            detail=e.detail,
-            call_id=e.call_id,
-        )
-
-    def _auth(self, e: AuthenticationRejected) -> None:
-        if e.cause in (RejectCause.CHALLENGE, RejectCause.STALE):
-            self._log.info(
-                "{method} from {peer} refused {status} ({reason}, stale={stale})",
-                method=e.method,
-                peer=str(e.peer),
-                status=e.status,
-                reason=e.cause.value,
-                stale=e.stale,
-            )
-            return
-        # The security log line, one per failure, in the fixed form contrib/fail2ban matches.
-        self._log.warn(
-            "security: auth failure source={source} user={user} realm={realm} reason={reason}"
-            " method={method} status={status}",
-            source=e.peer.host,
-            user=printable(e.username) if e.username else "-",
-            realm=printable(e.realm) or "-",
-            reason=e.cause.value,
-            method=e.method,
-            status=e.status,
-        )
-
-    def _ban(self, e: Ban) -> None:
-        self._log.warn(
-            "security: ban source={source} reason={reason} seconds={seconds} offence={offence}",
-            source=e.host,
-            reason=e.reason.value,
-            seconds=round(e.duration_s),
-            offence=e.offence,
-        )
-
-
-def printable(text: str) -> str:
-    """``text`` for a one-line log field: spaces and control characters escaped, so a
-    username cannot forge the fields that follow it."""
-    return "".join(
-        char if char.isprintable() and not char.isspace() else f"\\x{ord(char):02x}" for char in text
-    )
-
-
-class HistoryFeed:
-    """Turns the facts on the bus into reporting history rows (reporting.md) and queues them
-    on the write-behind channel: the SIP path never waits for the history either."""
-
-    def __init__(
-        self,
-        recorder: HistoryRecorder,
-        channel: Channel[HistoryKey, HistoryRow],
-        core: SipCore,
-        *,
-        clock: Callable[[], float],
-    ) -> None:
-        self._recorder, self._channel, self._core, self._clock = recorder, channel, core, clock
-        self._parking = ParkingHistory(recorder)
-
-    def attach(self, bus: EventBus) -> None:
-        facts: tuple[type[HistoryFact], ...] = (
-            AppearanceChanged, RequestForwarded, ResponseRelayed, CallCancelled, CallEnded,
-            BindingAdded, BindingRefreshed, BindingRemoved, BindingExpired,
-        )  # fmt: skip
-        for fact in facts:
-            bus.subscribe(fact, self._record)
-        # Push wake-ups and parked calls (push_wakeups, parked_calls); ResponseRelayed gives a
-        # parked call its final status.
-        mobile_facts: tuple[type[ParkingFact], ...] = (
-            PushRequested, PushAnswered, WakeObserved, WakeMissed,
-            BranchAdded, BranchAnswered, ParkEnded, ResponseRelayed,
-        )  # fmt: skip
-        for mobile_fact in mobile_facts:
-            bus.subscribe(mobile_fact, self._record_mobile)
-        bus.subscribe(ParkStarted, self._park_started)
-
-    def _record(self, fact: HistoryFact) -> None:
-        for row in self._recorder.record(fact):
-            self._channel.upsert(row)
-
-    def _record_mobile(self, fact: ParkingFact) -> None:
-        for row in self._parking.record(fact, self._clock()):
-            self._channel.upsert(row)
-
-    def _park_started(self, fact: ParkStarted) -> None:
-        call = None if self._core.mobile is None else self._core.mobile.parking.call(fact.server_tx)
-        if call is not None:  # published right after parking: the call is in the table
-            for row in self._parking.parked(fact, call.spec):
-                self._channel.upsert(row)
-
-    def sample(self, now: float) -> None:
-        lines = [line.aor for line in self._core.sca.provisioned()]
-        for row in self._recorder.sample_lines(now, lines):
-            self._channel.upsert(row)
-
-
 class Restore(Service):
     """Runs the start-up restore (re-armed expiry timers, full-state NOTIFYs) once the
     listeners are bound."""
@@ -1285,26 +760,6 @@ class Restore(Service):
         super().startService()  # type: ignore[no-untyped-call]
         self._run()
         self.done = True
-
-
-class Periodic(Service):
-    """Calls ``function`` every ``interval_s`` seconds while running (metrics sampling)."""
-
-    def __init__(self, reactor: Reactor, interval_s: float, function: Callable[[], None]) -> None:
-        self._loop = LoopingCall(function)
-        self._loop.clock = cast(IReactorTime, reactor)
-        self._interval_s = interval_s
-
-    @override
-    def startService(self) -> None:
-        super().startService()  # type: ignore[no-untyped-call]
-        self._loop.start(self._interval_s, now=False)
-
-    @override
-    def stopService(self) -> None:
-        super().stopService()  # type: ignore[no-untyped-call]
-        if self._loop.running:
-            self._loop.stop()
 
 
 class ServerService(MultiService):
@@ -1372,116 +827,6 @@ class _HttpReactor(Protocol):
 
 class _Port(Protocol):
     def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
-
-
-class MetricsFeed:
-    """Counts the facts on the bus into the Prometheus collectors, and samples the write-behind
-    queue (depth, flush latency) every second."""
-
-    def __init__(self, metrics: Metrics, writes: WriteBehind) -> None:
-        self._metrics, self._writes = metrics, writes
-        self._flushes = 0
-        self._written = 0
-        self._dead_letters: dict[str, int] = {}
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
-        bus.subscribe(SubscriptionRemoved, self._removed)
-        bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
-        bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
-        bus.subscribe(BindingRemoved, lambda _: self._metrics.registration("removed"))
-        bus.subscribe(BindingExpired, lambda _: self._metrics.registration("expired"))
-        PushMetrics(self._metrics).attach(bus)
-        bus.subscribe(MessageDropped, self._dropped)
-        bus.subscribe(StatelessReply, self._stateless)
-        bus.subscribe(AuthenticationRejected, self._auth)
-        bus.subscribe(RequestRefused, lambda e: self._metrics.request_refused(e.status, e.cause))
-        bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
-
-    def _removed(self, event: SubscriptionRemoved) -> None:
-        if event.reason == "notify-failed":
-            self._metrics.notify_failed(event.subscription.event.value)
-
-    def _auth(self, event: AuthenticationRejected) -> None:
-        if event.cause is not RejectCause.CHALLENGE:
-            self._metrics.auth_failure(event.cause.value)
-
-    def _dropped(self, event: MessageDropped) -> None:
-        self._metrics.message_dropped(event.kind)
-        if event.kind == "unparsable":
-            self._metrics.parse_error(event.peer.transport.value.lower())
-
-    def _stateless(self, event: StatelessReply) -> None:
-        if event.status == 400:
-            self._metrics.parse_error(event.peer.transport.value.lower())
-
-    def sample(self) -> None:
-        writes = self._writes
-        self._metrics.db_queue_depth("sql", writes.depth)
-        if writes.flushes_total != self._flushes and writes.last_flush_latency_s is not None:
-            self._metrics.db_flushed("sql", writes.last_flush_latency_s, writes.written_total - self._written)
-        self._flushes, self._written = writes.flushes_total, writes.written_total
-        for table, count in writes.dead_letters.items():
-            if count != self._dead_letters.get(table, 0):
-                self._metrics.db_dead_letters(table, count - self._dead_letters.get(table, 0))
-                self._dead_letters[table] = count
-
-
-class GuardView:
-    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
-
-    _log = Logger(namespace="scaserver.facts")
-
-    def __init__(
-        self,
-        guard: SourceGuard | None,
-        streams: SipStreamFactory | None,
-        clock: Callable[[], float],
-        changed: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
-
-    def dropped_messages(self) -> int:
-        return self._guard.dropped_total if self._guard is not None else 0
-
-    def bans_active(self) -> int:
-        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
-
-    def bans_by_reason(self) -> dict[str, int]:
-        if self._guard is None:
-            return {}
-        return {reason.value: count for reason, count in self._guard.bans_total.items()}
-
-    def tcp_refused(self) -> dict[str, int]:
-        return dict(self._streams.refused) if self._streams is not None else {}
-
-    def tracked_sources(self) -> int:
-        return self._guard.tracked_sources if self._guard is not None else 0
-
-    def bans(self) -> list[BanView]:
-        if self._guard is None:
-            return []
-        return [
-            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
-            for ban in self._guard.bans(self._clock())
-        ]
-
-    def unban(self, source: str) -> bool:
-        lifted = self._guard is not None and self._guard.unban(source)
-        self._changed()
-        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
-        return lifted
-
-
-class RpcDirectory:
-    """``directory.reload`` over the directory watch."""
-
-    def __init__(self, watch: DirectoryWatch) -> None:
-        self._watch = watch
-
-    async def reload(self) -> Mapping[str, int]:
-        change = await self._watch.reload("directory.reload")
-        return change.as_json()
 
 
 def control_plane(

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
-from sqlalchemy.exc import SQLAlchemyError
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,7 +41,7 @@ from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
 from scaserver.reporting import commands as reports
 from scaserver.store import migrate
-from scaserver.store.engine import MissingDriverError
+from scaserver.store.engine import DatabaseError, MissingDriverError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -226,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
     except SecretFileError as error:
         print(f"{args.config or 'defaults'}: server.secret_file: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    except SQLAlchemyError as error:
+    except DatabaseError as error:
         print(
             f"scaserver run: database {settings.database.url}: {type(error).__name__}: {error}",
             file=sys.stderr,

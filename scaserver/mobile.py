@@ -47,6 +47,7 @@ from scaserver.parking.parked import (
 from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target
+from scaserver.push.devices import DeviceRegistry
 from scaserver.push.gateway import Answer, CallInfo, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import (
     Classification,
@@ -73,7 +74,6 @@ from scaserver.push.policy import (
     TokenInvalidated,
     call_push_targets,
     call_role,
-    invalidate,
     keepalive_plan,
 )
 from scaserver.registrar.binding import (
@@ -85,7 +85,7 @@ from scaserver.registrar.binding import (
     BindingRemoved,
     RemovalReason,
 )
-from scaserver.registrar.location import LocationService, ReachableAddresses
+from scaserver.registrar.location import LocationService
 from scaserver.registrar.midregistrar import (
     AorKey,
     BindingConfirmed,
@@ -201,8 +201,11 @@ class MobileSettings:
 def _issues_purr(item: Classification, typing: TypingSettings) -> bool:
     """PURRs go to push-capable RFC 8599 bindings when ``push.purr`` is on (6.10)."""
     coordinates = item.coordinates
-    return typing.purr and item.verdict is Verdict.PUSH and coordinates is not None and (
-        coordinates.source is Source.RFC8599
+    return (
+        typing.purr
+        and item.verdict is Verdict.PUSH
+        and coordinates is not None
+        and (coordinates.source is Source.RFC8599)
     )
 
 
@@ -215,6 +218,15 @@ def _result_of(answer: Answer, dropped: bool) -> PushResult:
         Outcome.FAILED: PushResult.FAILED,
         Outcome.RETRY: PushResult.FAILED,  # retries exhausted or past the deadline
     }[answer.outcome]
+
+
+def fallback_tag(request: Request) -> str:
+    """The To tag of the 480 that answers a call parking refused with no branch to fall back on
+    (RFC 3261 section 8.2.6.2): derived from the request, so the same request gets the same tag
+    in every run of the server, whatever the interpreter's hash seed."""
+    material = "\x00".join(request.headers.get(name) or "" for name in ("Call-ID", "CSeq", "From", "Via"))
+    digest = hashlib.sha256(material.encode("utf-8", "surrogateescape")).digest()
+    return f"pr{int.from_bytes(digest[:8], 'big') % 10**8:08d}"
 
 
 def _removal_reason(text: str) -> RemovalReason:
@@ -235,12 +247,10 @@ class Mobile:
     identity: ProxyIdentity
     parking: ParkingLot
     midregistrar: MidRegistrar | None = None
-    _devices: dict[BindingKey, DevicePush] = attrs.field(init=False, factory=dict)
+    _devices: DeviceRegistry = attrs.field(init=False, factory=DeviceRegistry)
     _typed: dict[BindingKey, Classification] = attrs.field(init=False, factory=dict)
     _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
-    _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(init=False, factory=dict)
-    _dormant_reachable: ReachableAddresses = attrs.field(init=False, factory=ReachableAddresses)
     _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
     _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
     # Push bindings by the open TCP/TLS connection they registered over, and those whose
@@ -252,46 +262,21 @@ class Mobile:
 
     def __attrs_post_init__(self) -> None:
         self._refreshes = RefreshLimiter(self.settings.policy.refresh_trigger)
-        if self.midregistrar is not None:
-            # The mid-registrar sees an AoR's bindings as they are for calls: the location
-            # service's plus the dormant ``extend`` ones (4.5), which keep the AoR registered
-            # upstream and are refreshed or removed like any other.
-            self.midregistrar.bindings = self.bindings_of
 
     def bindings_of(self, aor: str) -> tuple[Binding, ...]:
         """Every binding of ``aor``: live ones first (location order), then dormant ones."""
-        return self.location.bindings(aor) + self.dormant(aor)
+        return self.location.with_dormant(aor)
 
     def dormant(self, aor: str) -> tuple[Binding, ...]:
         """The dormant ``extend`` bindings of ``aor`` (4.5): pushed for calls, never rung."""
-        return tuple(self._dormant.get(aor, {}).values())
+        return self.location.dormant(aor)
 
     def dormant_aors(self) -> frozenset[str]:
-        return frozenset(self._dormant)
+        return self.location.dormant_aors()
 
     def reaches_dormant(self, host: str, port: int) -> bool:
-        """Whether a dormant binding (4.5) is reached at ``host:port``: it is still registered,
-        so its dialogs' in-dialog requests may go there (relay rule R7)."""
-        return self._dormant_reachable.reaches(host, port)
-
-    def _retain(self, binding: Binding) -> None:
-        table = self._dormant.setdefault(binding.aor, {})
-        previous = table.get(binding.key)
-        if previous is not None:
-            self._dormant_reachable.discard(previous)
-        table[binding.key] = binding
-        self._dormant_reachable.add(binding)
-
-    def _unretain(self, key: BindingKey) -> Binding | None:
-        table = self._dormant.get(key.aor)
-        if table is None:
-            return None
-        binding = table.pop(key, None)
-        if binding is not None:
-            self._dormant_reachable.discard(binding)
-        if not table:
-            del self._dormant[key.aor]
-        return binding
+        """Whether a dormant binding (4.5) is reached at ``host:port`` (relay rule R7)."""
+        return self.location.reaches_dormant(host, port)
 
     # ------------------------------------------------------------------ views
 
@@ -300,7 +285,7 @@ class Mobile:
         return self._devices.get(key)
 
     def devices(self) -> tuple[DevicePush, ...]:
-        return tuple(self._devices.values())
+        return self._devices.all()
 
     # ------------------------------------------------------------------ REGISTER
 
@@ -477,7 +462,7 @@ class Mobile:
             # 6.1 limits: ordinary forking with the direct bindings, 480 if none.
             targets = [Target(t.contact, t.q, t.path, t.flow) for t in direct]
             started, _ = self.proxy.add_targets(server_tx, targets, now)
-            fallback = make_response(request, 480, to_tag=f"pr{abs(hash(server_tx)) % 10**8:08d}")
+            fallback = make_response(request, 480, to_tag=fallback_tag(request))
             released = self.proxy.release(server_tx, fallback, immediately=False, now=now)
             return actions + parked + started + released
         return actions + parked
@@ -562,7 +547,7 @@ class Mobile:
                 return self._registered(binding, now)
             case BindingRemoved(binding=binding, reason=reason):
                 self._forget_device(binding.key)
-                self._unretain(binding.key)
+                self.location.release(binding.key)
                 gone: list[EngineAction] = [CancelTimer(KeepaliveKey(binding.key), REFRESH_PUSH_TIMER)]
                 if reason is RemovalReason.UNREGISTERED or self.midregistrar is None:
                     return gone
@@ -596,25 +581,15 @@ class Mobile:
         binding = event.binding
         if item is not None:
             if item.verdict is Verdict.PUSH and item.coordinates is not None:
-                before = self._devices.get(event.key)
-                same_token = before is not None and before.token == item.coordinates.token
-                self._devices[event.key] = DevicePush(
-                    event.key,
-                    event.aor,
-                    item.coordinates,
-                    event.confirmed_at,
-                    binding.expires_at,
-                    last_push_at=before.last_push_at if before is not None and same_token else None,
-                    last_wake_ms=before.last_wake_ms if before is not None and same_token else None,
+                self._devices.confirmed(
+                    event.key, event.aor, item.coordinates, event.confirmed_at, binding.expires_at
                 )
                 if _issues_purr(item, self.settings.typing):
                     self._purrs[self.purr_for(event.key)] = event.key
             else:
                 self._forget_device(event.key)
-        elif event.key in self._devices:
-            self._devices[event.key] = attrs.evolve(
-                self._devices[event.key], confirmed_at=event.confirmed_at, expires_at=binding.expires_at
-            )
+        else:
+            self._devices.reconfirmed(event.key, event.confirmed_at, binding.expires_at)
         if event.key in self._devices:
             self._track_flow(event.key, binding.received)
         actions += self._keepalive(event.key, now)
@@ -627,9 +602,7 @@ class Mobile:
         if coordinates is None:
             self._forget_device(binding.key)
         else:
-            self._devices[binding.key] = DevicePush(
-                binding.key, binding.aor, coordinates, now, binding.expires_at
-            )
+            self._devices.put(DevicePush(binding.key, binding.aor, coordinates, now, binding.expires_at))
             self._track_flow(binding.key, binding.received)
         actions += self._keepalive(binding.key, now)
         return actions + self._inject(binding.aor, binding, now, now)
@@ -679,7 +652,7 @@ class Mobile:
 
     def _forget_device(self, key: BindingKey) -> None:
         self._untrack_flow(key)
-        if self._devices.pop(key, None) is not None and self.settings.typing.purr:
+        if self._devices.forget(key) and self.settings.typing.purr:
             self._purrs.pop(self.purr_for(key), None)
 
     def _relay_held(self, server_tx: Hashable, now: float) -> list[EngineAction]:
@@ -701,7 +674,7 @@ class Mobile:
         """Remove a binding, live or dormant (de-registered, rejected upstream, dead token, an
         operator's ``ul.rm``)."""
         removed = self.location.remove(key, reason, now)
-        retained = self._unretain(key)
+        retained = self.location.release(key)
         if retained is None:
             return removed
         return [
@@ -711,7 +684,7 @@ class Mobile:
 
     def _awake(self, key: BindingKey) -> list[EngineAction]:
         """A confirmation: a dormant binding is an ordinary one again."""
-        if self._unretain(key) is None:
+        if self.location.release(key) is None:
             return []
         return [CancelTimer(KeepaliveKey(key), RETENTION_TIMER)]
 
@@ -733,7 +706,7 @@ class Mobile:
         device = self._devices.get(key)
         policy = self.settings.policy
         if device is not None and device.dormant(now) and device.alive(now, policy):
-            self._retain(binding)
+            self.location.retain(binding)
             until = device.retained_until(policy)
             kept: list[EngineAction] = [
                 CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER),
@@ -744,7 +717,7 @@ class Mobile:
                 kept += self.midregistrar.keep_mirrored(binding.aor, now)
             return kept
         self._forget_device(key)
-        self._unretain(key)
+        self.location.release(key)
         actions: list[EngineAction] = [CancelTimer(KeepaliveKey(key), REFRESH_PUSH_TIMER)]
         if self.midregistrar is not None:
             actions += self.midregistrar.on_binding_gone(binding.aor, now, binding)
@@ -753,7 +726,7 @@ class Mobile:
     def _on_keepalive_timer(self, key: KeepaliveKey, name: str, now: float) -> list[EngineAction]:
         device = self._devices.get(key.binding)
         if name == RETENTION_TIMER:
-            retained = self._dormant.get(key.binding.aor, {}).get(key.binding)
+            retained = self.location.dormant_binding(key.binding)
             if retained is None:
                 return []
             if device is not None and device.alive(now, self.settings.policy):
@@ -788,8 +761,7 @@ class Mobile:
             device_type=coordinates.device_type,
             reason=reason,
         )
-        if isinstance(device.binding, BindingKey):
-            self._devices[device.binding] = attrs.evolve(device, last_push_at=now)
+        self._devices.pushed(device.binding, now)
         return [Deliver(PushRequested(request, device.expires_at if ttl > 0 else None))]
 
     def _coordinates(self, binding: Binding) -> PushCoordinates | None:
@@ -806,7 +778,7 @@ class Mobile:
         for action in actions:
             if isinstance(action, Deliver) and isinstance(action.event, WakeObserved) and device is not None:
                 latency = action.event.latency_ms  # 4.3 last_wake_ms: a push woke this device
-                self._devices[binding.key] = attrs.evolve(device, last_wake_ms=latency)
+                self._devices.woke(binding.key, latency)
         return actions
 
     def restore(
@@ -828,7 +800,7 @@ class Mobile:
             if dead_at is not None and binding.updated_at < dead_at:
                 device = attrs.evolve(device, push_capable=False, invalidated_at=dead_at)
             if device.alive(now, self.settings.policy):
-                self._devices[binding.key] = device
+                self._devices.put(device)
                 self._track_flow(binding.key, binding.received, open_now=False)
                 if self.settings.typing.purr and coordinates.source is Source.RFC8599:
                     self._purrs[self.purr_for(binding.key)] = binding.key
@@ -916,9 +888,8 @@ class Mobile:
             )
         aor = push.aor
         for binding in push.target.bindings:
-            device = self._devices.get(binding) if isinstance(binding, BindingKey) else None
-            if device is not None and isinstance(binding, BindingKey):
-                self._devices[binding] = attrs.evolve(device, last_push_at=now)
+            if isinstance(binding, BindingKey) and binding in self._devices:
+                self._devices.pushed(binding, now)
                 aor = binding.aor  # a line member's mobile registers under its own AoR (6.11)
         return PushRequest(
             id=push.attempt,
@@ -954,10 +925,7 @@ class Mobile:
         return [Deliver(PushRetrying(request.id, now)), *result]
 
     def _invalidate(self, provider: str, prid: str, at: float, now: float) -> list[EngineAction]:
-        verdict = invalidate(self._devices.values(), provider, prid, at, now)
-        for device in verdict.updated:
-            if isinstance(device.binding, BindingKey):
-                self._devices[device.binding] = device
+        verdict = self._devices.invalidate(provider, prid, at, now)
         actions: list[EngineAction] = [Deliver(verdict.event)]
         for key in verdict.removed:
             if isinstance(key, BindingKey):  # dormant: reachable by push only (4.4)

@@ -306,7 +306,7 @@ def rig(
         **(midreg or {}),  # type: ignore[arg-type]
     )
     registrar = MidRegistrar(
-        settings, core.registrar.location.bindings, lambda aor: f"reg-{aor}", random=lambda: 0.5
+        settings, core.registrar.location.with_dormant, lambda aor: f"reg-{aor}", random=lambda: 0.5
     )
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(**parking), id_factory=lambda: f"att-{next(counter)}")

@@ -33,8 +33,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final, TextIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from scaserver.provisioning.access import DEFAULT_REALM, Secret
 from scaserver.provisioning.mac import ZERO_MAC, canonical_mac
 from scaserver.provisioning.profile import (
@@ -47,7 +45,7 @@ from scaserver.provisioning.profile import (
     render,
 )
 from scaserver.sca.line import canonical_aor
-from scaserver.store.engine import make_engine
+from scaserver.store.engine import DatabaseError, make_engine
 from scaserver.store.provisioning import (
     Device,
     DeviceLine,
@@ -322,7 +320,7 @@ def run(
     except CommandError as error:
         print(f"scaserver {args.command}: {error}", file=err)
         return EXIT_USAGE
-    except SQLAlchemyError as error:
+    except DatabaseError as error:
         print(f"scaserver {args.command}: database: {type(error).__name__}: {error}", file=err)
         return EXIT_FAILURE
     finally:

@@ -8,6 +8,11 @@ on time and nothing polls.  Persistence subscribes to the binding events.
 The transport addresses the bindings are reached at (:attr:`Binding.reached_at`) are indexed
 as they change, so "is anything registered at this address?" (relay rule R7) costs one
 dictionary look-up, whatever the number of bindings.
+
+A push binding past its expiry may be kept *dormant* (push-and-parking.md 4.5): reached by
+push only, it is no target and no counted contact, and stays apart from the live bindings
+until a confirmation wakes it or its retention ends (:meth:`LocationService.retain`,
+:meth:`LocationService.release`); who retains what is the push coordinator's decision.
 """
 
 from __future__ import annotations
@@ -72,6 +77,10 @@ class LocationService:
 
     _aors: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
     _reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
+    # Dormant bindings (push-and-parking.md 4.5): past their expiry, kept for push only; they
+    # are no targets, no counted contacts and none of ``bindings``, ``aors`` or ``reaches``.
+    _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
+    _dormant_reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
 
     def reaches(self, host: str, port: int) -> bool:
         """Whether a binding (of any AoR) is reached at ``host:port``: its Contact address,
@@ -172,3 +181,46 @@ class LocationService:
         if not table:
             del self._aors[key.aor]
         return binding
+
+    # ------------------------------------------------------------------ dormant bindings
+
+    def retain(self, binding: Binding) -> None:
+        """Keep an expired ``binding`` dormant: reached by push only, until :meth:`wake` (a
+        confirmation) or :meth:`release` (its retention is over)."""
+        table = self._dormant.setdefault(binding.aor, {})
+        previous = table.get(binding.key)
+        if previous is not None:
+            self._dormant_reachable.discard(previous)
+        table[binding.key] = binding
+        self._dormant_reachable.add(binding)
+
+    def release(self, key: BindingKey) -> Binding | None:
+        """The dormant binding with ``key`` is dormant no more; it, or None if there was none."""
+        table = self._dormant.get(key.aor)
+        if table is None:
+            return None
+        binding = table.pop(key, None)
+        if binding is not None:
+            self._dormant_reachable.discard(binding)
+        if not table:
+            del self._dormant[key.aor]
+        return binding
+
+    def dormant(self, aor: str) -> tuple[Binding, ...]:
+        """The dormant bindings of ``aor``: pushed for calls, never rung."""
+        return tuple(self._dormant.get(aor, {}).values())
+
+    def dormant_binding(self, key: BindingKey) -> Binding | None:
+        return self._dormant.get(key.aor, {}).get(key)
+
+    def dormant_aors(self) -> frozenset[str]:
+        return frozenset(self._dormant)
+
+    def reaches_dormant(self, host: str, port: int) -> bool:
+        """Whether a dormant binding is reached at ``host:port``: it is still registered, so
+        its dialogs' in-dialog requests may go there (relay rule R7)."""
+        return self._dormant_reachable.reaches(host, port)
+
+    def with_dormant(self, aor: str) -> tuple[Binding, ...]:
+        """Every binding of ``aor``: live ones first (in :meth:`bindings` order), then dormant ones."""
+        return self.bindings(aor) + self.dormant(aor)

@@ -21,7 +21,8 @@ Challenges to our own REGISTERs are answered through the injected ``credentials(
 (``upstream_auth``, 3.1) with the client side of :mod:`scaserver.sip.digest`.
 
 One :class:`UpstreamRegistration` per AoR holds the upstream state
-(``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``), the registration dialog of 3.5
+(``IDLE|REGISTERING|REGISTERED|RETRYING|LOST|REJECTED``, moved only by the transition table of
+:mod:`scaserver.registrar.upstream`), the registration dialog of 3.5
 (Call-ID kept, CSeq increasing) and the FIFO of forwards (3.8: one upstream REGISTER per
 AoR in flight, 8 queued at most).  Timers (``StartTimer`` keys :class:`ForwardKey` and
 :class:`AorKey`) come back through :meth:`MidRegistrar.on_timer`.
@@ -41,6 +42,7 @@ import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.registrar import contact_line, response_tag
+from scaserver.registrar.upstream import UpstreamInput, UpstreamState, next_state
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.digest import Challenge, ClientCredentials, authorize, parse_challenges, select_challenge
 from scaserver.sip.errors import (
@@ -75,15 +77,6 @@ class TooManyForwards(ServiceUnavailable, status=503, reason="Service Unavailabl
 class Mode(enum.Enum):
     AOR = "aor"
     MIRROR = "mirror"
-
-
-class UpstreamState(enum.Enum):
-    IDLE = "IDLE"
-    REGISTERING = "REGISTERING"
-    REGISTERED = "REGISTERED"
-    RETRYING = "RETRYING"
-    LOST = "LOST"
-    REJECTED = "REJECTED"
 
 
 @attrs.frozen
@@ -649,8 +642,7 @@ class MidRegistrar:
         key = ForwardKey(reg.aor, forward.seq)
         self._forwards[key] = forward
         actions: list[EngineAction] = []
-        if reg.state in (UpstreamState.IDLE, UpstreamState.REJECTED):
-            actions += self._set_state(reg, UpstreamState.REGISTERING, now)
+        actions += self._enter(reg, UpstreamInput.SENT, now)
         keys = tuple(change.key for change in forward.changes)
         actions += [
             SendRequest(request, self.settings.upstream, key),
@@ -847,7 +839,7 @@ class MidRegistrar:
             )
         else:
             granted = _mirror_grants(response, forward)
-            actions += self._set_state(reg, UpstreamState.REGISTERED, now)
+            actions += self._enter(reg, UpstreamInput.ACCEPTED, now)
         bindings, writes = self._apply(
             request,
             forward.peer,
@@ -889,7 +881,7 @@ class MidRegistrar:
             reg.granted, reg.expires_at = 0, 0.0
             return [
                 CancelTimer(AorKey(reg.aor), REFRESH_TIMER),
-                *self._set_state(reg, UpstreamState.IDLE, now),
+                *self._enter(reg, UpstreamInput.REMOVED, now),
             ]
         reg.granted, reg.expires_at, reg.renewed_at = lifetime, now + lifetime, now
         delay = max(0.0, lifetime - self.refresh_threshold(reg))
@@ -897,14 +889,13 @@ class MidRegistrar:
         delay = min(delay, max(0.0, lifetime - self.settings.refresh_floor))
         return [
             StartTimer(AorKey(reg.aor), REFRESH_TIMER, delay),
-            *self._set_state(reg, UpstreamState.REGISTERED, now),
+            *self._enter(reg, UpstreamInput.ACCEPTED, now),
         ]
 
-    def _set_state(self, reg: UpstreamRegistration, state: UpstreamState, now: float) -> list[EngineAction]:
-        if reg.state is state:
-            return []
-        old, reg.state = reg.state, state
-        return [Deliver(UpstreamChanged(reg.aor, old, state, now))]
+    def _enter(self, reg: UpstreamRegistration, given: UpstreamInput, now: float) -> list[EngineAction]:
+        """Move ``reg`` by the transition table; a change of state is published."""
+        old, reg.state = reg.state, next_state(reg.aor, reg.state, given)
+        return [] if reg.state is old else [Deliver(UpstreamChanged(reg.aor, old, reg.state, now))]
 
     # -------------------------------------------------- 3.5 our own REGISTERs
 
@@ -985,7 +976,7 @@ class MidRegistrar:
             return []  # the upstream binding lapses at its own expiry (3.4)
         transient = status is None or status in RETRY_STATUSES or 500 <= status < 600
         if not transient:
-            actions = self._set_state(reg, UpstreamState.REJECTED, now)
+            actions = self._enter(reg, UpstreamInput.REFUSED, now)
             actions.append(CancelTimer(AorKey(reg.aor), REFRESH_TIMER))
             for binding in self.bindings(reg.aor):
                 actions.append(Deliver(DropBinding(binding.key, "upstream-rejected")))
@@ -996,9 +987,10 @@ class MidRegistrar:
         if retry_after is not None:
             with contextlib.suppress(MalformedMessage):  # an unreadable Retry-After is ignored
                 delay = max(delay, float(parse_uint32(retry_after.split(";")[0].strip(), "Retry-After")))
-        state = UpstreamState.RETRYING if now < reg.expires_at else UpstreamState.LOST
-        actions = self._set_state(reg, state, now)
-        if state is UpstreamState.LOST and not self.bindings(reg.aor):
+        actions = self._enter(
+            reg, UpstreamInput.FAILED if now < reg.expires_at else UpstreamInput.LAPSED, now
+        )
+        if reg.state is UpstreamState.LOST and not self.bindings(reg.aor):
             return actions  # 3.5: retries continue only while a local binding is valid
         actions.append(StartTimer(AorKey(reg.aor), REFRESH_TIMER, delay))
         return actions
@@ -1020,11 +1012,11 @@ class MidRegistrar:
         reg = self._aors[key.aor]
         if name == REFRESH_TIMER:
             if reg.state is UpstreamState.REGISTERED and now >= reg.expires_at:
-                reg.state = UpstreamState.LOST
+                self._enter(reg, UpstreamInput.EXPIRED, now)  # unpublished, as it always was
             if reg.state in (UpstreamState.IDLE, UpstreamState.REJECTED):
                 return []
             if reg.state is UpstreamState.RETRYING and now >= reg.expires_at:
-                actions = self._set_state(reg, UpstreamState.LOST, now)
+                actions = self._enter(reg, UpstreamInput.EXPIRED, now)
             else:
                 actions = []
             if reg.state is UpstreamState.LOST and not self.bindings(reg.aor):

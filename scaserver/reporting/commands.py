@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from scaserver.reporting.output import (
     Format,
     busy_hour_png,
@@ -41,7 +39,7 @@ from scaserver.reporting.reports import (
     run_report,
     wake_latencies,
 )
-from scaserver.store.engine import make_engine
+from scaserver.store.engine import DatabaseError, make_engine
 
 __all__ = ["DEFAULT_RANGE_DAYS", "add_subparsers", "parse_instant", "run"]
 
@@ -130,7 +128,7 @@ def run(
     except ReportError as error:
         print(f"scaserver report: {error}", file=err)
         return EXIT_USAGE
-    except SQLAlchemyError as error:
+    except DatabaseError as error:
         print(f"scaserver report: database {url}: {type(error).__name__}: {error}", file=err)
         return EXIT_FAILURE
     except OSError as error:

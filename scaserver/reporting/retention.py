@@ -6,20 +6,20 @@ time index (``*_ms``; ``acc.time`` for the Kamailio-shaped table), so a large pu
 holds long locks.  It also closes calls left ``IN PROGRESS`` by a restart: after
 ``max_call_age_s`` (default 12 h) such a row becomes ``FAILED`` / ``server_restart``.
 
-Blocking: the edge runs it daily in the database thread pool.
+The SQL of each step is :mod:`scaserver.store.retention`'s.  Blocking: the edge runs it daily
+in the database thread pool.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Final
 
 import attrs
-from sqlalchemy import ColumnElement, Engine, Table, delete, literal, select, tuple_, update
 
-from scaserver.store import tables
+from scaserver.store.engine import Engine
+from scaserver.store.retention import close_stale_calls, purge_table
 
-__all__ = ["DEFAULT_RETENTION_DAYS", "RetentionPolicy", "close_stale_calls", "purge"]
+__all__ = ["DEFAULT_RETENTION_DAYS", "RetentionPolicy", "purge"]
 
 DEFAULT_RETENTION_DAYS: Final = 90
 DAY_MS: Final = 86_400_000
@@ -61,53 +61,6 @@ class RetentionPolicy:
         return cls(dict.fromkeys(HISTORY_TABLES, days), batch_size, max_call_age_s)
 
 
-def _older_than(table: Table, cutoff_ms: int) -> ColumnElement[bool]:
-    if table.name == "acc":
-        return table.c.time < datetime.fromtimestamp(cutoff_ms / 1000, tz=UTC)
-    column = {
-        "calls": "started_ms",
-        "appearance_events": "event_ms",
-        "line_samples": "sample_ms",
-        "registration_events": "event_ms",
-        "push_wakeups": "sent_ms",
-        "parked_calls": "parked_ms",
-    }[table.name]
-    return table.c[column] < cutoff_ms
-
-
-def _purge_table(engine: Engine, table: Table, cutoff_ms: int, batch_size: int) -> int:
-    keys = [table.c.id] if "id" in table.c else [table.c.line_aor, table.c.sample_ms]
-    target = keys[0] if len(keys) == 1 else tuple_(*keys)
-    deleted = 0
-    while True:
-        chosen = select(*keys).where(_older_than(table, cutoff_ms)).limit(batch_size)
-        with engine.begin() as conn:
-            count = conn.execute(delete(table).where(target.in_(chosen))).rowcount
-        deleted += count
-        if count < batch_size:
-            return deleted
-
-
-def close_stale_calls(engine: Engine, now: float, max_call_age_s: float) -> int:
-    """Close calls ``IN PROGRESS`` for longer than ``max_call_age_s`` as ``FAILED`` /
-    ``server_restart`` (section 3 rule 6); returns how many."""
-    now_ms = int(now * 1000)
-    calls = tables.calls
-    statement = (
-        update(calls)
-        .where(calls.c.disposition == "IN PROGRESS", calls.c.started_ms < now_ms - int(max_call_age_s * 1000))
-        .values(
-            disposition="FAILED",
-            end_reason="server_restart",
-            ended_at=datetime.fromtimestamp(now_ms / 1000, tz=UTC),
-            duration_ms=literal(now_ms) - calls.c.started_ms,
-            billable_ms=0,
-        )
-    )
-    with engine.begin() as conn:
-        return conn.execute(statement).rowcount
-
-
 def purge(engine: Engine, policy: RetentionPolicy, now: float) -> dict[str, int]:
     """Apply ``policy`` at time ``now`` (epoch seconds); returns rows changed per table
     (``calls_closed`` counts the stale calls closed)."""
@@ -115,5 +68,5 @@ def purge(engine: Engine, policy: RetentionPolicy, now: float) -> dict[str, int]
     result = {"calls_closed": close_stale_calls(engine, now, policy.max_call_age_s)}
     for name in HISTORY_TABLES:
         cutoff_ms = now_ms - policy.days.get(name, DEFAULT_RETENTION_DAYS) * DAY_MS
-        result[name] = _purge_table(engine, tables.metadata.tables[name], cutoff_ms, policy.batch_size)
+        result[name] = purge_table(engine, name, cutoff_ms, policy.batch_size)
     return result

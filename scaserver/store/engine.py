@@ -33,7 +33,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 __all__ = [
+    "DatabaseError",
     "DatabaseReadOnlyError",
+    "Engine",
     "MissingDriverError",
     "is_row_fault",
     "is_sqlite",
@@ -41,6 +43,10 @@ __all__ = [
     "probe_writable",
     "stored_text",
 ]
+
+
+#: Any failure of the database or of the SQL sent to it: what a command above the store catches.
+DatabaseError = sa_exc.SQLAlchemyError
 
 
 class MissingDriverError(Exception):

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
-from scaserver.app import HistoryFeed
+from scaserver.edge.historyfeed import HistoryFeed
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus

@@ -11,7 +11,6 @@ from twisted.internet.task import Clock
 
 from scaserver.app import (
     GC_THRESHOLDS,
-    Persistence,
     Reactor,
     configured_lines,
     core_settings,
@@ -20,7 +19,6 @@ from scaserver.app import (
     member_of,
     merged_lines,
     realm_of,
-    reserved_cseq,
     tune_garbage_collector,
 )
 from scaserver.config import (
@@ -33,6 +31,7 @@ from scaserver.config import (
     UpstreamSettings,
 )
 from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import Channel, Runner, Sink, WriteBehind

@@ -12,19 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
-from scaserver.app import NOTIFY_CSEQ_BLOCK, Persistence, StoredState, restore_upstream
+from scaserver.edge.persistence import NOTIFY_CSEQ_BLOCK, Persistence, StoredState, restore_upstream
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import DELETED, Channel, Runner, Sink, WriteBehind
 from scaserver.events import EventBus
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import (
-    REFRESH_TIMER,
-    AorKey,
-    UpstreamSaved,
-    UpstreamSnapshot,
-    UpstreamState,
-)
+from scaserver.registrar.midregistrar import REFRESH_TIMER, AorKey, UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import StartTimer
 from scaserver.sip.message import Peer, Transport
 from scaserver.store.repository import TokenKey, token_key, upstream_key

@@ -14,8 +14,8 @@ from typing import cast
 import pytest
 from twisted.logger import ILogObserver, globalLogPublisher, textFileLogObserver
 
-from scaserver.app import FactLog
 from scaserver.dispatch import AuthenticationRejected
+from scaserver.edge.factlog import FactLog
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, BanReason
 from scaserver.sip.digest import RejectCause
@@ -38,7 +38,7 @@ def log_lines(*facts: object) -> list[str]:
             bus.publish(fact)
     finally:
         globalLogPublisher.removeObserver(observer)
-    return [line for line in stream.getvalue().splitlines() if "[scaserver.app.FactLog#" in line]
+    return [line for line in stream.getvalue().splitlines() if "[scaserver.edge.factlog.FactLog#" in line]
 
 
 def rejected(cause: RejectCause, peer: Peer = GUESSER, user: str | None = "alice") -> AuthenticationRejected:
@@ -71,7 +71,7 @@ FAILURES = [RejectCause.WRONG_PASSWORD, RejectCause.UNKNOWN_USER, RejectCause.RE
 def test_the_security_line_names_source_user_realm_and_reason() -> None:
     [line] = log_lines(rejected(RejectCause.WRONG_PASSWORD))
     assert line.endswith(
-        "[scaserver.app.FactLog#warn] security: auth failure source=192.0.2.66 user=alice"
+        "[scaserver.edge.factlog.FactLog#warn] security: auth failure source=192.0.2.66 user=alice"
         " realm=example.test reason=wrong-password method=REGISTER status=401"
     )
 

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
-from scaserver.app import MetricsFeed
+from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.metrics import Metrics
 

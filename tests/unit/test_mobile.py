@@ -8,15 +8,20 @@ Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 co
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 
-from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome
+from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome, fallback_tag
 from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import RegisterDecided, UpstreamState
+from scaserver.registrar.midregistrar import RegisterDecided
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.parser import parse_message
 from tests.builders import make_core
 from tests.mobile_rig import (
     AGGREGATE,
@@ -309,3 +314,38 @@ def test_push_on_the_core_registrar_parks_and_a_re_registration_gets_the_branch(
     (branch,) = r.to(M1_WOKEN, "INVITE")
     r.answer(branch, 200, M1_WOKEN, "mob")
     assert [resp.status for resp in r.responses_to(PBX) if resp.headers.get("CSeq") == "1 INVITE"][-1] == 200
+
+
+FALLBACK_INVITE = (
+    b"INVITE sip:mobile@example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-park\r\n"
+    b"From: <sip:pbx@example.com>;tag=pbx1\r\n"
+    b"To: <sip:mobile@example.com>\r\n"
+    b"Call-ID: fallback-1@pbx\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def _fallback_tag_in_a_fresh_interpreter(hash_seed: str) -> str:
+    script = (
+        "import sys; from scaserver.mobile import fallback_tag;"
+        "from scaserver.sip.parser import parse_message;"
+        "print(fallback_tag(parse_message(sys.stdin.buffer.read())))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    done = subprocess.run(
+        [sys.executable, "-c", script], input=FALLBACK_INVITE, env=env, capture_output=True, check=True
+    )
+    return done.stdout.decode().strip()
+
+
+def test_the_480_of_a_refused_park_has_the_same_to_tag_whatever_the_hash_seed() -> None:
+    request = parse_message(FALLBACK_INVITE)
+    assert isinstance(request, Request)
+    tag = fallback_tag(request)
+    assert tag.startswith("pr") and len(tag) == 10 and tag[2:].isdigit()
+    assert _fallback_tag_in_a_fresh_interpreter("1") == _fallback_tag_in_a_fresh_interpreter("2") == tag
+    other = parse_message(FALLBACK_INVITE.replace(b"CSeq: 1", b"CSeq: 2"))
+    assert isinstance(other, Request) and fallback_tag(other) != tag

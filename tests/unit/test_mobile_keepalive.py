@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import re
 
-from scaserver.app import restore_upstream
+from scaserver.edge.persistence import restore_upstream
 from scaserver.mobile import BindingRetained, MobileSettings
 from scaserver.proxy.relay import route_signature
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings, ValueSource
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import BindingExpired, BindingKey, BindingRemoved, KeyKind, RemovalReason
-from scaserver.registrar.midregistrar import Mode, UpstreamState
+from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
 from tests.mobile_rig import (

@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scaserver.app import FactLog, PushMetrics, configured_lines, make_core, make_mobile
+from scaserver.app import configured_lines, make_core, make_mobile
 from scaserver.config import ConfigError, Settings, settings_from_mapping
 from scaserver.edge.controlplane import MobileParkingControl
+from scaserver.edge.factlog import FactLog
+from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics

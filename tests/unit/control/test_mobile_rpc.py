@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
-from scaserver.app import PushMetrics
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import Dispatcher
 from scaserver.control.seams import (
@@ -32,14 +31,14 @@ from scaserver.control.seams import (
     WakeOutcome,
 )
 from scaserver.control.statistics import selected
+from scaserver.control.views import binding_text, statistic_group
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
-    binding_text,
-    statistic_group,
 )
+from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushesAborted

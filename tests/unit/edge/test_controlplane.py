@@ -37,6 +37,7 @@ from scaserver.control.seams import (
     SubscriptionInfo,
 )
 from scaserver.control.system import ServerInfo
+from scaserver.control.views import canonical_argument, contact_matches
 from scaserver.dispatch import RequestAnswered, SipCore
 from scaserver.edge.controlplane import (
     EngineScaControl,
@@ -44,8 +45,6 @@ from scaserver.edge.controlplane import (
     NotifyWatch,
     RegistrarLocationControl,
     SipProvisioningControl,
-    canonical_argument,
-    contact_matches,
 )
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics

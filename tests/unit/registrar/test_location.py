@@ -198,3 +198,39 @@ def test_the_address_index_follows_add_refresh_remove_expiry_and_restore() -> No
     restored.restore([at("sip:c@[2001:db8::c]", Peer(Transport.UDP, "2001:db8::c", 5060)), lapsed], NOW)
     assert restored.reaches("[2001:DB8::C]", 5060) and restored.reaches("2001:db8::c", 5060)
     assert not restored.reaches("192.0.2.44", 5060)
+
+
+def test_a_dormant_binding_is_kept_for_push_only_and_apart_from_the_live_ones() -> None:
+    location = LocationService()
+    mobile = Peer(Transport.TCP, "198.51.100.20", 40100)
+    live = at("sip:desk@192.0.2.10", Peer(Transport.UDP, "192.0.2.10", 5060), key="desk")
+    dormant = attrs.evolve(at("sip:m@198.51.100.20:40100", mobile, key="m"), expires_at=NOW - 1)
+    location.put(live, NOW)
+    location.retain(dormant)
+    assert location.dormant(AOR) == (dormant,)
+    assert location.dormant_binding(dormant.key) == dormant
+    assert location.dormant_aors() == frozenset({AOR})
+    assert location.with_dormant(AOR) == (live, dormant)
+    # No target, no counted contact, no address of the live index.
+    assert location.bindings(AOR) == (live,) and location.lookup(AOR, NOW) == (live,)
+    assert len(location) == 1 and location.get(dormant.key) is None
+    assert location.reaches_dormant("198.51.100.20", 40100)
+    assert not location.reaches("198.51.100.20", 40100)
+
+
+def test_a_dormant_binding_is_released_once_and_a_retained_again_one_replaces_it() -> None:
+    location = LocationService()
+    first = attrs.evolve(
+        at("sip:m@198.51.100.20:40100", Peer(Transport.TCP, "198.51.100.20", 40100), key="m")
+    )
+    moved = attrs.evolve(
+        at("sip:m@198.51.100.21:40100", Peer(Transport.TCP, "198.51.100.21", 40100), key="m")
+    )
+    location.retain(first)
+    location.retain(moved)
+    assert location.dormant(AOR) == (moved,)
+    assert not location.reaches_dormant("198.51.100.20", 40100)
+    assert location.release(moved.key) == moved
+    assert location.release(moved.key) is None
+    assert location.dormant(AOR) == () and location.dormant_aors() == frozenset()
+    assert not location.reaches_dormant("198.51.100.21", 40100)

@@ -32,10 +32,10 @@ from scaserver.registrar.midregistrar import (
     UpstreamRegistration,
     UpstreamSaved,
     UpstreamSnapshot,
-    UpstreamState,
     binding_key,
     mrct_of,
 )
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.digest import (
     Algorithm,

@@ -18,8 +18,8 @@ from scaserver.registrar.midregistrar import (
     Mode,
     UpstreamSaved,
     UpstreamSnapshot,
-    UpstreamState,
 )
+from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import Deliver, EngineAction, StartTimer
 from scaserver.sip.message import Headers
 from scaserver.sip.responses import make_response

@@ -1,0 +1,88 @@
+"""The history feed: the facts on the bus turned into reporting history rows (reporting.md),
+queued on the write-behind channel so the SIP path never waits for the history either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from scaserver.dispatch import (
+    SipCore,
+)
+from scaserver.edge.writebehind import Channel
+from scaserver.events import EventBus
+from scaserver.mobile import (
+    PushAnswered,
+    PushRequested,
+)
+from scaserver.parking.parked import (
+    BranchAdded,
+    BranchAnswered,
+    ParkEnded,
+    ParkStarted,
+    WakeMissed,
+    WakeObserved,
+)
+from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
+from scaserver.registrar.binding import (
+    BindingAdded,
+    BindingExpired,
+    BindingRefreshed,
+    BindingRemoved,
+)
+from scaserver.reporting.history import HistoryFact, HistoryRecorder
+from scaserver.reporting.parking import ParkingFact, ParkingHistory
+from scaserver.sca.appearance import AppearanceChanged
+from scaserver.store.history import HistoryKey, HistoryRow
+
+
+class HistoryFeed:
+    """Turns the facts on the bus into reporting history rows (reporting.md) and queues them
+    on the write-behind channel: the SIP path never waits for the history either."""
+
+    def __init__(
+        self,
+        recorder: HistoryRecorder,
+        channel: Channel[HistoryKey, HistoryRow],
+        core: SipCore,
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self._recorder, self._channel, self._core, self._clock = recorder, channel, core, clock
+        self._parking = ParkingHistory(recorder)
+
+    def attach(self, bus: EventBus) -> None:
+        facts: tuple[type[HistoryFact], ...] = (
+            AppearanceChanged, RequestForwarded, ResponseRelayed, CallCancelled, CallEnded,
+            BindingAdded, BindingRefreshed, BindingRemoved, BindingExpired,
+        )  # fmt: skip
+        for fact in facts:
+            bus.subscribe(fact, self._record)
+        # Push wake-ups and parked calls (push_wakeups, parked_calls); ResponseRelayed gives a
+        # parked call its final status.
+        mobile_facts: tuple[type[ParkingFact], ...] = (
+            PushRequested, PushAnswered, WakeObserved, WakeMissed,
+            BranchAdded, BranchAnswered, ParkEnded, ResponseRelayed,
+        )  # fmt: skip
+        for mobile_fact in mobile_facts:
+            bus.subscribe(mobile_fact, self._record_mobile)
+        bus.subscribe(ParkStarted, self._park_started)
+
+    def _record(self, fact: HistoryFact) -> None:
+        for row in self._recorder.record(fact):
+            self._channel.upsert(row)
+
+    def _record_mobile(self, fact: ParkingFact) -> None:
+        for row in self._parking.record(fact, self._clock()):
+            self._channel.upsert(row)
+
+    def _park_started(self, fact: ParkStarted) -> None:
+        call = None if self._core.mobile is None else self._core.mobile.parking.call(fact.server_tx)
+        if call is not None:  # published right after parking: the call is in the table
+            for row in self._parking.parked(fact, call.spec):
+                self._channel.upsert(row)
+
+    def sample(self, now: float) -> None:
+        lines = [line.aor for line in self._core.sca.provisioned()]
+        for row in self._recorder.sample_lines(now, lines):
+            self._channel.upsert(row)

@@ -1,0 +1,140 @@
+"""The metrics feeds: the facts on the bus counted into the Prometheus collectors, and the
+write-behind queue sampled (depth, flush latency, dead letters).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from scaserver.dispatch import (
+    AuthenticationRejected,
+    MessageDropped,
+    RequestRefused,
+    StatelessReply,
+    TransactionCompleted,
+)
+from scaserver.edge.pushgateway import GatewayActivity
+from scaserver.edge.writebehind import WriteBehind
+from scaserver.events import EventBus
+from scaserver.metrics import Metrics
+from scaserver.mobile import (
+    PushAnswered,
+    PushOutcome,
+    PushRetrying,
+)
+from scaserver.parking.parked import (
+    BranchAdded,
+    EndReason,
+    ParkEnded,
+    ParkRejected,
+    ParkStarted,
+    WakeMissed,
+    WakeObserved,
+)
+from scaserver.registrar.binding import (
+    BindingAdded,
+    BindingExpired,
+    BindingRefreshed,
+    BindingRemoved,
+)
+from scaserver.sca.subscription import (
+    NotifyAnswered,
+    SubscriptionRemoved,
+)
+from scaserver.sip.digest import (
+    RejectCause,
+)
+
+
+class PushMetrics:
+    """Counts push and parking facts (push-and-parking.md 5.3, 6.8) into the collectors."""
+
+    _OUTCOMES: Final = {
+        PushOutcome.SENT: "sent",
+        PushOutcome.FAILED: "failed",
+        PushOutcome.INVALID: "invalidated",
+        PushOutcome.DROPPED: "dropped",
+    }
+    _ENDINGS: Final = {
+        EndReason.ANSWERED: "park_answered",
+        EndReason.TIMEOUT: "park_timeouts",
+        EndReason.CANCELLED: "park_cancelled",
+    }
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def attach(self, bus: EventBus) -> None:
+        metrics = self._metrics
+        bus.subscribe(PushAnswered, lambda e: metrics.push(self._OUTCOMES[e.outcome]))
+        bus.subscribe(PushRetrying, lambda _: metrics.push("retried"))
+        bus.subscribe(WakeMissed, lambda _: metrics.push("no_wake"))
+        bus.subscribe(WakeObserved, lambda e: metrics.push_woke(e.latency_ms))
+        bus.subscribe(GatewayActivity, lambda e: metrics.push_gateway(e.inflight, e.latency_ms))
+        bus.subscribe(ParkStarted, self._started)
+        bus.subscribe(ParkRejected, lambda _: metrics.park("park_rejected"))
+        bus.subscribe(BranchAdded, lambda e: metrics.park("added_branches") if e.injected else None)
+        bus.subscribe(ParkEnded, self._ended)
+
+    def _started(self, event: ParkStarted) -> None:
+        self._metrics.park("parked")
+        self._metrics.park_stored(event.aors)  # tsilo totals (6.8)
+
+    def _ended(self, event: ParkEnded) -> None:
+        self._metrics.park_ended()
+        name = self._ENDINGS.get(event.reason)
+        if name is not None:
+            self._metrics.park(name)
+
+
+class MetricsFeed:
+    """Counts the facts on the bus into the Prometheus collectors, and samples the write-behind
+    queue (depth, flush latency) every second."""
+
+    def __init__(self, metrics: Metrics, writes: WriteBehind) -> None:
+        self._metrics, self._writes = metrics, writes
+        self._flushes = 0
+        self._written = 0
+        self._dead_letters: dict[str, int] = {}
+
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
+        bus.subscribe(SubscriptionRemoved, self._removed)
+        bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
+        bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
+        bus.subscribe(BindingRemoved, lambda _: self._metrics.registration("removed"))
+        bus.subscribe(BindingExpired, lambda _: self._metrics.registration("expired"))
+        PushMetrics(self._metrics).attach(bus)
+        bus.subscribe(MessageDropped, self._dropped)
+        bus.subscribe(StatelessReply, self._stateless)
+        bus.subscribe(AuthenticationRejected, self._auth)
+        bus.subscribe(RequestRefused, lambda e: self._metrics.request_refused(e.status, e.cause))
+        bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
+
+    def _removed(self, event: SubscriptionRemoved) -> None:
+        if event.reason == "notify-failed":
+            self._metrics.notify_failed(event.subscription.event.value)
+
+    def _auth(self, event: AuthenticationRejected) -> None:
+        if event.cause is not RejectCause.CHALLENGE:
+            self._metrics.auth_failure(event.cause.value)
+
+    def _dropped(self, event: MessageDropped) -> None:
+        self._metrics.message_dropped(event.kind)
+        if event.kind == "unparsable":
+            self._metrics.parse_error(event.peer.transport.value.lower())
+
+    def _stateless(self, event: StatelessReply) -> None:
+        if event.status == 400:
+            self._metrics.parse_error(event.peer.transport.value.lower())
+
+    def sample(self) -> None:
+        writes = self._writes
+        self._metrics.db_queue_depth("sql", writes.depth)
+        if writes.flushes_total != self._flushes and writes.last_flush_latency_s is not None:
+            self._metrics.db_flushed("sql", writes.last_flush_latency_s, writes.written_total - self._written)
+        self._flushes, self._written = writes.flushes_total, writes.written_total
+        for table, count in writes.dead_letters.items():
+            if count != self._dead_letters.get(table, 0):
+                self._metrics.db_dead_letters(table, count - self._dead_letters.get(table, 0))
+                self._dead_letters[table] = count
