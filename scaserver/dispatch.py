@@ -59,6 +59,7 @@ from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
 from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
+from scaserver.registrar.nat import FlowFailed, FlowFailure, NatPing
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
@@ -191,6 +192,13 @@ class TransactionCompleted:
 
 def _kind(side: str, method: str) -> str:
     return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
+
+
+@attrs.frozen
+class PingFailed:
+    """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
+
+    flow: Peer
 
 
 @attrs.frozen
@@ -392,6 +400,14 @@ class SipCore:
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
         return self._run(actions, now)
+
+    def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
+        """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): the bindings registered
+        over it are removed and the SCA subscriptions on it end, so that nothing is sent into
+        it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
+        without outbound is reached by dialling its Contact again); nothing is published when
+        it was the flow of none."""
+        return self._run(self._flow_dead(flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
@@ -749,7 +765,18 @@ class SipCore:
             return self.proxy.on_branch_timeout(context, now)
         if isinstance(context, NotifyContext):
             return self.sca.on_notify_failed(context, now)
+        if isinstance(context, NatPing):
+            failed = self._flow_dead(context.flow, FlowFailure.PING_TIMEOUT, now)
+            return [Deliver(PingFailed(context.flow)), *failed]
         return [Deliver(RequestAnswered(context, 408 if isinstance(event, TransactionTimedOut) else 503))]
+
+    def _flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+        closed = cause is FlowFailure.CONNECTION_CLOSED
+        removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
+        if closed and not bindings:
+            return []
+        ended, subscriptions = self.sca.flow_failed(flow, now)
+        return [*removed, *ended, Deliver(FlowFailed(flow, cause, bindings, subscriptions, now))]
 
     def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:
         """The registered contacts of ``aor`` and where a request to each goes (the flow it

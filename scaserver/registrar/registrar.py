@@ -24,6 +24,18 @@ changes nothing):
 8. The 200 lists every current binding with its ``expires`` parameter, echoes Path when the
    client sent ``Supported: path`` (RFC 3327 section 5.3, "lazy" mode: Path is stored either
    way), and carries a Date header (section 10.3 step 8 allows it; phones set clocks from it).
+   When a Contact of the REGISTER has ``+sip.instance`` and ``reg-id`` (RFC 5626 outbound), the
+   200 has ``Require: outbound`` (RFC 5626 section 6: we are the first hop, edge proxy and
+   registrar at once, so no Path has to say it supports outbound first).
+
+RFC 5626 flow tokens: an edge proxy separate from the registrar puts a token naming the flow
+in the Path it adds, so that requests routed back through it find the connection.  Here the
+edge proxy and the registrar are one process: the flow is stored with the binding itself
+(:attr:`Binding.received`) and requests to the binding are sent to it
+(:attr:`Binding.flow`); in-dialog requests towards the phone follow the Record-Route of this
+proxy to the flow the dialog's target was registered from (relay rule R7).  A token would
+add nothing the binding does not hold; what it cannot add either is a way back into a TCP or
+TLS connection that closed: the phone re-registers (RFC 5626 section 4.4).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import LocationService
+from scaserver.registrar.nat import is_outbound, same_flow
 from scaserver.sip.actions import EngineAction, Respond
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
@@ -56,7 +69,7 @@ from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import NameAddr, SipUri, parse_uri
 from scaserver.sip.validation import unsupported_options
 
-SUPPORTED_OPTIONS: Final = frozenset({"path"})
+SUPPORTED_OPTIONS: Final = frozenset({"path", "outbound"})
 
 
 class TooManyContacts(ServiceUnavailable, status=503, reason="Too Many Registered Contacts"):
@@ -126,6 +139,14 @@ def response_tag(request: Request) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def _asks_outbound(request: Request) -> bool:
+    """A Contact of ``request`` carries ``+sip.instance`` and ``reg-id`` (RFC 5626 section 5.2)."""
+    found = contacts(request)
+    if isinstance(found, Star):
+        return False
+    return any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found)
+
+
 def contact_line(binding: Binding, now: float) -> str:
     """A Contact value of a REGISTER 200 for ``binding`` (section 10.3 step 8)."""
     text = f"<{binding.contact}>"
@@ -178,6 +199,26 @@ class Registrar:
 
     def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
         return self.location.lookup(aor, now)
+
+    def flow_failed(
+        self, flow: Peer, now: float, *, outbound_only: bool = False
+    ) -> tuple[list[EngineAction], int]:
+        """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): remove the bindings
+        registered over it (only the RFC 5626 outbound ones with ``outbound_only``, for a
+        closed connection: a phone without outbound may reconnect and is reached by dialling
+        its Contact).  A binding with RFC 8599 push parameters stays: a push reaches it
+        whatever became of its flow.  The actions and how many were removed."""
+        actions: list[EngineAction] = []
+        doomed = [
+            binding
+            for binding in self.location.all_bindings()
+            if same_flow(binding.received, flow)
+            and not binding.push
+            and (is_outbound(binding) or not outbound_only)
+        ]
+        for binding in doomed:
+            actions += self.location.remove(binding.key, RemovalReason.FLOW_FAILED, now)
+        return actions, len(doomed)
 
     def reaches(self, host: str, port: int) -> bool:
         """Whether a binding registered here (any AoR) is reached at ``host:port``: its
@@ -344,4 +385,6 @@ class Registrar:
             for value in path:
                 headers = headers.add("Path", value)
         headers = headers.add("Date", formatdate(now, usegmt=True))
+        if _asks_outbound(request):
+            headers = headers.add("Require", "outbound")
         return make_response(request, 200, headers=headers, to_tag=response_tag(request))
