@@ -74,7 +74,7 @@ class NatFigures:
         found: Counter[str] = Counter({"udp": 0, "tcp": 0, "tls": 0})
         for binding in self._bindings():
             if behind_nat(binding):
-                found[binding.received.transport.value] += 1
+                found[binding.received.transport.value.lower()] += 1
         return dict(found)
 
 
