@@ -776,6 +776,8 @@ class SipCore:
         if closed and not bindings:
             return []
         ended, subscriptions = self.sca.flow_failed(flow, now)
+        if not bindings and not subscriptions:
+            return []  # the flow of nothing any more
         return [*removed, *ended, Deliver(FlowFailed(flow, cause, bindings, subscriptions, now))]
 
     def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:

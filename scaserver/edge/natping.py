@@ -4,7 +4,9 @@
 ping interval is cut into :data:`~scaserver.registrar.nat.SLOTS` turns; each UDP flow to
 ping (:func:`~scaserver.registrar.nat.ping_targets`) belongs to one turn by a stable hash of
 its address, so a flow is pinged once per interval and the pings of an interval are spread
-over it, never all in one reactor turn.
+over it, never all in one reactor turn.  A flow whose last OPTIONS ping is still unanswered
+is not pinged again until it is answered or has failed: one ping in flight per flow, so that
+the retransmissions of older pings do not outlive a flow failure.
 
 An OPTIONS ping is a request we originate through the transaction layer (a ``SendRequest``
 with a :class:`~scaserver.registrar.nat.NatPing` context), not a stateless datagram: its
@@ -28,7 +30,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from typing_extensions import override
 
-from scaserver.dispatch import PingFailed
+from scaserver.dispatch import PingFailed, RequestAnswered
 from scaserver.edge.stack import DelayedCall, KeepAliveCounts, TimerClock, call_later
 from scaserver.events import EventBus
 from scaserver.registrar.binding import Binding
@@ -102,6 +104,7 @@ class NatPinger(Service):
         self._turn = 0
         self._serial = 0
         self._call: DelayedCall | None = None
+        self._in_flight: set[Peer] = set()
 
     @property
     def turn_s(self) -> float:
@@ -109,6 +112,7 @@ class NatPinger(Service):
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(PingFailed, self._ping_failed)
+        bus.subscribe(RequestAnswered, self._ping_answered)
         bus.subscribe(FlowFailed, self._flow_failed)
 
     @override
@@ -136,7 +140,11 @@ class NatPinger(Service):
     def ping_slot(self, slot: int) -> int:
         """Ping the flows of turn ``slot``; how many were pinged."""
         targets = ping_targets(self._bindings(), ping_all=self._settings.ping_all)
-        due = [(flow, binding) for flow, binding in targets.items() if ping_slot(flow) == slot]
+        due = [
+            (flow, binding)
+            for flow, binding in targets.items()
+            if ping_slot(flow) == slot and flow not in self._in_flight
+        ]
         if not due:
             return 0
         now = self._clock.seconds()
@@ -151,12 +159,18 @@ class NatPinger(Service):
                     binding, local_uri=self._local_uri, call_id=self._unique(), from_tag=self._unique()[:10]
                 )
                 sends.append(SendRequest(request, flow, NatPing(flow, self._serial)))
+                self._in_flight.add(flow)
             self._execute(self._core.run(sends, now))
         self.figures.pings_sent += len(due)
         self._log.debug("NAT ping turn {slot}: {count} flow(s)", slot=slot, count=len(due))
         return len(due)
 
+    def _ping_answered(self, event: RequestAnswered) -> None:
+        if isinstance(event.context, NatPing):
+            self._in_flight.discard(event.context.flow)
+
     def _ping_failed(self, event: PingFailed) -> None:
+        self._in_flight.discard(event.flow)
         self.figures.pings_failed += 1
 
     def _flow_failed(self, event: FlowFailed) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import attrs
 from twisted.internet.task import Clock
 
-from scaserver.dispatch import PingFailed
+from scaserver.dispatch import PingFailed, RequestAnswered
 from scaserver.edge.natping import KEEPALIVE_CRLF, NatFigures, NatPinger
 from scaserver.edge.stack import KeepAliveCounts
 from scaserver.events import EventBus
@@ -75,6 +75,10 @@ def test_every_flow_is_pinged_once_per_interval_over_several_turns() -> None:
     assert max(len(actions) for actions, _ in core.runs) < len(bindings)
     assert [now for _, now in core.runs] == sorted(now for _, now in core.runs)
     assert service.figures.pings_sent == 50
+    bus = EventBus()
+    service.attach(bus)
+    for answered in sent:
+        bus.publish(RequestAnswered(answered.context, 200))
     clock.pump([1.0] * SLOTS)
     assert service.figures.pings_sent == 100  # the next interval pings them again
     service.stopService()
@@ -105,3 +109,20 @@ def test_failures_are_counted_by_cause() -> None:
     assert service.figures.pings_failed == 1
     assert service.figures.flow_failures["ping-timeout"] == 1
     assert service.figures.nat_bindings() == {"udp": 1, "tcp": 0, "tls": 0}
+
+
+def test_a_flow_with_a_ping_in_flight_is_not_pinged_again_until_it_is_answered() -> None:
+    bindings = [nated(40000)]
+    service, core, clock, _ = pinger(bindings)
+    bus = EventBus()
+    service.attach(bus)
+    clock.pump([1.0] * SLOTS)
+    clock.pump([1.0] * SLOTS)
+    assert service.figures.pings_sent == 1  # the first one is still unanswered
+    (first,) = [a for actions, _ in core.runs for a in actions if isinstance(a, SendRequest)]
+    bus.publish(RequestAnswered(first.context, 200))
+    clock.pump([1.0] * SLOTS)
+    assert service.figures.pings_sent == 2
+    bus.publish(PingFailed(bindings[0].received))
+    clock.pump([1.0] * SLOTS)
+    assert service.figures.pings_sent == 3
