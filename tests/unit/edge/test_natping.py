@@ -14,7 +14,7 @@ from scaserver.events import EventBus
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.nat import SLOTS, FlowFailed, FlowFailure, NatPing, NatPingSettings, PingMethod
 from scaserver.sip.actions import Action, EngineAction, SendRequest
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.message import Peer, Request, Transport
 
 
 def nated(port: int) -> Binding:
@@ -70,7 +70,7 @@ def test_every_flow_is_pinged_once_per_interval_over_several_turns() -> None:
     sent = [a for actions, _ in core.runs for a in actions if isinstance(a, SendRequest)]
     assert sorted(a.peer.port for a in sent) == list(range(40000, 40050))
     assert all(isinstance(a.context, NatPing) and a.context.flow == a.peer for a in sent)
-    assert all(a.request.method == "OPTIONS" for a in sent)
+    assert all(isinstance(a.request, Request) and a.request.method == "OPTIONS" for a in sent)
     assert len(core.runs) > 1  # spread: not all in one turn
     assert max(len(actions) for actions, _ in core.runs) < len(bindings)
     assert [now for _, now in core.runs] == sorted(now for _, now in core.runs)
