@@ -44,6 +44,7 @@ from scaserver.proxy.routing import (
     ProxyIdentity,
     branch_with_loop_hash,
     check_proxy_require,
+    dialog_flow,
     preprocess_route,
     response_destination,
     uri_destination,
@@ -820,7 +821,18 @@ class SipCore:
                 check_dialog_target(routed, self.identity, self._dialog_reaches)  # R7
         except SipError as error:
             return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
-        return self.proxy.on_ack(ack, peer, now)
+        return self.proxy.on_ack(ack, peer, now, flow=self._dialog_flow(ack, peer))
+
+    def _dialog_flow(self, request: Request, peer: Peer) -> Peer | None:
+        """The flow a mid-dialog request goes to, from the flow tokens of our Record-Route
+        (:func:`scaserver.proxy.routing.dialog_flow`), when it is one a request from ``peer``
+        may be sent to (relay rule R7: a forged token leads nowhere else)."""
+        flow = dialog_flow(request, self.identity, peer)
+        if flow is None:
+            return None
+        if not self.trusted.is_trusted(peer) and not self._dialog_reaches(flow):
+            return None
+        return flow
 
     def _dialog_reaches(self, destination: Peer) -> bool:
         """Where an untrusted party's in-dialog request may go (relay rule R7): the Contact
@@ -1039,7 +1051,9 @@ class SipCore:
             held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:
                 return held
-        return self.proxy.on_request(request, key, peer, (), now)
+        flow = self._dialog_flow(request, peer)
+        targets = () if flow is None else (Target(routed.uri, flow=flow),)
+        return self.proxy.on_request(request, key, peer, targets, now)
 
     def _proxy_initial(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float

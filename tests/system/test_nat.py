@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scaserver.sip import stun
 from tests.system.accounts import add_subscribers, location_rows
-from tests.system.handset import Handset, handsets
+from tests.system.handset import Handset, handsets, sdp
 from tests.system.server import RunningServer, options_request, running_server, udp_exchange
 
 pytestmark = pytest.mark.system
@@ -213,3 +213,28 @@ def _drain(sock: socket.socket) -> None:
             sock.recv(65535)
     except TimeoutError:
         return
+
+
+def test_in_dialog_requests_reach_a_nated_caller_over_its_flow(tmp_path: Path) -> None:
+    """The callee's BYE is addressed to the caller's private Contact: it goes to the caller's
+    flow, named by the flow token of our Record-Route (RFC 5626 section 5.3)."""
+    with running_server(tmp_path / "server", config()) as server:
+        callee = Handset("bob", ("127.0.0.1", server.sip_port), line=f"sip:bob@{DOMAIN}")
+        with handsets(nated_alice(server), callee) as (alice, bob):
+            assert alice.register(ALICE).status == 200
+            assert bob.register().status == 200
+            transaction, dialog = alice.invite(f"sip:bob@{DOMAIN}")
+            invite = bob.expect_request("INVITE")
+            assert ";ob;ob-a=" in (invite.headers.get("Record-Route") or "")
+            theirs = bob.uas_dialog(invite)
+            bob.respond(invite, 200, to_tag=theirs.local_tag, body=sdp(bob.port))
+            ok = alice.wait_response(transaction)
+            assert ok.status == 200
+            alice.established(dialog, ok)
+            alice.ack(dialog, transaction, ok)
+            bob.expect_request("ACK")
+            bye = bob.send_in_dialog(theirs, "BYE")
+            arrived = alice.expect_request("BYE")
+            assert arrived.uri == PRIVATE_CONTACT
+            alice.respond(arrived, 200)
+            assert bob.wait_response(bye).status == 200
