@@ -238,3 +238,53 @@ def test_in_dialog_requests_reach_a_nated_caller_over_its_flow(tmp_path: Path) -
             assert arrived.uri == PRIVATE_CONTACT
             alice.respond(arrived, 200)
             assert bob.wait_response(bye).status == 200
+
+
+def _register_over_tcp(sock: socket.socket, user: str, contact_params: str) -> bytes:
+    local = sock.getsockname()
+    request = (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP {local[0]}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:{user}@{DOMAIN}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        "Supported: outbound, path\r\n"
+        f"Contact: <sip:{user}@192.168.1.10:5060;transport=tcp;ob>{contact_params}\r\n"
+        "Expires: 300\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    return answer
+
+
+def test_outbound_register_over_tcp_requires_outbound_and_its_closed_flow_drops_the_binding(
+    tmp_path: Path,
+) -> None:
+    """RFC 5626: the 200 to a REGISTER with +sip.instance and reg-id has Require: outbound; the
+    flow answers the double-CRLF ping; when its connection closes the binding goes (the phone
+    registers again over a new flow), while a plain TCP binding stays reachable by its Contact."""
+    instance = ';+sip.instance="<urn:uuid:9f0ad2c4-2c1e-4d52-9a7e-0c5b1f6f0d11>";reg-id=1'
+    with running_server(tmp_path / "server", config()) as server:
+        address = ("127.0.0.1", server.sip_port)
+        with (
+            socket.create_connection(address, timeout=3.0) as outbound,
+            socket.create_connection(address, timeout=3.0) as plain,
+        ):
+            answer = _register_over_tcp(outbound, "alice", instance)
+            assert answer.startswith(b"SIP/2.0 200 ") and b"\r\nRequire: outbound\r\n" in answer, answer
+            other = _register_over_tcp(plain, "bob", "")
+            assert other.startswith(b"SIP/2.0 200 ") and b"Require" not in other, other
+            outbound.sendall(b"\r\n\r\n")
+            assert outbound.recv(16) == b"\r\n"
+            flow = outbound.getsockname()
+            wait_for(lambda: len(location_rows(server.db_url)) == 2, 5.0, "both bindings stored")
+        failure = f"flow tcp:127.0.0.1:{flow[1]} failed (connection-closed): 1 binding(s)"
+        wait_for(lambda: failure in server.log(), 5.0, "the outbound flow's failure")
+        wait_for(lambda: ALICE not in dict(location_rows(server.db_url)), 5.0, "the outbound binding removed")
+        assert f"sip:bob@{DOMAIN}" in dict(location_rows(server.db_url))
+        assert metric(server, "scaserver_flow_failures_total", cause="connection-closed") == 1.0
