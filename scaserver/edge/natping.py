@@ -1,7 +1,8 @@
 """NAT pings: keep the UDP pinholes of phones behind NAT open (``[nat]``).
 
 :class:`NatPinger` is an edge service on the injected clock (``task.Clock`` in tests).  One
-ping interval is cut into :data:`~scaserver.registrar.nat.SLOTS` turns; each UDP flow to
+ping interval is cut into turns (:func:`~scaserver.registrar.nat.ping_turns`: ten, or one
+per second of a longer interval); each UDP flow to
 ping (:func:`~scaserver.registrar.nat.ping_targets`) belongs to one turn by a stable hash of
 its address, so a flow is pinged once per interval and the pings of an interval are spread
 over it, never all in one reactor turn.  A flow whose last OPTIONS ping is still unanswered
@@ -35,7 +36,6 @@ from scaserver.edge.stack import DelayedCall, KeepAliveCounts, TimerClock, call_
 from scaserver.events import EventBus
 from scaserver.registrar.binding import Binding
 from scaserver.registrar.nat import (
-    SLOTS,
     FlowFailed,
     FlowFailure,
     NatPing,
@@ -43,8 +43,8 @@ from scaserver.registrar.nat import (
     PingMethod,
     behind_nat,
     ping_request,
-    ping_slot,
     ping_targets,
+    ping_turns,
 )
 from scaserver.sip.actions import Action, EngineAction, SendRequest
 from scaserver.sip.message import Peer
@@ -105,10 +105,11 @@ class NatPinger(Service):
         self._serial = 0
         self._call: DelayedCall | None = None
         self._in_flight: set[Peer] = set()
+        self.turns = ping_turns(settings.ping_interval)
 
     @property
     def turn_s(self) -> float:
-        return self._settings.ping_interval / SLOTS
+        return self._settings.ping_interval / self.turns
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(PingFailed, self._ping_failed)
@@ -130,7 +131,7 @@ class NatPinger(Service):
 
     def _tick(self) -> None:
         self._call = call_later(self._clock, self.turn_s, self._tick)
-        slot = self._turn % SLOTS
+        slot = self._turn % self.turns
         self._turn += 1
         try:
             self.ping_slot(slot)
@@ -139,12 +140,10 @@ class NatPinger(Service):
 
     def ping_slot(self, slot: int) -> int:
         """Ping the flows of turn ``slot``; how many were pinged."""
-        targets = ping_targets(self._bindings(), ping_all=self._settings.ping_all)
-        due = [
-            (flow, binding)
-            for flow, binding in targets.items()
-            if ping_slot(flow) == slot and flow not in self._in_flight
-        ]
+        targets = ping_targets(
+            self._bindings(), ping_all=self._settings.ping_all, slot=slot, slots=self.turns
+        )
+        due = [(flow, binding) for flow, binding in targets.items() if flow not in self._in_flight]
         if not due:
             return 0
         now = self._clock.seconds()

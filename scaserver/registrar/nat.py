@@ -116,27 +116,37 @@ class NatPingSettings:
 
 
 SLOTS: Final = 10
-"""How many turns one ping interval is cut into: each flow is pinged in one of them (by a
-stable hash of its address), so the pings of an interval are spread over it, not sent in one
-reactor turn."""
+"""How many turns one ping interval is cut into at least (one per second for longer
+intervals, :func:`ping_turns`): each flow is pinged in one of them (by a stable hash of its
+address), so the pings of an interval are spread over it, not sent in one reactor turn."""
+
+
+def ping_turns(interval: float) -> int:
+    """The turns of one ping interval: :data:`SLOTS`, or one per second of a longer interval."""
+    return max(SLOTS, int(interval))
 
 
 def ping_slot(flow: Peer, slots: int = SLOTS) -> int:
-    """The turn of the interval in which ``flow`` is pinged (stable across restarts)."""
-    host, port = address_key(flow.host, flow.port)
-    return zlib.crc32(f"{flow.transport.value}:{host}:{port}".encode()) % slots
+    """The turn of the interval in which ``flow`` is pinged (stable across restarts: a flow
+    is a source address as the socket reports it, always spelled the same way)."""
+    return zlib.crc32(f"{flow.host}|{flow.port}".encode()) % slots
 
 
-def ping_targets(bindings: Iterable[Binding], *, ping_all: bool) -> dict[Peer, Binding]:
+def ping_targets(
+    bindings: Iterable[Binding], *, ping_all: bool, slot: int | None = None, slots: int = SLOTS
+) -> dict[Peer, Binding]:
     """The UDP flows to ping, each with one binding on it (for the OPTIONS Request-URI):
-    those behind NAT, or every UDP flow without a Path with ``ping_all``."""
+    those behind NAT, or every UDP flow without a Path with ``ping_all``; with ``slot``,
+    only the flows of that turn (:func:`ping_slot`, checked first: it is the cheap test)."""
     found: dict[Peer, Binding] = {}
     for binding in bindings:
         flow = binding.received
-        if flow.transport is not Transport.UDP or binding.path:
+        if flow.transport is not Transport.UDP or binding.path or flow in found:
+            continue
+        if slot is not None and ping_slot(flow, slots) != slot:
             continue
         if ping_all or behind_nat(binding):
-            found.setdefault(flow, binding)
+            found[flow] = binding
     return found
 
 

@@ -14,6 +14,7 @@ from scaserver.registrar.nat import (
     ping_request,
     ping_slot,
     ping_targets,
+    ping_turns,
     same_flow,
 )
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
@@ -166,3 +167,10 @@ def test_closed_connection_removes_only_outbound_bindings() -> None:
     assert count == 1
     assert [b.contact for b in registrar.lookup(AOR, NOW)] == [plain.contact]
     assert registrar.flow_failed(Peer(Transport.TCP, "203.0.113.9", 1), NOW) == ([], 0)
+
+
+def test_an_interval_is_cut_into_ten_turns_or_one_per_second() -> None:
+    assert ping_turns(1.5) == SLOTS == 10
+    assert ping_turns(30.0) == 30
+    flows = [Peer(Transport.UDP, "203.0.113.7", port) for port in range(40000, 40300)]
+    assert {ping_slot(flow, 30) for flow in flows} == set(range(30))
