@@ -204,6 +204,13 @@ def test_options_pings_reach_a_nated_handset_and_a_silent_one_is_dropped(tmp_pat
             with pytest.raises(TimeoutError):
                 data = alice.sock.recv(65535)
                 raise AssertionError(f"sent into the dead flow: {data[:80]!r}")
+            # She comes back (a new mapping): registers and subscribes again, and gets the
+            # line's state, the seize made while she was gone included.
+            with handsets(nated_alice(server)) as (back,):
+                assert back.register(LINE).status == 200
+                response, dialog, _ = back.subscribe("call-info")
+                assert response.status == 202
+                back.wait_notify(lambda n: n.call_id == dialog.call_id and n.state_of(1) == "seized")
 
 
 def _drain(sock: socket.socket) -> None:
