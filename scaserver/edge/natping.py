@@ -174,7 +174,7 @@ class NatPinger(Service):
 
     def _flow_failed(self, event: FlowFailed) -> None:
         self.figures.flow_failures[event.cause.value] += 1
-        self._log.warn(
+        self._log.info(
             "flow {flow} failed ({cause}): {bindings} binding(s) and {subscriptions} subscription(s) dropped",
             flow=str(event.flow),
             cause=event.cause.value,

@@ -25,17 +25,19 @@ changes nothing):
    client sent ``Supported: path`` (RFC 3327 section 5.3, "lazy" mode: Path is stored either
    way), and carries a Date header (section 10.3 step 8 allows it; phones set clocks from it).
    When a Contact of the REGISTER has ``+sip.instance`` and ``reg-id`` (RFC 5626 outbound), the
-   200 has ``Require: outbound`` (RFC 5626 section 6: we are the first hop, edge proxy and
-   registrar at once, so no Path has to say it supports outbound first).
+   200 has ``Require: outbound`` (RFC 5626 section 6) when its first hop supports outbound: we
+   are (no Path: edge proxy and registrar at once), or the first Path URI has ``ob``.
 
 RFC 5626 flow tokens: an edge proxy separate from the registrar puts a token naming the flow
 in the Path it adds, so that requests routed back through it find the connection.  Here the
 edge proxy and the registrar are one process: the flow is stored with the binding itself
-(:attr:`Binding.received`) and requests to the binding are sent to it
-(:attr:`Binding.flow`); in-dialog requests towards the phone follow the Record-Route of this
-proxy to the flow the dialog's target was registered from (relay rule R7).  A token would
-add nothing the binding does not hold; what it cannot add either is a way back into a TCP or
-TLS connection that closed: the phone re-registers (RFC 5626 section 4.4).
+(:attr:`Binding.received`, persisted) and requests to the binding are sent to it
+(:attr:`Binding.flow`), so no Path token is added: it would hold nothing the binding does not.
+What a token does add is inside dialogs, where the Request-URI is the phone's Contact (a
+private address behind NAT, possibly the same for phones behind two NATs): our Record-Route
+carries the flows of the dialog's two ends (``;ob``, :mod:`scaserver.proxy.routing`).  What no
+token can add is a way back into a TCP or TLS connection that closed: the phone registers again
+over a new flow (RFC 5626 section 4.4).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ from scaserver.sip.errors import (
 from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-from scaserver.sip.uri import NameAddr, SipUri, parse_uri
+from scaserver.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
 from scaserver.sip.validation import unsupported_options
 
 SUPPORTED_OPTIONS: Final = frozenset({"path", "outbound"})
@@ -140,11 +142,22 @@ def response_tag(request: Request) -> str:
 
 
 def _asks_outbound(request: Request) -> bool:
-    """A Contact of ``request`` carries ``+sip.instance`` and ``reg-id`` (RFC 5626 section 5.2)."""
+    """A Contact of ``request`` carries ``+sip.instance`` and ``reg-id`` (RFC 5626 section 5.2)
+    and its first hop supports outbound: that is us (no Path), or the first Path URI has ``ob``
+    (RFC 5626 section 6; behind an edge proxy without it, the phone gets plain registration)."""
     found = contacts(request)
     if isinstance(found, Star):
         return False
-    return any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found)
+    if not any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found):
+        return False
+    path = request.headers.values("Path")
+    if not path:
+        return True
+    try:
+        first = parse_name_addr(path[0]).uri
+    except SipError:
+        return False
+    return isinstance(first, SipUri) and first.has_param("ob")
 
 
 def contact_line(binding: Binding, now: float) -> str:

@@ -123,3 +123,19 @@ def test_closed_connection_fails_only_an_outbound_flow() -> None:
     ]
     assert FlowFailed(flow, FlowFailure.CONNECTION_CLOSED, 1, 0, outbound.now) in facts
     assert outbound.core.registrar.lookup(f"sip:alice@{DOMAIN}", outbound.now) == ()
+
+
+def test_outbound_behind_an_edge_proxy_needs_ob_in_its_path() -> None:
+    params = ';+sip.instance="<urn:uuid:1>";reg-id=1'
+    without = nated_register(
+        Wire(make_core(require_auth=False)),
+        contact_params=params,
+        extra="Path: <sip:edge.example.net;lr>\r\n",
+    )
+    assert without.status == 200 and "Require" not in without.headers
+    with_ob = nated_register(
+        Wire(make_core(require_auth=False)),
+        contact_params=params,
+        extra="Path: <sip:edge.example.net;lr;ob>\r\n",
+    )
+    assert with_ob.headers.get("Require") == "outbound"
