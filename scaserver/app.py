@@ -60,6 +60,7 @@ from scaserver.edge.historyfeed import HistoryFeed
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
 from scaserver.edge.metricsfeed import MetricsFeed
+from scaserver.edge.natping import NatFigures, NatPinger
 from scaserver.edge.periodic import Periodic
 from scaserver.edge.persistence import (
     Persistence,
@@ -110,6 +111,7 @@ from scaserver.registrar.midregistrar import (
     Mode,
     UpstreamCredentials,
 )
+from scaserver.registrar.nat import NatPingSettings, PingMethod
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
@@ -204,7 +206,7 @@ def make_service(
         max_connections_per_address=security.max_connections_per_address,
         max_connections=security.max_connections,
     )
-    streams = SipStreamFactory(stack, transports, limits, reactor, guard)
+    streams = SipStreamFactory(stack, transports, limits, reactor, guard, keepalives=stack.keepalives)
     transports.set_dialer(TcpDialer(reactor, streams))
     root = SipService(stack, transports, bus)
     root.streams, root.guard = streams, guard
@@ -829,6 +831,27 @@ class _Port(Protocol):
     def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
 
 
+def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipService) -> NatPinger:
+    """The ``[nat]`` pings over the running core, with the keep-alive figures of the edge."""
+    host, port = settings.server.advertised()
+    bindings = core.registrar.location.all_bindings
+    pinger = NatPinger(
+        core,
+        bindings,
+        execute=sip.stack.run,
+        send_raw=sip.transports.send,
+        clock=reactor,
+        settings=NatPingSettings(
+            settings.nat.ping_interval, PingMethod(settings.nat.ping_method), settings.nat.ping_all
+        ),
+        local_uri=f"sip:{settings.nat.ping_from}@{format_host(host)}:{port}",
+        unique=core.unique,
+        figures=NatFigures(sip.stack.keepalives, bindings),
+    )
+    pinger.attach(sip.bus)
+    return pinger
+
+
 def control_plane(
     settings: Settings,
     reactor: Reactor,
@@ -840,6 +863,7 @@ def control_plane(
     devices: DeviceLines | None = None,
     readiness: Readiness | None = None,
     directory: DirectoryWatch | None = None,
+    nat: NatFigures | None = None,
 ) -> tuple[ControlPlane, MetricsFeed]:
     """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
     and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
@@ -891,6 +915,7 @@ def control_plane(
         parking=EngineParkingGauges(core),
         process=True,
         security=security,
+        nat=nat,
     )
     registry = build_registry(
         sca=sca,
@@ -1156,6 +1181,8 @@ def make_server(
 
     restored = Restore(restore)
     server.adopt(restored)
+    nat = nat_pinger(settings, reactor, core, sip)
+    server.adopt(nat)
     readiness = Readiness(
         cast(IReactorTime, reactor),
         probe_database=lambda: pool.run(probe_writable, store.engine),
@@ -1205,6 +1232,7 @@ def make_server(
         devices=devices,
         readiness=readiness,
         directory=watch,
+        nat=nat.figures,
     )
     feed.attach(bus)
     server.adopt(plane)

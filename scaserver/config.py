@@ -527,6 +527,20 @@ class LogSettings:
 
 
 @attrs.frozen
+class NatSettings:
+    """``[nat]``: pings that keep the UDP pinholes of phones behind NAT open (Kamailio nathelper's
+    ``natping_interval`` and ``sipping_method``): every ``ping_interval`` seconds (0: none) an
+    OPTIONS (unanswered: the flow failed, its bindings and subscriptions are dropped) or a
+    bare CRLF (``ping_method = "crlf"``: no answer, no failure detection) to each UDP flow
+    behind NAT, or to every UDP flow with ``ping_all``; From ``sip:<ping_from>@<our host>``."""
+
+    ping_interval: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    ping_method: str = attrs.field(default="options", validator=attrs.validators.in_(("options", "crlf")))
+    ping_all: bool = False
+    ping_from: str = "keepalive"
+
+
+@attrs.frozen
 class Settings:
     server: ServerSettings = ServerSettings()
     sip: SipSettings = SipSettings()
@@ -545,6 +559,7 @@ class Settings:
     push: PushSettings = PushSettings()
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
     parking: ParkingSettings = ParkingSettings()
+    nat: NatSettings = NatSettings()
 
 
 # ---------------------------------------------------------------------------------------------

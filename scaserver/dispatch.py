@@ -44,6 +44,7 @@ from scaserver.proxy.routing import (
     ProxyIdentity,
     branch_with_loop_hash,
     check_proxy_require,
+    dialog_flow,
     preprocess_route,
     response_destination,
     uri_destination,
@@ -59,6 +60,7 @@ from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
 from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
+from scaserver.registrar.nat import FlowFailed, FlowFailure, NatPing
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import NotifyContext, ScaEngine
@@ -191,6 +193,13 @@ class TransactionCompleted:
 
 def _kind(side: str, method: str) -> str:
     return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
+
+
+@attrs.frozen
+class PingFailed:
+    """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
+
+    flow: Peer
 
 
 @attrs.frozen
@@ -392,6 +401,14 @@ class SipCore:
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
         return self._run(actions, now)
+
+    def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
+        """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): the bindings registered
+        over it are removed and the SCA subscriptions on it end, so that nothing is sent into
+        it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
+        without outbound is reached by dialling its Contact again); nothing is published when
+        it was the flow of none."""
+        return self._run(self._flow_dead(flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
@@ -749,7 +766,20 @@ class SipCore:
             return self.proxy.on_branch_timeout(context, now)
         if isinstance(context, NotifyContext):
             return self.sca.on_notify_failed(context, now)
+        if isinstance(context, NatPing):
+            failed = self._flow_dead(context.flow, FlowFailure.PING_TIMEOUT, now)
+            return [Deliver(PingFailed(context.flow)), *failed]
         return [Deliver(RequestAnswered(context, 408 if isinstance(event, TransactionTimedOut) else 503))]
+
+    def _flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+        closed = cause is FlowFailure.CONNECTION_CLOSED
+        removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
+        if closed and not bindings:
+            return []
+        ended, subscriptions = self.sca.flow_failed(flow, now)
+        if not bindings and not subscriptions:
+            return []  # the flow of nothing any more
+        return [*removed, *ended, Deliver(FlowFailed(flow, cause, bindings, subscriptions, now))]
 
     def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:
         """The registered contacts of ``aor`` and where a request to each goes (the flow it
@@ -791,7 +821,18 @@ class SipCore:
                 check_dialog_target(routed, self.identity, self._dialog_reaches)  # R7
         except SipError as error:
             return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
-        return self.proxy.on_ack(ack, peer, now)
+        return self.proxy.on_ack(ack, peer, now, flow=self._dialog_flow(ack, peer))
+
+    def _dialog_flow(self, request: Request, peer: Peer) -> Peer | None:
+        """The flow a mid-dialog request goes to, from the flow tokens of our Record-Route
+        (:func:`scaserver.proxy.routing.dialog_flow`), when it is one a request from ``peer``
+        may be sent to (relay rule R7: a forged token leads nowhere else)."""
+        flow = dialog_flow(request, self.identity, peer)
+        if flow is None:
+            return None
+        if not self.trusted.is_trusted(peer) and not self._dialog_reaches(flow):
+            return None
+        return flow
 
     def _dialog_reaches(self, destination: Peer) -> bool:
         """Where an untrusted party's in-dialog request may go (relay rule R7): the Contact
@@ -1010,7 +1051,9 @@ class SipCore:
             held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:
                 return held
-        return self.proxy.on_request(request, key, peer, (), now)
+        flow = self._dialog_flow(request, peer)
+        targets = () if flow is None else (Target(routed.uri, flow=flow),)
+        return self.proxy.on_request(request, key, peer, targets, now)
 
     def _proxy_initial(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float

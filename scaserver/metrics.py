@@ -140,6 +140,68 @@ class SecurityGauges(Protocol):
     def tracked_sources(self) -> int: ...
 
 
+class NatGauges(Protocol):
+    """The NAT keep-alive figures read at scrape time (the edge's keep-alive counts, the pinger)."""
+
+    pings_sent: int
+    pings_failed: int
+
+    def keepalives_received(self) -> Mapping[str, int]:
+        """Keep-alives received by kind (``crlf``, ``stun``, ``double-crlf``)."""
+        ...
+
+    @property
+    def flow_failures(self) -> Mapping[str, int]:
+        """Flows found dead, by cause (``ping-timeout``, ``connection-closed``)."""
+        ...
+
+    def nat_bindings(self) -> Mapping[str, int]:
+        """Bindings behind NAT now, by transport."""
+        ...
+
+
+class _NatCollector:
+    """A custom collector: reads ``NatGauges`` on every scrape."""
+
+    def __init__(self, source: NatGauges) -> None:
+        self._source = source
+
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily, CounterMetricFamily, CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily
+    ]:
+        return (
+            CounterMetricFamily(
+                f"{NAMESPACE}_keepalives_received",
+                "Keep-alives received (RFC 5626), by kind",
+                labels=["kind"],
+            ),
+            CounterMetricFamily(f"{NAMESPACE}_nat_pings_sent", "NAT keep-alive pings sent"),
+            CounterMetricFamily(f"{NAMESPACE}_nat_pings_failed", "NAT ping OPTIONS left unanswered"),
+            CounterMetricFamily(f"{NAMESPACE}_flow_failures", "Flows found dead, by cause", labels=["cause"]),
+            GaugeMetricFamily(
+                f"{NAMESPACE}_nat_bindings", "Bindings behind NAT, by transport", labels=["transport"]
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        received, sent, failed, failures, bindings = self._families()
+        source = self._source
+        for kind, count in sorted(source.keepalives_received().items()):
+            received.add_metric([kind], count)
+        sent.add_metric([], source.pings_sent)
+        failed.add_metric([], source.pings_failed)
+        for cause, count in sorted(source.flow_failures.items()):
+            failures.add_metric([cause], count)
+        for transport, count in sorted(source.nat_bindings().items()):
+            bindings.add_metric([transport], count)
+        return received, sent, failed, failures, bindings
+
+
 class _SecurityCollector:
     """A custom collector: reads ``SecurityGauges`` on every scrape."""
 
@@ -268,6 +330,7 @@ class Metrics:
         parking: ParkingGauges | None = None,
         process: bool = False,
         security: SecurityGauges | None = None,
+        nat: NatGauges | None = None,
     ) -> None:
         # The client's switch is process-wide: ``_created`` series are not exported (they
         # are not in the conventions' text format and double every counter).
@@ -278,6 +341,8 @@ class Metrics:
             PlatformCollector(registry=registry)
         if security is not None:
             registry.register(_SecurityCollector(security))
+        if nat is not None:
+            registry.register(_NatCollector(nat))
         self._auth_failures = Counter(
             "security_auth_failures",
             "Refused authentications by reason (a first challenge is not counted)",

@@ -21,6 +21,18 @@ banned (the :class:`~scaserver.guard.sources.Ban` is published, its TCP connecti
 and whatever a banned source sends is dropped, counted by the guard.  A TCP connection that
 carries a 2xx answer to a request other than OPTIONS (so an authenticated or trusted request)
 is told it is vouched for, and keeps the long idle timeout.
+
+Keep-alives (RFC 5626 section 4.4, 8.4) never reach the core.  A UDP datagram of nothing but
+CR and LF octets is a CRLF keep-alive (linphone sends one every 30 s): counted, logged at debug
+level, not answered (there is no pong on UDP).  A UDP datagram whose first octet is 0 to 3 with
+the STUN magic cookie is a STUN message (RFC 7983 demultiplexing): a well-formed Binding request
+is answered with the source's XOR-MAPPED-ADDRESS (:mod:`scaserver.sip.stun`), anything else is
+dropped.  Every well-formed Binding request is answered, not only those of sources with an
+outbound binding: RFC 5626 section 8.4 has the server answer STUN on its SIP ports, a UA
+probes before its first REGISTER is accepted, the answer tells the source nothing it does not
+know and is no bigger than a request, and the guard's rate limit applies to it as to SIP.
+The double-CRLF ping on a stream is answered by the stream protocol (:mod:`scaserver.edge.tcp`)
+and counted here too (:class:`KeepAliveCounts`).
 """
 
 from __future__ import annotations
@@ -28,8 +40,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Hashable, Iterable
-from typing import Literal, Protocol, assert_never, cast
+from typing import Final, Literal, Protocol, assert_never, cast
 
+import attrs
 from twisted.application.service import Service
 from twisted.logger import Logger
 from typing_extensions import override
@@ -37,11 +50,13 @@ from typing_extensions import override
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
 from scaserver.events import EventBus
 from scaserver.guard.sources import RESPONSE_COST, Ban, SourceGuard
+from scaserver.registrar.nat import FlowFailure
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import cseq
 from scaserver.sip.message import Message, Peer, Response, Transport
 from scaserver.sip.serializer import serialize
+from scaserver.sip.stun import StunError, answer, looks_like_stun
 
 Direction = Literal["in", "out"]
 
@@ -91,6 +106,10 @@ class SipCore(Protocol):
         """The stream connection to ``peer`` is gone (closed by either side, timed out, or a
         connection attempt failed); anything queued for it was dropped (RFC 3261 section 18.4:
         a transport error is reported to the transaction user)."""
+        ...
+
+    def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
+        """The flow ``flow`` is dead: nothing more is to be sent into it (RFC 5626 4.4)."""
         ...
 
 
@@ -243,6 +262,28 @@ class Transports:
                 assert_never(peer.transport)
 
 
+KEEPALIVE_KINDS: Final = ("crlf", "stun", "double-crlf")
+"""Keep-alives received, by kind (a metrics label): a CRLF datagram, a STUN Binding request or
+indication on UDP, a double-CRLF ping on a stream (RFC 5626 section 4.4)."""
+
+
+@attrs.define
+class KeepAliveCounts:
+    """Keep-alives received by kind, and STUN datagrams dropped as malformed."""
+
+    received: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(KEEPALIVE_KINDS, 0))
+    stun_dropped: int = 0
+
+    def count(self, kind: str, number: int = 1) -> None:
+        self.received[kind] = self.received.get(kind, 0) + number
+
+
+def is_crlf_keepalive(datagram: bytes) -> bool:
+    """A datagram of CR and LF octets only: the CRLF keep-alive of RFC 5626 section 4.4.1 (a
+    single CRLF, or the double CRLF some phones send over UDP too)."""
+    return bool(datagram) and not datagram.strip(b"\r\n")
+
+
 class SipStack(Service):
     """Runs the core's actions: the one owner of SIP timers (STYLE.md section 7)."""
 
@@ -262,6 +303,7 @@ class SipStack(Service):
         self._trace = trace
         self._guard = guard
         self._timers: dict[tuple[Hashable, str], DelayedCall] = {}
+        self.keepalives = KeepAliveCounts()
 
     # Entry points: each has the one catch-all of STYLE.md section 5.
 
@@ -275,11 +317,33 @@ class SipStack(Service):
                     if verdict.ban is not None:
                         self.banned(verdict.ban)
                     return
+            if peer.transport is Transport.UDP and self._keepalive(data, peer):
+                return
             if self._trace is not None:
                 self._trace("in", data, peer)
             self.run(self._core.receive(data, peer, now))
         except Exception:  # the core answers peer faults itself: what lands here is our bug
             self._log.failure("unhandled error on input from {peer}", peer=str(peer))
+
+    def _keepalive(self, data: bytes, peer: Peer) -> bool:
+        """Handle ``data`` when it is a UDP keep-alive (CRLF or STUN); False: it is for the core."""
+        if is_crlf_keepalive(data):
+            self.keepalives.count("crlf")
+            self._log.debug("CRLF keep-alive from {peer}", peer=str(peer))
+            return True
+        if not looks_like_stun(data):
+            return False
+        try:
+            reply = answer(data, peer.host, peer.port)
+        except StunError as error:
+            self.keepalives.stun_dropped += 1
+            self._log.debug("STUN from {peer} dropped: {reason}", peer=str(peer), reason=str(error))
+            return True
+        self.keepalives.count("stun")
+        self._log.debug("STUN keep-alive from {peer}", peer=str(peer))
+        if reply is not None:
+            self._out.send(reply, peer)
+        return True
 
     def banned(self, ban: Ban) -> None:
         """A source was banned: publish the fact and close its TCP connections."""
@@ -288,7 +352,11 @@ class SipStack(Service):
 
     def connection_lost(self, peer: Peer) -> None:
         try:
-            self.run(self._core.connection_lost(peer, self._clock.seconds()))
+            now = self._clock.seconds()
+            self.run(self._core.connection_lost(peer, now))
+            if self.running and peer.transport.reliable:
+                # A connection closed while we serve (not our own shutdown) is a failed flow.
+                self.run(self._core.flow_failed(peer, FlowFailure.CONNECTION_CLOSED, now))
         except Exception:
             self._log.failure("unhandled error on loss of the connection to {peer}", peer=str(peer))
 

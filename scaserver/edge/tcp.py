@@ -45,6 +45,7 @@ from typing_extensions import override
 
 from scaserver.edge.stack import (
     DelayedCall,
+    KeepAliveCounts,
     MessageSink,
     TimerClock,
     Transports,
@@ -114,8 +115,10 @@ class SipStreamProtocol(TwistedProtocol):
         *,
         vouched: bool = False,
         on_lost: Callable[[], None] | None = None,
+        keepalives: KeepAliveCounts | None = None,
     ) -> None:
         self._sink, self._transports, self._limits, self._clock = sink, transports, limits, clock
+        self._keepalives = keepalives
         self._peer = dialed
         self.vouched = vouched or dialed is not None
         self._on_lost = on_lost
@@ -160,6 +163,9 @@ class SipStreamProtocol(TwistedProtocol):
         pings = self._framer.pings_received - self._pings_answered
         if pings:
             self._pings_answered += pings
+            if self._keepalives is not None:
+                self._keepalives.count("double-crlf", pings)
+            self._log.debug("{pings} double-CRLF ping(s) from {peer}", pings=pings, peer=str(self.peer))
             self.send(PONG * pings)
         for message in messages:
             if self.closing:
@@ -253,9 +259,12 @@ class SipStreamFactory(ServerFactory):
         limits: StreamLimits,
         clock: TimerClock,
         guard: SourceGuard | None = None,
+        *,
+        keepalives: KeepAliveCounts | None = None,
     ) -> None:
         self.sink, self.transports, self.limits, self.clock = sink, transports, limits, clock
         self.guard = guard
+        self.keepalives = keepalives
         self.open_by_address: Counter[str] = Counter()
         self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
 
@@ -285,6 +294,7 @@ class SipStreamFactory(ServerFactory):
             self.clock,
             vouched=allowed,
             on_lost=lambda: self._closed(host),
+            keepalives=self.keepalives,
         )
 
     def _refuse(self, host: str, reason: str) -> None:
@@ -313,7 +323,14 @@ class _DialFactory(ClientFactory):
     @override
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
         streams = self._dialer.streams
-        return SipStreamProtocol(streams.sink, streams.transports, streams.limits, streams.clock, self._peer)
+        return SipStreamProtocol(
+            streams.sink,
+            streams.transports,
+            streams.limits,
+            streams.clock,
+            self._peer,
+            keepalives=streams.keepalives,
+        )
 
     @override
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:

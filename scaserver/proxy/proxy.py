@@ -105,6 +105,7 @@ from scaserver.proxy.routing import (
     next_hop,
     preprocess_route,
     response_destination,
+    sender_flow,
     stateless_branch,
 )
 from scaserver.proxy.target import Target, order_targets
@@ -358,8 +359,9 @@ class Proxy:
             ]
         return self._advance(context, now)
 
-    def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
-        """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set.
+    def on_ack(self, ack: Request, peer: Peer, now: float, *, flow: Peer | None = None) -> list[EngineAction]:
+        """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set, or to
+        ``flow`` (the flow of the dialog's far end, from our Record-Route's flow tokens).
 
         Dropped (nothing can be answered to an ACK) when Max-Forwards is
         exhausted, the message is unusable, or the next hop is ourselves.
@@ -367,7 +369,7 @@ class Proxy:
         try:
             check_max_forwards(ack)
             prepared = decrement_max_forwards(preprocess_route(ack, self.identity))
-            destination = next_hop(prepared)
+            destination = flow or next_hop(prepared)
             branch = stateless_branch(ack)
         except SipError:
             return []
@@ -476,6 +478,7 @@ class Proxy:
                 self.identity.interface_for(context.peer),
                 self.identity.interface_for(destination),
                 signature=signature_for(context.request, self.identity.route_key),
+                flows=(sender_flow(context.request, context.peer), target.flow),
             )
             branch.request = request
         actions: list[EngineAction] = [

@@ -48,7 +48,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sip.errors import BadExtension, MalformedMessage, TooManyHops
+from scaserver.sip.errors import BadExtension, MalformedMessage, SipError, TooManyHops
 from scaserver.sip.headers import (
     BRANCH_MAGIC_COOKIE,
     Via,
@@ -80,12 +80,14 @@ class Interface:
     host: str
     port: int
 
-    def record_route_uri(self, *, double: bool = False, signature: str = "") -> str:
+    def record_route_uri(self, *, double: bool = False, signature: str = "", flows: str = "") -> str:
         """Our Record-Route value (RFC 3261 16.6 step 4): a loose-routing URI, ``r2=on`` when
-        doubled, ``rrsig`` the dialog's signature (:mod:`scaserver.proxy.relay`, rule R3)."""
+        doubled, ``rrsig`` the dialog's signature (:mod:`scaserver.proxy.relay`, rule R3),
+        ``flows`` the flow-token parameters (:func:`flow_params`)."""
         text = f"sip:{format_host(self.host)}:{self.port};transport={self.transport.value.lower()};lr"
         if signature:
             text += f";rrsig={signature}"
+        text += flows
         if double:
             text += ";r2=on"
         return f"<{text}>"
@@ -296,17 +298,113 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
 
 
 def add_record_route(
-    request: Request, incoming: Interface, outgoing: Interface, *, signature: str = ""
+    request: Request,
+    incoming: Interface,
+    outgoing: Interface,
+    *,
+    signature: str = "",
+    flows: tuple[Peer | None, Peer | None] = (None, None),
 ) -> Request:
     """RFC 3261 16.6 step 4 (and RFC 5658 when the interfaces differ); both entries carry
-    the dialog's ``signature`` (``rrsig``)."""
+    the dialog's ``signature`` (``rrsig``) and the flow tokens of its two ends."""
     headers = request.headers
+    params = flow_params(*flows)
     if incoming == outgoing:
-        headers = headers.prepend("Record-Route", outgoing.record_route_uri(signature=signature))
+        headers = headers.prepend(
+            "Record-Route", outgoing.record_route_uri(signature=signature, flows=params)
+        )
     else:
-        headers = headers.prepend("Record-Route", incoming.record_route_uri(double=True, signature=signature))
-        headers = headers.prepend("Record-Route", outgoing.record_route_uri(double=True, signature=signature))
+        for interface in (incoming, outgoing):
+            value = interface.record_route_uri(double=True, signature=signature, flows=params)
+            headers = headers.prepend("Record-Route", value)
     return request.with_headers(headers)
+
+
+# -- flow tokens (RFC 5626 section 5.3, 5.4) ----------------------------------------------------
+#
+# The dialog-creating request's two ends may each sit behind a NAT: its sender (the caller,
+# reached back only at the source address of the request) and the branch's target (a
+# registered binding, reached only at its flow).  Our Record-Route carries a token for each
+# end that is reached through a flow (``ob-a`` the caller's, ``ob-b`` the callee's, with
+# ``ob``): a mid-dialog request that comes back through us goes to the flow of the end it
+# did not come from, never to a private Contact (the remote target).  A token is the flow's
+# transport, host and port, hex-encoded: nothing secret, and no more trusted than the Route
+# it came in: relay rule R7 still decides whether a request may be sent to it.
+
+
+def flow_token(flow: Peer) -> str:
+    """The flow as a URI-parameter-safe token."""
+    return f"{flow.transport.value}|{flow.host}|{flow.port}".encode().hex()
+
+
+def parse_flow_token(token: str) -> Peer | None:
+    """The flow a token names; None for anything that is not one of ours."""
+    try:
+        transport, host, port_text = bytes.fromhex(token).decode("ascii").split("|")
+        port = int(port_text)
+        ipaddress.ip_address(host)  # a flow is a source address, never a name
+        if not 0 < port < 65536:
+            return None
+        return Peer(Transport(transport), host, port)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def flow_params(caller: Peer | None, callee: Peer | None) -> str:
+    """The Record-Route URI parameters for the flows of a dialog's ends ("" when none)."""
+    text = ""
+    if caller is not None:
+        text += f";ob-a={flow_token(caller)}"
+    if callee is not None:
+        text += f";ob-b={flow_token(callee)}"
+    return ";ob" + text if text else ""
+
+
+def sender_flow(request: Request, peer: Peer) -> Peer | None:
+    """Where the sender of ``request`` is reached back when not at its Contact: its source
+    when it came over a stream (the connection) or from another address than its Contact
+    (a NAT); None when the Contact is the source (or there is none to compare)."""
+    if peer.transport.reliable:
+        return peer
+    try:
+        found = request.headers.first_value("Contact")
+        uri = parse_name_addr(found).uri if found is not None else None
+    except SipError:
+        return None
+    if not isinstance(uri, SipUri):
+        return None
+    host = uri.param("maddr") or uri.host
+    bare = host[1:-1] if host.startswith("[") else host
+    if (bare.lower(), uri.port or _uri_default_port(uri)) == (peer.host.lower(), peer.port):
+        return None
+    return peer
+
+
+def dialog_flow(request: Request, identity: ProxyIdentity, peer: Peer) -> Peer | None:
+    """The flow a mid-dialog ``request`` from ``peer`` goes to: read from the flow tokens of
+    our Route entry (the top one), the end it did not come from; None without tokens or
+    when our entry is not the last of the route set (a proxy beyond us is the next hop)."""
+    routes = request.headers.values("Route")
+    if not routes:
+        return None
+    ours = [value for value in routes if identity.is_local_uri(_route_uri(value))]
+    if not ours or len(ours) != len(routes):
+        return None
+    uri = _route_uri(ours[0])
+    if not isinstance(uri, SipUri) or not uri.has_param("ob"):
+        return None
+    ends = [parse_flow_token(uri.param(name) or "") for name in ("ob-a", "ob-b")]
+    for end, other in ((ends[0], ends[1]), (ends[1], ends[0])):
+        if end is not None and _same_address(end, peer):
+            return other
+    return ends[0] if ends[1] is None else (ends[1] if ends[0] is None else None)
+
+
+def _same_address(one: Peer, other: Peer) -> bool:
+    return one.transport is other.transport and (one.host.lower(), one.port) == (
+        other.host.lower(),
+        other.port,
+    )
 
 
 def uri_destination(uri: Uri) -> Peer | None:

@@ -137,6 +137,7 @@ class RemovalReason(enum.Enum):
     ADMINISTRATIVE = "administrative"  # an operator (RPC ul.rm / ul.rm_contact)
     UPSTREAM_REJECTED = "upstream-rejected"  # the upstream refused the AoR (push-and-parking.md 3.5)
     TOKEN_INVALID = "token-invalid"  # a push-only binding whose token died (push-and-parking.md 4.4)
+    FLOW_FAILED = "flow-failed"  # its flow failed: a NAT ping unanswered, its connection closed (RFC 5626)
 
 
 @attrs.frozen

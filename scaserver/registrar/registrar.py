@@ -24,6 +24,20 @@ changes nothing):
 8. The 200 lists every current binding with its ``expires`` parameter, echoes Path when the
    client sent ``Supported: path`` (RFC 3327 section 5.3, "lazy" mode: Path is stored either
    way), and carries a Date header (section 10.3 step 8 allows it; phones set clocks from it).
+   When a Contact of the REGISTER has ``+sip.instance`` and ``reg-id`` (RFC 5626 outbound), the
+   200 has ``Require: outbound`` (RFC 5626 section 6) when its first hop supports outbound: we
+   are (no Path: edge proxy and registrar at once), or the first Path URI has ``ob``.
+
+RFC 5626 flow tokens: an edge proxy separate from the registrar puts a token naming the flow
+in the Path it adds, so that requests routed back through it find the connection.  Here the
+edge proxy and the registrar are one process: the flow is stored with the binding itself
+(:attr:`Binding.received`, persisted) and requests to the binding are sent to it
+(:attr:`Binding.flow`), so no Path token is added: it would hold nothing the binding does not.
+What a token does add is inside dialogs, where the Request-URI is the phone's Contact (a
+private address behind NAT, possibly the same for phones behind two NATs): our Record-Route
+carries the flows of the dialog's two ends (``;ob``, :mod:`scaserver.proxy.routing`).  What no
+token can add is a way back into a TCP or TLS connection that closed: the phone registers again
+over a new flow (RFC 5626 section 4.4).
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import LocationService
+from scaserver.registrar.nat import is_outbound, same_flow
 from scaserver.sip.actions import EngineAction, Respond
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
@@ -53,10 +68,10 @@ from scaserver.sip.errors import (
 from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-from scaserver.sip.uri import NameAddr, SipUri, parse_uri
+from scaserver.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
 from scaserver.sip.validation import unsupported_options
 
-SUPPORTED_OPTIONS: Final = frozenset({"path"})
+SUPPORTED_OPTIONS: Final = frozenset({"path", "outbound"})
 
 
 class TooManyContacts(ServiceUnavailable, status=503, reason="Too Many Registered Contacts"):
@@ -126,6 +141,25 @@ def response_tag(request: Request) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+def _asks_outbound(request: Request) -> bool:
+    """A Contact of ``request`` carries ``+sip.instance`` and ``reg-id`` (RFC 5626 section 5.2)
+    and its first hop supports outbound: that is us (no Path), or the first Path URI has ``ob``
+    (RFC 5626 section 6; behind an edge proxy without it, the phone gets plain registration)."""
+    found = contacts(request)
+    if isinstance(found, Star):
+        return False
+    if not any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found):
+        return False
+    path = request.headers.values("Path")
+    if not path:
+        return True
+    try:
+        first = parse_name_addr(path[0]).uri
+    except SipError:
+        return False
+    return isinstance(first, SipUri) and first.has_param("ob")
+
+
 def contact_line(binding: Binding, now: float) -> str:
     """A Contact value of a REGISTER 200 for ``binding`` (section 10.3 step 8)."""
     text = f"<{binding.contact}>"
@@ -178,6 +212,26 @@ class Registrar:
 
     def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
         return self.location.lookup(aor, now)
+
+    def flow_failed(
+        self, flow: Peer, now: float, *, outbound_only: bool = False
+    ) -> tuple[list[EngineAction], int]:
+        """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): remove the bindings
+        registered over it (only the RFC 5626 outbound ones with ``outbound_only``, for a
+        closed connection: a phone without outbound may reconnect and is reached by dialling
+        its Contact).  A binding with RFC 8599 push parameters stays: a push reaches it
+        whatever became of its flow.  The actions and how many were removed."""
+        actions: list[EngineAction] = []
+        doomed = [
+            binding
+            for binding in self.location.all_bindings()
+            if same_flow(binding.received, flow)
+            and not binding.push
+            and (is_outbound(binding) or not outbound_only)
+        ]
+        for binding in doomed:
+            actions += self.location.remove(binding.key, RemovalReason.FLOW_FAILED, now)
+        return actions, len(doomed)
 
     def reaches(self, host: str, port: int) -> bool:
         """Whether a binding registered here (any AoR) is reached at ``host:port``: its
@@ -344,4 +398,6 @@ class Registrar:
             for value in path:
                 headers = headers.add("Path", value)
         headers = headers.add("Date", formatdate(now, usegmt=True))
+        if _asks_outbound(request):
+            headers = headers.add("Require", "outbound")
         return make_response(request, 200, headers=headers, to_tag=response_tag(request))

@@ -265,6 +265,12 @@ class ScaEngine:
         """Our NOTIFY timed out or could not be sent: the subscription is removed (RFC 6665 4.2.2)."""
         return self._flushed(self._notifier.outbox.on_failed(context, now), now)
 
+    def flow_failed(self, flow: Peer, now: float) -> tuple[list[EngineAction], int]:
+        """The flow ``flow`` failed: its subscriptions end without a NOTIFY (RFC 5626 4.4);
+        the actions and how many ended."""
+        out, count = self._notifier.flow_failed(flow, now)
+        return self._flushed(out, now), count
+
     def _flushed(self, out: list[EngineAction], now: float) -> list[EngineAction]:
         """``out`` followed by the group NOTIFYs it owes (4.1)."""
         return out + self._notifier.flush(now)

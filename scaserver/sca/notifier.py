@@ -536,6 +536,19 @@ class Notifier:
             return []
         return self.board.fire(app, Trigger.SEIZE_EXPIRED, now)
 
+    def flow_failed(self, flow: Peer, now: float) -> tuple[list[EngineAction], int]:
+        """The flow ``flow`` is dead (a NAT ping unanswered, an outbound connection closed):
+        its subscriptions are removed without a NOTIFY (one would only time out in the dead
+        flow), as if their NOTIFY had failed: a seize is released and the loss remembered for
+        the reboot rule of 3.5; the phone's next SUBSCRIBE gets the full state.  The actions
+        and how many were removed."""
+        out: list[EngineAction] = []
+        doomed = [sub for sub in self.registry.all() if sub.peer == flow]
+        for sub in doomed:
+            self.outbox.drop(sub.dialog)
+            out += self.registry.remove(sub, "flow-failed") + self._lost(sub, now)
+        return out, len(doomed)
+
     def _lost(self, sub: Subscription, now: float) -> list[EngineAction]:
         """``sub`` was removed after its NOTIFY failed: remembered for reboot detection when its
         contact owns an appearance (3.5), its seize released."""

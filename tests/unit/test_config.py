@@ -526,3 +526,20 @@ def test_session_timers_are_on_by_default_with_rfc_4028_values() -> None:
     assert (sca.session_timers, sca.session_expires, sca.min_se) == (True, 1800, 90)
     off = settings_from_mapping({"sca": {"session_timers": False}}, "t")
     assert not off.sca.session_timers
+
+
+def test_nat_defaults_and_refusals() -> None:
+    nat = load_settings(None).nat
+    assert (nat.ping_interval, nat.ping_method, nat.ping_all, nat.ping_from) == (
+        30.0,
+        "options",
+        False,
+        "keepalive",
+    )
+    assert load_settings(DEMO).nat == nat
+    crlf = settings_from_mapping({"nat": {"ping_method": "crlf", "ping_interval": 0}}, "t").nat
+    assert (crlf.ping_method, crlf.ping_interval) == ("crlf", 0.0)
+    for bad in ({"ping_method": "stun"}, {"ping_interval": -1}, {"ping_every": 5}):
+        with pytest.raises(ConfigError) as caught:
+            settings_from_mapping({"nat": bad}, "t")
+        assert caught.value.key.startswith("nat"), caught.value.key

@@ -416,7 +416,9 @@ def test_r7_a_phone_behind_nat_is_reached_at_its_flow_and_its_contact_is_not_nee
         "MESSAGE", "sip:bob@10.0.0.5", branch="z9hG4bKnat", call_id="call-ab", to_uri=f"sip:bob@{DOMAIN}",
         to_tag="bt1", cseq=2, route=route,
     )  # fmt: skip
-    assert relayed(wire.deliver(text, ALICE)) == [("MESSAGE", Peer(Transport.UDP, "10.0.0.5", 5060))]
+    # The Record-Route carries bob's flow (RFC 5626 flow token): the request goes there.
+    assert ";ob;ob-b=" in route
+    assert relayed(wire.deliver(text, ALICE)) == [("MESSAGE", public)]
 
 
 def test_r7_once_the_callee_unregisters_its_address_is_no_longer_a_next_hop() -> None:

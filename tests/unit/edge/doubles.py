@@ -14,6 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, LogEvent, Logger, formatEvent
 from twisted.python.failure import Failure
 
+from scaserver.registrar.nat import FlowFailure
 from scaserver.sip.actions import Action
 from scaserver.sip.message import Headers, Peer, Request, Transport
 
@@ -47,6 +48,7 @@ class FakeCore:
     received: list[tuple[bytes, Peer, float]] = attrs.field(factory=list)
     fired: list[tuple[Hashable, str, float]] = attrs.field(factory=list)
     lost: list[tuple[Peer, float]] = attrs.field(factory=list)
+    failed_flows: list[tuple[Peer, FlowFailure]] = attrs.field(factory=list)
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         self.received.append((data, peer, now))
@@ -59,6 +61,10 @@ class FakeCore:
     def connection_lost(self, peer: Peer, now: float) -> list[Action]:
         self.lost.append((peer, now))
         return self.on_lost(peer, now)
+
+    def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
+        self.failed_flows.append((flow, cause))
+        return []
 
 
 @attrs.define

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from scaserver.edge.stack import Direction, SipStack, Transports
 from scaserver.events import EventBus
+from scaserver.sip import stun
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.message import Peer
 from scaserver.sip.serializer import serialize
@@ -217,3 +218,47 @@ def test_a_message_that_cannot_be_sent_fails_its_peer_in_the_core() -> None:
     assert core.lost == []  # not re-entered while the actions of this input run
     clock.advance(0)
     assert core.lost == [(nowhere, 0.0)]
+
+
+# Keep-alives (RFC 5626 section 4.4, 8.4): never for the core.
+
+
+def test_crlf_keepalive_datagram_is_counted_not_parsed_nor_answered() -> None:
+    core = FakeCore()
+    stack, _, datagram, published = build(core)
+    capture = LogCapture()
+    stack._log = capture.logger()
+    stack.bytes_received(b"\r\n", PEER_V4)
+    stack.bytes_received(b"\r\n\r\n", PEER_V4)
+    assert core.received == [] and datagram.sent == [] and published == []
+    assert stack.keepalives.received["crlf"] == 2
+    assert set(capture.levels()) <= {"debug"}
+
+
+def test_stun_binding_request_is_answered_with_the_source_address() -> None:
+    core = FakeCore()
+    stack, _, datagram, _ = build(core)
+    tid = b"0123456789ab"
+    stack.bytes_received(stun.binding_request(tid), PEER_V4)
+    assert core.received == []
+    [(reply, peer)] = datagram.sent
+    assert peer == PEER_V4
+    mapped = stun.parse(reply).attribute(stun.XOR_MAPPED_ADDRESS)
+    assert mapped is not None
+    assert stun.read_xor_address(mapped, tid) == (PEER_V4.host, PEER_V4.port)
+    assert stack.keepalives.received["stun"] == 1
+
+
+def test_malformed_stun_is_dropped_and_counted() -> None:
+    core = FakeCore()
+    stack, _, datagram, _ = build(core)
+    stack.bytes_received(stun.binding_request(b"0123456789ab") + b"\x00\x00", PEER_V4)
+    assert core.received == [] and datagram.sent == []
+    assert stack.keepalives.stun_dropped == 1
+
+
+def test_crlf_on_a_stream_is_the_framers_not_a_udp_keepalive() -> None:
+    core = FakeCore()
+    stack, _, _, _ = build(core)
+    stack.bytes_received(b"\r\n", TCP_PEER)
+    assert core.received == [(b"\r\n", TCP_PEER, 0.0)]

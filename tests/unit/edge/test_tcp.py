@@ -12,7 +12,7 @@ from twisted.internet.interfaces import IConnector
 from twisted.internet.protocol import ClientFactory, ServerFactory
 from twisted.internet.task import Clock
 
-from scaserver.edge.stack import Transports
+from scaserver.edge.stack import KeepAliveCounts, Transports
 from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, StreamLimits, TcpDialer
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Peer, Transport
@@ -40,7 +40,8 @@ class Connection:
         self.sink = RecordingSink()
         self.transports = Transports()
         self.capture = LogCapture()
-        factory = SipStreamFactory(self.sink, self.transports, limits, self.clock)
+        self.keepalives = KeepAliveCounts()
+        factory = SipStreamFactory(self.sink, self.transports, limits, self.clock, keepalives=self.keepalives)
         protocol = factory.buildProtocol(None)
         assert protocol is not None
         self.protocol = protocol
@@ -149,6 +150,7 @@ def test_double_crlf_ping_gets_a_crlf_pong_and_is_no_message() -> None:
     conn.protocol.dataReceived(b"\r\n\r\n\r\n\r\n")
     assert written(conn.wire) == b"\r\n" * 3
     assert conn.sink.received == []
+    assert conn.keepalives.received["double-crlf"] == 3
 
 
 def test_connection_lost_unregisters_and_tells_the_sink() -> None:
