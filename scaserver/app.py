@@ -72,6 +72,7 @@ from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
+from scaserver.edge.tls import TlsEdge, TlsListener
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.events import EventBus
@@ -206,6 +207,8 @@ class SipService(MultiService):
         self.udp: list[UdpListener] = []
         self.tcp: list[TcpListener] = []
         self.streams: SipStreamFactory | None = None
+        self.tls: TlsEdge | None = None
+        self.tls_listeners: list[TlsListener] = []
         self.guard: SourceGuard | None = None
         self.kernel_filter: KernelBanFilter | None = None
 
@@ -263,6 +266,13 @@ def make_service(
         root.tcp.append(tcp)
         root.adopt(udp)
         root.adopt(tcp)
+    tls = TlsEdge(settings.tls, streams, reactor)
+    transports.set_dialer(tls.dial, Transport.TLS)
+    root.tls = tls
+    for endpoint in settings.tls.listen:
+        listener = TlsListener(reactor, endpoint.host, endpoint.port, tls)
+        root.tls_listeners.append(listener)
+        root.adopt(listener)
     if guard is not None:
         kernel = KernelBanFilter(
             guard, reactor, lambda: [sock for udp in root.udp if (sock := udp.bound_socket) is not None]
@@ -458,11 +468,16 @@ def make_core(
     ]
     if (host, port) != (settings.server.listen[0].host, settings.server.listen[0].port):
         interfaces = [Interface(i.transport, host, port) for i in interfaces[:2]] + interfaces
+    interfaces += [Interface(Transport.TLS, endpoint.host, endpoint.port) for endpoint in settings.tls.listen]
     identity = ProxyIdentity(
         tuple(interfaces), aliases=frozenset({host.lower()}), route_key=derive_route_key(secret)
     )
 
     def local_via(peer: Peer) -> tuple[str, str, int]:
+        if peer.transport is Transport.TLS and settings.tls.listen:
+            same_family = (e for e in settings.tls.listen if (":" in e.host) == (":" in peer.host))
+            tls_endpoint = next(same_family, settings.tls.listen[0])
+            return peer.transport.value, tls_endpoint.host, tls_endpoint.port
         if ":" in peer.host:
             for endpoint in settings.server.listen:
                 if ":" in endpoint.host:

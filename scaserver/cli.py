@@ -253,13 +253,16 @@ def _run(args: argparse.Namespace) -> int:
         return stopping
 
     def reload_directory() -> None:
+        if service.sip.tls is not None:
+            service.sip.tls.reload()  # new handshakes get the new certificate; open connections keep theirs
         if service.directory is not None:
             reloaded = service.directory.reload("SIGHUP")
             reloaded.addErrback(lambda failure: _log.failure("directory reload failed", failure=failure))
 
     tune_garbage_collector()
     raise_open_files_limit()
-    # SIGHUP: the directory (subscribers, trusted peers, lines) is read again at once.
+    # SIGHUP: the directory (subscribers, trusted peers, lines) and the TLS certificate are
+    # read again at once.
     signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(reload_directory))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)
