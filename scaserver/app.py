@@ -26,9 +26,15 @@ import attrs
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorFromThreads,
+    IReactorTime,
+)
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
@@ -72,7 +78,7 @@ from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
-from scaserver.edge.tls import TlsEdge, TlsListener
+from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.events import EventBus
@@ -1359,14 +1365,28 @@ class ControlPlane(Service):
     ) -> None:
         self._reactor, self._settings, self._site, self._dgram = reactor, settings, site, dgram
         self._ports: list[object] = []
+        self.certificates: TlsCertificates | None = None  # HTTPS when set
 
     @override
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         listen = self._settings.http.listen
         tcp = cast(_HttpReactor, self._reactor)
-        self._ports.append(tcp.listenTCP(listen.port, self._site, interface=listen.host))
-        self._log.info("HTTP (JSON-RPC, metrics) on {host} port {port}", host=listen.host, port=listen.port)
+        factory: Site = self._site
+        if self.certificates is not None:
+            tls = TLSMemoryBIOFactory(
+                cast(IOpenSSLServerConnectionCreator, self.certificates),
+                False,
+                cast(IProtocolFactory, factory),
+            )
+            factory = cast(Site, tls)
+        self._ports.append(tcp.listenTCP(listen.port, factory, interface=listen.host))
+        self._log.info(
+            "{scheme} (JSON-RPC, metrics) on {host} port {port}",
+            scheme="HTTPS" if self.certificates is not None else "HTTP",
+            host=listen.host,
+            port=listen.port,
+        )
         if self._dgram is not None and self._settings.rpc.dgram_socket:
             path = Path(self._settings.rpc.dgram_socket)
             self._ports.append(listen_unix_datagram(self._reactor, path, self._dgram))
@@ -1440,6 +1460,25 @@ class MetricsFeed:
             if count != self._dead_letters.get(table, 0):
                 self._metrics.db_dead_letters(table, count - self._dead_letters.get(table, 0))
                 self._dead_letters[table] = count
+
+
+class TlsView:
+    """The TLS edge's handshake counters and the open connections by transport, for metrics."""
+
+    def __init__(self, sip: SipService) -> None:
+        self._sip = sip
+
+    def tls_handshakes(self) -> int:
+        return self._sip.tls.stats.completed if self._sip.tls is not None else 0
+
+    def tls_handshake_failures(self) -> dict[str, int]:
+        return dict(self._sip.tls.stats.failed) if self._sip.tls is not None else {}
+
+    def open_connections(self) -> dict[str, int]:
+        found = {"tcp": 0, "tls": 0}
+        for connection in self._sip.transports.streams:
+            found[connection.peer.transport.value.lower()] += 1
+        return found
 
 
 class GuardView:
@@ -1561,6 +1600,7 @@ def control_plane(
         parking=EngineParkingGauges(core),
         process=True,
         security=security,
+        tls=TlsView(sip),
     )
     registry = build_registry(
         sca=sca,
@@ -1589,7 +1629,10 @@ def control_plane(
     site = Site(root)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
     dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
-    return ControlPlane(reactor, settings, site, dgram), MetricsFeed(metrics, writes)
+    plane = ControlPlane(reactor, settings, site, dgram)
+    if settings.http.https(settings.tls) and sip.tls is not None:
+        plane.certificates = sip.tls.certificates  # shared with SIP: one SIGHUP reloads both
+    return plane, MetricsFeed(metrics, writes)
 
 
 def site_settings(settings: Settings) -> SiteSettings:
