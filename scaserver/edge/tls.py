@@ -339,7 +339,7 @@ class TlsStreamProtocol(SipStreamProtocol):
         dialed = self._server_name is not None and not self.handshake_done
         super().connectionLost(reason)
         if dialed:
-            self._tls.dial_failed(self.peer)
+            self._tls.dial_failed(self.peer, self._server_name or "")
 
 
 class _ListenFactory(ServerFactory):
@@ -390,7 +390,7 @@ class _DialFactory(ClientFactory):
         self._tls.log.warn(
             "cannot connect to {peer}: {reason}", peer=str(self._peer), reason=reason.getErrorMessage()
         )
-        self._tls.dial_failed(self._peer)
+        self._tls.dial_failed(self._peer, self._server_name)
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -476,7 +476,7 @@ class TlsEdge:
                 "against (set tls.server_name, or tls.verify_numeric_hosts = false)",
                 peer=str(peer),
             )
-            self.dial_failed(peer)
+            self.dial_failed(peer, server_name)
             return
         self.log.debug("connecting to {peer} over TLS as {name}", peer=str(peer), name=name)
         factory = TLSMemoryBIOFactory(
@@ -486,13 +486,17 @@ class TlsEdge:
         )
         self._reactor.connectTCP(peer.host, peer.port, cast(ClientFactory, factory), timeout=30.0)
 
-    def dial_failed(self, peer: Peer) -> None:
+    def dial_failed(self, peer: Peer, server_name: str) -> None:
+        """The connection to ``peer`` failed: drop what was queued, and tell the transactions,
+        which know the peer by the name it was reached by when it had one."""
         dropped = self.streams.transports.dial_failed(peer)
         if dropped:
             self.log.warn(
                 "TLS to {peer} failed: {dropped} message(s) dropped", peer=str(peer), dropped=dropped
             )
         self.streams.sink.connection_lost(peer)
+        if server_name and server_name != peer.host:
+            self.streams.sink.connection_lost(attrs.evolve(peer, host=server_name))
 
 
 class TlsListener(Service):

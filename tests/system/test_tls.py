@@ -1,0 +1,386 @@
+"""SIP over TLS and HTTPS against the real scaserver process (RFC 3261 section 26, RFC 5922,
+BCP 195), with a throwaway CA made by the test (:mod:`tests.system.pki`).
+
+``openssl s_client`` shows TLS 1.0/1.1 and a non-AEAD suite refused, TLS 1.2 and 1.3 served;
+a REGISTER over TLS with a ``sips:`` contact gets its 200 on the connection it came on (with
+our TLS Via); a client that never finishes its handshake is closed and counted while the server
+keeps serving; SIGHUP swaps the certificate for new handshakes while an open connection goes
+on; the HTTP listener speaks HTTPS; an upstream whose certificate names another domain is
+refused (logged, counted, the caller answered) while one naming the right domain gets the
+INVITE over TLS; baresip registers over TLS.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from scaserver.sip.framing import StreamFramer
+from scaserver.sip.message import Request, Response
+from scaserver.sip.parser import parse_message
+from tests.system.accounts import add_subscribers
+from tests.system.baresip import Baresip
+from tests.system.handset import Handset
+from tests.system.pki import Issued, TestAuthority, tls_table
+from tests.system.server import SCASERVER, RunningServer, free_port, running_server
+
+pytestmark = pytest.mark.system
+
+DOMAIN = "example.test"
+WAIT = 5.0
+
+
+@attrs.frozen
+class TlsServer:
+    server: RunningServer
+    tls_port: int
+    authority: TestAuthority
+    issued: Issued
+
+
+def make_authority(directory: Path) -> tuple[TestAuthority, Issued]:
+    authority = TestAuthority(directory)
+    issued = authority.issue(
+        "server",
+        common_name="scaserver",
+        dns=("localhost",),
+        uris=(f"sip:{DOMAIN}",),
+        addresses=("127.0.0.1",),
+    )
+    return authority, issued
+
+
+def config(tls_port: int, issued: Issued, ca_file: Path, extra: str = "") -> str:
+    return (
+        f"""
+[server]
+domains = ["{DOMAIN}"]
+[auth]
+require = false
+[database]
+flush_interval = 0.3
+"""
+        + tls_table(issued, ca_file, tls_port)
+        + extra
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
+    workdir = tmp_path_factory.mktemp("tls")
+    authority, issued = make_authority(workdir / "pki")
+    tls_port = free_port()
+    with running_server(workdir / "server", config(tls_port, issued, authority.ca_file)) as server:
+        yield TlsServer(server, tls_port, authority, issued)
+
+
+def client_context(ca_file: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.check_hostname = True
+    return context
+
+
+def tls_connect(port: int, ca_file: Path) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+    return client_context(ca_file).wrap_socket(raw, server_hostname="localhost")
+
+
+def read_message(sock: ssl.SSLSocket, framer: StreamFramer) -> Request | Response:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        data = sock.recv(65535)
+        if not data:
+            raise AssertionError("connection closed before a message")
+        messages = framer.feed(data)
+        if messages:
+            return parse_message(messages[0])
+    raise AssertionError("no message")
+
+
+def register_request(sock: ssl.SSLSocket, user: str) -> bytes:
+    host, port = sock.getsockname()[:2]
+    return (
+        f"REGISTER sips:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"From: <sips:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sips:{user}@{DOMAIN}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
+        f"Contact: <sips:{user}@{host}:{port}>\r\nExpires: 300\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def s_client(port: int, *args: str, ca_file: Path | None = None) -> subprocess.CompletedProcess[str]:
+    command = [shutil.which("openssl") or "openssl", "s_client", "-connect", f"127.0.0.1:{port}", *args]
+    if ca_file is not None:
+        command += ["-CAfile", str(ca_file)]
+    return subprocess.run(command, input="", capture_output=True, text=True, timeout=20, check=False)
+
+
+def handshake_ok(result: subprocess.CompletedProcess[str]) -> bool:
+    return result.returncode == 0 and "Cipher is (NONE)" not in result.stdout
+
+
+def closed_by_peer(sock: socket.socket) -> bool:
+    """The server closed (or aborted) the connection before ``WAIT``."""
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+
+
+# ----------------------------------------------------------------------------- versions, suites
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_tls_1_2_and_1_3_are_served(tls_server: TlsServer, version: str) -> None:
+    result = s_client(tls_server.tls_port, version, ca_file=tls_server.authority.ca_file)
+    assert handshake_ok(result), result.stdout + result.stderr
+    assert "Verify return code: 0 (ok)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        # OpenSSL 3 offers TLS 1.0/1.1 only at security level 0: the refusal is the server's.
+        ("-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"),
+        ("-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"),
+        ("-tls1_2", "-cipher", "AES128-SHA"),  # RSA key exchange, CBC: no forward secrecy, no AEAD
+        ("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA"),  # forward secret but CBC
+    ],
+)
+def test_old_versions_and_weak_suites_are_refused(tls_server: TlsServer, args: tuple[str, ...]) -> None:
+    result = s_client(tls_server.tls_port, *args)
+    assert not handshake_ok(result), result.stdout
+    assert tls_server.server.process.poll() is None
+
+
+# ----------------------------------------------------------------------------- SIP over TLS
+
+
+def test_register_over_tls_with_a_sips_contact_is_answered_on_the_same_connection(
+    tls_server: TlsServer,
+) -> None:
+    with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
+        sock.sendall(register_request(sock, "alice"))
+        response = read_message(sock, StreamFramer(65535))
+    assert isinstance(response, Response)
+    assert response.status == 200, response
+    assert "sips:alice@127.0.0.1" in (response.headers.get("Contact") or "")
+    assert (response.headers.get("Via") or "").startswith("SIP/2.0/TLS")
+
+
+def test_a_handshake_that_never_finishes_is_closed_and_the_server_keeps_serving(
+    tls_server: TlsServer,
+) -> None:
+    silent = [socket.create_connection(("127.0.0.1", tls_server.tls_port), timeout=WAIT) for _ in range(20)]
+    try:
+        for sock in silent:  # handshake_timeout = 1 s: each is closed by the server
+            sock.settimeout(WAIT)
+            assert closed_by_peer(sock)
+        with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
+            sock.sendall(register_request(sock, "bob"))
+            response = read_message(sock, StreamFramer(65535))
+        assert isinstance(response, Response) and response.status == 200
+    finally:
+        for sock in silent:
+            sock.close()
+    log = tls_server.server.log()
+    assert "failed (timeout): no handshake within 1.0 s" in log
+
+
+def test_https_serves_metrics_with_the_tls_counters(tls_server: TlsServer) -> None:
+    context = client_context(tls_server.authority.ca_file)
+    url = f"https://localhost:{tls_server.server.http_port}/metrics"
+    with urllib.request.urlopen(url, context=context, timeout=WAIT) as answer:
+        text = answer.read().decode()
+    assert "scaserver_tls_handshakes_total" in text
+    assert 'scaserver_sip_connections{transport="tls"}' in text
+    assert 'scaserver_tls_handshake_failures_total{reason="timeout"}' in text
+    with pytest.raises(OSError):  # plain HTTP gets no answer from an HTTPS listener
+        urllib.request.urlopen(f"http://127.0.0.1:{tls_server.server.http_port}/metrics", timeout=2)
+
+
+# ----------------------------------------------------------------------------- SIGHUP
+
+
+def peer_common_name(port: int, ca_file: Path) -> str:
+    with tls_connect(port, ca_file) as sock:
+        certificate = sock.getpeercert()
+    subject = dict(item[0] for item in certificate["subject"])  # type: ignore[arg-type,index]
+    return str(subject["commonName"])
+
+
+def test_sighup_swaps_the_certificate_and_an_open_connection_goes_on(tmp_path: Path) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    tls_port = free_port()
+    with running_server(tmp_path / "server", config(tls_port, issued, authority.ca_file)) as server:
+        assert peer_common_name(tls_port, authority.ca_file) == "scaserver"
+        with tls_connect(tls_port, authority.ca_file) as old:
+            renewed = authority.issue(
+                "renewed", common_name="scaserver renewed", dns=("localhost",), addresses=("127.0.0.1",)
+            )
+            shutil.copyfile(renewed.certificate, issued.certificate)
+            shutil.copyfile(renewed.key, issued.key)
+            server.process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + WAIT
+            while "reloaded" not in server.log() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert peer_common_name(tls_port, authority.ca_file) == "scaserver renewed"
+            old.sendall(register_request(old, "carol"))
+            response = read_message(old, StreamFramer(65535))
+            assert isinstance(response, Response) and response.status == 200
+        assert "TLS certificate" in server.log()
+
+
+def test_check_config_refuses_a_tls_listener_without_a_readable_key(tmp_path: Path) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    path = tmp_path / "bad.toml"
+    text = tls_table(issued, authority.ca_file, 5061).replace(str(issued.key), str(tmp_path / "missing.key"))
+    path.write_text(text)
+    result = subprocess.run(
+        [*SCASERVER, "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f'{path}: tls.key: cannot read "{tmp_path / "missing.key"}" (needed by tls.listen)'
+    ]
+
+
+# ----------------------------------------------------------------------------- outbound TLS
+
+
+class TlsPeer:
+    """A TLS server on loopback (the upstream PBX) presenting ``issued``: records what it reads."""
+
+    def __init__(self, issued: Issued) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(issued.certificate), str(issued.key))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.received = b""
+        self.handshake_errors: list[str] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(0.2)
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                sock = self.context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError) as error:
+                with self._cond:
+                    self.handshake_errors.append(str(error))
+                    self._cond.notify_all()
+                continue
+            sock.settimeout(0.2)
+            while True:
+                try:
+                    data = sock.recv(65535)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                with self._cond:
+                    self.received += data
+                    self._cond.notify_all()
+
+    def wait(self, predicate: str, timeout: float = WAIT) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: eval(predicate, {"self": self}), timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def upstream_config(tls_port: int, issued: Issued, ca_file: Path, upstream_port: int) -> str:
+    return f"""
+[server]
+domains = ["{DOMAIN}"]
+[auth]
+require = true
+algorithms = ["MD5"]
+[database]
+flush_interval = 0.3
+[upstream]
+host = "localhost"
+port = {upstream_port}
+transport = "tls"
+""" + tls_table(issued, ca_file, tls_port)
+
+
+@pytest.mark.parametrize("named", ["localhost", "pbx.other.example"])
+def test_upstream_certificate_must_name_the_upstream_domain(tmp_path: Path, named: str) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    peer_cert = authority.issue("pbx", common_name=named, dns=(named,))
+    pbx = TlsPeer(peer_cert)
+    db_url = f"sqlite:///{tmp_path / 'sca.db'}"
+    add_subscribers(db_url, [("alice", "alice-secret")])
+    tls_port = free_port()
+    text = upstream_config(tls_port, issued, authority.ca_file, pbx.port)
+    try:
+        with running_server(tmp_path / "server", text, db_url=db_url) as server:
+            line = f"sip:alice@{DOMAIN}"
+            phone = Handset(
+                "alice", ("127.0.0.1", server.sip_port), line=line, username="alice", password="alice-secret"
+            )
+            try:
+                transaction, _ = phone.invite("sip:+15551234@pstn.example.net")
+                challenge = phone.wait_response(transaction)
+                assert challenge.status == 407, challenge
+                answered = phone.start(phone.with_credentials(transaction.request, challenge))
+                if named == "localhost":
+                    assert pbx.wait("b'INVITE sip:+15551234@pstn.example.net' in self.received"), server.log()
+                    assert b"Via: SIP/2.0/TLS 127.0.0.1:" + str(tls_port).encode() in pbx.received
+                else:
+                    final = phone.wait_response(answered, timeout=40.0)
+                    assert final.status >= 500, final
+                    assert pbx.received == b""
+                    log = server.log()
+                    assert "failed (name): certificate does not name localhost" in log, log
+            finally:
+                phone.close()
+    finally:
+        pbx.close()
+
+
+# ----------------------------------------------------------------------------- baresip
+
+
+def test_baresip_registers_over_tls(tls_server: TlsServer, tmp_path: Path) -> None:
+    phone = Baresip(
+        tmp_path / "baresip",
+        user="dave",
+        domain=DOMAIN,
+        server_port=tls_server.tls_port,
+        transport="tls",
+        ca_file=tls_server.authority.ca_file,
+    )
+    try:
+        phone.wait_registered()
+    finally:
+        phone.stop()
