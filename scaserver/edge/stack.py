@@ -40,7 +40,7 @@ from scaserver.guard.sources import RESPONSE_COST, Ban, SourceGuard
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import cseq
-from scaserver.sip.message import Message, Peer, Response, Transport
+from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 
 Direction = Literal["in", "out"]
@@ -322,6 +322,15 @@ class SipStack(Service):
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
+                    if peer.transport is not Transport.TLS and _needs_tls(message):
+                        # RFC 3261 26.2.2: a sips: request goes over TLS on every hop; whatever
+                        # route led here, it fails as a transport error, never in cleartext.
+                        self._log.warn(
+                            "sips: request to {peer} refused: not over TLS; transaction failed",
+                            peer=str(peer),
+                        )
+                        call_later(self._clock, 0.0, self.connection_lost, peer)
+                        continue
                     if peer.transport.reliable and _vouches(message):
                         connection = self._out.stream_to(peer)
                         if connection is not None:
@@ -367,6 +376,11 @@ class SipStack(Service):
             self._cancel(key, name)
         self._out.close_streams()
         self.running = False
+
+
+def _needs_tls(message: Message) -> bool:
+    """A request whose Request-URI is a ``sips:`` URI."""
+    return isinstance(message, Request) and message.uri[:5].lower() == "sips:"
 
 
 def _vouches(message: Message) -> bool:

@@ -173,13 +173,26 @@ def test_old_versions_and_weak_suites_are_refused(tls_server: TlsServer, args: t
 def test_register_over_tls_with_a_sips_contact_is_answered_on_the_same_connection(
     tls_server: TlsServer,
 ) -> None:
-    with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
-        sock.sendall(register_request(sock, "alice"))
-        response = read_message(sock, StreamFramer(65535))
-    assert isinstance(response, Response)
-    assert response.status == 200, response
-    assert "sips:alice@127.0.0.1" in (response.headers.get("Contact") or "")
-    assert (response.headers.get("Via") or "").startswith("SIP/2.0/TLS")
+    caller = Handset("carol", ("127.0.0.1", tls_server.server.sip_port), line=f"sip:carol@{DOMAIN}")
+    try:
+        with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
+            framer = StreamFramer(65535)
+            sock.sendall(register_request(sock, "alice"))
+            response = read_message(sock, framer)
+            assert isinstance(response, Response)
+            assert response.status == 200, response
+            assert "sips:alice@127.0.0.1" in (response.headers.get("Contact") or "")
+            assert (response.headers.get("Via") or "").startswith("SIP/2.0/TLS")
+            # A sips: call to the AoR reaches the phone over its TLS connection (RFC 5923 reuse).
+            caller.invite(f"sips:alice@{DOMAIN}")
+            invite = read_message(sock, framer)
+    finally:
+        caller.close()
+    assert isinstance(invite, Request) and invite.method == "INVITE", invite
+    assert invite.uri.startswith("sips:alice@127.0.0.1")
+    assert (invite.headers.get("Via") or "").startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_server.tls_port}")
+    record_route = invite.headers.get("Record-Route") or ""
+    assert "transport=tls" in record_route, record_route
 
 
 def test_a_handshake_that_never_finishes_is_closed_and_the_server_keeps_serving(
@@ -384,3 +397,23 @@ def test_baresip_registers_over_tls(tls_server: TlsServer, tmp_path: Path) -> No
         phone.wait_registered()
     finally:
         phone.stop()
+
+
+# ----------------------------------------------------------------------------- sips: never in cleartext
+
+
+def test_a_sips_request_uri_never_reaches_a_contact_over_cleartext(tls_server: TlsServer) -> None:
+    server = tls_server.server
+    bob = Handset("bob", ("127.0.0.1", server.sip_port), line=f"sip:bob@{DOMAIN}")
+    alice = Handset("alice", ("127.0.0.1", server.sip_port), line=f"sip:alice@{DOMAIN}")
+    try:
+        # The sips: AoR with a sip: contact registered over UDP.
+        assert bob.register(f"sips:bob@{DOMAIN}").status == 200
+        transaction, _ = alice.invite(f"sips:bob@{DOMAIN}")
+        final = alice.wait_response(transaction)
+        assert final.status == 480, final
+        assert bob.requests == []
+        assert "sips: Request-URI and no contact reachable over TLS" in server.log()
+    finally:
+        alice.close()
+        bob.close()
