@@ -705,9 +705,40 @@ def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, mobile: Mobile 
     return trusted
 
 
-def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> None:
+class CertificateTrust:
+    """Peers trusted by their TLS client certificate (``[tls] trusted_names``): while a
+    connection whose verified certificate names a trusted peer is open, its source address is a
+    trusted peer on TLS (tag ``tls-certificate:NAME``), beside the directory's entries."""
+
+    TAG: Final = "tls-certificate:"
+
+    def __init__(self, core: SipCore) -> None:
+        self._core = core
+        self._names: dict[Peer, str] = {}
+
+    def identified(self, peer: Peer, name: str | None) -> None:
+        if name is None:
+            self._names.pop(peer, None)
+        else:
+            self._names[peer] = name
+        self.apply()
+
+    def apply(self) -> None:
+        """Put the current certificate entries into the core's trusted peers."""
+        kept = [entry for entry in self._core.trusted.peers if not entry.tag.startswith(self.TAG)]
+        added: dict[str, TrustedPeer] = {}
+        for peer, name in self._names.items():
+            if peer.host not in added:
+                added[peer.host] = TrustedPeer(peer.host, Transport.TLS, self.TAG + name)
+        self._core.trusted = TrustedPeers((*kept, *added.values()))
+
+
+def apply_directory(
+    settings: Settings, core: SipCore, directory: Directory, certified: CertificateTrust | None = None
+) -> None:
     """Swap a reloaded directory into the running core, computed the way
-    :func:`make_server` computes the one read at start-up."""
+    :func:`make_server` computes the one read at start-up (with the peers trusted now by their
+    certificate, ``certified``)."""
     stored = directory_domains(directory.credentials, directory.lines)
     lines = merged_lines(configured_lines(settings, domain_policy(settings, stored)), directory.lines)
     aliases = line_aliases(settings, directory.aliases, lines)
@@ -719,6 +750,8 @@ def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> 
         lines=lines,
     )
     core.set_aliases(aliases)
+    if certified is not None:
+        certified.apply()
 
 
 def trusted_upstream(trusted: TrustedPeers, upstream: Peer, tag: str) -> TrustedPeers:
@@ -1836,13 +1869,16 @@ def make_server(
     ).attach(bus)
     FactLog().attach(bus)
     pool.add_dependent(writes)
+    certified = CertificateTrust(core)
+    if sip.tls is not None:
+        sip.tls.on_identity = certified.identified
     watch = DirectoryWatch(
         cast(IReactorTime, reactor),
         pool,
         current=Directory(generation, state.credentials, state.trusted, state.lines, state.aliases),
         read_generation=lambda: directory_generation(store.engine),
         load=lambda: load_directory(store),
-        apply=lambda directory: apply_directory(settings, core, directory),
+        apply=lambda directory: apply_directory(settings, core, directory, certified),
         interval_s=settings.directory.poll_interval,
     )
     pool.add_dependent(watch)

@@ -84,6 +84,8 @@ class TlsSettings(Protocol):
     @property
     def verify_clients(self) -> bool: ...
     @property
+    def trusted_names(self) -> tuple[str, ...]: ...
+    @property
     def min_version(self) -> str: ...
     @property
     def handshake_timeout(self) -> float: ...
@@ -290,6 +292,7 @@ class TlsStreamProtocol(SipStreamProtocol):
         self._handshake: DelayedCall | None = None
         self.handshake_done = False
         self.name_mismatch = False
+        self.identity: str | None = None  # the trusted name of a verified client certificate
 
     @override
     def connectionMade(self) -> None:
@@ -310,6 +313,17 @@ class TlsStreamProtocol(SipStreamProtocol):
         self._tls.stats.completed += 1
         self._tls.stats.open += 1
         super().open()
+        if self._server_name is None:
+            self.identity = self._tls.identify(self.peer, self._peer_certificate())
+            if self.identity is not None:
+                self.vouch()
+
+    def _peer_certificate(self) -> x509.Certificate | None:
+        wire = self.transport
+        if not isinstance(wire, TLSMemoryBIOProtocol):
+            return None
+        certificate = wire.getHandle().get_peer_certificate()
+        return certificate.to_cryptography() if certificate is not None else None
 
     def _handshake_timeout(self) -> None:
         self._handshake = None
@@ -336,6 +350,8 @@ class TlsStreamProtocol(SipStreamProtocol):
         self._handshake = None
         if self.handshake_done:
             self._tls.stats.open -= 1
+        if self.identity is not None:
+            self._tls.forget(self.peer)
         dialed = self._server_name is not None and not self.handshake_done
         super().connectionLost(reason)
         if dialed:
@@ -431,7 +447,27 @@ class TlsEdge:
         self.stats = TlsStats()
         self.certificates = TlsCertificates(settings) if settings.enabled else None
         self.client_context = client_context(settings)
-        self._refused = 0
+        self.trusted_names = frozenset(name.lower() for name in settings.trusted_names)
+        self.on_identity: Callable[[Peer, str | None], None] = lambda _peer, _name: None
+
+    def identify(self, peer: Peer, certificate: x509.Certificate | None) -> str | None:
+        """The trusted name a client certificate (already verified against ``ca_file`` in the
+        handshake) carries, or None; a match is logged and reported to ``on_identity``."""
+        if certificate is None or not self.trusted_names:
+            return None
+        found = sorted(CertificateNames.of(certificate).identities() & self.trusted_names)
+        if not found:
+            self.log.info("TLS client {peer}: certificate names no trusted peer", peer=str(peer))
+            return None
+        self.log.info(
+            "TLS client {peer} is trusted peer {name} by its certificate", peer=str(peer), name=found[0]
+        )
+        self.on_identity(peer, found[0])
+        return found[0]
+
+    def forget(self, peer: Peer) -> None:
+        """A connection identified by its certificate closed."""
+        self.on_identity(peer, None)
 
     def reload(self) -> bool:
         """SIGHUP: the certificate and key (and client context) are read again."""

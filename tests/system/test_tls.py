@@ -417,3 +417,49 @@ def test_a_sips_request_uri_never_reaches_a_contact_over_cleartext(tls_server: T
     finally:
         alice.close()
         bob.close()
+
+
+# ----------------------------------------------------------------------------- client certificates
+
+
+def options_to_user(sock: ssl.SSLSocket) -> bytes:
+    host, port = sock.getsockname()[:2]
+    return (
+        f"OPTIONS sip:nobody@{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"From: <sip:pbx@pbx.example.test>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <sip:nobody@{DOMAIN}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_a_peer_is_trusted_by_its_client_certificate(tmp_path: Path) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    pbx = authority.issue("pbx", common_name="pbx", uris=("sip:pbx.example.test",))
+    phone = authority.issue("phone", common_name="phone", dns=("phone.example.test",))
+    stranger = TestAuthority(tmp_path / "other").issue("x", common_name="x", dns=("pbx.example.test",))
+    tls_port = free_port()
+    extra = 'verify_clients = true\ntrusted_names = ["pbx.example.test"]\n'
+    text = f'\n[server]\ndomains = ["{DOMAIN}"]\n[auth]\nrequire = true\nalgorithms = ["MD5"]\n' + tls_table(
+        issued, authority.ca_file, tls_port, extra
+    )
+
+    def status_with(client: Issued | None) -> int:
+        context = client_context(authority.ca_file)
+        if client is not None:
+            context.load_cert_chain(str(client.certificate), str(client.key))
+        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(options_to_user(sock))
+            response = read_message(sock, StreamFramer(65535))
+        assert isinstance(response, Response)
+        return response.status
+
+    with running_server(tmp_path / "server", text) as server:
+        assert status_with(pbx) == 200  # trusted: answered for the user, not challenged
+        assert status_with(None) == 407  # no certificate: an ordinary client
+        assert status_with(phone) == 407  # a verified certificate naming no trusted peer
+        with pytest.raises((ssl.SSLError, ConnectionError, AssertionError)):
+            status_with(stranger)  # a certificate of another CA: the handshake fails
+        log = server.log()
+    assert "is trusted peer pbx.example.test by its certificate" in log
