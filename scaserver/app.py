@@ -1673,7 +1673,10 @@ def site_settings(settings: Settings) -> SiteSettings:
     prov = settings.provisioning
     host, port = settings.server.advertised()
     listen = settings.http.listen
-    base = prov.base_url or f"http://{format_host(listen.host)}:{listen.port}/{prov.path_prefix.strip('/')}"
+    scheme = "https" if settings.http.https(settings.tls) else "http"
+    prefix = prov.path_prefix.strip("/")
+    base = prov.base_url or f"{scheme}://{format_host(listen.host)}:{listen.port}/{prefix}"
+    tls_port = settings.tls.listen[0].port if prov.sip_transport == "tls" and settings.tls.listen else 0
     proxy: tuple[str, int] | None = None
     if prov.outbound_proxy:
         proxy_host, _, proxy_port = prov.outbound_proxy.rpartition(":")
@@ -1681,7 +1684,7 @@ def site_settings(settings: Settings) -> SiteSettings:
     return SiteSettings(
         sip_host=prov.sip_host or host,
         prov_base_url=base,
-        sip_port=prov.sip_port or port,
+        sip_port=prov.sip_port or tls_port or port,
         sip_transport=SipTransport(prov.sip_transport),
         outbound_proxy=proxy,
         registration_expires=prov.registration_expires,

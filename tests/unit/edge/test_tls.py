@@ -158,3 +158,15 @@ def test_http_tls_on_needs_a_certificate() -> None:
     with pytest.raises(ConfigError) as caught:
         settings_from_mapping({"http": {"tls": "on"}}, "t")
     assert str(caught.value) == "t: tls.certificate: required by http.tls"
+
+
+def test_provisioning_urls_say_https_once_tls_is_configured(authority: TestAuthority) -> None:
+    from scaserver.app import site_settings  # noqa: PLC0415 (the composition root, for one test)
+
+    issued = authority.issue("prov", common_name="prov.example")
+    plain = settings_from_mapping({}, "t")
+    assert site_settings(plain).prov_base_url.startswith("http://")
+    table = {"listen": ["127.0.0.1:5071"], "certificate": str(issued.certificate), "key": str(issued.key)}
+    secure = settings_from_mapping({"tls": table, "provisioning": {"sip_transport": "tls"}}, "t")
+    assert site_settings(secure).prov_base_url.startswith("https://127.0.0.1:8080/")
+    assert site_settings(secure).sip_port == 5071
