@@ -512,7 +512,8 @@ class TlsEdge:
                 "against (set tls.server_name, or tls.verify_numeric_hosts = false)",
                 peer=str(peer),
             )
-            self.dial_failed(peer, server_name)
+            # After the current run of actions, as a failed connection attempt would be.
+            call_later(self.streams.clock, 0.0, self.dial_failed, peer, server_name)
             return
         self.log.debug("connecting to {peer} over TLS as {name}", peer=str(peer), name=name)
         factory = TLSMemoryBIOFactory(

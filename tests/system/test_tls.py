@@ -34,7 +34,7 @@ from tests.system.accounts import add_subscribers
 from tests.system.baresip import Baresip
 from tests.system.handset import Handset
 from tests.system.pki import Issued, TestAuthority, tls_table
-from tests.system.server import SCASERVER, RunningServer, free_port, running_server
+from tests.system.server import SCASERVER, RunningServer, free_port, running_server, tool
 
 pytestmark = pytest.mark.system
 
@@ -222,6 +222,9 @@ def test_https_serves_metrics_with_the_tls_counters(tls_server: TlsServer) -> No
     assert "scaserver_tls_handshakes_total" in text
     assert 'scaserver_sip_connections{transport="tls"}' in text
     assert 'scaserver_tls_handshake_failures_total{reason="timeout"}' in text
+    promtool = [tool("promtool"), "check", "metrics"]
+    check = subprocess.run(promtool, input=text, capture_output=True, text=True, check=False, timeout=30)
+    assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), text
     with pytest.raises(OSError):  # plain HTTP gets no answer from an HTTPS listener
         urllib.request.urlopen(f"http://127.0.0.1:{tls_server.server.http_port}/metrics", timeout=2)
 
@@ -404,19 +407,19 @@ def test_baresip_registers_over_tls(tls_server: TlsServer, tmp_path: Path) -> No
 
 def test_a_sips_request_uri_never_reaches_a_contact_over_cleartext(tls_server: TlsServer) -> None:
     server = tls_server.server
-    bob = Handset("bob", ("127.0.0.1", server.sip_port), line=f"sip:bob@{DOMAIN}")
+    frank = Handset("frank", ("127.0.0.1", server.sip_port), line=f"sip:frank@{DOMAIN}")
     alice = Handset("alice", ("127.0.0.1", server.sip_port), line=f"sip:alice@{DOMAIN}")
     try:
         # The sips: AoR with a sip: contact registered over UDP.
-        assert bob.register(f"sips:bob@{DOMAIN}").status == 200
-        transaction, _ = alice.invite(f"sips:bob@{DOMAIN}")
+        assert frank.register(f"sips:frank@{DOMAIN}").status == 200
+        transaction, _ = alice.invite(f"sips:frank@{DOMAIN}")
         final = alice.wait_response(transaction)
-        assert final.status == 480, final
-        assert bob.requests == []
+        assert final.status == 480, server.log()[-6000:]
+        assert frank.requests == []
         assert "sips: Request-URI and no contact reachable over TLS" in server.log()
     finally:
         alice.close()
-        bob.close()
+        frank.close()
 
 
 # ----------------------------------------------------------------------------- client certificates
