@@ -497,9 +497,14 @@ def make_core(
     )
     sca = settings.sca
     contact = sca.server_address or f"sip:{format_host(host)}:{port}"
+    tls_listen = settings.tls.listen
+    contact_tls = (
+        f"sip:{format_host(tls_listen[0].host)}:{tls_listen[0].port};transport=tls" if tls_listen else ""
+    )
     engine = ScaEngine(
         EngineSettings(
             contact=contact,
+            contact_tls=contact_tls,
             call_info_max_expires=sca.call_info_max_expires,
             line_seize_max_expires=sca.line_seize_max_expires,
             min_expires=sca.min_expires,

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import attrs
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from scaserver.sip.framing import StreamFramer
 from scaserver.sip.message import Request, Response
@@ -97,16 +99,24 @@ def tls_connect(port: int, ca_file: Path) -> ssl.SSLSocket:
     return client_context(ca_file).wrap_socket(raw, server_hostname="localhost")
 
 
-def read_message(sock: ssl.SSLSocket, framer: StreamFramer) -> Request | Response:
+class MessageReader:
+    """Messages off a stream in order (several may come in one read)."""
+
+    def __init__(self) -> None:
+        self.framer = StreamFramer(65535)
+        self.ready: list[bytes] = []
+
+
+def read_message(sock: ssl.SSLSocket, reader: MessageReader) -> Request | Response:
     deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
+    while not reader.ready and time.monotonic() < deadline:
         data = sock.recv(65535)
         if not data:
             raise AssertionError("connection closed before a message")
-        messages = framer.feed(data)
-        if messages:
-            return parse_message(messages[0])
-    raise AssertionError("no message")
+        reader.ready += reader.framer.feed(data)
+    if not reader.ready:
+        raise AssertionError("no message")
+    return parse_message(reader.ready.pop(0))
 
 
 def register_request(sock: ssl.SSLSocket, user: str) -> bytes:
@@ -176,7 +186,7 @@ def test_register_over_tls_with_a_sips_contact_is_answered_on_the_same_connectio
     caller = Handset("carol", ("127.0.0.1", tls_server.server.sip_port), line=f"sip:carol@{DOMAIN}")
     try:
         with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
-            framer = StreamFramer(65535)
+            framer = MessageReader()
             sock.sendall(register_request(sock, "alice"))
             response = read_message(sock, framer)
             assert isinstance(response, Response)
@@ -205,7 +215,7 @@ def test_a_handshake_that_never_finishes_is_closed_and_the_server_keeps_serving(
             assert closed_by_peer(sock)
         with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
             sock.sendall(register_request(sock, "bob"))
-            response = read_message(sock, StreamFramer(65535))
+            response = read_message(sock, MessageReader())
         assert isinstance(response, Response) and response.status == 200
     finally:
         for sock in silent:
@@ -234,9 +244,10 @@ def test_https_serves_metrics_with_the_tls_counters(tls_server: TlsServer) -> No
 
 def peer_common_name(port: int, ca_file: Path) -> str:
     with tls_connect(port, ca_file) as sock:
-        certificate = sock.getpeercert()
-    subject = dict(item[0] for item in certificate["subject"])  # type: ignore[arg-type,index]
-    return str(subject["commonName"])
+        der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value)
 
 
 def test_sighup_swaps_the_certificate_and_an_open_connection_goes_on(tmp_path: Path) -> None:
@@ -256,7 +267,7 @@ def test_sighup_swaps_the_certificate_and_an_open_connection_goes_on(tmp_path: P
                 time.sleep(0.05)
             assert peer_common_name(tls_port, authority.ca_file) == "scaserver renewed"
             old.sendall(register_request(old, "carol"))
-            response = read_message(old, StreamFramer(65535))
+            response = read_message(old, MessageReader())
             assert isinstance(response, Response) and response.status == 200
         assert "TLS certificate" in server.log()
 
@@ -325,9 +336,10 @@ class TlsPeer:
                     self.received += data
                     self._cond.notify_all()
 
-    def wait(self, predicate: str, timeout: float = WAIT) -> bool:
+    def wait_for(self, needle: bytes, timeout: float = WAIT) -> bool:
+        """Whether ``needle`` arrives within ``timeout``."""
         with self._cond:
-            return self._cond.wait_for(lambda: eval(predicate, {"self": self}), timeout)
+            return self._cond.wait_for(lambda: needle in self.received, timeout)
 
     def close(self) -> None:
         self.listener.close()
@@ -370,7 +382,7 @@ def test_upstream_certificate_must_name_the_upstream_domain(tmp_path: Path, name
                 assert challenge.status == 407, challenge
                 answered = phone.start(phone.with_credentials(transaction.request, challenge))
                 if named == "localhost":
-                    assert pbx.wait("b'INVITE sip:+15551234@pstn.example.net' in self.received"), server.log()
+                    assert pbx.wait_for(b"INVITE sip:+15551234@pstn.example.net"), server.log()
                     assert b"Via: SIP/2.0/TLS 127.0.0.1:" + str(tls_port).encode() in pbx.received
                 else:
                     final = phone.wait_response(answered, timeout=40.0)
@@ -454,7 +466,7 @@ def test_a_peer_is_trusted_by_its_client_certificate(tmp_path: Path) -> None:
         raw = socket.create_connection(("127.0.0.1", tls_port), timeout=WAIT)
         with context.wrap_socket(raw, server_hostname="localhost") as sock:
             sock.sendall(options_to_user(sock))
-            response = read_message(sock, StreamFramer(65535))
+            response = read_message(sock, MessageReader())
         assert isinstance(response, Response)
         return response.status
 
@@ -466,3 +478,35 @@ def test_a_peer_is_trusted_by_its_client_certificate(tmp_path: Path) -> None:
             status_with(stranger)  # a certificate of another CA: the handshake fails
         log = server.log()
     assert "is trusted peer pbx.example.test by its certificate" in log
+
+
+# ----------------------------------------------------------------------------- NOTIFY connection reuse
+
+
+def test_call_info_notifies_reach_a_tls_subscriber_over_its_connection(tmp_path: Path) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    tls_port = free_port()
+    line = f"sip:2001@{DOMAIN}"
+    extra = f'\n[[sca.lines]]\naor = "{line}"\nappearances = 2\nmembers = ["{line}"]\n'
+    text = config(tls_port, issued, authority.ca_file, extra)
+    with running_server(tmp_path / "server", text), tls_connect(tls_port, authority.ca_file) as sock:
+        host, port = sock.getsockname()[:2]
+        subscribe = (
+            f"SUBSCRIBE {line} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+            f"From: <{line}>;tag={uuid.uuid4().hex[:8]}\r\nTo: <{line}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 SUBSCRIBE\r\n"
+            f"Contact: <sips:2001@{host}:{port}>\r\nEvent: call-info\r\n"
+            "Accept: application/x-sca-info\r\nExpires: 600\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+        sock.sendall(subscribe)
+        framer = MessageReader()
+        accepted, notify = read_message(sock, framer), read_message(sock, framer)
+    assert isinstance(accepted, Response) and accepted.status == 202, accepted
+    assert isinstance(notify, Request) and notify.method == "NOTIFY", notify
+    assert notify.uri == f"sips:2001@{host}:{port}"
+    assert (notify.headers.get("Via") or "").startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_port}")
+    tls_contact = f"<sip:127.0.0.1:{tls_port};transport=tls>"
+    assert accepted.headers.get("Contact") == tls_contact
+    assert notify.headers.get("Contact") == tls_contact

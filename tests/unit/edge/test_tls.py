@@ -111,12 +111,16 @@ def test_client_context_uses_the_ca_bundle(authority: TestAuthority) -> None:
         client_context(TlsSettings(ca_file="/nonexistent/ca.pem"))
 
 
+def failure(error: Exception) -> Failure:
+    return Failure(error)  # type: ignore[no-untyped-call]
+
+
 def test_failure_reasons() -> None:
     assert failure_reason(None) == "closed"
-    assert failure_reason(Failure(ConnectionResetError())) == "closed"
+    assert failure_reason(failure(ConnectionResetError())) == "closed"
     error = SSL.Error([("SSL routines", "", "certificate verify failed")])
-    assert failure_reason(Failure(error)) == "certificate"
-    assert failure_reason(Failure(SSL.Error([("SSL routines", "", "unsupported protocol")]))) == "protocol"
+    assert failure_reason(failure(error)) == "certificate"
+    assert failure_reason(failure(SSL.Error([("SSL routines", "", "unsupported protocol")]))) == "protocol"
 
 
 # ----------------------------------------------------------------------------- configuration
