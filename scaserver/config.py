@@ -1035,6 +1035,14 @@ def _check(settings: Settings) -> None:
             raise _KeyedValueError(key, detail)
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _readable(path: str) -> bool:
     try:
         with Path(path).open("rb"):
@@ -1068,6 +1076,16 @@ def _tls_checks(settings: Settings) -> list[tuple[bool, str, str]]:
     ]
     if tls.ca_file:
         checks.append((_readable(tls.ca_file), "tls.ca_file", f"cannot read {_show(tls.ca_file)}"))
+    up = settings.upstream
+    if up.host and up.transport is Transport.TLS and _is_address(up.host):
+        checks.append(
+            (
+                bool(tls.server_name) or not tls.verify_numeric_hosts,
+                "upstream.host",
+                "a numeric TLS upstream has no name to verify its certificate against: set "
+                "tls.server_name (or tls.verify_numeric_hosts = false)",
+            )
+        )
     for name in users:
         for key, path in (("certificate", tls.certificate), ("key", tls.key)):
             checks.append((bool(path), f"tls.{key}", f"required by {name}"))

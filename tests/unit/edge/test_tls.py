@@ -158,6 +158,15 @@ def test_tls_configuration_refusals(table: dict[str, object], message: str) -> N
     assert str(caught.value) == message
 
 
+def test_a_numeric_tls_upstream_needs_a_name_to_verify() -> None:
+    upstream = {"host": "192.0.2.5", "transport": "tls", "port": 5061}
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"upstream": upstream}, "t")
+    assert str(caught.value).startswith("t: upstream.host: a numeric TLS upstream has no name")
+    named = settings_from_mapping({"upstream": upstream, "tls": {"server_name": "pbx.example"}}, "t")
+    assert named.tls.server_name == "pbx.example"
+
+
 def test_http_tls_on_needs_a_certificate() -> None:
     with pytest.raises(ConfigError) as caught:
         settings_from_mapping({"http": {"tls": "on"}}, "t")
