@@ -164,6 +164,8 @@ class Transports:
         self._streams: dict[StreamKey, StreamConnection] = {}
         self._pending: dict[StreamKey, list[bytes]] = {}
         self._dials: dict[Transport, Dial] = {}
+        self._aliases: dict[StreamKey, StreamConnection] = {}  # RFC 5923: the sent-by of a Via
+        self._alias_keys: dict[int, list[StreamKey]] = {}
         if dial is not None:
             self._dials[Transport.TCP] = dial
 
@@ -190,13 +192,26 @@ class Transports:
         key = stream_key(connection.peer)
         if self._streams.get(key) is connection:
             del self._streams[key]
+        for alias in self._alias_keys.pop(id(connection), ()):
+            if self._aliases.get(alias) is connection:
+                del self._aliases[alias]
+
+    def add_alias(self, connection: StreamConnection, sent_by: Peer) -> None:
+        """RFC 5923: requests to ``sent_by`` (a Via sent-by whose ``alias`` the connection's
+        authenticated peer offered) reuse ``connection`` while it is open."""
+        key = stream_key(sent_by)
+        if key == stream_key(connection.peer) or self._aliases.get(key) is connection:
+            return
+        self._aliases[key] = connection
+        self._alias_keys.setdefault(id(connection), []).append(key)
 
     def dial_failed(self, peer: Peer) -> int:
         """An outgoing connection could not be made; drop and count what was queued for it."""
         return len(self._pending.pop(stream_key(peer), ()))
 
     def stream_to(self, peer: Peer) -> StreamConnection | None:
-        return self._streams.get(stream_key(peer))
+        key = stream_key(peer)
+        return self._streams.get(key) or self._aliases.get(key)
 
     @property
     def streams(self) -> tuple[StreamConnection, ...]:
@@ -222,6 +237,10 @@ class Transports:
         (:mod:`scaserver.edge.resolver`: no DNS); its first address is used.
         """
         server_name = "" if is_numeric(peer.host) else peer.host
+        aliased = self._aliases.get(stream_key(peer)) if peer.transport.reliable else None
+        if aliased is not None:
+            aliased.send(data)
+            return True
         if not is_numeric(peer.host):
             try:
                 peer = resolve_peer(peer, self._hosts)[0]
@@ -239,7 +258,7 @@ class Transports:
                 return False
             case Transport.TCP | Transport.TLS:
                 key = stream_key(peer)
-                connection = self._streams.get(key)
+                connection = self._streams.get(key) or self._aliases.get(key)
                 if connection is not None:
                     connection.send(data)
                 elif key in self._pending:

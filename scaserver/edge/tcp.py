@@ -174,8 +174,12 @@ class SipStreamProtocol(TwistedProtocol):
         for message in messages:
             if self.closing:
                 return
-            self._sink.bytes_received(message, self.peer)
+            self.deliver(message)
         self._watch_slow_sender(restart=bool(messages))
+
+    def deliver(self, message: bytes) -> None:
+        """One framed message, to the stack."""
+        self._sink.bytes_received(message, self.peer)
 
     def send(self, data: bytes) -> None:
         if self.closing or self._wire is None:

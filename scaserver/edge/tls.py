@@ -53,7 +53,10 @@ from zope.interface import implementer
 from scaserver.edge.stack import DelayedCall, call_later
 from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, TcpReactor
 from scaserver.edge.udp import ListeningPort, bound_port
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.errors import MalformedMessage
+from scaserver.sip.headers import top_via
+from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.parser import parse_message
 
 HANDSHAKE_FAILURES: Final = ("timeout", "protocol", "certificate", "name", "closed")
 """Why a TLS handshake failed (a metrics label)."""
@@ -293,6 +296,7 @@ class TlsStreamProtocol(SipStreamProtocol):
         self.handshake_done = False
         self.name_mismatch = False
         self.identity: str | None = None  # the trusted name of a verified client certificate
+        self.certified: frozenset[str] = frozenset()  # what a verified client certificate names
 
     @override
     def connectionMade(self) -> None:
@@ -314,9 +318,41 @@ class TlsStreamProtocol(SipStreamProtocol):
         self._tls.stats.open += 1
         super().open()
         if self._server_name is None:
-            self.identity = self._tls.identify(self.peer, self._peer_certificate())
+            certificate = self._peer_certificate()
+            if certificate is not None:  # verified against ca_file in the handshake
+                self.certified = CertificateNames.of(certificate).identities()
+            self.identity = self._tls.identify(self.peer, certificate)
             if self.identity is not None:
                 self.vouch()
+
+    @override
+    def deliver(self, message: bytes) -> None:
+        if self.certified and b";alias" in message:
+            self._honour_alias(message)
+        super().deliver(message)
+
+    def _honour_alias(self, message: bytes) -> None:
+        """RFC 5923 section 5: a request whose top Via offers ``alias`` makes this connection the
+        way to its sent-by, when the client's verified certificate names that host."""
+        try:
+            parsed = parse_message(message)
+            via = top_via(parsed) if isinstance(parsed, Request) else None
+        except MalformedMessage:
+            return  # the stack answers or drops it
+        if via is None or (via.param("alias") is None and not any(n == "alias" for n, _ in via.params)):
+            return
+        if via.host.lower() not in self.certified:
+            self._log.info(
+                "alias offered by {peer} for {host} ignored: its certificate does not name it",
+                peer=str(self.peer),
+                host=via.host,
+            )
+            return
+        sent_by = Peer(Transport.TLS, via.host, via.port or 5061)
+        self._transports.add_alias(self, sent_by)
+        self._log.info(
+            "TLS connection with {peer} is an alias of {sent_by}", peer=str(self.peer), sent_by=str(sent_by)
+        )
 
     def _peer_certificate(self) -> x509.Certificate | None:
         wire = self.transport

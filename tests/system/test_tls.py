@@ -510,3 +510,47 @@ def test_call_info_notifies_reach_a_tls_subscriber_over_its_connection(tmp_path:
     tls_contact = f"<sip:127.0.0.1:{tls_port};transport=tls>"
     assert accepted.headers.get("Contact") == tls_contact
     assert notify.headers.get("Contact") == tls_contact
+
+
+# ----------------------------------------------------------------------------- RFC 5923 alias
+
+
+def test_an_alias_offered_by_a_certified_pbx_carries_requests_to_its_name(tmp_path: Path) -> None:
+    authority, issued = make_authority(tmp_path / "pki")
+    pbx_cert = authority.issue("pbx", common_name="pbx", dns=("pbx.example.test",))
+    db_url = f"sqlite:///{tmp_path / 'sca.db'}"
+    add_subscribers(db_url, [("alice", "alice-secret")])
+    tls_port = free_port()
+    text = (
+        f'\n[server]\ndomains = ["{DOMAIN}"]\n[auth]\nrequire = true\nalgorithms = ["MD5"]\n'
+        '[upstream]\nhost = "pbx.example.test"\nport = 5061\ntransport = "tls"\n'
+        + tls_table(issued, authority.ca_file, tls_port, "verify_clients = true\n")
+    )
+    with running_server(tmp_path / "server", text, db_url=db_url) as server:
+        context = client_context(authority.ca_file)
+        context.load_cert_chain(str(pbx_cert.certificate), str(pbx_cert.key))
+        raw = socket.create_connection(("127.0.0.1", tls_port), timeout=WAIT)
+        with context.wrap_socket(raw, server_hostname="localhost") as sock:
+            reader = MessageReader()
+            options = options_to_user(sock).replace(
+                b"Via: SIP/2.0/TLS 127.0.0.1:", b"Via: SIP/2.0/TLS pbx.example.test:5061;alias;x-port="
+            )
+            sock.sendall(options)
+            answer = read_message(sock, reader)
+            assert isinstance(answer, Response), answer
+            phone = Handset(
+                "alice",
+                ("127.0.0.1", server.sip_port),
+                line=f"sip:alice@{DOMAIN}",
+                username="alice",
+                password="alice-secret",
+            )
+            try:
+                transaction, _ = phone.invite("sip:+15551234@pstn.example.net")
+                challenge = phone.wait_response(transaction)
+                phone.start(phone.with_credentials(transaction.request, challenge))
+                invite = read_message(sock, reader)  # the upstream's name reached over the alias
+            finally:
+                phone.close()
+        assert isinstance(invite, Request) and invite.method == "INVITE", invite
+        assert "is an alias of tls:pbx.example.test:5061" in server.log()

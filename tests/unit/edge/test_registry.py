@@ -150,3 +150,22 @@ def test_tcp_and_tls_to_one_address_are_separate_connections() -> None:
     assert tls.sent == [b"secret"]
     assert transports.stream_to(TCP_PEER) is tcp
     assert transports.stream_to(tls_peer) is tls
+
+
+def test_an_alias_reuses_the_connection_until_it_closes() -> None:
+    inbound = Peer(Transport.TLS, "192.0.2.7", 40001)
+    sent_by = Peer(Transport.TLS, "pbx.example", 5061)
+    dialed: list[Peer] = []
+    transports = Transports()
+    transports.set_dialer(lambda peer, _name: dialed.append(peer), Transport.TLS)
+    stream = RecordingStream(inbound)
+    transports.add_stream(stream)
+    transports.add_alias(stream, sent_by)
+    assert transports.send(b"by name", sent_by)  # no hosts-table entry needed: the alias wins
+    assert stream.sent == [b"by name"]
+    assert transports.stream_to(sent_by) is stream
+    assert transports.streams == (stream,)  # listed once
+    transports.remove_stream(stream)
+    assert transports.stream_to(sent_by) is None
+    assert not transports.send(b"gone", sent_by)  # unresolvable now: dropped, nothing dialed
+    assert dialed == []
