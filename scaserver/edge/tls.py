@@ -339,7 +339,7 @@ class TlsStreamProtocol(SipStreamProtocol):
             via = top_via(parsed) if isinstance(parsed, Request) else None
         except MalformedMessage:
             return  # the stack answers or drops it
-        if via is None or (via.param("alias") is None and not any(n == "alias" for n, _ in via.params)):
+        if via is None or not via.has_param("alias"):
             return
         if via.host.lower() not in self.certified:
             self._log.info(
