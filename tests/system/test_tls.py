@@ -34,7 +34,7 @@ from scaserver.sip.message import Request, Response
 from scaserver.sip.parser import parse_message
 from tests.system.accounts import add_subscribers
 from tests.system.baresip import Baresip
-from tests.system.handset import Handset
+from tests.system.handset import Handset, sdp
 from tests.system.pki import Issued, TestAuthority, tls_table
 from tests.system.server import SCASERVER, RunningServer, free_port, running_server, tool
 
@@ -399,7 +399,8 @@ def test_upstream_certificate_must_name_the_upstream_domain(tmp_path: Path, name
 # ----------------------------------------------------------------------------- baresip
 
 
-def test_baresip_registers_over_tls(tls_server: TlsServer, tmp_path: Path) -> None:
+def test_baresip_registers_and_calls_over_tls(tls_server: TlsServer, tmp_path: Path) -> None:
+    server = tls_server.server
     phone = Baresip(
         tmp_path / "baresip",
         user="dave",
@@ -408,9 +409,22 @@ def test_baresip_registers_over_tls(tls_server: TlsServer, tmp_path: Path) -> No
         transport="tls",
         ca_file=tls_server.authority.ca_file,
     )
+    callee = Handset("erin", ("127.0.0.1", server.sip_port), line=f"sip:erin@{DOMAIN}")
     try:
         phone.wait_registered()
+        assert callee.register().status == 200
+        phone.command("dial", f"sip:erin@{DOMAIN}")
+        invite = callee.expect_request("INVITE")
+        assert "SIP/2.0/TLS" in " ".join(invite.headers.values("Via"))  # baresip's hop was TLS
+        answered = callee.uas_dialog(invite)
+        callee.respond(invite, 200, to_tag=answered.local_tag, body=sdp(callee.port + 2))
+        phone.wait_event("CALL_ESTABLISHED")
+        phone.command("hangup")
+        bye = callee.expect_request("BYE")
+        callee.respond(bye, 200)
+        phone.wait_event("CALL_CLOSED")
     finally:
+        callee.close()
         phone.stop()
 
 
