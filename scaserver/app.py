@@ -25,8 +25,14 @@ from typing import Final, Protocol, cast
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
-from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorFromThreads,
+    IReactorTime,
+)
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
@@ -76,6 +82,7 @@ from scaserver.edge.stack import SipCore as CoreProtocol
 from scaserver.edge.stack import SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
+from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
@@ -164,6 +171,8 @@ class SipService(MultiService):
         self.udp: list[UdpListener] = []
         self.tcp: list[TcpListener] = []
         self.streams: SipStreamFactory | None = None
+        self.tls: TlsEdge | None = None
+        self.tls_listeners: list[TlsListener] = []
         self.guard: SourceGuard | None = None
         self.kernel_filter: KernelBanFilter | None = None
 
@@ -221,6 +230,13 @@ def make_service(
         root.tcp.append(tcp)
         root.adopt(udp)
         root.adopt(tcp)
+    tls = TlsEdge(settings.tls, streams, reactor)
+    transports.set_dialer(tls.dial, Transport.TLS)
+    root.tls = tls
+    for endpoint in settings.tls.listen:
+        listener = TlsListener(reactor, endpoint.host, endpoint.port, tls)
+        root.tls_listeners.append(listener)
+        root.adopt(listener)
     if guard is not None:
         kernel = KernelBanFilter(
             guard, reactor, lambda: [sock for udp in root.udp if (sock := udp.bound_socket) is not None]
@@ -416,11 +432,16 @@ def make_core(
     ]
     if (host, port) != (settings.server.listen[0].host, settings.server.listen[0].port):
         interfaces = [Interface(i.transport, host, port) for i in interfaces[:2]] + interfaces
+    interfaces += [Interface(Transport.TLS, endpoint.host, endpoint.port) for endpoint in settings.tls.listen]
     identity = ProxyIdentity(
         tuple(interfaces), aliases=frozenset({host.lower()}), route_key=derive_route_key(secret)
     )
 
     def local_via(peer: Peer) -> tuple[str, str, int]:
+        if peer.transport is Transport.TLS and settings.tls.listen:
+            same_family = (e for e in settings.tls.listen if (":" in e.host) == (":" in peer.host))
+            tls_endpoint = next(same_family, settings.tls.listen[0])
+            return peer.transport.value, tls_endpoint.host, tls_endpoint.port
         if ":" in peer.host:
             for endpoint in settings.server.listen:
                 if ":" in endpoint.host:
@@ -434,9 +455,14 @@ def make_core(
     )
     sca = settings.sca
     contact = sca.server_address or f"sip:{format_host(host)}:{port}"
+    tls_listen = settings.tls.listen
+    contact_tls = (
+        f"sip:{format_host(tls_listen[0].host)}:{tls_listen[0].port};transport=tls" if tls_listen else ""
+    )
     engine = ScaEngine(
         EngineSettings(
             contact=contact,
+            contact_tls=contact_tls,
             call_info_max_expires=sca.call_info_max_expires,
             line_seize_max_expires=sca.line_seize_max_expires,
             min_expires=sca.min_expires,
@@ -642,9 +668,40 @@ def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, mobile: Mobile 
     return trusted
 
 
-def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> None:
+class CertificateTrust:
+    """Peers trusted by their TLS client certificate (``[tls] trusted_names``): while a
+    connection whose verified certificate names a trusted peer is open, its source address is a
+    trusted peer on TLS (tag ``tls-certificate:NAME``), beside the directory's entries."""
+
+    TAG: Final = "tls-certificate:"
+
+    def __init__(self, core: SipCore) -> None:
+        self._core = core
+        self._names: dict[Peer, str] = {}
+
+    def identified(self, peer: Peer, name: str | None) -> None:
+        if name is None:
+            self._names.pop(peer, None)
+        else:
+            self._names[peer] = name
+        self.apply()
+
+    def apply(self) -> None:
+        """Put the current certificate entries into the core's trusted peers."""
+        kept = [entry for entry in self._core.trusted.peers if not entry.tag.startswith(self.TAG)]
+        added: dict[str, TrustedPeer] = {}
+        for peer, name in self._names.items():
+            if peer.host not in added:
+                added[peer.host] = TrustedPeer(peer.host, Transport.TLS, self.TAG + name)
+        self._core.trusted = TrustedPeers((*kept, *added.values()))
+
+
+def apply_directory(
+    settings: Settings, core: SipCore, directory: Directory, certified: CertificateTrust | None = None
+) -> None:
     """Swap a reloaded directory into the running core, computed the way
-    :func:`make_server` computes the one read at start-up."""
+    :func:`make_server` computes the one read at start-up (with the peers trusted now by their
+    certificate, ``certified``)."""
     stored = directory_domains(directory.credentials, directory.lines)
     lines = merged_lines(configured_lines(settings, domain_policy(settings, stored)), directory.lines)
     aliases = line_aliases(settings, directory.aliases, lines)
@@ -656,6 +713,8 @@ def apply_directory(settings: Settings, core: SipCore, directory: Directory) -> 
         lines=lines,
     )
     core.set_aliases(aliases)
+    if certified is not None:
+        certified.apply()
 
 
 def trusted_upstream(trusted: TrustedPeers, upstream: Peer, tag: str) -> TrustedPeers:
@@ -801,14 +860,28 @@ class ControlPlane(Service):
     ) -> None:
         self._reactor, self._settings, self._site, self._dgram = reactor, settings, site, dgram
         self._ports: list[object] = []
+        self.certificates: TlsCertificates | None = None  # HTTPS when set
 
     @override
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
         listen = self._settings.http.listen
         tcp = cast(_HttpReactor, self._reactor)
-        self._ports.append(tcp.listenTCP(listen.port, self._site, interface=listen.host))
-        self._log.info("HTTP (JSON-RPC, metrics) on {host} port {port}", host=listen.host, port=listen.port)
+        factory: Site = self._site
+        if self.certificates is not None:
+            tls = TLSMemoryBIOFactory(
+                cast(IOpenSSLServerConnectionCreator, self.certificates),
+                False,
+                cast(IProtocolFactory, factory),
+            )
+            factory = cast(Site, tls)
+        self._ports.append(tcp.listenTCP(listen.port, factory, interface=listen.host))
+        self._log.info(
+            "{scheme} (JSON-RPC, metrics) on {host} port {port}",
+            scheme="HTTPS" if self.certificates is not None else "HTTP",
+            host=listen.host,
+            port=listen.port,
+        )
         if self._dgram is not None and self._settings.rpc.dgram_socket:
             path = Path(self._settings.rpc.dgram_socket)
             self._ports.append(listen_unix_datagram(self._reactor, path, self._dgram))
@@ -850,6 +923,25 @@ def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipServ
     )
     pinger.attach(sip.bus)
     return pinger
+
+
+class TlsView:
+    """The TLS edge's handshake counters and the open connections by transport, for metrics."""
+
+    def __init__(self, sip: SipService) -> None:
+        self._sip = sip
+
+    def tls_handshakes(self) -> int:
+        return self._sip.tls.stats.completed if self._sip.tls is not None else 0
+
+    def tls_handshake_failures(self) -> dict[str, int]:
+        return dict(self._sip.tls.stats.failed) if self._sip.tls is not None else {}
+
+    def open_connections(self) -> dict[str, int]:
+        found = {"tcp": 0, "tls": 0}
+        for connection in self._sip.transports.streams:
+            found[connection.peer.transport.value.lower()] += 1
+        return found
 
 
 def control_plane(
@@ -916,6 +1008,7 @@ def control_plane(
         process=True,
         security=security,
         nat=nat,
+        tls=TlsView(sip),
     )
     registry = build_registry(
         sca=sca,
@@ -944,7 +1037,10 @@ def control_plane(
     site = Site(root)  # type: ignore[no-untyped-call]
     site.displayTracebacks = False
     dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
-    return ControlPlane(reactor, settings, site, dgram), MetricsFeed(metrics, writes)
+    plane = ControlPlane(reactor, settings, site, dgram)
+    if settings.http.https(settings.tls) and sip.tls is not None:
+        plane.certificates = sip.tls.certificates  # shared with SIP: one SIGHUP reloads both
+    return plane, MetricsFeed(metrics, writes)
 
 
 def site_settings(settings: Settings) -> SiteSettings:
@@ -952,7 +1048,10 @@ def site_settings(settings: Settings) -> SiteSettings:
     prov = settings.provisioning
     host, port = settings.server.advertised()
     listen = settings.http.listen
-    base = prov.base_url or f"http://{format_host(listen.host)}:{listen.port}/{prov.path_prefix.strip('/')}"
+    scheme = "https" if settings.http.https(settings.tls) else "http"
+    prefix = prov.path_prefix.strip("/")
+    base = prov.base_url or f"{scheme}://{format_host(listen.host)}:{listen.port}/{prefix}"
+    tls_port = settings.tls.listen[0].port if prov.sip_transport == "tls" and settings.tls.listen else 0
     proxy: tuple[str, int] | None = None
     if prov.outbound_proxy:
         proxy_host, _, proxy_port = prov.outbound_proxy.rpartition(":")
@@ -960,7 +1059,7 @@ def site_settings(settings: Settings) -> SiteSettings:
     return SiteSettings(
         sip_host=prov.sip_host or host,
         prov_base_url=base,
-        sip_port=prov.sip_port or port,
+        sip_port=prov.sip_port or tls_port or port,
         sip_transport=SipTransport(prov.sip_transport),
         outbound_proxy=proxy,
         registration_expires=prov.registration_expires,
@@ -1148,13 +1247,16 @@ def make_server(
     ).attach(bus)
     FactLog().attach(bus)
     pool.add_dependent(writes)
+    certified = CertificateTrust(core)
+    if sip.tls is not None:
+        sip.tls.on_identity = certified.identified
     watch = DirectoryWatch(
         cast(IReactorTime, reactor),
         pool,
         current=Directory(generation, state.credentials, state.trusted, state.lines, state.aliases),
         read_generation=lambda: directory_generation(store.engine),
         load=lambda: load_directory(store),
-        apply=lambda directory: apply_directory(settings, core, directory),
+        apply=lambda directory: apply_directory(settings, core, directory, certified),
         interval_s=settings.directory.poll_interval,
     )
     pool.add_dependent(watch)

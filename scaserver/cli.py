@@ -37,6 +37,7 @@ from scaserver import __version__, directory
 from scaserver.app import Reactor, SecretFileError, make_server, site_settings, tune_garbage_collector
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
+from scaserver.edge.tls import TlsConfigurationError, client_context, server_context
 from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
 from scaserver.reporting import commands as reports
@@ -87,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "check-config":
-                load_settings(args.file)
+                check_tls(load_settings(args.file), args.file)
                 print(f"{args.file}: OK")
                 return EXIT_OK
             case "run":
@@ -112,6 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingDriverError as error:
         print(f"scaserver {args.command}: {error}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def check_tls(settings: Settings, source: str) -> None:
+    """The ``[tls]`` certificate, key and CA bundle load (a ConfigError naming the key if not)."""
+    tls = settings.tls
+    try:
+        if tls.enabled:
+            server_context(tls)
+        client_context(tls)
+    except TlsConfigurationError as error:
+        key = "tls.ca_file" if "verify" in str(error).lower() else "tls.certificate"
+        raise ConfigError(source, key, f"cannot load: {error}") from None
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
@@ -211,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     from twisted.internet import reactor as installed  # noqa: PLC0415
 
     settings = settings_for(args)
+    check_tls(settings, args.config or "defaults")
     start_logging(settings.log)
     reactor = cast(MainReactor, installed)
     ensure_sqlite_directory(settings.database.url)
@@ -252,13 +266,16 @@ def _run(args: argparse.Namespace) -> int:
         return stopping
 
     def reload_directory() -> None:
+        if service.sip.tls is not None:
+            service.sip.tls.reload()  # new handshakes get the new certificate; open connections keep theirs
         if service.directory is not None:
             reloaded = service.directory.reload("SIGHUP")
             reloaded.addErrback(lambda failure: _log.failure("directory reload failed", failure=failure))
 
     tune_garbage_collector()
     raise_open_files_limit()
-    # SIGHUP: the directory (subscribers, trusted peers, lines) is read again at once.
+    # SIGHUP: the directory (subscribers, trusted peers, lines) and the TLS certificate are
+    # read again at once.
     signal.signal(signal.SIGHUP, lambda _signum, _frame: reactor.callFromThread(reload_directory))
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", stop)

@@ -157,9 +157,61 @@ class DirectorySettings:
 
 @attrs.frozen
 class HttpSettings:
-    """``[http]``: the JSON-RPC, metrics and provisioning listener."""
+    """``[http]``: the JSON-RPC, metrics and provisioning listener.  ``tls``: "on" serves HTTPS
+    with the ``[tls]`` certificate (which it then needs), "off" plain HTTP, "auto" HTTPS when
+    ``[tls]`` has a certificate and key, else HTTP."""
 
     listen: Endpoint = Endpoint("127.0.0.1", DEFAULT_HTTP_PORT)
+    tls: str = "auto"
+
+    def https(self, tls: TlsSettings) -> bool:
+        """Whether the listener speaks HTTPS under ``tls``."""
+        return self.tls == "on" or (self.tls == "auto" and tls.enabled)
+
+
+DEFAULT_SIPS_PORT: Final = 5061
+TLS_VERSIONS: Final = ("1.2", "1.3")
+
+
+@attrs.frozen
+class TlsEndpoint(Endpoint):
+    """A ``[tls] listen`` address (port 5061 when none is written)."""
+
+
+@attrs.frozen
+class TlsSettings:
+    """``[tls]``: SIP over TLS (RFC 3261 section 26, RFC 5630, RFC 5922) and the certificate
+    the HTTPS listener shares.
+
+    ``listen``: TLS listen addresses (``"HOST:PORT"``, port 5061 by default); empty = no TLS.
+    ``certificate``/``key``: PEM files (the certificate file may hold the chain), read again
+    on SIGHUP.  ``ca_file``: PEM bundle that verifies the certificates of servers we connect to
+    and of clients that present one; "" = the system CAs (servers only).  ``verify_clients``:
+    ask every client for a certificate (optional: a client without one is served as today);
+    one that presents an unverifiable certificate is refused.  ``trusted_names``: a verified
+    client certificate naming one of these (SAN URI ``sip:NAME``, DNS SAN, or CN when it has
+    no SAN) makes the connection a trusted peer.  ``min_version``: "1.2" or "1.3".
+    ``handshake_timeout``: seconds a client has to finish its handshake.  ``server_name``: the
+    name a TLS next hop with a numeric host must present (RFC 5922 has no name to check for an
+    address); "" with ``verify_numeric_hosts = true`` refuses such hops, false connects to them
+    checking the chain only.
+    """
+
+    listen: tuple[TlsEndpoint, ...] = ()
+    certificate: str = ""
+    key: str = ""
+    ca_file: str = ""
+    verify_clients: bool = False
+    trusted_names: tuple[str, ...] = ()
+    min_version: str = "1.2"
+    handshake_timeout: float = 5.0
+    server_name: str = ""
+    verify_numeric_hosts: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        """A certificate is configured (TLS listeners, HTTPS or outbound TLS can be served)."""
+        return bool(self.certificate and self.key)
 
 
 @attrs.frozen
@@ -560,6 +612,7 @@ class Settings:
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
     parking: ParkingSettings = ParkingSettings()
     nat: NatSettings = NatSettings()
+    tls: TlsSettings = TlsSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,13 +759,22 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
             raise _expected('a list of "HOST:PORT" strings', value)
         if not value:
             raise _ValueError("at least one address is needed")
+        return _endpoint_list(value, DEFAULT_SIP_PORT)
+
+    def structure_tls_listen(value: object, _: type) -> tuple[TlsEndpoint, ...]:
+        if not isinstance(value, list):
+            raise _expected('a list of "HOST:PORT" strings', value)
+        found = _endpoint_list(value, DEFAULT_SIPS_PORT)
+        return tuple(TlsEndpoint(endpoint.host, endpoint.port) for endpoint in found)
+
+    def _endpoint_list(value: list[object], default_port: int) -> tuple[Endpoint, ...]:
         result: list[Endpoint] = []
         errors: list[Exception] = []
         for index, item in enumerate(value):
             try:
                 if not isinstance(item, str):
                     raise _expected('a "HOST:PORT" string', item)
-                result.extend(parse_endpoints(item, DEFAULT_SIP_PORT, interfaces))
+                result.extend(parse_endpoints(item, default_port, interfaces))
             except _ValueError as error:
                 error.add_note(IterableValidationNote(f"@ index {index}", index, str))
                 errors.append(error)
@@ -749,6 +811,7 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook_factory(is_homogeneous_tuple, tuple_factory)
     # Registered after the generic tuple hook so that it wins for server.listen.
     converter.register_structure_hook_func(lambda cls: cls == tuple[Endpoint, ...], structure_listen)
+    converter.register_structure_hook_func(lambda cls: cls == tuple[TlsEndpoint, ...], structure_tls_listen)
 
     def class_factory(cls: Any) -> Callable[[object, type], object]:
         generated = make_dict_structure_fn(cls, converter)
@@ -981,9 +1044,70 @@ def _check(settings: Settings) -> None:
                 )
             )
     checks += _alias_checks(sca)
+    checks += _tls_checks(settings)
     for ok, key, detail in checks:
         if not ok:
             raise _KeyedValueError(key, detail)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _readable(path: str) -> bool:
+    try:
+        with Path(path).open("rb"):
+            return True
+    except OSError:
+        return False
+
+
+def _tls_checks(settings: Settings) -> list[tuple[bool, str, str]]:
+    """``[tls]``: a listener, HTTPS or a TLS upstream needs a readable certificate and key."""
+    tls = settings.tls
+    users = [
+        name
+        for name, used in (
+            ("tls.listen", bool(tls.listen)),
+            ("http.tls", settings.http.tls == "on"),
+        )
+        if used
+    ]
+    checks: list[tuple[bool, str, str]] = [
+        (settings.http.tls in ("auto", "on", "off"), "http.tls", 'expected "auto", "on" or "off"'),
+        (
+            bool(tls.certificate) == bool(tls.key),
+            "tls.key" if tls.certificate else "tls.certificate",
+            "tls.certificate and tls.key go together",
+        ),
+        (tls.min_version in TLS_VERSIONS, "tls.min_version", 'expected "1.2" or "1.3"'),
+        (tls.handshake_timeout > 0, "tls.handshake_timeout", "must be positive"),
+        (not tls.trusted_names or tls.verify_clients, "tls.trusted_names", "needs verify_clients = true"),
+        (not tls.verify_clients or bool(tls.ca_file), "tls.verify_clients", "needs tls.ca_file"),
+    ]
+    if tls.ca_file:
+        checks.append((_readable(tls.ca_file), "tls.ca_file", f"cannot read {_show(tls.ca_file)}"))
+    up = settings.upstream
+    if up.host and up.transport is Transport.TLS and _is_address(up.host):
+        checks.append(
+            (
+                bool(tls.server_name) or not tls.verify_numeric_hosts,
+                "upstream.host",
+                "a numeric TLS upstream has no name to verify its certificate against: set "
+                "tls.server_name (or tls.verify_numeric_hosts = false)",
+            )
+        )
+    for name in users:
+        for key, path in (("certificate", tls.certificate), ("key", tls.key)):
+            checks.append((bool(path), f"tls.{key}", f"required by {name}"))
+            if path:
+                detail = f"cannot read {_show(path)} (needed by {name})"
+                checks.append((_readable(path), f"tls.{key}", detail))
+    return checks
 
 
 def _alias_checks(sca: ScaSettings) -> list[tuple[bool, str, str]]:
@@ -1237,7 +1361,7 @@ def with_overrides(
             endpoint = parse_endpoints(http, DEFAULT_HTTP_PORT, interfaces)[0]
         except _ValueError as error:
             raise ConfigError(source, "--http", str(error)) from None
-        settings = attrs.evolve(settings, http=HttpSettings(listen=endpoint))
+        settings = attrs.evolve(settings, http=attrs.evolve(settings.http, listen=endpoint))
     if db is not None:
         settings = attrs.evolve(settings, database=attrs.evolve(settings.database, url=db))
     log = settings.log
@@ -1279,6 +1403,8 @@ __all__ = [
     "Settings",
     "SharedLine",
     "SipSettings",
+    "TlsEndpoint",
+    "TlsSettings",
     "UpstreamCredential",
     "UpstreamSettings",
     "UserAgentAlgorithms",

@@ -21,7 +21,7 @@ Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Final, assert_never
 
 import attrs
@@ -1112,6 +1112,8 @@ class SipCore:
             Target(contact, binding.sort_q, binding.path, binding.flow)
             for contact, binding in zip(uris, bindings, strict=True)
         ]
+        if uri.secure:
+            targets = secure_targets(targets)
         honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
 
@@ -1180,6 +1182,21 @@ class SipCore:
         if upstream == peer:
             raise LoopDetected("a request from the upstream for a foreign domain")
         return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
+
+
+def secure_targets(targets: Sequence[Target]) -> list[Target]:
+    """The targets a ``sips:`` Request-URI may be forwarded to (RFC 3261 section 26.2.2, RFC 5630
+    section 3.1.3): ``sips:`` contacts reached over TLS.  A contact registered as ``sip:``, or
+    over a cleartext flow, is never used; with none left, the request is answered 480."""
+    found = [
+        target
+        for target in targets
+        if target.uri.lower().startswith("sips:")
+        and (target.flow is None or target.flow.transport is Transport.TLS)
+    ]
+    if not found:
+        raise TemporarilyUnavailable("sips: Request-URI and no contact reachable over TLS (RFC 5630)")
+    return found
 
 
 SCA_EVENTS: Final = ("call-info", "line-seize")

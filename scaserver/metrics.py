@@ -244,6 +244,55 @@ class _SecurityCollector:
         return dropped, active, bans, refused, tracked
 
 
+class TlsGauges(Protocol):
+    """The TLS edge's counters and the open stream connections, read at scrape time."""
+
+    def tls_handshakes(self) -> int:
+        """TLS handshakes completed (inbound and outbound)."""
+        ...
+
+    def tls_handshake_failures(self) -> Mapping[str, int]:
+        """TLS handshakes failed, by reason (``timeout``, ``protocol``, ``certificate``, ``name``,
+        ``closed``)."""
+        ...
+
+    def open_connections(self) -> Mapping[str, int]:
+        """Open SIP stream connections by transport (``tcp``, ``tls``)."""
+        ...
+
+
+class _TlsCollector:
+    """A custom collector: reads ``TlsGauges`` on every scrape."""
+
+    def __init__(self, source: TlsGauges) -> None:
+        self._source = source
+
+    def _families(self) -> tuple[CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(f"{NAMESPACE}_tls_handshakes", "TLS handshakes completed"),
+            CounterMetricFamily(
+                f"{NAMESPACE}_tls_handshake_failures", "TLS handshakes failed, by reason", labels=["reason"]
+            ),
+            GaugeMetricFamily(
+                f"{NAMESPACE}_sip_connections",
+                "Open SIP stream connections, by transport",
+                labels=["transport"],
+            ),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        completed, failures, connections = self._families()
+        completed.add_metric([], self._source.tls_handshakes())
+        for reason, count in sorted(self._source.tls_handshake_failures().items()):
+            failures.add_metric([reason], count)
+        for transport, count in sorted(self._source.open_connections().items()):
+            connections.add_metric([transport], count)
+        return completed, failures, connections
+
+
 class _ParkingCollector:
     """A custom collector: reads ``ParkingGauges`` on every scrape."""
 
@@ -331,6 +380,7 @@ class Metrics:
         process: bool = False,
         security: SecurityGauges | None = None,
         nat: NatGauges | None = None,
+        tls: TlsGauges | None = None,
     ) -> None:
         # The client's switch is process-wide: ``_created`` series are not exported (they
         # are not in the conventions' text format and double every counter).
@@ -343,6 +393,8 @@ class Metrics:
             registry.register(_SecurityCollector(security))
         if nat is not None:
             registry.register(_NatCollector(nat))
+        if tls is not None:
+            registry.register(_TlsCollector(tls))
         self._auth_failures = Counter(
             "security_auth_failures",
             "Refused authentications by reason (a first challenge is not counted)",

@@ -54,7 +54,7 @@ from scaserver.registrar.nat import FlowFailure
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import cseq
-from scaserver.sip.message import Message, Peer, Response, Transport
+from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.stun import StunError, answer, looks_like_stun
 
@@ -146,6 +146,11 @@ class StreamConnection(Protocol):
 
 
 ConnectionKey = tuple[str, int]
+StreamKey = tuple[Transport, str, int]
+
+Dial = Callable[[Peer, str], None]
+"""Opens a stream connection to a numeric ``peer``; the ``str`` is the host name the target
+was named by ("" for a numeric target): what a TLS peer's certificate must name (RFC 5922)."""
 
 
 def connection_key(host: str, port: int) -> ConnectionKey:
@@ -157,6 +162,12 @@ def connection_key(host: str, port: int) -> ConnectionKey:
         return bare.lower(), port
 
 
+def stream_key(peer: Peer) -> StreamKey:
+    """The stream table key: TCP and TLS connections to one address are different entries."""
+    host, port = connection_key(peer.host, peer.port)
+    return peer.transport, host, port
+
+
 def address_family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -166,16 +177,21 @@ class Transports:
 
     _log = Logger()
 
-    def __init__(self, dial: Callable[[Peer], None] | None = None, hosts: HostsTable | None = None) -> None:
+    def __init__(self, dial: Dial | None = None, hosts: HostsTable | None = None) -> None:
         self._hosts = hosts if hosts is not None else HostsTable()
         self._datagrams: list[DatagramEndpoint] = []
-        self._streams: dict[ConnectionKey, StreamConnection] = {}
-        self._pending: dict[ConnectionKey, list[bytes]] = {}
-        self._dial = dial
+        self._streams: dict[StreamKey, StreamConnection] = {}
+        self._pending: dict[StreamKey, list[bytes]] = {}
+        self._dials: dict[Transport, Dial] = {}
+        self._aliases: dict[StreamKey, StreamConnection] = {}  # RFC 5923: the sent-by of a Via
+        self._alias_keys: dict[int, list[StreamKey]] = {}
+        if dial is not None:
+            self._dials[Transport.TCP] = dial
 
-    def set_dialer(self, dial: Callable[[Peer], None]) -> None:
-        """How to open an outgoing stream connection; it must end in ``add_stream`` or ``dial_failed``."""
-        self._dial = dial
+    def set_dialer(self, dial: Dial, transport: Transport = Transport.TCP) -> None:
+        """How to open an outgoing ``transport`` connection; it must end in ``add_stream`` or
+        ``dial_failed``."""
+        self._dials[transport] = dial
 
     def add_datagram(self, endpoint: DatagramEndpoint) -> None:
         self._datagrams.append(endpoint)
@@ -186,22 +202,35 @@ class Transports:
 
     def add_stream(self, connection: StreamConnection) -> None:
         """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
-        key = connection_key(connection.peer.host, connection.peer.port)
+        key = stream_key(connection.peer)
         self._streams[key] = connection
         for data in self._pending.pop(key, ()):
             connection.send(data)
 
     def remove_stream(self, connection: StreamConnection) -> None:
-        key = connection_key(connection.peer.host, connection.peer.port)
+        key = stream_key(connection.peer)
         if self._streams.get(key) is connection:
             del self._streams[key]
+        for alias in self._alias_keys.pop(id(connection), ()):
+            if self._aliases.get(alias) is connection:
+                del self._aliases[alias]
+
+    def add_alias(self, connection: StreamConnection, sent_by: Peer) -> None:
+        """RFC 5923: requests to ``sent_by`` (a Via sent-by whose ``alias`` the connection's
+        authenticated peer offered) reuse ``connection`` while it is open."""
+        key = stream_key(sent_by)
+        if key == stream_key(connection.peer) or self._aliases.get(key) is connection:
+            return
+        self._aliases[key] = connection
+        self._alias_keys.setdefault(id(connection), []).append(key)
 
     def dial_failed(self, peer: Peer) -> int:
         """An outgoing connection could not be made; drop and count what was queued for it."""
-        return len(self._pending.pop(connection_key(peer.host, peer.port), ()))
+        return len(self._pending.pop(stream_key(peer), ()))
 
     def stream_to(self, peer: Peer) -> StreamConnection | None:
-        return self._streams.get(connection_key(peer.host, peer.port))
+        key = stream_key(peer)
+        return self._streams.get(key) or self._aliases.get(key)
 
     @property
     def streams(self) -> tuple[StreamConnection, ...]:
@@ -214,7 +243,7 @@ class Transports:
     def close_streams_from(self, host: str) -> int:
         """Close every connection with remote address ``host`` (a banned source); how many."""
         bare = connection_key(host, 0)[0]
-        found = [connection for (key, _), connection in self._streams.items() if key == bare]
+        found = [connection for (_, key, _), connection in self._streams.items() if key == bare]
         for connection in found:
             connection.close()
         return len(found)
@@ -226,6 +255,11 @@ class Transports:
         A host name (a next hop taken from a URI) is looked up in the hosts table
         (:mod:`scaserver.edge.resolver`: no DNS); its first address is used.
         """
+        server_name = "" if is_numeric(peer.host) else peer.host
+        aliased = self._aliases.get(stream_key(peer)) if peer.transport.reliable else None
+        if aliased is not None:
+            aliased.send(data)
+            return True
         if not is_numeric(peer.host):
             try:
                 peer = resolve_peer(peer, self._hosts)[0]
@@ -241,23 +275,24 @@ class Transports:
                         return True
                 self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
                 return False
-            case Transport.TCP:
-                key = connection_key(peer.host, peer.port)
-                connection = self._streams.get(key)
+            case Transport.TCP | Transport.TLS:
+                key = stream_key(peer)
+                connection = self._streams.get(key) or self._aliases.get(key)
                 if connection is not None:
                     connection.send(data)
                 elif key in self._pending:
                     self._pending[key].append(data)
-                elif self._dial is None:
-                    self._log.warn("no TCP connection to {peer}: message dropped", peer=str(peer))
+                elif (dial := self._dials.get(peer.transport)) is None:
+                    self._log.warn(
+                        "no {transport} connection to {peer}: message dropped",
+                        transport=peer.transport.value,
+                        peer=str(peer),
+                    )
                     return False
                 else:
                     self._pending[key] = [data]
-                    self._dial(peer)
+                    dial(peer, server_name)
                 return True
-            case Transport.TLS:
-                self._log.warn("TLS is not served: message to {peer} dropped", peer=str(peer))
-                return False
             case _:
                 assert_never(peer.transport)
 
@@ -374,7 +409,16 @@ class SipStack(Service):
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
-                    if peer.transport is Transport.TCP and _vouches(message):
+                    if peer.transport is not Transport.TLS and _needs_tls(message):
+                        # RFC 3261 26.2.2: a sips: request goes over TLS on every hop; whatever
+                        # route led here, it fails as a transport error, never in cleartext.
+                        self._log.warn(
+                            "sips: request to {peer} refused: not over TLS; transaction failed",
+                            peer=str(peer),
+                        )
+                        call_later(self._clock, 0.0, self.connection_lost, peer)
+                        continue
+                    if peer.transport.reliable and _vouches(message):
                         connection = self._out.stream_to(peer)
                         if connection is not None:
                             connection.vouch()
@@ -419,6 +463,11 @@ class SipStack(Service):
             self._cancel(key, name)
         self._out.close_streams()
         self.running = False
+
+
+def _needs_tls(message: Message) -> bool:
+    """A request whose Request-URI is a ``sips:`` URI."""
+    return isinstance(message, Request) and message.uri[:5].lower() == "sips:"
 
 
 def _vouches(message: Message) -> bool:

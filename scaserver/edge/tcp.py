@@ -116,10 +116,13 @@ class SipStreamProtocol(TwistedProtocol):
         vouched: bool = False,
         on_lost: Callable[[], None] | None = None,
         keepalives: KeepAliveCounts | None = None,
+        transport: Transport = Transport.TCP,
     ) -> None:
         self._sink, self._transports, self._limits, self._clock = sink, transports, limits, clock
         self._keepalives = keepalives
         self._peer = dialed
+        self._transport = transport
+        self.registered = False
         self.vouched = vouched or dialed is not None
         self._on_lost = on_lost
         self._framer = StreamFramer(limits.max_message_size)
@@ -142,10 +145,17 @@ class SipStreamProtocol(TwistedProtocol):
             address = wire.getPeer()
             if not isinstance(address, IPv4Address | IPv6Address):
                 raise ProtocolStateError(f"TCP connection from a non-IP address {address!r}")
-            self._peer = Peer(Transport.TCP, address.host, address.port)
-        self._transports.add_stream(self)
+            self._peer = Peer(self._transport, address.host, address.port)
         self._idle = call_later(self._clock, self._idle_limit, self._idle_timeout)
-        self._log.debug("TCP connection with {peer} open", peer=str(self._peer))
+        self.open()
+
+    def open(self) -> None:
+        """Register the connection for sending (at once on TCP; after the handshake on TLS)."""
+        self.registered = True
+        self._transports.add_stream(self)
+        self._log.debug(
+            "{transport} connection with {peer} open", transport=self._transport.value, peer=str(self._peer)
+        )
 
     @override
     def dataReceived(self, data: bytes) -> None:
@@ -170,8 +180,12 @@ class SipStreamProtocol(TwistedProtocol):
         for message in messages:
             if self.closing:
                 return
-            self._sink.bytes_received(message, self.peer)
+            self.deliver(message)
         self._watch_slow_sender(restart=bool(messages))
+
+    def deliver(self, message: bytes) -> None:
+        """One framed message, to the stack."""
+        self._sink.bytes_received(message, self.peer)
 
     def send(self, data: bytes) -> None:
         if self.closing or self._wire is None:
@@ -205,7 +219,7 @@ class SipStreamProtocol(TwistedProtocol):
         if self._on_lost is not None:
             self._on_lost()
             self._on_lost = None
-        if self._peer is None:
+        if self._peer is None or not self.registered:
             return
         self._transports.remove_stream(self)
         self._log.debug("TCP connection with {peer} closed", peer=str(self._peer))
@@ -274,6 +288,12 @@ class SipStreamFactory(ServerFactory):
 
     @override
     def buildProtocol(self, addr: object) -> SipStreamProtocol | None:
+        return self.build_stream(addr, SipStreamProtocol)
+
+    def build_stream(
+        self, addr: object, kind: Callable[..., SipStreamProtocol], **extra: object
+    ) -> SipStreamProtocol | None:
+        """A connection of protocol class ``kind`` within the limits (shared by TCP and TLS), or None."""
         host = addr.host if isinstance(addr, IPv4Address | IPv6Address) else ""
         allowed = self.guard is not None and self.guard.is_allowed(host)
         reason: str | None = None
@@ -287,7 +307,7 @@ class SipStreamFactory(ServerFactory):
             self._refuse(host, reason)
             return None  # Twisted closes the connection
         self.open_by_address[host] += 1
-        return SipStreamProtocol(
+        return kind(
             self.sink,
             self.transports,
             self.limits,
@@ -295,6 +315,7 @@ class SipStreamFactory(ServerFactory):
             vouched=allowed,
             on_lost=lambda: self._closed(host),
             keepalives=self.keepalives,
+            **extra,
         )
 
     def _refuse(self, host: str, reason: str) -> None:
@@ -345,7 +366,8 @@ class TcpDialer:
     def __init__(self, reactor: TcpReactor, streams: SipStreamFactory, connect_timeout: float = 30.0) -> None:
         self._reactor, self.streams, self._connect_timeout = reactor, streams, connect_timeout
 
-    def __call__(self, peer: Peer) -> None:
+    def __call__(self, peer: Peer, server_name: str = "") -> None:
+        """Connect to ``peer`` (``server_name``: unused on TCP, see :data:`~scaserver.edge.stack.Dial`)."""
         self._log.debug("connecting to {peer}", peer=str(peer))
         self._reactor.connectTCP(
             peer.host, peer.port, _DialFactory(self, peer), timeout=self._connect_timeout

@@ -99,6 +99,7 @@ class EngineSettings:
     """The SCA settings of sca.md section 12 that the engine itself uses.
 
     ``contact``: the URI of this server for Contact headers (``server_address``);
+    ``contact_tls``: the one towards subscribers reached over TLS (our TLS listener);
     ``call_info_uri``: ``domain``, ``aor`` or a fixed URI for the ``<>`` of
     Call-Info (5.1); ``aliases``: number/URI -> line AoR pairs (Q26);
     ``max_appearances``: default appearances per line, 0 = unlimited;
@@ -116,6 +117,7 @@ class EngineSettings:
     """
 
     contact: str = "sip:sca.invalid"
+    contact_tls: str = ""  # Contact towards subscribers over TLS ("" = ``contact``)
     call_info_max_expires: int = 3600
     line_seize_max_expires: int = 15
     min_expires: int = 0

@@ -48,7 +48,7 @@ from scaserver.sip.errors import (
     TemporarilyUnavailable,
 )
 from scaserver.sip.headers import Star, cseq, expires, from_addr, parse_contacts, parse_event, to_addr
-from scaserver.sip.message import Headers, Peer, Request
+from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import SipUri
 
@@ -213,7 +213,9 @@ class Notifier:
         self.registry = SubscriptionRegistry(
             self.settings.max_subscriptions_per_identity, self.settings.reboot_memory_s
         )
-        self.outbox = NotifyOutbox(self.registry, self.settings.contact, self.render, self._lost)
+        self.outbox = NotifyOutbox(
+            self.registry, self.settings.contact, self.render, self._lost, self.settings.contact_tls
+        )
 
     # SUBSCRIBE (3.2).
 
@@ -341,6 +343,11 @@ class Notifier:
 
     # Accepting (3.5, 3.7).
 
+    def _contact_for(self, peer: Peer | None) -> str:
+        """Our Contact for a subscriber reached over ``peer``: the TLS one over TLS."""
+        tls = peer is not None and peer.transport is Transport.TLS and self.settings.contact_tls
+        return self.settings.contact_tls if tls else self.settings.contact
+
     def _accept(
         self, checked: _Checked, *, request: Request, transaction: Hashable, now: float, peer: Peer | None
     ) -> list[EngineAction]:
@@ -350,7 +357,7 @@ class Notifier:
         response_headers = Headers.of(
             ("Event", checked.package.value),
             ("Expires", str(checked.granted)),
-            ("Contact", f"<{self.settings.contact}>"),
+            ("Contact", f"<{self._contact_for(peer)}>"),
             ("Allow-Events", ALLOW_EVENTS),
         )
         out: list[EngineAction] = [

@@ -25,7 +25,7 @@ from scaserver.sca.subscription import (
     SubscriptionNotified,
 )
 from scaserver.sip.actions import Deliver, EngineAction, SendRequest
-from scaserver.sip.message import Response
+from scaserver.sip.message import Response, Transport
 
 
 @attrs.frozen
@@ -77,6 +77,7 @@ class NotifyOutbox:
     contact: str
     render: Callable[[Subscription, Content], str]
     lost: Callable[[Subscription, float], list[EngineAction]]
+    contact_tls: str = ""  # the Contact of NOTIFYs that leave over TLS ("" = ``contact``)
     _queues: dict[DialogKey, _DialogQueue] = attrs.field(factory=dict, init=False)
 
     # The queue of a dialog follows its subscription.
@@ -148,7 +149,8 @@ class NotifyOutbox:
             status = SubscriptionStatus(True, reason=pending.reason)
         else:
             status = SubscriptionStatus(False, expires=sub.remaining(now))
-        request = build_notify(sub, cseq=number, contact=self.contact, call_info=call_info, status=status)
+        contact = self.contact_tls if peer.transport is Transport.TLS and self.contact_tls else self.contact
+        request = build_notify(sub, cseq=number, contact=contact, call_info=call_info, status=status)
         queue.in_flight = number
         queue.last_call_info = call_info
         out: list[EngineAction] = [SendRequest(request, peer, NotifyContext(dialog, number))]

@@ -57,17 +57,28 @@ class Baresip:
     """One baresip process registered as ``user@domain`` through the server at ``server_port``."""
 
     def __init__(
-        self, workdir: Path, *, user: str, domain: str, server_port: int, name: str = "baresip"
+        self,
+        workdir: Path,
+        *,
+        user: str,
+        domain: str,
+        server_port: int,
+        name: str = "baresip",
+        transport: str = "udp",
+        ca_file: Path | None = None,
     ) -> None:
+        """``transport`` "tls": to the server's TLS port ``server_port``, verifying its
+        certificate with ``ca_file``."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.sip_port, self.ctrl_port = _sip_port(), free_port()
-        (workdir / "config").write_text(
-            CONFIG.format(sip_port=self.sip_port, ctrl_port=self.ctrl_port, name=name)
-        )
+        config = CONFIG.format(sip_port=self.sip_port, ctrl_port=self.ctrl_port, name=name)
+        if ca_file is not None:
+            config += f"sip_cafile\t{ca_file}\n"
+        (workdir / "config").write_text(config)
         account = (
-            f"<sip:{user}@{domain};transport=udp>;auth_pass=unused;"
-            f'outbound="sip:127.0.0.1:{server_port};transport=udp";regint=600'
+            f"<sip:{user}@{domain};transport={transport}>;auth_pass=unused;"
+            f'outbound="sip:127.0.0.1:{server_port};transport={transport}";regint=600'
         )
         (workdir / "accounts").write_text(account + "\n")
         (workdir / "contacts").write_text("")

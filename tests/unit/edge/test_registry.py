@@ -55,7 +55,7 @@ def test_ipv6_connection_keys_are_canonical() -> None:
 
 def test_a_peer_without_connection_is_dialed_and_the_queue_flushed_in_order() -> None:
     dialed: list[Peer] = []
-    transports = Transports(dial=dialed.append)
+    transports = Transports(dial=lambda peer, _name: dialed.append(peer))
     transports.send(b"one", TCP_PEER)
     transports.send(b"two", TCP_PEER)
     assert dialed == [TCP_PEER]  # one connection attempt for both messages
@@ -69,7 +69,7 @@ def test_a_peer_without_connection_is_dialed_and_the_queue_flushed_in_order() ->
 def test_failed_dial_drops_the_queue_and_a_later_send_dials_again() -> None:
     dialed: list[Peer] = []
     transports = Transports()
-    transports.set_dialer(dialed.append)
+    transports.set_dialer(lambda peer, _name: dialed.append(peer))
     transports.send(b"one", TCP_PEER)
     transports.send(b"two", TCP_PEER)
     assert transports.dial_failed(TCP_PEER) == 2
@@ -106,12 +106,12 @@ def test_close_streams_closes_every_connection() -> None:
     assert a.closed and b.closed
 
 
-def test_tls_is_not_served() -> None:
+def test_tls_without_a_dialer_is_logged_and_dropped() -> None:
     transports = Transports()
     capture = LogCapture()
     transports._log = capture.logger()
-    transports.send(b"x", Peer(Transport.TLS, "192.0.2.1", 5061))
-    assert capture.texts() == ["TLS is not served: message to tls:192.0.2.1:5061 dropped"]
+    assert not transports.send(b"x", Peer(Transport.TLS, "192.0.2.1", 5061))
+    assert capture.texts() == ["no TLS connection to tls:192.0.2.1:5061: message dropped"]
 
 
 def test_host_names_are_resolved_through_the_hosts_table() -> None:
@@ -133,3 +133,39 @@ def test_an_unresolvable_host_name_is_logged_and_dropped() -> None:
     assert capture.texts() == [
         "message to udp:nowhere.example:5060 dropped: nowhere.example: not numeric and not in the hosts file"
     ]
+
+
+def test_tcp_and_tls_to_one_address_are_separate_connections() -> None:
+    tls_peer = Peer(Transport.TLS, TCP_PEER.host, TCP_PEER.port)
+    dialed: list[tuple[Peer, str]] = []
+    transports = Transports()
+    transports.set_dialer(lambda peer, name: dialed.append((peer, name)), Transport.TLS)
+    tcp = RecordingStream(TCP_PEER)
+    transports.add_stream(tcp)
+    transports.send(b"secret", tls_peer)
+    assert tcp.sent == []  # never over the cleartext connection to the same address
+    assert dialed == [(tls_peer, "")]
+    tls = RecordingStream(tls_peer)
+    transports.add_stream(tls)
+    assert tls.sent == [b"secret"]
+    assert transports.stream_to(TCP_PEER) is tcp
+    assert transports.stream_to(tls_peer) is tls
+
+
+def test_an_alias_reuses_the_connection_until_it_closes() -> None:
+    inbound = Peer(Transport.TLS, "192.0.2.7", 40001)
+    sent_by = Peer(Transport.TLS, "pbx.example", 5061)
+    dialed: list[Peer] = []
+    transports = Transports()
+    transports.set_dialer(lambda peer, _name: dialed.append(peer), Transport.TLS)
+    stream = RecordingStream(inbound)
+    transports.add_stream(stream)
+    transports.add_alias(stream, sent_by)
+    assert transports.send(b"by name", sent_by)  # no hosts-table entry needed: the alias wins
+    assert stream.sent == [b"by name"]
+    assert transports.stream_to(sent_by) is stream
+    assert transports.streams == (stream,)  # listed once
+    transports.remove_stream(stream)
+    assert transports.stream_to(sent_by) is None
+    assert not transports.send(b"gone", sent_by)  # unresolvable now: dropped, nothing dialed
+    assert dialed == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
@@ -11,7 +12,7 @@ from scaserver.edge.stack import Direction, SipStack, Transports
 from scaserver.events import EventBus
 from scaserver.sip import stun
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
-from scaserver.sip.message import Peer
+from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serializer import serialize
 from tests.unit.edge.doubles import (
     PEER_V4,
@@ -262,3 +263,25 @@ def test_crlf_on_a_stream_is_the_framers_not_a_udp_keepalive() -> None:
     stack, _, _, _ = build(core)
     stack.bytes_received(b"\r\n", TCP_PEER)
     assert core.received == [(b"\r\n", TCP_PEER, 0.0)]
+def test_a_sips_request_is_never_written_to_a_cleartext_peer() -> None:
+    message = attrs.evolve(options(), uri="sips:bob@demo.scaserver.test")
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(message, peer)])
+    stack, clock, datagram, _ = build(core)
+    capture = LogCapture()
+    stack._log = capture.logger()
+    stack.bytes_received(b"x", PEER_V4)
+    clock.advance(0)
+    assert datagram.sent == []
+    assert core.lost == [(PEER_V4, 0.0)]  # the transaction fails at once, as on a transport error
+    assert capture.texts() == [f"sips: request to {PEER_V4} refused: not over TLS; transaction failed"]
+
+
+def test_a_sips_request_goes_over_tls() -> None:
+    tls_peer = Peer(Transport.TLS, "192.0.2.20", 5061)
+    message = attrs.evolve(options(), uri="sips:bob@demo.scaserver.test")
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(message, tls_peer)])
+    clock, transports = Clock(), Transports()
+    stream = RecordingStream(tls_peer)
+    transports.add_stream(stream)
+    SipStack(core, clock, transports, EventBus()).bytes_received(b"x", PEER_V4)
+    assert stream.sent == [serialize(message)]
