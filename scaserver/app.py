@@ -64,6 +64,7 @@ from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_direct
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
+from scaserver.edge.looplag import LoopLagProbe
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
@@ -1384,6 +1385,9 @@ class MetricsFeed:
         self._written = 0
         self._dead_letters: dict[str, int] = {}
 
+    def reactor_lag(self, seconds: float) -> None:
+        self._metrics.reactor_lag(seconds)
+
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
         bus.subscribe(SubscriptionRemoved, self._removed)
@@ -1864,6 +1868,7 @@ def make_server(
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))
+    server.adopt(LoopLagProbe(reactor, feed.reactor_lag))
     # Last: started when everything else is (listeners bound, state restored), stopped first.
     server.adopt(SystemdNotifier(reactor, readiness.ready))
     return server

@@ -43,6 +43,10 @@ WAKE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
 #: Buckets of ``push_gateway_latency_seconds`` (one HTTP attempt, ``push.request_timeout`` 2 s).
 GATEWAY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
+#: Buckets of ``reactor_lag_seconds`` (how late the loop-lag probe's timer fired); 0.05 is the
+#: longest stall the server is meant to have.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 #: Push attempt outcomes counted by ``push_*`` (push-and-parking.md 5.3).
 PUSH_OUTCOMES = ("sent", "failed", "invalidated", "retried", "dropped", "no_wake")
 
@@ -405,6 +409,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._reactor_lag = Histogram(
+            "reactor_lag_seconds",
+            "How late the reactor ran a timer due now: the time it was busy with other work",
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
 
         self._precreate()
 
@@ -445,6 +456,10 @@ class Metrics:
         """``kind``: ``invite-server``, ``non-invite-client``...; ``outcome``: ``2xx``...``6xx``,
         ``timeout`` or ``transport-error``."""
         self._transactions.labels(kind=kind, outcome=outcome).inc()
+
+    def reactor_lag(self, seconds: float) -> None:
+        """One reading of the loop-lag probe (:mod:`scaserver.edge.looplag`)."""
+        self._reactor_lag.observe(seconds)
 
     def registration(self, outcome: str) -> None:
         """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""
