@@ -409,6 +409,7 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._transaction_children: dict[tuple[str, str], Counter] = {}
         self._reactor_lag = Histogram(
             "reactor_lag_seconds",
             "How late the reactor ran a timer due now: the time it was busy with other work",
@@ -455,7 +456,14 @@ class Metrics:
     def transaction_completed(self, kind: str, outcome: str) -> None:
         """``kind``: ``invite-server``, ``non-invite-client``...; ``outcome``: ``2xx``...``6xx``,
         ``timeout`` or ``transport-error``."""
-        self._transactions.labels(kind=kind, outcome=outcome).inc()
+        # Once per transaction: the labelled child is looked up once per label pair (labels()
+        # validates and locks on every call).
+        child = self._transaction_children.get((kind, outcome))
+        if child is None:
+            child = self._transaction_children[kind, outcome] = self._transactions.labels(
+                kind=kind, outcome=outcome
+            )
+        child.inc()
 
     def reactor_lag(self, seconds: float) -> None:
         """One reading of the loop-lag probe (:mod:`scaserver.edge.looplag`)."""
