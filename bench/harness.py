@@ -688,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("interrupted: stopping every process started")
     ctx.results["machine"]["load_after"] = load_average()
     ctx.results["machine"]["elapsed_s"] = round(time.monotonic() - began, 1)
+    # Written before the push-parking probe as well: a probe that hangs loses nothing measured.
+    (out / "results.json").write_text(json.dumps(ctx.results, indent=1, default=str))
     if not interrupted and ctx.time_left() > 60:
         log("push-parking overhead (scaserver only)")
         ctx.results["push_parking"] = pushpark.measure(10 * ctx.runs, out / "pushpark")
