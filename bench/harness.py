@@ -567,6 +567,8 @@ def table(results: dict[str, Any], names: Sequence[str]) -> str:
             ("p50_ms", f"p50 ms at {common:g}/s", 2),
             ("p99_ms", f"p99 ms at {common:g}/s", 2),
             ("rss_kb", "RSS MiB after step", 1),
+            ("lag_over_50ms", f"reactor stalls over 50 ms at {common:g}/s (worst run)", 0),
+            ("max_lag_le_s", f"longest stall at {common:g}/s, at most s (worst run)", 3),
         ):
             values = {n: (a[key] / 1024 if key == "rss_kb" else a[key]) if a else None for n, a in at.items()}
             row(scenario, label, values, digits)
@@ -686,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("interrupted: stopping every process started")
     ctx.results["machine"]["load_after"] = load_average()
     ctx.results["machine"]["elapsed_s"] = round(time.monotonic() - began, 1)
+    # Written before the push-parking probe as well: a probe that hangs loses nothing measured.
+    (out / "results.json").write_text(json.dumps(ctx.results, indent=1, default=str))
     if not interrupted and ctx.time_left() > 60:
         log("push-parking overhead (scaserver only)")
         ctx.results["push_parking"] = pushpark.measure(10 * ctx.runs, out / "pushpark")

@@ -11,11 +11,14 @@ utime+stime of a process and all its descendants; memory is the RSS sum and the 
 from __future__ import annotations
 
 import abc
+import math
 import os
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -132,6 +135,11 @@ class Target(abc.ABC):
     def usage(self) -> Usage:
         return usage(self.pid())
 
+    def loop_lag(self) -> dict[float, float] | None:
+        """Cumulative buckets (upper bound in s -> count) of the server's reactor-lag
+        histogram, or None when it has none (Kamailio)."""
+        return None
+
 
 SCASERVER_CONFIG = """\
 [server]
@@ -144,12 +152,43 @@ algorithms = ["MD5"]
 level = "warn"
 [database]
 flush_interval = 1.0
+[security]
+# The load comes from loopback at thousands of messages a second: like Kamailio's
+# reference (no pike), no rate limit for it.
+allow = ["127.0.0.0/8"]
 """
 
 
+def lag_buckets(metrics_text: str) -> dict[float, float]:
+    """``scaserver_reactor_lag_seconds_bucket`` of a /metrics page: upper bound -> count."""
+    buckets: dict[float, float] = {}
+    prefix = 'scaserver_reactor_lag_seconds_bucket{le="'
+    for line in metrics_text.splitlines():
+        if line.startswith(prefix):
+            bound, _, count = line[len(prefix) :].partition('"} ')
+            buckets[float(bound)] = float(count)
+    return buckets
+
+
+def lag_report(
+    before: dict[float, float] | None, after: dict[float, float] | None
+) -> dict[str, float] | None:
+    """Between two readings of the histogram: probe ticks, ticks later than 50 ms, and the
+    upper bound of the highest bucket that got a tick (the longest stall is at most that)."""
+    if before is None or after is None:
+        return None
+    new = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    ticks = new.get(math.inf, 0.0)
+    over = ticks - new.get(0.05, 0.0)
+    worst = next((bound for bound, count in new.items() if count >= ticks), math.inf) if ticks else 0.0
+    return {"ticks": ticks, "over_50ms": over, "max_lag_le_s": worst}
+
+
 class ScaServer(Target):
-    def __init__(self, workdir: Path, port: int, http_port: int) -> None:
+    def __init__(self, workdir: Path, port: int, http_port: int, *, python_args: Sequence[str] = ()) -> None:
         self.name, self.port, self.http_port, self.workdir = "scaserver", port, http_port, workdir
+        self.python_args = list(python_args)
+        """Put before ``-m scaserver.cli run`` (e.g. ``-m cProfile -o FILE``)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.db_file = workdir / "scaserver.db"
 
@@ -184,6 +223,7 @@ class ScaServer(Target):
         self.process = subprocess.Popen(
             [
                 str(PYTHON),
+                *self.python_args,
                 "-m",
                 "scaserver.cli",
                 "run",
@@ -209,6 +249,14 @@ class ScaServer(Target):
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def loop_lag(self) -> dict[float, float] | None:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{self.http_port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return None
+        return lag_buckets(text)
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import attrs
 
-from bench.procs import Target
+from bench.procs import Target, lag_report
 from bench.sipua import HOST
 
 MAX_FAILED_PCT = 1.0
@@ -49,6 +49,8 @@ class Step:
     pss_kb: int
     latency: dict[str, Latency]
     transactions_per_call: float
+    loop_lag: dict[str, float] | None = None
+    """scaserver's reactor lag during the step (procs.lag_report), None for Kamailio."""
 
     @property
     def failed_pct(self) -> float:
@@ -166,6 +168,7 @@ def run_step(
     command += ["-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file", str(workdir / "errors.log")]
     command += ["-fd", "1", *extra, f"{HOST}:{target.port}"]
     before = target.usage()
+    lag_before = target.loop_lag()
     with (workdir / "sipp.out").open("w") as output:
         process = subprocess.Popen(command, cwd=workdir, stdout=output, stderr=subprocess.STDOUT)
         try:
@@ -174,6 +177,7 @@ def run_step(
             process.kill()
             process.wait(5)
     after = target.usage()
+    lag = lag_report(lag_before, target.loop_lag())
     stat = workdir / "stat.csv"
     successful, elapsed = read_stats(stat, calls) if stat.exists() else (0, timeout_s)
     return Step(
@@ -189,6 +193,7 @@ def run_step(
         pss_kb=after.pss_kb,
         latency=read_rtt(sorted(workdir.glob("*_rtt.csv"))),
         transactions_per_call=transactions_per_call,
+        loop_lag=lag,
     )
 
 
@@ -212,4 +217,7 @@ def median_step(steps: Sequence[Step]) -> dict[str, float]:
         "p99_ms": med([s.latency[first].p99_ms for s in steps if first in s.latency]),
         "rss_kb": med([s.rss_kb for s in steps]),
         "pss_kb": med([s.pss_kb for s in steps]),
+        # The worst run, not the median: one stall is one too many.
+        "lag_over_50ms": max((s.loop_lag["over_50ms"] for s in steps if s.loop_lag), default=float("nan")),
+        "max_lag_le_s": max((s.loop_lag["max_lag_le_s"] for s in steps if s.loop_lag), default=float("nan")),
     }

@@ -65,6 +65,7 @@ from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.historyfeed import HistoryFeed
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
+from scaserver.edge.looplag import LoopLagProbe
 from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.natping import NatFigures, NatPinger
 from scaserver.edge.periodic import Periodic
@@ -1339,6 +1340,7 @@ def make_server(
     feed.attach(bus)
     server.adopt(plane)
     server.adopt(Periodic(reactor, 1.0, feed.sample))
+    server.adopt(LoopLagProbe(reactor, feed.reactor_lag))
     # Last: started when everything else is (listeners bound, state restored), stopped first.
     server.adopt(SystemdNotifier(reactor, readiness.ready))
     return server

@@ -43,6 +43,10 @@ WAKE_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0)
 #: Buckets of ``push_gateway_latency_seconds`` (one HTTP attempt, ``push.request_timeout`` 2 s).
 GATEWAY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
+#: Buckets of ``reactor_lag_seconds`` (how late the loop-lag probe's timer fired); 0.05 is the
+#: longest stall the server is meant to have.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
 #: Push attempt outcomes counted by ``push_*`` (push-and-parking.md 5.3).
 PUSH_OUTCOMES = ("sent", "failed", "invalidated", "retried", "dropped", "no_wake")
 
@@ -522,6 +526,14 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
+        self._transaction_children: dict[tuple[str, str], Counter] = {}
+        self._reactor_lag = Histogram(
+            "reactor_lag_seconds",
+            "How late the reactor ran a timer due now: the time it was busy with other work",
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
 
         self._precreate()
 
@@ -561,7 +573,18 @@ class Metrics:
     def transaction_completed(self, kind: str, outcome: str) -> None:
         """``kind``: ``invite-server``, ``non-invite-client``...; ``outcome``: ``2xx``...``6xx``,
         ``timeout`` or ``transport-error``."""
-        self._transactions.labels(kind=kind, outcome=outcome).inc()
+        # Once per transaction: the labelled child is looked up once per label pair (labels()
+        # validates and locks on every call).
+        child = self._transaction_children.get((kind, outcome))
+        if child is None:
+            child = self._transaction_children[kind, outcome] = self._transactions.labels(
+                kind=kind, outcome=outcome
+            )
+        child.inc()
+
+    def reactor_lag(self, seconds: float) -> None:
+        """One reading of the loop-lag probe (:mod:`scaserver.edge.looplag`)."""
+        self._reactor_lag.observe(seconds)
 
     def registration(self, outcome: str) -> None:
         """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""

@@ -97,6 +97,9 @@ class MetricsFeed:
         self._written = 0
         self._dead_letters: dict[str, int] = {}
 
+    def reactor_lag(self, seconds: float) -> None:
+        self._metrics.reactor_lag(seconds)
+
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
         bus.subscribe(SubscriptionRemoved, self._removed)

@@ -17,6 +17,7 @@ A host name absent from the hosts file is unresolvable: :class:`UnresolvableTarg
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,8 +39,12 @@ class UnresolvableTargetError(Exception):
     """A URI or peer whose host has no address we can find, or whose transport we do not serve."""
 
 
+@functools.lru_cache(maxsize=4096)
 def is_numeric(host: str) -> bool:
-    """True for an IPv4 address or an IPv6 address (with or without brackets)."""
+    """True for an IPv4 address or an IPv6 address (with or without brackets).
+
+    Asked for every message sent, of a few peer addresses: remembered (parsing one costs
+    about 5 us)."""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         ipaddress.ip_address(bare)

@@ -41,6 +41,7 @@ the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -448,8 +449,11 @@ def stateless_branch(request: Request) -> str:
 # -- 16.7 / 18.2.2 responses --------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def is_broadcast_or_multicast(host: str) -> bool:
-    """An address a response must never be sent to: limited broadcast, multicast (RFC 4475 section 3.3.10)."""
+    """An address a response must never be sent to: limited broadcast, multicast (RFC 4475 section 3.3.10).
+
+    Asked for every response, of a few peer addresses: remembered (about 10 us to work out)."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

@@ -104,6 +104,7 @@ def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
     assert after["scaserver_registered_contacts{}"] == 3
     assert after["scaserver_parse_errors_total{transport=tls}"] == 0  # created at zero
     assert after["process_cpu_seconds_total{}"] > 0
+    assert after["scaserver_reactor_lag_seconds_count{}"] > 0  # the loop-lag probe runs
     assert not [name for name in after if "_created" in name or "_ms" in name]
     # The Prometheus conventions, as the Prometheus tool checks them: silence and 0.
     promtool = [tool("promtool"), "check", "metrics"]
