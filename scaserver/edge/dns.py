@@ -1,0 +1,377 @@
+"""DNS for SIP (RFC 3263): NAPTR, SRV and A/AAAA through ``twisted.names``, cached by TTL.
+
+:class:`ServerLocator` turns a :class:`~scaserver.sip.serverlocation.Query` into the ordered
+list of :class:`~scaserver.sip.serverlocation.Target` to try.  The RFC 3263 decisions are the
+pure functions of :mod:`scaserver.sip.serverlocation`; this module only asks DNS, never with a
+blocking call: the resolver is a ``twisted.names.client.Resolver`` on the reactor, with the
+servers of ``[dns] servers`` or of ``/etc/resolv.conf``.
+
+* The hosts file comes first for A/AAAA (a name there is never asked of DNS); numeric hosts
+  need no look-up at all.
+* Every record set is cached on the injected clock for its TTL (clamped to
+  ``[dns] min_ttl``..``max_ttl``); a name that does not exist (NXDOMAIN) or has no record of
+  the type is cached for ``negative_ttl``; a time-out or server failure is not cached.  The
+  cache holds at most ``cache_size`` record sets (least recently used out first).
+* Hostile answers: at most ``max_records`` records are taken from one answer (the rest are
+  logged and ignored); a CNAME chain is followed inside the answer up to ``max_cname_depth``
+  links, a loop or a longer chain gives nothing (logged); only terminal NAPTR records are
+  used, so a NAPTR loop cannot be followed; a truncated UDP answer is asked again over TCP
+  (``twisted.names``); every look-up ends within ``timeout`` seconds.
+* Failed targets (RFC 3263 4.3) are held down for ``failed_target_hold`` seconds: a target
+  list puts them last (:func:`~scaserver.sip.serverlocation.without_held`).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+
+from scaserver.edge.resolver import HostsTable
+from scaserver.sip.message import Peer, Transport
+from scaserver.sip.serverlocation import (
+    DEFAULT_PORTS,
+    NaptrRecord,
+    Query,
+    RandomSource,
+    SrvRecord,
+    Target,
+    bare_host,
+    default_transport,
+    is_numeric,
+    naptr_services,
+    order_srv,
+    srv_names,
+    targets_for,
+)
+
+RECORD_TYPES: Final = ("NAPTR", "SRV", "A", "AAAA")
+OUTCOMES: Final = ("answer", "nxdomain", "timeout", "error")
+_TYPE_CODES: Final = {"NAPTR": dns.NAPTR, "SRV": dns.SRV, "A": dns.A, "AAAA": dns.AAAA}
+
+
+@attrs.frozen
+class DnsPolicy:
+    """``[dns]`` as the locator uses it (see :class:`scaserver.config.DnsSettings`)."""
+
+    timeout: float = 5.0
+    min_ttl: float = 0.0
+    max_ttl: float = 3600.0
+    negative_ttl: float = 30.0
+    cache_size: int = 4096
+    max_records: int = 32
+    max_cname_depth: int = 8
+    failed_target_hold: float = 60.0
+
+
+class Clock(Protocol):
+    def seconds(self) -> float: ...
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object, **kw: object) -> Any: ...  # noqa: N802
+
+
+class DnsResolver(Protocol):
+    """The part of ``twisted.names``' ``IResolver`` used here."""
+
+    def lookupNamingAuthorityPointer(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
+
+    def lookupService(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
+
+    def lookupAddress(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
+
+    def lookupIPV6Address(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
+
+
+class Outcome(enum.Enum):
+    ANSWER = "answer"
+    NXDOMAIN = "nxdomain"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+@attrs.define
+class DnsStatistics:
+    """Counters read by the metrics collector at scrape time."""
+
+    lookups: dict[tuple[str, str], int] = attrs.Factory(
+        lambda: {(kind, outcome): 0 for kind in RECORD_TYPES for outcome in OUTCOMES}
+    )
+    latencies: list[float] = attrs.Factory(list)  # seconds, drained by the collector
+    cache_hits: int = 0
+    failovers: int = 0
+    held: dict[Peer, float] = attrs.Factory(dict)  # target -> until
+
+    def targets_held(self, now: float) -> int:
+        return sum(1 for until in self.held.values() if until > now)
+
+
+@attrs.frozen
+class _Entry:
+    expires: float
+    records: tuple[Any, ...]
+
+
+class ServerLocator:
+    """RFC 3263 look-ups with a TTL cache and a hold-down list of failed targets."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        resolver: DnsResolver,
+        clock: Clock,
+        *,
+        hosts: HostsTable | None = None,
+        policy: DnsPolicy = DnsPolicy(),
+        served: frozenset[Transport] = frozenset({Transport.UDP, Transport.TCP}),
+        random_source: RandomSource = random.random,
+    ) -> None:
+        self._resolver, self._clock = resolver, clock
+        self._hosts = hosts if hosts is not None else HostsTable()
+        self.policy, self.served, self._random = policy, served, random_source
+        self._cache: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._located: OrderedDict[Query, tuple[float, tuple[Target, ...]]] = OrderedDict()
+        self.statistics = DnsStatistics()
+
+    # ------------------------------------------------------------------ targets
+
+    def cached(self, query: Query) -> tuple[Target, ...] | None:
+        """The targets of ``query`` when known without asking DNS (numeric, hosts file, or
+        every record still in the cache); None when a look-up is needed."""
+        if is_numeric(query.host) or self._hosts.lookup(bare_host(query.host)):
+            return self._direct(query)
+        entry = self._located.get(query)
+        if entry is not None and entry[0] > self._clock.seconds():
+            self._located.move_to_end(query)
+            self.statistics.cache_hits += 1
+            return entry[1]
+        return None
+
+    def last_known(self, query: Query) -> tuple[Target, ...]:
+        """The targets last found for ``query``, expired or not (for failover decisions)."""
+        direct = self.cached(query)
+        if direct is not None:
+            return direct
+        entry = self._located.get(query)
+        return () if entry is None else entry[1]
+
+    def locate(self, query: Query) -> Deferred[tuple[Target, ...]]:
+        """The targets of ``query`` in RFC 3263 order (empty: the name resolves nowhere)."""
+        known = self.cached(query)
+        if known is not None:
+            return Deferred.fromCoroutine(_ready(known))
+        return Deferred.fromCoroutine(self._locate(query))
+
+    def hold(self, peer: Peer) -> None:
+        """``peer`` failed (503, time-out, transport error): avoid it for a while (4.3)."""
+        now = self._clock.seconds()
+        for stale in [p for p, until in self.statistics.held.items() if until <= now]:
+            del self.statistics.held[stale]
+        self.statistics.held[peer] = now + self.policy.failed_target_hold
+        self._log.info(
+            "target {peer} held down for {seconds} s", peer=str(peer), seconds=self.policy.failed_target_hold
+        )
+
+    def is_held(self, peer: Peer) -> bool:
+        until = self.statistics.held.get(peer)
+        return until is not None and until > self._clock.seconds()
+
+    def _direct(self, query: Query) -> tuple[Target, ...]:
+        transport = default_transport(query)
+        port = query.port or DEFAULT_PORTS[transport]
+        host = bare_host(query.host)
+        addresses = (host,) if is_numeric(host) else self._hosts.lookup(host)
+        return tuple(targets_for(transport, addresses, port, host))
+
+    async def _locate(self, query: Query) -> tuple[Target, ...]:
+        started = self._clock.seconds()
+        expiries: list[float] = [started + self.policy.max_ttl]
+        domain = bare_host(query.host).rstrip(".").lower()
+        choices: list[tuple[Transport, str]] = []
+        if query.port is None and query.transport is None:
+            naptr = await self._records(domain, "NAPTR", expiries)
+            records = [
+                NaptrRecord(r.order, r.preference, _text(r.flags), _text(r.service), str(r.replacement), _text(r.regexp))
+                for r in naptr
+            ]
+            choices = naptr_services(records, secure=query.secure, served=self.served)
+            if records and not choices:
+                self._log.info("NAPTR of {domain}: no usable SIP service", domain=domain)
+        if query.port is None and not choices:
+            choices = srv_names(query, self.served)
+        targets: list[Target] = []
+        for transport, name in choices:
+            srv = [SrvRecord(r.priority, r.weight, r.port, str(r.target)) for r in await self._records(name, "SRV", expiries)]
+            for record in order_srv(srv, self._random):
+                addresses = await self._addresses(record.target.rstrip("."), expiries)
+                targets += targets_for(transport, addresses, record.port, domain)
+            if targets:
+                break
+        if not targets:
+            transport = default_transport(query)
+            port = query.port or DEFAULT_PORTS[transport]
+            targets = targets_for(transport, await self._addresses(domain, expiries), port, domain)
+        located = tuple(targets)
+        self._located[query] = (min(expiries), located)
+        while len(self._located) > self.policy.cache_size:
+            self._located.popitem(last=False)
+        self.statistics.latencies.append(self._clock.seconds() - started)
+        del self.statistics.latencies[:-1000]
+        return located
+
+    async def _addresses(self, name: str, expiries: list[float]) -> tuple[str, ...]:
+        listed = self._hosts.lookup(name)
+        if listed:
+            return listed
+        found: list[str] = []
+        for kind in ("A", "AAAA"):
+            for record in await self._records(name, kind, expiries):
+                found.append(record.dottedQuad() if kind == "A" else _ipv6(record))
+        return tuple(found)
+
+    async def _records(self, name: str, kind: str, expiries: list[float]) -> tuple[Any, ...]:
+        """The records of ``kind`` for ``name``: from the cache, or asked of DNS and cached."""
+        key = (name.lower(), kind)
+        now = self._clock.seconds()
+        entry = self._cache.get(key)
+        if entry is not None and entry.expires > now:
+            self._cache.move_to_end(key)
+            self.statistics.cache_hits += 1
+            expiries.append(entry.expires)
+            return entry.records
+        expiries.append(now)  # replaced below by the expiry of what is stored
+        lookup = {
+            "NAPTR": self._resolver.lookupNamingAuthorityPointer,
+            "SRV": self._resolver.lookupService,
+            "A": self._resolver.lookupAddress,
+            "AAAA": self._resolver.lookupIPV6Address,
+        }[kind]
+        query = lookup(name, (max(1, int(self.policy.timeout)),))
+        query.addTimeout(self.policy.timeout, self._clock)  # type: ignore[arg-type]
+        try:
+            answers, _authority, _additional = await query
+        except DNSNameError:
+            return self._store(key, (), self.policy.negative_ttl, Outcome.NXDOMAIN, expiries)
+        except (DNSQueryTimeoutError, DeferredTimeoutError):
+            self._count(kind, Outcome.TIMEOUT)
+            self._log.warn("DNS {kind} query for {name} timed out", kind=kind, name=name)
+            return ()
+        except Exception as error:  # a server failure, a refusal, a broken answer: not cached
+            self._count(kind, Outcome.ERROR)
+            self._log.warn(
+                "DNS {kind} query for {name} failed: {error}", kind=kind, name=name, error=repr(error)
+            )
+            return ()
+        records, ttl = self._taken(name, _TYPE_CODES[kind], answers, kind)
+        if not records:
+            return self._store(key, (), self.policy.negative_ttl, Outcome.ANSWER, expiries)
+        return self._store(key, records, ttl, Outcome.ANSWER, expiries)
+
+    def _taken(self, name: str, code: int, answers: Sequence[Any], kind: str) -> tuple[tuple[Any, ...], float]:
+        """The records of type ``code`` owned by ``name`` or the end of its CNAME chain in the
+        answer, at most ``max_records``, and their smallest TTL."""
+        aliases = {str(rr.name).lower(): str(rr.payload.name).lower() for rr in answers if rr.type == dns.CNAME}
+        owner, seen = name.lower(), {name.lower()}
+        while owner in aliases:
+            owner = aliases[owner]
+            if owner in seen or len(seen) > self.policy.max_cname_depth:
+                self._log.warn(
+                    "DNS {kind} answer for {name} refused: CNAME loop or chain longer than {depth}",
+                    kind=kind,
+                    name=name,
+                    depth=self.policy.max_cname_depth,
+                )
+                return (), self.policy.negative_ttl
+            seen.add(owner)
+        matching = [rr for rr in answers if rr.type == code and str(rr.name).lower() in seen]
+        if len(matching) > self.policy.max_records:
+            self._log.warn(
+                "DNS {kind} answer for {name} has {count} records: only {limit} used",
+                kind=kind,
+                name=name,
+                count=len(matching),
+                limit=self.policy.max_records,
+            )
+            matching = matching[: self.policy.max_records]
+        ttl = min((float(rr.ttl) for rr in matching), default=self.policy.negative_ttl)
+        return tuple(rr.payload for rr in matching), ttl
+
+    def _store(
+        self,
+        key: tuple[str, str],
+        records: tuple[Any, ...],
+        ttl: float,
+        outcome: Outcome,
+        expiries: list[float],
+    ) -> tuple[Any, ...]:
+        self._count(key[1], outcome)
+        ttl = min(max(ttl, self.policy.min_ttl), self.policy.max_ttl)
+        expires = self._clock.seconds() + ttl
+        expiries[-1] = expires if expiries else expires
+        self._cache[key] = _Entry(expires, records)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.policy.cache_size:
+            self._cache.popitem(last=False)
+        return records
+
+    def _count(self, kind: str, outcome: Outcome) -> None:
+        self.statistics.lookups[kind, outcome.value] += 1
+
+
+async def _ready(targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    return targets
+
+
+def _text(value: object) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def _ipv6(record: Any) -> str:
+    import socket
+
+    return socket.inet_ntop(socket.AF_INET6, record.address)
+
+
+def nameservers(servers: Sequence[str], resolv_conf: str | Path = "/etc/resolv.conf") -> list[tuple[str, int]]:
+    """``[dns] servers`` (``HOST`` or ``HOST:PORT``, IPv6 in brackets) as (host, port), else
+    the nameservers of resolv.conf."""
+    if not servers:
+        try:
+            text = Path(resolv_conf).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                found.append((fields[1], 53))
+        return found
+    parsed: list[tuple[str, int]] = []
+    for server in servers:
+        if server.startswith("["):
+            host, _, rest = server[1:].partition("]")
+            parsed.append((host, int(rest[1:]) if rest.startswith(":") else 53))
+        elif server.count(":") == 1:
+            host, _, port = server.partition(":")
+            parsed.append((host, int(port)))
+        else:
+            parsed.append((server, 53))
+    return parsed
+
+
+def make_resolver(servers: Sequence[tuple[str, int]], reactor: object) -> DnsResolver:
+    """A non-blocking ``twisted.names`` client for ``servers`` (no cache of its own: the
+    locator's cache is the one, on the injected clock)."""
+    from twisted.names.client import Resolver
+
+    resolver: DnsResolver = Resolver(servers=list(servers), reactor=reactor)
+    return resolver
