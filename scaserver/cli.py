@@ -35,9 +35,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import Reactor, SecretFileError, make_server, site_settings, tune_garbage_collector
+from scaserver.app import (
+    Reactor,
+    SecretFileError,
+    make_server,
+    site_settings,
+    tune_garbage_collector,
+    upstream_problems,
+)
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
+from scaserver.edge.resolver import HostsTable
 from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
 from scaserver.reporting import commands as reports
@@ -88,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "check-config":
-                load_settings(args.file)
+                for key, detail in upstream_problems(load_settings(args.file), HostsTable.load()):
+                    raise ConfigError(args.file, key, detail)
                 print(f"{args.file}: OK")
                 return EXIT_OK
             case "run":

@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import enum
 import random
+import socket
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.logger import Logger
 from twisted.names import dns
+from twisted.names.client import Resolver
 from twisted.names.error import DNSNameError, DNSQueryTimeoutError
 
 from scaserver.edge.resolver import HostsTable
@@ -76,13 +79,17 @@ class DnsPolicy:
 class Clock(Protocol):
     def seconds(self) -> float: ...
 
-    def callLater(self, delay: float, callable: Callable[..., object], *args: object, **kw: object) -> Any: ...  # noqa: N802
+    def callLater(  # noqa: N802 (Twisted's spelling)
+        self, delay: float, callable: Callable[..., object], *args: object, **kw: object
+    ) -> Any: ...
 
 
 class DnsResolver(Protocol):
     """The part of ``twisted.names``' ``IResolver`` used here."""
 
-    def lookupNamingAuthorityPointer(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
+    def lookupNamingAuthorityPointer(  # noqa: N802
+        self, name: str, timeout: Sequence[int] | None = None
+    ) -> Deferred[Any]: ...
 
     def lookupService(self, name: str, timeout: Sequence[int] | None = None) -> Deferred[Any]: ...  # noqa: N802
 
@@ -200,7 +207,14 @@ class ServerLocator:
         if query.port is None and query.transport is None:
             naptr = await self._records(domain, "NAPTR", expiries)
             records = [
-                NaptrRecord(r.order, r.preference, _text(r.flags), _text(r.service), str(r.replacement), _text(r.regexp))
+                NaptrRecord(
+                    r.order,
+                    r.preference,
+                    _text(r.flags),
+                    _text(r.service),
+                    str(r.replacement),
+                    _text(r.regexp),
+                )
                 for r in naptr
             ]
             choices = naptr_services(records, secure=query.secure, served=self.served)
@@ -210,7 +224,10 @@ class ServerLocator:
             choices = srv_names(query, self.served)
         targets: list[Target] = []
         for transport, name in choices:
-            srv = [SrvRecord(r.priority, r.weight, r.port, str(r.target)) for r in await self._records(name, "SRV", expiries)]
+            srv = [
+                SrvRecord(r.priority, r.weight, r.port, str(r.target))
+                for r in await self._records(name, "SRV", expiries)
+            ]
             for record in order_srv(srv, self._random):
                 addresses = await self._addresses(record.target.rstrip("."), expiries)
                 targets += targets_for(transport, addresses, record.port, domain)
@@ -276,10 +293,14 @@ class ServerLocator:
             return self._store(key, (), self.policy.negative_ttl, Outcome.ANSWER, expiries)
         return self._store(key, records, ttl, Outcome.ANSWER, expiries)
 
-    def _taken(self, name: str, code: int, answers: Sequence[Any], kind: str) -> tuple[tuple[Any, ...], float]:
+    def _taken(
+        self, name: str, code: int, answers: Sequence[Any], kind: str
+    ) -> tuple[tuple[Any, ...], float]:
         """The records of type ``code`` owned by ``name`` or the end of its CNAME chain in the
         answer, at most ``max_records``, and their smallest TTL."""
-        aliases = {str(rr.name).lower(): str(rr.payload.name).lower() for rr in answers if rr.type == dns.CNAME}
+        aliases = {
+            str(rr.name).lower(): str(rr.payload.name).lower() for rr in answers if rr.type == dns.CNAME
+        }
         owner, seen = name.lower(), {name.lower()}
         while owner in aliases:
             owner = aliases[owner]
@@ -316,7 +337,7 @@ class ServerLocator:
         self._count(key[1], outcome)
         ttl = min(max(ttl, self.policy.min_ttl), self.policy.max_ttl)
         expires = self._clock.seconds() + ttl
-        expiries[-1] = expires if expiries else expires
+        expiries[-1] = expires  # in place of the "now" put there before the query
         self._cache[key] = _Entry(expires, records)
         self._cache.move_to_end(key)
         while len(self._cache) > self.policy.cache_size:
@@ -336,12 +357,12 @@ def _text(value: object) -> str:
 
 
 def _ipv6(record: Any) -> str:
-    import socket
-
     return socket.inet_ntop(socket.AF_INET6, record.address)
 
 
-def nameservers(servers: Sequence[str], resolv_conf: str | Path = "/etc/resolv.conf") -> list[tuple[str, int]]:
+def nameservers(
+    servers: Sequence[str], resolv_conf: str | Path = "/etc/resolv.conf"
+) -> list[tuple[str, int]]:
     """``[dns] servers`` (``HOST`` or ``HOST:PORT``, IPv6 in brackets) as (host, port), else
     the nameservers of resolv.conf."""
     if not servers:
@@ -371,7 +392,5 @@ def nameservers(servers: Sequence[str], resolv_conf: str | Path = "/etc/resolv.c
 def make_resolver(servers: Sequence[tuple[str, int]], reactor: object) -> DnsResolver:
     """A non-blocking ``twisted.names`` client for ``servers`` (no cache of its own: the
     locator's cache is the one, on the injected clock)."""
-    from twisted.names.client import Resolver
-
-    resolver: DnsResolver = Resolver(servers=list(servers), reactor=reactor)
+    resolver: DnsResolver = Resolver(servers=list(servers), reactor=reactor)  # type: ignore[no-untyped-call]
     return resolver

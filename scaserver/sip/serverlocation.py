@@ -201,3 +201,15 @@ def without_held(targets: Sequence[Target], held: Callable[[Peer], bool]) -> lis
     request is tried somewhere rather than nowhere."""
     alive = [t for t in targets if not held(t.peer)]
     return alive or list(targets)
+
+
+@attrs.frozen
+class NextHopFailed:
+    """A client transaction to the named ``destination`` failed (``reason``: "503",
+    "timeout" or "transport-error") and the request is tried again, in a new transaction,
+    at the next target (RFC 3263 4.3).  ``branch`` is the failed transaction's Via branch:
+    the edge holds down the target that branch went to."""
+
+    destination: Peer
+    branch: str
+    reason: str

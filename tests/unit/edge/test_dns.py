@@ -16,24 +16,28 @@ from scaserver.edge.resolver import HostsTable
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, Target
 
+records: Any = dns  # twisted.names' record classes are untyped
+
 Answer = tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]
 
 
 def a(name: str, address: str, ttl: int = 60) -> dns.RRHeader:
-    return dns.RRHeader(name, dns.A, dns.IN, ttl, dns.Record_A(address, ttl))
+    return dns.RRHeader(name, dns.A, dns.IN, ttl, records.Record_A(address, ttl))
 
 
-def srv(name: str, priority: int, weight: int, port: int, target: str, ttl: int = 60) -> dns.RRHeader:
-    return dns.RRHeader(name, dns.SRV, dns.IN, ttl, dns.Record_SRV(priority, weight, port, target, ttl))
+def srv(name: str, priority: int, weight: int, port: int, target: str, *, ttl: int = 60) -> dns.RRHeader:
+    return dns.RRHeader(name, dns.SRV, dns.IN, ttl, records.Record_SRV(priority, weight, port, target, ttl))
 
 
-def naptr(name: str, order: int, pref: int, service: bytes, replacement: str, ttl: int = 60) -> dns.RRHeader:
-    record = dns.Record_NAPTR(order, pref, b"s", service, b"", replacement, ttl)
+def naptr(
+    name: str, order: int, pref: int, service: bytes, replacement: str, *, ttl: int = 60
+) -> dns.RRHeader:
+    record = records.Record_NAPTR(order, pref, b"s", service, b"", replacement, ttl)
     return dns.RRHeader(name, dns.NAPTR, dns.IN, ttl, record)
 
 
 def cname(name: str, alias: str, ttl: int = 60) -> dns.RRHeader:
-    return dns.RRHeader(name, dns.CNAME, dns.IN, ttl, dns.Record_CNAME(alias, ttl))
+    return dns.RRHeader(name, dns.CNAME, dns.IN, ttl, records.Record_CNAME(alias, ttl))
 
 
 class ScriptedResolver:
@@ -90,10 +94,14 @@ def located(locator: ServerLocator, query: Query) -> tuple[Target, ...]:
     return results[0]
 
 
-def make(zone: dict[tuple[str, str], list[dns.RRHeader]], **policy: Any) -> tuple[ServerLocator, ScriptedResolver, Clock]:
+def make(
+    zone: dict[tuple[str, str], list[dns.RRHeader]], **policy: Any
+) -> tuple[ServerLocator, ScriptedResolver, Clock]:
     clock = Clock()
     resolver = ScriptedResolver(zone)
-    locator = ServerLocator(resolver, clock, policy=DnsPolicy(**policy), random_source=random.Random(1).random)
+    locator = ServerLocator(
+        resolver, clock, policy=DnsPolicy(**policy), random_source=random.Random(1).random
+    )
     return locator, resolver, clock
 
 
@@ -126,8 +134,12 @@ def test_hosts_file_and_numeric_hosts_are_never_asked_of_dns() -> None:
     clock = Clock()
     resolver = ScriptedResolver({})
     locator = ServerLocator(resolver, clock, hosts=HostsTable.parse("192.0.2.5 pbx\n"))
-    assert locator.cached(Query("pbx", Transport.TCP, None)) == (Target(Peer(Transport.TCP, "192.0.2.5", 5060), "pbx"),)
-    assert locator.cached(Query("192.0.2.7", None, 5070)) == (Target(Peer(Transport.UDP, "192.0.2.7", 5070), "192.0.2.7"),)
+    assert locator.cached(Query("pbx", Transport.TCP, None)) == (
+        Target(Peer(Transport.TCP, "192.0.2.5", 5060), "pbx"),
+    )
+    assert locator.cached(Query("192.0.2.7", None, 5070)) == (
+        Target(Peer(Transport.UDP, "192.0.2.7", 5070), "192.0.2.7"),
+    )
     assert resolver.asked == []
 
 
@@ -142,7 +154,9 @@ def test_result_is_cached_until_the_smallest_ttl_then_asked_again() -> None:
     assert locator.statistics.cache_hits >= 2
     clock.advance(2)  # the SRV record's 30 s have passed
     assert locator.cached(query) is None
-    resolver.zone["SRV", "_sip._tcp.example.com"] = [srv("_sip._tcp.example.com", 10, 0, 5099, "one.example.com")]
+    resolver.zone["SRV", "_sip._tcp.example.com"] = [
+        srv("_sip._tcp.example.com", 10, 0, 5099, "one.example.com")
+    ]
     assert located(locator, query) == (Target(Peer(Transport.TCP, "192.0.2.1", 5099), "example.com"),)
     assert len(resolver.asked) == asked + 2  # NAPTR and SRV again; the A record is still fresh
 
@@ -203,7 +217,7 @@ def test_too_many_records_are_capped() -> None:
 
 
 def test_naptr_pointing_back_at_itself_is_not_followed() -> None:
-    loop = dns.Record_NAPTR(10, 10, b"", b"SIP+D2U", b"", "example.org", 60)
+    loop = records.Record_NAPTR(10, 10, b"", b"SIP+D2U", b"", "example.org", 60)
     zone = {
         ("NAPTR", "example.org"): [dns.RRHeader("example.org", dns.NAPTR, dns.IN, 60, loop)],
         ("A", "example.org"): [a("example.org", "192.0.2.44")],

@@ -64,7 +64,9 @@ def test_srv_names_without_naptr() -> None:
         (Transport.UDP, "_sip._udp.example.com"),
         (Transport.TCP, "_sip._tcp.example.com"),
     ]
-    assert srv_names(Query("example.com", Transport.TCP, None), BOTH) == [(Transport.TCP, "_sip._tcp.example.com")]
+    assert srv_names(Query("example.com", Transport.TCP, None), BOTH) == [
+        (Transport.TCP, "_sip._tcp.example.com")
+    ]
     assert srv_names(Query("example.com.", None, None, secure=True), ALL) == [
         (Transport.TLS, "_sips._tcp.example.com")
     ]
@@ -81,7 +83,9 @@ def test_numeric_host_or_explicit_port_skips_naptr_and_srv() -> None:
 
 
 def test_query_of_a_peer_port_zero_means_srv_decides() -> None:
-    assert query_of(Peer(Transport.UDP, "pbx.example.com", 0)) == Query("pbx.example.com", Transport.UDP, None)
+    assert query_of(Peer(Transport.UDP, "pbx.example.com", 0)) == Query(
+        "pbx.example.com", Transport.UDP, None
+    )
     assert query_of(Peer(Transport.TLS, "pbx.example.com", 5061)) == Query(
         "pbx.example.com", Transport.TLS, 5061, secure=True
     )
@@ -89,11 +93,18 @@ def test_query_of_a_peer_port_zero_means_srv_decides() -> None:
 
 def test_srv_lowest_priority_first() -> None:
     records = [SrvRecord(20, 0, 5060, "b.example.com."), SrvRecord(10, 0, 5062, "a.example.com.")]
-    assert [r.target for r in order_srv(records, random.Random(1).random)] == ["a.example.com.", "b.example.com."]
+    assert [r.target for r in order_srv(records, random.Random(1).random)] == [
+        "a.example.com.",
+        "b.example.com.",
+    ]
 
 
 def test_srv_weights_draw_proportionally_with_a_seeded_source() -> None:
-    records = [SrvRecord(10, 60, 5060, "heavy."), SrvRecord(10, 20, 5060, "light."), SrvRecord(10, 0, 5060, "zero.")]
+    records = [
+        SrvRecord(10, 60, 5060, "heavy."),
+        SrvRecord(10, 20, 5060, "light."),
+        SrvRecord(10, 0, 5060, "zero."),
+    ]
     source = random.Random(7)
     firsts = Counter(order_srv(records, source.random)[0].target for _ in range(2000))
     assert 1300 < firsts["heavy."] < 1700
