@@ -1621,6 +1621,8 @@ def control_plane(
         process=True,
         security=security,
     )
+    if sip.transports.locator is not None:
+        metrics.watch_dns(sip.transports.locator)
     registry = build_registry(
         sca=sca,
         location=location,

@@ -58,6 +58,8 @@ from scaserver.sip.serverlocation import (
 )
 
 RECORD_TYPES: Final = ("NAPTR", "SRV", "A", "AAAA")
+LATENCY_BUCKETS: Final = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds (seconds) of the locate latency histogram."""
 OUTCOMES: Final = ("answer", "nxdomain", "timeout", "error")
 _TYPE_CODES: Final = {"NAPTR": dns.NAPTR, "SRV": dns.SRV, "A": dns.A, "AAAA": dns.AAAA}
 
@@ -112,10 +114,25 @@ class DnsStatistics:
     lookups: dict[tuple[str, str], int] = attrs.Factory(
         lambda: {(kind, outcome): 0 for kind in RECORD_TYPES for outcome in OUTCOMES}
     )
-    latencies: list[float] = attrs.Factory(list)  # seconds, drained by the collector
+    latency_counts: list[int] = attrs.Factory(lambda: [0] * (len(LATENCY_BUCKETS) + 1))  # last: +Inf
+    latency_sum: float = 0.0
     cache_hits: int = 0
     failovers: int = 0
     held: dict[Peer, float] = attrs.Factory(dict)  # target -> until
+
+    def observe(self, seconds: float) -> None:
+        """One look-up that asked DNS took ``seconds``."""
+        index = next((i for i, bound in enumerate(LATENCY_BUCKETS) if seconds <= bound), len(LATENCY_BUCKETS))
+        self.latency_counts[index] += 1
+        self.latency_sum += seconds
+
+    def latency_buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs, Prometheus style."""
+        result, running = [], 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.latency_counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
 
     def targets_held(self, now: float) -> int:
         return sum(1 for until in self.held.values() if until > now)
@@ -177,6 +194,9 @@ class ServerLocator:
         if known is not None:
             return Deferred.fromCoroutine(_ready(known))
         return Deferred.fromCoroutine(self._locate(query))
+
+    def targets_held(self) -> int:
+        return self.statistics.targets_held(self._clock.seconds())
 
     def hold(self, peer: Peer) -> None:
         """``peer`` failed (503, time-out, transport error): avoid it for a while (4.3)."""
@@ -241,8 +261,7 @@ class ServerLocator:
         self._located[query] = (min(expiries), located)
         while len(self._located) > self.policy.cache_size:
             self._located.popitem(last=False)
-        self.statistics.latencies.append(self._clock.seconds() - started)
-        del self.statistics.latencies[:-1000]
+        self.statistics.observe(self._clock.seconds() - started)
         return located
 
     async def _addresses(self, name: str, expiries: list[float]) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.names import dns
@@ -13,6 +14,7 @@ from twisted.names.error import DNSNameError, DNSServerError
 
 from scaserver.edge.dns import DnsPolicy, ServerLocator, nameservers
 from scaserver.edge.resolver import HostsTable
+from scaserver.metrics import Metrics
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, Target
 
@@ -44,7 +46,7 @@ class ScriptedResolver:
     """Answers from a table keyed by (type, name); a missing name is NXDOMAIN."""
 
     def __init__(self, zone: dict[tuple[str, str], list[dns.RRHeader]]) -> None:
-        self.zone = zone
+        self.zone = dict(zone)
         self.asked: list[tuple[str, str]] = []
         self.errors: dict[tuple[str, str], Exception] = {}
         self.hang: set[tuple[str, str]] = set()
@@ -258,3 +260,24 @@ def test_nameservers_from_settings_or_resolv_conf(tmp_path: Any) -> None:
         ("192.0.2.1", 53),
     ]
     assert nameservers([], tmp_path / "missing") == []
+
+
+def test_metrics_export_lookups_latency_hits_failovers_and_held_targets() -> None:
+    locator, _, clock = make(ZONE)
+    located(locator, Query("example.com", None, None))
+    locator.cached(Query("example.com", None, None))
+    locator.hold(Peer(Transport.TCP, "192.0.2.1", 5070))
+    locator.statistics.failovers += 1
+    metrics = Metrics(CollectorRegistry())
+    metrics.watch_dns(locator)
+    text = generate_latest(metrics.registry).decode()
+    assert 'scaserver_dns_lookups_total{outcome="answer",type="NAPTR"} 1.0' in text
+    assert 'scaserver_dns_lookups_total{outcome="nxdomain",type="AAAA"} 2.0' in text
+    assert 'scaserver_dns_lookups_total{outcome="timeout",type="SRV"} 0.0' in text
+    assert 'scaserver_dns_locate_latency_seconds_bucket{le="0.001"} 1.0' in text
+    assert "scaserver_dns_locate_latency_seconds_count 1.0" in text
+    assert "scaserver_dns_cache_hits_total 1.0" in text
+    assert "scaserver_dns_failovers_total 1.0" in text
+    assert "scaserver_dns_targets_held 1.0" in text
+    clock.advance(61)
+    assert "scaserver_dns_targets_held 0.0" in generate_latest(metrics.registry).decode()
