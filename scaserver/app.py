@@ -600,7 +600,9 @@ _HOST_NAME = re.compile(rf"(?i)^(?=.{{1,253}}\.?$)({_LABEL}\.)*{_LABEL}\.?$")
 
 
 def _is_host_name(host: str) -> bool:
-    return bool(_HOST_NAME.match(host))
+    """A syntactically valid DNS name that may resolve (RFC 6761 6.4: ``.invalid`` never does)."""
+    name = host.lower().rstrip(".")
+    return bool(_HOST_NAME.match(host)) and name != "invalid" and not name.endswith(".invalid")
 
 
 def dns_policy(dns: DnsSettings) -> DnsPolicy:

@@ -67,6 +67,7 @@ def test_known_host_accepts_names_only_with_dns() -> None:
     assert not resolvable_in(HOSTS)("pbx.example.com")
     assert resolvable_in(HOSTS, dns=True)("pbx.example.com")
     assert not resolvable_in(HOSTS, dns=True)("bad host")
+    assert not resolvable_in(HOSTS, dns=True)("nowhere.invalid")  # RFC 6761 6.4
     assert resolvable_in(HOSTS)("pbx.local")
 
 
