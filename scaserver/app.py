@@ -68,7 +68,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
-from scaserver.edge.dns import DnsPolicy, ServerLocator, make_resolver, nameservers
+from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, make_resolver, nameservers
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.kernelfilter import KernelBanFilter
@@ -175,7 +175,7 @@ from scaserver.sip.digest import (
 )
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
-from scaserver.sip.serverlocation import is_numeric
+from scaserver.sip.serverlocation import Query, is_numeric
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
@@ -355,7 +355,11 @@ def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSett
     upstream = settings.upstream
     return CoreSettings(
         domains=domain_policy(settings, directory),
-        upstream=upstream_peer(upstream.transport, upstream.host, upstream.port) if upstream.host else None,
+        upstream=(
+            upstream_peer(upstream.transport or Transport.UDP, upstream.host, upstream.port)
+            if upstream.host
+            else None
+        ),
         require_auth=settings.auth.require,
         server=settings.server.user_agent,
         strip_call_info=settings.sca.strip_call_info,
@@ -627,6 +631,23 @@ def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> Serv
         return None
     clock = cast(TimerClock, reactor)
     return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns_policy(dns))
+
+
+def upstream_transport_choice(
+    settings: Settings, core: SipCore, locator: ServerLocator | None, clock: TimerClock
+) -> TransportChoice | None:
+    """``[upstream] transport = ""`` on a name: the core's upstream takes the transport RFC 3263
+    chooses (NAPTR, then SRV), kept up to date."""
+    up = settings.upstream
+    if up.transport is not None or not up.host or is_numeric(up.host) or locator is None:
+        return None
+
+    def chosen(transport: Transport) -> None:
+        peer = upstream_peer(transport, up.host, up.port)
+        core.settings = attrs.evolve(core.settings, upstream=peer)
+
+    query = Query(up.host, None, up.port or None)
+    return TransportChoice(locator, clock, query, chosen)
 
 
 def upstream_problems(
@@ -1836,6 +1857,9 @@ def make_server(
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts, guard=core.guard)
     core.has_alternative = sip.transports.has_alternative
+    choice = upstream_transport_choice(settings, core, sip.transports.locator, reactor)
+    if choice is not None:
+        sip.adopt(choice)
     if core.mobile is not None and settings.push.enabled:
         pushes = PushDispatch(core, sip.stack, reactor)
         pushes.client = push_client(settings, reactor, pushes)

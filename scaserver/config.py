@@ -388,11 +388,12 @@ class ScaSettings:
 class UpstreamSettings:
     """``[upstream]``: the next hop (registrar/proxy) requests leave through; empty host = none.
     ``host`` may be a DNS name (RFC 3263); ``port = 0`` leaves the port to its SRV records (the
-    transport's default port for an address or a name without SRV)."""
+    transport's default port for an address or a name without SRV); ``transport = ""`` leaves
+    the transport to its NAPTR (then SRV) records (UDP until they answer, and for an address)."""
 
     host: str = ""
     port: int = DEFAULT_SIP_PORT
-    transport: Transport = Transport.UDP
+    transport: Transport | None = Transport.UDP
 
 
 @attrs.frozen
@@ -706,6 +707,11 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(Secret, _structure_secret)
     for enum_type in (Transport, LogLevelName):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
+    transport_hook = _enum_hook(Transport)
+    converter.register_structure_hook_func(
+        lambda cls: cls == Transport | None,
+        lambda value, _: None if value == "" else transport_hook(value, Transport),
+    )
 
     def structure_endpoint(value: object, _: type) -> Endpoint:
         if not isinstance(value, str):

@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.names.client import Resolver
 from twisted.names.error import DNSNameError, DNSQueryTimeoutError
+from typing_extensions import override
 
 from scaserver.edge.resolver import HostsTable
 from scaserver.sip.message import Peer, Transport
@@ -413,3 +415,65 @@ def make_resolver(servers: Sequence[tuple[str, int]], reactor: object) -> DnsRes
     locator's cache is the one, on the injected clock)."""
     resolver: DnsResolver = Resolver(servers=list(servers), reactor=reactor)  # type: ignore[no-untyped-call]
     return resolver
+
+
+class TransportChoice(Service):
+    """RFC 3263 4.1 for a configured next hop whose transport is left to DNS (``[upstream]
+    transport = ""``): NAPTR (then SRV) is asked at start and every ``interval`` seconds (the
+    cache answers until the records' TTL ends), and ``chosen`` is called with the transport of
+    the best target whenever it changes.  Until the first answer the default (UDP) stands.
+
+    The transport must be known before the core builds a request (its Via names it), so it
+    is chosen here ahead of time rather than per message."""
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        locator: ServerLocator,
+        clock: Clock,
+        query: Query,
+        chosen: Callable[[Transport], None],
+        *,
+        interval: float = 30.0,
+    ) -> None:
+        self._locator, self._clock, self._query, self._chosen = locator, clock, query, chosen
+        self._interval = interval
+        self._current: Transport | None = None
+        self._call: Any = None
+
+    @override
+    def startService(self) -> None:
+        self.running = True
+        self._check()
+
+    @override
+    def stopService(self) -> None:
+        self.running = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+
+    def _check(self) -> None:
+        self._call = None
+        lookup = self._locator.locate(self._query)
+        lookup.addCallback(self._located)
+        lookup.addErrback(
+            lambda failure: self._log.failure("locating {host}", failure, host=self._query.host)
+        )
+        lookup.addBoth(lambda _: self._schedule())
+
+    def _schedule(self) -> None:
+        if self.running:
+            self._call = self._clock.callLater(self._interval, self._check)
+
+    def _located(self, targets: tuple[Target, ...]) -> None:
+        if not targets:
+            self._log.warn("{host}: no SIP server found by DNS; transport unchanged", host=self._query.host)
+            return
+        transport = targets[0].peer.transport
+        if transport is not self._current:
+            self._log.info(
+                "{host}: RFC 3263 chose {transport}", host=self._query.host, transport=transport.value
+            )
+            self._current = transport
+            self._chosen(transport)

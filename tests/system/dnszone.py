@@ -4,9 +4,10 @@
 
 The zone file is a JSON list of records ``[name, type, ttl, *data]``: ``A`` (address),
 ``SRV`` (priority, weight, port, target), ``NAPTR`` (order, preference, flags, service,
-replacement), ``CNAME`` (alias).  Every query is written on stderr as ``udp|tcp NAME``.  It is read again on SIGHUP, so a test changes records
-while the server runs.  A name with no record of any type is NXDOMAIN.  Answers larger than
-512 bytes over UDP are truncated (the client asks again over TCP), as a real server does.
+replacement), ``CNAME`` (alias).  Every query is written on stderr as ``udp|tcp NAME``.
+The file is read again on SIGHUP, so a test changes records while the server runs.  A name
+with no record of any type is NXDOMAIN.  Answers larger than 512 bytes over UDP are truncated
+(the client asks again over TCP), as a real server does.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet import reactor as global_reactor
 from twisted.names import common, dns, error, server
 
-records: Any = dns  # twisted.names' record classes are untyped
+# twisted.names' server side is untyped: used through Any.
+records: Any = dns
+servers: Any = server
+reactor: Any = global_reactor
+ResolverBase: Any = common.ResolverBase
 
 
-class Zone(common.ResolverBase):
+class Zone(ResolverBase):  # type: ignore[misc]
     def __init__(self, path: Path) -> None:
         super().__init__()
         self.path = path
@@ -46,7 +52,7 @@ class Zone(common.ResolverBase):
             return dns.CNAME, records.Record_CNAME(data[0], ttl)
         raise ValueError(kind)
 
-    def _lookup(self, name: bytes | str, cls: int, type: int, timeout: Any) -> defer.Deferred[Any]:  # noqa: A002
+    def _lookup(self, name: bytes | str, cls: int, type: int, timeout: Any) -> defer.Deferred[Any]:
         wanted = (name.decode() if isinstance(name, bytes) else name).lower().rstrip(".")
         answers = []
         known = False
@@ -55,7 +61,7 @@ class Zone(common.ResolverBase):
                 continue
             known = True
             code, payload = self._record(row)
-            if code == type or code == dns.CNAME:
+            if code in {type, dns.CNAME}:
                 answers.append(dns.RRHeader(wanted, code, dns.IN, int(row[2]), payload, auth=True))
             if code == dns.CNAME:  # the whole chain from this zone, loops included
                 seen = {wanted}
@@ -65,7 +71,9 @@ class Zone(common.ResolverBase):
                     nxt = [r for r in self.rows if r[0].lower().rstrip(".") == target]
                     for other in nxt:
                         other_code, other_payload = self._record(other)
-                        answers.append(dns.RRHeader(target, other_code, dns.IN, int(other[2]), other_payload, auth=True))
+                        answers.append(
+                            dns.RRHeader(target, other_code, dns.IN, int(other[2]), other_payload, auth=True)
+                        )
                     cnames = [r for r in nxt if r[1] == "CNAME"]
                     if not cnames:
                         break
@@ -73,14 +81,16 @@ class Zone(common.ResolverBase):
                 if target in seen:
                     # a loop: add the closing link too
                     answers.append(
-                        dns.RRHeader(target, dns.CNAME, dns.IN, 60, records.Record_CNAME(wanted, 60), auth=True)
+                        dns.RRHeader(
+                            target, dns.CNAME, dns.IN, 60, records.Record_CNAME(wanted, 60), auth=True
+                        )
                     )
         if not known:
             return defer.fail(error.DomainError(wanted))
         return defer.succeed((answers, [], []))
 
 
-class LoggingFactory(server.DNSServerFactory):
+class LoggingFactory(servers.DNSServerFactory):  # type: ignore[misc]
     """Writes ``udp|tcp NAME`` on stderr for every query (a test sees a TCP retry)."""
 
     def handleQuery(self, message: Any, protocol: Any, address: Any) -> Any:  # noqa: N802
@@ -101,11 +111,11 @@ def main() -> None:
     host, port, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     zone = Zone(path)
     factory = LoggingFactory(authorities=[zone])
-    reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=host)  # type: ignore[attr-defined]
-    reactor.listenTCP(port, factory, interface=host)  # type: ignore[attr-defined]
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(zone.load))  # type: ignore[attr-defined]
+    reactor.listenUDP(port, records.DNSDatagramProtocol(factory), interface=host)
+    reactor.listenTCP(port, factory, interface=host)
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(zone.load))
     print("ready", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":

@@ -192,7 +192,10 @@ def test_a_dead_first_srv_target_fails_over_to_the_second_and_is_then_avoided(
     ("rows", "route", "logged"),
     [
         (
-            [["loop.pbx.test", "CNAME", 60, "loop2.pbx.test"], ["loop2.pbx.test", "CNAME", 60, "loop.pbx.test"]],
+            [
+                ["loop.pbx.test", "CNAME", 60, "loop2.pbx.test"],
+                ["loop2.pbx.test", "CNAME", 60, "loop.pbx.test"],
+            ],
             "<sip:loop.pbx.test:5060;lr>",
             "CNAME loop or chain longer than",
         ),
@@ -201,16 +204,17 @@ def test_a_dead_first_srv_target_fails_over_to_the_second_and_is_then_avoided(
             "<sip:big.pbx.test:{port};lr>",
             "has 300 records: only 32 used",
         ),
-        (
-            [["naptr.pbx.test", "NAPTR", 60, 10, 10, "", "SIP+D2U", "naptr.pbx.test"]],
-            "<sip:naptr.pbx.test;lr>",
-            "dropped: the name resolves to no address",
-        ),
     ],
-    ids=["cname-loop", "oversized-truncated", "naptr-loop"],
+    ids=["cname-loop", "oversized-truncated"],
 )
 def test_hostile_answers_are_refused_with_a_log_line_and_the_server_keeps_serving(
-    tmp_path: Path, zone: Zone, victims: tuple[Victim, Victim], rows: list[list[object]], route: str, logged: str
+    tmp_path: Path,
+    *,
+    zone: Zone,
+    victims: tuple[Victim, Victim],
+    rows: list[list[object]],
+    route: str,
+    logged: str,
 ) -> None:
     live, _ = victims
     upstream = [
@@ -232,5 +236,52 @@ def test_hostile_answers_are_refused_with_a_log_line_and_the_server_keeps_servin
             caller.barrier()
             assert message(caller) == 200  # the upstream by name still works
             assert server.process.poll() is None
+        finally:
+            caller.close()
+
+
+def test_naptr_chooses_the_upstream_transport(
+    tmp_path: Path, zone: Zone, victims: tuple[Victim, Victim]
+) -> None:
+    live, _ = victims
+    zone.change(
+        [
+            ["pbx.test", "NAPTR", 60, 10, 10, "s", "SIP+D2T", "_sip._tcp.pbx.test"],
+            ["pbx.test", "NAPTR", 60, 20, 10, "s", "SIP+D2U", "_sip._udp.pbx.test"],
+            ["_sip._tcp.pbx.test", "SRV", 60, 10, 0, live.port, "live.pbx.test"],
+            ["_sip._udp.pbx.test", "SRV", 60, 10, 0, live.port, "live.pbx.test"],
+            ["live.pbx.test", "A", 60, "127.0.0.3"],
+        ]
+    )
+    for server in start(tmp_path, zone, ""):
+        wait_for_log(server, "pbx.test: RFC 3263 chose TCP")
+        caller = Peer(server, CALLER_HOST, "udp")
+        try:
+            assert message(caller) == 200
+            assert [(t, r.method) for t, r in live.received] == [("tcp", "MESSAGE")]
+        finally:
+            caller.close()
+
+
+def test_a_naptr_loop_is_not_followed_and_the_server_keeps_serving(
+    tmp_path: Path, zone: Zone, victims: tuple[Victim, Victim]
+) -> None:
+    live, _ = victims
+    zone.change(
+        [
+            ["pbx.test", "NAPTR", 60, 10, 10, "", "SIP+D2T", "pbx.test"],  # non-terminal, to itself
+            ["pbx.test", "NAPTR", 60, 20, 10, "", "SIP+D2U", "pbx.test"],
+            ["_sip._udp.pbx.test", "SRV", 60, 10, 0, live.port, "live.pbx.test"],
+            ["live.pbx.test", "A", 60, "127.0.0.3"],
+        ]
+    )
+    for server in start(tmp_path, zone, ""):
+        wait_for_log(server, "NAPTR of pbx.test: no usable SIP service")
+        caller = Peer(server, CALLER_HOST, "udp")
+        try:
+            assert message(caller) == 200  # SRV _sip._udp, as with no NAPTR at all
+            assert [(t, r.method) for t, r in live.received] == [("udp", "MESSAGE")]
+            naptr_queries = [q for q in zone.queries.read_text().splitlines() if q.endswith(" pbx.test")]
+            assert len(naptr_queries) == 1  # asked once, never followed
         finally:
             caller.close()
