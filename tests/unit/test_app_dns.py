@@ -7,7 +7,7 @@ from pathlib import Path
 from twisted.internet.task import Clock
 
 from scaserver.app import resolvable_in, server_locator, upstream_peer, upstream_problems
-from scaserver.config import DnsSettings, MidRegistrarSettings, Settings, UpstreamSettings
+from scaserver.config import DnsSettings, MidRegistrarSettings, Settings, UpstreamSettings, load_settings
 from scaserver.edge.resolver import HostsTable
 from scaserver.sip.message import Peer, Transport
 
@@ -81,3 +81,12 @@ def test_locator_from_dns_settings() -> None:
     locator = server_locator(DnsSettings(servers=("127.0.0.1:5353",), failed_target_hold=7.0), Clock(), HOSTS)
     assert locator is not None
     assert locator.policy.failed_target_hold == 7.0
+
+
+def test_upstream_transport_empty_means_rfc_3263_decides(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text('[upstream]\nhost = "pbx.example.com"\nport = 0\ntransport = ""\n')
+    assert load_settings(path).upstream == UpstreamSettings(host="pbx.example.com", port=0, transport=None)
+    path.write_text('[upstream]\ntransport = "TCP"\n')
+    assert load_settings(path).upstream.transport is Transport.TCP
+    assert Settings().upstream.transport is Transport.UDP  # unset: as before

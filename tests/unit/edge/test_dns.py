@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
 
-from scaserver.edge.dns import DnsPolicy, ServerLocator, nameservers
+from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, nameservers
 from scaserver.edge.resolver import HostsTable
 from scaserver.metrics import Metrics
 from scaserver.sip.message import Peer, Transport
@@ -281,3 +281,21 @@ def test_metrics_export_lookups_latency_hits_failovers_and_held_targets() -> Non
     assert "scaserver_dns_targets_held 1.0" in text
     clock.advance(61)
     assert "scaserver_dns_targets_held 0.0" in generate_latest(metrics.registry).decode()
+
+
+def test_transport_choice_follows_naptr_and_is_checked_again() -> None:
+    locator, resolver, clock = make(ZONE)
+    chosen: list[Transport] = []
+    choice = TransportChoice(locator, clock, Query("example.com", None, None), chosen.append, interval=30.0)
+    choice.startService()
+    assert chosen == [Transport.TCP]  # NAPTR order 10: SIP+D2T
+    resolver.zone["NAPTR", "example.com"] = [naptr("example.com", 5, 10, b"SIP+D2U", "_sip._udp.example.com")]
+    resolver.zone["SRV", "_sip._udp.example.com"] = [
+        srv("_sip._udp.example.com", 10, 0, 5060, "one.example.com")
+    ]
+    clock.advance(30)  # the NAPTR answer is still cached (TTL 60): nothing changes
+    assert chosen == [Transport.TCP]
+    clock.advance(31)
+    assert chosen == [Transport.TCP, Transport.UDP]
+    choice.stopService()
+    assert clock.getDelayedCalls() == []
