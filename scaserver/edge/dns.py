@@ -19,6 +19,22 @@ servers of ``[dns] servers`` or of ``/etc/resolv.conf``.
   (``twisted.names``); every look-up ends within ``timeout`` seconds.
 * Failed targets (RFC 3263 4.3) are held down for ``failed_target_hold`` seconds: a target
   list puts them last (:func:`~scaserver.sip.serverlocation.without_held`).
+
+Where resolution happens, and why.  The core keeps sending to a ``Peer`` whose host may be a
+name (port 0: "SRV decides"); the edge (:class:`~scaserver.edge.stack.Transports`) locates it,
+queues the message while a look-up runs, sends it to the first target not held down, and pins
+the client transaction (its Via branch) to that target so that retransmissions, the ACK of a
+failure and a CANCEL follow the request.  Failover needs a new client transaction, which only
+the core can create: the dispatcher (``scaserver.dispatch``) sees the 503, the time-out or the
+transport error of a transaction to a name, asks the edge through an injected query
+(``has_alternative``, like ``known_host``) whether another target remains, and if so emits
+``Deliver(NextHopFailed)`` (the edge holds that branch's target down) followed by the same
+``SendRequest`` for the same owner, which gets a new branch and the next target.  So the core
+stays pure (no DNS records, no clock), the owner (a proxy branch, the mid-registrar) never
+sees a failure that was failed over, and Timer B/F keep their meaning per target.  The one
+thing the edge cannot choose per message is the transport (the Via already names it): a
+configured upstream with ``transport = ""`` gets it from :class:`TransportChoice` ahead of
+time.
 """
 
 from __future__ import annotations
@@ -270,10 +286,11 @@ class ServerLocator:
         listed = self._hosts.lookup(name)
         if listed:
             return listed
-        found: list[str] = []
-        for kind in ("A", "AAAA"):
-            for record in await self._records(name, kind, expiries):
-                found.append(record.dottedQuad() if kind == "A" else _ipv6(record))
+        # Both families asked at once: one round trip, not two.
+        v4 = Deferred.fromCoroutine(self._records(name, "A", expiries))
+        v6 = Deferred.fromCoroutine(self._records(name, "AAAA", expiries))
+        found = [record.dottedQuad() for record in await v4]
+        found += [_ipv6(record) for record in await v6]
         return tuple(found)
 
     async def _records(self, name: str, kind: str, expiries: list[float]) -> tuple[Any, ...]:
@@ -286,7 +303,6 @@ class ServerLocator:
             self.statistics.cache_hits += 1
             expiries.append(entry.expires)
             return entry.records
-        expiries.append(now)  # replaced below by the expiry of what is stored
         lookup = {
             "NAPTR": self._resolver.lookupNamingAuthorityPointer,
             "SRV": self._resolver.lookupService,
@@ -302,12 +318,14 @@ class ServerLocator:
         except (DNSQueryTimeoutError, DeferredTimeoutError):
             self._count(kind, Outcome.TIMEOUT)
             self._log.warn("DNS {kind} query for {name} timed out", kind=kind, name=name)
+            expiries.append(now)  # nothing learnt: ask again next time
             return ()
         except Exception as error:  # a server failure, a refusal, a broken answer: not cached
             self._count(kind, Outcome.ERROR)
             self._log.warn(
                 "DNS {kind} query for {name} failed: {error}", kind=kind, name=name, error=repr(error)
             )
+            expiries.append(now)
             return ()
         records, ttl = self._taken(name, _TYPE_CODES[kind], answers, kind)
         if not records:
@@ -358,7 +376,7 @@ class ServerLocator:
         self._count(key[1], outcome)
         ttl = min(max(ttl, self.policy.min_ttl), self.policy.max_ttl)
         expires = self._clock.seconds() + ttl
-        expiries[-1] = expires  # in place of the "now" put there before the query
+        expiries.append(expires)
         self._cache[key] = _Entry(expires, records)
         self._cache.move_to_end(key)
         while len(self._cache) > self.policy.cache_size:

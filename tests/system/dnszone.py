@@ -1,13 +1,14 @@
 """A small authoritative DNS server for the system tests: ``twisted.names`` over UDP and TCP.
 
-    python -m tests.system.dnszone HOST PORT ZONE.json
+    python -m tests.system.dnszone HOST PORT ZONE.json [DELAY_S]
 
 The zone file is a JSON list of records ``[name, type, ttl, *data]``: ``A`` (address),
 ``SRV`` (priority, weight, port, target), ``NAPTR`` (order, preference, flags, service,
 replacement), ``CNAME`` (alias).  Every query is written on stderr as ``udp|tcp NAME``.
 The file is read again on SIGHUP, so a test changes records while the server runs.  A name
 with no record of any type is NXDOMAIN.  Answers larger than 512 bytes over UDP are truncated
-(the client asks again over TCP), as a real server does.
+(the client asks again over TCP), as a real server does.  ``DELAY_S`` delays every answer (a
+benchmark's stand-in for a resolver across a network).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ ResolverBase: Any = common.ResolverBase
 
 
 class Zone(ResolverBase):  # type: ignore[misc]
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, delay: float = 0.0) -> None:
         super().__init__()
-        self.path = path
+        self.path, self.delay = path, delay
         self.rows: list[list[Any]] = []
         self.load()
 
@@ -86,8 +87,14 @@ class Zone(ResolverBase):  # type: ignore[misc]
                         )
                     )
         if not known:
-            return defer.fail(error.DomainError(wanted))
-        return defer.succeed((answers, [], []))
+            result: defer.Deferred[Any] = defer.fail(error.DomainError(wanted))
+        else:
+            result = defer.succeed((answers, [], []))
+        if self.delay:
+            delayed: defer.Deferred[Any] = defer.Deferred()
+            result.addBoth(lambda outcome: reactor.callLater(self.delay, delayed.callback, outcome))
+            return delayed
+        return result
 
 
 class LoggingFactory(servers.DNSServerFactory):  # type: ignore[misc]
@@ -109,7 +116,7 @@ class LoggingFactory(servers.DNSServerFactory):  # type: ignore[misc]
 
 def main() -> None:
     host, port, path = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    zone = Zone(path)
+    zone = Zone(path, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     factory = LoggingFactory(authorities=[zone])
     reactor.listenUDP(port, records.DNSDatagramProtocol(factory), interface=host)
     reactor.listenTCP(port, factory, interface=host)
