@@ -5,7 +5,7 @@ target; the failure is never relayed while targets remain."""
 from __future__ import annotations
 
 from scaserver.dispatch import SipCore
-from scaserver.sip.actions import Action, Deliver, Send
+from scaserver.sip.actions import Action, Deliver, Send, StartTimer
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 from scaserver.sip.serializer import serialize
@@ -116,3 +116,21 @@ def test_failovers_are_bounded() -> None:
         tries += 1
     assert tries == 10  # the first try and MAX_FAILOVERS (8) more, then the 503 counts
     assert final == [500]
+
+
+def test_a_timed_out_message_fails_over_within_one_timer_f() -> None:
+    core, _ = core_with(alternatives=1)
+    text = request("MESSAGE", "sip:bob@elsewhere.example.net").encode()
+    actions = core.receive(text, ALICE, NOW)
+    first = [m for m, p in sends(actions) if isinstance(m, Request) and p == PBX]
+    assert [m.method for m in first] == ["MESSAGE"]
+    timer_f = next(a for a in actions if isinstance(a, StartTimer) and a.name == "F")
+    assert timer_f.delay == 32.0  # 64 * T1: RFC 3261 Timer F, unchanged
+    actions = core.on_timer(timer_f.key, "F", NOW + timer_f.delay)
+    failed = [a.event for a in actions if isinstance(a, Deliver) and isinstance(a.event, NextHopFailed)]
+    assert [f.reason for f in failed] == ["timeout"]
+    retried = [m for m, p in sends(actions) if isinstance(m, Request) and p == PBX]
+    assert [m.method for m in retried] == ["MESSAGE"]
+    assert retried[0].headers.first_value("Via") != first[0].headers.first_value("Via")
+    # No 408 went to the caller: the new transaction is still running.
+    assert [m for m, p in sends(actions) if isinstance(m, Response)] == []
