@@ -167,10 +167,10 @@ _BRANCH_ALLOWANCE: Final = "z9hG4bK" + "x" * 40
 """Stands for the branch of the Via the transaction layer adds, in the size estimate."""
 
 _UDP_ONLY_MEMORY: Final = 4096
+"""How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
 
 MAX_FAILOVERS: Final = 8
 """At most this many new transactions for one request after RFC 3263 4.3 failures."""
-"""How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
 
 
 @attrs.frozen
@@ -327,10 +327,11 @@ class SipCore:
     _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
     _udp_only: dict[Peer, None] = attrs.field(factory=dict, init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
-    _located: dict[ClientKey, tuple[Request, Peer, Hashable, int]] = attrs.field(factory=dict, init=False)
-    _failovers: dict[Hashable, int] = attrs.field(factory=dict, init=False)
     """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
     trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
+    _located: dict[ClientKey, tuple[Request, Peer, Hashable, int]] = attrs.field(factory=dict, init=False)
+    """Client transactions to a host name: (request, destination, owner, failovers so far)."""
+    _failovers: dict[Hashable, int] = attrs.field(factory=dict, init=False)
 
     # ------------------------------------------------------------------ edge entry points
 
