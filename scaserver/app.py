@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Protocol, cast
 
+import attrs
 from prometheus_client import CollectorRegistry
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
@@ -37,7 +38,14 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
-from scaserver.config import LegacyPushRule, MidRegistrarSettings, ScaSettings, Settings, UpstreamCredential
+from scaserver.config import (
+    DnsSettings,
+    LegacyPushRule,
+    MidRegistrarSettings,
+    ScaSettings,
+    Settings,
+    UpstreamCredential,
+)
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
@@ -60,6 +68,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
+from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, make_resolver, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.historyfeed import HistoryFeed
@@ -103,7 +112,7 @@ from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
-from scaserver.proxy.routing import Interface, ProxyIdentity
+from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
 from scaserver.push.gateway import GatewaySettings, RetryPolicy
 from scaserver.push.pnparams import (
@@ -135,6 +144,7 @@ from scaserver.sip.digest import (
 )
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
+from scaserver.sip.serverlocation import Query, is_numeric
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
@@ -204,7 +214,8 @@ def make_service(
     Nothing is bound until the returned service is started.
     """
     bus = bus if bus is not None else EventBus(on_handler_error=_report_handler_error)
-    transports = Transports(hosts=hosts if hosts is not None else HostsTable.load())
+    hosts = hosts if hosts is not None else HostsTable.load()
+    transports = Transports(hosts=hosts, locator=server_locator(settings.dns, reactor, hosts))
     trace = MessageTrace() if settings.sip.trace else None
     stack = SipStack(core, reactor, transports, bus, trace=trace, guard=guard)
     security = settings.security
@@ -308,11 +319,23 @@ def line_aliases(
     return merged
 
 
+def upstream_peer(transport: Transport, host: str, port: int) -> Peer:
+    """An upstream as the core sends to it: port 0 stays 0 for a name (SRV decides at the
+    edge) and is the transport's default port for an address."""
+    if port == 0 and is_numeric(host):
+        port = 5061 if transport is Transport.TLS else 5060
+    return Peer(transport, host, port)
+
+
 def core_settings(settings: Settings, directory: Iterable[str] = ()) -> CoreSettings:
     upstream = settings.upstream
     return CoreSettings(
         domains=domain_policy(settings, directory),
-        upstream=Peer(upstream.transport, upstream.host, upstream.port) if upstream.host else None,
+        upstream=(
+            upstream_peer(upstream.transport or Transport.UDP, upstream.host, upstream.port)
+            if upstream.host
+            else None
+        ),
         require_auth=settings.auth.require,
         server=settings.server.user_agent,
         strip_call_info=settings.sca.strip_call_info,
@@ -548,17 +571,91 @@ def session_timer_policy(sca: ScaSettings) -> SessionTimerPolicy | None:
     return SessionTimerPolicy(session_expires=sca.session_expires, min_se=sca.min_se)
 
 
-def resolvable_in(hosts: HostsTable) -> Callable[[str], bool]:
-    """Whether the edge can send to a host: numeric, or a name in the hosts table (no DNS)."""
+def resolvable_in(hosts: HostsTable, *, dns: bool = False) -> Callable[[str], bool]:
+    """Whether the edge can send to a host: numeric, a name in the hosts table, or with
+    ``dns`` (name servers configured) any host name, looked up when a message goes there."""
 
     def known(host: str) -> bool:
         try:
             addresses_of(host, hosts)
         except UnresolvableTargetError:
-            return False
+            return dns and _is_host_name(host)
         return True
 
     return known
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"(?i)^(?=.{{1,253}}\.?$)({_LABEL}\.)*{_LABEL}\.?$")
+
+
+def _is_host_name(host: str) -> bool:
+    """A syntactically valid DNS name that may resolve (RFC 6761 6.4: ``.invalid`` never does)."""
+    name = host.lower().rstrip(".")
+    return bool(_HOST_NAME.match(host)) and name != "invalid" and not name.endswith(".invalid")
+
+
+def dns_policy(dns: DnsSettings) -> DnsPolicy:
+    return DnsPolicy(
+        timeout=dns.timeout,
+        min_ttl=dns.min_ttl,
+        max_ttl=dns.max_ttl,
+        negative_ttl=dns.negative_ttl,
+        cache_size=dns.cache_size,
+        max_records=dns.max_records,
+        max_cname_depth=dns.max_cname_depth,
+        failed_target_hold=dns.failed_target_hold,
+    )
+
+
+def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> ServerLocator | None:
+    """The RFC 3263 locator on ``[dns] servers`` (or resolv.conf's); None when no name server
+    is known (names then come from the hosts file alone)."""
+    servers = nameservers(dns.servers)
+    if not servers:
+        _log.warn("no DNS server configured: host names are looked up in the hosts file only")
+        return None
+    clock = cast(TimerClock, reactor)
+    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns_policy(dns))
+
+
+def upstream_transport_choice(
+    settings: Settings, core: SipCore, locator: ServerLocator | None, clock: TimerClock
+) -> TransportChoice | None:
+    """``[upstream] transport = ""`` on a name: the core's upstream takes the transport RFC 3263
+    chooses (NAPTR, then SRV), kept up to date."""
+    up = settings.upstream
+    if up.transport is not None or not up.host or is_numeric(up.host) or locator is None:
+        return None
+
+    def chosen(transport: Transport) -> None:
+        peer = upstream_peer(transport, up.host, up.port)
+        core.settings = attrs.evolve(core.settings, upstream=peer)
+
+    query = Query(up.host, None, up.port or None)
+    return TransportChoice(locator, clock, query, chosen)
+
+
+def upstream_problems(
+    settings: Settings, hosts: HostsTable, *, resolv_conf: str | Path = "/etc/resolv.conf"
+) -> list[tuple[str, str]]:
+    """What ``check-config`` refuses about the upstreams that the file's syntax allows: a host
+    name that the hosts file does not know while no DNS server is configured, or that is not a
+    host name at all.  A name cannot be checked offline: with DNS it is accepted
+    (an answer today says nothing of tomorrow; the server logs each failed look-up)."""
+    problems: list[tuple[str, str]] = []
+    dns = bool(nameservers(settings.dns.servers, resolv_conf))
+    known = resolvable_in(hosts, dns=dns)
+    up = settings.upstream
+    unknown = "not in the hosts file and no DNS server is configured"
+    if up.host and not known(up.host):
+        problems.append(("upstream.host", f"{up.host}: {'not a host name' if dns else unknown}"))
+    mid = settings.midregistrar
+    if mid.enabled:
+        uri = parse_uri(mid.upstream)
+        if isinstance(uri, SipUri) and not known(uri.host):
+            problems.append(("midregistrar.upstream", f"{uri.host}: {unknown}"))
+    return problems
 
 
 def make_mobile(
@@ -581,11 +678,12 @@ def make_mobile(
     if mid.enabled:
         upstream = parse_uri(mid.upstream)
         assert isinstance(upstream, SipUri)  # checked by config
-        transport = Transport((upstream.param("transport") or "udp").upper())
+        registrar_peer = uri_destination(upstream)
+        assert registrar_peer is not None  # checked by config
         host, port = settings.server.advertised()
         midregistrar = MidRegistrar(
             MidRegSettings(
-                upstream=Peer(transport, upstream.host, upstream.port or 5060),
+                upstream=registrar_peer,
                 upstream_domain=mid.upstream_domain or upstream.host,
                 advertised=mid.advertised or f"{format_host(host)}:{port}",
                 mode=Mode(mid.mode),
@@ -1011,6 +1109,8 @@ def control_plane(
         nat=nat,
         tls=TlsView(sip),
     )
+    if sip.transports.locator is not None:
+        metrics.watch_dns(sip.transports.locator)
     registry = build_registry(
         sca=sca,
         location=location,
@@ -1216,7 +1316,7 @@ def make_server(
         trusted=TrustedPeers(state.trusted),
         lines=lines,
         secret=secret if secret is not None else server_secret(settings.server.secret_file),
-        known_host=resolvable_in(hosts),
+        known_host=resolvable_in(hosts, dns=bool(nameservers(settings.dns.servers))),
         directory=directory,
     )
     core.set_aliases(aliases)
@@ -1227,6 +1327,10 @@ def make_server(
     )
     bus = EventBus(on_handler_error=_report_handler_error)
     sip = make_service(settings, reactor, core, bus=bus, hosts=hosts, guard=core.guard)
+    core.has_alternative = sip.transports.has_alternative
+    choice = upstream_transport_choice(settings, core, sip.transports.locator, reactor)
+    if choice is not None:
+        sip.adopt(choice)
     if core.mobile is not None and settings.push.enabled:
         pushes = PushDispatch(core, sip.stack, reactor)
         pushes.client = push_client(settings, reactor, pushes)

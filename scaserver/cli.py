@@ -34,9 +34,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import Reactor, SecretFileError, make_server, site_settings, tune_garbage_collector
+from scaserver.app import (
+    Reactor,
+    SecretFileError,
+    make_server,
+    site_settings,
+    tune_garbage_collector,
+    upstream_problems,
+)
 from scaserver.config import ConfigError, Settings, load_settings, with_overrides
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
+from scaserver.edge.resolver import HostsTable
 from scaserver.edge.tls import TlsConfigurationError, client_context, server_context
 from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
@@ -88,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         match args.command:
             case "check-config":
-                check_tls(load_settings(args.file), args.file)
+                settings = load_settings(args.file)
+                check_tls(settings, args.file)
+                for key, detail in upstream_problems(settings, HostsTable.load()):
+                    raise ConfigError(args.file, key, detail)
                 print(f"{args.file}: OK")
                 return EXIT_OK
             case "run":

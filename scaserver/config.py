@@ -438,11 +438,37 @@ class ScaSettings:
 
 @attrs.frozen
 class UpstreamSettings:
-    """``[upstream]``: the next hop (registrar/proxy) requests leave through; empty host = none."""
+    """``[upstream]``: the next hop (registrar/proxy) requests leave through; empty host = none.
+    ``host`` may be a DNS name (RFC 3263); ``port = 0`` leaves the port to its SRV records (the
+    transport's default port for an address or a name without SRV); ``transport = ""`` leaves
+    the transport to its NAPTR (then SRV) records (UDP until they answer, and for an address)."""
 
     host: str = ""
     port: int = DEFAULT_SIP_PORT
-    transport: Transport = Transport.UDP
+    transport: Transport | None = Transport.UDP
+
+
+@attrs.frozen
+class DnsSettings:
+    """``[dns]``: locating SIP servers by name (RFC 3263: NAPTR, SRV, A/AAAA), non-blocking.
+
+    ``servers``: ``HOST`` or ``HOST:PORT`` addresses of recursive DNS servers (IPv6 in
+    brackets); empty = the nameservers of /etc/resolv.conf.  The hosts file is always read
+    first.  ``timeout``: seconds a look-up may take.  Record sets are cached for their TTL,
+    clamped to ``min_ttl``..``max_ttl``; a name that does not exist for ``negative_ttl``;
+    at most ``cache_size`` record sets.  ``max_records``: records taken from one answer;
+    ``max_cname_depth``: CNAME links followed.  ``failed_target_hold``: seconds a target that
+    answered 503, timed out or refused the connection is avoided (RFC 3263 4.3)."""
+
+    servers: tuple[str, ...] = ()
+    timeout: float = 5.0
+    min_ttl: float = 0.0
+    max_ttl: float = 3600.0
+    negative_ttl: float = 30.0
+    cache_size: int = 4096
+    max_records: int = 32
+    max_cname_depth: int = 8
+    failed_target_hold: float = 60.0
 
 
 @attrs.frozen
@@ -613,6 +639,7 @@ class Settings:
     parking: ParkingSettings = ParkingSettings()
     nat: NatSettings = NatSettings()
     tls: TlsSettings = TlsSettings()
+    dns: DnsSettings = DnsSettings()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,6 +775,11 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(Secret, _structure_secret)
     for enum_type in (Transport, LogLevelName):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
+    transport_hook = _enum_hook(Transport)
+    converter.register_structure_hook_func(
+        lambda cls: cls == Transport | None,
+        lambda value, _: None if value == "" else transport_hook(value, Transport),
+    )
 
     def structure_endpoint(value: object, _: type) -> Endpoint:
         if not isinstance(value, str):
@@ -928,7 +960,7 @@ def _check(settings: Settings) -> None:
             "sca.call_info_uri",
             f'expected "domain", "aor" or a sip: URI, got {_show(sca.call_info_uri)}',
         ),
-        (1 <= up.port <= 65535, "upstream.port", "must be from 1 to 65535"),
+        (0 <= up.port <= 65535, "upstream.port", "must be from 0 (SRV decides) to 65535"),
         (settings.reporting.retention_days >= 1, "reporting.retention_days", "must be at least 1"),
         (
             settings.provisioning.sip_transport in ("udp", "tcp", "tls"),
@@ -946,6 +978,7 @@ def _check(settings: Settings) -> None:
     ]
     checks += _mobile_checks(settings)
     checks += _upstream_auth_checks(settings.midregistrar)
+    checks += _dns_checks(settings.dns)
     for index, rule in enumerate(auth.user_agents):
         checks.append((bool(rule.match), f"auth.user_agents[{index}].match", "must not be empty"))
         checks.append(
@@ -1226,6 +1259,38 @@ def _legacy_rule_checks(push: PushSettings) -> list[tuple[bool, str, str]]:
                 rule.keepalive in ("", "wake", "extend"),
                 f"{key}.keepalive",
                 f'expected "wake" or "extend", got {_show(rule.keepalive)}',
+            )
+        )
+    return checks
+
+
+def _is_dns_server(text: str) -> bool:
+    try:
+        host, port = _split_host_port(text, 53)
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return 1 <= port <= 65535
+
+
+def _dns_checks(dns: DnsSettings) -> list[tuple[bool, str, str]]:
+    """``[dns]``: servers are addresses (a name server found by name would need DNS itself)."""
+    checks = [
+        (dns.timeout > 0, "dns.timeout", "must be positive"),
+        (dns.min_ttl >= 0, "dns.min_ttl", "must not be negative"),
+        (dns.max_ttl >= dns.min_ttl, "dns.max_ttl", "must not be below dns.min_ttl"),
+        (dns.negative_ttl >= 0, "dns.negative_ttl", "must not be negative"),
+        (dns.cache_size >= 1, "dns.cache_size", "must be at least 1"),
+        (1 <= dns.max_records <= 1000, "dns.max_records", "must be from 1 to 1000"),
+        (0 <= dns.max_cname_depth <= 32, "dns.max_cname_depth", "must be from 0 to 32"),
+        (dns.failed_target_hold >= 0, "dns.failed_target_hold", "must not be negative"),
+    ]
+    for index, server in enumerate(dns.servers):
+        checks.append(
+            (
+                _is_dns_server(server),
+                f"dns.servers[{index}]",
+                f'{_show(server)}: expected an IP address, "HOST:PORT" or "[V6]:PORT"',
             )
         )
     return checks

@@ -107,6 +107,7 @@ from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.serializer import serialize
+from scaserver.sip.serverlocation import NextHopFailed, is_numeric
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -169,6 +170,9 @@ _BRANCH_ALLOWANCE: Final = "z9hG4bK" + "x" * 40
 
 _UDP_ONLY_MEMORY: Final = 4096
 """How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
+
+MAX_FAILOVERS: Final = 8
+"""At most this many new transactions for one request after RFC 3263 4.3 failures."""
 
 
 @attrs.frozen
@@ -322,6 +326,9 @@ class SipCore:
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
+    has_alternative: Callable[[Peer, str], bool] = lambda destination, branch: False
+    """Whether a request to a named destination that failed on the transaction of Via branch
+    ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
     _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
     _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
@@ -331,6 +338,9 @@ class SipCore:
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
     """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
     trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
+    _located: dict[ClientKey, tuple[Request, Peer, Hashable, int]] = attrs.field(factory=dict, init=False)
+    """Client transactions to a host name: (request, destination, owner, failovers so far)."""
+    _failovers: dict[Hashable, int] = attrs.field(factory=dict, init=False)
 
     # ------------------------------------------------------------------ edge entry points
 
@@ -596,22 +606,49 @@ class SipCore:
     def _send_request(self, request: Message, peer: Peer, context: Hashable, now: float) -> list[Action]:
         if not isinstance(request, Request):
             raise ProtocolStateError(f"SendRequest of a response: {request!r}")
+        attempt = self._failovers.pop(context, 0)
         if isinstance(context, BranchKey):
             branch = branch_with_loop_hash(context.loop_hash, self.unique())
             key, actions = self.layer.request(request, peer, now, branch=branch)
             if request.method != "ACK":
                 self._owners[key] = (_Owner.PROXY, context)
                 self._branches[context] = key
+                self._remember_located(key, request, peer, context, attempt)
         else:
             sent, fact = self._transport_for(request, peer)
             key, actions = self.layer.request(request, sent, now)
             if request.method != "ACK":
                 self._owners[key] = (_Owner.SERVER, context)
+                self._remember_located(key, request, sent, context, attempt)
             if sent != peer:
                 self._upgraded[key] = (request, peer, context)
             if fact is not None:
                 return [Deliver(fact), *self._run(actions, now)]
         return self._run(actions, now)
+
+    def _remember_located(
+        self, key: ClientKey, request: Request, peer: Peer, context: Hashable, attempt: int
+    ) -> None:
+        """A request to a host name: kept until its transaction ends, for RFC 3263 4.3."""
+        if not is_numeric(peer.host) and request.method != "CANCEL":
+            self._located[key] = (request, peer, context, attempt)
+
+    def _fail_over(self, key: ClientKey, reason: str) -> list[EngineAction] | None:
+        """RFC 3263 section 4.3: a request to a named destination got a 503, timed out or met
+        a transport error; while the locator has another target, the request goes again as a
+        new client transaction (new branch) for the same owner, which never sees the failure.
+        None when there is nothing to fail over to (the failure is the owner's to handle)."""
+        located = self._located.pop(key, None)
+        if located is None:
+            return None
+        request, peer, context, attempt = located
+        if attempt >= MAX_FAILOVERS or not self.has_alternative(peer, key.branch):
+            return None
+        if self._owners.pop(key, None) is None:
+            return None
+        self._upgraded.pop(key, None)
+        self._failovers[context] = attempt + 1
+        return [Deliver(NextHopFailed(peer, key.branch, reason)), SendRequest(request, peer, context)]
 
     def _transport_for(self, request: Request, peer: Peer) -> tuple[Peer, LargeRequestOverUdp | None]:
         """Where a request the server originates goes (RFC 3261 section 18.1.1): over TCP to the
@@ -693,6 +730,7 @@ class SipCore:
                     self._session_offers.pop(key, None)
                 if isinstance(key, ClientKey):
                     self._upgraded.pop(key, None)
+                    self._located.pop(key, None)
                     owner = self._owners.pop(key, None)
                     if owner is not None and isinstance(owner[1], BranchKey):
                         self._branches.pop(owner[1], None)
@@ -729,6 +767,12 @@ class SipCore:
     # ------------------------------------------------------------------ client transactions
 
     def _on_client_response(self, key: ClientKey, response: Response, now: float) -> list[EngineAction]:
+        if response.status == 503:
+            retried = self._fail_over(key, "503")
+            if retried is not None:
+                return retried
+        elif response.status >= 200:
+            self._located.pop(key, None)
         owner = self._owners.get(key)
         if owner is None:
             return []
@@ -750,6 +794,10 @@ class SipCore:
     def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
         if not isinstance(key, ClientKey):
             return []  # timer H on a server transaction: nothing more to do (17.2.1)
+        reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
+        retried = self._fail_over(key, reason)
+        if retried is not None:
+            return retried
         if isinstance(event, TransportFailed):
             retried = self._fall_back_to_udp(key)
             if retried is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogBeginner,
     textFileLogObserver,
@@ -119,7 +121,38 @@ def make_observer(settings: LogSettings, stream: IO[str]) -> FilteringLogObserve
         ILogObserver, FileLogObserver(stream, json_line) if settings.json else textFileLogObserver(stream)
     )
     predicate = cast(ILogFilterPredicate, LogLevelFilterPredicate(defaultLogLevel=LEVELS[settings.level]))
-    return FilteringLogObserver(base, [predicate])
+    quiet = (
+        cast(ILogFilterPredicate, DnsClientChatter()) if settings.level is not LogLevelName.DEBUG else None
+    )
+    return FilteringLogObserver(base, [predicate] if quiet is None else [predicate, quiet])
+
+
+class DnsClientChatter:
+    """Drops the five legacy lines ``twisted.names``' client writes per DNS query (it binds a
+    UDP port per query: "starting on", "Starting protocol", "Stopping protocol", "Closed");
+    the locator logs what matters.  Shown at debug level."""
+
+    _OPENED = re.compile(r"^DNSDatagramProtocol starting on (\d+)$")
+    _PROTOCOL = re.compile(r"^(Starting|Stopping) protocol <twisted\.names\.dns\.DNSDatagramProtocol ")
+    _CLOSED = re.compile(r"^\(UDP Port (\d+) Closed\)$")
+
+    def __init__(self) -> None:
+        self._ports: set[str] = set()
+
+    def __call__(self, event: LogEvent) -> object:  # a PredicateResult constant (untyped)
+        if event.get("log_namespace") != "log_legacy":
+            return PredicateResult.maybe
+        text = formatEvent(event)
+        if (opened := self._OPENED.match(text)) is not None:
+            if len(self._ports) < 10000:
+                self._ports.add(opened.group(1))
+            return PredicateResult.no
+        if self._PROTOCOL.match(text) is not None:
+            return PredicateResult.no
+        if (closed := self._CLOSED.match(text)) is not None and closed.group(1) in self._ports:
+            self._ports.discard(closed.group(1))
+            return PredicateResult.no
+        return PredicateResult.maybe
 
 
 def start_logging(

@@ -30,7 +30,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 NAMESPACE = "scaserver"
 
@@ -297,6 +297,76 @@ class _TlsCollector:
         return completed, failures, connections
 
 
+class DnsGauges(Protocol):
+    """What the DNS collector reads at scrape time (``scaserver.edge.dns.ServerLocator``)."""
+
+    @property
+    def statistics(self) -> DnsCounts: ...
+
+    def targets_held(self) -> int: ...
+
+
+class DnsCounts(Protocol):
+    @property
+    def lookups(self) -> Mapping[tuple[str, str], int]: ...
+
+    @property
+    def cache_hits(self) -> int: ...
+
+    @property
+    def failovers(self) -> int: ...
+
+    @property
+    def latency_sum(self) -> float: ...
+
+    def latency_buckets(self) -> list[tuple[str, int]]: ...
+
+
+class _DnsCollector:
+    """RFC 3263 look-ups: by record type and outcome, latency, cache hits, failovers."""
+
+    def __init__(self, source: DnsGauges) -> None:
+        self._source = source
+
+    def _families(self) -> tuple[Metric, ...]:
+        return (
+            CounterMetricFamily(
+                f"{NAMESPACE}_dns_lookups",
+                "DNS queries by record type and outcome (answer, nxdomain, timeout, error)",
+                labels=["type", "outcome"],
+            ),
+            HistogramMetricFamily(
+                f"{NAMESPACE}_dns_locate_latency_seconds",
+                "Time to locate a SIP server by DNS (RFC 3263)",
+            ),
+            CounterMetricFamily(
+                f"{NAMESPACE}_dns_cache_hits", "Record sets and targets served from the cache"
+            ),
+            CounterMetricFamily(
+                f"{NAMESPACE}_dns_failovers", "Requests retried at the next target (RFC 3263 4.3)"
+            ),
+            GaugeMetricFamily(f"{NAMESPACE}_dns_targets_held", "Failed targets avoided now"),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        lookups, latency, hits, failovers, held = families
+        assert isinstance(lookups, CounterMetricFamily) and isinstance(latency, HistogramMetricFamily)
+        assert isinstance(hits, CounterMetricFamily) and isinstance(failovers, CounterMetricFamily)
+        assert isinstance(held, GaugeMetricFamily)
+        statistics = self._source.statistics
+        for (kind, outcome), count in sorted(statistics.lookups.items()):
+            lookups.add_metric([kind, outcome], count)
+        latency.add_metric([], statistics.latency_buckets(), statistics.latency_sum)
+        hits.add_metric([], statistics.cache_hits)
+        failovers.add_metric([], statistics.failovers)
+        held.add_metric([], self._source.targets_held())
+        return families
+
+
 class _ParkingCollector:
     """A custom collector: reads ``ParkingGauges`` on every scrape."""
 
@@ -558,6 +628,10 @@ class Metrics:
             self._flush_latency.labels(store=store)
             self._flush_records.labels(store=store)
             self._queue_depth.labels(store=store)
+
+    def watch_dns(self, source: DnsGauges) -> None:
+        """Export the DNS locator's counters (read at scrape time)."""
+        self.registry.register(_DnsCollector(source))
 
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""

@@ -1,7 +1,8 @@
 """Where a SIP URI is sent: RFC 3263 section 4 without DNS.
 
-The server never queries DNS.  A target host is either numeric or looked up in
-the hosts file, parsed once at start-up (:class:`HostsTable`).  The selection
+The hosts file, parsed once at start-up (:class:`HostsTable`), and numeric hosts.
+With DNS servers known, :mod:`scaserver.edge.dns` locates names (NAPTR, SRV,
+A/AAAA) and consults this table first; without, this module is all there is.  The selection
 follows RFC 3263 section 4.1 for the cases that need no NAPTR or SRV record:
 
 * the target host is the ``maddr`` parameter when present, else the URI host

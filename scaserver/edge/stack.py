@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Hashable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Final, Literal, Protocol, assert_never, cast
 
 import attrs
@@ -47,15 +48,17 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from typing_extensions import override
 
+from scaserver.edge.dns import ServerLocator
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
 from scaserver.events import EventBus
 from scaserver.guard.sources import RESPONSE_COST, Ban, SourceGuard
 from scaserver.registrar.nat import FlowFailure
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import MalformedMessage
-from scaserver.sip.headers import cseq
+from scaserver.sip.headers import cseq, top_via
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
+from scaserver.sip.serverlocation import DEFAULT_PORTS, NextHopFailed, Target, query_of, without_held
 from scaserver.sip.stun import StunError, answer, looks_like_stun
 
 Direction = Literal["in", "out"]
@@ -152,6 +155,9 @@ Dial = Callable[[Peer, str], None]
 """Opens a stream connection to a numeric ``peer``; the ``str`` is the host name the target
 was named by ("" for a numeric target): what a TLS peer's certificate must name (RFC 5922)."""
 
+_SENT_VIA_MEMORY = 65536
+"""Client transactions whose target is remembered (their retransmissions and CANCEL follow it)."""
+
 
 def connection_key(host: str, port: int) -> ConnectionKey:
     """The table key for a remote address: numeric hosts in canonical (compressed) form."""
@@ -177,7 +183,12 @@ class Transports:
 
     _log = Logger()
 
-    def __init__(self, dial: Dial | None = None, hosts: HostsTable | None = None) -> None:
+    def __init__(
+        self,
+        dial: Dial | None = None,
+        hosts: HostsTable | None = None,
+        locator: ServerLocator | None = None,
+    ) -> None:
         self._hosts = hosts if hosts is not None else HostsTable()
         self._datagrams: list[DatagramEndpoint] = []
         self._streams: dict[StreamKey, StreamConnection] = {}
@@ -187,6 +198,15 @@ class Transports:
         self._alias_keys: dict[int, list[StreamKey]] = {}
         if dial is not None:
             self._dials[Transport.TCP] = dial
+        self.locator = locator
+        # RFC 3263 state: messages waiting for a look-up, the target each client transaction
+        # (by Via branch) went to, and the named destinations waiting on a stream dial.
+        self._resolving: dict[Peer, list[tuple[bytes, str | None]]] = {}
+        self._sent_via: OrderedDict[str, tuple[Peer, Target]] = OrderedDict()
+        self._dialled_for: dict[StreamKey, set[Peer]] = {}
+        self.unreachable: Callable[[Peer], object] | None = None
+        """Called (by the stack) when messages to a named destination were dropped after
+        ``send`` returned: the name resolves nowhere, or its target refused the connection."""
 
     def set_dialer(self, dial: Dial, transport: Transport = Transport.TCP) -> None:
         """How to open an outgoing ``transport`` connection; it must end in ``add_stream`` or
@@ -203,6 +223,7 @@ class Transports:
     def add_stream(self, connection: StreamConnection) -> None:
         """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
         key = stream_key(connection.peer)
+        self._dialled_for.pop(key, None)
         self._streams[key] = connection
         for data in self._pending.pop(key, ()):
             connection.send(data)
@@ -225,8 +246,45 @@ class Transports:
         self._alias_keys.setdefault(id(connection), []).append(key)
 
     def dial_failed(self, peer: Peer) -> int:
-        """An outgoing connection could not be made; drop and count what was queued for it."""
-        return len(self._pending.pop(stream_key(peer), ()))
+        """An outgoing connection could not be made; drop and count what was queued for it.
+
+        A target located by DNS is held down (RFC 3263 4.3) and the named destinations that
+        were sent there are reported unreachable, so their transactions fail over now."""
+        key = stream_key(peer)
+        named = self._dialled_for.pop(key, set())
+        if named and self.locator is not None:
+            self.locator.hold(peer)
+        for destination in sorted(named, key=str):
+            self._report_unreachable(destination)
+        return len(self._pending.pop(key, ()))
+
+    def has_alternative(self, destination: Peer, branch: str) -> bool:
+        """Whether a request to ``destination`` (a name) that failed on the client transaction
+        ``branch`` can be tried at another target not held down (RFC 3263 4.3)."""
+        if self.locator is None or is_numeric(destination.host):
+            return False
+        sent = self._sent_via.get(branch)
+        used = sent[1].peer if sent is not None else None
+        targets = self.locator.last_known(query_of(destination))
+        return any(t.peer != used and not self.locator.is_held(t.peer) for t in targets)
+
+    def target_failed(self, failed: NextHopFailed) -> None:
+        """The core fails over from the target the transaction ``failed.branch`` went to."""
+        sent = self._sent_via.get(failed.branch)
+        if self.locator is None or sent is None:
+            return
+        self.locator.statistics.failovers += 1
+        self._log.info(
+            "request to {destination} failed over from {target}: {reason}",
+            destination=str(failed.destination),
+            target=str(sent[1].peer),
+            reason=failed.reason,
+        )
+        self.locator.hold(sent[1].peer)
+
+    def _report_unreachable(self, destination: Peer) -> None:
+        if self.unreachable is not None:
+            self.unreachable(destination)
 
     def stream_to(self, peer: Peer) -> StreamConnection | None:
         key = stream_key(peer)
@@ -248,24 +306,90 @@ class Transports:
             connection.close()
         return len(found)
 
-    def send(self, data: bytes, peer: Peer) -> bool:
+    def send(self, data: bytes, peer: Peer, *, branch: str | None = None) -> bool:
         """Write ``data`` to ``peer`` over its transport (or queue it while a connection is
-        dialled); False, logged, when it cannot go at all: never raised.
+        dialled or its name looked up); False, logged, when it cannot go at all: never raised.
 
-        A host name (a next hop taken from a URI) is looked up in the hosts table
-        (:mod:`scaserver.edge.resolver`: no DNS); its first address is used.
+        A stream to a Via sent-by that an authenticated peer offered as an ``alias`` (RFC 5923)
+        reuses that peer's connection.  A host name (a next hop taken from a URI) is located by
+        RFC 3263 through the :class:`~scaserver.edge.dns.ServerLocator` (hosts file first, then
+        DNS, cached; a port of 0 leaves the port to SRV); without a locator it is looked up in
+        the hosts table only.  A TLS connection dialled for a name verifies the certificate
+        against that name (RFC 5922).  ``branch``, the top Via branch of a request, pins every
+        message of that client transaction (retransmissions, CANCEL, ACK of a failure) to the
+        target its first message went to.
         """
-        server_name = "" if is_numeric(peer.host) else peer.host
         aliased = self._aliases.get(stream_key(peer)) if peer.transport.reliable else None
         if aliased is not None:
             aliased.send(data)
             return True
         if not is_numeric(peer.host):
+            if self.locator is not None:
+                return self._send_by_name(data, peer, branch)
             try:
-                peer = resolve_peer(peer, self._hosts)[0]
+                resolved = resolve_peer(peer, self._hosts)[0]
             except UnresolvableTargetError as error:
                 self._log.warn("message to {peer} dropped: {reason}", peer=str(peer), reason=str(error))
                 return False
+            resolved = attrs.evolve(resolved, port=resolved.port or DEFAULT_PORTS[resolved.transport])
+            return self._send_to(data, resolved, peer.host)
+        return self._send_to(data, peer, "")
+
+    def _send_by_name(self, data: bytes, destination: Peer, branch: str | None) -> bool:
+        assert self.locator is not None
+        if branch is not None:
+            sent = self._sent_via.get(branch)
+            if sent is not None and sent[0] == destination:
+                return self._send_to(data, sent[1].peer, sent[1].server_name)
+        targets = self.locator.cached(query_of(destination))
+        if targets is not None:
+            return self._send_to_targets(data, destination, branch, targets)
+        waiting = self._resolving.get(destination)
+        if waiting is not None:
+            waiting.append((data, branch))
+            return True
+        self._resolving[destination] = [(data, branch)]
+        lookup = self.locator.locate(query_of(destination))
+        lookup.addCallback(self._located, destination)
+        lookup.addErrback(
+            lambda failure: self._log.failure("locating {peer}", failure, peer=str(destination))
+        )
+        return True
+
+    def _located(self, targets: tuple[Target, ...], destination: Peer) -> None:
+        dropped = False
+        for data, branch in self._resolving.pop(destination, []):
+            if not self._send_to_targets(data, destination, branch, targets):
+                dropped = True
+        if dropped:
+            self._report_unreachable(destination)
+
+    def _send_to_targets(
+        self, data: bytes, destination: Peer, branch: str | None, targets: Sequence[Target]
+    ) -> bool:
+        assert self.locator is not None
+        usable = without_held(targets, self.locator.is_held)
+        if not usable:
+            self._log.warn(
+                "message to {peer} dropped: {reason}",
+                peer=str(destination),
+                reason="the name resolves to no address (DNS and hosts file)",
+            )
+            return False
+        target = usable[0]
+        if branch is not None:
+            self._sent_via[branch] = (destination, target)
+            while len(self._sent_via) > _SENT_VIA_MEMORY:
+                self._sent_via.popitem(last=False)
+        if target.peer.transport.reliable:
+            key = stream_key(target.peer)
+            if key not in self._streams:
+                self._dialled_for.setdefault(key, set()).add(destination)
+        return self._send_to(data, target.peer, target.server_name)
+
+    def _send_to(self, data: bytes, peer: Peer, server_name: str) -> bool:
+        """Write to a numeric ``peer``; ``server_name`` is the name a TLS connection dialled
+        for it must be certified for ("" when the destination was numeric)."""
         match peer.transport:
             case Transport.UDP:
                 family = address_family(peer.host)
@@ -339,6 +463,7 @@ class SipStack(Service):
         self._guard = guard
         self._timers: dict[tuple[Hashable, str], DelayedCall] = {}
         self.keepalives = KeepAliveCounts()
+        transports.unreachable = lambda peer: call_later(self._clock, 0.0, self.connection_lost, peer)
 
     # Entry points: each has the one catch-all of STYLE.md section 5.
 
@@ -425,7 +550,7 @@ class SipStack(Service):
                     data = serialize(message)
                     if self._trace is not None:
                         self._trace("out", data, peer)
-                    if not self._out.send(data, peer):
+                    if not self._out.send(data, peer, branch=_branch_of(message, peer)):
                         # The transactions bound to that peer fail now, not after 32 s (RFC 3261
                         # 17.1.4: a transport error is reported to the TU); after this run.
                         call_later(self._clock, 0.0, self.connection_lost, peer)
@@ -436,6 +561,9 @@ class SipStack(Service):
                     self._cancel(key, name)
                 case Deliver(event=Ban() as ban):
                     self.banned(ban)
+                case Deliver(event=NextHopFailed() as failed):
+                    self._out.target_failed(failed)
+                    self._bus.publish(failed)
                 case Deliver(event=event):
                     self._bus.publish(event)
                 case _:
@@ -468,6 +596,16 @@ class SipStack(Service):
 def _needs_tls(message: Message) -> bool:
     """A request whose Request-URI is a ``sips:`` URI."""
     return isinstance(message, Request) and message.uri[:5].lower() == "sips:"
+
+
+def _branch_of(message: Message, peer: Peer) -> str | None:
+    """The top Via branch of a request to a named destination (which client transaction it is)."""
+    if not isinstance(message, Request) or is_numeric(peer.host):
+        return None
+    try:
+        return top_via(message).branch
+    except MalformedMessage:
+        return None
 
 
 def _vouches(message: Message) -> bool:

@@ -642,7 +642,7 @@ class Proxy:
         return [] if destination is None else [Send(response, destination)]
 
     def _is_us(self, peer: Peer) -> bool:
-        return self.identity.is_local(peer.host, peer.port, peer.port)
+        return self.identity.is_local_peer(peer)
 
 
 def _best_response(context: ResponseContext) -> tuple[Response, bool]:

@@ -71,6 +71,7 @@ from scaserver.proxy.routing import ProxyIdentity, is_broadcast_or_multicast, ne
 from scaserver.sip.errors import BadRequest, CallDoesNotExist, Forbidden, MalformedMessage, NotFound, SipError
 from scaserver.sip.headers import from_addr, to_addr
 from scaserver.sip.message import Peer, Request
+from scaserver.sip.serverlocation import is_numeric as is_numeric_host
 from scaserver.sip.uri import SipUri, format_host, parse_name_addr, parse_uri
 
 SIGNATURE_PARAM: Final = "rrsig"
@@ -233,7 +234,8 @@ def check_next_hop(
         raise BadRequest("relay: R6 unroutable Route: no transport of ours reaches it")
     if destination.transport not in {interface.transport for interface in identity.interfaces}:
         raise BadRequest(f"relay: R6 unroutable Route: no {destination.transport.value} here")
-    if not 0 < destination.port < 65536 or not destination.host:
+    named_srv = destination.port == 0 and not is_numeric_host(destination.host)  # SRV decides
+    if not (0 < destination.port < 65536 or named_srv) or not destination.host:
         raise BadRequest(f"relay: R6 unroutable Route: bad address {destination.host}:{destination.port}")
     if is_broadcast_or_multicast(destination.host):
         raise BadRequest("relay: R6 unroutable Route: broadcast or multicast address")
@@ -256,7 +258,7 @@ def check_dialog_target(
         raise BadRequest(f"relay: R6 unroutable Route: {error.detail}") from None
     if destination is None:
         raise BadRequest("relay: R6 unroutable Route: no transport of ours reaches it")
-    if identity.is_local(destination.host, destination.port, destination.port) or reachable(destination):
+    if identity.is_local_peer(destination) or reachable(destination):
         return Rule.DIALOG_TARGET
     raise Forbidden(
         f"relay: R7 in-dialog next hop {format_host(destination.host)}:{destination.port} is not a"

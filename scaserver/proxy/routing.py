@@ -29,8 +29,9 @@ the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
   (RFC 5658).
 * 16.6 step 7 (:func:`next_hop`): the top Route URI, else the Request-URI;
   ``maddr`` overrides the host, ``transport`` (or ``sips``) picks the transport,
-  the scheme's default port applies when none is given.  Name resolution
-  (RFC 3263) of a host name is left to the edge's resolver.
+  the scheme's default port applies when none is given to a numeric host; a
+  host name without a port gets port 0, "SRV decides".  Name resolution
+  (RFC 3263) of a host name is left to the edge's locator.
 * 16.6 step 8: the branch of our Via is assigned by the transaction layer.  For
   loop detection it must start with ``z9hG4bK`` + loop hash + ``.``
   (:func:`branch_with_loop_hash`); the hash travels in the branch context.
@@ -61,6 +62,7 @@ from scaserver.sip.headers import (
     to_addr,
 )
 from scaserver.sip.message import Headers, Peer, Request, Transport
+from scaserver.sip.serverlocation import is_numeric
 from scaserver.sip.uri import SipUri, Uri, format_host, parse_name_addr, parse_uri
 
 MAGIC_COOKIE: Final = BRANCH_MAGIC_COOKIE
@@ -135,6 +137,10 @@ class ProxyIdentity:
         if wanted in self.aliases:
             return any(i.port == effective for i in self.interfaces)
         return any(i.host.lower() == wanted and i.port == effective for i in self.interfaces)
+
+    def is_local_peer(self, peer: Peer) -> bool:
+        """Whether a destination is us (port 0: a name whose port SRV would give; the default)."""
+        return self.is_local(peer.host, peer.port or None, _DEFAULT_PORT[peer.transport])
 
     def is_local_uri(self, uri: Uri) -> bool:
         if not isinstance(uri, SipUri):
@@ -412,7 +418,7 @@ def uri_destination(uri: Uri) -> Peer | None:
     """The transport address a SIP URI designates (RFC 3261 16.6 step 7, 19.1.1).
 
     ``maddr`` replaces the host; ``sips`` or ``transport=tls`` means TLS; a
-    transport we do not run (sctp, ws...) or a non-SIP URI gives None.
+    transport we do not run (sctp, ws...), an explicit port 0 or a non-SIP URI gives None.
     """
     if not isinstance(uri, SipUri):
         return None
@@ -426,7 +432,14 @@ def uri_destination(uri: Uri) -> Peer | None:
             return None
         transport = found
     host = uri.param("maddr") or uri.host
-    port = uri.port if uri.port is not None else _DEFAULT_PORT[transport]
+    if uri.port == 0:
+        return None  # no address: port 0 stands for "SRV decides" below
+    if uri.port is not None:
+        port = uri.port
+    elif is_numeric(host):
+        port = _DEFAULT_PORT[transport]
+    else:
+        port = 0  # a name without a port: SRV records give it (RFC 3263 4.2), at the edge
     return Peer(transport, host, port)
 
 

@@ -378,7 +378,7 @@ def test_an_unroutable_preloaded_route_of_a_trusted_peer_is_400(
             "<tel:+15551234>",
             "<sip:pbx.example.net;transport=sctp;lr>",
             "<sip:255.255.255.255;lr>",
-            "<sip:nowhere.invalid;lr>",  # not numeric, not in the hosts file: no DNS here
+            "<sip:nowhere.invalid;lr>",  # never resolves (RFC 6761 6.4)
         ):
             for to_tag in (None, "x"):
                 call_id = uuid.uuid4().hex

@@ -10,10 +10,17 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogLevel, PredicateResult, globalLogPublisher
 
 from scaserver.config import LogLevelName, LogSettings
-from scaserver.logs import MessageSummary, MessageTrace, StdlibBridge, make_observer, summarize
+from scaserver.logs import (
+    DnsClientChatter,
+    MessageSummary,
+    MessageTrace,
+    StdlibBridge,
+    make_observer,
+    summarize,
+)
 from scaserver.sip.message import Peer, Transport
 from tests.unit.edge.doubles import LogCapture
 
@@ -165,3 +172,24 @@ def test_stdlib_records_are_reemitted_with_the_logger_name(monkeypatch: pytest.M
         ("alembic.runtime", "warn", "careful"),
         ("alembic.runtime", "error", "failed: disk full"),
     ]
+
+
+def test_the_dns_clients_per_query_port_lines_are_dropped_but_other_ports_closing_are_not() -> None:
+    chatter = DnsClientChatter()
+
+    def legacy(text: str) -> dict[str, object]:
+        return {"log_namespace": "log_legacy", "log_format": "{log_text}", "log_text": text}
+
+    assert chatter(legacy("DNSDatagramProtocol starting on 40001")) is PredicateResult.no
+    assert chatter(legacy("Starting protocol <twisted.names.dns.DNSDatagramProtocol object at 0x1>")) is (
+        PredicateResult.no
+    )
+    assert chatter(legacy("Stopping protocol <twisted.names.dns.DNSDatagramProtocol object at 0x1>")) is (
+        PredicateResult.no
+    )
+    assert chatter(legacy("(UDP Port 40001 Closed)")) is PredicateResult.no
+    assert chatter(legacy("(UDP Port 5060 Closed)")) is PredicateResult.maybe  # a SIP port
+    assert chatter(legacy("UdpTransport starting on 5060")) is PredicateResult.maybe
+    assert chatter({"log_namespace": "scaserver", "log_format": "DNSDatagramProtocol starting on 1"}) is (
+        PredicateResult.maybe
+    )

@@ -221,8 +221,12 @@ def test_double_record_route_when_interfaces_differ() -> None:
     [
         ("sip:bob@198.51.100.7", None, Peer(Transport.UDP, "198.51.100.7", 5060)),
         ("sip:bob@198.51.100.7:5070;transport=TCP", None, Peer(Transport.TCP, "198.51.100.7", 5070)),
-        ("sips:bob@example.net", None, Peer(Transport.TLS, "example.net", 5061)),
-        ("sip:bob@example.net;transport=tls", None, Peer(Transport.TLS, "example.net", 5061)),
+        # A name without a port: port 0, SRV decides at the edge (RFC 3263 4.2).
+        ("sips:bob@example.net", None, Peer(Transport.TLS, "example.net", 0)),
+        ("sip:bob@example.net;transport=tls", None, Peer(Transport.TLS, "example.net", 0)),
+        ("sip:bob@example.net", None, Peer(Transport.UDP, "example.net", 0)),
+        ("sip:bob@example.net:5060", None, Peer(Transport.UDP, "example.net", 5060)),
+        ("sip:bob@example.net:0", None, None),
         ("sip:bob@example.net;maddr=203.0.113.4", None, Peer(Transport.UDP, "203.0.113.4", 5060)),
         ("sip:bob@[2001:db8::7]:5062", None, Peer(Transport.UDP, "2001:db8::7", 5062)),
         (
