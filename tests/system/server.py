@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import functools
 import os
 import random
@@ -48,14 +49,19 @@ def _port_choices() -> list[int]:
 
 
 _PORT_CHOICES = _port_choices()
+# The ports handed out last: free now, perhaps, but about to be bound again (a server restarted
+# on its port gets a new HTTP port, which must not be that one).
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=256)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both UDP and TCP on ``host``, below 10000 (sipsak 0.9.8 cuts
-    five-digit ports in the URIs it writes)."""
+    five-digit ports in the URIs it writes), and none of the last ones handed out."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(200):
         port = random.choice(_PORT_CHOICES)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
             try:
                 tcp.bind((host, port))
@@ -66,6 +72,7 @@ def free_port(host: str = "127.0.0.1") -> int:
                     udp.bind((host, port))
                 except OSError:
                     continue
+            _HANDED_OUT.append(port)
             return port
     raise RuntimeError("no free port")
 

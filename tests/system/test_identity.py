@@ -4,16 +4,19 @@ subscribers added with the CLI), probed with SIPVicious and with raw digest answ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import re
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from scaserver import cli
 from scaserver.sip import headers
 from scaserver.sip.message import Request, Response
 from tests.system.accounts import add_subscribers as store_subscribers
@@ -40,16 +43,30 @@ def scaserver(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def add_subscribers(db_url: str, users: dict[str, str], *extra: str) -> list[str]:
-    """``scaserver subscriber add`` for alice and bob, as the README says (its output lines);
-    the others straight into the store (the same rows, without a process each)."""
+def scaserver_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``scaserver ARGS`` through its entry point in this process, without a process start."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(list(args))
+    return subprocess.CompletedProcess(["scaserver", *args], status, out.getvalue(), err.getvalue())
+
+
+def add_subscribers(
+    db_url: str,
+    users: dict[str, str],
+    *extra: str,
+    command: Callable[..., subprocess.CompletedProcess[str]] = scaserver,
+) -> list[str]:
+    """``scaserver subscriber add`` for alice and bob, as the README says (its output lines),
+    as a process of its own unless ``command`` says otherwise; the others straight into the
+    store (the same rows, without a process each)."""
     upgrade_database(db_url)
     said = []
     for user, password in users.items():
         if user not in ("alice", "bob"):
             store_subscribers(db_url, [(user, password)])
             continue
-        done = scaserver(
+        done = command(
             "subscriber", "add", f"{user}@{DOMAIN}", "--password", password, "--db", db_url, *extra
         )
         assert done.returncode == 0, done.stderr
@@ -61,7 +78,7 @@ def add_subscribers(db_url: str, users: dict[str, str], *extra: str) -> list[str
 def unconfigured(tmp_path: Path) -> Iterator[RunningServer]:
     """Started with no configuration file, after the subscribers were added with the CLI."""
     db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
-    add_subscribers(db_url, USERS)
+    add_subscribers(db_url, USERS, command=scaserver_here)
     with running_server(tmp_path / "server", None, db_url=db_url) as server:
         yield server
 
@@ -70,7 +87,7 @@ def unconfigured(tmp_path: Path) -> Iterator[RunningServer]:
 def configured(tmp_path: Path) -> Iterator[RunningServer]:
     """``server.domains`` configured, the subscribers added with the CLI."""
     db_url = f"sqlite:///{tmp_path / 'scaserver.db'}"
-    add_subscribers(db_url, USERS)
+    add_subscribers(db_url, USERS, command=scaserver_here)
     with running_server(tmp_path / "server", f'[server]\ndomains = ["{DOMAIN}"]\n', db_url=db_url) as server:
         yield server
 
