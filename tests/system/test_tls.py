@@ -202,7 +202,7 @@ def test_register_over_tls_with_a_sips_contact_is_answered_on_the_same_connectio
     assert invite.uri.startswith("sips:alice@127.0.0.1")
     assert (invite.headers.get("Via") or "").startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_server.tls_port}")
     record_route = invite.headers.get("Record-Route") or ""
-    assert "transport=tls" in record_route, record_route
+    assert record_route.startswith(f"<sips:127.0.0.1:{tls_server.tls_port};lr"), record_route
 
 
 def test_a_handshake_that_never_finishes_is_closed_and_the_server_keeps_serving(
@@ -426,6 +426,94 @@ def test_baresip_registers_and_calls_over_tls(tls_server: TlsServer, tmp_path: P
     finally:
         callee.close()
         phone.stop()
+
+
+# ----------------------------------------------------------------------------- sips: dialogs
+
+
+def tls_request(sock: ssl.SSLSocket, method: str, uri: str, dialog: dict[str, str], cseq: int) -> bytes:
+    """A request of ``dialog`` (keys: user, call_id, from, to, route) from the client on ``sock``."""
+    host, port = sock.getsockname()[:2]
+    route = f"Route: {dialog['route']}\r\n" if dialog.get("route") else ""
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"{route}From: {dialog['from']}\r\nTo: {dialog['to']}\r\n"
+        f"Call-ID: {dialog['call_id']}\r\nCSeq: {cseq} {method}\r\n"
+        f"Contact: <sips:{dialog['user']}@{host}:{port}>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def tls_answer(request: Request, status: int, sock: ssl.SSLSocket, to_tag: str) -> bytes:
+    """The UAS's answer to ``request``: its Vias, Record-Route, From, Call-ID, CSeq copied."""
+    host, port = sock.getsockname()[:2]
+    copied = "".join(
+        f"{name}: {value}\r\n" for name, value in request.headers if name in ("Via", "Record-Route")
+    )
+    to = request.headers.get("To") or ""
+    if ";tag=" not in to:
+        to += f";tag={to_tag}"
+    return (
+        f"SIP/2.0 {status} OK\r\n{copied}"
+        f"From: {request.headers.get('From')}\r\nTo: {to}\r\n"
+        f"Call-ID: {request.call_id}\r\nCSeq: {request.headers.get('CSeq')}\r\n"
+        f"Contact: <sips:bob@{host}:{port}>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def next_request(sock: ssl.SSLSocket, reader: MessageReader) -> Request:
+    """The next request on ``sock``, skipping provisional answers."""
+    while True:
+        message = read_message(sock, reader)
+        if isinstance(message, Request):
+            return message
+
+
+def final_response(sock: ssl.SSLSocket, reader: MessageReader) -> Response:
+    while True:
+        message = read_message(sock, reader)
+        if isinstance(message, Response) and message.status >= 200:
+            return message
+
+
+def test_a_sips_dialog_is_record_routed_with_a_sips_uri_and_its_bye_is_routed(tls_server: TlsServer) -> None:
+    ca_file, port = tls_server.authority.ca_file, tls_server.tls_port
+    with tls_connect(port, ca_file) as callee, tls_connect(port, ca_file) as caller:
+        callee_reader, caller_reader = MessageReader(), MessageReader()
+        callee.sendall(register_request(callee, "bob"))
+        registered = read_message(callee, callee_reader)
+        assert isinstance(registered, Response) and registered.status == 200, registered
+        dialog = {
+            "user": "carol",
+            "call_id": uuid.uuid4().hex,
+            "from": f"<sips:carol@{DOMAIN}>;tag=c{uuid.uuid4().hex[:8]}",
+            "to": f"<sips:bob@{DOMAIN}>",
+        }
+        caller.sendall(tls_request(caller, "INVITE", f"sips:bob@{DOMAIN}", dialog, 1))
+        invite = next_request(callee, callee_reader)
+        assert invite.method == "INVITE", invite
+        record_route = invite.headers.get("Record-Route") or ""
+        # RFC 3261 16.6 step 4: a sips: Request-URI makes our Record-Route a sips: URI.
+        assert record_route.startswith(f"<sips:127.0.0.1:{port};lr;rrsig="), record_route
+        assert "transport=" not in record_route
+        callee.sendall(tls_answer(invite, 200, callee, "b1"))
+        ok = final_response(caller, caller_reader)
+        assert ok.status == 200, ok
+        assert ok.headers.get("Record-Route") == record_route
+        dialog["to"] = ok.headers.get("To") or ""
+        dialog["route"] = record_route
+        remote = (ok.headers.get("Contact") or "").strip("<>")
+        caller.sendall(tls_request(caller, "ACK", remote, dialog, 1))
+        ack = next_request(callee, callee_reader)
+        assert ack.method == "ACK", ack
+        caller.sendall(tls_request(caller, "BYE", remote, dialog, 2))
+        bye = next_request(callee, callee_reader)
+        assert bye.method == "BYE", bye
+        assert bye.headers.get("Route") is None  # our sips: entry was recognised and removed
+        callee.sendall(tls_answer(bye, 200, callee, "b1"))
+        done = final_response(caller, caller_reader)
+        assert done.status == 200, done
 
 
 # ----------------------------------------------------------------------------- sips: never in cleartext
