@@ -119,15 +119,18 @@ def read_message(sock: ssl.SSLSocket, reader: MessageReader) -> Request | Respon
     return parse_message(reader.ready.pop(0))
 
 
-def register_request(sock: ssl.SSLSocket, user: str) -> bytes:
+def register_request(sock: ssl.SSLSocket, user: str, *, scheme: str = "sips") -> bytes:
+    """A REGISTER of ``scheme:user@DOMAIN``; its contact is ``sips:`` for a ``sips:`` AoR,
+    else a ``sip:`` URI with ``transport=tls``."""
     host, port = sock.getsockname()[:2]
+    contact = f"sips:{user}@{host}:{port}" if scheme == "sips" else f"sip:{user}@{host}:{port};transport=tls"
     return (
-        f"REGISTER sips:{DOMAIN} SIP/2.0\r\n"
+        f"REGISTER {scheme}:{DOMAIN} SIP/2.0\r\n"
         f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
-        f"From: <sips:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
-        f"To: <sips:{user}@{DOMAIN}>\r\n"
+        f"From: <{scheme}:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <{scheme}:{user}@{DOMAIN}>\r\n"
         f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sips:{user}@{host}:{port}>\r\nExpires: 300\r\n"
+        f"Contact: <{contact}>\r\nExpires: 300\r\n"
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
 
@@ -534,6 +537,35 @@ def test_a_sips_request_uri_never_reaches_a_contact_over_cleartext(tls_server: T
     finally:
         alice.close()
         frank.close()
+
+
+def test_sip_and_sips_name_one_aor_and_sips_reaches_only_tls_contacts(tls_server: TlsServer) -> None:
+    server = tls_server.server
+    gina = Handset("gina", ("127.0.0.1", server.sip_port), line=f"sip:gina@{DOMAIN}")
+    alice = Handset("alice", ("127.0.0.1", server.sip_port), line=f"sip:alice@{DOMAIN}")
+    try:
+        # gina registered her sip: AoR over UDP only: a sips: call finds her AoR but no
+        # contact reachable securely, 480 (not 404: RFC 5630, one AoR for both schemes).
+        assert gina.register(f"sip:gina@{DOMAIN}").status == 200
+        transaction, _ = alice.invite(f"sips:gina@{DOMAIN}")
+        final = alice.wait_response(transaction)
+        assert final.status == 480, server.log()[-6000:]
+        assert gina.requests == []
+        assert "sips: Request-URI and no contact reachable over TLS" in server.log()
+        # hank registered his sip: AoR over TLS with a sip:;transport=tls contact: a sips:
+        # call reaches him over his TLS connection.
+        with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
+            reader = MessageReader()
+            sock.sendall(register_request(sock, "hank", scheme="sip"))
+            registered = read_message(sock, reader)
+            assert isinstance(registered, Response) and registered.status == 200, registered
+            alice.invite(f"sips:hank@{DOMAIN}")
+            invite = next_request(sock, reader)
+        assert invite.method == "INVITE"
+        assert invite.uri.startswith("sip:hank@127.0.0.1") and "transport=tls" in invite.uri
+    finally:
+        alice.close()
+        gina.close()
 
 
 # ----------------------------------------------------------------------------- client certificates
