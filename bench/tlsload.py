@@ -11,9 +11,12 @@ TLS listener, no digest, then measures:
   utime+stime of its process tree from /proc, read before and after.
 
 SIPp from Debian is built without OpenSSL (``-t l1`` is refused), hence the Python clients.
-Prints one JSON document.
+The same steps then run against Kamailio 5.6 with its tls module (``kamailio-tls-modules``)
+and the reference's REGISTER path (bench/kamailio-tls/kamailio.cfg, 2 UDP + 2 TLS workers)
+on the same certificate; ``--no-kamailio`` skips it.  Prints one JSON document with the
+Kamailio/scaserver ratios.
 
-    .venv/bin/python -m bench.tlsload                 # about 40 s
+    .venv/bin/python -m bench.tlsload                 # about 80 s
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench.procs import usage
+from bench.procs import answers_options, usage
 from scaserver.sip.framing import StreamFramer
-from tests.system.pki import TestAuthority, tls_table
+from tests.system.pki import Issued, TestAuthority, tls_table
 from tests.system.server import free_port, running_server
 
 DOMAIN = "example.test"
@@ -174,11 +177,83 @@ def handshakes(pid: int, port: int, ca_file: str, seconds: float, version: str) 
     }
 
 
+KAMAILIO_CONFIG = Path(__file__).parent / "kamailio-tls" / "kamailio.cfg"
+KAMAILIO_TLS_CFG = """[server:default]
+method = TLSv1.2+
+verify_certificate = no
+require_certificate = no
+certificate = {certificate}
+private_key = {key}
+"""
+
+
+def steps(pid: int, sip_port: int, tls_port: int, ca: str, args: argparse.Namespace) -> dict[str, object]:
+    """The four measurements against the server whose process tree is ``pid``."""
+    return {
+        "handshakes_tls13": handshakes(pid, tls_port, ca, args.seconds, "1.3"),
+        "handshakes_tls12": handshakes(pid, tls_port, ca, args.seconds, "1.2"),
+        "register_udp": registers(pid, sip_port, ca, "UDP", args),
+        "register_tls": registers(pid, tls_port, ca, "TLS", args),
+    }
+
+
+def kamailio(workdir: Path, issued: Issued, ca: str, args: argparse.Namespace) -> dict[str, object]:
+    """The same steps against Kamailio with the tls module, on the same certificate."""
+    workdir.mkdir(parents=True)
+    tls_cfg = workdir / "tls.cfg"
+    tls_cfg.write_text(KAMAILIO_TLS_CFG.format(certificate=issued.certificate, key=issued.key))
+    sip_port, tls_port = free_port(), free_port()
+    command = [shutil.which("kamailio") or "kamailio", "-f", str(KAMAILIO_CONFIG), "-DD", "-E"]
+    command += ["-m", "256", "-M", "32", "-w", str(workdir), "-P", str(workdir / "kamailio.pid")]
+    for define in (
+        "LISTEN_IP=127.0.0.1",
+        f"SIP_PORT={sip_port}",
+        f"TLS_PORT={tls_port}",
+        f'TLS_CFG="{tls_cfg}"',
+    ):
+        command += ["-A", define]
+    log = (workdir / "kamailio.log").open("ab")
+    process = subprocess.Popen(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        if not answers_options(sip_port, 20.0):
+            raise RuntimeError(f"kamailio did not start: {(workdir / 'kamailio.log').read_text()[-2000:]}")
+        return steps(process.pid, sip_port, tls_port, ca, args)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def ratios(ours: dict[str, object], theirs: dict[str, object]) -> dict[str, float]:
+    """Kamailio's figure over scaserver's, per step: rate, and server CPU per operation."""
+    found: dict[str, float] = {}
+    for step, unit in (
+        ("handshakes_tls13", "handshake"),
+        ("handshakes_tls12", "handshake"),
+        ("register_udp", "register"),
+        ("register_tls", "register"),
+    ):
+        mine, other = ours.get(step), theirs.get(step)
+        if not isinstance(mine, dict) or not isinstance(other, dict) or "error" in mine or "error" in other:
+            continue
+        key = f"server_cpu_ms_per_{unit}"
+        found[f"{step}_rate_kamailio_over_scaserver"] = round(
+            other["per_second"] / max(mine["per_second"], 1e-9), 2
+        )
+        found[f"{step}_cpu_scaserver_over_kamailio"] = round(mine[key] / max(other[key], 1e-9), 2)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--window", type=int, default=16)
+    parser.add_argument("--no-kamailio", action="store_true", help="measure scaserver only")
     args = parser.parse_args()
     with TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -190,16 +265,17 @@ def main() -> None:
         config = CONFIG + tls_table(issued, authority.ca_file, tls_port).replace(
             "handshake_timeout = 1.0", ""
         )
+        ca = str(authority.ca_file)
+        result: dict[str, object] = {"load_average_before": Path("/proc/loadavg").read_text().split()[:3]}
         with running_server(workdir / "server", config) as server:
-            pid, ca = server.process.pid, str(authority.ca_file)
-            result: dict[str, object] = {
-                "handshakes_tls13": handshakes(pid, tls_port, ca, args.seconds, "1.3"),
-                "handshakes_tls12": handshakes(pid, tls_port, ca, args.seconds, "1.2"),
-            }
-            result["register_udp"] = registers(pid, server.sip_port, ca, "UDP", args)
-            result["register_tls"] = registers(pid, tls_port, ca, "TLS", args)
-            result["cores"] = len(os.sched_getaffinity(0))
-            result["load_average"] = Path("/proc/loadavg").read_text().split()[:3]
+            result["scaserver"] = steps(server.process.pid, server.sip_port, tls_port, ca, args)
+        if not args.no_kamailio:
+            result["kamailio"] = kamailio(workdir / "kamailio", issued, ca, args)
+            scaserver, other = result["scaserver"], result["kamailio"]
+            assert isinstance(scaserver, dict) and isinstance(other, dict)
+            result["ratios"] = ratios(scaserver, other)
+        result["cores"] = len(os.sched_getaffinity(0))
+        result["load_average"] = Path("/proc/loadavg").read_text().split()[:3]
     print(json.dumps(result, indent=2))
 
 

@@ -207,6 +207,7 @@ class TlsSettings:
     handshake_timeout: float = 5.0
     server_name: str = ""
     verify_numeric_hosts: bool = True
+    connect_timeout: float = 10.0  # seconds an outgoing TLS connection has to connect
 
     @property
     def enabled(self) -> bool:
@@ -1119,6 +1120,7 @@ def _tls_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         ),
         (tls.min_version in TLS_VERSIONS, "tls.min_version", 'expected "1.2" or "1.3"'),
         (tls.handshake_timeout > 0, "tls.handshake_timeout", "must be positive"),
+        (tls.connect_timeout > 0, "tls.connect_timeout", "must be positive"),
         (not tls.trusted_names or tls.verify_clients, "tls.trusted_names", "needs verify_clients = true"),
         (not tls.verify_clients or bool(tls.ca_file), "tls.verify_clients", "needs tls.ca_file"),
     ]

@@ -1234,13 +1234,14 @@ class SipCore:
 
 def secure_targets(targets: Sequence[Target]) -> list[Target]:
     """The targets a ``sips:`` Request-URI may be forwarded to (RFC 3261 section 26.2.2, RFC 5630
-    section 3.1.3): ``sips:`` contacts reached over TLS.  A contact registered as ``sip:``, or
-    over a cleartext flow, is never used; with none left, the request is answered 480."""
+    section 3.1.3): ``sips:`` contacts reached over TLS, and contacts of any scheme whose flow
+    is a TLS connection.  A contact over a cleartext flow, or a ``sip:`` one without a TLS flow,
+    is never used; with none left, the request is answered 480."""
     found = [
         target
         for target in targets
-        if target.uri.lower().startswith("sips:")
-        and (target.flow is None or target.flow.transport is Transport.TLS)
+        if (target.flow is not None and target.flow.transport is Transport.TLS)
+        or (target.flow is None and target.uri.lower().startswith("sips:"))
     ]
     if not found:
         raise TemporarilyUnavailable("sips: Request-URI and no contact reachable over TLS (RFC 5630)")

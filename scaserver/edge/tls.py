@@ -97,6 +97,8 @@ class TlsSettings(Protocol):
     @property
     def verify_numeric_hosts(self) -> bool: ...
     @property
+    def connect_timeout(self) -> float: ...
+    @property
     def enabled(self) -> bool: ...
 
 
@@ -557,7 +559,9 @@ class TlsEdge:
             True,
             cast(IProtocolFactory, _DialFactory(self, peer, name)),
         )
-        self._reactor.connectTCP(peer.host, peer.port, cast(ClientFactory, factory), timeout=30.0)
+        self._reactor.connectTCP(
+            peer.host, peer.port, cast(ClientFactory, factory), timeout=self.settings.connect_timeout
+        )
 
     def dial_failed(self, peer: Peer, server_name: str) -> None:
         """The connection to ``peer`` failed: drop what was queued, and tell the transactions,

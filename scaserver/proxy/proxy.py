@@ -102,6 +102,7 @@ from scaserver.proxy.routing import (
     decrement_max_forwards,
     detect_loop,
     loop_hash,
+    needs_sips_record_route,
     next_hop,
     preprocess_route,
     response_destination,
@@ -473,12 +474,15 @@ class Proxy:
         if destination is None:
             return self._count_final(context, branch, 503)
         if self.settings.record_route and _creates_dialog(context.request):
+            secure = needs_sips_record_route(context.prepared, request)
+            interface_for = self.identity.secure_interface_for if secure else self.identity.interface_for
             request = add_record_route(
                 request,
-                self.identity.interface_for(context.peer),
-                self.identity.interface_for(destination),
+                interface_for(context.peer),
+                interface_for(destination),
                 signature=signature_for(context.request, self.identity.route_key),
                 flows=(sender_flow(context.request, context.peer), target.flow),
+                secure=secure,
             )
             branch.request = request
         actions: list[EngineAction] = [

@@ -83,11 +83,18 @@ class Interface:
     host: str
     port: int
 
-    def record_route_uri(self, *, double: bool = False, signature: str = "", flows: str = "") -> str:
+    def record_route_uri(
+        self, *, double: bool = False, signature: str = "", flows: str = "", secure: bool = False
+    ) -> str:
         """Our Record-Route value (RFC 3261 16.6 step 4): a loose-routing URI, ``r2=on`` when
         doubled, ``rrsig`` the dialog's signature (:mod:`scaserver.proxy.relay`, rule R3),
-        ``flows`` the flow-token parameters (:func:`flow_params`)."""
-        text = f"sip:{format_host(self.host)}:{self.port};transport={self.transport.value.lower()};lr"
+        ``flows`` the flow-token parameters (:func:`flow_params`).  ``secure`` on a TLS
+        interface gives a ``sips:`` URI (no ``transport`` parameter, RFC 5630 section 3.1.3)."""
+        host = f"{format_host(self.host)}:{self.port}"
+        if secure and self.transport is Transport.TLS:
+            text = f"sips:{host};lr"
+        else:
+            text = f"sip:{host};transport={self.transport.value.lower()};lr"
         if signature:
             text += f";rrsig={signature}"
         text += flows
@@ -129,6 +136,13 @@ class ProxyIdentity:
         if same_transport:
             return same_transport[0]
         return self.interfaces[0]
+
+    def secure_interface_for(self, peer: Peer) -> Interface:
+        """The interface a ``sips:`` dialog's Record-Route names towards ``peer``: our TLS
+        interface of the peer's address family (any TLS one), else :meth:`interface_for`."""
+        if peer.transport is Transport.TLS:
+            return self.interface_for(peer)
+        return self.interface_for(attrs.evolve(peer, transport=Transport.TLS))
 
     def is_local(self, host: str, port: int | None, default_port: int) -> bool:
         """Whether ``host:port`` (port None: the default of the scheme/transport) names us."""
@@ -311,20 +325,38 @@ def add_record_route(
     *,
     signature: str = "",
     flows: tuple[Peer | None, Peer | None] = (None, None),
+    secure: bool = False,
 ) -> Request:
     """RFC 3261 16.6 step 4 (and RFC 5658 when the interfaces differ); both entries carry
-    the dialog's ``signature`` (``rrsig``) and the flow tokens of its two ends."""
+    the dialog's ``signature`` (``rrsig``) and the flow tokens of its two ends.  ``secure``
+    (:func:`needs_sips_record_route`): the entries are ``sips:`` URIs of TLS interfaces."""
     headers = request.headers
     params = flow_params(*flows)
     if incoming == outgoing:
         headers = headers.prepend(
-            "Record-Route", outgoing.record_route_uri(signature=signature, flows=params)
+            "Record-Route", outgoing.record_route_uri(signature=signature, flows=params, secure=secure)
         )
     else:
         for interface in (incoming, outgoing):
-            value = interface.record_route_uri(double=True, signature=signature, flows=params)
+            value = interface.record_route_uri(double=True, signature=signature, flows=params, secure=secure)
             headers = headers.prepend("Record-Route", value)
     return request.with_headers(headers)
+
+
+def needs_sips_record_route(received: Request, forwarded: Request) -> bool:
+    """RFC 3261 16.6 step 4: the Record-Route MUST be a SIPS URI when the Request-URI or the
+    top Route (after step 6) is one: of the request as received or as forwarded on a branch."""
+    for request in (received, forwarded):
+        top = request.headers.first_value("Route")
+        candidates = [request.uri] + ([top] if top is not None else [])
+        for index, text in enumerate(candidates):
+            try:
+                uri = parse_uri(text) if index == 0 else _route_uri(text)
+            except SipError:
+                continue
+            if isinstance(uri, SipUri) and uri.secure:
+                return True
+    return False
 
 
 # -- flow tokens (RFC 5626 section 5.3, 5.4) ----------------------------------------------------

@@ -241,15 +241,17 @@ class SipUri:
         return attrs.evolve(self, headers=())
 
     def aor(self) -> str:
-        """The canonical address-of-record: ``scheme:user@host`` with the host in lower
+        """The canonical address-of-record: ``sip:user@host`` with the host in lower
         case and ``:port`` only when not the scheme's default; parameters and headers
-        dropped (sca.md section 1, RFC 3261 section 10.3)."""
+        dropped (sca.md section 1, RFC 3261 section 10.3).  ``sips:bob@example.com`` and
+        ``sip:bob@example.com`` are one address-of-record (RFC 5630 sections 3.1.3 and 4):
+        the scheme says how a request must be delivered, not who it is for."""
         host = format_host(self.host.lower())
         if self.port is not None and self.port != DEFAULT_PORTS[self.scheme]:
             host = f"{host}:{self.port}"
         if self.user is None:
-            return f"{self.scheme}:{host}"
-        return f"{self.scheme}:{_escape(self.user, _USER_SAFE, _USER_BAD)}@{host}"
+            return f"sip:{host}"
+        return f"sip:{_escape(self.user, _USER_SAFE, _USER_BAD)}@{host}"
 
     def matches(self, other: Uri) -> bool:
         """URI equivalence per RFC 3261 section 19.1.4."""

@@ -119,15 +119,18 @@ def read_message(sock: ssl.SSLSocket, reader: MessageReader) -> Request | Respon
     return parse_message(reader.ready.pop(0))
 
 
-def register_request(sock: ssl.SSLSocket, user: str) -> bytes:
+def register_request(sock: ssl.SSLSocket, user: str, *, scheme: str = "sips") -> bytes:
+    """A REGISTER of ``scheme:user@DOMAIN``; its contact is ``sips:`` for a ``sips:`` AoR,
+    else a ``sip:`` URI with ``transport=tls``."""
     host, port = sock.getsockname()[:2]
+    contact = f"sips:{user}@{host}:{port}" if scheme == "sips" else f"sip:{user}@{host}:{port};transport=tls"
     return (
-        f"REGISTER sips:{DOMAIN} SIP/2.0\r\n"
+        f"REGISTER {scheme}:{DOMAIN} SIP/2.0\r\n"
         f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
-        f"From: <sips:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
-        f"To: <sips:{user}@{DOMAIN}>\r\n"
+        f"From: <{scheme}:{user}@{DOMAIN}>;tag={uuid.uuid4().hex[:8]}\r\n"
+        f"To: <{scheme}:{user}@{DOMAIN}>\r\n"
         f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 REGISTER\r\n"
-        f"Contact: <sips:{user}@{host}:{port}>\r\nExpires: 300\r\n"
+        f"Contact: <{contact}>\r\nExpires: 300\r\n"
         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
 
@@ -202,7 +205,7 @@ def test_register_over_tls_with_a_sips_contact_is_answered_on_the_same_connectio
     assert invite.uri.startswith("sips:alice@127.0.0.1")
     assert (invite.headers.get("Via") or "").startswith(f"SIP/2.0/TLS 127.0.0.1:{tls_server.tls_port}")
     record_route = invite.headers.get("Record-Route") or ""
-    assert "transport=tls" in record_route, record_route
+    assert record_route.startswith(f"<sips:127.0.0.1:{tls_server.tls_port};lr"), record_route
 
 
 def test_a_handshake_that_never_finishes_is_closed_and_the_server_keeps_serving(
@@ -428,6 +431,94 @@ def test_baresip_registers_and_calls_over_tls(tls_server: TlsServer, tmp_path: P
         phone.stop()
 
 
+# ----------------------------------------------------------------------------- sips: dialogs
+
+
+def tls_request(sock: ssl.SSLSocket, method: str, uri: str, dialog: dict[str, str], cseq: int) -> bytes:
+    """A request of ``dialog`` (keys: user, call_id, from, to, route) from the client on ``sock``."""
+    host, port = sock.getsockname()[:2]
+    route = f"Route: {dialog['route']}\r\n" if dialog.get("route") else ""
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"{route}From: {dialog['from']}\r\nTo: {dialog['to']}\r\n"
+        f"Call-ID: {dialog['call_id']}\r\nCSeq: {cseq} {method}\r\n"
+        f"Contact: <sips:{dialog['user']}@{host}:{port}>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def tls_answer(request: Request, status: int, sock: ssl.SSLSocket, to_tag: str) -> bytes:
+    """The UAS's answer to ``request``: its Vias, Record-Route, From, Call-ID, CSeq copied."""
+    host, port = sock.getsockname()[:2]
+    copied = "".join(
+        f"{name}: {value}\r\n" for name, value in request.headers if name in ("Via", "Record-Route")
+    )
+    to = request.headers.get("To") or ""
+    if ";tag=" not in to:
+        to += f";tag={to_tag}"
+    return (
+        f"SIP/2.0 {status} OK\r\n{copied}"
+        f"From: {request.headers.get('From')}\r\nTo: {to}\r\n"
+        f"Call-ID: {request.call_id}\r\nCSeq: {request.headers.get('CSeq')}\r\n"
+        f"Contact: <sips:bob@{host}:{port}>\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def next_request(sock: ssl.SSLSocket, reader: MessageReader) -> Request:
+    """The next request on ``sock``, skipping provisional answers."""
+    while True:
+        message = read_message(sock, reader)
+        if isinstance(message, Request):
+            return message
+
+
+def final_response(sock: ssl.SSLSocket, reader: MessageReader) -> Response:
+    while True:
+        message = read_message(sock, reader)
+        if isinstance(message, Response) and message.status >= 200:
+            return message
+
+
+def test_a_sips_dialog_is_record_routed_with_a_sips_uri_and_its_bye_is_routed(tls_server: TlsServer) -> None:
+    ca_file, port = tls_server.authority.ca_file, tls_server.tls_port
+    with tls_connect(port, ca_file) as callee, tls_connect(port, ca_file) as caller:
+        callee_reader, caller_reader = MessageReader(), MessageReader()
+        callee.sendall(register_request(callee, "bob"))
+        registered = read_message(callee, callee_reader)
+        assert isinstance(registered, Response) and registered.status == 200, registered
+        dialog = {
+            "user": "carol",
+            "call_id": uuid.uuid4().hex,
+            "from": f"<sips:carol@{DOMAIN}>;tag=c{uuid.uuid4().hex[:8]}",
+            "to": f"<sips:bob@{DOMAIN}>",
+        }
+        caller.sendall(tls_request(caller, "INVITE", f"sips:bob@{DOMAIN}", dialog, 1))
+        invite = next_request(callee, callee_reader)
+        assert invite.method == "INVITE", invite
+        record_route = invite.headers.get("Record-Route") or ""
+        # RFC 3261 16.6 step 4: a sips: Request-URI makes our Record-Route a sips: URI.
+        assert record_route.startswith(f"<sips:127.0.0.1:{port};lr;rrsig="), record_route
+        assert "transport=" not in record_route
+        callee.sendall(tls_answer(invite, 200, callee, "b1"))
+        ok = final_response(caller, caller_reader)
+        assert ok.status == 200, ok
+        assert ok.headers.get("Record-Route") == record_route
+        dialog["to"] = ok.headers.get("To") or ""
+        dialog["route"] = record_route
+        remote = (ok.headers.get("Contact") or "").strip("<>")
+        caller.sendall(tls_request(caller, "ACK", remote, dialog, 1))
+        ack = next_request(callee, callee_reader)
+        assert ack.method == "ACK", ack
+        caller.sendall(tls_request(caller, "BYE", remote, dialog, 2))
+        bye = next_request(callee, callee_reader)
+        assert bye.method == "BYE", bye
+        assert bye.headers.get("Route") is None  # our sips: entry was recognised and removed
+        callee.sendall(tls_answer(bye, 200, callee, "b1"))
+        done = final_response(caller, caller_reader)
+        assert done.status == 200, done
+
+
 # ----------------------------------------------------------------------------- sips: never in cleartext
 
 
@@ -446,6 +537,35 @@ def test_a_sips_request_uri_never_reaches_a_contact_over_cleartext(tls_server: T
     finally:
         alice.close()
         frank.close()
+
+
+def test_sip_and_sips_name_one_aor_and_sips_reaches_only_tls_contacts(tls_server: TlsServer) -> None:
+    server = tls_server.server
+    gina = Handset("gina", ("127.0.0.1", server.sip_port), line=f"sip:gina@{DOMAIN}")
+    alice = Handset("alice", ("127.0.0.1", server.sip_port), line=f"sip:alice@{DOMAIN}")
+    try:
+        # gina registered her sip: AoR over UDP only: a sips: call finds her AoR but no
+        # contact reachable securely, 480 (not 404: RFC 5630, one AoR for both schemes).
+        assert gina.register(f"sip:gina@{DOMAIN}").status == 200
+        transaction, _ = alice.invite(f"sips:gina@{DOMAIN}")
+        final = alice.wait_response(transaction)
+        assert final.status == 480, server.log()[-6000:]
+        assert gina.requests == []
+        assert "sips: Request-URI and no contact reachable over TLS" in server.log()
+        # hank registered his sip: AoR over TLS with a sip:;transport=tls contact: a sips:
+        # call reaches him over his TLS connection.
+        with tls_connect(tls_server.tls_port, tls_server.authority.ca_file) as sock:
+            reader = MessageReader()
+            sock.sendall(register_request(sock, "hank", scheme="sip"))
+            registered = read_message(sock, reader)
+            assert isinstance(registered, Response) and registered.status == 200, registered
+            alice.invite(f"sips:hank@{DOMAIN}")
+            invite = next_request(sock, reader)
+        assert invite.method == "INVITE"
+        assert invite.uri.startswith("sip:hank@127.0.0.1") and "transport=tls" in invite.uri
+    finally:
+        alice.close()
+        gina.close()
 
 
 # ----------------------------------------------------------------------------- client certificates

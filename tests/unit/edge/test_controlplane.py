@@ -237,7 +237,7 @@ def call_info(notify: Request) -> str:
         ("2001@EXAMPLE.com", LINE),
         (" sip:2001@Example.COM:5060;transport=udp ", LINE),
         ("SIP:2001@example.com", LINE),
-        ("sips:2001@example.com", "sips:2001@example.com"),
+        ("sips:2001@example.com", "sip:2001@example.com"),
         ("2001@example.com:5070", "sip:2001@example.com:5070"),
         ("", None),
         ("tel:+15551234", None),

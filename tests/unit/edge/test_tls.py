@@ -9,19 +9,26 @@ import attrs
 import pytest
 from cryptography import x509
 from OpenSSL import SSL
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from scaserver.config import ConfigError, TlsSettings, settings_from_mapping
+from scaserver.edge.stack import Transports
+from scaserver.edge.tcp import SipStreamFactory
 from scaserver.edge.tls import (
     CertificateNames,
     TlsCertificates,
     TlsConfigurationError,
+    TlsEdge,
     client_context,
     failure_reason,
     server_context,
     verification_name,
 )
+from scaserver.sip.message import Peer, Transport
 from tests.system.pki import TestAuthority
+from tests.unit.edge.doubles import RecordingSink
+from tests.unit.edge.test_tcp import LIMITS, FakeTcpReactor
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +190,21 @@ def test_provisioning_urls_say_https_once_tls_is_configured(authority: TestAutho
     secure = settings_from_mapping({"tls": table, "provisioning": {"sip_transport": "tls"}}, "t")
     assert site_settings(secure).prov_base_url.startswith("https://127.0.0.1:8080/")
     assert site_settings(secure).sip_port == 5071
+
+
+def test_an_outgoing_tls_connection_gets_the_configured_connect_timeout() -> None:
+    assert TlsSettings().connect_timeout == 10.0  # the default, also without a [tls] table
+    settings = settings_from_mapping(
+        {"tls": {"connect_timeout": 2.5, "verify_numeric_hosts": False}}, "t"
+    ).tls
+    reactor = FakeTcpReactor()
+    edge = TlsEdge(settings, SipStreamFactory(RecordingSink(), Transports(), LIMITS, Clock()), reactor)
+    edge.dial(Peer(Transport.TLS, "192.0.2.99", 5061), "")
+    [(host, port, _, timeout)] = reactor.connects
+    assert (host, port, timeout) == ("192.0.2.99", 5061, 2.5)
+
+
+def test_a_connect_timeout_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_mapping({"tls": {"connect_timeout": 0}}, "t")
+    assert str(caught.value) == "t: tls.connect_timeout: must be positive"

@@ -151,7 +151,9 @@ def test_param_editing() -> None:
         ("sip:2001@PBX.example.com;transport=tcp?X=1", "sip:2001@pbx.example.com"),
         ("sip:2001@pbx.example.com:5060", "sip:2001@pbx.example.com"),
         ("sip:2001@pbx.example.com:5080", "sip:2001@pbx.example.com:5080"),
-        ("sips:2001@pbx.example.com:5061", "sips:2001@pbx.example.com"),
+        # One AoR whatever the scheme (RFC 5630 sections 3.1.3 and 4).
+        ("sips:2001@pbx.example.com:5061", "sip:2001@pbx.example.com"),
+        ("sips:2001@pbx.example.com:5071", "sip:2001@pbx.example.com:5071"),
         ("sip:[2001:DB8::1]:5070", "sip:[2001:db8::1]:5070"),
         ("sip:null-%00-null@Example.com", "sip:null-%00-null@example.com"),
     ],
