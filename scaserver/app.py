@@ -39,7 +39,6 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from scaserver.config import (
-    DnsSettings,
     LegacyPushRule,
     MidRegistrarSettings,
     ScaSettings,
@@ -68,7 +67,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
-from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, make_resolver, nameservers
+from scaserver.edge.dns import DnsSettings, ServerLocator, TransportChoice, make_resolver, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.historyfeed import HistoryFeed
@@ -595,19 +594,6 @@ def _is_host_name(host: str) -> bool:
     return bool(_HOST_NAME.match(host)) and name != "invalid" and not name.endswith(".invalid")
 
 
-def dns_policy(dns: DnsSettings) -> DnsPolicy:
-    return DnsPolicy(
-        timeout=dns.timeout,
-        min_ttl=dns.min_ttl,
-        max_ttl=dns.max_ttl,
-        negative_ttl=dns.negative_ttl,
-        cache_size=dns.cache_size,
-        max_records=dns.max_records,
-        max_cname_depth=dns.max_cname_depth,
-        failed_target_hold=dns.failed_target_hold,
-    )
-
-
 def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> ServerLocator | None:
     """The RFC 3263 locator on ``[dns] servers`` (or resolv.conf's); None when no name server
     is known (names then come from the hosts file alone)."""
@@ -616,7 +602,7 @@ def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> Serv
         _log.warn("no DNS server configured: host names are looked up in the hosts file only")
         return None
     clock = cast(TimerClock, reactor)
-    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns_policy(dns))
+    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns)
 
 
 def upstream_transport_choice(

@@ -37,6 +37,7 @@ from cattrs.gen import make_dict_structure_fn
 from pyroute2 import IPRoute
 
 from scaserver import __version__
+from scaserver.edge.dns import DnsSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.sca.line import canonical_aor
 from scaserver.sip.errors import MalformedMessage
@@ -449,29 +450,6 @@ class UpstreamSettings:
 
 
 @attrs.frozen
-class DnsSettings:
-    """``[dns]``: locating SIP servers by name (RFC 3263: NAPTR, SRV, A/AAAA), non-blocking.
-
-    ``servers``: ``HOST`` or ``HOST:PORT`` addresses of recursive DNS servers (IPv6 in
-    brackets); empty = the nameservers of /etc/resolv.conf.  The hosts file is always read
-    first.  ``timeout``: seconds a look-up may take.  Record sets are cached for their TTL,
-    clamped to ``min_ttl``..``max_ttl``; a name that does not exist for ``negative_ttl``;
-    at most ``cache_size`` record sets.  ``max_records``: records taken from one answer;
-    ``max_cname_depth``: CNAME links followed.  ``failed_target_hold``: seconds a target that
-    answered 503, timed out or refused the connection is avoided (RFC 3263 4.3)."""
-
-    servers: tuple[str, ...] = ()
-    timeout: float = 5.0
-    min_ttl: float = 0.0
-    max_ttl: float = 3600.0
-    negative_ttl: float = 30.0
-    cache_size: int = 4096
-    max_records: int = 32
-    max_cname_depth: int = 8
-    failed_target_hold: float = 60.0
-
-
-@attrs.frozen
 class LegacyPushRule:
     """``[[push.legacy_rules]]`` (push-and-parking.md 4.2): apps that announce push in vendor
     ways.  ``user_agent`` is a Python regular expression searched in User-Agent;
@@ -639,7 +617,7 @@ class Settings:
     parking: ParkingSettings = ParkingSettings()
     nat: NatSettings = NatSettings()
     tls: TlsSettings = TlsSettings()
-    dns: DnsSettings = DnsSettings()
+    dns: DnsSettings = attrs.field(factory=DnsSettings)
 
 
 # ---------------------------------------------------------------------------------------------
