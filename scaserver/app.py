@@ -127,7 +127,6 @@ from scaserver.registrar.midregistrar import (
     Mode,
     UpstreamCredentials,
 )
-from scaserver.registrar.nat import NatPingSettings, PingMethod
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
@@ -999,9 +998,7 @@ def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipServ
         execute=sip.stack.run,
         send_raw=sip.transports.send,
         clock=reactor,
-        settings=NatPingSettings(
-            settings.nat.ping_interval, PingMethod(settings.nat.ping_method), settings.nat.ping_all
-        ),
+        settings=settings.nat,
         local_uri=f"sip:{settings.nat.ping_from}@{format_host(host)}:{port}",
         unique=core.unique,
         figures=NatFigures(sip.stack.keepalives, bindings),

@@ -39,6 +39,7 @@ from pyroute2 import IPRoute
 from scaserver import __version__
 from scaserver.edge.dns import DnsSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
+from scaserver.registrar.nat import NatSettings, PingMethod
 from scaserver.sca.line import canonical_aor
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
@@ -583,20 +584,6 @@ class LogSettings:
 
 
 @attrs.frozen
-class NatSettings:
-    """``[nat]``: pings that keep the UDP pinholes of phones behind NAT open (Kamailio nathelper's
-    ``natping_interval`` and ``sipping_method``): every ``ping_interval`` seconds (0: none) an
-    OPTIONS (unanswered: the flow failed, its bindings and subscriptions are dropped) or a
-    bare CRLF (``ping_method = "crlf"``: no answer, no failure detection) to each UDP flow
-    behind NAT, or to every UDP flow with ``ping_all``; From ``sip:<ping_from>@<our host>``."""
-
-    ping_interval: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
-    ping_method: str = attrs.field(default="options", validator=attrs.validators.in_(("options", "crlf")))
-    ping_all: bool = False
-    ping_from: str = "keepalive"
-
-
-@attrs.frozen
 class Settings:
     server: ServerSettings = ServerSettings()
     sip: SipSettings = SipSettings()
@@ -615,7 +602,7 @@ class Settings:
     push: PushSettings = PushSettings()
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
     parking: ParkingSettings = ParkingSettings()
-    nat: NatSettings = NatSettings()
+    nat: NatSettings = attrs.field(factory=NatSettings)
     tls: TlsSettings = TlsSettings()
     dns: DnsSettings = attrs.field(factory=DnsSettings)
 
@@ -751,7 +738,7 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(Secret, _structure_secret)
-    for enum_type in (Transport, LogLevelName):
+    for enum_type in (Transport, LogLevelName, PingMethod):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
     transport_hook = _enum_hook(Transport)
     converter.register_structure_hook_func(
