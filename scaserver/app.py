@@ -526,15 +526,8 @@ def make_core(
         forced_realm=settings.auth.realm,
         may_act_as=lambda username, realm, user: membership(username, user),
     )
-    reg = settings.registrar
     registrar = Registrar(
-        RegistrarPolicy(
-            core.domains,
-            min_expires=reg.min_expires,
-            max_expires=reg.max_expires,
-            default_expires=reg.default_expires,
-            max_contacts=reg.max_contacts,
-        ),
+        RegistrarPolicy(core.domains, settings.registrar),
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
     proxy = Proxy(identity, ProxySettings())

@@ -40,6 +40,7 @@ from scaserver import __version__
 from scaserver.edge.dns import DnsSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.registrar.nat import NatSettings, PingMethod
+from scaserver.registrar.registrar import RegistrarSettings
 from scaserver.sca.line import canonical_aor
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
@@ -351,16 +352,6 @@ class SecuritySettings:
 
 
 @attrs.frozen
-class RegistrarSettings:
-    """``[registrar]``: REGISTER expiry bounds (RFC 3261 section 10.3) and bindings per AoR (0 = no limit)."""
-
-    min_expires: int = 60
-    max_expires: int = 3600
-    default_expires: int = 3600
-    max_contacts: int = 10
-
-
-@attrs.frozen
 class SharedLine:
     """``[[sca.lines]]``: a shared line provisioned in the file (demo and small sites)."""
 
@@ -595,7 +586,7 @@ class Settings:
     provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
     security: SecuritySettings = SecuritySettings()
-    registrar: RegistrarSettings = RegistrarSettings()
+    registrar: RegistrarSettings = attrs.field(factory=RegistrarSettings)
     sca: ScaSettings = ScaSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     log: LogSettings = LogSettings()
