@@ -102,11 +102,7 @@ from scaserver.mobile import (
     Mobile,
     MobileSettings,
 )
-from scaserver.parking.parked import (
-    EarlyMedia,
-    ParkingLot,
-)
-from scaserver.parking.parked import ParkingSettings as LotSettings
+from scaserver.parking.parked import ParkingLot
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.proxy import Proxy, ProxySettings
@@ -686,18 +682,7 @@ def make_mobile(
             cnonce=lambda: secrets.token_hex(8),
         )
     lot = ParkingLot(
-        LotSettings(
-            wake_timeout=park.wake_timeout,
-            park_timeout=park.park_timeout,
-            inflight_grace=park.inflight_grace,
-            local_ringing=park.local_ringing,
-            honour_6xx=park.honour_6xx,
-            early_media=EarlyMedia(park.early_media),
-            timeout_response=park.timeout_response,
-            max_per_aor=park.max_per_aor,
-            max_total=park.max_total,
-            max_branches=park.max_branches,
-        ),
+        park,
         id_factory=lambda: str(uuid.uuid4()),
     )
     typing = TypingSettings(

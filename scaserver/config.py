@@ -38,6 +38,7 @@ from pyroute2 import IPRoute
 
 from scaserver import __version__
 from scaserver.edge.dns import DnsSettings
+from scaserver.parking.parked import EarlyMedia, ParkingSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.registrar.nat import NatSettings, PingMethod
 from scaserver.registrar.registrar import RegistrarSettings
@@ -548,25 +549,6 @@ class MidRegistrarSettings:
 
 
 @attrs.frozen
-class ParkingSettings:
-    """``[parking]`` (push-and-parking.md sections 6.1-6.3, 6.6): call parking while pushed
-    devices wake; active when ``push.enabled``.  Durations in seconds."""
-
-    wake_timeout: float = 10.0
-    park_timeout: float = 30.0
-    inflight_grace: float = 2.0
-    local_ringing: bool = True
-    honour_6xx: bool = True
-    early_media: str = "all"
-    timeout_response: int = 480
-    max_per_aor: int = 8
-    max_total: int = 5000
-    max_branches: int = 16
-    fresh_window: float = 0.0
-    ring_open_flows: bool = True
-
-
-@attrs.frozen
 class LogSettings:
     """``[log]``: minimum level and output format (text lines or JSON lines) on stderr."""
 
@@ -592,7 +574,7 @@ class Settings:
     log: LogSettings = LogSettings()
     push: PushSettings = PushSettings()
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
-    parking: ParkingSettings = ParkingSettings()
+    parking: ParkingSettings = attrs.field(factory=ParkingSettings)
     nat: NatSettings = attrs.field(factory=NatSettings)
     tls: TlsSettings = TlsSettings()
     dns: DnsSettings = attrs.field(factory=DnsSettings)
@@ -729,7 +711,7 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(Secret, _structure_secret)
-    for enum_type in (Transport, LogLevelName, PingMethod):
+    for enum_type in (Transport, LogLevelName, PingMethod, EarlyMedia):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
     transport_hook = _enum_hook(Transport)
     converter.register_structure_hook_func(
@@ -1173,11 +1155,6 @@ def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         (park.wake_timeout > 0, "parking.wake_timeout", "must be positive"),
         (park.park_timeout > 0, "parking.park_timeout", "must be positive"),
         (park.inflight_grace >= 0, "parking.inflight_grace", "must not be negative"),
-        (
-            park.early_media in ("all", "first"),
-            "parking.early_media",
-            f'expected "all" or "first", got {_show(park.early_media)}',
-        ),
         (400 <= park.timeout_response <= 699, "parking.timeout_response", "must be from 400 to 699"),
         (park.max_per_aor >= 1, "parking.max_per_aor", "must be at least 1"),
         (park.max_total >= 0, "parking.max_total", "must not be negative"),
