@@ -95,7 +95,7 @@ from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
-from scaserver.guard.sources import Ban, GuardSettings, SourceGuard, networks
+from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
 from scaserver.mobile import (
@@ -349,18 +349,7 @@ def source_guard(settings: Settings, trusted: Callable[[], TrustedPeers]) -> Sou
         peers = trusted()
         return any(peers.match(Peer(transport, host, 0)) for transport in (Transport.UDP, Transport.TCP))
 
-    limits = GuardSettings(
-        rate=security.rate,
-        burst=security.burst,
-        ban_s=security.ban_s,
-        max_ban_s=security.max_ban_s,
-        auth_failures=security.auth_failures,
-        auth_window_s=security.auth_window_s,
-        user_failures=security.user_failures,
-        max_sources=security.max_sources,
-        allow=networks(security.allow),
-    )
-    return SourceGuard(limits, is_trusted)
+    return SourceGuard(security, is_trusted)
 
 
 def realm_of(settings: Settings) -> str:

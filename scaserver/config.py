@@ -38,6 +38,7 @@ from pyroute2 import IPRoute
 
 from scaserver import __version__
 from scaserver.edge.dns import DnsSettings
+from scaserver.guard.sources import SecuritySettings
 from scaserver.parking.parked import EarlyMedia, ParkingSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.registrar.nat import NatSettings, PingMethod
@@ -322,37 +323,6 @@ class AuthSettings:
 
 
 @attrs.frozen
-class SecuritySettings:
-    """``[security]``: containment of floods and password guessing.
-
-    ``rate`` messages per second per source address, with ``burst`` in hand; a source over
-    it is banned for ``ban_s`` seconds, doubled for each repeat offence up to ``max_ban_s``.
-    ``auth_failures`` failed authentications from one address within ``auth_window_s`` ban
-    it; ``user_failures`` for one user lock that user out for ``ban_s``.  ``allow``: networks
-    never limited nor banned (trusted peers and the upstream always are).  ``max_sources``
-    bounds the tables.  TCP: ``max_connections_per_address``, ``max_connections`` in all,
-    and ``tcp_unvouched_idle_timeout`` for connections that carried no authenticated or trusted
-    request yet.  ``max_transactions``: server transactions beyond which new requests get 503.
-    ``enabled`` false turns the rate limits and bans off.
-    """
-
-    enabled: bool = True
-    rate: float = 20.0
-    burst: float = 60.0
-    ban_s: float = 60.0
-    max_ban_s: float = 3600.0
-    auth_failures: int = 5
-    auth_window_s: float = 60.0
-    user_failures: int = 10
-    max_sources: int = 65536
-    allow: tuple[str, ...] = ()
-    max_connections_per_address: int = 32
-    max_connections: int = 2000
-    tcp_unvouched_idle_timeout: float = 30.0
-    max_transactions: int = 20000
-
-
-@attrs.frozen
 class SharedLine:
     """``[[sca.lines]]``: a shared line provisioned in the file (demo and small sites)."""
 
@@ -567,7 +537,7 @@ class Settings:
     reporting: ReportingSettings = ReportingSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
-    security: SecuritySettings = SecuritySettings()
+    security: SecuritySettings = attrs.field(factory=SecuritySettings)
     registrar: RegistrarSettings = attrs.field(factory=RegistrarSettings)
     sca: ScaSettings = ScaSettings()
     upstream: UpstreamSettings = UpstreamSettings()
