@@ -109,7 +109,7 @@ from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
-from scaserver.push.gateway import GatewaySettings, RetryPolicy
+from scaserver.push.gateway import RetryPolicy
 from scaserver.push.pnparams import (
     Keepalive,
     LegacyRule,
@@ -826,14 +826,7 @@ def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) ->
     push = settings.push
     post, read_body = treq_client(reactor, push.connect_timeout)
     return PushGatewayClient(
-        GatewaySettings(push.gateway_url, push.gateway_token or None, push.gateway_secret.encode() or None),
-        RetryPolicy(
-            connect_timeout=push.connect_timeout,
-            request_timeout=push.request_timeout,
-            max_attempts=push.max_attempts,
-            max_inflight=push.max_inflight,
-            max_queue=push.max_queue,
-        ),
+        RetryPolicy(push),
         reactor,
         post,
         read_body,
