@@ -38,6 +38,8 @@ from pyroute2 import IPRoute
 
 from scaserver import __version__
 from scaserver.edge.dns import DnsSettings
+from scaserver.edge.endpoint import Endpoint
+from scaserver.edge.tls import TlsEndpoint, TlsSettings
 from scaserver.guard.sources import SecuritySettings
 from scaserver.parking.parked import EarlyMedia, ParkingSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
@@ -72,21 +74,6 @@ class _ValueError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # Values
-
-
-@attrs.frozen
-class Endpoint:
-    """A transport address to bind: a numeric IPv4/IPv6 host (no brackets) and a port."""
-
-    host: str
-    port: int
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 class LogLevelName(enum.Enum):
@@ -177,47 +164,6 @@ class HttpSettings:
 
 DEFAULT_SIPS_PORT: Final = 5061
 TLS_VERSIONS: Final = ("1.2", "1.3")
-
-
-@attrs.frozen
-class TlsEndpoint(Endpoint):
-    """A ``[tls] listen`` address (port 5061 when none is written)."""
-
-
-@attrs.frozen
-class TlsSettings:
-    """``[tls]``: SIP over TLS (RFC 3261 section 26, RFC 5630, RFC 5922) and the certificate
-    the HTTPS listener shares.
-
-    ``listen``: TLS listen addresses (``"HOST:PORT"``, port 5061 by default); empty = no TLS.
-    ``certificate``/``key``: PEM files (the certificate file may hold the chain), read again
-    on SIGHUP.  ``ca_file``: PEM bundle that verifies the certificates of servers we connect to
-    and of clients that present one; "" = the system CAs (servers only).  ``verify_clients``:
-    ask every client for a certificate (optional: a client without one is served as today);
-    one that presents an unverifiable certificate is refused.  ``trusted_names``: a verified
-    client certificate naming one of these (SAN URI ``sip:NAME``, DNS SAN, or CN when it has
-    no SAN) makes the connection a trusted peer.  ``min_version``: "1.2" or "1.3".
-    ``handshake_timeout``: seconds a client has to finish its handshake.  ``server_name``: the
-    name a TLS next hop with a numeric host must present (RFC 5922 has no name to check for an
-    address); "" with ``verify_numeric_hosts = true`` refuses such hops, false connects to them
-    checking the chain only.
-    """
-
-    listen: tuple[TlsEndpoint, ...] = ()
-    certificate: str = ""
-    key: str = ""
-    ca_file: str = ""
-    verify_clients: bool = False
-    trusted_names: tuple[str, ...] = ()
-    min_version: str = "1.2"
-    handshake_timeout: float = 5.0
-    server_name: str = ""
-    verify_numeric_hosts: bool = True
-
-    @property
-    def enabled(self) -> bool:
-        """A certificate is configured (TLS listeners, HTTPS or outbound TLS can be served)."""
-        return bool(self.certificate and self.key)
 
 
 @attrs.frozen
@@ -499,7 +445,7 @@ class Settings:
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
     parking: ParkingSettings = attrs.field(factory=ParkingSettings)
     nat: NatSettings = attrs.field(factory=NatSettings)
-    tls: TlsSettings = TlsSettings()
+    tls: TlsSettings = attrs.field(factory=TlsSettings)
     dns: DnsSettings = attrs.field(factory=DnsSettings)
 
 
