@@ -39,7 +39,6 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from scaserver.config import (
-    DnsSettings,
     LegacyPushRule,
     MidRegistrarSettings,
     ScaSettings,
@@ -68,7 +67,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
-from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, make_resolver, nameservers
+from scaserver.edge.dns import DnsSettings, ServerLocator, TransportChoice, make_resolver, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.historyfeed import HistoryFeed
@@ -96,25 +95,21 @@ from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
 from scaserver.edge.udp import UdpListener, UdpReactor, UdpTransport
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
-from scaserver.guard.sources import Ban, GuardSettings, SourceGuard, networks
+from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.logs import MessageTrace
 from scaserver.metrics import Metrics
 from scaserver.mobile import (
     Mobile,
     MobileSettings,
 )
-from scaserver.parking.parked import (
-    EarlyMedia,
-    ParkingLot,
-)
-from scaserver.parking.parked import ParkingSettings as LotSettings
+from scaserver.parking.parked import ParkingLot
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
-from scaserver.push.gateway import GatewaySettings, RetryPolicy
+from scaserver.push.gateway import RetryPolicy
 from scaserver.push.pnparams import (
     Keepalive,
     LegacyRule,
@@ -128,7 +123,6 @@ from scaserver.registrar.midregistrar import (
     Mode,
     UpstreamCredentials,
 )
-from scaserver.registrar.nat import NatPingSettings, PingMethod
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
@@ -355,18 +349,7 @@ def source_guard(settings: Settings, trusted: Callable[[], TrustedPeers]) -> Sou
         peers = trusted()
         return any(peers.match(Peer(transport, host, 0)) for transport in (Transport.UDP, Transport.TCP))
 
-    limits = GuardSettings(
-        rate=security.rate,
-        burst=security.burst,
-        ban_s=security.ban_s,
-        max_ban_s=security.max_ban_s,
-        auth_failures=security.auth_failures,
-        auth_window_s=security.auth_window_s,
-        user_failures=security.user_failures,
-        max_sources=security.max_sources,
-        allow=networks(security.allow),
-    )
-    return SourceGuard(limits, is_trusted)
+    return SourceGuard(security, is_trusted)
 
 
 def realm_of(settings: Settings) -> str:
@@ -528,15 +511,8 @@ def make_core(
         forced_realm=settings.auth.realm,
         may_act_as=lambda username, realm, user: membership(username, user),
     )
-    reg = settings.registrar
     registrar = Registrar(
-        RegistrarPolicy(
-            core.domains,
-            min_expires=reg.min_expires,
-            max_expires=reg.max_expires,
-            default_expires=reg.default_expires,
-            max_contacts=reg.max_contacts,
-        ),
+        RegistrarPolicy(core.domains, settings.registrar),
         may_register=lambda user, aor: user is None or (aor.user is not None and membership(user, aor.user)),
     )
     proxy = Proxy(identity, ProxySettings())
@@ -595,19 +571,6 @@ def _is_host_name(host: str) -> bool:
     return bool(_HOST_NAME.match(host)) and name != "invalid" and not name.endswith(".invalid")
 
 
-def dns_policy(dns: DnsSettings) -> DnsPolicy:
-    return DnsPolicy(
-        timeout=dns.timeout,
-        min_ttl=dns.min_ttl,
-        max_ttl=dns.max_ttl,
-        negative_ttl=dns.negative_ttl,
-        cache_size=dns.cache_size,
-        max_records=dns.max_records,
-        max_cname_depth=dns.max_cname_depth,
-        failed_target_hold=dns.failed_target_hold,
-    )
-
-
 def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> ServerLocator | None:
     """The RFC 3263 locator on ``[dns] servers`` (or resolv.conf's); None when no name server
     is known (names then come from the hosts file alone)."""
@@ -616,7 +579,7 @@ def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> Serv
         _log.warn("no DNS server configured: host names are looked up in the hosts file only")
         return None
     clock = cast(TimerClock, reactor)
-    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns_policy(dns))
+    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns)
 
 
 def upstream_transport_choice(
@@ -708,18 +671,7 @@ def make_mobile(
             cnonce=lambda: secrets.token_hex(8),
         )
     lot = ParkingLot(
-        LotSettings(
-            wake_timeout=park.wake_timeout,
-            park_timeout=park.park_timeout,
-            inflight_grace=park.inflight_grace,
-            local_ringing=park.local_ringing,
-            honour_6xx=park.honour_6xx,
-            early_media=EarlyMedia(park.early_media),
-            timeout_response=park.timeout_response,
-            max_per_aor=park.max_per_aor,
-            max_total=park.max_total,
-            max_branches=park.max_branches,
-        ),
+        park,
         id_factory=lambda: str(uuid.uuid4()),
     )
     typing = TypingSettings(
@@ -874,14 +826,7 @@ def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) ->
     push = settings.push
     post, read_body = treq_client(reactor, push.connect_timeout)
     return PushGatewayClient(
-        GatewaySettings(push.gateway_url, push.gateway_token or None, push.gateway_secret.encode() or None),
-        RetryPolicy(
-            connect_timeout=push.connect_timeout,
-            request_timeout=push.request_timeout,
-            max_attempts=push.max_attempts,
-            max_inflight=push.max_inflight,
-            max_queue=push.max_queue,
-        ),
+        RetryPolicy(push),
         reactor,
         post,
         read_body,
@@ -1013,9 +958,7 @@ def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipServ
         execute=sip.stack.run,
         send_raw=sip.transports.send,
         clock=reactor,
-        settings=NatPingSettings(
-            settings.nat.ping_interval, PingMethod(settings.nat.ping_method), settings.nat.ping_all
-        ),
+        settings=settings.nat,
         local_uri=f"sip:{settings.nat.ping_from}@{format_host(host)}:{port}",
         unique=core.unique,
         figures=NatFigures(sip.stack.keepalives, bindings),

@@ -37,7 +37,15 @@ from cattrs.gen import make_dict_structure_fn
 from pyroute2 import IPRoute
 
 from scaserver import __version__
+from scaserver.edge.dns import DnsSettings
+from scaserver.edge.endpoint import Endpoint
+from scaserver.edge.tls import TlsEndpoint, TlsSettings
+from scaserver.guard.sources import SecuritySettings
+from scaserver.parking.parked import EarlyMedia, ParkingSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
+from scaserver.push.settings import LegacyPushRule, PushSettings
+from scaserver.registrar.nat import NatSettings, PingMethod
+from scaserver.registrar.registrar import RegistrarSettings
 from scaserver.sca.line import canonical_aor
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
@@ -66,21 +74,6 @@ class _ValueError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # Values
-
-
-@attrs.frozen
-class Endpoint:
-    """A transport address to bind: a numeric IPv4/IPv6 host (no brackets) and a port."""
-
-    host: str
-    port: int
-
-    @property
-    def family(self) -> socket.AddressFamily:
-        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 class LogLevelName(enum.Enum):
@@ -171,48 +164,6 @@ class HttpSettings:
 
 DEFAULT_SIPS_PORT: Final = 5061
 TLS_VERSIONS: Final = ("1.2", "1.3")
-
-
-@attrs.frozen
-class TlsEndpoint(Endpoint):
-    """A ``[tls] listen`` address (port 5061 when none is written)."""
-
-
-@attrs.frozen
-class TlsSettings:
-    """``[tls]``: SIP over TLS (RFC 3261 section 26, RFC 5630, RFC 5922) and the certificate
-    the HTTPS listener shares.
-
-    ``listen``: TLS listen addresses (``"HOST:PORT"``, port 5061 by default); empty = no TLS.
-    ``certificate``/``key``: PEM files (the certificate file may hold the chain), read again
-    on SIGHUP.  ``ca_file``: PEM bundle that verifies the certificates of servers we connect to
-    and of clients that present one; "" = the system CAs (servers only).  ``verify_clients``:
-    ask every client for a certificate (optional: a client without one is served as today);
-    one that presents an unverifiable certificate is refused.  ``trusted_names``: a verified
-    client certificate naming one of these (SAN URI ``sip:NAME``, DNS SAN, or CN when it has
-    no SAN) makes the connection a trusted peer.  ``min_version``: "1.2" or "1.3".
-    ``handshake_timeout``: seconds a client has to finish its handshake.  ``server_name``: the
-    name a TLS next hop with a numeric host must present (RFC 5922 has no name to check for an
-    address); "" with ``verify_numeric_hosts = true`` refuses such hops, false connects to them
-    checking the chain only.
-    """
-
-    listen: tuple[TlsEndpoint, ...] = ()
-    certificate: str = ""
-    key: str = ""
-    ca_file: str = ""
-    verify_clients: bool = False
-    trusted_names: tuple[str, ...] = ()
-    min_version: str = "1.2"
-    handshake_timeout: float = 5.0
-    server_name: str = ""
-    verify_numeric_hosts: bool = True
-    connect_timeout: float = 10.0  # seconds an outgoing TLS connection has to connect
-
-    @property
-    def enabled(self) -> bool:
-        """A certificate is configured (TLS listeners, HTTPS or outbound TLS can be served)."""
-        return bool(self.certificate and self.key)
 
 
 @attrs.frozen
@@ -319,47 +270,6 @@ class AuthSettings:
 
 
 @attrs.frozen
-class SecuritySettings:
-    """``[security]``: containment of floods and password guessing.
-
-    ``rate`` messages per second per source address, with ``burst`` in hand; a source over
-    it is banned for ``ban_s`` seconds, doubled for each repeat offence up to ``max_ban_s``.
-    ``auth_failures`` failed authentications from one address within ``auth_window_s`` ban
-    it; ``user_failures`` for one user lock that user out for ``ban_s``.  ``allow``: networks
-    never limited nor banned (trusted peers and the upstream always are).  ``max_sources``
-    bounds the tables.  TCP: ``max_connections_per_address``, ``max_connections`` in all,
-    and ``tcp_unvouched_idle_timeout`` for connections that carried no authenticated or trusted
-    request yet.  ``max_transactions``: server transactions beyond which new requests get 503.
-    ``enabled`` false turns the rate limits and bans off.
-    """
-
-    enabled: bool = True
-    rate: float = 20.0
-    burst: float = 60.0
-    ban_s: float = 60.0
-    max_ban_s: float = 3600.0
-    auth_failures: int = 5
-    auth_window_s: float = 60.0
-    user_failures: int = 10
-    max_sources: int = 65536
-    allow: tuple[str, ...] = ()
-    max_connections_per_address: int = 32
-    max_connections: int = 2000
-    tcp_unvouched_idle_timeout: float = 30.0
-    max_transactions: int = 20000
-
-
-@attrs.frozen
-class RegistrarSettings:
-    """``[registrar]``: REGISTER expiry bounds (RFC 3261 section 10.3) and bindings per AoR (0 = no limit)."""
-
-    min_expires: int = 60
-    max_expires: int = 3600
-    default_expires: int = 3600
-    max_contacts: int = 10
-
-
-@attrs.frozen
 class SharedLine:
     """``[[sca.lines]]``: a shared line provisioned in the file (demo and small sites)."""
 
@@ -449,77 +359,6 @@ class UpstreamSettings:
     transport: Transport | None = Transport.UDP
 
 
-@attrs.frozen
-class DnsSettings:
-    """``[dns]``: locating SIP servers by name (RFC 3263: NAPTR, SRV, A/AAAA), non-blocking.
-
-    ``servers``: ``HOST`` or ``HOST:PORT`` addresses of recursive DNS servers (IPv6 in
-    brackets); empty = the nameservers of /etc/resolv.conf.  The hosts file is always read
-    first.  ``timeout``: seconds a look-up may take.  Record sets are cached for their TTL,
-    clamped to ``min_ttl``..``max_ttl``; a name that does not exist for ``negative_ttl``;
-    at most ``cache_size`` record sets.  ``max_records``: records taken from one answer;
-    ``max_cname_depth``: CNAME links followed.  ``failed_target_hold``: seconds a target that
-    answered 503, timed out or refused the connection is avoided (RFC 3263 4.3)."""
-
-    servers: tuple[str, ...] = ()
-    timeout: float = 5.0
-    min_ttl: float = 0.0
-    max_ttl: float = 3600.0
-    negative_ttl: float = 30.0
-    cache_size: int = 4096
-    max_records: int = 32
-    max_cname_depth: int = 8
-    failed_target_hold: float = 60.0
-
-
-@attrs.frozen
-class LegacyPushRule:
-    """``[[push.legacy_rules]]`` (push-and-parking.md 4.2): apps that announce push in vendor
-    ways.  ``user_agent`` is a Python regular expression searched in User-Agent;
-    ``token_from`` / ``param_from`` are ``contact_param:NAME`` or ``header:NAME``;
-    ``keepalive`` is ``wake`` or ``extend`` ("" = the provider's default, 4.5)."""
-
-    name: str
-    user_agent: str
-    provider: str
-    token_from: str
-    param_from: str = ""
-    param: str = ""
-    device_type: str = ""
-    keepalive: str = ""
-
-
-@attrs.frozen
-class PushSettings:
-    """``[push]`` (push-and-parking.md sections 4 and 5): device typing and the push gateway.
-
-    ``enabled`` false: no push is ever sent and no call is parked.  ``gateway_url`` is the
-    operator's push gateway (section 5.1); ``gateway_token`` a bearer token and
-    ``gateway_secret`` the HMAC key of ``X-Scaserver-Signature`` ("" = none).  ``providers``
-    are the ``pn-provider`` values we push for (others get 555); ``pnsreg_interval`` seconds
-    for ``+sip.pnsreg`` in our 2xx (0 = not sent).  Timing and limits are section 5.3.
-    ``refresh_trigger`` and ``extend_max_age`` (seconds) keep push bindings alive (4.5);
-    ``purr`` issues PURRs and holds mid-dialog requests carrying them while the device is
-    woken (6.10, off by default).
-    """
-
-    enabled: bool = False
-    gateway_url: str = ""
-    gateway_token: str = ""
-    gateway_secret: str = ""
-    providers: tuple[str, ...] = ("apns", "fcm", "webpush")
-    pnsreg_interval: int = 0
-    connect_timeout: float = 1.0
-    request_timeout: float = 2.0
-    max_attempts: int = 3
-    max_inflight: int = 64
-    max_queue: int = 1000
-    refresh_trigger: float = 120.0
-    extend_max_age: float = 7 * 24 * 3600.0
-    purr: bool = False
-    legacy_rules: tuple[LegacyPushRule, ...] = ()
-
-
 Secret = typing.NewType("Secret", str)
 """A password or HA1: a string never shown, not even in a configuration error."""
 
@@ -579,44 +418,11 @@ class MidRegistrarSettings:
 
 
 @attrs.frozen
-class ParkingSettings:
-    """``[parking]`` (push-and-parking.md sections 6.1-6.3, 6.6): call parking while pushed
-    devices wake; active when ``push.enabled``.  Durations in seconds."""
-
-    wake_timeout: float = 10.0
-    park_timeout: float = 30.0
-    inflight_grace: float = 2.0
-    local_ringing: bool = True
-    honour_6xx: bool = True
-    early_media: str = "all"
-    timeout_response: int = 480
-    max_per_aor: int = 8
-    max_total: int = 5000
-    max_branches: int = 16
-    fresh_window: float = 0.0
-    ring_open_flows: bool = True
-
-
-@attrs.frozen
 class LogSettings:
     """``[log]``: minimum level and output format (text lines or JSON lines) on stderr."""
 
     level: LogLevelName = LogLevelName.INFO
     json: bool = False
-
-
-@attrs.frozen
-class NatSettings:
-    """``[nat]``: pings that keep the UDP pinholes of phones behind NAT open (Kamailio nathelper's
-    ``natping_interval`` and ``sipping_method``): every ``ping_interval`` seconds (0: none) an
-    OPTIONS (unanswered: the flow failed, its bindings and subscriptions are dropped) or a
-    bare CRLF (``ping_method = "crlf"``: no answer, no failure detection) to each UDP flow
-    behind NAT, or to every UDP flow with ``ping_all``; From ``sip:<ping_from>@<our host>``."""
-
-    ping_interval: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
-    ping_method: str = attrs.field(default="options", validator=attrs.validators.in_(("options", "crlf")))
-    ping_all: bool = False
-    ping_from: str = "keepalive"
 
 
 @attrs.frozen
@@ -630,17 +436,17 @@ class Settings:
     reporting: ReportingSettings = ReportingSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     auth: AuthSettings = AuthSettings()
-    security: SecuritySettings = SecuritySettings()
-    registrar: RegistrarSettings = RegistrarSettings()
+    security: SecuritySettings = attrs.field(factory=SecuritySettings)
+    registrar: RegistrarSettings = attrs.field(factory=RegistrarSettings)
     sca: ScaSettings = ScaSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     log: LogSettings = LogSettings()
-    push: PushSettings = PushSettings()
+    push: PushSettings = attrs.field(factory=PushSettings)
     midregistrar: MidRegistrarSettings = MidRegistrarSettings()
-    parking: ParkingSettings = ParkingSettings()
-    nat: NatSettings = NatSettings()
-    tls: TlsSettings = TlsSettings()
-    dns: DnsSettings = DnsSettings()
+    parking: ParkingSettings = attrs.field(factory=ParkingSettings)
+    nat: NatSettings = attrs.field(factory=NatSettings)
+    tls: TlsSettings = attrs.field(factory=TlsSettings)
+    dns: DnsSettings = attrs.field(factory=DnsSettings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -774,7 +580,7 @@ def _make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(Secret, _structure_secret)
-    for enum_type in (Transport, LogLevelName):
+    for enum_type in (Transport, LogLevelName, PingMethod, EarlyMedia):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
     transport_hook = _enum_hook(Transport)
     converter.register_structure_hook_func(
@@ -1219,11 +1025,6 @@ def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         (park.wake_timeout > 0, "parking.wake_timeout", "must be positive"),
         (park.park_timeout > 0, "parking.park_timeout", "must be positive"),
         (park.inflight_grace >= 0, "parking.inflight_grace", "must not be negative"),
-        (
-            park.early_media in ("all", "first"),
-            "parking.early_media",
-            f'expected "all" or "first", got {_show(park.early_media)}',
-        ),
         (400 <= park.timeout_response <= 699, "parking.timeout_response", "must be from 400 to 699"),
         (park.max_per_aor >= 1, "parking.max_per_aor", "must be at least 1"),
         (park.max_total >= 0, "parking.max_total", "must not be negative"),
@@ -1455,6 +1256,7 @@ __all__ = [
     "Endpoint",
     "HttpSettings",
     "InterfaceLookup",
+    "LegacyPushRule",
     "LineAlias",
     "LogLevelName",
     "LogSettings",

@@ -83,9 +83,18 @@ _TYPE_CODES: Final = {"NAPTR": dns.NAPTR, "SRV": dns.SRV, "A": dns.A, "AAAA": dn
 
 
 @attrs.frozen
-class DnsPolicy:
-    """``[dns]`` as the locator uses it (see :class:`scaserver.config.DnsSettings`)."""
+class DnsSettings:
+    """``[dns]``: locating SIP servers by name (RFC 3263: NAPTR, SRV, A/AAAA), non-blocking.
 
+    ``servers``: ``HOST`` or ``HOST:PORT`` addresses of recursive DNS servers (IPv6 in
+    brackets); empty = the nameservers of /etc/resolv.conf.  The hosts file is always read
+    first.  ``timeout``: seconds a look-up may take.  Record sets are cached for their TTL,
+    clamped to ``min_ttl``..``max_ttl``; a name that does not exist for ``negative_ttl``;
+    at most ``cache_size`` record sets.  ``max_records``: records taken from one answer;
+    ``max_cname_depth``: CNAME links followed.  ``failed_target_hold``: seconds a target that
+    answered 503, timed out or refused the connection is avoided (RFC 3263 4.3)."""
+
+    servers: tuple[str, ...] = ()
     timeout: float = 5.0
     min_ttl: float = 0.0
     max_ttl: float = 3600.0
@@ -173,7 +182,7 @@ class ServerLocator:
         clock: Clock,
         *,
         hosts: HostsTable | None = None,
-        policy: DnsPolicy = DnsPolicy(),
+        policy: DnsSettings = DnsSettings(),
         served: frozenset[Transport] = frozenset({Transport.UDP, Transport.TCP}),
         random_source: RandomSource = random.random,
     ) -> None:

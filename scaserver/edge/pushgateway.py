@@ -24,7 +24,6 @@ from twisted.web.iweb import IAgent
 
 from scaserver.push.gateway import (
     Answer,
-    GatewaySettings,
     Outcome,
     PushQueue,
     PushRequest,
@@ -99,7 +98,6 @@ class PushGatewayClient:
 
     def __init__(
         self,
-        settings: GatewaySettings,
         policy: RetryPolicy,
         clock: Clock,
         post: HttpPost,
@@ -109,12 +107,12 @@ class PushGatewayClient:
         on_retrying: Callable[[PushRequest], None] | None = None,
         on_activity: Callable[[GatewayActivity], None] | None = None,
     ) -> None:
-        self._settings, self._policy, self._clock = settings, policy, clock
+        self._settings, self._policy, self._clock = policy.settings, policy, clock
         self._post, self._read_body, self._random = post, read_body, random
         self._on_retrying, self._on_activity = on_retrying, on_activity
         self._time = cast(IReactorTime, clock)
-        self._slots = DeferredSemaphore(policy.max_inflight)
-        self._queue: PushQueue[_Job] = PushQueue(policy.max_queue)
+        self._slots = DeferredSemaphore(self._settings.max_inflight)
+        self._queue: PushQueue[_Job] = PushQueue(self._settings.max_queue)
         # Parked calls whose pushes are aborted, kept only while a push of theirs is unfinished.
         self._aborted: set[str] = set()
         self._unfinished: dict[str, int] = {}
@@ -160,10 +158,10 @@ class PushGatewayClient:
         job.attempts += 1
         encoded = encode(job.request, self._settings)
         headers = {name.encode(): [value.encode()] for name, value in encoded.headers}
-        posted = self._post(self._settings.url, data=encoded.body, headers=headers)
-        posted.addTimeout(self._policy.request_timeout, self._time)
+        posted = self._post(self._settings.gateway_url, data=encoded.body, headers=headers)
+        posted.addTimeout(self._settings.request_timeout, self._time)
         response = yield posted
-        body = yield self._read_body(response).addTimeout(self._policy.request_timeout, self._time)
+        body = yield self._read_body(response).addTimeout(self._settings.request_timeout, self._time)
         code: int = getattr(response, "code", 0)
         raw = getattr(response, "headers", None)
         values = raw.getRawHeaders(b"retry-after") if raw is not None else None

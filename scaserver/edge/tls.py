@@ -29,7 +29,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from collections.abc import Callable
-from typing import Final, Protocol, cast
+from typing import Final, cast
 
 import attrs
 from cryptography import x509
@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 from zope.interface import implementer
 
+from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.stack import DelayedCall, call_later
 from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, TcpReactor
 from scaserver.edge.udp import ListeningPort, bound_port
@@ -75,31 +76,46 @@ _OPTIONS: Final = (
 _VERSIONS: Final = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 
 
-class TlsSettings(Protocol):
-    """The ``[tls]`` settings this module reads (:class:`scaserver.config.TlsSettings`)."""
+@attrs.frozen
+class TlsEndpoint(Endpoint):
+    """A ``[tls] listen`` address (port 5061 when none is written)."""
+
+
+@attrs.frozen
+class TlsSettings:
+    """``[tls]``: SIP over TLS (RFC 3261 section 26, RFC 5630, RFC 5922) and the certificate
+    the HTTPS listener shares.
+
+    ``listen``: TLS listen addresses (``"HOST:PORT"``, port 5061 by default); empty = no TLS.
+    ``certificate``/``key``: PEM files (the certificate file may hold the chain), read again
+    on SIGHUP.  ``ca_file``: PEM bundle that verifies the certificates of servers we connect to
+    and of clients that present one; "" = the system CAs (servers only).  ``verify_clients``:
+    ask every client for a certificate (optional: a client without one is served as today);
+    one that presents an unverifiable certificate is refused.  ``trusted_names``: a verified
+    client certificate naming one of these (SAN URI ``sip:NAME``, DNS SAN, or CN when it has
+    no SAN) makes the connection a trusted peer.  ``min_version``: "1.2" or "1.3".
+    ``handshake_timeout``: seconds a client has to finish its handshake.  ``server_name``: the
+    name a TLS next hop with a numeric host must present (RFC 5922 has no name to check for an
+    address); "" with ``verify_numeric_hosts = true`` refuses such hops, false connects to them
+    checking the chain only.
+    """
+
+    listen: tuple[TlsEndpoint, ...] = ()
+    certificate: str = ""
+    key: str = ""
+    ca_file: str = ""
+    verify_clients: bool = False
+    trusted_names: tuple[str, ...] = ()
+    min_version: str = "1.2"
+    handshake_timeout: float = 5.0
+    server_name: str = ""
+    verify_numeric_hosts: bool = True
+    connect_timeout: float = 10.0  # seconds an outgoing TLS connection has to connect
 
     @property
-    def certificate(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def ca_file(self) -> str: ...
-    @property
-    def verify_clients(self) -> bool: ...
-    @property
-    def trusted_names(self) -> tuple[str, ...]: ...
-    @property
-    def min_version(self) -> str: ...
-    @property
-    def handshake_timeout(self) -> float: ...
-    @property
-    def server_name(self) -> str: ...
-    @property
-    def verify_numeric_hosts(self) -> bool: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def enabled(self) -> bool: ...
+    def enabled(self) -> bool:
+        """A certificate is configured (TLS listeners, HTTPS or outbound TLS can be served)."""
+        return bool(self.certificate and self.key)
 
 
 class TlsConfigurationError(Exception):

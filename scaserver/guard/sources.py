@@ -45,9 +45,21 @@ RESPONSE_COST: Final = 0.125
 
 
 @attrs.frozen
-class GuardSettings:
-    """Limits (``[security]`` in the configuration)."""
+class SecuritySettings:
+    """``[security]``: containment of floods and password guessing.
 
+    ``rate`` messages per second per source address, with ``burst`` in hand; a source over
+    it is banned for ``ban_s`` seconds, doubled for each repeat offence up to ``max_ban_s``.
+    ``auth_failures`` failed authentications from one address within ``auth_window_s`` ban
+    it; ``user_failures`` for one user lock that user out for ``ban_s``.  ``allow``: networks
+    never limited nor banned (trusted peers and the upstream always are).  ``max_sources``
+    bounds the tables.  TCP: ``max_connections_per_address``, ``max_connections`` in all,
+    and ``tcp_unvouched_idle_timeout`` for connections that carried no authenticated or trusted
+    request yet.  ``max_transactions``: server transactions beyond which new requests get 503.
+    ``enabled`` false turns the rate limits and bans off.
+    """
+
+    enabled: bool = True
     rate: float = 20.0
     burst: float = 60.0
     ban_s: float = 60.0
@@ -56,8 +68,11 @@ class GuardSettings:
     auth_window_s: float = 60.0
     user_failures: int = 10
     max_sources: int = 65536
-    max_bans: int = 16384
-    allow: tuple[IPNetwork, ...] = ()
+    allow: tuple[str, ...] = ()
+    max_connections_per_address: int = 32
+    max_connections: int = 2000
+    tcp_unvouched_idle_timeout: float = 30.0
+    max_transactions: int = 20000
 
 
 @attrs.frozen
@@ -124,8 +139,10 @@ class SourceGuard:
     """The per-source accounting; ``trusted(host)`` adds allowed sources known elsewhere (the
     trusted peers, which can change while running)."""
 
-    settings: GuardSettings = GuardSettings()
+    settings: SecuritySettings = SecuritySettings()
     trusted: Callable[[str], bool] = attrs.field(default=lambda host: False)
+    max_bans: int = 16384  # bans held at most (the oldest go first)
+    _allow: tuple[IPNetwork, ...] = attrs.field(init=False)
     dropped_total: int = attrs.field(default=0, init=False)
     bans_total: dict[BanReason, int] = attrs.field(init=False, factory=lambda: dict.fromkeys(BanReason, 0))
     _buckets: OrderedDict[str, _Bucket] = attrs.field(init=False, factory=OrderedDict)
@@ -135,9 +152,13 @@ class SourceGuard:
     _user_failures: OrderedDict[str, deque[float]] = attrs.field(init=False, factory=OrderedDict)
     _locked: OrderedDict[str, float] = attrs.field(init=False, factory=OrderedDict)
 
+    @_allow.default
+    def _networks(self) -> tuple[IPNetwork, ...]:
+        return networks(self.settings.allow)
+
     def is_allowed(self, host: str) -> bool:
         """Never limited nor banned: a configured network or a trusted peer."""
-        if self.settings.allow and _in_networks(host, self.settings.allow):
+        if self._allow and _in_networks(host, self._allow):
             return True
         return self.trusted(host)
 
@@ -193,7 +214,7 @@ class SourceGuard:
         if duration_s is None:
             duration_s = min(settings.max_ban_s, settings.ban_s * 2 ** min(count - 1, 32))
         ban = Ban(host, reason, now, now + duration_s, count)
-        _put(self._bans, host, ban, settings.max_bans)
+        _put(self._bans, host, ban, self.max_bans)
         self._buckets.pop(host, None)
         self._failures.pop(host, None)
         self.bans_total[reason] += 1

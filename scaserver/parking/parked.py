@@ -61,7 +61,9 @@ class EarlyMedia(enum.Enum):
 
 @attrs.frozen
 class ParkingSettings:
-    """``parking.*`` settings (sections 6.1, 6.2, 6.3, 6.6); durations in seconds."""
+    """``[parking]`` (push-and-parking.md sections 6.1-6.3, 6.6): call parking while pushed
+    devices wake; active when ``push.enabled``.  Durations in seconds.  ``fresh_window`` and
+    ``ring_open_flows`` (6.1 step 2) are read by the push policy."""
 
     wake_timeout: float = 10.0
     park_timeout: float = 30.0
@@ -73,6 +75,8 @@ class ParkingSettings:
     max_per_aor: int = 8
     max_total: int = 5000
     max_branches: int = 16
+    fresh_window: float = 0.0
+    ring_open_flows: bool = True
 
 
 # ----------------------------------------------------------------------------- inputs

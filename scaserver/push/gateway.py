@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 import attrs
 
 from scaserver.push.pnparams import token_hash
+from scaserver.push.settings import PushSettings
 
 PROTOCOL_VERSION = 1
 T = TypeVar("T")
@@ -70,15 +71,6 @@ class PushRequest:
     reason: CancelReason | str | None = None  # cancel reason, or "mid-METHOD" for a reg-refresh
 
 
-@attrs.frozen
-class GatewaySettings:
-    """``push.gateway_url``, ``push.gateway_token``, ``push.gateway_secret`` (section 5.1)."""
-
-    url: str
-    token: str | None = None
-    secret: bytes | None = None
-
-
 def _timestamp(at: float) -> str:
     moment = datetime.fromtimestamp(at, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -125,14 +117,15 @@ class EncodedPush:
     headers: tuple[tuple[str, str], ...]
 
 
-def encode(request: PushRequest, settings: GatewaySettings) -> EncodedPush:
-    """Body and headers of the POST of section 5.1."""
+def encode(request: PushRequest, settings: PushSettings) -> EncodedPush:
+    """Body and headers of the POST of section 5.1 (``gateway_token`` and ``gateway_secret``
+    "" send no Authorization and no signature)."""
     body = json.dumps(body_of(request), separators=(",", ":"), sort_keys=False).encode("utf-8")
     headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
-    if settings.token:
-        headers.append(("Authorization", f"Bearer {settings.token}"))
-    if settings.secret:
-        headers.append(("X-Scaserver-Signature", signature(body, settings.secret)))
+    if settings.gateway_token:
+        headers.append(("Authorization", f"Bearer {settings.gateway_token}"))
+    if settings.gateway_secret:
+        headers.append(("X-Scaserver-Signature", signature(body, settings.gateway_secret.encode())))
     return EncodedPush(body, tuple(headers))
 
 
@@ -215,16 +208,12 @@ def transport_error(detail: str) -> Answer:
 
 @attrs.frozen
 class RetryPolicy:
-    """Section 5.3 timing and limits (seconds)."""
+    """Section 5.3 timing and limits (seconds): ``settings`` are ``[push]``, the rest fixed."""
 
-    connect_timeout: float = 1.0
-    request_timeout: float = 2.0
-    max_attempts: int = 3
+    settings: PushSettings = attrs.field(factory=PushSettings)
     backoff: float = 0.2  # first retry; doubled for each further one
     jitter: float = 0.2  # +-20 %
     deadline_margin: float = 1.0  # never start an attempt ending after deadline - margin
-    max_inflight: int = 64
-    max_queue: int = 1000
 
     def retry_delay(
         self,
@@ -240,7 +229,7 @@ class RetryPolicy:
         backoff when given.  An attempt that could not finish (delay + ``request_timeout``)
         before ``deadline - deadline_margin`` is not started.
         """
-        if answer.outcome is not Outcome.RETRY or attempts_made >= self.max_attempts:
+        if answer.outcome is not Outcome.RETRY or attempts_made >= self.settings.max_attempts:
             return None
         if answer.retry_after is not None:
             delay = answer.retry_after
@@ -252,7 +241,7 @@ class RetryPolicy:
         return delay
 
     def can_start(self, at: float, deadline: float | None) -> bool:
-        return deadline is None or at + self.request_timeout <= deadline - self.deadline_margin
+        return deadline is None or at + self.settings.request_timeout <= deadline - self.deadline_margin
 
 
 _PRIORITY = {PushType.CANCEL: 0, PushType.CALL: 0, PushType.MESSAGE: 1, PushType.REG_REFRESH: 1}

@@ -16,7 +16,7 @@ The **flow** of a binding is the transport address its REGISTER came from
 (:attr:`Binding.received`, persisted with the binding in the ``location`` table, so flows
 survive a restart); requests to the binding go there when it differs from the Contact
 (:attr:`Binding.flow`).  UDP flows of bindings behind NAT (every UDP flow with
-``ping_all``) are kept open by pings (:class:`NatPingSettings`); a ping that gets no answer
+``ping_all``) are kept open by pings (:class:`NatSettings`); a ping that gets no answer
 before its transaction times out is a **flow failure**, as is the close of a TCP/TLS
 connection that an outbound (RFC 5626) binding registered over.  On a flow failure the
 bindings on that flow are removed (:data:`RemovalReason.FLOW_FAILED`, RFC 5626 section 4.4 /
@@ -97,7 +97,7 @@ def same_flow(one: Peer, other: Peer) -> bool:
     )
 
 
-class PingMethod(enum.Enum):
+class PingMethod(enum.StrEnum):
     """How a NAT pinhole is kept open: an OPTIONS request (answered: a missing answer is a
     flow failure) or a bare CRLF datagram (never answered: it only refreshes the mapping)."""
 
@@ -106,13 +106,17 @@ class PingMethod(enum.Enum):
 
 
 @attrs.frozen
-class NatPingSettings:
-    """``[nat]``: ``ping_interval`` seconds between two pings of one flow (0: no pings),
-    ``ping_method``, ``ping_all`` to ping every UDP flow and not only those behind NAT."""
+class NatSettings:
+    """``[nat]``: pings that keep the UDP pinholes of phones behind NAT open (Kamailio nathelper's
+    ``natping_interval`` and ``sipping_method``): every ``ping_interval`` seconds (0: none) an
+    OPTIONS (unanswered: the flow failed, its bindings and subscriptions are dropped) or a
+    bare CRLF (``ping_method = "crlf"``: no answer, no failure detection) to each UDP flow
+    behind NAT, or to every UDP flow with ``ping_all``; From ``sip:<ping_from>@<our host>``."""
 
-    ping_interval: float = 30.0
+    ping_interval: float = attrs.field(default=30.0, validator=attrs.validators.ge(0))
     ping_method: PingMethod = PingMethod.OPTIONS
     ping_all: bool = False
+    ping_from: str = "keepalive"
 
 
 SLOTS: Final = 10

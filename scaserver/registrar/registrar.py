@@ -84,16 +84,23 @@ class OutOfOrderError(ServerInternalError, status=500, reason="Out of Order"):
 
 
 @attrs.frozen
-class RegistrarPolicy:
-    """Registrar settings.  ``domains`` decides which domains we hold bindings for (a set of
-    names is read as ``server.domains``); expiry values are seconds; ``max_contacts`` 0 means
-    no limit."""
+class RegistrarSettings:
+    """``[registrar]``: REGISTER expiry bounds (RFC 3261 section 10.3) and bindings per AoR (0 = no limit)."""
 
-    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
     min_expires: int = 60
     max_expires: int = 3600
     default_expires: int = 3600
     max_contacts: int = 10
+
+
+@attrs.frozen
+class RegistrarPolicy:
+    """What the registrar applies: ``domains`` decides which domains we hold bindings for (a
+    set of names is read as ``server.domains``; the composition root derives it from several
+    tables), ``settings`` are ``[registrar]``."""
+
+    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
+    settings: RegistrarSettings = RegistrarSettings()
     supported: frozenset[str] = SUPPORTED_OPTIONS
 
 
@@ -291,7 +298,7 @@ class Registrar:
         if too_brief:
             raise IntervalTooBrief(
                 "expiry under the minimum",
-                headers=Headers.of(("Min-Expires", str(self.policy.min_expires))),
+                headers=Headers.of(("Min-Expires", str(self.policy.settings.min_expires))),
             )
         final = set(current)
         for change in changes.values():
@@ -299,7 +306,7 @@ class Registrar:
                 final.discard(change.key)
             else:
                 final.add(change.key)
-        limit = self.policy.max_contacts
+        limit = self.policy.settings.max_contacts
         if limit and len(final) > limit and len(final) > len(current):
             raise TooManyContacts(f"{aor!r} would have {len(final)} bindings")
         kept = [change for change in changes.values() if change.binding is not None or change.key in current]
@@ -316,7 +323,7 @@ class Registrar:
         param = contact.param("expires")
         requested = parse_uint32(param, "Contact expires") if param else context.header_expires
         if requested is None:
-            requested = self.policy.default_expires
+            requested = self.policy.settings.default_expires
         instance_param = contact.param("+sip.instance")
         instance = _unquote(instance_param) if instance_param else None
         reg_id_param = contact.param("reg-id")
@@ -330,9 +337,9 @@ class Registrar:
             self._check_order(existing, context.call_id, context.cseq)
         if requested == 0:
             return _Change(key, None)
-        if requested < self.policy.min_expires:
+        if requested < self.policy.settings.min_expires:
             return None
-        granted = min(requested, self.policy.max_expires)
+        granted = min(requested, self.policy.settings.max_expires)
         q_param = contact.param("q")
         params = tuple(
             (name, value) for name, value in contact.params if name.lower() not in ("expires", "q")

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from scaserver.edge.kernelfilter import MAX_FILTERED, KernelBanFilter, filtered, program
-from scaserver.guard.sources import Ban, BanReason, GuardSettings, SourceGuard
+from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
 
 
 def received(server: socket.socket, sender: str) -> bool:
@@ -34,7 +34,7 @@ def server() -> socket.socket:
 def test_a_banned_address_is_dropped_by_the_kernel_and_lifted_again(server: socket.socket) -> None:
     clock = Clock()
     clock.advance(1000)
-    guard = SourceGuard(GuardSettings(ban_s=60.0))
+    guard = SourceGuard(SecuritySettings(ban_s=60.0))
     kernel = KernelBanFilter(guard, clock, lambda: [server])
     kernel.banned(guard.ban("127.0.0.2", BanReason.MANUAL, clock.seconds()))
     assert kernel.enabled

@@ -14,7 +14,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from scaserver.edge.pushgateway import GatewayActivity, PushGatewayClient, treq_client
-from scaserver.push.gateway import CallInfo, GatewaySettings, Outcome, PushRequest, PushType, RetryPolicy
+from scaserver.push.gateway import CallInfo, Outcome, PushRequest, PushType, RetryPolicy
+from scaserver.push.settings import PushSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 ensure_deferred = cast(Callable[[F], F], pytest_twisted.ensureDeferred)
@@ -70,11 +71,13 @@ class Rig:
     gateway: Gateway
     port: _Listening
 
-    def client(self, **policy: Any) -> PushGatewayClient:
+    def client(self, *, backoff: float = 0.2, **push: Any) -> PushGatewayClient:
         url = f"http://127.0.0.1:{self.port.getHost().port}/push"
         post, read = treq_client(reactor, 1.0, persistent=False)
-        settings = GatewaySettings(url, token="tk", secret=b"s")
-        return PushGatewayClient(settings, RetryPolicy(**policy), REACTOR, post, read, random=lambda: 0.5)
+        settings = PushSettings(gateway_url=url, gateway_token="tk", gateway_secret="s", **push)
+        return PushGatewayClient(
+            RetryPolicy(settings, backoff=backoff), REACTOR, post, read, random=lambda: 0.5
+        )
 
 
 @async_yield_fixture
@@ -151,8 +154,7 @@ async def test_timeout_is_transient_and_bounded(rig: Rig) -> None:
 async def test_connect_error_is_transient() -> None:
     post, read = treq_client(reactor, 1.0, persistent=False)
     client = PushGatewayClient(
-        GatewaySettings("http://127.0.0.1:1/push"),
-        RetryPolicy(max_attempts=1),
+        RetryPolicy(PushSettings(gateway_url="http://127.0.0.1:1/push", max_attempts=1)),
         REACTOR,
         post,
         read,

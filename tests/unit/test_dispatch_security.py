@@ -7,7 +7,7 @@ from __future__ import annotations
 import attrs
 
 from scaserver.dispatch import AuthenticationRejected, SipCore, StatelessReply
-from scaserver.guard.sources import Ban, BanReason, GuardSettings, SourceGuard
+from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
 from scaserver.sip.message import Peer, Request, Response, Transport
@@ -55,7 +55,7 @@ def attempt(core: SipCore, user: str, password: str, peer: Peer, n: int) -> tupl
 
 def guarded(**kw: object) -> SipCore:
     core = make_core()
-    core.guard = SourceGuard(GuardSettings(**kw))  # type: ignore[arg-type]
+    core.guard = SourceGuard(SecuritySettings(**kw))  # type: ignore[arg-type]
     return core
 
 

@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 from twisted.names import dns
 from twisted.names.error import DNSNameError, DNSServerError
 
-from scaserver.edge.dns import DnsPolicy, ServerLocator, TransportChoice, nameservers
+from scaserver.edge.dns import DnsSettings, ServerLocator, TransportChoice, nameservers
 from scaserver.edge.resolver import HostsTable
 from scaserver.metrics import Metrics
 from scaserver.sip.message import Peer, Transport
@@ -102,7 +102,7 @@ def make(
     clock = Clock()
     resolver = ScriptedResolver(zone)
     locator = ServerLocator(
-        resolver, clock, policy=DnsPolicy(**policy), random_source=random.Random(1).random
+        resolver, clock, policy=DnsSettings(**policy), random_source=random.Random(1).random
     )
     return locator, resolver, clock
 

@@ -12,7 +12,7 @@ from scaserver.edge.natping import KEEPALIVE_CRLF, NatFigures, NatPinger
 from scaserver.edge.stack import KeepAliveCounts
 from scaserver.events import EventBus
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.nat import SLOTS, FlowFailed, FlowFailure, NatPing, NatPingSettings, PingMethod
+from scaserver.registrar.nat import SLOTS, FlowFailed, FlowFailure, NatPing, NatSettings, PingMethod
 from scaserver.sip.actions import Action, EngineAction, SendRequest
 from scaserver.sip.message import Peer, Request, Transport
 
@@ -53,7 +53,7 @@ def pinger(
         execute=lambda actions: None,
         send_raw=send_raw,
         clock=clock,
-        settings=NatPingSettings(interval, method),
+        settings=NatSettings(interval, method),
         local_uri="sip:keepalive@192.0.2.1:5060",
         unique=lambda: "u0000000001",
         figures=NatFigures(KeepAliveCounts(), lambda: bindings),

@@ -7,7 +7,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from scaserver.edge.pushgateway import Delivery, PushGatewayClient
-from scaserver.push.gateway import CallInfo, GatewaySettings, Outcome, PushRequest, PushType, RetryPolicy
+from scaserver.push.gateway import CallInfo, Outcome, PushRequest, PushType, RetryPolicy
+from scaserver.push.settings import PushSettings
 
 
 @attrs.frozen
@@ -33,10 +34,9 @@ def request(n: int, kind: PushType = PushType.CALL, park: str = "p-1") -> PushRe
     return PushRequest(f"id{n}", kind, "fcm", "T", "", "sip:b@x", 10, 0.0, call=call)
 
 
-def client(http: FakeHttp, clock: Clock, **policy: int) -> PushGatewayClient:
-    return PushGatewayClient(
-        GatewaySettings("http://gw"), RetryPolicy(**policy), clock, http.post, http.read, random=lambda: 0.5
-    )
+def client(http: FakeHttp, clock: Clock, **push: int) -> PushGatewayClient:
+    policy = RetryPolicy(PushSettings(gateway_url="http://gw", **push))  # type: ignore[arg-type]
+    return PushGatewayClient(policy, clock, http.post, http.read, random=lambda: 0.5)
 
 
 def results(deferreds: list[Deferred[Delivery]]) -> list[Delivery]:

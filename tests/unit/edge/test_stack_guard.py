@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from scaserver.edge.stack import SipStack, Transports
 from scaserver.events import EventBus
-from scaserver.guard.sources import Ban, BanReason, GuardSettings, SourceGuard
+from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
 from scaserver.sip.actions import Deliver, Send
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.responses import make_response
@@ -29,7 +29,7 @@ def build(core: FakeCore, guard: SourceGuard) -> tuple[SipStack, Clock, Transpor
 
 def test_a_flooding_source_is_banned_and_dropped_before_the_core() -> None:
     core = FakeCore()
-    guard = SourceGuard(GuardSettings(rate=1.0, burst=3.0, ban_s=60.0))
+    guard = SourceGuard(SecuritySettings(rate=1.0, burst=3.0, ban_s=60.0))
     stack, clock, transports, published = build(core, guard)
     stream = RecordingStream(FLOODER_TCP)
     transports.add_stream(stream)
@@ -75,7 +75,7 @@ def test_responses_cost_an_eighth_of_a_request_so_a_notify_fan_out_bans_nobody()
     """An office behind one NAT address answers a NOTIFY fan-out to 40 of its phones at once:
     40 responses fit a bucket of 10 requests; 40 requests would not."""
     core = FakeCore()
-    guard = SourceGuard(GuardSettings(rate=1.0, burst=10.0, ban_s=60.0))
+    guard = SourceGuard(SecuritySettings(rate=1.0, burst=10.0, ban_s=60.0))
     stack, _, _, published = build(core, guard)
     for _ in range(40):
         stack.bytes_received(b"SIP/2.0 200 OK\r\n", PEER_V4)
@@ -90,7 +90,7 @@ def test_responses_cost_an_eighth_of_a_request_so_a_notify_fan_out_bans_nobody()
 
 def test_a_flood_of_responses_is_banned_too() -> None:
     core = FakeCore()
-    guard = SourceGuard(GuardSettings(rate=1.0, burst=10.0, ban_s=60.0))
+    guard = SourceGuard(SecuritySettings(rate=1.0, burst=10.0, ban_s=60.0))
     stack, _, _, published = build(core, guard)
     for _ in range(200):
         stack.bytes_received(b"SIP/2.0 200 OK\r\n", PEER_V4)

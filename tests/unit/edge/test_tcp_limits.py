@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, StreamLimits
-from scaserver.guard.sources import BanReason, GuardSettings, SourceGuard, networks
+from scaserver.guard.sources import BanReason, SecuritySettings, SourceGuard
 from tests.unit.edge.doubles import RecordingSink, connect, failure, string_transport
 
 LIMITS = StreamLimits(
@@ -47,7 +47,7 @@ def test_connections_beyond_the_global_limit_are_refused() -> None:
 
 
 def test_a_banned_source_cannot_connect_and_an_allowed_one_has_no_per_address_limit() -> None:
-    guard = SourceGuard(GuardSettings(allow=networks(["198.51.100.0/24"])))
+    guard = SourceGuard(SecuritySettings(allow=("198.51.100.0/24",)))
     streams, clock = factory(guard)
     guard.ban("192.0.2.66", BanReason.MANUAL, clock.seconds())
     assert accept(streams, "192.0.2.66", 1) is None
@@ -78,7 +78,7 @@ def test_a_vouched_connection_keeps_the_long_idle_timeout() -> None:
 
 
 def test_an_allowed_peer_is_vouched_for_from_the_start() -> None:
-    guard = SourceGuard(GuardSettings(allow=networks(["198.51.100.0/24"])))
+    guard = SourceGuard(SecuritySettings(allow=("198.51.100.0/24",)))
     streams, clock = factory(guard)
     protocol = accept(streams, "198.51.100.5", 1)
     assert protocol is not None and protocol.vouched

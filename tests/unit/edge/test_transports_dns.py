@@ -8,7 +8,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from scaserver.edge.dns import DnsPolicy, ServerLocator
+from scaserver.edge.dns import DnsSettings, ServerLocator
 from scaserver.edge.stack import Transports
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import NextHopFailed
@@ -36,7 +36,7 @@ def make(
 ) -> tuple[Transports, RecordingDatagram, Clock, list[Peer]]:
     clock = Clock()
     locator = ServerLocator(
-        resolver or ScriptedResolver(zone()), clock, policy=DnsPolicy(failed_target_hold=60)
+        resolver or ScriptedResolver(zone()), clock, policy=DnsSettings(failed_target_hold=60)
     )
     transports = Transports(locator=locator)
     datagram = RecordingDatagram()

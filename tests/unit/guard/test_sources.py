@@ -3,15 +3,15 @@ authentication-failure bans and user lockout, bounded tables (a fake ``now``).""
 
 from __future__ import annotations
 
-from scaserver.guard.sources import BanReason, GuardSettings, SourceGuard, networks
+from scaserver.guard.sources import BanReason, SecuritySettings, SourceGuard
 
 FLOODER = "192.0.2.66"
 OTHER = "192.0.2.7"
 
 
-def guard(**kw: object) -> SourceGuard:
-    settings = GuardSettings(**{"rate": 10.0, "burst": 20.0, "ban_s": 60.0, **kw})  # type: ignore[arg-type]
-    return SourceGuard(settings)
+def guard(*, max_bans: int = 16384, **kw: object) -> SourceGuard:
+    settings = SecuritySettings(**{"rate": 10.0, "burst": 20.0, "ban_s": 60.0, **kw})  # type: ignore[arg-type]
+    return SourceGuard(settings, max_bans=max_bans)
 
 
 def test_a_source_within_its_burst_and_rate_is_admitted() -> None:
@@ -53,9 +53,7 @@ def test_a_ban_expires_and_a_repeat_offence_doubles_it() -> None:
 
 
 def test_allowed_networks_and_trusted_peers_are_never_limited() -> None:
-    g = SourceGuard(
-        GuardSettings(rate=1.0, burst=1.0, allow=networks(["198.51.100.0/24"])), lambda h: h == OTHER
-    )
+    g = SourceGuard(SecuritySettings(rate=1.0, burst=1.0, allow=("198.51.100.0/24",)), lambda h: h == OTHER)
     assert all(g.check("198.51.100.9", 0.0).admitted for _ in range(1000))
     assert all(g.check(OTHER, 0.0).admitted for _ in range(1000))
     assert g.auth_failed(OTHER, "alice", "example.com", 0.0) is None
@@ -110,7 +108,7 @@ def test_tables_stay_bounded_under_a_flood_from_many_addresses() -> None:
 
 
 def test_ipv6_and_mapped_addresses_match_the_allow_list() -> None:
-    g = SourceGuard(GuardSettings(allow=networks(["192.0.2.0/24", "2001:db8::/32"])))
+    g = SourceGuard(SecuritySettings(allow=("192.0.2.0/24", "2001:db8::/32")))
     assert g.is_allowed("::ffff:192.0.2.1")
     assert g.is_allowed("[2001:db8::1]")
     assert not g.is_allowed("2001:db9::1")

@@ -13,7 +13,6 @@ from scaserver.push.gateway import (
     Answer,
     CallInfo,
     CancelReason,
-    GatewaySettings,
     Outcome,
     PushQueue,
     PushRequest,
@@ -25,6 +24,7 @@ from scaserver.push.gateway import (
     parse_retry_after,
     transport_error,
 )
+from scaserver.push.settings import PushSettings
 
 CALL = PushRequest(
     id="6d1f3c0e-8a7b-4f0e-9a51-2b3c4d5e6f70",
@@ -84,10 +84,10 @@ def test_cancel_with_line_and_reason() -> None:
 
 
 def test_encode_headers_bearer_and_signature() -> None:
-    plain = encode(CALL, GatewaySettings("http://gw/push"))
+    plain = encode(CALL, PushSettings(gateway_url="http://gw/push"))
     assert plain.headers == (("Content-Type", "application/json"),)
     assert json.loads(plain.body) == body_of(CALL)
-    signed = encode(CALL, GatewaySettings("http://gw/push", token="tk", secret=b"s3"))
+    signed = encode(CALL, PushSettings(gateway_url="http://gw/push", gateway_token="tk", gateway_secret="s3"))
     digest = hmac.new(b"s3", signed.body, hashlib.sha256).hexdigest()
     assert signed.headers[1:] == (
         ("Authorization", "Bearer tk"),

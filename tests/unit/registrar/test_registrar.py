@@ -19,7 +19,13 @@ from scaserver.registrar.binding import (
     RemovalReason,
 )
 from scaserver.registrar.location import EXPIRY_TIMER
-from scaserver.registrar.registrar import Registrar, RegistrarPolicy, contact_line, response_tag
+from scaserver.registrar.registrar import (
+    Registrar,
+    RegistrarPolicy,
+    RegistrarSettings,
+    contact_line,
+    response_tag,
+)
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
@@ -36,7 +42,12 @@ POLICY = RegistrarPolicy(domains=frozenset({"example.com", "Example.NET"}))
 
 def registrar(*, min_expires: int = 60, max_expires: int = 3600, max_contacts: int = 10) -> Registrar:
     return Registrar(
-        attrs.evolve(POLICY, min_expires=min_expires, max_expires=max_expires, max_contacts=max_contacts)
+        attrs.evolve(
+            POLICY,
+            settings=RegistrarSettings(
+                min_expires=min_expires, max_expires=max_expires, max_contacts=max_contacts
+            ),
+        )
     )
 
 
