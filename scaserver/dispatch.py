@@ -46,7 +46,6 @@ from scaserver.proxy.routing import (
     check_proxy_require,
     dialog_flow,
     preprocess_route,
-    response_destination,
     uri_destination,
 )
 from scaserver.proxy.sessiontimer import (
@@ -86,6 +85,15 @@ from scaserver.sip.digest import (
     Rejected,
 )
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
+from scaserver.sip.endpoint import (
+    AdmittedRequest,
+    AdmittedResponse,
+    Handled,
+    MessageDropped,
+    admit,
+    refusal,
+    stateless,
+)
 from scaserver.sip.errors import (
     BadEvent,
     BadExtension,
@@ -104,7 +112,6 @@ from scaserver.sip.errors import (
     UnsupportedUriScheme,
 )
 from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
-from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.serializer import serialize
 from scaserver.sip.serverlocation import NextHopFailed, is_numeric
@@ -131,22 +138,9 @@ from scaserver.sip.trust import (
     without_identity,
 )
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
-from scaserver.sip.validation import check_request, check_response, unsupported_options
+from scaserver.sip.validation import unsupported_options
 
 ACCEPT: Final = "application/sdp"
-
-
-@attrs.frozen
-class MessageDropped:
-    """A message we neither answered nor acted on, and why (the edge logs and counts it).
-
-    ``kind`` is one of a few fixed words (a metrics label): ``unparsable``, ``unanswerable``,
-    ``bad-response``, ``broadcast``, ``relay-refused`` (an ACK the relay policy drops, rule R5).
-    """
-
-    peer: Peer
-    reason: str
-    kind: str = "unparsable"
 
 
 @attrs.frozen
@@ -204,73 +198,6 @@ class PingFailed:
     """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
 
     flow: Peer
-
-
-@attrs.frozen
-class StatelessReply:
-    """A request answered without a transaction because it was unfit for one."""
-
-    peer: Peer
-    status: int
-    detail: str
-
-
-@attrs.frozen
-class RequestRefused:
-    """scaserver answered a request with an error response of its own (status 300 or more),
-    by any path: an engine, the dispatcher, a stateless 400.  One per response sent (not per
-    retransmission); the edge writes it as one log line and counts it.
-
-    ``cause`` is one of a bounded set of words (the error's class, or the reason phrase) and
-    is a metrics label; ``detail`` is the free-text rule or reason for the log.
-    """
-
-    method: str
-    peer: Peer
-    status: int
-    cause: str
-    detail: str
-    call_id: str
-
-
-def refusal(method: str, peer: Peer, response: Response) -> RequestRefused | None:
-    """The refusal fact for ``response`` when it is an error response scaserver made."""
-    if response.status < 300 or response.cause is None:
-        return None
-    return RequestRefused(
-        method,
-        peer,
-        response.status,
-        response.cause,
-        response.detail or response.reason,
-        response.call_id or "",
-    )
-
-
-def stamp_via(request: Request, peer: Peer) -> Request:
-    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 section 4) on the top Via."""
-    via = headers.top_via(request)
-    stamped = via
-    if via.has_rport and via.rport is None:
-        stamped = stamped.with_param("rport", str(peer.port))
-    if via.host != peer.host or stamped is not via:
-        stamped = stamped.with_param("received", peer.host)
-    if stamped is via:
-        return request
-    rest = request.headers.remove_first_value("Via")
-    return request.with_headers(rest.prepend("Via", str(stamped)))
-
-
-def reply_peer(request: Request, peer: Peer) -> Peer | None:
-    """Where responses to a received request go (RFC 3261 18.2.2, RFC 3581): back on the
-    connection for a reliable transport, else per the stamped top Via; None for a
-    broadcast or multicast address (never answered)."""
-    if peer.transport.reliable:
-        return peer
-    destination = response_destination(headers.top_via(request))
-    if destination is None:
-        return None
-    return Peer(peer.transport, destination.host, destination.port)
 
 
 @attrs.frozen
@@ -378,17 +305,15 @@ class SipCore:
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
-        try:
-            message = parse_message(data)
-        except MalformedMessage as error:
-            return self._unparsable(error, peer)
-        if isinstance(message, Response):
-            try:
-                check_response(message)
-            except MalformedMessage as error:
-                return [Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response"))]
-            return self._run(self.layer.receive(message, peer, now), now)
-        return self._receive_request(message, peer, now)
+        match admit(data, peer, self.unique):
+            case Handled(actions=actions):
+                return list(actions)
+            case AdmittedResponse(response=response):
+                return self._run(self.layer.receive(response, peer, now), now)
+            case AdmittedRequest(request=request, reply_to=destination):
+                return self._receive_request(request, peer, destination, now)
+            case unknown:
+                assert_never(unknown)
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
@@ -436,54 +361,7 @@ class SipCore:
 
     # ------------------------------------------------------------------ input checks
 
-    def _unparsable(self, error: MalformedMessage, peer: Peer) -> list[Action]:
-        """Answer 400 statelessly when the fragment that parsed has what a response needs
-        (Via, From, To, Call-ID, CSeq); otherwise drop it."""
-        partial = error.partial
-        if partial is None or partial.method == "ACK":
-            return [Deliver(MessageDropped(peer, error.detail))]
-        return self._stateless(partial, peer, error)
-
-    def _stateless(self, request: Request, peer: Peer, error: SipError) -> list[Action]:
-        """A response sent without a transaction to a request that could not have one.
-
-        Whatever header lines the request has are copied as they are (Via, From, To,
-        Call-ID, CSeq: RFC 3261 8.2.6.2), even when they are the fault (RFC 4475 3.1.2.1,
-        3.1.2.4, 3.3.1, 3.3.8 all want a 400).  The reply goes where the top Via says
-        (18.2.2) or, when that Via is itself unreadable, back to the source address.  A
-        request with no Via at all, or an ACK, is dropped: nobody expects an answer to it.
-        """
-        if request.method == "ACK":
-            return [Deliver(MessageDropped(peer, f"ACK: {error.detail}", "unanswerable"))]
-        if "Via" not in request.headers:
-            return [Deliver(MessageDropped(peer, f"{error.detail}; no Via to answer to", "unanswerable"))]
-        try:
-            stamped = stamp_via(request, peer)
-            destination = reply_peer(stamped, peer)
-        except SipError:
-            stamped, destination = request, peer
-        if destination is None:
-            return [
-                Deliver(
-                    MessageDropped(peer, f"{error.detail}; reply address is broadcast/multicast", "broadcast")
-                )
-            ]
-        response = response_for(stamped, error, to_tag=self.unique()[:10])
-        refused = refusal(request.method, peer, response)
-        facts: list[Action] = [Deliver(StatelessReply(peer, error.status, error.detail))]
-        if refused is not None:
-            facts.append(Deliver(refused))
-        return [*facts, Send(response, destination)]
-
-    def _receive_request(self, request: Request, peer: Peer, now: float) -> list[Action]:
-        try:
-            check_request(request)
-            request = stamp_via(request, peer)
-        except SipError as error:
-            return self._stateless(request, peer, error)
-        destination = reply_peer(request, peer)
-        if destination is None:
-            return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast"))]
+    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
         if (
             len(self.layer) >= self.settings.max_transactions
             and request.method != "ACK"
@@ -491,7 +369,7 @@ class SipCore:
         ):
             retry = Headers.of(("Retry-After", str(self.settings.retry_after_s)))
             busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
-            return self._stateless(request, peer, busy)
+            return stateless(request, peer, busy, self.unique)
         return self._run(self.layer.receive(request, destination, now), now)
 
     # ------------------------------------------------------------------ action loop

@@ -104,12 +104,12 @@ from scaserver.proxy.routing import (
     loop_hash,
     next_hop,
     preprocess_route,
-    response_destination,
     sender_flow,
     stateless_branch,
 )
 from scaserver.proxy.target import Target, order_targets
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, Send, SendRequest, StartTimer
+from scaserver.sip.endpoint import response_destination
 from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
 from scaserver.sip.headers import cseq, to_addr, top_via
 from scaserver.sip.message import Peer, Request, Response

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.dispatch import AuthenticationRejected, SipCore, StatelessReply
+from scaserver.dispatch import AuthenticationRejected, SipCore
 from scaserver.guard.sources import Ban, BanReason, GuardSettings, SourceGuard
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
+from scaserver.sip.endpoint import StatelessReply
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.serializer import serialize
