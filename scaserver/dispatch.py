@@ -111,6 +111,7 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
+from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.serializer import serialize
@@ -118,10 +119,8 @@ from scaserver.sip.serverlocation import NextHopFailed, is_numeric
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
-    ClientKey,
     RequestReceived,
     ResponseReceived,
-    ServerKey,
     StrayResponse,
     TransactionLayer,
     TransactionTerminated,
@@ -404,8 +403,8 @@ class SipCore:
                         out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
-                        request = self._relayed(request)
-                    if isinstance(context, BranchKey) and isinstance(request, Request):
+                        request = request.with_headers(strip_sca(request.headers))
+                    if isinstance(context, BranchKey):
                         request = self._disclosed(request, peer)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):

@@ -112,6 +112,7 @@ from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, S
 from scaserver.sip.endpoint import response_destination
 from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
 from scaserver.sip.headers import cseq, to_addr, top_via
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 
@@ -136,7 +137,7 @@ class BranchKey:
     should carry (16.6 step 8, :func:`scaserver.proxy.routing.branch_with_loop_hash`).
     """
 
-    server_tx: Hashable
+    server_tx: ServerKey
     index: int
     loop_hash: str
 
@@ -211,7 +212,7 @@ class Branch:
 class ResponseContext:
     """RFC 3261 16.2: everything kept about one proxied request."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     request: Request  # as received
     prepared: Request  # after Route pre-processing and Max-Forwards, before a target is applied
     peer: Peer  # where the request came from
@@ -244,7 +245,7 @@ class Proxy:
 
     identity: ProxyIdentity
     settings: ProxySettings = ProxySettings()
-    _contexts: dict[Hashable, ResponseContext] = attrs.field(init=False, factory=dict)
+    _contexts: dict[ServerKey, ResponseContext] = attrs.field(init=False, factory=dict)
 
     def __contains__(self, server_tx: object) -> bool:
         return server_tx in self._contexts
@@ -257,7 +258,7 @@ class Proxy:
     def on_request(
         self,
         request: Request,
-        server_tx: Hashable,
+        server_tx: ServerKey,
         peer: Peer,
         targets: Sequence[Target],
         now: float,
@@ -303,7 +304,7 @@ class Proxy:
         return self._start_next_group(context, now) if groups else []
 
     def add_targets(
-        self, server_tx: Hashable, targets: Sequence[Target], now: float
+        self, server_tx: ServerKey, targets: Sequence[Target], now: float
     ) -> tuple[list[EngineAction], list[BranchKey]]:
         """Start one more branch per target, in parallel, on a context still forking (call
         parking's injected branches, push-and-parking.md 6.4: the same code path as the
@@ -326,7 +327,7 @@ class Proxy:
         return None if branch is None else branch.state
 
     def release(
-        self, server_tx: Hashable, fallback: Response | None, *, immediately: bool, now: float
+        self, server_tx: ServerKey, fallback: Response | None, *, immediately: bool, now: float
     ) -> list[EngineAction]:
         """Stop holding ``server_tx`` (push-and-parking.md 6.3, 6.5).
 
@@ -380,7 +381,7 @@ class Proxy:
         return [Send(forwarded, destination), Deliver(AckForwarded(ack, forwarded, destination, now))]
 
     def on_cancel(
-        self, cancel: Request, cancel_tx: Hashable, invite_tx: Hashable, now: float
+        self, cancel: Request, cancel_tx: ServerKey, invite_tx: ServerKey, now: float
     ) -> list[EngineAction]:
         """A CANCEL matching the proxied INVITE ``invite_tx`` (RFC 3261 16.10).
 

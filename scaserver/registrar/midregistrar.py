@@ -49,10 +49,12 @@ from scaserver.sip.errors import (
     BadRequest,
     IntervalTooBrief,
     MalformedMessage,
+    ProtocolStateError,
     ServiceUnavailable,
     SipError,
 )
 from scaserver.sip.headers import Star, contacts, cseq, expires, parse_uint32, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import NameAddr, SipUri, parse_uri
@@ -281,7 +283,7 @@ class Forward:
     seq: int
     request: Request | None = None  # the device's REGISTER (DEVICE)
     peer: Peer | None = None
-    transaction: Hashable = None
+    transaction: ServerKey | None = None
     changes: tuple[_Change, ...] = ()
     typing: PushTyping = NO_PUSH
     sent: Request | None = None
@@ -294,6 +296,12 @@ class Forward:
     challenge: Challenge | None = None
     secret: ClientCredentials | None = attrs.field(default=None, repr=False)
     challenges_answered: int = 0
+
+    def device_transaction(self) -> ServerKey:
+        """The server transaction of the device's REGISTER this forward answers."""
+        if self.transaction is None:
+            raise ProtocolStateError(f"a {self.kind.name} forward has no device transaction to answer")
+        return self.transaction
 
 
 @attrs.define
@@ -431,7 +439,7 @@ class MidRegistrar:
         self,
         request: Request,
         peer: Peer,
-        transaction: Hashable,
+        transaction: ServerKey,
         now: float,
         *,
         typing: PushTyping = NO_PUSH,
@@ -627,7 +635,7 @@ class MidRegistrar:
             if forward.kind is ForwardKind.DEVICE and forward.request is not None:
                 error = TooManyForwards("upstream queue full", headers=Headers.of(("Retry-After", "1")))
                 response = response_for(forward.request, error, to_tag=response_tag(forward.request))
-                return [Respond(forward.transaction, response)]
+                return [Respond(forward.device_transaction(), response)]
             return []
         reg.queue.append(forward)
         return []
@@ -802,7 +810,7 @@ class MidRegistrar:
                 forward.request, status, headers=headers, to_tag=response_tag(forward.request)
             )
             actions += [
-                Respond(forward.transaction, response),
+                Respond(forward.device_transaction(), response),
                 *self._finished(reg, forward, confirmed=False),
             ]
         else:
@@ -830,7 +838,8 @@ class MidRegistrar:
                 forward.retried_423 = True
                 return self._resend(reg, forward)
         if not 200 <= response.status < 300:
-            return [Respond(forward.transaction, relayed), *self._finished(reg, forward, confirmed=False)]
+            answer = Respond(forward.device_transaction(), relayed)
+            return [answer, *self._finished(reg, forward, confirmed=False)]
         actions: list[EngineAction] = []
         granted: dict[BindingKey, int] | None = None
         if self.settings.mode is Mode.AOR:
@@ -854,7 +863,7 @@ class MidRegistrar:
         reg.written = bindings
         to_tag = to_addr(response).tag or response_tag(request)
         ok = self._ok(request, bindings, now, forward.typing, to_tag=to_tag, upstream=response)
-        actions += [Respond(forward.transaction, ok), *self._finished(reg, forward, confirmed=True)]
+        actions += [Respond(forward.device_transaction(), ok), *self._finished(reg, forward, confirmed=True)]
         return actions
 
     def _resend(self, reg: UpstreamRegistration, forward: Forward) -> list[EngineAction]:

@@ -13,7 +13,8 @@ from collections.abc import Hashable
 
 import attrs
 
-from scaserver.sip.message import Message, Peer
+from scaserver.sip.keys import ServerKey
+from scaserver.sip.message import Message, Peer, Request, Response
 
 
 @attrs.frozen
@@ -53,8 +54,8 @@ Action = Send | StartTimer | CancelTimer | Deliver
 class Respond:
     """Transaction-user output: answer the server transaction ``transaction`` with ``response``."""
 
-    transaction: Hashable
-    response: Message
+    transaction: ServerKey
+    response: Response
 
 
 @attrs.frozen
@@ -67,7 +68,7 @@ class SendRequest:
     Via with a fresh branch.
     """
 
-    request: Message
+    request: Request
     peer: Peer
     context: Hashable
 
