@@ -63,6 +63,7 @@ from scaserver.edge.controlplane import (
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
+    ResyncContext,
     RpcDirectory,
     SipProvisioningControl,
 )
@@ -103,6 +104,14 @@ from scaserver.mobile import (
     Mobile,
     MobileSettings,
 )
+from scaserver.owners import (
+    AnsweredOnBus,
+    ClientOwners,
+    NatPings,
+    ProxyBranches,
+    ScaNotifies,
+    UpstreamForwards,
+)
 from scaserver.parking.parked import (
     EarlyMedia,
     ParkingLot,
@@ -110,7 +119,7 @@ from scaserver.parking.parked import (
 from scaserver.parking.parked import ParkingSettings as LotSettings
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
-from scaserver.proxy.proxy import Proxy, ProxySettings
+from scaserver.proxy.proxy import BranchKey, Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
@@ -123,16 +132,17 @@ from scaserver.push.pnparams import (
 )
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.midregistrar import (
+    ForwardKey,
     MidRegistrar,
     MidRegSettings,
     Mode,
     UpstreamCredentials,
 )
-from scaserver.registrar.nat import NatPingSettings, PingMethod
+from scaserver.registrar.nat import NatPing, NatPingSettings, PingMethod
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
-from scaserver.sca.engine import EngineSettings, ScaEngine
+from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sip.digest import (
     Algorithm,
@@ -561,7 +571,22 @@ def make_core(
     )
     sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
     sip_core.set_aliases(aliases)
+    sip_core.owners = client_owners(sip_core)
     return sip_core
+
+
+def client_owners(core: SipCore) -> ClientOwners:
+    """Who hears how each request the core sends ends, by the type of its context: the
+    proxy's branches, the SCA NOTIFYs, the NAT pings, the check-sync NOTIFYs of the control
+    plane and, with push, the mid-registrar's upstream REGISTERs."""
+    owners = ClientOwners()
+    owners.register(BranchKey, ProxyBranches(core.proxy, core.mobile))
+    owners.register(NotifyContext, ScaNotifies(core.sca))
+    owners.register(NatPing, NatPings(core.flow_dead))
+    owners.register(ResyncContext, AnsweredOnBus())
+    if core.mobile is not None:
+        owners.register(ForwardKey, UpstreamForwards(core.mobile))
+    return owners
 
 
 def session_timer_policy(sca: ScaSettings) -> SessionTimerPolicy | None:

@@ -20,7 +20,6 @@ Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Final, assert_never
 
@@ -28,6 +27,7 @@ import attrs
 
 from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile
+from scaserver.owners import ClientFailure, ClientOwners
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
 from scaserver.proxy.relay import (
@@ -58,11 +58,11 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
-from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
-from scaserver.registrar.nat import FlowFailed, FlowFailure, NatPing
+from scaserver.registrar.midregistrar import UpstreamGaveUp
+from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
-from scaserver.sca.engine import NotifyContext, ScaEngine
+from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
@@ -169,16 +169,6 @@ MAX_FAILOVERS: Final = 8
 
 
 @attrs.frozen
-class RequestAnswered:
-    """The final outcome of a request sent with ``SendRequest`` for a part outside the core
-    (the control plane's check-sync NOTIFY): ``status`` is the final response's, 408 after
-    a time-out, 503 after a transport failure (RFC 3261 8.1.3.1)."""
-
-    context: Hashable
-    status: int
-
-
-@attrs.frozen
 class TransactionCompleted:
     """A transaction got its final outcome: ``kind`` is ``invite-server``,
     ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
@@ -190,13 +180,6 @@ class TransactionCompleted:
 
 def _kind(side: str, method: str) -> str:
     return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
-
-
-@attrs.frozen
-class PingFailed:
-    """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
-
-    flow: Peer
 
 
 @attrs.frozen
@@ -227,14 +210,6 @@ class CoreSettings:
     insert_pai: bool = False
 
 
-class _Owner(enum.Enum):
-    """Who a client transaction's responses go to: a proxy branch, or a request the server
-    itself originated (SCA NOTIFYs, upstream REGISTERs, check-sync NOTIFYs)."""
-
-    PROXY = "proxy"
-    SERVER = "server"
-
-
 @attrs.define
 class SipCore:
     """The pure SIP core behind the edge (``scaserver.edge.stack.SipCore``)."""
@@ -256,7 +231,10 @@ class SipCore:
     """Whether a request to a named destination that failed on the transaction of Via branch
     ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
     _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
-    _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
+    owners: ClientOwners = attrs.field(factory=ClientOwners)
+    """Who hears how each request sent with ``SendRequest`` ended, by the type of its context
+    (registered by the composition root)."""
+    _contexts: dict[ClientKey, Hashable] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
     identities_removed: int = attrs.field(default=0, init=False)
     _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
@@ -342,7 +320,7 @@ class SipCore:
         it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
         without outbound is reached by dialling its Contact again); nothing is published when
         it was the flow of none."""
-        return self._run(self._flow_dead(flow, cause, now), now)
+        return self._run(self.flow_dead(flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
@@ -480,22 +458,21 @@ class SipCore:
     def _relayed(message: Message) -> Message:
         return attrs.evolve(message, headers=strip_sca(message.headers))
 
-    def _send_request(self, request: Message, peer: Peer, context: Hashable, now: float) -> list[Action]:
-        if not isinstance(request, Request):
-            raise ProtocolStateError(f"SendRequest of a response: {request!r}")
+    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
+        self.owners.check(context)  # a context nobody owns is our own misuse: loud, before sending
         attempt = self._failovers.pop(context, 0)
         if isinstance(context, BranchKey):
             branch = branch_with_loop_hash(context.loop_hash, self.unique())
             key, actions = self.layer.request(request, peer, now, branch=branch)
             if request.method != "ACK":
-                self._owners[key] = (_Owner.PROXY, context)
+                self._contexts[key] = context
                 self._branches[context] = key
                 self._remember_located(key, request, peer, context, attempt)
         else:
             sent, fact = self._transport_for(request, peer)
             key, actions = self.layer.request(request, sent, now)
             if request.method != "ACK":
-                self._owners[key] = (_Owner.SERVER, context)
+                self._contexts[key] = context
                 self._remember_located(key, request, sent, context, attempt)
             if sent != peer:
                 self._upgraded[key] = (request, peer, context)
@@ -521,7 +498,7 @@ class SipCore:
         request, peer, context, attempt = located
         if attempt >= MAX_FAILOVERS or not self.has_alternative(peer, key.branch):
             return None
-        if self._owners.pop(key, None) is None:
+        if self._contexts.pop(key, None) is None:
             return None
         self._upgraded.pop(key, None)
         self._failovers[context] = attempt + 1
@@ -577,7 +554,7 @@ class SipCore:
         if upgraded is None:
             return None
         request, peer, context = upgraded
-        if self._owners.pop(key, None) is None:
+        if self._contexts.pop(key, None) is None:
             return []  # nobody waits for it any more
         fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
         return [Deliver(fact), SendRequest(request, peer, context)]
@@ -608,9 +585,9 @@ class SipCore:
                 if isinstance(key, ClientKey):
                     self._upgraded.pop(key, None)
                     self._located.pop(key, None)
-                    owner = self._owners.pop(key, None)
-                    if owner is not None and isinstance(owner[1], BranchKey):
-                        self._branches.pop(owner[1], None)
+                    context = self._contexts.pop(key, None)
+                    if isinstance(context, BranchKey):
+                        self._branches.pop(context, None)
                 return []
             case StrayResponse(response=response):
                 relayed = self.proxy.on_stray_response(response, now)
@@ -631,9 +608,9 @@ class SipCore:
             case CallCancelled(cancel=cancel):
                 return [Deliver(event), *self._run(self.sca.on_cancel(cancel, now), now)]
             case UpstreamGaveUp(context=context):
-                for client, (_, owned) in list(self._owners.items()):
+                for client, owned in list(self._contexts.items()):
                     if owned == context:
-                        del self._owners[client]  # its late answer is stray
+                        del self._contexts[client]  # its late answer is stray
                 return []
             case _ if self.mobile is not None and self.mobile.handles(event):
                 published: list[Action] = [Deliver(event)] if self.mobile.publishes(event) else []
@@ -650,23 +627,10 @@ class SipCore:
                 return retried
         elif response.status >= 200:
             self._located.pop(key, None)
-        owner = self._owners.get(key)
-        if owner is None:
+        context = self._contexts.get(key)
+        if context is None:
             return []
-        kind, context = owner
-        if kind is _Owner.PROXY and isinstance(context, BranchKey):
-            if self.mobile is not None and response.status < 200:
-                relayed, parked = self.mobile.on_branch_provisional(context, response, now)
-                quiet = relayed or attrs.evolve(response, status=100, reason="Trying")  # relay nothing
-                return parked + self.proxy.on_response(context, quiet, now)
-            return self.proxy.on_response(context, response, now)
-        if isinstance(context, ForwardKey) and self.mobile is not None:
-            return self.mobile.on_upstream_response(context, response, now)
-        if isinstance(context, NotifyContext):
-            return self.sca.on_notify_response(context, response, now)
-        if response.status >= 200:
-            return [Deliver(RequestAnswered(context, response.status))]
-        return []
+        return self.owners.on_response(context, response, now)
 
     def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
         if not isinstance(key, ClientKey):
@@ -679,24 +643,14 @@ class SipCore:
             retried = self._fall_back_to_udp(key)
             if retried is not None:
                 return retried
-        owner = self._owners.get(key)
-        if owner is None:
+        context = self._contexts.get(key)
+        if context is None:
             return []
-        _, context = owner
-        if isinstance(context, ForwardKey) and self.mobile is not None:
-            return self.mobile.on_upstream_failure(context, isinstance(event, TransactionTimedOut), now)
-        if isinstance(context, BranchKey):
-            if isinstance(event, TransportFailed):
-                return self.proxy.on_branch_failure(context, now)
-            return self.proxy.on_branch_timeout(context, now)
-        if isinstance(context, NotifyContext):
-            return self.sca.on_notify_failed(context, now)
-        if isinstance(context, NatPing):
-            failed = self._flow_dead(context.flow, FlowFailure.PING_TIMEOUT, now)
-            return [Deliver(PingFailed(context.flow)), *failed]
-        return [Deliver(RequestAnswered(context, 408 if isinstance(event, TransactionTimedOut) else 503))]
+        failure = ClientFailure.TIMEOUT if isinstance(event, TransactionTimedOut) else ClientFailure.TRANSPORT
+        return self.owners.on_failure(context, failure, now)
 
-    def _flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+    def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+        """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
         closed = cause is FlowFailure.CONNECTION_CLOSED
         removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
         if closed and not bindings:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
+from scaserver.app import client_owners
 from scaserver.dispatch import CoreSettings, SipCore
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
@@ -91,6 +92,7 @@ def make_core(
         sca,
         unique,
     )
+    core.owners = client_owners(core)
     return core
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from scaserver.app import client_owners
 from scaserver.dispatch import SipCore
 from scaserver.mobile import Mobile, MobileSettings, PushRequested
 from scaserver.parking.parked import ParkingLot, ParkingSettings
@@ -313,6 +314,7 @@ def rig(
     core.mobile = Mobile(
         mobile or MobileSettings(), core.registrar.location, core.proxy, core.identity, lot, registrar
     )
+    core.owners = client_owners(core)
     return Rig(core)
 
 

@@ -77,7 +77,7 @@ from scaserver.control.views import (
     subscription_info,
     usrloc_aor,
 )
-from scaserver.dispatch import RequestAnswered, SipCore
+from scaserver.dispatch import SipCore
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.edge.tcp import SipStreamFactory
@@ -85,6 +85,7 @@ from scaserver.events import EventBus
 from scaserver.guard.sources import SourceGuard
 from scaserver.metrics import NAMESPACE
 from scaserver.mobile import PushAnswered, PushRequested
+from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason

@@ -38,7 +38,7 @@ from scaserver.control.seams import (
 )
 from scaserver.control.system import ServerInfo
 from scaserver.control.views import canonical_argument, contact_matches
-from scaserver.dispatch import RequestAnswered, SipCore
+from scaserver.dispatch import SipCore
 from scaserver.edge.controlplane import (
     EngineScaControl,
     EngineScaGauges,
@@ -48,6 +48,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
+from scaserver.owners import RequestAnswered
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import (
