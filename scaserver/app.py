@@ -52,7 +52,7 @@ from scaserver.control.registry import Scope
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     CoreSettings,
-    SipCore,
+    SipRouter,
 )
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
@@ -89,8 +89,7 @@ from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
-from scaserver.edge.stack import SipCore as CoreProtocol
-from scaserver.edge.stack import SipStack, TimerClock, Transports
+from scaserver.edge.stack import DrivenCore, SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
 from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
@@ -212,7 +211,7 @@ def _report_handler_error(event: object, error: BaseException) -> None:
 def make_service(
     settings: Settings,
     reactor: Reactor,
-    core: CoreProtocol,
+    core: DrivenCore,
     *,
     bus: EventBus | None = None,
     hosts: HostsTable | None = None,
@@ -451,7 +450,7 @@ def make_core(
     unique: Callable[[], str] = lambda: secrets.token_hex(8),
     known_host: Callable[[str], bool] = every_host,
     directory: Iterable[str] = (),
-) -> SipCore:
+) -> SipRouter:
     """The pure SIP core (dispatcher, transaction layer, engines) for ``settings``;
     ``known_host`` tells the host names the edge can send to (relay rule R6); ``directory``:
     the domains of the subscribers in the database (see :func:`domain_policy`; those of
@@ -555,7 +554,7 @@ def make_core(
         return authenticator.lookup(username, realm)  # the directory now: it is reloaded
 
     mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=subscriber, secret=secret)
-    sip_core = SipCore(
+    sip_core = SipRouter(
         core,
         layer,
         identity,
@@ -575,7 +574,7 @@ def make_core(
     return sip_core
 
 
-def client_owners(core: SipCore) -> ClientOwners:
+def client_owners(core: SipRouter) -> ClientOwners:
     """Who hears how each request the core sends ends, by the type of its context: the
     proxy's branches, the SCA NOTIFYs, the NAT pings, the check-sync NOTIFYs of the control
     plane and, with push, the mid-registrar's upstream REGISTERs."""
@@ -645,7 +644,7 @@ def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> Serv
 
 
 def upstream_transport_choice(
-    settings: Settings, core: SipCore, locator: ServerLocator | None, clock: TimerClock
+    settings: Settings, core: SipRouter, locator: ServerLocator | None, clock: TimerClock
 ) -> TransportChoice | None:
     """``[upstream] transport = ""`` on a name: the core's upstream takes the transport RFC 3263
     chooses (NAPTR, then SRV), kept up to date."""
@@ -799,7 +798,7 @@ class CertificateTrust:
 
     TAG: Final = "tls-certificate:"
 
-    def __init__(self, core: SipCore) -> None:
+    def __init__(self, core: SipRouter) -> None:
         self._core = core
         self._names: dict[Peer, str] = {}
 
@@ -821,7 +820,7 @@ class CertificateTrust:
 
 
 def apply_directory(
-    settings: Settings, core: SipCore, directory: Directory, certified: CertificateTrust | None = None
+    settings: Settings, core: SipRouter, directory: Directory, certified: CertificateTrust | None = None
 ) -> None:
     """Swap a reloaded directory into the running core, computed the way
     :func:`make_server` computes the one read at start-up (with the peers trusted now by their
@@ -954,7 +953,7 @@ class ServerService(MultiService):
     flush runs after the listeners have closed (a clean shutdown loses nothing).
     """
 
-    def __init__(self, sip: SipService, core: SipCore, writes: WriteBehind, store: SqlStore) -> None:
+    def __init__(self, sip: SipService, core: SipRouter, writes: WriteBehind, store: SqlStore) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.sip, self.core, self.writes, self.store = sip, core, writes, store
         self.directory: DirectoryWatch | None = None  # reloads on SIGHUP and directory.reload
@@ -1028,7 +1027,7 @@ class _Port(Protocol):
     def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
 
 
-def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipService) -> NatPinger:
+def nat_pinger(settings: Settings, reactor: Reactor, core: SipRouter, sip: SipService) -> NatPinger:
     """The ``[nat]`` pings over the running core, with the keep-alive figures of the edge."""
     host, port = settings.server.advertised()
     bindings = core.registrar.location.all_bindings
@@ -1071,7 +1070,7 @@ class TlsView:
 def control_plane(
     settings: Settings,
     reactor: Reactor,
-    core: SipCore,
+    core: SipRouter,
     sip: SipService,
     writes: WriteBehind,
     *,

@@ -1,9 +1,10 @@
-"""The transaction user of scaserver: bytes in, actions out.
+"""The router of scaserver, the transaction user of its SIP stack: bytes in, actions out.
 
-:class:`SipCore` is the pure core the edge drives (``receive``, ``on_timer``,
-``connection_lost``).  It parses, validates, answers what no engine should
-see (RFC 3261 8.2 and 16.3 checks, stateless 400s), runs the transaction
-layer, and routes each new request to the engine whose job it is:
+:class:`SipRouter` is the pure core the edge drives (``receive``, ``on_timer``,
+``connection_lost``; :class:`scaserver.edge.stack.DrivenCore`).  What arrives passes the
+front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers);
+what it admits runs through the transaction layer, and each new request goes to the engine
+whose job it is (after the RFC 3261 16.3 checks):
 
 - REGISTER for a local domain -> the registrar (after digest authentication);
 - SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
@@ -13,11 +14,11 @@ layer, and routes each new request to the engine whose job it is:
 
 Engines never import each other; this module is where their outputs meet.  An
 engine returns :data:`~scaserver.sip.actions.EngineAction` values: ``Respond``
-and ``SendRequest`` are run through the transaction layer here, ``Deliver`` of a
+and ``SendRequest`` are run through the transaction layer here (the outcome of a request
+goes to the owner registered for its context type, :mod:`scaserver.owners`), ``Deliver`` of a
 fact another engine consumes is handed to it, and what is left (Send, timers,
 Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 """
-
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
@@ -211,8 +212,8 @@ class CoreSettings:
 
 
 @attrs.define
-class SipCore:
-    """The pure SIP core behind the edge (``scaserver.edge.stack.SipCore``)."""
+class SipRouter:
+    """The pure SIP core behind the edge (it is a ``scaserver.edge.stack.DrivenCore``)."""
 
     settings: CoreSettings
     layer: TransactionLayer

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import attrs
 
 from scaserver.app import client_owners
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.mobile import Mobile, MobileSettings, PushRequested
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
@@ -67,7 +67,7 @@ def contact_of(peer: Peer, token: str | None = None, **params: str) -> str:
 class Rig:
     """The core plus a clock: runs actions as the stack would and keeps what went out."""
 
-    core: SipCore
+    core: SipRouter
     now: float = 1_000_000.0
     timers: dict[tuple[Hashable, str], float] = attrs.field(factory=dict)
     out: list[tuple[Message, Peer]] = attrs.field(factory=list)

@@ -5,7 +5,7 @@ a NAT."""
 
 from __future__ import annotations
 
-from scaserver.dispatch import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipCore
+from scaserver.dispatch import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipRouter
 from scaserver.owners import AnsweredOnBus
 from scaserver.sip.actions import Action, Deliver, Send, SendRequest
 from scaserver.sip.message import Headers, Peer, Request, Transport
@@ -31,7 +31,7 @@ def notify(contact: str, body_size: int) -> Request:
     return Request("NOTIFY", contact, fields, b"x" * body_size)
 
 
-def make_core() -> SipCore:
+def make_core() -> SipRouter:
     """A core whose own requests here are sent with plain string contexts, answered on the bus."""
     core = make_router()
     core.owners.register(str, AnsweredOnBus())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.dispatch import AuthenticationRejected, SipCore
+from scaserver.dispatch import AuthenticationRejected, SipRouter
 from scaserver.guard.sources import Ban, BanReason, GuardSettings, SourceGuard
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
@@ -42,7 +42,7 @@ def only_response(actions: list[Action]) -> Response:
     return response
 
 
-def attempt(core: SipCore, user: str, password: str, peer: Peer, n: int) -> tuple[Response, list[object]]:
+def attempt(core: SipRouter, user: str, password: str, peer: Peer, n: int) -> tuple[Response, list[object]]:
     """A REGISTER, its challenge, and the answer with ``password``: the final reply and facts."""
     text = register_text(user, peer, f"z9hG4bKg{n}a")
     challenge = only_response(core.receive(text.encode(), peer, NOW + n))
@@ -54,7 +54,7 @@ def attempt(core: SipCore, user: str, password: str, peer: Peer, n: int) -> tupl
     return only_response(actions), facts(actions)
 
 
-def guarded(**kw: object) -> SipCore:
+def guarded(**kw: object) -> SipRouter:
     core = make_core()
     core.guard = SourceGuard(GuardSettings(**kw))  # type: ignore[arg-type]
     return core

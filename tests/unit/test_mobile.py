@@ -1,5 +1,5 @@
 """The push mid-registrar and call parking inside the SIP core (push-and-parking.md sections
-3, 6 and 7): a whole SipCore with its Mobile coordinator, driven with messages as the network
+3, 6 and 7): a whole SipRouter with its Mobile coordinator, driven with messages as the network
 would, timers fired from the StartTimer actions, push results fed back as the edge does.
 
 Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 contacts).
