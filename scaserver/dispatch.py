@@ -27,10 +27,18 @@ from typing import Final, assert_never
 import attrs
 
 from scaserver.guard.sources import SourceGuard
-from scaserver.mobile import Mobile
+from scaserver.mobile import Mobile, MobileInstruction
 from scaserver.owners import ClientFailure, ClientOwners
+from scaserver.parking.parked import (
+    AbortPushes,
+    CancelParkedBranch,
+    RelayHeld,
+    ReleaseCall,
+    SendPush,
+    StartBranch,
+)
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
-from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
+from scaserver.proxy.proxy import BranchFinished, BranchKey, CancelBranch, Proxy
 from scaserver.proxy.relay import (
     Origin,
     Rule,
@@ -59,7 +67,13 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
-from scaserver.registrar.midregistrar import UpstreamGaveUp
+from scaserver.registrar.midregistrar import (
+    DropBinding,
+    PutBinding,
+    RegisterFinished,
+    RegisterForwarded,
+    UpstreamGaveUp,
+)
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
@@ -72,6 +86,7 @@ from scaserver.sip.actions import (
     CancelTimer,
     Deliver,
     EngineAction,
+    Instruction,
     Respond,
     Send,
     SendRequest,
@@ -123,6 +138,7 @@ from scaserver.sip.transactions import (
     RequestReceived,
     ResponseReceived,
     StrayResponse,
+    TransactionEvent,
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
@@ -141,6 +157,10 @@ from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
 from scaserver.sip.validation import unsupported_options
 
 ACCEPT: Final = "application/sdp"
+
+RouterInstruction = CancelBranch | UpstreamGaveUp | MobileInstruction
+"""Every instruction the router has carried out: a proxy branch to cancel, an upstream
+REGISTER to forget, and the push and parking coordinator's."""
 
 
 @attrs.frozen
@@ -561,6 +581,16 @@ class SipRouter:
         return [Deliver(fact), SendRequest(request, peer, context)]
 
     def _deliver(self, event: object, now: float) -> list[Action]:
+        """A delivered event: a transaction-layer event, an instruction, or a fact."""
+        if isinstance(event, TransactionEvent):
+            return self._on_transaction_event(event, now)
+        if isinstance(event, RouterInstruction):
+            return self._on_instruction(event, now)
+        if isinstance(event, Instruction):
+            raise ProtocolStateError(f"an instruction nobody carries out: {event!r}")
+        return self._on_fact(event, now)
+
+    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
         match event:
             case RequestReceived():
                 request = self._believed(event.request, event.peer)
@@ -595,29 +625,55 @@ class SipRouter:
                 if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
                     relayed += self.sca.on_stray_answer(response, now)
                 return self._run(relayed, now)
+            case _:
+                assert_never(event)
+
+    def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
+        match instruction:
             case CancelBranch(branch=branch, reason=reason):
                 client = self._branches.get(branch)
                 return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
-            case RequestForwarded(request=request):
-                return [Deliver(event), *self._run(self.sca.on_request_forwarded(request, now), now)]
-            case ResponseRelayed(request=request, response=response, generated=generated):
-                tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
-                tracked += self._session_learnt(request, response, now)
-                return [Deliver(event), *self._run(tracked, now)]
-            case AckForwarded(ack=ack):
-                return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
-            case CallCancelled(cancel=cancel):
-                return [Deliver(event), *self._run(self.sca.on_cancel(cancel, now), now)]
             case UpstreamGaveUp(context=context):
                 for client, owned in list(self._contexts.items()):
                     if owned == context:
                         del self._contexts[client]  # its late answer is stray
                 return []
-            case _ if self.mobile is not None and self.mobile.handles(event):
-                published: list[Action] = [Deliver(event)] if self.mobile.publishes(event) else []
-                return published + self._run(self.mobile.handle(event, now), now)
+            case (
+                PutBinding()
+                | DropBinding()
+                | RegisterForwarded()
+                | RegisterFinished()
+                | StartBranch()
+                | CancelParkedBranch()
+                | SendPush()
+                | AbortPushes()
+                | ReleaseCall()
+                | RelayHeld()
+                | BranchFinished()
+            ):
+                if self.mobile is None:
+                    raise ProtocolStateError(f"a push and parking instruction without push: {instruction!r}")
+                return self._run(self.mobile.handle(instruction, now), now)
             case _:
-                return [Deliver(event)]
+                assert_never(instruction)
+
+    def _on_fact(self, fact: object, now: float) -> list[Action]:
+        """A fact: published on the bus, and handed to the parts that react to it."""
+        match fact:
+            case RequestForwarded(request=request):
+                return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
+            case ResponseRelayed(request=request, response=response, generated=generated):
+                tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
+                tracked += self._session_learnt(request, response, now)
+                return [Deliver(fact), *self._run(tracked, now)]
+            case AckForwarded(ack=ack):
+                return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
+            case CallCancelled(cancel=cancel):
+                return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
+            case _ if self.mobile is not None and self.mobile.handles(fact):
+                return [Deliver(fact), *self._run(self.mobile.handle(fact, now), now)]
+            case _:
+                return [Deliver(fact)]
 
     # ------------------------------------------------------------------ client transactions
 

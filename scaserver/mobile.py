@@ -22,7 +22,7 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Final
+from typing import Final, get_args
 
 import attrs
 
@@ -108,18 +108,18 @@ from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response
 from scaserver.sip.uri import SipUri, parse_uri
 
-_INSTRUCTIONS: Final = (
-    PutBinding,
-    DropBinding,
-    RegisterForwarded,
-    RegisterFinished,
-    StartBranch,
-    CancelParkedBranch,
-    SendPush,
-    AbortPushes,
-    ReleaseCall,
-    RelayHeld,
-    BranchFinished,
+MobileInstruction = (
+    PutBinding
+    | DropBinding
+    | RegisterForwarded
+    | RegisterFinished
+    | StartBranch
+    | CancelParkedBranch
+    | SendPush
+    | AbortPushes
+    | ReleaseCall
+    | RelayHeld
+    | BranchFinished
 )
 """Instructions carried out here and never published on the bus."""
 
@@ -515,12 +515,7 @@ class Mobile:
     # ------------------------------------------------------------------ instructions, facts
 
     def handles(self, event: object) -> bool:
-        return isinstance(event, (*_INSTRUCTIONS, *_FACTS))
-
-    @staticmethod
-    def publishes(event: object) -> bool:
-        """Facts are published on the bus as well; instructions never are."""
-        return isinstance(event, _FACTS)
+        return isinstance(event, (*get_args(MobileInstruction), *_FACTS))
 
     def handle(self, event: object, now: float) -> list[EngineAction]:
         """Carry out an instruction, or react to a fact (see the module docstring)."""

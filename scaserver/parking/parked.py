@@ -36,7 +36,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Instruction, Respond, StartTimer
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
@@ -142,7 +142,7 @@ class PushKind(enum.Enum):
 
 
 @attrs.frozen
-class SendPush:
+class SendPush(Instruction):
     """Run one push attempt (section 5.1); ``attempt`` is its id (idempotency key)."""
 
     attempt: str
@@ -161,7 +161,7 @@ class SendPush:
 
 
 @attrs.frozen
-class StartBranch:
+class StartBranch(Instruction):
     """Add a branch to the held proxy context of ``server_tx`` (6.1 step 3, 6.4)."""
 
     server_tx: ServerKey
@@ -171,21 +171,21 @@ class StartBranch:
 
 
 @attrs.frozen
-class CancelParkedBranch:
+class CancelParkedBranch(Instruction):
     server_tx: ServerKey
     branch: int
     reason: str | None = None
 
 
 @attrs.frozen
-class AbortPushes:
+class AbortPushes(Instruction):
     """Drop queued retries of every attempt of ``park_id`` (6.5); in-flight requests finish."""
 
     park_id: str
 
 
 @attrs.frozen
-class ReleaseCall:
+class ReleaseCall(Instruction):
     """Stop holding ``server_tx`` (6.3).  When nothing is pending the proxy sends the best
     response, or ``fallback`` if no branch produced a final one; ``immediately`` asks for that
     response now even when branches are pending (CANCEL, 6.5: 487 at once)."""
@@ -196,7 +196,7 @@ class ReleaseCall:
 
 
 @attrs.frozen
-class RelayHeld:
+class RelayHeld(Instruction):
     """Relay the mid-dialog request held on ``server_tx`` (6.10): its device woke."""
 
     server_tx: ServerKey

@@ -108,7 +108,16 @@ from scaserver.proxy.routing import (
     stateless_branch,
 )
 from scaserver.proxy.target import Target, order_targets
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, Send, SendRequest, StartTimer
+from scaserver.sip.actions import (
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Instruction,
+    Respond,
+    Send,
+    SendRequest,
+    StartTimer,
+)
 from scaserver.sip.endpoint import response_destination
 from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
 from scaserver.sip.headers import cseq, to_addr, top_via
@@ -143,7 +152,7 @@ class BranchKey:
 
 
 @attrs.frozen
-class CancelBranch:
+class CancelBranch(Instruction):
     """Instruction to the dispatcher, delivered as ``Deliver(CancelBranch(...))``: run
     ``TransactionLayer.cancel`` for the client transaction of ``branch`` (RFC 3261 9.1,
     16.10).  ``reason`` is a Reason header value (RFC 3326) for the CANCEL, if any."""
@@ -153,7 +162,7 @@ class CancelBranch:
 
 
 @attrs.frozen
-class BranchFinished:
+class BranchFinished(Instruction):
     """Instruction to the dispatcher, delivered as ``Deliver(BranchFinished(...))`` while the
     context of ``branch`` is held (:meth:`Proxy.on_request` with ``hold``): the branch has a
     final response, received or counted (408 time-out, 487 cancelled, 503 unreachable).  Call

@@ -43,7 +43,15 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.registrar import contact_line, response_tag
 from scaserver.registrar.upstream import UpstreamInput, UpstreamState, next_state
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.actions import (
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Instruction,
+    Respond,
+    SendRequest,
+    StartTimer,
+)
 from scaserver.sip.digest import Challenge, ClientCredentials, authorize, parse_challenges, select_challenge
 from scaserver.sip.errors import (
     BadRequest,
@@ -132,12 +140,12 @@ NO_PUSH: Final = PushTyping()
 
 
 @attrs.frozen
-class PutBinding:
+class PutBinding(Instruction):
     binding: Binding
 
 
 @attrs.frozen
-class DropBinding:
+class DropBinding(Instruction):
     """Remove a binding; ``reason`` is ``unregistered``, ``upstream-rejected`` (3.5) or
     ``token-invalid`` (4.4)."""
 
@@ -167,13 +175,13 @@ class RegisterDecided:
 
 
 @attrs.frozen
-class RegisterForwarded:
+class RegisterForwarded(Instruction):
     aor: str
     keys: tuple[BindingKey, ...]
 
 
 @attrs.frozen
-class RegisterFinished:
+class RegisterFinished(Instruction):
     """A forward ended; ``confirmed`` when a 2xx wrote the bindings."""
 
     aor: str
@@ -1113,7 +1121,7 @@ class MidRegistrar:
 
 
 @attrs.frozen
-class UpstreamGaveUp:
+class UpstreamGaveUp(Instruction):
     """Instruction: ``upstream_timeout`` fired before the transaction layer's own timer F;
     the dispatcher forgets the client transaction of ``context`` (late answers are stray)."""
 

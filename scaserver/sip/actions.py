@@ -42,12 +42,23 @@ class CancelTimer:
 
 @attrs.frozen
 class Deliver:
-    """Hand an event up: to the transaction user, or onto the in-process bus."""
+    """Hand an event up: a transaction-layer event to the transaction user
+    (:data:`~scaserver.sip.transaction.TransactionEvent`), an :class:`Instruction` to the part
+    that carries it out, or a fact onto the in-process bus.  The router tells them apart by
+    type and matches the first two exhaustively."""
 
     event: object
 
 
 Action = Send | StartTimer | CancelTimer | Deliver
+
+
+class Instruction:
+    """An order one part of the core gives another, carried by ``Deliver``: the router has
+    it carried out and never publishes it.  One that nobody carries out is our own bug and
+    raises (:class:`~scaserver.sip.errors.ProtocolStateError`), it never lands on the bus."""
+
+    __slots__ = ()
 
 
 @attrs.frozen

@@ -108,6 +108,19 @@ class TransactionTerminated:
     key: TransactionKey
 
 
+TransactionEvent = (
+    RequestReceived
+    | AckReceived
+    | CancelReceived
+    | ResponseReceived
+    | StrayResponse
+    | TransactionTimedOut
+    | TransportFailed
+    | TransactionTerminated
+)
+"""What the transaction layer hands its transaction user (``Deliver(event)``)."""
+
+
 # -------------------------------------------------------------- message builders
 
 
