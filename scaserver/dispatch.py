@@ -86,6 +86,7 @@ from scaserver.sip.actions import (
     CancelTimer,
     Deliver,
     EngineAction,
+    Fact,
     Instruction,
     Respond,
     Send,
@@ -164,7 +165,7 @@ REGISTER to forget, and the push and parking coordinator's."""
 
 
 @attrs.frozen
-class LargeRequestOverUdp:
+class LargeRequestOverUdp(Fact):
     """A request of ``size`` bytes, over the 1300 of RFC 3261 section 18.1.1, went to
     ``peer`` over UDP because it cannot be reached by TCP (``reason``); published once per
     destination (the edge logs it)."""
@@ -190,7 +191,7 @@ MAX_FAILOVERS: Final = 8
 
 
 @attrs.frozen
-class TransactionCompleted:
+class TransactionCompleted(Fact):
     """A transaction got its final outcome: ``kind`` is ``invite-server``,
     ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
     status class (``2xx``...``6xx``), ``timeout`` or ``transport-error`` (metrics)."""
@@ -580,7 +581,7 @@ class SipRouter:
         fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
         return [Deliver(fact), SendRequest(request, peer, context)]
 
-    def _deliver(self, event: object, now: float) -> list[Action]:
+    def _deliver(self, event: TransactionEvent | Instruction | Fact, now: float) -> list[Action]:
         """A delivered event: a transaction-layer event, an instruction, or a fact."""
         if isinstance(event, TransactionEvent):
             return self._on_transaction_event(event, now)
@@ -657,7 +658,7 @@ class SipRouter:
             case _:
                 assert_never(instruction)
 
-    def _on_fact(self, fact: object, now: float) -> list[Action]:
+    def _on_fact(self, fact: Fact, now: float) -> list[Action]:
         """A fact: published on the bus, and handed to the parts that react to it."""
         match fact:
             case RequestForwarded(request=request):
@@ -1186,7 +1187,7 @@ def _realm_of(credentials: str) -> str | None:
 
 
 @attrs.frozen
-class AuthenticationRejected:
+class AuthenticationRejected(Fact):
     """A request was challenged or refused by digest authentication: ``cause`` says why,
     ``username`` is the one the credentials named (None without credentials) (the security log,
     metrics)."""

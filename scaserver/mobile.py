@@ -100,7 +100,7 @@ from scaserver.registrar.midregistrar import (
     binding_key,
     mrct_of,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
 from scaserver.sip.headers import Star, contacts, expires, from_addr, routes, to_addr
 from scaserver.sip.keys import ServerKey
@@ -136,7 +136,7 @@ class KeepaliveKey:
 
 
 @attrs.frozen
-class BindingRetained:
+class BindingRetained(Fact):
     """An ``extend`` binding passed its requested expiry and stays, dormant, as a push-only
     binding until ``until`` (section 4.5); persistence keeps it stored."""
 
@@ -145,7 +145,7 @@ class BindingRetained:
 
 
 @attrs.frozen
-class PushRequested:
+class PushRequested(Fact):
     """Fact for the edge: run this push attempt through the gateway client (section 5)."""
 
     request: PushRequest
@@ -153,7 +153,7 @@ class PushRequested:
 
 
 @attrs.frozen
-class PushesAborted:
+class PushesAborted(Fact):
     """Fact for the edge: drop queued retries of the pushes of a parked call (6.5)."""
 
     park_id: str
@@ -169,7 +169,7 @@ class PushOutcome(enum.Enum):
 
 
 @attrs.frozen
-class PushAnswered:
+class PushAnswered(Fact):
     """One push attempt ended (``push_sent``, ``push_failed``, ``push_invalidated``,
     ``push_dropped``); ``kind`` is its type, ``status`` the gateway's HTTP status if any."""
 
@@ -181,7 +181,7 @@ class PushAnswered:
 
 
 @attrs.frozen
-class PushRetrying:
+class PushRetrying(Fact):
     """A push attempt will be retried (``push_retried``)."""
 
     attempt: str

@@ -27,7 +27,7 @@ from scaserver.proxy.proxy import BranchKey, Proxy
 from scaserver.registrar.midregistrar import ForwardKey
 from scaserver.registrar.nat import FlowFailure, NatPing
 from scaserver.sca.engine import NotifyContext, ScaEngine
-from scaserver.sip.actions import Deliver, EngineAction
+from scaserver.sip.actions import Deliver, EngineAction, Fact
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Peer, Response
 
@@ -55,7 +55,7 @@ class ClientOwner(Protocol[ContextT_contra]):
 
 
 @attrs.frozen
-class RequestAnswered:
+class RequestAnswered(Fact):
     """The final outcome of a request sent with ``SendRequest`` for a part outside the core
     (the control plane's check-sync NOTIFY): ``status`` is the final response's, 408 after
     a time-out, 503 after a transport failure (RFC 3261 8.1.3.1)."""
@@ -65,7 +65,7 @@ class RequestAnswered:
 
 
 @attrs.frozen
-class PingFailed:
+class PingFailed(Fact):
     """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
 
     flow: Peer

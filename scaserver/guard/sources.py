@@ -26,6 +26,8 @@ from typing import Final, TypeVar
 
 import attrs
 
+from scaserver.sip.actions import Fact
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 K = TypeVar("K")
@@ -61,7 +63,7 @@ class GuardSettings:
 
 
 @attrs.frozen
-class Ban:
+class Ban(Fact):
     """``host`` is banned from ``since`` until ``until`` (the fact published when it starts)."""
 
     host: str

@@ -36,7 +36,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Instruction, Respond, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, Instruction, Respond, StartTimer
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
@@ -215,7 +215,7 @@ class EndReason(enum.Enum):
 
 
 @attrs.frozen
-class ParkStarted:
+class ParkStarted(Fact):
     park_id: str
     server_tx: ServerKey
     aors: tuple[str, ...]
@@ -224,7 +224,7 @@ class ParkStarted:
 
 
 @attrs.frozen
-class ParkRejected:
+class ParkRejected(Fact):
     """The call could not be parked (6.1 limits): the dispatcher forks it normally."""
 
     server_tx: ServerKey
@@ -233,7 +233,7 @@ class ParkRejected:
 
 
 @attrs.frozen
-class BranchAdded:
+class BranchAdded(Fact):
     park_id: str
     binding: Hashable
     injected: bool
@@ -241,7 +241,7 @@ class BranchAdded:
 
 
 @attrs.frozen
-class BranchAnswered:
+class BranchAnswered(Fact):
     """``park.branch_answered`` (6.11)."""
 
     park_id: str
@@ -250,7 +250,7 @@ class BranchAnswered:
 
 
 @attrs.frozen
-class WakeObserved:
+class WakeObserved(Fact):
     """A pushed token's binding was confirmed ``latency_ms`` after the push was accepted
     (the ``push_wake_latency_seconds`` histogram); None when the gateway had not answered yet (race R1)."""
 
@@ -260,7 +260,7 @@ class WakeObserved:
 
 
 @attrs.frozen
-class WakeMissed:
+class WakeMissed(Fact):
     """``push_no_wake``: an accepted push whose device did not register in time (R23)."""
 
     park_id: str
@@ -268,7 +268,7 @@ class WakeMissed:
 
 
 @attrs.frozen
-class ParkEnded:
+class ParkEnded(Fact):
     park_id: str
     server_tx: ServerKey
     reason: EndReason

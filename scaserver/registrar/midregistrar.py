@@ -47,6 +47,7 @@ from scaserver.sip.actions import (
     CancelTimer,
     Deliver,
     EngineAction,
+    Fact,
     Instruction,
     Respond,
     SendRequest,
@@ -154,7 +155,7 @@ class DropBinding(Instruction):
 
 
 @attrs.frozen
-class BindingConfirmed:
+class BindingConfirmed(Fact):
     """``binding.confirmed`` (section 1): the upstream accepted it, or it was absorbed."""
 
     aor: str
@@ -165,7 +166,7 @@ class BindingConfirmed:
 
 
 @attrs.frozen
-class RegisterDecided:
+class RegisterDecided(Fact):
     """A device REGISTER was forwarded (``rule`` 1-5 of 3.2, ``mirror``, ``queued``) or
     absorbed (``absorb``), or answered locally (``555``, ``423``, ``503``...)."""
 
@@ -190,7 +191,7 @@ class RegisterFinished(Instruction):
 
 
 @attrs.frozen
-class UpstreamChanged:
+class UpstreamChanged(Fact):
     aor: str
     old: UpstreamState
     new: UpstreamState
@@ -198,7 +199,7 @@ class UpstreamChanged:
 
 
 @attrs.frozen
-class UpstreamAuthNeeded:
+class UpstreamAuthNeeded(Fact):
     """3.5: a challenge to our own REGISTER for ``aor`` could not be answered (``upstream_auth``
     ``none``, no credentials for the realm, or the upstream refused ours).  Published once, when
     the AoR's ``upstream_auth_needed`` flag is set; the edge logs it at error level."""
@@ -239,7 +240,7 @@ class UpstreamSnapshot:
 
 
 @attrs.frozen
-class UpstreamSaved:
+class UpstreamSaved(Fact):
     """Fact: an upstream registration changed in what a restart must bring back (its CSeq,
     state, expiry or flags); the edge stores ``snapshot`` (3.5: Call-ID and CSeq persisted)."""
 

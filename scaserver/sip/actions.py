@@ -10,11 +10,15 @@ the core that asked for the timer; when a timer fires, the stack hands
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 import attrs
 
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Message, Peer, Request, Response
+
+if TYPE_CHECKING:
+    from scaserver.sip.transaction import TransactionEvent
 
 
 @attrs.frozen
@@ -47,10 +51,17 @@ class Deliver:
     that carries it out, or a fact onto the in-process bus.  The router tells them apart by
     type and matches the first two exhaustively."""
 
-    event: object
+    event: TransactionEvent | Instruction | Fact
 
 
 Action = Send | StartTimer | CancelTimer | Deliver
+
+
+class Fact:
+    """Something that happened, published on the in-process bus (``Deliver(fact)``): a
+    past-tense value its subscribers (and the parts of the core that react to it) read."""
+
+    __slots__ = ()
 
 
 class Instruction:

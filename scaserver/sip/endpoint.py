@@ -19,7 +19,7 @@ from typing import Final
 import attrs
 
 from scaserver.sip import headers
-from scaserver.sip.actions import Action, Deliver, Send
+from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
 from scaserver.sip.message import Peer, Request, Response, Transport
@@ -36,7 +36,7 @@ _VIA_TRANSPORTS: Final[dict[str, Transport]] = {
 
 
 @attrs.frozen
-class MessageDropped:
+class MessageDropped(Fact):
     """A message we neither answered nor acted on, and why (the edge logs and counts it).
 
     ``kind`` is one of a few fixed words (a metrics label): ``unparsable``, ``unanswerable``,
@@ -49,7 +49,7 @@ class MessageDropped:
 
 
 @attrs.frozen
-class StatelessReply:
+class StatelessReply(Fact):
     """A request answered without a transaction because it was unfit for one."""
 
     peer: Peer
@@ -58,7 +58,7 @@ class StatelessReply:
 
 
 @attrs.frozen
-class RequestRefused:
+class RequestRefused(Fact):
     """scaserver answered a request with an error response of its own (status 300 or more),
     by any path: an engine, the dispatcher, a stateless 400.  One per response sent (not per
     retransmission); the edge writes it as one log line and counts it.
