@@ -128,7 +128,7 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
-from scaserver.sip.keys import ClientKey, ServerKey
+from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.serializer import serialize
@@ -690,7 +690,9 @@ class SipRouter:
             return []
         return self.owners.on_response(context, response, now)
 
-    def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
+    def _on_client_failure(
+        self, key: TransactionKey, event: TransactionTimedOut | TransportFailed, now: float
+    ) -> list[EngineAction]:
         if not isinstance(key, ClientKey):
             return []  # timer H on a server transaction: nothing more to do (17.2.1)
         reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
