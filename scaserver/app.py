@@ -51,7 +51,7 @@ from scaserver.control.registry import Scope
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     CoreSettings,
-    SipCore,
+    SipRouter,
 )
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
@@ -62,6 +62,7 @@ from scaserver.edge.controlplane import (
     MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
+    ResyncContext,
     RpcDirectory,
     SipProvisioningControl,
 )
@@ -87,8 +88,7 @@ from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, addresses_of
 from scaserver.edge.rpcdgram import RpcDatagramProtocol, listen_unix_datagram
-from scaserver.edge.stack import SipCore as CoreProtocol
-from scaserver.edge.stack import SipStack, TimerClock, Transports
+from scaserver.edge.stack import DrivenCore, SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener, TcpReactor
 from scaserver.edge.tls import TlsCertificates, TlsEdge, TlsListener
@@ -102,10 +102,18 @@ from scaserver.mobile import (
     Mobile,
     MobileSettings,
 )
+from scaserver.owners import (
+    AnsweredOnBus,
+    ClientOwners,
+    NatPings,
+    ProxyBranches,
+    ScaNotifies,
+    UpstreamForwards,
+)
 from scaserver.parking.parked import ParkingLot
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
-from scaserver.proxy.proxy import Proxy, ProxySettings
+from scaserver.proxy.proxy import BranchKey, Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
@@ -118,15 +126,17 @@ from scaserver.push.pnparams import (
 )
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.midregistrar import (
+    ForwardKey,
     MidRegistrar,
     MidRegSettings,
     Mode,
     UpstreamCredentials,
 )
+from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
-from scaserver.sca.engine import EngineSettings, ScaEngine
+from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sip.digest import (
     Algorithm,
@@ -196,7 +206,7 @@ def _report_handler_error(event: object, error: BaseException) -> None:
 def make_service(
     settings: Settings,
     reactor: Reactor,
-    core: CoreProtocol,
+    core: DrivenCore,
     *,
     bus: EventBus | None = None,
     hosts: HostsTable | None = None,
@@ -424,7 +434,7 @@ def make_core(
     unique: Callable[[], str] = lambda: secrets.token_hex(8),
     known_host: Callable[[str], bool] = every_host,
     directory: Iterable[str] = (),
-) -> SipCore:
+) -> SipRouter:
     """The pure SIP core (dispatcher, transaction layer, engines) for ``settings``;
     ``known_host`` tells the host names the edge can send to (relay rule R6); ``directory``:
     the domains of the subscribers in the database (see :func:`domain_policy`; those of
@@ -521,7 +531,7 @@ def make_core(
         return authenticator.lookup(username, realm)  # the directory now: it is reloaded
 
     mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=subscriber, secret=secret)
-    sip_core = SipCore(
+    sip_core = SipRouter(
         core,
         layer,
         identity,
@@ -537,7 +547,22 @@ def make_core(
     )
     sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
     sip_core.set_aliases(aliases)
+    sip_core.owners = client_owners(sip_core)
     return sip_core
+
+
+def client_owners(core: SipRouter) -> ClientOwners:
+    """Who hears how each request the core sends ends, by the type of its context: the
+    proxy's branches, the SCA NOTIFYs, the NAT pings, the check-sync NOTIFYs of the control
+    plane and, with push, the mid-registrar's upstream REGISTERs."""
+    owners = ClientOwners()
+    owners.register(BranchKey, ProxyBranches(core.proxy, core.mobile))
+    owners.register(NotifyContext, ScaNotifies(core.sca))
+    owners.register(NatPing, NatPings(core.flow_dead))
+    owners.register(ResyncContext, AnsweredOnBus())
+    if core.mobile is not None:
+        owners.register(ForwardKey, UpstreamForwards(core.mobile))
+    return owners
 
 
 def session_timer_policy(sca: ScaSettings) -> SessionTimerPolicy | None:
@@ -583,7 +608,7 @@ def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> Serv
 
 
 def upstream_transport_choice(
-    settings: Settings, core: SipCore, locator: ServerLocator | None, clock: TimerClock
+    settings: Settings, core: SipRouter, locator: ServerLocator | None, clock: TimerClock
 ) -> TransportChoice | None:
     """``[upstream] transport = ""`` on a name: the core's upstream takes the transport RFC 3263
     chooses (NAPTR, then SRV), kept up to date."""
@@ -726,7 +751,7 @@ class CertificateTrust:
 
     TAG: Final = "tls-certificate:"
 
-    def __init__(self, core: SipCore) -> None:
+    def __init__(self, core: SipRouter) -> None:
         self._core = core
         self._names: dict[Peer, str] = {}
 
@@ -748,7 +773,7 @@ class CertificateTrust:
 
 
 def apply_directory(
-    settings: Settings, core: SipCore, directory: Directory, certified: CertificateTrust | None = None
+    settings: Settings, core: SipRouter, directory: Directory, certified: CertificateTrust | None = None
 ) -> None:
     """Swap a reloaded directory into the running core, computed the way
     :func:`make_server` computes the one read at start-up (with the peers trusted now by their
@@ -874,7 +899,7 @@ class ServerService(MultiService):
     flush runs after the listeners have closed (a clean shutdown loses nothing).
     """
 
-    def __init__(self, sip: SipService, core: SipCore, writes: WriteBehind, store: SqlStore) -> None:
+    def __init__(self, sip: SipService, core: SipRouter, writes: WriteBehind, store: SqlStore) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.sip, self.core, self.writes, self.store = sip, core, writes, store
         self.directory: DirectoryWatch | None = None  # reloads on SIGHUP and directory.reload
@@ -948,7 +973,7 @@ class _Port(Protocol):
     def stopListening(self) -> Deferred[None] | None: ...  # noqa: N802
 
 
-def nat_pinger(settings: Settings, reactor: Reactor, core: SipCore, sip: SipService) -> NatPinger:
+def nat_pinger(settings: Settings, reactor: Reactor, core: SipRouter, sip: SipService) -> NatPinger:
     """The ``[nat]`` pings over the running core, with the keep-alive figures of the edge."""
     host, port = settings.server.advertised()
     bindings = core.registrar.location.all_bindings
@@ -989,7 +1014,7 @@ class TlsView:
 def control_plane(
     settings: Settings,
     reactor: Reactor,
-    core: SipCore,
+    core: SipRouter,
     sip: SipService,
     writes: WriteBehind,
     *,

@@ -1,9 +1,10 @@
-"""The transaction user of scaserver: bytes in, actions out.
+"""The router of scaserver, the transaction user of its SIP stack: bytes in, actions out.
 
-:class:`SipCore` is the pure core the edge drives (``receive``, ``on_timer``,
-``connection_lost``).  It parses, validates, answers what no engine should
-see (RFC 3261 8.2 and 16.3 checks, stateless 400s), runs the transaction
-layer, and routes each new request to the engine whose job it is:
+:class:`SipRouter` is the pure core the edge drives (``receive``, ``on_timer``,
+``connection_lost``; :class:`scaserver.edge.stack.DrivenCore`).  What arrives passes the
+front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers);
+what it admits runs through the transaction layer, and each new request goes to the engine
+whose job it is (after the RFC 3261 16.3 checks):
 
 - REGISTER for a local domain -> the registrar (after digest authentication);
 - SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
@@ -13,23 +14,31 @@ layer, and routes each new request to the engine whose job it is:
 
 Engines never import each other; this module is where their outputs meet.  An
 engine returns :data:`~scaserver.sip.actions.EngineAction` values: ``Respond``
-and ``SendRequest`` are run through the transaction layer here, ``Deliver`` of a
+and ``SendRequest`` are run through the transaction layer here (the outcome of a request
+goes to the owner registered for its context type, :mod:`scaserver.owners`), ``Deliver`` of a
 fact another engine consumes is handed to it, and what is left (Send, timers,
 Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 """
-
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Final, assert_never
 
 import attrs
 
 from scaserver.guard.sources import SourceGuard
-from scaserver.mobile import Mobile
+from scaserver.mobile import Mobile, MobileInstruction
+from scaserver.owners import ClientFailure, ClientOwners
+from scaserver.parking.parked import (
+    AbortPushes,
+    CancelParkedBranch,
+    RelayHeld,
+    ReleaseCall,
+    SendPush,
+    StartBranch,
+)
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
-from scaserver.proxy.proxy import BranchKey, CancelBranch, Proxy
+from scaserver.proxy.proxy import BranchFinished, BranchKey, CancelBranch, Proxy
 from scaserver.proxy.relay import (
     Origin,
     Rule,
@@ -46,7 +55,6 @@ from scaserver.proxy.routing import (
     check_proxy_require,
     dialog_flow,
     preprocess_route,
-    response_destination,
     uri_destination,
 )
 from scaserver.proxy.sessiontimer import (
@@ -59,11 +67,17 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
-from scaserver.registrar.midregistrar import ForwardKey, UpstreamGaveUp
-from scaserver.registrar.nat import FlowFailed, FlowFailure, NatPing
+from scaserver.registrar.midregistrar import (
+    DropBinding,
+    PutBinding,
+    RegisterFinished,
+    RegisterForwarded,
+    UpstreamGaveUp,
+)
+from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.sca.callinfo import strip_sca
-from scaserver.sca.engine import NotifyContext, ScaEngine
+from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
@@ -72,6 +86,8 @@ from scaserver.sip.actions import (
     CancelTimer,
     Deliver,
     EngineAction,
+    Fact,
+    Instruction,
     Respond,
     Send,
     SendRequest,
@@ -86,6 +102,15 @@ from scaserver.sip.digest import (
     Rejected,
 )
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
+from scaserver.sip.endpoint import (
+    AdmittedRequest,
+    AdmittedResponse,
+    Handled,
+    MessageDropped,
+    admit,
+    refusal,
+    stateless,
+)
 from scaserver.sip.errors import (
     BadEvent,
     BadExtension,
@@ -103,19 +128,18 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
+from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
-from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.serializer import serialize
 from scaserver.sip.serverlocation import NextHopFailed, is_numeric
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
-    ClientKey,
     RequestReceived,
     ResponseReceived,
-    ServerKey,
     StrayResponse,
+    TransactionEvent,
     TransactionLayer,
     TransactionTerminated,
     TransactionTimedOut,
@@ -131,26 +155,17 @@ from scaserver.sip.trust import (
     without_identity,
 )
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
-from scaserver.sip.validation import check_request, check_response, unsupported_options
+from scaserver.sip.validation import unsupported_options
 
 ACCEPT: Final = "application/sdp"
 
-
-@attrs.frozen
-class MessageDropped:
-    """A message we neither answered nor acted on, and why (the edge logs and counts it).
-
-    ``kind`` is one of a few fixed words (a metrics label): ``unparsable``, ``unanswerable``,
-    ``bad-response``, ``broadcast``, ``relay-refused`` (an ACK the relay policy drops, rule R5).
-    """
-
-    peer: Peer
-    reason: str
-    kind: str = "unparsable"
+RouterInstruction = CancelBranch | UpstreamGaveUp | MobileInstruction
+"""Every instruction the router has carried out: a proxy branch to cancel, an upstream
+REGISTER to forget, and the push and parking coordinator's."""
 
 
 @attrs.frozen
-class LargeRequestOverUdp:
+class LargeRequestOverUdp(Fact):
     """A request of ``size`` bytes, over the 1300 of RFC 3261 section 18.1.1, went to
     ``peer`` over UDP because it cannot be reached by TCP (``reason``); published once per
     destination (the edge logs it)."""
@@ -176,17 +191,7 @@ MAX_FAILOVERS: Final = 8
 
 
 @attrs.frozen
-class RequestAnswered:
-    """The final outcome of a request sent with ``SendRequest`` for a part outside the core
-    (the control plane's check-sync NOTIFY): ``status`` is the final response's, 408 after
-    a time-out, 503 after a transport failure (RFC 3261 8.1.3.1)."""
-
-    context: Hashable
-    status: int
-
-
-@attrs.frozen
-class TransactionCompleted:
+class TransactionCompleted(Fact):
     """A transaction got its final outcome: ``kind`` is ``invite-server``,
     ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
     status class (``2xx``...``6xx``), ``timeout`` or ``transport-error`` (metrics)."""
@@ -197,80 +202,6 @@ class TransactionCompleted:
 
 def _kind(side: str, method: str) -> str:
     return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
-
-
-@attrs.frozen
-class PingFailed:
-    """A NAT ping OPTIONS to ``flow`` got no answer (timed out, or could not be sent)."""
-
-    flow: Peer
-
-
-@attrs.frozen
-class StatelessReply:
-    """A request answered without a transaction because it was unfit for one."""
-
-    peer: Peer
-    status: int
-    detail: str
-
-
-@attrs.frozen
-class RequestRefused:
-    """scaserver answered a request with an error response of its own (status 300 or more),
-    by any path: an engine, the dispatcher, a stateless 400.  One per response sent (not per
-    retransmission); the edge writes it as one log line and counts it.
-
-    ``cause`` is one of a bounded set of words (the error's class, or the reason phrase) and
-    is a metrics label; ``detail`` is the free-text rule or reason for the log.
-    """
-
-    method: str
-    peer: Peer
-    status: int
-    cause: str
-    detail: str
-    call_id: str
-
-
-def refusal(method: str, peer: Peer, response: Response) -> RequestRefused | None:
-    """The refusal fact for ``response`` when it is an error response scaserver made."""
-    if response.status < 300 or response.cause is None:
-        return None
-    return RequestRefused(
-        method,
-        peer,
-        response.status,
-        response.cause,
-        response.detail or response.reason,
-        response.call_id or "",
-    )
-
-
-def stamp_via(request: Request, peer: Peer) -> Request:
-    """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 section 4) on the top Via."""
-    via = headers.top_via(request)
-    stamped = via
-    if via.has_rport and via.rport is None:
-        stamped = stamped.with_param("rport", str(peer.port))
-    if via.host != peer.host or stamped is not via:
-        stamped = stamped.with_param("received", peer.host)
-    if stamped is via:
-        return request
-    rest = request.headers.remove_first_value("Via")
-    return request.with_headers(rest.prepend("Via", str(stamped)))
-
-
-def reply_peer(request: Request, peer: Peer) -> Peer | None:
-    """Where responses to a received request go (RFC 3261 18.2.2, RFC 3581): back on the
-    connection for a reliable transport, else per the stamped top Via; None for a
-    broadcast or multicast address (never answered)."""
-    if peer.transport.reliable:
-        return peer
-    destination = response_destination(headers.top_via(request))
-    if destination is None:
-        return None
-    return Peer(peer.transport, destination.host, destination.port)
 
 
 @attrs.frozen
@@ -301,17 +232,9 @@ class CoreSettings:
     insert_pai: bool = False
 
 
-class _Owner(enum.Enum):
-    """Who a client transaction's responses go to: a proxy branch, or a request the server
-    itself originated (SCA NOTIFYs, upstream REGISTERs, check-sync NOTIFYs)."""
-
-    PROXY = "proxy"
-    SERVER = "server"
-
-
 @attrs.define
-class SipCore:
-    """The pure SIP core behind the edge (``scaserver.edge.stack.SipCore``)."""
+class SipRouter:
+    """The pure SIP core behind the edge (it is a ``scaserver.edge.stack.DrivenCore``)."""
 
     settings: CoreSettings
     layer: TransactionLayer
@@ -330,7 +253,10 @@ class SipCore:
     """Whether a request to a named destination that failed on the transaction of Via branch
     ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
     _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
-    _owners: dict[ClientKey, tuple[_Owner, Hashable]] = attrs.field(factory=dict, init=False)
+    owners: ClientOwners = attrs.field(factory=ClientOwners)
+    """Who hears how each request sent with ``SendRequest`` ended, by the type of its context
+    (registered by the composition root)."""
+    _contexts: dict[ClientKey, Hashable] = attrs.field(factory=dict, init=False)
     _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
     identities_removed: int = attrs.field(default=0, init=False)
     _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
@@ -378,17 +304,15 @@ class SipCore:
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
-        try:
-            message = parse_message(data)
-        except MalformedMessage as error:
-            return self._unparsable(error, peer)
-        if isinstance(message, Response):
-            try:
-                check_response(message)
-            except MalformedMessage as error:
-                return [Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response"))]
-            return self._run(self.layer.receive(message, peer, now), now)
-        return self._receive_request(message, peer, now)
+        match admit(data, peer, self.unique):
+            case Handled(actions=actions):
+                return list(actions)
+            case AdmittedResponse(response=response):
+                return self._run(self.layer.receive(response, peer, now), now)
+            case AdmittedRequest(request=request, reply_to=destination):
+                return self._receive_request(request, peer, destination, now)
+            case unknown:
+                assert_never(unknown)
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
@@ -418,7 +342,7 @@ class SipCore:
         it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
         without outbound is reached by dialling its Contact again); nothing is published when
         it was the flow of none."""
-        return self._run(self._flow_dead(flow, cause, now), now)
+        return self._run(self.flow_dead(flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
@@ -436,54 +360,7 @@ class SipCore:
 
     # ------------------------------------------------------------------ input checks
 
-    def _unparsable(self, error: MalformedMessage, peer: Peer) -> list[Action]:
-        """Answer 400 statelessly when the fragment that parsed has what a response needs
-        (Via, From, To, Call-ID, CSeq); otherwise drop it."""
-        partial = error.partial
-        if partial is None or partial.method == "ACK":
-            return [Deliver(MessageDropped(peer, error.detail))]
-        return self._stateless(partial, peer, error)
-
-    def _stateless(self, request: Request, peer: Peer, error: SipError) -> list[Action]:
-        """A response sent without a transaction to a request that could not have one.
-
-        Whatever header lines the request has are copied as they are (Via, From, To,
-        Call-ID, CSeq: RFC 3261 8.2.6.2), even when they are the fault (RFC 4475 3.1.2.1,
-        3.1.2.4, 3.3.1, 3.3.8 all want a 400).  The reply goes where the top Via says
-        (18.2.2) or, when that Via is itself unreadable, back to the source address.  A
-        request with no Via at all, or an ACK, is dropped: nobody expects an answer to it.
-        """
-        if request.method == "ACK":
-            return [Deliver(MessageDropped(peer, f"ACK: {error.detail}", "unanswerable"))]
-        if "Via" not in request.headers:
-            return [Deliver(MessageDropped(peer, f"{error.detail}; no Via to answer to", "unanswerable"))]
-        try:
-            stamped = stamp_via(request, peer)
-            destination = reply_peer(stamped, peer)
-        except SipError:
-            stamped, destination = request, peer
-        if destination is None:
-            return [
-                Deliver(
-                    MessageDropped(peer, f"{error.detail}; reply address is broadcast/multicast", "broadcast")
-                )
-            ]
-        response = response_for(stamped, error, to_tag=self.unique()[:10])
-        refused = refusal(request.method, peer, response)
-        facts: list[Action] = [Deliver(StatelessReply(peer, error.status, error.detail))]
-        if refused is not None:
-            facts.append(Deliver(refused))
-        return [*facts, Send(response, destination)]
-
-    def _receive_request(self, request: Request, peer: Peer, now: float) -> list[Action]:
-        try:
-            check_request(request)
-            request = stamp_via(request, peer)
-        except SipError as error:
-            return self._stateless(request, peer, error)
-        destination = reply_peer(request, peer)
-        if destination is None:
-            return [Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast"))]
+    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
         if (
             len(self.layer) >= self.settings.max_transactions
             and request.method != "ACK"
@@ -491,7 +368,7 @@ class SipCore:
         ):
             retry = Headers.of(("Retry-After", str(self.settings.retry_after_s)))
             busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
-            return self._stateless(request, peer, busy)
+            return stateless(request, peer, busy, self.unique)
         return self._run(self.layer.receive(request, destination, now), now)
 
     # ------------------------------------------------------------------ action loop
@@ -526,8 +403,8 @@ class SipCore:
                         out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
-                        request = self._relayed(request)
-                    if isinstance(context, BranchKey) and isinstance(request, Request):
+                        request = request.with_headers(strip_sca(request.headers))
+                    if isinstance(context, BranchKey):
                         request = self._disclosed(request, peer)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):
@@ -603,22 +480,21 @@ class SipCore:
     def _relayed(message: Message) -> Message:
         return attrs.evolve(message, headers=strip_sca(message.headers))
 
-    def _send_request(self, request: Message, peer: Peer, context: Hashable, now: float) -> list[Action]:
-        if not isinstance(request, Request):
-            raise ProtocolStateError(f"SendRequest of a response: {request!r}")
+    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
+        self.owners.check(context)  # a context nobody owns is our own misuse: loud, before sending
         attempt = self._failovers.pop(context, 0)
         if isinstance(context, BranchKey):
             branch = branch_with_loop_hash(context.loop_hash, self.unique())
             key, actions = self.layer.request(request, peer, now, branch=branch)
             if request.method != "ACK":
-                self._owners[key] = (_Owner.PROXY, context)
+                self._contexts[key] = context
                 self._branches[context] = key
                 self._remember_located(key, request, peer, context, attempt)
         else:
             sent, fact = self._transport_for(request, peer)
             key, actions = self.layer.request(request, sent, now)
             if request.method != "ACK":
-                self._owners[key] = (_Owner.SERVER, context)
+                self._contexts[key] = context
                 self._remember_located(key, request, sent, context, attempt)
             if sent != peer:
                 self._upgraded[key] = (request, peer, context)
@@ -644,7 +520,7 @@ class SipCore:
         request, peer, context, attempt = located
         if attempt >= MAX_FAILOVERS or not self.has_alternative(peer, key.branch):
             return None
-        if self._owners.pop(key, None) is None:
+        if self._contexts.pop(key, None) is None:
             return None
         self._upgraded.pop(key, None)
         self._failovers[context] = attempt + 1
@@ -700,12 +576,22 @@ class SipCore:
         if upgraded is None:
             return None
         request, peer, context = upgraded
-        if self._owners.pop(key, None) is None:
+        if self._contexts.pop(key, None) is None:
             return []  # nobody waits for it any more
         fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
         return [Deliver(fact), SendRequest(request, peer, context)]
 
-    def _deliver(self, event: object, now: float) -> list[Action]:
+    def _deliver(self, event: TransactionEvent | Instruction | Fact, now: float) -> list[Action]:
+        """A delivered event: a transaction-layer event, an instruction, or a fact."""
+        if isinstance(event, TransactionEvent):
+            return self._on_transaction_event(event, now)
+        if isinstance(event, RouterInstruction):
+            return self._on_instruction(event, now)
+        if isinstance(event, Instruction):
+            raise ProtocolStateError(f"an instruction nobody carries out: {event!r}")
+        return self._on_fact(event, now)
+
+    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
         match event:
             case RequestReceived():
                 request = self._believed(event.request, event.peer)
@@ -731,38 +617,64 @@ class SipCore:
                 if isinstance(key, ClientKey):
                     self._upgraded.pop(key, None)
                     self._located.pop(key, None)
-                    owner = self._owners.pop(key, None)
-                    if owner is not None and isinstance(owner[1], BranchKey):
-                        self._branches.pop(owner[1], None)
+                    context = self._contexts.pop(key, None)
+                    if isinstance(context, BranchKey):
+                        self._branches.pop(context, None)
                 return []
             case StrayResponse(response=response):
                 relayed = self.proxy.on_stray_response(response, now)
                 if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
                     relayed += self.sca.on_stray_answer(response, now)
                 return self._run(relayed, now)
+            case _:
+                assert_never(event)
+
+    def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
+        match instruction:
             case CancelBranch(branch=branch, reason=reason):
                 client = self._branches.get(branch)
                 return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
+            case UpstreamGaveUp(context=context):
+                for client, owned in list(self._contexts.items()):
+                    if owned == context:
+                        del self._contexts[client]  # its late answer is stray
+                return []
+            case (
+                PutBinding()
+                | DropBinding()
+                | RegisterForwarded()
+                | RegisterFinished()
+                | StartBranch()
+                | CancelParkedBranch()
+                | SendPush()
+                | AbortPushes()
+                | ReleaseCall()
+                | RelayHeld()
+                | BranchFinished()
+            ):
+                if self.mobile is None:
+                    raise ProtocolStateError(f"a push and parking instruction without push: {instruction!r}")
+                return self._run(self.mobile.handle(instruction, now), now)
+            case _:
+                assert_never(instruction)
+
+    def _on_fact(self, fact: Fact, now: float) -> list[Action]:
+        """A fact: published on the bus, and handed to the parts that react to it."""
+        match fact:
             case RequestForwarded(request=request):
-                return [Deliver(event), *self._run(self.sca.on_request_forwarded(request, now), now)]
+                return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self._session_learnt(request, response, now)
-                return [Deliver(event), *self._run(tracked, now)]
+                return [Deliver(fact), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
-                return [Deliver(event), *self._run(self.sca.on_ack(ack, now), now)]
+                return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
             case CallCancelled(cancel=cancel):
-                return [Deliver(event), *self._run(self.sca.on_cancel(cancel, now), now)]
-            case UpstreamGaveUp(context=context):
-                for client, (_, owned) in list(self._owners.items()):
-                    if owned == context:
-                        del self._owners[client]  # its late answer is stray
-                return []
-            case _ if self.mobile is not None and self.mobile.handles(event):
-                published: list[Action] = [Deliver(event)] if self.mobile.publishes(event) else []
-                return published + self._run(self.mobile.handle(event, now), now)
+                return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
+            case _ if self.mobile is not None and self.mobile.handles(fact):
+                return [Deliver(fact), *self._run(self.mobile.handle(fact, now), now)]
             case _:
-                return [Deliver(event)]
+                return [Deliver(fact)]
 
     # ------------------------------------------------------------------ client transactions
 
@@ -773,25 +685,14 @@ class SipCore:
                 return retried
         elif response.status >= 200:
             self._located.pop(key, None)
-        owner = self._owners.get(key)
-        if owner is None:
+        context = self._contexts.get(key)
+        if context is None:
             return []
-        kind, context = owner
-        if kind is _Owner.PROXY and isinstance(context, BranchKey):
-            if self.mobile is not None and response.status < 200:
-                relayed, parked = self.mobile.on_branch_provisional(context, response, now)
-                quiet = relayed or attrs.evolve(response, status=100, reason="Trying")  # relay nothing
-                return parked + self.proxy.on_response(context, quiet, now)
-            return self.proxy.on_response(context, response, now)
-        if isinstance(context, ForwardKey) and self.mobile is not None:
-            return self.mobile.on_upstream_response(context, response, now)
-        if isinstance(context, NotifyContext):
-            return self.sca.on_notify_response(context, response, now)
-        if response.status >= 200:
-            return [Deliver(RequestAnswered(context, response.status))]
-        return []
+        return self.owners.on_response(context, response, now)
 
-    def _on_client_failure(self, key: Hashable, event: object, now: float) -> list[EngineAction]:
+    def _on_client_failure(
+        self, key: TransactionKey, event: TransactionTimedOut | TransportFailed, now: float
+    ) -> list[EngineAction]:
         if not isinstance(key, ClientKey):
             return []  # timer H on a server transaction: nothing more to do (17.2.1)
         reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
@@ -802,24 +703,14 @@ class SipCore:
             retried = self._fall_back_to_udp(key)
             if retried is not None:
                 return retried
-        owner = self._owners.get(key)
-        if owner is None:
+        context = self._contexts.get(key)
+        if context is None:
             return []
-        _, context = owner
-        if isinstance(context, ForwardKey) and self.mobile is not None:
-            return self.mobile.on_upstream_failure(context, isinstance(event, TransactionTimedOut), now)
-        if isinstance(context, BranchKey):
-            if isinstance(event, TransportFailed):
-                return self.proxy.on_branch_failure(context, now)
-            return self.proxy.on_branch_timeout(context, now)
-        if isinstance(context, NotifyContext):
-            return self.sca.on_notify_failed(context, now)
-        if isinstance(context, NatPing):
-            failed = self._flow_dead(context.flow, FlowFailure.PING_TIMEOUT, now)
-            return [Deliver(PingFailed(context.flow)), *failed]
-        return [Deliver(RequestAnswered(context, 408 if isinstance(event, TransactionTimedOut) else 503))]
+        failure = ClientFailure.TIMEOUT if isinstance(event, TransactionTimedOut) else ClientFailure.TRANSPORT
+        return self.owners.on_failure(context, failure, now)
 
-    def _flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+    def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
+        """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
         closed = cause is FlowFailure.CONNECTION_CLOSED
         removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
         if closed and not bindings:
@@ -1299,7 +1190,7 @@ def _realm_of(credentials: str) -> str | None:
 
 
 @attrs.frozen
-class AuthenticationRejected:
+class AuthenticationRejected(Fact):
     """A request was challenged or refused by digest authentication: ``cause`` says why,
     ``username`` is the one the credentials named (None without credentials) (the security log,
     metrics)."""

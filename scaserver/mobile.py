@@ -22,7 +22,7 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Final
+from typing import Final, get_args
 
 import attrs
 
@@ -100,25 +100,26 @@ from scaserver.registrar.midregistrar import (
     binding_key,
     mrct_of,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
 from scaserver.sip.headers import Star, contacts, expires, from_addr, routes, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response
 from scaserver.sip.uri import SipUri, parse_uri
 
-_INSTRUCTIONS: Final = (
-    PutBinding,
-    DropBinding,
-    RegisterForwarded,
-    RegisterFinished,
-    StartBranch,
-    CancelParkedBranch,
-    SendPush,
-    AbortPushes,
-    ReleaseCall,
-    RelayHeld,
-    BranchFinished,
+MobileInstruction = (
+    PutBinding
+    | DropBinding
+    | RegisterForwarded
+    | RegisterFinished
+    | StartBranch
+    | CancelParkedBranch
+    | SendPush
+    | AbortPushes
+    | ReleaseCall
+    | RelayHeld
+    | BranchFinished
 )
 """Instructions carried out here and never published on the bus."""
 
@@ -135,7 +136,7 @@ class KeepaliveKey:
 
 
 @attrs.frozen
-class BindingRetained:
+class BindingRetained(Fact):
     """An ``extend`` binding passed its requested expiry and stays, dormant, as a push-only
     binding until ``until`` (section 4.5); persistence keeps it stored."""
 
@@ -144,7 +145,7 @@ class BindingRetained:
 
 
 @attrs.frozen
-class PushRequested:
+class PushRequested(Fact):
     """Fact for the edge: run this push attempt through the gateway client (section 5)."""
 
     request: PushRequest
@@ -152,7 +153,7 @@ class PushRequested:
 
 
 @attrs.frozen
-class PushesAborted:
+class PushesAborted(Fact):
     """Fact for the edge: drop queued retries of the pushes of a parked call (6.5)."""
 
     park_id: str
@@ -168,7 +169,7 @@ class PushOutcome(enum.Enum):
 
 
 @attrs.frozen
-class PushAnswered:
+class PushAnswered(Fact):
     """One push attempt ended (``push_sent``, ``push_failed``, ``push_invalidated``,
     ``push_dropped``); ``kind`` is its type, ``status`` the gateway's HTTP status if any."""
 
@@ -180,7 +181,7 @@ class PushAnswered:
 
 
 @attrs.frozen
-class PushRetrying:
+class PushRetrying(Fact):
     """A push attempt will be retried (``push_retried``)."""
 
     attempt: str
@@ -249,10 +250,10 @@ class Mobile:
     midregistrar: MidRegistrar | None = None
     _devices: DeviceRegistry = attrs.field(init=False, factory=DeviceRegistry)
     _typed: dict[BindingKey, Classification] = attrs.field(init=False, factory=dict)
-    _branches: dict[tuple[Hashable, int], BranchKey] = attrs.field(init=False, factory=dict)
+    _branches: dict[tuple[ServerKey, int], BranchKey] = attrs.field(init=False, factory=dict)
     _parked_branches: dict[BranchKey, int] = attrs.field(init=False, factory=dict)
     _purrs: dict[str, BindingKey] = attrs.field(init=False, factory=dict)
-    _holding: dict[Hashable, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
+    _holding: dict[ServerKey, tuple[Request, Peer, BindingKey]] = attrs.field(init=False, factory=dict)
     # Push bindings by the open TCP/TLS connection they registered over, and those whose
     # connection has closed since (6.1 step 2 ``ring_open_flows``).
     _flows: dict[Peer, set[BindingKey]] = attrs.field(init=False, factory=dict)
@@ -318,7 +319,7 @@ class Mobile:
         )
 
     def on_register(
-        self, request: Request, peer: Peer, transaction: Hashable, now: float
+        self, request: Request, peer: Peer, transaction: ServerKey, now: float
     ) -> list[EngineAction]:
         """A device REGISTER for the mid-registrar (section 3.2): typed, then forwarded or
         absorbed; the classification waits for the binding's confirmation."""
@@ -389,7 +390,7 @@ class Mobile:
     def on_invite(
         self,
         request: Request,
-        server_tx: Hashable,
+        server_tx: ServerKey,
         peer: Peer,
         *,
         aor: str,
@@ -514,12 +515,7 @@ class Mobile:
     # ------------------------------------------------------------------ instructions, facts
 
     def handles(self, event: object) -> bool:
-        return isinstance(event, (*_INSTRUCTIONS, *_FACTS))
-
-    @staticmethod
-    def publishes(event: object) -> bool:
-        """Facts are published on the bus as well; instructions never are."""
-        return isinstance(event, _FACTS)
+        return isinstance(event, (*get_args(MobileInstruction), *_FACTS))
 
     def handle(self, event: object, now: float) -> list[EngineAction]:
         """Carry out an instruction, or react to a fact (see the module docstring)."""
@@ -610,7 +606,7 @@ class Mobile:
     # ------------------------------------------------------------------ mid-dialog (6.10)
 
     def on_mid_dialog(
-        self, request: Request, routed: Request, server_tx: Hashable, peer: Peer, now: float
+        self, request: Request, routed: Request, server_tx: ServerKey, peer: Peer, now: float
     ) -> list[EngineAction] | None:
         """A mid-dialog request through us whose Request-URI (or next Route) carries a PURR of
         ours: held while a ``reg-refresh`` push wakes the device, relayed when its binding is
@@ -655,7 +651,7 @@ class Mobile:
         if self._devices.forget(key) and self.settings.typing.purr:
             self._purrs.pop(self.purr_for(key), None)
 
-    def _relay_held(self, server_tx: Hashable, now: float) -> list[EngineAction]:
+    def _relay_held(self, server_tx: ServerKey, now: float) -> list[EngineAction]:
         """The woken device's binding is confirmed: relay the held request to where it is now."""
         held = self._holding.pop(server_tx, None)
         if held is None:
@@ -811,7 +807,7 @@ class Mobile:
     # ------------------------------------------------------------------ branches
 
     def _start_branch(
-        self, server_tx: Hashable, index: int, target: BranchTarget, now: float
+        self, server_tx: ServerKey, index: int, target: BranchTarget, now: float
     ) -> list[EngineAction]:
         if server_tx not in self.proxy:
             return self.parking.on_branch_final(server_tx, index, 503, now)
@@ -822,7 +818,7 @@ class Mobile:
             self._parked_branches[key] = index
         return actions
 
-    def _forget_branches(self, server_tx: Hashable) -> None:
+    def _forget_branches(self, server_tx: ServerKey) -> None:
         for (tx, index), key in list(self._branches.items()):
             if tx == server_tx:
                 del self._branches[tx, index]
@@ -840,7 +836,7 @@ class Mobile:
     def branch_state(self, key: BranchKey) -> BranchState | None:
         return self.proxy.branch_state(key)
 
-    def on_cancel(self, invite_tx: Hashable, now: float) -> list[EngineAction]:
+    def on_cancel(self, invite_tx: ServerKey, now: float) -> list[EngineAction]:
         """6.5: the caller CANCELled; the proxy has answered the CANCEL already."""
         return self.parking.on_cancel(invite_tx, now)
 

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from scaserver.dispatch import CoreSettings, SipCore
+from scaserver.app import client_owners
+from scaserver.dispatch import CoreSettings, SipRouter
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
@@ -48,8 +49,8 @@ def make_core(
     trusted: Iterable[TrustedPeer] = (),
     lines: Sequence[SharedLine] = (),
     insert_pai: bool = False,
-) -> SipCore:
-    """A SipCore for ``example.com`` on 192.0.2.1:5060 (UDP and TCP) with deterministic ids."""
+) -> SipRouter:
+    """A SipRouter for ``example.com`` on 192.0.2.1:5060 (UDP and TCP) with deterministic ids."""
     counter = itertools.count(1)
 
     def unique() -> str:
@@ -73,7 +74,7 @@ def make_core(
 
     sca = ScaEngine(EngineSettings(contact=f"sip:{SERVER.host}:{SERVER.port}"), tag_factory=unique)
     sca.provision(lines)
-    core = SipCore(
+    core = SipRouter(
         CoreSettings(
             frozenset({DOMAIN}), upstream=upstream, require_auth=require_auth, insert_pai=insert_pai
         ),
@@ -91,6 +92,7 @@ def make_core(
         sca,
         unique,
     )
+    core.owners = client_owners(core)
     return core
 
 
@@ -103,7 +105,7 @@ def sent(actions: Iterable[Action]) -> list[tuple[Message, Peer]]:
 class Wire:
     """Drives a core with message text, as the network would, and keeps what it sent."""
 
-    core: SipCore
+    core: SipRouter
     now: float = 1_000_000.0
     outbox: list[tuple[Message, Peer]] = attrs.field(factory=list)
 

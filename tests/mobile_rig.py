@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import attrs
 
-from scaserver.dispatch import SipCore
+from scaserver.app import client_owners
+from scaserver.dispatch import SipRouter
 from scaserver.mobile import Mobile, MobileSettings, PushRequested
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
@@ -66,7 +67,7 @@ def contact_of(peer: Peer, token: str | None = None, **params: str) -> str:
 class Rig:
     """The core plus a clock: runs actions as the stack would and keeps what went out."""
 
-    core: SipCore
+    core: SipRouter
     now: float = 1_000_000.0
     timers: dict[tuple[Hashable, str], float] = attrs.field(factory=dict)
     out: list[tuple[Message, Peer]] = attrs.field(factory=list)
@@ -313,6 +314,7 @@ def rig(
     core.mobile = Mobile(
         mobile or MobileSettings(), core.registrar.location, core.proxy, core.identity, lot, registrar
     )
+    core.owners = client_owners(core)
     return Rig(core)
 
 

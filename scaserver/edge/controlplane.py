@@ -3,7 +3,7 @@
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
 ``control.seams.LocationControl``, ``control.seams.ParkingControl``,
 ``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``); this
-module implements them over the lead's :class:`~scaserver.dispatch.SipCore` (and
+module implements them over the lead's :class:`~scaserver.dispatch.SipRouter` (and
 ``control.security.SecurityControl`` over the source guard, ``directory.reload`` over the
 directory watch):
 
@@ -13,7 +13,7 @@ directory watch):
   ``update_appearance``, ``release_appearance``, ``deactivate``; ``LocationService.remove``), so
   an RPC takes the same rows of the appearance table (sca.md 6, rule ``RPC``) and sends the same
   group NOTIFYs (sca.md 4.1) as SIP would.  Their actions are run through the transaction layer
-  (``SipCore.run``) and the edge actions that come back are handed to ``execute`` (the stack's
+  (``SipRouter.run``) and the edge actions that come back are handed to ``execute`` (the stack's
   ``run``): NOTIFYs are on the wire before the RPC answers (rpc.md 3.2).
 
 ``notify_failed`` (rpc.md 3.2): after executing, a mutating SCA call watches the bus for up to
@@ -77,7 +77,7 @@ from scaserver.control.views import (
     subscription_info,
     usrloc_aor,
 )
-from scaserver.dispatch import RequestAnswered, SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.edge.tcp import SipStreamFactory
@@ -85,6 +85,7 @@ from scaserver.events import EventBus
 from scaserver.guard.sources import SourceGuard
 from scaserver.metrics import NAMESPACE
 from scaserver.mobile import PushAnswered, PushRequested
+from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
@@ -232,7 +233,7 @@ class EngineScaControl:
 
     def __init__(
         self,
-        core: SipCore,
+        core: SipRouter,
         execute: Execute,
         bus: EventBus,
         clock: TimerClock,
@@ -402,7 +403,7 @@ class RegistrarLocationControl:
 
     def __init__(
         self,
-        core: SipCore,
+        core: SipRouter,
         execute: Execute,
         clock: TimerClock,
         *,
@@ -481,7 +482,7 @@ class EngineRegistrarGauges:
     """``metrics.RegistrarGauges`` over the location service (dormant push-only bindings, which
     are not reachable, are not counted)."""
 
-    def __init__(self, core: SipCore) -> None:
+    def __init__(self, core: SipRouter) -> None:
         self._core = core
 
     def registered_contacts(self) -> int:
@@ -491,7 +492,7 @@ class EngineRegistrarGauges:
 class EngineScaGauges:
     """``metrics.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
 
-    def __init__(self, core: SipCore) -> None:
+    def __init__(self, core: SipRouter) -> None:
         self._core = core
 
     def subscriptions_by_event(self) -> Mapping[str, int]:
@@ -514,7 +515,7 @@ class MobileParkingControl:
     (rpc.md 3.4, 3.5).  ``Tlabel`` is the parked call's number, ``Tindex`` a CRC of its
     Call-ID: opaque integers, stable while the call is parked."""
 
-    def __init__(self, core: SipCore, *, default_domain: str) -> None:
+    def __init__(self, core: SipRouter, *, default_domain: str) -> None:
         self._core = core
         self._domain = default_domain.lower()
 
@@ -577,7 +578,7 @@ class MobileParkingAdmin(MobileParkingControl):
 
     def __init__(
         self,
-        core: SipCore,
+        core: SipRouter,
         execute: Execute,
         bus: EventBus,
         clock: TimerClock,
@@ -748,7 +749,7 @@ class MobileParkingAdmin(MobileParkingControl):
 class EngineParkingGauges:
     """``metrics.ParkingGauges`` over the parking lot: the tsilo table counted at scrape time."""
 
-    def __init__(self, core: SipCore) -> None:
+    def __init__(self, core: SipRouter) -> None:
         self._core = core
 
     def _stored(self) -> list[tuple[str, ...]]:
@@ -816,7 +817,7 @@ class SipProvisioningControl:
 
     def __init__(
         self,
-        core: SipCore,
+        core: SipRouter,
         execute: Execute,
         bus: EventBus,
         clock: TimerClock,

@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from scaserver.dispatch import (
-    AuthenticationRejected,
-    LargeRequestOverUdp,
-    MessageDropped,
-    RequestRefused,
-)
+from scaserver.dispatch import AuthenticationRejected, LargeRequestOverUdp
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban
 from scaserver.push.pnparams import (
@@ -38,6 +33,7 @@ from scaserver.sca.subscription import (
 from scaserver.sip.digest import (
     RejectCause,
 )
+from scaserver.sip.endpoint import MessageDropped, RequestRefused
 
 
 class FactLog:

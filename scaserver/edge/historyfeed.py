@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from scaserver.dispatch import (
-    SipCore,
+    SipRouter,
 )
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
@@ -44,7 +44,7 @@ class HistoryFeed:
         self,
         recorder: HistoryRecorder,
         channel: Channel[HistoryKey, HistoryRow],
-        core: SipCore,
+        core: SipRouter,
         *,
         clock: Callable[[], float],
     ) -> None:

@@ -6,13 +6,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from scaserver.dispatch import (
-    AuthenticationRejected,
-    MessageDropped,
-    RequestRefused,
-    StatelessReply,
-    TransactionCompleted,
-)
+from scaserver.dispatch import AuthenticationRejected, TransactionCompleted
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
@@ -44,6 +38,7 @@ from scaserver.sca.subscription import (
 from scaserver.sip.digest import (
     RejectCause,
 )
+from scaserver.sip.endpoint import MessageDropped, RequestRefused, StatelessReply
 
 
 class PushMetrics:

@@ -31,9 +31,9 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 from typing_extensions import override
 
-from scaserver.dispatch import PingFailed, RequestAnswered
 from scaserver.edge.stack import DelayedCall, KeepAliveCounts, TimerClock, call_later
 from scaserver.events import EventBus
+from scaserver.owners import PingFailed, RequestAnswered
 from scaserver.registrar.binding import Binding
 from scaserver.registrar.nat import (
     FlowFailed,

@@ -13,7 +13,7 @@ from typing import Final
 import attrs
 
 from scaserver.dispatch import (
-    SipCore,
+    SipRouter,
 )
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
@@ -103,7 +103,7 @@ class StoredState:
 
 
 def restore_upstream(
-    core: SipCore, saved: Sequence[UpstreamSnapshot], bindings: Sequence[Binding], now: float
+    core: SipRouter, saved: Sequence[UpstreamSnapshot], bindings: Sequence[Binding], now: float
 ) -> list[EngineAction]:
     """Start-up (push-and-parking.md 3.5, R21): the mid-registrar's registration dialogs come
     back and every AoR with valid local bindings is re-registered upstream, spread over
@@ -156,7 +156,7 @@ class Persistence:
 
     def __init__(
         self,
-        core: SipCore,
+        core: SipRouter,
         bindings: Channel[BindingKey, Binding],
         subscriptions: Channel[SubscriptionKey, Subscription],
         appearances: Channel[AppearanceKey, Appearance],

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from scaserver.dispatch import (
-    SipCore,
+    SipRouter,
 )
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient
 from scaserver.edge.stack import SipStack, TimerClock
@@ -35,7 +35,7 @@ class PushDispatch:
 
     _log = Logger(namespace="scaserver.push")
 
-    def __init__(self, core: SipCore, stack: SipStack, clock: TimerClock) -> None:
+    def __init__(self, core: SipRouter, stack: SipStack, clock: TimerClock) -> None:
         self._core, self._stack, self._clock = core, stack, clock
         self.client: PushGatewayClient | None = None
 

@@ -32,6 +32,7 @@ from scaserver.push.gateway import (
     encode,
     transport_error,
 )
+from scaserver.sip.actions import Fact
 
 _log = Logger(namespace="scaserver.push.gateway")
 
@@ -65,7 +66,7 @@ class Delivery:
 
 
 @attrs.frozen
-class GatewayActivity:
+class GatewayActivity(Fact):
     """Fact: an HTTP attempt to the gateway started (``latency_ms`` None) or ended (its
     latency); ``inflight`` attempts are running now (5.3 ``push_inflight``,
     ``push_gateway_latency_seconds``)."""

@@ -94,8 +94,9 @@ def call_later(
     return cast(DelayedCall, clock.callLater(delay, function, *args))
 
 
-class SipCore(Protocol):
-    """What the stack drives: the sans-I/O SIP core (parser, transactions, dispatch)."""
+class DrivenCore(Protocol):
+    """What the stack drives: the sans-I/O SIP core (front door, transactions, router);
+    :class:`scaserver.dispatch.SipRouter` is the one the server runs."""
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram or one framed stream message from ``peer``."""
@@ -450,7 +451,7 @@ class SipStack(Service):
 
     def __init__(
         self,
-        core: SipCore,
+        core: DrivenCore,
         clock: TimerClock,
         transports: Transports,
         bus: EventBus,

@@ -26,6 +26,8 @@ from typing import Final, TypeVar
 
 import attrs
 
+from scaserver.sip.actions import Fact
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 K = TypeVar("K")
@@ -76,7 +78,7 @@ class SecuritySettings:
 
 
 @attrs.frozen
-class Ban:
+class Ban(Fact):
     """``host`` is banned from ``since`` until ``until`` (the fact published when it starts)."""
 
     host: str

@@ -36,8 +36,9 @@ from typing import Final
 
 import attrs
 
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
+from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, Instruction, Respond, StartTimer
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response
 
@@ -114,7 +115,7 @@ class CallSpec:
     """The parked INVITE: ``aors`` every AoR it is stored under (6.11: line + members);
     ``line`` the SCA (line AoR, appearance index) when it came in on a shared line."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     request: Request
     aors: tuple[str, ...]
     call_id: str
@@ -145,7 +146,7 @@ class PushKind(enum.Enum):
 
 
 @attrs.frozen
-class SendPush:
+class SendPush(Instruction):
     """Run one push attempt (section 5.1); ``attempt`` is its id (idempotency key)."""
 
     attempt: str
@@ -164,45 +165,45 @@ class SendPush:
 
 
 @attrs.frozen
-class StartBranch:
+class StartBranch(Instruction):
     """Add a branch to the held proxy context of ``server_tx`` (6.1 step 3, 6.4)."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     park_id: str
     branch: int
     target: BranchTarget
 
 
 @attrs.frozen
-class CancelParkedBranch:
-    server_tx: Hashable
+class CancelParkedBranch(Instruction):
+    server_tx: ServerKey
     branch: int
     reason: str | None = None
 
 
 @attrs.frozen
-class AbortPushes:
+class AbortPushes(Instruction):
     """Drop queued retries of every attempt of ``park_id`` (6.5); in-flight requests finish."""
 
     park_id: str
 
 
 @attrs.frozen
-class ReleaseCall:
+class ReleaseCall(Instruction):
     """Stop holding ``server_tx`` (6.3).  When nothing is pending the proxy sends the best
     response, or ``fallback`` if no branch produced a final one; ``immediately`` asks for that
     response now even when branches are pending (CANCEL, 6.5: 487 at once)."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     fallback: Response | None
     immediately: bool = False
 
 
 @attrs.frozen
-class RelayHeld:
+class RelayHeld(Instruction):
     """Relay the mid-dialog request held on ``server_tx`` (6.10): its device woke."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
 
 
 # --------------------------------------------------------------------------- events
@@ -218,25 +219,25 @@ class EndReason(enum.Enum):
 
 
 @attrs.frozen
-class ParkStarted:
+class ParkStarted(Fact):
     park_id: str
-    server_tx: Hashable
+    server_tx: ServerKey
     aors: tuple[str, ...]
     line: tuple[str, int] | None
     at: float
 
 
 @attrs.frozen
-class ParkRejected:
+class ParkRejected(Fact):
     """The call could not be parked (6.1 limits): the dispatcher forks it normally."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     limit: str
     at: float
 
 
 @attrs.frozen
-class BranchAdded:
+class BranchAdded(Fact):
     park_id: str
     binding: Hashable
     injected: bool
@@ -244,7 +245,7 @@ class BranchAdded:
 
 
 @attrs.frozen
-class BranchAnswered:
+class BranchAnswered(Fact):
     """``park.branch_answered`` (6.11)."""
 
     park_id: str
@@ -253,7 +254,7 @@ class BranchAnswered:
 
 
 @attrs.frozen
-class WakeObserved:
+class WakeObserved(Fact):
     """A pushed token's binding was confirmed ``latency_ms`` after the push was accepted
     (the ``push_wake_latency_seconds`` histogram); None when the gateway had not answered yet (race R1)."""
 
@@ -263,7 +264,7 @@ class WakeObserved:
 
 
 @attrs.frozen
-class WakeMissed:
+class WakeMissed(Fact):
     """``push_no_wake``: an accepted push whose device did not register in time (R23)."""
 
     park_id: str
@@ -271,9 +272,9 @@ class WakeMissed:
 
 
 @attrs.frozen
-class ParkEnded:
+class ParkEnded(Fact):
     park_id: str
-    server_tx: Hashable
+    server_tx: ServerKey
     reason: EndReason
     rule: str
     at: float
@@ -390,7 +391,7 @@ class WakeKey:
 class HoldKey:
     """Timer key of a mid-dialog request held for a ``pn-purr`` wake (6.10)."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
 
 
 @attrs.frozen
@@ -415,7 +416,7 @@ class ParkedCall:
     graced: bool = False
 
     @property
-    def server_tx(self) -> Hashable:
+    def server_tx(self) -> ServerKey:
         return self.spec.server_tx
 
     @property
@@ -454,7 +455,7 @@ class ParkedCall:
 class _HeldRequest:
     """A mid-dialog request held for a ``pn-purr`` wake (6.10)."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     request: Request
     binding: Hashable
     aor: str
@@ -476,10 +477,10 @@ class ParkingLot:
     settings: ParkingSettings
     id_factory: Callable[[], str]  # push attempt ids (UUIDs at the edge; counters in tests)
     _calls: dict[str, ParkedCall] = attrs.field(init=False, factory=dict)
-    _by_tx: dict[Hashable, str] = attrs.field(init=False, factory=dict)
+    _by_tx: dict[ServerKey, str] = attrs.field(init=False, factory=dict)
     _by_aor: dict[str, list[str]] = attrs.field(init=False, factory=dict)
     _late_cancels: dict[str, SendPush] = attrs.field(init=False, factory=dict)
-    _held: dict[Hashable, _HeldRequest] = attrs.field(init=False, factory=dict)
+    _held: dict[ServerKey, _HeldRequest] = attrs.field(init=False, factory=dict)
     _counter: int = attrs.field(init=False, default=0)
 
     # ------------------------------------------------------------------ table views
@@ -496,7 +497,7 @@ class ParkingLot:
             return tuple(self._calls.values())
         return tuple(self._calls[park_id] for park_id in self._by_aor.get(aor, ()))
 
-    def call(self, server_tx: Hashable) -> ParkedCall | None:
+    def call(self, server_tx: ServerKey) -> ParkedCall | None:
         park_id = self._by_tx.get(server_tx)
         return None if park_id is None else self._calls[park_id]
 
@@ -654,7 +655,7 @@ class ParkingLot:
     # --------------------------------------------------------- branch responses
 
     def on_branch_provisional(
-        self, server_tx: Hashable, branch: int, response: Response, now: float
+        self, server_tx: ServerKey, branch: int, response: Response, now: float
     ) -> tuple[Response | None, list[EngineAction]]:
         """A 1xx from a branch: what to relay upstream (6.6), and CANCEL for a superseded
         branch (6.4).  The response returned is relayed as is, or None for "relay nothing"."""
@@ -688,7 +689,7 @@ class ParkingLot:
         return Response(180, "Ringing", headers, b"", response.version)
 
     def on_branch_final(
-        self, server_tx: Hashable, branch: int, status: int, now: float
+        self, server_tx: ServerKey, branch: int, status: int, now: float
     ) -> list[EngineAction]:
         """A final response on a branch (a time-out counts 408, a transport failure 503)."""
         call = self.call(server_tx)
@@ -776,7 +777,7 @@ class ParkingLot:
 
     # ------------------------------------------------------------------ CANCEL
 
-    def on_cancel(self, server_tx: Hashable, now: float) -> list[EngineAction]:
+    def on_cancel(self, server_tx: ServerKey, now: float) -> list[EngineAction]:
         """6.5: the caller CANCELled a parked INVITE (the proxy answers the CANCEL 200 and
         cancels the branches); a held mid-dialog request cannot be CANCELled."""
         call = self.call(server_tx)
@@ -949,7 +950,7 @@ class ParkingLot:
 
     def hold_mid_dialog(
         self,
-        server_tx: Hashable,
+        server_tx: ServerKey,
         request: Request,
         *,
         aor: str,

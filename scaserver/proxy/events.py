@@ -13,11 +13,12 @@ import enum
 import attrs
 
 from scaserver.proxy.target import Target
+from scaserver.sip.actions import Fact
 from scaserver.sip.message import Peer, Request, Response
 
 
 @attrs.frozen
-class RequestForwarded:
+class RequestForwarded(Fact):
     """A branch of ``request`` left for ``peer`` (RFC 3261 16.6 step 10).
 
     ``forwarded`` is the branch request without our Via (the transaction layer
@@ -32,7 +33,7 @@ class RequestForwarded:
 
 
 @attrs.frozen
-class ResponseRelayed:
+class ResponseRelayed(Fact):
     """A response went upstream for ``request`` (RFC 3261 16.7 steps 5 to 9).
 
     Provisional responses, every 2xx, and the one final response chosen
@@ -49,7 +50,7 @@ class ResponseRelayed:
 
 
 @attrs.frozen
-class AckForwarded:
+class AckForwarded(Fact):
     """An ACK for a 2xx was forwarded statelessly (RFC 3261 16.11) to ``peer``."""
 
     ack: Request
@@ -59,7 +60,7 @@ class AckForwarded:
 
 
 @attrs.frozen
-class CallCancelled:
+class CallCancelled(Fact):
     """The caller CANCELled ``request`` before it had a final response (RFC 3261 16.10)."""
 
     request: Request
@@ -76,7 +77,7 @@ class CallEndReason(enum.Enum):
 
 
 @attrs.frozen
-class CallEnded:
+class CallEnded(Fact):
     """A call, or a call attempt, that went through the proxy is over.
 
     ``request`` is the BYE (reason BYE) or the initial INVITE; ``status`` the

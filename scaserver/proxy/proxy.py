@@ -105,14 +105,24 @@ from scaserver.proxy.routing import (
     needs_sips_record_route,
     next_hop,
     preprocess_route,
-    response_destination,
     sender_flow,
     stateless_branch,
 )
 from scaserver.proxy.target import Target, order_targets
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, Send, SendRequest, StartTimer
+from scaserver.sip.actions import (
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Instruction,
+    Respond,
+    Send,
+    SendRequest,
+    StartTimer,
+)
+from scaserver.sip.endpoint import response_destination
 from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
 from scaserver.sip.headers import cseq, to_addr, top_via
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 
@@ -137,13 +147,13 @@ class BranchKey:
     should carry (16.6 step 8, :func:`scaserver.proxy.routing.branch_with_loop_hash`).
     """
 
-    server_tx: Hashable
+    server_tx: ServerKey
     index: int
     loop_hash: str
 
 
 @attrs.frozen
-class CancelBranch:
+class CancelBranch(Instruction):
     """Instruction to the dispatcher, delivered as ``Deliver(CancelBranch(...))``: run
     ``TransactionLayer.cancel`` for the client transaction of ``branch`` (RFC 3261 9.1,
     16.10).  ``reason`` is a Reason header value (RFC 3326) for the CANCEL, if any."""
@@ -153,7 +163,7 @@ class CancelBranch:
 
 
 @attrs.frozen
-class BranchFinished:
+class BranchFinished(Instruction):
     """Instruction to the dispatcher, delivered as ``Deliver(BranchFinished(...))`` while the
     context of ``branch`` is held (:meth:`Proxy.on_request` with ``hold``): the branch has a
     final response, received or counted (408 time-out, 487 cancelled, 503 unreachable).  Call
@@ -212,7 +222,7 @@ class Branch:
 class ResponseContext:
     """RFC 3261 16.2: everything kept about one proxied request."""
 
-    server_tx: Hashable
+    server_tx: ServerKey
     request: Request  # as received
     prepared: Request  # after Route pre-processing and Max-Forwards, before a target is applied
     peer: Peer  # where the request came from
@@ -245,7 +255,7 @@ class Proxy:
 
     identity: ProxyIdentity
     settings: ProxySettings = ProxySettings()
-    _contexts: dict[Hashable, ResponseContext] = attrs.field(init=False, factory=dict)
+    _contexts: dict[ServerKey, ResponseContext] = attrs.field(init=False, factory=dict)
 
     def __contains__(self, server_tx: object) -> bool:
         return server_tx in self._contexts
@@ -258,7 +268,7 @@ class Proxy:
     def on_request(
         self,
         request: Request,
-        server_tx: Hashable,
+        server_tx: ServerKey,
         peer: Peer,
         targets: Sequence[Target],
         now: float,
@@ -304,7 +314,7 @@ class Proxy:
         return self._start_next_group(context, now) if groups else []
 
     def add_targets(
-        self, server_tx: Hashable, targets: Sequence[Target], now: float
+        self, server_tx: ServerKey, targets: Sequence[Target], now: float
     ) -> tuple[list[EngineAction], list[BranchKey]]:
         """Start one more branch per target, in parallel, on a context still forking (call
         parking's injected branches, push-and-parking.md 6.4: the same code path as the
@@ -327,7 +337,7 @@ class Proxy:
         return None if branch is None else branch.state
 
     def release(
-        self, server_tx: Hashable, fallback: Response | None, *, immediately: bool, now: float
+        self, server_tx: ServerKey, fallback: Response | None, *, immediately: bool, now: float
     ) -> list[EngineAction]:
         """Stop holding ``server_tx`` (push-and-parking.md 6.3, 6.5).
 
@@ -381,7 +391,7 @@ class Proxy:
         return [Send(forwarded, destination), Deliver(AckForwarded(ack, forwarded, destination, now))]
 
     def on_cancel(
-        self, cancel: Request, cancel_tx: Hashable, invite_tx: Hashable, now: float
+        self, cancel: Request, cancel_tx: ServerKey, invite_tx: ServerKey, now: float
     ) -> list[EngineAction]:
         """A CANCEL matching the proxied INVITE ``invite_tx`` (RFC 3261 16.10).
 

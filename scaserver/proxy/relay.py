@@ -67,7 +67,8 @@ from typing import Final
 
 import attrs
 
-from scaserver.proxy.routing import ProxyIdentity, is_broadcast_or_multicast, next_hop
+from scaserver.proxy.routing import ProxyIdentity, next_hop
+from scaserver.sip.endpoint import is_broadcast_or_multicast
 from scaserver.sip.errors import BadRequest, CallDoesNotExist, Forbidden, MalformedMessage, NotFound, SipError
 from scaserver.sip.headers import from_addr, to_addr
 from scaserver.sip.message import Peer, Request

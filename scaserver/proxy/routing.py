@@ -36,13 +36,12 @@ the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
   loop detection it must start with ``z9hG4bK`` + loop hash + ``.``
   (:func:`branch_with_loop_hash`); the hash travels in the branch context.
 * 16.7 step 3 / 18.2.2, responses: our Via is removed and the next Via gives
-  the destination (:func:`response_destination`), never a broadcast or
+  the destination (:func:`scaserver.sip.endpoint.response_destination`), never a broadcast or
   multicast address (RFC 4475 section 3.3.10, ``bcast``).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -489,54 +488,3 @@ def stateless_branch(request: Request) -> str:
     parts = (request.method, request.uri, top, request.call_id or "", str(cseq(request).number))
     digest = hashlib.blake2b("\x00".join(parts).encode("utf-8", "surrogateescape"), digest_size=12)
     return f"{MAGIC_COOKIE}{digest.hexdigest()}.sl"
-
-
-# -- 16.7 / 18.2.2 responses --------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def is_broadcast_or_multicast(host: str) -> bool:
-    """An address a response must never be sent to: limited broadcast, multicast (RFC 4475 section 3.3.10).
-
-    Asked for every response, of a few peer addresses: remembered (about 10 us to work out)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if address.is_multicast:
-        return True
-    return isinstance(address, ipaddress.IPv4Address) and (
-        address == ipaddress.IPv4Address("255.255.255.255") or address.is_unspecified
-    )
-
-
-def response_destination(via: Via) -> Peer | None:
-    """Where a response goes according to its (new) top Via (RFC 3261 18.2.2, RFC 3581).
-
-    ``maddr`` wins, then ``received`` (with ``rport`` when present), then the
-    sent-by.  None when the Via names a transport we do not run or a broadcast
-    or multicast address.
-    """
-    transport = _URI_TRANSPORTS.get(via.transport.lower())
-    if transport is None:
-        return None
-    default = _DEFAULT_PORT[transport]
-    maddr = _via_param(via, "maddr")
-    if maddr:
-        host, port = maddr, via.port or default
-    elif via.received:
-        host = via.received
-        port = via.rport if via.rport is not None else (via.port or default)
-    else:
-        host, port = via.host, via.port or default
-    if is_broadcast_or_multicast(host):
-        return None
-    return Peer(transport, host, port)
-
-
-def _via_param(via: Via, name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in via.params:
-        if key.lower() == wanted:
-            return "" if value is None else value
-    return None

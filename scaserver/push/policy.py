@@ -15,6 +15,7 @@ from typing import Final
 import attrs
 
 from scaserver.push.pnparams import Keepalive, PushCoordinates, token_hash
+from scaserver.sip.actions import Fact
 
 REFRESH_PUSH_TIMER: Final = "push-reg-refresh"
 DORMANT_TIMER: Final = "push-dormant"
@@ -70,7 +71,7 @@ class DevicePush:
 
 
 @attrs.frozen
-class TokenInvalidated:
+class TokenInvalidated(Fact):
     """``push.token_invalidated`` (section 4.4): the provider declared ``prid`` dead at ``at``."""
 
     provider: str

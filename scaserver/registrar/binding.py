@@ -18,6 +18,7 @@ import ipaddress
 
 import attrs
 
+from scaserver.sip.actions import Fact
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Peer
 from scaserver.sip.uri import SipUri, Uri, parse_name_addr, parse_uri
@@ -141,7 +142,7 @@ class RemovalReason(enum.Enum):
 
 
 @attrs.frozen
-class BindingAdded:
+class BindingAdded(Fact):
     """A contact was registered for an AoR that had no binding with its key."""
 
     binding: Binding
@@ -149,7 +150,7 @@ class BindingAdded:
 
 
 @attrs.frozen
-class BindingRefreshed:
+class BindingRefreshed(Fact):
     """An existing binding was re-registered; ``previous`` is what it replaced (the contact
     URI, received address or Call-ID may have changed for the same device key)."""
 
@@ -159,7 +160,7 @@ class BindingRefreshed:
 
 
 @attrs.frozen
-class BindingRemoved:
+class BindingRemoved(Fact):
     """A binding ended before its time: de-registered or removed by an operator."""
 
     binding: Binding
@@ -168,7 +169,7 @@ class BindingRemoved:
 
 
 @attrs.frozen
-class BindingExpired:
+class BindingExpired(Fact):
     """A binding reached ``expires_at`` without being refreshed."""
 
     binding: Binding

@@ -43,16 +43,27 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.registrar import contact_line, response_tag
 from scaserver.registrar.upstream import UpstreamInput, UpstreamState, next_state
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.actions import (
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Fact,
+    Instruction,
+    Respond,
+    SendRequest,
+    StartTimer,
+)
 from scaserver.sip.digest import Challenge, ClientCredentials, authorize, parse_challenges, select_challenge
 from scaserver.sip.errors import (
     BadRequest,
     IntervalTooBrief,
     MalformedMessage,
+    ProtocolStateError,
     ServiceUnavailable,
     SipError,
 )
 from scaserver.sip.headers import Star, contacts, cseq, expires, parse_uint32, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import NameAddr, SipUri, parse_uri
@@ -130,12 +141,12 @@ NO_PUSH: Final = PushTyping()
 
 
 @attrs.frozen
-class PutBinding:
+class PutBinding(Instruction):
     binding: Binding
 
 
 @attrs.frozen
-class DropBinding:
+class DropBinding(Instruction):
     """Remove a binding; ``reason`` is ``unregistered``, ``upstream-rejected`` (3.5) or
     ``token-invalid`` (4.4)."""
 
@@ -144,7 +155,7 @@ class DropBinding:
 
 
 @attrs.frozen
-class BindingConfirmed:
+class BindingConfirmed(Fact):
     """``binding.confirmed`` (section 1): the upstream accepted it, or it was absorbed."""
 
     aor: str
@@ -155,7 +166,7 @@ class BindingConfirmed:
 
 
 @attrs.frozen
-class RegisterDecided:
+class RegisterDecided(Fact):
     """A device REGISTER was forwarded (``rule`` 1-5 of 3.2, ``mirror``, ``queued``) or
     absorbed (``absorb``), or answered locally (``555``, ``423``, ``503``...)."""
 
@@ -165,13 +176,13 @@ class RegisterDecided:
 
 
 @attrs.frozen
-class RegisterForwarded:
+class RegisterForwarded(Instruction):
     aor: str
     keys: tuple[BindingKey, ...]
 
 
 @attrs.frozen
-class RegisterFinished:
+class RegisterFinished(Instruction):
     """A forward ended; ``confirmed`` when a 2xx wrote the bindings."""
 
     aor: str
@@ -180,7 +191,7 @@ class RegisterFinished:
 
 
 @attrs.frozen
-class UpstreamChanged:
+class UpstreamChanged(Fact):
     aor: str
     old: UpstreamState
     new: UpstreamState
@@ -188,7 +199,7 @@ class UpstreamChanged:
 
 
 @attrs.frozen
-class UpstreamAuthNeeded:
+class UpstreamAuthNeeded(Fact):
     """3.5: a challenge to our own REGISTER for ``aor`` could not be answered (``upstream_auth``
     ``none``, no credentials for the realm, or the upstream refused ours).  Published once, when
     the AoR's ``upstream_auth_needed`` flag is set; the edge logs it at error level."""
@@ -229,7 +240,7 @@ class UpstreamSnapshot:
 
 
 @attrs.frozen
-class UpstreamSaved:
+class UpstreamSaved(Fact):
     """Fact: an upstream registration changed in what a restart must bring back (its CSeq,
     state, expiry or flags); the edge stores ``snapshot`` (3.5: Call-ID and CSeq persisted)."""
 
@@ -281,7 +292,7 @@ class Forward:
     seq: int
     request: Request | None = None  # the device's REGISTER (DEVICE)
     peer: Peer | None = None
-    transaction: Hashable = None
+    transaction: ServerKey | None = None
     changes: tuple[_Change, ...] = ()
     typing: PushTyping = NO_PUSH
     sent: Request | None = None
@@ -294,6 +305,12 @@ class Forward:
     challenge: Challenge | None = None
     secret: ClientCredentials | None = attrs.field(default=None, repr=False)
     challenges_answered: int = 0
+
+    def device_transaction(self) -> ServerKey:
+        """The server transaction of the device's REGISTER this forward answers."""
+        if self.transaction is None:
+            raise ProtocolStateError(f"a {self.kind.name} forward has no device transaction to answer")
+        return self.transaction
 
 
 @attrs.define
@@ -431,7 +448,7 @@ class MidRegistrar:
         self,
         request: Request,
         peer: Peer,
-        transaction: Hashable,
+        transaction: ServerKey,
         now: float,
         *,
         typing: PushTyping = NO_PUSH,
@@ -627,7 +644,7 @@ class MidRegistrar:
             if forward.kind is ForwardKind.DEVICE and forward.request is not None:
                 error = TooManyForwards("upstream queue full", headers=Headers.of(("Retry-After", "1")))
                 response = response_for(forward.request, error, to_tag=response_tag(forward.request))
-                return [Respond(forward.transaction, response)]
+                return [Respond(forward.device_transaction(), response)]
             return []
         reg.queue.append(forward)
         return []
@@ -802,7 +819,7 @@ class MidRegistrar:
                 forward.request, status, headers=headers, to_tag=response_tag(forward.request)
             )
             actions += [
-                Respond(forward.transaction, response),
+                Respond(forward.device_transaction(), response),
                 *self._finished(reg, forward, confirmed=False),
             ]
         else:
@@ -830,7 +847,8 @@ class MidRegistrar:
                 forward.retried_423 = True
                 return self._resend(reg, forward)
         if not 200 <= response.status < 300:
-            return [Respond(forward.transaction, relayed), *self._finished(reg, forward, confirmed=False)]
+            answer = Respond(forward.device_transaction(), relayed)
+            return [answer, *self._finished(reg, forward, confirmed=False)]
         actions: list[EngineAction] = []
         granted: dict[BindingKey, int] | None = None
         if self.settings.mode is Mode.AOR:
@@ -854,7 +872,7 @@ class MidRegistrar:
         reg.written = bindings
         to_tag = to_addr(response).tag or response_tag(request)
         ok = self._ok(request, bindings, now, forward.typing, to_tag=to_tag, upstream=response)
-        actions += [Respond(forward.transaction, ok), *self._finished(reg, forward, confirmed=True)]
+        actions += [Respond(forward.device_transaction(), ok), *self._finished(reg, forward, confirmed=True)]
         return actions
 
     def _resend(self, reg: UpstreamRegistration, forward: Forward) -> list[EngineAction]:
@@ -1104,7 +1122,7 @@ class MidRegistrar:
 
 
 @attrs.frozen
-class UpstreamGaveUp:
+class UpstreamGaveUp(Instruction):
     """Instruction: ``upstream_timeout`` fired before the transaction layer's own timer F;
     the dispatcher forgets the client transaction of ``context`` (late answers are stray)."""
 

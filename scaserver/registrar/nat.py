@@ -37,6 +37,7 @@ from typing import Final
 import attrs
 
 from scaserver.registrar.binding import Binding, address_key
+from scaserver.sip.actions import Fact
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.uri import SipUri, parse_uri
@@ -187,7 +188,7 @@ class FlowFailure(enum.Enum):
 
 
 @attrs.frozen
-class FlowFailed:
+class FlowFailed(Fact):
     """A flow failed: the bindings and subscriptions on it were dropped (the edge logs it)."""
 
     flow: Peer

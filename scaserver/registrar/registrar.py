@@ -43,7 +43,7 @@ over a new flow (RFC 5626 section 4.4).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from typing import Final
 
@@ -66,6 +66,7 @@ from scaserver.sip.errors import (
     UnsupportedUriScheme,
 )
 from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import NameAddr, SipUri, parse_name_addr, parse_uri
@@ -194,7 +195,7 @@ class Registrar:
         authenticated_user: str | None,
         now: float,
         *,
-        transaction: Hashable,
+        transaction: ServerKey,
     ) -> list[EngineAction]:
         """Process one REGISTER; the actions are the location changes (timers and binding
         events) followed by the final response."""

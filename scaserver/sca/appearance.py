@@ -19,6 +19,8 @@ from typing import Final
 
 import attrs
 
+from scaserver.sip.actions import Fact
+
 
 class AppearanceState(enum.Enum):
     """The internal appearance states of sca.md section 6.1."""
@@ -353,7 +355,7 @@ def timeout_of(appearance: Appearance) -> Trigger | None:
 
 
 @attrs.frozen
-class AppearanceChanged:
+class AppearanceChanged(Fact):
     """Fact: an appearance went through a row of :data:`TRANSITIONS` (loops included)."""
 
     line: str
@@ -367,7 +369,7 @@ class AppearanceChanged:
 
 
 @attrs.frozen
-class TriggerIgnored:
+class TriggerIgnored(Fact):
     """Fact: a trigger arrived in a state with no row for it; nothing changed (STYLE P4)."""
 
     line: str

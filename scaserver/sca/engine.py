@@ -75,6 +75,7 @@ from scaserver.sca.subscription import Identity, Subscription, SubscriptionKey
 from scaserver.sip.actions import EngineAction
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import from_addr, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 
 #: The engine's interface; its parts live in notifier, registry, outbox, board, calls and answers.
@@ -233,7 +234,7 @@ class ScaEngine:
     def on_subscribe(
         self,
         request: Request,
-        transaction: Hashable,
+        transaction: ServerKey,
         now: float,
         *,
         peer: Peer | None = None,

@@ -12,7 +12,7 @@ every method takes ``now`` and returns its actions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 import attrs
@@ -48,6 +48,7 @@ from scaserver.sip.errors import (
     TemporarilyUnavailable,
 )
 from scaserver.sip.headers import Star, cseq, expires, from_addr, parse_contacts, parse_event, to_addr
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import SipUri
@@ -222,7 +223,7 @@ class Notifier:
     def on_subscribe(
         self,
         request: Request,
-        transaction: Hashable,
+        transaction: ServerKey,
         now: float,
         *,
         peer: Peer | None,
@@ -349,7 +350,7 @@ class Notifier:
         return self.settings.contact_tls if tls else self.settings.contact
 
     def _accept(
-        self, checked: _Checked, *, request: Request, transaction: Hashable, now: float, peer: Peer | None
+        self, checked: _Checked, *, request: Request, transaction: ServerKey, now: float, peer: Peer | None
     ) -> list[EngineAction]:
         record_route = tuple(request.headers.values("Record-Route"))
         ok = self.settings.call_info_ok_code if checked.package is Package.CALL_INFO else 200

@@ -17,6 +17,7 @@ import enum
 
 import attrs
 
+from scaserver.sip.actions import Fact
 from scaserver.sip.message import Peer
 
 
@@ -192,28 +193,28 @@ class Subscription:
 
 
 @attrs.frozen
-class SubscriptionAdded:
+class SubscriptionAdded(Fact):
     """Fact: a new subscription (or a new dialog replacing an old one for the same key, 3.5)."""
 
     subscription: Subscription
 
 
 @attrs.frozen
-class SubscriptionRefreshed:
+class SubscriptionRefreshed(Fact):
     """Fact: an in-dialog SUBSCRIBE extended a subscription."""
 
     subscription: Subscription
 
 
 @attrs.frozen
-class SubscriptionNotified:
+class SubscriptionNotified(Fact):
     """Fact: a NOTIFY went out in the subscription's dialog; ``subscription.notify_cseq`` is its CSeq."""
 
     subscription: Subscription
 
 
 @attrs.frozen
-class NotifyAnswered:
+class NotifyAnswered(Fact):
     """Fact: the subscriber answered our NOTIFY number ``cseq`` with a 2xx (RFC 6665 4.2.2)."""
 
     subscription: Subscription
@@ -222,7 +223,7 @@ class NotifyAnswered:
 
 
 @attrs.frozen
-class SubscriptionRemoved:
+class SubscriptionRemoved(Fact):
     """Fact: a subscription ended; ``reason`` is ``unsubscribed``, ``timeout``, ``noresource``,
     ``deactivated``, ``replaced`` or ``notify-failed``."""
 
@@ -231,7 +232,7 @@ class SubscriptionRemoved:
 
 
 @attrs.frozen
-class SubscribeRefused:
+class SubscribeRefused(Fact):
     """Fact: a SUBSCRIBE was answered with an error (``status``); ``detail`` says why, for
     the log only (the response never says more than its status line)."""
 

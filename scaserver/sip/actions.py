@@ -10,10 +10,15 @@ the core that asked for the timer; when a timer fires, the stack hands
 from __future__ import annotations
 
 from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
 import attrs
 
-from scaserver.sip.message import Message, Peer
+from scaserver.sip.keys import ServerKey
+from scaserver.sip.message import Message, Peer, Request, Response
+
+if TYPE_CHECKING:
+    from scaserver.sip.transaction import TransactionEvent
 
 
 @attrs.frozen
@@ -41,20 +46,38 @@ class CancelTimer:
 
 @attrs.frozen
 class Deliver:
-    """Hand an event up: to the transaction user, or onto the in-process bus."""
+    """Hand an event up: a transaction-layer event to the transaction user
+    (:data:`~scaserver.sip.transaction.TransactionEvent`), an :class:`Instruction` to the part
+    that carries it out, or a fact onto the in-process bus.  The router tells them apart by
+    type and matches the first two exhaustively."""
 
-    event: object
+    event: TransactionEvent | Instruction | Fact
 
 
 Action = Send | StartTimer | CancelTimer | Deliver
+
+
+class Fact:
+    """Something that happened, published on the in-process bus (``Deliver(fact)``): a
+    past-tense value its subscribers (and the parts of the core that react to it) read."""
+
+    __slots__ = ()
+
+
+class Instruction:
+    """An order one part of the core gives another, carried by ``Deliver``: the router has
+    it carried out and never publishes it.  One that nobody carries out is our own bug and
+    raises (:class:`~scaserver.sip.errors.ProtocolStateError`), it never lands on the bus."""
+
+    __slots__ = ()
 
 
 @attrs.frozen
 class Respond:
     """Transaction-user output: answer the server transaction ``transaction`` with ``response``."""
 
-    transaction: Hashable
-    response: Message
+    transaction: ServerKey
+    response: Response
 
 
 @attrs.frozen
@@ -67,7 +90,7 @@ class SendRequest:
     Via with a fresh branch.
     """
 
-    request: Message
+    request: Request
     peer: Peer
     context: Hashable
 

@@ -30,6 +30,7 @@ from typing import Final
 
 import attrs
 
+from scaserver.sip.actions import Fact
 from scaserver.sip.message import Peer, Transport
 
 DEFAULT_PORTS: Final[Mapping[Transport, int]] = MappingProxyType(
@@ -204,7 +205,7 @@ def without_held(targets: Sequence[Target], held: Callable[[Peer], bool]) -> lis
 
 
 @attrs.frozen
-class NextHopFailed:
+class NextHopFailed(Fact):
     """A client transaction to the named ``destination`` failed (``reason``: "503",
     "timeout" or "transport-error") and the request is tried again, in a new transaction,
     at the next target (RFC 3263 4.3).  ``branch`` is the failed transaction's Via branch:

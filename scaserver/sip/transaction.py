@@ -26,35 +26,10 @@ import attrs
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import cseq
+from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response
 from scaserver.sip.timers import TimerConfig, TimerName
-
-# --------------------------------------------------------------------------- keys
-
-
-@attrs.frozen
-class ClientKey:
-    """A client transaction's identity (RFC 3261 section 17.1.3): the branch of our top Via
-    and the CSeq method.  Responses match when both are equal."""
-
-    branch: str
-    method: str
-
-
-@attrs.frozen
-class ServerKey:
-    """A server transaction's identity (RFC 3261 section 17.2.3): the top Via branch, the
-    top Via sent-by (host lower-cased, port as written or None) and the method, where an ACK
-    is keyed as the INVITE it acknowledges."""
-
-    branch: str
-    host: str
-    port: int | None
-    method: str
-
-
-TransactionKey = ClientKey | ServerKey
 
 # ------------------------------------------------------------------------ events
 
@@ -131,6 +106,19 @@ class TransactionTerminated:
     """The transaction reached the Terminated state and is gone."""
 
     key: TransactionKey
+
+
+TransactionEvent = (
+    RequestReceived
+    | AckReceived
+    | CancelReceived
+    | ResponseReceived
+    | StrayResponse
+    | TransactionTimedOut
+    | TransportFailed
+    | TransactionTerminated
+)
+"""What the transaction layer hands its transaction user (``Deliver(event)``)."""
 
 
 # -------------------------------------------------------------- message builders

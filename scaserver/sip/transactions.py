@@ -23,12 +23,12 @@ import attrs
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, top_via
+from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import Message, Peer, Request, Response
 from scaserver.sip.timers import TimerConfig, TimerName
 from scaserver.sip.transaction import (
     AckReceived,
     CancelReceived,
-    ClientKey,
     ClientTransaction,
     IctState,
     InviteClientTransaction,
@@ -37,10 +37,9 @@ from scaserver.sip.transaction import (
     NonInviteServerTransaction,
     RequestReceived,
     ResponseReceived,
-    ServerKey,
     ServerTransaction,
     StrayResponse,
-    TransactionKey,
+    TransactionEvent,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
@@ -55,6 +54,7 @@ __all__ = [
     "ResponseReceived",
     "ServerKey",
     "StrayResponse",
+    "TransactionEvent",
     "TransactionKey",
     "TransactionLayer",
     "TransactionTerminated",

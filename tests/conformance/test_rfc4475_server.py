@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.registrar.binding import Binding
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.trust import TrustedPeer
@@ -82,7 +82,7 @@ EXPECTED: dict[str, tuple[int | None, int | None]] = {
 }
 
 
-def outcome(core: SipCore, data: bytes) -> list[int]:
+def outcome(core: SipRouter, data: bytes) -> list[int]:
     """The statuses we answered with, or [RELAYED] when the message was forwarded."""
     out = sent(core.receive(data, SOURCE, 1_000_000.0))
     relayed = [m for m, _ in out if isinstance(m, Request)]
@@ -90,7 +90,7 @@ def outcome(core: SipCore, data: bytes) -> list[int]:
     return answered + [RELAYED] * len(relayed)
 
 
-def answers(core: SipCore, data: bytes) -> list[Response]:
+def answers(core: SipRouter, data: bytes) -> list[Response]:
     out = sent(core.receive(data, SOURCE, 1_000_000.0))
     return [m for m, _ in out if isinstance(m, Response)]
 
@@ -116,7 +116,7 @@ def test_every_corpus_file_has_an_expectation() -> None:
     assert {path.name for path in corpus_dir("rfc4475").glob("*.dat")} == set(EXPECTED)
 
 
-def registered(core: SipCore) -> list[Binding]:
+def registered(core: SipRouter) -> list[Binding]:
     return list(core.registrar.location.all_bindings())
 
 

@@ -7,7 +7,7 @@ from scaserver.app import apply_directory, credential_lookup, line_aliases, make
 from scaserver.config import LineAlias as ConfiguredAlias
 from scaserver.config import ScaSettings, ServerSettings, Settings, UpstreamSettings
 from scaserver.config import SharedLine as ConfiguredLine
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import Directory
 from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import Package, Subscription
@@ -23,7 +23,7 @@ GONE = SharedLine("sip:2002@example.test", 2, frozenset({"bob"}))
 PBX = Peer(Transport.UDP, "192.0.2.7", 5060)
 
 
-def core(settings: Settings, directory: Directory) -> SipCore:
+def core(settings: Settings, directory: Directory) -> SipRouter:
     return make_core(
         settings,
         credentials=credential_lookup(directory.credentials),

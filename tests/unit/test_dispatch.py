@@ -5,10 +5,11 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.dispatch import MessageDropped, StatelessReply, TransactionCompleted
+from scaserver.dispatch import TransactionCompleted
 from scaserver.proxy.relay import route_signature
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
+from scaserver.sip.endpoint import MessageDropped, StatelessReply
 from scaserver.sip.headers import top_via
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message

@@ -4,7 +4,7 @@ target; the failure is never relayed while targets remain."""
 
 from __future__ import annotations
 
-from scaserver.dispatch import SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.sip.actions import Action, Deliver, Send, StartTimer
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
@@ -19,7 +19,7 @@ NOW = 1_000_000.0
 CALL = request("INVITE", "sip:bob@elsewhere.example.net").encode()
 
 
-def core_with(alternatives: int) -> tuple[SipCore, list[tuple[Peer, str]]]:
+def core_with(alternatives: int) -> tuple[SipRouter, list[tuple[Peer, str]]]:
     core = make_core(require_auth=False, upstream=PBX, trusted=[TrustedPeer(f"{ALICE.host}/32")])
     asked: list[tuple[Peer, str]] = []
     left = [alternatives]

@@ -5,11 +5,12 @@ a NAT."""
 
 from __future__ import annotations
 
-from scaserver.dispatch import LARGE_REQUEST_BYTES, LargeRequestOverUdp
+from scaserver.dispatch import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipRouter
+from scaserver.owners import AnsweredOnBus
 from scaserver.sip.actions import Action, Deliver, Send, SendRequest
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.serializer import serialize
-from tests.builders import make_core
+from tests.builders import make_core as make_router
 
 PHONE = Peer(Transport.UDP, "198.51.100.10", 5062)
 NAT = Peer(Transport.UDP, "203.0.113.77", 40112)
@@ -28,6 +29,13 @@ def notify(contact: str, body_size: int) -> Request:
         ("Content-Length", "0"),
     )
     return Request("NOTIFY", contact, fields, b"x" * body_size)
+
+
+def make_core() -> SipRouter:
+    """A core whose own requests here are sent with plain string contexts, answered on the bus."""
+    core = make_router()
+    core.owners.register(str, AnsweredOnBus())
+    return core
 
 
 def sends(actions: list[Action]) -> list[tuple[Request, Peer]]:

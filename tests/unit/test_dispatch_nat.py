@@ -3,7 +3,7 @@ failures that drop the bindings and subscriptions of the flow, and nothing else.
 
 from __future__ import annotations
 
-from scaserver.dispatch import PingFailed
+from scaserver.owners import PingFailed
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.nat import FlowFailed, FlowFailure, NatPing, ping_request
 from scaserver.sca.line import SharedLine

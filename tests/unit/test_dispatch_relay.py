@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import attrs
 import pytest
 
-from scaserver.dispatch import MessageDropped, RequestRefused
 from scaserver.proxy.relay import route_signature
 from scaserver.sip.actions import Deliver, Send
+from scaserver.sip.endpoint import MessageDropped, RequestRefused
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.trust import TrustedPeer

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.dispatch import AuthenticationRejected, SipCore, StatelessReply
+from scaserver.dispatch import AuthenticationRejected, SipRouter
 from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
+from scaserver.sip.endpoint import StatelessReply
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.serializer import serialize
@@ -41,7 +42,7 @@ def only_response(actions: list[Action]) -> Response:
     return response
 
 
-def attempt(core: SipCore, user: str, password: str, peer: Peer, n: int) -> tuple[Response, list[object]]:
+def attempt(core: SipRouter, user: str, password: str, peer: Peer, n: int) -> tuple[Response, list[object]]:
     """A REGISTER, its challenge, and the answer with ``password``: the final reply and facts."""
     text = register_text(user, peer, f"z9hG4bKg{n}a")
     challenge = only_response(core.receive(text.encode(), peer, NOW + n))
@@ -53,7 +54,7 @@ def attempt(core: SipCore, user: str, password: str, peer: Peer, n: int) -> tupl
     return only_response(actions), facts(actions)
 
 
-def guarded(**kw: object) -> SipCore:
+def guarded(**kw: object) -> SipRouter:
     core = make_core()
     core.guard = SourceGuard(SecuritySettings(**kw))  # type: ignore[arg-type]
     return core

@@ -12,7 +12,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from scaserver.config import ConfigError, UserAgentAlgorithms, load_settings, settings_from_mapping
 from scaserver.directory import DirectoryError, digest_policy
-from scaserver.dispatch import RequestRefused
 from scaserver.metrics import Metrics
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
@@ -28,6 +27,7 @@ from scaserver.sip.digest import (
     parse_challenges,
 )
 from scaserver.sip.domains import DomainPolicy
+from scaserver.sip.endpoint import RequestRefused
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import cause_label

@@ -1,5 +1,5 @@
 """The push mid-registrar and call parking inside the SIP core (push-and-parking.md sections
-3, 6 and 7): a whole SipCore with its Mobile coordinator, driven with messages as the network
+3, 6 and 7): a whole SipRouter with its Mobile coordinator, driven with messages as the network
 would, timers fired from the StartTimer actions, push results fed back as the edge does.
 
 Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 contacts).
@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from scaserver.app import client_owners
 from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome, fallback_tag
 from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
 from scaserver.push.gateway import Outcome, PushType
@@ -303,6 +304,7 @@ def test_push_on_the_core_registrar_parks_and_a_re_registration_gets_the_branch(
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: f"att-{next(counter)}")
     core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
+    core.owners = client_owners(core)
     r = Rig(core)
     contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
     r.register(M1, contact, call_id="m1-a", cseq=1)

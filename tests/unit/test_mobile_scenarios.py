@@ -1,5 +1,5 @@
 """The end-to-end scenarios of push-and-parking.md section 8 (T4-T19) on the whole SIP core:
-a SipCore with its Mobile coordinator driven with SIP messages from P (the PBX), D (a desk
+a SipRouter with its Mobile coordinator driven with SIP messages from P (the PBX), D (a desk
 phone) and M1/M2 (mobile apps), push gateway answers fed back as the edge does, timers fired
 on a simulated clock (tests/mobile_rig.py).  T1, T2, T3 and T8 are in tests/unit/test_mobile.py;
 T17 (gateway retry with the same id) in tests/integration/test_pushgateway.py.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+from scaserver.app import client_owners
 from scaserver.mobile import Mobile, MobileSettings
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Outcome
@@ -27,6 +28,7 @@ def shared_line_rig(*, push_members: bool = True) -> Rig:
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: f"att-{next(counter)}")
     core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
+    core.owners = client_owners(core)
     r = Rig(core)
     register_as(r, LINE, D1, f"<sip:line1@{D1.host}:{D1.port}>", call_id="d1")
     register_as(r, LINE, D2, f"<sip:line1@{D2.host}:{D2.port}>", call_id="d2")
@@ -92,6 +94,7 @@ def test_shared_line_with_only_a_members_mobile_parks_instead_of_480() -> None:
     core = make_core(require_auth=False, lines=[line])
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: "att-1")
     core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
+    core.owners = client_owners(core)
     r = Rig(core)
     mobile = f"<sip:202@{M3.host}:{M3.port};pn-provider=apns;pn-prid=TOK3;pn-param=T.app.voip>"
     register_as(r, MEMBER, M3, mobile, call_id="m3-a")

@@ -21,6 +21,7 @@ from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
 from scaserver.registrar.midregistrar import Mode, UpstreamAuthNeeded, UpstreamCredentials
 from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, compute_ha1
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
 from tests.mobile_rig import AOR, PBX, registered
@@ -32,6 +33,8 @@ PUSH_ON = {
     "midregistrar": {"enabled": True, "upstream": "sip:192.0.2.50:5070;transport=tcp"},
     "parking": {"wake_timeout": 6.0, "early_media": "first"},
 }
+
+PARK_TX = ServerKey("tx", "pbx.example.com", None, "INVITE")
 
 
 LEGACY = {
@@ -138,10 +141,10 @@ def test_push_and_parking_facts_are_counted() -> None:
     bus.publish(WakeObserved("p-1", "a1", 420))
     bus.publish(WakeObserved("p-1", "a9", None))
     bus.publish(WakeMissed("p-1", "a4"))
-    bus.publish(ParkStarted("p-1", "tx", (AOR,), None, 1.0))
+    bus.publish(ParkStarted("p-1", PARK_TX, (AOR,), None, 1.0))
     bus.publish(BranchAdded("p-1", "b", True, 1.0))
     bus.publish(BranchAdded("p-1", "d", False, 1.0))
-    bus.publish(ParkEnded("p-1", "tx", EndReason.ANSWERED, "F1", 2.0))
+    bus.publish(ParkEnded("p-1", PARK_TX, EndReason.ANSWERED, "F1", 2.0))
     bus.publish(GatewayActivity(2))
     bus.publish(GatewayActivity(1, 80))
     value = metrics.registry.get_sample_value

@@ -1,10 +1,10 @@
-"""``park.*``, ``pushreg.wake``, ``uac.*`` and ``stats.get_statistics`` over a real SipCore with
+"""``park.*``, ``pushreg.wake``, ``uac.*`` and ``stats.get_statistics`` over a real SipRouter with
 its Mobile coordinator (rpc.md 3.4-3.6, push-and-parking.md 6.8 and 9).
 
 The core is ``tests.mobile_rig``'s (P the upstream PBX, D a desk phone, M1/M2 mobiles);
 ``execute`` runs the edge actions as the stack does (sends recorded, facts published on the
 bus), ``task.Clock`` is the reactor, and the push gateway's answers are fed back through
-``SipCore.push_delivered`` as the edge push client does.
+``SipRouter.push_delivered`` as the edge push client does.
 """
 
 from __future__ import annotations

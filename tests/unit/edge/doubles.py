@@ -40,7 +40,7 @@ def options(call_id: str = "c1@test", cseq: int = 1) -> Request:
 
 @attrs.define
 class FakeCore:
-    """A SipCore whose answers are scripted per call; it records what it was given."""
+    """A DrivenCore whose answers are scripted per call; it records what it was given."""
 
     on_receive: Callable[[bytes, Peer, float], list[Action]] = lambda data, peer, now: []
     on_fire: Callable[[Hashable, str, float], list[Action]] = lambda key, name, now: []

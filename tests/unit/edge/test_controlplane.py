@@ -1,4 +1,4 @@
-"""The control seams over a real SipCore (rpc.md 3.2-3.3, sca.md section 11).
+"""The control seams over a real SipRouter (rpc.md 3.2-3.3, sca.md section 11).
 
 A real ScaEngine and Registrar inside ``make_core()``; members subscribe and register through
 the core with SIP text; ``execute`` records the edge actions and publishes their facts on the bus
@@ -38,7 +38,7 @@ from scaserver.control.seams import (
 )
 from scaserver.control.system import ServerInfo
 from scaserver.control.views import canonical_argument, contact_matches
-from scaserver.dispatch import RequestAnswered, SipCore
+from scaserver.dispatch import SipRouter
 from scaserver.edge.controlplane import (
     EngineScaControl,
     EngineScaGauges,
@@ -48,6 +48,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
+from scaserver.owners import RequestAnswered
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import (
@@ -79,7 +80,7 @@ T = TypeVar("T")
 class Rig:
     """A core, a bus, a clock, and the three seam implementations over them."""
 
-    core: SipCore
+    core: SipRouter
     notify_wait_s: float = 2.0
     clock: Clock = attrs.field(factory=Clock)
     bus: EventBus = attrs.field(factory=EventBus)

@@ -7,10 +7,10 @@ from collections.abc import Iterable
 import attrs
 from twisted.internet.task import Clock
 
-from scaserver.dispatch import PingFailed, RequestAnswered
 from scaserver.edge.natping import KEEPALIVE_CRLF, NatFigures, NatPinger
 from scaserver.edge.stack import KeepAliveCounts
 from scaserver.events import EventBus
+from scaserver.owners import PingFailed, RequestAnswered
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.registrar.nat import SLOTS, FlowFailed, FlowFailure, NatPing, NatSettings, PingMethod
 from scaserver.sip.actions import Action, EngineAction, SendRequest

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from scaserver.edge.stack import Direction, SipStack, Transports
 from scaserver.events import EventBus
 from scaserver.sip import stun
-from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Fact, Send, StartTimer
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serializer import serialize
 from tests.unit.edge.doubles import (
@@ -23,6 +23,13 @@ from tests.unit.edge.doubles import (
     RecordingStream,
     options,
 )
+
+
+@attrs.frozen
+class Noted(Fact):
+    """A fact of the test's own."""
+
+    name: str
 
 
 def build(core: FakeCore) -> tuple[SipStack, Clock, RecordingDatagram, list[object]]:
@@ -53,10 +60,10 @@ def test_send_is_serialized_and_written_to_the_peer() -> None:
 
 
 def test_deliver_is_published_on_the_bus() -> None:
-    core = FakeCore(on_receive=lambda data, peer, now: [Deliver("event-1"), Deliver("event-2")])
+    core = FakeCore(on_receive=lambda data, peer, now: [Deliver(Noted("event-1")), Deliver(Noted("event-2"))])
     stack, _, _, published = build(core)
     stack.bytes_received(b"x", PEER_V4)
-    assert published == ["event-1", "event-2"]
+    assert published == [Noted("event-1"), Noted("event-2")]
 
 
 def test_timer_fires_back_into_the_core_with_key_name_and_now() -> None:
@@ -123,14 +130,14 @@ def test_a_core_failure_is_logged_and_the_stack_keeps_serving() -> None:
         error = next(calls)
         if error is not None:
             raise error
-        return [Deliver("ok")]
+        return [Deliver(Noted("ok"))]
 
     stack, _, _, published = build(FakeCore(on_receive=receive))
     capture = LogCapture()
     stack._log = capture.logger()
     stack.bytes_received(b"x", PEER_V4)
     stack.bytes_received(b"y", PEER_V4)
-    assert published == ["ok"]
+    assert published == [Noted("ok")]
     assert capture.levels() == ["critical"]
     assert "unhandled error on input from udp:192.0.2.10:5060" in capture.texts()[0]
 

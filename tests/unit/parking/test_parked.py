@@ -43,12 +43,15 @@ from scaserver.parking.parked import (
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
 
 AOR = "sip:200@example.com"
-TX = ("invite", 1)
+TX = ServerKey("invite", "desk.example.com", None, "INVITE")
+TX2 = ServerKey("invite-2", "desk.example.com", None, "INVITE")
+BYE_TX = ServerKey("bye-1", "desk.example.com", None, "BYE")
 INVITE_TEXT = (
     "INVITE sip:200@192.0.2.1 SIP/2.0\r\n"
     "Via: SIP/2.0/UDP 198.51.100.9;branch=z9hG4bKpbx1\r\n"
@@ -77,7 +80,9 @@ TOKEN2 = PushTarget("fcm", "TOK2", "proj", ("m2",))
 KEY = ParkKey("p-000001")
 
 
-def spec(server_tx: object = TX, *, aors: tuple[str, ...] = (AOR,), expires: int | None = None) -> CallSpec:
+def spec(
+    server_tx: ServerKey = TX, *, aors: tuple[str, ...] = (AOR,), expires: int | None = None
+) -> CallSpec:
     return CallSpec(
         server_tx,
         INVITE,
@@ -207,8 +212,8 @@ def test_limits_refuse_parking(
 ) -> None:
     engine = lot(**settings)
     parked(engine)
-    actions = engine.park(spec(("invite", 2)), direct, (TOKEN1,), now=1.0)
-    assert actions == [Deliver(ParkRejected(("invite", 2), limit, 1.0))]
+    actions = engine.park(spec(TX2), direct, (TOKEN1,), now=1.0)
+    assert actions == [Deliver(ParkRejected(TX2, limit, 1.0))]
     assert len(engine) == 1
 
 
@@ -535,11 +540,11 @@ def test_r19_retransmitted_invite_is_not_reparked() -> None:
 def test_r20_second_call_parked_independently_both_injected() -> None:
     engine = lot()
     parked(engine, direct=())
-    engine.park(spec(("invite", 2)), (), (TOKEN1,), now=101.0)
+    engine.park(spec(TX2), (), (TOKEN1,), now=101.0)
     actions = engine.on_binding_confirmed(AOR, MOBILE, 102.0, now=102.0)
     assert [e.server_tx for e in delivered(actions, StartBranch) if isinstance(e, StartBranch)] == [
         TX,
-        ("invite", 2),
+        TX2,
     ]
 
 
@@ -621,25 +626,25 @@ def test_100_is_not_relayed() -> None:
 
 def test_purr_hold_relayed_on_confirmation() -> None:
     engine = lot()
-    actions = engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
+    actions = engine.hold_mid_dialog(BYE_TX, INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
     (push,) = pushes(actions)
     assert push.kind is PushKind.REG_REFRESH and push.reason == "mid-INVITE" and push.ttl == 10
-    assert StartTimer(HoldKey(("bye", 1)), HOLD_TIMER, 10.0) in actions
+    assert StartTimer(HoldKey(BYE_TX), HOLD_TIMER, 10.0) in actions
     with pytest.raises(ProtocolStateError):
-        engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
+        engine.hold_mid_dialog(BYE_TX, INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
     assert engine.on_binding_confirmed(AOR, MOBILE, 6.0, now=6.0) == [
-        CancelTimer(HoldKey(("bye", 1)), HOLD_TIMER),
-        Deliver(RelayHeld(("bye", 1))),
+        CancelTimer(HoldKey(BYE_TX), HOLD_TIMER),
+        Deliver(RelayHeld(BYE_TX)),
     ]
     assert list(engine.held()) == []
 
 
 def test_purr_hold_times_out_480() -> None:
     engine = lot()
-    engine.hold_mid_dialog(("bye", 1), INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
-    assert engine.on_timer(("bye", 1), HOLD_TIMER, now=15.0) == []  # not a hold key
-    assert engine.on_timer(HoldKey(("bye", 1)), HOLD_TIMER, now=15.0) == [
-        Respond(("bye", 1), make_response(INVITE, 480))
+    engine.hold_mid_dialog(BYE_TX, INVITE, aor=AOR, target=TOKEN1, binding="m1", now=5.0)
+    assert engine.on_timer(BYE_TX, HOLD_TIMER, now=15.0) == []  # not a hold key
+    assert engine.on_timer(HoldKey(BYE_TX), HOLD_TIMER, now=15.0) == [
+        Respond(BYE_TX, make_response(INVITE, 480))
     ]
 
 

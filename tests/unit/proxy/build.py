@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.sip.headers import Via
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 
@@ -13,7 +14,10 @@ IDENTITY = ProxyIdentity((UDP_IF, TCP_IF), aliases=frozenset({"proxy.example.com
 CALLER = Peer(Transport.UDP, "198.51.100.1", 5060)
 CALLER_VIA = "SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bKcaller1"
 LAYER_VIA = "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKlayer"
-SERVER_TX = "stx-1"
+SERVER_TX = ServerKey("stx-1", "client.example.com", None, "INVITE")
+CANCEL_TX = ServerKey("cancel-tx", "client.example.com", None, "CANCEL")
+CANCEL_TX2 = ServerKey("cancel-tx2", "client.example.com", None, "CANCEL")
+UNKNOWN_TX = ServerKey("unknown-tx", "client.example.com", None, "INVITE")
 
 
 def request(

@@ -30,7 +30,19 @@ from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 
-from .build import CALLER, CALLER_VIA, IDENTITY, SERVER_TX, answer, our_via, request, upstream
+from .build import (
+    CALLER,
+    CALLER_VIA,
+    CANCEL_TX,
+    CANCEL_TX2,
+    IDENTITY,
+    SERVER_TX,
+    UNKNOWN_TX,
+    answer,
+    our_via,
+    request,
+    upstream,
+)
 
 B1 = Peer(Transport.UDP, "198.51.100.7", 5060)
 B2 = Peer(Transport.UDP, "198.51.100.8", 5060)
@@ -338,9 +350,9 @@ def test_cancel_answers_200_and_cancels_every_pending_branch() -> None:
     forked(proxy, [T1, T2, Target("sip:later@h", q=0.1)])
     proxy.on_response(K0, answer(branch(T1), 180), 0.5)
     cancel = request("CANCEL")
-    actions = proxy.on_cancel(cancel, "cancel-tx", SERVER_TX, 1.0)
+    actions = proxy.on_cancel(cancel, CANCEL_TX, SERVER_TX, 1.0)
     assert actions == [
-        Respond("cancel-tx", make_response(cancel, 200)),
+        Respond(CANCEL_TX, make_response(cancel, 200)),
         Deliver(CallCancelled(INVITE, cancel, 1.0)),
         Deliver(CancelBranch(K0, None)),
         Deliver(CancelBranch(K1, None)),
@@ -359,8 +371,8 @@ def test_cancel_with_no_answering_branch_is_answered_487_at_once() -> None:
     proxy = Proxy(IDENTITY)
     forked(proxy, [T1])
     cancel = request("CANCEL")
-    assert proxy.on_cancel(cancel, "cancel-tx", SERVER_TX, 1.0) == [
-        Respond("cancel-tx", make_response(cancel, 200)),
+    assert proxy.on_cancel(cancel, CANCEL_TX, SERVER_TX, 1.0) == [
+        Respond(CANCEL_TX, make_response(cancel, 200)),
         Deliver(CallCancelled(INVITE, cancel, 1.0)),
         Deliver(CancelBranch(K0, None)),
         CancelTimer(K0, TIMER_C),
@@ -376,11 +388,11 @@ def test_cancel_after_the_final_response_only_gets_its_200() -> None:
     proxy.on_response(K1, answer(branch(T2), 180, to_tag="b2"), 0.5)
     proxy.on_response(K0, answer(branch(T1), 200), 1.0)
     cancel = request("CANCEL")
-    assert proxy.on_cancel(cancel, "cancel-tx", SERVER_TX, 2.0) == [
-        Respond("cancel-tx", make_response(cancel, 200))
+    assert proxy.on_cancel(cancel, CANCEL_TX, SERVER_TX, 2.0) == [
+        Respond(CANCEL_TX, make_response(cancel, 200))
     ]
-    assert proxy.on_cancel(cancel, "cancel-tx2", "unknown-tx", 2.0) == [
-        Respond("cancel-tx2", make_response(cancel, 200))
+    assert proxy.on_cancel(cancel, CANCEL_TX2, UNKNOWN_TX, 2.0) == [
+        Respond(CANCEL_TX2, make_response(cancel, 200))
     ]
 
 
@@ -388,7 +400,7 @@ def test_2xx_racing_a_cancel_is_relayed() -> None:
     proxy = Proxy(IDENTITY)
     forked(proxy, [T1])
     proxy.on_response(K0, answer(branch(T1), 180), 0.5)
-    proxy.on_cancel(request("CANCEL"), "cancel-tx", SERVER_TX, 1.0)
+    proxy.on_cancel(request("CANCEL"), CANCEL_TX, SERVER_TX, 1.0)
     ok = answer(branch(T1), 200)
     assert proxy.on_response(K0, ok, 1.1) == [
         CancelTimer(K0, TIMER_C),
@@ -560,7 +572,7 @@ def test_2xx_after_cancel_does_not_cancel_the_cancelled_branches_again() -> None
     forked(proxy, [T1, T2])
     proxy.on_response(K0, answer(branch(T1), 180), 0.5)
     proxy.on_response(K1, answer(branch(T2), 180, to_tag="b2"), 0.5)
-    proxy.on_cancel(request("CANCEL"), "cancel-tx", SERVER_TX, 1.0)
+    proxy.on_cancel(request("CANCEL"), CANCEL_TX, SERVER_TX, 1.0)
     ok = answer(branch(T1), 200)
     assert proxy.on_response(K0, ok, 1.1) == [
         CancelTimer(K0, TIMER_C),

@@ -23,7 +23,7 @@ from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
 
-from .build import CALLER, CALLER_VIA, IDENTITY, SERVER_TX, answer, request, upstream
+from .build import CALLER, CALLER_VIA, CANCEL_TX, IDENTITY, SERVER_TX, UNKNOWN_TX, answer, request, upstream
 
 B1 = Peer(Transport.UDP, "198.51.100.7", 5060)
 B2 = Peer(Transport.UDP, "198.51.100.8", 5060)
@@ -162,9 +162,9 @@ def test_release_immediately_answers_487_now_and_absorbs_later_finals() -> None:
     proxy.add_targets(SERVER_TX, [T1], 1.0)
     proxy.on_response(K0, answer(branch(T1), 180), 1.5)
     cancel = request("CANCEL", cseq_number=1)
-    actions = proxy.on_cancel(cancel, "ctx", SERVER_TX, 2.0)
+    actions = proxy.on_cancel(cancel, CANCEL_TX, SERVER_TX, 2.0)
     assert actions == [
-        Respond("ctx", make_response(cancel, 200)),
+        Respond(CANCEL_TX, make_response(cancel, 200)),
         Deliver(CallCancelled(INVITE, cancel, 2.0)),
         Deliver(CancelBranch(K0, None)),
     ]
@@ -216,12 +216,12 @@ def test_add_targets_after_the_answer_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolStateError):
         proxy.add_targets(SERVER_TX, [T2], 3.0)
     with pytest.raises(ProtocolStateError):
-        proxy.add_targets("unknown", [T2], 3.0)
+        proxy.add_targets(UNKNOWN_TX, [T2], 3.0)
 
 
 def test_release_of_an_unknown_or_unheld_context_does_nothing() -> None:
     proxy = Proxy(IDENTITY)
-    assert proxy.release("unknown", FALLBACK, immediately=False, now=1.0) == []
+    assert proxy.release(UNKNOWN_TX, FALLBACK, immediately=False, now=1.0) == []
     proxy.on_request(INVITE, SERVER_TX, CALLER, [T1], 0.0)
     assert proxy.release(SERVER_TX, FALLBACK, immediately=True, now=1.0) == []
-    assert proxy.branch_state(BranchKey("unknown", 0, HASH)) is None
+    assert proxy.branch_state(BranchKey(UNKNOWN_TX, 0, HASH)) is None

@@ -14,14 +14,13 @@ from scaserver.proxy.routing import (
     check_proxy_require,
     decrement_max_forwards,
     detect_loop,
-    is_broadcast_or_multicast,
     loop_hash,
     loop_hash_of_branch,
     next_hop,
     preprocess_route,
-    response_destination,
     stateless_branch,
 )
+from scaserver.sip.endpoint import is_broadcast_or_multicast, response_destination
 from scaserver.sip.errors import BadExtension, TooManyHops
 from scaserver.sip.headers import parse_via
 from scaserver.sip.message import Peer, Transport

@@ -48,6 +48,7 @@ from scaserver.sip.digest import (
     compute_ha1,
 )
 from scaserver.sip.headers import contacts
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
@@ -56,6 +57,7 @@ from scaserver.sip.uri import NameAddr, parse_name_addr
 AOR = "sip:200@example.com"
 UPSTREAM = Peer(Transport.UDP, "203.0.113.1", 5060)
 M1 = Peer(Transport.UDP, "10.0.0.5", 5062)
+DEVICE_TX = ServerKey("t", "10.0.0.5", 5062, "REGISTER")
 M2 = Peer(Transport.UDP, "10.0.0.6", 5062)
 PUSH_CONTACT = "<sip:200@10.0.0.5:5062;pn-provider=apns;pn-prid=TOK1;pn-param=T.app.voip>"
 AGGREGATE = "<sip:200@192.0.2.1:5060;transport=udp>"
@@ -119,7 +121,7 @@ class World:
         return actions
 
     def device(
-        self, request: Request, peer: Peer = M1, now: float = 0.0, tx: object = "t"
+        self, request: Request, peer: Peer = M1, now: float = 0.0, tx: ServerKey = DEVICE_TX
     ) -> list[EngineAction]:
         return self.run(self.engine.on_device_register(request, peer, tx, now, typing=TYPING))
 
@@ -192,7 +194,7 @@ def test_t1_first_device_forwarded_rewritten_challenge_relayed() -> None:
     reply = world.answer(key, with_our_via)
     assert reply == [
         CancelTimer(key, UPSTREAM_TIMEOUT),
-        Respond("t", challenge),
+        Respond(DEVICE_TX, challenge),
         Deliver(RegisterFinished(AOR, (KEY1,), False)),
     ]
     assert world.table == {}  # no local binding after the 401
@@ -202,7 +204,7 @@ def test_t1_2xx_writes_binding_confirms_and_answers() -> None:
     world = World()
     request = register(extra=[("Authorization", 'Digest username="200"')])
     (forward,) = sent(world.device(request))
-    ok = upstream_ok(forward.request, extra=[("Service-Route", "<sip:pbx;lr>"), ("Date", "X")])  # type: ignore[arg-type]
+    ok = upstream_ok(forward.request, extra=[("Service-Route", "<sip:pbx;lr>"), ("Date", "X")])
     actions = world.answer(forward.context, ok, now=0.2)  # type: ignore[arg-type]
     binding = world.table[KEY1]
     assert (
@@ -228,7 +230,7 @@ def test_t1_2xx_writes_binding_confirms_and_answers() -> None:
 def test_upstream_expiry_from_expires_header_or_requested() -> None:
     world = World()
     (forward,) = sent(world.device(register()))
-    response = upstream_ok(forward.request, expires=None)  # type: ignore[arg-type]
+    response = upstream_ok(forward.request, expires=None)
     response = response.with_headers(response.headers.add("Expires", "1800"))
     world.answer(forward.context, response)  # type: ignore[arg-type]
     reg = world.engine.registration(AOR)
@@ -290,7 +292,8 @@ def test_absorb_without_same_callid_rule() -> None:
 
 def test_555_for_unsupported_provider_nothing_upstream() -> None:
     world = World()
-    actions = world.engine.on_device_register(register(), M1, "t", 0.0, typing=PushTyping(reject="acme"))
+    acme = PushTyping(reject="acme")
+    actions = world.engine.on_device_register(register(), M1, DEVICE_TX, 0.0, typing=acme)
     (reply,) = responded(actions)
     assert reply.status == 555 and sent(actions) == []
     assert actions[1] == Deliver(RegisterDecided(AOR, "555", 0.0))
@@ -337,11 +340,11 @@ def test_device_expiry_clamped_to_max() -> None:
 def test_423_from_upstream_resent_once_with_min_expires() -> None:
     world = World()
     (forward,) = sent(world.device(register()))
-    too_brief = make_response(forward.request, 423, headers=Headers.of(("Min-Expires", "7200")))  # type: ignore[arg-type]
+    too_brief = make_response(forward.request, 423, headers=Headers.of(("Min-Expires", "7200")))
     actions = world.answer(forward.context, too_brief)  # type: ignore[arg-type]
     (again,) = sent(actions)
     assert again.request.headers.get("Expires") == "7200" and responded(actions) == []
-    second = make_response(again.request, 423, headers=Headers.of(("Min-Expires", "9000")))  # type: ignore[arg-type]
+    second = make_response(again.request, 423, headers=Headers.of(("Min-Expires", "9000")))
     assert responded(world.answer(again.context, second))[0].status == 423  # type: ignore[arg-type]
 
 
@@ -481,7 +484,7 @@ def test_self_refresh_failure_retrying_then_lost() -> None:
     world = World()
     registered(world)
     (own,) = sent(world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, 2412.0))
-    busy = make_response(own.request, 503, headers=Headers.of(("Retry-After", "60")))  # type: ignore[arg-type]
+    busy = make_response(own.request, 503, headers=Headers.of(("Retry-After", "60")))
     actions = world.answer(own.context, busy, now=2412.1)  # type: ignore[arg-type]
     assert Deliver(UpstreamChanged(AOR, UpstreamState.REGISTERED, UpstreamState.RETRYING, 2412.1)) in actions
     reg = world.engine.registration(AOR)
@@ -566,7 +569,7 @@ def test_t19_mirror_mode_forwards_with_mrct_and_upstream_expiry() -> None:
     assert "192.0.2.1:5060" in contact and f"mrct={mrct_of(KEY1)}" in contact
     assert forward.request.headers.get("Expires") == "600"
     up_contact = contact.replace(">", ">;expires=300", 1) if ";expires" not in contact else contact
-    response = make_response(forward.request, 200, headers=Headers.of(("Contact", up_contact)), to_tag="u")  # type: ignore[arg-type]
+    response = make_response(forward.request, 200, headers=Headers.of(("Contact", up_contact)), to_tag="u")
     world.answer(forward.context, response, now=0.1)  # type: ignore[arg-type]
     assert world.table[KEY1].expires_at == pytest.approx(300.1)
     assert world.device(register(number=2), now=1.0)[0] == Deliver(RegisterDecided(AOR, "mirror", 1.0))

@@ -87,7 +87,7 @@ def test_a_423_floor_and_the_resent_cseq_are_saved() -> None:
     world = World()
     registered(world)
     (own,) = sent(world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, 2412.0))
-    brief = make_response(own.request, 423, headers=Headers.of(("Min-Expires", "7200")))  # type: ignore[arg-type]
+    brief = make_response(own.request, 423, headers=Headers.of(("Min-Expires", "7200")))
     actions = world.answer(own.context, brief, now=2412.1)  # type: ignore[arg-type]
     (resent,) = sent(actions)
     assert resent.request.headers.get("CSeq") == "2 REGISTER"

@@ -28,6 +28,7 @@ from scaserver.registrar.registrar import (
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.domains import DomainPolicy
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
@@ -35,7 +36,7 @@ from scaserver.sip.responses import make_response
 AOR = "sip:alice@example.com"
 PEER = Peer(Transport.UDP, "192.0.2.1", 5060)
 NOW = 1_700_000_000.0
-TX = "tx-1"
+TX = ServerKey("tx-1", "phone.example.com", None, "REGISTER")
 RFC4475 = Path("/work/shared/conformance/rfc4475")
 POLICY = RegistrarPolicy(domains=frozenset({"example.com", "Example.NET"}))
 

@@ -21,6 +21,7 @@ from scaserver.proxy.events import ResponseRelayed
 from scaserver.push.gateway import CallInfo, PushRequest, PushType
 from scaserver.reporting.history import HistoryRecorder, call_uuid, prid_sha256
 from scaserver.reporting.parking import ParkingHistory
+from scaserver.sip.keys import ServerKey
 from scaserver.store.history import (
     CallRecord,
     HistoryRow,
@@ -34,6 +35,7 @@ from tests.unit.reporting.script import Call, registered
 T0 = 1_732_521_600.0  # 2024-11-25 08:00:00 UTC
 T0_MS = 1_732_521_600_000
 AOR = "sip:200@example.com"
+TX = ServerKey("tx", "pbx.example.com", None, "INVITE")
 CALL = Call("call-1@pbx", caller="sip:alice@example.com", callee=AOR, caller_tag="pbx1")
 UUID = call_uuid("call-1@pbx", "pbx1")
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -67,9 +69,7 @@ class Park:
         for fact in facts:
             match fact:
                 case ParkStarted():
-                    spec = CallSpec(
-                        "tx", CALL.invite(), fact.aors, "call-1@pbx", "sip:alice@example.com", AOR
-                    )
+                    spec = CallSpec(TX, CALL.invite(), fact.aors, "call-1@pbx", "sip:alice@example.com", AOR)
                     out += self.history.parked(fact, spec)
                 case (
                     PushRequested() | PushAnswered() | WakeObserved() | WakeMissed() | BranchAdded()
@@ -83,7 +83,7 @@ class Park:
 
     def parked_at_t0(self) -> None:
         """The INVITE parks at T0 with the desk phone rung directly and the mobile pushed."""
-        self.feed(ParkStarted("p-1", "tx", (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0), push())
+        self.feed(ParkStarted("p-1", TX, (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0), push())
 
 
 def wakeup(**changes: object) -> PushWakeupRecord:
@@ -103,7 +103,7 @@ def relayed(status: int, at: float) -> ResponseRelayed:
 
 def test_t8_woken_mobile_answers_after_the_desk_declined() -> None:
     park = Park()
-    park.feed(ParkStarted("p-1", "tx", (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0))
+    park.feed(ParkStarted("p-1", TX, (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0))
     assert park.rows == []  # the row waits for the first push, to name it
     assert park.feed(push()) == [wakeup(), parked_row()]
     assert park.feed(PushAnswered("att-1", "call", PushOutcome.SENT, 202, T0 + 0.05)) == [
@@ -116,7 +116,7 @@ def test_t8_woken_mobile_answers_after_the_desk_declined() -> None:
         parked_row(branches_added=1, first_branch_ms=350)
     ]
     assert park.feed(relayed(200, T0 + 2.0), BranchAnswered("p-1", MOBILE, T0 + 2.0)) == []
-    assert park.feed(ParkEnded("p-1", "tx", EndReason.ANSWERED, "F1", T0 + 2.0)) == [
+    assert park.feed(ParkEnded("p-1", TX, EndReason.ANSWERED, "F1", T0 + 2.0)) == [
         parked_row(
             branches_added=1,
             first_branch_ms=350,
@@ -141,7 +141,7 @@ def test_desk_phone_answers_before_the_wake() -> None:
     park = Park()
     park.parked_at_t0()
     park.feed(relayed(200, T0 + 4.0), BranchAnswered("p-1", DESK, T0 + 4.0))
-    (ended,) = park.feed(ParkEnded("p-1", "tx", EndReason.ANSWERED, "F1", T0 + 4.0))
+    (ended,) = park.feed(ParkEnded("p-1", TX, EndReason.ANSWERED, "F1", T0 + 4.0))
     assert ended == parked_row(
         answered_ms=4000, ended_ms=4000, outcome=ParkOutcome.ANSWERED_EXISTING, final_sip_code=200
     )
@@ -167,12 +167,12 @@ def test_end_reasons_give_the_reporting_outcome(
     reason: EndReason, branches: int, status: int, outcome: ParkOutcome
 ) -> None:
     park = Park()
-    park.feed(ParkStarted("p-1", "tx", (AOR,), None, T0))
+    park.feed(ParkStarted("p-1", TX, (AOR,), None, T0))
     if branches:
         park.feed(BranchAdded("p-1", DESK, False, T0))
     park.feed(push())
     # The end comes first here; the row is written when the final response is relayed.
-    assert park.feed(ParkEnded("p-1", "tx", reason, "F", T0 + 10.0)) == []
+    assert park.feed(ParkEnded("p-1", TX, reason, "F", T0 + 10.0)) == []
     (ended,) = park.feed(relayed(status, T0 + 10.0))
     assert ended == parked_row(ended_ms=10_000, outcome=outcome, final_sip_code=status)
     assert park.feed(relayed(200, T0 + 11.0)) == []  # a later 2xx changes nothing
@@ -217,7 +217,7 @@ def test_facts_of_unknown_calls_and_attempts_write_nothing() -> None:
             WakeMissed("p-9", "nope"),
             BranchAdded("p-9", MOBILE, True, T0),
             BranchAnswered("p-9", MOBILE, T0),
-            ParkEnded("p-9", "tx", EndReason.ANSWERED, "F1", T0),
+            ParkEnded("p-9", TX, EndReason.ANSWERED, "F1", T0),
             relayed(200, T0),
             ResponseRelayed(CALL.invite(), CALL.response(180, "Ringing"), T0),
         )

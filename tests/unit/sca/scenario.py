@@ -9,6 +9,7 @@ import attrs
 
 from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 
@@ -22,7 +23,7 @@ RC = "sip:3001@198.51.100.7:5060"
 SERVER = "sip:sca@192.0.2.1:5060"
 PEER_A = Peer(Transport.UDP, "192.0.2.11", 5060)
 PEER_B = Peer(Transport.UDP, "192.0.2.12", 5060)
-TX = "tx"
+TX = ServerKey("tx", "phone.example.com", None, "SUBSCRIBE")
 
 HOLD_SDP = (
     b"v=0\r\no=- 1 2 IN IP4 192.0.2.11\r\ns=-\r\nc=IN IP4 192.0.2.11\r\nt=0 0\r\n"

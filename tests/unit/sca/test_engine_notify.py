@@ -15,6 +15,7 @@ from .scenario import (
     CB,
     IDLE_ONLY,
     LINE,
+    TX,
     Harness,
     engine,
     facts,
@@ -103,7 +104,7 @@ def test_terminating_notify_waits_behind_the_one_in_flight() -> None:
     h.run(h.engine.seize_appearance(LINE, CB, h.now)[1])
     (context,) = h.in_flight
     h.in_flight.clear()
-    unsub = h.engine.on_subscribe(subscribe(to_tag="sca1", cseq=2, expires=0), "tx", h.now)
+    unsub = h.engine.on_subscribe(subscribe(to_tag="sca1", cseq=2, expires=0), TX, h.now)
     assert notifies(unsub) == []
     after = h.engine.on_notify_response(context, OK, h.now)
     ((notify, last),) = notifies(after)

@@ -6,6 +6,7 @@ import pytest
 
 from scaserver.sip.actions import CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 from scaserver.sip.timers import TimerConfig, TimerName
@@ -15,7 +16,6 @@ from scaserver.sip.transaction import (
     NICT_TRANSITIONS,
     NIST_TRANSITIONS,
     AckReceived,
-    ClientKey,
     IctState,
     InviteClientTransaction,
     InviteServerTransaction,
@@ -25,7 +25,6 @@ from scaserver.sip.transaction import (
     NonInviteClientTransaction,
     NonInviteServerTransaction,
     ResponseReceived,
-    ServerKey,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,

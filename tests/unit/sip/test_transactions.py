@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 from scaserver.sip.timers import TimerConfig, TimerName
@@ -21,10 +22,8 @@ from scaserver.sip.transaction import build_cancel
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
-    ClientKey,
     RequestReceived,
     ResponseReceived,
-    ServerKey,
     StrayResponse,
     TransactionLayer,
     TransactionTerminated,

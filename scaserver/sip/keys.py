@@ -1,0 +1,34 @@
+"""The identities of transactions (RFC 3261 sections 17.1.3 and 17.2.3).
+
+A transaction user answers a server transaction by its :class:`ServerKey` (``Respond``),
+the transaction layer tags a client transaction's events with its :class:`ClientKey`,
+and both are the keys of the timers the machines ask for.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class ClientKey:
+    """A client transaction's identity (RFC 3261 section 17.1.3): the branch of our top Via
+    and the CSeq method.  Responses match when both are equal."""
+
+    branch: str
+    method: str
+
+
+@attrs.frozen
+class ServerKey:
+    """A server transaction's identity (RFC 3261 section 17.2.3): the top Via branch, the
+    top Via sent-by (host lower-cased, port as written or None) and the method, where an ACK
+    is keyed as the INVITE it acknowledges."""
+
+    branch: str
+    host: str
+    port: int | None
+    method: str
+
+
+TransactionKey = ClientKey | ServerKey
