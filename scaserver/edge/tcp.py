@@ -397,13 +397,24 @@ class TcpListener(Service):
     def port(self) -> int:
         return bound_port(self.listening) if self.listening is not None else self._port
 
+    transport: Transport = Transport.TCP
+
+    def server_factory(self) -> ServerFactory:
+        """What the listening port serves (the TLS listener wraps the same stream factory)."""
+        return self.factory
+
     @override
     def startService(self) -> None:
         self.listening = cast(
-            ListeningPort, self._reactor.listenTCP(self._port, self.factory, interface=self.host)
+            ListeningPort, self._reactor.listenTCP(self._port, self.server_factory(), interface=self.host)
         )
         self.running = True
-        self._log.info("listening on TCP {host} port {port}", host=self.host, port=self.port)
+        self._log.info(
+            "listening on {transport} {host} port {port}",
+            transport=self.transport.value,
+            host=self.host,
+            port=self.port,
+        )
 
     @override
     def stopService(self) -> Deferred[None] | None:

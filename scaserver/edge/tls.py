@@ -35,8 +35,6 @@ import attrs
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLClientConnectionCreator,
@@ -52,8 +50,7 @@ from zope.interface import implementer
 
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.stack import DelayedCall, call_later
-from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, TcpReactor
-from scaserver.edge.udp import ListeningPort, bound_port
+from scaserver.edge.tcp import SipStreamFactory, SipStreamProtocol, TcpListener, TcpReactor
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import top_via
 from scaserver.sip.message import Peer, Request, Transport
@@ -592,31 +589,16 @@ class TlsEdge:
             self.streams.sink.connection_lost(attrs.evolve(peer, host=server_name))
 
 
-class TlsListener(Service):
-    """Listens for SIP over TLS on ``host:port`` while the service runs."""
+class TlsListener(TcpListener):
+    """Listens for SIP over TLS on ``host:port`` while the service runs: the TCP listener
+    serving the TLS edge's factory (the stream factory inside Twisted's TLS)."""
 
-    _log = Logger()
+    transport = Transport.TLS
 
     def __init__(self, reactor: TcpReactor, host: str, port: int, edge: TlsEdge) -> None:
-        self._reactor, self.host, self._port, self.edge = reactor, host, port, edge
-        self.listening: ListeningPort | None = None
-
-    @property
-    def port(self) -> int:
-        return bound_port(self.listening) if self.listening is not None else self._port
+        super().__init__(reactor, host, port, edge.streams)
+        self.edge = edge
 
     @override
-    def startService(self) -> None:
-        factory = self.edge.listener_factory()
-        port = self._reactor.listenTCP(self._port, cast(ServerFactory, factory), interface=self.host)
-        self.listening = cast(ListeningPort, port)
-        self.running = True
-        self._log.info("listening on TLS {host} port {port}", host=self.host, port=self.port)
-
-    @override
-    def stopService(self) -> Deferred[None] | None:
-        self.running = False
-        if self.listening is None:
-            return None
-        listening, self.listening = self.listening, None
-        return listening.stopListening()
+    def server_factory(self) -> ServerFactory:
+        return cast(ServerFactory, self.edge.listener_factory())
