@@ -46,6 +46,7 @@ from typing import Final, Literal, Protocol, assert_never, cast
 import attrs
 from twisted.application.service import Service
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from typing_extensions import override
 
 from scaserver.edge.dns import ServerLocator
@@ -351,11 +352,22 @@ class Transports:
             return True
         self._resolving[destination] = [(data, branch)]
         lookup = self.locator.locate(query_of(destination))
-        lookup.addCallback(self._located, destination)
-        lookup.addErrback(
-            lambda failure: self._log.failure("locating {peer}", failure, peer=str(destination))
+        lookup.addCallbacks(
+            self._located, self._not_located, callbackArgs=(destination,), errbackArgs=(destination,)
         )
         return True
+
+    def _not_located(self, failure: Failure, destination: Peer) -> None:
+        """The look-up itself failed (our bug, not an answer): what waited for it is dropped and
+        the destination reported, so that neither it nor later messages to it wait for ever."""
+        self._log.failure("locating {peer}", failure, peer=str(destination))
+        dropped = len(self._resolving.pop(destination, []))
+        self._log.warn(
+            "{dropped} message(s) to {peer} dropped: the look-up failed",
+            dropped=dropped,
+            peer=str(destination),
+        )
+        self._report_unreachable(destination)
 
     def _located(self, targets: tuple[Target, ...], destination: Peer) -> None:
         dropped = False

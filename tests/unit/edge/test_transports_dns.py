@@ -126,3 +126,19 @@ def test_a_refused_tcp_target_is_held_and_its_destination_reported() -> None:
     assert unreachable == [destination]
     transports.send(b"INVITE again", destination, branch="b2")
     assert dialed[-1] == Peer(Transport.TCP, "192.0.2.2", 5080)
+
+
+def test_a_lookup_that_fails_drops_its_messages_reports_the_name_and_does_not_wedge_it() -> None:
+    resolver = ScriptedResolver(zone())
+    transports, datagram, _, unreachable = make(resolver)
+    assert transports.locator is not None
+    broken: Deferred[Any] = Deferred()
+    real_locate = transports.locator.locate
+    transports.locator.locate = lambda query: broken  # type: ignore[method-assign]
+    transports.send(b"one", DESTINATION, branch="b1")
+    transports.send(b"two", DESTINATION, branch="b2")
+    broken.errback(RuntimeError("resolver bug"))
+    assert datagram.sent == [] and unreachable == [DESTINATION]
+    transports.locator.locate = real_locate  # type: ignore[method-assign]
+    transports.send(b"three", DESTINATION, branch="b3")
+    assert datagram.sent == [(b"three", FIRST)]
