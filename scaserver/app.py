@@ -49,10 +49,6 @@ from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
 from scaserver.control.system import ServerInfo, product_version
-from scaserver.dispatch import (
-    CoreSettings,
-    SipRouter,
-)
 from scaserver.edge.controlplane import (
     EngineParkingGauges,
     EngineRegistrarGauges,
@@ -136,6 +132,10 @@ from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
+from scaserver.router.router import (
+    CoreSettings,
+    SipRouter,
+)
 from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sip.digest import (

@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 import attrs
 
 from scaserver.app import client_owners
-from scaserver.dispatch import CoreSettings, SipRouter
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
+from scaserver.router.router import CoreSettings, SipRouter
 from scaserver.sca.engine import EngineSettings, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Send

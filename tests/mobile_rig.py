@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 import attrs
 
 from scaserver.app import client_owners
-from scaserver.dispatch import SipRouter
 from scaserver.mobile import Mobile, MobileSettings, PushRequested
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, UpstreamRegistration
+from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.headers import top_via
 from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport

@@ -3,7 +3,7 @@
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
 ``control.seams.LocationControl``, ``control.seams.ParkingControl``,
 ``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``); this
-module implements them over the lead's :class:`~scaserver.dispatch.SipRouter` (and
+module implements them over the lead's :class:`~scaserver.router.router.SipRouter` (and
 ``control.security.SecurityControl`` over the source guard, ``directory.reload`` over the
 directory watch):
 
@@ -77,7 +77,6 @@ from scaserver.control.views import (
     subscription_info,
     usrloc_aor,
 )
-from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.edge.tcp import SipStreamFactory
@@ -91,6 +90,7 @@ from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
 from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
+from scaserver.router.router import SipRouter
 from scaserver.sca.appearance import Appearance, AppearanceState
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.subscription import (

@@ -25,7 +25,7 @@ name (port 0: "SRV decides"); the edge (:class:`~scaserver.edge.stack.Transports
 queues the message while a look-up runs, sends it to the first target not held down, and pins
 the client transaction (its Via branch) to that target so that retransmissions, the ACK of a
 failure and a CANCEL follow the request.  Failover needs a new client transaction, which only
-the core can create: the dispatcher (``scaserver.dispatch``) sees the 503, the time-out or the
+the core can create: the router (``scaserver.router``) sees the 503, the time-out or the
 transport error of a transaction to a name, asks the edge through an injected query
 (``has_alternative``, like ``known_host``) whether another target remains, and if so emits
 ``Deliver(NextHopFailed)`` (the edge holds that branch's target down) followed by the same

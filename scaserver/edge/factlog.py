@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from scaserver.dispatch import AuthenticationRejected, LargeRequestOverUdp
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban
 from scaserver.push.pnparams import (
@@ -23,6 +22,7 @@ from scaserver.registrar.binding import (
 from scaserver.registrar.midregistrar import (
     UpstreamAuthNeeded,
 )
+from scaserver.router.router import AuthenticationRejected, LargeRequestOverUdp
 from scaserver.sca.appearance import AppearanceChanged, TriggerIgnored
 from scaserver.sca.subscription import (
     SubscribeRefused,

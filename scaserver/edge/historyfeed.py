@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scaserver.dispatch import (
-    SipRouter,
-)
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
 from scaserver.mobile import (
@@ -32,6 +29,9 @@ from scaserver.registrar.binding import (
 )
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.reporting.parking import ParkingFact, ParkingHistory
+from scaserver.router.router import (
+    SipRouter,
+)
 from scaserver.sca.appearance import AppearanceChanged
 from scaserver.store.history import HistoryKey, HistoryRow
 

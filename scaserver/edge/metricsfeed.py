@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Final
 
-from scaserver.dispatch import AuthenticationRejected, TransactionCompleted
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
@@ -31,6 +30,7 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
+from scaserver.router.router import AuthenticationRejected, TransactionCompleted
 from scaserver.sca.subscription import (
     NotifyAnswered,
     SubscriptionRemoved,

@@ -12,9 +12,6 @@ from typing import Final
 
 import attrs
 
-from scaserver.dispatch import (
-    SipRouter,
-)
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
 from scaserver.mobile import (
@@ -31,6 +28,9 @@ from scaserver.registrar.binding import (
 )
 from scaserver.registrar.midregistrar import Mode, UpstreamRegistration, UpstreamSaved, UpstreamSnapshot
 from scaserver.registrar.upstream import UpstreamState
+from scaserver.router.router import (
+    SipRouter,
+)
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState
 from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import (

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from twisted.logger import Logger
 
-from scaserver.dispatch import (
-    SipRouter,
-)
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient
 from scaserver.edge.stack import SipStack, TimerClock
 from scaserver.events import EventBus
@@ -25,6 +22,9 @@ from scaserver.push.pnparams import (
 )
 from scaserver.registrar.midregistrar import (
     RegisterDecided,
+)
+from scaserver.router.router import (
+    SipRouter,
 )
 from scaserver.sip.actions import Deliver
 

@@ -97,7 +97,7 @@ def call_later(
 
 class DrivenCore(Protocol):
     """What the stack drives: the sans-I/O SIP core (front door, transactions, router);
-    :class:`scaserver.dispatch.SipRouter` is the one the server runs."""
+    :class:`scaserver.router.router.SipRouter` is the one the server runs."""
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram or one framed stream message from ``peer``."""

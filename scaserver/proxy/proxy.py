@@ -5,7 +5,7 @@ the server transaction key the dispatcher gives it, and one :class:`Branch`
 per client transaction it asks for.  It is pure: every entry point takes
 ``now`` and returns :data:`~scaserver.sip.actions.EngineAction` lists.
 
-Division of work with the dispatcher (``scaserver.dispatch``):
+Division of work with the router (``scaserver.router``):
 
 * The dispatcher validates the request (16.3 items 1, 2), authenticates and
   authorises it, and applies the relay policy (:mod:`scaserver.proxy.relay`:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaserver.dispatch import SipRouter
 from scaserver.registrar.binding import Binding
+from scaserver.router.router import SipRouter
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.trust import TrustedPeer
 from tests.builders import make_core, sent

@@ -7,8 +7,8 @@ from scaserver.app import apply_directory, credential_lookup, line_aliases, make
 from scaserver.config import LineAlias as ConfiguredAlias
 from scaserver.config import ScaSettings, ServerSettings, Settings, UpstreamSettings
 from scaserver.config import SharedLine as ConfiguredLine
-from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import Directory
+from scaserver.router.router import SipRouter
 from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sca.subscription import Package, Subscription
 from scaserver.sip.digest import Credentials

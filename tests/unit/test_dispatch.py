@@ -5,8 +5,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.dispatch import TransactionCompleted
 from scaserver.proxy.relay import route_signature
+from scaserver.router.router import TransactionCompleted
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
 from scaserver.sip.endpoint import MessageDropped, StatelessReply

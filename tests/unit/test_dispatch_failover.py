@@ -4,7 +4,7 @@ target; the failure is never relayed while targets remain."""
 
 from __future__ import annotations
 
-from scaserver.dispatch import SipRouter
+from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, Deliver, Send, StartTimer
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response

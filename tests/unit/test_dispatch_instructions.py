@@ -7,9 +7,9 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.dispatch import TransactionCompleted
 from scaserver.parking.parked import ReleaseCall
 from scaserver.proxy.proxy import BranchKey, CancelBranch
+from scaserver.router.router import TransactionCompleted
 from scaserver.sip.actions import Deliver, Instruction
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey

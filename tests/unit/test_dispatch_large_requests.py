@@ -5,8 +5,8 @@ a NAT."""
 
 from __future__ import annotations
 
-from scaserver.dispatch import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipRouter
 from scaserver.owners import AnsweredOnBus
+from scaserver.router.router import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipRouter
 from scaserver.sip.actions import Action, Deliver, Send, SendRequest
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.serializer import serialize

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaserver.dispatch import secure_targets
 from scaserver.proxy.target import Target
+from scaserver.router.router import secure_targets
 from scaserver.sip.errors import TemporarilyUnavailable
 from scaserver.sip.message import Peer, Transport
 

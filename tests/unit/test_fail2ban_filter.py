@@ -14,10 +14,10 @@ from typing import cast
 import pytest
 from twisted.logger import ILogObserver, globalLogPublisher, textFileLogObserver
 
-from scaserver.dispatch import AuthenticationRejected
 from scaserver.edge.factlog import FactLog
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, BanReason
+from scaserver.router.router import AuthenticationRejected
 from scaserver.sip.digest import RejectCause
 from scaserver.sip.message import Peer, Transport
 

@@ -38,7 +38,6 @@ from scaserver.control.seams import (
 )
 from scaserver.control.system import ServerInfo
 from scaserver.control.views import canonical_argument, contact_matches
-from scaserver.dispatch import SipRouter
 from scaserver.edge.controlplane import (
     EngineScaControl,
     EngineScaGauges,
@@ -50,6 +49,7 @@ from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.owners import RequestAnswered
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
+from scaserver.router.router import SipRouter
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import (
     Package,
