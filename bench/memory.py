@@ -26,7 +26,7 @@ from pathlib import Path
 from bench import gen_subscriptions
 from bench.procs import PYTHON, ROOT
 from scaserver.app import make_core, tune_garbage_collector
-from scaserver.config import Settings
+from scaserver.config.schema import Settings
 from scaserver.edge.persistence import StoredState
 from scaserver.edge.stack import SipStack, Transports
 from scaserver.events import EventBus

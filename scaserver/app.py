@@ -38,13 +38,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
-from scaserver.config import (
-    LegacyPushRule,
-    MidRegistrarSettings,
-    ScaSettings,
-    Settings,
-    UpstreamCredential,
-)
+from scaserver.config.schema import MidRegistrarSettings, ScaSettings, Settings, UpstreamCredential
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
@@ -125,6 +119,7 @@ from scaserver.push.pnparams import (
     ValueSource,
 )
 from scaserver.push.policy import PushPolicySettings
+from scaserver.push.settings import LegacyPushRule
 from scaserver.registrar.midregistrar import (
     ForwardKey,
     MidRegistrar,

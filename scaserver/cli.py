@@ -42,7 +42,9 @@ from scaserver.app import (
     tune_garbage_collector,
     upstream_problems,
 )
-from scaserver.config import ConfigError, Settings, load_settings, with_overrides
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import load_settings, with_overrides
+from scaserver.config.schema import Settings
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.tls import TlsConfigurationError, client_context, server_context

@@ -28,7 +28,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 
 from scaserver.app import Reactor, SipService, make_service
-from scaserver.config import Endpoint, ServerSettings, Settings, SipSettings
+from scaserver.config.schema import ServerSettings, Settings, SipSettings
+from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpListener

@@ -21,16 +21,16 @@ from scaserver.app import (
     realm_of,
     tune_garbage_collector,
 )
-from scaserver.config import (
+from scaserver.config.schema import (
     AuthSettings,
-    Endpoint,
     ScaSettings,
     ServerSettings,
     Settings,
     SipSettings,
     UpstreamSettings,
 )
-from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.config.schema import SharedLine as ConfiguredLine
+from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.stack import TimerClock

@@ -4,9 +4,9 @@ domains are ours and the shared lines, in one step, with live subscriptions left
 from __future__ import annotations
 
 from scaserver.app import apply_directory, credential_lookup, line_aliases, make_core
-from scaserver.config import LineAlias as ConfiguredAlias
-from scaserver.config import ScaSettings, ServerSettings, Settings, UpstreamSettings
-from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.config.schema import LineAlias as ConfiguredAlias
+from scaserver.config.schema import ScaSettings, ServerSettings, Settings, UpstreamSettings
+from scaserver.config.schema import SharedLine as ConfiguredLine
 from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import Directory
 from scaserver.sca.line import LineAlias, SharedLine

@@ -7,7 +7,8 @@ from pathlib import Path
 from twisted.internet.task import Clock
 
 from scaserver.app import resolvable_in, server_locator, upstream_peer, upstream_problems
-from scaserver.config import MidRegistrarSettings, Settings, UpstreamSettings, load_settings
+from scaserver.config.load import load_settings
+from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamSettings
 from scaserver.edge.dns import DnsSettings
 from scaserver.edge.resolver import HostsTable
 from scaserver.sip.message import Peer, Transport

@@ -8,16 +8,11 @@ import pytest
 
 from scaserver import __version__
 from scaserver.cli import main
-from scaserver.config import (
-    ConfigError,
-    Endpoint,
-    LogLevelName,
-    Settings,
-    load_settings,
-    settings_from_mapping,
-    system_interfaces,
-    with_overrides,
-)
+from scaserver.config.errors import ConfigError
+from scaserver.config.listen import system_interfaces
+from scaserver.config.load import load_settings, settings_from_mapping, with_overrides
+from scaserver.config.schema import LogLevelName, Settings
+from scaserver.edge.endpoint import Endpoint
 from scaserver.sip.message import Transport
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.toml"

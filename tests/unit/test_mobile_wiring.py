@@ -8,7 +8,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from scaserver.app import configured_lines, make_core, make_mobile
-from scaserver.config import ConfigError, Settings, settings_from_mapping
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import settings_from_mapping
+from scaserver.config.schema import Settings
 from scaserver.edge.controlplane import MobileParkingControl
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.metricsfeed import PushMetrics

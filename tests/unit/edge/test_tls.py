@@ -12,7 +12,8 @@ from OpenSSL import SSL
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from scaserver.config import ConfigError, TlsSettings, settings_from_mapping
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import settings_from_mapping
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory
 from scaserver.edge.tls import (
@@ -20,6 +21,7 @@ from scaserver.edge.tls import (
     TlsCertificates,
     TlsConfigurationError,
     TlsEdge,
+    TlsSettings,
     client_context,
     failure_reason,
     server_context,
