@@ -38,7 +38,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 from typing_extensions import override
 
-from scaserver.config.schema import MidRegistrarSettings, ScaSettings, Settings, UpstreamCredential
+from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamCredential
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
 from scaserver.control.registry import Scope
@@ -131,8 +131,9 @@ from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
-from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
+from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
+from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sip.digest import (
     Algorithm,
     Authenticator,
@@ -472,26 +473,8 @@ def make_core(
         f"sip:{format_host(tls_listen[0].host)}:{tls_listen[0].port};transport=tls" if tls_listen else ""
     )
     engine = ScaEngine(
-        EngineSettings(
-            contact=contact,
-            contact_tls=contact_tls,
-            call_info_max_expires=sca.call_info_max_expires,
-            line_seize_max_expires=sca.line_seize_max_expires,
-            min_expires=sca.min_expires,
-            call_info_ok_code=sca.call_info_ok_code,
-            max_appearances=sca.max_appearances,
-            alerting_state=sca.alerting_state,
-            decline_ends_ringing=sca.decline_ends_ringing,
-            call_info_uri=sca.call_info_uri,
-            seized_ttl=sca.seized_ttl,
-            active_pending_ttl=sca.active_pending_ttl,
-            early_ttl=sca.early_ttl,
-            max_call_age=sca.max_call_age,
-            seize_retry_after=sca.seize_retry_after,
-            contact_fallback=sca.contact_fallback,
-            max_subscriptions_per_identity=sca.max_subscriptions_per_identity,
-            reboot_memory_s=sca.reboot_memory_s,
-        ),
+        sca,
+        ServerRole(contact=contact, contact_tls=contact_tls),
         tag_factory=unique,
     )
     engine.provision(lines)

@@ -14,13 +14,13 @@ from scaserver.config.schema import (
     TLS_VERSIONS,
     UPSTREAM_AUTH_MODES,
     MidRegistrarSettings,
-    ScaSettings,
     Settings,
 )
 from scaserver.edge.dns import DnsSettings
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.push.settings import PushSettings
 from scaserver.sca.line import canonical_aor
+from scaserver.sca.settings import ScaSettings
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
 from scaserver.sip.uri import SipUri, parse_uri

@@ -22,10 +22,10 @@ from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.tls import TlsSettings
 from scaserver.guard.sources import SecuritySettings
 from scaserver.parking.parked import ParkingSettings
-from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.push.settings import PushSettings
 from scaserver.registrar.nat import NatSettings
 from scaserver.registrar.registrar import RegistrarSettings
+from scaserver.sca.settings import ScaSettings
 from scaserver.sip.message import Transport
 
 
@@ -36,12 +36,6 @@ class LogLevelName(enum.Enum):
     ERROR = "error"
     CRITICAL = "critical"
 
-
-class CallInfoUri(enum.Enum):
-    """What goes inside the angle brackets of an SCA Call-Info value (sca.md section 5.1)."""
-
-    DOMAIN = "domain"
-    AOR = "aor"
 
 
 @attrs.frozen
@@ -222,84 +216,6 @@ class AuthSettings:
 
 
 @attrs.frozen
-class SharedLine:
-    """``[[sca.lines]]``: a shared line provisioned in the file (demo and small sites)."""
-
-    aor: str
-    appearances: int = 2
-    members: tuple[str, ...] = ()
-    push_members: bool = False
-
-
-@attrs.frozen
-class LineAlias:
-    """``[[sca.aliases]]``: another name of a shared line (sca.md Q26), a number or URI that
-    requests and subscriptions reach the line by (``alias = "sip:100@example.com"``,
-    ``line = "sip:2001@example.com"``)."""
-
-    alias: str
-    line: str
-
-
-@attrs.frozen
-class ScaSettings:
-    """``[sca]``: the parameters of sca.md section 12, under the same names.
-
-    ``hash_table_size``, ``subs_table`` and ``state_table`` are accepted for parity and
-    carry no behaviour of their own.  ``call_info_uri`` is ``"domain"``, ``"aor"`` or a
-    fixed SIP URI; ``max_appearances`` 0 and ``min_expires`` 0 mean no limit;
-    ``max_subscriptions_per_identity`` caps the live subscriptions of one subscriber (digest
-    user, or From AoR without authentication; trusted peers are not capped; 0 = no cap);
-    ``reboot_memory_s`` is how long a subscription removed after a failed NOTIFY is
-    remembered so that the phone's next SUBSCRIBE counts as a reboot (sca.md 3.5).
-    ``early_ttl``: seconds a call not answered yet keeps its appearance without signalling
-    (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
-    stale-call sweep of Q18), 0 = never.  ``session_timers``: act as an RFC 4028 session-timer
-    proxy for calls of shared lines (``session_expires`` asked for and the largest let
-    through, ``min_se`` the smallest accepted, both seconds, at least 90): a call whose
-    session is not refreshed in time is idled with cause ``session-expired``; calls without
-    a session timer keep ``max_call_age``.  ``decline_ends_ringing``: a 603 (any 6xx) from
-    one member of a line stops the others ringing; off: it declines for that member only.
-    ``insert_pai``: a call an authenticated subscriber places through a trusted ``[upstream]``
-    carries ``P-Asserted-Identity`` of the shared line it is on (else of the subscriber),
-    RFC 3325; a P-Asserted-Identity from a peer that is not trusted is never relayed.
-    ``aliases``: other names of shared lines (Q26); with the aliases in the database, these
-    win for the same alias.
-    """
-
-    call_info_max_expires: int = 3600
-    line_seize_max_expires: int = 15
-    purge_expired_interval: float = 120.0
-    db_update_interval: float = 300.0
-    hash_table_size: int = 9
-    subs_table: str = "sca_subscriptions"
-    state_table: str = "sca_state"
-    server_address: str = ""
-    contact_fallback: str = ""
-    outbound_proxy: str = ""
-    seized_ttl: float = 120.0
-    active_pending_ttl: float = 35.0
-    early_ttl: float = 200.0
-    max_call_age: float = 0.0
-    session_timers: bool = True
-    session_expires: int = 1800
-    min_se: int = RFC_MIN_SE
-    seize_retry_after: int = 1
-    max_appearances: int = 0
-    max_subscriptions_per_identity: int = 32
-    reboot_memory_s: float = 3600.0
-    min_expires: int = 0
-    call_info_ok_code: int = 202
-    call_info_uri: str = CallInfoUri.DOMAIN.value
-    alerting_state: bool = True
-    decline_ends_ringing: bool = False
-    strip_call_info: bool = True
-    insert_pai: bool = False
-    lines: tuple[SharedLine, ...] = ()
-    aliases: tuple[LineAlias, ...] = ()
-
-
-@attrs.frozen
 class UpstreamSettings:
     """``[upstream]``: the next hop (registrar/proxy) requests leave through; empty host = none.
     ``host`` may be a DNS name (RFC 3263); ``port = 0`` leaves the port to its SRV records (the
@@ -390,7 +306,7 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     security: SecuritySettings = attrs.field(factory=SecuritySettings)
     registrar: RegistrarSettings = attrs.field(factory=RegistrarSettings)
-    sca: ScaSettings = ScaSettings()
+    sca: ScaSettings = attrs.field(factory=ScaSettings)
     upstream: UpstreamSettings = UpstreamSettings()
     log: LogSettings = LogSettings()
     push: PushSettings = attrs.field(factory=PushSettings)

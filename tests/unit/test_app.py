@@ -23,13 +23,11 @@ from scaserver.app import (
 )
 from scaserver.config.schema import (
     AuthSettings,
-    ScaSettings,
     ServerSettings,
     Settings,
     SipSettings,
     UpstreamSettings,
 )
-from scaserver.config.schema import SharedLine as ConfiguredLine
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
@@ -40,6 +38,7 @@ from scaserver.logs import MessageTrace
 from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
+from scaserver.sca.settings import ConfiguredLine, ScaSettings
 from scaserver.sca.subscription import (
     Package,
     Subscription,

@@ -4,12 +4,11 @@ domains are ours and the shared lines, in one step, with live subscriptions left
 from __future__ import annotations
 
 from scaserver.app import apply_directory, credential_lookup, line_aliases, make_core
-from scaserver.config.schema import LineAlias as ConfiguredAlias
-from scaserver.config.schema import ScaSettings, ServerSettings, Settings, UpstreamSettings
-from scaserver.config.schema import SharedLine as ConfiguredLine
+from scaserver.config.schema import ServerSettings, Settings, UpstreamSettings
 from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import Directory
 from scaserver.sca.line import LineAlias, SharedLine
+from scaserver.sca.settings import ConfiguredAlias, ConfiguredLine, ScaSettings
 from scaserver.sca.subscription import Package, Subscription
 from scaserver.sip.digest import Credentials
 from scaserver.sip.message import Peer, Request, Transport

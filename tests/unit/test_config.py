@@ -106,6 +106,7 @@ ERRORS = [
     ),
     ("[sip]\ntcp_idel_timeout = 5\n", "sip.tcp_idel_timeout: unknown key"),
     ("colour = 1\n", "colour: unknown key"),
+    ('[sca]\ncontact = "sip:sca@192.0.2.1"\n', "sca.contact: unknown key"),  # derived, not written
     (
         "[sca]\nmax_subscriptions_per_identity = -1\n",
         "sca.max_subscriptions_per_identity: must not be negative (0 = no cap)",
