@@ -145,7 +145,6 @@ from scaserver.sip.digest import (
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, is_numeric
-from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
@@ -462,7 +461,7 @@ def make_core(
         return peer.transport.value, host, port
 
     layer = TransactionLayer(
-        TimerConfig(t1=settings.sip.t1, t2=settings.sip.t2, t4=settings.sip.t4),
+        settings.sip.timers,
         branch_factory=unique,
         local_via=local_via,
     )

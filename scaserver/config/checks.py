@@ -47,9 +47,9 @@ def check(settings: Settings) -> None:
     )
     checks: list[tuple[bool, str, str]] = [
         (0 <= server.advertised_port <= 65535, "server.advertised_port", "must be from 0 to 65535"),
-        (sip.t1 > 0, "sip.t1", "must be positive"),
-        (sip.t2 >= sip.t1, "sip.t2", "must not be below sip.t1"),
-        (sip.t4 > 0, "sip.t4", "must be positive"),
+        (sip.timers.t1 > 0, "sip.t1", "must be positive"),
+        (sip.timers.t2 >= sip.timers.t1, "sip.t2", "must not be below sip.t1"),
+        (sip.timers.t4 > 0, "sip.t4", "must be positive"),
         (
             1024 <= sip.max_message_size <= 16 * 1024 * 1024,
             "sip.max_message_size",

@@ -27,6 +27,11 @@ from scaserver.registrar.nat import NatSettings
 from scaserver.registrar.registrar import RegistrarSettings
 from scaserver.sca.settings import ScaSettings
 from scaserver.sip.message import Transport
+from scaserver.sip.timers import TimerConfig
+
+INLINE: Final = "scaserver.config.inline"
+"""Field metadata: the field's class is structured from these keys of the table that holds the
+field, written beside the table's own keys (``[sip] t1`` is ``SipSettings.timers.t1``)."""
 
 
 class LogLevelName(enum.Enum):
@@ -35,7 +40,6 @@ class LogLevelName(enum.Enum):
     WARN = "warn"
     ERROR = "error"
     CRITICAL = "critical"
-
 
 
 @attrs.frozen
@@ -66,11 +70,11 @@ class ServerSettings:
 
 @attrs.frozen
 class SipSettings:
-    """``[sip]``: RFC 3261 timers (section 17.1.1.1, table 4), message and TCP connection limits."""
+    """``[sip]``: RFC 3261 timers (section 17.1.1.1, table 4; keys ``t1``, ``t2`` and ``t4`` of
+    the table, structured straight into the transaction layer's own settings), message and TCP
+    connection limits."""
 
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
+    timers: TimerConfig = attrs.field(factory=TimerConfig, metadata={INLINE: ("t1", "t2", "t4")})
     max_message_size: int = 65535
     tcp_idle_timeout: float = 600.0
     tcp_slow_sender_timeout: float = 10.0

@@ -18,7 +18,7 @@ from cattrs.errors import (
     IterableValidationError,
     IterableValidationNote,
 )
-from cattrs.gen import make_dict_structure_fn
+from cattrs.gen import make_dict_structure_fn, override
 
 from scaserver.config.errors import RejectedValue, show
 from scaserver.config.listen import (
@@ -28,7 +28,7 @@ from scaserver.config.listen import (
     InterfaceLookup,
     parse_endpoints,
 )
-from scaserver.config.schema import LogLevelName, Secret
+from scaserver.config.schema import INLINE, LogLevelName, Secret
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.tls import TlsEndpoint
 from scaserver.parking.parked import EarlyMedia
@@ -163,12 +163,33 @@ def make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook_func(lambda cls: cls == tuple[TlsEndpoint, ...], structure_tls_listen)
 
     def class_factory(cls: Any) -> Callable[[object, type], object]:
-        generated = make_dict_structure_fn(cls, converter)
+        hints = typing.get_type_hints(cls)
+        inline = {
+            field.name: field.metadata[INLINE] for field in attrs.fields(cls) if INLINE in field.metadata
+        }
+        omitted = {name: override(omit=True) for name in inline}
+        generated = make_dict_structure_fn(cls, converter, **omitted)  # type: ignore[arg-type]
 
         def structure(value: object, _: type) -> object:
             if not isinstance(value, dict):
                 raise _expected("a table", value)
-            return generated(value, cls)
+            if not inline:
+                return generated(value, cls)
+            rest, parts = dict(value), {}
+            errors: list[Exception] = []
+            for name, keys in inline.items():
+                picked = {key: rest.pop(key) for key in keys if key in rest}
+                try:
+                    parts[name] = converter.structure(picked, hints[name])
+                except ClassValidationError as error:  # its notes name the table's own keys
+                    errors += error.exceptions
+            try:
+                made = generated(rest, cls)
+            except ClassValidationError as error:
+                errors += error.exceptions
+            if errors:
+                raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
+            return attrs.evolve(made, **parts)
 
         return structure
 

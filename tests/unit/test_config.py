@@ -14,6 +14,7 @@ from scaserver.config.load import load_settings, settings_from_mapping, with_ove
 from scaserver.config.schema import LogLevelName, Settings
 from scaserver.edge.endpoint import Endpoint
 from scaserver.sip.message import Transport
+from scaserver.sip.timers import TimerConfig
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
@@ -89,7 +90,7 @@ def test_enums_are_case_insensitive_and_numbers_widen_to_float() -> None:
     )
     assert settings.upstream.transport is Transport.TCP
     assert settings.log.level is LogLevelName.DEBUG
-    assert settings.sip.t1 == 1.0
+    assert settings.sip.timers.t1 == 1.0
 
 
 def test_loopback_interface_resolves_through_netlink() -> None:
@@ -145,6 +146,10 @@ ERRORS = [
     ),
     ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
+    ("[sip]\nt4 = \"5\"\n", 'sip.t4: expected a number, got "5"'),
+    ("[sip]\ntrying_delay = 1\n", "sip.trying_delay: unknown key"),  # the timer's own, not the file's
+    ("[sip]\ntimers = {}\n", "sip.timers: unknown key"),
+    ("[sip]\nt2 = 8\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = 0\n", "sip.t1: must be positive"),
     ("[sip]\nmax_message_size = 10\n", "sip.max_message_size: must be from 1024 to 16777216"),
     ('[server]\ndomains = "demo"\n', 'server.domains: expected a list, got "demo"'),
@@ -557,3 +562,10 @@ def test_nat_defaults_and_refusals() -> None:
         with pytest.raises(ConfigError) as caught:
             settings_from_mapping({"nat": bad}, "t")
         assert caught.value.key.startswith("nat"), caught.value.key
+
+
+def test_the_sip_timers_are_the_transaction_layers_own_settings() -> None:
+    settings = settings_from_mapping({"sip": {"t1": 0.25, "t2": 2, "max_message_size": 4096}}, "f")
+    assert settings.sip.timers == TimerConfig(t1=0.25, t2=2.0, t4=5.0)
+    assert settings.sip.max_message_size == 4096
+    assert load_settings(None).sip.timers == TimerConfig()
