@@ -16,7 +16,8 @@ from scaserver.config.schema import (
     MidRegistrarSettings,
     Settings,
 )
-from scaserver.edge.dns import DnsSettings
+from scaserver.edge.dns import DnsSettings, nameservers
+from scaserver.edge.resolver import HostsTable, resolvable_in
 from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.push.settings import PushSettings
 from scaserver.sca.line import canonical_aor
@@ -490,3 +491,25 @@ def _is_sip_uri(text: str) -> bool:
         return isinstance(parse_uri(text), SipUri)
     except MalformedMessage:
         return False
+
+
+def upstream_problems(
+    settings: Settings, hosts: HostsTable, *, resolv_conf: str | Path = "/etc/resolv.conf"
+) -> list[tuple[str, str]]:
+    """What ``check-config`` refuses about the upstreams that the file's syntax allows: a host
+    name that the hosts file does not know while no DNS server is configured, or that is not a
+    host name at all.  A name cannot be checked offline: with DNS it is accepted
+    (an answer today says nothing of tomorrow; the server logs each failed look-up)."""
+    problems: list[tuple[str, str]] = []
+    dns = bool(nameservers(settings.dns.servers, resolv_conf))
+    known = resolvable_in(hosts, dns=dns)
+    up = settings.upstream
+    unknown = "not in the hosts file and no DNS server is configured"
+    if up.host and not known(up.host):
+        problems.append(("upstream.host", f"{up.host}: {'not a host name' if dns else unknown}"))
+    mid = settings.midregistrar
+    if mid.enabled:
+        uri = parse_uri(mid.upstream)
+        if isinstance(uri, SipUri) and not known(uri.host):
+            problems.append(("midregistrar.upstream", f"{uri.host}: {unknown}"))
+    return problems

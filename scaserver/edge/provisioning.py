@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, ParamSpec, Protocol, TypeVar, cast
@@ -42,7 +42,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
+from scaserver.edge.dbpool import DatabasePool
 from scaserver.provisioning.access import DEFAULT_REALM, EnumerationGuard, Secret, Verdict, challenge, verify
+from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import (
     FileKind,
     SiteSettings,
@@ -57,6 +59,7 @@ from scaserver.store.provisioning import (
     Device,
     FetchRecord,
     ProvisioningRepository,
+    SqlProvisioningRepository,
     UploadKind,
     UploadRecord,
     Vendor,
@@ -588,3 +591,22 @@ def mount(root: Resource, prefix: str, resource: IResource) -> None:
         else:
             parent = cast(Resource, child)
     parent.putChild(segments[-1].encode("utf-8"), resource)
+
+
+DeviceLines = Callable[[str], Awaitable[Sequence[str] | None]]
+"""MAC -> the AoRs of the device's lines, None for an unknown device (read off the reactor)."""
+
+
+def device_lines(repository: SqlProvisioningRepository, pool: DatabasePool) -> DeviceLines:
+    def read(mac: str) -> list[str] | None:
+        device = repository.device(mac)
+        return None if device is None else [placed.line.aor for placed in device.lines]
+
+    async def lines(text: str) -> Sequence[str] | None:
+        mac = canonical_mac(text)
+        if mac is None:
+            return None
+        found: list[str] | None = await pool.run(read, mac)
+        return found
+
+    return lines

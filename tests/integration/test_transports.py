@@ -27,10 +27,11 @@ from twisted.internet import reactor as installed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 
-from scaserver.app import Reactor, SipService, make_service
+from scaserver.app import make_service
 from scaserver.config.schema import ServerSettings, Settings, SipSettings
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.services import Reactor, SipService
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpListener
 from scaserver.sip.actions import Action, Send

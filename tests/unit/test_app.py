@@ -9,18 +9,7 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from scaserver.app import (
-    GC_THRESHOLDS,
-    Reactor,
-    configured_lines,
-    core_settings,
-    make_core,
-    make_service,
-    member_of,
-    merged_lines,
-    realm_of,
-    tune_garbage_collector,
-)
+from scaserver.app import core_settings, make_core, make_service, realm_of
 from scaserver.config.schema import (
     AuthSettings,
     ServerSettings,
@@ -28,9 +17,12 @@ from scaserver.config.schema import (
     SipSettings,
     UpstreamSettings,
 )
+from scaserver.directory import configured_lines, member_of, merged_lines
+from scaserver.edge.collector import GC_THRESHOLDS, tune_garbage_collector
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.services import Reactor
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import Channel, Runner, Sink, WriteBehind
 from scaserver.events import EventBus
@@ -77,7 +69,7 @@ def test_configured_member_uris_also_admit_their_digest_user() -> None:
             lines=(ConfiguredLine("sip:2001@Example.test", 3, ("sip:2001a@example.test", "bob")),)
         ),
     )
-    [line] = configured_lines(settings, frozenset({"example.test"}))
+    [line] = configured_lines(settings.sca.lines, frozenset({"example.test"}))
     assert line.aor == "sip:2001@example.test"
     assert line.appearances == 3
     assert line.admits(user="2001a") and line.admits(user="bob") and not line.admits(user="mallory")
