@@ -796,20 +796,7 @@ def provisioning_resource(
 ) -> ProvisioningResource:
     """The handset provisioning endpoint (provisioning.md section 4)."""
     prov = settings.provisioning
-    policy = ProvisioningPolicy(
-        site=site_settings(settings),
-        realm=prov.realm,
-        default_username=prov.default_username or None,
-        default_password=prov.default_password or None,
-        allow_from=tuple(ipaddress.ip_network(cidr, strict=False) for cidr in prov.allow_from),
-        upload_dir=Path(prov.upload_dir) if prov.upload_dir else None,
-        upload_max_bytes=prov.upload_max_bytes,
-        upload_keep=prov.upload_keep,
-        serve_overrides=prov.serve_overrides,
-        static_dir=Path(prov.static_dir) if prov.static_dir else None,
-        unknown_mac_limit=prov.unknown_mac_limit,
-        require_credentials=prov.require_credentials,
-    )
+    policy = ProvisioningPolicy(site_settings(settings), prov)
     return ProvisioningResource(
         SqlProvisioningRepository(store.engine),
         pool,
