@@ -146,7 +146,23 @@ ERRORS = [
     ),
     ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
-    ("[sip]\nt4 = \"5\"\n", 'sip.t4: expected a number, got "5"'),
+    ('[provisioning]\nupload_keep = "5"\n', 'provisioning.upload_keep: expected an integer, got "5"'),
+    (
+        '[provisioning]\nsip_transport = "sctp"\n',
+        'provisioning.sip_transport: expected "udp", "tcp" or "tls", got "sctp"',
+    ),
+    (
+        '[provisioning]\nallow_from = ["10.0.0.0/33"]\n',
+        'provisioning.allow_from[0]: "10.0.0.0/33": expected an address or CIDR',
+    ),
+    (
+        '[provisioning]\npath_prefix = "/"\n',
+        "provisioning.path_prefix: must name at least one path segment (the root is the RPC tree)",
+    ),
+    ("[provisioning]\nupload_max_bytes = 0\n", "provisioning.upload_max_bytes: must be positive"),
+    ("[sca]\nearly_ttl = 0\n", "sca.early_ttl: must be positive"),
+    ('[sca]\nalerting_state = "yes"\n', 'sca.alerting_state: expected true or false, got "yes"'),
+    ('[sip]\nt4 = "5"\n', 'sip.t4: expected a number, got "5"'),
     ("[sip]\ntrying_delay = 1\n", "sip.trying_delay: unknown key"),  # the timer's own, not the file's
     ("[sip]\ntimers = {}\n", "sip.timers: unknown key"),
     ("[sip]\nt2 = 8\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
