@@ -11,31 +11,23 @@ stack (timers, open TCP connections) last.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import random
 import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import Final, cast
+from typing import cast
 
 import attrs
-from prometheus_client import CollectorRegistry
 from twisted.internet.interfaces import (
     IReactorFromThreads,
     IReactorTime,
 )
 from twisted.logger import Logger
-from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamCredential
-from scaserver.control.catalogue import build_registry
-from scaserver.control.dispatcher import DispatchOptions
-from scaserver.control.registry import Scope
-from scaserver.control.system import ServerInfo, product_version
+from scaserver.controlroot import control_plane, provisioning_resource
 from scaserver.directory import (
     configured_lines,
     credential_lookup,
@@ -50,17 +42,7 @@ from scaserver.dispatch import (
 )
 from scaserver.edge.certificatetrust import CertificateTrust
 from scaserver.edge.controlplane import (
-    EngineParkingGauges,
-    EngineRegistrarGauges,
-    EngineScaControl,
-    EngineScaGauges,
-    GuardView,
-    MetricsStatistics,
-    MobileParkingAdmin,
-    RegistrarLocationControl,
     ResyncContext,
-    RpcDirectory,
-    SipProvisioningControl,
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
@@ -71,12 +53,10 @@ from scaserver.edge.dns import (
     server_locator,
 )
 from scaserver.edge.factlog import FactLog
-from scaserver.edge.health import HealthResource, Readiness, ReadyResource
-from scaserver.edge.historyfeed import HistoryFeed
-from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.health import Readiness
+from scaserver.edge.history import history_services
 from scaserver.edge.kernelfilter import KernelBanFilter
 from scaserver.edge.looplag import LoopLagProbe
-from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.natping import NatFigures, NatPinger
 from scaserver.edge.periodic import Periodic
 from scaserver.edge.persistence import (
@@ -85,24 +65,17 @@ from scaserver.edge.persistence import (
     restore_upstream,
 )
 from scaserver.edge.provisioning import (
-    DeviceLines,
-    ProvisioningPolicy,
-    ProvisioningResource,
     device_lines,
-    mount,
 )
 from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, resolvable_in
-from scaserver.edge.rpcdgram import RpcDatagramProtocol
 from scaserver.edge.secret import server_secret
 from scaserver.edge.services import (
-    ControlPlane,
     Reactor,
     Restore,
     ServerService,
     SipService,
-    TlsView,
     report_handler_error,
 )
 from scaserver.edge.stack import DrivenCore, SipStack, TimerClock, Transports
@@ -114,7 +87,6 @@ from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.logs import MessageTrace
-from scaserver.metrics import Metrics
 from scaserver.mobile import (
     Mobile,
     MobileSettings,
@@ -128,7 +100,6 @@ from scaserver.owners import (
     UpstreamForwards,
 )
 from scaserver.parking.parked import ParkingLot
-from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.proxy.proxy import BranchKey, Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
@@ -151,8 +122,6 @@ from scaserver.registrar.midregistrar import (
 )
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
-from scaserver.reporting.history import HistoryRecorder
-from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole
@@ -171,7 +140,6 @@ from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
 from scaserver.store.engine import probe_writable
-from scaserver.store.history import SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.provisioning import SqlProvisioningRepository
 from scaserver.store.repository import (
@@ -661,153 +629,6 @@ def nat_pinger(settings: Settings, reactor: Reactor, core: SipRouter, sip: SipSe
     return pinger
 
 
-def control_plane(
-    settings: Settings,
-    reactor: Reactor,
-    core: SipRouter,
-    sip: SipService,
-    writes: WriteBehind,
-    *,
-    provisioning: ProvisioningResource | None = None,
-    devices: DeviceLines | None = None,
-    readiness: Readiness | None = None,
-    directory: DirectoryWatch | None = None,
-    nat: NatFigures | None = None,
-) -> tuple[ControlPlane, MetricsFeed]:
-    """The JSON-RPC registry over the running engines, its HTTP site and datagram endpoint,
-    and the metrics.  Raises ``TokenFileError`` or ``InsecureRpcBindError`` (rpc.md 2.4)."""
-    rpc = settings.rpc
-    files = {Scope.ADMIN: rpc.admin_token_file, Scope.READ: rpc.read_token_file}
-    tokens = BearerTokens.from_files({scope: Path(name) for scope, name in files.items() if name})
-    check_rpc_bind(settings.http.listen.host, tokens)
-    domains = settings.server.domains
-    known = sorted(core.settings.domains.names)
-    default_domain = domains[0] if domains else (known[0] if known else settings.server.advertised()[0])
-
-    async def flush_subscriptions() -> int:
-        before = writes.written_total
-        await writes.flush()
-        return writes.written_total - before
-
-    async def flush_bindings() -> None:
-        await writes.flush()
-
-    sca = EngineScaControl(
-        core, sip.stack.run, sip.bus, reactor, default_domain=default_domain, flush=flush_subscriptions
-    )
-    location = RegistrarLocationControl(
-        core, sip.stack.run, reactor, default_domain=default_domain, flush=flush_bindings
-    )
-    listen = tuple(f"udp:{e.host}:{e.port}" for e in settings.server.listen) + tuple(
-        f"tcp:{e.host}:{e.port}" for e in settings.server.listen
-    )
-    server = ServerInfo(product_version(), os.getpid(), listen, settings.database.url, reactor.seconds())
-    parking = MobileParkingAdmin(core, sip.stack.run, sip.bus, reactor, default_domain=default_domain)
-    resync = None
-    if devices is not None:
-        host, port = settings.server.advertised()
-        resync = SipProvisioningControl(
-            core,
-            sip.stack.run,
-            sip.bus,
-            reactor,
-            device_lines=devices,
-            local_uri=f"sip:{format_host(host)}:{port}",
-            unique=core.unique,
-        )
-    kernel = sip.kernel_filter
-    security = GuardView(core.guard, sip.streams, reactor.seconds, kernel.refresh if kernel else lambda: None)
-    metrics = Metrics(
-        CollectorRegistry(),
-        sca=EngineScaGauges(core),
-        registrar=EngineRegistrarGauges(core),
-        parking=EngineParkingGauges(core),
-        process=True,
-        security=security,
-        nat=nat,
-        tls=TlsView(sip),
-    )
-    if sip.transports.locator is not None:
-        metrics.watch_dns(sip.transports.locator)
-    registry = build_registry(
-        sca=sca,
-        location=location,
-        server=server,
-        clock=reactor.seconds,
-        parking=parking,
-        provisioning=resync,
-        statistics=MetricsStatistics(metrics.registry),
-        security=security,
-        directory=RpcDirectory(directory) if directory is not None else None,
-    )
-    dispatcher = rpc_dispatcher(
-        registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
-    )
-    networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in rpc.allow_from)
-    policy = HttpPolicy(tokens=tokens, allowed_origins=frozenset(rpc.allowed_origins), allow_from=networks)
-    root = build_root(dispatcher, policy, metrics.registry)
-    if provisioning is not None:
-        mount(root, settings.provisioning.path_prefix, cast(IResource, provisioning))
-    # Outside the RPC guard: probes carry no token (README "Health checks").
-    health = HealthResource(product_version(), reactor.seconds(), reactor.seconds)
-    root.putChild(b"health", cast(IResource, health))
-    if readiness is not None:
-        root.putChild(b"ready", cast(IResource, ReadyResource(readiness)))
-    site = Site(root)  # type: ignore[no-untyped-call]
-    site.displayTracebacks = False
-    dgram = RpcDatagramProtocol(dispatcher) if rpc.dgram_socket else None
-    plane = ControlPlane(reactor, settings.http.listen, site, dgram, rpc.dgram_socket)
-    if settings.http.https(settings.tls) and sip.tls is not None:
-        plane.certificates = sip.tls.certificates  # shared with SIP: one SIGHUP reloads both
-    return plane, MetricsFeed(metrics, writes)
-
-
-def site_settings(settings: Settings) -> SiteSettings:
-    """What the handset profiles say about this server (provisioning.md section 3)."""
-    prov = settings.provisioning
-    host, port = settings.server.advertised()
-    listen = settings.http.listen
-    scheme = "https" if settings.http.https(settings.tls) else "http"
-    prefix = prov.path_prefix.strip("/")
-    base = prov.base_url or f"{scheme}://{format_host(listen.host)}:{listen.port}/{prefix}"
-    tls_port = settings.tls.listen[0].port if prov.sip_transport == "tls" and settings.tls.listen else 0
-    proxy: tuple[str, int] | None = None
-    if prov.outbound_proxy:
-        proxy_host, _, proxy_port = prov.outbound_proxy.rpartition(":")
-        proxy = (proxy_host, int(proxy_port)) if proxy_port.isdigit() else (prov.outbound_proxy, 5060)
-    return SiteSettings(
-        sip_host=prov.sip_host or host,
-        prov_base_url=base,
-        sip_port=prov.sip_port or tls_port or port,
-        sip_transport=SipTransport(prov.sip_transport),
-        outbound_proxy=proxy,
-        registration_expires=prov.registration_expires,
-        line_seize_expires=settings.sca.line_seize_max_expires,
-        call_info_expires=settings.sca.call_info_max_expires,
-        resync_periodic=prov.resync_periodic,
-        firmware_path=prov.firmware_path,
-        shared_lines=tuple((line.aor, line.appearances) for line in settings.sca.lines),
-        site_credentials=bool(prov.default_username and prov.default_password),
-    )
-
-
-def provisioning_resource(
-    settings: Settings, reactor: Reactor, store: SqlStore, pool: DatabasePool
-) -> ProvisioningResource:
-    """The handset provisioning endpoint (provisioning.md section 4)."""
-    prov = settings.provisioning
-    policy = ProvisioningPolicy(site_settings(settings), prov)
-    return ProvisioningResource(
-        SqlProvisioningRepository(store.engine),
-        pool,
-        policy,
-        clock=reactor,
-        nonces=NonceFactory(secrets.token_bytes(32), os.urandom),
-    )
-
-
-
-DAY_S: Final = 86_400.0
 _log = Logger(namespace="scaserver.app")
 
 
@@ -921,33 +742,19 @@ def make_server(
         queue_limit=writes.max_pending,
     )
     if settings.reporting.enabled:
-        recorder = HistoryRecorder(
-            line_of=lambda aor: aor if core.sca.is_sca(aor) else None, local_domains=domains
-        )
         # Registered last: a batch whose history rows were written is never retried for another table.
-        history = HistoryFeed(
-            recorder,
-            writes.channel(
-                "history",
-                SqlHistoryRepository(store.engine),
-                history_key,
-                table_of=lambda key: str(key[0]),
-                key_text=lambda key: " ".join(map(str, key)),
-            ),
+        history = history_services(
+            settings.reporting,
             core,
-            clock=reactor.seconds,
+            bus,
+            writes=writes,
+            store=store,
+            pool=pool,
+            reactor=reactor,
+            local_domains=domains,
         )
-        history.attach(bus)
-        server.adopt(
-            Periodic(reactor, settings.reporting.sample_interval, lambda: history.sample(reactor.seconds()))
-        )
-        retention = RetentionPolicy(days=dict.fromkeys(HISTORY_TABLES, settings.reporting.retention_days))
-
-        def purge_history() -> None:
-            purged = pool.run(purge, store.engine, retention, reactor.seconds())
-            purged.addErrback(lambda failure: _log.failure("history purge failed", failure=failure))
-
-        server.adopt(Periodic(reactor, DAY_S, purge_history))
+        for service in history:
+            server.adopt(service)
     resource = (
         provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
     )

@@ -34,11 +34,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import make_server, site_settings
+from scaserver.app import make_server
 from scaserver.config.checks import upstream_problems
 from scaserver.config.errors import ConfigError
 from scaserver.config.load import load_settings, with_overrides
 from scaserver.config.schema import Settings
+from scaserver.controlroot import site_settings
 from scaserver.edge.collector import tune_garbage_collector
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable

@@ -26,6 +26,7 @@ from scaserver.provisioning.settings import ProvisioningSettings
 from scaserver.push.settings import PushSettings
 from scaserver.registrar.nat import NatSettings
 from scaserver.registrar.registrar import RegistrarSettings
+from scaserver.reporting.settings import ReportingSettings
 from scaserver.sca.settings import ScaSettings
 from scaserver.sip.message import Transport
 from scaserver.sip.timers import TimerConfig
@@ -112,19 +113,6 @@ class HttpSettings:
     def https(self, tls: TlsSettings) -> bool:
         """Whether the listener speaks HTTPS under ``tls``."""
         return self.tls == "on" or (self.tls == "auto" and tls.enabled)
-
-
-@attrs.frozen
-class ReportingSettings:
-    """``[reporting]`` (reporting.md): call and appearance history for SQL reports.
-
-    ``enabled`` false writes no history; ``retention_days`` is how long rows are kept
-    (purged once a day); ``sample_interval`` the seconds between per-line busy samples.
-    """
-
-    enabled: bool = True
-    retention_days: int = 90
-    sample_interval: float = 60.0
 
 
 @attrs.frozen
@@ -267,7 +255,7 @@ class Settings:
     directory: DirectorySettings = DirectorySettings()
     http: HttpSettings = HttpSettings()
     rpc: RpcSettings = RpcSettings()
-    reporting: ReportingSettings = ReportingSettings()
+    reporting: ReportingSettings = attrs.field(factory=ReportingSettings)
     provisioning: ProvisioningSettings = attrs.field(factory=ProvisioningSettings)
     auth: AuthSettings = AuthSettings()
     security: SecuritySettings = attrs.field(factory=SecuritySettings)

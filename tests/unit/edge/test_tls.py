@@ -183,7 +183,7 @@ def test_http_tls_on_needs_a_certificate() -> None:
 
 
 def test_provisioning_urls_say_https_once_tls_is_configured(authority: TestAuthority) -> None:
-    from scaserver.app import site_settings  # noqa: PLC0415 (the composition root, for one test)
+    from scaserver.controlroot import site_settings  # noqa: PLC0415 (the composition root, for one test)
 
     issued = authority.issue("prov", common_name="prov.example")
     plain = settings_from_mapping({}, "t")
