@@ -20,14 +20,11 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import cast
 
 import attrs
-from twisted.internet.interfaces import (
-    IReactorFromThreads,
-    IReactorTime,
-)
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 
 from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamCredential
-from scaserver.controlroot import control_plane, provisioning_resource
+from scaserver.controlroot import control_services
 from scaserver.directory import (
     configured_lines,
     credential_lookup,
@@ -41,43 +38,21 @@ from scaserver.dispatch import (
     SipRouter,
 )
 from scaserver.edge.certificatetrust import CertificateTrust
-from scaserver.edge.controlplane import (
-    ResyncContext,
-)
+from scaserver.edge.controlplane import ResyncContext
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
-from scaserver.edge.dns import (
-    ServerLocator,
-    TransportChoice,
-    nameservers,
-    server_locator,
-)
+from scaserver.edge.dns import ServerLocator, TransportChoice, nameservers, server_locator
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import Readiness
 from scaserver.edge.history import history_services
 from scaserver.edge.kernelfilter import KernelBanFilter
-from scaserver.edge.looplag import LoopLagProbe
 from scaserver.edge.natping import NatFigures, NatPinger
-from scaserver.edge.periodic import Periodic
-from scaserver.edge.persistence import (
-    Persistence,
-    StoredState,
-    restore_upstream,
-)
-from scaserver.edge.provisioning import (
-    device_lines,
-)
+from scaserver.edge.persistence import Persistence, StoredState, restore_upstream
 from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, resolvable_in
 from scaserver.edge.secret import server_secret
-from scaserver.edge.services import (
-    Reactor,
-    Restore,
-    ServerService,
-    SipService,
-    report_handler_error,
-)
+from scaserver.edge.services import Reactor, Restore, ServerService, SipService, report_handler_error
 from scaserver.edge.stack import DrivenCore, SipStack, TimerClock, Transports
 from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener
@@ -141,7 +116,6 @@ from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
 from scaserver.store.engine import probe_writable
 from scaserver.store.migrate import check_up_to_date
-from scaserver.store.provisioning import SqlProvisioningRepository
 from scaserver.store.repository import (
     appearance_key,
     binding_key,
@@ -755,26 +729,20 @@ def make_server(
         )
         for service in history:
             server.adopt(service)
-    resource = (
-        provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
-    )
-    devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
-    plane, feed = control_plane(
+    control = control_services(
         settings,
         reactor,
         core,
         sip,
-        writes,
-        provisioning=resource,
-        devices=devices,
+        writes=writes,
+        store=store,
+        pool=pool,
         readiness=readiness,
         directory=watch,
         nat=nat.figures,
     )
-    feed.attach(bus)
-    server.adopt(plane)
-    server.adopt(Periodic(reactor, 1.0, feed.sample))
-    server.adopt(LoopLagProbe(reactor, feed.reactor_lag))
+    for service in control:
+        server.adopt(service)
     # Last: started when everything else is (listeners bound, state restored), stopped first.
     server.adopt(SystemdNotifier(reactor, readiness.ready))
     return server

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 from prometheus_client import CollectorRegistry
+from twisted.application.service import Service
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -36,9 +37,17 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
+from scaserver.edge.looplag import LoopLagProbe
 from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.natping import NatFigures
-from scaserver.edge.provisioning import DeviceLines, ProvisioningPolicy, ProvisioningResource, mount
+from scaserver.edge.periodic import Periodic
+from scaserver.edge.provisioning import (
+    DeviceLines,
+    ProvisioningPolicy,
+    ProvisioningResource,
+    device_lines,
+    mount,
+)
 from scaserver.edge.rpcdgram import RpcDatagramProtocol
 from scaserver.edge.services import ControlPlane, Reactor, SipService, TlsView
 from scaserver.edge.writebehind import WriteBehind
@@ -193,3 +202,39 @@ def provisioning_resource(
         clock=reactor,
         nonces=NonceFactory(secrets.token_bytes(32), os.urandom),
     )
+
+
+def control_services(
+    settings: Settings,
+    reactor: Reactor,
+    core: SipRouter,
+    sip: SipService,
+    *,
+    writes: WriteBehind,
+    store: SqlStore,
+    pool: DatabasePool,
+    readiness: Readiness,
+    directory: DirectoryWatch,
+    nat: NatFigures,
+) -> list[Service]:
+    """The control plane of the running server (with the provisioning endpoint when
+    ``provisioning.enabled``), its metrics fed from the bus and sampled every second, and
+    the reactor's lag probe: the services to adopt, in start-up order."""
+    resource = (
+        provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
+    )
+    devices = device_lines(SqlProvisioningRepository(store.engine), pool) if resource is not None else None
+    plane, feed = control_plane(
+        settings,
+        reactor,
+        core,
+        sip,
+        writes,
+        provisioning=resource,
+        devices=devices,
+        readiness=readiness,
+        directory=directory,
+        nat=nat,
+    )
+    feed.attach(sip.bus)
+    return [plane, Periodic(reactor, 1.0, feed.sample), LoopLagProbe(reactor, feed.reactor_lag)]
