@@ -1,12 +1,11 @@
-"""The composition root: settings in, one running service tree out (STYLE.md P5).
+"""The composition root: settings in, one running server out (STYLE.md P5), the way
+Twisted's ``names/tap.py`` ``makeService`` builds its tree.
 
-:func:`make_service` builds a :class:`~twisted.application.service.MultiService`
-holding the :class:`~scaserver.edge.stack.SipStack` (which owns the SIP timers)
-and, for each ``server.listen`` address, a UDP and a TCP listener feeding it.
-The SIP core is injected into the stack; nothing below this module imports
-upwards.  Start-up order is the order of :meth:`SipService.addService`; the
-MultiService stops its children in reverse, so listeners close first and the
-stack (timers, open TCP connections) last.
+:func:`make_core` builds the pure SIP core (router, transaction layer, engines) from the
+settings and the directory; :func:`make_server` restores the stored state and builds the
+service tree around it: the database pool and write-behind queue, the SIP service
+(:mod:`scaserver.siproot`), the start-up restore, the NAT pings and the control plane
+(:mod:`scaserver.controlroot`).  Nothing below this module imports upwards.
 """
 
 from __future__ import annotations
@@ -41,27 +40,21 @@ from scaserver.edge.certificatetrust import CertificateTrust
 from scaserver.edge.controlplane import ResyncContext
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
-from scaserver.edge.dns import ServerLocator, TransportChoice, nameservers, server_locator
+from scaserver.edge.dns import ServerLocator, TransportChoice, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import Readiness
 from scaserver.edge.history import history_services
-from scaserver.edge.kernelfilter import KernelBanFilter
-from scaserver.edge.natping import NatFigures, NatPinger
 from scaserver.edge.persistence import Persistence, StoredState, restore_upstream
 from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
 from scaserver.edge.resolver import HostsTable, resolvable_in
 from scaserver.edge.secret import server_secret
-from scaserver.edge.services import Reactor, Restore, ServerService, SipService, report_handler_error
-from scaserver.edge.stack import DrivenCore, SipStack, TimerClock, Transports
+from scaserver.edge.services import Reactor, Restore, ServerService, report_handler_error
+from scaserver.edge.stack import TimerClock
 from scaserver.edge.systemd import SystemdNotifier
-from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpDialer, TcpListener
-from scaserver.edge.tls import TlsEdge, TlsListener
-from scaserver.edge.udp import UdpListener, UdpTransport
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
-from scaserver.guard.sources import Ban, SourceGuard
-from scaserver.logs import MessageTrace
+from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import (
     Mobile,
     MobileSettings,
@@ -114,6 +107,7 @@ from scaserver.sip.serverlocation import Query, is_numeric
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
+from scaserver.siproot import make_service, nat_pinger
 from scaserver.store.engine import probe_writable
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.repository import (
@@ -126,68 +120,6 @@ from scaserver.store.repository import (
     upstream_key,
 )
 from scaserver.store.sql import SqlStore, directory_generation
-
-
-def make_service(
-    settings: Settings,
-    reactor: Reactor,
-    core: DrivenCore,
-    *,
-    bus: EventBus | None = None,
-    hosts: HostsTable | None = None,
-    guard: SourceGuard | None = None,
-) -> SipService:
-    """Wire the SIP edge (stack, UDP and TCP listeners) around ``core`` for ``settings``;
-    ``guard`` is asked about every message and connection before anything else.
-
-    Nothing is bound until the returned service is started.
-    """
-    bus = bus if bus is not None else EventBus(on_handler_error=report_handler_error)
-    hosts = hosts if hosts is not None else HostsTable.load()
-    transports = Transports(hosts=hosts, locator=server_locator(settings.dns, reactor, hosts))
-    trace = MessageTrace() if settings.sip.trace else None
-    stack = SipStack(core, reactor, transports, bus, trace=trace, guard=guard)
-    security = settings.security
-    limits = StreamLimits(
-        max_message_size=settings.sip.max_message_size,
-        idle_timeout=settings.sip.tcp_idle_timeout,
-        slow_sender_timeout=settings.sip.tcp_slow_sender_timeout,
-        unvouched_idle_timeout=min(security.tcp_unvouched_idle_timeout, settings.sip.tcp_idle_timeout),
-        max_connections_per_address=security.max_connections_per_address,
-        max_connections=security.max_connections,
-    )
-    streams = SipStreamFactory(stack, transports, limits, reactor, guard, keepalives=stack.keepalives)
-    transports.set_dialer(TcpDialer(reactor, streams))
-    root = SipService(stack, transports, bus)
-    root.streams, root.guard = streams, guard
-    root.adopt(stack)
-    for endpoint in settings.server.listen:
-        datagrams = UdpTransport(
-            stack, transports, endpoint.host, settings.sip.max_message_size, guard=guard, clock=reactor
-        )
-        udp = UdpListener(reactor, endpoint.host, endpoint.port, datagrams)
-        tcp = TcpListener(reactor, endpoint.host, endpoint.port, streams)
-        root.udp.append(udp)
-        root.tcp.append(tcp)
-        root.adopt(udp)
-        root.adopt(tcp)
-    tls = TlsEdge(settings.tls, streams, reactor)
-    transports.set_dialer(tls.dial, Transport.TLS)
-    root.tls = tls
-    for endpoint in settings.tls.listen:
-        listener = TlsListener(reactor, endpoint.host, endpoint.port, tls)
-        root.tls_listeners.append(listener)
-        root.adopt(listener)
-    if guard is not None:
-        kernel = KernelBanFilter(
-            guard, reactor, lambda: [sock for udp in root.udp if (sock := udp.bound_socket) is not None]
-        )
-        bus.subscribe(Ban, kernel.banned)
-        root.kernel_filter = kernel
-    return root
-
-
-# --------------------------------------------------------------------------- the whole server
 
 
 def domain_policy(settings: Settings, directory: Iterable[str] = ()) -> DomainPolicy:
@@ -582,25 +514,6 @@ def push_client(settings: Settings, reactor: Reactor, dispatch: PushDispatch) ->
         on_retrying=dispatch.retrying,
         on_activity=dispatch.activity,
     )
-
-
-def nat_pinger(settings: Settings, reactor: Reactor, core: SipRouter, sip: SipService) -> NatPinger:
-    """The ``[nat]`` pings over the running core, with the keep-alive figures of the edge."""
-    host, port = settings.server.advertised()
-    bindings = core.registrar.location.all_bindings
-    pinger = NatPinger(
-        core,
-        bindings,
-        execute=sip.stack.run,
-        send_raw=sip.transports.send,
-        clock=reactor,
-        settings=settings.nat,
-        local_uri=f"sip:{settings.nat.ping_from}@{format_host(host)}:{port}",
-        unique=core.unique,
-        figures=NatFigures(sip.stack.keepalives, bindings),
-    )
-    pinger.attach(sip.bus)
-    return pinger
 
 
 _log = Logger(namespace="scaserver.app")

@@ -9,7 +9,7 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from scaserver.app import core_settings, make_core, make_service, realm_of
+from scaserver.app import core_settings, make_core, realm_of
 from scaserver.config.schema import (
     AuthSettings,
     ServerSettings,
@@ -40,6 +40,7 @@ from scaserver.sca.subscription import (
 )
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
+from scaserver.siproot import make_service
 from scaserver.store.repository import AppearanceKey
 from tests.unit.edge.doubles import FakeCore
 
