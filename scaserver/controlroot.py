@@ -4,7 +4,6 @@ socket serving them (rpc.md, provisioning.md section 4)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -141,8 +140,7 @@ def control_plane(
     dispatcher = rpc_dispatcher(
         registry, options=DispatchOptions(http_status_always_200=rpc.http_status_always_200)
     )
-    networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in rpc.allow_from)
-    policy = HttpPolicy(tokens=tokens, allowed_origins=frozenset(rpc.allowed_origins), allow_from=networks)
+    policy = HttpPolicy(tokens, rpc)
     root = build_root(dispatcher, policy, metrics.registry)
     if provisioning is not None:
         mount(root, settings.provisioning.path_prefix, cast(IResource, provisioning))

@@ -19,6 +19,7 @@ from scaserver import __version__
 from scaserver.config.listen import DEFAULT_HTTP_PORT, DEFAULT_SIP_PORT
 from scaserver.edge.dns import DnsSettings
 from scaserver.edge.endpoint import Endpoint
+from scaserver.edge.http import RpcSettings
 from scaserver.edge.tls import TlsSettings
 from scaserver.guard.sources import SecuritySettings
 from scaserver.parking.parked import ParkingSettings
@@ -113,25 +114,6 @@ class HttpSettings:
     def https(self, tls: TlsSettings) -> bool:
         """Whether the listener speaks HTTPS under ``tls``."""
         return self.tls == "on" or (self.tls == "auto" and tls.enabled)
-
-
-@attrs.frozen
-class RpcSettings:
-    """``[rpc]`` (rpc.md section 2): access to the JSON-RPC control interface.
-
-    ``admin_token_file``/``read_token_file``: files holding a bearer token of each scope
-    (required for a non-loopback ``http.listen``); ``allow_from``: CIDRs allowed to call
-    over TCP (empty = any); ``allowed_origins``: browser Origins accepted; ``dgram_socket``:
-    path of the kamcmd-compatible UNIX datagram socket ("" = none);
-    ``http_status_always_200``: answer every JSON-RPC reply with HTTP 200.
-    """
-
-    admin_token_file: str = ""
-    read_token_file: str = ""
-    allow_from: tuple[str, ...] = ()
-    allowed_origins: tuple[str, ...] = ()
-    dgram_socket: str = ""
-    http_status_always_200: bool = False
 
 
 TLS_VERSIONS: Final = ("1.2", "1.3")
@@ -254,7 +236,7 @@ class Settings:
     database: DatabaseSettings = DatabaseSettings()
     directory: DirectorySettings = DirectorySettings()
     http: HttpSettings = HttpSettings()
-    rpc: RpcSettings = RpcSettings()
+    rpc: RpcSettings = attrs.field(factory=RpcSettings)
     reporting: ReportingSettings = attrs.field(factory=ReportingSettings)
     provisioning: ProvisioningSettings = attrs.field(factory=ProvisioningSettings)
     auth: AuthSettings = AuthSettings()

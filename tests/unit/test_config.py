@@ -146,6 +146,14 @@ ERRORS = [
     ),
     ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
+    ('[rpc]\nallow_from = ["ten"]\n', 'rpc.allow_from[0]: "ten": expected an address or CIDR'),
+    (
+        '[rpc]\nallowed_origins = "https://ops.example.com"\n',
+        'rpc.allowed_origins: expected a list, got "https://ops.example.com"',
+    ),
+    ('[rpc]\ntoken = "x"\n', "rpc.token: unknown key"),
+    ("[reporting]\nretention_days = 0\n", "reporting.retention_days: must be at least 1"),
+    ('[reporting]\nsample_interval = "1m"\n', 'reporting.sample_interval: expected a number, got "1m"'),
     ('[provisioning]\nupload_keep = "5"\n', 'provisioning.upload_keep: expected an integer, got "5"'),
     (
         '[provisioning]\nsip_transport = "sctp"\n',
