@@ -25,8 +25,9 @@ from pathlib import Path
 
 from bench import gen_subscriptions
 from bench.procs import PYTHON, ROOT
-from scaserver.app import make_core, tune_garbage_collector
-from scaserver.config import Settings
+from scaserver.app import make_core
+from scaserver.config.schema import Settings
+from scaserver.edge.collector import tune_garbage_collector
 from scaserver.edge.persistence import StoredState
 from scaserver.edge.stack import SipStack, Transports
 from scaserver.events import EventBus

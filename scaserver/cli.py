@@ -34,17 +34,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from scaserver import __version__, directory
-from scaserver.app import (
-    Reactor,
-    SecretFileError,
-    make_server,
-    site_settings,
-    tune_garbage_collector,
-    upstream_problems,
-)
-from scaserver.config import ConfigError, Settings, load_settings, with_overrides
+from scaserver.app import make_server
+from scaserver.config.checks import upstream_problems
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import load_settings, with_overrides
+from scaserver.config.schema import Settings
+from scaserver.controlroot import site_settings
+from scaserver.edge.collector import tune_garbage_collector
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.secret import SecretFileError
+from scaserver.edge.services import Reactor
 from scaserver.edge.tls import TlsConfigurationError, client_context, server_context
 from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning

@@ -15,16 +15,22 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TextIO
 
 import attrs
+from twisted.logger import Logger
 
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
-from scaserver.sip.digest import Algorithm, Credentials
+from scaserver.sca.settings import ConfiguredAlias, ConfiguredLine
+from scaserver.sip.digest import Algorithm, CredentialLookup, Credentials
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Transport
 from scaserver.sip.trust import TrustedPeer
+from scaserver.sip.uri import SipUri, parse_uri
 from scaserver.store.sql import SqlStore
+
+log = Logger(namespace="scaserver.directory")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -355,3 +361,125 @@ def run_command(
     finally:
         store.close()
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# The directory as the running server reads it
+
+
+def directory_domains(
+    credentials: Iterable[Credentials], lines: Iterable[SharedLine], aliases: Iterable[str] = ()
+) -> set[str]:
+    """The domains of the subscribers (their realm), of the shared lines' AoRs and of the
+    lines' aliases (a line reached by ``sip:100@pbx.example.com`` makes that domain ours)."""
+    found = {c.realm for c in credentials}
+    for aor in (*(line.aor for line in lines), *aliases):
+        uri = parse_uri(aor)
+        if isinstance(uri, SipUri):
+            found.add(uri.host)
+    return found
+
+
+def member_of(
+    lines: Callable[[], Iterable[SharedLine]],
+    domains: DomainPolicy | frozenset[str],
+    aliases: Callable[[], Mapping[str, str]] = dict,
+) -> Callable[[str, str], bool]:
+    """``(digest user, identity user) -> bool``: the user is the identity, or a member of the
+    shared line named by the identity in one of our domains (members register and call as the
+    line), directly or by one of the line's ``aliases`` (alias AoR -> line AoR, sca.md Q26)."""
+
+    def allowed(username: str, identity_user: str) -> bool:
+        if username == identity_user:
+            return True
+        named = {line for alias, line in aliases().items() if _user_in(alias, identity_user, domains)}
+        for line in lines():
+            if (line.aor in named or _user_in(line.aor, identity_user, domains)) and line.admits(
+                user=username
+            ):
+                return True
+        return False
+
+    return allowed
+
+
+def _user_in(aor: str, user: str, domains: DomainPolicy | frozenset[str]) -> bool:
+    """Whether canonical ``aor`` is ``user`` at one of our domains."""
+    found, _, host = aor.partition(":")[2].partition("@")
+    return found == user and host.lower() in domains
+
+
+def credential_lookup(credentials: Iterable[Credentials]) -> CredentialLookup:
+    table = {(c.username, c.realm.lower()): c for c in credentials}
+
+    def lookup(username: str, realm: str) -> Credentials | None:
+        return table.get((username, realm.lower()))
+
+    return lookup
+
+
+def merged_lines(configured: Sequence[SharedLine], stored: Sequence[SharedLine]) -> list[SharedLine]:
+    """Lines of the database, and of the configuration (which wins for the same AoR)."""
+    lines = {line.aor: line for line in stored}
+    lines.update((line.aor, line) for line in configured)
+    return list(lines.values())
+
+
+def line_aliases(
+    written: Iterable[ConfiguredAlias], stored: Iterable[LineAlias], lines: Iterable[SharedLine]
+) -> dict[str, str]:
+    """The alias map (sca.md Q26): canonical alias AoR -> line AoR, from ``[[sca.aliases]]``
+    (``written``) and the database.  The configuration wins for the same alias; a stored alias that is a
+    line, or that names an alias instead of a line, is left out.  Each is logged."""
+    configured: dict[str, str] = {}
+    for configured_entry in written:
+        alias, target = canonical_aor(configured_entry.alias), canonical_aor(configured_entry.line)
+        if alias is not None and target is not None:  # checked when the file was loaded
+            configured[alias] = target
+    names = {line.aor for line in lines}
+    merged: dict[str, str] = {}
+    for entry in stored:
+        if entry.alias in configured:
+            if configured[entry.alias] != entry.line:
+                log.warn(
+                    "alias {alias}: the configuration's line {line} wins over {stored} of the database",
+                    alias=entry.alias,
+                    line=configured[entry.alias],
+                    stored=entry.line,
+                )
+        elif entry.alias in names:
+            log.warn(
+                "alias {alias} of {line} ignored: it is a shared line", alias=entry.alias, line=entry.line
+            )
+        elif entry.line in configured:
+            log.warn(
+                "alias {alias} ignored: {line} is an alias, not a line", alias=entry.alias, line=entry.line
+            )
+        else:
+            merged[entry.alias] = entry.line
+    merged.update(configured)
+    return merged
+
+
+def configured_lines(
+    written: Iterable[ConfiguredLine], domains: DomainPolicy | frozenset[str]
+) -> list[SharedLine]:
+    """The ``[[sca.lines]]`` of the configuration (``written``) as engine values.
+
+    A member written as a SIP URI of a local domain also admits the digest user of
+    that URI, so ``sip:2001a@example.com`` lets subscriber ``2001a`` on the line.
+    """
+    lines: list[SharedLine] = []
+    for line in written:
+        aor = canonical_aor(line.aor) or line.aor
+        members: set[str] = set()
+        for member in line.members:
+            members.add(member)
+            uri = canonical_aor(member)
+            if uri is not None:
+                members.add(uri)
+                user, _, host = uri.partition(":")[2].partition("@")
+                if host.lower() in domains:
+                    members.add(user)
+        lines.append(SharedLine(aor, line.appearances, frozenset(members), line.push_members))
+    return lines

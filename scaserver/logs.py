@@ -48,7 +48,7 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-from scaserver.config import LogLevelName, LogSettings
+from scaserver.config.schema import LogLevelName, LogSettings
 from scaserver.edge.stack import Direction
 from scaserver.sip.message import Peer, canonical_name
 

@@ -12,8 +12,9 @@ from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.router.router import CoreSettings, SipRouter
-from scaserver.sca.engine import EngineSettings, ScaEngine
+from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine
+from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sip.actions import Action, Send
 from scaserver.sip.digest import (
     Authenticator,
@@ -72,7 +73,7 @@ def make_core(
     def entropy(size: int) -> bytes:
         return next(draws).to_bytes(size, "big")
 
-    sca = ScaEngine(EngineSettings(contact=f"sip:{SERVER.host}:{SERVER.port}"), tag_factory=unique)
+    sca = ScaEngine(ScaSettings(), ServerRole(contact=f"sip:{SERVER.host}:{SERVER.port}"), tag_factory=unique)
     sca.provision(lines)
     core = SipRouter(
         CoreSettings(

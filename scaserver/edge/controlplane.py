@@ -253,7 +253,7 @@ class EngineScaControl:
         aor = canonical_argument(text, self._domain)
         if aor is None:
             return None
-        return dict(self._core.sca.settings.aliases).get(aor, aor)  # sca.md Q26 line aliases
+        return self._core.aliases().get(aor, aor)  # sca.md Q26 line aliases
 
     # Reads.
 

@@ -45,7 +45,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import attrs
 from twisted.application.service import Service
@@ -504,3 +504,17 @@ class TransportChoice(Service):
             )
             self._current = transport
             self._chosen(transport)
+
+
+log = Logger(namespace="scaserver.dns")
+
+
+def server_locator(dns: DnsSettings, reactor: object, hosts: HostsTable) -> ServerLocator | None:
+    """The RFC 3263 locator on ``[dns] servers`` (or resolv.conf's); None when no name server
+    is known (names then come from the hosts file alone)."""
+    servers = nameservers(dns.servers)
+    if not servers:
+        log.warn("no DNS server configured: host names are looked up in the hosts file only")
+        return None
+    clock = cast(Clock, reactor)
+    return ServerLocator(make_resolver(servers, reactor), clock, hosts=hosts, policy=dns)

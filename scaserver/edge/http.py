@@ -111,13 +111,37 @@ class BearerTokens:
 
 
 @attrs.frozen
+class RpcSettings:
+    """``[rpc]`` (rpc.md section 2): access to the JSON-RPC control interface.
+
+    ``admin_token_file``/``read_token_file``: files holding a bearer token of each scope
+    (required for a non-loopback ``http.listen``); ``allow_from``: CIDRs allowed to call
+    over TCP (empty = any); ``allowed_origins``: browser Origins accepted; ``dgram_socket``:
+    path of the kamcmd-compatible UNIX datagram socket ("" = none);
+    ``http_status_always_200``: answer every JSON-RPC reply with HTTP 200.
+    """
+
+    admin_token_file: str = ""
+    read_token_file: str = ""
+    allow_from: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    dgram_socket: str = ""
+    http_status_always_200: bool = False
+
+
+@attrs.frozen
 class HttpPolicy:
-    """The ``rpc.*`` HTTP settings: tokens, ``allowed_origins``, ``allow_from``, body limit."""
+    """``[rpc]`` as the HTTP listener applies it: the table itself, the bearer tokens read from
+    its token files, its ``allow_from`` parsed once, and the body limit."""
 
     tokens: BearerTokens = BearerTokens()
-    allowed_origins: frozenset[str] = frozenset()
-    allow_from: tuple[Network, ...] = ()
+    settings: RpcSettings = attrs.field(factory=RpcSettings)
     max_body: int = MAX_BODY
+    allow_from: tuple[Network, ...] = attrs.field(init=False)
+
+    @allow_from.default
+    def _networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.settings.allow_from)
 
 
 def check_rpc_bind(host: str, tokens: BearerTokens) -> None:
@@ -256,7 +280,7 @@ class RpcResource(Resource):
             request.setHeader(b"Allow", b"POST")
             return _plain(request, 405, "Method Not Allowed")
         origin = request.getHeader(b"Origin")
-        if origin is not None and origin.decode("latin-1") not in self._policy.allowed_origins:
+        if origin is not None and origin.decode("latin-1") not in self._policy.settings.allowed_origins:
             _log.warn("RPC request from {peer} refused: foreign Origin {origin}", peer=peer, origin=origin)
             return _plain(request, 403, "Forbidden")
         caller, refusal = self._guard.admit(request)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, ParamSpec, Protocol, TypeVar, cast
@@ -42,7 +42,9 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
-from scaserver.provisioning.access import DEFAULT_REALM, EnumerationGuard, Secret, Verdict, challenge, verify
+from scaserver.edge.dbpool import DatabasePool
+from scaserver.provisioning.access import EnumerationGuard, Secret, Verdict, challenge, verify
+from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import (
     FileKind,
     SiteSettings,
@@ -51,12 +53,14 @@ from scaserver.provisioning.profile import (
 )
 from scaserver.provisioning.profile import render as render_profile
 from scaserver.provisioning.routes import Route, Target, route
+from scaserver.provisioning.settings import ProvisioningSettings
 from scaserver.provisioning.useragent import parse_user_agent
 from scaserver.sip.digest import NonceCounts, NonceFactory
 from scaserver.store.provisioning import (
     Device,
     FetchRecord,
     ProvisioningRepository,
+    SqlProvisioningRepository,
     UploadKind,
     UploadRecord,
     Vendor,
@@ -104,27 +108,34 @@ class DatabaseRunner(Protocol):
 
 @attrs.frozen
 class ProvisioningPolicy:
-    """The ``[provisioning]`` settings the endpoint needs (section 4)."""
+    """``[provisioning]`` as the endpoint applies it (section 4): the table itself, the site's
+    profile settings, and the table's ``allow_from`` parsed once."""
 
     site: SiteSettings
-    realm: str = DEFAULT_REALM
-    default_username: str | None = None
-    default_password: str | None = attrs.field(default=None, repr=False)
-    allow_from: tuple[Network, ...] = ()
-    upload_dir: Path | None = None
-    upload_max_bytes: int = MIB
-    upload_keep: int = 5
-    serve_overrides: bool = False
-    static_dir: Path | None = None
-    unknown_mac_limit: int = 20
-    require_credentials: bool = True
+    settings: ProvisioningSettings = attrs.field(factory=ProvisioningSettings)
+    allow_from: tuple[Network, ...] = attrs.field(init=False)
+
+    @allow_from.default
+    def _networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in self.settings.allow_from)
+
+    @property
+    def upload_dir(self) -> Path | None:
+        """Where phone uploads go; None: uploads refused."""
+        return Path(self.settings.upload_dir) if self.settings.upload_dir else None
+
+    @property
+    def static_dir(self) -> Path | None:
+        """Where static files are served from; None: none are."""
+        return Path(self.settings.static_dir) if self.settings.static_dir else None
 
     def secret_for(self, device: Device) -> Secret | None:
         """The device's own credentials, else the site default, else None (no authentication)."""
+        table = self.settings
         if device.prov_username and device.prov_ha1:
-            return Secret(device.prov_username, device.prov_realm or self.realm, device.prov_ha1)
-        if self.default_username and self.default_password:
-            return Secret.from_password(self.default_username, self.realm, self.default_password)
+            return Secret(device.prov_username, device.prov_realm or table.realm, device.prov_ha1)
+        if table.default_username and table.default_password:
+            return Secret.from_password(table.default_username, table.realm, table.default_password)
         return None
 
 
@@ -240,7 +251,7 @@ class ProvisioningResource(Resource):
         self._nonces = nonces
         self._counts = NonceCounts()
         self._templates = templates if templates is not None else Templates.load()
-        self._guard = EnumerationGuard(limit=policy.unknown_mac_limit)
+        self._guard = EnumerationGuard(limit=policy.settings.unknown_mac_limit)
         self._pending: set[Deferred[object]] = set()
 
     # -- twisted.web -------------------------------------------------------------------------
@@ -310,13 +321,13 @@ class ProvisioningResource(Resource):
                     "provisioning: {remote_ip} requested more than {limit} unknown MACs in a minute; "
                     "blocked for a minute",
                     remote_ip=ip,
-                    limit=policy.unknown_mac_limit,
+                    limit=policy.settings.unknown_mac_limit,
                 )
             return _refusal(404)
         if not device.enabled:
             return attrs.evolve(_refusal(403), device=device)
         secret = policy.secret_for(device)
-        if secret is None and policy.require_credentials and _carries_passwords(target, device):
+        if secret is None and policy.settings.require_credentials and _carries_passwords(target, device):
             _log.warn(
                 "provisioning: {path} refused to {remote_ip}: it carries the SIP passwords of {mac} "
                 "and the device has no provisioning credentials (set them with device add "
@@ -367,7 +378,7 @@ class ProvisioningResource(Resource):
             for warning in profile.warnings:
                 _log.warn("provisioning: {warning}", warning=warning, mac=device.mac)
             return _Reply(200, profile.body, XML, [(b"Cache-Control", b"no-store")], fetched=True)
-        if target.target is Target.OVERRIDE and self._policy.serve_overrides:
+        if target.target is Target.OVERRIDE and self._policy.settings.serve_overrides:
             assert target.upload is not None
             stored = await self._database.run(self._stored_override, device.mac, target.upload)
             if stored is not None:
@@ -402,7 +413,7 @@ class ProvisioningResource(Resource):
         policy = self._policy
         if policy.upload_dir is None:
             return _refusal(405, (b"Allow", b"GET, HEAD"))
-        limit = policy.upload_max_bytes
+        limit = policy.settings.upload_max_bytes
         declared = request.getHeader(b"Content-Length")
         if declared is not None and declared.strip().isdigit() and int(declared) > limit:
             return _refusal(413)
@@ -456,7 +467,7 @@ class ProvisioningResource(Resource):
             partial.unlink(missing_ok=True)
         record = UploadRecord(mac, kind, name, len(body), sha256, f"{mac}/{name}", at, ip)
         try:
-            dropped = self._repository.record_upload(record, self._policy.upload_keep)
+            dropped = self._repository.record_upload(record, self._policy.settings.upload_keep)
         except Exception:
             final.unlink(missing_ok=True)
             raise
@@ -588,3 +599,22 @@ def mount(root: Resource, prefix: str, resource: IResource) -> None:
         else:
             parent = cast(Resource, child)
     parent.putChild(segments[-1].encode("utf-8"), resource)
+
+
+DeviceLines = Callable[[str], Awaitable[Sequence[str] | None]]
+"""MAC -> the AoRs of the device's lines, None for an unknown device (read off the reactor)."""
+
+
+def device_lines(repository: SqlProvisioningRepository, pool: DatabasePool) -> DeviceLines:
+    def read(mac: str) -> list[str] | None:
+        device = repository.device(mac)
+        return None if device is None else [placed.line.aor for placed in device.lines]
+
+    async def lines(text: str) -> Sequence[str] | None:
+        mac = canonical_mac(text)
+        if mac is None:
+            return None
+        found: list[str] | None = await pool.run(read, mac)
+        return found
+
+    return lines

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final
@@ -132,3 +133,29 @@ def resolve_uri(uri: SipUri, hosts: HostsTable) -> tuple[Peer, ...]:
 def resolve_peer(peer: Peer, hosts: HostsTable) -> tuple[Peer, ...]:
     """A peer whose host may be a name (a proxy's next hop) -> peers with numeric hosts."""
     return tuple(Peer(peer.transport, address, peer.port) for address in addresses_of(peer.host, hosts))
+
+
+def resolvable_in(hosts: HostsTable, *, dns: bool = False) -> Callable[[str], bool]:
+    """Whether the edge can send to a host: numeric, a name in the hosts table, or with
+    ``dns`` (name servers configured) any host name, looked up when a message goes there."""
+
+    def known(host: str) -> bool:
+        try:
+            addresses_of(host, hosts)
+        except UnresolvableTargetError:
+            return dns and _is_host_name(host)
+        return True
+
+    return known
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?"
+
+
+_HOST_NAME = re.compile(rf"(?i)^(?=.{{1,253}}\.?$)({_LABEL}\.)*{_LABEL}\.?$")
+
+
+def _is_host_name(host: str) -> bool:
+    """A syntactically valid DNS name that may resolve (RFC 6761 6.4: ``.invalid`` never does)."""
+    name = host.lower().rstrip(".")
+    return bool(_HOST_NAME.match(host)) and name != "invalid" and not name.endswith(".invalid")

@@ -71,6 +71,7 @@ from scaserver.sca.line import SharedLine, canonical_aor, host_part
 from scaserver.sca.notifier import Notifier, identity_of
 from scaserver.sca.outbox import Content, NotifyContext
 from scaserver.sca.registry import EXPIRY_TIMER
+from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import Identity, Subscription, SubscriptionKey
 from scaserver.sip.actions import EngineAction
 from scaserver.sip.errors import MalformedMessage
@@ -84,7 +85,6 @@ __all__ = [
     "TTL_TIMER",
     "AppearanceError",
     "AppearanceKey",
-    "EngineSettings",
     "NotifyContext",
     "RequestPlan",
     "ScaEngine",
@@ -95,57 +95,13 @@ class AppearanceError(Exception):
     """A management request (sca.md section 11) that names no usable appearance or state."""
 
 
-@attrs.frozen
-class EngineSettings:
-    """The SCA settings of sca.md section 12 that the engine itself uses.
-
-    ``contact``: the URI of this server for Contact headers (``server_address``);
-    ``contact_tls``: the one towards subscribers reached over TLS (our TLS listener);
-    ``call_info_uri``: ``domain``, ``aor`` or a fixed URI for the ``<>`` of
-    Call-Info (5.1); ``aliases``: number/URI -> line AoR pairs (Q26);
-    ``max_appearances``: default appearances per line, 0 = unlimited;
-    ``max_subscriptions_per_identity``: live subscriptions one identity may hold (0 = no
-    cap); ``reboot_memory_s``: how long a subscription lost to a failed NOTIFY is
-    remembered for reboot detection.
-    ``early_ttl``: how long a call not answered yet keeps its appearance with no
-    signalling (O20, I8: longer than the proxy's timer C); ``max_call_age``: the
-    stale-call sweep, how long a call in progress keeps its appearance with no
-    signalling (Q18, section 9), 0 = never swept; ``alerting_state``: inbound calls
-    show ``alerting`` (I1), on by default as BroadWorks does, off for phones that
-    mis-render it; ``decline_ends_ringing``: a 6xx from one member of a line ends the
-    ringing of the others (RFC 3261 16.7 step 6), off by default: BroadWorks declines
-    for that member only.
-    """
-
-    contact: str = "sip:sca.invalid"
-    contact_tls: str = ""  # Contact towards subscribers over TLS ("" = ``contact``)
-    call_info_max_expires: int = 3600
-    line_seize_max_expires: int = 15
-    min_expires: int = 0
-    call_info_ok_code: int = 202
-    max_appearances: int = 0
-    provisioned_only: bool = False
-    alerting_state: bool = True
-    decline_ends_ringing: bool = False
-    call_info_uri: str = "domain"
-    seized_ttl: float = 120.0
-    active_pending_ttl: float = 35.0
-    early_ttl: float = 200.0
-    max_call_age: float = 0.0
-    seize_retry_after: int = 1
-    server_id: int = 0
-    contact_fallback: str = ""
-    aliases: tuple[tuple[str, str], ...] = ()
-    max_subscriptions_per_identity: int = 32
-    reboot_memory_s: float = 3600.0
-
-
 @attrs.define
 class ScaEngine:
     """The SCA application logic of sca.md sections 3-9, without I/O: the facade over the
     notifier (SUBSCRIBE, subscriptions, NOTIFYs), the appearance board and call tracking."""
 
-    settings: EngineSettings = attrs.field(factory=EngineSettings)
+    settings: ScaSettings = attrs.field(factory=ScaSettings)
+    role: ServerRole = attrs.field(factory=ServerRole)
     tag_factory: Callable[[], str] = attrs.field(default=lambda: secrets.token_hex(8))
     _lines: dict[str, SharedLine] = attrs.field(factory=dict, init=False)
     _board: AppearanceBoard = attrs.field(init=False)
@@ -155,7 +111,6 @@ class ScaEngine:
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._aliases = dict(self.settings.aliases)
         settings = self.settings
         ttls = AppearanceTtls(
             settings.seized_ttl, settings.active_pending_ttl, settings.early_ttl, settings.max_call_age
@@ -163,6 +118,7 @@ class ScaEngine:
         self._board = AppearanceBoard(ttls)
         self._notifier = Notifier(
             settings,
+            self.role,
             self._board,
             self._alias,
             self.line,

@@ -13,7 +13,7 @@ every method takes ``now`` and returns its actions.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import attrs
 
@@ -23,6 +23,7 @@ from scaserver.sca.callinfo import CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.outbox import Content, NotifyOutbox, Pending
 from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionRegistry
+from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import (
     DialogKey,
     Identity,
@@ -52,9 +53,6 @@ from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import SipUri
-
-if TYPE_CHECKING:
-    from scaserver.sca.engine import EngineSettings
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
 
@@ -200,7 +198,8 @@ class Notifier:
     Call-Info a NOTIFY of a subscription carries.
     """
 
-    settings: EngineSettings
+    settings: ScaSettings
+    role: ServerRole
     board: AppearanceBoard
     resolve: Callable[[str | None], str | None]
     line: Callable[[str], SharedLine]
@@ -215,7 +214,7 @@ class Notifier:
             self.settings.max_subscriptions_per_identity, self.settings.reboot_memory_s
         )
         self.outbox = NotifyOutbox(
-            self.registry, self.settings.contact, self.render, self._lost, self.settings.contact_tls
+            self.registry, self.role.contact, self.render, self._lost, self.role.contact_tls
         )
 
     # SUBSCRIBE (3.2).
@@ -294,7 +293,7 @@ class Notifier:
             authorise_dialog(existing, identity, peer, self.provisioned(existing.aor))
         elif not may_use(aor, identity, self.provisioned(aor)):
             raise Forbidden(f"{identity.name if identity else 'nobody'} may not subscribe to {aor}")
-        if self.settings.provisioned_only and self.provisioned(aor) is None:
+        if self.role.provisioned_only and self.provisioned(aor) is None:
             raise NotFound(f"{aor} is not a shared line")
 
     def _granted(self, package: Package, requested: int | None) -> int:
@@ -346,8 +345,8 @@ class Notifier:
 
     def _contact_for(self, peer: Peer | None) -> str:
         """Our Contact for a subscriber reached over ``peer``: the TLS one over TLS."""
-        tls = peer is not None and peer.transport is Transport.TLS and self.settings.contact_tls
-        return self.settings.contact_tls if tls else self.settings.contact
+        tls = peer is not None and peer.transport is Transport.TLS and self.role.contact_tls
+        return self.role.contact_tls if tls else self.role.contact
 
     def _accept(
         self, checked: _Checked, *, request: Request, transaction: ServerKey, now: float, peer: Peer | None
@@ -397,7 +396,7 @@ class Notifier:
             to_tag=local_tag,
             record_route=record_route,
             subscribe_cseq=dialog.cseq,
-            server_id=self.settings.server_id,
+            server_id=self.role.server_id,
             index=checked.index,
             local_uri=dialog.to_uri,
             remote_uri=dialog.from_uri,

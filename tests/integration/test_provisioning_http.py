@@ -4,7 +4,6 @@ a Polycom-shaped fetch sequence, a Cisco fetch, digest credentials, refusals, up
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import socket
 import xml.etree.ElementTree as ET
@@ -26,6 +25,7 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.provisioning import ProvisioningPolicy, ProvisioningResource, mount
 from scaserver.provisioning.access import DEFAULT_REALM, Secret
 from scaserver.provisioning.profile import SiteSettings
+from scaserver.provisioning.settings import ProvisioningSettings
 from scaserver.sip.digest import Algorithm, NonceFactory, compute_response
 from scaserver.sip.headers import parse_auth
 from scaserver.store import tables
@@ -145,7 +145,10 @@ async def rig(migrated_db_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
     pool.startService()
     uploads = tmp_path / "uploads"
     policy = ProvisioningPolicy(
-        SITE, upload_dir=uploads, upload_max_bytes=1024, upload_keep=2, unknown_mac_limit=5
+        SITE,
+        ProvisioningSettings(
+            upload_dir=str(uploads), upload_max_bytes=1024, upload_keep=2, unknown_mac_limit=5
+        ),
     )
     resource = ProvisioningResource(
         repo, pool, policy, clock=REACTOR, nonces=NonceFactory(b"s" * 32, os.urandom)
@@ -161,6 +164,11 @@ async def rig(migrated_db_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
         await listening.stopListening()
         await pool.stopService()
         engine.dispose()
+
+
+def with_table(policy: ProvisioningPolicy, **changes: object) -> ProvisioningPolicy:
+    """``policy`` with these ``[provisioning]`` values changed."""
+    return attrs.evolve(policy, settings=attrs.evolve(policy.settings, **changes))  # type: ignore[arg-type]
 
 
 def files_under(path: Path) -> list[Path]:
@@ -219,7 +227,7 @@ async def test_profiles_with_passwords_need_credentials_unless_turned_off(rig: R
         (f"/prov/{CISCO_MAC}.xml", 403),
         (f"/prov/spa{CISCO_MAC}.xml", 403),
     ]
-    rig.resource._policy = attrs.evolve(rig.resource._policy, default_username="site", default_password="pw")
+    rig.resource._policy = with_table(rig.resource._policy, default_username="site", default_password="pw")
     status, _, body = await rig.digest("GET", f"/prov/{CISCO_MAC}.xml", "site", "pw")
     assert status == 200 and b"Xy7&amp;kq2" in body
 
@@ -231,7 +239,7 @@ async def test_a_configured_shared_line_is_shared_in_the_fetched_profile(rig: Ri
     rig.repo.save_device(
         Device("0004f2000001", Family.POLYCOM_UCS, "VVX411", lines=(DeviceLine(1, private, 1, 1, 1),))
     )
-    policy = attrs.evolve(rig.resource._policy, default_username="site", default_password="pw")
+    policy = with_table(rig.resource._policy, default_username="site", default_password="pw")
     rig.resource._policy = policy
     _, _, body = await rig.digest("GET", "/prov/0004f2000001-sca.cfg", "site", "pw")
     reg = ET.fromstring(body).find("reg")
@@ -246,7 +254,7 @@ async def test_a_configured_shared_line_is_shared_in_the_fetched_profile(rig: Ri
 
 @twisted_test
 async def test_cisco_without_device_credentials_is_served_both_spellings(rig: Rig) -> None:
-    rig.resource._policy = attrs.evolve(rig.resource._policy, require_credentials=False)
+    rig.resource._policy = with_table(rig.resource._policy, require_credentials=False)
     for path in (f"/prov/{CISCO_MAC}.xml", f"/prov/spa{CISCO_MAC}.xml"):
         status, headers, body = await rig.request("GET", path)
         assert status == 200
@@ -275,7 +283,9 @@ async def test_missing_and_wrong_credentials_get_a_challenge(rig: Rig) -> None:
 
 @twisted_test
 async def test_site_default_credentials_apply_to_devices_without_their_own(rig: Rig) -> None:
-    policy = ProvisioningPolicy(SITE, default_username="site", default_password="site-pass")
+    policy = ProvisioningPolicy(
+        SITE, ProvisioningSettings(default_username="site", default_password="site-pass")
+    )
     resource = ProvisioningResource(
         rig.repo, rig.pool, policy, clock=REACTOR, nonces=NonceFactory(b"t" * 32, os.urandom)
     )
@@ -356,9 +366,7 @@ async def test_disabled_device_is_403(rig: Rig) -> None:
 
 @twisted_test
 async def test_allow_list_refuses_other_sources(rig: Rig) -> None:
-    rig.resource._policy = attrs.evolve(
-        rig.resource._policy, allow_from=(ipaddress.ip_network("10.0.0.0/8"),)
-    )
+    rig.resource._policy = with_table(rig.resource._policy, allow_from=("10.0.0.0/8",))
     status, _, body = await rig.request("GET", "/prov/000000000000.cfg")
     assert (status, body) == (403, b"Forbidden\n")
 
@@ -375,7 +383,7 @@ async def test_enumeration_guard_answers_429_after_the_limit(rig: Rig) -> None:
 
 @twisted_test
 async def test_a_line_change_is_in_the_next_fetch(rig: Rig) -> None:
-    rig.resource._policy = attrs.evolve(rig.resource._policy, require_credentials=False)
+    rig.resource._policy = with_table(rig.resource._policy, require_credentials=False)
     _, _, before = await rig.request("GET", f"/prov/{CISCO_MAC}.xml")
     assert {e.tag: e.text for e in ET.fromstring(before)}["Password_1_"] == "Xy7&kq2"
     rig.repo.save_line(attrs.evolve(LINE, auth_password="n3w<pass>", display_name="Reception"))
@@ -443,7 +451,7 @@ ENTITY_OVERRIDE = (
 
 @twisted_test
 async def test_an_override_with_an_entity_is_refused_logged_and_stores_nothing(rig: Rig) -> None:
-    rig.resource._policy = attrs.evolve(rig.resource._policy, serve_overrides=True)
+    rig.resource._policy = with_table(rig.resource._policy, serve_overrides=True)
     plain = '<?xml version="1.0" encoding="UTF-16"?><PHONE_CONFIG><ALL up.x="1"/></PHONE_CONFIG>'
     status, _, _ = await rig.digest(
         "PUT", f"/prov/{VVX_MAC}-phone.cfg", "vvx", "phone-pass", data=plain.encode("utf-16")
@@ -478,7 +486,7 @@ async def test_an_override_with_an_entity_is_refused_logged_and_stores_nothing(r
 
 @twisted_test
 async def test_served_overrides_when_enabled(rig: Rig) -> None:
-    rig.resource._policy = attrs.evolve(rig.resource._policy, serve_overrides=True)
+    rig.resource._policy = with_table(rig.resource._policy, serve_overrides=True)
     status, _, _ = await rig.request("GET", f"/prov/{CISCO_MAC}-web.cfg")
     assert status == 404
     status, _, _ = await rig.request("PUT", f"/prov/{CISCO_MAC}-web.cfg", data=b"<WEB a.b='1'/>")

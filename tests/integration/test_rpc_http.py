@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import ipaddress
 import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from scaserver.control.catalogue import build_registry
 from scaserver.control.registry import Scope
 from scaserver.control.seams import Statistic
-from scaserver.edge.http import BearerTokens, HttpPolicy, build_site, rpc_dispatcher
+from scaserver.edge.http import BearerTokens, HttpPolicy, RpcSettings, build_site, rpc_dispatcher
 from scaserver.metrics import Metrics
 from tests.unit.control.fakes import LINE, NOW, SERVER, FakeLocation, FakeSca, Rig, check_result
 from tests.unit.control.test_parking import FakeParking
@@ -101,7 +100,7 @@ async def open_server() -> AsyncIterator[Server]:
 @async_yield_fixture
 async def token_server() -> AsyncIterator[Server]:
     tokens = BearerTokens(((ADMIN_TOKEN, Scope.ADMIN), (READ_TOKEN, Scope.READ)))
-    server = Server(HttpPolicy(tokens=tokens, allowed_origins=frozenset({"https://ops.example.com"})))
+    server = Server(HttpPolicy(tokens, RpcSettings(allowed_origins=("https://ops.example.com",))))
     yield server
     await server.port.stopListening()
 
@@ -226,7 +225,7 @@ async def test_read_token_scope(token_server: Server) -> None:
 
 @ensure_deferred
 async def test_allow_from_is_checked_first() -> None:
-    server = Server(HttpPolicy(allow_from=(ipaddress.ip_network("10.0.0.0/8"),)))
+    server = Server(HttpPolicy(settings=RpcSettings(allow_from=("10.0.0.0/8",))))
     try:
         status, _, _ = await server.post(request("core.version"))
         assert status == 403

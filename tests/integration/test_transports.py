@@ -1,6 +1,6 @@
 """SIP over real loopback sockets (127.0.0.1 and ::1, port 0): UDP, TCP framing, limits, reuse, dialing.
 
-The service under test is the one ``scaserver.app.make_service`` builds, around a
+The service under test is the one ``scaserver.siproot.make_service`` builds, around a
 core that answers every request with 200 (or does what a test scripts).  The
 test's own end is a plain non-blocking socket polled while the reactor runs.
 TCP timeouts run on a ``task.Clock`` injected into the stream factory; nothing
@@ -27,15 +27,17 @@ from twisted.internet import reactor as installed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock, deferLater
 
-from scaserver.app import Reactor, SipService, make_service
-from scaserver.config import Endpoint, ServerSettings, Settings, SipSettings
+from scaserver.config.schema import ServerSettings, Settings, SipSettings
+from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.services import Reactor, SipService
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpListener
 from scaserver.sip.actions import Action, Send
 from scaserver.sip.message import Peer, Request, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import make_response
+from scaserver.siproot import make_service
 from tests.unit.edge.doubles import FakeCore, RecordingSink
 
 P = ParamSpec("P")

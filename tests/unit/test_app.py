@@ -9,30 +9,20 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from scaserver.app import (
-    GC_THRESHOLDS,
-    Reactor,
-    configured_lines,
-    core_settings,
-    make_core,
-    make_service,
-    member_of,
-    merged_lines,
-    realm_of,
-    tune_garbage_collector,
-)
-from scaserver.config import (
+from scaserver.app import core_settings, make_core, realm_of
+from scaserver.config.schema import (
     AuthSettings,
-    Endpoint,
-    ScaSettings,
     ServerSettings,
     Settings,
     SipSettings,
     UpstreamSettings,
 )
-from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.directory import configured_lines, member_of, merged_lines
+from scaserver.edge.collector import GC_THRESHOLDS, tune_garbage_collector
+from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
+from scaserver.edge.services import Reactor
 from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import Channel, Runner, Sink, WriteBehind
 from scaserver.events import EventBus
@@ -40,6 +30,7 @@ from scaserver.logs import MessageTrace
 from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
+from scaserver.sca.settings import ConfiguredLine, ScaSettings
 from scaserver.sca.subscription import (
     Package,
     Subscription,
@@ -49,6 +40,7 @@ from scaserver.sca.subscription import (
 )
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
+from scaserver.siproot import make_service
 from scaserver.store.repository import AppearanceKey
 from tests.unit.edge.doubles import FakeCore
 
@@ -78,7 +70,7 @@ def test_configured_member_uris_also_admit_their_digest_user() -> None:
             lines=(ConfiguredLine("sip:2001@Example.test", 3, ("sip:2001a@example.test", "bob")),)
         ),
     )
-    [line] = configured_lines(settings, frozenset({"example.test"}))
+    [line] = configured_lines(settings.sca.lines, frozenset({"example.test"}))
     assert line.aor == "sip:2001@example.test"
     assert line.appearances == 3
     assert line.admits(user="2001a") and line.admits(user="bob") and not line.admits(user="mallory")

@@ -3,13 +3,13 @@ domains are ours and the shared lines, in one step, with live subscriptions left
 
 from __future__ import annotations
 
-from scaserver.app import apply_directory, credential_lookup, line_aliases, make_core
-from scaserver.config import LineAlias as ConfiguredAlias
-from scaserver.config import ScaSettings, ServerSettings, Settings, UpstreamSettings
-from scaserver.config import SharedLine as ConfiguredLine
+from scaserver.app import apply_directory, make_core
+from scaserver.config.schema import ServerSettings, Settings, UpstreamSettings
+from scaserver.directory import credential_lookup, line_aliases
 from scaserver.edge.directorywatch import Directory
 from scaserver.router.router import SipRouter
 from scaserver.sca.line import LineAlias, SharedLine
+from scaserver.sca.settings import ConfiguredAlias, ConfiguredLine, ScaSettings
 from scaserver.sca.subscription import Package, Subscription
 from scaserver.sip.digest import Credentials
 from scaserver.sip.message import Peer, Request, Transport
@@ -141,7 +141,7 @@ def test_configured_aliases_are_canonical_and_win_over_the_database() -> None:
         )
     )
     stored = (LineAlias(ALIAS, KEPT.aor), LineAlias("sip:101@example.test", KEPT.aor))
-    assert line_aliases(settings, stored, [KEPT, configured]) == {
+    assert line_aliases(settings.sca.aliases, stored, [KEPT, configured]) == {
         ALIAS: configured.aor,
         "sip:101@example.test": KEPT.aor,
     }
@@ -165,7 +165,7 @@ def test_a_stored_alias_that_is_a_line_or_names_an_alias_is_left_out() -> None:
         sca=ScaSettings(aliases=(ConfiguredAlias(alias="sip:200@example.test", line=KEPT.aor),))
     )
     stored = (LineAlias(GONE.aor, KEPT.aor), LineAlias("sip:300@example.test", "sip:200@example.test"))
-    assert line_aliases(settings, stored, [KEPT, GONE]) == {"sip:200@example.test": KEPT.aor}
+    assert line_aliases(settings.sca.aliases, stored, [KEPT, GONE]) == {"sip:200@example.test": KEPT.aor}
 
 
 def invite_to(uri: str) -> Request:

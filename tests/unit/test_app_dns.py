@@ -6,10 +6,12 @@ from pathlib import Path
 
 from twisted.internet.task import Clock
 
-from scaserver.app import resolvable_in, server_locator, upstream_peer, upstream_problems
-from scaserver.config import MidRegistrarSettings, Settings, UpstreamSettings, load_settings
-from scaserver.edge.dns import DnsSettings
-from scaserver.edge.resolver import HostsTable
+from scaserver.app import upstream_peer
+from scaserver.config.checks import upstream_problems
+from scaserver.config.load import load_settings
+from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamSettings
+from scaserver.edge.dns import DnsSettings, server_locator
+from scaserver.edge.resolver import HostsTable, resolvable_in
 from scaserver.sip.message import Peer, Transport
 
 HOSTS = HostsTable.parse("192.0.2.5 pbx.local\n")

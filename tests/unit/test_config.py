@@ -8,17 +8,13 @@ import pytest
 
 from scaserver import __version__
 from scaserver.cli import main
-from scaserver.config import (
-    ConfigError,
-    Endpoint,
-    LogLevelName,
-    Settings,
-    load_settings,
-    settings_from_mapping,
-    system_interfaces,
-    with_overrides,
-)
+from scaserver.config.errors import ConfigError
+from scaserver.config.listen import system_interfaces
+from scaserver.config.load import load_settings, settings_from_mapping, with_overrides
+from scaserver.config.schema import LogLevelName, Settings
+from scaserver.edge.endpoint import Endpoint
 from scaserver.sip.message import Transport
+from scaserver.sip.timers import TimerConfig
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
 
@@ -94,7 +90,7 @@ def test_enums_are_case_insensitive_and_numbers_widen_to_float() -> None:
     )
     assert settings.upstream.transport is Transport.TCP
     assert settings.log.level is LogLevelName.DEBUG
-    assert settings.sip.t1 == 1.0
+    assert settings.sip.timers.t1 == 1.0
 
 
 def test_loopback_interface_resolves_through_netlink() -> None:
@@ -111,6 +107,7 @@ ERRORS = [
     ),
     ("[sip]\ntcp_idel_timeout = 5\n", "sip.tcp_idel_timeout: unknown key"),
     ("colour = 1\n", "colour: unknown key"),
+    ('[sca]\ncontact = "sip:sca@192.0.2.1"\n', "sca.contact: unknown key"),  # derived, not written
     (
         "[sca]\nmax_subscriptions_per_identity = -1\n",
         "sca.max_subscriptions_per_identity: must not be negative (0 = no cap)",
@@ -149,6 +146,34 @@ ERRORS = [
     ),
     ("[sip]\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = true\n", "sip.t1: expected a number, got true"),
+    ('[rpc]\nallow_from = ["ten"]\n', 'rpc.allow_from[0]: "ten": expected an address or CIDR'),
+    (
+        '[rpc]\nallowed_origins = "https://ops.example.com"\n',
+        'rpc.allowed_origins: expected a list, got "https://ops.example.com"',
+    ),
+    ('[rpc]\ntoken = "x"\n', "rpc.token: unknown key"),
+    ("[reporting]\nretention_days = 0\n", "reporting.retention_days: must be at least 1"),
+    ('[reporting]\nsample_interval = "1m"\n', 'reporting.sample_interval: expected a number, got "1m"'),
+    ('[provisioning]\nupload_keep = "5"\n', 'provisioning.upload_keep: expected an integer, got "5"'),
+    (
+        '[provisioning]\nsip_transport = "sctp"\n',
+        'provisioning.sip_transport: expected "udp", "tcp" or "tls", got "sctp"',
+    ),
+    (
+        '[provisioning]\nallow_from = ["10.0.0.0/33"]\n',
+        'provisioning.allow_from[0]: "10.0.0.0/33": expected an address or CIDR',
+    ),
+    (
+        '[provisioning]\npath_prefix = "/"\n',
+        "provisioning.path_prefix: must name at least one path segment (the root is the RPC tree)",
+    ),
+    ("[provisioning]\nupload_max_bytes = 0\n", "provisioning.upload_max_bytes: must be positive"),
+    ("[sca]\nearly_ttl = 0\n", "sca.early_ttl: must be positive"),
+    ('[sca]\nalerting_state = "yes"\n', 'sca.alerting_state: expected true or false, got "yes"'),
+    ('[sip]\nt4 = "5"\n', 'sip.t4: expected a number, got "5"'),
+    ("[sip]\ntrying_delay = 1\n", "sip.trying_delay: unknown key"),  # the timer's own, not the file's
+    ("[sip]\ntimers = {}\n", "sip.timers: unknown key"),
+    ("[sip]\nt2 = 8\ntrace = 1\n", "sip.trace: expected true or false, got 1"),
     ("[sip]\nt1 = 0\n", "sip.t1: must be positive"),
     ("[sip]\nmax_message_size = 10\n", "sip.max_message_size: must be from 1024 to 16777216"),
     ('[server]\ndomains = "demo"\n', 'server.domains: expected a list, got "demo"'),
@@ -561,3 +586,10 @@ def test_nat_defaults_and_refusals() -> None:
         with pytest.raises(ConfigError) as caught:
             settings_from_mapping({"nat": bad}, "t")
         assert caught.value.key.startswith("nat"), caught.value.key
+
+
+def test_the_sip_timers_are_the_transaction_layers_own_settings() -> None:
+    settings = settings_from_mapping({"sip": {"t1": 0.25, "t2": 2, "max_message_size": 4096}}, "f")
+    assert settings.sip.timers == TimerConfig(t1=0.25, t2=2.0, t4=5.0)
+    assert settings.sip.max_message_size == 4096
+    assert load_settings(None).sip.timers == TimerConfig()

@@ -10,7 +10,9 @@ import attrs
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from scaserver.config import ConfigError, UserAgentAlgorithms, load_settings, settings_from_mapping
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import load_settings, settings_from_mapping
+from scaserver.config.schema import UserAgentAlgorithms
 from scaserver.directory import DirectoryError, digest_policy
 from scaserver.metrics import Metrics
 from scaserver.sca.line import SharedLine

@@ -12,7 +12,7 @@ from typing import Any, cast
 import pytest
 from twisted.logger import ILogObserver, Logger, LogLevel, PredicateResult, globalLogPublisher
 
-from scaserver.config import LogLevelName, LogSettings
+from scaserver.config.schema import LogLevelName, LogSettings
 from scaserver.logs import (
     DnsClientChatter,
     MessageSummary,

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scaserver.app import configured_lines, make_core, make_mobile
-from scaserver.config import ConfigError, Settings, settings_from_mapping
+from scaserver.app import make_core, make_mobile
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import settings_from_mapping
+from scaserver.config.schema import Settings
+from scaserver.directory import configured_lines
 from scaserver.edge.controlplane import MobileParkingControl
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.metricsfeed import PushMetrics
@@ -198,7 +201,7 @@ def test_legacy_rules_keepalive_and_purr_settings_reach_device_typing_and_policy
 def test_shared_line_push_members_setting_reaches_the_line() -> None:
     line = {"aor": "sip:line1@example.com", "members": ["sip:202@example.com"], "push_members": True}
     configured = settings({"server": {"domains": ["example.com"]}, "sca": {"lines": [line]}})
-    (shared,) = configured_lines(configured, frozenset({"example.com"}))
+    (shared,) = configured_lines(configured.sca.lines, frozenset({"example.com"}))
     assert shared.push_members and shared.member_aors() == ("sip:202@example.com",)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TextIO, cast
 import pytest
 
 from scaserver import scactl
-from scaserver.config import HttpSettings
+from scaserver.config.schema import HttpSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ROOT / "rpc" / "scactl"

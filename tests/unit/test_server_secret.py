@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from scaserver.app import SecretFileError, make_core, resolvable_in, server_secret
-from scaserver.config import AuthSettings, ServerSettings, Settings
-from scaserver.edge.resolver import HostsTable
+from scaserver.app import make_core
+from scaserver.config.schema import AuthSettings, ServerSettings, Settings
+from scaserver.edge.resolver import HostsTable, resolvable_in
+from scaserver.edge.secret import SecretFileError, server_secret
 from scaserver.proxy.relay import derive_route_key
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.trust import TrustedPeers

@@ -861,3 +861,14 @@ def test_prov_resync_through_the_registry_and_its_404() -> None:
     assert result == [{"contact": ALICE_CONTACT, "status": 200}]
     missing = result_of(ensureDeferred(call("aa")))
     assert missing["error"]["code"] == 404 and missing["error"]["message"] == "Device not found"
+
+
+def test_seize_by_an_alias_of_the_line_seizes_the_line() -> None:
+    """sca.md Q26: an RPC naming a line by one of its aliases reaches the line itself."""
+    rig = Rig(make_core(require_auth=False, lines=[SharedLine(LINE, 1, MEMBERS)]), notify_wait_s=0)
+    rig.core.set_aliases({f"sip:100@{DOMAIN}": LINE})
+    seized = result_of(settled(rig.sca.seize_appearance(f"sip:100@{DOMAIN}", ALICE_CONTACT)))
+    assert isinstance(seized, AppearanceChange)
+    assert seized.appearance.aor == LINE
+    refused = result_of(settled(rig.sca.seize_appearance(LINE, BOB_CONTACT)))
+    assert refused is AppearanceRefusal.NO_FREE_INDEX

@@ -12,7 +12,8 @@ from OpenSSL import SSL
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from scaserver.config import ConfigError, TlsSettings, settings_from_mapping
+from scaserver.config.errors import ConfigError
+from scaserver.config.load import settings_from_mapping
 from scaserver.edge.stack import Transports
 from scaserver.edge.tcp import SipStreamFactory
 from scaserver.edge.tls import (
@@ -20,6 +21,7 @@ from scaserver.edge.tls import (
     TlsCertificates,
     TlsConfigurationError,
     TlsEdge,
+    TlsSettings,
     client_context,
     failure_reason,
     server_context,
@@ -181,7 +183,7 @@ def test_http_tls_on_needs_a_certificate() -> None:
 
 
 def test_provisioning_urls_say_https_once_tls_is_configured(authority: TestAuthority) -> None:
-    from scaserver.app import site_settings  # noqa: PLC0415 (the composition root, for one test)
+    from scaserver.controlroot import site_settings  # noqa: PLC0415 (the composition root, for one test)
 
     issued = authority.issue("prov", common_name="prov.example")
     plain = settings_from_mapping({}, "t")

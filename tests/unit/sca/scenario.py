@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Hashable, Iterable
+from typing import cast
 
 import attrs
 
-from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
+from scaserver.sca.engine import NotifyContext, ScaEngine
+from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
@@ -35,13 +37,23 @@ TALK_SDP = (
 )
 
 
-def settings(**changes: object) -> EngineSettings:
-    return attrs.evolve(EngineSettings(contact=SERVER), **changes)  # type: ignore[arg-type]
+ROLE_FIELDS = frozenset(field.name for field in attrs.fields(ServerRole))
 
 
 def engine(**changes: object) -> ScaEngine:
+    """An engine with the ``[sca]`` and role values in ``changes``, and line ``aliases``
+    (pairs of alias AoR and line AoR)."""
+    aliases = cast(Iterable[tuple[str, str]], changes.pop("aliases", ()))
     counter = itertools.count(1)
-    return ScaEngine(settings(**changes), tag_factory=lambda: f"sca{next(counter)}")
+    role = {name: value for name, value in changes.items() if name in ROLE_FIELDS}
+    table = {name: value for name, value in changes.items() if name not in ROLE_FIELDS}
+    built = ScaEngine(
+        attrs.evolve(ScaSettings(), **table),  # type: ignore[arg-type]
+        attrs.evolve(ServerRole(contact=SERVER), **role),  # type: ignore[arg-type]
+        tag_factory=lambda: f"sca{next(counter)}",
+    )
+    built.set_aliases(dict(aliases))
+    return built
 
 
 def subscribe(
