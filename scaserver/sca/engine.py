@@ -67,10 +67,10 @@ from scaserver.sca.appearance import ADMIN_SET_TARGETS, Appearance, AppearanceSt
 from scaserver.sca.board import TTL_TIMER, AppearanceBoard, AppearanceKey, AppearanceTtls
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo
 from scaserver.sca.calls import CallTracker, RequestPlan
+from scaserver.sca.expiry import EXPIRY_TIMER, SWEEP_KEY
 from scaserver.sca.line import SharedLine, canonical_aor, host_part
 from scaserver.sca.notifier import Notifier, identity_of
 from scaserver.sca.outbox import Content, NotifyContext
-from scaserver.sca.registry import EXPIRY_TIMER
 from scaserver.sca.subscription import Identity, Subscription, SubscriptionKey
 from scaserver.sip.actions import EngineAction
 from scaserver.sip.errors import MalformedMessage
@@ -81,6 +81,7 @@ from scaserver.sip.message import Peer, Request, Response
 #: The engine's interface; its parts live in notifier, registry, outbox, board, calls and answers.
 __all__ = [
     "EXPIRY_TIMER",
+    "SWEEP_KEY",
     "TTL_TIMER",
     "AppearanceError",
     "AppearanceKey",
@@ -308,8 +309,8 @@ class ScaEngine:
     def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
         """A timer of ours fired: subscription expiry, or an appearance TTL (seized 120 s, pending 35 s)."""
         out: list[EngineAction] = []
-        if name == EXPIRY_TIMER and isinstance(key, SubscriptionKey):
-            out = self._notifier.on_expiry(key, now)
+        if name == EXPIRY_TIMER and key is SWEEP_KEY:
+            out = self._notifier.on_expiry_sweep(now)
         elif name == TTL_TIMER and isinstance(key, AppearanceKey):
             out = self._board.on_ttl(key, now)
         return self._flushed(out, now)
