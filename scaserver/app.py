@@ -77,6 +77,7 @@ from scaserver.edge.kernelfilter import KernelBanFilter
 from scaserver.edge.looplag import LoopLagProbe
 from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.natping import NatFigures, NatPinger
+from scaserver.edge.pacing import Paced
 from scaserver.edge.periodic import Periodic
 from scaserver.edge.persistence import (
     Persistence,
@@ -138,6 +139,7 @@ from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
+from scaserver.sca.subscription import DialogKey
 from scaserver.sip.digest import (
     Algorithm,
     Authenticator,
@@ -1338,6 +1340,9 @@ def make_server(
     server.adopt(pool)
     server.adopt(sip)
 
+    def notify_restored(dialogs: Sequence[DialogKey], now: float) -> None:
+        sip.stack.run(core.run(core.sca.notify_restored(dialogs, now), now))
+
     def restore() -> None:
         now = reactor.seconds()
         # Push state first: the location service then reports lapsed bindings expired, and
@@ -1348,8 +1353,9 @@ def make_server(
             else []
         )
         actions += core.registrar.restore(state.bindings, now)
-        actions += core.sca.restore(lines, state.subscriptions, state.appearances, now)
-        sip.stack.run(core.run(actions, now))
+        restored_sca, owed = core.sca.restore_state(lines, state.subscriptions, state.appearances, now)
+        sip.stack.run(core.run(actions + restored_sca, now))
+        Paced(reactor, owed, notify_restored).start()  # the full-state NOTIFYs (10.3), a batch per turn
         # After the bindings are back (dormant ones retained): an AoR kept only by dormant
         # bindings is re-registered upstream as well.
         sip.stack.run(core.run(restore_upstream(core, state.upstream, state.bindings, now), now))

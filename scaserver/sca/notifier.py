@@ -596,15 +596,27 @@ class Notifier:
                 out += self.end(sub, "deactivated", now) + self.release_seize_of(sub, now)
         return out
 
-    def restore(self, subscriptions: Iterable[Subscription], now: float) -> list[EngineAction]:
-        """Live stored subscriptions re-arm their expiry; call-info ones get a full-state
-        NOTIFY continuing their CSeq (10.3); expired or terminated ones are dropped."""
+    def restore(
+        self, subscriptions: Iterable[Subscription], now: float
+    ) -> tuple[list[EngineAction], list[DialogKey]]:
+        """Live stored subscriptions are stored again and re-arm their expiry; expired or
+        terminated ones are dropped.  Also returned: the dialogs of the call-info ones, owed
+        a full-state NOTIFY continuing their CSeq (10.3, :meth:`notify_restored`)."""
         out: list[EngineAction] = []
+        owed: list[DialogKey] = []
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue
             self.store(sub)
             out += self.registry.arm_expiry(sub, now)
             if sub.event is Package.CALL_INFO:
-                out += self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
+                owed.append(sub.dialog)
+        return out, owed
+
+    def notify_restored(self, dialogs: Iterable[DialogKey], now: float) -> list[EngineAction]:
+        """The full-state NOTIFY each restored dialog is owed (10.3); a dialog ended since
+        gets none."""
+        out: list[EngineAction] = []
+        for dialog in dialogs:
+            out += self.outbox.queue(dialog, Pending(Content.FULL_STATE, force=True), now)
         return out

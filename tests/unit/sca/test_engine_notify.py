@@ -213,3 +213,24 @@ def test_a_failed_notify_is_not_published_as_answered() -> None:
     out = h.engine.on_notify_response(context, Response(481, "Call/Transaction Does Not Exist"), h.now)
     assert facts(out, NotifyAnswered) == []
     assert facts(out, SubscriptionRemoved)
+
+
+def test_restore_in_two_steps_stores_at_once_and_notifies_per_batch() -> None:
+    h = Harness(engine())
+    h.subscribe(subscribe())
+    h.subscribe(subscribe(contact=CB, call_id="b", from_tag="fb"))
+    h.run(h.engine.seize_appearance(LINE, CB, h.now)[1])
+    stored = h.engine.subscriptions()
+    apps = h.engine.appearances()
+    whole = engine().restore([SharedLine(LINE, 8)], stored, apps, h.now + 10)
+    fresh = engine()
+    actions, owed = fresh.restore_state([SharedLine(LINE, 8)], stored, apps, h.now + 10)
+    # Every subscription is back (an in-dialog refresh finds it) before any NOTIFY is built.
+    assert notifies(actions) == []
+    assert {s.key for s in fresh.subscriptions()} == {s.key for s in stored}
+    assert owed == [s.dialog for s in stored]
+    first = fresh.notify_restored(owed[:1], h.now + 10)
+    second = fresh.notify_restored(owed[1:], h.now + 10)
+    assert [n for n, _ in notifies(first) + notifies(second)] == [n for n, _ in notifies(whole)]
+    # A dialog ended before its turn gets nothing.
+    assert fresh.notify_restored([attrs.evolve(owed[0], call_id="gone")], h.now + 12) == []
