@@ -40,6 +40,7 @@ from scaserver.edge.dns import ServerLocator, TransportChoice, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import Readiness
 from scaserver.edge.history import history_services
+from scaserver.edge.pacing import Paced
 from scaserver.edge.persistence import Persistence, StoredState, restore_upstream
 from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
@@ -93,6 +94,7 @@ from scaserver.router.router import (
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole
+from scaserver.sca.subscription import DialogKey
 from scaserver.sip.digest import (
     Algorithm,
     Authenticator,
@@ -601,6 +603,9 @@ def make_server(
     server.adopt(pool)
     server.adopt(sip)
 
+    def notify_restored(dialogs: Sequence[DialogKey], now: float) -> None:
+        sip.stack.run(core.run(core.sca.notify_restored(dialogs, now), now))
+
     def restore() -> None:
         now = reactor.seconds()
         # Push state first: the location service then reports lapsed bindings expired, and
@@ -611,8 +616,9 @@ def make_server(
             else []
         )
         actions += core.registrar.restore(state.bindings, now)
-        actions += core.sca.restore(lines, state.subscriptions, state.appearances, now)
-        sip.stack.run(core.run(actions, now))
+        restored_sca, owed = core.sca.restore_state(lines, state.subscriptions, state.appearances, now)
+        sip.stack.run(core.run(actions + restored_sca, now))
+        Paced(reactor, owed, notify_restored).start()  # the full-state NOTIFYs (10.3), a batch per turn
         # After the bindings are back (dormant ones retained): an AoR kept only by dormant
         # bindings is re-registered upstream as well.
         sip.stack.run(core.run(restore_upstream(core, state.upstream, state.bindings, now), now))

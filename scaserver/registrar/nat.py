@@ -29,6 +29,7 @@ time out); a phone that comes back registers and subscribes again and gets the f
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import zlib
 from collections.abc import Iterable
@@ -56,9 +57,10 @@ _PRIVATE_NETWORKS: Final = tuple(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_private_host(host: str) -> bool:
     """Whether ``host`` is a numeric private, shared, link-local or unique-local address
-    (a name is never private: it may resolve anywhere)."""
+    (a name is never private: it may resolve anywhere).  Remembered: asked on every REGISTER."""
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         address = ipaddress.ip_address(text)

@@ -67,12 +67,12 @@ from scaserver.sca.appearance import ADMIN_SET_TARGETS, Appearance, AppearanceSt
 from scaserver.sca.board import TTL_TIMER, AppearanceBoard, AppearanceKey, AppearanceTtls
 from scaserver.sca.callinfo import AppearanceInfo, CallInfo
 from scaserver.sca.calls import CallTracker, RequestPlan
+from scaserver.sca.expiry import EXPIRY_TIMER, SWEEP_KEY
 from scaserver.sca.line import SharedLine, canonical_aor, host_part
 from scaserver.sca.notifier import Notifier, identity_of
 from scaserver.sca.outbox import Content, NotifyContext
-from scaserver.sca.registry import EXPIRY_TIMER
 from scaserver.sca.settings import ScaSettings, ServerRole
-from scaserver.sca.subscription import Identity, Subscription, SubscriptionKey
+from scaserver.sca.subscription import DialogKey, Identity, Subscription, SubscriptionKey
 from scaserver.sip.actions import EngineAction
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import from_addr, to_addr
@@ -82,6 +82,7 @@ from scaserver.sip.message import Peer, Request, Response
 #: The engine's interface; its parts live in notifier, registry, outbox, board, calls and answers.
 __all__ = [
     "EXPIRY_TIMER",
+    "SWEEP_KEY",
     "TTL_TIMER",
     "AppearanceError",
     "AppearanceKey",
@@ -264,8 +265,8 @@ class ScaEngine:
     def on_timer(self, key: Hashable, name: str, now: float) -> list[EngineAction]:
         """A timer of ours fired: subscription expiry, or an appearance TTL (seized 120 s, pending 35 s)."""
         out: list[EngineAction] = []
-        if name == EXPIRY_TIMER and isinstance(key, SubscriptionKey):
-            out = self._notifier.on_expiry(key, now)
+        if name == EXPIRY_TIMER and key is SWEEP_KEY:
+            out = self._notifier.on_expiry_sweep(now)
         elif name == TTL_TIMER and isinstance(key, AppearanceKey):
             out = self._board.on_ttl(key, now)
         return self._flushed(out, now)
@@ -405,7 +406,25 @@ class ScaEngine:
     ) -> list[EngineAction]:
         """Load state from the store: expired subscriptions are dropped, live ones re-arm their
         expiry and get a full-state NOTIFY continuing their CSeq (10.3), appearances re-arm TTLs."""
+        out, owed = self.restore_state(lines, subscriptions, appearances, now)
+        return out + self.notify_restored(owed, now)
+
+    def restore_state(
+        self,
+        lines: Iterable[SharedLine],
+        subscriptions: Iterable[Subscription],
+        appearances: Iterable[Appearance],
+        now: float,
+    ) -> tuple[list[EngineAction], list[DialogKey]]:
+        """:meth:`restore` without its NOTIFYs: the state, and the dialogs owed a full-state
+        NOTIFY, for :meth:`notify_restored` to send a few at a time (a large restore need not
+        build them all at once)."""
         self.provision(lines)
         out = self._board.restore(appearances, now)
-        out += self._notifier.restore(subscriptions, now)
-        return self._flushed(out, now)
+        done, owed = self._notifier.restore(subscriptions, now)
+        return out + done, owed  # lines changed meanwhile are flushed with the NOTIFYs
+
+    def notify_restored(self, dialogs: Iterable[DialogKey], now: float) -> list[EngineAction]:
+        """The full-state NOTIFYs (10.3) owed to ``dialogs``, some of those
+        :meth:`restore_state` returned."""
+        return self._flushed(self._notifier.notify_restored(dialogs, now), now)

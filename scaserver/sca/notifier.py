@@ -22,7 +22,7 @@ from scaserver.sca.board import AppearanceBoard
 from scaserver.sca.callinfo import CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.outbox import Content, NotifyOutbox, Pending
-from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionRegistry
+from scaserver.sca.registry import SubscriptionRegistry
 from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import (
     DialogKey,
@@ -35,7 +35,7 @@ from scaserver.sca.subscription import (
     SubscriptionKey,
     SubscriptionRefreshed,
 )
-from scaserver.sip.actions import Deliver, EngineAction, Respond, StartTimer
+from scaserver.sip.actions import Deliver, EngineAction, Respond
 from scaserver.sip.errors import (
     BadEvent,
     BadRequest,
@@ -424,10 +424,7 @@ class Notifier:
             owner=checked.replacement.owner,
         )
         self.store(sub)
-        out: list[EngineAction] = [
-            Deliver(SubscriptionRefreshed(sub)),
-            StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted)),
-        ]
+        out: list[EngineAction] = [Deliver(SubscriptionRefreshed(sub)), *self.registry.arm_expiry(sub, now)]
         if sub.event is Package.CALL_INFO:
             return out + self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
         out += self.outbox.queue(sub.dialog, Pending(Content.INDEX, force=True), now)
@@ -445,7 +442,7 @@ class Notifier:
             out += self._remove(replaced, "replaced")
             self._drop_dialog(replaced)
         self.store(sub)
-        out += [Deliver(SubscriptionAdded(sub)), StartTimer(sub.key, EXPIRY_TIMER, float(checked.granted))]
+        out += [Deliver(SubscriptionAdded(sub)), *self.registry.arm_expiry(sub, now)]
         if sub.event is Package.CALL_INFO:
             if replaced is not None or self.registry.was_lost(sub, now):  # reboot detection (3.5)
                 for app in self.board.appearances(sub.aor):
@@ -575,14 +572,19 @@ class Notifier:
 
     # Expiry, deactivation, restore (sections 9, 11, 10.3).
 
-    def on_expiry(self, key: SubscriptionKey, now: float) -> list[EngineAction]:
-        """The expiry timer of a subscription fired: it ends (timeout) unless refreshed since."""
-        sub = self.registry.get(key)
-        if sub is None:
-            return []
-        if sub.expires > now + 1e-6:
-            return [StartTimer(key, EXPIRY_TIMER, sub.expires - now)]
-        return self.end(sub, "timeout", now) + self.release_seize_of(sub, now)
+    def on_expiry_sweep(self, now: float) -> list[EngineAction]:
+        """The expiry sweep timer fired: every subscription whose expiry has come ends
+        (timeout), one refreshed since is armed again; then the sweep timer for the next."""
+        out: list[EngineAction] = []
+        for key in self.registry.expiries.sweep(now):
+            sub = self.registry.get(key)
+            if sub is None:
+                continue
+            if sub.expires > now + 1e-6:
+                out += self.registry.arm_expiry(sub, now)
+                continue
+            out += self.end(sub, "timeout", now) + self.release_seize_of(sub, now)
+        return out + self.registry.expiries.rearm(now)
 
     def deactivate(self, keys: Iterable[SubscriptionKey], now: float) -> list[EngineAction]:
         """End subscriptions with ``terminated;reason=deactivated`` (section 11)."""
@@ -593,15 +595,27 @@ class Notifier:
                 out += self.end(sub, "deactivated", now) + self.release_seize_of(sub, now)
         return out
 
-    def restore(self, subscriptions: Iterable[Subscription], now: float) -> list[EngineAction]:
-        """Live stored subscriptions re-arm their expiry; call-info ones get a full-state
-        NOTIFY continuing their CSeq (10.3); expired or terminated ones are dropped."""
+    def restore(
+        self, subscriptions: Iterable[Subscription], now: float
+    ) -> tuple[list[EngineAction], list[DialogKey]]:
+        """Live stored subscriptions are stored again and re-arm their expiry; expired or
+        terminated ones are dropped.  Also returned: the dialogs of the call-info ones, owed
+        a full-state NOTIFY continuing their CSeq (10.3, :meth:`notify_restored`)."""
         out: list[EngineAction] = []
+        owed: list[DialogKey] = []
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue
             self.store(sub)
-            out.append(StartTimer(sub.key, EXPIRY_TIMER, sub.expires - now))
+            out += self.registry.arm_expiry(sub, now)
             if sub.event is Package.CALL_INFO:
-                out += self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
+                owed.append(sub.dialog)
+        return out, owed
+
+    def notify_restored(self, dialogs: Iterable[DialogKey], now: float) -> list[EngineAction]:
+        """The full-state NOTIFY each restored dialog is owed (10.3); a dialog ended since
+        gets none."""
+        out: list[EngineAction] = []
+        for dialog in dialogs:
+            out += self.outbox.queue(dialog, Pending(Content.FULL_STATE, force=True), now)
         return out

@@ -7,7 +7,8 @@ SUBSCRIBE of the same owner, contact and flow replaces it, 3.5), by owner (the
 per-identity cap) and by line (group NOTIFYs).  It also remembers, for
 ``reboot_memory_s``, the subscriptions lost to a failed NOTIFY while their
 contact owned an appearance, so that the phone's next SUBSCRIBE is taken as the
-reboot of 3.5.  Pure: no clock, no I/O.
+reboot of 3.5.  Its :class:`~scaserver.sca.expiry.ExpiryQueue` holds when each one
+expires.  Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Final
 
 import attrs
 
+from scaserver.sca.expiry import ExpiryQueue
 from scaserver.sca.subscription import (
     DialogKey,
     Identity,
@@ -26,14 +28,11 @@ from scaserver.sca.subscription import (
     SubscriptionKey,
     SubscriptionRemoved,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction
+from scaserver.sip.actions import Deliver, EngineAction
 from scaserver.sip.errors import SipError
 
 #: At most this many lost subscriptions are remembered for reboot detection (3.5).
 MAX_REMEMBERED_LOSSES: Final = 10_000
-
-#: Timer name of a subscription's expiry (sca.md section 9), keyed by its SubscriptionKey.
-EXPIRY_TIMER: Final = "sca-expiry"
 
 
 class SubscriptionLimit(SipError, status=403, reason="Too Many Subscriptions"):
@@ -52,6 +51,7 @@ class SubscriptionRegistry:
     _by_owner: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
     _by_aor: dict[str, dict[SubscriptionKey, None]] = attrs.field(factory=dict, init=False)
     _lost: dict[tuple[str, str, str], float] = attrs.field(factory=dict, init=False)
+    expiries: ExpiryQueue = attrs.field(factory=ExpiryQueue)
 
     # Look-ups.
 
@@ -97,6 +97,12 @@ class SubscriptionRegistry:
         self._by_owner.setdefault(sub.owner, {})[key] = None
         self._by_aor.setdefault(sub.aor, {})[key] = None
 
+    def arm_expiry(self, sub: Subscription, now: float) -> list[EngineAction]:
+        """``sub`` (stored) expires at ``sub.expires``: the sweep timer when it must move."""
+        key = sub.key
+        stored = self._by_dialog.get(sub.dialog)  # the key object the indexes share, not a copy
+        return self.expiries.arm(stored if stored == key else key, sub.expires, now)
+
     def update(self, sub: Subscription) -> None:
         """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged."""
         self._subs[sub.key] = sub
@@ -106,7 +112,7 @@ class SubscriptionRegistry:
         self._by_dialog.pop(sub.dialog, None)
 
     def remove(self, sub: Subscription, reason: str) -> list[EngineAction]:
-        """Remove ``sub`` when it is the stored value: cancel its expiry, deliver the fact."""
+        """Remove ``sub`` when it is the stored value: forget its expiry, deliver the fact."""
         key = sub.key
         if self._subs.get(key) != sub:
             return []
@@ -119,7 +125,8 @@ class SubscriptionRegistry:
             members.pop(key, None)
             if not members:
                 del self._by_aor[sub.aor]
-        return [CancelTimer(key, EXPIRY_TIMER), Deliver(SubscriptionRemoved(sub, reason))]
+        self.expiries.cancel(key)
+        return [Deliver(SubscriptionRemoved(sub, reason))]
 
     def _unindex(self, sub: Subscription) -> None:
         """Drop ``sub`` from the owner and replacement indexes."""

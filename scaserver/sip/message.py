@@ -206,7 +206,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         # A plain loop, not any(generator): twice as fast, and this runs several times per
         # message (bench/RESULTS.md, profile).
         for field_name, _ in self.fields:  # noqa: SIM110
@@ -216,7 +216,7 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The value of the first header line with this name, or None."""
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         for field_name, value in self.fields:
             if field_name == wanted:
                 return value
@@ -224,12 +224,12 @@ class Headers:
 
     def lines(self, name: str) -> tuple[str, ...]:
         """Every header line's value for this name, unsplit, in order."""
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         return tuple(value for field_name, value in self.fields if field_name == wanted)
 
     def values(self, name: str) -> tuple[str, ...]:
         """Every element of this header: list headers are split on top-level commas."""
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         lines = [value for field_name, value in self.fields if field_name == wanted]
         if wanted not in LIST_HEADERS:
             return tuple(lines)
@@ -240,7 +240,7 @@ class Headers:
 
     def first_value(self, name: str) -> str | None:
         """The first element of a (list) header, e.g. the top Via."""
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         for field_name, value in self.fields:
             if field_name == wanted:
                 if wanted in LIST_HEADERS:
@@ -252,7 +252,7 @@ class Headers:
         return None
 
     def count(self, name: str) -> int:
-        wanted = canonical_name(name)
+        wanted = _canonical_cache.get(name) or canonical_name(name)
         found = 0
         for field_name, _ in self.fields:
             if field_name == wanted:

@@ -14,7 +14,7 @@ from typing import Final
 
 from scaserver.sip import headers
 from scaserver.sip.errors import BadRequest, MalformedMessage, VersionNotSupported
-from scaserver.sip.message import SIP_VERSION, Request, Response
+from scaserver.sip.message import SIP_VERSION, Headers, Request, Response
 from scaserver.sip.uri import SipUri, parse_uri
 
 MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
@@ -22,6 +22,15 @@ MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 
 SINGLE_VALUED: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Type", "Expires")
 """Headers that may appear once only (RFC 3261 section 7.3.1, RFC 4475 3.3.8)."""
+
+
+def _name_counts(present: Headers) -> dict[str, int]:
+    """How many lines of each (canonical) name: one pass over the header list, not one per
+    name looked for."""
+    counts: dict[str, int] = {}
+    for name, _ in present.fields:
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def check_request(request: Request) -> None:
@@ -41,11 +50,12 @@ def check_request(request: Request) -> None:
     if isinstance(uri, SipUri) and uri.headers:
         raise BadRequest("escaped headers in the Request-URI")
     present = request.headers
+    counts = _name_counts(present)
     for name in MANDATORY:
-        if name not in present:
+        if name not in counts:
             raise BadRequest(f"missing {name}")
     for name in SINGLE_VALUED:
-        if present.count(name) > 1:
+        if counts.get(name, 0) > 1:
             raise BadRequest(f"more than one {name}")
     via_list = headers.vias(request)
     if not via_list:
@@ -71,8 +81,9 @@ def check_response(response: Response) -> None:
     CSeq, From, To and Call-ID to match a transaction (17.1.3): RFC 4475
     3.1.2.5 (CSeq over 2**32-1) and 3.1.2.19 (status over 699, refused by the parser).
     """
+    counts = _name_counts(response.headers)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        if response.headers.count(name) != 1:
+        if counts.get(name, 0) != 1:
             raise MalformedMessage(f"response without exactly one {name}")
     headers.top_via(response)
     headers.cseq(response)

@@ -14,12 +14,18 @@ again.
 from __future__ import annotations
 
 import signal
+import socket
+import time
 import uuid
 from pathlib import Path
 
 import attrs
 import pytest
 
+from scaserver.edge.pacing import RESTORE_NOTIFY_BATCH
+from scaserver.sca.subscription import Package, Subscription
+from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.parser import parse_message
 from scaserver.store.sql import SqlStore
 from tests.system.accounts import add_subscribers
 from tests.system.handset import Dialog, Handset, handsets, new_tag
@@ -259,3 +265,48 @@ def test_member_rebooting_in_a_call_is_recognised_after_its_subscription_was_los
             assert response.status == 202, response
             bob.wait_notify(all_idle)
             assert appearances(server) == []
+
+
+def test_a_restore_of_more_than_one_batch_sends_every_subscription_its_full_state(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The full-state NOTIFYs of a restore go out a batch per reactor turn: all of them."""
+    count = 2 * RESTORE_NOTIFY_BATCH + 50  # three turns
+    add_subscribers(db_url, [])
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(0.5)
+    port = sink.getsockname()[1]
+    expires = time.time() + 3600
+    store = SqlStore(db_url)
+    try:
+        store.subscriptions.upsert(
+            [
+                Subscription(
+                    subscriber=f"sip:m{n}@127.0.0.1:{port}",
+                    aor=LINE,
+                    event=Package.CALL_INFO,
+                    expires=expires,
+                    call_id=f"restored-{n}",
+                    from_tag=f"f{n}",
+                    to_tag=f"t{n}",
+                    peer=Peer(Transport.UDP, "127.0.0.1", port),
+                )
+                for n in range(count)
+            ]
+        )
+    finally:
+        store.close()
+    notified: set[str] = set()
+    with sink, running_server(tmp_path / "server", config(), db_url=db_url):
+        deadline = time.monotonic() + 60.0
+        while len(notified) < count and time.monotonic() < deadline:
+            try:
+                data, _ = sink.recvfrom(65536)
+            except TimeoutError:
+                continue
+            request = parse_message(data)
+            assert isinstance(request, Request) and request.method == "NOTIFY"
+            assert (request.headers.get("Subscription-State") or "").startswith("active")
+            notified.add(request.headers.get("Call-ID") or "")
+    assert notified == {f"restored-{n}" for n in range(count)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.sca.engine import EXPIRY_TIMER, NotifyContext
+from scaserver.sca.engine import EXPIRY_TIMER, SWEEP_KEY, NotifyContext
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import NotifyAnswered, Package, SubscriptionRemoved
 from scaserver.sip.actions import SendRequest, StartTimer
@@ -126,12 +126,12 @@ def test_s13_expiry_sends_timeout_full_state_and_removes() -> None:
     assert h.engine.subscriptions() == []
 
 
-def test_early_expiry_timer_is_rearmed_after_a_refresh() -> None:
+def test_early_expiry_sweep_ends_nothing_and_is_rearmed() -> None:
     h = Harness(engine())
     h.subscribe(subscribe(expires=60))
-    sub = h.engine.subscriptions()[0]
-    actions = h.engine.on_timer(sub.key, EXPIRY_TIMER, h.now + 30)
-    assert actions == [StartTimer(sub.key, EXPIRY_TIMER, 30.0)]
+    actions = h.engine.on_timer(SWEEP_KEY, EXPIRY_TIMER, h.now + 30)
+    assert actions == [StartTimer(SWEEP_KEY, EXPIRY_TIMER, 30.0)]
+    assert len(h.engine.subscriptions()) == 1
 
 
 def test_expires_is_computed_per_subscriber_q6() -> None:
@@ -176,7 +176,7 @@ def test_restore_continues_notify_cseq_and_rearms_expiry() -> None:
     actions = fresh.restore([SharedLine(LINE, 8)], stored, apps, h.now + 10)
     key = stored[0].key
     assert key.aor == LINE and key.event is Package.CALL_INFO and key.subscriber == CA
-    assert StartTimer(key, EXPIRY_TIMER, 3590.0) in actions
+    assert StartTimer(SWEEP_KEY, EXPIRY_TIMER, 3590.0) in actions
     ((notify, context),) = notifies(actions)
     assert notify.headers.get("CSeq") == f"{last_cseq + 1} NOTIFY"
     assert context == NotifyContext(stored[0].dialog, last_cseq + 1)
@@ -213,3 +213,24 @@ def test_a_failed_notify_is_not_published_as_answered() -> None:
     out = h.engine.on_notify_response(context, Response(481, "Call/Transaction Does Not Exist"), h.now)
     assert facts(out, NotifyAnswered) == []
     assert facts(out, SubscriptionRemoved)
+
+
+def test_restore_in_two_steps_stores_at_once_and_notifies_per_batch() -> None:
+    h = Harness(engine())
+    h.subscribe(subscribe())
+    h.subscribe(subscribe(contact=CB, call_id="b", from_tag="fb"))
+    h.run(h.engine.seize_appearance(LINE, CB, h.now)[1])
+    stored = h.engine.subscriptions()
+    apps = h.engine.appearances()
+    whole = engine().restore([SharedLine(LINE, 8)], stored, apps, h.now + 10)
+    fresh = engine()
+    actions, owed = fresh.restore_state([SharedLine(LINE, 8)], stored, apps, h.now + 10)
+    # Every subscription is back (an in-dialog refresh finds it) before any NOTIFY is built.
+    assert notifies(actions) == []
+    assert {s.key for s in fresh.subscriptions()} == {s.key for s in stored}
+    assert owed == [s.dialog for s in stored]
+    first = fresh.notify_restored(owed[:1], h.now + 10)
+    second = fresh.notify_restored(owed[1:], h.now + 10)
+    assert [n for n, _ in notifies(first) + notifies(second)] == [n for n, _ in notifies(whole)]
+    # A dialog ended before its turn gets nothing.
+    assert fresh.notify_restored([attrs.evolve(owed[0], call_id="gone")], h.now + 12) == []

@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from scaserver.sca.appearance import AppearanceChanged, AppearanceState
-from scaserver.sca.engine import EXPIRY_TIMER, TTL_TIMER, AppearanceKey, NotifyContext
+from scaserver.sca.engine import EXPIRY_TIMER, SWEEP_KEY, TTL_TIMER, AppearanceKey, NotifyContext
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import (
     DialogKey,
@@ -102,7 +102,7 @@ def test_s1_initial_call_info_subscribe_exact_actions() -> None:
     assert response.headers == ok
     assert actions[1:] == [
         actions[1],
-        StartTimer(KEY_A, EXPIRY_TIMER, 3600.0),
+        StartTimer(SWEEP_KEY, EXPIRY_TIMER, 3600.0),  # the sweep, at the first expiry
         SendRequest(
             _notify(("sub-a", "sca1", "fa"), 1, "call-info", IDLE_ONLY, "active;expires=3600"),
             PEER_A,
@@ -324,7 +324,6 @@ def test_s3_line_seize_initial_exact_actions() -> None:
     actions = h.subscribe(
         subscribe("line-seize", call_id="ls", from_tag="l1", expires=15, call_info=seize_info(0)), peer=PEER_A
     )
-    seize_key = SubscriptionKey(LINE, Package.LINE_SEIZE, CA, "ls", "l1", "sca2")
     names = [type(a).__name__ for a in actions]
     assert names == [
         "Respond",
@@ -337,7 +336,7 @@ def test_s3_line_seize_initial_exact_actions() -> None:
         "SendRequest",
         "Deliver",
     ]
-    assert actions[2] == StartTimer(seize_key, EXPIRY_TIMER, 15.0)
+    assert actions[2] == StartTimer(SWEEP_KEY, EXPIRY_TIMER, 15.0)  # the sweep moves to the earlier expiry
     assert actions[3] == Deliver(
         AppearanceChanged(LINE, 1, AppearanceState.IDLE, AppearanceState.SEIZED, "O1", CA, None, h.now)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
-from scaserver.sca.registry import EXPIRY_TIMER, SubscriptionLimit, SubscriptionRegistry
+from scaserver.sca.registry import SubscriptionLimit, SubscriptionRegistry
 from scaserver.sca.subscription import (
     Identity,
     Package,
@@ -13,7 +13,7 @@ from scaserver.sca.subscription import (
     SubscriptionNotified,
     SubscriptionRemoved,
 )
-from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, SendRequest
+from scaserver.sip.actions import Deliver, EngineAction, SendRequest
 from scaserver.sip.message import Peer, Response, Transport
 
 AOR = "sip:2000@example.com"
@@ -44,14 +44,14 @@ def test_registry_finds_a_subscription_by_dialog_replacement_and_line() -> None:
     assert registry.has_call_info(AOR)
 
 
-def test_registry_removal_cancels_the_expiry_once() -> None:
+def test_registry_removal_forgets_the_expiry_once() -> None:
     registry = SubscriptionRegistry()
     sub = _sub()
     registry.store(sub)
-    assert registry.remove(sub, "timeout") == [
-        CancelTimer(sub.key, EXPIRY_TIMER),
-        Deliver(SubscriptionRemoved(sub, "timeout")),
-    ]
+    registry.arm_expiry(sub, 0.0)
+    assert registry.expiries.expires_at(sub.key) == sub.expires
+    assert registry.remove(sub, "timeout") == [Deliver(SubscriptionRemoved(sub, "timeout"))]
+    assert registry.expiries.expires_at(sub.key) is None
     assert registry.remove(sub, "timeout") == []
     assert registry.by_dialog(sub.dialog) is None
     assert not registry.has_call_info(AOR)
@@ -138,7 +138,6 @@ def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_los
     stored = registry.by_dialog(sub.dialog)
     assert stored is not None
     assert outbox.on_failed(NotifyContext(sub.dialog, 1), 32.0) == [
-        CancelTimer(sub.key, EXPIRY_TIMER),
         Deliver(SubscriptionRemoved(stored, "notify-failed")),
     ]
     assert lost == [stored]
