@@ -125,13 +125,9 @@ from scaserver.push.pnparams import (
     ValueSource,
 )
 from scaserver.push.policy import PushPolicySettings
-from scaserver.registrar.midregistrar import (
-    ForwardKey,
-    MidRegistrar,
-    MidRegSettings,
-    Mode,
-    UpstreamCredentials,
-)
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregistrar import MidRegSettings, Mode, UpstreamCredentials
+from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder

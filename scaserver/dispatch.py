@@ -67,7 +67,7 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
-from scaserver.registrar.midregistrar import (
+from scaserver.registrar.midregevents import (
     DropBinding,
     PutBinding,
     RegisterFinished,

@@ -86,20 +86,16 @@ from scaserver.registrar.binding import (
     RemovalReason,
 )
 from scaserver.registrar.location import LocationService
-from scaserver.registrar.midregistrar import (
-    AorKey,
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregevents import (
     BindingConfirmed,
     DropBinding,
-    ForwardKey,
-    MidRegistrar,
-    Mode,
-    PushTyping,
     PutBinding,
     RegisterFinished,
     RegisterForwarded,
-    binding_key,
-    mrct_of,
 )
+from scaserver.registrar.midregistrar import Mode, PushTyping, binding_key, mrct_of
+from scaserver.registrar.midregstate import AorKey, ForwardKey
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
 from scaserver.sip.headers import Star, contacts, expires, from_addr, routes, to_addr

@@ -24,7 +24,7 @@ import attrs
 
 from scaserver.mobile import Mobile
 from scaserver.proxy.proxy import BranchKey, Proxy
-from scaserver.registrar.midregistrar import ForwardKey
+from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import FlowFailure, NatPing
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sip.actions import Deliver, EngineAction, Fact

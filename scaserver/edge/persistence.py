@@ -29,7 +29,9 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
-from scaserver.registrar.midregistrar import Mode, UpstreamRegistration, UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceChanged, AppearanceState
 from scaserver.sca.line import LineAlias, SharedLine

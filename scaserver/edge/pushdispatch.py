@@ -23,9 +23,7 @@ from scaserver.push.gateway import PushRequest
 from scaserver.push.pnparams import (
     token_hash,
 )
-from scaserver.registrar.midregistrar import (
-    RegisterDecided,
-)
+from scaserver.registrar.midregevents import RegisterDecided
 from scaserver.sip.actions import Deliver
 
 

@@ -18,7 +18,7 @@ from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, Par
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import RegisterDecided
+from scaserver.registrar.midregevents import RegisterDecided
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request, Transport

@@ -22,7 +22,7 @@ from scaserver.parking.parked import (
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import RegisterDecided, UpstreamChanged
+from scaserver.registrar.midregevents import RegisterDecided, UpstreamChanged
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Peer, Request, Transport
 from tests.mobile_rig import (

@@ -17,7 +17,8 @@ from scaserver.parking.parked import (
 )
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import Mode, RegisterDecided, mrct_of
+from scaserver.registrar.midregevents import RegisterDecided
+from scaserver.registrar.midregistrar import Mode, mrct_of
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request

@@ -19,7 +19,8 @@ from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
 from scaserver.parking.parked import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
-from scaserver.registrar.midregistrar import Mode, UpstreamAuthNeeded, UpstreamCredentials
+from scaserver.registrar.midregevents import UpstreamAuthNeeded
+from scaserver.registrar.midregistrar import Mode, UpstreamCredentials
 from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, compute_ha1
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport

@@ -9,32 +9,32 @@ import attrs
 import pytest
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import (
-    REFRESH_TIMER,
-    UNREGISTER_TIMER,
-    UPSTREAM_TIMEOUT,
-    AorKey,
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregevents import (
     BindingConfirmed,
     DropBinding,
-    ForwardKey,
-    MidRegistrar,
-    MidRegSettings,
-    Mode,
-    PushTyping,
     PutBinding,
     RegisterDecided,
     RegisterFinished,
     RegisterForwarded,
     UpstreamAuthNeeded,
     UpstreamChanged,
-    UpstreamCredentials,
     UpstreamGaveUp,
-    UpstreamRegistration,
     UpstreamSaved,
     UpstreamSnapshot,
+)
+from scaserver.registrar.midregistrar import (
+    REFRESH_TIMER,
+    UNREGISTER_TIMER,
+    UPSTREAM_TIMEOUT,
+    MidRegSettings,
+    Mode,
+    PushTyping,
+    UpstreamCredentials,
     binding_key,
     mrct_of,
 )
+from scaserver.registrar.midregstate import AorKey, ForwardKey, UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.digest import (
