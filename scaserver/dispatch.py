@@ -29,7 +29,7 @@ import attrs
 from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile, MobileInstruction
 from scaserver.owners import ClientFailure, ClientOwners
-from scaserver.parking.parked import (
+from scaserver.parking.instructions import (
     AbortPushes,
     CancelParkedBranch,
     RelayHeld,

@@ -26,24 +26,22 @@ from typing import Final, get_args
 
 import attrs
 
-from scaserver.parking.parked import (
+from scaserver.parking.events import ParkRejected, WakeObserved
+from scaserver.parking.held import HoldKey
+from scaserver.parking.instructions import (
     AbortPushes,
     BranchTarget,
     CallSpec,
     CancelParkedBranch,
-    HoldKey,
-    ParkingLot,
-    ParkKey,
-    ParkRejected,
     PushResult,
     PushTarget,
     RelayHeld,
     ReleaseCall,
     SendPush,
     StartBranch,
-    WakeKey,
-    WakeObserved,
 )
+from scaserver.parking.parked import ParkingLot
+from scaserver.parking.parkedcall import ParkKey, WakeKey
 from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target

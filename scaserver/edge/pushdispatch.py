@@ -16,9 +16,7 @@ from scaserver.mobile import (
     PushesAborted,
     PushRequested,
 )
-from scaserver.parking.parked import (
-    ParkEnded,
-)
+from scaserver.parking.events import ParkEnded
 from scaserver.push.gateway import PushRequest
 from scaserver.push.pnparams import (
     token_hash,

@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from scaserver.dispatch import TransactionCompleted
-from scaserver.parking.parked import ReleaseCall
+from scaserver.parking.instructions import ReleaseCall
 from scaserver.proxy.proxy import BranchKey, CancelBranch
 from scaserver.sip.actions import Deliver, Instruction
 from scaserver.sip.errors import ProtocolStateError

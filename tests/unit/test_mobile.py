@@ -14,7 +14,8 @@ import sys
 
 from scaserver.app import client_owners
 from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome, fallback_tag
-from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
+from scaserver.parking.events import ParkEnded, ParkStarted, WakeObserved
+from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason

@@ -11,14 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from scaserver.mobile import MobileSettings
-from scaserver.parking.parked import (
-    BranchAdded,
-    EndReason,
-    ParkEnded,
-    ParkStarted,
-    WakeMissed,
-    WakeObserved,
-)
+from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import BindingRemoved, RemovalReason

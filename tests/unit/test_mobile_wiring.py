@@ -16,7 +16,7 @@ from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
-from scaserver.parking.parked import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
+from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
 from scaserver.registrar.midregevents import UpstreamAuthNeeded
