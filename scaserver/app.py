@@ -113,7 +113,8 @@ from scaserver.owners import (
 from scaserver.parking.parked import ParkingLot
 from scaserver.provisioning.mac import canonical_mac
 from scaserver.provisioning.profile import SipTransport, SiteSettings
-from scaserver.proxy.proxy import BranchKey, Proxy, ProxySettings
+from scaserver.proxy.context import BranchKey
+from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy

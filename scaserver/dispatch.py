@@ -37,8 +37,9 @@ from scaserver.parking.instructions import (
     SendPush,
     StartBranch,
 )
+from scaserver.proxy.context import BranchFinished, BranchKey, CancelBranch
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
-from scaserver.proxy.proxy import BranchFinished, BranchKey, CancelBranch, Proxy
+from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.relay import (
     Origin,
     Rule,

@@ -42,7 +42,8 @@ from scaserver.parking.instructions import (
 )
 from scaserver.parking.parked import ParkingLot
 from scaserver.parking.parkedcall import ParkKey, WakeKey
-from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
+from scaserver.proxy.context import BranchFinished, BranchKey, BranchState, CancelBranch
+from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target
 from scaserver.push.devices import DeviceRegistry

@@ -9,7 +9,7 @@ import pytest
 
 from scaserver.dispatch import TransactionCompleted
 from scaserver.parking.instructions import ReleaseCall
-from scaserver.proxy.proxy import BranchKey, CancelBranch
+from scaserver.proxy.context import BranchKey, CancelBranch
 from scaserver.sip.actions import Deliver, Instruction
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
