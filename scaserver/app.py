@@ -135,14 +135,8 @@ from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
-from scaserver.sip.digest import (
-    Algorithm,
-    Authenticator,
-    ClientCredentials,
-    CredentialLookup,
-    Credentials,
-    NonceFactory,
-)
+from scaserver.sip.digest import Algorithm, Authenticator, CredentialLookup, Credentials, NonceFactory
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, is_numeric

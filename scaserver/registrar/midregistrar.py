@@ -18,7 +18,7 @@ from typing import Final
 import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.sip.digest import ClientCredentials
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.errors import ServiceUnavailable, SipError
 from scaserver.sip.message import Peer
 from scaserver.sip.uri import NameAddr, SipUri, parse_uri

@@ -13,7 +13,7 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.midregistrar import NO_PUSH, MidRegSettings, PushTyping
 from scaserver.registrar.upstream import UpstreamState
-from scaserver.sip.digest import Challenge, ClientCredentials
+from scaserver.sip.digestclient import Challenge, ClientCredentials
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request

@@ -44,7 +44,7 @@ from scaserver.registrar.upstreammessages import (
     upstream_request,
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
-from scaserver.sip.digest import parse_challenges, select_challenge
+from scaserver.sip.digestclient import parse_challenges, select_challenge
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import parse_uint32
 from scaserver.sip.message import Headers, Response

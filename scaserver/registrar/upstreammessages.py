@@ -17,7 +17,7 @@ import attrs
 from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.midregistrar import MidRegSettings, Mode, mrct_of
 from scaserver.registrar.midregstate import Forward, ForwardKind, UpstreamRegistration
-from scaserver.sip.digest import authorize
+from scaserver.sip.digestclient import authorize
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.headers import Star, contacts, expires, parse_uint32, to_addr
 from scaserver.sip.message import Headers, Request, Response

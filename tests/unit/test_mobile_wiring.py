@@ -21,7 +21,8 @@ from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
 from scaserver.registrar.midregevents import UpstreamAuthNeeded
 from scaserver.registrar.midregistrar import Mode, UpstreamCredentials
-from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, compute_ha1
+from scaserver.sip.digest import Algorithm, Credentials, compute_ha1
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers

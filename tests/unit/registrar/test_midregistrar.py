@@ -41,12 +41,12 @@ from scaserver.sip.digest import (
     Algorithm,
     Authenticated,
     Authenticator,
-    ClientCredentials,
     Credentials,
     NonceFactory,
     Rejected,
     compute_ha1,
 )
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.headers import contacts
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport
