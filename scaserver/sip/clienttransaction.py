@@ -18,10 +18,9 @@ from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import cseq
 from scaserver.sip.keys import ClientKey
 from scaserver.sip.message import Headers, Peer, Request, Response
-from scaserver.sip.timers import TimerConfig, TimerName
+from scaserver.sip.timers import TimerConfig, TimerLedger, TimerName
 from scaserver.sip.transaction import (
     ResponseReceived,
-    TimerLedger,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,

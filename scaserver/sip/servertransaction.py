@@ -18,10 +18,9 @@ from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response
-from scaserver.sip.timers import TimerConfig, TimerName
+from scaserver.sip.timers import TimerConfig, TimerLedger, TimerName
 from scaserver.sip.transaction import (
     AckReceived,
-    TimerLedger,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,

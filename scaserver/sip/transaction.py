@@ -15,7 +15,8 @@ Timer keys are the transaction keys (frozen values); timer names are
 :class:`~scaserver.sip.timers.TimerName` values.
 
 This module holds what the four machines share: the events they deliver to the transaction
-user, the ledger of the timers they arm and the class of a response status.  The client
+user and the class of a response status; the ledger of the timers they arm is
+:class:`~scaserver.sip.timers.TimerLedger`.  The client
 machines (17.1) are in :mod:`scaserver.sip.clienttransaction`, the server machines (17.2) in
 :mod:`scaserver.sip.servertransaction`.
 """
@@ -24,10 +25,8 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.sip.actions import Action, CancelTimer, StartTimer
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import Peer, Request, Response
-from scaserver.sip.timers import TimerName
 
 # ------------------------------------------------------------------------ events
 
@@ -117,38 +116,6 @@ TransactionEvent = (
     | TransactionTerminated
 )
 """What the transaction layer hands its transaction user (``Deliver(event)``)."""
-
-# ------------------------------------------------------------------ timer ledger
-
-
-@attrs.define
-class TimerLedger:
-    """Which timers a machine has armed, so that leaving a state cancels what is pending."""
-
-    key: TransactionKey
-    armed: set[TimerName] = attrs.Factory(set)
-
-    def start(self, name: TimerName, delay: float) -> StartTimer:
-        self.armed.add(name)
-        return StartTimer(self.key, name, delay)
-
-    def cancel(self, *names: TimerName) -> list[Action]:
-        cancelled: list[Action] = []
-        for name in names:
-            if name in self.armed:
-                self.armed.discard(name)
-                cancelled.append(CancelTimer(self.key, name))
-        return cancelled
-
-    def cancel_all(self) -> list[Action]:
-        return self.cancel(*(name for name in TimerName if name in self.armed))
-
-    def fired(self, name: TimerName) -> bool:
-        """Disarm ``name``; False when it was not armed (cancelled, yet it fired: a race)."""
-        if name not in self.armed:
-            return False
-        self.armed.discard(name)
-        return True
 
 
 def response_class(status: int) -> int:
