@@ -65,7 +65,8 @@ from scaserver.owners import (
     UpstreamForwards,
 )
 from scaserver.parking.parked import ParkingLot
-from scaserver.proxy.proxy import BranchKey, Proxy, ProxySettings
+from scaserver.proxy.context import BranchKey
+from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
 from scaserver.proxy.sessiontimer import SessionTimerPolicy
@@ -78,13 +79,9 @@ from scaserver.push.pnparams import (
 )
 from scaserver.push.policy import PushPolicySettings
 from scaserver.push.settings import LegacyPushRule
-from scaserver.registrar.midregistrar import (
-    ForwardKey,
-    MidRegistrar,
-    MidRegSettings,
-    Mode,
-    UpstreamCredentials,
-)
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregistrar import MidRegSettings, Mode, UpstreamCredentials
+from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.router.router import (
@@ -95,14 +92,8 @@ from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import DialogKey
-from scaserver.sip.digest import (
-    Algorithm,
-    Authenticator,
-    ClientCredentials,
-    CredentialLookup,
-    Credentials,
-    NonceFactory,
-)
+from scaserver.sip.digest import Algorithm, Authenticator, CredentialLookup, Credentials, NonceFactory
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, is_numeric

@@ -26,25 +26,24 @@ from typing import Final, get_args
 
 import attrs
 
-from scaserver.parking.parked import (
+from scaserver.parking.events import ParkRejected, WakeObserved
+from scaserver.parking.held import HoldKey
+from scaserver.parking.instructions import (
     AbortPushes,
     BranchTarget,
     CallSpec,
     CancelParkedBranch,
-    HoldKey,
-    ParkingLot,
-    ParkKey,
-    ParkRejected,
     PushResult,
     PushTarget,
     RelayHeld,
     ReleaseCall,
     SendPush,
     StartBranch,
-    WakeKey,
-    WakeObserved,
 )
-from scaserver.proxy.proxy import BranchFinished, BranchKey, BranchState, CancelBranch, Proxy
+from scaserver.parking.parked import ParkingLot
+from scaserver.parking.parkedcall import ParkKey, WakeKey
+from scaserver.proxy.context import BranchFinished, BranchKey, BranchState, CancelBranch
+from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.routing import ProxyIdentity, preprocess_route
 from scaserver.proxy.target import Target
 from scaserver.push.devices import DeviceRegistry
@@ -86,20 +85,16 @@ from scaserver.registrar.binding import (
     RemovalReason,
 )
 from scaserver.registrar.location import LocationService
-from scaserver.registrar.midregistrar import (
-    AorKey,
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregevents import (
     BindingConfirmed,
     DropBinding,
-    ForwardKey,
-    MidRegistrar,
-    Mode,
-    PushTyping,
     PutBinding,
     RegisterFinished,
     RegisterForwarded,
-    binding_key,
-    mrct_of,
 )
+from scaserver.registrar.midregistrar import Mode, PushTyping, binding_key, mrct_of
+from scaserver.registrar.midregstate import AorKey, ForwardKey
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Fact, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
 from scaserver.sip.headers import Star, contacts, expires, from_addr, routes, to_addr

@@ -23,8 +23,9 @@ from typing import Protocol, TypeVar
 import attrs
 
 from scaserver.mobile import Mobile
-from scaserver.proxy.proxy import BranchKey, Proxy
-from scaserver.registrar.midregistrar import ForwardKey
+from scaserver.proxy.context import BranchKey
+from scaserver.proxy.proxy import Proxy
+from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import FlowFailure, NatPing
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sip.actions import Deliver, EngineAction, Fact

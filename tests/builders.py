@@ -16,15 +16,8 @@ from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sip.actions import Action, Send
-from scaserver.sip.digest import (
-    Authenticator,
-    ClientCredentials,
-    Credentials,
-    NonceFactory,
-    authorize,
-    parse_challenges,
-    select_challenge,
-)
+from scaserver.sip.digest import Authenticator, Credentials, NonceFactory
+from scaserver.sip.digestclient import ClientCredentials, authorize, parse_challenges, select_challenge
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.serializer import serialize

@@ -19,7 +19,9 @@ from scaserver.app import client_owners
 from scaserver.mobile import Mobile, MobileSettings, PushRequested
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
-from scaserver.registrar.midregistrar import MidRegistrar, MidRegSettings, UpstreamRegistration
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregistrar import MidRegSettings
+from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.headers import top_via

@@ -25,7 +25,7 @@ from scaserver.control.seams import (
     SubscriptionInfo,
 )
 from scaserver.mobile import Mobile
-from scaserver.parking.parked import AttemptState, CallState, ParkedCall
+from scaserver.parking.parkedcall import AttemptState, CallState, ParkedCall
 from scaserver.push.pnparams import token_hash
 from scaserver.push.policy import DevicePush
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind

@@ -88,7 +88,9 @@ from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
-from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.router.router import SipRouter
 from scaserver.sca.appearance import Appearance, AppearanceState

@@ -19,9 +19,7 @@ from scaserver.registrar.binding import (
     BindingExpired,
     BindingRemoved,
 )
-from scaserver.registrar.midregistrar import (
-    UpstreamAuthNeeded,
-)
+from scaserver.registrar.midregevents import UpstreamAuthNeeded
 from scaserver.router.router import AuthenticationRejected, LargeRequestOverUdp
 from scaserver.sca.appearance import AppearanceChanged, TriggerIgnored
 from scaserver.sca.subscription import (

@@ -12,7 +12,7 @@ from scaserver.mobile import (
     PushAnswered,
     PushRequested,
 )
-from scaserver.parking.parked import (
+from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
     ParkEnded,

@@ -15,7 +15,7 @@ from scaserver.mobile import (
     PushOutcome,
     PushRetrying,
 )
-from scaserver.parking.parked import (
+from scaserver.parking.events import (
     BranchAdded,
     EndReason,
     ParkEnded,

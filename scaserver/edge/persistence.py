@@ -26,7 +26,9 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
-from scaserver.registrar.midregistrar import Mode, UpstreamRegistration, UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.router.router import (
     SipRouter,

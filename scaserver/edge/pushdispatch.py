@@ -13,19 +13,13 @@ from scaserver.mobile import (
     PushesAborted,
     PushRequested,
 )
-from scaserver.parking.parked import (
-    ParkEnded,
-)
+from scaserver.parking.events import ParkEnded
 from scaserver.push.gateway import PushRequest
 from scaserver.push.pnparams import (
     token_hash,
 )
-from scaserver.registrar.midregistrar import (
-    RegisterDecided,
-)
-from scaserver.router.router import (
-    SipRouter,
-)
+from scaserver.registrar.midregevents import RegisterDecided
+from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Deliver
 
 

@@ -78,17 +78,26 @@ Choices where RFC 3261 leaves room, and why:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Hashable, Sequence
 from typing import Final
 
 import attrs
 
+from scaserver.proxy.context import (
+    TIMER_C,
+    Branch,
+    BranchKey,
+    BranchState,
+    CancelBranch,
+    ContextState,
+    ResponseContext,
+    best_response,
+    final_events,
+    is_initial,
+)
 from scaserver.proxy.events import (
     AckForwarded,
     CallCancelled,
-    CallEnded,
-    CallEndReason,
     RequestForwarded,
     ResponseRelayed,
 )
@@ -113,7 +122,6 @@ from scaserver.sip.actions import (
     CancelTimer,
     Deliver,
     EngineAction,
-    Instruction,
     Respond,
     Send,
     SendRequest,
@@ -121,56 +129,16 @@ from scaserver.sip.actions import (
 )
 from scaserver.sip.endpoint import response_destination
 from scaserver.sip.errors import LoopDetected, MalformedMessage, ProtocolStateError, SipError
-from scaserver.sip.headers import cseq, to_addr, top_via
+from scaserver.sip.headers import cseq, top_via
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-
-TIMER_C: Final = "C"
-"""Name of the proxy's INVITE branch timer (RFC 3261 16.6 step 11) in StartTimer/CancelTimer."""
 
 ANSWERED_ELSEWHERE: Final = 'SIP;cause=200;text="Call completed elsewhere"'
 """Reason (RFC 3326) for branches cancelled because another branch answered."""
 
 DIALOG_CREATING_METHODS: Final = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
 """Initial requests of these methods are record-routed (16.6 step 4)."""
-
-# 16.7 step 6: within the 4xx class these are preferred, they tell the caller how to succeed.
-_PREFERRED_4XX: Final = (401, 407, 415, 420, 484)
-
-
-@attrs.frozen
-class BranchKey:
-    """One branch of a response context: the SendRequest context and the timer C key.
-
-    ``loop_hash`` is the loop-detection part the branch's Via ``branch``
-    should carry (16.6 step 8, :func:`scaserver.proxy.routing.branch_with_loop_hash`).
-    """
-
-    server_tx: ServerKey
-    index: int
-    loop_hash: str
-
-
-@attrs.frozen
-class CancelBranch(Instruction):
-    """Instruction to the dispatcher, delivered as ``Deliver(CancelBranch(...))``: run
-    ``TransactionLayer.cancel`` for the client transaction of ``branch`` (RFC 3261 9.1,
-    16.10).  ``reason`` is a Reason header value (RFC 3326) for the CANCEL, if any."""
-
-    branch: BranchKey
-    reason: str | None = None
-
-
-@attrs.frozen
-class BranchFinished(Instruction):
-    """Instruction to the dispatcher, delivered as ``Deliver(BranchFinished(...))`` while the
-    context of ``branch`` is held (:meth:`Proxy.on_request` with ``hold``): the branch has a
-    final response, received or counted (408 time-out, 487 cancelled, 503 unreachable).  Call
-    parking decides from these when a held call ends (push-and-parking.md 6.3)."""
-
-    branch: BranchKey
-    status: int
 
 
 @attrs.frozen
@@ -186,68 +154,6 @@ class ProxySettings:
     timer_c: float = 180.0
     record_route: bool = True
     supported: frozenset[str] = frozenset()
-
-
-class BranchState(enum.Enum):
-    """Where one branch (one client transaction) stands, as the proxy sees it."""
-
-    CALLING = "calling"  # sent, nothing heard yet
-    PROCEEDING = "proceeding"  # a provisional response arrived
-    COMPLETED = "completed"  # final response received, or counted (408, 487, 503)
-
-
-class ContextState(enum.Enum):
-    """What went upstream for the response context (16.7 steps 5 to 9)."""
-
-    FORKING = "forking"  # no final response yet
-    ANSWERED = "answered"  # a 2xx was sent
-    COMPLETED = "completed"  # a non-2xx final response was sent (or withheld, RFC 4320)
-
-
-@attrs.define
-class Branch:
-    key: BranchKey
-    target: Target
-    request: Request  # as handed to the transaction layer, without our Via
-    peer: Peer | None  # None: the target could not be reached at all
-    state: BranchState = BranchState.CALLING
-    cancelled: bool = False  # a CancelBranch went out for it
-
-    @property
-    def pending(self) -> bool:
-        return self.state is not BranchState.COMPLETED
-
-
-@attrs.define
-class ResponseContext:
-    """RFC 3261 16.2: everything kept about one proxied request."""
-
-    server_tx: ServerKey
-    request: Request  # as received
-    prepared: Request  # after Route pre-processing and Max-Forwards, before a target is applied
-    peer: Peer  # where the request came from
-    loop_hash: str
-    groups: list[tuple[Target, ...]]  # target groups not tried yet (serial forking)
-    branches: dict[int, Branch] = attrs.Factory(dict)
-    finals: list[tuple[Response, bool]] = attrs.Factory(list)  # (response, generated), arrival order
-    state: ContextState = ContextState.FORKING
-    cancelled: bool = False
-    declined: bool = False  # a 6xx arrived (16.7 step 6)
-    held: bool = False  # call parking decides when the final response goes (push-and-parking.md 6.3)
-    honour_6xx: bool = True  # a 6xx ends the search (RFC 3261 16.7) or counts as a 4xx of its branch
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
-
-    @property
-    def to_tag(self) -> str:
-        """The To tag of responses the proxy generates itself (8.2.6.2)."""
-        return "p" + self.loop_hash[:12]
-
-    def pending(self) -> list[Branch]:
-        return [branch for branch in self.branches.values() if branch.pending]
-
 
 @attrs.define
 class Proxy:
@@ -304,7 +210,7 @@ class Proxy:
             prepared = decrement_max_forwards(preprocess_route(request, self.identity))
         except SipError as error:
             response = response_for(request, error, to_tag=_generated_tag(request))
-            return [Respond(server_tx, response), *self._final_events(request, response, now, generated=True)]
+            return [Respond(server_tx, response), *final_events(request, response, now, generated=True)]
         groups: list[tuple[Target, ...]] = order_targets(targets) if targets else [(Target(prepared.uri),)]
         if hold and not targets:
             groups = []
@@ -358,7 +264,7 @@ class Proxy:
             context.groups.clear()
             actions: list[EngineAction] = [
                 Respond(context.server_tx, response),
-                *self._final_events(context.request, response, now, generated=True),
+                *final_events(context.request, response, now, generated=True),
             ]
             return actions + self._advance(context, now)
         if not context.pending() and not context.finals and fallback is not None:
@@ -366,7 +272,7 @@ class Proxy:
             del self._contexts[server_tx]
             return [
                 Respond(context.server_tx, fallback),
-                *self._final_events(context.request, fallback, now, generated=True),
+                *final_events(context.request, fallback, now, generated=True),
             ]
         return self._advance(context, now)
 
@@ -407,7 +313,7 @@ class Proxy:
         context.cancelled = True
         context.groups.clear()
         actions.append(Deliver(CallCancelled(context.request, cancel, now)))
-        actions += self._cancel_pending(context, None)
+        actions += context.cancel_pending(None)
         actions += self._advance(context, now)
         return actions
 
@@ -457,7 +363,7 @@ class Proxy:
             return []
         actions: list[EngineAction] = [] if branch.cancelled else [Deliver(CancelBranch(key))]
         branch.cancelled = True
-        actions += self._count_final(context, branch, 408, stop_timer=False)
+        actions += context.count_final(branch, 408, stop_timer=False)
         actions += self._advance(context, now)
         return actions
 
@@ -482,7 +388,7 @@ class Proxy:
         branch = Branch(key, target, request, destination)
         context.branches[key.index] = branch
         if destination is None:
-            return self._count_final(context, branch, 503)
+            return context.count_final(branch, 503)
         if self.settings.record_route and _creates_dialog(context.request):
             secure = needs_sips_record_route(context.prepared, request)
             interface_for = self.identity.secure_interface_for if secure else self.identity.interface_for
@@ -531,16 +437,16 @@ class Proxy:
             branch.state = BranchState.COMPLETED
             if context.is_invite:
                 actions.append(CancelTimer(branch.key, TIMER_C))
-            actions += self._finished(context, branch, response.status)
+            actions += context.finished(branch, response.status)
         if context.state is ContextState.FORKING:
             context.state = ContextState.ANSWERED
             context.groups.clear()
             actions += [
                 Respond(context.server_tx, response),
-                *self._final_events(context.request, response, now, generated=False),
+                *final_events(context.request, response, now, generated=False),
             ]
             if context.is_invite:
-                actions += self._cancel_pending(context, ANSWERED_ELSEWHERE)
+                actions += context.cancel_pending(ANSWERED_ELSEWHERE)
         elif context.is_invite:
             actions += [
                 Send(response, context.peer),
@@ -560,13 +466,13 @@ class Proxy:
             actions.append(CancelTimer(branch.key, TIMER_C))
         branch.state = BranchState.COMPLETED
         context.finals.append((response, False))
-        actions += self._finished(context, branch, response.status)
+        actions += context.finished(branch, response.status)
         ends_search = response.status >= 600 and context.honour_6xx
         if ends_search and context.state is ContextState.FORKING and not context.declined:
             context.declined = True
             context.groups.clear()
             if context.is_invite:
-                actions += self._cancel_pending(context, None)
+                actions += context.cancel_pending(None)
         actions += self._advance(context, now)
         return actions
 
@@ -575,38 +481,12 @@ class Proxy:
         branch = context.branches.get(key.index) if context is not None else None
         if context is None or branch is None or not branch.pending:
             return []
-        actions = self._count_final(context, branch, status)
+        actions = context.count_final(branch, status)
         actions += self._advance(context, now)
         return actions
 
-    def _count_final(
-        self, context: ResponseContext, branch: Branch, status: int, *, stop_timer: bool = True
-    ) -> list[EngineAction]:
-        """Close ``branch`` with a final response of our own making (408, 487, 503)."""
-        actions: list[EngineAction] = []
-        if stop_timer and context.is_invite and branch.peer is not None:
-            actions.append(CancelTimer(branch.key, TIMER_C))
-        branch.state = BranchState.COMPLETED
-        response = make_response(context.request, status, to_tag=context.to_tag)
-        context.finals.append((response, True))
-        return actions + self._finished(context, branch, status)
 
-    @staticmethod
-    def _finished(context: ResponseContext, branch: Branch, status: int) -> list[EngineAction]:
-        return [Deliver(BranchFinished(branch.key, status))] if context.held else []
 
-    def _cancel_pending(self, context: ResponseContext, reason: str | None) -> list[EngineAction]:
-        """Cancel every pending branch (9.1, 16.10).  Branches that have heard nothing count
-        as 487 at once; ringing ones keep running until their final response arrives."""
-        actions: list[EngineAction] = []
-        for branch in context.pending():
-            if branch.cancelled:
-                continue
-            branch.cancelled = True
-            actions.append(Deliver(CancelBranch(branch.key, reason)))
-            if branch.state is BranchState.CALLING:
-                actions += self._count_final(context, branch, 487)
-        return actions
 
     def _advance(self, context: ResponseContext, now: float) -> list[EngineAction]:
         """After a branch ended: start the next q-group, or send the best response, or forget
@@ -622,28 +502,15 @@ class Proxy:
             return self._start_next_group(context, now)
         context.state = ContextState.COMPLETED
         del self._contexts[context.server_tx]
-        response, generated = _best_response(context)
+        response, generated = best_response(context)
         if generated and response.status == 408 and not context.is_invite:
             # RFC 4320 section 4.2: no 408 to a non-INVITE; the upstream times out by itself.
-            return list(self._final_events(context.request, response, now, generated=True, sent=False))
+            return list(final_events(context.request, response, now, generated=True, sent=False))
         return [
             Respond(context.server_tx, response),
-            *self._final_events(context.request, response, now, generated=generated),
+            *final_events(context.request, response, now, generated=generated),
         ]
 
-    def _final_events(
-        self, request: Request, response: Response, now: float, *, generated: bool, sent: bool = True
-    ) -> list[EngineAction]:
-        events: list[EngineAction] = []
-        if sent:
-            events.append(Deliver(ResponseRelayed(request, response, now, generated)))
-        call_id = request.call_id or ""
-        if request.method == "BYE":
-            events.append(Deliver(CallEnded(call_id, CallEndReason.BYE, request, response.status, now)))
-        elif request.method == "INVITE" and response.status >= 300 and _is_initial(request):
-            reason = CallEndReason.CANCELLED if response.status == 487 else CallEndReason.FAILED
-            events.append(Deliver(CallEnded(call_id, reason, request, response.status, now)))
-        return events
 
     def _forward_stray(self, response: Response, peer: Peer | None) -> list[EngineAction]:
         """Forward a 2xx to an INVITE statelessly to the next Via (RFC 6026 section 8.4)."""
@@ -659,46 +526,8 @@ class Proxy:
         return self.identity.is_local_peer(peer)
 
 
-def _best_response(context: ResponseContext) -> tuple[Response, bool]:
-    """RFC 3261 16.7 steps 6 and 7: choose the response to send upstream."""
-    finals = context.finals
-    if not finals:
-        return make_response(context.request, 408, to_tag=context.to_tag), True
-    chosen: tuple[Response, bool] | None = None
-    if context.honour_6xx:  # else (call parking, 6.3 case 2) a 6xx ranks by class like a 4xx
-        chosen = next((f for f in finals if f[0].status >= 600), None)
-    if chosen is None:
-        lowest = min(response.status // 100 for response, _ in finals)
-        # Responses received from branches before our own 408/487/503, each in arrival order.
-        in_class = sorted((f for f in finals if f[0].status // 100 == lowest), key=lambda f: f[1])
-        chosen = in_class[0]
-        if lowest == 4:
-            if context.cancelled:
-                chosen = next((f for f in in_class if f[0].status == 487), chosen)
-            else:
-                chosen = next((f for f in in_class if f[0].status in _PREFERRED_4XX), chosen)
-    response, generated = chosen
-    if response.status == 503:
-        # 16.7 step 6: a 503 would make the upstream believe *we* are unavailable.
-        return make_response(context.request, 500, to_tag=context.to_tag), True
-    if response.status in (401, 407):
-        response = _merge_challenges(response, [r for r, _ in finals if r is not response])
-    return response, generated
 
 
-def _merge_challenges(response: Response, others: Sequence[Response]) -> Response:
-    """16.7 step 7: add every WWW-/Proxy-Authenticate of the other 401/407 responses, unmodified."""
-    headers = response.headers
-    seen = {(name, value) for name, value in headers.fields}
-    for other in others:
-        if other.status not in (401, 407):
-            continue
-        for name in ("WWW-Authenticate", "Proxy-Authenticate"):
-            for value in other.headers.lines(name):
-                if (name, value) not in seen:
-                    seen.add((name, value))
-                    headers = headers.add(name, value)
-    return response.with_headers(headers)
 
 
 def _strip_our_via(response: Response, sent: Request) -> Response:
@@ -712,15 +541,10 @@ def _without_top_via(response: Response) -> Response:
     return response.with_headers(response.headers.remove_first_value("Via"))
 
 
-def _is_initial(request: Request) -> bool:
-    try:
-        return to_addr(request).tag is None
-    except MalformedMessage:
-        return False
 
 
 def _creates_dialog(request: Request) -> bool:
-    return request.method in DIALOG_CREATING_METHODS and _is_initial(request)
+    return request.method in DIALOG_CREATING_METHODS and is_initial(request)
 
 
 def _generated_tag(request: Request) -> str:
@@ -733,14 +557,6 @@ def _generated_tag(request: Request) -> str:
 
 __all__ = [
     "ANSWERED_ELSEWHERE",
-    "TIMER_C",
-    "Branch",
-    "BranchFinished",
-    "BranchKey",
-    "BranchState",
-    "CancelBranch",
-    "ContextState",
     "Proxy",
     "ProxySettings",
-    "ResponseContext",
 ]

@@ -31,16 +31,16 @@ from typing import Final, TypeAlias, assert_never
 import attrs
 
 from scaserver.mobile import PushAnswered, PushOutcome, PushRequested
-from scaserver.parking.parked import (
+from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
-    CallSpec,
     EndReason,
     ParkEnded,
     ParkStarted,
     WakeMissed,
     WakeObserved,
 )
+from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
 from scaserver.push.gateway import PushType
 from scaserver.reporting.history import HistoryRecorder

@@ -29,7 +29,7 @@ import attrs
 from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile, MobileInstruction
 from scaserver.owners import ClientFailure, ClientOwners
-from scaserver.parking.parked import (
+from scaserver.parking.instructions import (
     AbortPushes,
     CancelParkedBranch,
     RelayHeld,
@@ -37,8 +37,9 @@ from scaserver.parking.parked import (
     SendPush,
     StartBranch,
 )
+from scaserver.proxy.context import BranchFinished, BranchKey, CancelBranch
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
-from scaserver.proxy.proxy import BranchFinished, BranchKey, CancelBranch, Proxy
+from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.relay import (
     Origin,
     Rule,
@@ -67,7 +68,7 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.registrar.binding import Binding, BindingKey, address_key
-from scaserver.registrar.midregistrar import (
+from scaserver.registrar.midregevents import (
     DropBinding,
     PutBinding,
     RegisterFinished,

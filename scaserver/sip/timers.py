@@ -11,6 +11,9 @@ import enum
 
 import attrs
 
+from scaserver.sip.actions import Action, CancelTimer, StartTimer
+from scaserver.sip.keys import TransactionKey
+
 
 @attrs.frozen
 class TimerConfig:
@@ -72,3 +75,33 @@ class TimerName(enum.StrEnum):
     L = "L"  # RFC 6026: INVITE server, wait time for 2xx retransmissions from the TU and ACKs
     M = "M"  # RFC 6026: INVITE client, wait time for 2xx retransmissions
     TRYING_100 = "TRYING_100"  # INVITE server: send 100 Trying if the TU has not answered (17.2.1)
+
+
+@attrs.define
+class TimerLedger:
+    """Which timers a machine has armed, so that leaving a state cancels what is pending."""
+
+    key: TransactionKey
+    armed: set[TimerName] = attrs.Factory(set)
+
+    def start(self, name: TimerName, delay: float) -> StartTimer:
+        self.armed.add(name)
+        return StartTimer(self.key, name, delay)
+
+    def cancel(self, *names: TimerName) -> list[Action]:
+        cancelled: list[Action] = []
+        for name in names:
+            if name in self.armed:
+                self.armed.discard(name)
+                cancelled.append(CancelTimer(self.key, name))
+        return cancelled
+
+    def cancel_all(self) -> list[Action]:
+        return self.cancel(*(name for name in TimerName if name in self.armed))
+
+    def fired(self, name: TimerName) -> bool:
+        """Disarm ``name``; False when it was not armed (cancelled, yet it fired: a race)."""
+        if name not in self.armed:
+            return False
+        self.armed.discard(name)
+        return True

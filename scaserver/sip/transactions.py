@@ -2,9 +2,10 @@
 and 17.2.3), CANCEL matching (section 9.2) and generation (section 9.1).
 
 It owns every client and server transaction machine of
-:mod:`scaserver.sip.transaction`, keyed by their :class:`ClientKey` and
-:class:`ServerKey`, which are also the keys of the timers they ask for.  It
-does no I/O and reads no clock; every entry point returns the actions to run.
+:mod:`scaserver.sip.clienttransaction` and :mod:`scaserver.sip.servertransaction`, keyed
+by their :class:`ClientKey` and :class:`ServerKey`, which are also the keys of the timers
+they ask for.  It does no I/O and reads no clock; every entry point returns the actions to
+run.
 
 Requests reach :meth:`TransactionLayer.receive` already validated.  A request
 whose top Via has no RFC 3261 ``z9hG4bK`` branch is matched the RFC 2543 way of
@@ -21,29 +22,33 @@ from collections.abc import Callable
 import attrs
 
 from scaserver.sip.actions import Action, Deliver, Send
+from scaserver.sip.clienttransaction import (
+    ClientTransaction,
+    IctState,
+    InviteClientTransaction,
+    NonInviteClientTransaction,
+    build_cancel,
+)
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import Message, Peer, Request, Response
+from scaserver.sip.servertransaction import (
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+)
 from scaserver.sip.timers import TimerConfig, TimerName
 from scaserver.sip.transaction import (
     AckReceived,
     CancelReceived,
-    ClientTransaction,
-    IctState,
-    InviteClientTransaction,
-    InviteServerTransaction,
-    NonInviteClientTransaction,
-    NonInviteServerTransaction,
     RequestReceived,
     ResponseReceived,
-    ServerTransaction,
     StrayResponse,
     TransactionEvent,
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
-    build_cancel,
 )
 
 __all__ = [

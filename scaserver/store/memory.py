@@ -13,7 +13,7 @@ from typing import Generic, TypeVar
 
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey
-from scaserver.registrar.midregistrar import UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSnapshot
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Subscription, SubscriptionKey

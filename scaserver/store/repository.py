@@ -19,7 +19,7 @@ from typing import Protocol, TypeAlias
 from scaserver.push.pnparams import masked_pn_params, token_hash
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSnapshot
 from scaserver.sca.appearance import Appearance
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Subscription, SubscriptionKey

@@ -17,7 +17,7 @@ import pytest
 
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSnapshot
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Previous, Role
 from scaserver.sca.line import SharedLine

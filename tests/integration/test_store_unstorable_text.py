@@ -17,7 +17,7 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSnapshot
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role
 from scaserver.sca.line import SharedLine

@@ -18,7 +18,9 @@ from scaserver.edge.writebehind import DELETED, Channel, Runner, Sink, WriteBehi
 from scaserver.events import EventBus
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import REFRESH_TIMER, AorKey, UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregistrar import REFRESH_TIMER
+from scaserver.registrar.midregstate import AorKey
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import StartTimer
 from scaserver.sip.message import Peer, Transport

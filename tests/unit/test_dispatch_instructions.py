@@ -7,8 +7,8 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.parking.parked import ReleaseCall
-from scaserver.proxy.proxy import BranchKey, CancelBranch
+from scaserver.parking.instructions import ReleaseCall
+from scaserver.proxy.context import BranchKey, CancelBranch
 from scaserver.router.router import TransactionCompleted
 from scaserver.sip.actions import Deliver, Instruction
 from scaserver.sip.errors import ProtocolStateError

@@ -17,17 +17,8 @@ from scaserver.directory import DirectoryError, digest_policy
 from scaserver.metrics import Metrics
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
-from scaserver.sip.digest import (
-    Algorithm,
-    Authenticated,
-    Authenticator,
-    ClientCredentials,
-    Credentials,
-    NonceFactory,
-    Rejected,
-    authorize,
-    parse_challenges,
-)
+from scaserver.sip.digest import Algorithm, Authenticated, Authenticator, Credentials, NonceFactory, Rejected
+from scaserver.sip.digestclient import ClientCredentials, authorize, parse_challenges
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.endpoint import RequestRefused
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport

@@ -14,11 +14,12 @@ import sys
 
 from scaserver.app import client_owners
 from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome, fallback_tag
-from scaserver.parking.parked import ParkEnded, ParkingLot, ParkingSettings, ParkStarted, WakeObserved
+from scaserver.parking.events import ParkEnded, ParkStarted, WakeObserved
+from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import RegisterDecided
+from scaserver.registrar.midregevents import RegisterDecided
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request, Transport

@@ -11,18 +11,11 @@ from collections.abc import Callable
 import pytest
 
 from scaserver.mobile import MobileSettings
-from scaserver.parking.parked import (
-    BranchAdded,
-    EndReason,
-    ParkEnded,
-    ParkStarted,
-    WakeMissed,
-    WakeObserved,
-)
+from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import PushPolicySettings
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import RegisterDecided, UpstreamChanged
+from scaserver.registrar.midregevents import RegisterDecided, UpstreamChanged
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Peer, Request, Transport
 from tests.mobile_rig import (

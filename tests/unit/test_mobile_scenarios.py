@@ -8,16 +8,12 @@ T17 (gateway retry with the same id) in tests/integration/test_pushgateway.py.
 from __future__ import annotations
 
 from scaserver.mobile import PushAnswered, PushOutcome
-from scaserver.parking.parked import (
-    EarlyMedia,
-    EndReason,
-    ParkEnded,
-    ParkStarted,
-    WakeMissed,
-)
+from scaserver.parking.events import EndReason, ParkEnded, ParkStarted, WakeMissed
+from scaserver.parking.parked import EarlyMedia
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
-from scaserver.registrar.midregistrar import Mode, RegisterDecided, mrct_of
+from scaserver.registrar.midregevents import RegisterDecided
+from scaserver.registrar.midregistrar import Mode, mrct_of
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request

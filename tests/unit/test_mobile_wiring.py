@@ -19,11 +19,13 @@ from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
-from scaserver.parking.parked import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
+from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
-from scaserver.registrar.midregistrar import Mode, UpstreamAuthNeeded, UpstreamCredentials
-from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, compute_ha1
+from scaserver.registrar.midregevents import UpstreamAuthNeeded
+from scaserver.registrar.midregistrar import Mode, UpstreamCredentials
+from scaserver.sip.digest import Algorithm, Credentials, compute_ha1
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers

@@ -42,7 +42,7 @@ from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
 from scaserver.mobile import PushesAborted
-from scaserver.parking.parked import EndReason, ParkEnded
+from scaserver.parking.events import EndReason, ParkEnded
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind, RemovalReason

@@ -6,30 +6,22 @@ import itertools
 
 import pytest
 
-from scaserver.parking.parked import (
-    GRACE_TIMER,
-    HOLD_TIMER,
-    PARK_TIMER,
-    TRANSITIONS,
-    WAKE_TIMEOUT_REASON,
-    WAKE_TIMER,
-    AbortPushes,
-    AttemptState,
+from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
-    BranchTarget,
-    CallSpec,
-    CallState,
-    CancelParkedBranch,
-    EarlyMedia,
     EndReason,
-    HoldKey,
     ParkEnded,
-    ParkingLot,
-    ParkingSettings,
-    ParkKey,
     ParkRejected,
     ParkStarted,
+    WakeMissed,
+    WakeObserved,
+)
+from scaserver.parking.held import HOLD_TIMER, HoldKey
+from scaserver.parking.instructions import (
+    AbortPushes,
+    BranchTarget,
+    CallSpec,
+    CancelParkedBranch,
     PushKind,
     PushResult,
     PushTarget,
@@ -37,9 +29,17 @@ from scaserver.parking.parked import (
     ReleaseCall,
     SendPush,
     StartBranch,
+)
+from scaserver.parking.parked import WAKE_TIMEOUT_REASON, EarlyMedia, ParkingLot, ParkingSettings
+from scaserver.parking.parkedcall import (
+    GRACE_TIMER,
+    PARK_TIMER,
+    TRANSITIONS,
+    WAKE_TIMER,
+    AttemptState,
+    CallState,
+    ParkKey,
     WakeKey,
-    WakeMissed,
-    WakeObserved,
 )
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, StartTimer
 from scaserver.sip.errors import ProtocolStateError

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scaserver.proxy.context import TIMER_C, BranchKey, CancelBranch
 from scaserver.proxy.events import (
     AckForwarded,
     CallCancelled,
@@ -14,14 +15,7 @@ from scaserver.proxy.events import (
     RequestForwarded,
     ResponseRelayed,
 )
-from scaserver.proxy.proxy import (
-    ANSWERED_ELSEWHERE,
-    TIMER_C,
-    BranchKey,
-    CancelBranch,
-    Proxy,
-    ProxySettings,
-)
+from scaserver.proxy.proxy import ANSWERED_ELSEWHERE, Proxy, ProxySettings
 from scaserver.proxy.relay import signature_for
 from scaserver.proxy.routing import branch_with_loop_hash, loop_hash
 from scaserver.proxy.target import Target

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from scaserver.proxy.context import TIMER_C, BranchFinished, BranchKey, BranchState, CancelBranch
 from scaserver.proxy.events import CallCancelled, CallEnded, CallEndReason, RequestForwarded, ResponseRelayed
-from scaserver.proxy.proxy import (
-    ANSWERED_ELSEWHERE,
-    TIMER_C,
-    BranchFinished,
-    BranchKey,
-    BranchState,
-    CancelBranch,
-    Proxy,
-)
+from scaserver.proxy.proxy import ANSWERED_ELSEWHERE, Proxy
 from scaserver.proxy.relay import signature_for
 from scaserver.proxy.routing import loop_hash
 from scaserver.proxy.target import Target

@@ -9,44 +9,44 @@ import attrs
 import pytest
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.midregistrar import (
-    REFRESH_TIMER,
-    UNREGISTER_TIMER,
-    UPSTREAM_TIMEOUT,
-    AorKey,
+from scaserver.registrar.midregengine import MidRegistrar
+from scaserver.registrar.midregevents import (
     BindingConfirmed,
     DropBinding,
-    ForwardKey,
-    MidRegistrar,
-    MidRegSettings,
-    Mode,
-    PushTyping,
     PutBinding,
     RegisterDecided,
     RegisterFinished,
     RegisterForwarded,
     UpstreamAuthNeeded,
     UpstreamChanged,
-    UpstreamCredentials,
     UpstreamGaveUp,
-    UpstreamRegistration,
     UpstreamSaved,
     UpstreamSnapshot,
+)
+from scaserver.registrar.midregistrar import (
+    REFRESH_TIMER,
+    UNREGISTER_TIMER,
+    UPSTREAM_TIMEOUT,
+    MidRegSettings,
+    Mode,
+    PushTyping,
+    UpstreamCredentials,
     binding_key,
     mrct_of,
 )
+from scaserver.registrar.midregstate import AorKey, ForwardKey, UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
 from scaserver.sip.digest import (
     Algorithm,
     Authenticated,
     Authenticator,
-    ClientCredentials,
     Credentials,
     NonceFactory,
     Rejected,
     compute_ha1,
 )
+from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.headers import contacts
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response, Transport

@@ -10,15 +10,9 @@ from typing import Any
 import attrs
 
 from scaserver.registrar.binding import Binding
-from scaserver.registrar.midregistrar import (
-    REFRESH_TIMER,
-    UNREGISTER_TIMER,
-    AorKey,
-    ForwardKey,
-    Mode,
-    UpstreamSaved,
-    UpstreamSnapshot,
-)
+from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
+from scaserver.registrar.midregistrar import REFRESH_TIMER, UNREGISTER_TIMER, Mode
+from scaserver.registrar.midregstate import AorKey, ForwardKey
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import Deliver, EngineAction, StartTimer
 from scaserver.sip.message import Headers

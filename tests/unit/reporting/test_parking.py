@@ -7,16 +7,16 @@ import attrs
 import pytest
 
 from scaserver.mobile import PushAnswered, PushOutcome, PushRequested
-from scaserver.parking.parked import (
+from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
-    CallSpec,
     EndReason,
     ParkEnded,
     ParkStarted,
     WakeMissed,
     WakeObserved,
 )
+from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
 from scaserver.push.gateway import CallInfo, PushRequest, PushType
 from scaserver.reporting.history import HistoryRecorder, call_uuid, prid_sha256

@@ -14,14 +14,16 @@ from scaserver.sip.digest import (
     Algorithm,
     Authenticated,
     Authenticator,
-    Challenge,
-    ClientCredentials,
     Credentials,
     NonceFactory,
     Rejected,
+    compute_ha1,
+)
+from scaserver.sip.digestclient import (
+    Challenge,
+    ClientCredentials,
     authorization,
     authorize,
-    compute_ha1,
     parse_challenges,
     select_challenge,
 )

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
+from scaserver.sip.clienttransaction import build_cancel
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
 from scaserver.sip.timers import TimerConfig, TimerName
-from scaserver.sip.transaction import build_cancel
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
