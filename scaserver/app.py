@@ -47,19 +47,19 @@ from scaserver.config import (
 )
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
+from scaserver.control.locationview import EngineRegistrarGauges
+from scaserver.control.parkingview import EngineParkingGauges
 from scaserver.control.registry import Scope
+from scaserver.control.scaview import EngineScaGauges
+from scaserver.control.statistics import MetricsStatistics
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.dispatch import (
     CoreSettings,
     SipRouter,
 )
 from scaserver.edge.controlplane import (
-    EngineParkingGauges,
-    EngineRegistrarGauges,
     EngineScaControl,
-    EngineScaGauges,
     GuardView,
-    MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
     ResyncContext,
@@ -97,7 +97,7 @@ from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.logs import MessageTrace
-from scaserver.metrics import Metrics
+from scaserver.metrics import NAMESPACE, Metrics
 from scaserver.mobile import (
     Mobile,
     MobileSettings,
@@ -1086,7 +1086,7 @@ def control_plane(
         clock=reactor.seconds,
         parking=parking,
         provisioning=resync,
-        statistics=MetricsStatistics(metrics.registry),
+        statistics=MetricsStatistics(metrics.registry, NAMESPACE),
         security=security,
         directory=RpcDirectory(directory) if directory is not None else None,
     )

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from scaserver.app import configured_lines, make_core, make_mobile
 from scaserver.config import ConfigError, Settings, settings_from_mapping
-from scaserver.edge.controlplane import MobileParkingControl
+from scaserver.control.parkingview import MobileParkingControl
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.edge.pushgateway import GatewayActivity

@@ -21,7 +21,9 @@ from twisted.python.failure import Failure
 
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import Dispatcher
+from scaserver.control.notifywatch import NotifyWatch
 from scaserver.control.registry import Caller, Scope
+from scaserver.control.scaview import EngineScaGauges
 from scaserver.control.seams import (
     AorRecord,
     AppearanceChange,
@@ -41,8 +43,6 @@ from scaserver.control.views import canonical_argument, contact_matches
 from scaserver.dispatch import SipRouter
 from scaserver.edge.controlplane import (
     EngineScaControl,
-    EngineScaGauges,
-    NotifyWatch,
     RegistrarLocationControl,
     SipProvisioningControl,
 )
