@@ -153,6 +153,7 @@ from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
+from scaserver.store.directory import directory_generation
 from scaserver.store.engine import probe_writable
 from scaserver.store.history import SqlHistoryRepository, history_key
 from scaserver.store.migrate import check_up_to_date
@@ -166,7 +167,7 @@ from scaserver.store.repository import (
     token_key_text,
     upstream_key,
 )
-from scaserver.store.sql import SqlStore, directory_generation
+from scaserver.store.sql import SqlStore
 
 
 class Reactor(TimerClock, UdpReactor, TcpReactor, Protocol):
