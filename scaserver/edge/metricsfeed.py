@@ -10,7 +10,7 @@ from scaserver.dispatch import AuthenticationRejected, TransactionCompleted
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import (
     PushAnswered,
     PushOutcome,

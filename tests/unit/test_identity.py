@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from scaserver.config import ConfigError, UserAgentAlgorithms, load_settings, settings_from_mapping
 from scaserver.directory import DirectoryError, digest_policy
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.digest import (

@@ -14,7 +14,7 @@ from scaserver.edge.factlog import FactLog
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
 from scaserver.parking.parked import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome

@@ -39,7 +39,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
-from scaserver.metrics import NAMESPACE, Metrics
+from scaserver.metrics.counters import NAMESPACE, Metrics
 from scaserver.mobile import PushesAborted
 from scaserver.parking.parked import EndReason, ParkEnded
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType

@@ -47,7 +47,7 @@ from scaserver.edge.controlplane import (
     SipProvisioningControl,
 )
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.owners import RequestAnswered
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.sca.line import SharedLine
