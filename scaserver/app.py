@@ -97,7 +97,8 @@ from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.logs import MessageTrace
-from scaserver.metrics.counters import NAMESPACE, Metrics
+from scaserver.metrics import NAMESPACE
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import (
     Mobile,
     MobileSettings,

@@ -56,7 +56,7 @@ class LocationView:
 
 
 class EngineRegistrarGauges:
-    """``metrics.RegistrarGauges`` over the location service (dormant push-only bindings, which
+    """``metrics.collectors.RegistrarGauges`` over the location service (dormant push-only bindings, which
     are not reachable, are not counted)."""
 
     def __init__(self, core: SipRouter) -> None:

@@ -215,7 +215,7 @@ class MobileParkingControl:
 
 
 class EngineParkingGauges:
-    """``metrics.ParkingGauges`` over the parking lot: the tsilo table counted at scrape time."""
+    """``metrics.collectors.ParkingGauges`` over the parking lot: the tsilo table counted at scrape time."""
 
     def __init__(self, core: SipRouter) -> None:
         self._core = core

@@ -92,7 +92,7 @@ class ScaEngineView:
 
 
 class EngineScaGauges:
-    """``metrics.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
+    """``metrics.collectors.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
 
     def __init__(self, core: SipRouter) -> None:
         self._core = core

@@ -2,9 +2,10 @@
 
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
 ``control.seams.LocationControl``, ``control.seams.ParkingControl``,
-``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``).  The
-reads are the pure views of :mod:`scaserver.control.scaview`, :mod:`scaserver.control.locationview`
-and :mod:`scaserver.control.parkingview` over the lead's :class:`~scaserver.dispatch.SipRouter`;
+``control.seams.StatisticsControl``, ``metrics.collectors.ScaGauges``,
+``metrics.collectors.ParkingGauges``).  The reads are the pure views of
+:mod:`scaserver.control.scaview`, :mod:`scaserver.control.locationview` and
+:mod:`scaserver.control.parkingview` over the lead's :class:`~scaserver.dispatch.SipRouter`;
 this module adds what needs the reactor (and ``control.security.SecurityControl`` over the
 source guard, ``directory.reload`` over the directory watch):
 

@@ -1,4 +1,4 @@
-"""scaserver.metrics: lazy engine gauges and the counters the core bumps."""
+"""scaserver.metrics: lazy engine gauges (collectors) and the counters the core bumps (counters)."""
 
 from __future__ import annotations
 

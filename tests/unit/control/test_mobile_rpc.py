@@ -39,7 +39,8 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
-from scaserver.metrics.counters import NAMESPACE, Metrics
+from scaserver.metrics import NAMESPACE
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import PushesAborted
 from scaserver.parking.parked import EndReason, ParkEnded
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
