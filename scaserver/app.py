@@ -1313,7 +1313,6 @@ def make_server(
     for obsolete in state.obsolete_invalidations():
         invalidated.delete(token_key(obsolete))
     Persistence(
-        core,
         writes.channel("location", store.bindings, binding_key, key_text=binding_key_text),
         writes.channel("sca_subscriptions", store.subscriptions, subscription_key),
         writes.channel("sca_appearance", store.appearances, appearance_key),
