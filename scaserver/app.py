@@ -59,7 +59,6 @@ from scaserver.dispatch import (
 )
 from scaserver.edge.controlplane import (
     EngineScaControl,
-    GuardView,
     MobileParkingAdmin,
     RegistrarLocationControl,
     ResyncContext,
@@ -70,6 +69,7 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
 from scaserver.edge.dns import DnsSettings, ServerLocator, TransportChoice, make_resolver, nameservers
 from scaserver.edge.factlog import FactLog
+from scaserver.edge.guardview import GuardView
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.historyfeed import HistoryFeed
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher

@@ -6,8 +6,8 @@
 ``metrics.collectors.ParkingGauges``).  The reads are the pure views of
 :mod:`scaserver.control.scaview`, :mod:`scaserver.control.locationview` and
 :mod:`scaserver.control.parkingview` over the lead's :class:`~scaserver.dispatch.SipRouter`;
-this module adds what needs the reactor (and ``control.security.SecurityControl`` over the
-source guard, ``directory.reload`` over the directory watch):
+this module adds what needs the reactor (and ``directory.reload`` over the directory watch;
+``control.security.SecurityControl`` over the source guard is ``edge.guardview``):
 
 * mutations go through the engines' own management entry points (``ScaEngine.seize_appearance``,
   ``update_appearance``, ``release_appearance``, ``deactivate``; ``LocationService.remove``), so
@@ -32,7 +32,6 @@ from typing import Final, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from scaserver.control.locationview import LocationView
 from scaserver.control.notifywatch import NotifyWatch
@@ -52,7 +51,6 @@ from scaserver.control.seams import (
     UacRegistration,
     WakeOutcome,
 )
-from scaserver.control.security import BanView
 from scaserver.control.views import (
     canonical_argument,
     contact_matches,
@@ -63,9 +61,7 @@ from scaserver.control.views import (
 from scaserver.dispatch import SipRouter
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
-from scaserver.edge.tcp import SipStreamFactory
 from scaserver.events import EventBus
-from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import PushAnswered
 from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
@@ -462,52 +458,6 @@ class SipProvisioningControl:
             ResyncOutcome(context.contact, answers[context].status if context in answers else 408)
             for context in contexts
         )
-
-
-class GuardView:
-    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
-
-    _log = Logger(namespace="scaserver.facts")
-
-    def __init__(
-        self,
-        guard: SourceGuard | None,
-        streams: SipStreamFactory | None,
-        clock: Callable[[], float],
-        changed: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
-
-    def dropped_messages(self) -> int:
-        return self._guard.dropped_total if self._guard is not None else 0
-
-    def bans_active(self) -> int:
-        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
-
-    def bans_by_reason(self) -> dict[str, int]:
-        if self._guard is None:
-            return {}
-        return {reason.value: count for reason, count in self._guard.bans_total.items()}
-
-    def tcp_refused(self) -> dict[str, int]:
-        return dict(self._streams.refused) if self._streams is not None else {}
-
-    def tracked_sources(self) -> int:
-        return self._guard.tracked_sources if self._guard is not None else 0
-
-    def bans(self) -> list[BanView]:
-        if self._guard is None:
-            return []
-        return [
-            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
-            for ban in self._guard.bans(self._clock())
-        ]
-
-    def unban(self, source: str) -> bool:
-        lifted = self._guard is not None and self._guard.unban(source)
-        self._changed()
-        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
-        return lifted
 
 
 class RpcDirectory:
