@@ -101,6 +101,7 @@ from scaserver.sip.transactions import TransactionLayer
 from scaserver.sip.trust import TrustedPeer, TrustedPeers
 from scaserver.sip.uri import SipUri, format_host, parse_uri
 from scaserver.siproot import make_service, nat_pinger
+from scaserver.store.directory import directory_generation
 from scaserver.store.engine import probe_writable
 from scaserver.store.migrate import check_up_to_date
 from scaserver.store.repository import (
@@ -112,7 +113,7 @@ from scaserver.store.repository import (
     token_key_text,
     upstream_key,
 )
-from scaserver.store.sql import SqlStore, directory_generation
+from scaserver.store.sql import SqlStore
 
 
 def domain_policy(settings: Settings, directory: Iterable[str] = ()) -> DomainPolicy:
@@ -567,7 +568,6 @@ def make_server(
     for obsolete in state.obsolete_invalidations():
         invalidated.delete(token_key(obsolete))
     Persistence(
-        core,
         writes.channel("location", store.bindings, binding_key, key_text=binding_key_text),
         writes.channel("sca_subscriptions", store.subscriptions, subscription_key),
         writes.channel("sca_appearance", store.appearances, appearance_key),

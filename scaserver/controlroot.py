@@ -17,15 +17,14 @@ from twisted.web.server import Site
 from scaserver.config.schema import Settings
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import DispatchOptions
+from scaserver.control.locationview import EngineRegistrarGauges
+from scaserver.control.parkingview import EngineParkingGauges
 from scaserver.control.registry import Scope
+from scaserver.control.scaview import EngineScaGauges
+from scaserver.control.statistics import MetricsStatistics
 from scaserver.control.system import ServerInfo, product_version
 from scaserver.edge.controlplane import (
-    EngineParkingGauges,
-    EngineRegistrarGauges,
     EngineScaControl,
-    EngineScaGauges,
-    GuardView,
-    MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
     RpcDirectory,
@@ -33,6 +32,7 @@ from scaserver.edge.controlplane import (
 )
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import DirectoryWatch
+from scaserver.edge.guardview import GuardView
 from scaserver.edge.health import HealthResource, Readiness, ReadyResource
 from scaserver.edge.http import BearerTokens, HttpPolicy, build_root, check_rpc_bind, rpc_dispatcher
 from scaserver.edge.looplag import LoopLagProbe
@@ -49,7 +49,8 @@ from scaserver.edge.provisioning import (
 from scaserver.edge.rpcdgram import RpcDatagramProtocol
 from scaserver.edge.services import ControlPlane, Reactor, SipService, TlsView
 from scaserver.edge.writebehind import WriteBehind
-from scaserver.metrics import Metrics
+from scaserver.metrics import NAMESPACE
+from scaserver.metrics.counters import Metrics
 from scaserver.provisioning.profile import SipTransport, SiteSettings
 from scaserver.router.router import SipRouter
 from scaserver.sip.digest import NonceFactory
@@ -133,7 +134,7 @@ def control_plane(
         clock=reactor.seconds,
         parking=parking,
         provisioning=resync,
-        statistics=MetricsStatistics(metrics.registry),
+        statistics=MetricsStatistics(metrics.registry, NAMESPACE),
         security=security,
         directory=RpcDirectory(directory) if directory is not None else None,
     )

@@ -2,8 +2,9 @@
 appearances, bindings and parked calls (rpc.md 3, sca.md 8.1 and 11, push-and-parking.md 9),
 and how an operator's arguments name AoRs and contacts.
 
-Pure functions of the engines' values; the seam implementations over the running core
-(``scaserver.edge.controlplane``) read the engines and map what they read through these.
+Pure functions of the engines' values; the views over the running core (``control.scaview``,
+``control.locationview``, ``control.parkingview``) read the engines and map what they read
+through these.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 ``control`` and ``metrics`` speak to the engines through Protocols (``control.seams.ScaControl``,
 ``control.seams.LocationControl``, ``control.seams.ParkingControl``,
-``control.seams.StatisticsControl``, ``metrics.ScaGauges``, ``metrics.ParkingGauges``); this
-module implements them over the lead's :class:`~scaserver.router.router.SipRouter` (and
-``control.security.SecurityControl`` over the source guard, ``directory.reload`` over the
-directory watch):
+``control.seams.StatisticsControl``, ``metrics.collectors.ScaGauges``,
+``metrics.collectors.ParkingGauges``).  The reads are the pure views of
+:mod:`scaserver.control.scaview`, :mod:`scaserver.control.locationview` and
+:mod:`scaserver.control.parkingview` over the lead's :class:`~scaserver.router.router.SipRouter`;
+this module adds what needs the reactor (and ``directory.reload`` over the directory watch;
+``control.security.SecurityControl`` over the source guard is ``edge.guardview``):
 
-* reads are synchronous snapshots of the engines' in-memory state, mapped to the seams' frozen
-  values by the pure functions of :mod:`scaserver.control.views`;
 * mutations go through the engines' own management entry points (``ScaEngine.seize_appearance``,
   ``update_appearance``, ``release_appearance``, ``deactivate``; ``LocationService.remove``), so
   an RPC takes the same rows of the appearance table (sca.md 6, rule ``RPC``) and sends the same
@@ -17,12 +17,7 @@ directory watch):
   ``run``): NOTIFYs are on the wire before the RPC answers (rpc.md 3.2).
 
 ``notify_failed`` (rpc.md 3.2): after executing, a mutating SCA call watches the bus for up to
-``notify_wait_s`` seconds for the fate of the NOTIFYs it sent.  A contact is reported when the
-engine removes its subscription with reason ``notify-failed`` (a 481, another final 4xx-6xx
-without Retry-After, a transaction time-out or transport error, or no route at all; sca.md 4
-"NOTIFY outcome") within that window.  A NOTIFY counts as settled when its subscription is
-removed, when the subscriber answers it with a 2xx (``NotifyAnswered``), or when the next
-NOTIFY of the same dialog goes out (the engine sends it only after a final response); the RPC
+``notify_wait_s`` seconds for the fate of the NOTIFYs it sent (``control.notifywatch``); the RPC
 answers as soon as every NOTIFY it caused has settled, or when the window closes.
 Failures that come later (a UDP NOTIFY times out after 64*T1 = 32 s, RFC 3261 17.1.2.2) are not
 reported, nor are failures of the terminating NOTIFYs of a deactivation (the subscription is
@@ -32,80 +27,53 @@ reports only the failures known while the actions run (no route to the subscribe
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence, Set
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence, Set
 from typing import Final, TypeVar
 
 import attrs
-from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
+from scaserver.control.locationview import LocationView
+from scaserver.control.notifywatch import NotifyWatch
+from scaserver.control.parkingview import MobileParkingControl
+from scaserver.control.scaview import ScaEngineView
 from scaserver.control.seams import (
-    UAC_FLAG_AUTHSENT,
-    UAC_FLAG_INIT,
-    UAC_FLAG_ONGOING,
-    UAC_FLAG_ONLINE,
     AorRecord,
     AppearanceChange,
-    AppearanceInfo,
     AppearanceRefusal,
     AppearanceStateName,
     ContactRemoval,
     Deactivation,
-    LineInfo,
     ParkedCallInfo,
-    ParkedTransaction,
     ResyncOutcome,
     ScaEvent,
-    Statistic,
-    SubscriptionInfo,
     UacRefusal,
     UacRegistration,
-    UpstreamInfo,
     WakeOutcome,
 )
-from scaserver.control.security import BanView
 from scaserver.control.views import (
-    appearance_info,
     canonical_argument,
-    contact_info,
     contact_matches,
     idle_appearance,
     parked_call_info,
-    statistic_group,
     subscription_info,
-    usrloc_aor,
 )
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
-from scaserver.edge.tcp import SipStreamFactory
 from scaserver.events import EventBus
-from scaserver.guard.sources import SourceGuard
-from scaserver.metrics import NAMESPACE
-from scaserver.mobile import PushAnswered, PushRequested
+from scaserver.mobile import PushAnswered
 from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
-from scaserver.push.pnparams import strip_pn_params
-from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
-from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregistrar import Mode
-from scaserver.registrar.midregstate import UpstreamRegistration
-from scaserver.registrar.upstream import UpstreamState
 from scaserver.router.router import SipRouter
-from scaserver.sca.appearance import Appearance, AppearanceState
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.subscription import (
     NotifyAnswered,
-    Package,
     Subscription,
-    SubscriptionKey,
     SubscriptionNotified,
     SubscriptionRemoved,
 )
-from scaserver.sip.actions import Action, Deliver, EngineAction, SendRequest
-from scaserver.sip.message import Peer
-from scaserver.sip.uri import SipUri, format_host, parse_uri
+from scaserver.sip.actions import Action, EngineAction, SendRequest
 
 Execute = Callable[[list[Action]], None]
 """Runs edge actions (the stack's ``run``): sends, timers, bus events."""
@@ -116,15 +84,12 @@ KeyT = TypeVar("KeyT", bound=Hashable)
 #: How long a mutating SCA call waits for the outcome of its NOTIFYs by default (seconds).
 NOTIFY_WAIT_S: Final = 2.0
 
-#: The reason the SCA engine gives when it drops a subscription whose NOTIFY failed.
-NOTIFY_FAILED: Final = "notify-failed"
-
 #: How long ``pushreg.wake`` waits for the gateway's answers by default (seconds): the push
 #: client's own limits (3 attempts of 2 s with back-off, push-and-parking.md 5.3) fit in it.
 WAKE_WAIT_S: Final = 10.0
 
 
-# NOTIFY outcomes.
+# Waiting for answers.
 
 
 async def collect_facts(
@@ -167,71 +132,13 @@ async def collect_facts(
     return answers
 
 
-@attrs.define
-class NotifyWatch:
-    """The NOTIFYs one RPC sent, followed on the bus until each settles or the window closes.
-
-    While the RPC's actions run (``collecting``) every NOTIFY sent to a live subscription is
-    watched; afterwards only the watched ones matter.  See the module docstring for what
-    "settled" and "failed" mean.
-    """
-
-    watched: dict[SubscriptionKey, int] = attrs.field(factory=dict)
-    settled: set[SubscriptionKey] = attrs.field(factory=set)
-    failed: dict[str, None] = attrs.field(factory=dict)
-    collecting: bool = True
-    done: Deferred[None] | None = None
-
-    def notified(self, event: SubscriptionNotified) -> None:
-        sub = event.subscription
-        cseq = self.watched.get(sub.key)
-        if cseq is None:
-            if self.collecting:
-                self.watched[sub.key] = sub.notify_cseq
-        elif sub.notify_cseq > cseq:
-            self._settle(sub.key)
-
-    def answered(self, event: NotifyAnswered) -> None:
-        cseq = self.watched.get(event.subscription.key)
-        if cseq is not None and event.cseq >= cseq:
-            self._settle(event.subscription.key)
-
-    def removed(self, event: SubscriptionRemoved) -> None:
-        key = event.subscription.key
-        if key not in self.watched and not self.collecting:
-            return
-        if event.reason == NOTIFY_FAILED:
-            self.failed[event.subscription.subscriber] = None
-        if key in self.watched:
-            self._settle(key)
-
-    def observe(self, actions: Iterable[Action]) -> None:
-        """Take the facts of an action list (the same ones the stack publishes; seen twice,
-        they change nothing)."""
-        for action in actions:
-            if isinstance(action, Deliver):
-                event = action.event
-                if isinstance(event, SubscriptionNotified):
-                    self.notified(event)
-                elif isinstance(event, SubscriptionRemoved):
-                    self.removed(event)
-
-    @property
-    def open(self) -> bool:
-        """Some watched NOTIFY has not settled."""
-        return any(key not in self.settled for key in self.watched)
-
-    def _settle(self, key: SubscriptionKey) -> None:
-        self.settled.add(key)
-        if self.done is not None and not self.open and not self.done.called:
-            self.done.callback(None)
-
-
 # The seams.
 
 
-class EngineScaControl:
-    """``control.seams.ScaControl`` over the SCA engine of a running core."""
+class EngineScaControl(ScaEngineView):
+    """``control.seams.ScaControl`` over the SCA engine of a running core: the reads of
+    :class:`~scaserver.control.scaview.ScaEngineView` and the mutations, which wait for their
+    NOTIFYs."""
 
     def __init__(
         self,
@@ -246,55 +153,10 @@ class EngineScaControl:
     ) -> None:
         if notify_wait_s < 0:
             raise ValueError("notify_wait_s must not be negative")
-        self._core, self._execute, self._bus, self._clock = core, execute, bus, clock
-        self._domain = default_domain.lower()
+        super().__init__(core, default_domain=default_domain)
+        self._execute, self._bus, self._clock = execute, bus, clock
         self._flush = flush
         self._wait = notify_wait_s
-
-    def _aor(self, text: str) -> str | None:
-        aor = canonical_argument(text, self._domain)
-        if aor is None:
-            return None
-        return self._core.aliases().get(aor, aor)  # sca.md Q26 line aliases
-
-    # Reads.
-
-    def all_subscriptions(self) -> Sequence[SubscriptionInfo]:
-        infos = [subscription_info(sub) for sub in self._core.sca.subscriptions()]
-        return sorted(infos, key=lambda info: (info.aor, info.event.value, info.contact))
-
-    def subscription_count(self, event: ScaEvent) -> int:
-        return sum(1 for sub in self._core.sca.subscriptions() if sub.event.value == event.value)
-
-    def _find(self, aor: str, event: ScaEvent, contact: str | None) -> list[Subscription]:
-        line = self._aor(aor)
-        found = [
-            sub
-            for sub in self._core.sca.subscriptions()
-            if sub.aor == line
-            and sub.event.value == event.value
-            and (contact is None or contact_matches(sub.subscriber, contact))
-        ]
-        return sorted(found, key=lambda sub: sub.subscriber)
-
-    def show_subscription(self, aor: str, event: ScaEvent, contact: str | None) -> Sequence[SubscriptionInfo]:
-        return [subscription_info(sub) for sub in self._find(aor, event, contact)]
-
-    def all_appearances(self) -> Sequence[AppearanceInfo]:
-        return [appearance_info(app) for app in self._core.sca.appearances()]
-
-    def show_appearance(self, aor: str) -> LineInfo | None:
-        line_aor = self._aor(aor)
-        engine = self._core.sca
-        if line_aor is None or not engine.is_sca(line_aor):
-            return None
-        limit = engine.line(line_aor).appearances
-        used = {app.index: appearance_info(app) for app in engine.appearances(line_aor)}
-        indexes = sorted(set(range(1, limit + 1)) | set(used)) if limit > 0 else sorted(used)
-        slots = tuple(used.get(index) or idle_appearance(line_aor, index) for index in indexes)
-        return LineInfo(aor=line_aor, max_appearances=limit, appearances=slots)
-
-    # Mutations.
 
     async def deactivate_all_subscriptions(self) -> Deactivation:
         subs = sorted(self._core.sca.subscriptions(), key=lambda s: (s.aor, s.event.value, s.subscriber))
@@ -322,19 +184,8 @@ class EngineScaControl:
             index, actions = self._core.sca.seize_appearance(line_aor, owner.strip(), now)
         except AppearanceError:
             return AppearanceRefusal.NO_FREE_INDEX
-        seized = self._core.sca.appearance(line_aor, index)
-        info = appearance_info(seized) if seized is not None else idle_appearance(line_aor, index)
+        info = self._appearance_now(line_aor, index)
         return AppearanceChange(info, await self._run(actions, now))
-
-    def _in_use(self, aor: str, index: int) -> tuple[str, Appearance] | AppearanceRefusal:
-        line_aor = self._aor(aor)
-        engine = self._core.sca
-        if line_aor is None or not engine.is_sca(line_aor):
-            return AppearanceRefusal.NO_LINE
-        app = engine.appearance(line_aor, index) if index >= 1 else None
-        if app is None:
-            return AppearanceRefusal.NOT_IN_USE
-        return line_aor, app
 
     async def update_appearance(
         self, aor: str, index: int, state: AppearanceStateName, appearance_uri: str | None
@@ -345,8 +196,7 @@ class EngineScaControl:
         line_aor, _ = found
         now = self._clock.seconds()
         actions = self._core.sca.update_appearance(line_aor, index, state.value, now, uri=appearance_uri)
-        after = self._core.sca.appearance(line_aor, index)
-        info = appearance_info(after) if after is not None else idle_appearance(line_aor, index)
+        info = self._appearance_now(line_aor, index)
         return AppearanceChange(info, await self._run(actions, now))
 
     async def release_appearance(self, aor: str, index: int) -> AppearanceChange | AppearanceRefusal:
@@ -383,12 +233,12 @@ class EngineScaControl:
     def _settled(self, watch: NotifyWatch) -> Deferred[None]:
         """Fires when every watched NOTIFY has settled or ``notify_wait_s`` has passed."""
         done: Deferred[None] = Deferred()
-        watch.done = done
 
         def close() -> None:
             if not done.called:
                 done.callback(None)
 
+        watch.on_settled = close
         timer: DelayedCall = call_later(self._clock, self._wait, close)
 
         def stop_timer(result: None) -> None:
@@ -400,8 +250,10 @@ class EngineScaControl:
         return done
 
 
-class RegistrarLocationControl:
-    """``control.seams.LocationControl`` over the registrar's location service of a running core."""
+class RegistrarLocationControl(LocationView):
+    """``control.seams.LocationControl`` over the registrar's location service of a running core:
+    the reads of :class:`~scaserver.control.locationview.LocationView` at the clock's time, and
+    removals run through the core and the edge."""
 
     def __init__(
         self,
@@ -412,42 +264,15 @@ class RegistrarLocationControl:
         default_domain: str,
         flush: Callable[[], Awaitable[object]],
     ) -> None:
-        self._core, self._execute, self._clock = core, execute, clock
-        self._domain = default_domain.lower()
+        super().__init__(core, default_domain=default_domain)
+        self._execute, self._clock = execute, clock
         self._flush = flush
 
-    def _bindings(self, aor: str) -> tuple[Binding, ...]:
-        """The AoR's bindings, dormant push-only ones included (push-and-parking.md 4.5; they
-        show ``Expires: "expired"``)."""
-        mobile = self._core.mobile
-        return self._core.registrar.location.bindings(aor) if mobile is None else mobile.bindings_of(aor)
-
-    def _record(self, aor: str) -> AorRecord | None:
-        bindings = self._bindings(aor)
-        if not bindings:
-            return None
-        mobile, now = self._core.mobile, self._clock.seconds()
-        contacts = tuple(
-            contact_info(b, None if mobile is None else mobile.device(b.key), now=now) for b in bindings
-        )
-        return AorRecord(aor=usrloc_aor(aor), contacts=contacts)
-
-    def _remove(self, key: BindingKey, now: float) -> list[EngineAction]:
-        mobile = self._core.mobile
-        if mobile is None:
-            return self._core.registrar.location.remove(key, RemovalReason.ADMINISTRATIVE, now)
-        return mobile.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
-
     def dump(self) -> Sequence[AorRecord]:
-        aors = set(self._core.registrar.location.aors())
-        if self._core.mobile is not None:
-            aors |= self._core.mobile.dormant_aors()
-        records = (self._record(aor) for aor in sorted(aors))
-        return [record for record in records if record is not None]
+        return self._dump(self._clock.seconds())
 
     def lookup(self, aor: str) -> AorRecord | None:
-        canonical = canonical_argument(aor, self._domain)
-        return None if canonical is None else self._record(canonical)
+        return self._lookup(aor, self._clock.seconds())
 
     async def rm(self, aor: str) -> bool:
         canonical = canonical_argument(aor, self._domain)
@@ -480,93 +305,6 @@ class RegistrarLocationControl:
         self._execute(self._core.run(actions, now))
 
 
-class EngineRegistrarGauges:
-    """``metrics.RegistrarGauges`` over the location service (dormant push-only bindings, which
-    are not reachable, are not counted)."""
-
-    def __init__(self, core: SipRouter) -> None:
-        self._core = core
-
-    def registered_contacts(self) -> int:
-        return len(self._core.registrar.location)
-
-
-class EngineScaGauges:
-    """``metrics.ScaGauges`` over the SCA engine: counted at scrape time, every series present."""
-
-    def __init__(self, core: SipRouter) -> None:
-        self._core = core
-
-    def subscriptions_by_event(self) -> Mapping[str, int]:
-        counts = dict.fromkeys((package.value for package in Package), 0)
-        for sub in self._core.sca.subscriptions():
-            counts[sub.event.value] += 1
-        return counts
-
-    def appearances_by_state(self) -> Mapping[str, int]:
-        names = (name.value for name in AppearanceStateName if name is not AppearanceStateName.IDLE)
-        counts = dict.fromkeys(names, 0)
-        for app in self._core.sca.appearances():
-            if app.state is not AppearanceState.IDLE:
-                counts[app.state.wire] += 1
-        return counts
-
-
-class MobileParkingControl:
-    """``control.seams.ParkingControl`` over the parking lot and mid-registrar of a running core
-    (rpc.md 3.4, 3.5).  ``Tlabel`` is the parked call's number, ``Tindex`` a CRC of its
-    Call-ID: opaque integers, stable while the call is parked."""
-
-    def __init__(self, core: SipRouter, *, default_domain: str) -> None:
-        self._core = core
-        self._domain = default_domain.lower()
-
-    def parked(self) -> Sequence[ParkedTransaction]:
-        mobile = self._core.mobile
-        if mobile is None:
-            return ()
-        found: list[ParkedTransaction] = []
-        for call in mobile.parking.calls():
-            label = int(call.park_id.rpartition("-")[2] or 0)
-            index = zlib.crc32(call.spec.call_id.encode("utf-8")) & 0xFFFF
-            for aor in call.spec.aors:
-                found.append(ParkedTransaction(usrloc_aor(aor), index, label, call.spec.call_id))
-        return sorted(found, key=lambda item: (item.ruri, item.tlabel))
-
-    def registrations(self) -> Sequence[UpstreamInfo]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
-            return ()
-        regs = sorted(mobile.midregistrar.registrations(), key=lambda reg: reg.aor)
-        return [self._info(reg) for reg in regs]
-
-    def registration(self, aor: str) -> UpstreamInfo | None:
-        mobile = self._core.mobile
-        canonical = canonical_argument(aor, self._domain)
-        if mobile is None or mobile.midregistrar is None or canonical is None:
-            return None
-        reg = mobile.midregistrar.registration(canonical)
-        return None if reg is None else self._info(reg)
-
-    def _info(self, reg: UpstreamRegistration) -> UpstreamInfo:
-        mobile = self._core.mobile
-        assert mobile is not None and mobile.midregistrar is not None
-        last_ok = None if reg.renewed_at == float("-inf") else reg.renewed_at
-        return UpstreamInfo(
-            aor=reg.aor,
-            mode=mobile.midregistrar.settings.mode.value,
-            state=reg.state.value,
-            expires_at=reg.expires_at,
-            last_ok=last_ok,
-            last_error=reg.last_error,
-            upstream_auth_needed=reg.upstream_auth_needed,
-        )
-
-
-def _peer_uri(peer: Peer) -> str:
-    return f"sip:{format_host(peer.host)}:{peer.port};transport={peer.transport.value.lower()}"
-
-
 class MobileParkingAdmin(MobileParkingControl):
     """The whole ``control.seams.ParkingControl``: the reads of :class:`MobileParkingControl`
     plus ``park.*``, ``pushreg.wake`` and ``uac.*`` over the running core.
@@ -596,17 +334,6 @@ class MobileParkingAdmin(MobileParkingControl):
 
     # park.*
 
-    def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
-        mobile = self._core.mobile
-        if mobile is None:
-            return ()
-        if ruri is None:
-            calls = mobile.parking.calls()
-        else:
-            aor = canonical_argument(ruri, self._domain)
-            calls = () if aor is None else mobile.parking.calls(aor)
-        return [parked_call_info(call, mobile) for call in sorted(calls, key=lambda c: c.park_id)]
-
     async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
         mobile = self._core.mobile
         if mobile is None:
@@ -625,45 +352,12 @@ class MobileParkingAdmin(MobileParkingControl):
     # pushreg.wake
 
     async def wake(self, aor: str, reason: str) -> Sequence[WakeOutcome] | None:
-        mobile = self._core.mobile
-        canonical = canonical_argument(aor, self._domain)
-        if mobile is None or canonical is None:
-            return None
-        bindings = mobile.bindings_of(canonical)
-        if not bindings:
-            return None
         now = self._clock.seconds()
-        actions: list[EngineAction] = []
-        rows: list[tuple[str, str, str | None]] = []  # contact, provider, attempt (None: suppressed)
-        attempts: dict[tuple[str, str], str | None] = {}
-        for binding in bindings:
-            device = mobile.device(binding.key)
-            if device is None or not device.push_capable:
-                continue
-            if device.token not in attempts:
-                pushed = mobile.refresh_push(device, reason, now)
-                actions += pushed
-                sent = [
-                    action.event.request.id
-                    for action in pushed
-                    if isinstance(action, Deliver) and isinstance(action.event, PushRequested)
-                ]
-                attempts[device.token] = sent[0] if sent else None
-            contact = strip_pn_params(binding.contact)
-            rows.append((contact, device.coordinates.provider, attempts[device.token]))
-        answers = await self._answers({a for a in attempts.values() if a is not None}, actions, now)
-        outcomes: list[WakeOutcome] = []
-        for contact, provider, attempt in rows:
-            if attempt is None:
-                outcomes.append(WakeOutcome(contact, provider, "suppressed"))
-                continue
-            answer = answers.get(attempt)
-            if answer is None:
-                outcomes.append(WakeOutcome(contact, provider, "pending"))
-                continue
-            latency = max(0, int((answer.at - now) * 1000 + 0.5))
-            outcomes.append(WakeOutcome(contact, provider, answer.outcome.value, answer.status, latency))
-        return outcomes
+        plan = self._wake_plan(aor, reason, now)
+        if plan is None:
+            return None
+        answers = await self._answers(plan.attempts, list(plan.actions), now)
+        return plan.outcomes(answers, now)
 
     async def _answers(
         self, attempts: set[str], actions: list[EngineAction], now: float
@@ -681,14 +375,6 @@ class MobileParkingAdmin(MobileParkingControl):
         )
 
     # uac.*
-
-    def uac_registrations(self) -> Sequence[UacRegistration]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
-            return ()
-        midreg = mobile.midregistrar
-        records = (self._uac(reg, midreg) for reg in midreg.registrations())
-        return sorted(records, key=lambda record: record.l_uuid)
 
     async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
         mobile = self._core.mobile
@@ -708,99 +394,6 @@ class MobileParkingAdmin(MobileParkingControl):
         reg = midreg.registration(aor)
         assert reg is not None
         return self._uac(reg, midreg)
-
-    def _uac(self, reg: UpstreamRegistration, midreg: MidRegistrar) -> UacRegistration:
-        """Kamailio ``uac`` terms for one upstream registration (rpc.md 3.5); ``realm`` and
-        ``auth_username`` are those of the last challenge we answered (empty before one)."""
-        uri = parse_uri(reg.aor)
-        user, domain = "", ""
-        if isinstance(uri, SipUri):
-            user = uri.user or ""
-            domain = format_host(uri.host) + (f":{uri.port}" if uri.port else "")
-        settings = midreg.settings
-        flags = 0
-        if reg.inflight is not None:
-            flags |= UAC_FLAG_ONGOING
-            sent = reg.inflight.sent
-            if sent is not None and "Authorization" in sent.headers:
-                flags |= UAC_FLAG_AUTHSENT
-        if reg.state is UpstreamState.REGISTERED:
-            flags |= UAC_FLAG_ONLINE
-        if reg.cseq > 0 or reg.state is not UpstreamState.IDLE or reg.renewed_at != float("-inf"):
-            flags |= UAC_FLAG_INIT
-        transport, host, port = self._core.layer.local_via(settings.upstream)
-        return UacRegistration(
-            l_uuid=usrloc_aor(reg.aor),
-            l_username=user,
-            l_domain=domain,
-            r_username=user,
-            r_domain=domain,
-            realm=reg.auth_realm,
-            auth_username=reg.auth_username,
-            auth_proxy=_peer_uri(settings.upstream),
-            expires=max(settings.outgoing_expires, reg.floor),
-            flags=flags,
-            timer_expires=reg.expires_at,
-            reg_init=0.0 if reg.renewed_at == float("-inf") else reg.renewed_at,
-            reg_delay=0,
-            contact_addr=midreg.aggregate_contact(reg.aor).strip("<>"),
-            socket=f"{transport.lower()}:{format_host(host)}:{port}",
-        )
-
-
-class EngineParkingGauges:
-    """``metrics.ParkingGauges`` over the parking lot: the tsilo table counted at scrape time."""
-
-    def __init__(self, core: SipRouter) -> None:
-        self._core = core
-
-    def _stored(self) -> list[tuple[str, ...]]:
-        mobile = self._core.mobile
-        return [] if mobile is None else [call.spec.aors for call in mobile.parking.calls()]
-
-    def stored_ruris(self) -> int:
-        return len({aor for aors in self._stored() for aor in aors})
-
-    def stored_transactions(self) -> int:
-        return sum(len(aors) for aors in self._stored())
-
-    def transactions_of(self, ruri: str) -> int:
-        mobile = self._core.mobile
-        return 0 if mobile is None else len(mobile.parking.calls(ruri))
-
-
-class MetricsStatistics:
-    """``control.seams.StatisticsControl`` over the collectors ``/metrics`` exports: one
-    statistic per sample, label values appended to the name (``sca:notify_call-info_sent``),
-    histograms as their ``_count`` and ``_sum``; values rounded to integers (Kamailio's
-    counters are unsigned integers), so a duration histogram ``..._seconds`` is listed as
-    ``..._ms_count`` and ``..._ms_sum`` in milliseconds.  Only the server's own families
-    (``scaserver_*``) are statistics; the process collectors are for ``/metrics``."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def statistics(self) -> Sequence[Statistic]:
-        prefix = f"{NAMESPACE}_"
-        found: list[Statistic] = []
-        for family in self._registry.collect():
-            if not family.name.startswith(prefix):
-                continue
-            base = family.name.removeprefix(prefix)
-            scale = 1
-            if family.type == "histogram" and base.endswith("_seconds"):
-                base, scale = f"{base.removesuffix('_seconds')}_ms", 1000
-            group, name = statistic_group(base)
-            for sample in family.samples:
-                suffix = sample.name[len(family.name) :]
-                if suffix in ("_created", "_bucket"):
-                    continue
-                if suffix == "_total":
-                    suffix = ""
-                value = sample.value * scale if suffix == "_sum" else sample.value
-                labels = "".join(f"_{label}" for label in sample.labels.values())
-                found.append(Statistic(group, f"{name}{suffix}{labels}", round(value)))
-        return sorted(found, key=lambda stat: (stat.group, stat.name))
 
 
 @attrs.frozen
@@ -865,52 +458,6 @@ class SipProvisioningControl:
             ResyncOutcome(context.contact, answers[context].status if context in answers else 408)
             for context in contexts
         )
-
-
-class GuardView:
-    """The source guard and the TCP listener's counters, for metrics and ``sec.*`` RPCs."""
-
-    _log = Logger(namespace="scaserver.facts")
-
-    def __init__(
-        self,
-        guard: SourceGuard | None,
-        streams: SipStreamFactory | None,
-        clock: Callable[[], float],
-        changed: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._guard, self._streams, self._clock, self._changed = guard, streams, clock, changed
-
-    def dropped_messages(self) -> int:
-        return self._guard.dropped_total if self._guard is not None else 0
-
-    def bans_active(self) -> int:
-        return self._guard.active_bans(self._clock()) if self._guard is not None else 0
-
-    def bans_by_reason(self) -> dict[str, int]:
-        if self._guard is None:
-            return {}
-        return {reason.value: count for reason, count in self._guard.bans_total.items()}
-
-    def tcp_refused(self) -> dict[str, int]:
-        return dict(self._streams.refused) if self._streams is not None else {}
-
-    def tracked_sources(self) -> int:
-        return self._guard.tracked_sources if self._guard is not None else 0
-
-    def bans(self) -> list[BanView]:
-        if self._guard is None:
-            return []
-        return [
-            BanView(ban.host, ban.reason.value, ban.since, ban.until, ban.offence)
-            for ban in self._guard.bans(self._clock())
-        ]
-
-    def unban(self, source: str) -> bool:
-        lifted = self._guard is not None and self._guard.unban(source)
-        self._changed()
-        self._log.warn("security: unban source={source} lifted={lifted}", source=source, lifted=lifted)
-        return lifted
 
 
 class RpcDirectory:

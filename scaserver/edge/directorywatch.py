@@ -26,7 +26,8 @@ from scaserver.edge.writebehind import Runner
 from scaserver.sca.line import LineAlias, SharedLine
 from scaserver.sip.digest import Credentials
 from scaserver.sip.trust import TrustedPeer
-from scaserver.store.sql import SqlStore, directory_generation
+from scaserver.store.directory import directory_generation
+from scaserver.store.sql import SqlStore
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ from typing import Final
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import (
     PushAnswered,
     PushOutcome,

@@ -158,7 +158,6 @@ class Persistence:
 
     def __init__(
         self,
-        core: SipRouter,
         bindings: Channel[BindingKey, Binding],
         subscriptions: Channel[SubscriptionKey, Subscription],
         appearances: Channel[AppearanceKey, Appearance],
@@ -166,7 +165,6 @@ class Persistence:
         upstream: Channel[str, UpstreamSnapshot] | None = None,
         invalidated: Channel[TokenKey, TokenInvalidated] | None = None,
     ) -> None:
-        self._core = core
         self._bindings, self._subscriptions, self._appearances = bindings, subscriptions, appearances
         self._upstream, self._invalidated = upstream, invalidated
         self._upstream_stored: dict[str, UpstreamSnapshot] = {}
@@ -213,7 +211,7 @@ class Persistence:
         self._subscriptions.delete(event.subscription.key)
 
     def _appearance_changed(self, event: AppearanceChanged) -> None:
-        current = self._core.sca.appearance(event.line, event.index)
+        current = event.appearance
         if current is None or current.state is AppearanceState.IDLE:
             self._appearances.delete((event.line, event.index))
         else:

@@ -356,7 +356,11 @@ def timeout_of(appearance: Appearance) -> Trigger | None:
 
 @attrs.frozen
 class AppearanceChanged(Fact):
-    """Fact: an appearance went through a row of :data:`TRANSITIONS` (loops included)."""
+    """Fact: an appearance went through a row of :data:`TRANSITIONS` (loops included).
+
+    ``appearance`` is the appearance as this change left it (idle when it ended), what the
+    consumers that store it need; it is not part of the fact's equality (the transition is).
+    """
 
     line: str
     index: int
@@ -366,6 +370,7 @@ class AppearanceChanged(Fact):
     owner: str | None
     call_id: str | None
     time: float
+    appearance: Appearance | None = attrs.field(default=None, eq=False, kw_only=True)
 
 
 @attrs.frozen
@@ -419,7 +424,15 @@ def apply(appearance: Appearance, trigger: Trigger, now: float) -> Step:
         created_at=now if appearance.state is AppearanceState.IDLE else appearance.created_at,
     )
     fact = AppearanceChanged(
-        appearance.line, appearance.index, appearance.state, target, rule, new.owner, new.call_id, now
+        appearance.line,
+        appearance.index,
+        appearance.state,
+        target,
+        rule,
+        new.owner,
+        new.call_id,
+        now,
+        appearance=new,
     )
     return Step(new, rule, fact)
 

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from scaserver.push.pnparams import masked_pn_params
 from scaserver.store import tables
-from scaserver.store.sql import delete_rows, fitted, upsert_rows
+from scaserver.store.writes import delete_rows, fitted, upsert_rows
 
 __all__ = [
     "AccRecord",

@@ -2,7 +2,7 @@
 
 For tests and for running without a database.  Each keeps a dict from key to value in
 insertion order; ``load_all`` returns the values in that order.  Values are frozen, so
-they are stored as given.  Values the SQL schema cannot hold (see ``store/sql.py``) are
+they are stored as given.  Values the SQL schema cannot hold (see ``store/writes.py``) are
 held here unchanged.
 """
 

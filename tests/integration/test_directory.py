@@ -9,7 +9,8 @@ import pytest
 from scaserver.cli import main
 from scaserver.sca.line import LineAlias
 from scaserver.sip.digest import Algorithm, compute_ha1
-from scaserver.store.sql import SqlStore, directory_generation
+from scaserver.store.directory import directory_generation
+from scaserver.store.sql import SqlStore
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -16,7 +16,8 @@ from scaserver import directory
 from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.directorywatch import Directory, DirectoryWatch, load_directory
 from scaserver.sca.line import LineAlias
-from scaserver.store.sql import SqlStore, directory_generation
+from scaserver.store.directory import directory_generation
+from scaserver.store.sql import SqlStore
 from tests.conftest import twisted_fixture, twisted_test
 
 INTERVAL = 2.0

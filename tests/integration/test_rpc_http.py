@@ -20,7 +20,7 @@ from scaserver.control.catalogue import build_registry
 from scaserver.control.registry import Scope
 from scaserver.control.seams import Statistic
 from scaserver.edge.http import BearerTokens, HttpPolicy, RpcSettings, build_site, rpc_dispatcher
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from tests.unit.control.fakes import LINE, NOW, SERVER, FakeLocation, FakeSca, Rig, check_result
 from tests.unit.control.test_parking import FakeParking
 from tests.unit.test_scactl import scactl_main

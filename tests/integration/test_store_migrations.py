@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select
 
 from scaserver.store import migrate, tables
-from scaserver.store.sql import make_engine
+from scaserver.store.engine import make_engine
 
 
 def test_fresh_database_has_no_revision_and_is_reported_out_of_date(db_url: str) -> None:

@@ -17,7 +17,9 @@ from scaserver.edge.stack import TimerClock
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.push.gateway import Outcome
-from scaserver.reporting.history import HistoryRecorder, call_uuid, prid_sha256
+from scaserver.reporting.callhistory import call_uuid
+from scaserver.reporting.history import HistoryRecorder
+from scaserver.reporting.wakeups import prid_sha256
 from scaserver.store import tables
 from scaserver.store.engine import make_engine
 from scaserver.store.history import SqlHistoryRepository, history_key

@@ -25,8 +25,19 @@ from scaserver.sca.subscription import Package, Subscription, SubscriptionKey, S
 from scaserver.sip.digest import Credentials
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeer
-from scaserver.store import memory, sql
+from scaserver.store import memory
+from scaserver.store.directory import (
+    SqlSharedLineRepository,
+    SqlSubscriberRepository,
+    SqlTrustedPeerRepository,
+)
+from scaserver.store.engine import make_engine
 from scaserver.store.migrate import upgrade
+from scaserver.store.registrations import (
+    SqlBindingRepository,
+    SqlTokenInvalidationRepository,
+    SqlUpstreamRegistrationRepository,
+)
 from scaserver.store.repository import (
     AppearanceRepository,
     BindingRepository,
@@ -37,6 +48,7 @@ from scaserver.store.repository import (
     TrustedPeerRepository,
     UpstreamRegistrationRepository,
 )
+from scaserver.store.sca import SqlAppearanceRepository, SqlSubscriptionRepository
 
 
 @attrs.frozen
@@ -72,18 +84,18 @@ def repos(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Repositori
         return
     url: str = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
     upgrade(url)
-    engine = sql.make_engine(url)
+    engine = make_engine(url)
     try:
         yield Repositories(
-            sql.SqlSubscriberRepository(engine),
-            sql.SqlTrustedPeerRepository(engine),
-            sql.SqlBindingRepository(engine),
-            sql.SqlSharedLineRepository(engine),
-            sql.SqlSubscriptionRepository(engine, server_id=0),
-            sql.SqlSubscriptionRepository(engine, server_id=1),
-            sql.SqlAppearanceRepository(engine),
-            sql.SqlUpstreamRegistrationRepository(engine),
-            sql.SqlTokenInvalidationRepository(engine),
+            SqlSubscriberRepository(engine),
+            SqlTrustedPeerRepository(engine),
+            SqlBindingRepository(engine),
+            SqlSharedLineRepository(engine),
+            SqlSubscriptionRepository(engine, server_id=0),
+            SqlSubscriptionRepository(engine, server_id=1),
+            SqlAppearanceRepository(engine),
+            SqlUpstreamRegistrationRepository(engine),
+            SqlTokenInvalidationRepository(engine),
         )
     finally:
         engine.dispose()

@@ -16,13 +16,17 @@ from scaserver.registrar.binding import Binding, BindingKey, KeyKind
 from scaserver.sca.line import SharedLine
 from scaserver.sca.subscription import Package, Subscription, SubscriptionState
 from scaserver.sip.message import Peer, Transport
-from scaserver.store import migrate, sql, tables
+from scaserver.store import migrate, tables
+from scaserver.store.directory import SqlSharedLineRepository
+from scaserver.store.engine import make_engine
+from scaserver.store.registrations import SqlBindingRepository, ruid
+from scaserver.store.sca import SqlSubscriptionRepository
 from tests.conftest import PgServer
 
 
 @pytest.fixture
 def engine(migrated_db_url: str) -> Iterator[Engine]:
-    engine = sql.make_engine(migrated_db_url)
+    engine = make_engine(migrated_db_url)
     try:
         yield engine
     finally:
@@ -52,7 +56,7 @@ def rows(engine: Engine, table: str) -> list[dict[str, object]]:
 
 
 def test_subscription_row_is_written_as_kamailio_writes_it(engine: Engine) -> None:
-    sql.SqlSubscriptionRepository(engine, server_id=7).upsert(
+    SqlSubscriptionRepository(engine, server_id=7).upsert(
         [subscription(event=Package.LINE_SEIZE, index=3, state=SubscriptionState.TERMINATED_TIMEOUT)]
     )
     (row,) = rows(engine, "sca_subscriptions")
@@ -81,7 +85,7 @@ def test_subscription_row_is_written_as_kamailio_writes_it(engine: Engine) -> No
 
 
 def test_subscription_refresh_updates_record_route_and_cseqs(engine: Engine) -> None:
-    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    repo = SqlSubscriptionRepository(engine, server_id=7)
     repo.upsert([subscription()])
     repo.upsert([subscription(record_route=(), notify_cseq=10, expires=1_800_009_000.0)])
     (row,) = rows(engine, "sca_subscriptions")
@@ -89,13 +93,13 @@ def test_subscription_refresh_updates_record_route_and_cseqs(engine: Engine) -> 
 
 
 def test_subscription_expiry_is_stored_in_whole_seconds(engine: Engine) -> None:
-    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    repo = SqlSubscriptionRepository(engine, server_id=7)
     repo.upsert([subscription(expires=1_800_000_000.4)])
     assert [s.expires for s in repo.load_all()] == [1_800_000_000.0]
 
 
 def test_subscription_owner_flow_and_uris_are_stored(engine: Engine) -> None:
-    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    repo = SqlSubscriptionRepository(engine, server_id=7)
     stored = subscription(
         local_uri="sip:line1@example.com",
         remote_uri="sip:alice@example.com",
@@ -127,7 +131,7 @@ def test_rows_written_by_kamailio_are_restored(engine: Engine) -> None:
                 server_id=0,
             )
         )
-    (restored,) = sql.SqlSubscriptionRepository(engine, server_id=0).load_all()
+    (restored,) = SqlSubscriptionRepository(engine, server_id=0).load_all()
     assert restored == Subscription(
         subscriber="sip:bob@192.0.2.11",
         aor="sip:line1@example.com",
@@ -142,7 +146,7 @@ def test_rows_written_by_kamailio_are_restored(engine: Engine) -> None:
 
 
 def test_subscription_dialog_is_unique_like_kamailio(engine: Engine) -> None:
-    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    repo = SqlSubscriptionRepository(engine, server_id=7)
     repo.upsert([subscription()])
     repo.upsert([subscription(aor="sip:line2@example.com")])  # same subscriber and dialog: one row
     assert [row["aor"] for row in rows(engine, "sca_subscriptions")] == ["sip:line2@example.com"]
@@ -153,7 +157,7 @@ def test_subscription_dialog_is_unique_like_kamailio(engine: Engine) -> None:
 
 
 def test_two_subscriptions_may_share_subscriber_aor_and_event(engine: Engine) -> None:
-    repo = sql.SqlSubscriptionRepository(engine, server_id=7)
+    repo = SqlSubscriptionRepository(engine, server_id=7)
     first = subscription(peer=Peer(Transport.UDP, "198.51.100.1", 5060), owner="user:alice")
     second = subscription(call_id="sub-2", peer=Peer(Transport.UDP, "203.0.113.2", 5060), owner="user:bob")
     repo.upsert([first, second])
@@ -174,9 +178,9 @@ def test_location_row_uses_usrloc_column_names(engine: Engine) -> None:
         updated_at=1_800_000_000.5,
         registered_at=1_799_999_000.0,
     )
-    sql.SqlBindingRepository(engine).upsert([binding])
+    SqlBindingRepository(engine).upsert([binding])
     (row,) = rows(engine, "location")
-    assert row["ruid"] == sql.ruid(binding.key)
+    assert row["ruid"] == ruid(binding.key)
     assert len(str(row["ruid"])) == 64
     assert (row["username"], row["domain"]) == ("alice", "example.com")
     assert row["received"] == "sip:[2001:db8::1]:40000;transport=tls"
@@ -192,7 +196,7 @@ def test_location_row_uses_usrloc_column_names(engine: Engine) -> None:
 
 
 def test_line_members_are_deleted_with_their_line(engine: Engine) -> None:
-    repo = sql.SqlSharedLineRepository(engine)
+    repo = SqlSharedLineRepository(engine)
     repo.upsert([SharedLine("sip:line1@example.com", 2, frozenset({"alice", "bob"}))])
     repo.delete(["sip:line1@example.com"])
     assert rows(engine, "sca_line_member") == []
@@ -204,7 +208,7 @@ def test_member_of_an_unknown_line_is_refused(engine: Engine) -> None:
 
 
 def test_sqlite_connections_use_wal_and_foreign_keys(sqlite_url: str) -> None:
-    engine = sql.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     try:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -215,7 +219,7 @@ def test_sqlite_connections_use_wal_and_foreign_keys(sqlite_url: str) -> None:
 
 def test_sqlite_engine_is_usable_from_worker_threads(sqlite_url: str) -> None:
     migrate.upgrade(sqlite_url)
-    engine = sql.make_engine(sqlite_url)
+    engine = make_engine(sqlite_url)
     results: list[int] = []
 
     def work() -> None:
@@ -234,7 +238,7 @@ def test_sqlite_engine_is_usable_from_worker_threads(sqlite_url: str) -> None:
 
 
 def test_migration_waits_for_the_advisory_lock_then_gives_up(pg: PgServer, pg_url: str) -> None:
-    holder = sql.make_engine(pg_url)
+    holder = make_engine(pg_url)
     try:
         with holder.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(hashtext('scaserver-migrations'))"))
@@ -250,7 +254,7 @@ def test_migration_waits_for_the_advisory_lock_then_gives_up(pg: PgServer, pg_ur
 
 
 def test_connecting_to_a_closed_port_fails_fast() -> None:
-    engine = sql.make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none", connect_timeout_s=1.0)
+    engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:9/none", connect_timeout_s=1.0)
     try:
         with pytest.raises(OperationalError), engine.connect():
             pass

@@ -20,7 +20,8 @@ from scaserver.edge.dbpool import DatabasePool
 from scaserver.edge.writebehind import Channel, WriteBehind
 from scaserver.sca.line import SharedLine
 from scaserver.sip.digest import Credentials
-from scaserver.store import sql
+from scaserver.store.directory import SqlSharedLineRepository, SqlSubscriberRepository
+from scaserver.store.engine import is_sqlite, make_engine
 from scaserver.store.repository import SubscriberKey, line_key, subscriber_key
 from tests.conftest import PgServer, twisted_fixture, twisted_test
 
@@ -35,9 +36,9 @@ class Harness:
     def __init__(self, url: str, *, busy_timeout_s: float = 5.0) -> None:
         self.url = url
         self.clock = Clock()
-        self.engine: Engine = sql.make_engine(url, connect_timeout_s=busy_timeout_s)
-        self.subscribers = sql.SqlSubscriberRepository(self.engine)
-        self.lines = sql.SqlSharedLineRepository(self.engine)
+        self.engine: Engine = make_engine(url, connect_timeout_s=busy_timeout_s)
+        self.subscribers = SqlSubscriberRepository(self.engine)
+        self.lines = SqlSharedLineRepository(self.engine)
         self.pool = DatabasePool(reactor, max_threads=2)
         self.queue = WriteBehind(
             self.clock, self.pool, interval_s=INTERVAL, retry_initial_s=1.0, retry_max_s=8.0
@@ -67,7 +68,7 @@ class Harness:
 
 @twisted_fixture
 async def harness(migrated_db_url: str) -> AsyncIterator[Harness]:
-    made = Harness(migrated_db_url, busy_timeout_s=0.05 if sql.is_sqlite(migrated_db_url) else 2.0)
+    made = Harness(migrated_db_url, busy_timeout_s=0.05 if is_sqlite(migrated_db_url) else 2.0)
     made.start()
     yield made
     await made.stop()
@@ -120,7 +121,7 @@ def postgres_down(pg: PgServer, url: str) -> Iterator[Callable[[], None]]:
 
 @contextmanager
 def outage(request: pytest.FixtureRequest, url: str) -> Iterator[Callable[[], None]]:
-    if sql.is_sqlite(url):
+    if is_sqlite(url):
         with sqlite_locked(url) as restore:
             yield restore
         return
@@ -160,8 +161,8 @@ async def test_final_flush_on_stop(migrated_db_url: str) -> None:
 @twisted_test
 async def test_pool_stops_its_threads_only_after_the_final_flush(migrated_db_url: str) -> None:
     clock = Clock()
-    engine = sql.make_engine(migrated_db_url)
-    gated = GatedSubscribers(sql.SqlSubscriberRepository(engine))
+    engine = make_engine(migrated_db_url)
+    gated = GatedSubscribers(SqlSubscriberRepository(engine))
     pool = DatabasePool(reactor, max_threads=1)
     queue = WriteBehind(clock, pool, interval_s=INTERVAL)
     channel = queue.channel("subscribers", gated, subscriber_key)
@@ -213,7 +214,7 @@ async def test_every_write_queued_during_an_outage_arrives(
 class GatedSubscribers:
     """A repository whose writes wait for the test to open a gate (a very slow database)."""
 
-    def __init__(self, inner: sql.SqlSubscriberRepository) -> None:
+    def __init__(self, inner: SqlSubscriberRepository) -> None:
         self.inner = inner
         self.gate = threading.Event()
         self.entered = threading.Event()
@@ -230,8 +231,8 @@ class GatedSubscribers:
 @twisted_test
 async def test_enqueue_never_waits_for_a_slow_database(migrated_db_url: str) -> None:
     clock = Clock()
-    engine = sql.make_engine(migrated_db_url)
-    repo = sql.SqlSubscriberRepository(engine)
+    engine = make_engine(migrated_db_url)
+    repo = SqlSubscriberRepository(engine)
     gated = GatedSubscribers(repo)
     pool = DatabasePool(reactor, max_threads=1)
     queue = WriteBehind(clock, pool, interval_s=INTERVAL)

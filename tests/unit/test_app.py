@@ -24,11 +24,11 @@ from scaserver.edge.persistence import Persistence, reserved_cseq
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.services import Reactor
 from scaserver.edge.stack import TimerClock
-from scaserver.edge.writebehind import Channel, Runner, Sink, WriteBehind
+from scaserver.edge.writebehind import DELETED, Channel, Runner, Sink, WriteBehind
 from scaserver.events import EventBus
 from scaserver.logs import MessageTrace
 from scaserver.registrar.binding import Binding, BindingKey
-from scaserver.sca.appearance import Appearance
+from scaserver.sca.appearance import Appearance, AppearanceState, Trigger, apply
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ConfiguredLine, ScaSettings
 from scaserver.sca.subscription import (
@@ -147,6 +147,26 @@ def test_garbage_collector_tuning_freezes_start_up_state_and_raises_thresholds()
         gc.set_threshold(*before)
 
 
+def test_an_appearance_is_stored_as_its_change_left_it_and_deleted_when_idle() -> None:
+    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
+    no_sink = cast(Sink[object, object], None)
+    appearances: Channel[AppearanceKey, Appearance] = writes.channel(
+        "apps", no_sink, lambda a: (a.line, a.index)
+    )
+    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
+    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
+    bus = EventBus()
+    Persistence(bindings, subscriptions, appearances).attach(bus)
+    seized = apply(Appearance("sip:2001@x", 2, owner="sip:a@192.0.2.1"), Trigger.SEIZE, 5.0)
+    bus.publish(seized.fact)
+    assert seized.appearance.state is AppearanceState.SEIZED
+    assert appearances.pending(("sip:2001@x", 2)) == seized.appearance
+    released = apply(seized.appearance, Trigger.SEIZE_RELEASED, 6.0)
+    bus.publish(released.fact)
+    assert released.appearance.state is AppearanceState.IDLE
+    assert appearances.pending(("sip:2001@x", 2)) is DELETED
+
+
 def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
     assert [reserved_cseq(n) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
     writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
@@ -156,10 +176,7 @@ def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
     appearances: Channel[AppearanceKey, Appearance] = writes.channel(
         "apps", no_sink, lambda a: (a.line, a.index)
     )
-    core = make_core(
-        Settings(), credentials=lambda user, realm: None, trusted=TrustedPeers(()), lines=[], secret=b""
-    )
-    persistence = Persistence(core, bindings, subscriptions, appearances)
+    persistence = Persistence(bindings, subscriptions, appearances)
     bus = EventBus()
     persistence.attach(bus)
     sub = Subscription("sip:a@192.0.2.1", "sip:2001@x", Package.CALL_INFO, 1e9, "c", "f", "t")

@@ -46,11 +46,9 @@ class Wired:
 
 
 def wired() -> Wired:
-    r = rig()
     upstream: Channel[str, UpstreamSnapshot] = channel("midreg_upstream", upstream_key)
     invalidated: Channel[TokenKey, TokenInvalidated] = channel("push_invalidation", token_key)
     persistence = Persistence(
-        r.core,
         channel("location", lambda b: b.key),
         channel("subs", lambda s: s.key),
         channel("apps", lambda a: (a.line, a.index)),

@@ -14,7 +14,7 @@ from scaserver.config.errors import ConfigError
 from scaserver.config.load import load_settings, settings_from_mapping
 from scaserver.config.schema import UserAgentAlgorithms
 from scaserver.directory import DirectoryError, digest_policy
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.digest import Algorithm, Authenticated, Authenticator, Credentials, NonceFactory, Rejected

@@ -1,4 +1,4 @@
-"""scaserver.metrics: lazy engine gauges and the counters the core bumps."""
+"""scaserver.metrics: lazy engine gauges (collectors) and the counters the core bumps (counters)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.writebehind import WriteBehind
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 
 P = ParamSpec("P")
 T = TypeVar("T")

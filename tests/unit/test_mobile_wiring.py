@@ -11,13 +11,13 @@ from scaserver.app import make_core, make_mobile
 from scaserver.config.errors import ConfigError
 from scaserver.config.load import settings_from_mapping
 from scaserver.config.schema import Settings
+from scaserver.control.parkingview import MobileParkingControl
 from scaserver.directory import configured_lines
-from scaserver.edge.controlplane import MobileParkingControl
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
 from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome

@@ -20,6 +20,7 @@ from twisted.internet.task import Clock
 
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import Dispatcher
+from scaserver.control.parkingview import EngineParkingGauges
 from scaserver.control.seams import (
     UAC_FLAG_INIT,
     UAC_FLAG_ONGOING,
@@ -30,17 +31,16 @@ from scaserver.control.seams import (
     UacRegistration,
     WakeOutcome,
 )
-from scaserver.control.statistics import selected
+from scaserver.control.statistics import MetricsStatistics, selected
 from scaserver.control.views import binding_text, statistic_group
 from scaserver.edge.controlplane import (
-    EngineParkingGauges,
-    MetricsStatistics,
     MobileParkingAdmin,
     RegistrarLocationControl,
 )
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics import NAMESPACE
+from scaserver.metrics.counters import Metrics
 from scaserver.mobile import PushesAborted
 from scaserver.parking.events import EndReason, ParkEnded
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
@@ -109,7 +109,7 @@ class Plane:
             server=SERVER,
             clock=self.clock.seconds,
             parking=self.admin,
-            statistics=None if metrics is None else MetricsStatistics(metrics.registry),
+            statistics=None if metrics is None else MetricsStatistics(metrics.registry, NAMESPACE),
         )
         return Dispatcher(registry, clock=self.clock.seconds, audit=lambda r: None, on_failure=_raise)
 
@@ -425,7 +425,7 @@ def test_tsilo_statistics_come_from_the_metrics_counters() -> None:
     assert "push:push_sent = 0" in everything and "tsilo:total_ruris = 1" in everything
     assert not [line for line in everything if "_created" in line or "_bucket" in line]
     run(plane.admin.release(CALL_ID, 480))
-    stored = MetricsStatistics(metrics.registry).statistics()
+    stored = MetricsStatistics(metrics.registry, NAMESPACE).statistics()
     assert Statistic("tsilo", "stored_ruris", 0) in stored and Statistic("tsilo", "total_ruris", 1) in stored
 
 
@@ -444,7 +444,7 @@ def test_labels_histograms_and_selection() -> None:
     metrics = Metrics(CollectorRegistry())
     metrics.notify_sent("call-info")
     metrics.push_woke(420)
-    stats = MetricsStatistics(metrics.registry).statistics()
+    stats = MetricsStatistics(metrics.registry, NAMESPACE).statistics()
     assert Statistic("sca", "notify_call-info_sent", 1) in stats
     assert Statistic("push", "push_wake_latency_ms_count", 1) in stats
     assert Statistic("push", "push_wake_latency_ms_sum", 420) in stats
@@ -458,7 +458,7 @@ def test_statistics_keep_kamailio_names_and_milliseconds_and_skip_process_metric
     metrics = Metrics(CollectorRegistry(), process=True)
     metrics.push_gateway(0, 1234)
     metrics.park_stored(["sip:200@example.com", "sip:201@example.com"])
-    stats = MetricsStatistics(metrics.registry).statistics()
+    stats = MetricsStatistics(metrics.registry, NAMESPACE).statistics()
     assert Statistic("push", "push_gateway_latency_ms_sum", 1234) in stats
     assert Statistic("push", "push_gateway_latency_ms_count", 1) in stats
     assert Statistic("tsilo", "total_transactions", 2) in stats

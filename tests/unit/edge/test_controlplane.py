@@ -21,7 +21,9 @@ from twisted.python.failure import Failure
 
 from scaserver.control.catalogue import build_registry
 from scaserver.control.dispatcher import Dispatcher
+from scaserver.control.notifywatch import NotifyWatch
 from scaserver.control.registry import Caller, Scope
+from scaserver.control.scaview import EngineScaGauges
 from scaserver.control.seams import (
     AorRecord,
     AppearanceChange,
@@ -40,13 +42,11 @@ from scaserver.control.system import ServerInfo
 from scaserver.control.views import canonical_argument, contact_matches
 from scaserver.edge.controlplane import (
     EngineScaControl,
-    EngineScaGauges,
-    NotifyWatch,
     RegistrarLocationControl,
     SipProvisioningControl,
 )
 from scaserver.events import EventBus
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.owners import RequestAnswered
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.router.router import SipRouter

@@ -14,7 +14,7 @@ from twisted.names.error import DNSNameError, DNSServerError
 
 from scaserver.edge.dns import DnsSettings, ServerLocator, TransportChoice, nameservers
 from scaserver.edge.resolver import HostsTable
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.serverlocation import Query, Target
 

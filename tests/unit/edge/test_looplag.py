@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
 from scaserver.edge.looplag import LoopLagProbe
-from scaserver.metrics import Metrics
+from scaserver.metrics.counters import Metrics
 
 
 def started(interval_s: float = 0.05) -> tuple[LoopLagProbe, Clock, list[float]]:

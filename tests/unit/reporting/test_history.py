@@ -8,14 +8,10 @@ from typing import TypeVar
 import attrs
 import pytest
 
-from scaserver.reporting.history import (
-    HistoryFact,
-    HistoryRecorder,
-    call_uuid,
-    cause_of,
-    failure_outcome,
-    prid_sha256,
-)
+from scaserver.reporting.appearancehistory import cause_of
+from scaserver.reporting.callhistory import call_uuid, failure_outcome
+from scaserver.reporting.history import HistoryFact, HistoryRecorder
+from scaserver.reporting.wakeups import prid_sha256
 from scaserver.sca.appearance import TRANSITIONS, AppearanceChanged
 from scaserver.sca.appearance import AppearanceState as S
 from scaserver.store.history import (

@@ -19,8 +19,10 @@ from scaserver.parking.events import (
 from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
 from scaserver.push.gateway import CallInfo, PushRequest, PushType
-from scaserver.reporting.history import HistoryRecorder, call_uuid, prid_sha256
+from scaserver.reporting.callhistory import call_uuid
+from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.parking import ParkingHistory
+from scaserver.reporting.wakeups import prid_sha256
 from scaserver.sip.keys import ServerKey
 from scaserver.store.history import (
     CallRecord,

@@ -41,6 +41,14 @@ def test_every_row_moves_to_its_target_and_names_its_rule(
     assert step.appearance.changed_at == (10.0 if target is not state else 5.0)
 
 
+def test_the_fact_carries_the_appearance_as_the_change_left_it() -> None:
+    app = Appearance("sip:2001@pbx.example.com", 1, S.SEIZED, owner="sip:a@h", changed_at=5.0, created_at=5.0)
+    step = apply(app, Trigger.SEIZE_RELEASED, 10.0)
+    assert isinstance(step.fact, AppearanceChanged)
+    assert step.fact.appearance == step.appearance
+    assert step.fact.appearance is not None and step.fact.appearance.state is S.IDLE
+
+
 def test_o3_o4_o20_guards_the_seize_ends_only_before_the_invite_and_the_early_ttl_only_after() -> None:
     seize = Appearance("sip:2001@pbx.example.com", 1, S.SEIZED)
     dialled = attrs.evolve(seize, leg=CallLeg("c1", "ma", None, Role.CALLER))

@@ -1,4 +1,4 @@
-"""Pure value <-> column conversions of ``store/sql.py``."""
+"""Pure value <-> column conversions of ``store/registrations.py`` and ``store/engine.py``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from scaserver.registrar.binding import BindingKey, KeyKind
 from scaserver.sip.message import Peer, Transport
-from scaserver.store import sql
+from scaserver.store.engine import is_sqlite
+from scaserver.store.registrations import parse_received, received_uri, ruid
 
 
 @pytest.mark.parametrize(
@@ -20,8 +21,8 @@ from scaserver.store import sql
     ],
 )
 def test_received_uri_round_trip(peer: Peer, text: str) -> None:
-    assert sql.received_uri(peer) == text
-    assert sql.parse_received(text) == peer
+    assert received_uri(peer) == text
+    assert parse_received(text) == peer
 
 
 @given(
@@ -31,24 +32,24 @@ def test_received_uri_round_trip(peer: Peer, text: str) -> None:
 )
 def test_received_uri_round_trips_any_address(transport: Transport, host: str, port: int) -> None:
     peer = Peer(transport, host, port)
-    assert sql.parse_received(sql.received_uri(peer)) == peer
+    assert parse_received(received_uri(peer)) == peer
 
 
 def test_received_without_transport_is_udp() -> None:
-    assert sql.parse_received("sip:192.0.2.1:5060") == Peer(Transport.UDP, "192.0.2.1", 5060)
+    assert parse_received("sip:192.0.2.1:5060") == Peer(Transport.UDP, "192.0.2.1", 5060)
 
 
 @pytest.mark.parametrize("text", ["sip:192.0.2.1", "sip:192.0.2.1:port", ":5060", "sip:h:1;transport=sctp"])
 def test_malformed_received_is_rejected(text: str) -> None:
     with pytest.raises(ValueError):
-        sql.parse_received(text)
+        parse_received(text)
 
 
 def test_ruid_is_a_stable_digest_of_the_binding_key() -> None:
     key = BindingKey("sip:alice@example.com", KeyKind.INSTANCE, "<urn:uuid:1>")
-    assert sql.ruid(key) == sql.ruid(BindingKey("sip:alice@example.com", KeyKind.INSTANCE, "<urn:uuid:1>"))
-    assert sql.ruid(key) != sql.ruid(BindingKey("sip:alice@example.com", KeyKind.URI, "<urn:uuid:1>"))
-    assert len(sql.ruid(key)) == 64
+    assert ruid(key) == ruid(BindingKey("sip:alice@example.com", KeyKind.INSTANCE, "<urn:uuid:1>"))
+    assert ruid(key) != ruid(BindingKey("sip:alice@example.com", KeyKind.URI, "<urn:uuid:1>"))
+    assert len(ruid(key)) == 64
 
 
 @pytest.mark.parametrize(
@@ -56,4 +57,4 @@ def test_ruid_is_a_stable_digest_of_the_binding_key() -> None:
     [("sqlite:///x.db", True), ("sqlite://", True), ("postgresql+psycopg://u@h/db", False)],
 )
 def test_is_sqlite(url: str, expected: bool) -> None:
-    assert sql.is_sqlite(url) is expected
+    assert is_sqlite(url) is expected

@@ -12,8 +12,8 @@ from sqlalchemy import exc
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind
 from scaserver.store.engine import is_row_fault, stored_text
+from scaserver.store.registrations import ruid
 from scaserver.store.repository import binding_key_text, token_key_text
-from scaserver.store.sql import ruid
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,177 @@
+"""Batched, idempotent writes of rows, the way every SQL repository of ``store/`` writes.
+
+Each call is one transaction.  Upserts are batched ``INSERT ... ON CONFLICT DO UPDATE`` on
+the key's unique constraint (PostgreSQL and SQLite); a key with a nullable column
+(``trusted_peer.transport``) uses "update, else insert" with ``IS NOT DISTINCT FROM``.
+Upserts and deletes are idempotent, which is what the write-behind queue's retries rely on.
+A write to the directory (subscribers, trusted peers, lines) also bumps the directory's
+change marker in the same transaction (read by ``store.directory.directory_generation``).
+
+Every row written goes through :func:`fitted`: its text is escaped as ``store/engine.py``
+describes (``\\xNN`` for an octet that was not UTF-8) and cut to its column's length, so no
+header a peer sends, however long or whatever its octets, makes the database refuse a row.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, Table, and_, insert, select, tuple_, update
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.sql.elements import ColumnElement
+
+from scaserver.store import tables
+from scaserver.store.engine import stored_text
+
+T = TypeVar("T")
+
+
+def _key_clause(table: Table, key: Mapping[str, object]) -> ColumnElement[bool]:
+    return and_(*(table.c[name].is_not_distinct_from(value) for name, value in key.items()))
+
+
+#: Rows per statement on the batched paths (well under SQLite's parameter limit).
+CHUNK = 500
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@functools.cache
+def _lengths(table: Table) -> Mapping[str, int]:
+    lengths = {column.name: getattr(column.type, "length", None) for column in table.columns}
+    return {name: length for name, length in lengths.items() if isinstance(length, int)}
+
+
+def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
+    """``row`` as ``table`` can hold it: text escaped (``stored_text``) and cut to the
+    length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut)."""
+    lengths = _lengths(table)
+    out = dict(row)
+    for name, value in row.items():
+        if not isinstance(value, str):
+            continue
+        length = lengths.get(name)
+        if value.isascii() and "\x00" not in value and (length is None or len(value) <= length):
+            continue  # the common case: nothing to do
+        text = stored_text(value)
+        out[name] = text[:length] if length is not None and len(text) > length else text
+    return out
+
+
+def upsert_rows(
+    conn: Connection,
+    table: Table,
+    key_columns: Sequence[str],
+    rows: Sequence[Mapping[str, object]],
+    *,
+    nullable_key: bool = False,
+) -> None:
+    """Insert each row, or update the row with its key; the last row wins for a repeated key.
+
+    The key columns must carry a unique constraint.  On PostgreSQL and SQLite this is one
+    batched ``INSERT ... ON CONFLICT (key) DO UPDATE``; a key with a nullable column
+    (``nullable_key``; NULLs never conflict) takes the portable update-else-insert path.
+    """
+    fitted_rows = [fitted(table, row) for row in rows]
+    latest = list({tuple(row[name] for name in key_columns): row for row in fitted_rows}.values())
+    if not latest:
+        return
+    if not nullable_key and conn.dialect.name in ("postgresql", "sqlite"):
+        statement = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
+        updates = {name: statement.excluded[name] for name in latest[0] if name not in key_columns}
+        keys = [table.c[name] for name in key_columns]
+        upsert = (
+            statement.on_conflict_do_update(index_elements=keys, set_=updates)
+            if updates
+            else statement.on_conflict_do_nothing(index_elements=keys)
+        )
+        for chunk in _chunks(latest):
+            conn.execute(upsert, [dict(row) for row in chunk])
+        return
+    for row in latest:
+        key = {name: row[name] for name in key_columns}
+        values = {name: value for name, value in row.items() if name not in key_columns}
+        clause = _key_clause(table, key)
+        if values:
+            if conn.execute(update(table).where(clause).values(values)).rowcount > 0:
+                continue
+        elif conn.execute(select(table.c.id).where(clause)).first() is not None:
+            continue
+        conn.execute(insert(table).values(dict(row)))
+
+
+def delete_rows(
+    conn: Connection, table: Table, keys: Sequence[Mapping[str, object]], *, nullable_key: bool = False
+) -> None:
+    """Delete the rows with these keys (all mappings name the same columns); missing keys are
+    ignored.  Batched as ``(k1, k2) IN (...)`` unless a key column may be NULL."""
+    if not keys:
+        return
+    if nullable_key:
+        for key in keys:
+            conn.execute(sql_delete(table).where(_key_clause(table, key)))
+        return
+    names = list(keys[0])
+    columns = [table.c[name] for name in names]
+    target = columns[0] if len(columns) == 1 else tuple_(*columns)
+    for chunk in _chunks(keys):
+        values = (
+            [key[names[0]] for key in chunk]
+            if len(columns) == 1
+            else [tuple(key[n] for n in names) for key in chunk]
+        )
+        conn.execute(sql_delete(table).where(target.in_(values)))
+
+
+def delete_keys(
+    engine: Engine,
+    table: Table,
+    keys: Sequence[Mapping[str, object]],
+    *,
+    nullable_key: bool = False,
+    directory: bool = False,
+) -> None:
+    """Delete the rows with these keys in a transaction of their own (``directory``: a change
+    of the directory, which bumps its marker)."""
+    if keys:
+        with engine.begin() as conn:
+            delete_rows(conn, table, keys, nullable_key=nullable_key)
+            if directory:
+                bump_directory_generation(conn)
+
+
+def upsert(
+    engine: Engine,
+    table: Table,
+    key_columns: Sequence[str],
+    rows: Sequence[Mapping[str, object]],
+    *,
+    nullable_key: bool = False,
+    directory: bool = False,
+) -> None:
+    """Upsert the rows in a transaction of their own (``directory``: a change of the
+    directory, which bumps its marker)."""
+    if rows:
+        with engine.begin() as conn:
+            upsert_rows(conn, table, key_columns, rows, nullable_key=nullable_key)
+            if directory:
+                bump_directory_generation(conn)
+
+
+# -- the directory's change marker -------------------------------------------------------
+
+
+def bump_directory_generation(conn: Connection) -> None:
+    """Count one change of the directory, in the caller's transaction (the row is created
+    when a schema made without the migrations lacks it)."""
+    t = tables.directory_generation
+    changed = conn.execute(update(t).where(t.c.id == 1).values(generation=t.c.generation + 1))
+    if changed.rowcount == 0:
+        conn.execute(insert(t).values(id=1, generation=1))
