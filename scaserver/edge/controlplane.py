@@ -84,9 +84,9 @@ from scaserver.edge.tcp import SipStreamFactory
 from scaserver.events import EventBus
 from scaserver.guard.sources import SourceGuard
 from scaserver.metrics import NAMESPACE
-from scaserver.mobile import PushAnswered, PushRequested
 from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
+from scaserver.push.facts import PushAnswered, PushRequested
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.binding import Binding, BindingKey, RemovalReason
 from scaserver.registrar.midregistrar import MidRegistrar, Mode, UpstreamRegistration
@@ -417,29 +417,29 @@ class RegistrarLocationControl:
     def _bindings(self, aor: str) -> tuple[Binding, ...]:
         """The AoR's bindings, dormant push-only ones included (push-and-parking.md 4.5; they
         show ``Expires: "expired"``)."""
-        mobile = self._core.mobile
-        return self._core.registrar.location.bindings(aor) if mobile is None else mobile.bindings_of(aor)
+        push = self._core.push
+        return self._core.registrar.location.bindings(aor) if push is None else push.bindings_of(aor)
 
     def _record(self, aor: str) -> AorRecord | None:
         bindings = self._bindings(aor)
         if not bindings:
             return None
-        mobile, now = self._core.mobile, self._clock.seconds()
+        push, now = self._core.push, self._clock.seconds()
         contacts = tuple(
-            contact_info(b, None if mobile is None else mobile.device(b.key), now=now) for b in bindings
+            contact_info(b, None if push is None else push.device(b.key), now=now) for b in bindings
         )
         return AorRecord(aor=usrloc_aor(aor), contacts=contacts)
 
     def _remove(self, key: BindingKey, now: float) -> list[EngineAction]:
-        mobile = self._core.mobile
-        if mobile is None:
+        push = self._core.push
+        if push is None:
             return self._core.registrar.location.remove(key, RemovalReason.ADMINISTRATIVE, now)
-        return mobile.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
+        return push.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
 
     def dump(self) -> Sequence[AorRecord]:
         aors = set(self._core.registrar.location.aors())
-        if self._core.mobile is not None:
-            aors |= self._core.mobile.dormant_aors()
+        if self._core.push is not None:
+            aors |= self._core.push.dormant_aors()
         records = (self._record(aor) for aor in sorted(aors))
         return [record for record in records if record is not None]
 
@@ -520,11 +520,11 @@ class MobileParkingControl:
         self._domain = default_domain.lower()
 
     def parked(self) -> Sequence[ParkedTransaction]:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return ()
         found: list[ParkedTransaction] = []
-        for call in mobile.parking.calls():
+        for call in parking.lot.calls():
             label = int(call.park_id.rpartition("-")[2] or 0)
             index = zlib.crc32(call.spec.call_id.encode("utf-8")) & 0xFFFF
             for aor in call.spec.aors:
@@ -532,27 +532,27 @@ class MobileParkingControl:
         return sorted(found, key=lambda item: (item.ruri, item.tlabel))
 
     def registrations(self) -> Sequence[UpstreamInfo]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
+        push = self._core.push
+        if push is None or push.midregistrar is None:
             return ()
-        regs = sorted(mobile.midregistrar.registrations(), key=lambda reg: reg.aor)
+        regs = sorted(push.midregistrar.registrations(), key=lambda reg: reg.aor)
         return [self._info(reg) for reg in regs]
 
     def registration(self, aor: str) -> UpstreamInfo | None:
-        mobile = self._core.mobile
+        push = self._core.push
         canonical = canonical_argument(aor, self._domain)
-        if mobile is None or mobile.midregistrar is None or canonical is None:
+        if push is None or push.midregistrar is None or canonical is None:
             return None
-        reg = mobile.midregistrar.registration(canonical)
+        reg = push.midregistrar.registration(canonical)
         return None if reg is None else self._info(reg)
 
     def _info(self, reg: UpstreamRegistration) -> UpstreamInfo:
-        mobile = self._core.mobile
-        assert mobile is not None and mobile.midregistrar is not None
+        push = self._core.push
+        assert push is not None and push.midregistrar is not None
         last_ok = None if reg.renewed_at == float("-inf") else reg.renewed_at
         return UpstreamInfo(
             aor=reg.aor,
-            mode=mobile.midregistrar.settings.mode.value,
+            mode=push.midregistrar.settings.mode.value,
             state=reg.state.value,
             expires_at=reg.expires_at,
             last_ok=last_ok,
@@ -595,26 +595,27 @@ class MobileParkingAdmin(MobileParkingControl):
     # park.*
 
     def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return ()
         if ruri is None:
-            calls = mobile.parking.calls()
+            calls = parking.lot.calls()
         else:
             aor = canonical_argument(ruri, self._domain)
-            calls = () if aor is None else mobile.parking.calls(aor)
-        return [parked_call_info(call, mobile) for call in sorted(calls, key=lambda c: c.park_id)]
+            calls = () if aor is None else parking.lot.calls(aor)
+        settings = parking.lot.settings
+        return [parked_call_info(call, settings) for call in sorted(calls, key=lambda c: c.park_id)]
 
     async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return None
-        call = next((c for c in mobile.parking.calls() if c.spec.call_id == call_id), None)
+        call = next((c for c in parking.lot.calls() if c.spec.call_id == call_id), None)
         if call is None:
             return None
-        info = parked_call_info(call, mobile)
+        info = parked_call_info(call, parking.lot.settings)
         now = self._clock.seconds()
-        actions = mobile.parking.release(call_id, status, now)
+        actions = parking.lot.release(call_id, status, now)
         if actions is None:
             return None
         self._execute(self._core.run(actions, now))
@@ -623,11 +624,11 @@ class MobileParkingAdmin(MobileParkingControl):
     # pushreg.wake
 
     async def wake(self, aor: str, reason: str) -> Sequence[WakeOutcome] | None:
-        mobile = self._core.mobile
+        push = self._core.push
         canonical = canonical_argument(aor, self._domain)
-        if mobile is None or canonical is None:
+        if push is None or canonical is None:
             return None
-        bindings = mobile.bindings_of(canonical)
+        bindings = push.bindings_of(canonical)
         if not bindings:
             return None
         now = self._clock.seconds()
@@ -635,11 +636,11 @@ class MobileParkingAdmin(MobileParkingControl):
         rows: list[tuple[str, str, str | None]] = []  # contact, provider, attempt (None: suppressed)
         attempts: dict[tuple[str, str], str | None] = {}
         for binding in bindings:
-            device = mobile.device(binding.key)
+            device = push.device(binding.key)
             if device is None or not device.push_capable:
                 continue
             if device.token not in attempts:
-                pushed = mobile.refresh_push(device, reason, now)
+                pushed = push.refresh_push(device, reason, now)
                 actions += pushed
                 sent = [
                     action.event.request.id
@@ -681,19 +682,19 @@ class MobileParkingAdmin(MobileParkingControl):
     # uac.*
 
     def uac_registrations(self) -> Sequence[UacRegistration]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
+        push = self._core.push
+        if push is None or push.midregistrar is None:
             return ()
-        midreg = mobile.midregistrar
+        midreg = push.midregistrar
         records = (self._uac(reg, midreg) for reg in midreg.registrations())
         return sorted(records, key=lambda record: record.l_uuid)
 
     async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
-        mobile = self._core.mobile
+        push = self._core.push
         aor = canonical_argument(l_uuid, self._domain)
-        if mobile is None or mobile.midregistrar is None or aor is None:
+        if push is None or push.midregistrar is None or aor is None:
             return UacRefusal.NO_RECORD
-        midreg = mobile.midregistrar
+        midreg = push.midregistrar
         if midreg.registration(aor) is None:
             return UacRefusal.NO_RECORD
         if midreg.settings.mode is Mode.MIRROR:
@@ -753,8 +754,8 @@ class EngineParkingGauges:
         self._core = core
 
     def _stored(self) -> list[tuple[str, ...]]:
-        mobile = self._core.mobile
-        return [] if mobile is None else [call.spec.aors for call in mobile.parking.calls()]
+        parking = self._core.parking
+        return [] if parking is None else [call.spec.aors for call in parking.lot.calls()]
 
     def stored_ruris(self) -> int:
         return len({aor for aors in self._stored() for aor in aors})
@@ -763,8 +764,8 @@ class EngineParkingGauges:
         return sum(len(aors) for aors in self._stored())
 
     def transactions_of(self, ruri: str) -> int:
-        mobile = self._core.mobile
-        return 0 if mobile is None else len(mobile.parking.calls(ruri))
+        parking = self._core.parking
+        return 0 if parking is None else len(parking.lot.calls(ruri))
 
 
 class MetricsStatistics:

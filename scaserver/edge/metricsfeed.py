@@ -11,11 +11,6 @@ from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
-from scaserver.mobile import (
-    PushAnswered,
-    PushOutcome,
-    PushRetrying,
-)
 from scaserver.parking.parked import (
     BranchAdded,
     EndReason,
@@ -24,6 +19,11 @@ from scaserver.parking.parked import (
     ParkStarted,
     WakeMissed,
     WakeObserved,
+)
+from scaserver.push.facts import (
+    PushAnswered,
+    PushOutcome,
+    PushRetrying,
 )
 from scaserver.registrar.binding import (
     BindingAdded,

@@ -12,12 +12,12 @@ from scaserver.dispatch import (
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient
 from scaserver.edge.stack import SipStack, TimerClock
 from scaserver.events import EventBus
-from scaserver.mobile import (
-    PushesAborted,
-    PushRequested,
-)
 from scaserver.parking.parked import (
     ParkEnded,
+)
+from scaserver.push.facts import (
+    PushesAborted,
+    PushRequested,
 )
 from scaserver.push.gateway import PushRequest
 from scaserver.push.pnparams import (

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import pytest
 
-from scaserver.mobile import MobileSettings
 from scaserver.parking.parked import (
     BranchAdded,
     EndReason,
@@ -21,6 +20,7 @@ from scaserver.parking.parked import (
 )
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import PushPolicySettings
+from scaserver.push.service import PushServiceSettings
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.midregistrar import RegisterDecided, UpstreamChanged
 from scaserver.registrar.upstream import UpstreamState
@@ -60,7 +60,7 @@ def parked(r: Rig) -> Request:
 
 def test_r2_a_device_confirmed_within_fresh_window_is_rung_directly_and_not_pushed() -> None:
     policy = PushPolicySettings(fresh_window=5.0)
-    r = rig(mobile=MobileSettings(policy=policy))
+    r = rig(push=PushServiceSettings(policy=policy))
     r.device_registers(M1, contact_of(M1, "TOK1"), call_id="m1-a")
     r.advance(1.0)
     r.invite()
@@ -72,7 +72,7 @@ def test_r2_a_device_confirmed_within_fresh_window_is_rung_directly_and_not_push
 
 
 def test_r2_outside_fresh_window_it_is_pushed_and_its_confirmation_gets_the_branch() -> None:
-    r = rig(mobile=MobileSettings(policy=PushPolicySettings(fresh_window=5.0)))
+    r = rig(push=PushServiceSettings(policy=PushPolicySettings(fresh_window=5.0)))
     r.device_registers(M1, contact_of(M1, "TOK1"), call_id="m1-a")
     r.advance(6.0)
     parked(r)

@@ -41,8 +41,8 @@ from scaserver.edge.controlplane import (
 from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
 from scaserver.metrics import Metrics
-from scaserver.mobile import PushesAborted
 from scaserver.parking.parked import EndReason, ParkEnded
+from scaserver.push.facts import PushesAborted
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind, RemovalReason
@@ -256,7 +256,7 @@ def test_park_release_of_an_unknown_call_changes_nothing() -> None:
     assert run(plane.admin.release("other@pbx", 480)) is None
     assert len(plane.admin.parked_calls()) == 1
     assert run(Plane(rig()).admin.release(CALL_ID, 480)) is None
-    lot = plane.r.mobile.parking
+    lot = plane.r.parking.lot
     assert lot.release("other@pbx", 480, plane.r.now) is None
     for status in (200, 299, 700):
         with pytest.raises(ProtocolStateError):
@@ -503,7 +503,7 @@ def test_ul_dump_shows_a_dormant_apns_binding_as_expired_and_ul_rm_removes_it() 
     assert contact.expires_at is not None and contact.expires_at <= plane.clock.seconds()
     assert (contact.push.dormant, contact.push.keepalive, contact.push.source) == (True, "extend", "rfc8599")
     assert fired(ensureDeferred(location.rm("200"))) is True
-    assert location.dump() == [] and plane.r.mobile.dormant(AOR) == ()
+    assert location.dump() == [] and plane.r.push.dormant(AOR) == ()
     assert fired(ensureDeferred(location.rm("200"))) is False
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.mobile import PushAnswered, PushOutcome, PushRequested
 from scaserver.parking.parked import (
     BranchAdded,
     BranchAnswered,
@@ -18,6 +17,7 @@ from scaserver.parking.parked import (
     WakeObserved,
 )
 from scaserver.proxy.events import ResponseRelayed
+from scaserver.push.facts import PushAnswered, PushOutcome, PushRequested
 from scaserver.push.gateway import CallInfo, PushRequest, PushType
 from scaserver.reporting.history import HistoryRecorder, call_uuid, prid_sha256
 from scaserver.reporting.parking import ParkingHistory
