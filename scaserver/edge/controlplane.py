@@ -570,7 +570,7 @@ class MobileParkingAdmin(MobileParkingControl):
     plus ``park.*``, ``pushreg.wake`` and ``uac.*`` over the running core.
 
     Mutations go through the engines' own entry points (``ParkingLot.release``,
-    ``Mobile.refresh_push``, ``MidRegistrar.refresh_now``); their actions run through the core
+    ``PushService.refresh_push``, ``MidRegistrar.refresh_now``); their actions run through the core
     and the edge (``execute``) before the RPC answers, like ``EngineScaControl``'s.
     ``pushreg.wake`` then watches the bus for the ``PushAnswered`` fact of each push it sent
     (the edge push client reports every attempt's last word) for up to ``wake_wait_s``.

@@ -23,7 +23,7 @@ from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import StartTimer
 from scaserver.sip.message import Peer, Transport
 from scaserver.store.repository import TokenKey, token_key, upstream_key
-from tests.mobile_rig import AOR, M1, M2, pn, rig
+from tests.push_rig import AOR, M1, M2, pn, rig
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -1,7 +1,7 @@
-"""The races of push-and-parking.md section 7 on the whole SIP core (tests/mobile_rig.py): each
+"""The races of push-and-parking.md section 7 on the whole SIP core (tests/push_rig.py): each
 one played with SIP messages in both orders where the spec names two, timers on a simulated
-clock.  R1, R5, R7, R13, R14 and R18 are in tests/unit/test_mobile.py; T-scenarios in
-tests/unit/test_mobile_scenarios.py.
+clock.  R1, R5, R7, R13, R14 and R18 are in tests/unit/test_dispatch_push_parking.py; T-scenarios in
+tests/unit/test_dispatch_push_parking_scenarios.py.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.midregistrar import RegisterDecided, UpstreamChanged
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Peer, Request, Transport
-from tests.mobile_rig import (
+from tests.push_rig import (
     ANSWERED_ELSEWHERE,
     AOR,
     DESK,

@@ -1,7 +1,7 @@
 """``park.*``, ``pushreg.wake``, ``uac.*`` and ``stats.get_statistics`` over a real SipRouter with
-its Mobile coordinator (rpc.md 3.4-3.6, push-and-parking.md 6.8 and 9).
+its push service and call parking (rpc.md 3.4-3.6, push-and-parking.md 6.8 and 9).
 
-The core is ``tests.mobile_rig``'s (P the upstream PBX, D a desk phone, M1/M2 mobiles);
+The core is ``tests.push_rig``'s (P the upstream PBX, D a desk phone, M1/M2 mobiles);
 ``execute`` runs the edge actions as the stack does (sends recorded, facts published on the
 bus), ``task.Clock`` is the reactor, and the push gateway's answers are fed back through
 ``SipRouter.push_delivered`` as the edge push client does.
@@ -51,7 +51,7 @@ from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Request
 from tests.builders import make_core
-from tests.mobile_rig import AGGREGATE_URI, AOR, DESK, M1, M1_WOKEN, M2, PBX, Rig, registered, rig, wakes
+from tests.push_rig import AGGREGATE_URI, AOR, DESK, M1, M1_WOKEN, M2, PBX, Rig, registered, rig, wakes
 from tests.unit.control.fakes import ADMIN, SERVER, FakeLocation, FakeSca, check_result, run
 
 CALL_ID = "call-1@pbx"

@@ -24,7 +24,7 @@ from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request, Transport
 from scaserver.sip.parser import parse_message
 from tests.builders import make_core
-from tests.mobile_rig import (
+from tests.push_rig import (
     AGGREGATE,
     AOR,
     DESK,

@@ -10,7 +10,7 @@ from scaserver.push.gateway import Outcome
 from scaserver.sca.line import SharedLine
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from tests.builders import make_core
-from tests.mobile_rig import DESK, PBX, Rig, equip, register_as
+from tests.push_rig import DESK, PBX, Rig, equip, register_as
 
 LINE = "sip:line1@example.com"
 MEMBER = "sip:202@example.com"

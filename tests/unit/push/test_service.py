@@ -19,7 +19,7 @@ from scaserver.registrar.midregistrar import Mode
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
-from tests.mobile_rig import (
+from tests.push_rig import (
     AOR,
     DESK,
     M1,

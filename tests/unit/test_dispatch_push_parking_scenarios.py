@@ -1,7 +1,7 @@
 """The end-to-end scenarios of push-and-parking.md section 8 (T4-T19) on the whole SIP core:
 a SipRouter with its push service and call parking driven with SIP messages from P (the PBX), D (a desk
 phone) and M1/M2 (mobile apps), push gateway answers fed back as the edge does, timers fired
-on a simulated clock (tests/mobile_rig.py).  T1, T2, T3 and T8 are in tests/unit/test_mobile.py;
+on a simulated clock (tests/push_rig.py).  T1, T2, T3 and T8 are in tests/unit/test_dispatch_push_parking.py;
 T17 (gateway retry with the same id) in tests/integration/test_pushgateway.py.
 """
 
@@ -22,7 +22,7 @@ from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request
 from scaserver.sip.uri import SipUri
-from tests.mobile_rig import (
+from tests.push_rig import (
     AGGREGATE,
     ANSWERED_ELSEWHERE,
     AOR,

@@ -24,7 +24,7 @@ from scaserver.sip.digest import Algorithm, ClientCredentials, Credentials, comp
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
-from tests.mobile_rig import AOR, PBX, registered
+from tests.push_rig import AOR, PBX, registered
 from tests.unit.edge.doubles import LogCapture
 
 PUSH_ON = {
