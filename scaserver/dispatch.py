@@ -676,7 +676,7 @@ class SipRouter:
             case StartBranch(server_tx=server_tx, branch=index, target=target):
                 parking = self._parking_for(instruction)
                 if server_tx not in self.proxy:
-                    return self._run(parking.lot.on_branch_final(server_tx, index, 503, now), now)
+                    return self._run(parking.branch_not_started(server_tx, index, now), now)
                 started, keys = self.proxy.add_targets(server_tx, [proxy_target(target)], now)
                 parking.branches_started(server_tx, index, keys)
                 return self._run(started, now)

@@ -198,6 +198,10 @@ class CallParking:
             self._branches[server_tx, index] = key
             self._parked_branches[key] = index
 
+    def branch_not_started(self, server_tx: ServerKey, index: int, now: float) -> list[EngineAction]:
+        """The call's proxy context is gone: the lot's branch ``index`` ends as a 503."""
+        return self.lot.on_branch_final(server_tx, index, 503, now)
+
     def forget_branches(self, server_tx: ServerKey) -> None:
         """The call is released: its branches are the proxy's alone."""
         for (tx, index), key in list(self._branches.items()):
