@@ -669,8 +669,8 @@ class SipRouter:
             case PutBinding() | DropBinding() | RegisterForwarded() | RegisterFinished():
                 if self.push is None:
                     raise ProtocolStateError(f"a mid-registrar instruction without push: {instruction!r}")
-                carried = self.push.handle(instruction, now)
-                if self.parking is not None:
+                carried = self.push.handle(instruction, now) if self.push.handles(instruction) else []
+                if self.parking is not None and self.parking.handles(instruction):
                     carried += self.parking.handle(instruction, now)
                 return self._run(carried, now)
             case StartBranch(server_tx=server_tx, branch=index, target=target):
@@ -714,7 +714,7 @@ class SipRouter:
                 return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
-                if self.parking is not None:
+                if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
                 return [Deliver(fact), *self._run(reacted, now)]
             case _:

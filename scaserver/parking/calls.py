@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Final, get_args
+from typing import Final, TypeGuard, assert_never, get_args
 
 import attrs
 
@@ -236,10 +236,10 @@ class CallParking:
     # ------------------------------------------------------------------ instructions, facts
 
     @staticmethod
-    def handles(event: object) -> bool:
+    def handles(event: object) -> TypeGuard[ParkingEvent]:
         return isinstance(event, _EVENTS)
 
-    def handle(self, event: object, now: float) -> list[EngineAction]:
+    def handle(self, event: ParkingEvent, now: float) -> list[EngineAction]:
         """Carry out an instruction, or react to a fact (after the push service did)."""
         match event:
             case CancelParkedBranch(server_tx=server_tx, branch=index, reason=reason):
@@ -270,7 +270,8 @@ class CallParking:
                 if self.push.midregistrar is not None:
                     return []  # confirmations come from BindingConfirmed
                 return self._inject(binding.aor, binding, now, now)
-        return []
+            case _:
+                assert_never(event)
 
     def _inject(self, aor: str, binding: Binding, confirmed_at: float, now: float) -> list[EngineAction]:
         """6.4: a binding was confirmed; the parked calls of ``aor`` may get a branch to it."""

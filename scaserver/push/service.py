@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Hashable, Sequence
-from typing import Final, get_args
+from typing import Final, TypeGuard, assert_never, get_args
 
 import attrs
 
@@ -347,10 +347,10 @@ class PushService:
     # ------------------------------------------------------------------ instructions, facts
 
     @staticmethod
-    def handles(event: object) -> bool:
+    def handles(event: object) -> TypeGuard[PushEvent]:
         return isinstance(event, _EVENTS)
 
-    def handle(self, event: object, now: float) -> list[EngineAction]:
+    def handle(self, event: PushEvent, now: float) -> list[EngineAction]:
         """Carry out a mid-registrar instruction, or react to a binding fact."""
         match event:
             case PutBinding(binding=binding):
@@ -377,7 +377,8 @@ class PushService:
                 return gone + self.midregistrar.on_binding_gone(binding.aor, now, binding)
             case BindingExpired(binding=binding):
                 return self._expired(binding, now)
-        return []
+            case _:
+                assert_never(event)
 
     def _confirmed(self, event: BindingConfirmed, now: float) -> list[EngineAction]:
         actions = self._awake(event.key)
