@@ -52,10 +52,6 @@ from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import SourceGuard
-from scaserver.mobile import (
-    Mobile,
-    MobileSettings,
-)
 from scaserver.owners import (
     AnsweredOnBus,
     ClientOwners,
@@ -64,6 +60,7 @@ from scaserver.owners import (
     ScaNotifies,
     UpstreamForwards,
 )
+from scaserver.parking.calls import CallParking
 from scaserver.parking.parked import ParkingLot
 from scaserver.proxy.context import BranchKey
 from scaserver.proxy.proxy import Proxy, ProxySettings
@@ -78,6 +75,7 @@ from scaserver.push.pnparams import (
     ValueSource,
 )
 from scaserver.push.policy import PushPolicySettings
+from scaserver.push.service import PushService, PushServiceSettings
 from scaserver.push.settings import LegacyPushRule
 from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregistrar import MidRegSettings, Mode, UpstreamCredentials
@@ -263,18 +261,19 @@ def make_core(
     def subscriber(username: str, realm: str) -> Credentials | None:
         return authenticator.lookup(username, realm)  # the directory now: it is reloaded
 
-    mobile = make_mobile(settings, registrar, proxy, identity, unique, credentials=subscriber, secret=secret)
+    push = make_push(settings, registrar, identity, unique, credentials=subscriber, secret=secret)
     sip_core = SipRouter(
         core,
         layer,
         identity,
         authenticator,
-        with_upstreams(trusted, core.upstream, mobile),
+        with_upstreams(trusted, core.upstream, push),
         registrar,
         proxy,
         engine,
         unique,
-        mobile=mobile,
+        push=push,
+        parking=make_parking(settings, push, identity),
         known_host=known_host,
         session_timer=session_timer_policy(settings.sca),
     )
@@ -289,12 +288,12 @@ def client_owners(core: SipRouter) -> ClientOwners:
     proxy's branches, the SCA NOTIFYs, the NAT pings, the check-sync NOTIFYs of the control
     plane and, with push, the mid-registrar's upstream REGISTERs."""
     owners = ClientOwners()
-    owners.register(BranchKey, ProxyBranches(core.proxy, core.mobile))
+    owners.register(BranchKey, ProxyBranches(core.proxy, core.parking))
     owners.register(NotifyContext, ScaNotifies(core.sca))
     owners.register(NatPing, NatPings(core.flow_dead))
     owners.register(ResyncContext, AnsweredOnBus())
-    if core.mobile is not None:
-        owners.register(ForwardKey, UpstreamForwards(core.mobile))
+    if core.push is not None and core.push.midregistrar is not None:
+        owners.register(ForwardKey, UpstreamForwards(core.push.midregistrar))
     return owners
 
 
@@ -322,19 +321,19 @@ def upstream_transport_choice(
     return TransportChoice(locator, clock, query, chosen)
 
 
-def make_mobile(
+def make_push(
     settings: Settings,
     registrar: Registrar,
-    proxy: Proxy,
     identity: ProxyIdentity,
     unique: Callable[[], str],
     *,
     credentials: CredentialLookup | None = None,
     secret: bytes = b"",
-) -> Mobile | None:
-    """The push mid-registrar and call parking (push-and-parking.md), None when both are off.
-    ``credentials``: the subscriber table, for ``upstream_auth = "subscriber"``; ``secret``
-    keys the PURRs issued when ``push.purr`` is on (6.10)."""
+) -> PushService | None:
+    """The push mid-registrar's device side (push-and-parking.md 3-5), None when push and the
+    mid-registrar are both off.  ``credentials``: the subscriber table, for
+    ``upstream_auth = "subscriber"``; ``secret`` keys the PURRs issued when ``push.purr`` is
+    on (6.10)."""
     push, mid, park = settings.push, settings.midregistrar, settings.parking
     if not push.enabled and not mid.enabled:
         return None
@@ -371,10 +370,6 @@ def make_mobile(
             credentials=upstream_credentials(mid, credentials),
             cnonce=lambda: secrets.token_hex(8),
         )
-    lot = ParkingLot(
-        park,
-        id_factory=lambda: str(uuid.uuid4()),
-    )
     typing = TypingSettings(
         providers=frozenset(p.lower() for p in push.providers),
         legacy_rules=tuple(legacy_rule(rule) for rule in push.legacy_rules),
@@ -387,14 +382,22 @@ def make_mobile(
         fresh_window=park.fresh_window,
         ring_open_flows=park.ring_open_flows,
     )
-    return Mobile(
-        MobileSettings(typing, policy, parking_enabled=push.enabled, purr_secret=secret),
+    return PushService(
+        PushServiceSettings(typing, policy, purr_secret=secret),
         registrar.location,
-        proxy,
         identity,
-        lot,
-        midregistrar,
+        id_factory=lambda: str(uuid.uuid4()),
+        midregistrar=midregistrar,
     )
+
+
+def make_parking(settings: Settings, push: PushService | None, identity: ProxyIdentity) -> CallParking | None:
+    """Call parking over the push service's devices (push-and-parking.md 6), None without
+    them; with ``push.enabled`` false every call is ordinary forking."""
+    if push is None:
+        return None
+    lot = ParkingLot(settings.parking, id_factory=lambda: str(uuid.uuid4()))
+    return CallParking(lot, push, identity, enabled=settings.push.enabled)
 
 
 def legacy_rule(rule: LegacyPushRule) -> LegacyRule:
@@ -411,12 +414,12 @@ def legacy_rule(rule: LegacyPushRule) -> LegacyRule:
     )
 
 
-def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, mobile: Mobile | None) -> TrustedPeers:
+def with_upstreams(trusted: TrustedPeers, upstream: Peer | None, push: PushService | None) -> TrustedPeers:
     """The trusted peers of the directory, and the upstream and mid-registrar upstream."""
     if upstream is not None:
         trusted = trusted_upstream(trusted, upstream, "upstream")
-    if mobile is not None and mobile.midregistrar is not None:
-        trusted = trusted_upstream(trusted, mobile.midregistrar.settings.upstream, "midregistrar-upstream")
+    if push is not None and push.midregistrar is not None:
+        trusted = trusted_upstream(trusted, push.midregistrar.settings.upstream, "midregistrar-upstream")
     return trusted
 
 
@@ -433,7 +436,7 @@ def apply_directory(
     domains = domain_policy(settings, directory_domains(directory.credentials, lines, aliases))
     core.replace_directory(
         credentials=credential_lookup(directory.credentials),
-        trusted=with_upstreams(TrustedPeers(directory.trusted), core.settings.upstream, core.mobile),
+        trusted=with_upstreams(TrustedPeers(directory.trusted), core.settings.upstream, core.push),
         domains=domains,
         lines=lines,
     )
@@ -556,7 +559,7 @@ def make_server(
     choice = upstream_transport_choice(settings, core, sip.transports.locator, reactor)
     if choice is not None:
         sip.adopt(choice)
-    if core.mobile is not None and settings.push.enabled:
+    if core.push is not None and settings.push.enabled:
         pushes = PushDispatch(core, sip.stack, reactor)
         pushes.client = push_client(settings, reactor, pushes)
         pushes.attach(bus)
@@ -602,8 +605,8 @@ def make_server(
         # Push state first: the location service then reports lapsed bindings expired, and
         # dormant ``extend`` bindings are retained instead (push-and-parking.md 4.5).
         actions = (
-            core.mobile.restore(state.bindings, now, invalidated=state.invalidated)
-            if core.mobile is not None
+            core.push.restore(state.bindings, now, invalidated=state.invalidated)
+            if core.push is not None
             else []
         )
         actions += core.registrar.restore(state.bindings, now)

@@ -22,9 +22,10 @@ from typing import Protocol, TypeVar
 
 import attrs
 
-from scaserver.mobile import Mobile
+from scaserver.parking.calls import CallParking
 from scaserver.proxy.context import BranchKey
 from scaserver.proxy.proxy import Proxy
+from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import FlowFailure, NatPing
 from scaserver.sca.engine import NotifyContext, ScaEngine
@@ -122,11 +123,11 @@ class ProxyBranches:
     of a parked call's branch is the parking lot's first (push-and-parking.md 6)."""
 
     proxy: Proxy
-    mobile: Mobile | None = None
+    parking: CallParking | None = None
 
     def on_response(self, context: BranchKey, response: Response, now: float) -> list[EngineAction]:
-        if self.mobile is not None and response.status < 200:
-            relayed, parked = self.mobile.on_branch_provisional(context, response, now)
+        if self.parking is not None and response.status < 200:
+            relayed, parked = self.parking.on_branch_provisional(context, response, now)
             quiet = relayed or attrs.evolve(response, status=100, reason="Trying")  # relay nothing
             return parked + self.proxy.on_response(context, quiet, now)
         return self.proxy.on_response(context, response, now)
@@ -141,13 +142,15 @@ class ProxyBranches:
 class UpstreamForwards:
     """The push mid-registrar's REGISTERs to the upstream registrar."""
 
-    mobile: Mobile
+    midregistrar: MidRegistrar
 
     def on_response(self, context: ForwardKey, response: Response, now: float) -> list[EngineAction]:
-        return self.mobile.on_upstream_response(context, response, now)
+        return self.midregistrar.on_upstream_response(context, response, now)
 
     def on_failure(self, context: ForwardKey, failure: ClientFailure, now: float) -> list[EngineAction]:
-        return self.mobile.on_upstream_failure(context, failure is ClientFailure.TIMEOUT, now)
+        if failure is ClientFailure.TIMEOUT:
+            return self.midregistrar.on_upstream_timeout(context, now)
+        return self.midregistrar.on_upstream_failure(context, now)
 
 
 @attrs.frozen

@@ -23,30 +23,30 @@ class LocationView:
 
     def _bindings(self, aor: str) -> tuple[Binding, ...]:
         """The AoR's bindings, dormant push-only ones included (push-and-parking.md 4.5)."""
-        mobile = self._core.mobile
-        return self._core.registrar.location.bindings(aor) if mobile is None else mobile.bindings_of(aor)
+        push = self._core.push
+        return self._core.registrar.location.bindings(aor) if push is None else push.bindings_of(aor)
 
     def _record(self, aor: str, now: float) -> AorRecord | None:
         bindings = self._bindings(aor)
         if not bindings:
             return None
-        mobile = self._core.mobile
+        push = self._core.push
         contacts = tuple(
-            contact_info(b, None if mobile is None else mobile.device(b.key), now=now) for b in bindings
+            contact_info(b, None if push is None else push.device(b.key), now=now) for b in bindings
         )
         return AorRecord(aor=usrloc_aor(aor), contacts=contacts)
 
     def _remove(self, key: BindingKey, now: float) -> list[EngineAction]:
         """Remove one binding administratively; the actions that carries out the removal."""
-        mobile = self._core.mobile
-        if mobile is None:
+        push = self._core.push
+        if push is None:
             return self._core.registrar.location.remove(key, RemovalReason.ADMINISTRATIVE, now)
-        return mobile.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
+        return push.drop_binding(key, RemovalReason.ADMINISTRATIVE, now)
 
     def _dump(self, now: float) -> Sequence[AorRecord]:
         aors = set(self._core.registrar.location.aors())
-        if self._core.mobile is not None:
-            aors |= self._core.mobile.dormant_aors()
+        if self._core.push is not None:
+            aors |= self._core.push.dormant_aors()
         records = (self._record(aor, now) for aor in sorted(aors))
         return [record for record in records if record is not None]
 

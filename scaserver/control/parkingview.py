@@ -22,7 +22,7 @@ from scaserver.control.seams import (
     WakeOutcome,
 )
 from scaserver.control.views import canonical_argument, parked_call_info, usrloc_aor
-from scaserver.mobile import PushAnswered, PushRequested
+from scaserver.push.facts import PushAnswered, PushRequested
 from scaserver.push.pnparams import strip_pn_params
 from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregstate import UpstreamRegistration
@@ -87,11 +87,11 @@ class MobileParkingControl:
         self._domain = default_domain.lower()
 
     def parked(self) -> Sequence[ParkedTransaction]:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return ()
         found: list[ParkedTransaction] = []
-        for call in mobile.parking.calls():
+        for call in parking.lot.calls():
             label = int(call.park_id.rpartition("-")[2] or 0)
             index = zlib.crc32(call.spec.call_id.encode("utf-8")) & 0xFFFF
             for aor in call.spec.aors:
@@ -99,38 +99,39 @@ class MobileParkingControl:
         return sorted(found, key=lambda item: (item.ruri, item.tlabel))
 
     def parked_calls(self, ruri: str | None = None) -> Sequence[ParkedCallInfo]:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return ()
         if ruri is None:
-            calls = mobile.parking.calls()
+            calls = parking.lot.calls()
         else:
             aor = canonical_argument(ruri, self._domain)
-            calls = () if aor is None else mobile.parking.calls(aor)
-        return [parked_call_info(call, mobile) for call in sorted(calls, key=lambda c: c.park_id)]
+            calls = () if aor is None else parking.lot.calls(aor)
+        settings = parking.lot.settings
+        return [parked_call_info(call, settings) for call in sorted(calls, key=lambda c: c.park_id)]
 
     def registrations(self) -> Sequence[UpstreamInfo]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
+        push = self._core.push
+        if push is None or push.midregistrar is None:
             return ()
-        regs = sorted(mobile.midregistrar.registrations(), key=lambda reg: reg.aor)
+        regs = sorted(push.midregistrar.registrations(), key=lambda reg: reg.aor)
         return [self._info(reg) for reg in regs]
 
     def registration(self, aor: str) -> UpstreamInfo | None:
-        mobile = self._core.mobile
+        push = self._core.push
         canonical = canonical_argument(aor, self._domain)
-        if mobile is None or mobile.midregistrar is None or canonical is None:
+        if push is None or push.midregistrar is None or canonical is None:
             return None
-        reg = mobile.midregistrar.registration(canonical)
+        reg = push.midregistrar.registration(canonical)
         return None if reg is None else self._info(reg)
 
     def _info(self, reg: UpstreamRegistration) -> UpstreamInfo:
-        mobile = self._core.mobile
-        assert mobile is not None and mobile.midregistrar is not None
+        push = self._core.push
+        assert push is not None and push.midregistrar is not None
         last_ok = None if reg.renewed_at == float("-inf") else reg.renewed_at
         return UpstreamInfo(
             aor=reg.aor,
-            mode=mobile.midregistrar.settings.mode.value,
+            mode=push.midregistrar.settings.mode.value,
             state=reg.state.value,
             expires_at=reg.expires_at,
             last_ok=last_ok,
@@ -141,22 +142,22 @@ class MobileParkingControl:
     def _wake_plan(self, aor: str, reason: str, now: float) -> WakePlan | None:
         """The pushes that wake the AoR's push-capable devices (one per device token), or None
         when the AoR has no bindings."""
-        mobile = self._core.mobile
+        push = self._core.push
         canonical = canonical_argument(aor, self._domain)
-        if mobile is None or canonical is None:
+        if push is None or canonical is None:
             return None
-        bindings = mobile.bindings_of(canonical)
+        bindings = push.bindings_of(canonical)
         if not bindings:
             return None
         actions: list[EngineAction] = []
         rows: list[WakeRow] = []
         attempts: dict[tuple[str, str], str | None] = {}
         for binding in bindings:
-            device = mobile.device(binding.key)
+            device = push.device(binding.key)
             if device is None or not device.push_capable:
                 continue
             if device.token not in attempts:
-                pushed = mobile.refresh_push(device, reason, now)
+                pushed = push.refresh_push(device, reason, now)
                 actions += pushed
                 sent = [
                     action.event.request.id
@@ -169,10 +170,10 @@ class MobileParkingControl:
         return WakePlan(tuple(actions), tuple(rows))
 
     def uac_registrations(self) -> Sequence[UacRegistration]:
-        mobile = self._core.mobile
-        if mobile is None or mobile.midregistrar is None:
+        push = self._core.push
+        if push is None or push.midregistrar is None:
             return ()
-        midreg = mobile.midregistrar
+        midreg = push.midregistrar
         records = (self._uac(reg, midreg) for reg in midreg.registrations())
         return sorted(records, key=lambda record: record.l_uuid)
 
@@ -222,8 +223,8 @@ class EngineParkingGauges:
         self._core = core
 
     def _stored(self) -> list[tuple[str, ...]]:
-        mobile = self._core.mobile
-        return [] if mobile is None else [call.spec.aors for call in mobile.parking.calls()]
+        parking = self._core.parking
+        return [] if parking is None else [call.spec.aors for call in parking.lot.calls()]
 
     def stored_ruris(self) -> int:
         return len({aor for aors in self._stored() for aor in aors})
@@ -232,5 +233,5 @@ class EngineParkingGauges:
         return sum(len(aors) for aors in self._stored())
 
     def transactions_of(self, ruri: str) -> int:
-        mobile = self._core.mobile
-        return 0 if mobile is None else len(mobile.parking.calls(ruri))
+        parking = self._core.parking
+        return 0 if parking is None else len(parking.lot.calls(ruri))

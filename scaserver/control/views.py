@@ -25,7 +25,7 @@ from scaserver.control.seams import (
     ScaEvent,
     SubscriptionInfo,
 )
-from scaserver.mobile import Mobile
+from scaserver.parking.parked import ParkingSettings
 from scaserver.parking.parkedcall import AttemptState, CallState, ParkedCall
 from scaserver.push.pnparams import token_hash
 from scaserver.push.policy import DevicePush
@@ -198,10 +198,9 @@ def binding_text(binding: object) -> str:
     return f"{binding.kind.value}:{binding.value}"
 
 
-def parked_call_info(call: ParkedCall, mobile: Mobile) -> ParkedCallInfo:
+def parked_call_info(call: ParkedCall, settings: ParkingSettings) -> ParkedCallInfo:
     """The seam's view of a parked call (rpc.md 3.4, push-and-parking.md 9).  Every push
     attempt of a call leaves when it is parked (6.1), so ``sent_at`` is the park time."""
-    settings = mobile.parking.settings
     branches = tuple(
         ParkedBranchInfo(
             index=branch.index,

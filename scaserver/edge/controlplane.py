@@ -61,9 +61,9 @@ from scaserver.control.views import (
 from scaserver.edge.directorywatch import DirectoryWatch
 from scaserver.edge.stack import DelayedCall, TimerClock, call_later
 from scaserver.events import EventBus
-from scaserver.mobile import PushAnswered
 from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
+from scaserver.push.facts import PushAnswered
 from scaserver.registrar.midregistrar import Mode
 from scaserver.router.router import SipRouter
 from scaserver.sca.engine import AppearanceError
@@ -310,7 +310,7 @@ class MobileParkingAdmin(MobileParkingControl):
     plus ``park.*``, ``pushreg.wake`` and ``uac.*`` over the running core.
 
     Mutations go through the engines' own entry points (``ParkingLot.release``,
-    ``Mobile.refresh_push``, ``MidRegistrar.refresh_now``); their actions run through the core
+    ``PushService.refresh_push``, ``MidRegistrar.refresh_now``); their actions run through the core
     and the edge (``execute``) before the RPC answers, like ``EngineScaControl``'s.
     ``pushreg.wake`` then watches the bus for the ``PushAnswered`` fact of each push it sent
     (the edge push client reports every attempt's last word) for up to ``wake_wait_s``.
@@ -335,15 +335,15 @@ class MobileParkingAdmin(MobileParkingControl):
     # park.*
 
     async def release(self, call_id: str, status: int) -> ParkedCallInfo | None:
-        mobile = self._core.mobile
-        if mobile is None:
+        parking = self._core.parking
+        if parking is None:
             return None
-        call = next((c for c in mobile.parking.calls() if c.spec.call_id == call_id), None)
+        call = next((c for c in parking.lot.calls() if c.spec.call_id == call_id), None)
         if call is None:
             return None
-        info = parked_call_info(call, mobile)
+        info = parked_call_info(call, parking.lot.settings)
         now = self._clock.seconds()
-        actions = mobile.parking.release(call_id, status, now)
+        actions = parking.lot.release(call_id, status, now)
         if actions is None:
             return None
         self._execute(self._core.run(actions, now))
@@ -377,11 +377,11 @@ class MobileParkingAdmin(MobileParkingControl):
     # uac.*
 
     async def uac_refresh(self, l_uuid: str) -> UacRegistration | UacRefusal:
-        mobile = self._core.mobile
+        push = self._core.push
         aor = canonical_argument(l_uuid, self._domain)
-        if mobile is None or mobile.midregistrar is None or aor is None:
+        if push is None or push.midregistrar is None or aor is None:
             return UacRefusal.NO_RECORD
-        midreg = mobile.midregistrar
+        midreg = push.midregistrar
         if midreg.registration(aor) is None:
             return UacRefusal.NO_RECORD
         if midreg.settings.mode is Mode.MIRROR:

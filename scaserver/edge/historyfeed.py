@@ -8,10 +8,6 @@ from collections.abc import Callable
 
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
-from scaserver.mobile import (
-    PushAnswered,
-    PushRequested,
-)
 from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
@@ -21,6 +17,10 @@ from scaserver.parking.events import (
     WakeObserved,
 )
 from scaserver.proxy.events import CallCancelled, CallEnded, RequestForwarded, ResponseRelayed
+from scaserver.push.facts import (
+    PushAnswered,
+    PushRequested,
+)
 from scaserver.registrar.binding import (
     BindingAdded,
     BindingExpired,
@@ -77,7 +77,7 @@ class HistoryFeed:
             self._channel.upsert(row)
 
     def _park_started(self, fact: ParkStarted) -> None:
-        call = None if self._core.mobile is None else self._core.mobile.parking.call(fact.server_tx)
+        call = None if self._core.parking is None else self._core.parking.lot.call(fact.server_tx)
         if call is not None:  # published right after parking: the call is in the table
             for row in self._parking.parked(fact, call.spec):
                 self._channel.upsert(row)

@@ -10,11 +10,6 @@ from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.metrics.counters import Metrics
-from scaserver.mobile import (
-    PushAnswered,
-    PushOutcome,
-    PushRetrying,
-)
 from scaserver.parking.events import (
     BranchAdded,
     EndReason,
@@ -23,6 +18,11 @@ from scaserver.parking.events import (
     ParkStarted,
     WakeMissed,
     WakeObserved,
+)
+from scaserver.push.facts import (
+    PushAnswered,
+    PushOutcome,
+    PushRetrying,
 )
 from scaserver.registrar.binding import (
     BindingAdded,

@@ -14,7 +14,7 @@ import attrs
 
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
-from scaserver.mobile import (
+from scaserver.push.facts import (
     BindingRetained,
 )
 from scaserver.push.policy import TokenInvalidated
@@ -112,7 +112,7 @@ def restore_upstream(
     ``startup_spread``.  In AoR mode an AoR whose bindings were stored but whose dialog was
     not (the server died before that write) gets a new dialog in state ``LOST``: its upstream
     state is unknown, so it is re-registered too.  Call after the location service's restore."""
-    midreg = None if core.mobile is None else core.mobile.midregistrar
+    midreg = None if core.push is None else core.push.midregistrar
     if midreg is None:
         return []
     dialogs: list[UpstreamRegistration | UpstreamSnapshot] = list(saved)

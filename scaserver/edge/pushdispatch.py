@@ -9,11 +9,11 @@ from twisted.logger import Logger
 from scaserver.edge.pushgateway import Delivery, GatewayActivity, PushGatewayClient
 from scaserver.edge.stack import SipStack, TimerClock
 from scaserver.events import EventBus
-from scaserver.mobile import (
+from scaserver.parking.events import ParkEnded
+from scaserver.push.facts import (
     PushesAborted,
     PushRequested,
 )
-from scaserver.parking.events import ParkEnded
 from scaserver.push.gateway import PushRequest
 from scaserver.push.pnparams import (
     token_hash,

@@ -30,7 +30,6 @@ from typing import Final, TypeAlias, assert_never
 
 import attrs
 
-from scaserver.mobile import PushAnswered, PushOutcome, PushRequested
 from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
@@ -42,6 +41,7 @@ from scaserver.parking.events import (
 )
 from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
+from scaserver.push.facts import PushAnswered, PushOutcome, PushRequested
 from scaserver.push.gateway import PushType
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.sip.errors import MalformedMessage

@@ -27,8 +27,8 @@ from typing import Final, assert_never
 import attrs
 
 from scaserver.guard.sources import SourceGuard
-from scaserver.mobile import Mobile, MobileInstruction
 from scaserver.owners import ClientFailure, ClientOwners
+from scaserver.parking.calls import CallParking, ForkInstead, proxy_target
 from scaserver.parking.instructions import (
     AbortPushes,
     CancelParkedBranch,
@@ -67,6 +67,7 @@ from scaserver.proxy.sessiontimer import (
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
+from scaserver.push.service import PushService
 from scaserver.registrar.binding import Binding, BindingKey, address_key
 from scaserver.registrar.midregevents import (
     DropBinding,
@@ -160,9 +161,24 @@ from scaserver.sip.validation import unsupported_options
 
 ACCEPT: Final = "application/sdp"
 
-RouterInstruction = CancelBranch | UpstreamGaveUp | MobileInstruction
+RouterInstruction = (
+    CancelBranch
+    | UpstreamGaveUp
+    | PutBinding
+    | DropBinding
+    | RegisterForwarded
+    | RegisterFinished
+    | StartBranch
+    | ForkInstead
+    | ReleaseCall
+    | RelayHeld
+    | CancelParkedBranch
+    | SendPush
+    | AbortPushes
+    | BranchFinished
+)
 """Every instruction the router has carried out: a proxy branch to cancel, an upstream
-REGISTER to forget, and the push and parking coordinator's."""
+REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
 
 
 @attrs.frozen
@@ -246,7 +262,8 @@ class SipRouter:
     proxy: Proxy
     sca: ScaEngine
     unique: Callable[[], str]
-    mobile: Mobile | None = None  # push mid-registrar and call parking (push-and-parking.md)
+    push: PushService | None = None  # push mid-registrar devices (push-and-parking.md 3-5)
+    parking: CallParking | None = None  # call parking over the push devices (push-and-parking.md 6)
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
@@ -323,16 +340,18 @@ class SipRouter:
             return self._run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):
             return self._run(self.proxy.on_timer(key, name, now), now)
-        if self.mobile is not None and self.mobile.owns_timer(key):
-            return self._run(self.mobile.on_timer(key, name, now), now)
+        if self.push is not None and self.push.owns_timer(key):
+            return self._run(self.push.on_timer(key, name, now), now)
+        if self.parking is not None and self.parking.owns_timer(key):
+            return self._run(self.parking.on_timer(key, name, now), now)
         return self._run(self.sca.on_timer(key, name, now), now)
 
     def connection_lost(self, peer: Peer, now: float) -> list[Action]:
         """A stream connection closed: its transactions fail over to their transport error path
         (RFC 3261 17.1.4, 17.2.4)."""
         actions: list[Action] = []
-        if self.mobile is not None:
-            self.mobile.flow_closed(peer)
+        if self.push is not None:
+            self.push.flow_closed(peer)
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
         return self._run(actions, now)
@@ -351,13 +370,21 @@ class SipRouter:
 
     def push_delivered(self, request: PushRequest, answer: Answer, dropped: bool, now: float) -> list[Action]:
         """The push gateway client's last word on one push attempt (push-and-parking.md 5.2)."""
-        if self.mobile is None:
+        if self.push is None:
             return []
-        return self._run(self.mobile.on_push_delivered(request, answer, dropped, now), now)
+        actions = self.push.on_push_delivered(request, answer, dropped, now)
+        if self.parking is not None:
+            actions += self.parking.on_push_delivered(request, answer, dropped, now)
+        return self._run(actions, now)
 
     def push_retrying(self, request: PushRequest, now: float) -> list[Action]:
         """A push attempt is waiting to be retried (5.3)."""
-        return [] if self.mobile is None else self._run(self.mobile.on_push_retrying(request, now), now)
+        if self.push is None:
+            return []
+        actions = self.push.on_push_retrying(request, now)
+        if self.parking is not None:
+            actions += self.parking.on_push_retrying(request, now)
+        return self._run(actions, now)
 
     # ------------------------------------------------------------------ input checks
 
@@ -640,22 +667,36 @@ class SipRouter:
                     if owned == context:
                         del self._contexts[client]  # its late answer is stray
                 return []
-            case (
-                PutBinding()
-                | DropBinding()
-                | RegisterForwarded()
-                | RegisterFinished()
-                | StartBranch()
-                | CancelParkedBranch()
-                | SendPush()
-                | AbortPushes()
-                | ReleaseCall()
-                | RelayHeld()
-                | BranchFinished()
-            ):
-                if self.mobile is None:
-                    raise ProtocolStateError(f"a push and parking instruction without push: {instruction!r}")
-                return self._run(self.mobile.handle(instruction, now), now)
+            case PutBinding() | DropBinding() | RegisterForwarded() | RegisterFinished():
+                if self.push is None:
+                    raise ProtocolStateError(f"a mid-registrar instruction without push: {instruction!r}")
+                carried = self.push.handle(instruction, now) if self.push.handles(instruction) else []
+                if self.parking is not None and self.parking.handles(instruction):
+                    carried += self.parking.handle(instruction, now)
+                return self._run(carried, now)
+            case StartBranch(server_tx=server_tx, branch=index, target=target):
+                parking = self._parking_for(instruction)
+                if server_tx not in self.proxy:
+                    return self._run(parking.branch_not_started(server_tx, index, now), now)
+                started, keys = self.proxy.add_targets(server_tx, [proxy_target(target)], now)
+                parking.branches_started(server_tx, index, keys)
+                return self._run(started, now)
+            case ForkInstead(server_tx=server_tx, targets=targets, fallback=fallback):
+                started, _ = self.proxy.add_targets(server_tx, [proxy_target(t) for t in targets], now)
+                released = self.proxy.release(server_tx, fallback, immediately=False, now=now)
+                return self._run(started + released, now)
+            case ReleaseCall(server_tx=server_tx, fallback=fallback, immediately=immediately):
+                self._parking_for(instruction).forget_branches(server_tx)
+                released = self.proxy.release(server_tx, fallback, immediately=immediately, now=now)
+                return self._run(released, now)
+            case RelayHeld(server_tx=server_tx):
+                held = self._parking_for(instruction).relay_held(server_tx)
+                if held is None:
+                    return []
+                request, peer, relayed_to = held
+                return self._run(self.proxy.on_request(request, server_tx, peer, relayed_to, now), now)
+            case CancelParkedBranch() | SendPush() | AbortPushes() | BranchFinished():
+                return self._run(self._parking_for(instruction).handle(instruction, now), now)
             case _:
                 assert_never(instruction)
 
@@ -672,8 +713,11 @@ class SipRouter:
                 return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
             case CallCancelled(cancel=cancel):
                 return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
-            case _ if self.mobile is not None and self.mobile.handles(fact):
-                return [Deliver(fact), *self._run(self.mobile.handle(fact, now), now)]
+            case _ if self.push is not None and self.push.handles(fact):
+                reacted = self.push.handle(fact, now)
+                if self.parking is not None and self.parking.handles(fact):
+                    reacted += self.parking.handle(fact, now)
+                return [Deliver(fact), *self._run(reacted, now)]
             case _:
                 return [Deliver(fact)]
 
@@ -736,8 +780,8 @@ class SipRouter:
     def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
         if event.invite_key is not None and event.invite_key in self.proxy:
             actions = self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
-            if self.mobile is not None:
-                actions += self.mobile.on_cancel(event.invite_key, now)  # 6.5: 487 at once
+            if self.parking is not None:
+                actions += self.parking.on_cancel(event.invite_key, now)  # 6.5: 487 at once
             return actions
         if event.invite_key is not None:
             # RFC 3261 9.2: the INVITE's transaction exists and its final response is out
@@ -781,11 +825,11 @@ class SipRouter:
         host, port = destination.host, destination.port
         if self.registrar.reaches(host, port) or self.trusted.is_trusted(destination):
             return True
-        if self.mobile is not None and self.mobile.reaches_dormant(host, port):
+        if self.push is not None and self.push.reaches_dormant(host, port):
             return True
         upstreams = [self.settings.upstream]
-        if self.mobile is not None and self.mobile.midregistrar is not None:
-            upstreams.append(self.mobile.midregistrar.settings.upstream)
+        if self.push is not None and self.push.midregistrar is not None:
+            upstreams.append(self.push.midregistrar.settings.upstream)
         wanted = address_key(host, port)
         return any(up is not None and address_key(up.host, up.port) == wanted for up in upstreams)
 
@@ -935,9 +979,9 @@ class SipRouter:
         if not isinstance(headers.to_addr(request).uri, SipUri):
             # The AoR must be a SIP or SIPS URI (10.3 step 5, RFC 4475 3.3.4): no use challenging.
             raise BadRequest("the To of a REGISTER must be a sip: or sips: URI")
-        if self.mobile is not None and self.mobile.midregistrar is not None:
+        if self.push is not None and self.push.midregistrar is not None:
             # The upstream registrar authenticates devices (push-and-parking.md 3.2).
-            return self.mobile.on_register(request, peer, key, now)
+            return self.push.on_register(request, peer, key, now)
         decision = self._authenticate(request, peer, now)
         if isinstance(decision, Rejected):
             return self._refuse(key, request, peer, decision, now)
@@ -984,11 +1028,11 @@ class SipRouter:
         if (
             rule is Rule.IN_DIALOG
             and not origin.trusted
-            and not (self.mobile is not None and self.mobile.retargets_mid_dialog(routed))
+            and not (self.push is not None and self.push.retargets_mid_dialog(routed))
         ):
             check_dialog_target(routed, self.identity, self._dialog_reaches)
-        if self.mobile is not None:
-            held = self.mobile.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
+        if self.parking is not None:
+            held = self.parking.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
             if held is not None:
                 return held
         flow = self._dialog_flow(request, peer)
@@ -1032,11 +1076,11 @@ class SipRouter:
             if plan.replaces is not None:
                 retargeted = request.with_headers(request.headers.set("Replaces", plan.replaces))
             return self.proxy.on_request(retargeted, key, peer, (Target(plan.target),), now)
-        aor = self._line_of(self.mobile.aor_of(uri) if self.mobile is not None else uri.aor())
+        aor = self._line_of(self.push.aor_of(uri) if self.push is not None else uri.aor())
         bindings = self.registrar.lookup(aor, now)
-        if self.mobile is not None:
-            bindings, dormant = self.mobile.targets(uri, aor, bindings)
-            parked = self._mobile_invite(
+        if self.push is not None:
+            bindings, dormant = self.push.targets(uri, aor, bindings)
+            parked = self._pushed_invite(
                 request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
             )
             if parked is not None:
@@ -1047,7 +1091,7 @@ class SipRouter:
             if self.sca.is_sca(aor):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
             raise NotFound("no such user here")
-        uris = [self.mobile.target_uri(b) if self.mobile is not None else b.contact for b in bindings]
+        uris = [self.push.target_uri(b) if self.push is not None else b.contact for b in bindings]
         targets = [
             Target(contact, binding.sort_q, binding.path, binding.flow)
             for contact, binding in zip(uris, bindings, strict=True)
@@ -1057,7 +1101,7 @@ class SipRouter:
         honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
 
-    def _mobile_invite(
+    def _pushed_invite(
         self,
         request: Request,
         peer: Peer,
@@ -1071,9 +1115,9 @@ class SipRouter:
         """Push and parking for an initial request to a local AoR (push-and-parking.md 6):
         the parked INVITE's actions, or None for ordinary forking over the live ``bindings``
         (``dormant`` ones are reached by push only, 4.5)."""
-        assert self.mobile is not None
+        assert self.push is not None
         everything = bindings + dormant
-        if request.method == "MESSAGE" and self.mobile.push_only(everything, now):
+        if request.method == "MESSAGE" and self.push.push_only(everything, now):
             raise TemporarilyUnavailable("reachable by push only")  # 6.9
         members: dict[str, tuple[Binding, ...]] = {}
         line: tuple[str, int] | None = None
@@ -1083,10 +1127,26 @@ class SipRouter:
             line = None if index is None else (aor, index)
             if shared.push_members:
                 for member in shared.member_aors():
-                    members[member] = self.registrar.lookup(member, now) + self.mobile.dormant(member)
-        return self.mobile.on_invite(
-            request, key, peer, aor=aor, bindings=everything, members=members, line=line, now=now
+                    members[member] = self.registrar.lookup(member, now) + self.push.dormant(member)
+        if self.parking is None:
+            return None
+        plan = self.parking.plan(
+            request, key, aor=aor, bindings=everything, members=members, line=line, now=now
         )
+        if plan is None:
+            return None
+        actions = self.proxy.on_request(
+            request, key, peer, (), now, hold=True, honour_6xx=self.parking.honour_6xx
+        )
+        if key not in self.proxy:
+            return actions  # refused before forking (483, 482, 420)
+        return actions + self.parking.park(plan, now)
+
+    def _parking_for(self, instruction: RouterInstruction) -> CallParking:
+        """Call parking, which gave ``instruction``; without it the instruction is our bug."""
+        if self.parking is None:
+            raise ProtocolStateError(f"a call parking instruction without push and parking: {instruction!r}")
+        return self.parking
 
     def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
         """With ``insert_pai``, a request an authenticated subscriber sends to a trusted

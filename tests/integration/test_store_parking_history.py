@@ -23,7 +23,7 @@ from scaserver.reporting.wakeups import prid_sha256
 from scaserver.store import tables
 from scaserver.store.engine import make_engine
 from scaserver.store.history import SqlHistoryRepository, history_key
-from tests.mobile_rig import AOR, DESK, M1_WOKEN, Rig, registered, wakes
+from tests.push_rig import AOR, DESK, M1_WOKEN, Rig, registered, wakes
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -10,7 +10,8 @@ and the mobile, whose app drops its connection while suspended and registers aga
 one when woken) on SQLite.
 
 The numbered races of spec section 7 and the scenarios of section 8 are tested on the SIP core
-in tests/unit/test_mobile.py, test_mobile_races.py and test_mobile_scenarios.py.
+in tests/unit/test_dispatch_push_parking.py, test_dispatch_push_parking_races.py and
+test_dispatch_push_parking_scenarios.py.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import StartTimer
 from scaserver.sip.message import Peer, Transport
 from scaserver.store.repository import TokenKey, token_key, upstream_key
-from tests.mobile_rig import AOR, M1, M2, pn, rig
+from tests.push_rig import AOR, M1, M2, pn, rig
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -198,12 +198,12 @@ def test_restored_bindings_confirmed_before_their_token_died_are_not_push_capabl
     now = 5000.0
     dead = binding(M1, "TOK1", updated_at=now - 100)
     fresh = binding(M2, "TOK2", updated_at=now - 10)
-    r.mobile.restore(
+    r.push.restore(
         [dead, fresh],
         now,
         invalidated=[TokenInvalidated("apns", "TOK1", now - 50), TokenInvalidated("apns", "TOK2", now - 50)],
     )
-    lost, kept = r.mobile.device(dead.key), r.mobile.device(fresh.key)
+    lost, kept = r.push.device(dead.key), r.push.device(fresh.key)
     assert lost is not None and not lost.push_capable and lost.invalidated_at == now - 50
     assert kept is not None and kept.push_capable and kept.invalidated_at is None  # R13
 
@@ -236,5 +236,6 @@ def test_restore_upstream_continues_saved_dialogs_and_opens_one_for_bindings_wit
 
 def test_restore_upstream_without_a_mid_registrar_does_nothing() -> None:
     r = rig()
-    r.core.mobile = None
+    r.core.push = None
+    r.core.parking = None
     assert restore_upstream(r.core, [snapshot()], (), 0.0) == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from scaserver.mobile import PushAnswered, PushOutcome, PushRequested
 from scaserver.parking.events import (
     BranchAdded,
     BranchAnswered,
@@ -18,6 +17,7 @@ from scaserver.parking.events import (
 )
 from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
+from scaserver.push.facts import PushAnswered, PushOutcome, PushRequested
 from scaserver.push.gateway import CallInfo, PushRequest, PushType
 from scaserver.reporting.callhistory import call_uuid
 from scaserver.reporting.history import HistoryRecorder

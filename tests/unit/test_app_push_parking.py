@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scaserver.app import make_core, make_mobile
+from scaserver.app import make_core, make_push
 from scaserver.config.errors import ConfigError
 from scaserver.config.load import settings_from_mapping
 from scaserver.config.schema import Settings
@@ -18,8 +18,8 @@ from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.edge.pushgateway import GatewayActivity
 from scaserver.events import EventBus
 from scaserver.metrics.counters import Metrics
-from scaserver.mobile import PushAnswered, PushOutcome, PushRetrying
 from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
+from scaserver.push.facts import PushAnswered, PushOutcome, PushRetrying
 from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
 from scaserver.registrar.midregevents import UpstreamAuthNeeded
@@ -29,7 +29,7 @@ from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.trust import TrustedPeers
-from tests.mobile_rig import AOR, PBX, registered
+from tests.push_rig import AOR, PBX, registered
 from tests.unit.edge.doubles import LogCapture
 
 PUSH_ON = {
@@ -62,7 +62,7 @@ def test_push_and_mid_registrar_are_off_by_default() -> None:
     defaults = settings({})
     assert not defaults.push.enabled and not defaults.midregistrar.enabled
     core = make_core(defaults, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
-    assert core.mobile is None
+    assert core.push is None and core.parking is None
 
 
 @pytest.mark.parametrize(
@@ -100,9 +100,9 @@ def test_unknown_key_is_refused() -> None:
 def test_the_composition_root_builds_the_coordinator_and_trusts_the_upstream() -> None:
     configured = settings(PUSH_ON)
     core = make_core(configured, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
-    mobile = core.mobile
-    assert mobile is not None and mobile.midregistrar is not None
-    midreg = mobile.midregistrar.settings
+    push, parking = core.push, core.parking
+    assert push is not None and push.midregistrar is not None and parking is not None
+    midreg = push.midregistrar.settings
     assert midreg.upstream == Peer(Transport.TCP, "192.0.2.50", 5070)
     assert (midreg.upstream_domain, midreg.advertised, midreg.mode) == (
         "192.0.2.50",
@@ -110,16 +110,16 @@ def test_the_composition_root_builds_the_coordinator_and_trusts_the_upstream() -
         Mode.AOR,
     )
     assert core.trusted.is_trusted(Peer(Transport.TCP, "192.0.2.50", 5070))
-    assert mobile.parking.settings.wake_timeout == 6.0
-    assert mobile.settings.parking_enabled
-    assert mobile.proxy is core.proxy and mobile.location is core.registrar.location
+    assert parking.lot.settings.wake_timeout == 6.0
+    assert parking.enabled
+    assert parking.push is push and push.location is core.registrar.location
 
 
 def test_push_without_mid_registrar_parks_on_the_core_registrar() -> None:
     only_push = settings({**PUSH_ON, "midregistrar": {}})
     core = make_core(only_push, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
-    mobile = make_mobile(only_push, core.registrar, core.proxy, core.identity, core.unique)
-    assert mobile is not None and mobile.midregistrar is None
+    push = make_push(only_push, core.registrar, core.identity, core.unique)
+    assert push is not None and push.midregistrar is None
     assert not core.trusted.is_trusted(PBX)
 
 
@@ -190,14 +190,14 @@ def test_legacy_rules_keepalive_and_purr_settings_reach_device_typing_and_policy
         }
     )
     core = make_core(configured, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
-    assert core.mobile is not None
-    (rule,) = core.mobile.settings.typing.legacy_rules
+    assert core.push is not None
+    (rule,) = core.push.settings.typing.legacy_rules
     assert (rule.name, rule.provider, rule.device_type) == ("acme-ios", "apns", "ios")
     assert rule.keepalive is Keepalive.EXTEND and rule.user_agent.search("AcmePhone iOS/4.2")
     assert rule.token_from == ValueSource.parse("contact_param:pn-tok")
-    assert core.mobile.settings.policy.refresh_trigger == 90.0
-    assert core.mobile.settings.typing.purr and core.mobile.settings.purr_secret == b"s"
-    assert core.mobile.settings.policy.extend_max_age == 7 * 24 * 3600.0
+    assert core.push.settings.policy.refresh_trigger == 90.0
+    assert core.push.settings.typing.purr and core.push.settings.purr_secret == b"s"
+    assert core.push.settings.policy.extend_max_age == 7 * 24 * 3600.0
 
 
 def test_shared_line_push_members_setting_reaches_the_line() -> None:
@@ -222,8 +222,8 @@ def upstream_credentials_of(midregistrar: dict[str, object]) -> UpstreamCredenti
         return SUBSCRIBER if (username, realm) == ("200", "example.com") else None
 
     core = make_core(configured, credentials=subscribers, trusted=TrustedPeers(), lines=(), secret=b"s")
-    assert core.mobile is not None and core.mobile.midregistrar is not None
-    return core.mobile.midregistrar.credentials
+    assert core.push is not None and core.push.midregistrar is not None
+    return core.push.midregistrar.credentials
 
 
 def test_upstream_auth_none_gives_the_engine_no_credentials() -> None:
@@ -261,8 +261,8 @@ def test_upstream_auth_static_prefers_the_realm_entry_then_any_realm() -> None:
 def test_mid_registrar_draws_a_fresh_cnonce() -> None:
     configured = settings(PUSH_ON)
     core = make_core(configured, credentials=lambda u, r: None, trusted=TrustedPeers(), lines=(), secret=b"s")
-    assert core.mobile is not None and core.mobile.midregistrar is not None
-    cnonce = core.mobile.midregistrar.cnonce
+    assert core.push is not None and core.push.midregistrar is not None
+    cnonce = core.push.midregistrar.cnonce
     assert cnonce is not None
     first, second = cnonce(), cnonce()
     assert len(first) == 16 and first != second

@@ -1,7 +1,7 @@
-"""The races of push-and-parking.md section 7 on the whole SIP core (tests/mobile_rig.py): each
+"""The races of push-and-parking.md section 7 on the whole SIP core (tests/push_rig.py): each
 one played with SIP messages in both orders where the spec names two, timers on a simulated
-clock.  R1, R5, R7, R13, R14 and R18 are in tests/unit/test_mobile.py; T-scenarios in
-tests/unit/test_mobile_scenarios.py.
+clock.  R1, R5, R7, R13, R14 and R18 are in tests/unit/test_dispatch_push_parking.py; T-scenarios in
+tests/unit/test_dispatch_push_parking_scenarios.py.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from scaserver.mobile import MobileSettings
 from scaserver.parking.events import BranchAdded, EndReason, ParkEnded, ParkStarted, WakeMissed, WakeObserved
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import PushPolicySettings
+from scaserver.push.service import PushServiceSettings
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.midregevents import RegisterDecided, UpstreamChanged
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Peer, Request, Transport
-from tests.mobile_rig import (
+from tests.push_rig import (
     ANSWERED_ELSEWHERE,
     AOR,
     DESK,
@@ -53,7 +53,7 @@ def parked(r: Rig) -> Request:
 
 def test_r2_a_device_confirmed_within_fresh_window_is_rung_directly_and_not_pushed() -> None:
     policy = PushPolicySettings(fresh_window=5.0)
-    r = rig(mobile=MobileSettings(policy=policy))
+    r = rig(push=PushServiceSettings(policy=policy))
     r.device_registers(M1, contact_of(M1, "TOK1"), call_id="m1-a")
     r.advance(1.0)
     r.invite()
@@ -65,7 +65,7 @@ def test_r2_a_device_confirmed_within_fresh_window_is_rung_directly_and_not_push
 
 
 def test_r2_outside_fresh_window_it_is_pushed_and_its_confirmation_gets_the_branch() -> None:
-    r = rig(mobile=MobileSettings(policy=PushPolicySettings(fresh_window=5.0)))
+    r = rig(push=PushServiceSettings(policy=PushPolicySettings(fresh_window=5.0)))
     r.device_registers(M1, contact_of(M1, "TOK1"), call_id="m1-a")
     r.advance(6.0)
     parked(r)

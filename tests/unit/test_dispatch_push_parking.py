@@ -1,5 +1,5 @@
 """The push mid-registrar and call parking inside the SIP core (push-and-parking.md sections
-3, 6 and 7): a whole SipRouter with its Mobile coordinator, driven with messages as the network
+3, 6 and 7): a whole SipRouter with its push service and call parking, driven with messages as the network
 would, timers fired from the StartTimer actions, push results fed back as the edge does.
 
 Actors: P the upstream PBX, D a desk phone (no push), M1/M2 mobiles (RFC 8599 contacts).
@@ -12,10 +12,10 @@ import os
 import subprocess
 import sys
 
-from scaserver.app import client_owners
-from scaserver.mobile import Mobile, MobileSettings, PushAnswered, PushesAborted, PushOutcome, fallback_tag
+from scaserver.parking.calls import fallback_tag
 from scaserver.parking.events import ParkEnded, ParkStarted, WakeObserved
 from scaserver.parking.parked import ParkingLot, ParkingSettings
+from scaserver.push.facts import PushAnswered, PushesAborted, PushOutcome
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.policy import TokenInvalidated
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
@@ -25,7 +25,7 @@ from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request, Transport
 from scaserver.sip.parser import parse_message
 from tests.builders import make_core
-from tests.mobile_rig import (
+from tests.push_rig import (
     AGGREGATE,
     AOR,
     DESK,
@@ -34,6 +34,7 @@ from tests.mobile_rig import (
     M2,
     PBX,
     Rig,
+    equip,
     pn,
     registered,
     rig,
@@ -61,9 +62,9 @@ def test_t1_mid_registrar_relays_the_challenge_and_writes_the_binding_only_on_2x
     assert ok.headers.get("Feature-Caps") == '*;+sip.pns="apns"'
     assert [str(c.uri) for c in contacts(ok)] == [f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"]  # type: ignore[union-attr]
     (binding,) = r.core.registrar.location.bindings(AOR)
-    device = r.mobile.device(binding.key)
+    device = r.push.device(binding.key)
     assert device is not None and device.push_capable and device.coordinates.prid == "TOK1"
-    registration = r.mobile.midregistrar.registration(AOR)  # type: ignore[union-attr]
+    registration = r.push.midregistrar.registration(AOR)  # type: ignore[union-attr]
     assert registration is not None and registration.state is UpstreamState.REGISTERED
 
 
@@ -199,7 +200,7 @@ def test_r14_token_invalidated_with_nothing_else_pending_answers_480_at_once() -
     assert r.of(TokenInvalidated) != []
     assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.INVALID]
     (binding,) = r.core.registrar.location.bindings(AOR)
-    device = r.mobile.device(binding.key)
+    device = r.push.device(binding.key)
     assert device is not None and not device.push_capable
     r.invite("call-2@pbx")  # the next call sends no push
     assert len(r.pushes()) == 1
@@ -211,7 +212,7 @@ def test_r13_a_binding_confirmed_after_the_invalidation_time_keeps_its_push() ->
     (push,) = r.pushes()
     r.push_result(push, Outcome.INVALID, 410, body=r.now - 10_000)
     (binding,) = r.core.registrar.location.bindings(AOR)
-    device = r.mobile.device(binding.key)
+    device = r.push.device(binding.key)
     assert device is not None and device.push_capable
 
 
@@ -280,7 +281,7 @@ def test_last_apns_device_expiring_stays_dormant_and_keeps_the_aggregate_upstrea
     registers = len(r.to(PBX, "REGISTER"))
     r.advance(601.0)
     assert r.core.registrar.location.bindings(AOR) == ()
-    assert len(r.mobile.dormant(AOR)) == 1  # 4.5 extend: kept, push-only
+    assert len(r.push.dormant(AOR)) == 1  # 4.5 extend: kept, push-only
     assert all(m.headers.get("Expires") != "0" for m in r.to(PBX, "REGISTER")[registers:])
 
 
@@ -297,15 +298,14 @@ def test_upstream_rejecting_our_refresh_removes_the_bindings_as_upstream_rejecte
     assert [f.reason for f in removed] == [RemovalReason.UPSTREAM_REJECTED]
     assert r.core.registrar.location.bindings(AOR) == ()
     binding = removed[0].binding
-    assert r.mobile.device(binding.key) is None
+    assert r.push.device(binding.key) is None
 
 
 def test_push_on_the_core_registrar_parks_and_a_re_registration_gets_the_branch() -> None:
     core = make_core(require_auth=False)
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: f"att-{next(counter)}")
-    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
-    core.owners = client_owners(core)
+    equip(core, lot)
     r = Rig(core)
     contact = f"sip:200@{M1.host}:{M1.port};{pn('TOK1')}"
     r.register(M1, contact, call_id="m1-a", cseq=1)
@@ -333,7 +333,7 @@ FALLBACK_INVITE = (
 
 def _fallback_tag_in_a_fresh_interpreter(hash_seed: str) -> str:
     script = (
-        "import sys; from scaserver.mobile import fallback_tag;"
+        "import sys; from scaserver.parking.calls import fallback_tag;"
         "from scaserver.sip.parser import parse_message;"
         "print(fallback_tag(parse_message(sys.stdin.buffer.read())))"
     )

@@ -1,4 +1,4 @@
-"""A whole SIP core with its Mobile coordinator (push mid-registrar and call parking,
+"""A whole SIP core with its push service and call parking (push mid-registrar and call parking,
 push-and-parking.md sections 3 to 7), driven with SIP messages as the network would, timers
 fired on a simulated clock, push gateway results fed back as the edge does.
 
@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 import attrs
 
 from scaserver.app import client_owners
-from scaserver.mobile import Mobile, MobileSettings, PushRequested
+from scaserver.parking.calls import CallParking
 from scaserver.parking.parked import ParkingLot, ParkingSettings
+from scaserver.push.facts import PushRequested
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
+from scaserver.push.service import PushService, PushServiceSettings
 from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregistrar import MidRegSettings
 from scaserver.registrar.midregstate import UpstreamRegistration
@@ -77,13 +79,18 @@ class Rig:
     calls: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
 
     @property
-    def mobile(self) -> Mobile:
-        assert self.core.mobile is not None
-        return self.core.mobile
+    def push(self) -> PushService:
+        assert self.core.push is not None
+        return self.core.push
+
+    @property
+    def parking(self) -> CallParking:
+        assert self.core.parking is not None
+        return self.core.parking
 
     @property
     def midregistrar(self) -> MidRegistrar:
-        midreg = self.mobile.midregistrar
+        midreg = self.push.midregistrar
         assert midreg is not None
         return midreg
 
@@ -295,7 +302,7 @@ class Rig:
 def rig(
     *,
     midreg: dict[str, object] | None = None,
-    mobile: MobileSettings | None = None,
+    push: PushServiceSettings | None = None,
     **parking: Any,
 ) -> Rig:
     """A core in front of P (mid-registrar AoR mode unless ``midreg`` says otherwise); P is
@@ -313,11 +320,23 @@ def rig(
     )
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(**parking), id_factory=lambda: f"att-{next(counter)}")
-    core.mobile = Mobile(
-        mobile or MobileSettings(), core.registrar.location, core.proxy, core.identity, lot, registrar
-    )
-    core.owners = client_owners(core)
+    equip(core, lot, push, registrar)
     return Rig(core)
+
+
+def equip(
+    core: SipRouter,
+    lot: ParkingLot,
+    settings: PushServiceSettings | None = None,
+    midregistrar: MidRegistrar | None = None,
+) -> None:
+    """Give ``core`` a push service (``midregistrar`` None: devices register with the core
+    registrar) and call parking over ``lot``, as the composition root does."""
+    location, identity = core.registrar.location, core.identity
+    push = PushService(settings or PushServiceSettings(), location, identity, lot.id_factory, midregistrar)
+    core.push = push
+    core.parking = CallParking(lot, push, core.identity)
+    core.owners = client_owners(core)
 
 
 def registered(*, desk: bool = True, second: bool = False, **options: Any) -> Rig:

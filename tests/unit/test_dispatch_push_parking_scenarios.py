@@ -1,15 +1,15 @@
 """The end-to-end scenarios of push-and-parking.md section 8 (T4-T19) on the whole SIP core:
-a SipRouter with its Mobile coordinator driven with SIP messages from P (the PBX), D (a desk
+a SipRouter with its push service and call parking driven with SIP messages from P (the PBX), D (a desk
 phone) and M1/M2 (mobile apps), push gateway answers fed back as the edge does, timers fired
-on a simulated clock (tests/mobile_rig.py).  T1, T2, T3 and T8 are in tests/unit/test_mobile.py;
+on a simulated clock (tests/push_rig.py).  T1, T2, T3 and T8 are in tests/unit/test_dispatch_push_parking.py;
 T17 (gateway retry with the same id) in tests/integration/test_pushgateway.py.
 """
 
 from __future__ import annotations
 
-from scaserver.mobile import PushAnswered, PushOutcome
 from scaserver.parking.events import EndReason, ParkEnded, ParkStarted, WakeMissed
 from scaserver.parking.parked import EarlyMedia
+from scaserver.push.facts import PushAnswered, PushOutcome
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.midregevents import RegisterDecided
@@ -18,7 +18,7 @@ from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request
 from scaserver.sip.uri import SipUri
-from tests.mobile_rig import (
+from tests.push_rig import (
     AGGREGATE,
     ANSWERED_ELSEWHERE,
     AOR,
@@ -187,7 +187,7 @@ def test_t7_a_capability_query_gets_one_feature_caps_per_supported_provider() ->
         '*;+sip.pns="webpush"',
     )
     (binding,) = r.core.registrar.location.bindings(AOR)
-    assert r.mobile.device(binding.key) is None  # not push-capable
+    assert r.push.device(binding.key) is None  # not push-capable
 
 
 def test_t7_a_request_already_carrying_feature_caps_is_accepted_but_not_pushed_by_us() -> None:
@@ -201,7 +201,7 @@ def test_t7_a_request_already_carrying_feature_caps_is_accepted_but_not_pushed_b
     ok = r.responses_to(M1)[-1]
     assert ok.status == 200 and "Feature-Caps" not in ok.headers
     (binding,) = r.core.registrar.location.bindings(AOR)
-    assert r.mobile.device(binding.key) is None
+    assert r.push.device(binding.key) is None
     # A call rings the contact directly and pushes nothing; the pn-* parameters stay in the
     # Request-URI for the entity closer to the UA that does push (RFC 8599 proxy behaviour).
     r.invite()
@@ -318,7 +318,7 @@ def test_t12_token_invalidated_answers_480_at_once_and_the_next_call_is_not_push
     assert r.invite_responses()[-1].headers.get("Reason") == WAKE_TIMEOUT_REASON
     assert [f.outcome for f in r.of(PushAnswered)] == [PushOutcome.INVALID]
     (binding,) = r.core.registrar.location.bindings(AOR)
-    device = r.mobile.device(binding.key)
+    device = r.push.device(binding.key)
     assert device is not None and not device.push_capable and device.invalidated_at == r.now
     r.invite("call-2@pbx")
     assert len(r.pushes()) == 1 and len(r.of(ParkStarted)) == 1

@@ -1,18 +1,16 @@
 """Calls to an SCA shared line wake its members' mobiles (push-and-parking.md 6.11, T20),
-through the whole SIP core with its Mobile coordinator."""
+through the whole SIP core with its push service and call parking."""
 
 from __future__ import annotations
 
 import itertools
 
-from scaserver.app import client_owners
-from scaserver.mobile import Mobile, MobileSettings
 from scaserver.parking.parked import ParkingLot, ParkingSettings
 from scaserver.push.gateway import Outcome
 from scaserver.sca.line import SharedLine
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from tests.builders import make_core
-from tests.mobile_rig import DESK, PBX, Rig, register_as
+from tests.push_rig import DESK, PBX, Rig, equip, register_as
 
 LINE = "sip:line1@example.com"
 MEMBER = "sip:202@example.com"
@@ -27,8 +25,7 @@ def shared_line_rig(*, push_members: bool = True) -> Rig:
     core = make_core(require_auth=False, lines=[line])
     counter = itertools.count(1)
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: f"att-{next(counter)}")
-    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
-    core.owners = client_owners(core)
+    equip(core, lot)
     r = Rig(core)
     register_as(r, LINE, D1, f"<sip:line1@{D1.host}:{D1.port}>", call_id="d1")
     register_as(r, LINE, D2, f"<sip:line1@{D2.host}:{D2.port}>", call_id="d2")
@@ -93,8 +90,7 @@ def test_shared_line_with_only_a_members_mobile_parks_instead_of_480() -> None:
     line = SharedLine(LINE, 2, frozenset({MEMBER}), push_members=True)
     core = make_core(require_auth=False, lines=[line])
     lot = ParkingLot(ParkingSettings(), id_factory=lambda: "att-1")
-    core.mobile = Mobile(MobileSettings(), core.registrar.location, core.proxy, core.identity, lot)
-    core.owners = client_owners(core)
+    equip(core, lot)
     r = Rig(core)
     mobile = f"<sip:202@{M3.host}:{M3.port};pn-provider=apns;pn-prid=TOK3;pn-param=T.app.voip>"
     register_as(r, MEMBER, M3, mobile, call_id="m3-a")

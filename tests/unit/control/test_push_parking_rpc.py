@@ -1,7 +1,7 @@
 """``park.*``, ``pushreg.wake``, ``uac.*`` and ``stats.get_statistics`` over a real SipRouter with
-its Mobile coordinator (rpc.md 3.4-3.6, push-and-parking.md 6.8 and 9).
+its push service and call parking (rpc.md 3.4-3.6, push-and-parking.md 6.8 and 9).
 
-The core is ``tests.mobile_rig``'s (P the upstream PBX, D a desk phone, M1/M2 mobiles);
+The core is ``tests.push_rig``'s (P the upstream PBX, D a desk phone, M1/M2 mobiles);
 ``execute`` runs the edge actions as the stack does (sends recorded, facts published on the
 bus), ``task.Clock`` is the reactor, and the push gateway's answers are fed back through
 ``SipRouter.push_delivered`` as the edge push client does.
@@ -41,8 +41,8 @@ from scaserver.edge.metricsfeed import PushMetrics
 from scaserver.events import EventBus
 from scaserver.metrics import NAMESPACE
 from scaserver.metrics.counters import Metrics
-from scaserver.mobile import PushesAborted
 from scaserver.parking.events import EndReason, ParkEnded
+from scaserver.push.facts import PushesAborted
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind, RemovalReason
@@ -51,7 +51,7 @@ from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Request
 from tests.builders import make_core
-from tests.mobile_rig import AGGREGATE_URI, AOR, DESK, M1, M1_WOKEN, M2, PBX, Rig, registered, rig, wakes
+from tests.push_rig import AGGREGATE_URI, AOR, DESK, M1, M1_WOKEN, M2, PBX, Rig, registered, rig, wakes
 from tests.unit.control.fakes import ADMIN, SERVER, FakeLocation, FakeSca, check_result, run
 
 CALL_ID = "call-1@pbx"
@@ -256,7 +256,7 @@ def test_park_release_of_an_unknown_call_changes_nothing() -> None:
     assert run(plane.admin.release("other@pbx", 480)) is None
     assert len(plane.admin.parked_calls()) == 1
     assert run(Plane(rig()).admin.release(CALL_ID, 480)) is None
-    lot = plane.r.mobile.parking
+    lot = plane.r.parking.lot
     assert lot.release("other@pbx", 480, plane.r.now) is None
     for status in (200, 299, 700):
         with pytest.raises(ProtocolStateError):
@@ -503,7 +503,7 @@ def test_ul_dump_shows_a_dormant_apns_binding_as_expired_and_ul_rm_removes_it() 
     assert contact.expires_at is not None and contact.expires_at <= plane.clock.seconds()
     assert (contact.push.dormant, contact.push.keepalive, contact.push.source) == (True, "extend", "rfc8599")
     assert fired(ensureDeferred(location.rm("200"))) is True
-    assert location.dump() == [] and plane.r.mobile.dormant(AOR) == ()
+    assert location.dump() == [] and plane.r.push.dormant(AOR) == ()
     assert fired(ensureDeferred(location.rm("200"))) is False
 
 

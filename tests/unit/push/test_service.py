@@ -1,4 +1,4 @@
-"""Reaching devices that sleep, through the whole SIP core with its Mobile coordinator:
+"""Reaching devices that sleep, through the whole SIP core with its push service and call parking:
 keeping push bindings alive (push-and-parking.md 4.5), requests other than INVITE for a
 push-only AoR (6.9) and mid-dialog requests held while the device wakes (6.10, pn-purr).
 """
@@ -8,17 +8,18 @@ from __future__ import annotations
 import re
 
 from scaserver.edge.persistence import restore_upstream
-from scaserver.mobile import BindingRetained, MobileSettings
 from scaserver.proxy.relay import route_signature
+from scaserver.push.facts import BindingRetained
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings, ValueSource
 from scaserver.push.policy import PushPolicySettings
+from scaserver.push.service import PushServiceSettings
 from scaserver.registrar.binding import BindingExpired, BindingKey, BindingRemoved, KeyKind, RemovalReason
 from scaserver.registrar.midregistrar import Mode
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response
-from tests.mobile_rig import (
+from tests.push_rig import (
     AOR,
     DESK,
     M1,
@@ -36,8 +37,8 @@ from tests.mobile_rig import (
 HOUR = 3600.0
 
 
-def keepalive_settings(**policy: float) -> MobileSettings:
-    return MobileSettings(policy=PushPolicySettings(**policy))  # type: ignore[arg-type]
+def keepalive_settings(**policy: float) -> PushServiceSettings:
+    return PushServiceSettings(policy=PushPolicySettings(**policy))  # type: ignore[arg-type]
 
 
 def fcm_device(r: Rig, peer: Peer = M1, *, call_id: str = "m1-a", header_params: str = "") -> None:
@@ -90,7 +91,7 @@ def test_wake_binding_not_refreshed_expires_and_the_last_one_unregisters_upstrea
     r = rig()
     fcm_device(r)
     r.advance(601)
-    assert r.core.registrar.location.bindings(AOR) == () and r.mobile.dormant(AOR) == ()
+    assert r.core.registrar.location.bindings(AOR) == () and r.push.dormant(AOR) == ()
     last = r.to(PBX, "REGISTER")[-1]
     assert (last.headers.get("Expires"), last.call_id) == ("0", f"reg-{AOR}")
 
@@ -98,11 +99,11 @@ def test_wake_binding_not_refreshed_expires_and_the_last_one_unregisters_upstrea
 def test_reg_refresh_pushes_are_limited_to_one_per_token_per_window() -> None:
     r = rig()
     fcm_device(r)
-    (device,) = r.mobile.devices()
-    r.run(r.core.run(r.mobile.refresh_push(device, "rpc", r.now), r.now))
+    (device,) = r.push.devices()
+    r.run(r.core.run(r.push.refresh_push(device, "rpc", r.now), r.now))
     assert [(p.type, p.reason) for p in r.pushes()] == [(PushType.REG_REFRESH, "rpc")]
-    assert r.mobile.refresh_push(device, "rpc", r.now + 10) == []
-    assert len(r.mobile.refresh_push(device, "rpc", r.now + 121)) == 1
+    assert r.push.refresh_push(device, "rpc", r.now + 10) == []
+    assert len(r.push.refresh_push(device, "rpc", r.now + 121)) == 1
 
 
 # ------------------------------------------------------------------ 4.5 extend (APNs)
@@ -112,9 +113,9 @@ def test_apns_binding_past_its_expiry_is_dormant_pushed_for_calls_never_rung() -
     r = registered(desk=False)
     r.advance(601)
     assert r.core.registrar.location.bindings(AOR) == ()
-    (dormant,) = r.mobile.dormant(AOR)
+    (dormant,) = r.push.dormant(AOR)
     assert r.of(BindingRetained)[-1].binding == dormant
-    assert r.mobile.midregistrar is not None and r.mobile.midregistrar.bindings(AOR) == (dormant,)
+    assert r.push.midregistrar is not None and r.push.midregistrar.bindings(AOR) == (dormant,)
     r.invite()
     assert r.to(M1, "INVITE") == []
     (push,) = r.pushes()
@@ -129,21 +130,21 @@ def test_dormant_device_woken_by_a_call_is_live_again_and_gets_the_branch() -> N
     (push,) = r.pushes()
     r.push_result(push, Outcome.SENT, 202)
     r.device_registers(M1_WOKEN, contact_of(M1_WOKEN, "TOK1"), call_id="m1-b")
-    assert r.mobile.dormant(AOR) == ()
+    assert r.push.dormant(AOR) == ()
     assert len(r.core.registrar.location.bindings(AOR)) == 1
     assert len(r.to(M1_WOKEN, "INVITE")) == 1
 
 
 def test_dormant_binding_ends_after_extend_max_age_and_the_aggregate_is_unregistered() -> None:
-    r = registered(desk=False, mobile=keepalive_settings(extend_max_age=2 * HOUR))
+    r = registered(desk=False, push=keepalive_settings(extend_max_age=2 * HOUR))
     r.advance(601)
-    assert len(r.mobile.dormant(AOR)) == 1
+    assert len(r.push.dormant(AOR)) == 1
     r.advance(2 * HOUR - 601 - 1)
-    assert len(r.mobile.dormant(AOR)) == 1
+    assert len(r.push.dormant(AOR)) == 1
     unregisters = [m for m in r.to(PBX, "REGISTER") if m.headers.get("Expires") == "0"]
     assert unregisters == []
     r.advance(2)
-    assert r.mobile.dormant(AOR) == () and r.mobile.devices() == ()
+    assert r.push.dormant(AOR) == () and r.push.devices() == ()
     assert [f.binding.aor for f in r.of(BindingExpired)] == [AOR, AOR]  # requested expiry, then the end
     assert r.to(PBX, "REGISTER")[-1].headers.get("Expires") == "0"
 
@@ -154,7 +155,7 @@ def test_dormant_binding_whose_token_dies_is_removed_and_the_aggregate_unregiste
     r.invite()
     (push,) = r.pushes()
     r.push_result(push, Outcome.INVALID, 410)
-    assert r.mobile.dormant(AOR) == ()
+    assert r.push.dormant(AOR) == ()
     (removed,) = r.of(BindingRemoved)
     assert removed.reason is RemovalReason.TOKEN_INVALID
     r.advance(0.01)  # unregister_grace 0
@@ -167,7 +168,7 @@ def test_dormant_device_de_registering_leaves_no_binding() -> None:
     r.advance(601)
     r.register(M1, contact_of(M1, "TOK1"), call_id="m1-a", cseq=5, expires=0)
     assert r.pbx_answers_last_register(200).headers.get("Expires") == "0"
-    assert r.mobile.dormant(AOR) == () and r.mobile.devices() == ()
+    assert r.push.dormant(AOR) == () and r.push.devices() == ()
     assert r.of(BindingRemoved)[-1].reason is RemovalReason.UNREGISTERED
 
 
@@ -176,10 +177,10 @@ def test_restored_apns_binding_past_its_expiry_comes_back_dormant() -> None:
     (binding,) = before.core.registrar.location.bindings(AOR)
     after = rig()
     after.now = binding.expires_at + 60
-    actions = after.mobile.restore([binding], after.now)
+    actions = after.push.restore([binding], after.now)
     actions += after.core.registrar.restore([binding], after.now)
     after.run(after.core.run(actions, after.now))
-    assert after.mobile.dormant(AOR) == (binding,)
+    assert after.push.dormant(AOR) == (binding,)
     assert after.to(PBX, "REGISTER") == []  # not unregistered upstream
     # The AoR, kept by its dormant binding only, is re-registered upstream (3.5, R21).
     after.run(after.core.run(restore_upstream(after.core, (), [binding], after.now), after.now))
@@ -221,12 +222,12 @@ def test_message_for_a_push_only_aor_is_answered_480() -> None:
 
 
 def purr_rig() -> Rig:
-    return rig(mobile=MobileSettings(typing=TypingSettings(purr=True), purr_secret=b"secret"))
+    return rig(push=PushServiceSettings(typing=TypingSettings(purr=True), purr_secret=b"secret"))
 
 
 def test_purr_of_a_token_with_octets_that_are_not_utf8() -> None:
     token = "tok" + b"\xff".decode("utf-8", "surrogateescape")
-    purr = purr_rig().mobile.purr_for(BindingKey(AOR, KeyKind.PUSH, f"apns {token} T.app.voip"))
+    purr = purr_rig().push.purr_for(BindingKey(AOR, KeyKind.PUSH, f"apns {token} T.app.voip"))
     assert len(purr) == 24
 
 
@@ -236,7 +237,7 @@ def answered_call_with_purr(r: Rig) -> tuple[Request, str]:
     r.device_registers(M1, contact_of(M1, "TOK1"), call_id="m1-a")
     (caps,) = r.responses_to(M1)[-1].headers.lines("Feature-Caps")
     purr = caps.partition('+sip.pnspurr="')[2].partition('"')[0]
-    assert purr and purr == r.mobile.purr_for(r.core.registrar.location.bindings(AOR)[0].key)
+    assert purr and purr == r.push.purr_for(r.core.registrar.location.bindings(AOR)[0].key)
     invite = r.invite()
     (push,) = r.pushes()
     r.push_result(push, Outcome.SENT, 202)
@@ -304,8 +305,8 @@ def test_legacy_app_typed_by_user_agent_is_pushed_and_its_coordinates_survive_a_
         param="ABCDE12345.com.acme.phone.voip",
         device_type="ios",
     )
-    settings = MobileSettings(typing=TypingSettings(legacy_rules=(rule,)))
-    r = rig(mobile=settings)
+    settings = PushServiceSettings(typing=TypingSettings(legacy_rules=(rule,)))
+    r = rig(push=settings)
     contact = f"sip:200@{M1.host}:{M1.port};pn-tok=LEGACY1"
     agent = (("User-Agent", "AcmePhone iOS/4.2"),)
     r.register(M1, contact, call_id="m1-a", cseq=1, extra=agent)
@@ -322,14 +323,14 @@ def test_legacy_app_typed_by_user_agent_is_pushed_and_its_coordinates_survive_a_
         "ios",
     )
 
-    after = rig(mobile=settings)
-    after.mobile.restore([binding], r.now)
-    (device,) = after.mobile.devices()
+    after = rig(push=settings)
+    after.push.restore([binding], r.now)
+    (device,) = after.push.devices()
     assert device.coordinates == push_coordinates_of(r)
 
 
 def push_coordinates_of(r: Rig) -> PushCoordinates:
-    (device,) = r.mobile.devices()
+    (device,) = r.push.devices()
     return device.coordinates
 
 
@@ -342,7 +343,7 @@ def test_mirror_mode_dormant_device_is_pushed_only_for_its_own_mirrored_contact(
         r.pbx_answers_last_register(200, contact=f"{contact};expires=300")
     m1_uri = r.to(PBX, "REGISTER")[0].headers.lines("Contact")[0].strip("<>")
     r.advance(301)
-    assert len(r.mobile.dormant(AOR)) == 2
+    assert len(r.push.dormant(AOR)) == 2
     r.invite("call-m1@pbx", uri=m1_uri)
     assert [p.prid for p in r.pushes()] == ["TOK1"]
     r.invite("call-x@pbx", uri="sip:200@192.0.2.1:5060;mrct=0000000000000000")
@@ -361,7 +362,7 @@ def own_registers(r: Rig, mark: int) -> list[Request]:
 def test_mirror_mode_keeps_dormant_contacts_registered_upstream_in_its_own_dialog() -> None:
     """3.7: no device refreshes a dormant APNs binding, so scaserver keeps its mirrored
     contact registered upstream itself, and removes it when the binding finally ends."""
-    r = rig(midreg={"mode": Mode.MIRROR}, mobile=keepalive_settings(extend_max_age=2 * HOUR))
+    r = rig(midreg={"mode": Mode.MIRROR}, push=keepalive_settings(extend_max_age=2 * HOUR))
     mirrored: list[str] = []
     for peer, token, call_id in ((M1, "TOK1", "m1-a"), (M2, "TOK2", "m2-a")):
         r.register(peer, contact_of(peer, token), call_id=call_id, cseq=1, expires=600)
@@ -428,15 +429,15 @@ def desk_in_dialog(uri: str, *, branch: str) -> Request:
 
 
 def test_r7_a_dormant_bindings_contact_stays_a_next_hop_until_its_retention_ends() -> None:
-    r = registered(desk=False, mobile=keepalive_settings(extend_max_age=2 * HOUR))
+    r = registered(desk=False, push=keepalive_settings(extend_max_age=2 * HOUR))
     r.advance(601)
-    assert r.core.registrar.location.bindings(AOR) == () and len(r.mobile.dormant(AOR)) == 1
+    assert r.core.registrar.location.bindings(AOR) == () and len(r.push.dormant(AOR)) == 1
     r.send(desk_in_dialog(contact_of(M1, "TOK1"), branch="z9hG4bKd1"), DESK)
     assert len(r.new_to(M1, "BYE")) == 1  # the dormant binding's contact counts as registered
     r.send(desk_in_dialog("sip:+15551234@192.0.2.99", branch="z9hG4bKd2"), DESK)
     assert [m.status for m in r.responses_to(DESK)] == [403]
     r.advance(2 * HOUR)  # the retention is over: M1 is not registered any more
-    assert r.mobile.dormant(AOR) == ()
+    assert r.push.dormant(AOR) == ()
     r.send(desk_in_dialog(contact_of(M1, "TOK1"), branch="z9hG4bKd3"), DESK)
     assert len(r.new_to(M1, "BYE")) == 1
     assert [m.status for m in r.responses_to(DESK)][-1] == 403
