@@ -133,9 +133,9 @@ from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.reporting.history import HistoryRecorder
 from scaserver.reporting.retention import HISTORY_TABLES, RetentionPolicy, purge
 from scaserver.router.router import (
-    CoreSettings,
     SipRouter,
 )
+from scaserver.router.settings import CoreSettings
 from scaserver.sca.engine import EngineSettings, NotifyContext, ScaEngine
 from scaserver.sca.line import LineAlias, SharedLine, canonical_aor
 from scaserver.sip.digest import (

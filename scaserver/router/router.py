@@ -76,6 +76,8 @@ from scaserver.registrar.midregistrar import (
 )
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
+from scaserver.router.facts import TransactionCompleted, transaction_kind
+from scaserver.router.settings import CoreSettings
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
@@ -101,7 +103,7 @@ from scaserver.sip.digest import (
     RejectCause,
     Rejected,
 )
-from scaserver.sip.domains import DomainPolicy, as_domain_policy
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.endpoint import (
     AdmittedRequest,
     AdmittedResponse,
@@ -188,48 +190,6 @@ _UDP_ONLY_MEMORY: Final = 4096
 
 MAX_FAILOVERS: Final = 8
 """At most this many new transactions for one request after RFC 3263 4.3 failures."""
-
-
-@attrs.frozen
-class TransactionCompleted(Fact):
-    """A transaction got its final outcome: ``kind`` is ``invite-server``,
-    ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
-    status class (``2xx``...``6xx``), ``timeout`` or ``transport-error`` (metrics)."""
-
-    kind: str
-    outcome: str
-
-
-def _kind(side: str, method: str) -> str:
-    return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
-
-
-@attrs.frozen
-class CoreSettings:
-    """What the dispatcher decides with.
-
-    ``domains``: which SIP domains we are registrar and proxy for (one policy for every
-    part of the server; a set of names is read as ``server.domains``);
-    ``upstream``: where requests for other domains go (the PBX or PSTN
-    gateway), None to refuse them; ``require_auth``: challenge requests from
-    peers that are not trusted; ``server``: the Server/User-Agent header value;
-    ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
-    (sca.md 5.3: the far end never sees appearance indexes); ``max_transactions``: with this
-    many transactions open, a request that would start another gets 503 with Retry-After
-    ``retry_after_s`` (memory stays bounded under a flood); ``insert_pai``: a call a
-    subscriber places through a trusted upstream carries the P-Asserted-Identity of the shared
-    line it is on, or of the subscriber (RFC 3325).
-    """
-
-    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
-    upstream: Peer | None = None
-    require_auth: bool = True
-    server: str = "scaserver"
-    supported: frozenset[str] = frozenset({"path"})
-    strip_call_info: bool = True
-    max_transactions: int = 20000
-    retry_after_s: int = 5
-    insert_pai: bool = False
 
 
 @attrs.define
@@ -399,7 +359,7 @@ class SipRouter:
                         out.append(Deliver(refused))
                     out += self._run(self.layer.respond(transaction, response, now), now)
                     if response.status >= 200:
-                        kind = _kind("server", transaction.method)
+                        kind = transaction_kind("server", transaction.method)
                         out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
                 case SendRequest(request=request, peer=peer, context=context):
                     if isinstance(context, BranchKey) and self._strips(request):
@@ -603,13 +563,15 @@ class SipRouter:
             case ResponseReceived(response=response, key=key):
                 counted: list[Action] = []
                 if response.status >= 200:
-                    outcome = TransactionCompleted(_kind("client", key.method), f"{response.status // 100}xx")
+                    outcome = TransactionCompleted(
+                        transaction_kind("client", key.method), f"{response.status // 100}xx"
+                    )
                     counted.append(Deliver(outcome))
                 return counted + self._run(self._on_client_response(key, response, now), now)
             case TransactionTimedOut(key=key) | TransportFailed(key=key):
                 failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
                 side = "client" if isinstance(key, ClientKey) else "server"
-                fact = Deliver(TransactionCompleted(_kind(side, key.method), failure))
+                fact = Deliver(TransactionCompleted(transaction_kind(side, key.method), failure))
                 return [fact, *self._run(self._on_client_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
                 if isinstance(key, ServerKey):
