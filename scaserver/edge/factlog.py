@@ -22,7 +22,8 @@ from scaserver.registrar.binding import (
 from scaserver.registrar.midregistrar import (
     UpstreamAuthNeeded,
 )
-from scaserver.router.router import AuthenticationRejected, LargeRequestOverUdp
+from scaserver.router.authentication import AuthenticationRejected
+from scaserver.router.router import LargeRequestOverUdp
 from scaserver.sca.appearance import AppearanceChanged, TriggerIgnored
 from scaserver.sca.subscription import (
     SubscribeRefused,

@@ -76,6 +76,7 @@ from scaserver.registrar.midregistrar import (
 )
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
+from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.facts import TransactionCompleted, transaction_kind
 from scaserver.router.settings import CoreSettings
 from scaserver.sca.callinfo import strip_sca
@@ -96,11 +97,9 @@ from scaserver.sip.actions import (
     StartTimer,
 )
 from scaserver.sip.digest import (
-    FAILURES,
     Authenticated,
     Authenticator,
     CredentialLookup,
-    RejectCause,
     Rejected,
 )
 from scaserver.sip.domains import DomainPolicy
@@ -151,7 +150,6 @@ from scaserver.sip.transactions import (
 from scaserver.sip.trust import (
     ASSERTED,
     TrustedPeers,
-    asserted,
     carries_identity,
     requests_id_privacy,
     without_identity,
@@ -850,47 +848,12 @@ class SipRouter:
     # ------------------------------------------------------------------ authentication
 
     def _authenticate(self, request: Request, peer: Peer, now: float) -> Authenticated | Rejected | None:
-        """Digest authentication (RFC 3261 22, RFC 7616); None when the peer is trusted (a PBX
-        or gateway by source address) or authentication is off."""
-        if self.trusted.is_trusted(peer) or not self.settings.require_auth:
-            return None
-        decision = self.authenticator.authenticate(request, now)
-        guard = self.guard
-        if (
-            guard is not None
-            and isinstance(decision, Authenticated)
-            and guard.user_locked(decision.username, decision.realm, now)
-        ):
-            # A locked-out user gets what any failure gets: a fresh challenge.
-            challenge = self.authenticator.challenge(request, now)
-            return attrs.evolve(
-                challenge, cause=RejectCause.BANNED, username=decision.username, realm=decision.realm
-            )
-        return decision
+        return authenticate(self, request, peer, now)
 
     def _refuse(
         self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected, now: float
     ) -> list[EngineAction]:
-        fact = AuthenticationRejected(
-            peer,
-            request.method,
-            rejection.status,
-            rejection.stale,
-            rejection.cause,
-            rejection.username,
-            rejection.realm,
-        )
-        actions: list[EngineAction] = [Deliver(fact)]
-        if self.guard is not None and rejection.cause in FAILURES:
-            ban = self.guard.auth_failed(peer.host, rejection.username, rejection.realm, now)
-            if ban is not None:
-                actions.append(Deliver(ban))
-        response = rejection.response(request, to_tag=self.unique()[:10])
-        realm = rejection.realm or self.authenticator.realm_for(request)
-        cause, detail = _DIGEST_REFUSALS[rejection.cause]
-        response = attrs.evolve(response, detail=f"{detail} (realm {realm!r})", cause=cause)
-        actions.append(Respond(key, response))
-        return actions
+        return refuse(self, key, request, peer, rejection, now=now, to_tag=self.unique()[:10])
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -1050,26 +1013,7 @@ class SipRouter:
         )
 
     def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
-        """With ``insert_pai``, a request an authenticated subscriber sends to a trusted
-        upstream carries the identity the server vouches for (RFC 3325 section 4): the shared
-        line the call is on when the subscriber is a member of it, else the subscriber's own AoR
-        (the From, which digest authentication has checked).  ``Privacy: id`` is kept: the
-        trusted upstream withholds the identity from hops outside the trust domain."""
-        upstream = self.settings.upstream
-        if (
-            not self.settings.insert_pai
-            or decision is None
-            or upstream is None
-            or upstream == peer
-            or not self.trusted.is_trusted(upstream)
-        ):
-            return request
-        identity = self.sca.caller_line(request, decision.username) or canonical_aor(
-            str(headers.from_addr(request).uri)
-        )
-        if identity is None:
-            return request
-        return request.with_headers(asserted(request.headers, identity))
+        return asserting(self, request, peer, decision, self.sca.caller_line)
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
@@ -1103,20 +1047,6 @@ def secure_targets(targets: Sequence[Target]) -> list[Target]:
 
 SCA_EVENTS: Final = ("call-info", "line-seize")
 
-_DIGEST_REFUSALS: Final[dict[RejectCause, tuple[str, str]]] = {
-    RejectCause.CHALLENGE: ("digest-challenge", "digest credentials needed"),
-    RejectCause.UNKNOWN_USER: ("digest-failed", "digest answer refused: unknown user"),
-    RejectCause.WRONG_PASSWORD: ("digest-failed", "digest answer refused: wrong password"),
-    RejectCause.BANNED: ("digest-failed", "digest answer refused: user locked out"),
-    RejectCause.STALE: ("digest-stale", "digest nonce stale"),
-    RejectCause.REPLAY: ("digest-stale", "digest nonce reused"),
-    RejectCause.FORBIDDEN: ("digest-identity", "authenticated user may not use this identity"),
-    RejectCause.MALFORMED: ("digest-malformed", "malformed digest credentials"),
-}
-"""Metrics label and log text of each digest refusal, by its cause (the SIP reply is the same
-for every failure; the log and the metric tell them apart)."""
-
-
 CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "REFER"})
 """Methods whose SCA Call-Info is stripped when relayed (sca.md 5.3; the SUBSCRIBE/NOTIFY of the
 SCA packages are ours and keep it)."""
@@ -1129,43 +1059,3 @@ def _is_call_signalling(message: Message) -> bool:
         return headers.cseq(message).method in CALL_METHODS
     except MalformedMessage:
         return False
-
-
-def consume_credentials(request: Request, realm: str) -> Request:
-    """Remove the Proxy-Authorization values for our own realm before forwarding: they were
-    for us, and the next hop has no use for them (RFC 3261 22.3; Kamailio's consume_credentials)."""
-    lines = request.headers.lines("Proxy-Authorization")
-    if not lines:
-        return request
-    kept = [line for line in lines if _realm_of(line) != realm]
-    headers_without = request.headers.remove("Proxy-Authorization")
-    for line in kept:
-        headers_without = headers_without.add("Proxy-Authorization", line)
-    return request.with_headers(headers_without)
-
-
-def _realm_of(credentials: str) -> str | None:
-    try:
-        return headers.parse_auth(credentials).param("realm")
-    except MalformedMessage:
-        return None
-
-
-@attrs.frozen
-class AuthenticationRejected(Fact):
-    """A request was challenged or refused by digest authentication: ``cause`` says why,
-    ``username`` is the one the credentials named (None without credentials) (the security log,
-    metrics)."""
-
-    peer: Peer
-    method: str
-    status: int
-    stale: bool
-    cause: RejectCause = RejectCause.CHALLENGE
-    username: str | None = None
-    realm: str = ""
-
-    @property
-    def is_failure(self) -> bool:
-        """Counted towards a lockout (a first challenge or a stale nonce is not)."""
-        return self.cause in FAILURES
