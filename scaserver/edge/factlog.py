@@ -23,7 +23,7 @@ from scaserver.registrar.midregistrar import (
     UpstreamAuthNeeded,
 )
 from scaserver.router.authentication import AuthenticationRejected
-from scaserver.router.router import LargeRequestOverUdp
+from scaserver.router.transport import LargeRequestOverUdp
 from scaserver.sca.appearance import AppearanceChanged, TriggerIgnored
 from scaserver.sca.subscription import (
     SubscribeRefused,

@@ -21,14 +21,14 @@ Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Final, assert_never
 
 import attrs
 
 from scaserver.guard.sources import SourceGuard
 from scaserver.mobile import Mobile, MobileInstruction
-from scaserver.owners import ClientFailure, ClientOwners
+from scaserver.owners import ClientOwners
 from scaserver.parking.parked import (
     AbortPushes,
     CancelParkedBranch,
@@ -51,7 +51,6 @@ from scaserver.proxy.relay import (
 )
 from scaserver.proxy.routing import (
     ProxyIdentity,
-    branch_with_loop_hash,
     check_proxy_require,
     dialog_flow,
     preprocess_route,
@@ -77,8 +76,10 @@ from scaserver.registrar.midregistrar import (
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
+from scaserver.router.clients import ClientTransactions
 from scaserver.router.facts import TransactionCompleted, transaction_kind
 from scaserver.router.settings import CoreSettings
+from scaserver.router.transport import secure_targets
 from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
@@ -129,11 +130,9 @@ from scaserver.sip.errors import (
     TooManyHops,
     UnsupportedUriScheme,
 )
-from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
-from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
+from scaserver.sip.keys import ClientKey, ServerKey
+from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-from scaserver.sip.serializer import serialize
-from scaserver.sip.serverlocation import NextHopFailed, is_numeric
 from scaserver.sip.transactions import (
     AckReceived,
     CancelReceived,
@@ -164,32 +163,6 @@ RouterInstruction = CancelBranch | UpstreamGaveUp | MobileInstruction
 REGISTER to forget, and the push and parking coordinator's."""
 
 
-@attrs.frozen
-class LargeRequestOverUdp(Fact):
-    """A request of ``size`` bytes, over the 1300 of RFC 3261 section 18.1.1, went to
-    ``peer`` over UDP because it cannot be reached by TCP (``reason``); published once per
-    destination (the edge logs it)."""
-
-    peer: Peer
-    method: str
-    size: int
-    reason: str
-
-
-LARGE_REQUEST_BYTES: Final = 1300
-"""RFC 3261 section 18.1.1: with the path MTU unknown, a request larger than this goes over a
-congestion-controlled transport (TCP) when the next hop can be reached by one."""
-
-_BRANCH_ALLOWANCE: Final = "z9hG4bK" + "x" * 40
-"""Stands for the branch of the Via the transaction layer adds, in the size estimate."""
-
-_UDP_ONLY_MEMORY: Final = 4096
-"""How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
-
-MAX_FAILOVERS: Final = 8
-"""At most this many new transactions for one request after RFC 3263 4.3 failures."""
-
-
 @attrs.define
 class SipRouter:
     """The pure SIP core behind the edge (it is a ``scaserver.edge.stack.DrivenCore``)."""
@@ -207,24 +180,43 @@ class SipRouter:
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
-    has_alternative: Callable[[Peer, str], bool] = lambda destination, branch: False
-    """Whether a request to a named destination that failed on the transaction of Via branch
-    ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
     _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
-    owners: ClientOwners = attrs.field(factory=ClientOwners)
-    """Who hears how each request sent with ``SendRequest`` ended, by the type of its context
-    (registered by the composition root)."""
-    _contexts: dict[ClientKey, Hashable] = attrs.field(factory=dict, init=False)
-    _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
+    clients: ClientTransactions = attrs.field(init=False)
     identities_removed: int = attrs.field(default=0, init=False)
-    _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
-    _udp_only: dict[Peer, None] = attrs.field(factory=dict, init=False)
-    _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
     """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
     trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
-    _located: dict[ClientKey, tuple[Request, Peer, Hashable, int]] = attrs.field(factory=dict, init=False)
-    """Client transactions to a host name: (request, destination, owner, failovers so far)."""
-    _failovers: dict[Hashable, int] = attrs.field(factory=dict, init=False)
+    _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
+
+    def __attrs_post_init__(self) -> None:
+        self.clients = ClientTransactions(self.layer, self.unique)
+
+    @property
+    def owners(self) -> ClientOwners:
+        """Who hears how each request sent with ``SendRequest`` ended, by the type of its
+        context (registered by the composition root)."""
+        return self.clients.owners
+
+    @owners.setter
+    def owners(self, owners: ClientOwners) -> None:
+        self.clients.owners = owners
+
+    @property
+    def has_alternative(self) -> Callable[[Peer, str], bool]:
+        """Whether a request to a named destination that failed on the transaction of Via
+        branch ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
+        return self.clients.has_alternative
+
+    @has_alternative.setter
+    def has_alternative(self, query: Callable[[Peer, str], bool]) -> None:
+        self.clients.has_alternative = query
+
+    @property
+    def _contexts(self) -> dict[ClientKey, Hashable]:
+        return self.clients.contexts
+
+    @property
+    def _branches(self) -> dict[BranchKey, ClientKey]:
+        return self.clients.branches
 
     # ------------------------------------------------------------------ edge entry points
 
@@ -439,105 +431,8 @@ class SipRouter:
         return attrs.evolve(message, headers=strip_sca(message.headers))
 
     def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
-        self.owners.check(context)  # a context nobody owns is our own misuse: loud, before sending
-        attempt = self._failovers.pop(context, 0)
-        if isinstance(context, BranchKey):
-            branch = branch_with_loop_hash(context.loop_hash, self.unique())
-            key, actions = self.layer.request(request, peer, now, branch=branch)
-            if request.method != "ACK":
-                self._contexts[key] = context
-                self._branches[context] = key
-                self._remember_located(key, request, peer, context, attempt)
-        else:
-            sent, fact = self._transport_for(request, peer)
-            key, actions = self.layer.request(request, sent, now)
-            if request.method != "ACK":
-                self._contexts[key] = context
-                self._remember_located(key, request, sent, context, attempt)
-            if sent != peer:
-                self._upgraded[key] = (request, peer, context)
-            if fact is not None:
-                return [Deliver(fact), *self._run(actions, now)]
-        return self._run(actions, now)
-
-    def _remember_located(
-        self, key: ClientKey, request: Request, peer: Peer, context: Hashable, attempt: int
-    ) -> None:
-        """A request to a host name: kept until its transaction ends, for RFC 3263 4.3."""
-        if not is_numeric(peer.host) and request.method != "CANCEL":
-            self._located[key] = (request, peer, context, attempt)
-
-    def _fail_over(self, key: ClientKey, reason: str) -> list[EngineAction] | None:
-        """RFC 3263 section 4.3: a request to a named destination got a 503, timed out or met
-        a transport error; while the locator has another target, the request goes again as a
-        new client transaction (new branch) for the same owner, which never sees the failure.
-        None when there is nothing to fail over to (the failure is the owner's to handle)."""
-        located = self._located.pop(key, None)
-        if located is None:
-            return None
-        request, peer, context, attempt = located
-        if attempt >= MAX_FAILOVERS or not self.has_alternative(peer, key.branch):
-            return None
-        if self._contexts.pop(key, None) is None:
-            return None
-        self._upgraded.pop(key, None)
-        self._failovers[context] = attempt + 1
-        return [Deliver(NextHopFailed(peer, key.branch, reason)), SendRequest(request, peer, context)]
-
-    def _transport_for(self, request: Request, peer: Peer) -> tuple[Peer, LargeRequestOverUdp | None]:
-        """Where a request the server originates goes (RFC 3261 section 18.1.1): over TCP to the
-        same address when it is larger than 1300 bytes, was to go over UDP, and the
-        destination can be reached by TCP; else as asked, with the fact to publish the first
-        time a large request goes over UDP to that destination.
-
-        Reachable by TCP means: its Request-URI (the subscriber's Contact) is the address
-        the request goes to, no NAT in between (a connection to a NAT's mapping of a UDP
-        flow would hang until the connect timeout), and no connection attempt to it has
-        failed; a Request-URI with ``transport=tcp`` is always tried.
-        """
-        if peer.transport is not Transport.UDP or request.method == "ACK":
-            return peer, None
-        size = self._wire_size(request, peer)
-        if size <= LARGE_REQUEST_BYTES:
-            return peer, None
-        if peer in self._udp_only:
-            return peer, None
-        uri = parse_uri(request.uri)
-        direct = isinstance(uri, SipUri) and (
-            (uri.param("transport") or "").lower() == "tcp"
-            or (uri.host == peer.host and (uri.port or uri.default_port) == peer.port)
-        )
-        if direct:
-            return attrs.evolve(peer, transport=Transport.TCP), None
-        return peer, self._over_udp(
-            peer, request.method, size, "its contact is not the address it is reached at"
-        )
-
-    def _wire_size(self, request: Request, peer: Peer) -> int:
-        transport, host, port = self.layer.local_via(peer)
-        via = headers.Via("SIP/2.0", transport.upper(), host, port, (("branch", _BRANCH_ALLOWANCE),))
-        return len(serialize(request)) + len(f"Via: {via}\r\n")
-
-    def _over_udp(self, peer: Peer, method: str, size: int, reason: str) -> LargeRequestOverUdp:
-        """Remember that large requests to ``peer`` go over UDP; the fact to publish once."""
-        self._udp_only[peer] = None
-        while len(self._udp_only) > _UDP_ONLY_MEMORY:
-            del self._udp_only[next(iter(self._udp_only))]
-        return LargeRequestOverUdp(peer, method, size, reason)
-
-    def _fall_back_to_udp(self, key: ClientKey) -> list[EngineAction] | None:
-        """A request moved to TCP by :meth:`_transport_for` whose connection failed: sent
-        again over UDP through a new transaction for the same owner (RFC 3261 18.1.1 leaves
-        the choice open when TCP cannot be used), logged once.  None when ``key`` was not
-        moved."""
-        upgraded = self._upgraded.pop(key, None)
-        if upgraded is None:
-            return None
-        request, peer, context = upgraded
-        if self._contexts.pop(key, None) is None:
-            return []  # nobody waits for it any more
-        fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
-        return [Deliver(fact), SendRequest(request, peer, context)]
+        actions, fact = self.clients.send(request, peer, context, now)
+        return self._run(actions, now) if fact is None else [Deliver(fact), *self._run(actions, now)]
 
     def _deliver(self, event: TransactionEvent | Instruction | Fact, now: float) -> list[Action]:
         """A delivered event: a transaction-layer event, an instruction, or a fact."""
@@ -565,21 +460,19 @@ class SipRouter:
                         transaction_kind("client", key.method), f"{response.status // 100}xx"
                     )
                     counted.append(Deliver(outcome))
-                return counted + self._run(self._on_client_response(key, response, now), now)
+                return counted + self._run(self.clients.on_response(key, response, now), now)
             case TransactionTimedOut(key=key) | TransportFailed(key=key):
                 failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
                 side = "client" if isinstance(key, ClientKey) else "server"
                 fact = Deliver(TransactionCompleted(transaction_kind(side, key.method), failure))
-                return [fact, *self._run(self._on_client_failure(key, event, now), now)]
+                if not isinstance(key, ClientKey):
+                    return [fact]  # timer H on a server transaction: nothing more to do (17.2.1)
+                return [fact, *self._run(self.clients.on_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
                 if isinstance(key, ServerKey):
                     self._session_offers.pop(key, None)
                 if isinstance(key, ClientKey):
-                    self._upgraded.pop(key, None)
-                    self._located.pop(key, None)
-                    context = self._contexts.pop(key, None)
-                    if isinstance(context, BranchKey):
-                        self._branches.pop(context, None)
+                    self.clients.terminated(key)
                 return []
             case StrayResponse(response=response):
                 relayed = self.proxy.on_stray_response(response, now)
@@ -635,39 +528,6 @@ class SipRouter:
                 return [Deliver(fact), *self._run(self.mobile.handle(fact, now), now)]
             case _:
                 return [Deliver(fact)]
-
-    # ------------------------------------------------------------------ client transactions
-
-    def _on_client_response(self, key: ClientKey, response: Response, now: float) -> list[EngineAction]:
-        if response.status == 503:
-            retried = self._fail_over(key, "503")
-            if retried is not None:
-                return retried
-        elif response.status >= 200:
-            self._located.pop(key, None)
-        context = self._contexts.get(key)
-        if context is None:
-            return []
-        return self.owners.on_response(context, response, now)
-
-    def _on_client_failure(
-        self, key: TransactionKey, event: TransactionTimedOut | TransportFailed, now: float
-    ) -> list[EngineAction]:
-        if not isinstance(key, ClientKey):
-            return []  # timer H on a server transaction: nothing more to do (17.2.1)
-        reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
-        retried = self._fail_over(key, reason)
-        if retried is not None:
-            return retried
-        if isinstance(event, TransportFailed):
-            retried = self._fall_back_to_udp(key)
-            if retried is not None:
-                return retried
-        context = self._contexts.get(key)
-        if context is None:
-            return []
-        failure = ClientFailure.TIMEOUT if isinstance(event, TransactionTimedOut) else ClientFailure.TRANSPORT
-        return self.owners.on_failure(context, failure, now)
 
     def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
         """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
@@ -1027,22 +887,6 @@ class SipRouter:
         if upstream == peer:
             raise LoopDetected("a request from the upstream for a foreign domain")
         return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
-
-
-def secure_targets(targets: Sequence[Target]) -> list[Target]:
-    """The targets a ``sips:`` Request-URI may be forwarded to (RFC 3261 section 26.2.2, RFC 5630
-    section 3.1.3): ``sips:`` contacts reached over TLS, and contacts of any scheme whose flow
-    is a TLS connection.  A contact over a cleartext flow, or a ``sip:`` one without a TLS flow,
-    is never used; with none left, the request is answered 480."""
-    found = [
-        target
-        for target in targets
-        if (target.flow is not None and target.flow.transport is Transport.TLS)
-        or (target.flow is None and target.uri.lower().startswith("sips:"))
-    ]
-    if not found:
-        raise TemporarilyUnavailable("sips: Request-URI and no contact reachable over TLS (RFC 5630)")
-    return found
 
 
 SCA_EVENTS: Final = ("call-info", "line-seize")

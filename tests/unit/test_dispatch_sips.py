@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from scaserver.proxy.target import Target
-from scaserver.router.router import secure_targets
+from scaserver.router.transport import secure_targets
 from scaserver.sip.errors import TemporarilyUnavailable
 from scaserver.sip.message import Peer, Transport
 
