@@ -22,7 +22,7 @@ Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Final, assert_never
+from typing import assert_never
 
 import attrs
 
@@ -58,10 +58,6 @@ from scaserver.proxy.routing import (
 )
 from scaserver.proxy.sessiontimer import (
     SessionTimerPolicy,
-    answer_with_session,
-    expiry_after,
-    offer_with_session,
-    session_of,
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
@@ -77,10 +73,19 @@ from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.clients import ClientTransactions
+from scaserver.router.disclosure import Disclosure
 from scaserver.router.facts import TransactionCompleted, transaction_kind
+from scaserver.router.options import (
+    SCA_EVENTS,
+    is_options_for_us,
+    names_shared_line,
+    options_response,
+    published_event,
+    require_supported,
+)
+from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import CoreSettings
 from scaserver.router.transport import secure_targets
-from scaserver.sca.callinfo import strip_sca
 from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import Identity
@@ -115,11 +120,9 @@ from scaserver.sip.endpoint import (
 )
 from scaserver.sip.errors import (
     BadEvent,
-    BadExtension,
     BadRequest,
     Forbidden,
     LoopDetected,
-    MalformedMessage,
     MethodNotAllowed,
     NotFound,
     NotImplementedMethod,
@@ -131,7 +134,7 @@ from scaserver.sip.errors import (
     UnsupportedUriScheme,
 )
 from scaserver.sip.keys import ClientKey, ServerKey
-from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response
+from scaserver.sip.message import KNOWN_METHODS, Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.transactions import (
     AckReceived,
@@ -147,16 +150,9 @@ from scaserver.sip.transactions import (
     server_key,
 )
 from scaserver.sip.trust import (
-    ASSERTED,
     TrustedPeers,
-    carries_identity,
-    requests_id_privacy,
-    without_identity,
 )
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
-from scaserver.sip.validation import unsupported_options
-
-ACCEPT: Final = "application/sdp"
 
 RouterInstruction = CancelBranch | UpstreamGaveUp | MobileInstruction
 """Every instruction the router has carried out: a proxy branch to cancel, an upstream
@@ -180,15 +176,20 @@ class SipRouter:
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
-    _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
     clients: ClientTransactions = attrs.field(init=False)
-    identities_removed: int = attrs.field(default=0, init=False)
-    """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
-    trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
+    sessions: SessionTimers = attrs.field(init=False)
+    disclosure: Disclosure = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
 
     def __attrs_post_init__(self) -> None:
         self.clients = ClientTransactions(self.layer, self.unique)
+        self.sessions = SessionTimers(self.sca)
+        self.disclosure = Disclosure(self.sca)
+
+    @property
+    def identities_removed(self) -> int:
+        """Requests whose P-Asserted/P-Preferred-Identity was removed (RFC 3325 section 5)."""
+        return self.disclosure.identities_removed
 
     @property
     def owners(self) -> ClientOwners:
@@ -329,18 +330,15 @@ class SipRouter:
         for action in actions:
             match action:
                 case Send(message=message, peer=peer):
-                    sent = self._relayed(message) if self._strips(message) else message
-                    if isinstance(sent, Request):
-                        sent = self._disclosed(self._ringing(sent), peer)
+                    sent = self.disclosure.sent(message, peer, self.settings.strip_call_info, self.trusted)
                     out.append(action if sent is message else Send(sent, peer))
                 case StartTimer() | CancelTimer():
                     out.append(action)
                 case Respond(transaction=transaction, response=response):
                     if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
                         raise ProtocolStateError(f"bad Respond action {action!r}")
-                    if self._strips(response):
-                        response = response.with_headers(strip_sca(response.headers))
-                    response = self._session_answer(transaction, response)
+                    response = self.disclosure.response(response, self.settings.strip_call_info)
+                    response = self.sessions.answer(transaction, response)
                     destination = self.layer.peer_of(transaction)
                     refused = (
                         None if destination is None else refusal(transaction.method, destination, response)
@@ -352,83 +350,15 @@ class SipRouter:
                         kind = transaction_kind("server", transaction.method)
                         out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
                 case SendRequest(request=request, peer=peer, context=context):
-                    if isinstance(context, BranchKey) and self._strips(request):
-                        request = request.with_headers(strip_sca(request.headers))
                     if isinstance(context, BranchKey):
-                        request = self._disclosed(request, peer)
+                        strip = self.settings.strip_call_info
+                        request = self.disclosure.branch(request, peer, strip, self.trusted)
                     out += self._send_request(request, peer, context, now)
                 case Deliver(event=event):
                     out += self._deliver(event, now)
                 case _:
                     assert_never(action)
         return out
-
-    def _session_offer(self, request: Request, key: ServerKey) -> Request:
-        """An initial INVITE of a shared line's call with this proxy's session timer asked for
-        (RFC 4028 8.1); remembered so that its 2xx can carry it (8.2)."""
-        policy = self.session_timer
-        if policy is None or request.method != "INVITE" or not self.sca.is_line_call(request):
-            return request
-        offered = offer_with_session(request, policy)
-        if "Session-Expires" in offered.headers:
-            self._session_offers[key] = offered
-        return offered
-
-    def _session_answer(self, transaction: ServerKey, response: Response) -> Response:
-        offered = self._session_offers.get(transaction)
-        if offered is None:
-            return response
-        if response.status >= 200:
-            del self._session_offers[transaction]
-        return answer_with_session(offered, response)
-
-    def _session_learnt(self, request: Request, response: Response, now: float) -> list[EngineAction]:
-        """A 2xx to an INVITE or UPDATE of a call: its session timer, set up or refreshed,
-        guards the call's appearances (RFC 4028 section 10)."""
-        if self.session_timer is None or request.method not in ("INVITE", "UPDATE"):
-            return []
-        if response.status // 100 != 2 or not request.call_id:
-            return []
-        session = session_of(request, response)
-        timeout = None if session is None else expiry_after(session.interval)
-        return self.sca.on_session_refreshed(request.call_id, timeout, now)
-
-    def _strips(self, message: Message) -> bool:
-        return (
-            self.settings.strip_call_info and "Call-Info" in message.headers and _is_call_signalling(message)
-        )
-
-    def _ringing(self, branch: Request) -> Request:
-        """An INVITE ringing a member of a shared line carries the index the call rings on
-        (BroadWorks), after the SCA values of the caller's side are stripped (5.3)."""
-        index = self.sca.ringing_call_info(branch)
-        if index is None:
-            return branch
-        return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
-
-    def _believed(self, request: Request, peer: Peer) -> Request:
-        """The request without the identities a peer outside the trust domain asserted or
-        preferred (RFC 3325 section 5): only a trusted peer's P-Asserted-Identity is relayed."""
-        if not carries_identity(request.headers) or self.trusted.is_trusted(peer):
-            return request
-        self.identities_removed += 1
-        return request.with_headers(without_identity(request.headers))
-
-    def _disclosed(self, request: Request, destination: Peer) -> Request:
-        """A relayed request as a next hop outside the trust domain may see it: without the
-        asserted identity when the caller asked for ``Privacy: id`` (RFC 3325 sections 5, 9.3)."""
-        if (
-            ASSERTED not in request.headers
-            or not requests_id_privacy(request.headers)
-            or self.trusted.is_trusted(destination)
-        ):
-            return request
-        self.identities_removed += 1
-        return request.with_headers(without_identity(request.headers))
-
-    @staticmethod
-    def _relayed(message: Message) -> Message:
-        return attrs.evolve(message, headers=strip_sca(message.headers))
 
     def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
         actions, fact = self.clients.send(request, peer, context, now)
@@ -447,10 +377,11 @@ class SipRouter:
     def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
         match event:
             case RequestReceived():
-                request = self._believed(event.request, event.peer)
+                request = self.disclosure.believed(event.request, event.peer, self.trusted)
                 return self._run(self._on_request(request, event.peer, event.key, now), now)
             case AckReceived(request=ack, peer=peer):
-                return self._run(self._on_ack(self._believed(ack, peer), peer, now), now)
+                believed = self.disclosure.believed(ack, peer, self.trusted)
+                return self._run(self._on_ack(believed, peer, now), now)
             case CancelReceived():
                 return self._run(self._on_cancel(event, now), now)
             case ResponseReceived(response=response, key=key):
@@ -470,7 +401,7 @@ class SipRouter:
                 return [fact, *self._run(self.clients.on_failure(key, event, now), now)]
             case TransactionTerminated(key=key):
                 if isinstance(key, ServerKey):
-                    self._session_offers.pop(key, None)
+                    self.sessions.forget(key)
                 if isinstance(key, ClientKey):
                     self.clients.terminated(key)
                 return []
@@ -518,7 +449,7 @@ class SipRouter:
                 return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
-                tracked += self._session_learnt(request, response, now)
+                tracked += self.sessions.learnt(request, response, now, self.session_timer)
                 return [Deliver(fact), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
                 return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
@@ -639,7 +570,7 @@ class SipRouter:
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
             return self._subscribe(request, peer, key, in_dialog, now)
-        if method == "SUBSCRIBE" and not in_dialog and self._names_shared_line(uri):
+        if method == "SUBSCRIBE" and not in_dialog and names_shared_line(uri, self._line_of, self.sca.is_sca):
             if event_header is None:
                 return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
             # Authentication first: a 489 before it would tell anyone which names are lines.
@@ -656,54 +587,17 @@ class SipRouter:
             # serves.  Forking it to the AoR's contacts would hand it back to the publisher.
             allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
             raise BadEvent(
-                f"PUBLISH of {self._published(request)}: no event state composed here", headers=allow
+                f"PUBLISH of {published_event(request)}: no event state composed here", headers=allow
             )
         if method == "REGISTER":
             return self._register(request, peer, key, now)
-        if method == "OPTIONS" and self._options_for_us(uri, now):
-            return [Respond(key, self._options_response(request))]
+        if method == "OPTIONS" and is_options_for_us(uri, self._is_local_domain):
+            return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
         to_server = isinstance(uri, SipUri) and not uri.user and self._is_for_us(request)
         if to_server and "Route" not in request.headers:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
-
-    @staticmethod
-    def _published(request: Request) -> str:
-        try:
-            found = headers.event(request)
-        except MalformedMessage:
-            return "an unreadable event"
-        return "no event" if found is None else found.package
-
-    def _names_shared_line(self, uri: SipUri | TelUri) -> bool:
-        return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(self._line_of(uri.aor()))
-
-    def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
-        """OPTIONS to the server itself (no user part, a local domain) is answered here at
-        once.  One to a user goes the way of every initial request: authenticated first, so
-        the reply does not tell who exists or who is registered; then a registered AoR gets
-        it proxied and any other user of a local domain the server's 200."""
-        return isinstance(uri, SipUri) and not uri.user and self._is_local_domain(uri)
-
-    def _options_response(self, request: Request) -> Response:
-        """RFC 3261 11.2: 200 with Allow, Accept, Supported (and Max-Forwards 0 is fine: we are
-        the destination, RFC 4475 3.3.11)."""
-        self._require_supported(request)
-        extra = Headers.of(
-            ("Allow", ", ".join(KNOWN_METHODS)),
-            ("Accept", ACCEPT),
-            ("Supported", ", ".join(sorted(self.settings.supported))),
-            ("Allow-Events", ", ".join(SCA_EVENTS)),
-            ("Server", self.settings.server),
-        )
-        return make_response(request, 200, headers=extra, to_tag=self.unique()[:10])
-
-    def _require_supported(self, request: Request) -> None:
-        """420 with Unsupported for Require option tags we do not support (RFC 3261 8.2.2.3)."""
-        unknown = unsupported_options(request, "Require", self.settings.supported)
-        if unknown:
-            raise BadExtension("unsupported Require", headers=Headers.of(("Unsupported", ", ".join(unknown))))
 
     # ------------------------------------------------------------------ authentication
 
@@ -735,7 +629,7 @@ class SipRouter:
         only when it comes from another flow than its subscription's (the engine matches the
         dialog first and lets its flow, or its owner, use it)."""
         if not in_dialog:
-            self._require_supported(request)
+            require_supported(request, self.settings.supported)
         if in_dialog and not self.sca.needs_identity(request, peer):
             return self.sca.on_subscribe(request, key, now, peer=peer)
         decision = self._authenticate(request, peer, now)
@@ -800,7 +694,7 @@ class SipRouter:
             return self._refuse(key, request, peer, decision, now)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
-        request = self._session_offer(request, key)
+        request = self.sessions.offer(request, key, self.session_timer)
         origin = self._origin(peer, decision)
         why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
         upstream = self.settings.upstream
@@ -826,7 +720,7 @@ class SipRouter:
             if parked is not None:
                 return parked
         if not bindings and request.method == "OPTIONS":
-            return [Respond(key, self._options_response(request))]
+            return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
         if not bindings:
             if self.sca.is_sca(aor):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
@@ -887,19 +781,3 @@ class SipRouter:
         if upstream == peer:
             raise LoopDetected("a request from the upstream for a foreign domain")
         return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
-
-
-SCA_EVENTS: Final = ("call-info", "line-seize")
-
-CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "REFER"})
-"""Methods whose SCA Call-Info is stripped when relayed (sca.md 5.3; the SUBSCRIBE/NOTIFY of the
-SCA packages are ours and keep it)."""
-
-
-def _is_call_signalling(message: Message) -> bool:
-    if isinstance(message, Request):
-        return message.method in CALL_METHODS
-    try:
-        return headers.cseq(message).method in CALL_METHODS
-    except MalformedMessage:
-        return False
