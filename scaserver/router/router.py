@@ -71,10 +71,10 @@ from scaserver.registrar.midregistrar import (
 )
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
+from scaserver.router.actionloop import ActionLoop
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
-from scaserver.router.facts import TransactionCompleted, transaction_kind
 from scaserver.router.options import (
     SCA_EVENTS,
     is_options_for_us,
@@ -92,15 +92,11 @@ from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
 from scaserver.sip.actions import (
     Action,
-    CancelTimer,
     Deliver,
     EngineAction,
     Fact,
     Instruction,
     Respond,
-    Send,
-    SendRequest,
-    StartTimer,
 )
 from scaserver.sip.digest import (
     Authenticated,
@@ -110,13 +106,7 @@ from scaserver.sip.digest import (
 )
 from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.endpoint import (
-    AdmittedRequest,
-    AdmittedResponse,
-    Handled,
     MessageDropped,
-    admit,
-    refusal,
-    stateless,
 )
 from scaserver.sip.errors import (
     BadEvent,
@@ -127,7 +117,6 @@ from scaserver.sip.errors import (
     NotFound,
     NotImplementedMethod,
     ProtocolStateError,
-    ServiceUnavailable,
     SipError,
     TemporarilyUnavailable,
     TooManyHops,
@@ -137,17 +126,8 @@ from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import KNOWN_METHODS, Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.transactions import (
-    AckReceived,
     CancelReceived,
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionEvent,
     TransactionLayer,
-    TransactionTerminated,
-    TransactionTimedOut,
-    TransportFailed,
-    server_key,
 )
 from scaserver.sip.trust import (
     TrustedPeers,
@@ -179,12 +159,14 @@ class SipRouter:
     clients: ClientTransactions = attrs.field(init=False)
     sessions: SessionTimers = attrs.field(init=False)
     disclosure: Disclosure = attrs.field(init=False)
+    loop: ActionLoop = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
 
     def __attrs_post_init__(self) -> None:
         self.clients = ClientTransactions(self.layer, self.unique)
         self.sessions = SessionTimers(self.sca)
         self.disclosure = Disclosure(self.sca)
+        self.loop = ActionLoop(self, self.layer, self.unique, self.clients, self.sessions, self.disclosure)
 
     @property
     def identities_removed(self) -> int:
@@ -255,15 +237,7 @@ class SipRouter:
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
-        match admit(data, peer, self.unique):
-            case Handled(actions=actions):
-                return list(actions)
-            case AdmittedResponse(response=response):
-                return self._run(self.layer.receive(response, peer, now), now)
-            case AdmittedRequest(request=request, reply_to=destination):
-                return self._receive_request(request, peer, destination, now)
-            case unknown:
-                assert_never(unknown)
+        return self.loop.receive(data, peer, now)
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
@@ -309,109 +283,25 @@ class SipRouter:
         """A push attempt is waiting to be retried (5.3)."""
         return [] if self.mobile is None else self._run(self.mobile.on_push_retrying(request, now), now)
 
-    # ------------------------------------------------------------------ input checks
-
-    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
-        if (
-            len(self.layer) >= self.settings.max_transactions
-            and request.method != "ACK"
-            and server_key(request) not in self.layer
-        ):
-            retry = Headers.of(("Retry-After", str(self.settings.retry_after_s)))
-            busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
-            return stateless(request, peer, busy, self.unique)
-        return self._run(self.layer.receive(request, destination, now), now)
-
-    # ------------------------------------------------------------------ action loop
+    # ------------------------------------------------------------------ what is delivered
 
     def _run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
-        """Run engine and layer actions depth-first until only edge actions remain."""
-        out: list[Action] = []
-        for action in actions:
-            match action:
-                case Send(message=message, peer=peer):
-                    sent = self.disclosure.sent(message, peer, self.settings.strip_call_info, self.trusted)
-                    out.append(action if sent is message else Send(sent, peer))
-                case StartTimer() | CancelTimer():
-                    out.append(action)
-                case Respond(transaction=transaction, response=response):
-                    if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
-                        raise ProtocolStateError(f"bad Respond action {action!r}")
-                    response = self.disclosure.response(response, self.settings.strip_call_info)
-                    response = self.sessions.answer(transaction, response)
-                    destination = self.layer.peer_of(transaction)
-                    refused = (
-                        None if destination is None else refusal(transaction.method, destination, response)
-                    )
-                    if refused is not None:
-                        out.append(Deliver(refused))
-                    out += self._run(self.layer.respond(transaction, response, now), now)
-                    if response.status >= 200:
-                        kind = transaction_kind("server", transaction.method)
-                        out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
-                case SendRequest(request=request, peer=peer, context=context):
-                    if isinstance(context, BranchKey):
-                        strip = self.settings.strip_call_info
-                        request = self.disclosure.branch(request, peer, strip, self.trusted)
-                    out += self._send_request(request, peer, context, now)
-                case Deliver(event=event):
-                    out += self._deliver(event, now)
-                case _:
-                    assert_never(action)
-        return out
+        return self.loop.run(actions, now)
 
-    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
-        actions, fact = self.clients.send(request, peer, context, now)
-        return self._run(actions, now) if fact is None else [Deliver(fact), *self._run(actions, now)]
-
-    def _deliver(self, event: TransactionEvent | Instruction | Fact, now: float) -> list[Action]:
-        """A delivered event: a transaction-layer event, an instruction, or a fact."""
-        if isinstance(event, TransactionEvent):
-            return self._on_transaction_event(event, now)
+    def deliver(self, event: Instruction | Fact, now: float) -> list[Action]:
+        """An instruction the engines ask the router to carry out, or a fact they report."""
         if isinstance(event, RouterInstruction):
             return self._on_instruction(event, now)
         if isinstance(event, Instruction):
             raise ProtocolStateError(f"an instruction nobody carries out: {event!r}")
         return self._on_fact(event, now)
 
-    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
-        match event:
-            case RequestReceived():
-                request = self.disclosure.believed(event.request, event.peer, self.trusted)
-                return self._run(self._on_request(request, event.peer, event.key, now), now)
-            case AckReceived(request=ack, peer=peer):
-                believed = self.disclosure.believed(ack, peer, self.trusted)
-                return self._run(self._on_ack(believed, peer, now), now)
-            case CancelReceived():
-                return self._run(self._on_cancel(event, now), now)
-            case ResponseReceived(response=response, key=key):
-                counted: list[Action] = []
-                if response.status >= 200:
-                    outcome = TransactionCompleted(
-                        transaction_kind("client", key.method), f"{response.status // 100}xx"
-                    )
-                    counted.append(Deliver(outcome))
-                return counted + self._run(self.clients.on_response(key, response, now), now)
-            case TransactionTimedOut(key=key) | TransportFailed(key=key):
-                failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
-                side = "client" if isinstance(key, ClientKey) else "server"
-                fact = Deliver(TransactionCompleted(transaction_kind(side, key.method), failure))
-                if not isinstance(key, ClientKey):
-                    return [fact]  # timer H on a server transaction: nothing more to do (17.2.1)
-                return [fact, *self._run(self.clients.on_failure(key, event, now), now)]
-            case TransactionTerminated(key=key):
-                if isinstance(key, ServerKey):
-                    self.sessions.forget(key)
-                if isinstance(key, ClientKey):
-                    self.clients.terminated(key)
-                return []
-            case StrayResponse(response=response):
-                relayed = self.proxy.on_stray_response(response, now)
-                if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
-                    relayed += self.sca.on_stray_answer(response, now)
-                return self._run(relayed, now)
-            case _:
-                assert_never(event)
+    def on_stray_response(self, response: Response, now: float) -> list[EngineAction]:
+        """A response no client transaction matched: the proxy's to relay or drop (RFC 3261 16.7)."""
+        relayed = self.proxy.on_stray_response(response, now)
+        if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
+            relayed += self.sca.on_stray_answer(response, now)
+        return relayed
 
     def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
         match instruction:
@@ -498,7 +388,7 @@ class SipRouter:
         refused = Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))
         return [refused, *self.sca.on_cancel(event.cancel, now)]
 
-    def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
+    def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
         if self._is_for_us(ack) and "Route" not in ack.headers:
             return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
         verdict = check_ack(ack, self.identity, self._origin(peer))  # relay rule R5
@@ -552,7 +442,7 @@ class SipRouter:
             return False
         return uri.host in self.settings.domains or self.identity.is_local_uri(uri)
 
-    def _on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+    def on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Route a new request to the part of the server whose job it is."""
         try:
             return self._route(request, peer, key, now)
