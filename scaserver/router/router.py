@@ -2,22 +2,24 @@
 
 :class:`SipRouter` is the pure core the edge drives (``receive``, ``on_timer``,
 ``connection_lost``; :class:`scaserver.edge.stack.DrivenCore`).  What arrives passes the
-front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers);
-what it admits runs through the transaction layer, and each new request goes to the engine
-whose job it is (after the RFC 3261 16.3 checks):
+front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers)
+and runs through the transaction layer (:mod:`scaserver.router.actionloop`); each new request
+comes back here and goes to the engine whose job it is (after the RFC 3261 16.3 checks):
 
-- REGISTER for a local domain -> the registrar (after digest authentication);
+- REGISTER for a local domain -> the registrar (after digest authentication,
+  :mod:`scaserver.router.authentication`);
 - SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
-- OPTIONS to the server itself -> answered here (200 with Allow/Accept/Supported);
+- OPTIONS to the server itself -> answered here (:mod:`scaserver.router.options`);
 - everything else -> the stateful proxy, with targets from the location service
   or the configured upstream, and the SCA engine told about every call it relays.
 
 Engines never import each other; this module is where their outputs meet.  An
-engine returns :data:`~scaserver.sip.actions.EngineAction` values: ``Respond``
-and ``SendRequest`` are run through the transaction layer here (the outcome of a request
-goes to the owner registered for its context type, :mod:`scaserver.owners`), ``Deliver`` of a
-fact another engine consumes is handed to it, and what is left (Send, timers,
-Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
+engine returns :data:`~scaserver.sip.actions.EngineAction` values, which the action loop runs:
+``Respond`` and ``SendRequest`` through the transaction layer (the outcome of a request goes
+to the owner registered for its context type, :mod:`scaserver.owners`, by way of
+:mod:`scaserver.router.clients`), an instruction or a fact back to the router, which carries
+the instruction out and hands the fact to the engines that consume it, and what is left (Send,
+timers, Deliver) to the edge.  Nothing here performs I/O or reads a clock.
 """
 from __future__ import annotations
 
