@@ -83,9 +83,9 @@ from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
 from scaserver.router.router import (
-    CoreSettings,
     SipRouter,
 )
+from scaserver.router.settings import CoreSettings
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole

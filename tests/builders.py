@@ -11,7 +11,8 @@ from scaserver.app import client_owners
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.routing import Interface, ProxyIdentity
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
-from scaserver.router.router import CoreSettings, SipRouter
+from scaserver.router.router import SipRouter
+from scaserver.router.settings import CoreSettings
 from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine
 from scaserver.sca.settings import ScaSettings, ServerRole

@@ -20,7 +20,8 @@ from scaserver.registrar.binding import (
     BindingRemoved,
 )
 from scaserver.registrar.midregevents import UpstreamAuthNeeded
-from scaserver.router.router import AuthenticationRejected, LargeRequestOverUdp
+from scaserver.router.authentication import AuthenticationRejected
+from scaserver.router.transport import LargeRequestOverUdp
 from scaserver.sca.appearance import AppearanceChanged, TriggerIgnored
 from scaserver.sca.subscription import (
     SubscribeRefused,

@@ -30,7 +30,8 @@ from scaserver.registrar.binding import (
     BindingRefreshed,
     BindingRemoved,
 )
-from scaserver.router.router import AuthenticationRejected, TransactionCompleted
+from scaserver.router.authentication import AuthenticationRejected
+from scaserver.router.facts import TransactionCompleted
 from scaserver.sca.subscription import (
     NotifyAnswered,
     SubscriptionRemoved,

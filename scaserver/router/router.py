@@ -2,32 +2,34 @@
 
 :class:`SipRouter` is the pure core the edge drives (``receive``, ``on_timer``,
 ``connection_lost``; :class:`scaserver.edge.stack.DrivenCore`).  What arrives passes the
-front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers);
-what it admits runs through the transaction layer, and each new request goes to the engine
-whose job it is (after the RFC 3261 16.3 checks):
+front door of :mod:`scaserver.sip.endpoint` (RFC 3261 8.2 and 18 checks, stateless answers)
+and runs through the transaction layer (:mod:`scaserver.router.actionloop`); each new request
+comes back here and goes to the engine whose job it is (after the RFC 3261 16.3 checks):
 
-- REGISTER for a local domain -> the registrar (after digest authentication);
+- REGISTER for a local domain -> the registrar (after digest authentication,
+  :mod:`scaserver.router.authentication`);
 - SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
-- OPTIONS to the server itself -> answered here (200 with Allow/Accept/Supported);
+- OPTIONS to the server itself -> answered here (:mod:`scaserver.router.options`);
 - everything else -> the stateful proxy, with targets from the location service
   or the configured upstream, and the SCA engine told about every call it relays.
 
 Engines never import each other; this module is where their outputs meet.  An
-engine returns :data:`~scaserver.sip.actions.EngineAction` values: ``Respond``
-and ``SendRequest`` are run through the transaction layer here (the outcome of a request
-goes to the owner registered for its context type, :mod:`scaserver.owners`), ``Deliver`` of a
-fact another engine consumes is handed to it, and what is left (Send, timers,
-Deliver) goes to the edge.  Nothing here performs I/O or reads a clock.
+engine returns :data:`~scaserver.sip.actions.EngineAction` values, which the action loop runs:
+``Respond`` and ``SendRequest`` through the transaction layer (the outcome of a request goes
+to the owner registered for its context type, :mod:`scaserver.owners`, by way of
+:mod:`scaserver.router.clients`), an instruction or a fact back to the router, which carries
+the instruction out and hands the fact to the engines that consume it, and what is left (Send,
+timers, Deliver) to the edge.  Nothing here performs I/O or reads a clock.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import Final, assert_never
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import assert_never
 
 import attrs
 
 from scaserver.guard.sources import SourceGuard
-from scaserver.owners import ClientFailure, ClientOwners
+from scaserver.owners import ClientOwners
 from scaserver.parking.calls import CallParking, ForkInstead, proxy_target
 from scaserver.parking.instructions import (
     AbortPushes,
@@ -52,7 +54,6 @@ from scaserver.proxy.relay import (
 )
 from scaserver.proxy.routing import (
     ProxyIdentity,
-    branch_with_loop_hash,
     check_proxy_require,
     dialog_flow,
     preprocess_route,
@@ -60,10 +61,6 @@ from scaserver.proxy.routing import (
 )
 from scaserver.proxy.sessiontimer import (
     SessionTimerPolicy,
-    answer_with_session,
-    expiry_after,
-    offer_with_session,
-    session_of,
 )
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
@@ -78,88 +75,68 @@ from scaserver.registrar.midregevents import (
 )
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
-from scaserver.sca.callinfo import strip_sca
+from scaserver.router.actionloop import ActionLoop
+from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
+from scaserver.router.clients import ClientTransactions
+from scaserver.router.disclosure import Disclosure
+from scaserver.router.options import (
+    SCA_EVENTS,
+    is_options_for_us,
+    names_shared_line,
+    options_response,
+    published_event,
+    require_supported,
+)
+from scaserver.router.sessions import SessionTimers
+from scaserver.router.settings import CoreSettings
+from scaserver.router.transport import secure_targets
 from scaserver.sca.engine import ScaEngine
 from scaserver.sca.line import SharedLine, canonical_aor
 from scaserver.sca.subscription import Identity
 from scaserver.sip import headers
 from scaserver.sip.actions import (
     Action,
-    CancelTimer,
     Deliver,
     EngineAction,
     Fact,
     Instruction,
     Respond,
-    Send,
-    SendRequest,
-    StartTimer,
 )
 from scaserver.sip.digest import (
-    FAILURES,
     Authenticated,
     Authenticator,
     CredentialLookup,
-    RejectCause,
     Rejected,
 )
-from scaserver.sip.domains import DomainPolicy, as_domain_policy
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.endpoint import (
-    AdmittedRequest,
-    AdmittedResponse,
-    Handled,
     MessageDropped,
-    admit,
-    refusal,
-    stateless,
 )
 from scaserver.sip.errors import (
     BadEvent,
-    BadExtension,
     BadRequest,
     Forbidden,
     LoopDetected,
-    MalformedMessage,
     MethodNotAllowed,
     NotFound,
     NotImplementedMethod,
     ProtocolStateError,
-    ServiceUnavailable,
     SipError,
     TemporarilyUnavailable,
     TooManyHops,
     UnsupportedUriScheme,
 )
-from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
-from scaserver.sip.message import KNOWN_METHODS, Headers, Message, Peer, Request, Response, Transport
+from scaserver.sip.keys import ClientKey, ServerKey
+from scaserver.sip.message import KNOWN_METHODS, Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
-from scaserver.sip.serializer import serialize
-from scaserver.sip.serverlocation import NextHopFailed, is_numeric
 from scaserver.sip.transactions import (
-    AckReceived,
     CancelReceived,
-    RequestReceived,
-    ResponseReceived,
-    StrayResponse,
-    TransactionEvent,
     TransactionLayer,
-    TransactionTerminated,
-    TransactionTimedOut,
-    TransportFailed,
-    server_key,
 )
 from scaserver.sip.trust import (
-    ASSERTED,
     TrustedPeers,
-    asserted,
-    carries_identity,
-    requests_id_privacy,
-    without_identity,
 )
 from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
-from scaserver.sip.validation import unsupported_options
-
-ACCEPT: Final = "application/sdp"
 
 RouterInstruction = (
     CancelBranch
@@ -181,74 +158,6 @@ RouterInstruction = (
 REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
 
 
-@attrs.frozen
-class LargeRequestOverUdp(Fact):
-    """A request of ``size`` bytes, over the 1300 of RFC 3261 section 18.1.1, went to
-    ``peer`` over UDP because it cannot be reached by TCP (``reason``); published once per
-    destination (the edge logs it)."""
-
-    peer: Peer
-    method: str
-    size: int
-    reason: str
-
-
-LARGE_REQUEST_BYTES: Final = 1300
-"""RFC 3261 section 18.1.1: with the path MTU unknown, a request larger than this goes over a
-congestion-controlled transport (TCP) when the next hop can be reached by one."""
-
-_BRANCH_ALLOWANCE: Final = "z9hG4bK" + "x" * 40
-"""Stands for the branch of the Via the transaction layer adds, in the size estimate."""
-
-_UDP_ONLY_MEMORY: Final = 4096
-"""How many destinations known to be out of TCP reach are remembered (oldest forgotten)."""
-
-MAX_FAILOVERS: Final = 8
-"""At most this many new transactions for one request after RFC 3263 4.3 failures."""
-
-
-@attrs.frozen
-class TransactionCompleted(Fact):
-    """A transaction got its final outcome: ``kind`` is ``invite-server``,
-    ``non-invite-server``, ``invite-client`` or ``non-invite-client``; ``outcome`` the final
-    status class (``2xx``...``6xx``), ``timeout`` or ``transport-error`` (metrics)."""
-
-    kind: str
-    outcome: str
-
-
-def _kind(side: str, method: str) -> str:
-    return f"{'invite' if method == 'INVITE' else 'non-invite'}-{side}"
-
-
-@attrs.frozen
-class CoreSettings:
-    """What the dispatcher decides with.
-
-    ``domains``: which SIP domains we are registrar and proxy for (one policy for every
-    part of the server; a set of names is read as ``server.domains``);
-    ``upstream``: where requests for other domains go (the PBX or PSTN
-    gateway), None to refuse them; ``require_auth``: challenge requests from
-    peers that are not trusted; ``server``: the Server/User-Agent header value;
-    ``strip_call_info``: remove SCA Call-Info values from what the proxy relays
-    (sca.md 5.3: the far end never sees appearance indexes); ``max_transactions``: with this
-    many transactions open, a request that would start another gets 503 with Retry-After
-    ``retry_after_s`` (memory stays bounded under a flood); ``insert_pai``: a call a
-    subscriber places through a trusted upstream carries the P-Asserted-Identity of the shared
-    line it is on, or of the subscriber (RFC 3325).
-    """
-
-    domains: DomainPolicy = attrs.field(converter=as_domain_policy)
-    upstream: Peer | None = None
-    require_auth: bool = True
-    server: str = "scaserver"
-    supported: frozenset[str] = frozenset({"path"})
-    strip_call_info: bool = True
-    max_transactions: int = 20000
-    retry_after_s: int = 5
-    insert_pai: bool = False
-
-
 @attrs.define
 class SipRouter:
     """The pure SIP core behind the edge (it is a ``scaserver.edge.stack.DrivenCore``)."""
@@ -267,24 +176,50 @@ class SipRouter:
     known_host: Callable[[str], bool] = every_host  # a host name the edge can send to (relay rule R6)
     guard: SourceGuard | None = None  # authentication failures counted towards bans and lockouts
     session_timer: SessionTimerPolicy | None = None  # RFC 4028 proxy for calls of shared lines
-    has_alternative: Callable[[Peer, str], bool] = lambda destination, branch: False
-    """Whether a request to a named destination that failed on the transaction of Via branch
-    ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
-    _session_offers: dict[ServerKey, Request] = attrs.field(factory=dict, init=False)
-    owners: ClientOwners = attrs.field(factory=ClientOwners)
-    """Who hears how each request sent with ``SendRequest`` ended, by the type of its context
-    (registered by the composition root)."""
-    _contexts: dict[ClientKey, Hashable] = attrs.field(factory=dict, init=False)
-    _branches: dict[BranchKey, ClientKey] = attrs.field(factory=dict, init=False)
-    identities_removed: int = attrs.field(default=0, init=False)
-    _upgraded: dict[ClientKey, tuple[Request, Peer, Hashable]] = attrs.field(factory=dict, init=False)
-    _udp_only: dict[Peer, None] = attrs.field(factory=dict, init=False)
+    clients: ClientTransactions = attrs.field(init=False)
+    sessions: SessionTimers = attrs.field(init=False)
+    disclosure: Disclosure = attrs.field(init=False)
+    loop: ActionLoop = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)  # sca.md Q26
-    """Requests whose P-Asserted/P-Preferred-Identity was removed: from a peer outside the
-    trust domain, or (``Privacy: id``) on the way to one (RFC 3325 section 5)."""
-    _located: dict[ClientKey, tuple[Request, Peer, Hashable, int]] = attrs.field(factory=dict, init=False)
-    """Client transactions to a host name: (request, destination, owner, failovers so far)."""
-    _failovers: dict[Hashable, int] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.clients = ClientTransactions(self.layer, self.unique)
+        self.sessions = SessionTimers(self.sca)
+        self.disclosure = Disclosure(self.sca)
+        self.loop = ActionLoop(self, self.layer, self.unique, self.clients, self.sessions, self.disclosure)
+
+    @property
+    def identities_removed(self) -> int:
+        """Requests whose P-Asserted/P-Preferred-Identity was removed (RFC 3325 section 5)."""
+        return self.disclosure.identities_removed
+
+    @property
+    def owners(self) -> ClientOwners:
+        """Who hears how each request sent with ``SendRequest`` ended, by the type of its
+        context (registered by the composition root)."""
+        return self.clients.owners
+
+    @owners.setter
+    def owners(self, owners: ClientOwners) -> None:
+        self.clients.owners = owners
+
+    @property
+    def has_alternative(self) -> Callable[[Peer, str], bool]:
+        """Whether a request to a named destination that failed on the transaction of Via
+        branch ``branch`` has another target to try (RFC 3263 4.3; the edge's locator answers)."""
+        return self.clients.has_alternative
+
+    @has_alternative.setter
+    def has_alternative(self, query: Callable[[Peer, str], bool]) -> None:
+        self.clients.has_alternative = query
+
+    @property
+    def _contexts(self) -> dict[ClientKey, Hashable]:
+        return self.clients.contexts
+
+    @property
+    def _branches(self) -> dict[BranchKey, ClientKey]:
+        return self.clients.branches
 
     # ------------------------------------------------------------------ edge entry points
 
@@ -322,15 +257,7 @@ class SipRouter:
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
-        match admit(data, peer, self.unique):
-            case Handled(actions=actions):
-                return list(actions)
-            case AdmittedResponse(response=response):
-                return self._run(self.layer.receive(response, peer, now), now)
-            case AdmittedRequest(request=request, reply_to=destination):
-                return self._receive_request(request, peer, destination, now)
-            case unknown:
-                assert_never(unknown)
+        return self.loop.receive(data, peer, now)
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
@@ -386,276 +313,25 @@ class SipRouter:
             actions += self.parking.on_push_retrying(request, now)
         return self._run(actions, now)
 
-    # ------------------------------------------------------------------ input checks
-
-    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
-        if (
-            len(self.layer) >= self.settings.max_transactions
-            and request.method != "ACK"
-            and server_key(request) not in self.layer
-        ):
-            retry = Headers.of(("Retry-After", str(self.settings.retry_after_s)))
-            busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
-            return stateless(request, peer, busy, self.unique)
-        return self._run(self.layer.receive(request, destination, now), now)
-
-    # ------------------------------------------------------------------ action loop
+    # ------------------------------------------------------------------ what is delivered
 
     def _run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
-        """Run engine and layer actions depth-first until only edge actions remain."""
-        out: list[Action] = []
-        for action in actions:
-            match action:
-                case Send(message=message, peer=peer):
-                    sent = self._relayed(message) if self._strips(message) else message
-                    if isinstance(sent, Request):
-                        sent = self._disclosed(self._ringing(sent), peer)
-                    out.append(action if sent is message else Send(sent, peer))
-                case StartTimer() | CancelTimer():
-                    out.append(action)
-                case Respond(transaction=transaction, response=response):
-                    if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
-                        raise ProtocolStateError(f"bad Respond action {action!r}")
-                    if self._strips(response):
-                        response = response.with_headers(strip_sca(response.headers))
-                    response = self._session_answer(transaction, response)
-                    destination = self.layer.peer_of(transaction)
-                    refused = (
-                        None if destination is None else refusal(transaction.method, destination, response)
-                    )
-                    if refused is not None:
-                        out.append(Deliver(refused))
-                    out += self._run(self.layer.respond(transaction, response, now), now)
-                    if response.status >= 200:
-                        kind = _kind("server", transaction.method)
-                        out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
-                case SendRequest(request=request, peer=peer, context=context):
-                    if isinstance(context, BranchKey) and self._strips(request):
-                        request = request.with_headers(strip_sca(request.headers))
-                    if isinstance(context, BranchKey):
-                        request = self._disclosed(request, peer)
-                    out += self._send_request(request, peer, context, now)
-                case Deliver(event=event):
-                    out += self._deliver(event, now)
-                case _:
-                    assert_never(action)
-        return out
+        return self.loop.run(actions, now)
 
-    def _session_offer(self, request: Request, key: ServerKey) -> Request:
-        """An initial INVITE of a shared line's call with this proxy's session timer asked for
-        (RFC 4028 8.1); remembered so that its 2xx can carry it (8.2)."""
-        policy = self.session_timer
-        if policy is None or request.method != "INVITE" or not self.sca.is_line_call(request):
-            return request
-        offered = offer_with_session(request, policy)
-        if "Session-Expires" in offered.headers:
-            self._session_offers[key] = offered
-        return offered
-
-    def _session_answer(self, transaction: ServerKey, response: Response) -> Response:
-        offered = self._session_offers.get(transaction)
-        if offered is None:
-            return response
-        if response.status >= 200:
-            del self._session_offers[transaction]
-        return answer_with_session(offered, response)
-
-    def _session_learnt(self, request: Request, response: Response, now: float) -> list[EngineAction]:
-        """A 2xx to an INVITE or UPDATE of a call: its session timer, set up or refreshed,
-        guards the call's appearances (RFC 4028 section 10)."""
-        if self.session_timer is None or request.method not in ("INVITE", "UPDATE"):
-            return []
-        if response.status // 100 != 2 or not request.call_id:
-            return []
-        session = session_of(request, response)
-        timeout = None if session is None else expiry_after(session.interval)
-        return self.sca.on_session_refreshed(request.call_id, timeout, now)
-
-    def _strips(self, message: Message) -> bool:
-        return (
-            self.settings.strip_call_info and "Call-Info" in message.headers and _is_call_signalling(message)
-        )
-
-    def _ringing(self, branch: Request) -> Request:
-        """An INVITE ringing a member of a shared line carries the index the call rings on
-        (BroadWorks), after the SCA values of the caller's side are stripped (5.3)."""
-        index = self.sca.ringing_call_info(branch)
-        if index is None:
-            return branch
-        return branch.with_headers(strip_sca(branch.headers).add("Call-Info", index))
-
-    def _believed(self, request: Request, peer: Peer) -> Request:
-        """The request without the identities a peer outside the trust domain asserted or
-        preferred (RFC 3325 section 5): only a trusted peer's P-Asserted-Identity is relayed."""
-        if not carries_identity(request.headers) or self.trusted.is_trusted(peer):
-            return request
-        self.identities_removed += 1
-        return request.with_headers(without_identity(request.headers))
-
-    def _disclosed(self, request: Request, destination: Peer) -> Request:
-        """A relayed request as a next hop outside the trust domain may see it: without the
-        asserted identity when the caller asked for ``Privacy: id`` (RFC 3325 sections 5, 9.3)."""
-        if (
-            ASSERTED not in request.headers
-            or not requests_id_privacy(request.headers)
-            or self.trusted.is_trusted(destination)
-        ):
-            return request
-        self.identities_removed += 1
-        return request.with_headers(without_identity(request.headers))
-
-    @staticmethod
-    def _relayed(message: Message) -> Message:
-        return attrs.evolve(message, headers=strip_sca(message.headers))
-
-    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
-        self.owners.check(context)  # a context nobody owns is our own misuse: loud, before sending
-        attempt = self._failovers.pop(context, 0)
-        if isinstance(context, BranchKey):
-            branch = branch_with_loop_hash(context.loop_hash, self.unique())
-            key, actions = self.layer.request(request, peer, now, branch=branch)
-            if request.method != "ACK":
-                self._contexts[key] = context
-                self._branches[context] = key
-                self._remember_located(key, request, peer, context, attempt)
-        else:
-            sent, fact = self._transport_for(request, peer)
-            key, actions = self.layer.request(request, sent, now)
-            if request.method != "ACK":
-                self._contexts[key] = context
-                self._remember_located(key, request, sent, context, attempt)
-            if sent != peer:
-                self._upgraded[key] = (request, peer, context)
-            if fact is not None:
-                return [Deliver(fact), *self._run(actions, now)]
-        return self._run(actions, now)
-
-    def _remember_located(
-        self, key: ClientKey, request: Request, peer: Peer, context: Hashable, attempt: int
-    ) -> None:
-        """A request to a host name: kept until its transaction ends, for RFC 3263 4.3."""
-        if not is_numeric(peer.host) and request.method != "CANCEL":
-            self._located[key] = (request, peer, context, attempt)
-
-    def _fail_over(self, key: ClientKey, reason: str) -> list[EngineAction] | None:
-        """RFC 3263 section 4.3: a request to a named destination got a 503, timed out or met
-        a transport error; while the locator has another target, the request goes again as a
-        new client transaction (new branch) for the same owner, which never sees the failure.
-        None when there is nothing to fail over to (the failure is the owner's to handle)."""
-        located = self._located.pop(key, None)
-        if located is None:
-            return None
-        request, peer, context, attempt = located
-        if attempt >= MAX_FAILOVERS or not self.has_alternative(peer, key.branch):
-            return None
-        if self._contexts.pop(key, None) is None:
-            return None
-        self._upgraded.pop(key, None)
-        self._failovers[context] = attempt + 1
-        return [Deliver(NextHopFailed(peer, key.branch, reason)), SendRequest(request, peer, context)]
-
-    def _transport_for(self, request: Request, peer: Peer) -> tuple[Peer, LargeRequestOverUdp | None]:
-        """Where a request the server originates goes (RFC 3261 section 18.1.1): over TCP to the
-        same address when it is larger than 1300 bytes, was to go over UDP, and the
-        destination can be reached by TCP; else as asked, with the fact to publish the first
-        time a large request goes over UDP to that destination.
-
-        Reachable by TCP means: its Request-URI (the subscriber's Contact) is the address
-        the request goes to, no NAT in between (a connection to a NAT's mapping of a UDP
-        flow would hang until the connect timeout), and no connection attempt to it has
-        failed; a Request-URI with ``transport=tcp`` is always tried.
-        """
-        if peer.transport is not Transport.UDP or request.method == "ACK":
-            return peer, None
-        size = self._wire_size(request, peer)
-        if size <= LARGE_REQUEST_BYTES:
-            return peer, None
-        if peer in self._udp_only:
-            return peer, None
-        uri = parse_uri(request.uri)
-        direct = isinstance(uri, SipUri) and (
-            (uri.param("transport") or "").lower() == "tcp"
-            or (uri.host == peer.host and (uri.port or uri.default_port) == peer.port)
-        )
-        if direct:
-            return attrs.evolve(peer, transport=Transport.TCP), None
-        return peer, self._over_udp(
-            peer, request.method, size, "its contact is not the address it is reached at"
-        )
-
-    def _wire_size(self, request: Request, peer: Peer) -> int:
-        transport, host, port = self.layer.local_via(peer)
-        via = headers.Via("SIP/2.0", transport.upper(), host, port, (("branch", _BRANCH_ALLOWANCE),))
-        return len(serialize(request)) + len(f"Via: {via}\r\n")
-
-    def _over_udp(self, peer: Peer, method: str, size: int, reason: str) -> LargeRequestOverUdp:
-        """Remember that large requests to ``peer`` go over UDP; the fact to publish once."""
-        self._udp_only[peer] = None
-        while len(self._udp_only) > _UDP_ONLY_MEMORY:
-            del self._udp_only[next(iter(self._udp_only))]
-        return LargeRequestOverUdp(peer, method, size, reason)
-
-    def _fall_back_to_udp(self, key: ClientKey) -> list[EngineAction] | None:
-        """A request moved to TCP by :meth:`_transport_for` whose connection failed: sent
-        again over UDP through a new transaction for the same owner (RFC 3261 18.1.1 leaves
-        the choice open when TCP cannot be used), logged once.  None when ``key`` was not
-        moved."""
-        upgraded = self._upgraded.pop(key, None)
-        if upgraded is None:
-            return None
-        request, peer, context = upgraded
-        if self._contexts.pop(key, None) is None:
-            return []  # nobody waits for it any more
-        fact = self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
-        return [Deliver(fact), SendRequest(request, peer, context)]
-
-    def _deliver(self, event: TransactionEvent | Instruction | Fact, now: float) -> list[Action]:
-        """A delivered event: a transaction-layer event, an instruction, or a fact."""
-        if isinstance(event, TransactionEvent):
-            return self._on_transaction_event(event, now)
+    def deliver(self, event: Instruction | Fact, now: float) -> list[Action]:
+        """An instruction the engines ask the router to carry out, or a fact they report."""
         if isinstance(event, RouterInstruction):
             return self._on_instruction(event, now)
         if isinstance(event, Instruction):
             raise ProtocolStateError(f"an instruction nobody carries out: {event!r}")
         return self._on_fact(event, now)
 
-    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
-        match event:
-            case RequestReceived():
-                request = self._believed(event.request, event.peer)
-                return self._run(self._on_request(request, event.peer, event.key, now), now)
-            case AckReceived(request=ack, peer=peer):
-                return self._run(self._on_ack(self._believed(ack, peer), peer, now), now)
-            case CancelReceived():
-                return self._run(self._on_cancel(event, now), now)
-            case ResponseReceived(response=response, key=key):
-                counted: list[Action] = []
-                if response.status >= 200:
-                    outcome = TransactionCompleted(_kind("client", key.method), f"{response.status // 100}xx")
-                    counted.append(Deliver(outcome))
-                return counted + self._run(self._on_client_response(key, response, now), now)
-            case TransactionTimedOut(key=key) | TransportFailed(key=key):
-                failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
-                side = "client" if isinstance(key, ClientKey) else "server"
-                fact = Deliver(TransactionCompleted(_kind(side, key.method), failure))
-                return [fact, *self._run(self._on_client_failure(key, event, now), now)]
-            case TransactionTerminated(key=key):
-                if isinstance(key, ServerKey):
-                    self._session_offers.pop(key, None)
-                if isinstance(key, ClientKey):
-                    self._upgraded.pop(key, None)
-                    self._located.pop(key, None)
-                    context = self._contexts.pop(key, None)
-                    if isinstance(context, BranchKey):
-                        self._branches.pop(context, None)
-                return []
-            case StrayResponse(response=response):
-                relayed = self.proxy.on_stray_response(response, now)
-                if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
-                    relayed += self.sca.on_stray_answer(response, now)
-                return self._run(relayed, now)
-            case _:
-                assert_never(event)
+    def on_stray_response(self, response: Response, now: float) -> list[EngineAction]:
+        """A response no client transaction matched: the proxy's to relay or drop (RFC 3261 16.7)."""
+        relayed = self.proxy.on_stray_response(response, now)
+        if relayed:  # a late 2xx of ours, forwarded statelessly (a restart lost its transaction)
+            relayed += self.sca.on_stray_answer(response, now)
+        return relayed
 
     def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
         match instruction:
@@ -707,7 +383,7 @@ class SipRouter:
                 return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
-                tracked += self._session_learnt(request, response, now)
+                tracked += self.sessions.learnt(request, response, now, self.session_timer)
                 return [Deliver(fact), *self._run(tracked, now)]
             case AckForwarded(ack=ack):
                 return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
@@ -720,39 +396,6 @@ class SipRouter:
                 return [Deliver(fact), *self._run(reacted, now)]
             case _:
                 return [Deliver(fact)]
-
-    # ------------------------------------------------------------------ client transactions
-
-    def _on_client_response(self, key: ClientKey, response: Response, now: float) -> list[EngineAction]:
-        if response.status == 503:
-            retried = self._fail_over(key, "503")
-            if retried is not None:
-                return retried
-        elif response.status >= 200:
-            self._located.pop(key, None)
-        context = self._contexts.get(key)
-        if context is None:
-            return []
-        return self.owners.on_response(context, response, now)
-
-    def _on_client_failure(
-        self, key: TransactionKey, event: TransactionTimedOut | TransportFailed, now: float
-    ) -> list[EngineAction]:
-        if not isinstance(key, ClientKey):
-            return []  # timer H on a server transaction: nothing more to do (17.2.1)
-        reason = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
-        retried = self._fail_over(key, reason)
-        if retried is not None:
-            return retried
-        if isinstance(event, TransportFailed):
-            retried = self._fall_back_to_udp(key)
-            if retried is not None:
-                return retried
-        context = self._contexts.get(key)
-        if context is None:
-            return []
-        failure = ClientFailure.TIMEOUT if isinstance(event, TransactionTimedOut) else ClientFailure.TRANSPORT
-        return self.owners.on_failure(context, failure, now)
 
     def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
         """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
@@ -792,7 +435,7 @@ class SipRouter:
         refused = Respond(event.key, make_response(event.cancel, 481, to_tag=self.unique()[:10]))
         return [refused, *self.sca.on_cancel(event.cancel, now)]
 
-    def _on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
+    def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
         if self._is_for_us(ack) and "Route" not in ack.headers:
             return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
         verdict = check_ack(ack, self.identity, self._origin(peer))  # relay rule R5
@@ -846,7 +489,7 @@ class SipRouter:
             return False
         return uri.host in self.settings.domains or self.identity.is_local_uri(uri)
 
-    def _on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
+    def on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Route a new request to the part of the server whose job it is."""
         try:
             return self._route(request, peer, key, now)
@@ -864,7 +507,7 @@ class SipRouter:
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
             return self._subscribe(request, peer, key, in_dialog, now)
-        if method == "SUBSCRIBE" and not in_dialog and self._names_shared_line(uri):
+        if method == "SUBSCRIBE" and not in_dialog and names_shared_line(uri, self._line_of, self.sca.is_sca):
             if event_header is None:
                 return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
             # Authentication first: a 489 before it would tell anyone which names are lines.
@@ -881,99 +524,27 @@ class SipRouter:
             # serves.  Forking it to the AoR's contacts would hand it back to the publisher.
             allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
             raise BadEvent(
-                f"PUBLISH of {self._published(request)}: no event state composed here", headers=allow
+                f"PUBLISH of {published_event(request)}: no event state composed here", headers=allow
             )
         if method == "REGISTER":
             return self._register(request, peer, key, now)
-        if method == "OPTIONS" and self._options_for_us(uri, now):
-            return [Respond(key, self._options_response(request))]
+        if method == "OPTIONS" and is_options_for_us(uri, self._is_local_domain):
+            return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
         to_server = isinstance(uri, SipUri) and not uri.user and self._is_for_us(request)
         if to_server and "Route" not in request.headers:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
 
-    @staticmethod
-    def _published(request: Request) -> str:
-        try:
-            found = headers.event(request)
-        except MalformedMessage:
-            return "an unreadable event"
-        return "no event" if found is None else found.package
-
-    def _names_shared_line(self, uri: SipUri | TelUri) -> bool:
-        return isinstance(uri, SipUri) and bool(uri.user) and self.sca.is_sca(self._line_of(uri.aor()))
-
-    def _options_for_us(self, uri: SipUri | TelUri, now: float) -> bool:
-        """OPTIONS to the server itself (no user part, a local domain) is answered here at
-        once.  One to a user goes the way of every initial request: authenticated first, so
-        the reply does not tell who exists or who is registered; then a registered AoR gets
-        it proxied and any other user of a local domain the server's 200."""
-        return isinstance(uri, SipUri) and not uri.user and self._is_local_domain(uri)
-
-    def _options_response(self, request: Request) -> Response:
-        """RFC 3261 11.2: 200 with Allow, Accept, Supported (and Max-Forwards 0 is fine: we are
-        the destination, RFC 4475 3.3.11)."""
-        self._require_supported(request)
-        extra = Headers.of(
-            ("Allow", ", ".join(KNOWN_METHODS)),
-            ("Accept", ACCEPT),
-            ("Supported", ", ".join(sorted(self.settings.supported))),
-            ("Allow-Events", ", ".join(SCA_EVENTS)),
-            ("Server", self.settings.server),
-        )
-        return make_response(request, 200, headers=extra, to_tag=self.unique()[:10])
-
-    def _require_supported(self, request: Request) -> None:
-        """420 with Unsupported for Require option tags we do not support (RFC 3261 8.2.2.3)."""
-        unknown = unsupported_options(request, "Require", self.settings.supported)
-        if unknown:
-            raise BadExtension("unsupported Require", headers=Headers.of(("Unsupported", ", ".join(unknown))))
-
     # ------------------------------------------------------------------ authentication
 
     def _authenticate(self, request: Request, peer: Peer, now: float) -> Authenticated | Rejected | None:
-        """Digest authentication (RFC 3261 22, RFC 7616); None when the peer is trusted (a PBX
-        or gateway by source address) or authentication is off."""
-        if self.trusted.is_trusted(peer) or not self.settings.require_auth:
-            return None
-        decision = self.authenticator.authenticate(request, now)
-        guard = self.guard
-        if (
-            guard is not None
-            and isinstance(decision, Authenticated)
-            and guard.user_locked(decision.username, decision.realm, now)
-        ):
-            # A locked-out user gets what any failure gets: a fresh challenge.
-            challenge = self.authenticator.challenge(request, now)
-            return attrs.evolve(
-                challenge, cause=RejectCause.BANNED, username=decision.username, realm=decision.realm
-            )
-        return decision
+        return authenticate(self, request, peer, now)
 
     def _refuse(
         self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected, now: float
     ) -> list[EngineAction]:
-        fact = AuthenticationRejected(
-            peer,
-            request.method,
-            rejection.status,
-            rejection.stale,
-            rejection.cause,
-            rejection.username,
-            rejection.realm,
-        )
-        actions: list[EngineAction] = [Deliver(fact)]
-        if self.guard is not None and rejection.cause in FAILURES:
-            ban = self.guard.auth_failed(peer.host, rejection.username, rejection.realm, now)
-            if ban is not None:
-                actions.append(Deliver(ban))
-        response = rejection.response(request, to_tag=self.unique()[:10])
-        realm = rejection.realm or self.authenticator.realm_for(request)
-        cause, detail = _DIGEST_REFUSALS[rejection.cause]
-        response = attrs.evolve(response, detail=f"{detail} (realm {realm!r})", cause=cause)
-        actions.append(Respond(key, response))
-        return actions
+        return refuse(self, key, request, peer, rejection, now=now, to_tag=self.unique()[:10])
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -995,7 +566,7 @@ class SipRouter:
         only when it comes from another flow than its subscription's (the engine matches the
         dialog first and lets its flow, or its owner, use it)."""
         if not in_dialog:
-            self._require_supported(request)
+            require_supported(request, self.settings.supported)
         if in_dialog and not self.sca.needs_identity(request, peer):
             return self.sca.on_subscribe(request, key, now, peer=peer)
         decision = self._authenticate(request, peer, now)
@@ -1060,7 +631,7 @@ class SipRouter:
             return self._refuse(key, request, peer, decision, now)
         if decision is not None:
             request = consume_credentials(request, decision.realm)
-        request = self._session_offer(request, key)
+        request = self.sessions.offer(request, key, self.session_timer)
         origin = self._origin(peer, decision)
         why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
         upstream = self.settings.upstream
@@ -1086,7 +657,7 @@ class SipRouter:
             if parked is not None:
                 return parked
         if not bindings and request.method == "OPTIONS":
-            return [Respond(key, self._options_response(request))]
+            return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
         if not bindings:
             if self.sca.is_sca(aor):
                 raise TemporarilyUnavailable("no member of the shared line is registered")
@@ -1149,26 +720,7 @@ class SipRouter:
         return self.parking
 
     def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
-        """With ``insert_pai``, a request an authenticated subscriber sends to a trusted
-        upstream carries the identity the server vouches for (RFC 3325 section 4): the shared
-        line the call is on when the subscriber is a member of it, else the subscriber's own AoR
-        (the From, which digest authentication has checked).  ``Privacy: id`` is kept: the
-        trusted upstream withholds the identity from hops outside the trust domain."""
-        upstream = self.settings.upstream
-        if (
-            not self.settings.insert_pai
-            or decision is None
-            or upstream is None
-            or upstream == peer
-            or not self.trusted.is_trusted(upstream)
-        ):
-            return request
-        identity = self.sca.caller_line(request, decision.username) or canonical_aor(
-            str(headers.from_addr(request).uri)
-        )
-        if identity is None:
-            return request
-        return request.with_headers(asserted(request.headers, identity))
+        return asserting(self, request, peer, decision, self.sca.caller_line)
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
@@ -1182,89 +734,3 @@ class SipRouter:
         if upstream == peer:
             raise LoopDetected("a request from the upstream for a foreign domain")
         return self.proxy.on_request(request, key, peer, (Target(str(uri), flow=upstream),), now)
-
-
-def secure_targets(targets: Sequence[Target]) -> list[Target]:
-    """The targets a ``sips:`` Request-URI may be forwarded to (RFC 3261 section 26.2.2, RFC 5630
-    section 3.1.3): ``sips:`` contacts reached over TLS, and contacts of any scheme whose flow
-    is a TLS connection.  A contact over a cleartext flow, or a ``sip:`` one without a TLS flow,
-    is never used; with none left, the request is answered 480."""
-    found = [
-        target
-        for target in targets
-        if (target.flow is not None and target.flow.transport is Transport.TLS)
-        or (target.flow is None and target.uri.lower().startswith("sips:"))
-    ]
-    if not found:
-        raise TemporarilyUnavailable("sips: Request-URI and no contact reachable over TLS (RFC 5630)")
-    return found
-
-
-SCA_EVENTS: Final = ("call-info", "line-seize")
-
-_DIGEST_REFUSALS: Final[dict[RejectCause, tuple[str, str]]] = {
-    RejectCause.CHALLENGE: ("digest-challenge", "digest credentials needed"),
-    RejectCause.UNKNOWN_USER: ("digest-failed", "digest answer refused: unknown user"),
-    RejectCause.WRONG_PASSWORD: ("digest-failed", "digest answer refused: wrong password"),
-    RejectCause.BANNED: ("digest-failed", "digest answer refused: user locked out"),
-    RejectCause.STALE: ("digest-stale", "digest nonce stale"),
-    RejectCause.REPLAY: ("digest-stale", "digest nonce reused"),
-    RejectCause.FORBIDDEN: ("digest-identity", "authenticated user may not use this identity"),
-    RejectCause.MALFORMED: ("digest-malformed", "malformed digest credentials"),
-}
-"""Metrics label and log text of each digest refusal, by its cause (the SIP reply is the same
-for every failure; the log and the metric tell them apart)."""
-
-
-CALL_METHODS: Final = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "REFER"})
-"""Methods whose SCA Call-Info is stripped when relayed (sca.md 5.3; the SUBSCRIBE/NOTIFY of the
-SCA packages are ours and keep it)."""
-
-
-def _is_call_signalling(message: Message) -> bool:
-    if isinstance(message, Request):
-        return message.method in CALL_METHODS
-    try:
-        return headers.cseq(message).method in CALL_METHODS
-    except MalformedMessage:
-        return False
-
-
-def consume_credentials(request: Request, realm: str) -> Request:
-    """Remove the Proxy-Authorization values for our own realm before forwarding: they were
-    for us, and the next hop has no use for them (RFC 3261 22.3; Kamailio's consume_credentials)."""
-    lines = request.headers.lines("Proxy-Authorization")
-    if not lines:
-        return request
-    kept = [line for line in lines if _realm_of(line) != realm]
-    headers_without = request.headers.remove("Proxy-Authorization")
-    for line in kept:
-        headers_without = headers_without.add("Proxy-Authorization", line)
-    return request.with_headers(headers_without)
-
-
-def _realm_of(credentials: str) -> str | None:
-    try:
-        return headers.parse_auth(credentials).param("realm")
-    except MalformedMessage:
-        return None
-
-
-@attrs.frozen
-class AuthenticationRejected(Fact):
-    """A request was challenged or refused by digest authentication: ``cause`` says why,
-    ``username`` is the one the credentials named (None without credentials) (the security log,
-    metrics)."""
-
-    peer: Peer
-    method: str
-    status: int
-    stale: bool
-    cause: RejectCause = RejectCause.CHALLENGE
-    username: str | None = None
-    realm: str = ""
-
-    @property
-    def is_failure(self) -> bool:
-        """Counted towards a lockout (a first challenge or a stale nonce is not)."""
-        return self.cause in FAILURES

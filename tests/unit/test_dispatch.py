@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from scaserver.proxy.relay import route_signature
-from scaserver.router.router import TransactionCompleted
+from scaserver.router.facts import TransactionCompleted
 from scaserver.sca.line import SharedLine
 from scaserver.sip.actions import Deliver
 from scaserver.sip.endpoint import MessageDropped, StatelessReply

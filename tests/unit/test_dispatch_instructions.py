@@ -9,7 +9,7 @@ import pytest
 
 from scaserver.parking.instructions import ReleaseCall
 from scaserver.proxy.context import BranchKey, CancelBranch
-from scaserver.router.router import TransactionCompleted
+from scaserver.router.facts import TransactionCompleted
 from scaserver.sip.actions import Deliver, Instruction
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey

@@ -6,7 +6,8 @@ a NAT."""
 from __future__ import annotations
 
 from scaserver.owners import AnsweredOnBus
-from scaserver.router.router import LARGE_REQUEST_BYTES, LargeRequestOverUdp, SipRouter
+from scaserver.router.router import SipRouter
+from scaserver.router.transport import LARGE_REQUEST_BYTES, LargeRequestOverUdp
 from scaserver.sip.actions import Action, Deliver, Send, SendRequest
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.serializer import serialize

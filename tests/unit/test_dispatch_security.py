@@ -7,7 +7,8 @@ from __future__ import annotations
 import attrs
 
 from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
-from scaserver.router.router import AuthenticationRejected, SipRouter
+from scaserver.router.authentication import AuthenticationRejected
+from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
 from scaserver.sip.endpoint import StatelessReply

@@ -17,7 +17,7 @@ from twisted.logger import ILogObserver, globalLogPublisher, textFileLogObserver
 from scaserver.edge.factlog import FactLog
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban, BanReason
-from scaserver.router.router import AuthenticationRejected
+from scaserver.router.authentication import AuthenticationRejected
 from scaserver.sip.digest import RejectCause
 from scaserver.sip.message import Peer, Transport
 

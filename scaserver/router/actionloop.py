@@ -1,0 +1,188 @@
+"""The router's action loop: what arrives is admitted (RFC 3261 8.2 and 18 by
+:mod:`scaserver.sip.endpoint`, then the bound on open transactions), runs through the
+transaction layer, and engine and layer actions are run depth-first until only the edge's are
+left (``Send``, timers, ``Deliver`` of facts).
+
+``Respond`` and ``SendRequest`` go through the transaction layer here (with what the next hop
+may see, :mod:`.disclosure`, and the session timer of the call, :mod:`.sessions`); the client
+transactions are :mod:`.clients`'.  The transaction layer's events are matched exhaustively:
+new requests, ACKs, CANCELs and stray responses go to the router (:class:`TransactionUser`),
+as do the instructions and facts the engines deliver.  Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Protocol, assert_never
+
+import attrs
+
+from scaserver.proxy.context import BranchKey
+from scaserver.router.clients import ClientTransactions
+from scaserver.router.disclosure import Disclosure
+from scaserver.router.facts import TransactionCompleted, transaction_kind
+from scaserver.router.sessions import SessionTimers
+from scaserver.router.settings import CoreSettings
+from scaserver.sip.actions import (
+    Action,
+    CancelTimer,
+    Deliver,
+    EngineAction,
+    Fact,
+    Instruction,
+    Respond,
+    Send,
+    SendRequest,
+    StartTimer,
+)
+from scaserver.sip.endpoint import AdmittedRequest, AdmittedResponse, Handled, admit, refusal, stateless
+from scaserver.sip.errors import ProtocolStateError, ServiceUnavailable
+from scaserver.sip.keys import ClientKey, ServerKey
+from scaserver.sip.message import Headers, Peer, Request, Response
+from scaserver.sip.transactions import (
+    AckReceived,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionEvent,
+    TransactionLayer,
+    TransactionTerminated,
+    TransactionTimedOut,
+    TransportFailed,
+    server_key,
+)
+from scaserver.sip.trust import TrustedPeers
+
+
+class TransactionUser(Protocol):
+    """The router, as the action loop hands it what the transaction layer and the engines
+    deliver (its settings and trusted peers are read at each message: both are reloaded)."""
+
+    settings: CoreSettings
+    trusted: TrustedPeers
+
+    def on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]: ...
+
+    def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]: ...
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]: ...
+
+    def on_stray_response(self, response: Response, now: float) -> list[EngineAction]: ...
+
+    def deliver(self, event: Instruction | Fact, now: float) -> list[Action]: ...
+
+
+@attrs.define
+class ActionLoop:
+    """Runs what the router's parts return (see the module docstring)."""
+
+    user: TransactionUser
+    layer: TransactionLayer
+    unique: Callable[[], str]
+    clients: ClientTransactions
+    sessions: SessionTimers
+    disclosure: Disclosure
+
+    def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
+        """One datagram, or one framed stream message, from ``peer``."""
+        match admit(data, peer, self.unique):
+            case Handled(actions=actions):
+                return list(actions)
+            case AdmittedResponse(response=response):
+                return self.run(self.layer.receive(response, peer, now), now)
+            case AdmittedRequest(request=request, reply_to=destination):
+                return self._receive_request(request, peer, destination, now)
+            case unknown:
+                assert_never(unknown)
+
+    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
+        settings = self.user.settings
+        if (
+            len(self.layer) >= settings.max_transactions
+            and request.method != "ACK"
+            and server_key(request) not in self.layer
+        ):
+            retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
+            busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
+            return stateless(request, peer, busy, self.unique)
+        return self.run(self.layer.receive(request, destination, now), now)
+
+    def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
+        """Run engine and layer actions depth-first until only edge actions remain."""
+        out: list[Action] = []
+        strip, trusted = self.user.settings.strip_call_info, self.user.trusted
+        for action in actions:
+            match action:
+                case Send(message=message, peer=peer):
+                    sent = self.disclosure.sent(message, peer, strip, trusted)
+                    out.append(action if sent is message else Send(sent, peer))
+                case StartTimer() | CancelTimer():
+                    out.append(action)
+                case Respond(transaction=transaction, response=response):
+                    if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
+                        raise ProtocolStateError(f"bad Respond action {action!r}")
+                    response = self.disclosure.response(response, strip)
+                    response = self.sessions.answer(transaction, response)
+                    destination = self.layer.peer_of(transaction)
+                    refused = (
+                        None if destination is None else refusal(transaction.method, destination, response)
+                    )
+                    if refused is not None:
+                        out.append(Deliver(refused))
+                    out += self.run(self.layer.respond(transaction, response, now), now)
+                    if response.status >= 200:
+                        kind = transaction_kind("server", transaction.method)
+                        out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
+                case SendRequest(request=request, peer=peer, context=context):
+                    if isinstance(context, BranchKey):
+                        request = self.disclosure.branch(request, peer, strip, trusted)
+                    out += self._send_request(request, peer, context, now)
+                case Deliver(event=event):
+                    if isinstance(event, TransactionEvent):
+                        out += self._on_transaction_event(event, now)
+                    else:
+                        out += self.user.deliver(event, now)
+                case _:
+                    assert_never(action)
+        return out
+
+    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
+        actions, fact = self.clients.send(request, peer, context, now)
+        return self.run(actions, now) if fact is None else [Deliver(fact), *self.run(actions, now)]
+
+    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
+        trusted = self.user.trusted
+        match event:
+            case RequestReceived():
+                request = self.disclosure.believed(event.request, event.peer, trusted)
+                return self.run(self.user.on_request(request, event.peer, event.key, now), now)
+            case AckReceived(request=ack, peer=peer):
+                believed = self.disclosure.believed(ack, peer, trusted)
+                return self.run(self.user.on_ack(believed, peer, now), now)
+            case CancelReceived():
+                return self.run(self.user._on_cancel(event, now), now)
+            case ResponseReceived(response=response, key=key):
+                counted: list[Action] = []
+                if response.status >= 200:
+                    outcome = TransactionCompleted(
+                        transaction_kind("client", key.method), f"{response.status // 100}xx"
+                    )
+                    counted.append(Deliver(outcome))
+                return counted + self.run(self.clients.on_response(key, response, now), now)
+            case TransactionTimedOut(key=key) | TransportFailed(key=key):
+                failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
+                side = "client" if isinstance(key, ClientKey) else "server"
+                fact = Deliver(TransactionCompleted(transaction_kind(side, key.method), failure))
+                if not isinstance(key, ClientKey):
+                    return [fact]  # timer H on a server transaction: nothing more to do (17.2.1)
+                return [fact, *self.run(self.clients.on_failure(key, event, now), now)]
+            case TransactionTerminated(key=key):
+                if isinstance(key, ServerKey):
+                    self.sessions.forget(key)
+                if isinstance(key, ClientKey):
+                    self.clients.terminated(key)
+                return []
+            case StrayResponse(response=response):
+                return self.run(self.user.on_stray_response(response, now), now)
+            case _:
+                assert_never(event)
