@@ -24,6 +24,8 @@ from scaserver.sip.message import Peer
 class Package(enum.Enum):
     """The two event packages (sca.md 3.1); ``code`` is the ``event`` column of 10.1."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     CALL_INFO = "call-info"
     LINE_SEIZE = "line-seize"
 

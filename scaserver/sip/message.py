@@ -26,6 +26,8 @@ KNOWN_METHODS: Final = (
 class Transport(enum.Enum):
     """Transport protocols as written in a Via sent-protocol (RFC 3261 section 18)."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     UDP = "UDP"
     TCP = "TCP"
     TLS = "TLS"
