@@ -84,9 +84,10 @@ class NotifyOutbox:
 
     def open(self, sub: Subscription) -> None:
         """``sub`` was stored: its dialog's queue is live and NOTIFYs carry this value."""
-        queue = self._queues.get(sub.dialog)
+        dialog = sub.dialog
+        queue = self._queues.get(dialog)
         if queue is None:
-            self._queues[sub.dialog] = _DialogQueue(sub)
+            self._queues[dialog] = _DialogQueue(sub)
         else:
             queue.subscription = sub
             queue.live = True
