@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from scaserver.sip import headers
@@ -236,3 +237,19 @@ def test_expires_overflow_is_malformed() -> None:
     # RFC 4475 3.1.2.4: never wrap to a small number
     with pytest.raises(MalformedMessage):
         headers.expires(Response(200, "OK", Headers.of(("Expires", "1" + "0" * 100))))
+
+
+def test_with_headers_keeps_every_other_field() -> None:
+    """``with_headers`` builds the value with its constructor: a field added to Request or
+    Response must be carried over there too."""
+    headers = Headers.of(("Via", "SIP/2.0/UDP h;branch=z9hG4bKnew"))
+    request = Request("NOTIFY", "sip:a@example.com", Headers.of(("CSeq", "1 NOTIFY")), b"body", "SIP/2.0")
+    response = Response(
+        486, "Busy Here", Headers.of(("CSeq", "1 INVITE")), b"x", "SIP/2.0", detail="why", cause="busy"
+    )
+    for message in (request, response):
+        changed = message.with_headers(headers)
+        assert changed.headers is headers
+        for field in attrs.fields(type(message)):
+            if field.name != "headers":
+                assert getattr(changed, field.name) == getattr(message, field.name), field.name
