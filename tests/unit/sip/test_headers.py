@@ -253,3 +253,15 @@ def test_with_headers_keeps_every_other_field() -> None:
         for field in attrs.fields(type(message)):
             if field.name != "headers":
                 assert getattr(changed, field.name) == getattr(message, field.name), field.name
+
+
+def test_a_via_we_sent_is_returned_without_parsing_and_the_memory_is_bounded() -> None:
+    first = Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKfirst"),))
+    text = headers.sent_via_text(first)
+    assert text == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfirst"
+    assert parse_via(text) is first
+    for number in range(headers.SENT_VIA_MEMORY):
+        headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", f"z9hG4bK{number}"),)))
+    again = parse_via(text)
+    assert again is not first  # forgotten: parsed from its text
+    assert again == first
