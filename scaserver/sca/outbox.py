@@ -144,7 +144,7 @@ class NotifyOutbox:
         if peer is None:
             return self._forget(dialog, "notify-failed")
         number = sub.notify_cseq + 1
-        sub = attrs.evolve(sub, notify_cseq=number)
+        sub = sub.with_notify_cseq(number)
         queue.subscription = sub
         if pending.terminated:
             status = SubscriptionStatus(True, reason=pending.reason)

@@ -170,6 +170,29 @@ class Subscription:
     peer: Peer | None = None
     owner: str = ""
 
+    def with_notify_cseq(self, number: int) -> Subscription:
+        """This subscription with ``notify_cseq`` = ``number`` (once per NOTIFY sent): the
+        constructor with every field, not ``attrs.evolve`` (4.0 -> 1.6 us)."""
+        return Subscription(
+            self.subscriber,
+            self.aor,
+            self.event,
+            self.expires,
+            self.call_id,
+            self.from_tag,
+            self.to_tag,
+            self.state,
+            self.record_route,
+            number,
+            self.subscribe_cseq,
+            self.server_id,
+            self.index,
+            self.local_uri,
+            self.remote_uri,
+            self.peer,
+            self.owner,
+        )
+
     @property
     def key(self) -> SubscriptionKey:
         return SubscriptionKey(
