@@ -205,7 +205,7 @@ class Persistence:
 
     def _store(self, subscription: Subscription) -> None:
         reserved = reserved_cseq(max(subscription.notify_cseq, 1))
-        self._subscriptions.upsert(attrs.evolve(subscription, notify_cseq=reserved))
+        self._subscriptions.upsert(subscription.with_notify_cseq(reserved))
 
     def _subscription_gone(self, event: SubscriptionRemoved) -> None:
         self._subscriptions.delete(event.subscription.key)

@@ -26,6 +26,8 @@ from scaserver.sip.uri import SipUri, Uri, parse_name_addr, parse_uri
 
 
 class KeyKind(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     INSTANCE = "instance"
     PUSH = "push"
     URI = "uri"

@@ -423,8 +423,11 @@ class Notifier:
             peer=peer or existing.peer,
             owner=checked.replacement.owner,
         )
-        self.store(sub)
-        out: list[EngineAction] = [Deliver(SubscriptionRefreshed(sub)), *self.registry.arm_expiry(sub, now)]
+        key = self.store(sub)
+        out: list[EngineAction] = [
+            Deliver(SubscriptionRefreshed(sub)),
+            *self.registry.arm_expiry(sub, now, stored=key),
+        ]
         if sub.event is Package.CALL_INFO:
             return out + self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
         out += self.outbox.queue(sub.dialog, Pending(Content.INDEX, force=True), now)
@@ -441,8 +444,8 @@ class Notifier:
         if replaced is not None:
             out += self._remove(replaced, "replaced")
             self._drop_dialog(replaced)
-        self.store(sub)
-        out += [Deliver(SubscriptionAdded(sub)), *self.registry.arm_expiry(sub, now)]
+        key = self.store(sub)
+        out += [Deliver(SubscriptionAdded(sub)), *self.registry.arm_expiry(sub, now, stored=key)]
         if sub.event is Package.CALL_INFO:
             if replaced is not None or self.registry.was_lost(sub, now):  # reboot detection (3.5)
                 for app in self.board.appearances(sub.aor):
@@ -498,9 +501,11 @@ class Notifier:
 
     # Bookkeeping.
 
-    def store(self, sub: Subscription) -> None:
-        self.registry.store(sub)
+    def store(self, sub: Subscription) -> SubscriptionKey:
+        """Store ``sub`` and open its dialog's NOTIFY queue; the key the registry shares."""
+        key = self.registry.store(sub)
         self.outbox.open(sub)
+        return key
 
     def _drop_dialog(self, sub: Subscription) -> None:
         """Forget a replaced dialog without a terminating NOTIFY (3.5)."""
@@ -606,8 +611,7 @@ class Notifier:
         for sub in subscriptions:
             if sub.expires <= now or sub.state.terminated:
                 continue
-            self.store(sub)
-            out += self.registry.arm_expiry(sub, now)
+            out += self.registry.arm_expiry(sub, now, stored=self.store(sub))
             if sub.event is Package.CALL_INFO:
                 owed.append(sub.dialog)
         return out, owed

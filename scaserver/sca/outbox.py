@@ -84,9 +84,10 @@ class NotifyOutbox:
 
     def open(self, sub: Subscription) -> None:
         """``sub`` was stored: its dialog's queue is live and NOTIFYs carry this value."""
-        queue = self._queues.get(sub.dialog)
+        dialog = sub.dialog
+        queue = self._queues.get(dialog)
         if queue is None:
-            self._queues[sub.dialog] = _DialogQueue(sub)
+            self._queues[dialog] = _DialogQueue(sub)
         else:
             queue.subscription = sub
             queue.live = True
@@ -143,7 +144,7 @@ class NotifyOutbox:
         if peer is None:
             return self._forget(dialog, "notify-failed")
         number = sub.notify_cseq + 1
-        sub = attrs.evolve(sub, notify_cseq=number)
+        sub = sub.with_notify_cseq(number)
         queue.subscription = sub
         if pending.terminated:
             status = SubscriptionStatus(True, reason=pending.reason)

@@ -82,26 +82,36 @@ class SubscriptionRegistry:
 
     def is_current(self, sub: Subscription, dialog: DialogKey) -> bool:
         """``sub``'s key is live and ``dialog`` still leads to it."""
-        return self._subs.get(sub.key) is not None and self._by_dialog.get(dialog) == sub.key
+        key = sub.key
+        return key in self._subs and self._by_dialog.get(dialog) == key
 
     # Changes.
 
-    def store(self, sub: Subscription) -> None:
+    def store(self, sub: Subscription) -> SubscriptionKey:
+        """Store ``sub`` under its key and index it; the key object the indexes share (each
+        key of ``sub`` is a new value built from its fields: built once here)."""
         key = sub.key
+        replacement = sub.replacement
         previous = self._subs.get(key)
-        if previous is not None and previous.replacement != sub.replacement:
+        if previous is not None and previous.replacement != replacement:
             self._unindex(previous)
         self._subs[key] = sub
         self._by_dialog[sub.dialog] = key
-        self._by_replacement[sub.replacement] = key
+        self._by_replacement[replacement] = key
         self._by_owner.setdefault(sub.owner, {})[key] = None
         self._by_aor.setdefault(sub.aor, {})[key] = None
+        return key
 
-    def arm_expiry(self, sub: Subscription, now: float) -> list[EngineAction]:
-        """``sub`` (stored) expires at ``sub.expires``: the sweep timer when it must move."""
-        key = sub.key
-        stored = self._by_dialog.get(sub.dialog)  # the key object the indexes share, not a copy
-        return self.expiries.arm(stored if stored == key else key, sub.expires, now)
+    def arm_expiry(
+        self, sub: Subscription, now: float, *, stored: SubscriptionKey | None = None
+    ) -> list[EngineAction]:
+        """``sub`` (stored) expires at ``sub.expires``: the sweep timer when it must move.
+        ``stored`` is the key :meth:`store` returned for ``sub``, when the caller has it."""
+        if stored is None:
+            key = sub.key
+            indexed = self._by_dialog.get(sub.dialog)  # the key object the indexes share, not a copy
+            stored = indexed if indexed == key else key
+        return self.expiries.arm(stored, sub.expires, now)
 
     def update(self, sub: Subscription) -> None:
         """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged."""

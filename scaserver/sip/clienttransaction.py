@@ -76,6 +76,8 @@ def build_cancel(invite: Request) -> Request:
 
 
 class IctState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     CALLING = "Calling"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -84,6 +86,8 @@ class IctState(enum.Enum):
 
 
 class IctInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     PROVISIONAL = "1xx"
     SUCCESS = "2xx"
     FAILURE = "300-699"
@@ -245,6 +249,8 @@ class InviteClientTransaction:
 
 
 class NictState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -252,6 +258,8 @@ class NictState(enum.Enum):
 
 
 class NictInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     PROVISIONAL = "1xx"
     FINAL = "200-699"
     TIMER_E = "timer E"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from typing import Final
 
@@ -128,8 +129,32 @@ class Via:
         return attrs.evolve(self, params=tuple(params))
 
 
-@functools.lru_cache(maxsize=4096)
+SENT_VIA_MEMORY: Final = 4096
+"""How many Via values of requests we sent are remembered with their text."""
+
+_sent_vias: OrderedDict[str, Via] = OrderedDict()
+
+
+def sent_via_text(via: Via) -> str:
+    """The text of ``via``, a Via we put on a request we send, remembered with its value: the
+    responses carry it back unchanged (RFC 3261 section 8.2.6.2), and :func:`parse_via` then
+    returns the value without parsing the text again.  The last :data:`SENT_VIA_MEMORY`
+    are remembered."""
+    text = str(via)
+    _sent_vias[text] = via
+    if len(_sent_vias) > SENT_VIA_MEMORY:
+        _sent_vias.popitem(last=False)
+    return text
+
+
 def parse_via(text: str) -> Via:
+    """Parse one via-parm (:func:`parse_via_text`); a Via we sent is not parsed again."""
+    sent = _sent_vias.get(text)
+    return sent if sent is not None else parse_via_text(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_via_text(text: str) -> Via:
     """Parse one via-parm (RFC 3261 section 25.1): ``SIP / 2.0 / UDP host[:port] *(;param)``.
 
     LWS is allowed around the slashes and before the parameters (RFC 4475

@@ -26,6 +26,8 @@ KNOWN_METHODS: Final = (
 class Transport(enum.Enum):
     """Transport protocols as written in a Via sent-protocol (RFC 3261 section 18)."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     UDP = "UDP"
     TCP = "TCP"
     TLS = "TLS"
@@ -325,7 +327,8 @@ class Request:
     version: str = SIP_VERSION
 
     def with_headers(self, headers: Headers) -> Request:
-        return attrs.evolve(self, headers=headers)
+        # The constructor, not attrs.evolve (1.8 -> 0.5 us): every field but headers is kept.
+        return Request(self.method, self.uri, headers, self.body, self.version)
 
     @property
     def call_id(self) -> str | None:
@@ -350,7 +353,10 @@ class Response:
     cause: str | None = attrs.field(default=None, eq=False, repr=False, kw_only=True)
 
     def with_headers(self, headers: Headers) -> Response:
-        return attrs.evolve(self, headers=headers)
+        # The constructor, not attrs.evolve: every field but headers is kept.
+        return Response(
+            self.status, self.reason, headers, self.body, self.version, detail=self.detail, cause=self.cause
+        )
 
     @property
     def call_id(self) -> str | None:

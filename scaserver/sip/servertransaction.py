@@ -31,6 +31,8 @@ from scaserver.sip.transaction import (
 
 
 class IstState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
     CONFIRMED = "Confirmed"
@@ -39,6 +41,8 @@ class IstState(enum.Enum):
 
 
 class IstInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     RETRANSMISSION = "INVITE retransmission"
     ACK = "ACK"
     TU_PROVISIONAL = "1xx from TU"
@@ -217,6 +221,8 @@ class InviteServerTransaction:
 
 
 class NistState(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     TRYING = "Trying"
     PROCEEDING = "Proceeding"
     COMPLETED = "Completed"
@@ -224,6 +230,8 @@ class NistState(enum.Enum):
 
 
 class NistInput(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     RETRANSMISSION = "request retransmission"
     TU_PROVISIONAL = "1xx from TU"
     TU_FINAL = "200-699 from TU"

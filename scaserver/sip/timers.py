@@ -8,6 +8,7 @@ value, and the edge hands ``(key, name)`` back when it fires.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import attrs
 
@@ -77,6 +78,11 @@ class TimerName(enum.StrEnum):
     TRYING_100 = "TRYING_100"  # INVITE server: send 100 Trying if the TU has not answered (17.2.1)
 
 
+_EVERY_TIMER: Final = tuple(TimerName)
+"""Every timer name in declaration order (the order ``cancel_all`` cancels them in); iterating
+the enum class itself runs a generator over its member map on every call."""
+
+
 @attrs.define
 class TimerLedger:
     """Which timers a machine has armed, so that leaving a state cancels what is pending."""
@@ -97,7 +103,10 @@ class TimerLedger:
         return cancelled
 
     def cancel_all(self) -> list[Action]:
-        return self.cancel(*(name for name in TimerName if name in self.armed))
+        armed = self.armed
+        if not armed:
+            return []  # the usual case: the timer that ends the transaction has just fired
+        return self.cancel(*[name for name in _EVERY_TIMER if name in armed])
 
     def fired(self, name: TimerName) -> bool:
         """Disarm ``name``; False when it was not armed (cancelled, yet it fired: a race)."""

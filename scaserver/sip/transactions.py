@@ -30,7 +30,7 @@ from scaserver.sip.clienttransaction import (
     build_cancel,
 )
 from scaserver.sip.errors import ProtocolStateError
-from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, top_via
+from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
 from scaserver.sip.message import Message, Peer, Request, Response
 from scaserver.sip.servertransaction import (
@@ -162,7 +162,7 @@ class TransactionLayer:
             branch = BRANCH_MAGIC_COOKIE + branch
         transport, host, port = self.local_via(peer)
         via = Via("SIP/2.0", transport.upper(), host, port, (("branch", branch),))
-        request = request.with_headers(request.headers.prepend("Via", str(via)))
+        request = request.with_headers(request.headers.prepend("Via", sent_via_text(via)))
         key = ClientKey(branch, request.method)
         if request.method == "ACK":
             return key, [Send(request, peer)]

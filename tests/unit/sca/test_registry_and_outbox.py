@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
@@ -12,6 +13,7 @@ from scaserver.sca.subscription import (
     Subscription,
     SubscriptionNotified,
     SubscriptionRemoved,
+    SubscriptionState,
 )
 from scaserver.sip.actions import Deliver, EngineAction, SendRequest
 from scaserver.sip.message import Peer, Response, Transport
@@ -143,3 +145,32 @@ def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_los
     assert lost == [stored]
     assert registry.by_dialog(sub.dialog) is None
     assert outbox.on_failed(NotifyContext(sub.dialog, 1), 33.0) == []  # a stale outcome
+
+
+def test_with_notify_cseq_keeps_every_other_field() -> None:
+    """``with_notify_cseq`` calls the constructor with every field: a field added to
+    Subscription must be carried over there too."""
+    values: dict[str, object] = {
+        "subscriber": "sip:2001@192.0.2.10",
+        "aor": AOR,
+        "event": Package.LINE_SEIZE,
+        "expires": 3600.0,
+        "call_id": "call-x",
+        "from_tag": "a",
+        "to_tag": "b",
+        "state": SubscriptionState.PENDING,
+        "record_route": ("<sip:p1;lr>",),
+        "notify_cseq": 4,
+        "subscribe_cseq": 7,
+        "server_id": 3,
+        "index": 2,
+        "local_uri": "sip:local@example.com",
+        "remote_uri": "sip:remote@example.com",
+        "peer": PEER,
+        "owner": "2001",
+    }
+    assert set(values) == {field.name for field in attrs.fields(Subscription)}
+    sub = Subscription(**values)  # type: ignore[arg-type]
+    bumped = sub.with_notify_cseq(5)
+    assert bumped == attrs.evolve(sub, notify_cseq=5)
+    assert sub.notify_cseq == 4

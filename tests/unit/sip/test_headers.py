@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from scaserver.sip import headers
@@ -236,3 +237,31 @@ def test_expires_overflow_is_malformed() -> None:
     # RFC 4475 3.1.2.4: never wrap to a small number
     with pytest.raises(MalformedMessage):
         headers.expires(Response(200, "OK", Headers.of(("Expires", "1" + "0" * 100))))
+
+
+def test_with_headers_keeps_every_other_field() -> None:
+    """``with_headers`` builds the value with its constructor: a field added to Request or
+    Response must be carried over there too."""
+    headers = Headers.of(("Via", "SIP/2.0/UDP h;branch=z9hG4bKnew"))
+    request = Request("NOTIFY", "sip:a@example.com", Headers.of(("CSeq", "1 NOTIFY")), b"body", "SIP/2.0")
+    response = Response(
+        486, "Busy Here", Headers.of(("CSeq", "1 INVITE")), b"x", "SIP/2.0", detail="why", cause="busy"
+    )
+    for message in (request, response):
+        changed = message.with_headers(headers)
+        assert changed.headers is headers
+        for field in attrs.fields(type(message)):
+            if field.name != "headers":
+                assert getattr(changed, field.name) == getattr(message, field.name), field.name
+
+
+def test_a_via_we_sent_is_returned_without_parsing_and_the_memory_is_bounded() -> None:
+    first = Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKfirst"),))
+    text = headers.sent_via_text(first)
+    assert text == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfirst"
+    assert parse_via(text) is first
+    for number in range(headers.SENT_VIA_MEMORY):
+        headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", f"z9hG4bK{number}"),)))
+    again = parse_via(text)
+    assert again is not first  # forgotten: parsed from its text
+    assert again == first

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.clienttransaction import build_cancel
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.headers import parse_via, parse_via_text
 from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.responses import make_response
@@ -546,3 +547,22 @@ def test_any_loss_pattern_ends_in_one_final_or_a_time_out(
     assert link.events.count(TransactionTerminated(key)) == 1
     assert len(link.client) == 0
     assert len(link.server) == 0
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "2001:db8::1", "sca.example.com"])
+@pytest.mark.parametrize("transport", [Transport.UDP, Transport.TCP, Transport.TLS])
+def test_our_via_is_remembered_as_the_value_its_text_parses_to(host: str, transport: Transport) -> None:
+    """The Via we put on a request is not parsed again when a response brings it back: the
+    remembered value must be the one parsing its text gives, and the response still matches."""
+    transactions = layer(host=host)
+    peer = Peer(transport, "192.0.2.10", 5060)
+    key, actions = transactions.request(outgoing("NOTIFY"), peer, 0.0)
+    sent = next(a.message for a in actions if isinstance(a, Send) and isinstance(a.message, Request))
+    text = sent.headers.first_value("Via")
+    assert text is not None
+    assert parse_via(text) == parse_via_text(text)
+    delivered = [
+        a.event for a in transactions.receive(make_response(sent, 200), peer, 0.0) if isinstance(a, Deliver)
+    ]
+    assert [type(event) for event in delivered] == [ResponseReceived]
+    assert isinstance(delivered[0], ResponseReceived) and delivered[0].key == key
