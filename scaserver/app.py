@@ -52,6 +52,7 @@ from scaserver.edge.systemd import SystemdNotifier
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.guard.sources import SourceGuard
+from scaserver.logs import LEVELS
 from scaserver.owners import (
     AnsweredOnBus,
     ClientOwners,
@@ -577,7 +578,7 @@ def make_server(
         upstream=writes.channel("midreg_upstream", store.upstream_registrations, upstream_key),
         invalidated=invalidated,
     ).attach(bus)
-    FactLog().attach(bus)
+    FactLog(LEVELS[settings.log.level]).attach(bus)
     pool.add_dependent(writes)
     certified = CertificateTrust(core)
     if sip.tls is not None:

@@ -6,7 +6,7 @@ events become log lines (the security lines in the fixed form contrib/fail2ban m
 
 from __future__ import annotations
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from scaserver.events import EventBus
 from scaserver.guard.sources import Ban
@@ -41,15 +41,24 @@ class FactLog:
 
     _log = Logger(namespace="scaserver.facts")
 
+    def __init__(self, minimum: LogLevel = LogLevel.debug) -> None:
+        self.minimum = minimum  # the configured level: lines below it would be filtered out
+
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(AppearanceChanged, self._appearance)
-        bus.subscribe(TriggerIgnored, self._ignored)
-        bus.subscribe(SubscriptionAdded, lambda e: self._subscription("added", e.subscription, ""))
-        bus.subscribe(SubscriptionRemoved, lambda e: self._subscription("removed", e.subscription, e.reason))
-        bus.subscribe(SubscribeRefused, self._subscribe_refused)
-        bus.subscribe(BindingAdded, lambda e: self._binding("added", e.binding))
-        bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
-        bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
+        """Subscribes the handlers whose lines the configured level lets through: a fact only
+        ever logged at info (or debug) costs nothing per message when the level is above it."""
+        if self.minimum <= LogLevel.debug:
+            bus.subscribe(TriggerIgnored, self._ignored)
+        if self.minimum <= LogLevel.info:
+            bus.subscribe(AppearanceChanged, self._appearance)
+            bus.subscribe(SubscriptionAdded, lambda e: self._subscription("added", e.subscription, ""))
+            bus.subscribe(
+                SubscriptionRemoved, lambda e: self._subscription("removed", e.subscription, e.reason)
+            )
+            bus.subscribe(SubscribeRefused, self._subscribe_refused)
+            bus.subscribe(BindingAdded, lambda e: self._binding("added", e.binding))
+            bus.subscribe(BindingRemoved, lambda e: self._binding("removed", e.binding))
+            bus.subscribe(BindingExpired, lambda e: self._binding("expired", e.binding))
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(RequestRefused, self._refused)
         bus.subscribe(LargeRequestOverUdp, self._large_over_udp)
