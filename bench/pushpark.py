@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.procs import PYTHON, ROOT
+from bench.procs import PYTHON, ROOT, START_TIMEOUT_S, answers_options
 from bench.sipua import HOST, Endpoint, SipMessage, request
 
 DOMAIN = "bench.test"
@@ -163,6 +163,33 @@ def one_call(
     return latency
 
 
+def listening(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Returns once the server on HOST:``port`` answers OPTIONS; RuntimeError when it exits
+    first or does not answer within START_TIMEOUT_S."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        exited = process.poll()
+        if exited is not None:
+            raise RuntimeError(f"scaserver exited with {exited} before answering OPTIONS; see {log}")
+        if answers_options(port, 1.0):
+            return
+    waited = f"{START_TIMEOUT_S:.0f} s"
+    raise RuntimeError(f"scaserver did not answer OPTIONS on {HOST}:{port} in {waited}; see {log}")
+
+
+def registered_with(mobile: Mobile, timeout: float = 5.0) -> None:
+    """The mobile's first REGISTER, answered 200 by the server (or RuntimeError)."""
+    mobile.register()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message, _ in mobile.endpoint.receive(0.1):
+            if not message.is_request and message.status >= 200:
+                if message.status != 200:
+                    raise RuntimeError(f"the mobile's REGISTER was answered {message.status}")
+                return
+    raise RuntimeError(f"the mobile's REGISTER had no final answer within {timeout} s")
+
+
 def response_486(invite: SipMessage) -> bytes:
     """486 Busy Here to a received INVITE (RFC 3261 8.2.6: Via, From, To + tag, Call-ID, CSeq)."""
     lines = ["SIP/2.0 486 Busy Here", *(f"Via: {via}" for via in invite.all("via"))]
@@ -192,11 +219,10 @@ def measure(calls: int, out: Path, timeout: float = 10.0) -> dict[str, Any]:
     latencies: list[float] = []
     failures = 0
     try:
-        time.sleep(2.0)
-        mobile.register()
-        for message, _ in mobile.endpoint.receive(2.0):
-            if not message.is_request:
-                break
+        # The mobile registers only once the server answers: on a loaded machine a fixed wait
+        # sent the REGISTER before the server listened, and every INVITE then got 404.
+        listening(process, sip_port, out / "pushpark.log")
+        registered_with(mobile)
         for number in range(calls):
             latency = one_call(number, caller, mobile, (HOST, sip_port), timeout)
             if latency is None:

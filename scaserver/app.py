@@ -67,7 +67,6 @@ from scaserver.proxy.context import BranchKey
 from scaserver.proxy.proxy import Proxy, ProxySettings
 from scaserver.proxy.relay import derive_route_key, every_host
 from scaserver.proxy.routing import Interface, ProxyIdentity, uri_destination
-from scaserver.proxy.sessiontimer import SessionTimerPolicy
 from scaserver.push.gateway import RetryPolicy
 from scaserver.push.pnparams import (
     Keepalive,
@@ -89,7 +88,7 @@ from scaserver.router.router import (
 from scaserver.router.settings import CoreSettings
 from scaserver.sca.engine import NotifyContext, ScaEngine
 from scaserver.sca.line import SharedLine
-from scaserver.sca.settings import ScaSettings, ServerRole
+from scaserver.sca.settings import ServerRole
 from scaserver.sca.subscription import DialogKey
 from scaserver.sip.digest import Algorithm, Authenticator, CredentialLookup, Credentials, NonceFactory
 from scaserver.sip.digestclient import ClientCredentials
@@ -276,7 +275,7 @@ def make_core(
         push=push,
         parking=make_parking(settings, push, identity),
         known_host=known_host,
-        session_timer=session_timer_policy(settings.sca),
+        session_timer=settings.sca.session_intervals if settings.sca.session_timers else None,
     )
     sip_core.guard = source_guard(settings, lambda: sip_core.trusted)
     sip_core.set_aliases(aliases)
@@ -296,13 +295,6 @@ def client_owners(core: SipRouter) -> ClientOwners:
     if core.push is not None and core.push.midregistrar is not None:
         owners.register(ForwardKey, UpstreamForwards(core.push.midregistrar))
     return owners
-
-
-def session_timer_policy(sca: ScaSettings) -> SessionTimerPolicy | None:
-    """The RFC 4028 proxy policy of ``[sca]``, None when session timers are off."""
-    if not sca.session_timers:
-        return None
-    return SessionTimerPolicy(session_expires=sca.session_expires, min_se=sca.min_se)
 
 
 def upstream_transport_choice(

@@ -18,12 +18,12 @@ from scaserver.config.schema import (
 )
 from scaserver.edge.dns import DnsSettings, nameservers
 from scaserver.edge.resolver import HostsTable, resolvable_in
-from scaserver.proxy.sessiontimer import RFC_MIN_SE
 from scaserver.push.settings import PushSettings
 from scaserver.sca.line import canonical_aor
 from scaserver.sca.settings import ScaSettings
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Transport
+from scaserver.sip.sessiontimer import RFC_MIN_SE
 from scaserver.sip.uri import SipUri, parse_uri
 
 
@@ -83,8 +83,16 @@ def check(settings: Settings) -> None:
         (sca.active_pending_ttl > 0, "sca.active_pending_ttl", "must be positive"),
         (sca.early_ttl > 0, "sca.early_ttl", "must be positive"),
         (sca.max_call_age >= 0, "sca.max_call_age", "must not be negative (0 = no stale-call sweep)"),
-        (sca.min_se >= RFC_MIN_SE, "sca.min_se", f"must be at least {RFC_MIN_SE} (RFC 4028 section 4)"),
-        (sca.session_expires >= sca.min_se, "sca.session_expires", "must not be below sca.min_se"),
+        (
+            sca.session_intervals.min_se >= RFC_MIN_SE,
+            "sca.min_se",
+            f"must be at least {RFC_MIN_SE} (RFC 4028 section 4)",
+        ),
+        (
+            sca.session_intervals.session_expires >= sca.session_intervals.min_se,
+            "sca.session_expires",
+            "must not be below sca.min_se",
+        ),
         (sca.seize_retry_after >= 0, "sca.seize_retry_after", "must not be negative"),
         (sca.max_appearances >= 0, "sca.max_appearances", "must not be negative (0 = no limit)"),
         (

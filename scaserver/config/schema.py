@@ -31,10 +31,7 @@ from scaserver.reporting.settings import ReportingSettings
 from scaserver.sca.settings import ScaSettings
 from scaserver.sip.message import Transport
 from scaserver.sip.timers import TimerConfig
-
-INLINE: Final = "scaserver.config.inline"
-"""Field metadata: the field's class is structured from these keys of the table that holds the
-field, written beside the table's own keys (``[sip] t1`` is ``SipSettings.timers.t1``)."""
+from scaserver.tomlkeys import INLINE
 
 
 class LogLevelName(enum.Enum):

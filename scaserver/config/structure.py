@@ -28,12 +28,13 @@ from scaserver.config.listen import (
     InterfaceLookup,
     parse_endpoints,
 )
-from scaserver.config.schema import INLINE, LogLevelName, Secret
+from scaserver.config.schema import LogLevelName, Secret
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.tls import TlsEndpoint
 from scaserver.parking.parked import EarlyMedia
 from scaserver.registrar.nat import PingMethod
 from scaserver.sip.message import Transport
+from scaserver.tomlkeys import INLINE
 
 
 def _expected(what: str, value: object) -> RejectedValue:
@@ -169,6 +170,15 @@ def make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
         }
         omitted = {name: override(omit=True) for name in inline}
         generated = make_dict_structure_fn(cls, converter, **omitted)  # type: ignore[arg-type]
+        # The table's keys in the order of the fields, an inline field's keys at its place:
+        # the faults are reported in that order, as if every key were a field of its own.
+        keys = [key for field in attrs.fields(cls) for key in inline.get(field.name, (field.name,))]
+
+        def position(error: Exception) -> int:
+            for note in getattr(error, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote) and note.name in keys:
+                    return keys.index(note.name)
+            return len(keys)  # unknown keys after the values, as cattrs reports them
 
         def structure(value: object, _: type) -> object:
             if not isinstance(value, dict):
@@ -188,6 +198,7 @@ def make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
             except ClassValidationError as error:
                 errors += error.exceptions
             if errors:
+                errors.sort(key=position)
                 raise ClassValidationError(f"While structuring {cls.__name__}", errors, cls)
             return attrs.evolve(made, **parts)
 

@@ -52,7 +52,7 @@ def history_services(
             table_of=lambda key: str(key[0]),
             key_text=lambda key: " ".join(map(str, key)),
         ),
-        core,
+        lines=lambda: [line.aor for line in core.sca.provisioned()],
         clock=reactor.seconds,
     )
     history.attach(bus)

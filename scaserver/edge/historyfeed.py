@@ -4,7 +4,7 @@ queued on the write-behind channel so the SIP path never waits for the history e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from scaserver.edge.writebehind import Channel
 from scaserver.events import EventBus
@@ -29,9 +29,6 @@ from scaserver.registrar.binding import (
 )
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.reporting.parking import ParkingFact, ParkingHistory
-from scaserver.router.router import (
-    SipRouter,
-)
 from scaserver.sca.appearance import AppearanceChanged
 from scaserver.store.history import HistoryKey, HistoryRow
 
@@ -44,11 +41,13 @@ class HistoryFeed:
         self,
         recorder: HistoryRecorder,
         channel: Channel[HistoryKey, HistoryRow],
-        core: SipRouter,
         *,
+        lines: Callable[[], Iterable[str]],
         clock: Callable[[], float],
     ) -> None:
-        self._recorder, self._channel, self._core, self._clock = recorder, channel, core, clock
+        """``lines`` gives the AoRs of the provisioned shared lines, sampled by :meth:`sample`;
+        the facts themselves carry all the feed needs."""
+        self._recorder, self._channel, self._lines, self._clock = recorder, channel, lines, clock
         self._parking = ParkingHistory(recorder)
 
     def attach(self, bus: EventBus) -> None:
@@ -61,12 +60,11 @@ class HistoryFeed:
         # Push wake-ups and parked calls (push_wakeups, parked_calls); ResponseRelayed gives a
         # parked call its final status.
         mobile_facts: tuple[type[ParkingFact], ...] = (
-            PushRequested, PushAnswered, WakeObserved, WakeMissed,
+            ParkStarted, PushRequested, PushAnswered, WakeObserved, WakeMissed,
             BranchAdded, BranchAnswered, ParkEnded, ResponseRelayed,
         )  # fmt: skip
         for mobile_fact in mobile_facts:
             bus.subscribe(mobile_fact, self._record_mobile)
-        bus.subscribe(ParkStarted, self._park_started)
 
     def _record(self, fact: HistoryFact) -> None:
         for row in self._recorder.record(fact):
@@ -76,13 +74,6 @@ class HistoryFeed:
         for row in self._parking.record(fact, self._clock()):
             self._channel.upsert(row)
 
-    def _park_started(self, fact: ParkStarted) -> None:
-        call = None if self._core.parking is None else self._core.parking.lot.call(fact.server_tx)
-        if call is not None:  # published right after parking: the call is in the table
-            for row in self._parking.parked(fact, call.spec):
-                self._channel.upsert(row)
-
     def sample(self, now: float) -> None:
-        lines = [line.aor for line in self._core.sca.provisioned()]
-        for row in self._recorder.sample_lines(now, lines):
+        for row in self._recorder.sample_lines(now, self._lines()):
             self._channel.upsert(row)

@@ -8,6 +8,7 @@ from collections.abc import Hashable
 
 import attrs
 
+from scaserver.parking.instructions import CallSpec
 from scaserver.sip.actions import Fact
 from scaserver.sip.keys import ServerKey
 
@@ -23,11 +24,15 @@ class EndReason(enum.Enum):
 
 @attrs.frozen
 class ParkStarted(Fact):
+    """A call parked (6.1); ``spec`` is the parked INVITE, so that the history can name the
+    call without reading the lot back (the call may have ended by the time the fact is read)."""
+
     park_id: str
     server_tx: ServerKey
     aors: tuple[str, ...]
     line: tuple[str, int] | None
     at: float
+    spec: CallSpec = attrs.field(kw_only=True)
 
 
 @attrs.frozen

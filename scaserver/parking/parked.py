@@ -186,7 +186,7 @@ class ParkingLot:
         for aor in spec.aors:
             self._by_aor.setdefault(aor, []).append(park_id)
         actions: list[EngineAction] = [
-            Deliver(ParkStarted(park_id, spec.server_tx, spec.aors, spec.line, now)),
+            Deliver(ParkStarted(park_id, spec.server_tx, spec.aors, spec.line, now, spec=spec)),
             StartTimer(ParkKey(park_id), PARK_TIMER, timeout),
         ]
         for target in direct:

@@ -11,7 +11,7 @@ session interval; the session is over when no refresh arrives before
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 
@@ -19,7 +19,6 @@ from scaserver.sip.headers import option_tags
 from scaserver.sip.message import Message, Request, Response
 
 __all__ = [
-    "RFC_MIN_SE",
     "Refresher",
     "SessionExpires",
     "SessionTimerPolicy",
@@ -28,9 +27,6 @@ __all__ = [
     "offer_with_session",
     "session_of",
 ]
-
-RFC_MIN_SE: Final = 90
-"""The smallest Min-SE RFC 4028 section 4 allows, seconds."""
 
 TIMER_TAG: Final = "timer"
 
@@ -72,16 +68,19 @@ class SessionExpires:
         return f"{self.interval};refresher={self.refresher.value}"
 
 
-@attrs.frozen
-class SessionTimerPolicy:
-    """What this proxy asks of the calls it applies session timers to.
+class SessionTimerPolicy(Protocol):
+    """What this proxy asks of the calls it applies session timers to (the configured
+    :class:`~scaserver.sip.sessiontimer.SessionIntervals`).
 
     ``session_expires``: the interval inserted, and the largest one let through (8.1);
-    ``min_se``: the smallest interval this proxy accepts (at least :data:`RFC_MIN_SE`).
+    ``min_se``: the smallest interval this proxy accepts.
     """
 
-    session_expires: int = 1800
-    min_se: int = RFC_MIN_SE
+    @property
+    def session_expires(self) -> int: ...
+
+    @property
+    def min_se(self) -> int: ...
 
 
 def _session_expires(message: Message) -> SessionExpires | None:

@@ -39,7 +39,6 @@ from scaserver.parking.events import (
     WakeMissed,
     WakeObserved,
 )
-from scaserver.parking.instructions import CallSpec
 from scaserver.proxy.events import ResponseRelayed
 from scaserver.push.facts import PushAnswered, PushOutcome, PushRequested
 from scaserver.push.gateway import PushType
@@ -51,7 +50,8 @@ from scaserver.store.history import HistoryRow, ParkOutcome
 __all__ = ["ParkingFact", "ParkingHistory"]
 
 ParkingFact: TypeAlias = (
-    PushRequested
+    ParkStarted
+    | PushRequested
     | PushAnswered
     | WakeObserved
     | WakeMissed
@@ -103,8 +103,9 @@ class ParkingHistory:
         """Attempts and parked calls still followed (bounded: each ends with its call)."""
         return len(self._attempts) + len(self._parks)
 
-    def parked(self, fact: ParkStarted, spec: CallSpec) -> list[HistoryRow]:
-        """``park.started`` for the parked INVITE ``spec`` (its row waits for the first push)."""
+    def _started(self, fact: ParkStarted) -> list[HistoryRow]:
+        """``park.started`` for the parked INVITE (its row waits for the first push)."""
+        spec = fact.spec
         try:
             from_tag = from_addr(spec.request).tag or ""
         except MalformedMessage:
@@ -117,6 +118,8 @@ class ParkingHistory:
     def record(self, fact: ParkingFact, now: float) -> list[HistoryRow]:
         """The rows ``fact`` produces; ``now`` dates the facts that carry no time."""
         match fact:
+            case ParkStarted():
+                return self._started(fact)
             case PushRequested():
                 return self._pushed(fact)
             case PushAnswered():

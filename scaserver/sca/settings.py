@@ -7,6 +7,9 @@ import enum
 
 import attrs
 
+from scaserver.sip.sessiontimer import SessionIntervals
+from scaserver.tomlkeys import INLINE
+
 
 class CallInfoUri(enum.Enum):
     """What goes inside the angle brackets of an SCA Call-Info value (sca.md section 5.1)."""
@@ -50,7 +53,8 @@ class ScaSettings:
     (O20, I8); ``max_call_age``: seconds a call in progress keeps it without signalling (the
     stale-call sweep of Q18), 0 = never.  ``session_timers``: act as an RFC 4028 session-timer
     proxy for calls of shared lines (``session_expires`` asked for and the largest let
-    through, ``min_se`` the smallest accepted, both seconds, at least 90): a call whose
+    through, ``min_se`` the smallest accepted, both seconds, at least 90; written in the
+    table, structured into ``session_intervals`` and handed to the proxy whole): a call whose
     session is not refreshed in time is idled with cause ``session-expired``; calls without
     a session timer keep ``max_call_age``.  ``decline_ends_ringing``: a 603 (any 6xx) from
     one member of a line stops the others ringing; off: it declines for that member only.
@@ -76,8 +80,9 @@ class ScaSettings:
     early_ttl: float = 200.0
     max_call_age: float = 0.0
     session_timers: bool = True
-    session_expires: int = 1800
-    min_se: int = 90  # the smallest RFC 4028 (section 4) allows; config checks it
+    session_intervals: SessionIntervals = attrs.field(
+        factory=SessionIntervals, metadata={INLINE: ("session_expires", "min_se")}
+    )
     seize_retry_after: int = 1
     max_appearances: int = 0
     max_subscriptions_per_identity: int = 32

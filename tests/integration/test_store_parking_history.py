@@ -52,7 +52,7 @@ def test_t8_parked_call_and_wake_are_written_to_the_history_tables(migrated_db_u
     feed = HistoryFeed(
         recorder,
         writes.channel("history", SqlHistoryRepository(engine), history_key),
-        r.core,
+        lines=tuple,
         clock=lambda: r.now,
     )
     feed.attach(bus)

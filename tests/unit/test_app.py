@@ -10,6 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from scaserver.app import core_settings, make_core, realm_of
+from scaserver.config.load import settings_from_mapping
 from scaserver.config.schema import (
     AuthSettings,
     ServerSettings,
@@ -39,6 +40,7 @@ from scaserver.sca.subscription import (
     SubscriptionNotified,
 )
 from scaserver.sip.message import Peer, Transport
+from scaserver.sip.sessiontimer import SessionIntervals
 from scaserver.sip.trust import TrustedPeers
 from scaserver.siproot import make_service
 from scaserver.store.repository import AppearanceKey
@@ -134,6 +136,18 @@ def test_the_upstream_is_trusted_by_source_address() -> None:
     assert core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.9", 5070))
     assert core.trusted.is_trusted(Peer(Transport.TCP, "192.0.2.9", 40000))
     assert not core.trusted.is_trusted(Peer(Transport.UDP, "192.0.2.10", 5070))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_proxy_gets_the_session_intervals_of_sca_as_written(enabled: bool) -> None:
+    settings = settings_from_mapping(
+        {"sca": {"session_timers": enabled, "session_expires": 600, "min_se": 120}}, "t.toml"
+    )
+    assert settings.sca.session_intervals == SessionIntervals(session_expires=600, min_se=120)
+    core = make_core(
+        settings, credentials=lambda user, realm: None, trusted=TrustedPeers(()), lines=[], secret=b"s"
+    )
+    assert core.session_timer is (settings.sca.session_intervals if enabled else None)
 
 
 def test_garbage_collector_tuning_freezes_start_up_state_and_raises_thresholds() -> None:

@@ -14,6 +14,7 @@ from scaserver.config.load import load_settings, settings_from_mapping, with_ove
 from scaserver.config.schema import LogLevelName, Settings
 from scaserver.edge.endpoint import Endpoint
 from scaserver.sip.message import Transport
+from scaserver.sip.sessiontimer import SessionIntervals
 from scaserver.sip.timers import TimerConfig
 
 DEMO = Path(__file__).resolve().parents[2] / "config" / "demo.toml"
@@ -200,6 +201,13 @@ ERRORS = [
     ("[sca]\nmin_se = 60\n", "sca.min_se: must be at least 90 (RFC 4028 section 4)"),
     ("[sca]\nmin_se = 3600\n", "sca.session_expires: must not be below sca.min_se"),
     ("[sca]\nsession_timers = 1\n", "sca.session_timers: expected true or false, got 1"),
+    # session_expires and min_se are structured into the sca's SessionIntervals, reported as keys of [sca]
+    ('[sca]\nsession_expires = "x"\n', 'sca.session_expires: expected an integer, got "x"'),
+    ("[sca]\nmin_se = true\n", "sca.min_se: expected an integer, got true"),
+    ("[sca]\nsession_expire = 1800\n", "sca.session_expire: unknown key"),
+    ('[sca]\nmin_se = "90"\nseized_ttl = "y"\n', 'sca.seized_ttl: expected a number, got "y"'),
+    ('[sca]\nmin_se = "x"\nsession_timers = 3\n', "sca.session_timers: expected true or false, got 3"),
+    ('[sca]\nbogus = 1\nmin_se = "x"\n', 'sca.min_se: expected an integer, got "x"'),
     (
         '[sca]\ncall_info_uri = "host"\n',
         'sca.call_info_uri: expected "domain", "aor" or a sip: URI, got "host"',
@@ -566,7 +574,7 @@ def test_unusable_security_settings_are_refused(section: dict[str, object], key:
 
 def test_session_timers_are_on_by_default_with_rfc_4028_values() -> None:
     sca = load_settings(None).sca
-    assert (sca.session_timers, sca.session_expires, sca.min_se) == (True, 1800, 90)
+    assert sca.session_timers and sca.session_intervals == SessionIntervals(session_expires=1800, min_se=90)
     off = settings_from_mapping({"sca": {"session_timers": False}}, "t")
     assert not off.sca.session_timers
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import attrs
 
-from scaserver.proxy.sessiontimer import SessionTimerPolicy
 from scaserver.sca.appearance import Appearance, AppearanceState, CallLeg, Role
 from scaserver.sca.engine import TTL_TIMER, AppearanceKey
 from scaserver.sca.line import SharedLine
 from scaserver.sip.message import Peer, Request, Response, Transport
+from scaserver.sip.sessiontimer import SessionIntervals
 from tests.builders import DOMAIN, SERVER, Wire, make_core
 from tests.unit.test_dispatch import ALICE, BOB, only_response, request
 
@@ -233,7 +233,7 @@ def test_a_603_from_one_member_stops_the_others_with_decline_ends_ringing() -> N
 def session_call(wire: Wire, call_id: str, *, answered: str) -> tuple[Request, Response]:
     """A member calls bob with ``Supported: timer``; bob answers 200 with ``answered`` headers.
     The INVITE bob got and the 200 the member got."""
-    wire.core.session_timer = SessionTimerPolicy()
+    wire.core.session_timer = SessionIntervals()
     text = request(
         "INVITE",
         f"sip:bob@{DOMAIN}",

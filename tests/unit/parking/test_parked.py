@@ -175,7 +175,7 @@ def test_park_starts_branches_pushes_and_local_ringing() -> None:
     engine = lot()
     actions = parked(engine)
     assert actions == [
-        Deliver(ParkStarted("p-000001", TX, (AOR,), None, 100.0)),
+        Deliver(ParkStarted("p-000001", TX, (AOR,), None, 100.0, spec=spec())),
         StartTimer(KEY, PARK_TIMER, 30.0),
         Deliver(StartBranch(TX, "p-000001", 0, DESK)),
         Deliver(BranchAdded("p-000001", "desk", False, 100.0)),

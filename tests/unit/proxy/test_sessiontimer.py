@@ -7,7 +7,6 @@ import pytest
 from scaserver.proxy.sessiontimer import (
     Refresher,
     SessionExpires,
-    SessionTimerPolicy,
     answer_with_session,
     expiry_after,
     offer_with_session,
@@ -15,8 +14,9 @@ from scaserver.proxy.sessiontimer import (
 )
 from scaserver.sip.message import Headers, Request, Response
 from scaserver.sip.parser import parse_message
+from scaserver.sip.sessiontimer import SessionIntervals
 
-POLICY = SessionTimerPolicy(session_expires=1800, min_se=90)
+POLICY = SessionIntervals(session_expires=1800, min_se=90)
 
 
 def invite(*fields: tuple[str, str]) -> Request:
@@ -49,7 +49,7 @@ def test_caller_without_timer_gets_no_session_expires() -> None:
 
 
 def test_inserted_value_is_raised_to_the_requests_min_se() -> None:
-    sent = offer_with_session(invite(TIMER, ("Min-SE", "3600")), SessionTimerPolicy(1800, 90))
+    sent = offer_with_session(invite(TIMER, ("Min-SE", "3600")), SessionIntervals(1800, 90))
     assert sent.headers.get("Session-Expires") == "3600"
     assert sent.headers.get("Min-SE") == "3600"  # never lowered
 

@@ -45,6 +45,12 @@ SHA = prid_sha256(TOKEN)
 DESK, MOBILE = "desk-binding", "mobile-binding"
 
 
+def started() -> ParkStarted:
+    """The INVITE of ``CALL`` parks at T0; the fact carries the INVITE itself."""
+    spec = CallSpec(TX, CALL.invite(), (AOR,), "call-1@pbx", "sip:alice@example.com", AOR)
+    return ParkStarted("p-1", TX, (AOR,), None, T0, spec=spec)
+
+
 def push(
     attempt: str = "att-1", kind: PushType = PushType.CALL, *, park_id: str | None = "p-1", at: float = T0
 ) -> PushRequested:
@@ -70,12 +76,9 @@ class Park:
         out: list[HistoryRow] = []
         for fact in facts:
             match fact:
-                case ParkStarted():
-                    spec = CallSpec(TX, CALL.invite(), fact.aors, "call-1@pbx", "sip:alice@example.com", AOR)
-                    out += self.history.parked(fact, spec)
                 case (
-                    PushRequested() | PushAnswered() | WakeObserved() | WakeMissed() | BranchAdded()
-                    | BranchAnswered() | ParkEnded() | ResponseRelayed()
+                    ParkStarted() | PushRequested() | PushAnswered() | WakeObserved() | WakeMissed()
+                    | BranchAdded() | BranchAnswered() | ParkEnded() | ResponseRelayed()
                 ):  # fmt: skip
                     out += self.history.record(fact, now)
                 case _:
@@ -85,7 +88,7 @@ class Park:
 
     def parked_at_t0(self) -> None:
         """The INVITE parks at T0 with the desk phone rung directly and the mobile pushed."""
-        self.feed(ParkStarted("p-1", TX, (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0), push())
+        self.feed(started(), BranchAdded("p-1", DESK, False, T0), push())
 
 
 def wakeup(**changes: object) -> PushWakeupRecord:
@@ -105,7 +108,7 @@ def relayed(status: int, at: float) -> ResponseRelayed:
 
 def test_t8_woken_mobile_answers_after_the_desk_declined() -> None:
     park = Park()
-    park.feed(ParkStarted("p-1", TX, (AOR,), None, T0), BranchAdded("p-1", DESK, False, T0))
+    park.feed(started(), BranchAdded("p-1", DESK, False, T0))
     assert park.rows == []  # the row waits for the first push, to name it
     assert park.feed(push()) == [wakeup(), parked_row()]
     assert park.feed(PushAnswered("att-1", "call", PushOutcome.SENT, 202, T0 + 0.05)) == [
@@ -169,7 +172,7 @@ def test_end_reasons_give_the_reporting_outcome(
     reason: EndReason, branches: int, status: int, outcome: ParkOutcome
 ) -> None:
     park = Park()
-    park.feed(ParkStarted("p-1", TX, (AOR,), None, T0))
+    park.feed(started())
     if branches:
         park.feed(BranchAdded("p-1", DESK, False, T0))
     park.feed(push())

@@ -1,0 +1,15 @@
+"""How a settings class is written in TOML, for the fields that are not one key each.
+
+The settings classes live with the subsystems that own them and the configuration package
+structures them; this field metadata, which both read, sits below them all.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["INLINE"]
+
+INLINE: Final = "scaserver.config.inline"
+"""Field metadata: the field's class is structured from these keys of the table that holds the
+field, written beside the table's own keys (``[sip] t1`` is ``SipSettings.timers.t1``)."""

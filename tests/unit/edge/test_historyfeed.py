@@ -1,0 +1,84 @@
+"""The history feed works from the facts alone (reporting.md 4.1 ``parked_calls``): it holds no
+core, so a fact read after the parked call has left the lot still gives the call its row."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar, cast
+
+import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+
+from scaserver.edge.historyfeed import HistoryFeed
+from scaserver.edge.stack import TimerClock
+from scaserver.edge.writebehind import WriteBehind
+from scaserver.events import EventBus
+from scaserver.parking.events import ParkStarted
+from scaserver.push.gateway import Outcome
+from scaserver.reporting.callhistory import call_uuid
+from scaserver.reporting.history import HistoryRecorder
+from scaserver.store.history import HistoryKey, HistoryRow, ParkedCallRecord, ParkOutcome, history_key
+from tests.push_rig import AOR, DESK, M1_WOKEN, registered, wakes
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class SyncRunner:
+    """Runs the flush at once, on the calling thread."""
+
+    def run(self, f: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return maybeDeferred(f, *args, **kwargs)
+
+
+@attrs.define
+class RowSink:
+    """The history repository's write half, keeping the rows."""
+
+    rows: list[HistoryRow] = attrs.Factory(list)
+
+    def upsert(self, values: Sequence[HistoryRow], /) -> None:
+        self.rows += values
+
+    def delete(self, keys: Sequence[HistoryKey], /) -> None:
+        raise AssertionError(keys)
+
+
+def test_park_started_carries_the_parked_invite() -> None:
+    r = registered(desk=False)
+    invite = r.invite()
+    (started,) = r.of(ParkStarted)
+    assert started.spec.server_tx == started.server_tx
+    assert (started.spec.call_id, started.spec.request.method) == ("call-1@pbx", "INVITE")
+    assert started.spec.request.headers.get("From") == invite.headers.get("From")
+
+
+def test_parked_call_row_from_the_facts_after_the_call_has_left_the_lot() -> None:
+    r = registered()
+    r.invite()
+    (push,) = r.pushes()
+    (to_desk,) = r.to(DESK, "INVITE")
+    r.answer(to_desk, 486, DESK, "desk")
+    r.push_result(push, Outcome.SENT, 202)
+    wakes(r, M1_WOKEN, "TOK1", "m1-b")
+    (to_mobile,) = r.to(M1_WOKEN, "INVITE")
+    r.answer(to_mobile, 200, M1_WOKEN, "mob")
+    assert r.core.parking is not None and len(r.core.parking.lot) == 0  # the call has moved on
+    sink = RowSink()
+    writes = WriteBehind(cast(TimerClock, Clock()), SyncRunner())
+    recorder = HistoryRecorder(line_of=lambda aor: None, local_domains=["example.com"])
+    channel = writes.channel("history", sink, history_key)
+    feed = HistoryFeed(recorder, channel, lines=tuple, clock=lambda: r.now)
+    bus = EventBus()
+    feed.attach(bus)
+    for fact in r.facts:  # published only now, when the lot no longer holds the call
+        bus.publish(fact)
+    writes.flush()
+    (parked,) = [row for row in sink.rows if isinstance(row, ParkedCallRecord)]
+    assert (parked.call_uuid, parked.ruri, parked.outcome, parked.final_sip_code) == (
+        call_uuid("call-1@pbx", "pbx1"),
+        AOR,
+        ParkOutcome.ANSWERED_AFTER_WAKE,
+        200,
+    )
