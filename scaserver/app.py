@@ -22,7 +22,7 @@ import attrs
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
 
-from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamCredential
+from scaserver.config.schema import Settings
 from scaserver.controlroot import control_services
 from scaserver.directory import (
     configured_lines,
@@ -78,7 +78,8 @@ from scaserver.push.policy import PushPolicySettings
 from scaserver.push.service import PushService, PushServiceSettings
 from scaserver.push.settings import LegacyPushRule
 from scaserver.registrar.midregengine import MidRegistrar
-from scaserver.registrar.midregistrar import MidRegSettings, Mode, UpstreamCredentials
+from scaserver.registrar.midregistrar import MidRegSettings, UpstreamCredentials
+from scaserver.registrar.midregsettings import MidRegistrarSettings, UpstreamCredential
 from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
@@ -342,19 +343,7 @@ def make_push(
                 upstream=registrar_peer,
                 upstream_domain=mid.upstream_domain or upstream.host,
                 advertised=mid.advertised or f"{format_host(host)}:{port}",
-                mode=Mode(mid.mode),
-                outgoing_expires=mid.outgoing_expires,
-                refresh_fraction=mid.refresh_fraction,
-                upstream_timeout=mid.upstream_timeout,
-                retry_backoff=mid.retry_backoff,
-                retry_cap=mid.retry_cap,
-                absorb_requires_same_callid=mid.absorb_requires_same_callid,
-                device_min_expires=mid.device_min_expires,
-                device_max_expires=mid.device_max_expires,
-                device_default_expires=mid.device_default_expires,
-                max_contacts=mid.max_contacts,
-                unregister_grace=mid.unregister_grace,
-                startup_spread=mid.startup_spread,
+                table=mid,
                 multi_domain=len(settings.server.domains) > 1,
             ),
             registrar.location.with_dormant,  # dormant push bindings keep the AoR registered (4.5)

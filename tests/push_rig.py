@@ -23,6 +23,7 @@ from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.push.service import PushService, PushServiceSettings
 from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregistrar import MidRegSettings
+from scaserver.registrar.midregsettings import MidRegistrarSettings
 from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
@@ -313,7 +314,7 @@ def rig(
         upstream=PBX,
         upstream_domain="example.com",
         advertised="192.0.2.1:5060",
-        **(midreg or {}),  # type: ignore[arg-type]
+        table=MidRegistrarSettings(**(midreg or {})),  # type: ignore[arg-type]
     )
     registrar = MidRegistrar(
         settings, core.registrar.location.with_dormant, lambda aor: f"reg-{aor}", random=lambda: 0.5

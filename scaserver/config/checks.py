@@ -12,13 +12,12 @@ from scaserver.config.listen import split_host_port
 from scaserver.config.schema import (
     DIGEST_ALGORITHMS,
     TLS_VERSIONS,
-    UPSTREAM_AUTH_MODES,
-    MidRegistrarSettings,
     Settings,
 )
 from scaserver.edge.dns import DnsSettings, nameservers
 from scaserver.edge.resolver import HostsTable, resolvable_in
 from scaserver.push.settings import PushSettings
+from scaserver.registrar.midregsettings import UPSTREAM_AUTH_MODES, MidRegistrarSettings
 from scaserver.sca.line import canonical_aor
 from scaserver.sca.settings import ScaSettings
 from scaserver.sip.errors import MalformedMessage
@@ -343,11 +342,6 @@ def _mobile_checks(settings: Settings) -> list[tuple[bool, str, str]]:
         (push.refresh_trigger > 0, "push.refresh_trigger", "must be positive"),
         (push.extend_max_age >= 0, "push.extend_max_age", "must not be negative"),
         *_legacy_rule_checks(push),
-        (
-            mid.mode in ("aor", "mirror"),
-            "midregistrar.mode",
-            f'expected "aor" or "mirror", got {show(mid.mode)}',
-        ),
         (
             not mid.enabled or _is_sip_uri(mid.upstream),
             "midregistrar.upstream",

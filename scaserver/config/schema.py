@@ -10,7 +10,6 @@ Settings are passed down explicitly; there is no module-level instance.
 from __future__ import annotations
 
 import enum
-import typing
 from typing import Final
 
 import attrs
@@ -25,6 +24,7 @@ from scaserver.guard.sources import SecuritySettings
 from scaserver.parking.parked import ParkingSettings
 from scaserver.provisioning.settings import ProvisioningSettings
 from scaserver.push.settings import PushSettings
+from scaserver.registrar.midregsettings import MidRegistrarSettings
 from scaserver.registrar.nat import NatSettings
 from scaserver.registrar.registrar import RegistrarSettings
 from scaserver.reporting.settings import ReportingSettings
@@ -160,64 +160,6 @@ class UpstreamSettings:
     transport: Transport | None = Transport.UDP
 
 
-Secret = typing.NewType("Secret", str)
-"""A password or HA1: a string never shown, not even in a configuration error."""
-
-UPSTREAM_AUTH_MODES: Final = ("none", "subscriber", "static")
-
-
-@attrs.frozen
-class UpstreamCredential:
-    """``[[midregistrar.credentials]]``: how scaserver answers a challenge to its own REGISTER
-    for ``aor`` when ``upstream_auth = "static"`` (push-and-parking.md sections 3.1, 3.5).
-
-    ``username`` "" is the AoR's user part; ``realm`` "" answers a challenge of any realm
-    (with ``password`` only: an HA1 belongs to one realm).  Exactly one of ``password`` and
-    ``ha1``, the hex H(username:realm:password) of ``ha1_algorithm`` (RFC 7616 section 3.4.2).
-    """
-
-    aor: str
-    username: str = ""
-    realm: str = ""
-    password: Secret = attrs.field(default=Secret(""), repr=False)
-    ha1: Secret = attrs.field(default=Secret(""), repr=False)
-    ha1_algorithm: str = "MD5"
-
-
-@attrs.frozen
-class MidRegistrarSettings:
-    """``[midregistrar]`` (push-and-parking.md section 3.1, keys ``midreg.*`` there).
-
-    ``enabled`` false: scaserver is a plain registrar.  ``upstream`` is the registrar/PBX
-    device REGISTERs go to, ``sip:host[:port][;transport=udp|tcp|tls]`` (its address is a
-    trusted peer); ``upstream_domain`` the Request-URI domain of our own REGISTERs ("" = the
-    upstream host); ``advertised`` the host[:port] of the aggregate contact ("" = the
-    server's advertised address).  ``upstream_auth`` answers a challenge to our own REGISTER:
-    ``none`` (the upstream trusts our address), ``subscriber`` (the subscriber table's HA1
-    when the realm matches) or ``static`` (``credentials``).
-    """
-
-    enabled: bool = False
-    mode: str = "aor"
-    upstream: str = ""
-    upstream_domain: str = ""
-    advertised: str = ""
-    outgoing_expires: int = 3600
-    refresh_fraction: float = 0.33
-    upstream_timeout: float = 5.0
-    retry_backoff: float = 5.0
-    retry_cap: float = 300.0
-    absorb_requires_same_callid: bool = True
-    device_min_expires: int = 60
-    device_max_expires: int = 3600
-    device_default_expires: int = 3600
-    max_contacts: int = 10
-    unregister_grace: float = 0.0
-    startup_spread: float = 60.0
-    upstream_auth: str = "none"
-    credentials: tuple[UpstreamCredential, ...] = ()
-
-
 @attrs.frozen
 class LogSettings:
     """``[log]``: minimum level and output format (text lines or JSON lines) on stderr."""
@@ -243,7 +185,7 @@ class Settings:
     upstream: UpstreamSettings = UpstreamSettings()
     log: LogSettings = LogSettings()
     push: PushSettings = attrs.field(factory=PushSettings)
-    midregistrar: MidRegistrarSettings = MidRegistrarSettings()
+    midregistrar: MidRegistrarSettings = attrs.field(factory=MidRegistrarSettings)
     parking: ParkingSettings = attrs.field(factory=ParkingSettings)
     nat: NatSettings = attrs.field(factory=NatSettings)
     tls: TlsSettings = attrs.field(factory=TlsSettings)

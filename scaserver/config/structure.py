@@ -28,13 +28,14 @@ from scaserver.config.listen import (
     InterfaceLookup,
     parse_endpoints,
 )
-from scaserver.config.schema import LogLevelName, Secret
+from scaserver.config.schema import LogLevelName
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.tls import TlsEndpoint
 from scaserver.parking.parked import EarlyMedia
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.nat import PingMethod
 from scaserver.sip.message import Transport
-from scaserver.tomlkeys import INLINE
+from scaserver.tomlkeys import INLINE, Secret
 
 
 def _expected(what: str, value: object) -> RejectedValue:
@@ -65,6 +66,16 @@ def _structure_secret(value: object, _: type) -> Secret:
     return Secret(value)
 
 
+def _structure_midreg_mode(value: object, _: type) -> Mode:
+    """``midregistrar.mode``: written exactly, in lower case (no case folding as for the
+    other enumerations)."""
+    text = _structure_str(value, str)
+    for member in Mode:
+        if text == member.value:
+            return member
+    raise _expected(" or ".join(json.dumps(member.value) for member in Mode), value)
+
+
 def _structure_bool(value: object, _: type) -> bool:
     if not isinstance(value, bool):
         raise _expected("true or false", value)
@@ -91,6 +102,7 @@ def make_converter(interfaces: InterfaceLookup) -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(Secret, _structure_secret)
+    converter.register_structure_hook(Mode, _structure_midreg_mode)
     for enum_type in (Transport, LogLevelName, PingMethod, EarlyMedia):
         converter.register_structure_hook(enum_type, _enum_hook(enum_type))
     transport_hook = _enum_hook(Transport)

@@ -131,7 +131,7 @@ class MobileParkingControl:
         last_ok = None if reg.renewed_at == float("-inf") else reg.renewed_at
         return UpstreamInfo(
             aor=reg.aor,
-            mode=push.midregistrar.settings.mode.value,
+            mode=push.midregistrar.settings.table.mode.value,
             state=reg.state.value,
             expires_at=reg.expires_at,
             last_ok=last_ok,
@@ -206,7 +206,7 @@ class MobileParkingControl:
             realm=reg.auth_realm,
             auth_username=reg.auth_username,
             auth_proxy=_peer_uri(settings.upstream),
-            expires=max(settings.outgoing_expires, reg.floor),
+            expires=max(settings.table.outgoing_expires, reg.floor),
             flags=flags,
             timer_expires=reg.expires_at,
             reg_init=0.0 if reg.renewed_at == float("-inf") else reg.renewed_at,

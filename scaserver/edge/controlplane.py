@@ -64,7 +64,7 @@ from scaserver.events import EventBus
 from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.facts import PushAnswered
-from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregsettings import Mode
 from scaserver.router.router import SipRouter
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.subscription import (
@@ -384,7 +384,7 @@ class MobileParkingAdmin(MobileParkingControl):
         midreg = push.midregistrar
         if midreg.registration(aor) is None:
             return UacRefusal.NO_RECORD
-        if midreg.settings.mode is Mode.MIRROR:
+        if midreg.settings.table.mode is Mode.MIRROR:
             return UacRefusal.MIRROR_MODE
         if not midreg.bindings(aor):
             return UacRefusal.NO_BINDINGS

@@ -27,7 +27,7 @@ from scaserver.registrar.binding import (
     BindingRemoved,
 )
 from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
-from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.router.router import (
@@ -116,7 +116,7 @@ def restore_upstream(
     if midreg is None:
         return []
     dialogs: list[UpstreamRegistration | UpstreamSnapshot] = list(saved)
-    if midreg.settings.mode is Mode.AOR:
+    if midreg.settings.table.mode is Mode.AOR:
         known = {item.aor for item in saved}
         for aor in sorted({binding.aor for binding in bindings} - known):
             if midreg.bindings(aor):

@@ -68,7 +68,8 @@ from scaserver.registrar.binding import (
 from scaserver.registrar.location import LocationService
 from scaserver.registrar.midregengine import MidRegistrar
 from scaserver.registrar.midregevents import BindingConfirmed, DropBinding, PutBinding, RegisterFinished
-from scaserver.registrar.midregistrar import Mode, PushTyping, binding_key, mrct_of
+from scaserver.registrar.midregistrar import PushTyping, binding_key, mrct_of
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import AorKey, ForwardKey
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
 from scaserver.sip.errors import MalformedMessage, TemporarilyUnavailable
@@ -197,7 +198,7 @@ class PushService:
 
     @property
     def mode(self) -> Mode | None:
-        return None if self.midregistrar is None else self.midregistrar.settings.mode
+        return None if self.midregistrar is None else self.midregistrar.settings.table.mode
 
     # ------------------------------------------------------------------ views
 

@@ -15,11 +15,11 @@ from scaserver.registrar.midregistrar import (
     COPIED_FROM_UPSTREAM,
     NO_PUSH,
     MidRegSettings,
-    Mode,
     PushTyping,
     binding_key,
     unquote_param,
 )
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import BindingChange, UpstreamRegistration
 from scaserver.registrar.registrar import contact_line
 from scaserver.sip.actions import Deliver, EngineAction
@@ -53,13 +53,13 @@ def requested_changes(
         param = contact.param("expires")
         requested = parse_uint32(param, "Contact expires") if param else header_expires
         if requested is None:
-            requested = settings.device_default_expires
-        if 0 < requested < settings.device_min_expires:
+            requested = settings.table.device_default_expires
+        if 0 < requested < settings.table.device_min_expires:
             raise IntervalTooBrief(
                 "expiry under the minimum",
-                headers=Headers.of(("Min-Expires", str(settings.device_min_expires))),
+                headers=Headers.of(("Min-Expires", str(settings.table.device_min_expires))),
             )
-        requested = min(requested, settings.device_max_expires)
+        requested = min(requested, settings.table.device_max_expires)
         key = binding_key(aor, contact, current, typing.legacy_keys)
         changes = [change for change in changes if change.key != key]
         changes.append(BindingChange(key, contact if requested else None, requested))
@@ -75,7 +75,7 @@ def check_limits(
             final.discard(change.key)
         else:
             final.add(change.key)
-    limit = settings.max_contacts
+    limit = settings.table.max_contacts
     if limit and len(final) > limit and len(final) > len(current):
         raise ServiceUnavailable("too many registered contacts")
 
@@ -91,7 +91,7 @@ def forward_rule(
     now: float,
 ) -> str | None:
     """Section 3.2 rules 1-5 in order; None means absorb (3.3.3)."""
-    if settings.mode is Mode.MIRROR:
+    if settings.table.mode is Mode.MIRROR:
         return "mirror"
     known = {binding.key: binding for binding in current}
     if not changes:
@@ -107,7 +107,8 @@ def forward_rule(
     call_id, number = request.call_id, cseq(request).number
     for change in changes:
         stored = known[change.key]
-        if settings.absorb_requires_same_callid and (stored.call_id != call_id or number <= stored.cseq):
+        same_call = stored.call_id == call_id and number > stored.cseq
+        if settings.table.absorb_requires_same_callid and not same_call:
             return "5"
         if stored.received != peer:
             return "5"

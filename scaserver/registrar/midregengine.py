@@ -37,11 +37,11 @@ from scaserver.registrar.midregistrar import (
     UNREGISTER_TIMER,
     UPSTREAM_TIMEOUT,
     MidRegSettings,
-    Mode,
     PushNotSupported,
     PushTyping,
     UpstreamCredentials,
 )
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import AorKey, Forward, ForwardKey, ForwardKind, UpstreamRegistration
 from scaserver.registrar.registrar import response_tag
 from scaserver.registrar.upstream import UpstreamInput, UpstreamState
@@ -138,7 +138,7 @@ class MidRegistrar:
         """3.7: a binding of ``aor`` became dormant (4.5) in mirror mode: register the AoR's
         dormant contacts upstream in our own registration dialog of the AoR now, and keep
         refreshing them like an aggregate (3.5) while any is left."""
-        if self.settings.mode is not Mode.MIRROR:
+        if self.settings.table.mode is not Mode.MIRROR:
             return []
         up = self.upstream
         contacts = up.kept_contacts(aor, now)
@@ -188,7 +188,7 @@ class MidRegistrar:
         up = self.upstream
         request = forward.request
         relayed = strip_our_via(response, forward.sent or request)
-        if response.status == 423 and not forward.retried_423 and self.settings.mode is Mode.AOR:
+        if response.status == 423 and not forward.retried_423 and self.settings.table.mode is Mode.AOR:
             minimum = min_expires(response)
             if minimum is not None and minimum > forward.expires:
                 reg.floor = minimum
@@ -199,7 +199,7 @@ class MidRegistrar:
             return [answer, *up.finished(reg, forward, confirmed=False)]
         actions: list[EngineAction] = []
         granted: dict[BindingKey, int] | None = None
-        if self.settings.mode is Mode.AOR:
+        if self.settings.table.mode is Mode.AOR:
             actions += up.registered(reg, aggregate_expiry(response, forward.expires), now, forward.expires)
         else:
             granted = mirror_grants(response, forward)
@@ -242,7 +242,7 @@ class MidRegistrar:
             return None
         if not self.bindings(aor):
             return []
-        if self.settings.mode is Mode.MIRROR:
+        if self.settings.table.mode is Mode.MIRROR:
             return self.keep_mirrored(aor, now)
         return up.enqueue(reg, Forward(ForwardKind.REFRESH, up.next_seq(), queued_at=now), now)
 
@@ -254,21 +254,21 @@ class MidRegistrar:
         mirror mode a dormant ``binding`` we kept registered is unregistered upstream (3.7)."""
         up = self.upstream
         reg = up.registration(aor)
-        if reg is not None and self.settings.mode is Mode.MIRROR:
+        if reg is not None and self.settings.table.mode is Mode.MIRROR:
             uri = None if binding is None else parse_uri(binding.contact)
             if binding is None or binding.expires_at > now or not isinstance(uri, SipUri):
                 return []  # a device's own upstream binding lapses with it
             contact = str(mirrored_uri(self.settings, uri, binding.key))
             forward = Forward(ForwardKind.UNREGISTER, up.next_seq(), queued_at=now, contacts=(contact,))
             return up.saving(reg, up.enqueue(reg, forward, now))
-        if reg is None or self.bindings(aor) or self.settings.mode is Mode.MIRROR:
+        if reg is None or self.bindings(aor) or self.settings.table.mode is Mode.MIRROR:
             return []
         if reg.state in (UpstreamState.IDLE, UpstreamState.REJECTED):
             return []
         reg.unregister_failures = 0
         return [
             CancelTimer(AorKey(aor), REFRESH_TIMER),
-            StartTimer(AorKey(aor), UNREGISTER_TIMER, self.settings.unregister_grace),
+            StartTimer(AorKey(aor), UNREGISTER_TIMER, self.settings.table.unregister_grace),
         ]
 
     def restore(

@@ -10,7 +10,6 @@ Challenges to our own REGISTERs are answered through the injected ``credentials(
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
@@ -18,6 +17,7 @@ from typing import Final
 import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
+from scaserver.registrar.midregsettings import MidRegistrarSettings
 from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.errors import ServiceUnavailable, SipError
 from scaserver.sip.message import Peer
@@ -40,35 +40,22 @@ class TooManyForwards(ServiceUnavailable, status=503, reason="Service Unavailabl
     """3.8: the AoR's upstream queue is full; sent with ``Retry-After: 1``."""
 
 
-class Mode(enum.Enum):
-    AOR = "aor"
-    MIRROR = "mirror"
-
-
 @attrs.frozen
 class MidRegSettings:
-    """``midreg.*`` (3.1).  ``upstream`` is the next hop, ``upstream_domain`` the R-URI host of
-    our own REGISTERs, ``advertised`` the host[:port] of the aggregate contact."""
+    """What the engine works by (3.1): the ``[midregistrar]`` table as written (``table``) and
+    the values the composition root derives from it.  ``upstream`` is the next hop (parsed
+    from ``table.upstream``), ``upstream_domain`` the R-URI host of our own REGISTERs,
+    ``advertised`` the host[:port] of the aggregate contact, ``multi_domain``: the server
+    serves more than one domain (the AoR's "@" is escaped as "%40" in the aggregate user
+    part)."""
 
     upstream: Peer
     upstream_domain: str
     advertised: str
-    mode: Mode = Mode.AOR
-    outgoing_expires: int = 3600
-    refresh_fraction: float = 0.33
+    table: MidRegistrarSettings = attrs.field(factory=MidRegistrarSettings)
+    multi_domain: bool = False
     refresh_floor: float = 32.0
     jitter: float = 0.05
-    upstream_timeout: float = 5.0
-    retry_backoff: float = 5.0
-    retry_cap: float = 300.0
-    absorb_requires_same_callid: bool = True
-    device_min_expires: int = 60
-    device_max_expires: int = 3600
-    device_default_expires: int = 3600
-    max_contacts: int = 10
-    unregister_grace: float = 0.0
-    startup_spread: float = 60.0
-    multi_domain: bool = False  # escape the AoR's "@" as "%40" in the aggregate user part
 
 
 @attrs.frozen

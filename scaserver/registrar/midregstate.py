@@ -108,7 +108,7 @@ class UpstreamRegistration:
     def refresh_threshold(self, settings: MidRegSettings) -> float:
         """Seconds before expiry at which the aggregate is refreshed (3.1 ``refresh_fraction``,
         never later than ``refresh_floor`` before expiry)."""
-        return max(settings.refresh_floor, settings.refresh_fraction * self.granted)
+        return max(settings.refresh_floor, settings.table.refresh_fraction * self.granted)
 
     def is_fresh(self, settings: MidRegSettings, now: float) -> bool:
         return self.state is UpstreamState.REGISTERED and self.expires_at - now > self.refresh_threshold(

@@ -30,10 +30,10 @@ from scaserver.registrar.midregistrar import (
     UNREGISTER_TIMER,
     UPSTREAM_TIMEOUT,
     MidRegSettings,
-    Mode,
     TooManyForwards,
     UpstreamCredentials,
 )
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import AorKey, Forward, ForwardKey, ForwardKind, UpstreamRegistration
 from scaserver.registrar.registrar import response_tag
 from scaserver.registrar.upstream import UpstreamInput, UpstreamState, next_state
@@ -135,7 +135,7 @@ class UpstreamClient:
         keys = tuple(change.key for change in forward.changes)
         actions += [
             SendRequest(request, self.settings.upstream, key),
-            StartTimer(key, UPSTREAM_TIMEOUT, self.settings.upstream_timeout),
+            StartTimer(key, UPSTREAM_TIMEOUT, self.settings.table.upstream_timeout),
         ]
         if keys:
             actions.append(Deliver(RegisterForwarded(reg.aor, keys)))
@@ -185,7 +185,7 @@ class UpstreamClient:
         reg.inflight = forward
         return [
             SendRequest(request, self.settings.upstream, key),
-            StartTimer(key, UPSTREAM_TIMEOUT, self.settings.upstream_timeout),
+            StartTimer(key, UPSTREAM_TIMEOUT, self.settings.table.upstream_timeout),
         ]
 
     def registered(
@@ -223,7 +223,7 @@ class UpstreamClient:
             reg.upstream_auth_needed = False
             if forward.kind is ForwardKind.UNREGISTER:
                 reg.unregister_failures = 0
-                if self.settings.mode is Mode.MIRROR:
+                if self.settings.table.mode is Mode.MIRROR:
                     return []  # one dormant contact removed; the others stay (3.7)
                 return self.registered(reg, 0, now, 0)
             return self.registered(reg, aggregate_expiry(response, forward.expires), now, forward.expires)
@@ -276,8 +276,8 @@ class UpstreamClient:
         reg.last_error = "timeout" if status is None else str(status)
         if forward.kind is ForwardKind.UNREGISTER:
             reg.unregister_failures += 1
-            if reg.unregister_failures <= 2 and self.settings.mode is Mode.AOR:
-                return [StartTimer(AorKey(reg.aor), UNREGISTER_TIMER, self.settings.retry_backoff)]
+            if reg.unregister_failures <= 2 and self.settings.table.mode is Mode.AOR:
+                return [StartTimer(AorKey(reg.aor), UNREGISTER_TIMER, self.settings.table.retry_backoff)]
             return []  # the upstream binding lapses at its own expiry (3.4)
         transient = status is None or status in RETRY_STATUSES or 500 <= status < 600
         if not transient:
@@ -287,7 +287,8 @@ class UpstreamClient:
                 actions.append(Deliver(DropBinding(binding.key, "upstream-rejected")))
             return actions
         reg.failures += 1
-        delay = min(self.settings.retry_cap, self.settings.retry_backoff * 2 ** (reg.failures - 1))
+        table = self.settings.table
+        delay = min(table.retry_cap, table.retry_backoff * 2 ** (reg.failures - 1))
         retry_after = response.headers.get("Retry-After") if response is not None else None
         if retry_after is not None:
             with contextlib.suppress(MalformedMessage):  # an unreadable Retry-After is ignored
@@ -323,7 +324,7 @@ class UpstreamClient:
             if reg.state is UpstreamState.LOST and not self.bindings(reg.aor):
                 return actions
             contacts: tuple[str, ...] = ()
-            if self.settings.mode is Mode.MIRROR:
+            if self.settings.table.mode is Mode.MIRROR:
                 contacts = self.kept_contacts(reg.aor, now)
                 if not contacts:
                     return actions  # every kept device registers by itself again, or is gone
@@ -354,8 +355,8 @@ class UpstreamClient:
             )
             self._aors[item.aor] = reg
             self._saved[item.aor] = UpstreamSnapshot.of(reg)
-            mirrored = self.settings.mode is Mode.MIRROR and self.kept_contacts(item.aor, now)
-            if (self.bindings(item.aor) and self.settings.mode is Mode.AOR) or mirrored:
-                delay = self.random() * self.settings.startup_spread
+            mirrored = self.settings.table.mode is Mode.MIRROR and self.kept_contacts(item.aor, now)
+            if (self.bindings(item.aor) and self.settings.table.mode is Mode.AOR) or mirrored:
+                delay = self.random() * self.settings.table.startup_spread
                 actions.append(StartTimer(AorKey(item.aor), REFRESH_TIMER, delay))
         return actions

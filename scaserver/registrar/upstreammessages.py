@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey
-from scaserver.registrar.midregistrar import MidRegSettings, Mode, mrct_of
+from scaserver.registrar.midregistrar import MidRegSettings, mrct_of
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import Forward, ForwardKind, UpstreamRegistration
 from scaserver.sip.digestclient import authorize
 from scaserver.sip.errors import MalformedMessage
@@ -48,7 +49,7 @@ def upstream_request(
     REGISTERs, takes the next CSeq of the AoR's registration dialog (3.5)."""
     if forward.kind is ForwardKind.DEVICE:
         assert forward.request is not None
-        if settings.mode is Mode.MIRROR:
+        if settings.table.mode is Mode.MIRROR:
             return _mirror_request(settings, forward)
         forward.expires = _aggregate_expires(settings, reg, forward, bindings)
         headers = forward.request.headers.remove("Contact").remove("Expires").remove("Path")
@@ -63,7 +64,7 @@ def upstream_request(
     forward.expires = 0 if forward.kind is ForwardKind.UNREGISTER else outgoing_expires(settings, reg)
     uri = parse_uri(reg.aor)
     assert isinstance(uri, SipUri)
-    if settings.mode is Mode.MIRROR:
+    if settings.table.mode is Mode.MIRROR:
         contact_lines = [f"<{contact}>" for contact in forward.contacts]  # 3.7 kept devices
     else:
         contact_lines = [aggregate_contact(settings, reg.aor)]
@@ -81,7 +82,7 @@ def upstream_request(
 
 
 def outgoing_expires(settings: MidRegSettings, reg: UpstreamRegistration) -> int:
-    return max(settings.outgoing_expires, reg.floor)
+    return max(settings.table.outgoing_expires, reg.floor)
 
 
 def _aggregate_expires(

@@ -9,9 +9,10 @@ from twisted.internet.task import Clock
 from scaserver.app import upstream_peer
 from scaserver.config.checks import upstream_problems
 from scaserver.config.load import load_settings
-from scaserver.config.schema import MidRegistrarSettings, Settings, UpstreamSettings
+from scaserver.config.schema import Settings, UpstreamSettings
 from scaserver.edge.dns import DnsSettings, server_locator
 from scaserver.edge.resolver import HostsTable, resolvable_in
+from scaserver.registrar.midregsettings import MidRegistrarSettings
 from scaserver.sip.message import Peer, Transport
 
 HOSTS = HostsTable.parse("192.0.2.5 pbx.local\n")

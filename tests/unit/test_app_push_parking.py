@@ -23,7 +23,8 @@ from scaserver.push.facts import PushAnswered, PushOutcome, PushRetrying
 from scaserver.push.gateway import Outcome
 from scaserver.push.pnparams import Keepalive, ValueSource
 from scaserver.registrar.midregevents import UpstreamAuthNeeded
-from scaserver.registrar.midregistrar import Mode, UpstreamCredentials
+from scaserver.registrar.midregistrar import UpstreamCredentials
+from scaserver.registrar.midregsettings import Mode
 from scaserver.sip.digest import Algorithm, Credentials, compute_ha1
 from scaserver.sip.digestclient import ClientCredentials
 from scaserver.sip.keys import ServerKey
@@ -104,7 +105,7 @@ def test_the_composition_root_builds_the_coordinator_and_trusts_the_upstream() -
     assert push is not None and push.midregistrar is not None and parking is not None
     midreg = push.midregistrar.settings
     assert midreg.upstream == Peer(Transport.TCP, "192.0.2.50", 5070)
-    assert (midreg.upstream_domain, midreg.advertised, midreg.mode) == (
+    assert (midreg.upstream_domain, midreg.advertised, midreg.table.mode) == (
         "192.0.2.50",
         "127.0.0.1:5060",
         Mode.AOR,

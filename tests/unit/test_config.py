@@ -13,6 +13,7 @@ from scaserver.config.listen import system_interfaces
 from scaserver.config.load import load_settings, settings_from_mapping, with_overrides
 from scaserver.config.schema import LogLevelName, Settings
 from scaserver.edge.endpoint import Endpoint
+from scaserver.registrar.midregsettings import Mode
 from scaserver.sip.message import Transport
 from scaserver.sip.sessiontimer import SessionIntervals
 from scaserver.sip.timers import TimerConfig
@@ -505,6 +506,31 @@ def test_upstream_auth_errors_name_their_key(text: str, expected: str, tmp_path:
     with pytest.raises(ConfigError) as caught:
         load_settings(path, interfaces=no_interfaces)
     assert str(caught.value) == f"{path}: {expected}"
+
+
+MODE_ERRORS = [
+    ('mode = "bogus"', 'midregistrar.mode: expected "aor" or "mirror", got "bogus"'),
+    ('mode = "AOR"', 'midregistrar.mode: expected "aor" or "mirror", got "AOR"'),
+    ('mode = ""', 'midregistrar.mode: expected "aor" or "mirror", got ""'),
+    ("mode = 3", "midregistrar.mode: expected a string, got 3"),
+    ("mode = true", "midregistrar.mode: expected a string, got true"),
+]
+
+
+@pytest.mark.parametrize(("line", "expected"), MODE_ERRORS)
+def test_midregistrar_mode_is_written_exactly(line: str, expected: str, tmp_path: Path) -> None:
+    path = tmp_path / "mid.toml"
+    path.write_text(f"[midregistrar]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, interfaces=no_interfaces)
+    assert str(caught.value) == f"{path}: {expected}"
+
+
+def test_midregistrar_mode_is_structured_into_the_enum(tmp_path: Path) -> None:
+    path = tmp_path / "mid.toml"
+    path.write_text('[midregistrar]\nmode = "mirror"\n')
+    assert load_settings(path, interfaces=no_interfaces).midregistrar.mode is Mode.MIRROR
+    assert load_settings(None).midregistrar.mode is Mode.AOR
 
 
 def test_upstream_auth_defaults_to_none_without_credentials() -> None:

@@ -13,7 +13,8 @@ from scaserver.push.facts import PushAnswered, PushOutcome
 from scaserver.push.gateway import Outcome, PushType
 from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.registrar.midregevents import RegisterDecided
-from scaserver.registrar.midregistrar import Mode, mrct_of
+from scaserver.registrar.midregistrar import mrct_of
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.headers import contacts
 from scaserver.sip.message import Peer, Request

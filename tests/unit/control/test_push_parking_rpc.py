@@ -46,7 +46,7 @@ from scaserver.push.facts import PushesAborted
 from scaserver.push.gateway import Answer, Outcome, PushRequest, PushType
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind, RemovalReason
-from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregsettings import Mode
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.message import Request

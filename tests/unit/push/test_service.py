@@ -15,7 +15,7 @@ from scaserver.push.pnparams import LegacyRule, PushCoordinates, TypingSettings,
 from scaserver.push.policy import PushPolicySettings
 from scaserver.push.service import PushServiceSettings
 from scaserver.registrar.binding import BindingExpired, BindingKey, BindingRemoved, KeyKind, RemovalReason
-from scaserver.registrar.midregistrar import Mode
+from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.responses import make_response

@@ -28,12 +28,12 @@ from scaserver.registrar.midregistrar import (
     UNREGISTER_TIMER,
     UPSTREAM_TIMEOUT,
     MidRegSettings,
-    Mode,
     PushTyping,
     UpstreamCredentials,
     binding_key,
     mrct_of,
 )
+from scaserver.registrar.midregsettings import MidRegistrarSettings, Mode
 from scaserver.registrar.midregstate import AorKey, ForwardKey, UpstreamRegistration
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, Respond, SendRequest, StartTimer
@@ -280,7 +280,8 @@ def test_rule4_near_expiry_or_auth_needed_piggybacks() -> None:
 
 def test_absorb_without_same_callid_rule() -> None:
     world = World()
-    world.engine = world.make(attrs.evolve(SETTINGS, absorb_requires_same_callid=False))
+    table = MidRegistrarSettings(absorb_requires_same_callid=False)
+    world.engine = world.make(attrs.evolve(SETTINGS, table=table))
     registered(world)
     assert world.device(register(number=1, call_id="new"), now=5.0)[0] == Deliver(
         RegisterDecided(AOR, "absorb", 5.0)
@@ -307,7 +308,7 @@ def test_423_below_device_min_before_forwarding() -> None:
 
 def test_max_contacts_checked_before_forwarding() -> None:
     world = World()
-    world.engine = world.make(attrs.evolve(SETTINGS, max_contacts=1))
+    world.engine = world.make(attrs.evolve(SETTINGS, table=MidRegistrarSettings(max_contacts=1)))
     registered(world)
     (reply,) = responded(world.device(register("<sip:200@10.0.0.9>", call_id="c9"), now=1.0))
     assert reply.status == 503
@@ -563,7 +564,7 @@ def test_r6_same_push_device_new_address_replaces_binding() -> None:
 
 def test_t19_mirror_mode_forwards_with_mrct_and_upstream_expiry() -> None:
     world = World()
-    world.engine = world.make(attrs.evolve(SETTINGS, mode=Mode.MIRROR))
+    world.engine = world.make(attrs.evolve(SETTINGS, table=MidRegistrarSettings(mode=Mode.MIRROR)))
     (forward,) = sent(world.device(register(), now=0.0))
     (contact,) = world_contacts(forward.request)
     assert "192.0.2.1:5060" in contact and f"mrct={mrct_of(KEY1)}" in contact

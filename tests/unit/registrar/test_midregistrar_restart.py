@@ -11,7 +11,8 @@ import attrs
 
 from scaserver.registrar.binding import Binding
 from scaserver.registrar.midregevents import UpstreamSaved, UpstreamSnapshot
-from scaserver.registrar.midregistrar import REFRESH_TIMER, UNREGISTER_TIMER, Mode
+from scaserver.registrar.midregistrar import REFRESH_TIMER, UNREGISTER_TIMER
+from scaserver.registrar.midregsettings import MidRegistrarSettings, Mode
 from scaserver.registrar.midregstate import AorKey, ForwardKey
 from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.actions import Deliver, EngineAction, StartTimer
@@ -118,7 +119,7 @@ def test_restore_continues_the_saved_dialog_without_reporting_it_again() -> None
     world.draws[0] = 0.5
     saved = snapshot(call_id="kept", cseq=64, state=UpstreamState.REGISTERED, expires_at=4000.0, granted=3600)
     restored = world.engine.restore([saved], 1000.0)
-    assert restored == [StartTimer(AorKey(AOR), REFRESH_TIMER, SETTINGS.startup_spread * 0.5)]
+    assert restored == [StartTimer(AorKey(AOR), REFRESH_TIMER, SETTINGS.table.startup_spread * 0.5)]
     reg = world.engine.registration(AOR)
     assert reg is not None and UpstreamSnapshot.of(reg) == saved
     refresh = world.engine.on_timer(AorKey(AOR), REFRESH_TIMER, 1030.0)
@@ -144,7 +145,7 @@ def test_restore_without_bindings_or_in_mirror_mode_sends_nothing() -> None:
     saved = snapshot(call_id="kept", cseq=32, state=UpstreamState.REGISTERED, expires_at=4000.0)
     assert world.engine.restore([saved], 1000.0) == []
     mirror = World()
-    mirror.engine = mirror.make(attrs.evolve(SETTINGS, mode=Mode.MIRROR))
+    mirror.engine = mirror.make(attrs.evolve(SETTINGS, table=MidRegistrarSettings(mode=Mode.MIRROR)))
     mirror.table[KEY1] = Binding(KEY1, "sip:200@10.0.0.5", 5000.0, "c1", 1, M1)
     assert mirror.engine.restore([saved], 1000.0) == []
     assert mirror.engine.registration(AOR) is not None  # restored, left to the devices
