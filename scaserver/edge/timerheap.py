@@ -55,11 +55,13 @@ class TimerHeap:
     def arm(self, key: Hashable, name: str, due: float) -> None:
         """Timer ``(key, name)`` is due at ``due``, replacing its earlier instant if armed."""
         sequence = next(self._order)
-        self._live[key, name] = sequence
+        live = self._live
+        live[key, name] = sequence
         heap = self._heap
         heapq.heappush(heap, (due, sequence, key, name))
-        dead = len(heap) - len(self._live)
-        if dead > REBUILD_SLACK and dead > len(self._live):
+        armed = len(live)
+        dead = len(heap) - armed
+        if dead > REBUILD_SLACK and dead > armed:
             self._rebuild()
 
     def cancel(self, key: Hashable, name: str) -> bool:
