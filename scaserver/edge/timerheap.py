@@ -87,14 +87,15 @@ class TimerHeap:
         heap, live = self._heap, self._live
         while heap:
             due, sequence, key, name = heap[0]
-            if live.get((key, name)) != sequence:
-                heapq.heappop(heap)
-                continue
             if due > until or sequence > before:
                 return None
             heapq.heappop(heap)
-            del live[key, name]
-            return key, name
+            timer = (key, name)
+            live_sequence = live.pop(timer, None)  # one hash for a live entry or a cancelled one
+            if live_sequence == sequence:
+                return timer
+            if live_sequence is not None:  # re-armed: its live entry is further down
+                live[timer] = live_sequence
         return None
 
     def next_due(self) -> float | None:
