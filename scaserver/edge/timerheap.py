@@ -109,6 +109,7 @@ class TimerHeap:
         return None
 
     def _rebuild(self) -> None:
-        live = self._live
-        self._heap[:] = [entry for entry in self._heap if live.get((entry[2], entry[3])) == entry[1]]
+        # By the live sequence numbers (ints hash in C; a key may hash in Python).
+        alive = set(self._live.values())
+        self._heap[:] = [entry for entry in self._heap if entry[1] in alive]
         heapq.heapify(self._heap)
