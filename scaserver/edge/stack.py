@@ -4,9 +4,12 @@
 (STYLE.md P2, P3).  Bytes from a socket go to ``core.receive(data, peer, now)``;
 the actions that come back are executed in order: ``Send`` is serialized and
 written through :class:`Transports`, ``StartTimer``/``CancelTimer`` arm and
-cancel delayed calls on the injected clock, ``Deliver`` is published on the
+cancel timers, ``Deliver`` is published on the
 :class:`~scaserver.events.EventBus`.  A fired timer goes back to
-``core.on_timer(key, name, now)``.
+``core.on_timer(key, name, now)``.  The armed timers wait in one
+:class:`~scaserver.edge.timerheap.TimerHeap` behind one delayed call on the
+injected clock, at the earliest due instant; when it fires, every timer due
+by then fires in due order, then arming order.
 
 :class:`Transports` is the registry of open sockets: the UDP endpoints (one per
 bound address) and the table of TCP connections keyed by the remote
@@ -51,6 +54,7 @@ from typing_extensions import override
 
 from scaserver.edge.dns import ServerLocator
 from scaserver.edge.resolver import HostsTable, UnresolvableTargetError, is_numeric, resolve_peer
+from scaserver.edge.timerheap import TimerHeap
 from scaserver.events import EventBus
 from scaserver.guard.sources import RESPONSE_COST, Ban, SourceGuard
 from scaserver.registrar.nat import FlowFailure
@@ -456,6 +460,9 @@ def is_crlf_keepalive(datagram: bytes) -> bool:
     return bool(datagram) and not datagram.strip(b"\r\n")
 
 
+_NEVER: Final = float("inf")
+
+
 class SipStack(Service):
     """Runs the core's actions: the one owner of SIP timers (STYLE.md section 7)."""
 
@@ -474,7 +481,10 @@ class SipStack(Service):
         self._core, self._clock, self._out, self._bus = core, clock, transports, bus
         self._trace = trace
         self._guard = guard
-        self._timers: dict[tuple[Hashable, str], DelayedCall] = {}
+        self._timers = TimerHeap()
+        self._wakeup: DelayedCall | None = None
+        self._wakeup_at = _NEVER  # the due instant the wake-up was armed for
+        self._sweeping = False
         self.keepalives = KeepAliveCounts()
         transports.unreachable = lambda peer: call_later(self._clock, 0.0, self.connection_lost, peer)
 
@@ -533,8 +543,35 @@ class SipStack(Service):
         except Exception:
             self._log.failure("unhandled error on loss of the connection to {peer}", peer=str(peer))
 
+    def _wake(self) -> None:
+        """The wake-up fired: fire every timer due by now, then wait for the next one.  A timer
+        armed by one of them (even for now) waits for the next wake-up."""
+        self._wakeup = None
+        until = max(self._clock.seconds(), self._wakeup_at)
+        self._wakeup_at = _NEVER
+        self._sweeping = True
+        try:
+            timers = self._timers
+            before = timers.mark()
+            while (due := timers.pop_due(until, before)) is not None:
+                self._fire(*due)
+        finally:
+            self._sweeping = False
+            next_due = self._timers.next_due()
+            if next_due is not None:
+                self._wake_by(next_due, max(next_due - self._clock.seconds(), 0.0))
+
+    def _wake_by(self, due: float, delay: float) -> None:
+        """Have the wake-up fire by ``due`` (``delay`` from now)."""
+        if self._sweeping or due >= self._wakeup_at:
+            return
+        self._wakeup_at = due
+        if self._wakeup is None:
+            self._wakeup = call_later(self._clock, delay, self._wake)
+        else:
+            self._wakeup.reset(delay)
+
     def _fire(self, key: Hashable, name: str) -> None:
-        self._timers.pop((key, name), None)
         try:
             self.run(self._core.on_timer(key, name, self._clock.seconds()))
         except Exception:
@@ -568,8 +605,11 @@ class SipStack(Service):
                         # 17.1.4: a transport error is reported to the TU); after this run.
                         call_later(self._clock, 0.0, self.connection_lost, peer)
                 case StartTimer(key=key, name=name, delay=delay):
-                    self._cancel(key, name)
-                    self._timers[key, name] = call_later(self._clock, max(delay, 0.0), self._fire, key, name)
+                    delay = max(delay, 0.0)
+                    due = self._clock.seconds() + delay
+                    self._timers.arm(key, name, due)
+                    if due < self._wakeup_at:
+                        self._wake_by(due, delay)
                 case CancelTimer(key=key, name=name):
                     self._cancel(key, name)
                 case Deliver(event=Ban() as ban):
@@ -583,14 +623,18 @@ class SipStack(Service):
                     assert_never(action)
 
     def _cancel(self, key: Hashable, name: str) -> None:
-        call = self._timers.pop((key, name), None)
-        if call is not None and call.active():
-            call.cancel()
+        if self._timers.cancel(key, name) and self._wakeup is not None:
+            self._stop_wakeup()
+
+    def _stop_wakeup(self) -> None:
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup, self._wakeup_at = None, _NEVER
 
     @property
     def armed_timers(self) -> frozenset[tuple[Hashable, str]]:
         """The (key, name) of every timer waiting to fire."""
-        return frozenset(self._timers)
+        return self._timers.armed
 
     @override
     def startService(self) -> None:
@@ -600,8 +644,8 @@ class SipStack(Service):
     def stopService(self) -> None:
         """Cancel every timer (nothing fires into a core that is shutting down) and close the
         TCP connections."""
-        for key, name in tuple(self._timers):
-            self._cancel(key, name)
+        self._timers.clear()
+        self._stop_wakeup()
         self._out.close_streams()
         self.running = False
 
