@@ -43,11 +43,6 @@ from scaserver.proxy.context import BranchFinished, BranchKey, CancelBranch
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.relay import (
-    Origin,
-    Rule,
-    check_ack,
-    check_dialog_target,
-    check_in_dialog,
     check_initial,
     check_next_hop,
     every_host,
@@ -55,7 +50,6 @@ from scaserver.proxy.relay import (
 from scaserver.proxy.routing import (
     ProxyIdentity,
     check_proxy_require,
-    dialog_flow,
     preprocess_route,
     uri_destination,
 )
@@ -65,7 +59,7 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.push.service import PushService
-from scaserver.registrar.binding import Binding, BindingKey, address_key
+from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.midregevents import (
     DropBinding,
     PutBinding,
@@ -76,9 +70,11 @@ from scaserver.registrar.midregevents import (
 from scaserver.registrar.nat import FlowFailed, FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.router.actionloop import ActionLoop
+from scaserver.router.addressing import is_for_us, is_local_domain, origin
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
+from scaserver.router.indialog import relay_ack, relay_in_dialog
 from scaserver.router.options import (
     SCA_EVENTS,
     is_options_for_us,
@@ -109,9 +105,6 @@ from scaserver.sip.digest import (
     Rejected,
 )
 from scaserver.sip.domains import DomainPolicy
-from scaserver.sip.endpoint import (
-    MessageDropped,
-)
 from scaserver.sip.errors import (
     BadEvent,
     BadRequest,
@@ -136,7 +129,7 @@ from scaserver.sip.transactions import (
 from scaserver.sip.trust import (
     TrustedPeers,
 )
-from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
+from scaserver.sip.uri import SipUri, TelUri, parse_uri
 
 RouterInstruction = (
     CancelBranch
@@ -436,58 +429,8 @@ class SipRouter:
         return [refused, *self.sca.on_cancel(event.cancel, now)]
 
     def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
-        if self._is_for_us(ack) and "Route" not in ack.headers:
-            return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
-        verdict = check_ack(ack, self.identity, self._origin(peer))  # relay rule R5
-        if isinstance(verdict, str):
-            return [Deliver(MessageDropped(peer, verdict, "relay-refused"))]
-        try:
-            routed = preprocess_route(ack, self.identity)
-            check_next_hop(routed, self.identity, self.known_host)
-            if verdict is Rule.IN_DIALOG and not self.trusted.is_trusted(peer):
-                check_dialog_target(routed, self.identity, self._dialog_reaches)  # R7
-        except SipError as error:
-            return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
-        return self.proxy.on_ack(ack, peer, now, flow=self._dialog_flow(ack, peer))
-
-    def _dialog_flow(self, request: Request, peer: Peer) -> Peer | None:
-        """The flow a mid-dialog request goes to, from the flow tokens of our Record-Route
-        (:func:`scaserver.proxy.routing.dialog_flow`), when it is one a request from ``peer``
-        may be sent to (relay rule R7: a forged token leads nowhere else)."""
-        flow = dialog_flow(request, self.identity, peer)
-        if flow is None:
-            return None
-        if not self.trusted.is_trusted(peer) and not self._dialog_reaches(flow):
-            return None
-        return flow
-
-    def _dialog_reaches(self, destination: Peer) -> bool:
-        """Where an untrusted party's in-dialog request may go (relay rule R7): the Contact
-        address or flow of a binding registered here (a dormant push binding's too), a
-        trusted peer or the upstream.  Index look-ups, no scan of the bindings."""
-        host, port = destination.host, destination.port
-        if self.registrar.reaches(host, port) or self.trusted.is_trusted(destination):
-            return True
-        if self.push is not None and self.push.reaches_dormant(host, port):
-            return True
-        upstreams = [self.settings.upstream]
-        if self.push is not None and self.push.midregistrar is not None:
-            upstreams.append(self.push.midregistrar.settings.upstream)
-        wanted = address_key(host, port)
-        return any(up is not None and address_key(up.host, up.port) == wanted for up in upstreams)
-
-    def _origin(self, peer: Peer, decision: Authenticated | None = None) -> Origin:
-        """The sender as the relay policy sees it (scaserver.proxy.relay)."""
-        return Origin(self.trusted.is_trusted(peer), decision is not None, self.settings.require_auth)
-
-    def _is_for_us(self, request: Request) -> bool:
-        uri = parse_uri(request.uri)
-        return isinstance(uri, SipUri) and self.identity.is_local_uri(uri)
-
-    def _is_local_domain(self, uri: Uri) -> bool:
-        if not isinstance(uri, SipUri):
-            return False
-        return uri.host in self.settings.domains or self.identity.is_local_uri(uri)
+        """An ACK for a 2xx, relayed along its Route set (:mod:`scaserver.router.indialog`)."""
+        return relay_ack(self, ack, peer, now)
 
     def on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Route a new request to the part of the server whose job it is."""
@@ -517,8 +460,8 @@ class SipRouter:
             allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
             raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
         if in_dialog:
-            return self._in_dialog(request, peer, key, now)
-        if method == "PUBLISH" and self._is_local_domain(uri) and "Route" not in request.headers:
+            return relay_in_dialog(self, request, peer, key, now)
+        if method == "PUBLISH" and is_local_domain(self, uri) and "Route" not in request.headers:
             # RFC 3903 section 6 step 2: the PUBLISH is for the state agent of an AoR of ours,
             # which is this server, and it composes no event state: 489 with the packages it
             # serves.  Forking it to the AoR's contacts would hand it back to the publisher.
@@ -528,9 +471,9 @@ class SipRouter:
             )
         if method == "REGISTER":
             return self._register(request, peer, key, now)
-        if method == "OPTIONS" and is_options_for_us(uri, self._is_local_domain):
+        if method == "OPTIONS" and is_options_for_us(uri, lambda local: is_local_domain(self, local)):
             return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
-        to_server = isinstance(uri, SipUri) and not uri.user and self._is_for_us(request)
+        to_server = isinstance(uri, SipUri) and not uri.user and is_for_us(self, request)
         if to_server and "Route" not in request.headers:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
@@ -582,48 +525,20 @@ class SipRouter:
 
     # ------------------------------------------------------------------ proxying
 
-    def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
-        """Mid-dialog requests follow their Route set (RFC 3261 16.4) when it goes through us
-        with our signed Record-Route entry (relay rules R3, R4, R6).  One without a Route of
-        ours, addressed to us or to an address-of-record of our domains (a dialog's remote
-        target is a contact, never an AoR), is for a dialog we do not have: 481; to anywhere
-        else: 404, never relayed (Kamailio's default answer: 404 "Not here").  A peer that is
-        not trusted may only reach a registered phone, a trusted peer or the upstream (R7),
-        or a device whose PURR the Request-URI carries (it goes to the device's flow)."""
-        uri = parse_uri(request.uri)
-        for_us = isinstance(uri, SipUri) and self._is_local_domain(uri)
-        origin = self._origin(peer)
-        rule = check_in_dialog(request, self.identity, origin, for_us=for_us)
-        routed = preprocess_route(request, self.identity)
-        check_next_hop(routed, self.identity, self.known_host)
-        if (
-            rule is Rule.IN_DIALOG
-            and not origin.trusted
-            and not (self.push is not None and self.push.retargets_mid_dialog(routed))
-        ):
-            check_dialog_target(routed, self.identity, self._dialog_reaches)
-        if self.parking is not None:
-            held = self.parking.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
-            if held is not None:
-                return held
-        flow = self._dialog_flow(request, peer)
-        targets = () if flow is None else (Target(routed.uri, flow=flow),)
-        return self.proxy.on_request(request, key, peer, targets, now)
-
     def _proxy_initial(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
     ) -> list[EngineAction]:
         # RFC 3261 16.3 order: Max-Forwards (item 3), Proxy-Require (item 5), then
         # Proxy-Authorization (item 6): a 420 is never preceded by a challenge.
-        if not self._is_local_domain(uri) and headers.max_forwards(request) == 0:
+        if not is_local_domain(self, uri) and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")
         check_proxy_require(request, self.proxy.settings.supported)
         routed = preprocess_route(request, self.identity)
-        local = self._is_local_domain(uri)
+        local = is_local_domain(self, uri)
         if "Route" in routed.headers:
             # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
             upstream = self.settings.upstream
-            check_initial(self._origin(peer), local=local, preloaded_route=True, upstream=upstream)
+            check_initial(origin(self, peer), local=local, preloaded_route=True, upstream=upstream)
             check_next_hop(routed, self.identity, self.known_host)
             return self.proxy.on_request(request, key, peer, (), now)
         decision = self._authenticate(request, peer, now)
@@ -632,10 +547,10 @@ class SipRouter:
         if decision is not None:
             request = consume_credentials(request, decision.realm)
         request = self.sessions.offer(request, key, self.session_timer)
-        origin = self._origin(peer, decision)
+        sender = origin(self, peer, decision)
         why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
         upstream = self.settings.upstream
-        check_initial(origin, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
+        check_initial(sender, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
             return self._to_upstream(self._asserting(request, peer, decision), peer, key, uri, now)
         assert isinstance(uri, SipUri)
