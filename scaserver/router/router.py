@@ -30,16 +30,8 @@ import attrs
 
 from scaserver.guard.sources import SourceGuard
 from scaserver.owners import ClientOwners
-from scaserver.parking.calls import CallParking, ForkInstead, proxy_target
-from scaserver.parking.instructions import (
-    AbortPushes,
-    CancelParkedBranch,
-    RelayHeld,
-    ReleaseCall,
-    SendPush,
-    StartBranch,
-)
-from scaserver.proxy.context import BranchFinished, BranchKey, CancelBranch
+from scaserver.parking.calls import CallParking
+from scaserver.proxy.context import BranchKey, CancelBranch
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.relay import (
@@ -59,7 +51,7 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.push.service import PushService
-from scaserver.registrar.binding import Binding, BindingKey
+from scaserver.registrar.binding import BindingKey
 from scaserver.registrar.midregevents import (
     DropBinding,
     PutBinding,
@@ -83,6 +75,7 @@ from scaserver.router.options import (
     published_event,
     require_supported,
 )
+from scaserver.router.parkedcalls import ParkingInstruction, carry_out, park_initial
 from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import CoreSettings
 from scaserver.router.transport import secure_targets
@@ -138,14 +131,7 @@ RouterInstruction = (
     | DropBinding
     | RegisterForwarded
     | RegisterFinished
-    | StartBranch
-    | ForkInstead
-    | ReleaseCall
-    | RelayHeld
-    | CancelParkedBranch
-    | SendPush
-    | AbortPushes
-    | BranchFinished
+    | ParkingInstruction
 )
 """Every instruction the router has carried out: a proxy branch to cancel, an upstream
 REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
@@ -327,6 +313,8 @@ class SipRouter:
         return relayed
 
     def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
+        if isinstance(instruction, ParkingInstruction):
+            return self.loop.run(carry_out(self, instruction, now), now)
         match instruction:
             case CancelBranch(branch=branch, reason=reason):
                 client = self._branches.get(branch)
@@ -343,29 +331,6 @@ class SipRouter:
                 if self.parking is not None and self.parking.handles(instruction):
                     carried += self.parking.handle(instruction, now)
                 return self._run(carried, now)
-            case StartBranch(server_tx=server_tx, branch=index, target=target):
-                parking = self._parking_for(instruction)
-                if server_tx not in self.proxy:
-                    return self._run(parking.branch_not_started(server_tx, index, now), now)
-                started, keys = self.proxy.add_targets(server_tx, [proxy_target(target)], now)
-                parking.branches_started(server_tx, index, keys)
-                return self._run(started, now)
-            case ForkInstead(server_tx=server_tx, targets=targets, fallback=fallback):
-                started, _ = self.proxy.add_targets(server_tx, [proxy_target(t) for t in targets], now)
-                released = self.proxy.release(server_tx, fallback, immediately=False, now=now)
-                return self._run(started + released, now)
-            case ReleaseCall(server_tx=server_tx, fallback=fallback, immediately=immediately):
-                self._parking_for(instruction).forget_branches(server_tx)
-                released = self.proxy.release(server_tx, fallback, immediately=immediately, now=now)
-                return self._run(released, now)
-            case RelayHeld(server_tx=server_tx):
-                held = self._parking_for(instruction).relay_held(server_tx)
-                if held is None:
-                    return []
-                request, peer, relayed_to = held
-                return self._run(self.proxy.on_request(request, server_tx, peer, relayed_to, now), now)
-            case CancelParkedBranch() | SendPush() | AbortPushes() | BranchFinished():
-                return self._run(self._parking_for(instruction).handle(instruction, now), now)
             case _:
                 assert_never(instruction)
 
@@ -566,8 +531,8 @@ class SipRouter:
         bindings = self.registrar.lookup(aor, now)
         if self.push is not None:
             bindings, dormant = self.push.targets(uri, aor, bindings)
-            parked = self._pushed_invite(
-                request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
+            parked = park_initial(
+                self, request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
             )
             if parked is not None:
                 return parked
@@ -586,53 +551,6 @@ class SipRouter:
             targets = secure_targets(targets)
         honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
-
-    def _pushed_invite(
-        self,
-        request: Request,
-        peer: Peer,
-        key: ServerKey,
-        *,
-        aor: str,
-        bindings: tuple[Binding, ...],
-        dormant: tuple[Binding, ...],
-        now: float,
-    ) -> list[EngineAction] | None:
-        """Push and parking for an initial request to a local AoR (push-and-parking.md 6):
-        the parked INVITE's actions, or None for ordinary forking over the live ``bindings``
-        (``dormant`` ones are reached by push only, 4.5)."""
-        assert self.push is not None
-        everything = bindings + dormant
-        if request.method == "MESSAGE" and self.push.push_only(everything, now):
-            raise TemporarilyUnavailable("reachable by push only")  # 6.9
-        members: dict[str, tuple[Binding, ...]] = {}
-        line: tuple[str, int] | None = None
-        if request.method == "INVITE" and self.sca.is_sca(aor):
-            shared = self.sca.line(aor)
-            index = self.sca.incoming_index(aor, request.call_id or "")
-            line = None if index is None else (aor, index)
-            if shared.push_members:
-                for member in shared.member_aors():
-                    members[member] = self.registrar.lookup(member, now) + self.push.dormant(member)
-        if self.parking is None:
-            return None
-        plan = self.parking.plan(
-            request, key, aor=aor, bindings=everything, members=members, line=line, now=now
-        )
-        if plan is None:
-            return None
-        actions = self.proxy.on_request(
-            request, key, peer, (), now, hold=True, honour_6xx=self.parking.honour_6xx
-        )
-        if key not in self.proxy:
-            return actions  # refused before forking (483, 482, 420)
-        return actions + self.parking.park(plan, now)
-
-    def _parking_for(self, instruction: RouterInstruction) -> CallParking:
-        """Call parking, which gave ``instruction``; without it the instruction is our bug."""
-        if self.parking is None:
-            raise ProtocolStateError(f"a call parking instruction without push and parking: {instruction!r}")
-        return self.parking
 
     def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
         return asserting(self, request, peer, decision, self.sca.caller_line)
