@@ -43,7 +43,6 @@ from scaserver.proxy.routing import (
     ProxyIdentity,
     check_proxy_require,
     preprocess_route,
-    uri_destination,
 )
 from scaserver.proxy.sessiontimer import (
     SessionTimerPolicy,
@@ -59,13 +58,14 @@ from scaserver.registrar.midregevents import (
     RegisterForwarded,
     UpstreamGaveUp,
 )
-from scaserver.registrar.nat import FlowFailed, FlowFailure
+from scaserver.registrar.nat import FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.router.actionloop import ActionLoop
 from scaserver.router.addressing import is_for_us, is_local_domain, origin
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
+from scaserver.router.flows import flow_dead
 from scaserver.router.indialog import relay_ack, relay_in_dialog
 from scaserver.router.options import (
     SCA_EVENTS,
@@ -268,7 +268,7 @@ class SipRouter:
         it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
         without outbound is reached by dialling its Contact again); nothing is published when
         it was the flow of none."""
-        return self._run(self.flow_dead(flow, cause, now), now)
+        return self.loop.run(flow_dead(self.registrar, self.sca, flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
@@ -356,25 +356,9 @@ class SipRouter:
                 return [Deliver(fact)]
 
     def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
-        """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
-        closed = cause is FlowFailure.CONNECTION_CLOSED
-        removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
-        if closed and not bindings:
-            return []
-        ended, subscriptions = self.sca.flow_failed(flow, now)
-        if not bindings and not subscriptions:
-            return []  # the flow of nothing any more
-        return [*removed, *ended, Deliver(FlowFailed(flow, cause, bindings, subscriptions, now))]
-
-    def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:
-        """The registered contacts of ``aor`` and where a request to each goes (the flow it
-        registered over, or its URI's address)."""
-        found: list[tuple[str, Peer]] = []
-        for binding in self.registrar.lookup(aor, now):
-            peer = binding.flow or uri_destination(parse_uri(binding.contact))
-            if peer is not None:
-                found.append((binding.contact, peer))
-        return found
+        """The engine actions of flow ``flow`` being dead (:func:`scaserver.router.flows.flow_dead`;
+        a NAT keep-alive that went unanswered, :class:`scaserver.owners.NatPings`)."""
+        return flow_dead(self.registrar, self.sca, flow, cause, now)
 
     # ------------------------------------------------------------------ server side
 
