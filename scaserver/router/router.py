@@ -10,8 +10,10 @@ comes back here and goes to the engine whose job it is (after the RFC 3261 16.3 
   :mod:`scaserver.router.authentication`);
 - SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
 - OPTIONS to the server itself -> answered here (:mod:`scaserver.router.options`);
+- a mid-dialog request or an ACK -> along its Route set (:mod:`scaserver.router.indialog`);
 - everything else -> the stateful proxy, with targets from the location service
-  or the configured upstream, and the SCA engine told about every call it relays.
+  or the configured upstream, and the SCA engine told about every call it relays (a call to
+  push devices is parked first, :mod:`scaserver.router.parkedcalls`).
 
 Engines never import each other; this module is where their outputs meet.  An
 engine returns :data:`~scaserver.sip.actions.EngineAction` values, which the action loop runs:
@@ -192,14 +194,6 @@ class SipRouter:
     def has_alternative(self, query: Callable[[Peer, str], bool]) -> None:
         self.clients.has_alternative = query
 
-    @property
-    def _contexts(self) -> dict[ClientKey, Hashable]:
-        return self.clients.contexts
-
-    @property
-    def _branches(self) -> dict[BranchKey, ClientKey]:
-        return self.clients.branches
-
     # ------------------------------------------------------------------ edge entry points
 
     def replace_directory(
@@ -214,8 +208,7 @@ class SipRouter:
         credentials, the trusted peers, which domains are ours (registrar, proxy, digest)
         and the shared lines.  Lines that stay keep their subscriptions and appearances."""
         self.settings = attrs.evolve(self.settings, domains=domains)
-        self.authenticator.lookup = credentials
-        self.authenticator.domains = domains
+        self.authenticator.use_directory(credentials, domains)
         self.registrar.policy = attrs.evolve(self.registrar.policy, domains=domains)
         self.trusted = trusted
         self.sca.provision(lines)
@@ -241,16 +234,16 @@ class SipRouter:
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
         if isinstance(key, ServerKey | ClientKey):
-            return self._run(self.layer.on_timer(key, name, now), now)
+            return self.loop.run(self.layer.on_timer(key, name, now), now)
         if isinstance(key, BindingKey):
-            return self._run(self.registrar.on_timer(key, name, now), now)
+            return self.loop.run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):
-            return self._run(self.proxy.on_timer(key, name, now), now)
+            return self.loop.run(self.proxy.on_timer(key, name, now), now)
         if self.push is not None and self.push.owns_timer(key):
-            return self._run(self.push.on_timer(key, name, now), now)
+            return self.loop.run(self.push.on_timer(key, name, now), now)
         if self.parking is not None and self.parking.owns_timer(key):
-            return self._run(self.parking.on_timer(key, name, now), now)
-        return self._run(self.sca.on_timer(key, name, now), now)
+            return self.loop.run(self.parking.on_timer(key, name, now), now)
+        return self.loop.run(self.sca.on_timer(key, name, now), now)
 
     def connection_lost(self, peer: Peer, now: float) -> list[Action]:
         """A stream connection closed: its transactions fail over to their transport error path
@@ -260,7 +253,7 @@ class SipRouter:
             self.push.flow_closed(peer)
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
         """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): the bindings registered
@@ -272,7 +265,7 @@ class SipRouter:
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def push_delivered(self, request: PushRequest, answer: Answer, dropped: bool, now: float) -> list[Action]:
         """The push gateway client's last word on one push attempt (push-and-parking.md 5.2)."""
@@ -281,7 +274,7 @@ class SipRouter:
         actions = self.push.on_push_delivered(request, answer, dropped, now)
         if self.parking is not None:
             actions += self.parking.on_push_delivered(request, answer, dropped, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def push_retrying(self, request: PushRequest, now: float) -> list[Action]:
         """A push attempt is waiting to be retried (5.3)."""
@@ -290,12 +283,9 @@ class SipRouter:
         actions = self.push.on_push_retrying(request, now)
         if self.parking is not None:
             actions += self.parking.on_push_retrying(request, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     # ------------------------------------------------------------------ what is delivered
-
-    def _run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
-        return self.loop.run(actions, now)
 
     def deliver(self, event: Instruction | Fact, now: float) -> list[Action]:
         """An instruction the engines ask the router to carry out, or a fact they report."""
@@ -317,12 +307,14 @@ class SipRouter:
             return self.loop.run(carry_out(self, instruction, now), now)
         match instruction:
             case CancelBranch(branch=branch, reason=reason):
-                client = self._branches.get(branch)
-                return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
+                client = self.clients.branches.get(branch)
+                if client is None:
+                    return []
+                return self.loop.run(self.layer.cancel(client, now, reason=reason), now)
             case UpstreamGaveUp(context=context):
-                for client, owned in list(self._contexts.items()):
+                for client, owned in list(self.clients.contexts.items()):
                     if owned == context:
-                        del self._contexts[client]  # its late answer is stray
+                        del self.clients.contexts[client]  # its late answer is stray
                 return []
             case PutBinding() | DropBinding() | RegisterForwarded() | RegisterFinished():
                 if self.push is None:
@@ -330,7 +322,7 @@ class SipRouter:
                 carried = self.push.handle(instruction, now) if self.push.handles(instruction) else []
                 if self.parking is not None and self.parking.handles(instruction):
                     carried += self.parking.handle(instruction, now)
-                return self._run(carried, now)
+                return self.loop.run(carried, now)
             case _:
                 assert_never(instruction)
 
@@ -338,20 +330,20 @@ class SipRouter:
         """A fact: published on the bus, and handed to the parts that react to it."""
         match fact:
             case RequestForwarded(request=request):
-                return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self.sessions.learnt(request, response, now, self.session_timer)
-                return [Deliver(fact), *self._run(tracked, now)]
+                return [Deliver(fact), *self.loop.run(tracked, now)]
             case AckForwarded(ack=ack):
-                return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_ack(ack, now), now)]
             case CallCancelled(cancel=cancel):
-                return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_cancel(cancel, now), now)]
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
                 if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
-                return [Deliver(fact), *self._run(reacted, now)]
+                return [Deliver(fact), *self.loop.run(reacted, now)]
             case _:
                 return [Deliver(fact)]
 
@@ -362,7 +354,7 @@ class SipRouter:
 
     # ------------------------------------------------------------------ server side
 
-    def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
+    def on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
         if event.invite_key is not None and event.invite_key in self.proxy:
             actions = self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
             if self.parking is not None:
@@ -403,9 +395,9 @@ class SipRouter:
             if event_header is None:
                 return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
             # Authentication first: a 489 before it would tell anyone which names are lines.
-            decision = self._authenticate(request, peer, now)
+            decision = authenticate(self, request, peer, now)
             if isinstance(decision, Rejected):
-                return self._refuse(key, request, peer, decision, now)
+                return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
             allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
             raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
         if in_dialog:
@@ -428,15 +420,7 @@ class SipRouter:
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
 
-    # ------------------------------------------------------------------ authentication
-
-    def _authenticate(self, request: Request, peer: Peer, now: float) -> Authenticated | Rejected | None:
-        return authenticate(self, request, peer, now)
-
-    def _refuse(
-        self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected, now: float
-    ) -> list[EngineAction]:
-        return refuse(self, key, request, peer, rejection, now=now, to_tag=self.unique()[:10])
+    # ------------------------------------------------------------------ registrations and subscriptions
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -445,9 +429,9 @@ class SipRouter:
         if self.push is not None and self.push.midregistrar is not None:
             # The upstream registrar authenticates devices (push-and-parking.md 3.2).
             return self.push.on_register(request, peer, key, now)
-        decision = self._authenticate(request, peer, now)
+        decision = authenticate(self, request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
+            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         user = decision.username if decision is not None else None
         return self.registrar.on_register(request, peer, user, now, transaction=key)
 
@@ -461,9 +445,9 @@ class SipRouter:
             require_supported(request, self.settings.supported)
         if in_dialog and not self.sca.needs_identity(request, peer):
             return self.sca.on_subscribe(request, key, now, peer=peer)
-        decision = self._authenticate(request, peer, now)
+        decision = authenticate(self, request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
+            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         if isinstance(decision, Authenticated):
             identity = Identity.authenticated(decision.username)
         else:
@@ -490,9 +474,9 @@ class SipRouter:
             check_initial(origin(self, peer), local=local, preloaded_route=True, upstream=upstream)
             check_next_hop(routed, self.identity, self.known_host)
             return self.proxy.on_request(request, key, peer, (), now)
-        decision = self._authenticate(request, peer, now)
+        decision = authenticate(self, request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
+            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         if decision is not None:
             request = consume_credentials(request, decision.realm)
         request = self.sessions.offer(request, key, self.session_timer)
@@ -501,7 +485,8 @@ class SipRouter:
         upstream = self.settings.upstream
         check_initial(sender, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
-            return self._to_upstream(self._asserting(request, peer, decision), peer, key, uri, now)
+            asserted = asserting(self, request, peer, decision, self.sca.caller_line)
+            return self._to_upstream(asserted, peer, key, uri, now)
         assert isinstance(uri, SipUri)
         plan = self.sca.check_request(request, now)
         if plan.rejection is not None:
@@ -535,9 +520,6 @@ class SipRouter:
             targets = secure_targets(targets)
         honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
-
-    def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
-        return asserting(self, request, peer, decision, self.sca.caller_line)
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
