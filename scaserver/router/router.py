@@ -209,7 +209,7 @@ class SipRouter:
         and the shared lines.  Lines that stay keep their subscriptions and appearances."""
         self.settings = attrs.evolve(self.settings, domains=domains)
         self.authenticator.use_directory(credentials, domains)
-        self.registrar.policy = attrs.evolve(self.registrar.policy, domains=domains)
+        self.registrar.use_domains(domains)
         self.trusted = trusted
         self.sca.provision(lines)
 
