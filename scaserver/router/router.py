@@ -307,14 +307,12 @@ class SipRouter:
             return self.loop.run(carry_out(self, instruction, now), now)
         match instruction:
             case CancelBranch(branch=branch, reason=reason):
-                client = self.clients.branches.get(branch)
+                client = self.clients.client_of(branch)
                 if client is None:
                     return []
                 return self.loop.run(self.layer.cancel(client, now, reason=reason), now)
             case UpstreamGaveUp(context=context):
-                for client, owned in list(self.clients.contexts.items()):
-                    if owned == context:
-                        del self.clients.contexts[client]  # its late answer is stray
+                self.clients.abandon(context)  # its late answer is stray
                 return []
             case PutBinding() | DropBinding() | RegisterForwarded() | RegisterFinished():
                 if self.push is None:
