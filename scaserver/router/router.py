@@ -8,7 +8,8 @@ comes back here and goes to the engine whose job it is (after the RFC 3261 16.3 
 
 - REGISTER for a local domain -> the registrar (after digest authentication,
   :mod:`scaserver.router.authentication`);
-- SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
+- SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine
+  (:mod:`scaserver.router.subscriptions`);
 - OPTIONS to the server itself -> answered here (:mod:`scaserver.router.options`);
 - a mid-dialog request or an ACK -> along its Route set (:mod:`scaserver.router.indialog`);
 - everything else -> the stateful proxy, with targets from the location service
@@ -75,15 +76,14 @@ from scaserver.router.options import (
     names_shared_line,
     options_response,
     published_event,
-    require_supported,
 )
 from scaserver.router.parkedcalls import ParkingInstruction, carry_out, park_initial
 from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import CoreSettings
+from scaserver.router.subscriptions import other_event_on_line, subscribe
 from scaserver.router.transport import secure_targets
 from scaserver.sca.engine import ScaEngine
-from scaserver.sca.line import SharedLine, canonical_aor
-from scaserver.sca.subscription import Identity
+from scaserver.sca.line import SharedLine
 from scaserver.sip import headers
 from scaserver.sip.actions import (
     Action,
@@ -94,7 +94,6 @@ from scaserver.sip.actions import (
     Respond,
 )
 from scaserver.sip.digest import (
-    Authenticated,
     Authenticator,
     CredentialLookup,
     Rejected,
@@ -388,16 +387,9 @@ class SipRouter:
         in_dialog = headers.to_addr(request).tag is not None
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
-            return self._subscribe(request, peer, key, in_dialog, now)
+            return subscribe(self, request, peer, key, in_dialog=in_dialog, now=now)
         if method == "SUBSCRIBE" and not in_dialog and names_shared_line(uri, self._line_of, self.sca.is_sca):
-            if event_header is None:
-                return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
-            # Authentication first: a 489 before it would tell anyone which names are lines.
-            decision = authenticate(self, request, peer, now)
-            if isinstance(decision, Rejected):
-                return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
-            allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
-            raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
+            return other_event_on_line(self, request, peer, key, event=event_header, now=now)
         if in_dialog:
             return relay_in_dialog(self, request, peer, key, now)
         if method == "PUBLISH" and is_local_domain(self, uri) and "Route" not in request.headers:
@@ -418,7 +410,7 @@ class SipRouter:
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
 
-    # ------------------------------------------------------------------ registrations and subscriptions
+    # ------------------------------------------------------------------ registrations
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -432,27 +424,6 @@ class SipRouter:
             return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         user = decision.username if decision is not None else None
         return self.registrar.on_register(request, peer, user, now, transaction=key)
-
-    def _subscribe(
-        self, request: Request, peer: Peer, key: ServerKey, in_dialog: bool, now: float
-    ) -> list[EngineAction]:
-        """A call-info/line-seize SUBSCRIBE.  An initial one is authenticated; an in-dialog one
-        only when it comes from another flow than its subscription's (the engine matches the
-        dialog first and lets its flow, or its owner, use it)."""
-        if not in_dialog:
-            require_supported(request, self.settings.supported)
-        if in_dialog and not self.sca.needs_identity(request, peer):
-            return self.sca.on_subscribe(request, key, now, peer=peer)
-        decision = authenticate(self, request, peer, now)
-        if isinstance(decision, Rejected):
-            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
-        if isinstance(decision, Authenticated):
-            identity = Identity.authenticated(decision.username)
-        else:
-            aor = canonical_aor(str(headers.from_addr(request).uri)) or ""
-            trusted = self.trusted.is_trusted(peer)
-            identity = Identity.trusted_peer(peer.host, aor) if trusted else Identity.unauthenticated(aor)
-        return self.sca.on_subscribe(request, key, now, peer=peer, identity=identity)
 
     # ------------------------------------------------------------------ proxying
 
