@@ -352,6 +352,7 @@ class SipRouter:
     # ------------------------------------------------------------------ server side
 
     def on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
+        """A CANCEL, answered by its server transaction's state (RFC 3261 9.2, 16.10)."""
         if event.invite_key is not None and event.invite_key in self.proxy:
             actions = self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
             if self.parking is not None:
