@@ -169,11 +169,6 @@ class SipRouter:
         self.loop = ActionLoop(self, self.layer, self.unique, self.clients, self.sessions, self.disclosure)
 
     @property
-    def identities_removed(self) -> int:
-        """Requests whose P-Asserted/P-Preferred-Identity was removed (RFC 3325 section 5)."""
-        return self.disclosure.identities_removed
-
-    @property
     def owners(self) -> ClientOwners:
         """Who hears how each request sent with ``SendRequest`` ended, by the type of its
         context (registered by the composition root)."""
