@@ -65,6 +65,7 @@ from scaserver.owners import RequestAnswered
 from scaserver.provisioning.resync import check_sync_request
 from scaserver.push.facts import PushAnswered
 from scaserver.registrar.midregsettings import Mode
+from scaserver.router.flows import contact_peers
 from scaserver.router.router import SipRouter
 from scaserver.sca.engine import AppearanceError
 from scaserver.sca.subscription import (
@@ -436,7 +437,7 @@ class SipProvisioningControl:
         sends: list[EngineAction] = []
         contexts: list[ResyncContext] = []
         for aor in lines:
-            for contact, peer in self._core.contact_peers(aor, now):
+            for contact, peer in contact_peers(self._core.registrar, aor, now):
                 request = check_sync_request(
                     contact, aor, local_uri=self._local_uri, call_id=self._unique(), from_tag=self._unique()
                 )

@@ -215,6 +215,11 @@ class Registrar:
     def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
         return self.location.on_timer(key, name, now)
 
+    def use_domains(self, domains: DomainPolicy) -> None:
+        """A reloaded directory's domains: those this registrar serves from the next REGISTER
+        on (the bindings registered stay)."""
+        self.policy = attrs.evolve(self.policy, domains=domains)
+
     def restore(self, bindings: Iterable[Binding], now: float) -> list[EngineAction]:
         return self.location.restore(bindings, now)
 

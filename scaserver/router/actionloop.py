@@ -65,7 +65,7 @@ class TransactionUser(Protocol):
 
     def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]: ...
 
-    def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]: ...
+    def on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]: ...
 
     def on_stray_response(self, response: Response, now: float) -> list[EngineAction]: ...
 
@@ -160,7 +160,7 @@ class ActionLoop:
                 believed = self.disclosure.believed(ack, peer, trusted)
                 return self.run(self.user.on_ack(believed, peer, now), now)
             case CancelReceived():
-                return self.run(self.user._on_cancel(event, now), now)
+                return self.run(self.user.on_cancel(event, now), now)
             case ResponseReceived(response=response, key=key):
                 counted: list[Action] = []
                 if response.status >= 200:

@@ -104,6 +104,17 @@ class ClientTransactions:
         failure = ClientFailure.TIMEOUT if isinstance(event, TransactionTimedOut) else ClientFailure.TRANSPORT
         return self.owners.on_failure(context, failure, now)
 
+    def client_of(self, branch: BranchKey) -> ClientKey | None:
+        """The client transaction of proxy branch ``branch``, while it is open."""
+        return self.branches.get(branch)
+
+    def abandon(self, context: Hashable) -> None:
+        """The requests sent for ``context`` have no owner any more: their late answers are
+        stray."""
+        for client, owned in list(self.contexts.items()):
+            if owned == context:
+                del self.contexts[client]
+
     def terminated(self, key: ClientKey) -> None:
         """Client transaction ``key`` is gone: a late answer to it is stray."""
         self.transports.forget(key)

@@ -8,10 +8,13 @@ comes back here and goes to the engine whose job it is (after the RFC 3261 16.3 
 
 - REGISTER for a local domain -> the registrar (after digest authentication,
   :mod:`scaserver.router.authentication`);
-- SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine;
+- SUBSCRIBE with ``Event: call-info`` or ``line-seize`` -> the SCA engine
+  (:mod:`scaserver.router.subscriptions`);
 - OPTIONS to the server itself -> answered here (:mod:`scaserver.router.options`);
+- a mid-dialog request or an ACK -> along its Route set (:mod:`scaserver.router.indialog`);
 - everything else -> the stateful proxy, with targets from the location service
-  or the configured upstream, and the SCA engine told about every call it relays.
+  or the configured upstream, and the SCA engine told about every call it relays (a call to
+  push devices is parked first, :mod:`scaserver.router.parkedcalls`).
 
 Engines never import each other; this module is where their outputs meet.  An
 engine returns :data:`~scaserver.sip.actions.EngineAction` values, which the action loop runs:
@@ -30,24 +33,11 @@ import attrs
 
 from scaserver.guard.sources import SourceGuard
 from scaserver.owners import ClientOwners
-from scaserver.parking.calls import CallParking, ForkInstead, proxy_target
-from scaserver.parking.instructions import (
-    AbortPushes,
-    CancelParkedBranch,
-    RelayHeld,
-    ReleaseCall,
-    SendPush,
-    StartBranch,
-)
-from scaserver.proxy.context import BranchFinished, BranchKey, CancelBranch
+from scaserver.parking.calls import CallParking
+from scaserver.proxy.context import BranchKey, CancelBranch
 from scaserver.proxy.events import AckForwarded, CallCancelled, RequestForwarded, ResponseRelayed
 from scaserver.proxy.proxy import Proxy
 from scaserver.proxy.relay import (
-    Origin,
-    Rule,
-    check_ack,
-    check_dialog_target,
-    check_in_dialog,
     check_initial,
     check_next_hop,
     every_host,
@@ -55,9 +45,7 @@ from scaserver.proxy.relay import (
 from scaserver.proxy.routing import (
     ProxyIdentity,
     check_proxy_require,
-    dialog_flow,
     preprocess_route,
-    uri_destination,
 )
 from scaserver.proxy.sessiontimer import (
     SessionTimerPolicy,
@@ -65,7 +53,7 @@ from scaserver.proxy.sessiontimer import (
 from scaserver.proxy.target import Target
 from scaserver.push.gateway import Answer, PushRequest
 from scaserver.push.service import PushService
-from scaserver.registrar.binding import Binding, BindingKey, address_key
+from scaserver.registrar.binding import BindingKey
 from scaserver.registrar.midregevents import (
     DropBinding,
     PutBinding,
@@ -73,26 +61,29 @@ from scaserver.registrar.midregevents import (
     RegisterForwarded,
     UpstreamGaveUp,
 )
-from scaserver.registrar.nat import FlowFailed, FlowFailure
+from scaserver.registrar.nat import FlowFailure
 from scaserver.registrar.registrar import Registrar
 from scaserver.router.actionloop import ActionLoop
+from scaserver.router.addressing import is_for_us, is_local_domain, origin
 from scaserver.router.authentication import asserting, authenticate, consume_credentials, refuse
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
+from scaserver.router.flows import flow_dead
+from scaserver.router.indialog import relay_ack, relay_in_dialog
 from scaserver.router.options import (
     SCA_EVENTS,
     is_options_for_us,
     names_shared_line,
     options_response,
     published_event,
-    require_supported,
 )
+from scaserver.router.parkedcalls import ParkingInstruction, carry_out, park_initial
 from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import CoreSettings
+from scaserver.router.subscriptions import other_event_on_line, subscribe
 from scaserver.router.transport import secure_targets
 from scaserver.sca.engine import ScaEngine
-from scaserver.sca.line import SharedLine, canonical_aor
-from scaserver.sca.subscription import Identity
+from scaserver.sca.line import SharedLine
 from scaserver.sip import headers
 from scaserver.sip.actions import (
     Action,
@@ -103,15 +94,11 @@ from scaserver.sip.actions import (
     Respond,
 )
 from scaserver.sip.digest import (
-    Authenticated,
     Authenticator,
     CredentialLookup,
     Rejected,
 )
 from scaserver.sip.domains import DomainPolicy
-from scaserver.sip.endpoint import (
-    MessageDropped,
-)
 from scaserver.sip.errors import (
     BadEvent,
     BadRequest,
@@ -136,7 +123,7 @@ from scaserver.sip.transactions import (
 from scaserver.sip.trust import (
     TrustedPeers,
 )
-from scaserver.sip.uri import SipUri, TelUri, Uri, parse_uri
+from scaserver.sip.uri import SipUri, TelUri, parse_uri
 
 RouterInstruction = (
     CancelBranch
@@ -145,14 +132,7 @@ RouterInstruction = (
     | DropBinding
     | RegisterForwarded
     | RegisterFinished
-    | StartBranch
-    | ForkInstead
-    | ReleaseCall
-    | RelayHeld
-    | CancelParkedBranch
-    | SendPush
-    | AbortPushes
-    | BranchFinished
+    | ParkingInstruction
 )
 """Every instruction the router has carried out: a proxy branch to cancel, an upstream
 REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
@@ -189,11 +169,6 @@ class SipRouter:
         self.loop = ActionLoop(self, self.layer, self.unique, self.clients, self.sessions, self.disclosure)
 
     @property
-    def identities_removed(self) -> int:
-        """Requests whose P-Asserted/P-Preferred-Identity was removed (RFC 3325 section 5)."""
-        return self.disclosure.identities_removed
-
-    @property
     def owners(self) -> ClientOwners:
         """Who hears how each request sent with ``SendRequest`` ended, by the type of its
         context (registered by the composition root)."""
@@ -213,14 +188,6 @@ class SipRouter:
     def has_alternative(self, query: Callable[[Peer, str], bool]) -> None:
         self.clients.has_alternative = query
 
-    @property
-    def _contexts(self) -> dict[ClientKey, Hashable]:
-        return self.clients.contexts
-
-    @property
-    def _branches(self) -> dict[BranchKey, ClientKey]:
-        return self.clients.branches
-
     # ------------------------------------------------------------------ edge entry points
 
     def replace_directory(
@@ -235,9 +202,8 @@ class SipRouter:
         credentials, the trusted peers, which domains are ours (registrar, proxy, digest)
         and the shared lines.  Lines that stay keep their subscriptions and appearances."""
         self.settings = attrs.evolve(self.settings, domains=domains)
-        self.authenticator.lookup = credentials
-        self.authenticator.domains = domains
-        self.registrar.policy = attrs.evolve(self.registrar.policy, domains=domains)
+        self.authenticator.use_directory(credentials, domains)
+        self.registrar.use_domains(domains)
         self.trusted = trusted
         self.sca.provision(lines)
 
@@ -262,16 +228,16 @@ class SipRouter:
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
         if isinstance(key, ServerKey | ClientKey):
-            return self._run(self.layer.on_timer(key, name, now), now)
+            return self.loop.run(self.layer.on_timer(key, name, now), now)
         if isinstance(key, BindingKey):
-            return self._run(self.registrar.on_timer(key, name, now), now)
+            return self.loop.run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):
-            return self._run(self.proxy.on_timer(key, name, now), now)
+            return self.loop.run(self.proxy.on_timer(key, name, now), now)
         if self.push is not None and self.push.owns_timer(key):
-            return self._run(self.push.on_timer(key, name, now), now)
+            return self.loop.run(self.push.on_timer(key, name, now), now)
         if self.parking is not None and self.parking.owns_timer(key):
-            return self._run(self.parking.on_timer(key, name, now), now)
-        return self._run(self.sca.on_timer(key, name, now), now)
+            return self.loop.run(self.parking.on_timer(key, name, now), now)
+        return self.loop.run(self.sca.on_timer(key, name, now), now)
 
     def connection_lost(self, peer: Peer, now: float) -> list[Action]:
         """A stream connection closed: its transactions fail over to their transport error path
@@ -281,7 +247,7 @@ class SipRouter:
             self.push.flow_closed(peer)
         for key in self.layer.keys_for(peer):
             actions += self.layer.transport_failed(key, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def flow_failed(self, flow: Peer, cause: FlowFailure, now: float) -> list[Action]:
         """The flow ``flow`` is dead (:mod:`scaserver.registrar.nat`): the bindings registered
@@ -289,11 +255,11 @@ class SipRouter:
         it any more.  A closed connection only counts for RFC 5626 outbound bindings (a phone
         without outbound is reached by dialling its Contact again); nothing is published when
         it was the flow of none."""
-        return self._run(self.flow_dead(flow, cause, now), now)
+        return self.loop.run(flow_dead(self.registrar, self.sca, flow, cause, now), now)
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine actions produced outside a SIP input (an RPC seizing an appearance)."""
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def push_delivered(self, request: PushRequest, answer: Answer, dropped: bool, now: float) -> list[Action]:
         """The push gateway client's last word on one push attempt (push-and-parking.md 5.2)."""
@@ -302,7 +268,7 @@ class SipRouter:
         actions = self.push.on_push_delivered(request, answer, dropped, now)
         if self.parking is not None:
             actions += self.parking.on_push_delivered(request, answer, dropped, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     def push_retrying(self, request: PushRequest, now: float) -> list[Action]:
         """A push attempt is waiting to be retried (5.3)."""
@@ -311,12 +277,9 @@ class SipRouter:
         actions = self.push.on_push_retrying(request, now)
         if self.parking is not None:
             actions += self.parking.on_push_retrying(request, now)
-        return self._run(actions, now)
+        return self.loop.run(actions, now)
 
     # ------------------------------------------------------------------ what is delivered
-
-    def _run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
-        return self.loop.run(actions, now)
 
     def deliver(self, event: Instruction | Fact, now: float) -> list[Action]:
         """An instruction the engines ask the router to carry out, or a fact they report."""
@@ -334,14 +297,16 @@ class SipRouter:
         return relayed
 
     def _on_instruction(self, instruction: RouterInstruction, now: float) -> list[Action]:
+        if isinstance(instruction, ParkingInstruction):
+            return self.loop.run(carry_out(self, instruction, now), now)
         match instruction:
             case CancelBranch(branch=branch, reason=reason):
-                client = self._branches.get(branch)
-                return [] if client is None else self._run(self.layer.cancel(client, now, reason=reason), now)
+                client = self.clients.client_of(branch)
+                if client is None:
+                    return []
+                return self.loop.run(self.layer.cancel(client, now, reason=reason), now)
             case UpstreamGaveUp(context=context):
-                for client, owned in list(self._contexts.items()):
-                    if owned == context:
-                        del self._contexts[client]  # its late answer is stray
+                self.clients.abandon(context)  # its late answer is stray
                 return []
             case PutBinding() | DropBinding() | RegisterForwarded() | RegisterFinished():
                 if self.push is None:
@@ -349,30 +314,7 @@ class SipRouter:
                 carried = self.push.handle(instruction, now) if self.push.handles(instruction) else []
                 if self.parking is not None and self.parking.handles(instruction):
                     carried += self.parking.handle(instruction, now)
-                return self._run(carried, now)
-            case StartBranch(server_tx=server_tx, branch=index, target=target):
-                parking = self._parking_for(instruction)
-                if server_tx not in self.proxy:
-                    return self._run(parking.branch_not_started(server_tx, index, now), now)
-                started, keys = self.proxy.add_targets(server_tx, [proxy_target(target)], now)
-                parking.branches_started(server_tx, index, keys)
-                return self._run(started, now)
-            case ForkInstead(server_tx=server_tx, targets=targets, fallback=fallback):
-                started, _ = self.proxy.add_targets(server_tx, [proxy_target(t) for t in targets], now)
-                released = self.proxy.release(server_tx, fallback, immediately=False, now=now)
-                return self._run(started + released, now)
-            case ReleaseCall(server_tx=server_tx, fallback=fallback, immediately=immediately):
-                self._parking_for(instruction).forget_branches(server_tx)
-                released = self.proxy.release(server_tx, fallback, immediately=immediately, now=now)
-                return self._run(released, now)
-            case RelayHeld(server_tx=server_tx):
-                held = self._parking_for(instruction).relay_held(server_tx)
-                if held is None:
-                    return []
-                request, peer, relayed_to = held
-                return self._run(self.proxy.on_request(request, server_tx, peer, relayed_to, now), now)
-            case CancelParkedBranch() | SendPush() | AbortPushes() | BranchFinished():
-                return self._run(self._parking_for(instruction).handle(instruction, now), now)
+                return self.loop.run(carried, now)
             case _:
                 assert_never(instruction)
 
@@ -380,47 +322,32 @@ class SipRouter:
         """A fact: published on the bus, and handed to the parts that react to it."""
         match fact:
             case RequestForwarded(request=request):
-                return [Deliver(fact), *self._run(self.sca.on_request_forwarded(request, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self.sessions.learnt(request, response, now, self.session_timer)
-                return [Deliver(fact), *self._run(tracked, now)]
+                return [Deliver(fact), *self.loop.run(tracked, now)]
             case AckForwarded(ack=ack):
-                return [Deliver(fact), *self._run(self.sca.on_ack(ack, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_ack(ack, now), now)]
             case CallCancelled(cancel=cancel):
-                return [Deliver(fact), *self._run(self.sca.on_cancel(cancel, now), now)]
+                return [Deliver(fact), *self.loop.run(self.sca.on_cancel(cancel, now), now)]
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
                 if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
-                return [Deliver(fact), *self._run(reacted, now)]
+                return [Deliver(fact), *self.loop.run(reacted, now)]
             case _:
                 return [Deliver(fact)]
 
     def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
-        """The engine actions of flow ``flow`` being dead: its bindings and subscriptions end."""
-        closed = cause is FlowFailure.CONNECTION_CLOSED
-        removed, bindings = self.registrar.flow_failed(flow, now, outbound_only=closed)
-        if closed and not bindings:
-            return []
-        ended, subscriptions = self.sca.flow_failed(flow, now)
-        if not bindings and not subscriptions:
-            return []  # the flow of nothing any more
-        return [*removed, *ended, Deliver(FlowFailed(flow, cause, bindings, subscriptions, now))]
-
-    def contact_peers(self, aor: str, now: float) -> list[tuple[str, Peer]]:
-        """The registered contacts of ``aor`` and where a request to each goes (the flow it
-        registered over, or its URI's address)."""
-        found: list[tuple[str, Peer]] = []
-        for binding in self.registrar.lookup(aor, now):
-            peer = binding.flow or uri_destination(parse_uri(binding.contact))
-            if peer is not None:
-                found.append((binding.contact, peer))
-        return found
+        """The engine actions of flow ``flow`` being dead (:func:`scaserver.router.flows.flow_dead`;
+        a NAT keep-alive that went unanswered, :class:`scaserver.owners.NatPings`)."""
+        return flow_dead(self.registrar, self.sca, flow, cause, now)
 
     # ------------------------------------------------------------------ server side
 
-    def _on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
+    def on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
+        """A CANCEL, answered by its server transaction's state (RFC 3261 9.2, 16.10)."""
         if event.invite_key is not None and event.invite_key in self.proxy:
             actions = self.proxy.on_cancel(event.cancel, event.key, event.invite_key, now)
             if self.parking is not None:
@@ -436,58 +363,8 @@ class SipRouter:
         return [refused, *self.sca.on_cancel(event.cancel, now)]
 
     def on_ack(self, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
-        if self._is_for_us(ack) and "Route" not in ack.headers:
-            return []  # the ACK for a 2xx we sent ourselves (none today): end of its road
-        verdict = check_ack(ack, self.identity, self._origin(peer))  # relay rule R5
-        if isinstance(verdict, str):
-            return [Deliver(MessageDropped(peer, verdict, "relay-refused"))]
-        try:
-            routed = preprocess_route(ack, self.identity)
-            check_next_hop(routed, self.identity, self.known_host)
-            if verdict is Rule.IN_DIALOG and not self.trusted.is_trusted(peer):
-                check_dialog_target(routed, self.identity, self._dialog_reaches)  # R7
-        except SipError as error:
-            return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
-        return self.proxy.on_ack(ack, peer, now, flow=self._dialog_flow(ack, peer))
-
-    def _dialog_flow(self, request: Request, peer: Peer) -> Peer | None:
-        """The flow a mid-dialog request goes to, from the flow tokens of our Record-Route
-        (:func:`scaserver.proxy.routing.dialog_flow`), when it is one a request from ``peer``
-        may be sent to (relay rule R7: a forged token leads nowhere else)."""
-        flow = dialog_flow(request, self.identity, peer)
-        if flow is None:
-            return None
-        if not self.trusted.is_trusted(peer) and not self._dialog_reaches(flow):
-            return None
-        return flow
-
-    def _dialog_reaches(self, destination: Peer) -> bool:
-        """Where an untrusted party's in-dialog request may go (relay rule R7): the Contact
-        address or flow of a binding registered here (a dormant push binding's too), a
-        trusted peer or the upstream.  Index look-ups, no scan of the bindings."""
-        host, port = destination.host, destination.port
-        if self.registrar.reaches(host, port) or self.trusted.is_trusted(destination):
-            return True
-        if self.push is not None and self.push.reaches_dormant(host, port):
-            return True
-        upstreams = [self.settings.upstream]
-        if self.push is not None and self.push.midregistrar is not None:
-            upstreams.append(self.push.midregistrar.settings.upstream)
-        wanted = address_key(host, port)
-        return any(up is not None and address_key(up.host, up.port) == wanted for up in upstreams)
-
-    def _origin(self, peer: Peer, decision: Authenticated | None = None) -> Origin:
-        """The sender as the relay policy sees it (scaserver.proxy.relay)."""
-        return Origin(self.trusted.is_trusted(peer), decision is not None, self.settings.require_auth)
-
-    def _is_for_us(self, request: Request) -> bool:
-        uri = parse_uri(request.uri)
-        return isinstance(uri, SipUri) and self.identity.is_local_uri(uri)
-
-    def _is_local_domain(self, uri: Uri) -> bool:
-        if not isinstance(uri, SipUri):
-            return False
-        return uri.host in self.settings.domains or self.identity.is_local_uri(uri)
+        """An ACK for a 2xx, relayed along its Route set (:mod:`scaserver.router.indialog`)."""
+        return relay_ack(self, ack, peer, now)
 
     def on_request(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         """Route a new request to the part of the server whose job it is."""
@@ -506,19 +383,12 @@ class SipRouter:
         in_dialog = headers.to_addr(request).tag is not None
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
-            return self._subscribe(request, peer, key, in_dialog, now)
+            return subscribe(self, request, peer, key, in_dialog=in_dialog, now=now)
         if method == "SUBSCRIBE" and not in_dialog and names_shared_line(uri, self._line_of, self.sca.is_sca):
-            if event_header is None:
-                return self._subscribe(request, peer, key, in_dialog, now)  # sca.md 3.2 row 2: 400
-            # Authentication first: a 489 before it would tell anyone which names are lines.
-            decision = self._authenticate(request, peer, now)
-            if isinstance(decision, Rejected):
-                return self._refuse(key, request, peer, decision, now)
-            allow = Headers.of(("Allow-Events", ", ".join(SCA_EVENTS)))
-            raise BadEvent(f"event {event_header.package} on a shared line", headers=allow)
+            return other_event_on_line(self, request, peer, key, event=event_header, now=now)
         if in_dialog:
-            return self._in_dialog(request, peer, key, now)
-        if method == "PUBLISH" and self._is_local_domain(uri) and "Route" not in request.headers:
+            return relay_in_dialog(self, request, peer, key, now)
+        if method == "PUBLISH" and is_local_domain(self, uri) and "Route" not in request.headers:
             # RFC 3903 section 6 step 2: the PUBLISH is for the state agent of an AoR of ours,
             # which is this server, and it composes no event state: 489 with the packages it
             # serves.  Forking it to the AoR's contacts would hand it back to the publisher.
@@ -528,23 +398,15 @@ class SipRouter:
             )
         if method == "REGISTER":
             return self._register(request, peer, key, now)
-        if method == "OPTIONS" and is_options_for_us(uri, self._is_local_domain):
+        if method == "OPTIONS" and is_options_for_us(uri, lambda local: is_local_domain(self, local)):
             return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
-        to_server = isinstance(uri, SipUri) and not uri.user and self._is_for_us(request)
+        to_server = isinstance(uri, SipUri) and not uri.user and is_for_us(self, request)
         if to_server and "Route" not in request.headers:
             allow = Headers.of(("Allow", "OPTIONS, REGISTER, SUBSCRIBE"))
             raise MethodNotAllowed(f"{method} to the server itself", headers=allow)
         return self._proxy_initial(request, peer, key, uri, now)
 
-    # ------------------------------------------------------------------ authentication
-
-    def _authenticate(self, request: Request, peer: Peer, now: float) -> Authenticated | Rejected | None:
-        return authenticate(self, request, peer, now)
-
-    def _refuse(
-        self, key: ServerKey, request: Request, peer: Peer, rejection: Rejected, now: float
-    ) -> list[EngineAction]:
-        return refuse(self, key, request, peer, rejection, now=now, to_tag=self.unique()[:10])
+    # ------------------------------------------------------------------ registrations
 
     def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
         if not isinstance(headers.to_addr(request).uri, SipUri):
@@ -553,91 +415,43 @@ class SipRouter:
         if self.push is not None and self.push.midregistrar is not None:
             # The upstream registrar authenticates devices (push-and-parking.md 3.2).
             return self.push.on_register(request, peer, key, now)
-        decision = self._authenticate(request, peer, now)
+        decision = authenticate(self, request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
+            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         user = decision.username if decision is not None else None
         return self.registrar.on_register(request, peer, user, now, transaction=key)
 
-    def _subscribe(
-        self, request: Request, peer: Peer, key: ServerKey, in_dialog: bool, now: float
-    ) -> list[EngineAction]:
-        """A call-info/line-seize SUBSCRIBE.  An initial one is authenticated; an in-dialog one
-        only when it comes from another flow than its subscription's (the engine matches the
-        dialog first and lets its flow, or its owner, use it)."""
-        if not in_dialog:
-            require_supported(request, self.settings.supported)
-        if in_dialog and not self.sca.needs_identity(request, peer):
-            return self.sca.on_subscribe(request, key, now, peer=peer)
-        decision = self._authenticate(request, peer, now)
-        if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
-        if isinstance(decision, Authenticated):
-            identity = Identity.authenticated(decision.username)
-        else:
-            aor = canonical_aor(str(headers.from_addr(request).uri)) or ""
-            trusted = self.trusted.is_trusted(peer)
-            identity = Identity.trusted_peer(peer.host, aor) if trusted else Identity.unauthenticated(aor)
-        return self.sca.on_subscribe(request, key, now, peer=peer, identity=identity)
-
     # ------------------------------------------------------------------ proxying
-
-    def _in_dialog(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
-        """Mid-dialog requests follow their Route set (RFC 3261 16.4) when it goes through us
-        with our signed Record-Route entry (relay rules R3, R4, R6).  One without a Route of
-        ours, addressed to us or to an address-of-record of our domains (a dialog's remote
-        target is a contact, never an AoR), is for a dialog we do not have: 481; to anywhere
-        else: 404, never relayed (Kamailio's default answer: 404 "Not here").  A peer that is
-        not trusted may only reach a registered phone, a trusted peer or the upstream (R7),
-        or a device whose PURR the Request-URI carries (it goes to the device's flow)."""
-        uri = parse_uri(request.uri)
-        for_us = isinstance(uri, SipUri) and self._is_local_domain(uri)
-        origin = self._origin(peer)
-        rule = check_in_dialog(request, self.identity, origin, for_us=for_us)
-        routed = preprocess_route(request, self.identity)
-        check_next_hop(routed, self.identity, self.known_host)
-        if (
-            rule is Rule.IN_DIALOG
-            and not origin.trusted
-            and not (self.push is not None and self.push.retargets_mid_dialog(routed))
-        ):
-            check_dialog_target(routed, self.identity, self._dialog_reaches)
-        if self.parking is not None:
-            held = self.parking.on_mid_dialog(request, routed, key, peer, now)  # pn-purr (push 6.10)
-            if held is not None:
-                return held
-        flow = self._dialog_flow(request, peer)
-        targets = () if flow is None else (Target(routed.uri, flow=flow),)
-        return self.proxy.on_request(request, key, peer, targets, now)
 
     def _proxy_initial(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float
     ) -> list[EngineAction]:
         # RFC 3261 16.3 order: Max-Forwards (item 3), Proxy-Require (item 5), then
         # Proxy-Authorization (item 6): a 420 is never preceded by a challenge.
-        if not self._is_local_domain(uri) and headers.max_forwards(request) == 0:
+        if not is_local_domain(self, uri) and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")
         check_proxy_require(request, self.proxy.settings.supported)
         routed = preprocess_route(request, self.identity)
-        local = self._is_local_domain(uri)
+        local = is_local_domain(self, uri)
         if "Route" in routed.headers:
             # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
             upstream = self.settings.upstream
-            check_initial(self._origin(peer), local=local, preloaded_route=True, upstream=upstream)
+            check_initial(origin(self, peer), local=local, preloaded_route=True, upstream=upstream)
             check_next_hop(routed, self.identity, self.known_host)
             return self.proxy.on_request(request, key, peer, (), now)
-        decision = self._authenticate(request, peer, now)
+        decision = authenticate(self, request, peer, now)
         if isinstance(decision, Rejected):
-            return self._refuse(key, request, peer, decision, now)
+            return refuse(self, key, request, peer, decision, now=now, to_tag=self.unique()[:10])
         if decision is not None:
             request = consume_credentials(request, decision.realm)
         request = self.sessions.offer(request, key, self.session_timer)
-        origin = self._origin(peer, decision)
+        sender = origin(self, peer, decision)
         why_foreign = "" if local or not isinstance(uri, SipUri) else self.settings.domains.why_not(uri.host)
         upstream = self.settings.upstream
-        check_initial(origin, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
+        check_initial(sender, local=local, preloaded_route=False, upstream=upstream, why_foreign=why_foreign)
         if not local:
-            return self._to_upstream(self._asserting(request, peer, decision), peer, key, uri, now)
+            asserted = asserting(self, request, peer, decision, self.sca.caller_line)
+            return self._to_upstream(asserted, peer, key, uri, now)
         assert isinstance(uri, SipUri)
         plan = self.sca.check_request(request, now)
         if plan.rejection is not None:
@@ -651,8 +465,8 @@ class SipRouter:
         bindings = self.registrar.lookup(aor, now)
         if self.push is not None:
             bindings, dormant = self.push.targets(uri, aor, bindings)
-            parked = self._pushed_invite(
-                request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
+            parked = park_initial(
+                self, request, peer, key, aor=aor, bindings=bindings, dormant=dormant, now=now
             )
             if parked is not None:
                 return parked
@@ -671,56 +485,6 @@ class SipRouter:
             targets = secure_targets(targets)
         honour_6xx = not self.sca.is_sca(aor) or self.sca.settings.decline_ends_ringing
         return self.proxy.on_request(request, key, peer, targets, now, honour_6xx=honour_6xx)
-
-    def _pushed_invite(
-        self,
-        request: Request,
-        peer: Peer,
-        key: ServerKey,
-        *,
-        aor: str,
-        bindings: tuple[Binding, ...],
-        dormant: tuple[Binding, ...],
-        now: float,
-    ) -> list[EngineAction] | None:
-        """Push and parking for an initial request to a local AoR (push-and-parking.md 6):
-        the parked INVITE's actions, or None for ordinary forking over the live ``bindings``
-        (``dormant`` ones are reached by push only, 4.5)."""
-        assert self.push is not None
-        everything = bindings + dormant
-        if request.method == "MESSAGE" and self.push.push_only(everything, now):
-            raise TemporarilyUnavailable("reachable by push only")  # 6.9
-        members: dict[str, tuple[Binding, ...]] = {}
-        line: tuple[str, int] | None = None
-        if request.method == "INVITE" and self.sca.is_sca(aor):
-            shared = self.sca.line(aor)
-            index = self.sca.incoming_index(aor, request.call_id or "")
-            line = None if index is None else (aor, index)
-            if shared.push_members:
-                for member in shared.member_aors():
-                    members[member] = self.registrar.lookup(member, now) + self.push.dormant(member)
-        if self.parking is None:
-            return None
-        plan = self.parking.plan(
-            request, key, aor=aor, bindings=everything, members=members, line=line, now=now
-        )
-        if plan is None:
-            return None
-        actions = self.proxy.on_request(
-            request, key, peer, (), now, hold=True, honour_6xx=self.parking.honour_6xx
-        )
-        if key not in self.proxy:
-            return actions  # refused before forking (483, 482, 420)
-        return actions + self.parking.park(plan, now)
-
-    def _parking_for(self, instruction: RouterInstruction) -> CallParking:
-        """Call parking, which gave ``instruction``; without it the instruction is our bug."""
-        if self.parking is None:
-            raise ProtocolStateError(f"a call parking instruction without push and parking: {instruction!r}")
-        return self.parking
-
-    def _asserting(self, request: Request, peer: Peer, decision: Authenticated | None) -> Request:
-        return asserting(self, request, peer, decision, self.sca.caller_line)
 
     def _to_upstream(
         self, request: Request, peer: Peer, key: ServerKey, uri: SipUri | TelUri, now: float

@@ -46,7 +46,8 @@ The engine is a facade over its parts, each a module of this package:
 :class:`~scaserver.sca.notifier.Notifier` (SUBSCRIBE, the rows of 3.2, the life of
 subscriptions) with its :class:`~scaserver.sca.registry.SubscriptionRegistry`
 (subscriptions by dialog, replacement, owner and line; the cap; reboot memory) and
-:class:`~scaserver.sca.outbox.NotifyOutbox` (the NOTIFY order rule of section 4);
+:class:`~scaserver.sca.outbox.NotifyOutbox` (the NOTIFY order rule of section 4), and
+:mod:`scaserver.sca.lifetime` (their expiry, deactivation and restore);
 :class:`~scaserver.sca.board.AppearanceBoard` (in-use appearances, triggers through
 the table of :mod:`scaserver.sca.appearance`, TTLs and session timers);
 :class:`~scaserver.sca.calls.CallTracker` and :class:`~scaserver.sca.answers.AnswerTracker`
@@ -62,6 +63,7 @@ from typing import Any
 
 import attrs
 
+from scaserver.sca import lifetime
 from scaserver.sca.answers import AnswerTracker
 from scaserver.sca.appearance import ADMIN_SET_TARGETS, Appearance, AppearanceState, Trigger
 from scaserver.sca.board import TTL_TIMER, AppearanceBoard, AppearanceKey, AppearanceTtls
@@ -266,7 +268,7 @@ class ScaEngine:
         """A timer of ours fired: subscription expiry, or an appearance TTL (seized 120 s, pending 35 s)."""
         out: list[EngineAction] = []
         if name == EXPIRY_TIMER and key is SWEEP_KEY:
-            out = self._notifier.on_expiry_sweep(now)
+            out = lifetime.sweep_expired(self._notifier, now)
         elif name == TTL_TIMER and isinstance(key, AppearanceKey):
             out = self._board.on_ttl(key, now)
         return self._flushed(out, now)
@@ -393,7 +395,7 @@ class ScaEngine:
 
     def deactivate(self, keys: Iterable[SubscriptionKey], now: float) -> list[EngineAction]:
         """``sca.deactivate_*``: end subscriptions with ``terminated;reason=deactivated`` and full state."""
-        return self._flushed(self._notifier.deactivate(keys, now), now)
+        return self._flushed(lifetime.deactivate(self._notifier, keys, now), now)
 
     # Restore (section 10.2, 10.3).
 
@@ -421,10 +423,10 @@ class ScaEngine:
         build them all at once)."""
         self.provision(lines)
         out = self._board.restore(appearances, now)
-        done, owed = self._notifier.restore(subscriptions, now)
+        done, owed = lifetime.restore(self._notifier, subscriptions, now)
         return out + done, owed  # lines changed meanwhile are flushed with the NOTIFYs
 
     def notify_restored(self, dialogs: Iterable[DialogKey], now: float) -> list[EngineAction]:
         """The full-state NOTIFYs (10.3) owed to ``dialogs``, some of those
         :meth:`restore_state` returned."""
-        return self._flushed(self._notifier.notify_restored(dialogs, now), now)
+        return self._flushed(lifetime.notify_restored(self._notifier, dialogs, now), now)

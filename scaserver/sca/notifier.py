@@ -12,7 +12,7 @@ every method takes ``now`` and returns its actions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final
 
 import attrs
@@ -573,53 +573,4 @@ class Notifier:
                 for sub in self.registry.of_line(aor):
                     if sub.event is Package.CALL_INFO:
                         out += self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE), now)
-        return out
-
-    # Expiry, deactivation, restore (sections 9, 11, 10.3).
-
-    def on_expiry_sweep(self, now: float) -> list[EngineAction]:
-        """The expiry sweep timer fired: every subscription whose expiry has come ends
-        (timeout), one refreshed since is armed again; then the sweep timer for the next."""
-        out: list[EngineAction] = []
-        for key in self.registry.expiries.sweep(now):
-            sub = self.registry.get(key)
-            if sub is None:
-                continue
-            if sub.expires > now + 1e-6:
-                out += self.registry.arm_expiry(sub, now)
-                continue
-            out += self.end(sub, "timeout", now) + self.release_seize_of(sub, now)
-        return out + self.registry.expiries.rearm(now)
-
-    def deactivate(self, keys: Iterable[SubscriptionKey], now: float) -> list[EngineAction]:
-        """End subscriptions with ``terminated;reason=deactivated`` (section 11)."""
-        out: list[EngineAction] = []
-        for key in list(keys):
-            sub = self.registry.get(key)
-            if sub is not None:
-                out += self.end(sub, "deactivated", now) + self.release_seize_of(sub, now)
-        return out
-
-    def restore(
-        self, subscriptions: Iterable[Subscription], now: float
-    ) -> tuple[list[EngineAction], list[DialogKey]]:
-        """Live stored subscriptions are stored again and re-arm their expiry; expired or
-        terminated ones are dropped.  Also returned: the dialogs of the call-info ones, owed
-        a full-state NOTIFY continuing their CSeq (10.3, :meth:`notify_restored`)."""
-        out: list[EngineAction] = []
-        owed: list[DialogKey] = []
-        for sub in subscriptions:
-            if sub.expires <= now or sub.state.terminated:
-                continue
-            out += self.registry.arm_expiry(sub, now, stored=self.store(sub))
-            if sub.event is Package.CALL_INFO:
-                owed.append(sub.dialog)
-        return out, owed
-
-    def notify_restored(self, dialogs: Iterable[DialogKey], now: float) -> list[EngineAction]:
-        """The full-state NOTIFY each restored dialog is owed (10.3); a dialog ended since
-        gets none."""
-        out: list[EngineAction] = []
-        for dialog in dialogs:
-            out += self.outbox.queue(dialog, Pending(Content.FULL_STATE, force=True), now)
         return out

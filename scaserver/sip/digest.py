@@ -404,6 +404,12 @@ class Authenticator:
     may_act_as: Callable[[str, str, str], bool] = _same_identity
     counts: NonceCounts = attrs.field(factory=NonceCounts)
 
+    def use_directory(self, lookup: CredentialLookup, domains: DomainPolicy) -> None:
+        """A reloaded directory: the credentials looked up and the domains we are
+        authoritative for from the next request on (nonces already given stay valid)."""
+        self.lookup = lookup
+        self.domains = domains
+
     def realm_for(self, request: Request) -> str:
         """The realm to challenge ``request`` in: its identity host when it is one of ours."""
         if self.forced_realm:

@@ -68,7 +68,7 @@ def test_an_untrusted_peers_asserted_identity_never_reaches_the_callee() -> None
     assert peer == BOB
     assert "P-Asserted-Identity" not in invite.headers
     assert "P-Preferred-Identity" not in invite.headers
-    assert core.identities_removed == 1
+    assert core.disclosure.identities_removed == 1
 
 
 def test_a_trusted_peers_asserted_identity_is_relayed() -> None:
@@ -80,7 +80,7 @@ def test_a_trusted_peers_asserted_identity_is_relayed() -> None:
     )
     [(invite, _)] = relayed_requests(wire.deliver(text, PBX))
     assert invite.headers.get("P-Asserted-Identity") == "<sip:+15550001@pstn>"
-    assert core.identities_removed == 0
+    assert core.disclosure.identities_removed == 0
 
 
 def test_privacy_id_keeps_a_trusted_identity_from_an_untrusted_callee() -> None:
@@ -93,7 +93,7 @@ def test_privacy_id_keeps_a_trusted_identity_from_an_untrusted_callee() -> None:
     )
     assert "P-Asserted-Identity" not in invite.headers
     assert invite.headers.get("Privacy") == "id"
-    assert core.identities_removed == 1
+    assert core.disclosure.identities_removed == 1
 
 
 # -- insert_pai: what goes out to the trusted upstream ------------------------------------------

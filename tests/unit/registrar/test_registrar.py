@@ -463,6 +463,15 @@ def test_directory_domain_is_a_registrar_domain_when_none_is_configured() -> Non
     assert response_of(run(reg, request)).status == 200
 
 
+def test_reloaded_domains_serve_the_next_register_and_keep_the_settings() -> None:
+    reg = registrar(min_expires=120)
+    request = register("<sip:a@192.0.2.1>", uri="sip:example.test", to="sip:alice@example.test")
+    assert response_of(run(reg, request)).status == 404
+    reg.use_domains(DomainPolicy(directory=frozenset({"example.test"})))
+    assert response_of(run(reg, request)).status == 200
+    assert reg.policy.settings.min_expires == 120
+
+
 def test_unsupported_require_is_420_with_unsupported() -> None:
     request = register("<sip:a@192.0.2.1>", extra=(("Require", "path, foo"),))
     assert run(registrar(), request) == refused(request, 420, "Bad Extension", ("Unsupported", "foo"))

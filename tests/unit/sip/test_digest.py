@@ -25,6 +25,7 @@ from scaserver.sip.digest import (
     compute_ha1,
     compute_response,
 )
+from scaserver.sip.domains import DomainPolicy
 from scaserver.sip.headers import parse_auth
 from scaserver.sip.message import Headers, Request
 
@@ -236,6 +237,17 @@ def test_rejected_response_copies_request_headers_and_adds_challenge() -> None:
 
 
 # Successful authentication --------------------------------------------------------------------
+
+
+def test_a_reloaded_directory_changes_the_credentials_and_the_domains_at_the_next_request() -> None:
+    auth = authenticator()
+    challenge = auth.challenge(request(), NOW)
+    auth.use_directory(lambda username, realm: None, DomainPolicy(configured=frozenset({REALM})))
+    refused = answer(auth, challenge)
+    assert isinstance(refused, Rejected)
+    assert refused.cause is RejectCause.UNKNOWN_USER
+    assert auth.realm_for(request(host=REALM)) == REALM
+    assert auth.realm_for(request(host="other.example")) == "default.example"
 
 
 @pytest.mark.parametrize("index", [0, 1])
