@@ -10,6 +10,7 @@ service tree around it: the database pool and write-behind queue, the SIP servic
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -83,6 +84,7 @@ from scaserver.registrar.midregsettings import MidRegistrarSettings, UpstreamCre
 from scaserver.registrar.midregstate import ForwardKey
 from scaserver.registrar.nat import NatPing
 from scaserver.registrar.registrar import Registrar, RegistrarPolicy
+from scaserver.router.flows import flow_dead
 from scaserver.router.router import (
     SipRouter,
 )
@@ -291,7 +293,7 @@ def client_owners(core: SipRouter) -> ClientOwners:
     owners = ClientOwners()
     owners.register(BranchKey, ProxyBranches(core.proxy, core.parking))
     owners.register(NotifyContext, ScaNotifies(core.sca))
-    owners.register(NatPing, NatPings(core.flow_dead))
+    owners.register(NatPing, NatPings(functools.partial(flow_dead, core.registrar, core.sca)))
     owners.register(ResyncContext, AnsweredOnBus())
     if core.push is not None and core.push.midregistrar is not None:
         owners.register(ForwardKey, UpstreamForwards(core.push.midregistrar))

@@ -187,7 +187,8 @@ class AnsweredOnBus:
 @attrs.frozen
 class NatPings:
     """NAT ping OPTIONS (:mod:`scaserver.registrar.nat`): an answer is published as
-    :class:`RequestAnswered`; no answer makes the flow dead (``flow_dead``: the router's)."""
+    :class:`RequestAnswered`; no answer makes the flow dead (``flow_dead``:
+    :func:`scaserver.router.flows.flow_dead` over the running registrar and SCA engine)."""
 
     flow_dead: Callable[[Peer, FlowFailure, float], list[EngineAction]]
 

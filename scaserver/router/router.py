@@ -339,11 +339,6 @@ class SipRouter:
             case _:
                 return [Deliver(fact)]
 
-    def flow_dead(self, flow: Peer, cause: FlowFailure, now: float) -> list[EngineAction]:
-        """The engine actions of flow ``flow`` being dead (:func:`scaserver.router.flows.flow_dead`;
-        a NAT keep-alive that went unanswered, :class:`scaserver.owners.NatPings`)."""
-        return flow_dead(self.registrar, self.sca, flow, cause, now)
-
     # ------------------------------------------------------------------ server side
 
     def on_cancel(self, event: CancelReceived, now: float) -> list[EngineAction]:
