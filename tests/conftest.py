@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import attrs
+import hypothesis
 import pytest
 import pytest_twisted
 from sqlalchemy import Engine, create_engine, text
@@ -32,6 +33,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from scaserver.store.migrate import upgrade
+
+# Property tests assert behaviour, never time: no per-example deadline (hypothesis's default
+# of 200 ms fails examples at random on a loaded machine).
+hypothesis.settings.register_profile("scaserver", deadline=None)
+hypothesis.settings.load_profile("scaserver")
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
