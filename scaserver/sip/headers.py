@@ -142,6 +142,7 @@ def sent_via_text(via: Via) -> str:
     are remembered."""
     text = str(via)
     _sent_vias[text] = via
+    _sent_vias.move_to_end(text)  # a text sent again is the newest, not where it first stood
     if len(_sent_vias) > SENT_VIA_MEMORY:
         _sent_vias.popitem(last=False)
     return text

@@ -261,7 +261,20 @@ def test_a_via_we_sent_is_returned_without_parsing_and_the_memory_is_bounded() -
     assert text == "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKfirst"
     assert parse_via(text) is first
     for number in range(headers.SENT_VIA_MEMORY):
-        headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", f"z9hG4bK{number}"),)))
+        branch = f"z9hG4bKforget-{number}"
+        headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", branch),)))
     again = parse_via(text)
     assert again is not first  # forgotten: parsed from its text
     assert again == first
+
+
+def test_a_via_sent_again_is_remembered_as_the_newest() -> None:
+    again = Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKsent-again"),))
+    text = headers.sent_via_text(again)
+    for number in range(headers.SENT_VIA_MEMORY - 1):
+        branch = f"z9hG4bKfill-{number}"
+        headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", branch),)))
+    resent = Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKsent-again"),))
+    headers.sent_via_text(resent)  # the oldest entry, sent once more, moves to the end
+    headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKone-more"),)))
+    assert parse_via(text) is resent
