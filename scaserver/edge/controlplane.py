@@ -5,7 +5,7 @@
 ``control.seams.StatisticsControl``, ``metrics.collectors.ScaGauges``,
 ``metrics.collectors.ParkingGauges``).  The reads are the pure views of
 :mod:`scaserver.control.scaview`, :mod:`scaserver.control.locationview` and
-:mod:`scaserver.control.parkingview` over the lead's :class:`~scaserver.router.router.SipRouter`;
+:mod:`scaserver.control.parkingview` over the running :class:`~scaserver.router.router.SipRouter`;
 this module adds what needs the reactor (and ``directory.reload`` over the directory watch;
 ``control.security.SecurityControl`` over the source guard is ``edge.guardview``):
 
