@@ -22,7 +22,7 @@ from tests.system.server import (
     tool,
     upgrade_database,
 )
-from tests.system.test_sca import LINE, config, member, rpc, state_is, subscribed
+from tests.system.test_sca import DOMAIN, LINE, config, member, rpc, state_is, subscribed
 
 pytestmark = pytest.mark.system
 
@@ -88,6 +88,23 @@ def test_scactl_seizes_and_releases_and_the_group_is_notified(tmp_path: Path) ->
             refused = scactl(server, "sca.release_appearance", LINE, "1")
             assert refused.returncode == 1
             assert refused.stderr.startswith("error: ")
+
+
+def test_scactl_seizes_a_line_by_its_alias_and_the_group_sees_the_line_seized(tmp_path: Path) -> None:
+    alias = f"sip:100@{DOMAIN}"
+    extra = f'[[sca.aliases]]\nalias = "{alias}"\nline = "{LINE}"'
+    with running_server(tmp_path / "server", config(extra=extra)) as server:
+        a, b = member("a", server), member("b", server)
+        with handsets(a, b):
+            for phone in (a, b):
+                assert phone.register().status == 200
+                subscribed(phone)
+            seized = scactl(server, "-F", "json", "sca.seize_appearance", alias, a.contact)
+            assert seized.returncode == 0, seized.stderr
+            for phone in (a, b):
+                phone.wait_notify(lambda n: n.event == "call-info" and state_is(1, "seized")(n))
+            listed = scactl(server, "--text", "sca.all_appearances")
+            assert listed.stdout.startswith(f"{LINE} 1 seized "), listed.stdout
 
 
 def test_metrics_parse_and_move_with_sip_traffic(tmp_path: Path) -> None:
