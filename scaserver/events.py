@@ -35,11 +35,6 @@ class EventBus:
             handlers.remove(handler)
             self._plan.clear()
 
-    def wants(self, event_type: type) -> bool:
-        """Whether an event of ``event_type`` would reach a handler (its bases' included)."""
-        plan = self._plan.get(event_type)
-        return bool(self._handlers_of(event_type) if plan is None else plan)
-
     def _handlers_of(self, event_type: type) -> tuple[Handler, ...]:
         plan = tuple(handler for base in event_type.__mro__ for handler in self._handlers.get(base, ()))
         self._plan[event_type] = plan

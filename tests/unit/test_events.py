@@ -59,13 +59,3 @@ def test_a_failing_handler_is_reported_and_the_others_still_run() -> None:
     assert seen == [event]
     assert [(e, str(error)) for e, error in errors] == [(event, "boom")]
 
-
-def test_wants_says_whether_a_type_or_one_of_its_bases_has_a_handler() -> None:
-    bus = EventBus()
-    assert not bus.wants(Derived)
-    seen = list[object]()
-    bus.subscribe(Base, seen.append)
-    assert bus.wants(Derived) and bus.wants(Base)
-    assert not bus.wants(object)
-    bus.unsubscribe(Base, seen.append)
-    assert not bus.wants(Derived)
