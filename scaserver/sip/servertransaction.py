@@ -267,10 +267,15 @@ NIST_TRANSITIONS: Final[Mapping[tuple[NistState, NistInput], tuple[NistStep, Nis
 
 @attrs.define
 class NonInviteServerTransaction:
-    """RFC 3261 section 17.2.2."""
+    """RFC 3261 section 17.2.2.
+
+    It keeps no request: the transaction user has it from ``RequestReceived``, and a
+    retransmission is matched by the key and answered with ``last_response``.  Timer J
+    keeps a completed transaction for 32 s on UDP, so under load most of the live
+    transactions are completed ones, and each request kept would be a dozen objects more
+    for the garbage collector to scan (bench/RESULTS.md)."""
 
     key: ServerKey
-    request: Request
     peer: Peer  # where responses go (18.2.2)
     reliable: bool
     timers: TimerConfig

@@ -260,7 +260,7 @@ class TransactionLayer:
         if request.method == "INVITE":
             server = InviteServerTransaction(key, request, peer, reliable, self.timers)
         else:
-            server = NonInviteServerTransaction(key, request, peer, reliable, self.timers)
+            server = NonInviteServerTransaction(key, peer, reliable, self.timers)
         self._servers[key] = server
         actions = server.start()
         if request.method == "CANCEL":

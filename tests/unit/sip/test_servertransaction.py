@@ -166,7 +166,7 @@ def test_ist_transport_error(status: int | None) -> None:
 
 
 def test_nist_trying_absorbs_retransmissions() -> None:
-    tx = NonInviteServerTransaction(NSKEY, SUBSCRIBE, UDP, False, T)
+    tx = NonInviteServerTransaction(NSKEY, UDP, False, T)
     assert tx.start() == []
     assert tx.on_request_retransmission() == []
     assert tx.state is NistState.TRYING

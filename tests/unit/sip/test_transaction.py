@@ -80,7 +80,7 @@ def ist(peer: Peer = UDP) -> InviteServerTransaction:
 
 
 def nist(peer: Peer = UDP) -> NonInviteServerTransaction:
-    tx = NonInviteServerTransaction(NSKEY, SUBSCRIBE, peer, peer.transport.reliable, T)
+    tx = NonInviteServerTransaction(NSKEY, peer, peer.transport.reliable, T)
     tx.start()
     return tx
 

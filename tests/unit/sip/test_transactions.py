@@ -3,8 +3,10 @@ and a server layer talking over an in-memory link that loses packets."""
 
 from __future__ import annotations
 
+import gc
 import heapq
 import itertools
+import weakref
 from collections.abc import Callable, Hashable
 
 import attrs
@@ -163,6 +165,23 @@ def test_responses_go_to_the_peer_the_request_came_from() -> None:
     assert tl.on_timer(key, "J", 0.0) == [Deliver(TransactionTerminated(key))]
     assert key not in tl
     assert len(tl) == 0
+
+
+def test_a_completed_non_invite_server_transaction_keeps_no_request_alive() -> None:
+    """Timer J holds a completed transaction for 32 s on UDP: it answers a retransmission
+    from its key and its last response, and lets the request go."""
+    tl = layer()
+    options = incoming("OPTIONS")
+    key = attrs.evolve(KEY, method="OPTIONS")
+    tl.receive(options, PHONE, 0.0)
+    ok = make_response(options, 200, to_tag="t")
+    tl.respond(key, ok, 0.0)
+    request = weakref.ref(options)
+    del options
+    gc.collect()
+    assert request() is None
+    again = incoming("OPTIONS")
+    assert tl.receive(again, PHONE, 0.5) == [Send(ok, PHONE)]  # still answered from the key
 
 
 def test_respond_to_unknown_transaction_raises() -> None:
