@@ -40,7 +40,7 @@ from scaserver.config.errors import ConfigError
 from scaserver.config.load import load_settings, with_overrides
 from scaserver.config.schema import Settings
 from scaserver.controlroot import site_settings
-from scaserver.edge.collector import tune_garbage_collector
+from scaserver.edge.collector import YoungCollections, freeze_long_lived, tune_garbage_collector
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.secret import SecretFileError
@@ -257,6 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     bind_errors: list[str] = []
+    young = YoungCollections(reactor)
 
     def start() -> None:
         # Started from inside the running reactor: its SIGINT/SIGTERM handlers are in place.
@@ -265,8 +266,15 @@ def _run(args: argparse.Namespace) -> int:
         except Exception as error:  # a listener that cannot bind: a configuration the host cannot serve
             bind_errors.append(f"server.listen: cannot bind: {error}")
             reactor.stop()
+            return
+        # Up, its state restored: that state is frozen out of the collector's scans, and the
+        # young generation is collected at a steady pace from now on.
+        freeze_long_lived()
+        young.startService()
 
     def stop() -> Deferred[object]:
+        if young.running:
+            young.stopService()
         stopping: Deferred[object] = maybeDeferred(service.stopService)
         stopping.addTimeout(SHUTDOWN_GRACE_S, installed)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import cast
 
@@ -23,6 +24,7 @@ from scaserver.control.registry import Scope
 from scaserver.control.scaview import EngineScaGauges
 from scaserver.control.statistics import MetricsStatistics
 from scaserver.control.system import ServerInfo, product_version
+from scaserver.edge.collector import PauseWatch
 from scaserver.edge.controlplane import (
     EngineScaControl,
     MobileParkingAdmin,
@@ -218,7 +220,8 @@ def control_services(
 ) -> list[Service]:
     """The control plane of the running server (with the provisioning endpoint when
     ``provisioning.enabled``), its metrics fed from the bus and sampled every second, and
-    the reactor's lag probe: the services to adopt, in start-up order."""
+    the reactor's lag probe and the garbage collector's pauses: the services to adopt, in
+    start-up order."""
     resource = (
         provisioning_resource(settings, reactor, store, pool) if settings.provisioning.enabled else None
     )
@@ -236,4 +239,9 @@ def control_services(
         nat=nat,
     )
     feed.attach(sip.bus)
-    return [plane, Periodic(reactor, 1.0, feed.sample), LoopLagProbe(reactor, feed.reactor_lag)]
+    return [
+        plane,
+        Periodic(reactor, 1.0, feed.sample),
+        LoopLagProbe(reactor, feed.reactor_lag),
+        PauseWatch(time.perf_counter, feed.gc_pause),
+    ]

@@ -1,26 +1,120 @@
-"""The cyclic garbage collector of a running server, tuned to keep full collections off the
-SIP path."""
+"""The cyclic garbage collector of a running server, paced to keep its pauses off the SIP path.
+
+CPython's collector starts a young collection when the allocations of container objects
+less their deallocations pass a threshold.  A SIP server in steady state breaks that rule:
+every transaction lives for seconds (timer J is 32 s on UDP), so the objects freed each
+second are old ones while the objects made are new ones, and the two cancel in the count.
+The youngest generation then grows, unseen by the threshold, until a random swing starts a
+collection over it: on a seize load at 100 cycles/s the young generation reached 137 000 to
+149 000 objects and its collection stopped the reactor for 80 to 95 ms (bench/RESULTS.md,
+"Garbage collection paced by the reactor").
+
+So the running server collects the young generation itself, every
+``YOUNG_INTERVAL_S`` of its clock, whatever the count says: each collection then scans
+at most that interval's survivors.  The state present once the server is up (imports,
+configuration, restored subscriptions, appearances and bindings) is collected once and
+frozen out of every later collection; the SIP core makes no reference cycles (a whole seize
+load left no SIP object among the collector's garbage), so nothing frozen is lost to it.
+"""
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Final
+
+from twisted.application.service import Service
+from typing_extensions import override
+
+from scaserver.edge.periodic import Periodic
+from scaserver.edge.stack import TimerClock
+
+__all__ = [
+    "GC_THRESHOLDS",
+    "YOUNG_INTERVAL_S",
+    "PauseWatch",
+    "YoungCollections",
+    "freeze_long_lived",
+    "tune_garbage_collector",
+]
 
 GC_THRESHOLDS: Final = (50_000, 20, 100)
 """Generation thresholds of the cyclic garbage collector for a running server (CPython's
-defaults are (700, 10, 10))."""
+defaults are (700, 10, 10)): the automatic young collection is a backstop for a burst
+between two paced ones."""
+
+YOUNG_INTERVAL_S: Final = 0.1
+"""How often the running server collects the youngest generation: at a few thousand
+surviving objects per 100 ms under load, each collection is a millisecond or two."""
 
 
 def tune_garbage_collector() -> None:
-    """Keep full garbage collections off the SIP path.
-
-    Transactions live for seconds (timer J is 32 s on UDP), so under load hundreds of
-    thousands of message objects reach the oldest generation, and CPython's default
-    thresholds then scan all of them every few seconds: a 100-500 ms stop of the reactor
-    (bench/RESULTS.md).  The start-up state (imports, restored subscriptions and bindings) is
-    frozen out of collection; young cycles are still collected often (every 50 000
-    allocations), the oldest generation rarely.
-    """
+    """Before the server starts: collect once, freeze the start-up state (imports, the
+    settings, the rows read for the restore) and set :data:`GC_THRESHOLDS`."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def freeze_long_lived() -> None:
+    """Once the server is up: collect what the start left, then freeze the rest (the
+    restored subscriptions, appearances and bindings live until they end, and they are
+    freed by their reference counts then) out of every later collection."""
+    gc.collect()
+    gc.freeze()
+
+
+class YoungCollections(Service):
+    """Collects the youngest generation every ``interval_s`` seconds of ``clock`` while
+    running (``collect`` is ``gc.collect``: injectable for tests)."""
+
+    def __init__(
+        self,
+        clock: TimerClock,
+        interval_s: float = YOUNG_INTERVAL_S,
+        collect: Callable[[int], object] = gc.collect,
+    ) -> None:
+        self._collect = collect
+        self._periodic = Periodic(clock, interval_s, self._collect_young)
+
+    def _collect_young(self) -> None:
+        self._collect(0)
+
+    @override
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        self._periodic.startService()
+
+    @override
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        self._periodic.stopService()
+
+
+class PauseWatch(Service):
+    """While running, reports every collection's pause: ``observe(generation, seconds)``,
+    measured on ``timer`` (a monotonic clock: ``time.perf_counter``) from the collector's
+    start callback to its stop callback, in whichever thread collected."""
+
+    def __init__(self, timer: Callable[[], float], observe: Callable[[int, float], None]) -> None:
+        self._timer, self._observe = timer, observe
+        self._started: float | None = None
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = self._timer()
+            return
+        started, self._started = self._started, None
+        if started is not None:
+            self._observe(info["generation"], self._timer() - started)
+
+    @override
+    def startService(self) -> None:
+        super().startService()  # type: ignore[no-untyped-call]
+        gc.callbacks.append(self._on_collection)
+
+    @override
+    def stopService(self) -> None:
+        super().stopService()  # type: ignore[no-untyped-call]
+        if self._on_collection in gc.callbacks:
+            gc.callbacks.remove(self._on_collection)

@@ -96,6 +96,9 @@ class MetricsFeed:
     def reactor_lag(self, seconds: float) -> None:
         self._metrics.reactor_lag(seconds)
 
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        self._metrics.gc_pause(generation, seconds)
+
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
         bus.subscribe(SubscriptionRemoved, self._removed)

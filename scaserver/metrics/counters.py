@@ -267,6 +267,15 @@ class Metrics:
             registry=registry,
             buckets=LAG_BUCKETS,
         )
+        self._gc_pauses = Histogram(
+            "gc_pause_seconds",
+            "How long one collection of the cyclic garbage collector stopped the process, by generation",
+            ["generation"],
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=LAG_BUCKETS,
+        )
+        self._gc_pause_children = [self._gc_pauses.labels(generation=str(g)) for g in range(3)]
 
         self._precreate()
 
@@ -322,6 +331,10 @@ class Metrics:
     def reactor_lag(self, seconds: float) -> None:
         """One reading of the loop-lag probe (:mod:`scaserver.edge.looplag`)."""
         self._reactor_lag.observe(seconds)
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        """One collection of the cyclic garbage collector (:mod:`scaserver.edge.collector`)."""
+        self._gc_pause_children[generation].observe(seconds)
 
     def registration(self, outcome: str) -> None:
         """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""
