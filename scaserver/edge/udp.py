@@ -26,6 +26,13 @@ from scaserver.sip.message import Peer, Transport
 RECEIVE_BUFFER = 4 * 1024 * 1024
 """SO_RCVBUF asked for on every UDP socket, octets."""
 
+READ_PER_TURN = 16 * 1024
+"""Octets of datagrams one UDP socket hands the stack in one reactor turn: 10 to 40 SIP
+messages, about 5 to 20 ms of work.  Twisted reads up to 256 KiB a turn, 200 to 600
+messages: under load a turn of 100 ms and more, in which no timer fires (retransmissions,
+the loop-lag probe), no TCP connection and no control request is served.  What is left
+waits in the socket buffer for the next turn; the work is the same."""
+
 
 class _DatagramSocket(Protocol):
     """The part of ``IUDPTransport`` used here."""
@@ -141,6 +148,8 @@ class UdpListener(Service):
     def startService(self) -> None:
         listening = self._reactor.listenUDP(self._port, self.protocol, interface=self.host)
         self.listening = cast(ListeningPort, listening)
+        if hasattr(listening, "maxThroughput"):
+            listening.maxThroughput = READ_PER_TURN
         sock = self.bound_socket
         if sock is not None:
             # A deep buffer rides out a burst (a flood before its ban) as delay, not loss; the

@@ -10,6 +10,7 @@ sleeps for a timeout.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -31,8 +32,9 @@ from scaserver.config.schema import ServerSettings, Settings, SipSettings
 from scaserver.edge.endpoint import Endpoint
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.services import Reactor, SipService
-from scaserver.edge.stack import Transports
+from scaserver.edge.stack import DelayedCall, Transports, call_later
 from scaserver.edge.tcp import SipStreamFactory, StreamLimits, TcpListener
+from scaserver.edge.udp import READ_PER_TURN
 from scaserver.sip.actions import Action, Send
 from scaserver.sip.message import Peer, Request, Transport
 from scaserver.sip.parser import parse_message
@@ -177,6 +179,35 @@ async def test_udp_request_is_answered_to_its_source(host: str) -> None:
         [(_, peer, _)] = core.received
         assert peer == Peer(Transport.UDP, host, client.getsockname()[1])
     finally:
+        client.close()
+        await stop(service)
+
+
+@twisted_test
+async def test_a_burst_of_datagrams_is_read_a_bounded_slice_per_reactor_turn() -> None:
+    """Between two slices the reactor runs its timers: a burst of 120 datagrams of 1000
+    octets (120 000 octets, which Twisted alone reads in one turn) takes several turns."""
+    service = start("127.0.0.1", core := FakeCore())
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    seen_at_turns: list[int] = []
+    turns: list[DelayedCall] = []
+
+    def turn() -> None:  # runs once per reactor iteration, before it polls
+        seen_at_turns.append(len(core.received))
+        turns.append(call_later(reactor, 0, turn))
+
+    try:
+        for number in range(120):
+            datagram = request_bytes("UDP", "127.0.0.1", f"b{number}").ljust(1000, b"x")
+            client.sendto(datagram, ("127.0.0.1", service.udp[0].port))
+        turn()
+        await eventually(lambda: len(core.received) == 120, "the burst")
+        slices = [after - before for before, after in itertools.pairwise(seen_at_turns)]
+        assert max(slices) <= READ_PER_TURN // 1000 + 1
+        assert sum(slices) + seen_at_turns[0] == 120
+    finally:
+        if turns and turns[-1].active():
+            turns[-1].cancel()
         client.close()
         await stop(service)
 
