@@ -58,31 +58,40 @@ class HeapClock:
         *args: object,
         **kw: object,
     ) -> HeapCall:
-        call = HeapCall(callable, args)
-        self._seq += 1
-        heapq.heappush(self._calls, (self.now + delay, self._seq, call))
+        call = HeapCall(self, callable, args)
+        self.push(call, delay)
         return call
+
+    def push(self, call: HeapCall, delay: float) -> None:
+        """``call`` due ``delay`` from now; an entry of it pushed before is dead from now on."""
+        self._seq += 1
+        call.seq = self._seq
+        heapq.heappush(self._calls, (self.now + delay, self._seq, call))
 
     def advance(self, seconds: float) -> None:
         end = self.now + seconds
         while self._calls and self._calls[0][0] <= end:
-            when, _, call = heapq.heappop(self._calls)
+            when, seq, call = heapq.heappop(self._calls)
             self.now = max(self.now, when)
-            if call.live:
+            if call.live and call.seq == seq:
                 call.live = False
                 call.function(*call.args)
         self.now = end
 
 
 class HeapCall:
-    def __init__(self, function: Callable[..., object], args: tuple[object, ...]) -> None:
-        self.function, self.args, self.live = function, args, True
+    def __init__(self, clock: HeapClock, function: Callable[..., object], args: tuple[object, ...]) -> None:
+        self.clock, self.function, self.args, self.live, self.seq = clock, function, args, True, 0
 
     def active(self) -> bool:
         return self.live
 
     def cancel(self) -> None:
         self.live = False
+
+    def reset(self, delay: float) -> None:
+        """Due ``delay`` from now instead (the stack's one timer moves earlier)."""
+        self.clock.push(self, delay)
 
 
 class CountingDatagram:
