@@ -57,7 +57,8 @@ class SecuritySettings:
     never limited nor banned (trusted peers and the upstream always are).  ``max_sources``
     bounds the tables.  TCP: ``max_connections_per_address``, ``max_connections`` in all,
     and ``tcp_unvouched_idle_timeout`` for connections that carried no authenticated or trusted
-    request yet.  ``max_transactions``: server transactions beyond which new requests get 503.
+    request yet.  ``max_transactions``: transactions in progress (16 times as many held in all) beyond
+    which new requests get 503.
     ``enabled`` false turns the rate limits and bans off.
     """
 

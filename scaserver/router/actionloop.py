@@ -21,7 +21,7 @@ from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
 from scaserver.router.facts import TransactionCompleted, transaction_kind
 from scaserver.router.sessions import SessionTimers
-from scaserver.router.settings import CoreSettings
+from scaserver.router.settings import HELD_PER_IN_PROGRESS, CoreSettings
 from scaserver.sip.actions import (
     Action,
     CancelTimer,
@@ -97,13 +97,17 @@ class ActionLoop:
 
     def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
         settings = self.user.settings
-        if (
-            len(self.layer) >= settings.max_transactions
-            and request.method != "ACK"
-            and server_key(request) not in self.layer
-        ):
+        layer = self.layer
+        busy_with = (
+            f"{layer.in_progress} transactions in progress"
+            if layer.in_progress >= settings.max_transactions
+            else f"{len(layer)} transactions held"
+            if len(layer) >= settings.max_transactions * HELD_PER_IN_PROGRESS
+            else None
+        )
+        if busy_with is not None and request.method != "ACK" and server_key(request) not in layer:
             retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
-            busy = ServiceUnavailable(f"{len(self.layer)} transactions open", headers=retry)
+            busy = ServiceUnavailable(busy_with, headers=retry)
             return stateless(request, peer, busy, self.unique)
         return self.run(self.layer.receive(request, destination, now), now)
 

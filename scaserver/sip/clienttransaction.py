@@ -166,6 +166,11 @@ class InviteClientTransaction:
     def terminated(self) -> bool:
         return self.state is IctState.TERMINATED
 
+    @property
+    def settled(self) -> bool:
+        """A final response arrived: the transaction only waits out its timers (D, M)."""
+        return self.state is IctState.COMPLETED or self.state is IctState.ACCEPTED
+
     def start(self) -> list[Action]:
         """Send the INVITE; arm timer A (unreliable transports only) and timer B."""
         actions: list[Action] = [Send(self.request, self.peer)]
@@ -322,6 +327,11 @@ class NonInviteClientTransaction:
     @property
     def terminated(self) -> bool:
         return self.state is NictState.TERMINATED
+
+    @property
+    def settled(self) -> bool:
+        """A final response arrived: the transaction only waits out timer K."""
+        return self.state is NictState.COMPLETED
 
     def start(self) -> list[Action]:
         """Send the request; arm timer E (unreliable transports only) and timer F."""

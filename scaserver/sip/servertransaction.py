@@ -131,6 +131,12 @@ class InviteServerTransaction:
     def terminated(self) -> bool:
         return self.state is IstState.TERMINATED
 
+    @property
+    def settled(self) -> bool:
+        """The final response is sent: the transaction only absorbs retransmissions and
+        waits for the ACK or its timers (G, H, I, L)."""
+        return self.state is not IstState.PROCEEDING and self.state is not IstState.TERMINATED
+
     def start(self) -> list[Action]:
         """Arm the 100 Trying timer: the TU has ``trying_delay`` to answer first (17.2.1)."""
         return [self._armed.start(TimerName.TRYING_100, self.timers.trying_delay)]
@@ -289,6 +295,12 @@ class NonInviteServerTransaction:
     @property
     def terminated(self) -> bool:
         return self.state is NistState.TERMINATED
+
+    @property
+    def settled(self) -> bool:
+        """The final response is sent: the transaction only answers retransmissions until
+        timer J."""
+        return self.state is NistState.COMPLETED
 
     def start(self) -> list[Action]:
         return []

@@ -125,6 +125,9 @@ class TransactionLayer:
     _own_cancels: set[ClientKey] = attrs.field(init=False, factory=set)
     # Reason header values (RFC 3326) for the CANCEL of an INVITE client transaction.
     _cancel_reasons: dict[ClientKey, str] = attrs.field(init=False, factory=dict)
+    # Transactions with their final response that only wait out their timers (Timer J keeps
+    # a non-INVITE server transaction 32 s on UDP): most of the live ones under load.
+    _settled: set[TransactionKey] = attrs.field(init=False, factory=set)
 
     # ------------------------------------------------------------------ inputs
 
@@ -239,7 +242,13 @@ class TransactionLayer:
         return key in self._servers or key in self._clients
 
     def __len__(self) -> int:
+        """The transactions held: in progress, and settled ones waiting out their timers."""
         return len(self._servers) + len(self._clients)
+
+    @property
+    def in_progress(self) -> int:
+        """The transactions still without a final response: the work the stack has open."""
+        return len(self._servers) + len(self._clients) - len(self._settled)
 
     # --------------------------------------------------------------- requests
 
@@ -273,7 +282,10 @@ class TransactionLayer:
 
     def _forget_server(self, server: ServerTransaction) -> None:
         if server.terminated:
-            self._servers.pop(server.key, None)
+            if self._servers.pop(server.key, None) is not None:
+                self._settled.discard(server.key)
+        elif server.settled:
+            self._settled.add(server.key)
 
     # -------------------------------------------------------------- responses
 
@@ -319,8 +331,11 @@ class TransactionLayer:
         key = client.key
         if client.terminated:
             del self._clients[key]
+            self._settled.discard(key)
             self._cancel_on_provisional.discard(key)
             self._cancel_reasons.pop(key, None)
+        elif client.settled:
+            self._settled.add(key)
         if key in self._own_cancels:
             if client.terminated:
                 self._own_cancels.discard(key)

@@ -9,9 +9,11 @@ import attrs
 from scaserver.guard.sources import Ban, BanReason, SecuritySettings, SourceGuard
 from scaserver.router.authentication import AuthenticationRejected
 from scaserver.router.router import SipRouter
+from scaserver.router.settings import HELD_PER_IN_PROGRESS
 from scaserver.sip.actions import Action, Deliver
 from scaserver.sip.digest import RejectCause
 from scaserver.sip.endpoint import StatelessReply
+from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.serializer import serialize
@@ -111,16 +113,68 @@ def test_a_locked_out_user_gets_a_challenge_even_with_the_right_password() -> No
     assert reply.status == 200
 
 
-def test_a_full_transaction_table_answers_503_with_retry_after() -> None:
+ALICE_PHONE = Peer(Transport.UDP, "192.0.2.20", 5060)
+
+
+def invite_text(branch: str) -> str:
+    return (
+        f"INVITE sip:alice@{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {GUESSER.host}:{GUESSER.port};branch={branch};rport\r\n"
+        f"From: <sip:bob@{DOMAIN}>;tag=f{branch}\r\n"
+        f"To: <sip:alice@{DOMAIN}>\r\n"
+        f"Call-ID: inv-{branch}\r\n"
+        "CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:bob@{GUESSER.host}:{GUESSER.port}>\r\n"
+        "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+
+
+def test_requests_beyond_max_transactions_in_progress_get_503_with_retry_after() -> None:
     core = make_core(require_auth=False)
     core.settings = attrs.evolve(core.settings, max_transactions=2)
-    for n in range(2):
-        actions = core.receive(register_text("alice", GUESSER, f"z9hG4bKt{n}").encode(), GUESSER, NOW)
-        assert only_response(actions).status == 200
+    registered = core.receive(register_text("alice", ALICE_PHONE, "z9hG4bKr1").encode(), ALICE_PHONE, NOW)
+    assert only_response(registered).status == 200  # answered: settled, not in progress
+    # Relayed to alice's phone, unanswered: a server and a client transaction in progress.
+    relayed = core.receive(invite_text("z9hG4bKi1").encode(), GUESSER, NOW)
+    assert [(m.method, p) for m, p in sent(relayed) if isinstance(m, Request)] == [("INVITE", ALICE_PHONE)]
+    assert (core.layer.in_progress, len(core.layer)) == (2, 3)
     actions = core.receive(register_text("alice", GUESSER, "z9hG4bKt9").encode(), GUESSER, NOW)
     busy = only_response(actions)
     assert (busy.status, busy.headers.get("Retry-After")) == (503, "5")
-    assert any(isinstance(f, StatelessReply) and f.status == 503 for f in facts(actions))
-    # A retransmission of a request whose transaction exists is still absorbed by it.
-    again = core.receive(register_text("alice", GUESSER, "z9hG4bKt1").encode(), GUESSER, NOW)
+    [refused] = [f for f in facts(actions) if isinstance(f, StatelessReply)]
+    assert (refused.status, refused.detail) == (503, "2 transactions in progress")
+    # A retransmission of a request whose transaction exists is still absorbed by it (its
+    # 100 Trying is not due yet: nothing to send again), not refused.
+    again = core.receive(invite_text("z9hG4bKi1").encode(), GUESSER, NOW + 0.1)
+    assert sent(again) == []
+    assert (core.layer.in_progress, len(core.layer)) == (2, 3)
+
+
+def test_settled_transactions_are_held_up_to_a_bound_then_new_requests_get_503() -> None:
+    """Answered requests leave settled transactions (Timer J: 32 s on UDP); they do not count
+    as work in progress, but there may be only so many of them."""
+    core = make_core(require_auth=False)
+    core.settings = attrs.evolve(core.settings, max_transactions=1)
+    for n in range(HELD_PER_IN_PROGRESS):
+        actions = core.receive(register_text("alice", GUESSER, f"z9hG4bKt{n}").encode(), GUESSER, NOW)
+        assert only_response(actions).status == 200
+    assert (core.layer.in_progress, len(core.layer)) == (0, HELD_PER_IN_PROGRESS)
+    actions = core.receive(register_text("alice", GUESSER, "z9hG4bKt99").encode(), GUESSER, NOW)
+    busy = only_response(actions)
+    assert (busy.status, busy.headers.get("Retry-After")) == (503, "5")
+    [refused] = [f for f in facts(actions) if isinstance(f, StatelessReply)]
+    assert refused.detail == f"{HELD_PER_IN_PROGRESS} transactions held"
+    # A retransmission of an answered request is still answered by its transaction.
+    again = core.receive(register_text("alice", GUESSER, "z9hG4bKt1").encode(), GUESSER, NOW + 1)
     assert only_response(again).status == 200
+    # Timer J ends them: room again.
+    for n in range(HELD_PER_IN_PROGRESS):
+        core.run(
+            core.layer.on_timer(
+                ServerKey(f"z9hG4bKt{n}", GUESSER.host, GUESSER.port, "REGISTER"), "J", NOW + 33
+            ),
+            NOW + 33,
+        )
+    assert len(core.layer) == 0
+    actions = core.receive(register_text("alice", GUESSER, "z9hG4bKt100").encode(), GUESSER, NOW + 33)
+    assert only_response(actions).status == 200

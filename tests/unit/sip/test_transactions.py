@@ -254,6 +254,34 @@ def test_server_transport_failure() -> None:
     assert tl.on_timer(KEY, "TRYING_100", 0.2) == []
 
 
+def test_a_server_transaction_is_in_progress_until_its_final_response_then_held_until_it_ends() -> None:
+    tl = layer()
+    options, invite = incoming("OPTIONS", "z9hG4bKo1"), incoming("INVITE")
+    okey = ServerKey("z9hG4bKo1", "phone.example.com", 5062, "OPTIONS")
+    tl.receive(options, PHONE, 0.0)
+    tl.receive(invite, PHONE, 0.0)
+    assert (tl.in_progress, len(tl)) == (2, 2)
+    tl.respond(KEY, make_response(invite, 180, to_tag="t"), 0.0)
+    assert tl.in_progress == 2  # a provisional answer is still work in progress
+    tl.respond(okey, make_response(options, 200, to_tag="t"), 0.0)
+    tl.respond(KEY, make_response(invite, 486, to_tag="t"), 0.0)
+    assert (tl.in_progress, len(tl)) == (0, 2)  # Timer J and the ACK still to wait for
+    tl.on_timer(okey, "J", 32.0)
+    tl.on_timer(KEY, "H", 32.0)
+    assert (tl.in_progress, len(tl)) == (0, 0)
+
+
+def test_a_client_transaction_is_in_progress_until_its_final_response_then_held_until_timer_k() -> None:
+    tl = layer()
+    key, _ = tl.request(outgoing("NOTIFY"), PHONE, 0.0)
+    assert (tl.in_progress, len(tl)) == (1, 1)
+    ok = make_response(with_via(outgoing("NOTIFY"), "z9hG4bKb1"), 200, to_tag="t")
+    tl.receive(ok, PHONE, 0.1)
+    assert (tl.in_progress, len(tl)) == (0, 1)
+    tl.on_timer(key, "K", 5.1)
+    assert (tl.in_progress, len(tl)) == (0, 0)
+
+
 # ------------------------------------------------------------ client side
 
 
