@@ -8,6 +8,7 @@ timers."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Hashable, Sequence
 
 import attrs
@@ -248,7 +249,7 @@ class UpstreamClient:
         if self.credentials is None:
             return self._auth_needed(reg, status, "challenge to our own REGISTER", now)
         lookup = self.credentials
-        chosen = select_challenge(parse_challenges(response), lambda realm: lookup(reg.aor, realm))
+        chosen = select_challenge(parse_challenges(response), functools.partial(lookup, reg.aor))
         if chosen is None:
             realms = ", ".join(sorted({c.realm for c in parse_challenges(response)})) or "none"
             return self._auth_needed(reg, status, f"no credentials for realm {realms}", now)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import attrs
 
 from scaserver.sca.appearance import (
-    HELD_STATES,
+    IN_CALL_STATES,
     Appearance,
     AppearanceState,
     CallLeg,
@@ -226,7 +226,7 @@ class CallTracker:
         if line is None or line != self.resolve(canonical_aor(str(target.uri))):
             return None
         app = self.board.appearance(line, info.index)
-        if app is None or app.state not in (*HELD_STATES, AppearanceState.ACTIVE):
+        if app is None or app.state not in IN_CALL_STATES:
             return None
         leg = app.leg
         if leg is not None and leg.call_id == request.call_id:

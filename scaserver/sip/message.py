@@ -193,7 +193,10 @@ class Headers:
 
     fields: tuple[tuple[str, str], ...] = ()
 
-    EMPTY: ClassVar[Headers]
+    # Quoted for mypyc: unquoted, it compiles this annotation of a class still being built to
+    # a null type object, and the compiled module crashes at import. As text it is what every
+    # annotation here is anyway (from __future__ import annotations).
+    EMPTY: "ClassVar[Headers]"  # noqa: UP037
 
     @classmethod
     def of(cls, *fields: tuple[str, str]) -> Headers:
