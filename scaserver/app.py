@@ -41,7 +41,7 @@ from scaserver.edge.dns import ServerLocator, TransportChoice, nameservers
 from scaserver.edge.factlog import FactLog
 from scaserver.edge.health import Readiness
 from scaserver.edge.history import history_services
-from scaserver.edge.pacing import Paced
+from scaserver.edge.pacing import RESTORE_NOTIFY_WINDOW, Paced
 from scaserver.edge.persistence import Persistence, StoredState, restore_upstream
 from scaserver.edge.pushdispatch import PushDispatch
 from scaserver.edge.pushgateway import PushGatewayClient, treq_client
@@ -596,7 +596,11 @@ def make_server(
         actions += core.registrar.restore(state.bindings, now)
         restored_sca, owed = core.sca.restore_state(lines, state.subscriptions, state.appearances, now)
         sip.stack.run(core.run(actions + restored_sca, now))
-        Paced(reactor, owed, notify_restored).start()  # the full-state NOTIFYs (10.3), a batch per turn
+        # The full-state NOTIFYs (10.3), a batch per turn while the answers keep up.
+        def room() -> bool:
+            return core.layer.in_progress < RESTORE_NOTIFY_WINDOW
+
+        Paced(reactor, owed, notify_restored, room=room).start()
         # After the bindings are back (dormant ones retained): an AoR kept only by dormant
         # bindings is re-registered upstream as well.
         sip.stack.run(core.run(restore_upstream(core, state.upstream, state.bindings, now), now))

@@ -5,6 +5,14 @@ and sent in one reactor turn they stall the server for seconds (nothing is read,
 fires) and hold 100k requests and client transactions at once.  :class:`Paced` hands its
 items to ``step`` ``batch`` at a time, each batch in its own turn (a zero-delay call on the
 injected clock), so that what arrives meanwhile is served between batches.
+
+A batch may also wait for ``room``: the restore's NOTIFYs wait while the stack has
+:data:`RESTORE_NOTIFY_WINDOW` transactions in progress.  Sent faster than their answers are
+read (a turn reads at most ``edge.udp.READ_PER_TURN`` of them), the answers queue in the
+socket and every NOTIFY's transaction stays open meanwhile: 100k of them at the peak, which
+the allocator keeps as the process's size after the restore.  A batch waits at most
+``max_wait_s``: phones that never answer (gone since the restart) hold their transactions
+32 s, and must not hold up the rest that long.
 """
 
 from __future__ import annotations
@@ -22,9 +30,19 @@ RESTORE_NOTIFY_BATCH: Final = 100
 """Full-state NOTIFYs built and sent per reactor turn after a restore: about 30 ms of work on
 a loaded core, under the 50 ms stall budget."""
 
+RESTORE_NOTIFY_WINDOW: Final = 1000
+"""Transactions in progress at which the restore's next batch of NOTIFYs waits."""
+
+ROOM_CHECK_S: Final = 0.01
+"""How often a waiting batch looks for room again."""
+
+MAX_WAIT_S: Final = 0.5
+"""The longest a batch waits for room."""
+
 
 class Paced(Generic[T]):
-    """Calls ``step(batch, now)`` for successive slices of ``items``, one slice per turn."""
+    """Calls ``step(batch, now)`` for successive slices of ``items``, one slice per turn,
+    each when ``room()`` is true or after it waited ``max_wait_s`` for it."""
 
     _log = Logger()
 
@@ -35,11 +53,15 @@ class Paced(Generic[T]):
         step: Callable[[Sequence[T], float], None],
         *,
         batch: int = RESTORE_NOTIFY_BATCH,
+        room: Callable[[], bool] = lambda: True,
+        max_wait_s: float = MAX_WAIT_S,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be at least 1, not {batch}")
         self._clock, self._items, self._step, self._batch = clock, items, step, batch
+        self._room, self._max_wait_s = room, max_wait_s
         self._next = 0
+        self._waiting_since: float | None = None
         self._call: DelayedCall | None = None
 
     @property
@@ -61,6 +83,14 @@ class Paced(Generic[T]):
 
     def _turn(self) -> None:
         self._call = None
+        now = self._clock.seconds()
+        if not self._room():
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < self._max_wait_s:
+                self._call = call_later(self._clock, ROOM_CHECK_S, self._turn)
+                return
+        self._waiting_since = None
         start = self._next
         self._next = min(start + self._batch, len(self._items))
         try:

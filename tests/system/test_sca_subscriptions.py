@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from scaserver.edge.pacing import RESTORE_NOTIFY_BATCH
+from scaserver.edge.pacing import MAX_WAIT_S, RESTORE_NOTIFY_BATCH, RESTORE_NOTIFY_WINDOW
 from scaserver.sca.subscription import Package, Subscription
 from scaserver.sip.message import Peer, Request, Transport
 from scaserver.sip.parser import parse_message
@@ -267,16 +267,9 @@ def test_member_rebooting_in_a_call_is_recognised_after_its_subscription_was_los
             assert appearances(server) == []
 
 
-def test_a_restore_of_more_than_one_batch_sends_every_subscription_its_full_state(
-    tmp_path: Path, db_url: str
-) -> None:
-    """The full-state NOTIFYs of a restore go out a batch per reactor turn: all of them."""
-    count = 2 * RESTORE_NOTIFY_BATCH + 50  # three turns
+def seed_restored(db_url: str, port: int, count: int) -> None:
+    """``count`` stored call-info subscriptions to LINE whose subscriber is 127.0.0.1:``port``."""
     add_subscribers(db_url, [])
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", 0))
-    sink.settimeout(0.5)
-    port = sink.getsockname()[1]
     expires = time.time() + 3600
     store = SqlStore(db_url)
     try:
@@ -297,6 +290,24 @@ def test_a_restore_of_more_than_one_batch_sends_every_subscription_its_full_stat
         )
     finally:
         store.close()
+
+
+def full_state_call_id(data: bytes) -> str:
+    request = parse_message(data)
+    assert isinstance(request, Request) and request.method == "NOTIFY"
+    assert (request.headers.get("Subscription-State") or "").startswith("active")
+    return request.headers.get("Call-ID") or ""
+
+
+def test_a_restore_of_more_than_one_batch_sends_every_subscription_its_full_state(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The full-state NOTIFYs of a restore go out a batch per reactor turn: all of them."""
+    count = 2 * RESTORE_NOTIFY_BATCH + 50  # three turns
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(0.5)
+    seed_restored(db_url, sink.getsockname()[1], count)
     notified: set[str] = set()
     with sink, running_server(tmp_path / "server", config(), db_url=db_url):
         deadline = time.monotonic() + 60.0
@@ -305,8 +316,38 @@ def test_a_restore_of_more_than_one_batch_sends_every_subscription_its_full_stat
                 data, _ = sink.recvfrom(65536)
             except TimeoutError:
                 continue
-            request = parse_message(data)
-            assert isinstance(request, Request) and request.method == "NOTIFY"
-            assert (request.headers.get("Subscription-State") or "").startswith("active")
-            notified.add(request.headers.get("Call-ID") or "")
+            notified.add(full_state_call_id(data))
+    assert notified == {f"restored-{n}" for n in range(count)}
+
+
+def test_a_restore_sends_no_more_unanswered_notifies_than_its_window_at_once(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The restore's NOTIFYs wait while RESTORE_NOTIFY_WINDOW transactions are in progress:
+    to subscribers that do not answer (gone since the restart), a batch more goes only every
+    MAX_WAIT_S, and all of them still go."""
+    count = 2 * RESTORE_NOTIFY_WINDOW
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sink.settimeout(0.5)
+    seed_restored(db_url, sink.getsockname()[1], count)
+    notified: set[str] = set()
+    within_first_second: int | None = None
+    with sink, running_server(tmp_path / "server", config(), db_url=db_url):
+        first: float | None = None
+        deadline = time.monotonic() + 90.0
+        while len(notified) < count and time.monotonic() < deadline:
+            try:
+                data, _ = sink.recvfrom(65536)  # and never answered
+            except TimeoutError:
+                continue
+            first = first if first is not None else time.monotonic()
+            if within_first_second is None and time.monotonic() - first > 1.0:
+                within_first_second = len(notified)
+            notified.add(full_state_call_id(data))
+    # Unbounded, all 2000 go within a few turns; bounded, the window and at most a batch per
+    # MAX_WAIT_S (and one batch under way).
+    assert within_first_second is not None
+    assert within_first_second <= RESTORE_NOTIFY_WINDOW + RESTORE_NOTIFY_BATCH * (1.0 / MAX_WAIT_S + 1)
     assert notified == {f"restored-{n}" for n in range(count)}
