@@ -217,7 +217,10 @@ class ScaServer(Target):
         if fresh_db:
             self.prepare_db()
         config = self.workdir / "scaserver.toml"
-        config.write_text(SCASERVER_CONFIG.format(require="true" if auth else "false"))
+        # BENCH_SCASERVER_TOML: more configuration for a measurement (say, "[reporting]
+        # enabled = false" to see what the history costs).
+        extra = os.environ.get("BENCH_SCASERVER_TOML", "")
+        config.write_text(SCASERVER_CONFIG.format(require="true" if auth else "false") + extra)
         log = (self.workdir / "scaserver.log").open("ab")
         started = time.monotonic()
         self.process = subprocess.Popen(
