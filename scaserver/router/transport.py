@@ -94,13 +94,14 @@ class TransportChoice:
 
     def forget(self, key: ClientKey) -> None:
         """Client transaction ``key`` ended, or was replaced by another."""
-        self._upgraded.pop(key, None)
+        if self._upgraded:  # empty but for large requests: then no key is hashed
+            self._upgraded.pop(key, None)
 
     def fall_back(self, key: ClientKey) -> tuple[Request, Peer, Hashable] | None:
         """The request moved to TCP on ``key``, whose connection failed: the request, its UDP
         destination and its owner's context (RFC 3261 18.1.1 leaves the choice open when TCP
         cannot be used).  None when ``key`` was not moved."""
-        return self._upgraded.pop(key, None)
+        return self._upgraded.pop(key, None) if self._upgraded else None
 
     def over_udp_after_failure(self, request: Request, peer: Peer) -> LargeRequestOverUdp:
         """The fact of a large request going to ``peer`` over UDP after its TCP connection

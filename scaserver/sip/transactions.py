@@ -317,11 +317,14 @@ class TransactionLayer:
     def _client_output(self, client: ClientTransaction, actions: list[Action]) -> list[Action]:
         """Forget a terminated client transaction; keep the events of our own CANCELs inside."""
         key = client.key
+        # The CANCEL tables are empty but for INVITEs being cancelled: then no key is hashed.
         if client.terminated:
             del self._clients[key]
-            self._cancel_on_provisional.discard(key)
-            self._cancel_reasons.pop(key, None)
-        if key in self._own_cancels:
+            if self._cancel_on_provisional:
+                self._cancel_on_provisional.discard(key)
+            if self._cancel_reasons:
+                self._cancel_reasons.pop(key, None)
+        if self._own_cancels and key in self._own_cancels:
             if client.terminated:
                 self._own_cancels.discard(key)
             return [action for action in actions if not isinstance(action, Deliver)]
