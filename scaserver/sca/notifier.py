@@ -487,8 +487,9 @@ class Notifier:
         if stored is None:
             stored = self.registry.by_replacement(checked.replacement)
         index = stored.index if stored is not None and stored.index else checked.index
-        dialog_sub = checked.existing if checked.existing is not None else attrs.evolve(new, index=index)
-        dialog_sub = attrs.evolve(dialog_sub, index=index, expires=now)
+        dialog_sub = (checked.existing if checked.existing is not None else new).ending(
+            index=index, expires=now
+        )
         out: list[EngineAction] = []
         if stored is not None and stored.dialog != dialog_sub.dialog:
             self._drop_dialog(stored)

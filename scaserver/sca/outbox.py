@@ -113,7 +113,7 @@ class NotifyOutbox:
         and expires ``now`` (3.5)."""
         self.keep_for_final(sub)
         queue = self._queues[sub.dialog]
-        queue.subscription = attrs.evolve(queue.subscription, index=index, expires=now)
+        queue.subscription = queue.subscription.ending(index=index, expires=now)
         queue.live = False
 
     # Sending.

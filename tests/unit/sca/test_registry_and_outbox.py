@@ -147,8 +147,8 @@ def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_los
     assert outbox.on_failed(NotifyContext(sub.dialog, 1), 33.0) == []  # a stale outcome
 
 
-def test_with_notify_cseq_keeps_every_other_field() -> None:
-    """``with_notify_cseq`` calls the constructor with every field: a field added to
+def test_with_notify_cseq_and_ending_keep_every_other_field() -> None:
+    """``with_notify_cseq`` and ``ending`` call the constructor with every field: a field added to
     Subscription must be carried over there too."""
     values: dict[str, object] = {
         "subscriber": "sip:2001@192.0.2.10",
@@ -174,3 +174,5 @@ def test_with_notify_cseq_keeps_every_other_field() -> None:
     bumped = sub.with_notify_cseq(5)
     assert bumped == attrs.evolve(sub, notify_cseq=5)
     assert sub.notify_cseq == 4
+    ended = sub.ending(index=1, expires=99.0)
+    assert ended == attrs.evolve(sub, index=1, expires=99.0)
