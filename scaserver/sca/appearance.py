@@ -25,6 +25,8 @@ from scaserver.sip.actions import Fact
 class AppearanceState(enum.Enum):
     """The internal appearance states of sca.md section 6.1."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     IDLE = "idle"
     SEIZED = "seized"
     PROGRESSING = "progressing"
@@ -64,6 +66,8 @@ class Role(enum.Enum):
 
 class Trigger(enum.Enum):
     """Inputs of the appearance state machine, named after the event of section 6.3/6.4."""
+
+    __hash__ = object.__hash__  # as AppearanceState's: TRANSITIONS and GUARDS are keyed by both
 
     SEIZE = "seize"  # initial line-seize SUBSCRIBE (O1, O2)
     SEIZE_RELEASED = "seize-released"  # line-seize un-subscribe (O3)

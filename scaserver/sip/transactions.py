@@ -38,7 +38,7 @@ from scaserver.sip.servertransaction import (
     NonInviteServerTransaction,
     ServerTransaction,
 )
-from scaserver.sip.timers import TimerConfig, TimerName
+from scaserver.sip.timers import TIMER_NAMES, TimerConfig, TimerName
 from scaserver.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -196,7 +196,7 @@ class TransactionLayer:
 
     def on_timer(self, key: TransactionKey, name: str, now: float) -> list[Action]:
         """Timer ``name`` fired for transaction ``key``; unknown keys are timers that outlived it."""
-        timer = TimerName(name)
+        timer = TIMER_NAMES.get(name) or TimerName(name)  # an unknown name raises, as it did
         if isinstance(key, ServerKey):
             server = self._servers.get(key)
             if server is None:
