@@ -155,8 +155,7 @@ class NotifyOutbox:
         queue.in_flight = number
         queue.last_call_info = call_info
         out: list[EngineAction] = [SendRequest(request, peer, NotifyContext(dialog, number))]
-        if queue.live and self.registry.is_current(sub, dialog):
-            self.registry.update(sub)
+        if queue.live and self.registry.update_current(sub, dialog):
             out.append(Deliver(SubscriptionNotified(sub)))
         return out
 

@@ -46,6 +46,23 @@ def test_registry_finds_a_subscription_by_dialog_replacement_and_line() -> None:
     assert registry.has_call_info(AOR)
 
 
+def test_update_current_replaces_only_a_live_subscription_its_dialog_leads_to() -> None:
+    registry = SubscriptionRegistry()
+    sub = _sub()
+    registry.store(sub)
+    bumped = sub.with_notify_cseq(1)
+    assert registry.update_current(bumped, sub.dialog)
+    assert registry.get(sub.key) is bumped
+    assert not registry.update_current(bumped.with_notify_cseq(2), _sub(tag="b").dialog)  # another dialog
+    registry.forget_dialog(sub)  # replaced (3.5): its dialog no longer leads to it
+    assert not registry.update_current(bumped.with_notify_cseq(2), sub.dialog)
+    assert registry.get(sub.key) is bumped
+    registry.store(sub)
+    registry.remove(sub, "timeout")
+    assert not registry.update_current(bumped.with_notify_cseq(3), sub.dialog)
+    assert registry.get(sub.key) is None
+
+
 def test_registry_removal_forgets_the_expiry_once() -> None:
     registry = SubscriptionRegistry()
     sub = _sub()
