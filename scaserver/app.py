@@ -206,6 +206,8 @@ def make_core(
         tuple(interfaces), aliases=frozenset({host.lower()}), route_key=derive_route_key(secret)
     )
 
+    transport_names = {transport: transport.value for transport in Transport}  # no enum property per request
+
     def local_via(peer: Peer) -> tuple[str, str, int]:
         if peer.transport is Transport.TLS and settings.tls.listen:
             same_family = (e for e in settings.tls.listen if (":" in e.host) == (":" in peer.host))
@@ -215,7 +217,7 @@ def make_core(
             for endpoint in settings.server.listen:
                 if ":" in endpoint.host:
                     return peer.transport.value, endpoint.host, endpoint.port
-        return peer.transport.value, host, port
+        return transport_names[peer.transport], host, port
 
     layer = TransactionLayer(
         settings.sip.timers,

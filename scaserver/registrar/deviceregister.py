@@ -5,7 +5,6 @@ bindings it writes and the 200 the device gets."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from email.utils import formatdate
 
 import attrs
 
@@ -23,6 +22,7 @@ from scaserver.registrar.midregsettings import Mode
 from scaserver.registrar.midregstate import BindingChange, UpstreamRegistration
 from scaserver.registrar.registrar import contact_line
 from scaserver.sip.actions import Deliver, EngineAction
+from scaserver.sip.date import date_value
 from scaserver.sip.errors import BadRequest, IntervalTooBrief, ServiceUnavailable
 from scaserver.sip.headers import Star, contacts, cseq, expires, parse_uint32, to_addr
 from scaserver.sip.message import Headers, Peer, Request, Response
@@ -183,7 +183,7 @@ def registered_ok(
                 headers = headers.add(name, value)
                 copied = copied or name == "Date"
     if not copied:
-        headers = headers.add("Date", formatdate(now, usegmt=True))
+        headers = headers.add("Date", date_value(now))
     return make_response(request, 200, headers=headers, to_tag=to_tag)
 
 

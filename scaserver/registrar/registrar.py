@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from email.utils import formatdate
 from typing import Final
 
 import attrs
@@ -53,6 +52,7 @@ from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalRea
 from scaserver.registrar.location import LocationService
 from scaserver.registrar.nat import is_outbound, same_flow
 from scaserver.sip.actions import EngineAction, Respond
+from scaserver.sip.date import date_value
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
 from scaserver.sip.errors import (
     BadExtension,
@@ -410,7 +410,7 @@ class Registrar:
         if path and "path" in (tag.lower() for tag in option_tags(request, "Supported")):
             for value in path:
                 headers = headers.add("Path", value)
-        headers = headers.add("Date", formatdate(now, usegmt=True))
+        headers = headers.add("Date", date_value(now))
         if _asks_outbound(request):
             headers = headers.add("Require", "outbound")
         return make_response(request, 200, headers=headers, to_tag=response_tag(request))

@@ -116,12 +116,19 @@ class ActionLoop:
         out: list[Action] = []
         strip, trusted = self.user.settings.strip_call_info, self.user.trusted
         for action in actions:
-            match action:
+            match action:  # the most frequent first: Deliver, then timers
+                case Deliver(event=event):
+                    # A fact (most of them) is told by its one base class, before the
+                    # union of transaction events.
+                    if isinstance(event, Fact) or not isinstance(event, TransactionEvent):
+                        out += self.user.deliver(event, now)
+                    else:
+                        out += self._on_transaction_event(event, now)
+                case StartTimer() | CancelTimer():
+                    out.append(action)
                 case Send(message=message, peer=peer):
                     sent = self.disclosure.sent(message, peer, strip, trusted)
                     out.append(action if sent is message else Send(sent, peer))
-                case StartTimer() | CancelTimer():
-                    out.append(action)
                 case Respond(transaction=transaction, response=response):
                     if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
                         raise ProtocolStateError(f"bad Respond action {action!r}")
@@ -141,11 +148,6 @@ class ActionLoop:
                     if isinstance(context, BranchKey):
                         request = self.disclosure.branch(request, peer, strip, trusted)
                     out += self._send_request(request, peer, context, now)
-                case Deliver(event=event):
-                    if isinstance(event, TransactionEvent):
-                        out += self._on_transaction_event(event, now)
-                    else:
-                        out += self.user.deliver(event, now)
                 case _:
                     assert_never(action)
         return out

@@ -67,7 +67,7 @@ class ClientTransactions:
         if request.method != "ACK":
             self.contexts[key] = context
             self.failover.remember(key, request, sent, context, attempt)
-        if sent != peer:
+        if sent is not peer:  # transport_for returns ``peer`` itself unless it moves the request
             self.transports.upgraded(key, request, peer, context)
         return actions, fact
 

@@ -28,7 +28,8 @@ class Failover:
 
     def attempt_of(self, context: Hashable) -> int:
         """How many failovers came before the request of ``context`` about to be sent."""
-        return self._attempts.pop(context, 0)
+        # Empty but for a request failing over: then no context is hashed (the same below).
+        return self._attempts.pop(context, 0) if self._attempts else 0
 
     def remember(self, key: ClientKey, request: Request, peer: Peer, context: Hashable, attempt: int) -> None:
         """A request to a host name: kept until its transaction ends, for RFC 3263 4.3."""
@@ -37,7 +38,8 @@ class Failover:
 
     def forget(self, key: ClientKey) -> None:
         """Client transaction ``key`` got its final answer or ended: nothing to fail over."""
-        self._located.pop(key, None)
+        if self._located:
+            self._located.pop(key, None)
 
     def next_try(
         self, key: ClientKey, has_alternative: Callable[[Peer, str], bool]
@@ -45,7 +47,7 @@ class Failover:
         """The request of ``key`` (forgotten now), its destination, context and failovers so
         far, when it failed over fewer than :data:`MAX_FAILOVERS` times and the locator has
         another target (``has_alternative``); else None: the failure is the owner's to handle."""
-        located = self._located.pop(key, None)
+        located = self._located.pop(key, None) if self._located else None
         if located is None:
             return None
         _, peer, _, attempt = located

@@ -4,6 +4,8 @@ for a ``sips:`` Request-URI (RFC 5630)."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Hashable, Sequence
 from typing import Final
 
@@ -66,7 +68,11 @@ class TransportChoice:
         """
         if peer.transport is not Transport.UDP or request.method == "ACK":
             return peer, None
-        size = self._wire_size(request, peer)
+        via_size = _via_line_size(*self.layer.local_via(peer))
+        bound = _serialized_size_bound(request)
+        if bound is not None and bound + via_size <= LARGE_REQUEST_BYTES:
+            return peer, None
+        size = len(serialize(request)) + via_size
         if size <= LARGE_REQUEST_BYTES:
             return peer, None
         if peer in self._udp_only:
@@ -88,13 +94,14 @@ class TransportChoice:
 
     def forget(self, key: ClientKey) -> None:
         """Client transaction ``key`` ended, or was replaced by another."""
-        self._upgraded.pop(key, None)
+        if self._upgraded:  # empty but for large requests: then no key is hashed
+            self._upgraded.pop(key, None)
 
     def fall_back(self, key: ClientKey) -> tuple[Request, Peer, Hashable] | None:
         """The request moved to TCP on ``key``, whose connection failed: the request, its UDP
         destination and its owner's context (RFC 3261 18.1.1 leaves the choice open when TCP
         cannot be used).  None when ``key`` was not moved."""
-        return self._upgraded.pop(key, None)
+        return self._upgraded.pop(key, None) if self._upgraded else None
 
     def over_udp_after_failure(self, request: Request, peer: Peer) -> LargeRequestOverUdp:
         """The fact of a large request going to ``peer`` over UDP after its TCP connection
@@ -102,9 +109,7 @@ class TransportChoice:
         return self._over_udp(peer, request.method, self._wire_size(request, peer), "no TCP connection")
 
     def _wire_size(self, request: Request, peer: Peer) -> int:
-        transport, host, port = self.layer.local_via(peer)
-        via = headers.Via("SIP/2.0", transport.upper(), host, port, (("branch", _BRANCH_ALLOWANCE),))
-        return len(serialize(request)) + len(f"Via: {via}\r\n")
+        return len(serialize(request)) + _via_line_size(*self.layer.local_via(peer))
 
     def _over_udp(self, peer: Peer, method: str, size: int, reason: str) -> LargeRequestOverUdp:
         """Remember that large requests to ``peer`` go over UDP; the fact to publish once."""
@@ -112,6 +117,28 @@ class TransportChoice:
         while len(self._udp_only) > _UDP_ONLY_MEMORY:
             del self._udp_only[next(iter(self._udp_only))]
         return LargeRequestOverUdp(peer, method, size, reason)
+
+
+@functools.lru_cache(maxsize=64)
+def _via_line_size(transport: str, host: str, port: int) -> int:
+    """The bytes of the ``Via:`` line the transaction layer puts on a request sent from
+    (``transport``, ``host``, ``port``) (its branch counted as ``_BRANCH_ALLOWANCE``)."""
+    via = headers.Via("SIP/2.0", transport.upper(), host, port, (("branch", _BRANCH_ALLOWANCE),))
+    return len(f"Via: {via}\r\n")
+
+
+def _serialized_size_bound(request: Request) -> int | None:
+    """At least ``len(serialize(request))``, counted without serializing: every header line
+    as written plus a Content-Length line of its own (the serializer writes one, in place of
+    those it drops).  None when the text is not all ASCII (a character may take more than one
+    byte) or holds a CR or LF (the serializer refuses it): then only serializing tells."""
+    fields = request.headers.fields
+    text = "".join((request.method, request.uri, request.version, *itertools.chain.from_iterable(fields)))
+    if not text.isascii() or "\r" in text or "\n" in text:
+        return None
+    body = len(request.body)
+    # "METHOD URI VERSION\r\n", "Name: value\r\n" per field, "Content-Length: N\r\n", "\r\n", body
+    return len(text) + 4 + 4 * len(fields) + 18 + len(str(body)) + 2 + body
 
 
 def secure_targets(targets: Sequence[Target]) -> list[Target]:

@@ -25,6 +25,8 @@ from scaserver.sip.actions import Fact
 class AppearanceState(enum.Enum):
     """The internal appearance states of sca.md section 6.1."""
 
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
     IDLE = "idle"
     SEIZED = "seized"
     PROGRESSING = "progressing"
@@ -64,6 +66,8 @@ class Role(enum.Enum):
 
 class Trigger(enum.Enum):
     """Inputs of the appearance state machine, named after the event of section 6.3/6.4."""
+
+    __hash__ = object.__hash__  # as AppearanceState's: TRANSITIONS and GUARDS are keyed by both
 
     SEIZE = "seize"  # initial line-seize SUBSCRIBE (O1, O2)
     SEIZE_RELEASED = "seize-released"  # line-seize un-subscribe (O3)
@@ -300,6 +304,26 @@ class Appearance:
         dialog, is still awaited; ``previous`` is the dialog to go back to if it fails."""
         return self.previous is not None and self.leg is not None and self.leg.member_tag is None
 
+    def moved(
+        self, state: AppearanceState, *, changed_at: float, touched_at: float, created_at: float
+    ) -> Appearance:
+        """This appearance in ``state`` with its times stamped (once per trigger applied): the
+        constructor with every field, not ``attrs.evolve`` (3.4-4.3 -> 1.6-1.7 us)."""
+        return Appearance(
+            self.line,
+            self.index,
+            state,
+            self.owner,
+            self.leg,
+            self.remote_contact,
+            self.remote_uri,
+            self.rollback,
+            self.previous,
+            created_at,
+            changed_at,
+            touched_at,
+        )
+
 
 def _seize_only(appearance: Appearance) -> bool:
     """The member has not sent its INVITE on the seized index yet."""
@@ -416,9 +440,8 @@ def apply(appearance: Appearance, trigger: Trigger, now: float) -> Step:
         return Step(appearance, None, ignored)
     rule, target = row
     changed = target is not appearance.state
-    new = attrs.evolve(
-        appearance,
-        state=target,
+    new = appearance.moved(
+        target,
         changed_at=now if changed else appearance.changed_at,
         touched_at=now,
         created_at=now if appearance.state is AppearanceState.IDLE else appearance.created_at,

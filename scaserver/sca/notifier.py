@@ -55,6 +55,8 @@ from scaserver.sip.responses import make_response, response_for
 from scaserver.sip.uri import SipUri
 
 ALLOW_EVENTS: Final = "call-info, line-seize"
+_ALLOW: Final = Headers((("Allow-Events", ALLOW_EVENTS),))
+"""The headers of a 489 (RFC 6665 8.2.2): built once, not for every SUBSCRIBE."""
 
 
 class MissingEvent(SipError, status=400, reason="Missing Event"):
@@ -111,15 +113,14 @@ def _event_package(request: Request) -> Package:
     event_text = request.headers.get("Event")
     if event_text is None:  # row 2
         raise MissingEvent("SUBSCRIBE without Event")
-    allow = Headers.of(("Allow-Events", ALLOW_EVENTS))
     try:  # row 3
         package_name = parse_event(event_text).package.lower()
     except MalformedMessage as error:
-        raise BadEvent(f"unreadable Event {event_text!r}", headers=allow) from error
+        raise BadEvent(f"unreadable Event {event_text!r}", headers=_ALLOW) from error
     try:
         return Package(package_name)
     except ValueError as error:
-        raise BadEvent(f"event package {package_name!r} is not served", headers=allow) from error
+        raise BadEvent(f"event package {package_name!r} is not served", headers=_ALLOW) from error
 
 
 def _dialog_headers(request: Request) -> _DialogHeaders:
@@ -354,11 +355,13 @@ class Notifier:
         record_route = tuple(request.headers.values("Record-Route"))
         ok = self.settings.call_info_ok_code if checked.package is Package.CALL_INFO else 200
         local_tag = checked.dialog.to_tag or self.tag_factory()
-        response_headers = Headers.of(
-            ("Event", checked.package.value),
-            ("Expires", str(checked.granted)),
-            ("Contact", f"<{self._contact_for(peer)}>"),
-            ("Allow-Events", ALLOW_EVENTS),
+        response_headers = Headers(  # canonical names: no Headers.of pass
+            (
+                ("Event", checked.package.value),
+                ("Expires", str(checked.granted)),
+                ("Contact", f"<{self._contact_for(peer)}>"),
+                ("Allow-Events", ALLOW_EVENTS),
+            )
         )
         out: list[EngineAction] = [
             Respond(transaction, make_response(request, ok, headers=response_headers, to_tag=local_tag))
@@ -484,8 +487,9 @@ class Notifier:
         if stored is None:
             stored = self.registry.by_replacement(checked.replacement)
         index = stored.index if stored is not None and stored.index else checked.index
-        dialog_sub = checked.existing if checked.existing is not None else attrs.evolve(new, index=index)
-        dialog_sub = attrs.evolve(dialog_sub, index=index, expires=now)
+        dialog_sub = (checked.existing if checked.existing is not None else new).ending(
+            index=index, expires=now
+        )
         out: list[EngineAction] = []
         if stored is not None and stored.dialog != dialog_sub.dialog:
             self._drop_dialog(stored)

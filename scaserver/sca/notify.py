@@ -90,7 +90,8 @@ def build_notify(
         ("Event", subscription.event.value),
         ("Subscription-State", status.render()),
     ]
-    return Request("NOTIFY", uri, Headers.of(*fields))
+    # Every name above is spelled canonically: no Headers.of pass over them.
+    return Request("NOTIFY", uri, Headers(tuple(fields)))
 
 
 _TRANSPORTS: Final = {"udp": Transport.UDP, "tcp": Transport.TCP, "tls": Transport.TLS}

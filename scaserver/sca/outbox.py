@@ -113,7 +113,7 @@ class NotifyOutbox:
         and expires ``now`` (3.5)."""
         self.keep_for_final(sub)
         queue = self._queues[sub.dialog]
-        queue.subscription = attrs.evolve(queue.subscription, index=index, expires=now)
+        queue.subscription = queue.subscription.ending(index=index, expires=now)
         queue.live = False
 
     # Sending.
@@ -129,11 +129,13 @@ class NotifyOutbox:
                 return []  # nothing follows a terminating NOTIFY
             pending = attrs.evolve(pending, force=pending.force or current.force)
         queue.pending = pending
-        return self._pump(dialog, now)
+        return self._pump(dialog, queue, now)
 
-    def _pump(self, dialog: DialogKey, now: float) -> list[EngineAction]:
-        queue = self._queues.get(dialog)
-        if queue is None or queue.in_flight is not None or queue.pending is None:
+    def _pump(self, dialog: DialogKey, queue: _DialogQueue, now: float) -> list[EngineAction]:
+        """Send ``queue``'s pending NOTIFY unless one is in flight; ``queue`` is the dialog's,
+        as the caller just looked it up (not looked up again: a hash and an ``__eq__`` of the
+        dialog key)."""
+        if queue.in_flight is not None or queue.pending is None:
             return []
         pending, queue.pending = queue.pending, None
         sub = queue.subscription
@@ -155,8 +157,7 @@ class NotifyOutbox:
         queue.in_flight = number
         queue.last_call_info = call_info
         out: list[EngineAction] = [SendRequest(request, peer, NotifyContext(dialog, number))]
-        if queue.live and self.registry.is_current(sub, dialog):
-            self.registry.update(sub)
+        if queue.live and self.registry.update_current(sub, dialog):
             out.append(Deliver(SubscriptionNotified(sub)))
         return out
 
@@ -192,7 +193,7 @@ class NotifyOutbox:
         elif not queue.live and queue.pending is None:
             del self._queues[context.dialog]
         else:
-            out += self._pump(context.dialog, now)
+            out += self._pump(context.dialog, queue, now)
         return out
 
     def on_failed(self, context: NotifyContext, now: float) -> list[EngineAction]:

@@ -80,11 +80,6 @@ class SubscriptionRegistry:
     def has_call_info(self, aor: str) -> bool:
         return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
 
-    def is_current(self, sub: Subscription, dialog: DialogKey) -> bool:
-        """``sub``'s key is live and ``dialog`` still leads to it."""
-        key = sub.key
-        return key in self._subs and self._by_dialog.get(dialog) == key
-
     # Changes.
 
     def store(self, sub: Subscription) -> SubscriptionKey:
@@ -113,9 +108,15 @@ class SubscriptionRegistry:
             stored = indexed if indexed == key else key
         return self.expiries.arm(stored, sub.expires, now)
 
-    def update(self, sub: Subscription) -> None:
-        """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged."""
-        self._subs[sub.key] = sub
+    def update_current(self, sub: Subscription, dialog: DialogKey) -> bool:
+        """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged,
+        when that key is live and ``dialog`` still leads to it; whether it did.  The key is
+        built once for both (it was built twice, 0.8 us)."""
+        key = sub.key
+        if key in self._subs and self._by_dialog.get(dialog) == key:  # == : attrs' __ne__ is one call more
+            self._subs[key] = sub
+            return True
+        return False
 
     def forget_dialog(self, sub: Subscription) -> None:
         """Forget a replaced dialog without a terminating NOTIFY (3.5)."""

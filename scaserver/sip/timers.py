@@ -78,6 +78,10 @@ class TimerName(enum.StrEnum):
     TRYING_100 = "TRYING_100"  # INVITE server: send 100 Trying if the TU has not answered (17.2.1)
 
 
+TIMER_NAMES: Final = {timer.value: timer for timer in TimerName}
+"""The timer of each name: a dict look-up, where ``TimerName(name)`` runs the enum's
+``__call__`` and ``__new__`` in Python."""
+
 _EVERY_TIMER: Final = tuple(TimerName)
 """Every timer name in declaration order (the order ``cancel_all`` cancels them in); iterating
 the enum class itself runs a generator over its member map on every call."""

@@ -38,7 +38,7 @@ from scaserver.sip.servertransaction import (
     NonInviteServerTransaction,
     ServerTransaction,
 )
-from scaserver.sip.timers import TimerConfig, TimerName
+from scaserver.sip.timers import TIMER_NAMES, TimerConfig, TimerName
 from scaserver.sip.transaction import (
     AckReceived,
     CancelReceived,
@@ -199,7 +199,7 @@ class TransactionLayer:
 
     def on_timer(self, key: TransactionKey, name: str, now: float) -> list[Action]:
         """Timer ``name`` fired for transaction ``key``; unknown keys are timers that outlived it."""
-        timer = TimerName(name)
+        timer = TIMER_NAMES.get(name) or TimerName(name)  # an unknown name raises, as it did
         if isinstance(key, ServerKey):
             server = self._servers.get(key)
             if server is None:
@@ -329,14 +329,17 @@ class TransactionLayer:
     def _client_output(self, client: ClientTransaction, actions: list[Action]) -> list[Action]:
         """Forget a terminated client transaction; keep the events of our own CANCELs inside."""
         key = client.key
+        # The CANCEL tables are empty but for INVITEs being cancelled: then no key is hashed.
         if client.terminated:
             del self._clients[key]
             self._settled.discard(key)
-            self._cancel_on_provisional.discard(key)
-            self._cancel_reasons.pop(key, None)
+            if self._cancel_on_provisional:
+                self._cancel_on_provisional.discard(key)
+            if self._cancel_reasons:
+                self._cancel_reasons.pop(key, None)
         elif client.settled:
             self._settled.add(key)
-        if key in self._own_cancels:
+        if self._own_cancels and key in self._own_cancels:
             if client.terminated:
                 self._own_cancels.discard(key)
             return [action for action in actions if not isinstance(action, Deliver)]

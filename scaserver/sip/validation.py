@@ -98,10 +98,13 @@ def unsupported_options(request: Request, header_name: str, supported: Collectio
     the Unsupported header of a 420 (RFC 3261 sections 8.2.2.3, 16.3 item 6,
     RFC 4475 3.3.5).
     """
+    tags = request.headers.values(header_name)
+    if not tags:  # the usual case: nothing required, no set of known tags to build
+        return ()
     known = {tag.lower() for tag in supported}
     missing: list[str] = []
     seen: set[str] = set()
-    for tag in request.headers.values(header_name):
+    for tag in tags:
         lowered = tag.lower()
         if lowered not in known and lowered not in seen:
             seen.add(lowered)

@@ -10,6 +10,7 @@ from scaserver.router.transport import LARGE_REQUEST_BYTES, TransportChoice, sec
 from scaserver.sip.errors import TemporarilyUnavailable
 from scaserver.sip.keys import ClientKey
 from scaserver.sip.message import Headers, Peer, Request, Transport
+from scaserver.sip.serializer import serialize
 from scaserver.sip.timers import TimerConfig
 from scaserver.sip.transactions import TransactionLayer
 
@@ -101,3 +102,46 @@ def test_a_forgotten_transaction_does_not_fall_back() -> None:
     transports.upgraded(key, message("sip:a@198.51.100.10:5062", LARGE_REQUEST_BYTES), PHONE, "owner")
     transports.forget(key)
     assert transports.fall_back(key) is None
+
+
+# The size at the boundary: the request as serialized plus the Via the layer adds (its branch
+# counted as 47 characters), compared with the 1300 bytes of RFC 3261 18.1.1.
+
+VIA_LINE = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK" + "x" * 40 + "\r\n"
+
+
+def of_wire_size(total: int, *fields: tuple[str, str]) -> Request:
+    """A MESSAGE to PHONE's contact whose serialized size plus VIA_LINE is ``total`` bytes."""
+    for body_size in range(total):
+        request = Request("MESSAGE", "sip:a@198.51.100.10:5062", Headers.of(*fields), b"x" * body_size)
+        size = len(serialize(request)) + len(VIA_LINE)
+        if size == total:
+            return request
+    raise AssertionError(f"no body makes {total} bytes")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (("Call-ID", "c1"), ("CSeq", "1 MESSAGE")),
+        # multi-byte characters: more bytes than characters
+        (("Call-ID", "c1"), ("CSeq", "1 MESSAGE"), ("Subject", "r\u00e9union \u2603 \U0001f600")),
+        # stale and repeated Content-Length lines: the serializer writes one, with the body's length
+        (("Content-Length", "999999"), ("Call-ID", "c1"), ("CSeq", "1 MESSAGE"), ("Content-Length", "7")),
+    ],
+)
+def test_a_request_of_1300_bytes_stays_on_udp_and_of_1301_goes_over_tcp(
+    fields: tuple[tuple[str, str], ...],
+) -> None:
+    transports = choice()
+    assert transports.transport_for(of_wire_size(LARGE_REQUEST_BYTES, *fields), PHONE) == (PHONE, None)
+    sent, fact = transports.transport_for(of_wire_size(LARGE_REQUEST_BYTES + 1, *fields), PHONE)
+    assert sent == Peer(Transport.TCP, PHONE.host, PHONE.port)
+    assert fact is None
+
+
+def test_the_size_reported_for_a_large_request_over_udp_is_its_wire_size() -> None:
+    request = of_wire_size(LARGE_REQUEST_BYTES + 1, ("Subject", "\u2603"), ("Content-Length", "0"))
+    _, fact = choice().transport_for(request, NAT)
+    assert fact is not None
+    assert fact.size == LARGE_REQUEST_BYTES + 1

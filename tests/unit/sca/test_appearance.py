@@ -12,6 +12,7 @@ from scaserver.sca.appearance import (
     AppearanceChanged,
     AppearanceState,
     CallLeg,
+    Previous,
     Role,
     Trigger,
     TriggerIgnored,
@@ -60,6 +61,30 @@ def test_o3_o4_o20_guards_the_seize_ends_only_before_the_invite_and_the_early_tt
         assert step.rule is None and step.appearance.state is S.SEIZED
         assert isinstance(step.fact, TriggerIgnored)
     assert apply(dialled, Trigger.EARLY_EXPIRED, 1.0).rule == "O20"
+
+
+def test_moved_keeps_every_other_field() -> None:
+    """``moved`` calls the constructor with every field: a field added to Appearance must be
+    carried over there too."""
+    leg = CallLeg("call-1", "m1", "r1", Role.CALLER)
+    values: dict[str, object] = {
+        "line": "sip:2001@example.com",
+        "index": 2,
+        "state": S.ACTIVE,
+        "owner": "sip:2001@192.0.2.10",
+        "leg": leg,
+        "remote_contact": "sip:far@192.0.2.99",
+        "remote_uri": "sip:far@example.net",
+        "rollback": (S.HELD, 7),
+        "previous": Previous("sip:2001@192.0.2.11", leg, None),
+        "created_at": 1.0,
+        "changed_at": 2.0,
+        "touched_at": 3.0,
+    }
+    assert set(values) == {field.name for field in attrs.fields(Appearance)}
+    appearance = Appearance(**values)  # type: ignore[arg-type]
+    moved = appearance.moved(S.HELD, changed_at=5.0, touched_at=6.0, created_at=4.0)
+    assert moved == attrs.evolve(appearance, state=S.HELD, changed_at=5.0, touched_at=6.0, created_at=4.0)
 
 
 def test_pair_outside_the_table_is_an_explicit_ignore() -> None:

@@ -7,7 +7,7 @@ import attrs
 from scaserver.sca.line import SharedLine, canonical_aor, host_part, side_aor
 from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop, request_target
 from scaserver.sca.subscription import Package, Subscription, SubscriptionState
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.message import Headers, Peer, Transport, canonical_name
 
 
 def test_canonical_aor() -> None:
@@ -92,6 +92,21 @@ def test_notify_headers_and_subscription_state() -> None:
     assert request.body == b""
     assert SubscriptionStatus(True).render() == "terminated"
     assert SubscriptionStatus(False, 30).render() == "active;expires=30"
+
+
+def test_notify_header_names_are_canonical() -> None:
+    """Looked up by canonical name (``Headers.get``), so written that way."""
+    request = build_notify(
+        _sub("<sip:p1.example.com;lr>"),
+        cseq=1,
+        contact="sip:sca@192.0.2.1",
+        call_info="<sip:h>;appearance-index=*;appearance-state=idle",
+        status=SubscriptionStatus(False, 30),
+    )
+    names = [name for name, _ in request.headers.fields]
+    assert names == [canonical_name(name) for name in names]
+    assert request.headers == Headers.of(*request.headers.fields)
+    assert "Route" in names
 
 
 def test_state_codes_and_reasons_follow_the_table() -> None:

@@ -46,6 +46,23 @@ def test_registry_finds_a_subscription_by_dialog_replacement_and_line() -> None:
     assert registry.has_call_info(AOR)
 
 
+def test_update_current_replaces_only_a_live_subscription_its_dialog_leads_to() -> None:
+    registry = SubscriptionRegistry()
+    sub = _sub()
+    registry.store(sub)
+    bumped = sub.with_notify_cseq(1)
+    assert registry.update_current(bumped, sub.dialog)
+    assert registry.get(sub.key) is bumped
+    assert not registry.update_current(bumped.with_notify_cseq(2), _sub(tag="b").dialog)  # another dialog
+    registry.forget_dialog(sub)  # replaced (3.5): its dialog no longer leads to it
+    assert not registry.update_current(bumped.with_notify_cseq(2), sub.dialog)
+    assert registry.get(sub.key) is bumped
+    registry.store(sub)
+    registry.remove(sub, "timeout")
+    assert not registry.update_current(bumped.with_notify_cseq(3), sub.dialog)
+    assert registry.get(sub.key) is None
+
+
 def test_registry_removal_forgets_the_expiry_once() -> None:
     registry = SubscriptionRegistry()
     sub = _sub()
@@ -147,8 +164,8 @@ def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_los
     assert outbox.on_failed(NotifyContext(sub.dialog, 1), 33.0) == []  # a stale outcome
 
 
-def test_with_notify_cseq_keeps_every_other_field() -> None:
-    """``with_notify_cseq`` calls the constructor with every field: a field added to
+def test_with_notify_cseq_and_ending_keep_every_other_field() -> None:
+    """``with_notify_cseq`` and ``ending`` call the constructor with every field: a field added to
     Subscription must be carried over there too."""
     values: dict[str, object] = {
         "subscriber": "sip:2001@192.0.2.10",
@@ -174,3 +191,5 @@ def test_with_notify_cseq_keeps_every_other_field() -> None:
     bumped = sub.with_notify_cseq(5)
     assert bumped == attrs.evolve(sub, notify_cseq=5)
     assert sub.notify_cseq == 4
+    ended = sub.ending(index=1, expires=99.0)
+    assert ended == attrs.evolve(sub, index=1, expires=99.0)

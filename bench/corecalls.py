@@ -1,0 +1,264 @@
+"""CPU of the pure SIP core per request, in process: no sockets, no reactor, no edge.
+
+    python -m bench.corecalls [--scenario register|seize|both] [--count N] [--repeat R]
+                              [--profile] [--top K]
+
+Builds the core as ``scaserver run`` does (``scaserver.app.make_core``, the settings of the
+server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datagrams with
+``SipRouter.receive``, as the edge would, serializing every message it sends (the stack's
+``serialize``); ``StartTimer``/``CancelTimer`` are kept in a heap and fired by
+``SipRouter.on_timer`` as the clock moves.  Bus facts are dropped (the edge's subscribers
+are not part of the core).
+
+* ``register``: one REGISTER (Expires 3600, a new AoR each) per request.
+* ``seize``: the cycle of ``load-seize.xml`` on a line whose two members hold call-info
+  subscriptions: a line-seize SUBSCRIBE (200, its NOTIFY, a call-info NOTIFY to each
+  member), the 200s to those NOTIFYs, the release SUBSCRIBE (Expires 0) and the 200s to its
+  NOTIFYs: 8 transactions, 2 requests and 6 responses in.  Each cycle uses its own line.
+
+Prints the Python function calls per request (cProfile, deterministic) and the
+microseconds per request, min over ``--repeat`` batches of ``--count`` requests (each batch
+on a fresh core, the cyclic garbage collector off while it runs: its pauses are the edge's
+tuning, not the core's work).  ``--profile`` also prints the top ``--top`` functions by own time.
+Run it with ``PYTHONPATH`` on the tree to measure; alternate trees in the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import heapq
+import io
+import itertools
+import pstats
+import time
+from collections.abc import Callable, Hashable, Iterable
+
+import scaserver
+from scaserver.app import make_core
+from scaserver.config.load import settings_from_mapping
+from scaserver.router.router import SipRouter
+from scaserver.sip.actions import Action, CancelTimer, Send, StartTimer
+from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.serializer import serialize
+from scaserver.sip.trust import TrustedPeers
+
+DOMAIN = "127.0.0.1"
+SETTINGS = {"server": {"domains": [DOMAIN]}, "auth": {"require": False, "realm": DOMAIN}}
+SEIZER = Peer(Transport.UDP, "127.0.0.1", 23004)
+SINK = Peer(Transport.UDP, "127.0.0.1", 23007)
+REGISTRANT = Peer(Transport.UDP, "127.0.0.1", 23004)
+FIRST_LINE = 200000
+
+
+class Driver:
+    """A core, its clock and its armed timers."""
+
+    def __init__(self) -> None:
+        self.core: SipRouter = make_core(
+            settings_from_mapping(SETTINGS, "bench.corecalls"),
+            credentials=lambda *_: None,
+            trusted=TrustedPeers(()),
+            lines=(),
+            secret=b"s" * 32,
+            entropy=_counted_entropy(),
+            unique=_counted_ids(),
+        )
+        self.now = 1_000_000.0
+        self._heap: list[tuple[float, int, Hashable, str]] = []
+        self._live: dict[tuple[Hashable, str], int] = {}
+        self._seq = itertools.count()
+
+    def receive(self, data: bytes, peer: Peer) -> list[Request]:
+        """Feed one datagram; the requests the core sent back (each serialized)."""
+        return self._run(self.core.receive(data, peer, self.now))
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock, firing the timers due by then."""
+        self.now += seconds
+        heap = self._heap
+        while heap and heap[0][0] <= self.now:
+            _, seq, key, name = heapq.heappop(heap)
+            if self._live.get((key, name)) == seq:
+                del self._live[key, name]
+                self._run(self.core.on_timer(key, name, self.now))
+
+    def _run(self, actions: Iterable[Action]) -> list[Request]:
+        sent: list[Request] = []
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                assert isinstance(action, Send)
+                serialize(action.message)
+                if type(action.message) is Request:
+                    sent.append(action.message)
+            elif kind is StartTimer:
+                assert isinstance(action, StartTimer)
+                seq = next(self._seq)
+                self._live[action.key, action.name] = seq
+                heapq.heappush(self._heap, (self.now + action.delay, seq, action.key, action.name))
+            elif kind is CancelTimer:
+                assert isinstance(action, CancelTimer)
+                self._live.pop((action.key, action.name), None)
+        return sent
+
+
+def _counted_ids() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"u{next(counter):08d}"
+
+
+def _counted_entropy() -> Callable[[int], bytes]:
+    draws = itertools.count(1)
+    return lambda size: next(draws).to_bytes(size, "big")
+
+
+def register_text(n: int) -> bytes:
+    user = FIRST_LINE + n
+    host = f"{REGISTRANT.host}:{REGISTRANT.port}"
+    return (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host};branch=z9hG4bK-reg-{n}\r\n"
+        f"From: <sip:{user}@{DOMAIN}>;tag=1r{n}\r\n"
+        f"To: <sip:{user}@{DOMAIN}>\r\n"
+        f"Call-ID: reg///{n}-1@{REGISTRANT.host}\r\n"
+        f"CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{user}@{host};member=a>\r\n"
+        "Max-Forwards: 70\r\n"
+        "Expires: 3600\r\n"
+        "User-Agent: sipp-sca-bench\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def subscribe_text(n: int, tag: str, peer: Peer, *, event: str, expires: int, cseq: int, extra: str) -> bytes:
+    """A SUBSCRIBE of member ``a`` or ``b`` (the first letter of ``tag`` after c/s) of line ``n``."""
+    user = FIRST_LINE + n
+    host = f"{peer.host}:{peer.port}"
+    return (
+        f"SUBSCRIBE sip:{user}@{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host};branch=z9hG4bK-{tag}-{n}-{cseq}\r\n"
+        f"From: <sip:{user}@{DOMAIN}>;tag=1{tag}{n}\r\n"
+        f"{extra}"
+        f"Call-ID: {tag}///{n}-1@{peer.host}\r\n"
+        f"CSeq: {cseq} SUBSCRIBE\r\n"
+        f"Contact: <sip:{user}@{host};member={tag[-1]}>\r\n"
+        "Max-Forwards: 70\r\n"
+        f"Event: {event}\r\n"
+        f"Expires: {expires}\r\n"
+        "User-Agent: sipp-sca-bench\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def ok_for(request: Request) -> bytes:
+    lines = [b"SIP/2.0 200 OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        for value in request.headers.lines(name):
+            lines.append(f"{name}: {value}".encode())
+    return b"\r\n".join([*lines, b"Content-Length: 0", b"", b""])
+
+
+def populate(driver: Driver, lines: Iterable[int]) -> None:
+    """Both members of every line subscribe to call-info; their NOTIFYs are answered."""
+    for n in lines:
+        to = f"To: <sip:{FIRST_LINE + n}@{DOMAIN}>\r\n"
+        for member in ("a", "b"):
+            text = subscribe_text(n, f"c{member}", SINK, event="call-info", expires=3600, cseq=1, extra=to)
+            sent = driver.receive(text, SINK)
+            for notify in sent:
+                driver.receive(ok_for(notify), SINK)
+        driver.advance(0.001)
+
+
+def seize_cycle(driver: Driver, n: int) -> None:
+    user = FIRST_LINE + n
+    to = f"To: <sip:{user}@{DOMAIN}>\r\n"
+    seize_info = f"Call-Info: <sip:{user}@{DOMAIN}>;appearance-index=1\r\n"
+    seize = subscribe_text(n, "sa", SEIZER, event="line-seize", expires=15, cseq=1, extra=to + seize_info)
+    sent = driver.receive(seize, SEIZER)
+    to_tag = ""
+    for notify in sent:
+        if notify.headers.get("Event") == "line-seize":
+            to_tag = (notify.headers.get("From") or "").rpartition("tag=")[2]
+            driver.receive(ok_for(notify), SEIZER)
+        else:
+            driver.receive(ok_for(notify), SINK)
+    assert to_tag, "no line-seize NOTIFY"
+    release = f"To: <sip:{user}@{DOMAIN}>;tag={to_tag}\r\n{seize_info}"
+    sent = driver.receive(
+        subscribe_text(n, "sa", SEIZER, event="line-seize", expires=0, cseq=2, extra=release), SEIZER
+    )
+    assert len(sent) == 3, [m.headers.get("Event") for m in sent]
+    for notify in sent:
+        driver.receive(ok_for(notify), SEIZER if notify.headers.get("Event") == "line-seize" else SINK)
+
+
+WARM_UP = 50
+
+
+def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per request of ``count`` requests on a fresh core, after ``WARM_UP`` requests
+    of the same kind (population and warm-up not measured)."""
+    driver = Driver()
+    step = 1.0 / 40
+    texts = [register_text(n) for n in range(count + WARM_UP)] if scenario == "register" else []
+
+    def one(n: int) -> None:
+        if scenario == "seize":
+            seize_cycle(driver, n)
+        else:
+            driver.receive(texts[n], REGISTRANT)
+        driver.advance(step)
+
+    if scenario == "seize":
+        populate(driver, range(count + WARM_UP))
+    for n in range(count, count + WARM_UP):
+        one(n)
+    elapsed = 0.0
+    gc.collect()
+    gc.disable()  # the collector's pauses are not the core's work (edge/collector.py tunes them)
+    try:
+        for n in range(count):
+            began = time.perf_counter()
+            if profile is not None:
+                profile.enable()
+            one(n)
+            if profile is not None:
+                profile.disable()
+            elapsed += time.perf_counter() - began
+    finally:
+        gc.enable()
+    return elapsed / count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", choices=("register", "seize", "both"), default="both")
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    print(f"scaserver from {scaserver.__file__}")
+    scenarios = ("register", "seize") if args.scenario == "both" else (args.scenario,)
+    for scenario in scenarios:
+        profile = cProfile.Profile()
+        run_batch(scenario, args.count, profile)
+        stats = pstats.Stats(profile, stream=io.StringIO())
+        calls = stats.total_calls  # type: ignore[attr-defined]
+        timings = [run_batch(scenario, args.count, None) for _ in range(args.repeat)]
+        unit = "REGISTER" if scenario == "register" else "seize cycle"
+        print(
+            f"{scenario}: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us"
+            f" (median {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
+        )
+        if args.profile:
+            text = io.StringIO()
+            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+            print(text.getvalue())
+
+
+if __name__ == "__main__":
+    main()
