@@ -21,6 +21,8 @@ microseconds per request, min over ``--repeat`` batches of ``--count`` requests 
 on a fresh core, the cyclic garbage collector off while it runs: its pauses are the edge's
 tuning, not the core's work).  ``--profile`` also prints the top ``--top`` functions by own time.
 Run it with ``PYTHONPATH`` on the tree to measure; alternate trees in the same conditions.
+``compiled`` in the output says how many of the core's modules are extension modules (a tree
+built by ``bench/mypycbuild.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import heapq
 import io
 import itertools
 import pstats
+import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
 
@@ -241,7 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
-    print(f"scaserver from {scaserver.__file__}")
+    compiled = sorted(
+        name
+        for name, module in sys.modules.items()
+        if name.startswith("scaserver.") and str(getattr(module, "__file__", "")).endswith(".so")
+    )
+    print(f"scaserver from {scaserver.__file__}, compiled: {len(compiled)} modules")
     scenarios = ("register", "seize") if args.scenario == "both" else (args.scenario,)
     for scenario in scenarios:
         profile = cProfile.Profile()

@@ -1,7 +1,7 @@
-"""Compile a copy of the pure core with mypyc, out of the tree, to measure it with ``bench.corecost``.
+"""Compile a copy of the pure core with mypyc, out of the tree, to measure it with ``bench.corecalls``.
 
     python -m bench.mypycbuild /tmp/scaserver-mypyc --modules sip
-    cd /tmp && PYTHONPATH=/tmp/scaserver-mypyc:$REPO python -m bench.corecost
+    cd /tmp && PYTHONPATH=/tmp/scaserver-mypyc:$REPO python -m bench.corecalls
 
 ``scaserver/`` is copied to OUT and the chosen modules are compiled there (the repository
 is never written to); every compiled module is then imported in a fresh interpreter, so that
