@@ -7,7 +7,7 @@ second are old ones while the objects made are new ones, and the two cancel in t
 The youngest generation then grows, unseen by the threshold, until a random swing starts a
 collection over it: on a seize load at 100 cycles/s the young generation reached 137 000 to
 149 000 objects and its collection stopped the reactor for 80 to 95 ms (bench/RESULTS.md,
-"Garbage collection paced by the reactor").
+"Pauses, bounds and the restore").
 
 So the running server collects the young generation itself, every
 ``YOUNG_INTERVAL_S`` of its clock, whatever the count says: each collection then scans
