@@ -95,16 +95,21 @@ class Identity:
         return cls(f"aor:{aor}", aor=aor)
 
 
-@attrs.frozen(cache_hash=True)
+@attrs.frozen
 class DialogKey:
     """A subscription dialog: Call-ID, the subscriber's tag (From of its SUBSCRIBE), our tag.
 
-    Its hash is computed once: a subscription holds its key (:attr:`Subscription.dialog`),
-    which the registry and the outbox look up several times per NOTIFY."""
+    A subscription holds its key (:attr:`Subscription.dialog`), which the registry and the
+    outbox look up several times per NOTIFY."""
 
     call_id: str
     remote_tag: str
     local_tag: str
+
+    def __hash__(self) -> int:
+        """Our tag's hash (a string caches it): we choose it, one per dialog, so a subscriber
+        cannot make keys collide; equality compares every field."""
+        return hash(self.local_tag)
 
 
 @attrs.frozen
@@ -118,6 +123,10 @@ class SubscriptionKey:
     call_id: str
     from_tag: str
     to_tag: str
+
+    def __hash__(self) -> int:
+        """Our tag's hash, as :class:`DialogKey`'s; equality compares every field."""
+        return hash(self.to_tag)
 
     @property
     def dialog(self) -> DialogKey:

@@ -12,6 +12,7 @@ from scaserver.sca.subscription import (
     Identity,
     Package,
     Subscription,
+    SubscriptionKey,
     SubscriptionNotified,
     SubscriptionRemoved,
     SubscriptionState,
@@ -209,3 +210,23 @@ def test_with_notify_cseq_and_ending_keep_every_other_field() -> None:
     assert sub.notify_cseq == 4
     ended = sub.ending(index=1, expires=99.0)
     assert ended == attrs.evolve(sub, index=1, expires=99.0)
+
+
+def test_dialog_and_subscription_keys_differing_in_any_field_are_different_keys() -> None:
+    """The keys hash by our tag alone; equality still compares every field."""
+    dialog = DialogKey("call-x", "a", "b")
+    others = [DialogKey("call-y", "a", "b"), DialogKey("call-x", "c", "b"), DialogKey("call-x", "a", "d")]
+    table = {key: n for n, key in enumerate([dialog, *others])}
+    assert len(table) == 4 and table[DialogKey("call-x", "a", "b")] == 0
+    key = SubscriptionKey(AOR, Package.CALL_INFO, "sip:2001@192.0.2.10", "call-x", "a", "b")
+    variants = [
+        attrs.evolve(key, aor="sip:other@example.com"),
+        attrs.evolve(key, event=Package.LINE_SEIZE),
+        attrs.evolve(key, subscriber="sip:2002@192.0.2.10"),
+        attrs.evolve(key, call_id="call-y"),
+        attrs.evolve(key, from_tag="c"),
+        attrs.evolve(key, to_tag="d"),
+    ]
+    keys = {k: n for n, k in enumerate([key, *variants])}
+    assert len(keys) == 7
+    assert keys[SubscriptionKey(AOR, Package.CALL_INFO, "sip:2001@192.0.2.10", "call-x", "a", "b")] == 0
