@@ -90,8 +90,8 @@ class ActionLoop:
         match admit(data, peer, self.unique):
             case Handled(actions=actions):
                 return list(actions)
-            case AdmittedResponse(response=response):
-                return self.run(self.layer.receive(response, peer, now), now)
+            case AdmittedResponse(response=response, key=key):
+                return self.run(self.layer.receive_response(response, key, peer), now)
             case AdmittedRequest(request=request, reply_to=destination):
                 return self._receive_request(request, peer, destination, now)
             case unknown:

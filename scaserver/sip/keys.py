@@ -7,7 +7,12 @@ and both are the keys of the timers the machines ask for.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from scaserver.sip.headers import CSeq, Via
 
 
 @attrs.frozen
@@ -37,3 +42,10 @@ class ServerKey:
 
 
 TransactionKey = ClientKey | ServerKey
+
+
+def client_key(via: Via, sequence: CSeq) -> ClientKey | None:
+    """The client transaction a response with this top Via and CSeq belongs to (17.1.3),
+    None without a branch."""
+    branch = via.branch
+    return None if branch is None else ClientKey(branch, sequence.method)
