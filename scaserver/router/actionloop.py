@@ -28,7 +28,6 @@ from scaserver.sip.actions import (
     Deliver,
     EngineAction,
     Fact,
-    Instruction,
     Respond,
     Send,
     SendRequest,
@@ -69,7 +68,10 @@ class TransactionUser(Protocol):
 
     def on_stray_response(self, response: Response, now: float) -> list[EngineAction]: ...
 
-    def deliver(self, event: Instruction | Fact, now: float) -> list[Action]: ...
+    def deliver(self, delivered: Deliver, now: float) -> list[Action]:
+        """``delivered.event`` is an instruction or a fact (not a transaction event); a fact is
+        published with ``delivered`` itself, not a new action."""
+        ...
 
 
 @attrs.define
@@ -88,8 +90,8 @@ class ActionLoop:
         match admit(data, peer, self.unique):
             case Handled(actions=actions):
                 return list(actions)
-            case AdmittedResponse(response=response):
-                return self.run(self.layer.receive(response, peer, now), now)
+            case AdmittedResponse(response=response, key=key):
+                return self.run(self.layer.receive_response(response, key, peer), now)
             case AdmittedRequest(request=request, reply_to=destination):
                 return self._receive_request(request, peer, destination, now)
             case unknown:
@@ -121,7 +123,7 @@ class ActionLoop:
                     # A fact (most of them) is told by its one base class, before the
                     # union of transaction events.
                     if isinstance(event, Fact) or not isinstance(event, TransactionEvent):
-                        out += self.user.deliver(event, now)
+                        out += self.user.deliver(action, now)
                     else:
                         out += self._on_transaction_event(event, now)
                 case StartTimer() | CancelTimer():

@@ -39,8 +39,14 @@ def is_call_signalling(message: Message) -> bool:
 
 
 def strips(message: Message, strip_call_info: bool) -> bool:
-    """Whether the SCA Call-Info of ``message`` is stripped before it leaves (sca.md 5.3)."""
-    return strip_call_info and "Call-Info" in message.headers and is_call_signalling(message)
+    """Whether the SCA Call-Info of ``message`` is stripped before it leaves (sca.md 5.3).
+    A request's method is looked at before its headers (a NOTIFY is never stripped); a
+    response's headers before its CSeq (which costs a parse)."""
+    if not strip_call_info:
+        return False
+    if isinstance(message, Request):
+        return message.method in CALL_METHODS and "Call-Info" in message.headers
+    return "Call-Info" in message.headers and is_call_signalling(message)
 
 
 @attrs.define

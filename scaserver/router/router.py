@@ -281,15 +281,17 @@ class SipRouter:
 
     # ------------------------------------------------------------------ what is delivered
 
-    def deliver(self, event: Instruction | Fact, now: float) -> list[Action]:
-        """An instruction the engines ask the router to carry out, or a fact they report."""
+    def deliver(self, delivered: Deliver, now: float) -> list[Action]:
+        """An instruction the engines ask the router to carry out, or a fact they report
+        (``delivered.event``); a fact is published with ``delivered`` itself."""
+        event = delivered.event
         if isinstance(event, Fact):  # the most frequent: one class, before the union below
-            return self._on_fact(event, now)
+            return self._on_fact(event, delivered, now)
         if isinstance(event, RouterInstruction):
             return self._on_instruction(event, now)
         if isinstance(event, Instruction):
             raise ProtocolStateError(f"an instruction nobody carries out: {event!r}")
-        return self._on_fact(event, now)
+        return [delivered]  # of no type the parts react to: published as it is
 
     def on_stray_response(self, response: Response, now: float) -> list[EngineAction]:
         """A response no client transaction matched: the proxy's to relay or drop (RFC 3261 16.7)."""
@@ -320,26 +322,27 @@ class SipRouter:
             case _:
                 assert_never(instruction)
 
-    def _on_fact(self, fact: Fact, now: float) -> list[Action]:
-        """A fact: published on the bus, and handed to the parts that react to it."""
+    def _on_fact(self, fact: Fact, published: Deliver, now: float) -> list[Action]:
+        """A fact: published on the bus (``published``, the action that delivered it, not a new
+        one), and handed to the parts that react to it."""
         match fact:
             case RequestForwarded(request=request):
-                return [Deliver(fact), *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
+                return [published, *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self.sessions.learnt(request, response, now, self.session_timer)
-                return [Deliver(fact), *self.loop.run(tracked, now)]
+                return [published, *self.loop.run(tracked, now)]
             case AckForwarded(ack=ack):
-                return [Deliver(fact), *self.loop.run(self.sca.on_ack(ack, now), now)]
+                return [published, *self.loop.run(self.sca.on_ack(ack, now), now)]
             case CallCancelled(cancel=cancel):
-                return [Deliver(fact), *self.loop.run(self.sca.on_cancel(cancel, now), now)]
+                return [published, *self.loop.run(self.sca.on_cancel(cancel, now), now)]
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
                 if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
-                return [Deliver(fact), *self.loop.run(reacted, now)]
+                return [published, *self.loop.run(reacted, now)]
             case _:
-                return [Deliver(fact)]
+                return [published]
 
     # ------------------------------------------------------------------ server side
 

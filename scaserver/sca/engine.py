@@ -112,6 +112,9 @@ class ScaEngine:
     _calls: CallTracker = attrs.field(init=False)
     _answers: AnswerTracker = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
+    # The last full state rendered: its info URI, the appearances it shows, its text (the
+    # NOTIFYs of one change to a line's members carry the same text, rendered once).
+    _last_full_state: tuple[str, tuple[Appearance, ...], str] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         settings = self.settings
@@ -248,11 +251,15 @@ class ScaEngine:
     def full_state(self, aor: str) -> str:
         """The full-state Call-Info value of a line: in-use appearances and the idle wildcard."""
         uri = self._info_uri(aor)
-        entries = [
-            AppearanceInfo(uri, app.index, app.state, app.remote_uri) for app in self._board.appearances(aor)
-        ]
+        shown = tuple(self._board.appearances(aor))
+        last = self._last_full_state
+        if last is not None and last[1] == shown and last[0] == uri:
+            return last[2]  # the text is a function of the URI and the appearances' values
+        entries = [AppearanceInfo(uri, app.index, app.state, app.remote_uri) for app in shown]
         entries.append(AppearanceInfo(uri, None, AppearanceState.IDLE))
-        return CallInfo(tuple(entries)).render()
+        text = CallInfo(tuple(entries)).render()
+        self._last_full_state = (uri, shown, text)
+        return text
 
     def _index_info(self, aor: str, index: int) -> str:
         return AppearanceInfo(self._info_uri(aor), index).render()

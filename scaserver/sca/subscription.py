@@ -97,11 +97,19 @@ class Identity:
 
 @attrs.frozen
 class DialogKey:
-    """A subscription dialog: Call-ID, the subscriber's tag (From of its SUBSCRIBE), our tag."""
+    """A subscription dialog: Call-ID, the subscriber's tag (From of its SUBSCRIBE), our tag.
+
+    A subscription holds its key (:attr:`Subscription.dialog`), which the registry and the
+    outbox look up several times per NOTIFY."""
 
     call_id: str
     remote_tag: str
     local_tag: str
+
+    def __hash__(self) -> int:
+        """Our tag's hash (a string caches it): we choose it, one per dialog, so a subscriber
+        cannot make keys collide; equality compares every field."""
+        return hash(self.local_tag)
 
 
 @attrs.frozen
@@ -115,6 +123,10 @@ class SubscriptionKey:
     call_id: str
     from_tag: str
     to_tag: str
+
+    def __hash__(self) -> int:
+        """Our tag's hash, as :class:`DialogKey`'s; equality compares every field."""
+        return hash(self.to_tag)
 
     @property
     def dialog(self) -> DialogKey:
@@ -169,6 +181,14 @@ class Subscription:
     remote_uri: str = ""
     peer: Peer | None = None
     owner: str = ""
+    dialog: DialogKey = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda sub: DialogKey(sub.call_id, sub.from_tag, sub.to_tag), takes_self=True),
+    )
+    """The dialog's key, built from ``call_id``, ``from_tag`` and ``to_tag`` with the value (not
+    a constructor argument: ``attrs.evolve`` builds it anew), not part of its equality."""
 
     def with_notify_cseq(self, number: int) -> Subscription:
         """This subscription with ``notify_cseq`` = ``number`` (once per NOTIFY sent): the
@@ -225,10 +245,6 @@ class Subscription:
     @property
     def replacement(self) -> ReplacementKey:
         return ReplacementKey(self.aor, self.event, self.owner, self.subscriber, self.peer)
-
-    @property
-    def dialog(self) -> DialogKey:
-        return DialogKey(self.call_id, self.from_tag, self.to_tag)
 
     @property
     def record_route_text(self) -> str:

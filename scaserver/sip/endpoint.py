@@ -22,6 +22,7 @@ from scaserver.sip import headers
 from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
+from scaserver.sip.keys import ClientKey, client_key
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import response_for
@@ -85,9 +86,11 @@ class AdmittedRequest:
 
 @attrs.frozen
 class AdmittedResponse:
-    """A response fit for the client transaction it names."""
+    """A response fit for the client transaction it names: ``key`` (None without a branch),
+    from the top Via and CSeq its validation parsed."""
 
     response: Response
+    key: ClientKey | None
 
 
 @attrs.frozen
@@ -109,10 +112,10 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
         return Handled(tuple(unparsable(error, peer, unique)))
     if isinstance(message, Response):
         try:
-            check_response(message)
+            via, sequence = check_response(message)
         except MalformedMessage as error:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
-        return AdmittedResponse(message)
+        return AdmittedResponse(message, client_key(via, sequence))
     try:
         check_request(message)
         request = stamp_via(message, peer)

@@ -31,7 +31,7 @@ from scaserver.sip.clienttransaction import (
 )
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
-from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey
+from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey, client_key
 from scaserver.sip.message import Message, Peer, Request, Response
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
@@ -101,8 +101,7 @@ def rfc2543_branch(request: Request, via: Via) -> str:
 
 def _client_key(response: Response) -> ClientKey | None:
     """The client transaction a response belongs to (section 17.1.3), None without a branch."""
-    branch = top_via(response).branch
-    return None if branch is None else ClientKey(branch, cseq(response).method)
+    return client_key(top_via(response), cseq(response))
 
 
 @attrs.define
@@ -138,7 +137,7 @@ class TransactionLayer:
         (validated requests always parse).
         """
         if isinstance(message, Response):
-            return self._receive_response(message, peer)
+            return self.receive_response(message, _client_key(message), peer)
         return self._receive_request(message, peer)
 
     def respond(self, key: ServerKey, response: Response, now: float) -> list[Action]:
@@ -289,8 +288,10 @@ class TransactionLayer:
 
     # -------------------------------------------------------------- responses
 
-    def _receive_response(self, response: Response, peer: Peer) -> list[Action]:
-        key = _client_key(response)
+    def receive_response(self, response: Response, key: ClientKey | None, peer: Peer) -> list[Action]:
+        """A response from ``peer`` whose top Via and CSeq name client transaction ``key``
+        (None without a branch), as :func:`~scaserver.sip.keys.client_key` gives it from the
+        values its validation parsed: matched to that transaction, or stray (17.1.3)."""
         client = None if key is None else self._clients.get(key)
         if client is None:
             return [Deliver(StrayResponse(response, peer))]

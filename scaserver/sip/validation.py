@@ -74,8 +74,9 @@ def check_request(request: Request) -> None:
     headers.contacts(request)
 
 
-def check_response(response: Response) -> None:
-    """Raise MalformedMessage for a response that must be dropped, not forwarded or matched.
+def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:
+    """Raise MalformedMessage for a response that must be dropped, not forwarded or matched;
+    return its top Via and CSeq, parsed here (what it is matched to a transaction by, 17.1.3).
 
     A response needs a parsable top Via (where it goes, 18.1.2), and a usable
     CSeq, From, To and Call-ID to match a transaction (17.1.3): RFC 4475
@@ -85,10 +86,11 @@ def check_response(response: Response) -> None:
     for name in ("From", "To", "Call-ID", "CSeq"):
         if counts.get(name, 0) != 1:
             raise MalformedMessage(f"response without exactly one {name}")
-    headers.top_via(response)
-    headers.cseq(response)
+    via = headers.top_via(response)
+    sequence = headers.cseq(response)
     headers.from_addr(response)
     headers.to_addr(response)
+    return via, sequence
 
 
 def unsupported_options(request: Request, header_name: str, supported: Collection[str]) -> tuple[str, ...]:

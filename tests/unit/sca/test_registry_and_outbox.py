@@ -8,9 +8,11 @@ import pytest
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
 from scaserver.sca.registry import SubscriptionLimit, SubscriptionRegistry
 from scaserver.sca.subscription import (
+    DialogKey,
     Identity,
     Package,
     Subscription,
+    SubscriptionKey,
     SubscriptionNotified,
     SubscriptionRemoved,
     SubscriptionState,
@@ -164,6 +166,21 @@ def test_outbox_removes_the_subscription_whose_notify_failed_and_reports_the_los
     assert outbox.on_failed(NotifyContext(sub.dialog, 1), 33.0) == []  # a stale outcome
 
 
+def test_a_subscription_holds_the_key_of_its_dialog_built_from_its_fields() -> None:
+    """``dialog`` is built with the value from its Call-ID and tags (anew by ``attrs.evolve``),
+    and is no part of the value's equality, hash or repr."""
+    sub = Subscription("sip:2001@192.0.2.10", AOR, Package.CALL_INFO, 3600.0, "call-x", "a", "b")
+    assert sub.dialog == DialogKey("call-x", "a", "b")
+    assert sub.with_notify_cseq(2).dialog == DialogKey("call-x", "a", "b")
+    assert sub.ending(index=1, expires=9.0).dialog == DialogKey("call-x", "a", "b")
+    assert attrs.evolve(sub, to_tag="c").dialog == DialogKey("call-x", "a", "c")
+    assert attrs.evolve(sub, from_tag="d", call_id="call-y").dialog == DialogKey("call-y", "d", "b")
+    twin = Subscription("sip:2001@192.0.2.10", AOR, Package.CALL_INFO, 3600.0, "call-x", "a", "b")
+    assert twin == sub and hash(twin) == hash(sub) and twin.dialog is not sub.dialog
+    assert "dialog" not in repr(sub)
+    assert hash(DialogKey("call-x", "a", "b")) == hash(sub.dialog)
+
+
 def test_with_notify_cseq_and_ending_keep_every_other_field() -> None:
     """``with_notify_cseq`` and ``ending`` call the constructor with every field: a field added to
     Subscription must be carried over there too."""
@@ -186,10 +203,30 @@ def test_with_notify_cseq_and_ending_keep_every_other_field() -> None:
         "peer": PEER,
         "owner": "2001",
     }
-    assert set(values) == {field.name for field in attrs.fields(Subscription)}
+    assert set(values) == {field.name for field in attrs.fields(Subscription) if field.init}
     sub = Subscription(**values)  # type: ignore[arg-type]
     bumped = sub.with_notify_cseq(5)
     assert bumped == attrs.evolve(sub, notify_cseq=5)
     assert sub.notify_cseq == 4
     ended = sub.ending(index=1, expires=99.0)
     assert ended == attrs.evolve(sub, index=1, expires=99.0)
+
+
+def test_dialog_and_subscription_keys_differing_in_any_field_are_different_keys() -> None:
+    """The keys hash by our tag alone; equality still compares every field."""
+    dialog = DialogKey("call-x", "a", "b")
+    others = [DialogKey("call-y", "a", "b"), DialogKey("call-x", "c", "b"), DialogKey("call-x", "a", "d")]
+    table = {key: n for n, key in enumerate([dialog, *others])}
+    assert len(table) == 4 and table[DialogKey("call-x", "a", "b")] == 0
+    key = SubscriptionKey(AOR, Package.CALL_INFO, "sip:2001@192.0.2.10", "call-x", "a", "b")
+    variants = [
+        attrs.evolve(key, aor="sip:other@example.com"),
+        attrs.evolve(key, event=Package.LINE_SEIZE),
+        attrs.evolve(key, subscriber="sip:2002@192.0.2.10"),
+        attrs.evolve(key, call_id="call-y"),
+        attrs.evolve(key, from_tag="c"),
+        attrs.evolve(key, to_tag="d"),
+    ]
+    keys = {k: n for n, k in enumerate([key, *variants])}
+    assert len(keys) == 7
+    assert keys[SubscriptionKey(AOR, Package.CALL_INFO, "sip:2001@192.0.2.10", "call-x", "a", "b")] == 0

@@ -613,3 +613,13 @@ def test_our_via_is_remembered_as_the_value_its_text_parses_to(host: str, transp
     ]
     assert [type(event) for event in delivered] == [ResponseReceived]
     assert isinstance(delivered[0], ResponseReceived) and delivered[0].key == key
+
+
+def test_client_keys_of_one_branch_are_told_apart_by_method() -> None:
+    """A CANCEL's key shares its INVITE's branch (and hash): equality tells them apart."""
+    invite, cancel = ClientKey("z9hG4bK-1", "INVITE"), ClientKey("z9hG4bK-1", "CANCEL")
+    assert invite != cancel and hash(invite) == hash(cancel)
+    table = {invite: "invite", cancel: "cancel"}
+    assert table[ClientKey("z9hG4bK-1", "INVITE")] == "invite"
+    assert table[ClientKey("z9hG4bK-1", "CANCEL")] == "cancel"
+    assert ClientKey("z9hG4bK-2", "INVITE") not in table

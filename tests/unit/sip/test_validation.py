@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from scaserver.sip.endpoint import AdmittedResponse, admit
 from scaserver.sip.errors import BadRequest, MalformedMessage, SipError, VersionNotSupported
-from scaserver.sip.message import Headers, Request, Response
+from scaserver.sip.keys import ClientKey
+from scaserver.sip.message import Headers, Peer, Request, Response, Transport
 from scaserver.sip.validation import check_request, check_response, unsupported_options
 
 BASE = (
@@ -88,3 +90,28 @@ def test_unsupported_options() -> None:
     assert unsupported_options(req, "Require", {"100RELL", "100rel"}) == ("Foo", "bar")
     assert unsupported_options(req, "Proxy-Require", ()) == ("baz",)
     assert unsupported_options(req, "Proxy-Require", ("baz",)) == ()
+
+
+def test_check_response_returns_the_top_via_and_cseq_it_parsed() -> None:
+    fields = [field for field in BASE if field[0] != "Max-Forwards"]
+    fields.insert(1, ("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-second"))
+    via, sequence = check_response(Response(200, "OK", Headers.of(*fields)))
+    assert (via.host, via.branch) == ("192.0.2.1", "z9hG4bK77")
+    assert (sequence.number, sequence.method) == (7, "OPTIONS")
+
+
+def test_a_response_is_admitted_with_the_client_key_its_top_via_and_cseq_name() -> None:
+    """The key the transaction layer matches by, from the values validation parsed: the top
+    Via's branch and the CSeq method; None without a branch (a stray for the layer)."""
+    peer = Peer(Transport.UDP, "192.0.2.1", 5060)
+    text = (
+        "SIP/2.0 200 OK\r\n"
+        "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK77, SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-x\r\n"
+        "From: <sip:alice@example.com>;tag=1\r\nTo: <sip:bob@example.com>;tag=2\r\n"
+        "Call-ID: c1\r\nCSeq: 7 NOTIFY\r\nContent-Length: 0\r\n\r\n"
+    )
+    admitted = admit(text.encode(), peer, lambda: "u")
+    assert isinstance(admitted, AdmittedResponse)
+    assert admitted.key == ClientKey("z9hG4bK77", "NOTIFY")
+    unbranched = admit(text.replace(";branch=z9hG4bK77", "", 1).encode(), peer, lambda: "u")
+    assert isinstance(unbranched, AdmittedResponse) and unbranched.key is None
