@@ -582,45 +582,66 @@ class SipStack(Service):
     def run(self, actions: Iterable[Action]) -> None:
         """Execute actions in order (also used by the root for actions produced outside a SIP input)."""
         for action in actions:
-            match action:
-                case Send(message=message, peer=peer):
-                    if peer.transport is not Transport.TLS and _needs_tls(message):
-                        # RFC 3261 26.2.2: a sips: request goes over TLS on every hop; whatever
-                        # route led here, it fails as a transport error, never in cleartext.
-                        self._log.warn(
-                            "sips: request to {peer} refused: not over TLS; transaction failed",
-                            peer=str(peer),
-                        )
-                        call_later(self._clock, 0.0, self.connection_lost, peer)
-                        continue
-                    if peer.transport.reliable and _vouches(message):
-                        connection = self._out.stream_to(peer)
-                        if connection is not None:
-                            connection.vouch()
-                    data = serialize(message)
-                    if self._trace is not None:
-                        self._trace("out", data, peer)
-                    if not self._out.send(data, peer, branch=_branch_of(message, peer)):
-                        # The transactions bound to that peer fail now, not after 32 s (RFC 3261
-                        # 17.1.4: a transport error is reported to the TU); after this run.
-                        call_later(self._clock, 0.0, self.connection_lost, peer)
-                case StartTimer(key=key, name=name, delay=delay):
-                    delay = max(delay, 0.0)
-                    due = self._clock.seconds() + delay
-                    self._timers.arm(key, name, due)
-                    if due < self._wakeup_at:
-                        self._wake_by(due, delay)
-                case CancelTimer(key=key, name=name):
-                    self._cancel(key, name)
-                case Deliver(event=Ban() as ban):
-                    self.banned(ban)
-                case Deliver(event=NextHopFailed() as failed):
-                    self._out.target_failed(failed)
-                    self._bus.publish(failed)
-                case Deliver(event=event):
-                    self._bus.publish(event)
-                case _:
-                    assert_never(action)
+            # The action classes by their exact type first (a seize cycle runs about 60 actions
+            # here); anything else, a subclass included, through the exhaustive match.
+            if type(action) is StartTimer:
+                self._start_timer(action)
+            elif type(action) is Deliver:
+                self._deliver(action.event)
+            elif type(action) is Send:
+                self._send(action)
+            elif type(action) is CancelTimer:
+                self._cancel(action.key, action.name)
+            else:
+                match action:
+                    case Send():
+                        self._send(action)
+                    case StartTimer():
+                        self._start_timer(action)
+                    case CancelTimer(key=key, name=name):
+                        self._cancel(key, name)
+                    case Deliver(event=event):
+                        self._deliver(event)
+                    case _:
+                        assert_never(action)
+
+    def _send(self, action: Send) -> None:
+        message, peer = action.message, action.peer
+        if peer.transport is not Transport.TLS and _needs_tls(message):
+            # RFC 3261 26.2.2: a sips: request goes over TLS on every hop; whatever
+            # route led here, it fails as a transport error, never in cleartext.
+            self._log.warn(
+                "sips: request to {peer} refused: not over TLS; transaction failed",
+                peer=str(peer),
+            )
+            call_later(self._clock, 0.0, self.connection_lost, peer)
+            return
+        if peer.transport.reliable and _vouches(message):
+            connection = self._out.stream_to(peer)
+            if connection is not None:
+                connection.vouch()
+        data = serialize(message)
+        if self._trace is not None:
+            self._trace("out", data, peer)
+        if not self._out.send(data, peer, branch=_branch_of(message, peer)):
+            # The transactions bound to that peer fail now, not after 32 s (RFC 3261
+            # 17.1.4: a transport error is reported to the TU); after this run.
+            call_later(self._clock, 0.0, self.connection_lost, peer)
+
+    def _start_timer(self, action: StartTimer) -> None:
+        delay = max(action.delay, 0.0)
+        due = self._clock.seconds() + delay
+        self._timers.arm(action.key, action.name, due)
+        if due < self._wakeup_at:
+            self._wake_by(due, delay)
+
+    def _deliver(self, event: object) -> None:
+        if isinstance(event, Ban):
+            self.banned(event)
+            return
+        if isinstance(event, NextHopFailed):
+            self._out.target_failed(event)
+        self._bus.publish(event)
 
     def _cancel(self, key: Hashable, name: str) -> None:
         if self._timers.cancel(key, name) and self._wakeup is not None:
