@@ -462,6 +462,11 @@ def is_crlf_keepalive(datagram: bytes) -> bool:
 
 _NEVER: Final = float("inf")
 
+_KEEPALIVE_FIRST_OCTETS: Final = frozenset(b"\r\n\x00\x01\x02\x03")
+"""The first octet of a CRLF keep-alive (CR or LF) or of a STUN message (0 to 3, its first two
+bits zero): a datagram starting with anything else (a SIP message starts with a letter) is
+for the core, without a look at the rest."""
+
 
 class SipStack(Service):
     """Runs the core's actions: the one owner of SIP timers (STYLE.md section 7)."""
@@ -500,7 +505,11 @@ class SipStack(Service):
                     if verdict.ban is not None:
                         self.banned(verdict.ban)
                     return
-            if peer.transport is Transport.UDP and self._keepalive(data, peer):
+            if (
+                peer.transport is Transport.UDP
+                and (not data or data[0] in _KEEPALIVE_FIRST_OCTETS)
+                and self._keepalive(data, peer)
+            ):
                 return
             if self._trace is not None:
                 self._trace("in", data, peer)

@@ -265,6 +265,28 @@ def test_malformed_stun_is_dropped_and_counted() -> None:
     assert stack.keepalives.stun_dropped == 1
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"OPTIONS sip:a@b SIP/2.0\r\n\r\n",
+        b"\r\nOPTIONS sip:a@b SIP/2.0\r\n\r\n",  # CR first, not only CR and LF
+        b"\n\r\nx",
+        b"\x03" + bytes(19),  # a STUN first octet, no magic cookie
+        b"\x00\x01\x00\x00",  # shorter than a STUN header
+        b"\x04" + stun.binding_request(b"0123456789ab")[1:],  # first two bits not zero
+    ],
+)
+def test_a_udp_datagram_neither_crlf_nor_stun_goes_to_the_core(data: bytes) -> None:
+    core = FakeCore()
+    stack, _, datagram, _ = build(core)
+    stack.bytes_received(data, PEER_V4)
+    assert core.received == [(data, PEER_V4, 0.0)]
+    assert datagram.sent == []
+    assert stack.keepalives.received == {"crlf": 0, "stun": 0, "double-crlf": 0}
+    assert stack.keepalives.stun_dropped == 0
+
+
 def test_crlf_on_a_stream_is_the_framers_not_a_udp_keepalive() -> None:
     core = FakeCore()
     stack, _, _, _ = build(core)
