@@ -197,6 +197,8 @@ class Transports:
     ) -> None:
         self._hosts = hosts if hosts is not None else HostsTable()
         self._datagrams: list[DatagramEndpoint] = []
+        # The first endpoint of each family in _datagrams (the one a datagram goes out on).
+        self._datagram_of: dict[socket.AddressFamily, DatagramEndpoint] = {}
         self._streams: dict[StreamKey, StreamConnection] = {}
         self._pending: dict[StreamKey, list[bytes]] = {}
         self._dials: dict[Transport, Dial] = {}
@@ -221,10 +223,14 @@ class Transports:
 
     def add_datagram(self, endpoint: DatagramEndpoint) -> None:
         self._datagrams.append(endpoint)
+        self._datagram_of.setdefault(endpoint.family, endpoint)
 
     def remove_datagram(self, endpoint: DatagramEndpoint) -> None:
         if endpoint in self._datagrams:
             self._datagrams.remove(endpoint)
+            self._datagram_of = {}
+            for remaining in self._datagrams:
+                self._datagram_of.setdefault(remaining.family, remaining)
 
     def add_stream(self, connection: StreamConnection) -> None:
         """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
@@ -325,6 +331,8 @@ class Transports:
         message of that client transaction (retransmissions, CANCEL, ACK of a failure) to the
         target its first message went to.
         """
+        if peer.transport is Transport.UDP and is_numeric(peer.host):
+            return self._send_datagram(data, peer)  # most messages: no alias, no name
         aliased = self._aliases.get(stream_key(peer)) if peer.transport.reliable else None
         if aliased is not None:
             aliased.send(data)
@@ -409,13 +417,7 @@ class Transports:
         for it must be certified for ("" when the destination was numeric)."""
         match peer.transport:
             case Transport.UDP:
-                family = address_family(peer.host)
-                for endpoint in self._datagrams:
-                    if endpoint.family == family:
-                        endpoint.send(data, peer)
-                        return True
-                self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
-                return False
+                return self._send_datagram(data, peer)
             case Transport.TCP | Transport.TLS:
                 key = stream_key(peer)
                 connection = self._streams.get(key) or self._aliases.get(key)
@@ -436,6 +438,14 @@ class Transports:
                 return True
             case _:
                 assert_never(peer.transport)
+
+    def _send_datagram(self, data: bytes, peer: Peer) -> bool:
+        endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
+        if endpoint is None:
+            self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
+            return False
+        endpoint.send(data, peer)
+        return True
 
 
 KEEPALIVE_KINDS: Final = ("crlf", "stun", "double-crlf")
