@@ -29,7 +29,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "core",
         tuple(
-            f"scaserver{sep}{package}"
+            f"scaserver{sep}{package}{sep}"
             for package in ("sip", "router", "sca", "registrar", "proxy", "push", "parking")
             for sep in ("/", ".")
         ),
@@ -48,7 +48,7 @@ def group_of(func: Func) -> str | None:
     for name, marks in GROUPS:
         if any(mark in filename for mark in marks):
             return name
-    if filename.startswith("/work") and "scaserver" in filename:
+    if "/scaserver/" in filename or "scaserver." in filename:
         return "other scaserver"
     return None  # a builtin or the standard library: charged to its callers
 
