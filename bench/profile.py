@@ -1,7 +1,7 @@
 """Profile scaserver's hot path while SIPp drives one scenario at a fixed rate.
 
     python -m bench.profile [--scenario seize|register|sca-call] [--rate R] [--seconds S] [--out DIR]
-                            [--profiler py-spy|cprofile|none]
+                            [--profiler py-spy|cprofile|split|none]
 
 Starts scaserver (no digest), makes the 2000 x 2 call-info population, then profiles the
 server while the load runs.  With py-spy (the default) it samples the server with
@@ -11,7 +11,9 @@ the functions with the most samples: own time ("self") and time including callee
 ``bench.cprofiled`` (cProfile switched on for the load only: deterministic call counts,
 less sensitive to other work on the machine, but its overhead inflates small functions);
 it prints the top functions by own and by cumulative time, and the calls per SIPp call.
-Both print the server's CPU time (utime + stime from /proc) per SIPp call during the load.
+With split the server runs under ``bench.timesplit`` (no profiler: the reactor thread's CPU
+time inside the core's entry points and outside them, per SIPp call).
+All print the server's CPU time (utime + stime from /proc) per SIPp call during the load.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import json
 import os
 import pstats
 import shutil
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--port", type=int, default=23000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/scaserver-profile"))
-    parser.add_argument("--profiler", choices=("py-spy", "cprofile", "none"), default="py-spy")
+    parser.add_argument("--profiler", choices=("py-spy", "cprofile", "split", "none"), default="py-spy")
     args = parser.parse_args(argv)
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
@@ -88,6 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     stats = out / "server.prof"
     cprofile = args.profiler == "cprofile"
     python_args = ["-m", "bench.cprofiled", str(stats)] if cprofile else []
+    timed = out / "split.json"  # --profiler split: the reactor thread's CPU in and outside the core
+    if args.profiler == "split":
+        python_args = ["-m", "bench.timesplit", str(timed)]
     server = ScaServer(out / "scaserver", port, port + 1, python_args=python_args)
     helpers: list[subprocess.Popen[bytes]] = []
     try:
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         calls = int(args.rate * args.seconds)
         before = server.usage()
         lag_before = server.loop_lag()
-        if cprofile:
+        if cprofile or args.profiler == "split":
             os.kill(server.pid(), signal.SIGUSR1)
         spy = (
             None
@@ -168,6 +174,16 @@ def main(argv: list[str] | None = None) -> None:
             os.kill(server.pid(), signal.SIGUSR2)
             time.sleep(2)
             report = summarize_cprofile(stats, calls)
+        elif args.profiler == "split":
+            os.kill(server.pid(), signal.SIGUSR2)
+            time.sleep(2)
+            figures = json.loads(timed.read_text())
+            thread_us, core_us = (1e6 * figures[k] / calls for k in ("thread_s", "core_s"))
+            report = (
+                f"reactor thread CPU per call: {thread_us:.0f} us, inside the core's entries"
+                f" {core_us:.0f} us ({core_us / thread_us:.1%}), outside {thread_us - core_us:.0f} us;"
+                f" {figures['entry_calls'] / calls:.1f} entry calls per call"
+            )
         else:
             report = "no profiler"
         report += f"\n\nserver CPU during the load: {cpu_s:.2f} s, {1000 * cpu_s / calls:.3f} ms per call"

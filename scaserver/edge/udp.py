@@ -8,10 +8,13 @@ a datagram that is not a SIP message is the core's to drop.
 
 from __future__ import annotations
 
+import errno
+import functools
 import socket
 from typing import Protocol, cast
 
 from twisted.application.service import Service
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import MessageLengthError
@@ -32,6 +35,16 @@ messages, about 5 to 20 ms of work.  Twisted reads up to 256 KiB a turn, 200 to 
 messages: under load a turn of 100 ms and more, in which no timer fires (retransmissions,
 the loop-lag probe), no TCP connection and no control request is served.  What is left
 waits in the socket buffer for the next turn; the work is the same."""
+
+
+@functools.lru_cache(maxsize=4096)
+def writable_directly(host: str, family: socket.AddressFamily) -> bool:
+    """Whether ``host`` is a numeric address of ``family``: what Twisted's ``udp.Port.write``
+    accepts (it checks this in Python on every datagram; asked of a few peer addresses, so
+    remembered).  ``sendto`` on such an address never looks a name up."""
+    if family == socket.AF_INET6:
+        return isIPv6Address(host)
+    return family == socket.AF_INET and isIPAddress(host)
 
 
 class _DatagramSocket(Protocol):
@@ -81,6 +94,9 @@ class UdpTransport(DatagramProtocol):
         # A banned source's datagrams are dropped here, before anything else is done for them:
         # under a flood this loop is what keeps the socket's receive buffer from filling.
         self._guard, self._clock = guard, clock
+        # The bound, unconnected socket of Twisted's port while it runs: a datagram to a numeric
+        # address of its family is written on it directly (see send).
+        self._socket: socket.socket | None = None
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -88,10 +104,15 @@ class UdpTransport(DatagramProtocol):
 
     @override
     def startProtocol(self) -> None:
+        sock = getattr(self.transport, "socket", None)
+        connected = getattr(self.transport, "_connectedAddr", None)
+        if isinstance(sock, socket.socket) and connected is None and sock.family == self._family:
+            self._socket = sock
         self._transports.add_datagram(self)
 
     @override
     def stopProtocol(self) -> None:
+        self._socket = None
         self._transports.remove_datagram(self)
 
     @override
@@ -118,10 +139,33 @@ class UdpTransport(DatagramProtocol):
         if self.transport is None:
             self._log.warn("UDP socket closed: message to {peer} dropped", peer=str(peer))
             return
+        sock = self._socket
+        if sock is not None and writable_directly(peer.host, self._family):
+            self._send_on(sock, data, peer)
+            return
         try:
             cast(_DatagramSocket, self.transport).write(data, (peer.host, peer.port))
         except (OSError, MessageLengthError) as error:
             self._log.warn("UDP write to {peer} failed: {error}", peer=str(peer), error=str(error))
+
+    def _send_on(self, sock: socket.socket, data: bytes, peer: Peer) -> None:
+        """What Twisted's ``udp.Port.write`` does once the address is checked, without the
+        checks: EINTR is retried, ECONNREFUSED (an ICMP error of an earlier datagram, on some
+        platforms) ignored, anything else logged as a dropped datagram (EMSGSIZE as Twisted's
+        ``MessageLengthError``; ENOBUFS and EAGAIN when the send buffer is full)."""
+        while True:
+            try:
+                sock.sendto(data, (peer.host, peer.port))
+                return
+            except OSError as error:
+                number = error.args[0] if error.args else None
+                if number == errno.EINTR:
+                    continue
+                if number == errno.ECONNREFUSED:
+                    return
+                text = str(MessageLengthError("message too long")) if number == errno.EMSGSIZE else str(error)
+                self._log.warn("UDP write to {peer} failed: {error}", peer=str(peer), error=text)
+                return
 
 
 class UdpListener(Service):

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, ParamSpec, Protocol, TypeVar
+from typing import Final, Generic, ParamSpec, Protocol, TypeVar
 
 import attrs
 from twisted.application.service import Service
@@ -77,6 +77,8 @@ class _Deleted(enum.Enum):
 
 
 DELETED = _Deleted.DELETED
+
+_ABSENT: Final = object()
 
 
 @attrs.frozen
@@ -182,14 +184,19 @@ class Channel(Generic[K, V]):
     def upsert(self, value: V) -> None:
         """Record that ``value`` must be stored; never blocks, never fails."""
         key = self._key_of(value)
-        self._pending.pop(key, None)  # keep the dict ordered by the latest change
-        self._pending[key] = value
+        pending = self._pending
+        # Keep the dict ordered by the latest change; a new key adds to the owner's count.
+        if pending.pop(key, _ABSENT) is _ABSENT:
+            self._owner._queued += 1
+        pending[key] = value
         self._owner._enqueued()
 
     def delete(self, key: K) -> None:
         """Record that the row of ``key`` must be removed; never blocks, never fails."""
-        self._pending.pop(key, None)
-        self._pending[key] = DELETED
+        pending = self._pending
+        if pending.pop(key, _ABSENT) is _ABSENT:
+            self._owner._queued += 1
+        pending[key] = DELETED
         self._owner._enqueued()
 
     def pending(self, key: K) -> V | _Deleted | None:
@@ -198,6 +205,7 @@ class Channel(Generic[K, V]):
 
     def take(self) -> _ChannelBatch[K, V]:
         batch = _ChannelBatch(self, tuple(self._pending.items()))
+        self._owner._queued -= len(self._pending)
         self._pending = {}
         return batch
 
@@ -206,6 +214,7 @@ class Channel(Generic[K, V]):
         newer = self._pending
         self._pending = {key: op for key, op in operations if key not in newer}
         self._pending.update(newer)
+        self._owner._queued += len(self._pending) - len(newer)
 
 
 @attrs.frozen
@@ -255,6 +264,7 @@ class WriteBehind(Service):
         self.retry_max_s = retry_max_s
         self.max_pending = max_pending
         self._channels: list[Channel[Hashable, object]] = []
+        self._queued = 0  # operations queued in the channels (their lengths' sum)
         self._timer: DelayedCall | None = None
         self._in_flight: _Batch | None = None
         self._flushing = False
@@ -292,8 +302,9 @@ class WriteBehind(Service):
     @property
     def depth(self) -> int:
         """Operations not yet written: queued plus the ones in the running flush."""
-        queued = sum(len(c) for c in self._channels)
-        return queued + (len(self._in_flight) if self._in_flight is not None else 0)
+        # _queued is the sum of the channels' lengths, kept by the channels as they change
+        # (summed here, it cost a pass over the channels on every enqueued write).
+        return self._queued + (len(self._in_flight) if self._in_flight is not None else 0)
 
     @property
     def flushing(self) -> bool:

@@ -260,6 +260,10 @@ class Metrics:
             registry=registry,
         )
         self._transaction_children: dict[tuple[str, str], Counter] = {}
+        # The children counted per SIP message, looked up once per label value (see
+        # transaction_completed).
+        self._notify_sent_children: dict[str, Counter] = {}
+        self._registration_children: dict[str, Counter] = {}
         self._reactor_lag = Histogram(
             "reactor_lag_seconds",
             "How late the reactor ran a timer due now: the time it was busy with other work",
@@ -307,7 +311,10 @@ class Metrics:
 
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""
-        self._notify.labels(event=event, outcome="sent").inc()
+        child = self._notify_sent_children.get(event)
+        if child is None:
+            child = self._notify_sent_children[event] = self._notify.labels(event=event, outcome="sent")
+        child.inc()
 
     def notify_failed(self, event: str) -> None:
         """A NOTIFY got a final non-2xx, timed out or could not be sent."""
@@ -338,7 +345,10 @@ class Metrics:
 
     def registration(self, outcome: str) -> None:
         """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""
-        self._registrations.labels(outcome=outcome).inc()
+        child = self._registration_children.get(outcome)
+        if child is None:
+            child = self._registration_children[outcome] = self._registrations.labels(outcome=outcome)
+        child.inc()
 
     def parse_error(self, transport: str) -> None:
         self._parse_errors.labels(transport=transport).inc()

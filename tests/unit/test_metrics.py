@@ -88,6 +88,26 @@ def test_counters() -> None:
     assert sample(registry, "scaserver_db_queue_depth", {"store": "subscriptions"}) == 7
 
 
+def test_counters_per_message_count_each_label_value_apart() -> None:
+    # notify_sent and registration keep their labelled children: each value is its own series,
+    # and the outcome of a NOTIFY stays apart from the failures of the same event.
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for event in ("call-info", "line-seize", "call-info", "dialog"):
+        metrics.notify_sent(event)
+    metrics.notify_failed("call-info")
+    for outcome in ("added", "refreshed", "added", "rejected", "added"):
+        metrics.registration(outcome)
+    assert sample(registry, "scaserver_notify_total", {"event": "call-info", "outcome": "sent"}) == 2
+    assert sample(registry, "scaserver_notify_total", {"event": "line-seize", "outcome": "sent"}) == 1
+    assert sample(registry, "scaserver_notify_total", {"event": "dialog", "outcome": "sent"}) == 1
+    assert sample(registry, "scaserver_notify_total", {"event": "call-info", "outcome": "failed"}) == 1
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "added"}) == 3
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "refreshed"}) == 1
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "rejected"}) == 1
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "expired"}) == 0
+
+
 def test_two_servers_do_not_share_state() -> None:
     first, second = CollectorRegistry(), CollectorRegistry()
     Metrics(first).parse_error("tcp")

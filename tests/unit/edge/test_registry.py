@@ -33,6 +33,31 @@ def test_udp_without_a_socket_of_that_family_is_logged_and_dropped() -> None:
     assert capture.texts() == ["no UDP socket for udp:192.0.2.10:5060: message dropped"]
 
 
+def test_udp_goes_out_on_the_first_socket_of_its_family_while_it_is_open() -> None:
+    transports = Transports()
+    first, v6, second = (
+        RecordingDatagram(socket.AF_INET),
+        RecordingDatagram(socket.AF_INET6),
+        RecordingDatagram(socket.AF_INET),
+    )
+    for endpoint in (first, v6, second):
+        transports.add_datagram(endpoint)
+    transports.send(b"a", PEER_V4)
+    transports.remove_datagram(first)
+    transports.send(b"b", PEER_V4)
+    transports.send(b"c", Peer(Transport.UDP, "[2001:db8::1]", 5060))  # a bracketed IPv6 host
+    transports.remove_datagram(second)
+    capture = LogCapture()
+    transports._log = capture.logger()
+    transports.send(b"d", PEER_V4)
+    transports.add_datagram(first)
+    transports.send(b"e", PEER_V4)
+    assert first.sent == [(b"a", PEER_V4), (b"e", PEER_V4)]
+    assert second.sent == [(b"b", PEER_V4)]
+    assert v6.sent == [(b"c", Peer(Transport.UDP, "[2001:db8::1]", 5060))]
+    assert capture.texts() == ["no UDP socket for udp:192.0.2.10:5060: message dropped"]
+
+
 def test_response_reuses_the_connection_its_request_came_on() -> None:
     transports = Transports()
     stream = RecordingStream(TCP_PEER)

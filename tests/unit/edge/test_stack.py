@@ -265,11 +265,35 @@ def test_malformed_stun_is_dropped_and_counted() -> None:
     assert stack.keepalives.stun_dropped == 1
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"OPTIONS sip:a@b SIP/2.0\r\n\r\n",
+        b"\r\nOPTIONS sip:a@b SIP/2.0\r\n\r\n",  # CR first, not only CR and LF
+        b"\n\r\nx",
+        b"\x03" + bytes(19),  # a STUN first octet, no magic cookie
+        b"\x00\x01\x00\x00",  # shorter than a STUN header
+        b"\x04" + stun.binding_request(b"0123456789ab")[1:],  # first two bits not zero
+    ],
+)
+def test_a_udp_datagram_neither_crlf_nor_stun_goes_to_the_core(data: bytes) -> None:
+    core = FakeCore()
+    stack, _, datagram, _ = build(core)
+    stack.bytes_received(data, PEER_V4)
+    assert core.received == [(data, PEER_V4, 0.0)]
+    assert datagram.sent == []
+    assert stack.keepalives.received == {"crlf": 0, "stun": 0, "double-crlf": 0}
+    assert stack.keepalives.stun_dropped == 0
+
+
 def test_crlf_on_a_stream_is_the_framers_not_a_udp_keepalive() -> None:
     core = FakeCore()
     stack, _, _, _ = build(core)
     stack.bytes_received(b"\r\n", TCP_PEER)
     assert core.received == [(b"\r\n", TCP_PEER, 0.0)]
+
+
 def test_a_sips_request_is_never_written_to_a_cleartext_peer() -> None:
     message = attrs.evolve(options(), uri="sips:bob@demo.scaserver.test")
     core = FakeCore(on_receive=lambda data, peer, now: [Send(message, peer)])
@@ -292,3 +316,60 @@ def test_a_sips_request_goes_over_tls() -> None:
     transports.add_stream(stream)
     SipStack(core, clock, transports, EventBus()).bytes_received(b"x", PEER_V4)
     assert stream.sent == [serialize(message)]
+
+
+@attrs.frozen
+class _LateSend(Send):
+    pass
+
+
+@attrs.frozen
+class _LateTimer(StartTimer):
+    pass
+
+
+@attrs.frozen
+class _LateCancel(CancelTimer):
+    pass
+
+
+@attrs.frozen
+class _LateDeliver(Deliver):
+    pass
+
+
+def test_an_action_of_a_subclass_is_run_as_its_base_class() -> None:
+    message = options()
+    stack, _, datagram, published = build(FakeCore())
+    stack.run(
+        [
+            _LateSend(message, PEER_V4),
+            _LateTimer("tx1", "E", 0.5),
+            _LateTimer("tx2", "F", 0.5),
+            _LateCancel("tx2", "F"),
+            _LateDeliver(Noted("late")),
+        ]
+    )
+    assert datagram.sent == [(serialize(message), PEER_V4)]
+    assert stack.armed_timers == {("tx1", "E")}
+    assert published == [Noted("late")]
+
+
+def test_actions_of_every_kind_run_in_their_order() -> None:
+    message = options()
+    stack, _, datagram, published = build(FakeCore())
+    order: list[str] = []
+    stack._bus.subscribe(Noted, lambda fact: order.append(f"fact {fact.name}: {len(datagram.sent)} sent"))
+    stack.run(
+        [
+            Deliver(Noted("first")),
+            Send(message, PEER_V4),
+            StartTimer("tx1", "E", 0.5),
+            CancelTimer("tx1", "E"),
+            Deliver(Noted("second")),
+            StartTimer("tx1", "F", 1.0),
+        ]
+    )
+    assert order == ["fact first: 0 sent", "fact second: 1 sent"]
+    assert published == [Noted("first"), Noted("second")]
+    assert stack.armed_timers == {("tx1", "F")}

@@ -588,3 +588,50 @@ def test_a_refused_delete_is_dead_lettered_too() -> None:
     assert sink.rows == {"b": 2}
     assert wb.dead_letters == {"t": 1}
     assert wb.depth == 0
+
+
+def test_depth_is_the_queued_operations_through_upserts_deletes_flushes_and_requeues() -> None:
+    runner = ManualRunner()
+    wb, clock, parent, _, _ = make(runner, max_pending=100)
+    wb.startService()
+    p, c = channels(wb)
+
+    def queued() -> int:
+        return len(p) + len(c)
+
+    p.upsert(Row("a", 1))
+    p.upsert(Row("a", 2))  # the same key: still one operation
+    p.delete("a")  # replaces it
+    c.delete("x")
+    c.upsert(Row("x", 1))
+    p.upsert(Row("b", 1))
+    assert wb.depth == queued() == 3
+    clock.advance(5.0)  # taken into a flush: in flight, not queued
+    assert queued() == 0
+    assert wb.depth == 3
+    p.upsert(Row("b", 2))  # newer than the in-flight one
+    p.upsert(Row("d", 1))
+    assert wb.depth == 5
+    parent.down = True
+    runner.release()  # failed: requeued, the newer "b" kept
+    assert wb.depth == queued() == 4
+    parent.down = False
+    clock.advance(1.0)
+    runner.release()
+    assert wb.depth == queued() == 0
+    c.upsert(Row("y", 1))
+    assert wb.depth == queued() == 1
+
+
+def test_reaching_max_pending_across_channels_flushes_early() -> None:
+    runner = ManualRunner()
+    wb, _, _, _, _ = make(runner, max_pending=3)
+    wb.startService()
+    p, c = channels(wb)
+    p.upsert(Row("a", 1))
+    p.upsert(Row("a", 2))  # the same key twice: still one
+    c.upsert(Row("b", 1))
+    assert runner.held == []
+    c.upsert(Row("c", 1))  # the third operation, over two channels
+    assert len(runner.held) == 1
+    assert wb.depth == 3
