@@ -99,19 +99,22 @@ class ActionLoop:
 
     def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
         settings = self.user.settings
-        layer = self.layer
-        busy_with = (
-            f"{layer.in_progress} transactions in progress"
-            if layer.in_progress >= settings.max_transactions
-            else f"{len(layer)} transactions held"
-            if len(layer) >= settings.max_transactions * HELD_PER_IN_PROGRESS
-            else None
-        )
-        if busy_with is not None and request.method != "ACK" and server_key(request) not in layer:
+        full = self._full_table(settings.max_transactions)
+        if full is not None and request.method != "ACK" and server_key(request) not in self.layer:
             retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
-            busy = ServiceUnavailable(busy_with, headers=retry)
+            busy = ServiceUnavailable(full, headers=retry)
             return stateless(request, peer, busy, self.unique)
         return self.run(self.layer.receive(request, destination, now), now)
+
+    def _full_table(self, max_transactions: int) -> str | None:
+        """Which bound the transaction table has met, for the 503's log line: ``max_transactions``
+        in progress, or :data:`HELD_PER_IN_PROGRESS` times that held in all; None when neither."""
+        in_progress, held = self.layer.in_progress, len(self.layer)
+        if in_progress >= max_transactions:
+            return f"{in_progress} transactions in progress"
+        if held >= max_transactions * HELD_PER_IN_PROGRESS:
+            return f"{held} transactions held"
+        return None
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
         """Run engine and layer actions depth-first until only edge actions remain."""
