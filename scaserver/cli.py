@@ -40,7 +40,7 @@ from scaserver.config.errors import ConfigError
 from scaserver.config.load import load_settings, with_overrides
 from scaserver.config.schema import Settings
 from scaserver.controlroot import site_settings
-from scaserver.edge.collector import YoungCollections, freeze_long_lived, tune_garbage_collector
+from scaserver.edge.collector import PacedCollections, freeze_long_lived, tune_garbage_collector
 from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.secret import SecretFileError
@@ -257,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILURE
     bind_errors: list[str] = []
-    young = YoungCollections(reactor)
+    paced = PacedCollections(reactor)
 
     def start() -> None:
         # Started from inside the running reactor: its SIGINT/SIGTERM handlers are in place.
@@ -270,11 +270,11 @@ def _run(args: argparse.Namespace) -> int:
         # Up, its state restored: that state is frozen out of the collector's scans, and the
         # young generation is collected at a steady pace from now on.
         freeze_long_lived()
-        young.startService()
+        paced.startService()
 
     def stop() -> Deferred[object]:
-        if young.running:
-            young.stopService()
+        if paced.running:
+            paced.stopService()
         stopping: Deferred[object] = maybeDeferred(service.stopService)
         stopping.addTimeout(SHUTDOWN_GRACE_S, installed)
 

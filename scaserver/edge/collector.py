@@ -11,10 +11,12 @@ collection over it: on a seize load at 100 cycles/s the young generation reached
 
 So the running server collects the young generation itself, every
 ``YOUNG_INTERVAL_S`` of its clock, whatever the count says: each collection then scans
-at most that interval's survivors.  The state present once the server is up (imports,
-configuration, restored subscriptions, appearances and bindings) is collected once and
-frozen out of every later collection; the SIP core makes no reference cycles (a whole seize
-load left no SIP object among the collector's garbage), so nothing frozen is lost to it.
+at most that interval's survivors.  It moves on to an older generation when its turn has
+come (:func:`due_generation`), which an explicit young collection never does by itself.
+The state present once the server is up (imports, configuration, restored subscriptions,
+appearances and bindings) is collected once and frozen out of every later collection; the
+SIP core makes no reference cycles (a whole seize load left no SIP object among the
+collector's garbage), so nothing frozen is lost to it.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from scaserver.edge.stack import TimerClock
 __all__ = [
     "GC_THRESHOLDS",
     "YOUNG_INTERVAL_S",
+    "PacedCollections",
     "PauseWatch",
-    "YoungCollections",
+    "due_generation",
     "freeze_long_lived",
     "tune_garbage_collector",
 ]
@@ -69,21 +72,38 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-class YoungCollections(Service):
-    """Collects the youngest generation every ``interval_s`` seconds of ``clock`` while
-    running (``collect`` is ``gc.collect``: injectable for tests)."""
+def due_generation(counts: tuple[int, int, int], thresholds: tuple[int, int, int]) -> int:
+    """The generation a paced collection takes: the oldest one whose count has passed its
+    threshold (``gc.get_count()``: for the middle generation the young collections since its
+    last one, for the oldest the middle ones), else the youngest.  CPython chooses so for an
+    automatic collection only; a ``gc.collect(0)`` never moves on to an older generation."""
+    _, middle, oldest = counts
+    if oldest > thresholds[2]:
+        return 2
+    if middle > thresholds[1]:
+        return 1
+    return 0
+
+
+class PacedCollections(Service):
+    """Every ``interval_s`` seconds of ``clock`` while running, collects the youngest
+    generation, or the older one :func:`due_generation` names (``collect``, ``counts`` and
+    ``thresholds`` are ``gc``'s: injectable for tests)."""
 
     def __init__(
         self,
         clock: TimerClock,
         interval_s: float = YOUNG_INTERVAL_S,
+        *,
         collect: Callable[[int], object] = gc.collect,
+        counts: Callable[[], tuple[int, int, int]] = gc.get_count,
+        thresholds: Callable[[], tuple[int, int, int]] = gc.get_threshold,
     ) -> None:
-        self._collect = collect
-        self._periodic = Periodic(clock, interval_s, self._collect_young)
+        self._collect, self._counts, self._thresholds = collect, counts, thresholds
+        self._periodic = Periodic(clock, interval_s, self._collect_due)
 
-    def _collect_young(self) -> None:
-        self._collect(0)
+    def _collect_due(self) -> None:
+        self._collect(due_generation(self._counts(), self._thresholds()))
 
     @override
     def startService(self) -> None:

@@ -1,5 +1,5 @@
-"""The running server's garbage collection: young collections paced by the clock, every
-collection's pause measured."""
+"""The running server's garbage collection: collections paced by the clock (the young
+generation, an older one when its turn has come), every collection's pause measured."""
 
 from __future__ import annotations
 
@@ -11,26 +11,104 @@ import pytest
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
 
-from scaserver.edge.collector import YOUNG_INTERVAL_S, PauseWatch, YoungCollections
+from scaserver.edge.collector import (
+    GC_THRESHOLDS,
+    YOUNG_INTERVAL_S,
+    PacedCollections,
+    PauseWatch,
+    due_generation,
+)
 from scaserver.metrics.counters import Metrics
+
+YOUNG_DUE = (49_000, 3, 7)  # below every threshold: the youngest generation
+
+
+def paced(clock: Clock, generations: list[int], counts: tuple[int, int, int] = YOUNG_DUE) -> PacedCollections:
+    return PacedCollections(
+        clock,
+        YOUNG_INTERVAL_S,
+        collect=generations.append,
+        counts=lambda: counts,
+        thresholds=lambda: GC_THRESHOLDS,
+    )
 
 
 def test_the_young_generation_is_collected_at_every_interval_whatever_the_allocations() -> None:
     clock, generations = Clock(), list[int]()
-    young = YoungCollections(clock, YOUNG_INTERVAL_S, generations.append)
-    young.startService()
+    paced(clock, generations).startService()
     clock.advance(YOUNG_INTERVAL_S / 2)
     assert generations == []  # not at start: the first one is an interval away
     clock.pump([YOUNG_INTERVAL_S / 2] + [YOUNG_INTERVAL_S] * 4)
-    assert generations == [0] * 5  # only ever the youngest generation
+    assert generations == [0] * 5
 
 
-def test_stopping_ends_the_young_collections() -> None:
+def test_an_older_generation_is_collected_when_its_turn_has_come() -> None:
+    """A gc.collect(0) never moves on to the older generations (only an automatic collection
+    does): the paced collection chooses as CPython would."""
     clock, generations = Clock(), list[int]()
-    young = YoungCollections(clock, YOUNG_INTERVAL_S, generations.append)
-    young.startService()
+    counts = [YOUNG_DUE]
+    service = PacedCollections(
+        clock,
+        YOUNG_INTERVAL_S,
+        collect=generations.append,
+        counts=lambda: counts[0],
+        thresholds=lambda: GC_THRESHOLDS,
+    )
+    service.startService()
     clock.advance(YOUNG_INTERVAL_S)
-    young.stopService()
+    counts[0] = (10, GC_THRESHOLDS[1] + 1, 0)  # 21 young collections since the middle one
+    clock.advance(YOUNG_INTERVAL_S)
+    counts[0] = (10, GC_THRESHOLDS[1] + 1, GC_THRESHOLDS[2] + 1)  # and 1001 middle ones
+    clock.advance(YOUNG_INTERVAL_S)
+    assert generations == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("counts", "generation"),
+    [
+        ((0, 0, 0), 0),
+        ((60_000, 0, 0), 0),  # past the young threshold: still the young one, as every tick
+        ((0, 20, 0), 0),  # at a threshold is not past it
+        ((0, 21, 0), 1),
+        ((0, 0, 1001), 2),
+        ((0, 21, 1001), 2),
+    ],
+)
+def test_due_generation_is_the_oldest_past_its_threshold(
+    counts: tuple[int, int, int], generation: int
+) -> None:
+    assert due_generation(counts, GC_THRESHOLDS) == generation
+
+
+def test_the_middle_generation_of_the_running_interpreter_is_reached_by_paced_collections() -> None:
+    """With the real collector (its automatic collections off, so that only the paced ones
+    count): after more young collections than the middle threshold, a paced one collects the
+    middle generation."""
+    clock, seen = Clock(), list[int]()
+
+    def collect(generation: int) -> object:
+        seen.append(generation)
+        return gc.collect(generation)
+
+    middle = gc.get_threshold()[1]
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        PacedCollections(clock, YOUNG_INTERVAL_S, collect=collect).startService()
+        clock.pump([YOUNG_INTERVAL_S] * (middle + 2))
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert 1 in seen
+    assert seen.index(1) <= middle + 1  # once the young collections since the last passed it
+
+
+def test_stopping_ends_the_paced_collections() -> None:
+    clock, generations = Clock(), list[int]()
+    service = paced(clock, generations)
+    service.startService()
+    clock.advance(YOUNG_INTERVAL_S)
+    service.stopService()
     assert clock.getDelayedCalls() == []
     clock.advance(10 * YOUNG_INTERVAL_S)
     assert generations == [0]
