@@ -41,15 +41,16 @@ __all__ = [
     "tune_garbage_collector",
 ]
 
-GC_THRESHOLDS: Final = (50_000, 20, 1000)
+GC_THRESHOLDS: Final = (50_000, 5, 3000)
 """Generation thresholds of the cyclic garbage collector for a running server (CPython's
 defaults are (700, 10, 10)).  The automatic young collection is a backstop for a burst
-between two paced ones.  The middle generation is collected every 20 young collections
-(2 s: the survivors of 2 s, a few milliseconds under load).  A full collection scans every
-object alive and not frozen, the transactions of the last 32 s among them: about 180 ms
-at 100 seize cycles a second (bench/RESULTS.md).  It comes every 1000 middle collections,
-about every 33 minutes; the cycles it frees until then are few (a closed TCP or TLS
-connection, a failed deferred): the SIP path makes none."""
+between two paced ones.  The middle generation is collected after 5 young collections, on
+the 6th (0.6 s): it scans the survivors of that time, the transactions still waiting out
+Timer J among them, 20-35 ms at 250 seize cycles a second (after 20, every 2.1 s, it took
+45-63 ms).  A full collection scans every object alive and not frozen: about 180 ms at 100
+seize cycles a second, 170-250 ms at 250 (bench/RESULTS.md).  It comes after 3000 middle
+collections, about every 30 minutes; the cycles it frees until then are few (a closed TCP
+or TLS connection, a failed deferred): the SIP path makes none."""
 
 YOUNG_INTERVAL_S: Final = 0.1
 """How often the running server collects the youngest generation: at a few thousand

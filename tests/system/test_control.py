@@ -146,10 +146,10 @@ def test_an_idle_server_collects_its_young_generation_at_a_steady_pace(tmp_path:
     """The young generation is collected every 100 ms of the reactor's clock, not when
     allocations less deallocations pass a threshold (a count a loaded server keeps near
     zero while its young generation grows): an idle server, which allocates next to
-    nothing, still collects it about ten times a second; and every 21st paced collection
-    takes the middle generation, which an explicit young collection never reaches by
-    itself.  Scraped every 0.5 s: a scrape's own allocations are a few thousand objects,
-    far from the 50 000 that start an automatic collection."""
+    nothing, still collects it about ten times a second; and the middle generation has its
+    turn (every 6th paced collection), which an explicit young collection never gives it.
+    Scraped every 0.5 s: a scrape's own allocations are a few thousand objects, far from the
+    50 000 that start an automatic collection."""
     young = "scaserver_gc_pause_seconds_count{generation=0}"
     middle = "scaserver_gc_pause_seconds_count{generation=1}"
     with running_server(tmp_path / "server", config()) as server:

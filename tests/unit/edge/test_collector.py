@@ -20,7 +20,7 @@ from scaserver.edge.collector import (
 )
 from scaserver.metrics.counters import Metrics
 
-YOUNG_DUE = (49_000, 3, 7)  # below every threshold: the youngest generation
+YOUNG_DUE = (GC_THRESHOLDS[0] - 1, GC_THRESHOLDS[1] - 1, 0)  # below every threshold: the youngest
 
 
 def paced(clock: Clock, generations: list[int], counts: tuple[int, int, int] = YOUNG_DUE) -> PacedCollections:
@@ -56,22 +56,25 @@ def test_an_older_generation_is_collected_when_its_turn_has_come() -> None:
     )
     service.startService()
     clock.advance(YOUNG_INTERVAL_S)
-    counts[0] = (10, GC_THRESHOLDS[1] + 1, 0)  # 21 young collections since the middle one
+    counts[0] = (10, GC_THRESHOLDS[1] + 1, 0)  # young collections past the middle threshold
     clock.advance(YOUNG_INTERVAL_S)
-    counts[0] = (10, GC_THRESHOLDS[1] + 1, GC_THRESHOLDS[2] + 1)  # and 1001 middle ones
+    counts[0] = (10, GC_THRESHOLDS[1] + 1, GC_THRESHOLDS[2] + 1)  # and middle ones past the oldest's
     clock.advance(YOUNG_INTERVAL_S)
     assert generations == [0, 1, 2]
+
+
+YOUNG, MIDDLE, OLDEST = GC_THRESHOLDS
 
 
 @pytest.mark.parametrize(
     ("counts", "generation"),
     [
         ((0, 0, 0), 0),
-        ((60_000, 0, 0), 0),  # past the young threshold: still the young one, as every tick
-        ((0, 20, 0), 0),  # at a threshold is not past it
-        ((0, 21, 0), 1),
-        ((0, 0, 1001), 2),
-        ((0, 21, 1001), 2),
+        ((YOUNG + 1, 0, 0), 0),  # past the young threshold: still the young one, as every tick
+        ((0, MIDDLE, 0), 0),  # at a threshold is not past it
+        ((0, MIDDLE + 1, 0), 1),
+        ((0, 0, OLDEST + 1), 2),
+        ((0, MIDDLE + 1, OLDEST + 1), 2),
     ],
 )
 def test_due_generation_is_the_oldest_past_its_threshold(
