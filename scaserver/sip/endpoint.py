@@ -30,10 +30,14 @@ from scaserver.sip.serverlocation import DEFAULT_PORTS
 from scaserver.sip.validation import check_request, check_response
 
 _VIA_TRANSPORTS: Final[dict[str, Transport]] = {
+    "UDP": Transport.UDP,  # as parse_via writes it
+    "TCP": Transport.TCP,
+    "TLS": Transport.TLS,
     "udp": Transport.UDP,
     "tcp": Transport.TCP,
     "tls": Transport.TLS,
 }
+_DESTINATION_PARAMS: Final = frozenset({"maddr", "received", "rport"})
 
 
 @attrs.frozen
@@ -117,11 +121,11 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
         return AdmittedResponse(message, client_key(via, sequence))
     try:
-        check_request(message)
-        request = stamp_via(message, peer)
+        via, _ = check_request(message)
+        request, stamped = _stamped(message, peer, via)
     except SipError as error:
         return Handled(tuple(stateless(message, peer, error, unique)))
-    destination = reply_peer(request, peer)
+    destination = _reply_peer(stamped, peer)
     if destination is None:
         return Handled((Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast")),))
     return AdmittedRequest(request, destination)
@@ -181,16 +185,21 @@ def refusal(method: str, peer: Peer, response: Response) -> RequestRefused | Non
 
 def stamp_via(request: Request, peer: Peer) -> Request:
     """Add ``received`` (RFC 3261 18.2.1) and fill ``rport`` (RFC 3581 section 4) on the top Via."""
-    via = headers.top_via(request)
+    return _stamped(request, peer, headers.top_via(request))[0]
+
+
+def _stamped(request: Request, peer: Peer, via: Via) -> tuple[Request, Via]:
+    """:func:`stamp_via` of a request whose top Via ``via`` is parsed already: the request,
+    and its top Via as stamped."""
     stamped = via
-    if via.has_rport and via.rport is None:
+    if via.param("rport") == "":  # present without a value (RFC 3581 section 4)
         stamped = stamped.with_param("rport", str(peer.port))
     if via.host != peer.host or stamped is not via:
         stamped = stamped.with_param("received", peer.host)
     if stamped is via:
-        return request
+        return request, via
     rest = request.headers.remove_first_value("Via")
-    return request.with_headers(rest.prepend("Via", str(stamped)))
+    return request.with_headers(rest.prepend("Via", str(stamped))), stamped
 
 
 def reply_peer(request: Request, peer: Peer) -> Peer | None:
@@ -199,9 +208,16 @@ def reply_peer(request: Request, peer: Peer) -> Peer | None:
     broadcast or multicast address (never answered)."""
     if peer.transport.reliable:
         return peer
-    destination = response_destination(headers.top_via(request))
-    if destination is None:
-        return None
+    return _reply_peer(headers.top_via(request), peer)
+
+
+def _reply_peer(stamped: Via, peer: Peer) -> Peer | None:
+    """:func:`reply_peer` of a request whose stamped top Via is ``stamped``."""
+    if peer.transport.reliable:
+        return peer
+    destination = response_destination(stamped)
+    if destination is None or destination.transport is peer.transport:
+        return destination
     return Peer(peer.transport, destination.host, destination.port)
 
 
@@ -228,26 +244,23 @@ def response_destination(via: Via) -> Peer | None:
     sent-by.  None when the Via names a transport we do not run or a broadcast
     or multicast address.
     """
-    transport = _VIA_TRANSPORTS.get(via.transport.lower())
+    transport = _VIA_TRANSPORTS.get(via.transport) or _VIA_TRANSPORTS.get(via.transport.lower())
     if transport is None:
         return None
     default = DEFAULT_PORTS[transport]
-    maddr = _via_param(via, "maddr")
+    found: dict[str, str] = {}
+    for key, value in via.params:  # one pass; the first of each name, as Via.param finds it
+        lowered = key.lower()
+        if lowered in _DESTINATION_PARAMS and lowered not in found:
+            found[lowered] = "" if value is None else value
+    maddr, received, rport = found.get("maddr"), found.get("received"), found.get("rport")
     if maddr:
         host, port = maddr, via.port or default
-    elif via.received:
-        host = via.received
-        port = via.rport if via.rport is not None else (via.port or default)
+    elif received:
+        host = received[1:-1] if received.startswith("[") and received.endswith("]") else received
+        port = int(rport) if rport else (via.port or default)
     else:
         host, port = via.host, via.port or default
     if is_broadcast_or_multicast(host):
         return None
     return Peer(transport, host, port)
-
-
-def _via_param(via: Via, name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in via.params:
-        if key.lower() == wanted:
-            return "" if value is None else value
-    return None

@@ -14,8 +14,8 @@ from typing import Final
 
 from scaserver.sip import headers
 from scaserver.sip.errors import BadRequest, MalformedMessage, VersionNotSupported
-from scaserver.sip.message import SIP_VERSION, Headers, Request, Response
-from scaserver.sip.uri import SipUri, parse_uri
+from scaserver.sip.message import SIP_VERSION, Headers, Request, Response, split_list
+from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
 
 MANDATORY: Final = ("Via", "From", "To", "Call-ID", "CSeq")
 """Headers every request needs (RFC 3261 8.1.1; a missing Max-Forwards is an RFC 2543 peer)."""
@@ -33,8 +33,9 @@ def _name_counts(present: Headers) -> dict[str, int]:
     return counts
 
 
-def check_request(request: Request) -> None:
-    """Raise the SipError owed for a request no role may act on; return None otherwise.
+def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
+    """Raise the SipError owed for a request no role may act on; otherwise return its top
+    Via and CSeq, parsed here (what its server transaction is keyed by, 17.2.3).
 
     - a version other than SIP/2.0: 505 (8.2.2, RFC 4475 3.1.2.16);
     - a Request-URI that is no URI, or a SIP URI with escaped headers: 400
@@ -43,35 +44,55 @@ def check_request(request: Request) -> None:
     - unparsable Via (every hop), From, To, CSeq, Contact, Max-Forwards: 400;
     - a CSeq over 2**32-1 or whose method differs from the request's: 400 (RFC 4475 3.1.2.4, 3.1.2.17);
     - a top Via branch that is the bare magic cookie: 400 (RFC 4475 3.2.1).
+
+    The header lines are read in one pass: how many of each name, the first value of each,
+    and every Via and Contact line; each value is then parsed once from what that pass kept.
     """
     if request.version != SIP_VERSION:
         raise VersionNotSupported(f"SIP version {request.version}")
     uri = parse_uri(request.uri)
     if isinstance(uri, SipUri) and uri.headers:
         raise BadRequest("escaped headers in the Request-URI")
-    present = request.headers
-    counts = _name_counts(present)
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
+    via_lines: list[str] = []
+    contact_lines: list[str] = []
+    for name, value in request.headers.fields:
+        if name in first:
+            repeated.add(name)
+        else:
+            first[name] = value
+        if name == "Via":
+            via_lines.append(value)
+        elif name == "Contact":
+            contact_lines.append(value)
     for name in MANDATORY:
-        if name not in counts:
+        if name not in first:
             raise BadRequest(f"missing {name}")
-    for name in SINGLE_VALUED:
-        if counts.get(name, 0) > 1:
-            raise BadRequest(f"more than one {name}")
-    via_list = headers.vias(request)
+    if repeated:
+        for name in SINGLE_VALUED:
+            if name in repeated:
+                raise BadRequest(f"more than one {name}")
+    via_list = [headers.parse_via(item) for line in via_lines for item in split_list(line)]
     if not via_list:
         raise MalformedMessage("empty Via")
-    branch = via_list[0].branch
+    top = via_list[0]
+    branch = top.branch
     if branch is not None and branch == headers.BRANCH_MAGIC_COOKIE:
         raise BadRequest("top Via branch is the bare magic cookie")
-    headers.from_addr(request)
-    headers.to_addr(request)
-    if not present.get("Call-ID"):
+    parse_name_addr(first["From"])
+    parse_name_addr(first["To"])
+    if not first["Call-ID"]:
         raise BadRequest("empty Call-ID")
-    sequence = headers.cseq(request)
+    sequence = headers.parse_cseq(first["CSeq"])
     if sequence.method != request.method:
         raise BadRequest(f"CSeq method {sequence.method} does not match {request.method}")
-    headers.max_forwards(request)
-    headers.contacts(request)
+    max_forwards = first.get("Max-Forwards")
+    if max_forwards is not None:
+        headers.parse_max_forwards(max_forwards)
+    if contact_lines:
+        headers.parse_contacts([item for line in contact_lines for item in split_list(line)])
+    return top, sequence
 
 
 def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:

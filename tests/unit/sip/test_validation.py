@@ -115,3 +115,41 @@ def test_a_response_is_admitted_with_the_client_key_its_top_via_and_cseq_name() 
     assert admitted.key == ClientKey("z9hG4bK77", "NOTIFY")
     unbranched = admit(text.replace(";branch=z9hG4bK77", "", 1).encode(), peer, lambda: "u")
     assert isinstance(unbranched, AdmittedResponse) and unbranched.key is None
+
+
+def test_check_request_returns_the_top_via_and_cseq_it_parsed() -> None:
+    fields = list(BASE)
+    fields.insert(1, ("Via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK-second, SIP/2.0/TCP 192.0.2.10"))
+    via, sequence = check_request(request(*fields))
+    assert (via.host, via.branch) == ("192.0.2.1", "z9hG4bK77")
+    assert (sequence.number, sequence.method) == (7, "OPTIONS")
+
+
+@pytest.mark.parametrize(
+    ("fields", "detail"),
+    [
+        # Every mandatory header is looked for before any is counted twice, in this order.
+        ((*replaced("Call-ID", None), ("To", "<sip:x@y>")), "missing Call-ID"),
+        ((*replaced("Via", None), ("CSeq", "8 OPTIONS")), "missing Via"),
+        # A repeated header before any value is parsed; the first repeated name in the list.
+        ((*replaced("Via", "bogus"), ("CSeq", "8 OPTIONS"), ("To", "<sip:x@y>")), "more than one To"),
+        # Every Via line, every hop of each, before From.
+        (
+            (*replaced("From", "<sip:a@b"), ("Via", "SIP/2.0/UDP a, bogus")),
+            "Via without sent-protocol: 'bogus'",
+        ),
+        # From, then To, then Call-ID, then CSeq, then Max-Forwards, then Contact.
+        ((*replaced("From", "<sip:a@b"), ("Contact", "<sip:c@d")), "unterminated <URI> in '<sip:a@b'"),
+        ((*replaced("Call-ID", ""), ("Contact", "<sip:c@d")), "empty Call-ID"),
+        ((*replaced("Max-Forwards", "300"), ("Contact", "<sip:c@d")), "Max-Forwards above 255: '300'"),
+        # Every Contact line is parsed, not only the first.
+        ((*BASE, ("Contact", "<sip:a@b>"), ("Contact", "<sip:c@d")), "unterminated <URI> in '<sip:c@d'"),
+        ((*BASE, ("Contact", "<sip:a@b>"), ("Contact", "*")), "Contact '*' mixed with other values"),
+    ],
+)
+def test_the_first_fault_in_the_order_of_the_checks_is_the_one_reported(
+    fields: tuple[tuple[str, str], ...], detail: str
+) -> None:
+    with pytest.raises(SipError) as caught:
+        check_request(request(*fields))
+    assert (caught.value.status, caught.value.detail) == (400, detail)
