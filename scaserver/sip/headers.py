@@ -26,6 +26,7 @@ from scaserver.sip.uri import (
     param_present,
     param_value,
     parse_name_addr,
+    parse_port,
     quote,
     read_quoted,
     split_hostport,
@@ -38,6 +39,12 @@ BRANCH_MAGIC_COOKIE: Final = "z9hG4bK"
 
 _TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 _UNQUOTED_BAD: Final = re.compile(r'[\x00-\x20\x7f"]')
+_PLAIN_VIA: Final = re.compile(
+    r"SIP/2\.0/(UDP|TCP|TLS) ([A-Za-z0-9](?:[A-Za-z0-9\-_.]*[A-Za-z0-9_])?\.?)(?::([0-9]{1,5}))?(;.*)?",
+    re.DOTALL,
+)
+"""The usual via-parm in one match: no LWS but the one space, upper case, a host name or
+IPv4 address (the host pattern of :mod:`scaserver.sip.uri`); anything else is parsed in parts."""
 
 
 def parse_uint32(text: str, what: str = "value") -> int:
@@ -162,6 +169,17 @@ def parse_via_text(text: str) -> Via:
     3.1.1.1).  ``received`` may be an IPv6 address with or without brackets;
     ``rport`` must be empty or a port; ``branch`` must not be empty.
     """
+    plain = _PLAIN_VIA.fullmatch(text)
+    if plain is None:
+        return _checked_via(_parse_via_parts(text), text)
+    transport, host, port_text, param_text = plain.groups()
+    port = None if port_text is None else parse_port(port_text)
+    params = split_params(param_text) if param_text is not None else ()
+    return _checked_via(Via("SIP/2.0", transport, host, port, params), text)
+
+
+def _parse_via_parts(text: str) -> Via:
+    """A via-parm in any of the forms the grammar allows (LWS, case, IPv6 references)."""
     first = text.find("/")
     second = text.find("/", first + 1) if first >= 0 else -1
     if second < 0:
@@ -186,8 +204,13 @@ def parse_via_text(text: str) -> Via:
         # LWS is allowed around the ':' of sent-by.
         host, port = split_hostport(sent_by.replace(" ", "").replace("\t", ""))
     params = split_params(rest[semicolon:]) if semicolon >= 0 else ()
-    via = Via(f"{name.upper()}/{version}", transport.upper(), host, port, params)
-    for key, value in params:
+    return Via(f"{name.upper()}/{version}", transport.upper(), host, port, params)
+
+
+def _checked_via(via: Via, text: str) -> Via:
+    """``via`` when its parameters are valid: a non-empty ``branch``, an ``rport`` that is
+    empty or a port, a ``ttl`` of 0 to 255."""
+    for key, value in via.params:
         lowered = key.lower()
         if lowered == "branch" and not value:
             raise MalformedMessage(f"empty Via branch: {text!r}")

@@ -375,6 +375,18 @@ def _parse_tel(rest: str) -> TelUri:
     return TelUri(number, params)
 
 
+_PLAIN_SIP: Final = re.compile(
+    "(sips?):"
+    "(?:([" + re.escape(_UNRESERVED + "&=+$,") + "]+)@)?"
+    "(" + _HOSTNAME.pattern + ")"
+    "(?::([0-9]{1,5}))?"
+    r'(;[^?@%<>"\x00-\x20\x7f]*)?'
+)
+"""The usual SIP URI in one match: lower-case scheme, a user without escapes, ``;``, ``?``
+or password, a host name or IPv4 address, a port, parameters without escapes; what it
+captures is what :func:`_parse_sip` would find (anything else goes there)."""
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
     """Parse a URI: SIP/SIPS and TEL structurally, anything else as :class:`AbsoluteUri`.
@@ -382,6 +394,12 @@ def parse_uri(text: str) -> Uri:
     Raises :class:`MalformedMessage` for text that is no URI at all (spaces,
     angle brackets, a bad host or port, a bad %-escape).
     """
+    plain = _PLAIN_SIP.fullmatch(text)
+    if plain is not None:
+        scheme, user, host, port_text, param_text = plain.groups()
+        params = () if param_text is None else _split_uri_params(param_text[1:], _PARAM_BAD)
+        port = None if port_text is None else parse_port(port_text)  # after the parameters, as there
+        return SipUri(scheme, user, None, host, port, params)
     colon = text.find(":")
     if colon <= 0 or _SCHEME.fullmatch(text, 0, colon) is None:
         raise MalformedMessage(f"not a URI: {text!r}")
