@@ -24,13 +24,23 @@ SINGLE_VALUED: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Conten
 """Headers that may appear once only (RFC 3261 section 7.3.1, RFC 4475 3.3.8)."""
 
 
-def _name_counts(present: Headers) -> dict[str, int]:
-    """How many lines of each (canonical) name: one pass over the header list, not one per
-    name looked for."""
-    counts: dict[str, int] = {}
-    for name, _ in present.fields:
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+def _read_lines(present: Headers) -> tuple[dict[str, str], set[str], list[str], list[str]]:
+    """One pass over the header lines: the first value of each (canonical) name, the names
+    that appear more than once, and every Via and every Contact line, in order."""
+    first: dict[str, str] = {}
+    repeated: set[str] = set()
+    via_lines: list[str] = []
+    contact_lines: list[str] = []
+    for name, value in present.fields:
+        if name in first:
+            repeated.add(name)
+        else:
+            first[name] = value
+        if name == "Via":
+            via_lines.append(value)
+        elif name == "Contact":
+            contact_lines.append(value)
+    return first, repeated, via_lines, contact_lines
 
 
 def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
@@ -53,19 +63,7 @@ def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
     uri = parse_uri(request.uri)
     if isinstance(uri, SipUri) and uri.headers:
         raise BadRequest("escaped headers in the Request-URI")
-    first: dict[str, str] = {}
-    repeated: set[str] = set()
-    via_lines: list[str] = []
-    contact_lines: list[str] = []
-    for name, value in request.headers.fields:
-        if name in first:
-            repeated.add(name)
-        else:
-            first[name] = value
-        if name == "Via":
-            via_lines.append(value)
-        elif name == "Contact":
-            contact_lines.append(value)
+    first, repeated, via_lines, contact_lines = _read_lines(request.headers)
     for name in MANDATORY:
         if name not in first:
             raise BadRequest(f"missing {name}")
@@ -103,15 +101,24 @@ def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:
     CSeq, From, To and Call-ID to match a transaction (17.1.3): RFC 4475
     3.1.2.5 (CSeq over 2**32-1) and 3.1.2.19 (status over 699, refused by the parser).
     """
-    counts = _name_counts(response.headers)
+    first, repeated, via_lines, _ = _read_lines(response.headers)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        if counts.get(name, 0) != 1:
+        if name not in first or name in repeated:
             raise MalformedMessage(f"response without exactly one {name}")
-    via = headers.top_via(response)
-    sequence = headers.cseq(response)
-    headers.from_addr(response)
-    headers.to_addr(response)
+    via = _top_via(via_lines)
+    sequence = headers.parse_cseq(first["CSeq"])
+    parse_name_addr(first["From"])
+    parse_name_addr(first["To"])
     return via, sequence
+
+
+def _top_via(via_lines: list[str]) -> headers.Via:
+    """The first Via value of these lines, parsed (:func:`scaserver.sip.headers.top_via`)."""
+    for line in via_lines:
+        items = split_list(line)
+        if items:
+            return headers.parse_via(items[0])
+    raise MalformedMessage("missing Via")
 
 
 def unsupported_options(request: Request, header_name: str, supported: Collection[str]) -> tuple[str, ...]:

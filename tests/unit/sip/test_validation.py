@@ -153,3 +153,46 @@ def test_the_first_fault_in_the_order_of_the_checks_is_the_one_reported(
     with pytest.raises(SipError) as caught:
         check_request(request(*fields))
     assert (caught.value.status, caught.value.detail) == (400, detail)
+
+
+RESPONSE_BASE = tuple(field for field in BASE if field[0] != "Max-Forwards")
+
+
+def response_with(*changes: tuple[str, str | None]) -> Response:
+    fields = list(RESPONSE_BASE)
+    for name, value in changes:
+        fields = [field for field in fields if field[0] != name]
+        if value is not None:
+            fields.append((name, value))
+    return Response(200, "OK", Headers.of(*fields))
+
+
+@pytest.mark.parametrize(
+    ("response", "detail"),
+    [
+        (response_with(("From", None), ("Via", "bogus")), "response without exactly one From"),
+        (response_with(("Call-ID", None), ("CSeq", "x")), "response without exactly one Call-ID"),
+        (
+            Response(200, "OK", Headers.of(*RESPONSE_BASE, ("CSeq", "7 OPTIONS"))),
+            "response without exactly one CSeq",
+        ),
+        (response_with(("Via", None)), "missing Via"),
+        (response_with(("Via", "")), "missing Via"),
+        (response_with(("Via", "bogus"), ("CSeq", "x")), "Via without sent-protocol: 'bogus'"),
+        (response_with(("CSeq", "x"), ("From", "<sip:a@b")), "bad CSeq 'x'"),
+        (response_with(("From", "<sip:a@b"), ("To", "<sip:c@d")), "unterminated <URI> in '<sip:a@b'"),
+        (response_with(("To", "<sip:c@d")), "unterminated <URI> in '<sip:c@d'"),
+    ],
+)
+def test_a_response_is_dropped_for_the_first_fault_in_the_order_of_the_checks(
+    response: Response, detail: str
+) -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        check_response(response)
+    assert caught.value.detail == detail
+
+
+def test_the_top_via_of_a_response_is_the_first_value_of_the_first_via_line_that_has_one() -> None:
+    fields = [("Via", ""), *RESPONSE_BASE]
+    via, _ = check_response(Response(200, "OK", Headers.of(*fields)))
+    assert via.branch == "z9hG4bK77"
