@@ -48,7 +48,6 @@ from scaserver.sip.transactions import (
     TransactionTerminated,
     TransactionTimedOut,
     TransportFailed,
-    server_key,
 )
 from scaserver.sip.trust import TrustedPeers
 
@@ -92,19 +91,21 @@ class ActionLoop:
                 return list(actions)
             case AdmittedResponse(response=response, key=key):
                 return self.run(self.layer.receive_response(response, key, peer), now)
-            case AdmittedRequest(request=request, reply_to=destination):
-                return self._receive_request(request, peer, destination, now)
+            case AdmittedRequest(request=request, reply_to=destination, key=key):
+                return self._receive_request(request, peer, destination, key, now)
             case unknown:
                 assert_never(unknown)
 
-    def _receive_request(self, request: Request, peer: Peer, destination: Peer, now: float) -> list[Action]:
+    def _receive_request(
+        self, request: Request, peer: Peer, destination: Peer, key: ServerKey, now: float
+    ) -> list[Action]:
         settings = self.user.settings
         full = self._full_table(settings.max_transactions)
-        if full is not None and request.method != "ACK" and server_key(request) not in self.layer:
+        if full is not None and request.method != "ACK" and key not in self.layer:
             retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
             busy = ServiceUnavailable(full, headers=retry)
             return stateless(request, peer, busy, self.unique)
-        return self.run(self.layer.receive(request, destination, now), now)
+        return self.run(self.layer.receive_request(request, key, destination), now)
 
     def _full_table(self, max_transactions: int) -> str | None:
         """Which bound the transaction table has met, for the 503's log line: ``max_transactions``

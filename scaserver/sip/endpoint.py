@@ -22,11 +22,12 @@ from scaserver.sip import headers
 from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
-from scaserver.sip.keys import ClientKey, client_key
+from scaserver.sip.keys import ClientKey, ServerKey, client_key
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import response_for
 from scaserver.sip.serverlocation import DEFAULT_PORTS
+from scaserver.sip.transactions import server_key
 from scaserver.sip.validation import check_request, check_response
 
 _VIA_TRANSPORTS: Final[dict[str, Transport]] = {
@@ -82,10 +83,12 @@ class RequestRefused(Fact):
 
 @attrs.frozen
 class AdmittedRequest:
-    """A request fit for a transaction: its top Via stamped, and where its responses go."""
+    """A request fit for a transaction: its top Via stamped, where its responses go, and
+    its server transaction key (from the top Via its validation parsed, as stamped)."""
 
     request: Request
     reply_to: Peer
+    key: ServerKey
 
 
 @attrs.frozen
@@ -128,7 +131,7 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
     destination = _reply_peer(stamped, peer)
     if destination is None:
         return Handled((Deliver(MessageDropped(peer, "reply address is broadcast/multicast", "broadcast")),))
-    return AdmittedRequest(request, destination)
+    return AdmittedRequest(request, destination, server_key(request, stamped))
 
 
 def unparsable(error: MalformedMessage, peer: Peer, unique: Callable[[], str]) -> list[Action]:

@@ -69,15 +69,18 @@ __all__ = [
 ]
 
 
-def server_key(request: Request) -> ServerKey:
+def server_key(request: Request, via: Via | None = None) -> ServerKey:
     """The server transaction key of a request (RFC 3261 section 17.2.3): top Via branch,
     sent-by and method, an ACK counting as the INVITE it acknowledges.
 
     A request from an RFC 2543 element (no ``z9hG4bK`` branch) is keyed by what 17.2.3
     says identifies its transaction instead: Request-URI, From tag, Call-ID, CSeq number
     and top Via; its CANCEL and the ACK of a non-2xx answer carry the same values.
+
+    ``via`` is the request's top Via when the caller has it parsed already (admission).
     """
-    via = top_via(request)
+    if via is None:
+        via = top_via(request)
     branch = via.branch
     if branch is None or not branch.startswith(BRANCH_MAGIC_COOKIE):
         branch = rfc2543_branch(request, via)
@@ -252,7 +255,12 @@ class TransactionLayer:
     # --------------------------------------------------------------- requests
 
     def _receive_request(self, request: Request, peer: Peer) -> list[Action]:
-        key = server_key(request)
+        return self.receive_request(request, server_key(request), peer)
+
+    def receive_request(self, request: Request, key: ServerKey, peer: Peer) -> list[Action]:
+        """A request from ``peer`` whose server transaction key is ``key``, as
+        :func:`server_key` gives it from the top Via admission parsed: matched to its server
+        transaction (a retransmission, an ACK to a non-2xx) or a new one created (17.2.3)."""
         server = self._servers.get(key)
         if request.method == "ACK":
             if isinstance(server, InviteServerTransaction):

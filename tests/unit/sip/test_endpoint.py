@@ -7,6 +7,7 @@ import pytest
 from scaserver.sip.endpoint import AdmittedRequest, admit, response_destination
 from scaserver.sip.headers import Via, top_via
 from scaserver.sip.message import Peer, Transport
+from scaserver.sip.transactions import server_key
 
 NAT = Peer(Transport.UDP, "203.0.113.7", 40000)
 
@@ -112,3 +113,19 @@ def test_the_response_destination_takes_the_first_of_each_parameter(
 
 def test_a_via_transport_in_lower_case_is_still_known() -> None:
     assert response_destination(Via("SIP/2.0", "tls", "192.0.2.1")) == Peer(Transport.TLS, "192.0.2.1", 5061)
+
+
+@pytest.mark.parametrize(
+    "via",
+    [
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport",
+        "SIP/2.0/UDP 203.0.113.7:40000;branch=z9hG4bKa",
+        # an RFC 2543 request: the key hashes the top Via as stamped
+        "SIP/2.0/UDP 10.0.0.1:5060;rport",
+        "SIP/2.0/UDP 10.0.0.1:5060;branch=1234",
+    ],
+)
+def test_a_request_is_admitted_with_the_server_key_of_its_stamped_top_via(via: str) -> None:
+    admitted = admit(options(via), NAT, lambda: "u")
+    assert isinstance(admitted, AdmittedRequest)
+    assert admitted.key == server_key(admitted.request)
