@@ -407,6 +407,7 @@ def parse_event(text: str) -> EventHeader:
     return EventHeader(package, split_params(text[semicolon:]) if semicolon >= 0 else ())
 
 
+@functools.lru_cache(maxsize=256)
 def parse_max_forwards(text: str) -> int:
     """Max-Forwards: 0..255 (RFC 3261 section 20.22); larger values are rejected."""
     value = parse_uint32(text, "Max-Forwards")

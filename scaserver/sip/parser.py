@@ -175,7 +175,12 @@ def parse_message(data: bytes) -> Request | Response:
             fields.append((name, value))
             if name == "Content-Length":
                 lengths.append(value)
-        length = read_content_length(lengths)
+        if len(lengths) == 1 and len(lengths[0]) <= MAX_CONTENT_LENGTH_DIGITS and lengths[0].isdigit():
+            # The usual one plain number (stripped above), without the call; isdigit is true
+            # for other digits than ASCII's, which int reads too but the RFC does not.
+            length = int(lengths[0]) if lengths[0].isascii() else read_content_length(lengths)
+        else:
+            length = read_content_length(lengths)
         body_start = end + 4
         if length is None:
             body = data[body_start:]

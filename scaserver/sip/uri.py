@@ -586,7 +586,7 @@ def parse_name_addr(text: str) -> NameAddr:
         close_at = text.find(">", open_at)
         if close_at < 0:
             raise MalformedMessage(f"unterminated <URI> in {text!r}")
-        display = _display_name(text[:open_at])
+        display = _display_name(text[:open_at]) if open_at else None
         uri = parse_uri(text[open_at + 1 : close_at].strip(" \t"))
         return NameAddr(display, uri, split_params(text[close_at + 1 :]))
     semicolon = text.find(";")

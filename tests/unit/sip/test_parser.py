@@ -194,3 +194,19 @@ def test_mutated_corpus_messages_raise_only_malformed_message(data: st.DataObjec
             del buffer[position:]
     with contextlib.suppress(MalformedMessage):
         parse_message(bytes(buffer))
+
+
+@pytest.mark.parametrize(
+    ("length", "body"),
+    [("5", b"hello"), ("005", b"hello"), ("0000000000005", b"hello"), ("0", b""), ("00", b"")],
+)
+def test_one_content_length_of_decimal_digits_frames_the_body(length: str, body: bytes) -> None:
+    data = f"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {length}\r\n\r\nhello".encode()
+    assert parse_message(data).body == body
+
+
+@pytest.mark.parametrize("length", ["\u0663", "\u00b2", "\uff15", "5\u0663", "", "+5", "5 5"])
+def test_one_content_length_of_other_characters_is_refused(length: str) -> None:
+    data = f"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {length}\r\n\r\nhello".encode()
+    with pytest.raises(MalformedMessage):
+        parse_message(data)
