@@ -111,9 +111,19 @@ class SubscriptionRegistry:
     def update_current(self, sub: Subscription, dialog: DialogKey) -> bool:
         """Replace the stored value of ``sub``'s key (a new NOTIFY CSeq), indexes unchanged,
         when that key is live and ``dialog`` still leads to it; whether it did.  The key is
-        built once for both (it was built twice, 0.8 us)."""
-        key = sub.key
-        if key in self._subs and self._by_dialog.get(dialog) == key:  # == : attrs' __ne__ is one call more
+        taken from the dialog's index and compared with ``sub``'s fields, not built (a key
+        built, hashed and compared costs about 1.5 us; this runs once per NOTIFY)."""
+        key = self._by_dialog.get(dialog)
+        if (
+            key is not None
+            and key.to_tag == sub.to_tag
+            and key.call_id == sub.call_id
+            and key.from_tag == sub.from_tag
+            and key.aor == sub.aor
+            and key.event is sub.event
+            and key.subscriber == sub.subscriber
+            and key in self._subs
+        ):
             self._subs[key] = sub
             return True
         return False
