@@ -19,7 +19,7 @@ import attrs
 from scaserver.proxy.context import BranchKey
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
-from scaserver.router.facts import TransactionCompleted, transaction_kind
+from scaserver.router.facts import TransactionCompleted, completion, transaction_kind
 from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import HELD_PER_IN_PROGRESS, CoreSettings
 from scaserver.sip.actions import (
@@ -177,8 +177,7 @@ class ActionLoop:
                     out.append(Deliver(refused))
                 out += self.run(self.layer.respond(transaction, response, now), now)
                 if response.status >= 200:
-                    kind = transaction_kind("server", transaction.method)
-                    out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
+                    out.append(completion("server", transaction.method, response.status))
             case SendRequest(request=request, peer=peer, context=context):
                 if isinstance(context, BranchKey):
                     request = self.disclosure.branch(request, peer, strip, trusted)
@@ -238,13 +237,12 @@ class ActionLoop:
 
     def _on_response(self, event: ResponseReceived, now: float) -> list[Action]:
         response, key = event.response, event.key
-        counted: list[Action] = []
-        if response.status >= 200:
-            outcome = TransactionCompleted(
-                transaction_kind("client", key.method), f"{response.status // 100}xx"
-            )
-            counted.append(Deliver(outcome))
-        return counted + self.run(self.clients.on_response(key, response, now), now)
+        if response.status < 200:
+            return self.run(self.clients.on_response(key, response, now), now)
+        return [
+            completion("client", key.method, response.status),
+            *self.run(self.clients.on_response(key, response, now), now),
+        ]
 
 
 _TRANSACTION_EVENTS: Final = frozenset(
