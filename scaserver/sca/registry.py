@@ -89,7 +89,7 @@ class SubscriptionRegistry:
         replacement = sub.replacement
         previous = self._subs.get(key)
         if previous is not None and previous.replacement != replacement:
-            self._unindex(previous)
+            self._unindex(previous, key)
         self._subs[key] = sub
         self._by_dialog[sub.dialog] = key
         self._by_replacement[replacement] = key
@@ -140,7 +140,7 @@ class SubscriptionRegistry:
         del self._subs[key]
         if self._by_dialog.get(sub.dialog) == key:
             del self._by_dialog[sub.dialog]
-        self._unindex(sub)
+        self._unindex(sub, key)
         members = self._by_aor.get(sub.aor)
         if members is not None:
             members.pop(key, None)
@@ -149,9 +149,8 @@ class SubscriptionRegistry:
         self.expiries.cancel(key)
         return [Deliver(SubscriptionRemoved(sub, reason))]
 
-    def _unindex(self, sub: Subscription) -> None:
-        """Drop ``sub`` from the owner and replacement indexes."""
-        key = sub.key
+    def _unindex(self, sub: Subscription, key: SubscriptionKey) -> None:
+        """Drop ``sub``, whose key is ``key``, from the owner and replacement indexes."""
         if self._by_replacement.get(sub.replacement) == key:
             del self._by_replacement[sub.replacement]
         owned = self._by_owner.get(sub.owner)
