@@ -159,13 +159,7 @@ class ActionLoop:
         self, action: EngineAction, strip: bool, trusted: TrustedPeers, now: float
     ) -> list[Action]:
         out: list[Action] = []
-        match action:
-            case Deliver():
-                out += self._deliver(action, now)
-            case StartTimer() | CancelTimer():
-                out.append(action)
-            case Send():
-                out.append(self._send(action, strip, trusted))
+        match action:  # what run did not take by its exact class: Respond and SendRequest first
             case Respond(transaction=transaction, response=response):
                 if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
                     raise ProtocolStateError(f"bad Respond action {action!r}")
@@ -182,6 +176,12 @@ class ActionLoop:
                 if isinstance(context, BranchKey):
                     request = self.disclosure.branch(request, peer, strip, trusted)
                 out += self._send_request(request, peer, context, now)
+            case Deliver():
+                out += self._deliver(action, now)
+            case StartTimer() | CancelTimer():
+                out.append(action)
+            case Send():
+                out.append(self._send(action, strip, trusted))
             case _:
                 assert_never(action)
         return out
