@@ -11,7 +11,7 @@ The heap holds one entry per key (a transaction, a subscription...): its *head*,
 than the earliest of the key's timers; the key's other timers wait in a small table of their
 own.  A non-INVITE client transaction arms E (T1) and F (64*T1) and, on a prompt response,
 cancels both and arms K: F never enters the heap, where it used to wait out its 32 s as a
-dead entry (most of the heap under load, and the reason it was rebuilt every few seconds).
+dead entry (most of the heap under load, and the reason it was rebuilt, about every 16 s at any rate).
 When the head comes out, the key's timer it stands for fires if it is still armed as it was,
 and the key's earliest timer left becomes its head.
 
