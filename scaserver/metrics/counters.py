@@ -19,7 +19,7 @@ every labelled counter present at zero for each label value it is known to take.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,6 +30,7 @@ from prometheus_client import (
     ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 
 from scaserver.metrics import NAMESPACE
 from scaserver.metrics.collectors import (
@@ -101,6 +102,33 @@ AUTH_FAILURE_REASONS = (
 STORES = ("sql",)
 
 
+class LabelledCounts:
+    """A labelled counter kept in plain ints and exported at scrape time (a custom collector),
+    for the counters bumped several times per SIP transaction: counting is one dict update,
+    where a ``prometheus_client`` child's ``inc`` takes a lock (0.53 against 0.13 us).  The
+    family exported is the one a ``Counter`` of the same name, help and labels exports: the
+    same ``_total`` samples, in the order their label values were first counted."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = f"{NAMESPACE}_{name}"
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.counts: dict[tuple[str, ...], int] = {}
+        registry.register(self)
+
+    def precreate(self, *labels: str) -> None:
+        """The series of these label values exists, at zero until counted."""
+        self.counts.setdefault(labels, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, value in list(self.counts.items()):
+            family.add_metric(labels, value)
+        yield family
+
+
 class Metrics:
     """The server's metrics, registered in ``registry``; ``sca`` adds the lazy engine gauges,
     ``registrar`` the registered contacts, ``parking`` the tsilo table's (push-and-parking.md
@@ -152,12 +180,8 @@ class Metrics:
             )
             for name in TSILO_TOTALS
         }
-        self._notify = Counter(
-            "notify",
-            "NOTIFY requests by event and outcome",
-            ["event", "outcome"],
-            namespace=NAMESPACE,
-            registry=registry,
+        self._notify = LabelledCounts(
+            "notify", "NOTIFY requests by event and outcome", ["event", "outcome"], registry
         )
         self._notify_retransmissions = Counter(
             "notify_retransmissions",
@@ -166,12 +190,8 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
-        self._transactions = Counter(
-            "transactions",
-            "Completed SIP transactions by kind and outcome",
-            ["kind", "outcome"],
-            namespace=NAMESPACE,
-            registry=registry,
+        self._transactions = LabelledCounts(
+            "transactions", "Completed SIP transactions by kind and outcome", ["kind", "outcome"], registry
         )
         self._registrations = Counter(
             "registrations", "REGISTER outcomes", ["outcome"], namespace=NAMESPACE, registry=registry
@@ -259,10 +279,8 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
-        self._transaction_children: dict[tuple[str, str], Counter] = {}
         # The children counted per SIP message, looked up once per label value (see
-        # transaction_completed).
-        self._notify_sent_children: dict[str, Counter] = {}
+        # registration).
         self._registration_children: dict[str, Counter] = {}
         self._reactor_lag = Histogram(
             "reactor_lag_seconds",
@@ -288,10 +306,10 @@ class Metrics:
         for event in EVENTS:
             self._notify_retransmissions.labels(event=event)
             for outcome in NOTIFY_OUTCOMES:
-                self._notify.labels(event=event, outcome=outcome)
+                self._notify.precreate(event, outcome)
         for kind in TRANSACTION_KINDS:
             for outcome in TRANSACTION_OUTCOMES:
-                self._transactions.labels(kind=kind, outcome=outcome)
+                self._transactions.precreate(kind, outcome)
         for outcome in REGISTRATION_OUTCOMES:
             self._registrations.labels(outcome=outcome)
         for transport in TRANSPORTS:
@@ -311,14 +329,13 @@ class Metrics:
 
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""
-        child = self._notify_sent_children.get(event)
-        if child is None:
-            child = self._notify_sent_children[event] = self._notify.labels(event=event, outcome="sent")
-        child.inc()
+        counts, labels = self._notify.counts, (event, "sent")
+        counts[labels] = counts.get(labels, 0) + 1
 
     def notify_failed(self, event: str) -> None:
         """A NOTIFY got a final non-2xx, timed out or could not be sent."""
-        self._notify.labels(event=event, outcome="failed").inc()
+        counts, labels = self._notify.counts, (event, "failed")
+        counts[labels] = counts.get(labels, 0) + 1
 
     def notify_retransmitted(self, event: str) -> None:
         self._notify_retransmissions.labels(event=event).inc()
@@ -326,14 +343,8 @@ class Metrics:
     def transaction_completed(self, kind: str, outcome: str) -> None:
         """``kind``: ``invite-server``, ``non-invite-client``...; ``outcome``: ``2xx``...``6xx``,
         ``timeout`` or ``transport-error``."""
-        # Once per transaction: the labelled child is looked up once per label pair (labels()
-        # validates and locks on every call).
-        child = self._transaction_children.get((kind, outcome))
-        if child is None:
-            child = self._transaction_children[kind, outcome] = self._transactions.labels(
-                kind=kind, outcome=outcome
-            )
-        child.inc()
+        counts, labels = self._transactions.counts, (kind, outcome)
+        counts[labels] = counts.get(labels, 0) + 1
 
     def reactor_lag(self, seconds: float) -> None:
         """One reading of the loop-lag probe (:mod:`scaserver.edge.looplag`)."""

@@ -12,14 +12,14 @@ as do the instructions and facts the engines deliver.  Pure: no I/O, no clock.""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import Protocol, assert_never
+from typing import Final, Protocol, assert_never
 
 import attrs
 
 from scaserver.proxy.context import BranchKey
 from scaserver.router.clients import ClientTransactions
 from scaserver.router.disclosure import Disclosure
-from scaserver.router.facts import TransactionCompleted, transaction_kind
+from scaserver.router.facts import TransactionCompleted, completion, transaction_kind
 from scaserver.router.sessions import SessionTimers
 from scaserver.router.settings import HELD_PER_IN_PROGRESS, CoreSettings
 from scaserver.sip.actions import (
@@ -122,40 +122,69 @@ class ActionLoop:
         out: list[Action] = []
         strip, trusted = self.user.settings.strip_call_info, self.user.trusted
         for action in actions:
-            match action:  # the most frequent first: Deliver, then timers
-                case Deliver(event=event):
-                    # A fact (most of them) is told by its one base class, before the
-                    # union of transaction events.
-                    if isinstance(event, Fact) or not isinstance(event, TransactionEvent):
-                        out += self.user.deliver(action, now)
-                    else:
-                        out += self._on_transaction_event(event, now)
-                case StartTimer() | CancelTimer():
-                    out.append(action)
-                case Send(message=message, peer=peer):
-                    sent = self.disclosure.sent(message, peer, strip, trusted)
-                    out.append(action if sent is message else Send(sent, peer))
-                case Respond(transaction=transaction, response=response):
-                    if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
-                        raise ProtocolStateError(f"bad Respond action {action!r}")
-                    response = self.disclosure.response(response, strip)
-                    response = self.sessions.answer(transaction, response)
-                    destination = self.layer.peer_of(transaction)
-                    refused = (
-                        None if destination is None else refusal(transaction.method, destination, response)
-                    )
-                    if refused is not None:
-                        out.append(Deliver(refused))
-                    out += self.run(self.layer.respond(transaction, response, now), now)
-                    if response.status >= 200:
-                        kind = transaction_kind("server", transaction.method)
-                        out.append(Deliver(TransactionCompleted(kind, f"{response.status // 100}xx")))
-                case SendRequest(request=request, peer=peer, context=context):
-                    if isinstance(context, BranchKey):
-                        request = self.disclosure.branch(request, peer, strip, trusted)
-                    out += self._send_request(request, peer, context, now)
-                case _:
-                    assert_never(action)
+            # By the exact class first, the most frequent first (a seize cycle runs about 70
+            # actions here): a class pattern of ``match`` costs an isinstance and an attribute
+            # match per case tried.  A subclass goes through the exhaustive match.
+            if type(action) is Deliver:
+                event = action.event
+                if type(event) in _TRANSACTION_EVENTS:
+                    out += self._on_transaction_event(event, now)  # type: ignore[arg-type]
+                else:
+                    out += self._deliver(action, now)
+            elif type(action) is StartTimer or type(action) is CancelTimer:
+                out.append(action)
+            elif type(action) is Send:
+                message = action.message
+                sent = self.disclosure.sent(message, action.peer, strip, trusted)
+                out.append(action if sent is message else Send(sent, action.peer))
+            else:
+                out += self._run_other(action, strip, trusted, now)
+        return out
+
+    def _deliver(self, action: Deliver, now: float) -> list[Action]:
+        event = action.event
+        # A fact (most of them) is told by its one base class, a transaction event by its
+        # exact class, before the union of transaction events.
+        if type(event) in _TRANSACTION_EVENTS or (
+            not isinstance(event, Fact) and isinstance(event, TransactionEvent)
+        ):
+            return self._on_transaction_event(event, now)  # type: ignore[arg-type]
+        return self.user.deliver(action, now)
+
+    def _send(self, action: Send, strip: bool, trusted: TrustedPeers) -> Send:
+        message = action.message
+        sent = self.disclosure.sent(message, action.peer, strip, trusted)
+        return action if sent is message else Send(sent, action.peer)
+
+    def _run_other(
+        self, action: EngineAction, strip: bool, trusted: TrustedPeers, now: float
+    ) -> list[Action]:
+        out: list[Action] = []
+        match action:  # what run did not take by its exact class: Respond and SendRequest first
+            case Respond(transaction=transaction, response=response):
+                if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
+                    raise ProtocolStateError(f"bad Respond action {action!r}")
+                response = self.disclosure.response(response, strip)
+                response = self.sessions.answer(transaction, response)
+                destination = self.layer.peer_of(transaction)
+                refused = None if destination is None else refusal(transaction.method, destination, response)
+                if refused is not None:
+                    out.append(Deliver(refused))
+                out += self.run(self.layer.respond(transaction, response, now), now)
+                if response.status >= 200:
+                    out.append(completion("server", transaction.method, response.status))
+            case SendRequest(request=request, peer=peer, context=context):
+                if isinstance(context, BranchKey):
+                    request = self.disclosure.branch(request, peer, strip, trusted)
+                out += self._send_request(request, peer, context, now)
+            case Deliver():
+                out += self._deliver(action, now)
+            case StartTimer() | CancelTimer():
+                out.append(action)
+            case Send():
+                out.append(self._send(action, strip, trusted))
+            case _:
+                assert_never(action)
         return out
 
     def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
@@ -163,6 +192,20 @@ class ActionLoop:
         return self.run(actions, now) if fact is None else [Deliver(fact), *self.run(actions, now)]
 
     def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
+        # The frequent ones by their exact class (a response to a NOTIFY, a transaction ending,
+        # a new request), the others through the exhaustive match.
+        if type(event) is ResponseReceived:
+            return self._on_response(event, now)
+        if type(event) is TransactionTerminated:
+            key = event.key
+            if isinstance(key, ClientKey):
+                self.clients.terminated(key)
+            else:
+                self.sessions.forget(key)
+            return []
+        if type(event) is RequestReceived:
+            request = self.disclosure.believed(event.request, event.peer, self.user.trusted)
+            return self.run(self.user.on_request(request, event.peer, event.key, now), now)
         trusted = self.user.trusted
         match event:
             case RequestReceived():
@@ -173,14 +216,8 @@ class ActionLoop:
                 return self.run(self.user.on_ack(believed, peer, now), now)
             case CancelReceived():
                 return self.run(self.user.on_cancel(event, now), now)
-            case ResponseReceived(response=response, key=key):
-                counted: list[Action] = []
-                if response.status >= 200:
-                    outcome = TransactionCompleted(
-                        transaction_kind("client", key.method), f"{response.status // 100}xx"
-                    )
-                    counted.append(Deliver(outcome))
-                return counted + self.run(self.clients.on_response(key, response, now), now)
+            case ResponseReceived():
+                return self._on_response(event, now)
             case TransactionTimedOut(key=key) | TransportFailed(key=key):
                 failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
                 side = "client" if isinstance(key, ClientKey) else "server"
@@ -198,3 +235,28 @@ class ActionLoop:
                 return self.run(self.user.on_stray_response(response, now), now)
             case _:
                 assert_never(event)
+
+    def _on_response(self, event: ResponseReceived, now: float) -> list[Action]:
+        response, key = event.response, event.key
+        if response.status < 200:
+            return self.run(self.clients.on_response(key, response, now), now)
+        return [
+            completion("client", key.method, response.status),
+            *self.run(self.clients.on_response(key, response, now), now),
+        ]
+
+
+_TRANSACTION_EVENTS: Final = frozenset(
+    (
+        RequestReceived,
+        AckReceived,
+        CancelReceived,
+        ResponseReceived,
+        StrayResponse,
+        TransactionTimedOut,
+        TransportFailed,
+        TransactionTerminated,
+    )
+)
+"""The classes of :data:`~scaserver.sip.transactions.TransactionEvent`, for a look-up by exact
+class (``isinstance`` against the union tries its members one by one)."""

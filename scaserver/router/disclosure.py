@@ -61,6 +61,10 @@ class Disclosure:
     def sent(self, message: Message, peer: Peer, strip_call_info: bool, trusted: TrustedPeers) -> Message:
         """A message about to be sent to ``peer`` as it may see it (``message`` itself when
         nothing changes)."""
+        if type(message) is Request and message.method not in CALL_METHODS:
+            # A NOTIFY or SUBSCRIBE of ours (most of what is sent): never stripped, never rung
+            # on a line; only the asserted identity may be withheld.
+            return self.disclosed(message, peer, trusted)
         sent = (
             attrs.evolve(message, headers=strip_sca(message.headers))
             if strips(message, strip_call_info)

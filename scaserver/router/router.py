@@ -24,6 +24,7 @@ to the owner registered for its context type, :mod:`scaserver.owners`, by way of
 the instruction out and hands the fact to the engines that consume it, and what is left (Send,
 timers, Deliver) to the edge.  Nothing here performs I/O or reads a clock.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Mapping

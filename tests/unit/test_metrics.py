@@ -6,13 +6,13 @@ from collections.abc import Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 import attrs
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 
 from scaserver.edge.metricsfeed import MetricsFeed
 from scaserver.edge.writebehind import WriteBehind
-from scaserver.metrics.counters import Metrics
+from scaserver.metrics.counters import LabelledCounts, Metrics
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -206,3 +206,18 @@ def test_dead_letters_are_counted_by_table_once() -> None:
     feed.sample()
     assert sample(registry, "scaserver_writebehind_dead_letters_total", {"table": "location"}) == 3
     assert sample(registry, "scaserver_db_flushed_records_total", {"store": "sql"}) == 2
+
+
+def test_labelled_counts_export_what_a_counter_of_the_same_name_exports() -> None:
+    counted, reference = CollectorRegistry(), CollectorRegistry()
+    counts = LabelledCounts("things", "Things by colour and size", ["colour", "size"], counted)
+    counter = Counter(
+        "things", "Things by colour and size", ["colour", "size"], namespace="scaserver", registry=reference
+    )
+    counts.precreate("red", "big")
+    counter.labels(colour="red", size="big")
+    for colour, size in (("blue", "small"), ("blue", "small"), ("red", "big"), ("green", "big")):
+        counts.counts[colour, size] = counts.counts.get((colour, size), 0) + 1
+        counter.labels(colour=colour, size=size).inc()
+    assert generate_latest(counted) == generate_latest(reference)
+    assert sample(counted, "scaserver_things_total", {"colour": "blue", "size": "small"}) == 2

@@ -3,7 +3,7 @@ authentication-failure bans and user lockout, bounded tables (a fake ``now``).""
 
 from __future__ import annotations
 
-from scaserver.guard.sources import BanReason, SecuritySettings, SourceGuard
+from scaserver.guard.sources import ALLOWED_MEMORY, BanReason, SecuritySettings, SourceGuard
 
 FLOODER = "192.0.2.66"
 OTHER = "192.0.2.7"
@@ -113,3 +113,17 @@ def test_ipv6_and_mapped_addresses_match_the_allow_list() -> None:
     assert g.is_allowed("[2001:db8::1]")
     assert not g.is_allowed("2001:db9::1")
     assert not g.is_allowed("not-an-address")
+
+
+def test_allow_list_verdicts_are_remembered_per_host_and_trust_is_asked_every_time() -> None:
+    trusted: set[str] = set()
+    g = SourceGuard(SecuritySettings(allow=("192.0.2.0/24",)), trusted=lambda host: host in trusted)
+    assert g.is_allowed("192.0.2.7")
+    assert not g.is_allowed("198.51.100.1")
+    trusted.add("198.51.100.1")  # the trusted peers changed: not a remembered refusal
+    assert g.is_allowed("198.51.100.1")
+    for index in range(ALLOWED_MEMORY + 10):  # past the bound the memory starts again
+        assert not g.is_allowed(f"10.0.{index // 256}.{index % 256}")
+    assert g.is_allowed("192.0.2.7")
+    assert g.is_allowed("198.51.100.1")
+    assert not g.is_allowed("203.0.113.1")
