@@ -7,7 +7,8 @@ on time and nothing polls.  Persistence subscribes to the binding events.
 
 The transport addresses the bindings are reached at (:attr:`Binding.reached_at`) are indexed
 as they change, so "is anything registered at this address?" (relay rule R7) costs one
-dictionary look-up, whatever the number of bindings.
+dictionary look-up, whatever the number of bindings; so are the UDP flows NAT pings keep open
+(:class:`~scaserver.registrar.pingflows.PingFlows`), so that a ping turn walks no binding.
 
 A push binding past its expiry may be kept *dormant* (push-and-parking.md 4.5): reached by
 push only, it is no target and no counted contact, and stays apart from the live bindings
@@ -32,6 +33,7 @@ from scaserver.registrar.binding import (
     RemovalReason,
     address_key,
 )
+from scaserver.registrar.pingflows import PingFlows
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
 
 EXPIRY_TIMER: Final = "binding-expiry"
@@ -77,6 +79,8 @@ class LocationService:
 
     _aors: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
     _reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
+    # The UDP flows NAT pings keep open, by turn: kept with the bindings, read by the pinger.
+    ping_flows: PingFlows = attrs.field(factory=PingFlows)
     # Dormant bindings (push-and-parking.md 4.5): past their expiry, kept for push only; they
     # are no targets, no counted contacts and none of ``bindings``, ``aors`` or ``reaches``.
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
@@ -167,8 +171,10 @@ class LocationService:
         previous = table.get(binding.key)
         if previous is not None:
             self._reachable.discard(previous)
+            self.ping_flows.discard(previous)
         table[binding.key] = binding
         self._reachable.add(binding)
+        self.ping_flows.add(binding)
         return previous
 
     def _pop(self, key: BindingKey) -> Binding | None:
@@ -178,6 +184,7 @@ class LocationService:
         binding = table.pop(key, None)
         if binding is not None:
             self._reachable.discard(binding)
+            self.ping_flows.discard(binding)
         if not table:
             del self._aors[key.aor]
         return binding
