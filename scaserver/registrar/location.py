@@ -44,6 +44,16 @@ def _order(binding: Binding) -> tuple[float, float]:
     return (-binding.sort_q, -binding.updated_at)
 
 
+def _same_place(previous: Binding, binding: Binding) -> bool:
+    """Whether two bindings are reached at the same addresses and flow (Contact, source and
+    Path alike): what the indexes of the location service know of a binding."""
+    return (
+        previous.contact == binding.contact
+        and previous.received == binding.received
+        and previous.path == binding.path
+    )
+
+
 @attrs.define
 class ReachableAddresses:
     """How many bindings are reached at each transport address (:attr:`Binding.reached_at`):
@@ -169,10 +179,14 @@ class LocationService:
     def _store(self, binding: Binding) -> Binding | None:
         table = self._aors.setdefault(binding.aor, {})
         previous = table.get(binding.key)
+        table[binding.key] = binding
+        if previous is not None and _same_place(previous, binding):
+            # The usual refresh: reached at the same addresses, on the same flow.
+            self.ping_flows.replace(previous, binding)
+            return previous
         if previous is not None:
             self._reachable.discard(previous)
             self.ping_flows.discard(previous)
-        table[binding.key] = binding
         self._reachable.add(binding)
         self.ping_flows.add(binding)
         return previous

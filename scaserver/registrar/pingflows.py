@@ -67,6 +67,15 @@ class PingFlows:
             if on_flow is not None and on_flow.pop(binding.key, None) is not None and not on_flow:
                 del turn[flow]
 
+    def replace(self, previous: Binding, binding: Binding) -> None:
+        """``binding`` replaces ``previous`` (same key) at the same place: the same Contact,
+        flow and Path, so the same turn and the same NAT verdict (the usual refresh)."""
+        if _pingable(binding):
+            on_flow = self._turns[ping_slot(binding.received, self.slots)].get(binding.received)
+            entry = None if on_flow is None else on_flow.get(binding.key)
+            if on_flow is not None and entry is not None:
+                on_flow[binding.key] = (binding, entry[1])
+
     def targets(self, slot: int, *, ping_all: bool) -> dict[Peer, Binding]:
         """The flows of turn ``slot`` to ping, each with one binding on it (the
         :func:`~scaserver.registrar.nat.ping_targets` of this turn, without a walk)."""

@@ -202,3 +202,19 @@ def test_a_standalone_index_forgets_what_it_never_held() -> None:
     assert flows.nat_bindings() == {"udp": 0, "tcp": 0, "tls": 0}
     flows.add(attrs.evolve(binding(), key=BindingKey(AOR, KeyKind.URI, "x")))
     assert flows.targets(ping_slot(FLOW), ping_all=False) != {}
+
+
+def test_a_refresh_at_the_same_place_names_the_new_binding_and_keeps_its_place_on_the_flow() -> None:
+    location = LocationService()
+    first, second = binding(key="line1"), binding("sip:bob@192.168.1.10:5060", key="line2")
+    location.put(first, NOW)
+    location.put(second, NOW)
+    refreshed = attrs.evolve(first, expires_at=NOW + 7200, cseq=2, updated_at=NOW + 60)
+    location.put(refreshed, NOW + 60)
+    assert targets(location) == {FLOW: refreshed}  # still the one that came first, as it is now
+    assert location.ping_flows.nat_bindings()["udp"] == 2
+    assert location.reaches("192.168.1.10", 5060) and location.reaches(FLOW.host, FLOW.port)
+    location.remove(refreshed.key, RemovalReason.UNREGISTERED, NOW + 61)
+    location.remove(second.key, RemovalReason.UNREGISTERED, NOW + 61)
+    assert not location.reaches("192.168.1.10", 5060) and not location.reaches(FLOW.host, FLOW.port)
+    assert targets(location, ping_all=True) == {} and location.ping_flows.nat_bindings()["udp"] == 0
