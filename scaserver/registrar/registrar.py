@@ -332,16 +332,27 @@ class Registrar:
         uri = contact.uri
         if not isinstance(uri, SipUri):
             raise BadRequest(f"Contact {contact} is not a SIP or SIPS URI")
-        param = contact.param("expires")
+        # One pass over the header parameters: each name lowered once; the first of a name
+        # counts (as NameAddr.param), valueless ones read as "".
+        named: dict[str, str] = {}
+        params: list[tuple[str, str | None]] = []
+        for name, value in contact.params:
+            lowered = name.lower()
+            named.setdefault(lowered, "" if value is None else value)
+            if lowered not in ("expires", "q"):
+                params.append((name, value))
+        param = named.get("expires")
         requested = parse_uint32(param, "Contact expires") if param else context.header_expires
         if requested is None:
             requested = self.policy.settings.default_expires
-        instance_param = contact.param("+sip.instance")
+        instance_param = named.get("+sip.instance")
         instance = _unquote(instance_param) if instance_param else None
-        reg_id_param = contact.param("reg-id")
+        reg_id_param = named.get("reg-id")
         reg_id = parse_uint32(reg_id_param, "reg-id") if reg_id_param else None
         push = tuple(
-            (name.lower(), value or "") for name, value in uri.params if name.lower().startswith("pn-")
+            (lowered, value or "")
+            for lowered, value in ((n.lower(), v) for n, v in uri.params)
+            if lowered.startswith("pn-")
         )
         text = str(uri)
         key = self._key(context.aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
@@ -353,10 +364,7 @@ class Registrar:
         if requested < self.policy.settings.min_expires:
             return None
         granted = min(requested, self.policy.settings.max_expires)
-        q_param = contact.param("q")
-        params = tuple(
-            (name, value) for name, value in contact.params if name.lower() not in ("expires", "q")
-        )
+        q_param = named.get("q")
         binding = Binding(
             key=key,
             contact=text,
@@ -369,7 +377,7 @@ class Registrar:
             path=context.path,
             instance=instance,
             reg_id=reg_id,
-            params=params,
+            params=tuple(params),
             push=push,
             registered_at=existing.registered_at if existing is not None else now,
             updated_at=now,
