@@ -35,6 +35,7 @@ from scaserver.registrar.binding import (
 )
 from scaserver.registrar.pingflows import PingFlows
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+from scaserver.sip.message import Peer, Transport
 
 EXPIRY_TIMER: Final = "binding-expiry"
 
@@ -42,6 +43,13 @@ EXPIRY_TIMER: Final = "binding-expiry"
 def _order(binding: Binding) -> tuple[float, float]:
     # Highest q first; among equal q the most recently refreshed first.
     return (-binding.sort_q, -binding.updated_at)
+
+
+def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
+    """A flow as :func:`~scaserver.registrar.nat.same_flow` compares it: transport, host (any
+    spelling) and port."""
+    host, port = address_key(flow.host, flow.port)
+    return flow.transport, host, port
 
 
 def _same_place(previous: Binding, binding: Binding) -> bool:
@@ -91,6 +99,9 @@ class LocationService:
     _reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
     # The UDP flows NAT pings keep open, by turn: kept with the bindings, read by the pinger.
     ping_flows: PingFlows = attrs.field(factory=PingFlows)
+    # The keys of the bindings registered over each flow (their ``received``), in the order
+    # they came: a failed flow finds its bindings without a walk.
+    _on_flow: dict[tuple[Transport, str, int], list[BindingKey]] = attrs.field(factory=dict)
     # Dormant bindings (push-and-parking.md 4.5): past their expiry, kept for push only; they
     # are no targets, no counted contacts and none of ``bindings``, ``aors`` or ``reaches``.
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
@@ -119,6 +130,16 @@ class LocationService:
     def all_bindings(self) -> Iterator[Binding]:
         for bindings in self._aors.values():
             yield from bindings.values()
+
+    def on_flow(self, flow: Peer) -> list[Binding]:
+        """The bindings registered over ``flow`` (same transport, host in any spelling and
+        port), in the order they came onto it."""
+        found: list[Binding] = []
+        for key in self._on_flow.get(_flow_key(flow), ()):
+            binding = self.get(key)
+            if binding is not None:
+                found.append(binding)
+        return found
 
     def count(self, aor: str | None = None) -> int:
         if aor is not None:
@@ -187,9 +208,21 @@ class LocationService:
         if previous is not None:
             self._reachable.discard(previous)
             self.ping_flows.discard(previous)
+            self._leave_flow(previous)
         self._reachable.add(binding)
         self.ping_flows.add(binding)
+        self._on_flow.setdefault(_flow_key(binding.received), []).append(binding.key)
         return previous
+
+    def _leave_flow(self, binding: Binding) -> None:
+        flow = _flow_key(binding.received)
+        keys = self._on_flow.get(flow)
+        if keys is None:
+            return
+        if binding.key in keys:
+            keys.remove(binding.key)
+        if not keys:
+            del self._on_flow[flow]
 
     def _pop(self, key: BindingKey) -> Binding | None:
         table = self._aors.get(key.aor)
@@ -199,6 +232,7 @@ class LocationService:
         if binding is not None:
             self._reachable.discard(binding)
             self.ping_flows.discard(binding)
+            self._leave_flow(binding)
         if not table:
             del self._aors[key.aor]
         return binding

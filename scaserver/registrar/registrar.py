@@ -50,7 +50,7 @@ import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import LocationService
-from scaserver.registrar.nat import is_outbound, same_flow
+from scaserver.registrar.nat import is_outbound
 from scaserver.sip.actions import EngineAction, Respond
 from scaserver.sip.date import date_value
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
@@ -234,14 +234,13 @@ class Registrar:
         registered over it (only the RFC 5626 outbound ones with ``outbound_only``, for a
         closed connection: a phone without outbound may reconnect and is reached by dialling
         its Contact).  A binding with RFC 8599 push parameters stays: a push reaches it
-        whatever became of its flow.  The actions and how many were removed."""
+        whatever became of its flow.  The actions and how many were removed; the bindings
+        are found by the location service's index of flows, not by a walk."""
         actions: list[EngineAction] = []
         doomed = [
             binding
-            for binding in self.location.all_bindings()
-            if same_flow(binding.received, flow)
-            and not binding.push
-            and (is_outbound(binding) or not outbound_only)
+            for binding in self.location.on_flow(flow)
+            if not binding.push and (is_outbound(binding) or not outbound_only)
         ]
         for binding in doomed:
             actions += self.location.remove(binding.key, RemovalReason.FLOW_FAILED, now)

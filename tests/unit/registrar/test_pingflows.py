@@ -4,8 +4,10 @@ come and go (scaserver.registrar.pingflows)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import attrs
+import pytest
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import EXPIRY_TIMER, LocationService
@@ -218,3 +220,31 @@ def test_a_refresh_at_the_same_place_names_the_new_binding_and_keeps_its_place_o
     location.remove(second.key, RemovalReason.UNREGISTERED, NOW + 61)
     assert not location.reaches("192.168.1.10", 5060) and not location.reaches(FLOW.host, FLOW.port)
     assert targets(location, ping_all=True) == {} and location.ping_flows.nat_bindings()["udp"] == 0
+
+
+def test_a_failed_flow_finds_its_bindings_without_walking_the_location(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registrar = Registrar(RegistrarPolicy(domains=frozenset({"example.com"})))
+    v6 = Peer(Transport.UDP, "2001:db8::1", 40000)
+    on_v6 = binding(received=v6, key="v6")
+    moved = binding(key="moved")
+    over_tcp = binding(received=Peer(Transport.TCP, FLOW.host, FLOW.port), key="tcp")
+    for each in (on_v6, moved, over_tcp):
+        registrar.location.put(each, NOW)
+    registrar.location.put(attrs.evolve(moved, received=v6), NOW + 1)  # moved onto the v6 flow
+    for n in range(100):
+        registrar.location.put(
+            binding(received=Peer(Transport.UDP, "198.51.100.1", n + 1), key=f"other{n}"), NOW
+        )
+
+    def walked(_self: LocationService) -> Iterator[Binding]:
+        raise AssertionError("flow_failed walked every binding")
+
+    monkeypatch.setattr(LocationService, "all_bindings", walked)
+    assert registrar.flow_failed(FLOW, NOW + 2) == ([], 0)  # nothing left on the old UDP flow
+    _, count = registrar.flow_failed(Peer(Transport.UDP, "[2001:DB8:0::1]", 40000), NOW + 2)
+    assert count == 2  # another spelling of the same flow
+    assert registrar.location.on_flow(v6) == []
+    assert registrar.location.on_flow(over_tcp.received) == [over_tcp]
+    assert len(registrar.location) == 101
