@@ -53,7 +53,11 @@ class PingFlows:
             self._nat[binding.received.transport] += 1
         if _pingable(binding):
             flow = binding.received
-            self._turns[ping_slot(flow, self.slots)].setdefault(flow, {})[binding.key] = (binding, nat)
+            turn = self._turns[ping_slot(flow, self.slots)]
+            on_flow = turn.get(flow)
+            if on_flow is None:
+                turn[flow] = on_flow = {}
+            on_flow[binding.key] = (binding, nat)
 
     def discard(self, binding: Binding) -> None:
         """``binding`` is no longer stored (removed, expired, replaced by a refresh)."""
