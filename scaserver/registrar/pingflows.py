@@ -24,12 +24,20 @@ from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.nat import SLOTS, behind_nat, ping_slot
 from scaserver.sip.message import Peer, Transport
 
-_OnFlow = dict[BindingKey, tuple[Binding, bool]]
-"""The pingable bindings on one flow, in the order they came, each with whether it is behind NAT."""
+_OnFlow = list[Binding]
+"""The pingable bindings on one flow, in the order they came (a list: a flow has one or a few,
+and a list of one is a third of the memory of a dict of one)."""
 
 
 def _pingable(binding: Binding) -> bool:
     return binding.received.transport is Transport.UDP and not binding.path
+
+
+def _position(on_flow: _OnFlow | None, key: BindingKey) -> int | None:
+    for index, binding in enumerate(on_flow or ()):
+        if binding.key == key:
+            return index
+    return None
 
 
 @attrs.define
@@ -39,7 +47,8 @@ class PingFlows:
     slots: int = SLOTS
     _turns: list[dict[Peer, _OnFlow]] = attrs.field(init=False)
     _nat: Counter[Transport] = attrs.field(init=False, factory=Counter)
-    _behind: set[BindingKey] = attrs.field(init=False, factory=set)  # the keys of those counted in _nat
+    # The keys of the bindings behind NAT (those counted in _nat).
+    _behind: set[BindingKey] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         self._turns = [{} for _ in range(self.slots)]
@@ -47,8 +56,7 @@ class PingFlows:
     def add(self, binding: Binding) -> None:
         """``binding`` is stored (new, or replacing the one with its key, which
         :meth:`discard` took out first)."""
-        nat = behind_nat(binding)
-        if nat:
+        if behind_nat(binding):
             self._behind.add(binding.key)
             self._nat[binding.received.transport] += 1
         if _pingable(binding):
@@ -56,8 +64,9 @@ class PingFlows:
             turn = self._turns[ping_slot(flow, self.slots)]
             on_flow = turn.get(flow)
             if on_flow is None:
-                turn[flow] = on_flow = {}
-            on_flow[binding.key] = (binding, nat)
+                turn[flow] = [binding]
+            else:
+                on_flow.append(binding)
 
     def discard(self, binding: Binding) -> None:
         """``binding`` is no longer stored (removed, expired, replaced by a refresh)."""
@@ -68,25 +77,29 @@ class PingFlows:
             flow = binding.received
             turn = self._turns[ping_slot(flow, self.slots)]
             on_flow = turn.get(flow)
-            if on_flow is not None and on_flow.pop(binding.key, None) is not None and not on_flow:
-                del turn[flow]
+            index = _position(on_flow, binding.key)
+            if on_flow is not None and index is not None:
+                del on_flow[index]
+                if not on_flow:
+                    del turn[flow]
 
     def replace(self, previous: Binding, binding: Binding) -> None:
         """``binding`` replaces ``previous`` (same key) at the same place: the same Contact,
         flow and Path, so the same turn and the same NAT verdict (the usual refresh)."""
         if _pingable(binding):
             on_flow = self._turns[ping_slot(binding.received, self.slots)].get(binding.received)
-            entry = None if on_flow is None else on_flow.get(binding.key)
-            if on_flow is not None and entry is not None:
-                on_flow[binding.key] = (binding, entry[1])
+            index = _position(on_flow, binding.key)
+            if on_flow is not None and index is not None:
+                on_flow[index] = binding
 
     def targets(self, slot: int, *, ping_all: bool) -> dict[Peer, Binding]:
         """The flows of turn ``slot`` to ping, each with one binding on it (the
         :func:`~scaserver.registrar.nat.ping_targets` of this turn, without a walk)."""
         found: dict[Peer, Binding] = {}
+        behind = self._behind
         for flow, on_flow in self._turns[slot].items():
-            for binding, nat in on_flow.values():
-                if ping_all or nat:
+            for binding in on_flow:
+                if ping_all or binding.key in behind:
                     found[flow] = binding
                     break
         return found
