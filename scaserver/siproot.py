@@ -94,17 +94,17 @@ def make_service(
 def nat_pinger(settings: Settings, reactor: Reactor, core: SipRouter, sip: SipService) -> NatPinger:
     """The ``[nat]`` pings over the running core, with the keep-alive figures of the edge."""
     host, port = settings.server.advertised()
-    bindings = core.registrar.location.all_bindings
+    flows = core.registrar.location.ping_flows
     pinger = NatPinger(
         core,
-        bindings,
+        flows,
         execute=sip.stack.run,
         send_raw=sip.transports.send,
         clock=reactor,
         settings=settings.nat,
         local_uri=f"sip:{settings.nat.ping_from}@{format_host(host)}:{port}",
         unique=core.unique,
-        figures=NatFigures(sip.stack.keepalives, bindings),
+        figures=NatFigures(sip.stack.keepalives, flows),
     )
     pinger.attach(sip.bus)
     return pinger

@@ -5,7 +5,9 @@ ping interval is cut into turns (:func:`~scaserver.registrar.nat.ping_turns`: te
 per second of a longer interval); each UDP flow to
 ping (:func:`~scaserver.registrar.nat.ping_targets`) belongs to one turn by a stable hash of
 its address, so a flow is pinged once per interval and the pings of an interval are spread
-over it, never all in one reactor turn.  A flow whose last OPTIONS ping is still unanswered
+over it, never all in one reactor turn.  The flows of each turn are an index the location
+service keeps (:class:`~scaserver.registrar.pingflows.PingFlows`): a turn reads the flows of
+that turn, never the whole location.  A flow whose last OPTIONS ping is still unanswered
 is not pinged again until it is answered or has failed: one ping in flight per flow, so that
 the retransmissions of older pings do not outlive a flow failure.
 
@@ -34,18 +36,16 @@ from typing_extensions import override
 from scaserver.edge.stack import DelayedCall, KeepAliveCounts, TimerClock, call_later
 from scaserver.events import EventBus
 from scaserver.owners import PingFailed, RequestAnswered
-from scaserver.registrar.binding import Binding
 from scaserver.registrar.nat import (
     FlowFailed,
     FlowFailure,
     NatPing,
     NatSettings,
     PingMethod,
-    behind_nat,
     ping_request,
-    ping_targets,
     ping_turns,
 )
+from scaserver.registrar.pingflows import PingFlows
 from scaserver.sip.actions import Action, EngineAction, SendRequest
 from scaserver.sip.message import Peer
 
@@ -53,7 +53,7 @@ KEEPALIVE_CRLF = b"\r\n\r\n"
 
 
 class PingCore(Protocol):
-    """What the pinger needs of the core: the bindings, and a way to run a ``SendRequest``."""
+    """What the pinger needs of the core: a way to run a ``SendRequest``."""
 
     def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]: ...
 
@@ -61,9 +61,9 @@ class PingCore(Protocol):
 class NatFigures:
     """Counters of the NAT keep-alive machinery, read by the metrics at scrape time."""
 
-    def __init__(self, keepalives: KeepAliveCounts, bindings: Callable[[], Iterable[Binding]]) -> None:
+    def __init__(self, keepalives: KeepAliveCounts, flows: PingFlows) -> None:
         self.keepalives = keepalives
-        self._bindings = bindings
+        self._flows = flows
         self.pings_sent = 0
         self.pings_failed = 0
         self.flow_failures: Counter[str] = Counter({cause.value: 0 for cause in FlowFailure})
@@ -72,12 +72,8 @@ class NatFigures:
         return dict(self.keepalives.received)
 
     def nat_bindings(self) -> dict[str, int]:
-        """Bindings behind NAT now, by the transport of their flow."""
-        found: Counter[str] = Counter({"udp": 0, "tcp": 0, "tls": 0})
-        for binding in self._bindings():
-            if behind_nat(binding):
-                found[binding.received.transport.value.lower()] += 1
-        return dict(found)
+        """Bindings behind NAT now, by the transport of their flow (counted as they change)."""
+        return self._flows.nat_bindings()
 
 
 class NatPinger(Service):
@@ -88,7 +84,7 @@ class NatPinger(Service):
     def __init__(
         self,
         core: PingCore,
-        bindings: Callable[[], Iterable[Binding]],
+        flows: PingFlows,
         *,
         execute: Callable[[Iterable[Action]], None],
         send_raw: Callable[[bytes, Peer], bool],
@@ -98,7 +94,7 @@ class NatPinger(Service):
         unique: Callable[[], str],
         figures: NatFigures,
     ) -> None:
-        self._core, self._bindings, self._execute, self._send_raw = core, bindings, execute, send_raw
+        self._core, self._flows, self._execute, self._send_raw = core, flows, execute, send_raw
         self._clock, self._settings = clock, settings
         self._local_uri, self._unique, self.figures = local_uri, unique, figures
         self._turn = 0
@@ -106,6 +102,7 @@ class NatPinger(Service):
         self._call: DelayedCall | None = None
         self._in_flight: set[Peer] = set()
         self.turns = ping_turns(settings.ping_interval)
+        flows.use_slots(self.turns)
 
     @property
     def turn_s(self) -> float:
@@ -140,9 +137,7 @@ class NatPinger(Service):
 
     def ping_slot(self, slot: int) -> int:
         """Ping the flows of turn ``slot``; how many were pinged."""
-        targets = ping_targets(
-            self._bindings(), ping_all=self._settings.ping_all, slot=slot, slots=self.turns
-        )
+        targets = self._flows.targets(slot, ping_all=self._settings.ping_all)
         due = [(flow, binding) for flow, binding in targets.items() if flow not in self._in_flight]
         if not due:
             return 0

@@ -7,7 +7,8 @@ on time and nothing polls.  Persistence subscribes to the binding events.
 
 The transport addresses the bindings are reached at (:attr:`Binding.reached_at`) are indexed
 as they change, so "is anything registered at this address?" (relay rule R7) costs one
-dictionary look-up, whatever the number of bindings.
+dictionary look-up, whatever the number of bindings; so are the UDP flows NAT pings keep open
+(:class:`~scaserver.registrar.pingflows.PingFlows`), so that a ping turn walks no binding.
 
 A push binding past its expiry may be kept *dormant* (push-and-parking.md 4.5): reached by
 push only, it is no target and no counted contact, and stays apart from the live bindings
@@ -32,7 +33,9 @@ from scaserver.registrar.binding import (
     RemovalReason,
     address_key,
 )
+from scaserver.registrar.pingflows import PingFlows
 from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
+from scaserver.sip.message import Peer, Transport
 
 EXPIRY_TIMER: Final = "binding-expiry"
 
@@ -40,6 +43,23 @@ EXPIRY_TIMER: Final = "binding-expiry"
 def _order(binding: Binding) -> tuple[float, float]:
     # Highest q first; among equal q the most recently refreshed first.
     return (-binding.sort_q, -binding.updated_at)
+
+
+def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
+    """A flow as :func:`~scaserver.registrar.nat.same_flow` compares it: transport, host (any
+    spelling) and port."""
+    host, port = address_key(flow.host, flow.port)
+    return flow.transport, host, port
+
+
+def _same_place(previous: Binding, binding: Binding) -> bool:
+    """Whether two bindings are reached at the same addresses and flow (Contact, source and
+    Path alike): what the indexes of the location service know of a binding."""
+    return (
+        previous.contact == binding.contact
+        and previous.received == binding.received
+        and previous.path == binding.path
+    )
 
 
 @attrs.define
@@ -77,6 +97,11 @@ class LocationService:
 
     _aors: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
     _reachable: ReachableAddresses = attrs.field(factory=ReachableAddresses)
+    # The UDP flows NAT pings keep open, by turn: kept with the bindings, read by the pinger.
+    ping_flows: PingFlows = attrs.field(factory=PingFlows)
+    # The keys of the bindings registered over each flow (their ``received``), in the order
+    # they came: a failed flow finds its bindings without a walk.
+    _on_flow: dict[tuple[Transport, str, int], list[BindingKey]] = attrs.field(factory=dict)
     # Dormant bindings (push-and-parking.md 4.5): past their expiry, kept for push only; they
     # are no targets, no counted contacts and none of ``bindings``, ``aors`` or ``reaches``.
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
@@ -105,6 +130,16 @@ class LocationService:
     def all_bindings(self) -> Iterator[Binding]:
         for bindings in self._aors.values():
             yield from bindings.values()
+
+    def on_flow(self, flow: Peer) -> list[Binding]:
+        """The bindings registered over ``flow`` (same transport, host in any spelling and
+        port), in the order they came onto it."""
+        found: list[Binding] = []
+        for key in self._on_flow.get(_flow_key(flow), ()):
+            binding = self.get(key)
+            if binding is not None:
+                found.append(binding)
+        return found
 
     def count(self, aor: str | None = None) -> int:
         if aor is not None:
@@ -165,11 +200,29 @@ class LocationService:
     def _store(self, binding: Binding) -> Binding | None:
         table = self._aors.setdefault(binding.aor, {})
         previous = table.get(binding.key)
+        table[binding.key] = binding
+        if previous is not None and _same_place(previous, binding):
+            # The usual refresh: reached at the same addresses, on the same flow.
+            self.ping_flows.replace(previous, binding)
+            return previous
         if previous is not None:
             self._reachable.discard(previous)
-        table[binding.key] = binding
+            self.ping_flows.discard(previous)
+            self._leave_flow(previous)
         self._reachable.add(binding)
+        self.ping_flows.add(binding)
+        self._on_flow.setdefault(_flow_key(binding.received), []).append(binding.key)
         return previous
+
+    def _leave_flow(self, binding: Binding) -> None:
+        flow = _flow_key(binding.received)
+        keys = self._on_flow.get(flow)
+        if keys is None:
+            return
+        if binding.key in keys:
+            keys.remove(binding.key)
+        if not keys:
+            del self._on_flow[flow]
 
     def _pop(self, key: BindingKey) -> Binding | None:
         table = self._aors.get(key.aor)
@@ -178,6 +231,8 @@ class LocationService:
         binding = table.pop(key, None)
         if binding is not None:
             self._reachable.discard(binding)
+            self.ping_flows.discard(binding)
+            self._leave_flow(binding)
         if not table:
             del self._aors[key.aor]
         return binding

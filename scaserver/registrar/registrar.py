@@ -50,7 +50,7 @@ import attrs
 
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind, RemovalReason
 from scaserver.registrar.location import LocationService
-from scaserver.registrar.nat import is_outbound, same_flow
+from scaserver.registrar.nat import is_outbound
 from scaserver.sip.actions import EngineAction, Respond
 from scaserver.sip.date import date_value
 from scaserver.sip.domains import DomainPolicy, as_domain_policy
@@ -121,6 +121,8 @@ class _Context:
     cseq: int
     header_expires: int | None
     now: float
+    path: tuple[str, ...]
+    user_agent: str | None
 
 
 @attrs.frozen
@@ -149,16 +151,15 @@ def response_tag(request: Request) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
-def _asks_outbound(request: Request) -> bool:
-    """A Contact of ``request`` carries ``+sip.instance`` and ``reg-id`` (RFC 5626 section 5.2)
-    and its first hop supports outbound: that is us (no Path), or the first Path URI has ``ob``
-    (RFC 5626 section 6; behind an edge proxy without it, the phone gets plain registration)."""
-    found = contacts(request)
+def _asks_outbound(found: list[NameAddr] | Star, path: tuple[str, ...]) -> bool:
+    """A Contact of the request (``found``) carries ``+sip.instance`` and ``reg-id`` (RFC 5626
+    section 5.2) and its first hop supports outbound: that is us (no Path), or the first Path
+    URI has ``ob`` (RFC 5626 section 6; behind an edge proxy without it, the phone gets plain
+    registration)."""
     if isinstance(found, Star):
         return False
     if not any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found):
         return False
-    path = request.headers.values("Path")
     if not path:
         return True
     try:
@@ -200,7 +201,7 @@ class Registrar:
         """Process one REGISTER; the actions are the location changes (timers and binding
         events) followed by the final response."""
         try:
-            changes, aor = self._decide(request, peer, authenticated_user, now)
+            changes, aor, found = self._decide(request, peer, authenticated_user, now)
         except SipError as error:
             return [Respond(transaction, response_for(request, error, to_tag=response_tag(request)))]
         actions: list[EngineAction] = []
@@ -209,7 +210,7 @@ class Registrar:
                 actions += self.location.remove(change.key, RemovalReason.UNREGISTERED, now)
             else:
                 actions += self.location.put(change.binding, now)
-        actions.append(Respond(transaction, self._ok(request, aor, now)))
+        actions.append(Respond(transaction, self._ok(request, aor, found, now)))
         return actions
 
     def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
@@ -233,14 +234,13 @@ class Registrar:
         registered over it (only the RFC 5626 outbound ones with ``outbound_only``, for a
         closed connection: a phone without outbound may reconnect and is reached by dialling
         its Contact).  A binding with RFC 8599 push parameters stays: a push reaches it
-        whatever became of its flow.  The actions and how many were removed."""
+        whatever became of its flow.  The actions and how many were removed; the bindings
+        are found by the location service's index of flows, not by a walk."""
         actions: list[EngineAction] = []
         doomed = [
             binding
-            for binding in self.location.all_bindings()
-            if same_flow(binding.received, flow)
-            and not binding.push
-            and (is_outbound(binding) or not outbound_only)
+            for binding in self.location.on_flow(flow)
+            if not binding.push and (is_outbound(binding) or not outbound_only)
         ]
         for binding in doomed:
             actions += self.location.remove(binding.key, RemovalReason.FLOW_FAILED, now)
@@ -255,7 +255,8 @@ class Registrar:
 
     def _decide(
         self, request: Request, peer: Peer, authenticated_user: str | None, now: float
-    ) -> tuple[list[_Change], str]:
+    ) -> tuple[list[_Change], str, list[NameAddr] | Star]:
+        """The changes the REGISTER asks for, its AoR and its Contacts (read once, for the 200)."""
         request_uri = parse_uri(request.uri)
         if not isinstance(request_uri, SipUri):
             raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
@@ -290,8 +291,12 @@ class Registrar:
                 raise BadRequest("Contact '*' requires Expires: 0")
             for binding in current.values():
                 self._check_order(binding, call_id, number)
-            return [_Change(key, None) for key in current], aor
-        context = _Context(request, peer, aor, call_id, number, header_expires, now)
+            return [_Change(key, None) for key in current], aor, found
+        headers = request.headers
+        path = headers.values("Path")
+        context = _Context(
+            request, peer, aor, call_id, number, header_expires, now, path, headers.get("User-Agent")
+        )
         changes: dict[BindingKey, _Change] = {}
         too_brief = False
         for contact in found:
@@ -316,28 +321,40 @@ class Registrar:
         if limit and len(final) > limit and len(final) > len(current):
             raise TooManyContacts(f"{aor!r} would have {len(final)} bindings")
         kept = [change for change in changes.values() if change.binding is not None or change.key in current]
-        return kept, aor
+        return kept, aor, found
 
     def _contact_change(
         self, context: _Context, contact: NameAddr, current: dict[BindingKey, Binding]
     ) -> _Change | None:
         """The change one Contact asks for, or None when its expiry is under the minimum."""
-        request, now = context.request, context.now
+        now = context.now
         uri = contact.uri
         if not isinstance(uri, SipUri):
             raise BadRequest(f"Contact {contact} is not a SIP or SIPS URI")
-        param = contact.param("expires")
+        # One pass over the header parameters: each name lowered once; the first of a name
+        # counts (as NameAddr.param), valueless ones read as "".
+        named: dict[str, str] = {}
+        params: list[tuple[str, str | None]] = []
+        for name, value in contact.params:
+            lowered = name.lower()
+            named.setdefault(lowered, "" if value is None else value)
+            if lowered not in ("expires", "q"):
+                params.append((name, value))
+        param = named.get("expires")
         requested = parse_uint32(param, "Contact expires") if param else context.header_expires
         if requested is None:
             requested = self.policy.settings.default_expires
-        instance_param = contact.param("+sip.instance")
+        instance_param = named.get("+sip.instance")
         instance = _unquote(instance_param) if instance_param else None
-        reg_id_param = contact.param("reg-id")
+        reg_id_param = named.get("reg-id")
         reg_id = parse_uint32(reg_id_param, "reg-id") if reg_id_param else None
         push = tuple(
-            (name.lower(), value or "") for name, value in uri.params if name.lower().startswith("pn-")
+            (lowered, value or "")
+            for lowered, value in ((n.lower(), v) for n, v in uri.params)
+            if lowered.startswith("pn-")
         )
-        key = self._key(context.aor, uri, current, instance=instance, reg_id=reg_id, push=push)
+        text = str(uri)
+        key = self._key(context.aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
         existing = current.get(key)
         if existing is not None:
             self._check_order(existing, context.call_id, context.cseq)
@@ -346,23 +363,20 @@ class Registrar:
         if requested < self.policy.settings.min_expires:
             return None
         granted = min(requested, self.policy.settings.max_expires)
-        q_param = contact.param("q")
-        params = tuple(
-            (name, value) for name, value in contact.params if name.lower() not in ("expires", "q")
-        )
+        q_param = named.get("q")
         binding = Binding(
             key=key,
-            contact=str(uri),
+            contact=text,
             expires_at=now + granted,
             call_id=context.call_id,
             cseq=context.cseq,
             received=context.peer,
             q=float(q_param) if q_param else None,
-            user_agent=request.headers.get("User-Agent"),
-            path=tuple(request.headers.values("Path")),
+            user_agent=context.user_agent,
+            path=context.path,
             instance=instance,
             reg_id=reg_id,
-            params=params,
+            params=tuple(params),
             push=push,
             registered_at=existing.registered_at if existing is not None else now,
             updated_at=now,
@@ -373,13 +387,14 @@ class Registrar:
     def _key(
         aor: str,
         uri: SipUri,
+        text: str,
         current: dict[BindingKey, Binding],
         *,
         instance: str | None,
         reg_id: int | None,
         push: tuple[tuple[str, str], ...],
     ) -> BindingKey:
-        """The binding key of a contact (push-and-parking.md section 3.6)."""
+        """The binding key of a contact (push-and-parking.md section 3.6); ``text`` is ``str(uri)``."""
         if instance:
             value = instance if reg_id is None else f"{instance};reg-id={reg_id}"
             return BindingKey(aor, KeyKind.INSTANCE, value)
@@ -388,9 +403,12 @@ class Registrar:
             triple = (pn["pn-provider"], pn["pn-prid"], pn.get("pn-param", ""))
             return BindingKey(aor, KeyKind.PUSH, " ".join(triple))
         for key, binding in current.items():
-            if key.kind is KeyKind.URI and uri.matches(parse_uri(binding.contact)):
+            # The same text is the same URI: no parse for the usual refresh.
+            if key.kind is KeyKind.URI and (
+                binding.contact == text or uri.matches(parse_uri(binding.contact))
+            ):
                 return key
-        return BindingKey(aor, KeyKind.URI, str(uri))
+        return BindingKey(aor, KeyKind.URI, text)
 
     @staticmethod
     def _check_order(binding: Binding, call_id: str, number: int) -> None:
@@ -402,15 +420,13 @@ class Registrar:
 
     # Step 8 ------------------------------------------------------------------------------
 
-    def _ok(self, request: Request, aor: str, now: float) -> Response:
-        headers = Headers.EMPTY
-        for binding in self.location.bindings(aor):
-            headers = headers.add("Contact", contact_line(binding, now))
+    def _ok(self, request: Request, aor: str, found: list[NameAddr] | Star, now: float) -> Response:
+        # One tuple of fields, in the order of the header lines (canonical names already).
+        fields = [("Contact", contact_line(binding, now)) for binding in self.location.bindings(aor)]
         path = request.headers.values("Path")
         if path and "path" in (tag.lower() for tag in option_tags(request, "Supported")):
-            for value in path:
-                headers = headers.add("Path", value)
-        headers = headers.add("Date", date_value(now))
-        if _asks_outbound(request):
-            headers = headers.add("Require", "outbound")
-        return make_response(request, 200, headers=headers, to_tag=response_tag(request))
+            fields += [("Path", value) for value in path]
+        fields.append(("Date", date_value(now)))
+        if _asks_outbound(found, path):
+            fields.append(("Require", "outbound"))
+        return make_response(request, 200, headers=Headers(tuple(fields)), to_tag=response_tag(request))

@@ -5,14 +5,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import attrs
+import pytest
 from twisted.internet.task import Clock
 
 from scaserver.edge.natping import KEEPALIVE_CRLF, NatFigures, NatPinger
 from scaserver.edge.stack import KeepAliveCounts
 from scaserver.events import EventBus
 from scaserver.owners import PingFailed, RequestAnswered
+from scaserver.registrar import nat, pingflows
 from scaserver.registrar.binding import Binding, BindingKey, KeyKind
-from scaserver.registrar.nat import SLOTS, FlowFailed, FlowFailure, NatPing, NatSettings, PingMethod
+from scaserver.registrar.location import LocationService
+from scaserver.registrar.nat import (
+    SLOTS,
+    FlowFailed,
+    FlowFailure,
+    NatPing,
+    NatSettings,
+    PingMethod,
+    behind_nat,
+    ping_slot,
+)
 from scaserver.sip.actions import Action, EngineAction, SendRequest
 from scaserver.sip.message import Peer, Request, Transport
 
@@ -41,6 +53,8 @@ def pinger(
     bindings: list[Binding], method: PingMethod = PingMethod.OPTIONS, interval: float = 10.0
 ) -> tuple[NatPinger, RecordingCore, Clock, list[tuple[bytes, Peer]]]:
     core, clock = RecordingCore(), Clock()
+    location = LocationService()
+    location.restore(bindings, 0.0)
     raw: list[tuple[bytes, Peer]] = []
 
     def send_raw(data: bytes, peer: Peer) -> bool:
@@ -49,14 +63,14 @@ def pinger(
 
     service = NatPinger(
         core,
-        lambda: bindings,
+        location.ping_flows,
         execute=lambda actions: None,
         send_raw=send_raw,
         clock=clock,
         settings=NatSettings(interval, method),
         local_uri="sip:keepalive@192.0.2.1:5060",
         unique=lambda: "u0000000001",
-        figures=NatFigures(KeepAliveCounts(), lambda: bindings),
+        figures=NatFigures(KeepAliveCounts(), location.ping_flows),
     )
     service.startService()
     return service, core, clock, raw
@@ -126,3 +140,27 @@ def test_a_flow_with_a_ping_in_flight_is_not_pinged_again_until_it_is_answered()
     bus.publish(PingFailed(bindings[0].received))
     clock.pump([1.0] * SLOTS)
     assert service.figures.pings_sent == 3
+
+
+def test_a_turn_reads_the_flows_of_its_slot_and_no_other_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    bindings = [nated(port) for port in range(20000, 23000)]
+    service, core, clock, _ = pinger(bindings, interval=30.0)
+    reads: list[Binding | Peer] = []
+
+    def counted_slot(flow: Peer, slots: int = SLOTS) -> int:
+        reads.append(flow)
+        return ping_slot(flow, slots)
+
+    def counted_nat(binding: Binding) -> bool:
+        reads.append(binding)
+        return behind_nat(binding)
+
+    for module in (nat, pingflows):
+        monkeypatch.setattr(module, "ping_slot", counted_slot)
+        monkeypatch.setattr(module, "behind_nat", counted_nat)
+    clock.advance(service.turn_s)
+    (sent,) = [actions for actions, _ in core.runs]
+    in_slot = [b.received for b in bindings if ping_slot(b.received, 30) == 0]
+    assert sorted(a.peer.port for a in sent if isinstance(a, SendRequest)) == sorted(f.port for f in in_slot)
+    assert 0 < len(in_slot) < len(bindings) // 10
+    assert reads == []  # no binding was hashed or parsed: the turn read its own flows only
