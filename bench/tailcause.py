@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(duration + 60),
             ],
             cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k != "BENCH_TAILWATCH"},  # no watch of its own
         )
         time.sleep(1.0)
         for members in args.members:
