@@ -185,6 +185,8 @@ def _install(out: str) -> None:
         for thing in gc.garbage:
             kind = type(thing)
             name = f"{kind.__module__}.{kind.__qualname__}"
+            if kind.__name__ in {"function", "method"}:
+                name += f" {getattr(thing, '__module__', '?')}.{getattr(thing, '__qualname__', '?')}"
             leaked[name] = leaked.get(name, 0) + 1
         leak = {
             "frozen": frozen_count,
