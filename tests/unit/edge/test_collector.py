@@ -102,8 +102,11 @@ def test_the_middle_generation_of_the_running_interpreter_is_reached_by_paced_co
     finally:
         if was_enabled:
             gc.enable()
-    assert 1 in seen
-    assert seen.index(1) <= middle + 1  # once the young collections since the last passed it
+    # The middle generation is reached by a collection of it or of the oldest one (which an
+    # earlier test of this process may have left due first: it collects the middle one too).
+    reached = [index for index, generation in enumerate(seen) if generation >= 1]
+    assert reached
+    assert reached[0] <= middle + 1  # once the young collections since the last passed it
 
 
 def test_stopping_ends_the_paced_collections() -> None:
