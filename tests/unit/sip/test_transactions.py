@@ -616,9 +616,9 @@ def test_our_via_is_remembered_as_the_value_its_text_parses_to(host: str, transp
 
 
 def test_client_keys_of_one_branch_are_told_apart_by_method() -> None:
-    """A CANCEL's key shares its INVITE's branch (and hash): equality tells them apart."""
+    """A CANCEL's key shares its INVITE's branch: the method tells them apart."""
     invite, cancel = ClientKey("z9hG4bK-1", "INVITE"), ClientKey("z9hG4bK-1", "CANCEL")
-    assert invite != cancel and hash(invite) == hash(cancel)
+    assert invite != cancel
     table = {invite: "invite", cancel: "cancel"}
     assert table[ClientKey("z9hG4bK-1", "INVITE")] == "invite"
     assert table[ClientKey("z9hG4bK-1", "CANCEL")] == "cancel"
