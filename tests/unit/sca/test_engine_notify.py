@@ -233,4 +233,4 @@ def test_restore_in_two_steps_stores_at_once_and_notifies_per_batch() -> None:
     second = fresh.notify_restored(owed[1:], h.now + 10)
     assert [n for n, _ in notifies(first) + notifies(second)] == [n for n, _ in notifies(whole)]
     # A dialog ended before its turn gets nothing.
-    assert fresh.notify_restored([attrs.evolve(owed[0], call_id="gone")], h.now + 12) == []
+    assert fresh.notify_restored([owed[0]._replace(call_id="gone")], h.now + 12) == []
