@@ -109,10 +109,10 @@ class DialogKey(NamedTuple):
     local_tag: str
 
 
-@attrs.frozen
-class SubscriptionKey:
+class SubscriptionKey(NamedTuple):
     """The identity of a subscription: AoR, event, subscriber contact and its dialog
-    (3.5); the columns a ``sca_subscriptions`` row is written and deleted by."""
+    (3.5); the columns a ``sca_subscriptions`` row is written and deleted by.  An immutable
+    tuple, as :class:`DialogKey`, hashed and compared in C."""
 
     aor: str
     event: Package
@@ -120,10 +120,6 @@ class SubscriptionKey:
     call_id: str
     from_tag: str
     to_tag: str
-
-    def __hash__(self) -> int:
-        """Our tag's hash, as :class:`DialogKey`'s; equality compares every field."""
-        return hash(self.to_tag)
 
     @property
     def dialog(self) -> DialogKey:
