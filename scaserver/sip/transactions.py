@@ -280,7 +280,7 @@ class TransactionLayer:
         self._servers[key] = server
         actions = server.start()
         if request.method == "CANCEL":
-            invite = self._servers.get(attrs.evolve(key, method="INVITE"))
+            invite = self._servers.get(key._replace(method="INVITE"))
             invite_key = invite.key if isinstance(invite, InviteServerTransaction) else None
             actions.append(Deliver(CancelReceived(request, peer, key, invite_key)))
         else:
