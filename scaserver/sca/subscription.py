@@ -126,10 +126,10 @@ class SubscriptionKey(NamedTuple):
         return DialogKey(self.call_id, self.from_tag, self.to_tag)
 
 
-@attrs.frozen
-class ReplacementKey:
+class ReplacementKey(NamedTuple):
     """What an out-of-dialog SUBSCRIBE replaces (3.5): the same AoR and event, subscribed by
-    the same owner from the same contact over the same flow."""
+    the same owner from the same contact over the same flow.  An immutable tuple, as
+    :class:`DialogKey`, hashed and compared in C."""
 
     aor: str
     event: Package
