@@ -25,6 +25,8 @@ from scaserver.sca.outbox import Content, NotifyOutbox, Pending
 from scaserver.sca.registry import SubscriptionRegistry
 from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import (
+    EVENT_NAMES,
+    PACKAGES,
     DialogKey,
     Identity,
     Package,
@@ -117,10 +119,10 @@ def _event_package(request: Request) -> Package:
         package_name = parse_event(event_text).package.lower()
     except MalformedMessage as error:
         raise BadEvent(f"unreadable Event {event_text!r}", headers=_ALLOW) from error
-    try:
-        return Package(package_name)
-    except ValueError as error:
-        raise BadEvent(f"event package {package_name!r} is not served", headers=_ALLOW) from error
+    package = PACKAGES.get(package_name)
+    if package is None:
+        raise BadEvent(f"event package {package_name!r} is not served", headers=_ALLOW)
+    return package
 
 
 def _dialog_headers(request: Request) -> _DialogHeaders:
@@ -357,7 +359,7 @@ class Notifier:
         local_tag = checked.dialog.to_tag or self.tag_factory()
         response_headers = Headers(  # canonical names: no Headers.of pass
             (
-                ("Event", checked.package.value),
+                ("Event", EVENT_NAMES[checked.package]),
                 ("Expires", str(checked.granted)),
                 ("Contact", f"<{self._contact_for(peer)}>"),
                 ("Allow-Events", ALLOW_EVENTS),

@@ -14,7 +14,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sca.subscription import Subscription
+from scaserver.sca.subscription import EVENT_NAMES, Subscription
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
@@ -87,7 +87,7 @@ def build_notify(
         ("CSeq", f"{cseq} NOTIFY"),
         ("Contact", _bracketed(contact)),
         ("Call-Info", call_info),
-        ("Event", subscription.event.value),
+        ("Event", EVENT_NAMES[subscription.event]),
         ("Subscription-State", status.render()),
     ]
     # Every name above is spelled canonically: no Headers.of pass over them.

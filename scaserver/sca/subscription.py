@@ -14,7 +14,8 @@ SUBSCRIBE by the same owner, contact and flow replaces the old dialog (3.5);
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Final, NamedTuple
 
 import attrs
 
@@ -41,6 +42,15 @@ class Package(enum.Enum):
         if code == 2:
             return cls.LINE_SEIZE
         raise ValueError(f"unknown sca event code {code}")
+
+
+EVENT_NAMES: Final[Mapping[Package, str]] = {package: package.value for package in Package}
+"""The Event header token of each package: a dict look-up, where ``Package.value`` runs the
+enum's property in Python (once per NOTIFY)."""
+
+PACKAGES: Final[Mapping[str, Package]] = {package.value: package for package in Package}
+"""The package a (lower-case) Event token names: a dict look-up, where ``Package(token)``
+runs the enum's ``__call__`` and ``__new__`` in Python (once per SUBSCRIBE)."""
 
 
 class SubscriptionState(enum.Enum):
