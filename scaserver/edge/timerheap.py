@@ -42,8 +42,7 @@ Instant = tuple[float, int]
 class _Timers:
     """The armed timers of one key, and the instant and sequence number of its head in the
     heap (-1 once the key is gone: its entries are dead).  Heap entries point at it, so that an
-    entry coming out is told live or dead without hashing its key (a transaction key hashes in
-    Python)."""
+    entry coming out is told live or dead without hashing its key again."""
 
     __slots__ = ("armed", "due", "head", "key")
 
