@@ -623,3 +623,15 @@ def test_client_keys_of_one_branch_are_told_apart_by_method() -> None:
     assert table[ClientKey("z9hG4bK-1", "INVITE")] == "invite"
     assert table[ClientKey("z9hG4bK-1", "CANCEL")] == "cancel"
     assert ClientKey("z9hG4bK-2", "INVITE") not in table
+
+
+def test_client_and_server_keys_of_one_branch_are_different_keys() -> None:
+    """The layer's settled set and the stack's timers hold both kinds of key: a client key never
+    equals a server key of the same branch and method."""
+    client = ClientKey("z9hG4bK-1", "NOTIFY")
+    server = ServerKey("z9hG4bK-1", "192.0.2.10", 5060, "NOTIFY")
+    table: dict[object, str] = {client: "client", server: "server"}
+    either: list[object] = [client, server]
+    assert len(table) == 2 and either[0] != either[1] and either[1] != either[0]
+    assert table[ClientKey("z9hG4bK-1", "NOTIFY")] == "client"
+    assert table[ServerKey("z9hG4bK-1", "192.0.2.10", 5060, "NOTIFY")] == "server"
