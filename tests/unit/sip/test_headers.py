@@ -49,6 +49,15 @@ def test_via_fields() -> None:
     assert parse_via("SIP/2.0/UDP h : 5060;branch=z9hG4bKa").port == 5060
 
 
+def test_via_branch_is_the_first_branch_parameter_whatever_the_case_of_its_name() -> None:
+    assert parse_via("SIP/2.0/UDP h;BRANCH=z9hG4bKa;branch=z9hG4bKb").branch == "z9hG4bKa"
+    assert parse_via("SIP/2.0/UDP h;rport;Branch=z9hG4bKc").branch == "z9hG4bKc"
+    # An empty branch is refused by the parser; a value built with one has no branch.
+    assert Via("SIP/2.0", "UDP", "h", None, (("branch", None), ("branch", "z9hG4bKd"))).branch is None
+    assert Via("SIP/2.0", "UDP", "h", None, (("Branch", ""),)).branch is None
+    assert parse_via("SIP/2.0/UDP h;branches=z9hG4bKe").branch is None
+
+
 def test_via_ipv6_and_received_with_or_without_brackets() -> None:
     # RFC 5118 4.5
     with_brackets = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3")
