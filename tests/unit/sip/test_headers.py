@@ -287,3 +287,18 @@ def test_a_via_sent_again_is_remembered_as_the_newest() -> None:
     headers.sent_via_text(resent)  # the oldest entry, sent once more, moves to the end
     headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKone-more"),)))
     assert parse_via(text) is resent
+
+
+def test_header_look_ups_find_the_first_line_by_any_spelling_of_its_name() -> None:
+    fields = Headers.of(("Via", "SIP/2.0/UDP a"), ("Call-ID", "c1"), ("v", "SIP/2.0/UDP b"), ("i", "c2"))
+    for spelling in ("Call-ID", "call-id", "CALL-ID", "i"):
+        assert fields.get(spelling) == "c1"
+        assert fields.lines(spelling) == ("c1", "c2")
+        assert spelling in fields
+    for spelling in ("Via", "via", "v", "V"):
+        assert fields.get(spelling) == "SIP/2.0/UDP a"
+        assert fields.values(spelling) == ("SIP/2.0/UDP a", "SIP/2.0/UDP b")
+    for absent in ("Route", "route", "r", "X-Call-ID"):
+        assert fields.get(absent) is None
+        assert fields.lines(absent) == ()
+        assert absent not in fields
