@@ -74,6 +74,13 @@ def test_folding_and_lws_around_the_colon() -> None:
     assert message.headers.fields == (("Subject", "first second"), ("To", "sip:a@b"), ("Subject", ""))
 
 
+def test_a_continuation_line_that_opens_with_a_tab_is_folded() -> None:
+    message = parse_message(b"INVITE sip:a@b SIP/2.0\r\nSubject: first\r\n\tsecond\r\nTo: <sip:a@b>\r\n\r\n")
+    assert message.headers.fields == (("Subject", "first second"), ("To", "<sip:a@b>"))
+    with pytest.raises(MalformedMessage, match="continuation line before any header"):
+        parse_message(b"OPTIONS sip:a@b SIP/2.0\r\n\tcontinuation first\r\n\r\n")
+
+
 def test_non_utf8_octets_survive_as_surrogates() -> None:
     message = parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nX-Bin: \xff\xfe\x00ok\r\n\r\n")
     assert message.headers.get("X-Bin") == "\udcff\udcfe\x00ok"
