@@ -93,7 +93,12 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.param("branch") or None
+        # The loop of param_value without its two calls, and no lower() for a name written in
+        # lower case, as every UA writes it (bench/RESULTS.md, hot-path round 7).
+        for key, value in self.params:
+            if key == "branch" or key.lower() == "branch":
+                return value or None
+        return None
 
     @property
     def received(self) -> str | None:

@@ -27,6 +27,26 @@ _names: dict[str, str] = {}
 
 MAX_CONTENT_LENGTH_DIGITS: Final = 10
 
+LINE_MEMORY: Final = 4096
+"""How many header lines are remembered with their field (then the memory starts over)."""
+LINE_MEMORY_LENGTH: Final = 128
+"""The longest header line remembered: the memory holds at most about half a megabyte."""
+_REPEATED: Final = frozenset(
+    {
+        "Max-Forwards", "CSeq", "Expires", "User-Agent", "Server", "Allow", "Allow-Events", "Supported",
+        "Require", "Proxy-Require", "Event", "Accept", "Accept-Encoding", "Accept-Language",
+        "Content-Type", "Content-Length", "Content-Disposition", "Subscription-State",
+        "Session-Expires", "Min-SE", "Privacy",
+    }
+)  # fmt: skip
+"""Headers whose lines are the same in many datagrams, of one UA or of every UA of a model; the
+others carry a branch, tag, Call-ID, address, nonce or signature of their own and are not
+remembered."""
+_fields: dict[str, tuple[str, str]] = {}
+"""Header lines seen before -> their (canonical name, stripped value) field: a UA writes the
+same Max-Forwards, CSeq, Expires, User-Agent, Allow, Supported, Event, Content-Type and
+Content-Length lines in every datagram."""
+
 
 def _header_name(raw: str) -> str:
     name = _names.get(raw)
@@ -118,13 +138,15 @@ def parse_message(data: bytes) -> Request | Response:
         if start == len(data):
             raise MalformedMessage("empty message")
         raise MalformedMessage("no empty line ends the header section")
-    head = data[start:end]
-    crlf = head.count(b"\r\n")
-    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
-        raise MalformedMessage("bare CR or LF in the header section")
-    text = head.decode("utf-8", "surrogateescape")
+    text = data[start:end].decode("utf-8", "surrogateescape")
     lines = text.split("\r\n")
-    if "\r\n " in text or "\r\n\t" in text:
+    # Every CR and LF of the header section is in a CRLF the split took out (the decoding makes
+    # no CR or LF): the split's count, not a count of b"\r\n" (bench/RESULTS.md, round 7).
+    crlf = len(lines) - 1
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        raise MalformedMessage("bare CR or LF in the header section")
+    # A tab is rare in a header section: one memchr for it before the search for CRLF HT.
+    if "\r\n " in text or ("\t" in text and "\r\n\t" in text):
         lines = _unfold(lines)
     start_line = lines[0]
 
@@ -163,18 +185,25 @@ def parse_message(data: bytes) -> Request | Response:
     fields: list[tuple[str, str]] = []
     lengths: list[str] = []
     names = _names
+    known = _fields
     try:
         for line in lines[1:]:
-            # One partition, not find and two slices; a spelling seen before is looked up
-            # here, without a call (bench/RESULTS.md, hot-path round 5).
-            raw, colon, value = line.partition(":")
-            if not colon or not raw:
-                raise MalformedMessage(f"header line without name: {line!r}")
-            name = names.get(raw) or _header_name(raw)
-            value = value.strip(" \t")
-            fields.append((name, value))
-            if name == "Content-Length":
-                lengths.append(value)
+            # A line seen before is one look-up (bench/RESULTS.md, hot-path round 7).
+            field = known.get(line)
+            if field is None:
+                # One partition, not find and two slices; a spelling seen before is looked up
+                # here, without a call (bench/RESULTS.md, hot-path round 5).
+                raw, colon, value = line.partition(":")
+                if not colon or not raw:
+                    raise MalformedMessage(f"header line without name: {line!r}")
+                field = (names.get(raw) or _header_name(raw), value.strip(" \t"))
+                if field[0] in _REPEATED and len(line) <= LINE_MEMORY_LENGTH:
+                    if len(known) >= LINE_MEMORY:
+                        known.clear()
+                    known[line] = field
+            fields.append(field)
+            if field[0] == "Content-Length":
+                lengths.append(field[1])
         if len(lengths) == 1 and len(lengths[0]) <= MAX_CONTENT_LENGTH_DIGITS and lengths[0].isdigit():
             # The usual one plain number (stripped above), without the call; isdigit is true
             # for other digits than ASCII's, which int reads too but the RFC does not.

@@ -49,6 +49,15 @@ def test_via_fields() -> None:
     assert parse_via("SIP/2.0/UDP h : 5060;branch=z9hG4bKa").port == 5060
 
 
+def test_via_branch_is_the_first_branch_parameter_whatever_the_case_of_its_name() -> None:
+    assert parse_via("SIP/2.0/UDP h;BRANCH=z9hG4bKa;branch=z9hG4bKb").branch == "z9hG4bKa"
+    assert parse_via("SIP/2.0/UDP h;rport;Branch=z9hG4bKc").branch == "z9hG4bKc"
+    # An empty branch is refused by the parser; a value built with one has no branch.
+    assert Via("SIP/2.0", "UDP", "h", None, (("branch", None), ("branch", "z9hG4bKd"))).branch is None
+    assert Via("SIP/2.0", "UDP", "h", None, (("Branch", ""),)).branch is None
+    assert parse_via("SIP/2.0/UDP h;branches=z9hG4bKe").branch is None
+
+
 def test_via_ipv6_and_received_with_or_without_brackets() -> None:
     # RFC 5118 4.5
     with_brackets = parse_via("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3")
@@ -278,3 +287,18 @@ def test_a_via_sent_again_is_remembered_as_the_newest() -> None:
     headers.sent_via_text(resent)  # the oldest entry, sent once more, moves to the end
     headers.sent_via_text(Via("SIP/2.0", "UDP", "192.0.2.1", 5060, (("branch", "z9hG4bKone-more"),)))
     assert parse_via(text) is resent
+
+
+def test_header_look_ups_find_the_first_line_by_any_spelling_of_its_name() -> None:
+    fields = Headers.of(("Via", "SIP/2.0/UDP a"), ("Call-ID", "c1"), ("v", "SIP/2.0/UDP b"), ("i", "c2"))
+    for spelling in ("Call-ID", "call-id", "CALL-ID", "i"):
+        assert fields.get(spelling) == "c1"
+        assert fields.lines(spelling) == ("c1", "c2")
+        assert spelling in fields
+    for spelling in ("Via", "via", "v", "V"):
+        assert fields.get(spelling) == "SIP/2.0/UDP a"
+        assert fields.values(spelling) == ("SIP/2.0/UDP a", "SIP/2.0/UDP b")
+    for absent in ("Route", "route", "r", "X-Call-ID"):
+        assert fields.get(absent) is None
+        assert fields.lines(absent) == ()
+        assert absent not in fields

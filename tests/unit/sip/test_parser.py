@@ -7,6 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from scaserver.sip import parser
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Headers, Request, Response
 from scaserver.sip.parser import parse_message, read_content_length
@@ -71,6 +72,13 @@ def test_folding_and_lws_around_the_colon() -> None:
         b"INVITE sip:a@b SIP/2.0\r\nSubject  :  first\r\n \t second\r\nTO :\r\n sip:a@b\r\ns :\r\n\r\n"
     )
     assert message.headers.fields == (("Subject", "first second"), ("To", "sip:a@b"), ("Subject", ""))
+
+
+def test_a_continuation_line_that_opens_with_a_tab_is_folded() -> None:
+    message = parse_message(b"INVITE sip:a@b SIP/2.0\r\nSubject: first\r\n\tsecond\r\nTo: <sip:a@b>\r\n\r\n")
+    assert message.headers.fields == (("Subject", "first second"), ("To", "<sip:a@b>"))
+    with pytest.raises(MalformedMessage, match="continuation line before any header"):
+        parse_message(b"OPTIONS sip:a@b SIP/2.0\r\n\tcontinuation first\r\n\r\n")
 
 
 def test_non_utf8_octets_survive_as_surrogates() -> None:
@@ -210,3 +218,39 @@ def test_one_content_length_of_other_characters_is_refused(length: str) -> None:
     data = f"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: {length}\r\n\r\nhello".encode()
     with pytest.raises(MalformedMessage):
         parse_message(data)
+
+
+def test_a_remembered_header_line_gives_the_field_it_gave_the_first_time() -> None:
+    parser._fields.clear()
+    text = (
+        b"OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"Max-Forwards: 70 \r\nm: <sip:a@h>\r\nl: 0\r\nEXPIRES:\t60\r\n\r\n"
+    )
+    first = parse_message(text)
+    assert set(parser._fields) == {"Max-Forwards: 70 ", "l: 0", "EXPIRES:\t60"}  # not the Via, Contact
+    again = parse_message(text)
+    assert again == first
+    assert again.headers.fields[1:] == (
+        ("Max-Forwards", "70"),
+        ("Contact", "<sip:a@h>"),
+        ("Content-Length", "0"),
+        ("Expires", "60"),
+    )
+
+
+def test_header_lines_refused_are_never_remembered_and_refused_again() -> None:
+    parser._fields.clear()
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            parse_message(b"OPTIONS sip:a@example.com SIP/2.0\r\nMax Forwards: 70\r\n\r\n")
+    assert parser._fields == {}
+
+
+def test_the_header_line_memory_is_bounded_in_count_and_line_length() -> None:
+    parser._fields.clear()
+    long_value = "x" * parser.LINE_MEMORY_LENGTH
+    for n in range(parser.LINE_MEMORY + 10):
+        parse_message(f"OPTIONS sip:a@b SIP/2.0\r\nExpires: {n}\r\nUser-Agent: {long_value}\r\n\r\n".encode())
+        assert len(parser._fields) <= parser.LINE_MEMORY
+    assert not any(line.startswith("User-Agent") for line in parser._fields)
+    assert "Expires: 0" not in parser._fields and f"Expires: {parser.LINE_MEMORY + 9}" in parser._fields
