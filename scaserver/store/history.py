@@ -440,6 +440,17 @@ _TABLE_ORDER: Final = (
     "acc",
 )
 
+#: The table of each kind of row (the first item of its ``history_key``), read per row of a flush.
+_TABLE_OF_ROW: Final[Mapping[type, str]] = {
+    CallRecord: "calls",
+    LineSampleRecord: "line_samples",
+    PushWakeupRecord: "push_wakeups",
+    ParkedCallRecord: "parked_calls",
+    AppearanceEventRecord: "appearance_events",
+    RegistrationEventRecord: "registration_events",
+    AccRecord: "acc",
+}
+
 
 class SqlHistoryRepository:
     """Writes history rows (a write-behind ``Sink[HistoryKey, HistoryRow]``).
@@ -456,7 +467,8 @@ class SqlHistoryRepository:
     def upsert(self, rows: Sequence[HistoryRow], /) -> None:
         grouped: dict[str, list[HistoryRow]] = {name: [] for name in _TABLE_ORDER}
         for row in rows:
-            grouped[str(history_key(row)[0])].append(row)
+            table = _TABLE_OF_ROW.get(type(row))
+            grouped[table if table is not None else str(history_key(row)[0])].append(row)
         if not rows:
             return
         with self._engine.begin() as conn:
