@@ -310,21 +310,21 @@ HistoryKey: TypeAlias = tuple[str | int, ...]
 
 def history_key(row: HistoryRow) -> HistoryKey:
     """The coalescing key of ``row`` (see the module docstring)."""
-    match row:
+    match row:  # the rows written most often first: one per REGISTER, per appearance change
+        case RegistrationEventRecord():
+            return ("registration_events", row.seq)
+        case AppearanceEventRecord():
+            return ("appearance_events", row.seq)
         case CallRecord():
             return ("calls", row.call_uuid)
+        case AccRecord():
+            return ("acc", row.seq)
         case LineSampleRecord():
             return ("line_samples", row.line_aor, row.sample_ms)
         case PushWakeupRecord():
             return ("push_wakeups", *row.key)
         case ParkedCallRecord():
             return ("parked_calls", row.call_uuid, row.parked_ms)
-        case AppearanceEventRecord():
-            return ("appearance_events", row.seq)
-        case RegistrationEventRecord():
-            return ("registration_events", row.seq)
-        case AccRecord():
-            return ("acc", row.seq)
 
 
 def ms_to_datetime(ms: int) -> datetime:
