@@ -184,20 +184,22 @@ class Channel(Generic[K, V]):
     def upsert(self, value: V) -> None:
         """Record that ``value`` must be stored; never blocks, never fails."""
         key = self._key_of(value)
-        pending = self._pending
+        pending, owner = self._pending, self._owner
         # Keep the dict ordered by the latest change; a new key adds to the owner's count.
         if pending.pop(key, _ABSENT) is _ABSENT:
-            self._owner._queued += 1
+            owner._queued += 1
         pending[key] = value
-        self._owner._enqueued()
+        if owner._queued >= owner.max_pending:  # else the queue is below its bound (see _enqueued)
+            owner._enqueued()
 
     def delete(self, key: K) -> None:
         """Record that the row of ``key`` must be removed; never blocks, never fails."""
-        pending = self._pending
+        pending, owner = self._pending, self._owner
         if pending.pop(key, _ABSENT) is _ABSENT:
-            self._owner._queued += 1
+            owner._queued += 1
         pending[key] = DELETED
-        self._owner._enqueued()
+        if owner._queued >= owner.max_pending:  # else the queue is below its bound (see _enqueued)
+            owner._enqueued()
 
     def pending(self, key: K) -> V | _Deleted | None:
         """The queued operation for ``key`` (``DELETED``, a value) or None."""
@@ -362,6 +364,8 @@ class WriteBehind(Service):
             waiter.callback(None)
 
     def _enqueued(self) -> None:
+        # Called by the channels only once ``_queued`` reaches ``max_pending``: below it the
+        # depth is below the bound too, as nothing is in flight when no flush runs.
         if (
             self.running
             and not self._flushing

@@ -193,9 +193,7 @@ class Metrics:
         self._transactions = LabelledCounts(
             "transactions", "Completed SIP transactions by kind and outcome", ["kind", "outcome"], registry
         )
-        self._registrations = Counter(
-            "registrations", "REGISTER outcomes", ["outcome"], namespace=NAMESPACE, registry=registry
-        )
+        self._registrations = LabelledCounts("registrations", "REGISTER outcomes", ["outcome"], registry)
         self._parse_errors = Counter(
             "parse_errors",
             "Unparsable SIP messages by transport",
@@ -279,9 +277,6 @@ class Metrics:
             namespace=NAMESPACE,
             registry=registry,
         )
-        # The children counted per SIP message, looked up once per label value (see
-        # registration).
-        self._registration_children: dict[str, Counter] = {}
         self._reactor_lag = Histogram(
             "reactor_lag_seconds",
             "How late the reactor ran a timer due now: the time it was busy with other work",
@@ -311,7 +306,7 @@ class Metrics:
             for outcome in TRANSACTION_OUTCOMES:
                 self._transactions.precreate(kind, outcome)
         for outcome in REGISTRATION_OUTCOMES:
-            self._registrations.labels(outcome=outcome)
+            self._registrations.precreate(outcome)
         for transport in TRANSPORTS:
             self._parse_errors.labels(transport=transport)
         for reason in DROP_REASONS:
@@ -356,10 +351,8 @@ class Metrics:
 
     def registration(self, outcome: str) -> None:
         """``outcome``: ``added``, ``refreshed``, ``removed``, ``expired`` or ``rejected``."""
-        child = self._registration_children.get(outcome)
-        if child is None:
-            child = self._registration_children[outcome] = self._registrations.labels(outcome=outcome)
-        child.inc()
+        counts, labels = self._registrations.counts, (outcome,)
+        counts[labels] = counts.get(labels, 0) + 1
 
     def parse_error(self, transport: str) -> None:
         self._parse_errors.labels(transport=transport).inc()

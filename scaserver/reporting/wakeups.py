@@ -6,8 +6,8 @@ hash); the registration naming its token, or the device's confirmation, ends it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import assert_never
+from collections.abc import Callable, Mapping
+from typing import Final, assert_never
 
 import attrs
 
@@ -28,8 +28,9 @@ from scaserver.store.history import (
     PushWakeupRecord,
     RegistrationEvent,
     RegistrationEventRecord,
-    WakeupKey,
 )
+
+_NO_PUSH: Final[Mapping[str, str]] = {}
 
 
 def prid_sha256(prid: str) -> str:
@@ -54,8 +55,6 @@ class WakeupHistory:
         self, fact: BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired
     ) -> list[HistoryRow]:
         binding = fact.binding
-        rows: list[HistoryRow] = []
-        wakeup: WakeupKey | None = None
         match fact:
             case BindingAdded():
                 event, expires = RegistrationEvent.REGISTERED, binding.remaining(fact.at)
@@ -67,34 +66,34 @@ class WakeupHistory:
                 event, expires = RegistrationEvent.EXPIRED, 0
             case _:
                 assert_never(fact)
-        push = dict(binding.push)
+        event_ms = epoch_ms(fact.at)
+        aor = binding.key.aor
+        # Most bindings carry no push parameters: no dict of them is built then.
+        push = dict(binding.push) if binding.push else _NO_PUSH
         prid = push.get("pn-prid")
-        if event in (RegistrationEvent.REGISTERED, RegistrationEvent.REFRESHED) and prid:
-            woken = self._wakeups.pop((binding.aor, prid_sha256(prid)), None)
+        woken: PushWakeupRecord | None = None
+        if prid and event in (RegistrationEvent.REGISTERED, RegistrationEvent.REFRESHED):
+            woken = self._wakeups.pop((aor, prid_sha256(prid)), None)
             if woken is not None:
                 woken = attrs.evolve(
-                    woken, outcome=PushOutcome.REGISTERED, registered_ms=epoch_ms(fact.at) - woken.sent_ms
+                    woken, outcome=PushOutcome.REGISTERED, registered_ms=event_ms - woken.sent_ms
                 )
-                wakeup = woken.key
-                rows.append(woken)
-        rows.append(
-            RegistrationEventRecord(
-                seq=self._sequence.next(),
-                event_ms=epoch_ms(fact.at),
-                aor=binding.aor,
-                contact=binding.contact,
-                instance_id=binding.instance,
-                reg_id=binding.reg_id,
-                event=event,
-                expires_s=expires,
-                user_agent=binding.user_agent,
-                source_addr=_source_addr(binding),
-                device_mac=self._device_of(binding.contact),
-                push_provider=push.get("pn-provider"),
-                wakeup=wakeup,
-            )
+        record = RegistrationEventRecord(
+            seq=self._sequence.next(),
+            event_ms=event_ms,
+            aor=aor,
+            contact=binding.contact,
+            instance_id=binding.instance,
+            reg_id=binding.reg_id,
+            event=event,
+            expires_s=expires,
+            user_agent=binding.user_agent,
+            source_addr=_source_addr(binding),
+            device_mac=self._device_of(binding.contact),
+            push_provider=push.get("pn-provider"),
+            wakeup=None if woken is None else woken.key,
         )
-        return rows
+        return [record] if woken is None else [woken, record]
 
     def push_sent(
         self, *, aor: str, provider: str, prid: str, reason: str, call: Call | None, now: float

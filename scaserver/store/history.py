@@ -310,21 +310,21 @@ HistoryKey: TypeAlias = tuple[str | int, ...]
 
 def history_key(row: HistoryRow) -> HistoryKey:
     """The coalescing key of ``row`` (see the module docstring)."""
-    match row:
+    match row:  # the rows written most often first: one per REGISTER, per appearance change
+        case RegistrationEventRecord():
+            return ("registration_events", row.seq)
+        case AppearanceEventRecord():
+            return ("appearance_events", row.seq)
         case CallRecord():
             return ("calls", row.call_uuid)
+        case AccRecord():
+            return ("acc", row.seq)
         case LineSampleRecord():
             return ("line_samples", row.line_aor, row.sample_ms)
         case PushWakeupRecord():
             return ("push_wakeups", *row.key)
         case ParkedCallRecord():
             return ("parked_calls", row.call_uuid, row.parked_ms)
-        case AppearanceEventRecord():
-            return ("appearance_events", row.seq)
-        case RegistrationEventRecord():
-            return ("registration_events", row.seq)
-        case AccRecord():
-            return ("acc", row.seq)
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -440,6 +440,17 @@ _TABLE_ORDER: Final = (
     "acc",
 )
 
+#: The table of each kind of row (the first item of its ``history_key``), read per row of a flush.
+_TABLE_OF_ROW: Final[Mapping[type, str]] = {
+    CallRecord: "calls",
+    LineSampleRecord: "line_samples",
+    PushWakeupRecord: "push_wakeups",
+    ParkedCallRecord: "parked_calls",
+    AppearanceEventRecord: "appearance_events",
+    RegistrationEventRecord: "registration_events",
+    AccRecord: "acc",
+}
+
 
 class SqlHistoryRepository:
     """Writes history rows (a write-behind ``Sink[HistoryKey, HistoryRow]``).
@@ -456,7 +467,8 @@ class SqlHistoryRepository:
     def upsert(self, rows: Sequence[HistoryRow], /) -> None:
         grouped: dict[str, list[HistoryRow]] = {name: [] for name in _TABLE_ORDER}
         for row in rows:
-            grouped[str(history_key(row)[0])].append(row)
+            table = _TABLE_OF_ROW.get(type(row))
+            grouped[table if table is not None else str(history_key(row)[0])].append(row)
         if not rows:
             return
         with self._engine.begin() as conn:

@@ -57,6 +57,12 @@ def _aor_user_domain(aor: str) -> tuple[str, str | None]:
     return (user, host) if at else ("", rest)
 
 
+def _json_pairs(pairs: Sequence[tuple[str, str | None]]) -> str:
+    """The JSON list of ``[name, value]`` lists of ``location.params``/``push``; most bindings
+    have no push parameters (the text of an empty list, without ``json.dumps``)."""
+    return json.dumps([list(pair) for pair in pairs]) if pairs else "[]"
+
+
 class SqlBindingRepository:
     """``location`` rows (column names of Kamailio's usrloc, see ``store/tables.py``)."""
 
@@ -113,8 +119,8 @@ class SqlBindingRepository:
                     "user_agent": b.user_agent,
                     "instance": b.instance,
                     "reg_id": b.reg_id,
-                    "params": json.dumps([list(p) for p in b.params]),
-                    "push": json.dumps([list(p) for p in b.push]),
+                    "params": _json_pairs(b.params),
+                    "push": _json_pairs(b.push),
                 }
             )
         upsert(self._engine, tables.location, ("ruid",), rows)

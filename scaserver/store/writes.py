@@ -51,18 +51,23 @@ def _lengths(table: Table) -> Mapping[str, int]:
 
 def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
     """``row`` as ``table`` can hold it: text escaped (``stored_text``) and cut to the
-    length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut)."""
+    length of its column (``String(n)``, ``CHAR(n)``; ``Text`` is not cut).  A dict that
+    needs nothing of this is returned as it is (no copy)."""
     lengths = _lengths(table)
-    out = dict(row)
+    out: dict[str, object] | None = None
     for name, value in row.items():
         if not isinstance(value, str):
             continue
         length = lengths.get(name)
         if value.isascii() and "\x00" not in value and (length is None or len(value) <= length):
             continue  # the common case: nothing to do
+        if out is None:
+            out = dict(row)
         text = stored_text(value)
         out[name] = text[:length] if length is not None and len(text) > length else text
-    return out
+    if out is not None:
+        return out
+    return row if isinstance(row, dict) else dict(row)
 
 
 def upsert_rows(
@@ -80,7 +85,11 @@ def upsert_rows(
     (``nullable_key``; NULLs never conflict) takes the portable update-else-insert path.
     """
     fitted_rows = [fitted(table, row) for row in rows]
-    latest = list({tuple(row[name] for name in key_columns): row for row in fitted_rows}.values())
+    if len(key_columns) == 1:
+        (key_column,) = key_columns
+        latest = list({row[key_column]: row for row in fitted_rows}.values())
+    else:
+        latest = list({tuple(row[name] for name in key_columns): row for row in fitted_rows}.values())
     if not latest:
         return
     if not nullable_key and conn.dialect.name in ("postgresql", "sqlite"):
@@ -93,7 +102,7 @@ def upsert_rows(
             else statement.on_conflict_do_nothing(index_elements=keys)
         )
         for chunk in _chunks(latest):
-            conn.execute(upsert, [dict(row) for row in chunk])
+            conn.execute(upsert, chunk)  # the fitted rows are dicts already
         return
     for row in latest:
         key = {name: row[name] for name in key_columns}

@@ -221,3 +221,24 @@ def test_labelled_counts_export_what_a_counter_of_the_same_name_exports() -> Non
         counter.labels(colour=colour, size=size).inc()
     assert generate_latest(counted) == generate_latest(reference)
     assert sample(counted, "scaserver_things_total", {"colour": "blue", "size": "small"}) == 2
+
+
+def test_registrations_export_what_their_counter_exported() -> None:
+    # Counted in plain ints since they are bumped per REGISTER; the family is the one the
+    # prometheus Counter of the same name, help and label exported, series order included.
+    registry, reference = CollectorRegistry(), CollectorRegistry()
+    metrics = Metrics(registry)
+    counter = Counter(
+        "registrations", "REGISTER outcomes", ["outcome"], namespace="scaserver", registry=reference
+    )
+    for outcome in ("added", "refreshed", "removed", "expired", "rejected"):
+        counter.labels(outcome=outcome)
+    for outcome in ("refreshed", "added", "refreshed", "expired"):
+        metrics.registration(outcome)
+        counter.labels(outcome=outcome).inc()
+
+    def family(text: bytes) -> list[str]:
+        return [line for line in text.decode().splitlines() if "scaserver_registrations_total" in line]
+
+    assert family(generate_latest(registry)) == family(generate_latest(reference))
+    assert sample(registry, "scaserver_registrations_total", {"outcome": "refreshed"}) == 2

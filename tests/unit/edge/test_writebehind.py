@@ -635,3 +635,16 @@ def test_reaching_max_pending_across_channels_flushes_early() -> None:
     c.upsert(Row("c", 1))  # the third operation, over two channels
     assert len(runner.held) == 1
     assert wb.depth == 3
+
+
+def test_deletes_reaching_max_pending_flush_early() -> None:
+    runner = ManualRunner()
+    wb, _, _, _, _ = make(runner, max_pending=2)
+    wb.startService()
+    p, _ = channels(wb)
+    p.delete("a")
+    p.delete("a")  # the same key twice: still one
+    assert runner.held == []
+    p.delete("b")
+    assert len(runner.held) == 1
+    assert wb.depth == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from scaserver.registrar.binding import BindingKey, KeyKind
 from scaserver.sip.message import Peer, Transport
 from scaserver.store.engine import is_sqlite
-from scaserver.store.registrations import parse_received, received_uri, ruid
+from scaserver.store.registrations import _json_pairs, parse_received, received_uri, ruid
 
 
 @pytest.mark.parametrize(
@@ -58,3 +60,9 @@ def test_ruid_is_a_stable_digest_of_the_binding_key() -> None:
 )
 def test_is_sqlite(url: str, expected: bool) -> None:
     assert is_sqlite(url) is expected
+
+
+@given(st.lists(st.tuples(st.text(max_size=6), st.none() | st.text(max_size=6)), max_size=3))
+def test_location_params_are_the_json_of_their_pairs(pairs: list[tuple[str, str | None]]) -> None:
+    # Without json.dumps for the usual empty list, the same text as json.dumps of any list.
+    assert _json_pairs(tuple(pairs)) == json.dumps([list(pair) for pair in pairs])

@@ -11,9 +11,11 @@ from sqlalchemy import exc
 
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind
-from scaserver.store.engine import is_row_fault, stored_text
+from scaserver.store import tables
+from scaserver.store.engine import _before_cursor_execute, is_row_fault, stored_text
 from scaserver.store.registrations import ruid
 from scaserver.store.repository import binding_key_text, token_key_text
+from scaserver.store.writes import fitted
 
 
 @pytest.mark.parametrize(
@@ -97,3 +99,42 @@ def test_binding_key_text_hashes_push_tokens() -> None:
     assert "TOKEN123" not in shown
     assert "pn-provider=fcm" in shown
     assert "TOKEN123" not in token_key_text(("fcm", "TOKEN123"))
+
+
+_CELLS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.text(max_size=8),
+    st.binary(max_size=8).map(lambda data: data.decode("utf-8", "surrogateescape")),
+)
+
+
+@given(st.lists(st.lists(_CELLS, min_size=1, max_size=5), max_size=6), st.booleans())
+def test_every_string_of_a_batch_reaches_the_database_stored(rows: list[list[object]], named: bool) -> None:
+    # A batch all of storable text is passed on as it is; any other has each string escaped.
+    batch: list[dict[str, object] | tuple[object, ...]] = [
+        {f"c{i}": value for i, value in enumerate(row)} if named else tuple(row) for row in rows
+    ]
+    _, sent = _before_cursor_execute(None, None, "INSERT", batch, None, True)
+
+    def stored(value: object) -> object:
+        return stored_text(value) if isinstance(value, str) else value
+
+    expected = [
+        {name: stored(value) for name, value in row.items()}
+        if isinstance(row, dict)
+        else tuple(stored(value) for value in row)
+        for row in batch
+    ]
+    assert list(sent) == expected
+
+
+def test_a_fitted_row_is_copied_only_when_something_in_it_changes() -> None:
+    clean: dict[str, object] = {"ruid": "r" * 64, "aor": "sip:200@example.com", "cseq": 1}
+    assert fitted(tables.location, clean) is clean
+    dirty: dict[str, object] = {"ruid": "r" * 64, "user_agent": "Phone\udcff", "cseq": 1}
+    out = fitted(tables.location, dirty)
+    assert out == {"ruid": "r" * 64, "user_agent": "Phone\\xff", "cseq": 1}
+    assert dirty["user_agent"] == "Phone\udcff"  # the caller's row is left alone
+    too_long = {"ruid": "r" * 65}
+    assert fitted(tables.location, too_long) == {"ruid": "r" * 64}
