@@ -472,13 +472,6 @@ def is_crlf_keepalive(datagram: bytes) -> bool:
 
 _NEVER: Final = float("inf")
 
-TIMERS_PER_WAKE: Final = 64
-"""The most SIP timers one wake-up fires.  The transactions of a burst time out together
-(Timer J, 32 s after a burst of requests): a backlog of them fired in one reactor turn kept the
-sockets waiting (1298 timers in one turn, turns of 55-140 ms of which timers were all the
-work, at 250 seize cycles/s: bench/tailcause.py); the rest fire in the next turns, each after
-the reactor has read its sockets."""
-
 _KEEPALIVE_FIRST_OCTETS: Final = frozenset(b"\r\n\x00\x01\x02\x03")
 """The first octet of a CRLF keep-alive (CR or LF) or of a STUN message (0 to 3, its first two
 bits zero): a datagram starting with anything else (a SIP message starts with a letter) is
@@ -570,10 +563,8 @@ class SipStack(Service):
             self._log.failure("unhandled error on loss of the connection to {peer}", peer=str(peer))
 
     def _wake(self) -> None:
-        """The wake-up fired: fire the timers due by now, at most :data:`TIMERS_PER_WAKE` of
-        them, then wait for the next one (at once, after the reactor's next look at its sockets,
-        when more are due).  A timer armed by one of them (even for now) waits for the next
-        wake-up."""
+        """The wake-up fired: fire every timer due by now, then wait for the next one.  A timer
+        armed by one of them (even for now) waits for the next wake-up."""
         self._wakeup = None
         until = max(self._clock.seconds(), self._wakeup_at)
         self._wakeup_at = _NEVER
@@ -581,9 +572,7 @@ class SipStack(Service):
         try:
             timers = self._timers
             before = timers.mark()
-            for _ in range(TIMERS_PER_WAKE):
-                if (due := timers.pop_due(until, before)) is None:
-                    break
+            while (due := timers.pop_due(until, before)) is not None:
                 self._fire(*due)
         finally:
             self._sweeping = False

@@ -6,7 +6,7 @@ from collections.abc import Hashable
 
 from twisted.internet.task import Clock
 
-from scaserver.edge.stack import TIMERS_PER_WAKE, SipStack, Transports
+from scaserver.edge.stack import SipStack, Transports
 from scaserver.edge.timerheap import REBUILD_SLACK
 from scaserver.events import EventBus
 from scaserver.sip.actions import Action, CancelTimer, StartTimer
@@ -170,42 +170,3 @@ def test_stop_disarms_every_timer_and_the_wakeup() -> None:
     assert wakeups(clock) == [] and stack.armed_timers == frozenset()
     clock.advance(5)
     assert core.fired == []
-
-
-def one_reactor_turn(clock: Clock) -> None:
-    """Run the delayed calls due now, as one reactor turn does: not those they schedule for
-    now (a reactor runs those in its next turn, after a look at its sockets; task.Clock's
-    advance would run them at once)."""
-    due = [call for call in clock.calls if call.getTime() <= clock.seconds()]
-    for call in due:
-        clock.calls.remove(call)
-        call.called = 1
-        call.func(*call.args, **call.kw)
-
-
-def test_a_backlog_of_due_timers_fires_at_most_timers_per_wake_in_one_turn() -> None:
-    """The rest fire in the next turns, in due order, at the instant they were due."""
-    stack, clock = build(core := FakeCore())
-    keys = [f"tx{n}" for n in range(2 * TIMERS_PER_WAKE + 10)]
-    stack.run([StartTimer(key, "J", 32.0) for key in keys])
-    clock.rightNow = 32.0
-    one_reactor_turn(clock)
-    assert [key for key, _, _ in core.fired] == keys[:TIMERS_PER_WAKE]
-    assert wakeups(clock) == [32.0]  # the next wake-up, due now
-    one_reactor_turn(clock)
-    assert len(core.fired) == 2 * TIMERS_PER_WAKE
-    one_reactor_turn(clock)
-    assert [key for key, _, _ in core.fired] == keys
-    assert {now for _, _, now in core.fired} == {32.0}
-    assert wakeups(clock) == []
-
-
-def test_a_backlog_leaves_a_later_timer_for_its_own_time() -> None:
-    stack, clock = build(core := FakeCore())
-    stack.run([StartTimer(f"tx{n}", "J", 1.0) for n in range(TIMERS_PER_WAKE + 1)])
-    stack.run([StartTimer("later", "F", 5.0)])
-    clock.advance(1)
-    assert len(core.fired) == TIMERS_PER_WAKE + 1
-    assert wakeups(clock) == [5.0]
-    clock.advance(4)
-    assert core.fired[-1] == ("later", "F", 5.0)
