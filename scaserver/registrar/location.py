@@ -100,8 +100,9 @@ class LocationService:
     # The UDP flows NAT pings keep open, by turn: kept with the bindings, read by the pinger.
     ping_flows: PingFlows = attrs.field(factory=PingFlows)
     # The keys of the bindings registered over each flow (their ``received``), in the order
-    # they came: a failed flow finds its bindings without a walk.
-    _on_flow: dict[tuple[Transport, str, int], list[BindingKey]] = attrs.field(factory=dict)
+    # they came (a dict: one flow may carry every binding behind an SBC, and a binding leaves
+    # it in constant time): a failed flow finds its bindings without a walk.
+    _on_flow: dict[tuple[Transport, str, int], dict[BindingKey, None]] = attrs.field(factory=dict)
     # Dormant bindings (push-and-parking.md 4.5): past their expiry, kept for push only; they
     # are no targets, no counted contacts and none of ``bindings``, ``aors`` or ``reaches``.
     _dormant: dict[str, dict[BindingKey, Binding]] = attrs.field(factory=dict)
@@ -211,7 +212,7 @@ class LocationService:
             self._leave_flow(previous)
         self._reachable.add(binding)
         self.ping_flows.add(binding)
-        self._on_flow.setdefault(_flow_key(binding.received), []).append(binding.key)
+        self._on_flow.setdefault(_flow_key(binding.received), {})[binding.key] = None
         return previous
 
     def _leave_flow(self, binding: Binding) -> None:
@@ -219,8 +220,7 @@ class LocationService:
         keys = self._on_flow.get(flow)
         if keys is None:
             return
-        if binding.key in keys:
-            keys.remove(binding.key)
+        keys.pop(binding.key, None)
         if not keys:
             del self._on_flow[flow]
 

@@ -24,20 +24,14 @@ from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.registrar.nat import SLOTS, behind_nat, ping_slot
 from scaserver.sip.message import Peer, Transport
 
-_OnFlow = list[Binding]
-"""The pingable bindings on one flow, in the order they came (a list: a flow has one or a few,
-and a list of one is a third of the memory of a dict of one)."""
+_OnFlow = dict[BindingKey, Binding]
+"""The pingable bindings on one flow, in the order they came onto it (a dict keeps that order
+and takes one out in constant time: all the bindings behind an SBC or a proxy without Path,
+tens of thousands, share one flow)."""
 
 
 def _pingable(binding: Binding) -> bool:
     return binding.received.transport is Transport.UDP and not binding.path
-
-
-def _position(on_flow: _OnFlow | None, key: BindingKey) -> int | None:
-    for index, binding in enumerate(on_flow or ()):
-        if binding.key == key:
-            return index
-    return None
 
 
 @attrs.define
@@ -49,6 +43,8 @@ class PingFlows:
     _nat: Counter[Transport] = attrs.field(init=False, factory=Counter)
     # The keys of the bindings behind NAT (those counted in _nat).
     _behind: set[BindingKey] = attrs.field(init=False, factory=set)
+    # The pingable bindings behind NAT, by flow: the one a turn names without ``ping_all``.
+    _behind_on_flow: dict[Peer, _OnFlow] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         self._turns = [{} for _ in range(self.slots)]
@@ -56,52 +52,50 @@ class PingFlows:
     def add(self, binding: Binding) -> None:
         """``binding`` is stored (new, or replacing the one with its key, which
         :meth:`discard` took out first)."""
+        pingable = _pingable(binding)
         if behind_nat(binding):
             self._behind.add(binding.key)
             self._nat[binding.received.transport] += 1
-        if _pingable(binding):
+            if pingable:
+                self._behind_on_flow.setdefault(binding.received, {})[binding.key] = binding
+        if pingable:
             flow = binding.received
             turn = self._turns[ping_slot(flow, self.slots)]
             on_flow = turn.get(flow)
             if on_flow is None:
-                turn[flow] = [binding]
+                turn[flow] = {binding.key: binding}
             else:
-                on_flow.append(binding)
+                on_flow[binding.key] = binding
 
     def discard(self, binding: Binding) -> None:
         """``binding`` is no longer stored (removed, expired, replaced by a refresh)."""
-        if binding.key in self._behind:
-            self._behind.discard(binding.key)
-            self._nat[binding.received.transport] -= 1
+        key, flow = binding.key, binding.received
+        if key in self._behind:
+            self._behind.discard(key)
+            self._nat[flow.transport] -= 1
+            _take(self._behind_on_flow, flow, key)
         if _pingable(binding):
-            flow = binding.received
-            turn = self._turns[ping_slot(flow, self.slots)]
-            on_flow = turn.get(flow)
-            index = _position(on_flow, binding.key)
-            if on_flow is not None and index is not None:
-                del on_flow[index]
-                if not on_flow:
-                    del turn[flow]
+            _take(self._turns[ping_slot(flow, self.slots)], flow, key)
 
     def replace(self, previous: Binding, binding: Binding) -> None:
         """``binding`` replaces ``previous`` (same key) at the same place: the same Contact,
         flow and Path, so the same turn and the same NAT verdict (the usual refresh)."""
         if _pingable(binding):
-            on_flow = self._turns[ping_slot(binding.received, self.slots)].get(binding.received)
-            index = _position(on_flow, binding.key)
-            if on_flow is not None and index is not None:
-                on_flow[index] = binding
+            flow, key = binding.received, binding.key
+            turn = self._turns[ping_slot(flow, self.slots)]
+            for on_flow in (turn.get(flow), self._behind_on_flow.get(flow)):
+                if on_flow is not None and key in on_flow:
+                    on_flow[key] = binding  # keeps its place in the order
 
     def targets(self, slot: int, *, ping_all: bool) -> dict[Peer, Binding]:
         """The flows of turn ``slot`` to ping, each with one binding on it (the
         :func:`~scaserver.registrar.nat.ping_targets` of this turn, without a walk)."""
         found: dict[Peer, Binding] = {}
-        behind = self._behind
+        behind_on_flow = self._behind_on_flow
         for flow, on_flow in self._turns[slot].items():
-            for binding in on_flow:
-                if ping_all or binding.key in behind:
-                    found[flow] = binding
-                    break
+            named = on_flow if ping_all else behind_on_flow.get(flow)
+            if named:
+                found[flow] = next(iter(named.values()))
         return found
 
     def use_slots(self, slots: int) -> None:
@@ -121,3 +115,10 @@ class PingFlows:
     def nat_bindings(self) -> dict[str, int]:
         """Bindings behind NAT now, by the transport of their flow."""
         return {transport.value.lower(): self._nat[transport] for transport in Transport}
+
+
+def _take(table: dict[Peer, _OnFlow], flow: Peer, key: BindingKey) -> None:
+    """Take binding ``key`` off ``flow`` in ``table``, and the flow with its last binding."""
+    on_flow = table.get(flow)
+    if on_flow is not None and on_flow.pop(key, None) is not None and not on_flow:
+        del table[flow]

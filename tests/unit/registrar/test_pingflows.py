@@ -248,3 +248,31 @@ def test_a_failed_flow_finds_its_bindings_without_walking_the_location(
     assert registrar.location.on_flow(v6) == []
     assert registrar.location.on_flow(over_tcp.received) == [over_tcp]
     assert len(registrar.location) == 101
+
+
+def test_many_bindings_on_one_flow_are_refreshed_and_removed_without_a_walk_of_the_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every phone behind an SBC (or a proxy without Path) registers over one flow: a refresh or
+    a removal of one of its bindings finds it by key, not by comparing it with each other one."""
+    location = LocationService()
+    many = [binding(f"sip:p{n}@192.168.1.{n % 250}:5060", key=f"p{n}") for n in range(2000)]
+    for each in many:
+        location.put(each, NOW)
+    compared = 0
+    equal = BindingKey.__eq__
+
+    def counted(self: BindingKey, other: object) -> bool:
+        nonlocal compared
+        compared += 1
+        return equal(self, other)
+
+    monkeypatch.setattr(BindingKey, "__eq__", counted)
+    last = many[-1]
+    location.put(attrs.evolve(last, expires_at=NOW + 7200, cseq=2), NOW + 60)  # the usual refresh
+    location.put(attrs.evolve(many[-2], received=PUBLIC), NOW + 60)  # onto another flow
+    location.remove(many[-3].key, RemovalReason.UNREGISTERED, NOW + 61)
+    assert compared < 50
+    monkeypatch.undo()
+    assert targets(location) == {FLOW: many[0], PUBLIC: attrs.evolve(many[-2], received=PUBLIC)}
+    assert len(location.on_flow(FLOW)) == 1998  # one moved away, one removed
