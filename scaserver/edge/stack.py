@@ -440,7 +440,7 @@ class Transports:
                 assert_never(peer.transport)
 
     def _send_datagram(self, data: bytes, peer: Peer) -> bool:
-        endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
+        endpoint = self._datagram_of.get(address_family(peer.host))
         if endpoint is None:
             self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
             return False

@@ -183,21 +183,18 @@ class Channel(Generic[K, V]):
 
     def upsert(self, value: V) -> None:
         """Record that ``value`` must be stored; never blocks, never fails."""
-        key = self._key_of(value)
+        self._put(self._key_of(value), value)
+
+    def delete(self, key: K) -> None:
+        """Record that the row of ``key`` must be removed; never blocks, never fails."""
+        self._put(key, DELETED)
+
+    def _put(self, key: K, operation: V | _Deleted) -> None:
         pending, owner = self._pending, self._owner
         # Keep the dict ordered by the latest change; a new key adds to the owner's count.
         if pending.pop(key, _ABSENT) is _ABSENT:
             owner._queued += 1
-        pending[key] = value
-        if owner._queued >= owner.max_pending:  # else the queue is below its bound (see _enqueued)
-            owner._enqueued()
-
-    def delete(self, key: K) -> None:
-        """Record that the row of ``key`` must be removed; never blocks, never fails."""
-        pending, owner = self._pending, self._owner
-        if pending.pop(key, _ABSENT) is _ABSENT:
-            owner._queued += 1
-        pending[key] = DELETED
+        pending[key] = operation
         if owner._queued >= owner.max_pending:  # else the queue is below its bound (see _enqueued)
             owner._enqueued()
 

@@ -12,7 +12,7 @@ as do the instructions and facts the engines deliver.  Pure: no I/O, no clock.""
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
-from typing import Final, Protocol, assert_never
+from typing import Final, Protocol, assert_never, get_args
 
 import attrs
 
@@ -134,9 +134,7 @@ class ActionLoop:
             elif type(action) is StartTimer or type(action) is CancelTimer:
                 out.append(action)
             elif type(action) is Send:
-                message = action.message
-                sent = self.disclosure.sent(message, action.peer, strip, trusted)
-                out.append(action if sent is message else Send(sent, action.peer))
+                out.append(self._send(action, strip, trusted))
             else:
                 out += self._run_other(action, strip, trusted, now)
         return out
@@ -246,17 +244,6 @@ class ActionLoop:
         ]
 
 
-_TRANSACTION_EVENTS: Final = frozenset(
-    (
-        RequestReceived,
-        AckReceived,
-        CancelReceived,
-        ResponseReceived,
-        StrayResponse,
-        TransactionTimedOut,
-        TransportFailed,
-        TransactionTerminated,
-    )
-)
+_TRANSACTION_EVENTS: Final = frozenset(get_args(TransactionEvent))
 """The classes of :data:`~scaserver.sip.transactions.TransactionEvent`, for a look-up by exact
 class (``isinstance`` against the union tries its members one by one)."""
