@@ -317,6 +317,7 @@ class TransactionLayer:
         key = ClientKey(invite.key.branch, "CANCEL")
         if key in self._clients:
             return []  # already cancelled
+        assert invite.request is not None  # Proceeding keeps the INVITE
         request = build_cancel(invite.request)
         reason = self._cancel_reasons.pop(invite.key, None)
         if reason is not None:

@@ -101,6 +101,7 @@ def test_ict_failure_sends_ack_and_arms_d() -> None:
         Deliver(ResponseReceived(busy, CKEY)),
     ]
     assert tx.state is IctState.COMPLETED
+    assert tx.request is None  # timer D keeps the transaction, not the INVITE
     assert tx.on_response(busy) == [Send(ack, UDP)]  # retransmission: ACK again, not passed up
     assert tx.on_response(reply(INVITE, 180)) == []
     assert tx.on_response(reply(INVITE, 200)) == []
@@ -163,6 +164,7 @@ def test_ict_2xx_enters_accepted_and_passes_retransmissions_up() -> None:
         Deliver(ResponseReceived(ok, CKEY)),
     ]
     assert tx.state is IctState.ACCEPTED
+    assert tx.request is None  # timer M keeps the transaction, not the INVITE
     assert tx.on_response(ok) == [Deliver(ResponseReceived(ok, CKEY))]  # RFC 6026 7.2
     forked = reply(INVITE, 200, tag="other-fork")
     assert tx.on_response(forked) == [Deliver(ResponseReceived(forked, CKEY))]
@@ -258,6 +260,7 @@ def test_nict_final_completes_and_k_terminates(provisional: bool) -> None:
         Deliver(ResponseReceived(ok, NCKEY)),
     ]
     assert tx.state is NictState.COMPLETED
+    assert tx.request is None  # timer K keeps the transaction, not the request
     assert tx.on_response(ok) == []  # retransmissions absorbed
     assert tx.on_response(reply(OPTIONS, 100)) == []
     assert tx.on_timer(TimerName.E) == []
