@@ -89,20 +89,25 @@ the enum class itself runs a generator over its member map on every call."""
 
 @attrs.define
 class TimerLedger:
-    """Which timers a machine has armed, so that leaving a state cancels what is pending."""
+    """Which timers a machine has armed, so that leaving a state cancels what is pending.
+
+    A tuple of at most a few names, not a set: every live transaction has a ledger, most of
+    them wait out timer J or K with one timer armed, and an empty set alone is 216 bytes."""
 
     key: TransactionKey
-    armed: set[TimerName] = attrs.Factory(set)
+    armed: tuple[TimerName, ...] = ()
 
     def start(self, name: TimerName, delay: float) -> StartTimer:
-        self.armed.add(name)
+        armed = self.armed
+        if name not in armed:
+            self.armed = (*armed, name)
         return StartTimer(self.key, name, delay)
 
     def cancel(self, *names: TimerName) -> list[Action]:
         cancelled: list[Action] = []
         for name in names:
             if name in self.armed:
-                self.armed.discard(name)
+                self._disarm(name)
                 cancelled.append(CancelTimer(self.key, name))
         return cancelled
 
@@ -116,5 +121,10 @@ class TimerLedger:
         """Disarm ``name``; False when it was not armed (cancelled, yet it fired: a race)."""
         if name not in self.armed:
             return False
-        self.armed.discard(name)
+        self._disarm(name)
         return True
+
+    def _disarm(self, name: TimerName) -> None:
+        """``name`` is armed: take it out."""
+        armed = self.armed
+        self.armed = () if len(armed) == 1 else tuple([other for other in armed if other != name])
