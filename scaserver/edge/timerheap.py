@@ -3,23 +3,33 @@
 A delayed call per SIP timer costs a Twisted ``DelayedCall`` (about 536 bytes) and a push on
 the reactor's timer heap, whose comparisons run in Python (``DelayedCall.__lt__``); most
 transaction timers (E, F, J, K) are cancelled or replaced before they fire.
-:class:`TimerHeap` keeps the armed timers as plain ``(due, sequence, key, name)`` tuples in
-one heap (compared in C: the sequence numbers are unique, so a key is never compared), and
+:class:`TimerHeap` keeps the armed timers in one heap and
 :class:`~scaserver.edge.stack.SipStack` keeps one delayed call at the earliest due instant.
 
 The heap holds one entry per key (a transaction, a subscription...): its *head*, no later
-than the earliest of the key's timers; the key's other timers wait in a small table of their
-own.  A non-INVITE client transaction arms E (T1) and F (64*T1) and, on a prompt response,
+than the earliest of the key's timers; the key's other timers wait beside it, outside the
+heap.  A non-INVITE client transaction arms E (T1) and F (64*T1) and, on a prompt response,
 cancels both and arms K: F never enters the heap, where it used to wait out its 32 s as a
 dead entry (most of the heap under load, and the reason it was rebuilt, about every 16 s at any rate).
 When the head comes out, the key's timer it stands for fires if it is still armed as it was,
 and the key's earliest timer left becomes its head.
 
+The entry is the key's record itself, a ``list`` ``[due, sequence]`` (the head's instant and
+arming sequence number) whose slots hold the key and its armed timers: heapq compares two
+entries in C (the sequence numbers are unique, so a key is never compared), and a key
+waiting on one timer (K, J, a subscription's) costs one tracked object, with no table and no
+tuple per timer: the timer the head stands for is kept in the record's own slots, and only a
+key with more than one timer armed (E and F together) has a small list of the others.  A
+record is not changed while it is in the heap; when the head comes out the same record goes
+back in at the key's next timer.
+
 Cancelling is lazy: a cancelled or re-armed head stays in the heap and is skipped (or passes
-on to the key's next timer) when it reaches the top.  When the dead entries outnumber the
-heads and there are more than :data:`REBUILD_SLACK` of them, the heap is rebuilt from the
-heads.  Timers due at the same instant come out in arming order (as ``task.Clock`` fires
-equal-time delayed calls).  No reactor here: the caller passes the instants.
+on to the key's next timer) when it reaches the top; a timer armed earlier than its key's
+head puts a new record in the heap and leaves the old one there, dead (no timer of its own).
+When the dead entries outnumber the heads and there are more than :data:`REBUILD_SLACK` of
+them, the heap is rebuilt from the heads.  Timers due at the same instant come out in arming
+order (as ``task.Clock`` fires equal-time delayed calls).  No reactor here: the caller passes
+the instants.
 """
 
 from __future__ import annotations
@@ -35,22 +45,31 @@ REBUILD_SLACK: Final = 1000
 TimerId = tuple[Hashable, str]
 """A timer: the key the core armed it under (a transaction, a subscription...) and its name."""
 
-Instant = tuple[float, int]
-"""When a timer is due, and its arming sequence number (the order of equal instants)."""
+_Timer = tuple[str, float, int]
+"""A key's timer beside the one its record stands for: its name, due instant and sequence number."""
 
 
-class _Timers:
-    """The armed timers of one key, and the instant and sequence number of its head in the
-    heap (-1 once the key is gone: its entries are dead).  Heap entries point at it, so that an
-    entry coming out is told live or dead without hashing its key again."""
+class _Key(list[float]):
+    """One key's entry in the heap: ``[due, sequence]`` of its head (an int sequence number
+    in a list of floats, compared as a number), and in slots the key and its armed timers:
+    ``name``, ``due`` and ``sequence`` for the one the head was pushed for (while it stays
+    armed as it was, ``sequence`` equals the head's), ``others`` for the rest (None when there
+    is none).  ``name`` is None once the record is dead: its key's timers are all gone, or
+    moved to a newer record."""
 
-    __slots__ = ("armed", "due", "head", "key")
+    __slots__ = ("due", "key", "name", "others", "sequence")
 
-    def __init__(self, key: Hashable, armed: dict[str, Instant]) -> None:
-        self.key = key
-        self.armed = armed
-        self.due = 0.0
-        self.head = -1
+    key: Hashable
+    name: str | None
+    due: float
+    sequence: int
+    others: list[_Timer] | None
+
+
+def _record(key: Hashable, name: str, due: float, sequence: int, others: list[_Timer] | None) -> _Key:
+    record = _Key((due, sequence))
+    record.key, record.name, record.due, record.sequence, record.others = key, name, due, sequence, others
+    return record
 
 
 class TimerHeap:
@@ -59,8 +78,8 @@ class TimerHeap:
     __slots__ = ("_count", "_heap", "_keys", "_order")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, _Timers, str]] = []
-        self._keys: dict[Hashable, _Timers] = {}
+        self._heap: list[_Key] = []
+        self._keys: dict[Hashable, _Key] = {}
         self._count = 0
         self._order = itertools.count()
 
@@ -70,7 +89,13 @@ class TimerHeap:
 
     @property
     def armed(self) -> frozenset[TimerId]:
-        return frozenset((key, name) for key, timers in self._keys.items() for name in timers.armed)
+        found: set[TimerId] = set()
+        for key, record in self._keys.items():
+            assert record.name is not None
+            found.add((key, record.name))
+            for name, _, _ in record.others or ():
+                found.add((key, name))
+        return frozenset(found)
 
     @property
     def entries(self) -> int:
@@ -80,20 +105,32 @@ class TimerHeap:
     def arm(self, key: Hashable, name: str, due: float) -> None:
         """Timer ``(key, name)`` is due at ``due``, replacing its earlier instant if armed."""
         sequence = next(self._order)
-        timers = self._keys.get(key)
-        if timers is None:
-            timers = self._keys[key] = _Timers(key, {name: (due, sequence)})
+        record = self._keys.get(key)
+        if record is None:
+            record = self._keys[key] = _record(key, name, due, sequence, None)
             self._count += 1
         else:
-            armed = timers.armed
-            if name not in armed:
-                self._count += 1
-            armed[name] = (due, sequence)
-            if due >= timers.due:
+            if record.name == name:
+                record.due, record.sequence = due, sequence
+            else:
+                others = record.others
+                if others is None:
+                    record.others = [(name, due, sequence)]
+                    self._count += 1
+                else:
+                    for index, other in enumerate(others):
+                        if other[0] == name:
+                            others[index] = (name, due, sequence)
+                            break
+                    else:
+                        others.append((name, due, sequence))
+                        self._count += 1
+            if due >= record[0]:
                 return  # the key's head comes out first; this one waits behind it
-        timers.due, timers.head = due, sequence
+            # An earlier head: a new record stands for this timer; the old one is dead.
+            record = self._keys[key] = _record(key, name, due, sequence, _others_than(record, name))
         heap = self._heap
-        heapq.heappush(heap, (due, sequence, timers, name))
+        heapq.heappush(heap, record)
         heads = len(self._keys)
         dead = len(heap) - heads
         if dead > REBUILD_SLACK and dead > heads:
@@ -101,21 +138,36 @@ class TimerHeap:
 
     def cancel(self, key: Hashable, name: str) -> bool:
         """Disarm ``(key, name)`` (harmless if it is not armed); True when no timer is left armed."""
-        timers = self._keys.get(key)
-        if timers is not None and timers.armed.pop(name, None) is not None:
+        record = self._keys.get(key)
+        if record is None:
+            return not self._count
+        others = record.others
+        if record.name == name:
             self._count -= 1
-            if not timers.armed:
+            if others is None:
                 del self._keys[key]
-                timers.head = -1
+                record.name = None
                 if not self._count:
                     self._heap.clear()
                     return True
+                return False
+            record.name, record.due, record.sequence = others.pop()
+            if not others:
+                record.others = None
+        elif others is not None:
+            for index, other in enumerate(others):
+                if other[0] == name:
+                    del others[index]
+                    self._count -= 1
+                    if not others:
+                        record.others = None
+                    break
         return not self._count
 
     def clear(self) -> None:
         """Disarm every timer."""
-        for timers in self._keys.values():
-            timers.head = -1
+        for record in self._keys.values():
+            record.name = record.others = None
         self._keys.clear()
         self._heap.clear()
         self._count = 0
@@ -129,63 +181,71 @@ class TimerHeap:
         :meth:`mark` returned ``before``; None when there is none."""
         heap = self._heap
         while heap:
-            due, sequence, timers, name = heap[0]
-            if due > until or sequence > before:
+            record = heap[0]
+            if record[0] > until or record[1] > before:
                 return None
             heapq.heappop(heap)
-            if timers.head != sequence:
+            name = record.name
+            if name is None:
                 continue  # dead: its key was cancelled, or has an earlier head since
-            armed = timers.armed
-            instant = armed.get(name)
-            if instant is not None and instant[1] == sequence:  # armed as it was: the earliest
-                del armed[name]
+            if record.sequence == record[1]:  # armed as it was: the earliest
                 self._count -= 1
-                self._next_head(timers)
-                return (timers.key, name)
-            self._next_head(timers)  # cancelled or re-armed: the key's earliest goes in
+                key = record.key
+                others = record.others
+                if others is None:
+                    del self._keys[key]
+                    record.name = None
+                else:
+                    record.name, record.due, record.sequence = others.pop()
+                    if not others:
+                        record.others = None
+                    self._push_next(record)
+                return (key, name)
+            self._push_next(record)  # cancelled or re-armed: the key's earliest goes in
         return None
 
     def next_due(self) -> float | None:
         """The due instant of the earliest armed timer (dead entries on top are dropped)."""
         heap = self._heap
         while heap:
-            due, sequence, timers, name = heap[0]
-            if timers.head == sequence:
-                instant = timers.armed.get(name)
-                if instant is not None and instant[1] == sequence:
-                    return due
+            record = heap[0]
+            if record.name is not None:
+                if record.sequence == record[1]:
+                    return record[0]
                 heapq.heappop(heap)
-                self._next_head(timers)
+                self._push_next(record)
             else:
                 heapq.heappop(heap)
         return None
 
-    def _next_head(self, timers: _Timers) -> None:
-        """The head of a key came out: its earliest timer left (if any) goes in the heap."""
-        armed = timers.armed
-        if not armed:
-            del self._keys[timers.key]
-            timers.head = -1
-            return
-        name, (due, sequence) = _earliest(armed)
-        timers.due, timers.head = due, sequence
-        heapq.heappush(self._heap, (due, sequence, timers, name))
+    def _push_next(self, record: _Key) -> None:
+        """The head of a live key came out: its earliest timer goes back in the heap."""
+        _stand_for_earliest(record)
+        heapq.heappush(self._heap, record)
 
     def _rebuild(self) -> None:
-        heap: list[tuple[float, int, _Timers, str]] = []
-        for timers in self._keys.values():
-            name, (due, sequence) = _earliest(timers.armed)
-            timers.due, timers.head = due, sequence
-            heap.append((due, sequence, timers, name))
+        heap = list(self._keys.values())
+        for record in heap:
+            _stand_for_earliest(record)
         heapq.heapify(heap)
         self._heap[:] = heap
 
 
-def _earliest(armed: dict[str, Instant]) -> tuple[str, Instant]:
-    """The earliest of a key's armed timers (at most a few)."""
-    found: tuple[str, Instant] | None = None
-    for name, instant in armed.items():
-        if found is None or instant < found[1]:
-            found = (name, instant)
-    assert found is not None
-    return found
+def _stand_for_earliest(record: _Key) -> None:
+    """Make the record (out of the heap) stand for its key's earliest timer (of a few)."""
+    others = record.others
+    if others is not None:
+        for index, (name, due, sequence) in enumerate(others):
+            if due < record.due or (due == record.due and sequence < record.sequence):
+                assert record.name is not None
+                others[index] = (record.name, record.due, record.sequence)
+                record.name, record.due, record.sequence = name, due, sequence
+    record[0], record[1] = record.due, record.sequence
+
+
+def _others_than(record: _Key, name: str) -> list[_Timer] | None:
+    """The armed timers of a record but ``name``, for a new record of its key (the old one dies)."""
+    assert record.name is not None
+    timers = [(record.name, record.due, record.sequence), *(record.others or ())]
+    record.name = record.others = None
+    return [timer for timer in timers if timer[0] != name] or None

@@ -123,3 +123,65 @@ def test_the_heap_fires_what_a_plain_table_of_armed_timers_fires() -> None:
                     del armed[timer]
             assert timers.armed == frozenset(armed) and len(timers) == len(armed)
             assert timers.next_due() == min((due for due, _ in armed.values()), default=None)
+
+
+def test_many_keys_with_a_few_timers_fire_as_a_plain_table_would_with_marks() -> None:
+    for seed in range(30):
+        compare_with_a_plain_table(random.Random(seed), seed)
+
+
+def compare_with_a_plain_table(rng: random.Random, seed: int) -> None:
+    """Transactions' timers on many keys, re-armed, cancelled and fired (by wake-ups whose
+    handlers arm and cancel more), against a plain table of armed timers, earliest first."""
+    timers = TimerHeap()
+    armed: dict[tuple[int, str], tuple[float, int]] = {}
+    order = 0  # the heap's sequence numbers: one per arming and per mark
+
+    def arm(key: int, name: str, due: float) -> None:
+        nonlocal order
+        timers.arm(key, name, due)
+        armed[key, name] = (due, order)
+        order += 1
+
+    def cancel(key: int, name: str) -> None:
+        emptied = timers.cancel(key, name)
+        armed.pop((key, name), None)
+        assert emptied == (not armed), seed
+
+    now = 0.0
+    for _ in range(1500):
+        roll = rng.random()
+        key, name = rng.randrange(80), rng.choice("EFKJ")
+        if roll < 0.15:  # a transaction's timers: E and F together, or one alone
+            for name in rng.choice((("E", "F"), ("K",), ("J",), ("E", "F", "K"))):
+                arm(key, name, now + rng.choice((0.0, 0.5, 1.0, 4.0, 5.0, 32.0)))
+        elif roll < 0.4:  # a re-arm (earlier, later or at the same instant) or one more timer
+            arm(key, name, now + rng.choice((0.0, 0.25, 0.5, 1.0, 5.0)))
+        elif roll < 0.65:
+            cancel(key, name)
+        elif roll < 0.66:
+            timers.clear()
+            armed.clear()
+        else:  # a wake-up: what is due and was armed before the mark comes out, earliest first
+            now += rng.choice((0.0, 0.25, 0.5, 1.0, 5.0))
+            before = timers.mark()
+            assert before == order, seed
+            order += 1
+            while True:
+                due = sorted(
+                    (instant, timer)
+                    for timer, instant in armed.items()
+                    if instant[0] <= now and instant[1] < before
+                )
+                fired = timers.pop_due(now, before)
+                assert fired == (due[0][1] if due else None), seed
+                if fired is None:
+                    break
+                del armed[fired]
+                if rng.random() < 0.4:  # the timer's handler arms or cancels one of its key's
+                    if rng.random() < 0.5:
+                        arm(fired[0], rng.choice("EFKJ"), now + rng.choice((0.0, 0.5)))
+                    else:
+                        cancel(fired[0], rng.choice("EFKJ"))
+        assert timers.armed == frozenset(armed) and len(timers) == len(armed), seed
+        assert timers.next_due() == min((due for due, _ in armed.values()), default=None), seed
