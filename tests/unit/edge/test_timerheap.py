@@ -185,3 +185,14 @@ def compare_with_a_plain_table(rng: random.Random, seed: int) -> None:
                         cancel(fired[0], rng.choice("EFKJ"))
         assert timers.armed == frozenset(armed) and len(timers) == len(armed), seed
         assert timers.next_due() == min((due for due, _ in armed.values()), default=None), seed
+
+
+def test_a_head_back_at_a_superseded_entrys_timer_is_one_of_two_equal_entries() -> None:
+    timers = TimerHeap()
+    timers.arm("tx", "E", 2.0)
+    timers.arm("tx", "G", 1.0)  # an earlier head: E's entry stays in the heap behind it
+    assert drain(timers, 1.0) == [("tx", "G")]
+    assert timers.entries == 2  # E's entry, and the key's head back at E: the same instant
+    assert timers.next_due() == 2.0 and timers.entries == 2
+    assert drain(timers, 2.0) == [("tx", "E")]
+    assert timers.entries == 0 and timers.next_due() is None
