@@ -47,6 +47,8 @@ class Split:
         self.started = 0.0
         self.parts: dict[str, float] = dict.fromkeys(PARTS, 0.0)
         self._gc_began: float | None = None
+        self.scanned = [0, 0, 0]
+        self.collections = [0, 0, 0]
         self._reactor_thread = threading.get_ident()
 
     def wrap(self, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -79,10 +81,15 @@ class Split:
 
         return timed
 
-    def collection(self, phase: str, _info: dict[str, int]) -> None:
+    def collection(self, phase: str, info: dict[str, int]) -> None:
         if not self.on or threading.get_ident() != self._reactor_thread:
             return
         if phase == "start":
+            # The objects the collection scans: those of its generation and the younger ones
+            # (counted before the clock starts).
+            generation = info["generation"]
+            self.scanned[generation] += sum(len(gc.get_objects(g)) for g in range(generation + 1))
+            self.collections[generation] += 1
             self._gc_began = time.thread_time()
         elif self._gc_began is not None:
             self.parts["gc"] += time.thread_time() - self._gc_began
@@ -108,6 +115,7 @@ def main() -> int:
     def start(_signum: int, _frame: FrameType | None) -> None:
         split.core_s, split.calls, split.on = 0.0, 0, True
         split.parts.update(dict.fromkeys(PARTS, 0.0))
+        split.scanned[:], split.collections[:] = [0, 0, 0], [0, 0, 0]
         split.started = time.thread_time()
 
     def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -115,7 +123,14 @@ def main() -> int:
         thread_s = time.thread_time() - split.started
         out.write_text(
             json.dumps(
-                {"thread_s": thread_s, "core_s": split.core_s, "entry_calls": split.calls, **split.parts}
+                {
+                    "thread_s": thread_s,
+                    "core_s": split.core_s,
+                    "entry_calls": split.calls,
+                    **split.parts,
+                    "gc_collections": split.collections,
+                    "gc_scanned": split.scanned,
+                }
             )
         )
 
