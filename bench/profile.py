@@ -184,6 +184,16 @@ def main(argv: list[str] | None = None) -> None:
                 f" {core_us:.0f} us ({core_us / thread_us:.1%}), outside {thread_us - core_us:.0f} us;"
                 f" {figures['entry_calls'] / calls:.1f} entry calls per call"
             )
+            parts = [name for name in ("actions", "bus", "serialize", "sendto", "gc") if name in figures]
+            if parts:
+                report += "\noutside the entries, inclusive: " + ", ".join(
+                    f"{name} {1e6 * figures[name] / calls:.0f} us" for name in parts
+                )
+            if "gc_scanned" in figures:
+                report += "\ncollections by generation (objects scanned per call): " + ", ".join(
+                    f"{n} ({scanned / calls:.0f})"
+                    for n, scanned in zip(figures["gc_collections"], figures["gc_scanned"], strict=True)
+                )
         else:
             report = "no profiler"
         report += f"\n\nserver CPU during the load: {cpu_s:.2f} s, {1000 * cpu_s / calls:.3f} ms per call"

@@ -440,7 +440,7 @@ class Transports:
                 assert_never(peer.transport)
 
     def _send_datagram(self, data: bytes, peer: Peer) -> bool:
-        endpoint = self._datagram_of.get(address_family(peer.host))
+        endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
         if endpoint is None:
             self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
             return False
@@ -626,6 +626,15 @@ class SipStack(Service):
 
     def _send(self, action: Send) -> None:
         message, peer = action.message, action.peer
+        if type(message) is Response and peer.transport is Transport.UDP:
+            # Most messages: a response over UDP needs no TLS (only a request can), vouches for
+            # no stream and belongs to no client transaction's target: serialized and sent.
+            data = serialize(message)
+            if self._trace is not None:
+                self._trace("out", data, peer)
+            if not self._out.send(data, peer):
+                call_later(self._clock, 0.0, self.connection_lost, peer)
+            return
         if peer.transport is not Transport.TLS and _needs_tls(message):
             # RFC 3261 26.2.2: a sips: request goes over TLS on every hop; whatever
             # route led here, it fails as a transport error, never in cleartext.

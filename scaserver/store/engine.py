@@ -52,6 +52,7 @@ DatabaseError = sa_exc.SQLAlchemyError
 class MissingDriverError(Exception):
     """The URL names a database whose driver is an extra that is not installed."""
 
+
 _UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
 
 

@@ -36,12 +36,12 @@ from datetime import UTC, datetime
 from typing import Final, TypeAlias, TypeVar
 
 import attrs
-from sqlalchemy import Engine, Table, and_, insert, select
+from sqlalchemy import Engine, Table, and_, select
 from sqlalchemy.engine import Connection
 
 from scaserver.push.pnparams import masked_pn_params
 from scaserver.store import tables
-from scaserver.store.writes import delete_rows, fitted, upsert_rows
+from scaserver.store.writes import delete_rows, fitted, insert_rows, upsert_rows
 
 __all__ = [
     "AccRecord",
@@ -512,7 +512,7 @@ class SqlHistoryRepository:
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
         if rows:
-            conn.execute(insert(table), [fitted(table, row) for row in rows])
+            insert_rows(conn, table, [fitted(table, row) for row in rows])
 
     @staticmethod
     def _write_calls(conn: Connection, rows: Sequence[HistoryRow]) -> None:

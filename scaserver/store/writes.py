@@ -15,10 +15,11 @@ header a peer sends, however long or whatever its octets, makes the database ref
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, and_, insert, select, tuple_, update
+import attrs
+from sqlalchemy import Connection, Dialect, Engine, Table, and_, insert, select, tuple_, update
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -93,14 +94,12 @@ def upsert_rows(
     if not latest:
         return
     if not nullable_key and conn.dialect.name in ("postgresql", "sqlite"):
-        statement = (postgresql_insert if conn.dialect.name == "postgresql" else sqlite_insert)(table)
-        updates = {name: statement.excluded[name] for name in latest[0] if name not in key_columns}
-        keys = [table.c[name] for name in key_columns]
-        upsert = (
-            statement.on_conflict_do_update(index_elements=keys, set_=updates)
-            if updates
-            else statement.on_conflict_do_nothing(index_elements=keys)
-        )
+        columns = tuple(latest[0])
+        driver = _driver_statement(conn.dialect, table, columns, tuple(key_columns))
+        if driver is not None:
+            driver.execute(conn, latest)
+            return
+        upsert = _upsert_statement(conn.dialect.name, table, columns, tuple(key_columns))
         for chunk in _chunks(latest):
             conn.execute(upsert, chunk)  # the fitted rows are dicts already
         return
@@ -114,6 +113,88 @@ def upsert_rows(
         elif conn.execute(select(table.c.id).where(clause)).first() is not None:
             continue
         conn.execute(insert(table).values(dict(row)))
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, object]]) -> None:
+    """Insert the rows (all naming the same columns) as they are: ``conn.execute(insert(table),
+    rows)``, through the driver's ``executemany`` of a cached statement where it can
+    (:func:`_driver_statement`)."""
+    if not rows:
+        return
+    driver = _driver_statement(conn.dialect, table, tuple(rows[0]), None)
+    if driver is not None:
+        driver.execute(conn, rows)
+        return
+    conn.execute(insert(table), list(rows))
+
+
+def _upsert_statement(
+    dialect_name: str, table: Table, columns: tuple[str, ...], key_columns: tuple[str, ...]
+) -> Any:
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` of ``columns`` (DO NOTHING when every column
+    is a key column) on PostgreSQL or SQLite."""
+    statement = (postgresql_insert if dialect_name == "postgresql" else sqlite_insert)(table)
+    updates = {name: statement.excluded[name] for name in columns if name not in key_columns}
+    keys = [table.c[name] for name in key_columns]
+    return (
+        statement.on_conflict_do_update(index_elements=keys, set_=updates)
+        if updates
+        else statement.on_conflict_do_nothing(index_elements=keys)
+    )
+
+
+@attrs.frozen
+class _DriverStatement:
+    """A compiled statement with positional parameters, run by the driver's ``executemany``
+    (``Connection.exec_driver_sql``: the engine's events, the escaping hook among them, still
+    run).  SQLAlchemy's ``execute`` of an ``executemany`` builds each row's parameters from the
+    compiled statement's bind names in Python (``construct_params``: a dict per row, then the
+    positional list); here a row is the tuple of its values in the statement's order, with the
+    type's bind processor applied where the column type has one (``Float`` on SQLite)."""
+
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    """The bind processor of each name, None where its type has none."""
+
+    def execute(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
+        names = self.names
+        pairs = tuple(zip(names, self.processors, strict=True))
+        for chunk in _chunks(rows):
+            batch = (
+                [
+                    tuple([row[name] if process is None else process(row[name]) for name, process in pairs])
+                    for row in chunk
+                ]
+                if any(self.processors)
+                else [tuple([row[name] for name in names]) for row in chunk]
+            )
+            conn.exec_driver_sql(self.sql, batch)
+
+
+@functools.lru_cache(maxsize=256)
+def _driver_statement(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], key_columns: tuple[str, ...] | None
+) -> _DriverStatement | None:
+    """The insert (``key_columns`` None) or upsert of ``columns`` compiled once for
+    ``dialect``, when its driver takes positional parameters and the statement binds exactly
+    ``columns`` (no Python-side column default or ``onupdate``, no RETURNING); else None, and
+    the rows go through ``Connection.execute`` (PostgreSQL's named, cast parameters too)."""
+    if dialect.paramstyle != "qmark":
+        return None
+    statement = (
+        insert(table) if key_columns is None else _upsert_statement(dialect.name, table, columns, key_columns)
+    )
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+    names = tuple(compiled.positiontup or ())
+    if sorted(names) != sorted(columns) or compiled.effective_returning:
+        return None
+    processors = compiled._bind_processors
+    found = tuple(processors.get(name) for name in names)
+    usable = tuple(process if callable(process) else None for process in found)
+    if usable != found:
+        return None  # a per-element processor (an expanded tuple parameter): SQLAlchemy's own path
+    return _DriverStatement(compiled.string, names, usable)
 
 
 def delete_rows(

@@ -12,7 +12,7 @@ from scaserver.edge.stack import Direction, SipStack, Transports
 from scaserver.events import EventBus
 from scaserver.sip import stun
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Fact, Send, StartTimer
-from scaserver.sip.message import Peer, Transport
+from scaserver.sip.message import Headers, Peer, Response, Transport
 from scaserver.sip.serializer import serialize
 from tests.unit.edge.doubles import (
     PEER_V4,
@@ -373,3 +373,31 @@ def test_actions_of_every_kind_run_in_their_order() -> None:
     assert order == ["fact first: 0 sent", "fact second: 1 sent"]
     assert published == [Noted("first"), Noted("second")]
     assert stack.armed_timers == {("tx1", "F")}
+
+
+def test_responses_over_udp_go_to_numeric_peers_and_fail_towards_names_nothing_resolves() -> None:
+    request = options()
+    ok = Response(200, "OK", Headers(request.headers.fields[:5]))
+    unknown = Peer(Transport.UDP, "nowhere.invalid", 5060)
+    core = FakeCore(on_receive=lambda data, peer, now: [Send(ok, PEER_V4), Send(ok, unknown)])
+    clock = Clock()
+    transports = Transports()
+    datagram = RecordingDatagram()
+    transports.add_datagram(datagram)
+    capture = LogCapture()
+    transports._log = capture.logger()
+    seen: list[tuple[Direction, Peer]] = []
+    stack = SipStack(
+        core,
+        clock,
+        transports,
+        EventBus(),
+        trace=lambda direction, data, peer: seen.append((direction, peer)),
+    )
+    stack.bytes_received(b"x", PEER_V4)
+    assert datagram.sent == [(serialize(ok), PEER_V4)]
+    assert seen == [("in", PEER_V4), ("out", PEER_V4), ("out", unknown)]
+    assert any("nowhere.invalid" in text for text in capture.texts())
+    assert core.lost == []
+    clock.advance(0)  # the transaction bound to that peer fails after this run
+    assert core.lost == [(unknown, 0.0)]

@@ -12,7 +12,7 @@ from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IUDPTransport
 
 from scaserver.edge.stack import Transports
-from scaserver.edge.udp import UdpTransport
+from scaserver.edge.udp import PEER_MEMORY, UdpTransport
 from scaserver.sip.message import Peer, Transport
 from tests.unit.edge.doubles import LogCapture, RecordingSink
 
@@ -235,3 +235,16 @@ def test_an_interrupted_direct_write_is_retried_and_a_refused_one_ignored() -> N
         protocol.send(b"lost", peer)
         assert sock.attempts == 4
         assert capture.texts() == []
+
+
+def test_each_source_address_gets_its_peer_and_the_memory_of_them_is_bounded() -> None:
+    protocol, sink, _ = build()
+    sources = [("192.0.2.1", 5062), ("192.0.2.1", 5064), ("192.0.2.2", 5062), ("192.0.2.1", 5062)]
+    for source in sources:
+        protocol.datagramReceived(b"OPTIONS", source)
+    assert [peer for _, peer in sink.received] == [Peer(Transport.UDP, *source) for source in sources]
+    assert sink.received[0][1] is sink.received[3][1]  # the same source: its Peer made once
+    for port in range(PEER_MEMORY + 10):  # a flood from many sources
+        protocol.datagramReceived(b"OPTIONS", ("198.51.100.7", port))
+    assert len(protocol._peers) <= PEER_MEMORY
+    assert sink.received[-1][1] == Peer(Transport.UDP, "198.51.100.7", PEER_MEMORY + 9)
