@@ -45,9 +45,9 @@ from collections.abc import Callable, Hashable, Iterable
 import scaserver
 from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
+from scaserver.directory import credential_lookup
 from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Send, StartTimer
-from scaserver.directory import credential_lookup
 from scaserver.sip.digest import Algorithm, Credentials, compute_ha1, compute_response
 from scaserver.sip.headers import parse_auth
 from scaserver.sip.message import Peer, Request, Response, Transport
@@ -245,7 +245,10 @@ def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> fl
 
 # REGISTER with digest ---------------------------------------------------------------------
 
-AUTH_SETTINGS = {"server": {"domains": [DOMAIN]}, "auth": {"require": True, "realm": DOMAIN, "algorithms": ["MD5"]}}
+AUTH_SETTINGS = {
+    "server": {"domains": [DOMAIN]},
+    "auth": {"require": True, "realm": DOMAIN, "algorithms": ["MD5"]},
+}
 PASSWORD = "bench-secret"
 
 
