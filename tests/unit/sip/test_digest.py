@@ -683,7 +683,7 @@ def test_octets_that_are_not_utf8_in_any_credential_field_are_refused_not_raised
 
 @pytest.mark.parametrize("secret", [b"", b"k", b"s" * 32, b"x" * 64, b"y" * 65, bytes(range(200))])
 def test_nonce_tag_is_hmac_sha256_of_realm_body_and_algorithm_truncated_to_16_octets(secret: bytes) -> None:
-    # The tag is computed from HMAC pads keyed once; it must be the octets of hmac.new.
+    # The tag comes from an HMAC keyed once and copied per tag; it must be the octets of hmac.new.
     nonce = NonceFactory(secret, counter_entropy()).issue("ex\u00e4mple.com", NOW, "SHA-256")
     raw = base64.urlsafe_b64decode(nonce)
     body, tag = raw[:-16], raw[-16:]
