@@ -1,6 +1,6 @@
 """CPU of the pure SIP core per request, in process: no sockets, no reactor, no edge.
 
-    python -m bench.corecalls [--scenario register|seize|both] [--count N] [--repeat R]
+    python -m bench.corecalls [--scenario register|register-auth|seize|both] [--count N] [--repeat R]
                               [--profile] [--top K]
 
 Builds the core as ``scaserver run`` does (``scaserver.app.make_core``, the settings of the
@@ -11,6 +11,10 @@ server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datag
 are not part of the core).
 
 * ``register``: one REGISTER (Expires 3600, a new AoR each) per request.
+* ``register-auth``: one registration with digest (MD5, as ``bench/procs.py`` configures
+  the digest phase) per request: a REGISTER answered 401 with a challenge, then the REGISTER
+  with its Authorization, answered 200 (a new subscriber each).  Only the core's two
+  ``receive`` calls are timed and profiled; the client's answer is computed between them.
 * ``seize``: the cycle of ``load-seize.xml`` on a line whose two members hold call-info
   subscriptions: a line-seize SUBSCRIBE (200, its NOTIFY, a call-info NOTIFY to each
   member), the 200s to those NOTIFYs, the release SUBSCRIBE (Expires 0) and the 200s to its
@@ -41,9 +45,12 @@ from collections.abc import Callable, Hashable, Iterable
 import scaserver
 from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
+from scaserver.directory import credential_lookup
 from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Send, StartTimer
-from scaserver.sip.message import Peer, Request, Transport
+from scaserver.sip.digest import Algorithm, Credentials, compute_ha1, compute_response
+from scaserver.sip.headers import parse_auth
+from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeers
 
@@ -236,9 +243,112 @@ def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> fl
     return elapsed / count
 
 
+# REGISTER with digest ---------------------------------------------------------------------
+
+AUTH_SETTINGS = {
+    "server": {"domains": [DOMAIN]},
+    "auth": {"require": True, "realm": DOMAIN, "algorithms": ["MD5"]},
+}
+PASSWORD = "bench-secret"
+
+
+class AuthDriver(Driver):
+    """A core with digest required, the subscribers ``FIRST_LINE + n`` for ``n < users``
+    known with ``PASSWORD``; keeps the responses the core sent."""
+
+    def __init__(self, users: int) -> None:
+        table = credential_lookup(
+            Credentials.from_password(str(FIRST_LINE + n), DOMAIN, PASSWORD) for n in range(users)
+        )
+        self.core = make_core(
+            settings_from_mapping(AUTH_SETTINGS, "bench.corecalls"),
+            credentials=table,
+            trusted=TrustedPeers(()),
+            lines=(),
+            secret=b"s" * 32,
+            entropy=_counted_entropy(),
+            unique=_counted_ids(),
+        )
+        self.now = 1_000_000.0
+        self._heap = []
+        self._live = {}
+        self._seq = itertools.count()
+        self.responses: list[Response] = []
+
+    def _run(self, actions: Iterable[Action]) -> list[Request]:
+        actions = list(actions)
+        self.responses.extend(
+            a.message for a in actions if type(a) is Send and isinstance(a.message, Response)
+        )
+        return super()._run(actions)
+
+
+def authorization(challenge: Response, n: int) -> str:
+    """The MD5 Authorization answering ``challenge`` (qop=auth, nc 1) for subscriber ``n``."""
+    header = parse_auth(challenge.headers.get("WWW-Authenticate") or "")
+    nonce = header.param("nonce") or ""
+    user, uri, cnonce = str(FIRST_LINE + n), f"sip:{DOMAIN}", f"c{n:08x}"
+    ha1 = compute_ha1(Algorithm.MD5, user, DOMAIN, PASSWORD)
+    answer = compute_response(
+        Algorithm.MD5, ha1, nonce=nonce, nc="00000001", cnonce=cnonce, qop="auth", method="REGISTER", uri=uri
+    )
+    return (
+        f'Authorization: Digest username="{user}",realm="{DOMAIN}",uri="{uri}",nonce="{nonce}",'
+        f'response="{answer}",algorithm=MD5,cnonce="{cnonce}",qop=auth,nc=00000001\r\n'
+    )
+
+
+def register_auth_texts(n: int, authorization: str) -> bytes:
+    """``register_text(n)`` with CSeq 2 and ``authorization`` (the second REGISTER)."""
+    first = register_text(n).decode()
+    second = first.replace("CSeq: 1 REGISTER\r\n", "CSeq: 2 REGISTER\r\n" + authorization)
+    return second.replace(f"branch=z9hG4bK-reg-{n}", f"branch=z9hG4bK-rega-{n}").encode()
+
+
+def run_auth_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per registration (401 + 200) of ``count`` registrations on a fresh core, after
+    ``WARM_UP`` of them; only the core's work is timed."""
+    driver = AuthDriver(count + WARM_UP)
+    step = 1.0 / 40
+    texts = [register_text(n) for n in range(count + WARM_UP)]
+    elapsed = 0.0
+
+    def receive(data: bytes) -> Response:
+        nonlocal elapsed
+        began = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        driver.receive(data, REGISTRANT)
+        if profile is not None:
+            profile.disable()
+        elapsed += time.perf_counter() - began
+        return driver.responses[-1]
+
+    def one(n: int) -> None:
+        challenge = receive(texts[n])
+        assert challenge.status == 401, challenge.status
+        ok = receive(register_auth_texts(n, authorization(challenge, n)))
+        assert ok.status == 200, ok.status
+        driver.advance(step)
+
+    for n in range(count, count + WARM_UP):
+        one(n)
+    if profile is not None:
+        profile.clear()
+    elapsed = 0.0
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(count):
+            one(n)
+    finally:
+        gc.enable()
+    return elapsed / count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--scenario", choices=("register", "seize", "both"), default="both")
+    parser.add_argument("--scenario", choices=("register", "register-auth", "seize", "both"), default="both")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
@@ -253,11 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = ("register", "seize") if args.scenario == "both" else (args.scenario,)
     for scenario in scenarios:
         profile = cProfile.Profile()
-        run_batch(scenario, args.count, profile)
+        batch = run_auth_batch if scenario == "register-auth" else run_batch
+        batch(scenario, args.count, profile)
         stats = pstats.Stats(profile, stream=io.StringIO())
         calls = stats.total_calls  # type: ignore[attr-defined]
-        timings = [run_batch(scenario, args.count, None) for _ in range(args.repeat)]
-        unit = "REGISTER" if scenario == "register" else "seize cycle"
+        timings = [batch(scenario, args.count, None) for _ in range(args.repeat)]
+        unit = {"register": "REGISTER", "register-auth": "registration"}.get(scenario, "seize cycle")
         print(
             f"{scenario}: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us"
             f" (median {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"

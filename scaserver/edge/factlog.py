@@ -136,6 +136,8 @@ class FactLog:
         )
 
     def _refused(self, e: RequestRefused) -> None:
+        if e.status < 500 and self.minimum > LogLevel.info:
+            return  # an info line the configured level filters out: not built (every 401)
         emit = self._log.warn if e.status >= 500 else self._log.info
         emit(
             "{method} from {peer} refused {status} ({cause}): {detail} call-id={call_id}",
@@ -149,6 +151,8 @@ class FactLog:
 
     def _auth(self, e: AuthenticationRejected) -> None:
         if e.cause in (RejectCause.CHALLENGE, RejectCause.STALE):
+            if self.minimum > LogLevel.info:
+                return  # filtered out at this level: not built (every challenge)
             self._log.info(
                 "{method} from {peer} refused {status} ({reason}, stale={stale})",
                 method=e.method,

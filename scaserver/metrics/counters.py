@@ -293,6 +293,8 @@ class Metrics:
             buckets=LAG_BUCKETS,
         )
         self._gc_pause_children = [self._gc_pauses.labels(generation=str(g)) for g in range(3)]
+        # The refusal counter's child per (status, reason), found once (every 401 challenge).
+        self._refused_children: dict[tuple[int, str], Counter] = {}
 
         self._precreate()
 
@@ -362,7 +364,12 @@ class Metrics:
 
     def request_refused(self, status: int, reason: str) -> None:
         """An error response of ours: ``reason`` is the refusing rule's label (bounded)."""
-        self._refused.labels(status=str(status), reason=reason).inc()
+        child = self._refused_children.get((status, reason))
+        if child is None:
+            child = self._refused_children[status, reason] = self._refused.labels(
+                status=str(status), reason=reason
+            )
+        child.inc()
 
     def message_dropped(self, reason: str) -> None:
         self._dropped.labels(reason=reason).inc()

@@ -116,10 +116,9 @@ def refuse(
         ban = guard.auth_failed(peer.host, rejection.username, rejection.realm, now)
         if ban is not None:
             actions.append(Deliver(ban))
-    response = rejection.response(request, to_tag=to_tag)
     realm = rejection.realm or state.authenticator.realm_for(request)
     cause, detail = DIGEST_REFUSALS[rejection.cause]
-    response = attrs.evolve(response, detail=f"{detail} (realm {realm!r})", cause=cause)
+    response = rejection.response(request, to_tag=to_tag, detail=f"{detail} (realm {realm!r})", cause=cause)
     actions.append(Respond(key, response))
     return actions
 

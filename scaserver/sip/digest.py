@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import hmac
 import re
@@ -75,7 +76,7 @@ class Algorithm(enum.Enum):
 
     def hash(self, data: str) -> str:
         """H(data): the lower-case hex digest of the UTF-8 octets of ``data``."""
-        return hashlib.new(self.hashlib_name, data.encode("utf-8", "surrogateescape")).hexdigest()
+        return _HASHES[self](data.encode("utf-8", "surrogateescape")).hexdigest()
 
     @classmethod
     def from_token(cls, token: str | None) -> Algorithm | None:
@@ -89,6 +90,11 @@ _HASHLIB_NAMES: Final[dict[Algorithm, str]] = {
     Algorithm.MD5: "md5",
     Algorithm.SHA_256: "sha256",
     Algorithm.SHA_512_256: "sha512_256",
+}
+_HASHES: Final[dict[Algorithm, Callable[[bytes], hashlib._Hash]]] = {
+    Algorithm.MD5: hashlib.md5,  # the named constructors: no look-up by name per hash
+    Algorithm.SHA_256: hashlib.sha256,
+    Algorithm.SHA_512_256: functools.partial(hashlib.new, "sha512_256"),
 }
 _ALGORITHM_TOKENS: Final[dict[str, Algorithm]] = {algorithm.value: algorithm for algorithm in Algorithm}
 
@@ -185,6 +191,14 @@ class NonceFactory:
     ttl: float = 300.0
     # A nonce dated this far in the future (a clock step back) is still accepted.
     clock_skew: float = 5.0
+    # HMAC-SHA-256 keyed with ``secret`` once; each tag works on a copy (keying OpenSSL's HMAC
+    # per nonce was most of the cost of issuing and checking one).
+    _keyed: hmac.HMAC = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(lambda self: hmac.new(self.secret, digestmod=hashlib.sha256), takes_self=True),
+    )
 
     def issue(self, realm: str, now: float, algorithm: str = "") -> str:
         """A fresh nonce for a challenge in ``realm`` offering ``algorithm`` (bound by the MAC)."""
@@ -217,7 +231,9 @@ class NonceFactory:
         message = realm.encode("utf-8", "surrogateescape") + b"\x00" + body
         if algorithm:
             message += b"\x00" + algorithm.encode("ascii")
-        return hmac.new(self.secret, message, hashlib.sha256).digest()[:_NONCE_TAG_BYTES]
+        mac = self._keyed.copy()
+        mac.update(message)
+        return mac.digest()[:_NONCE_TAG_BYTES]
 
 
 @attrs.define
@@ -329,8 +345,18 @@ class Rejected:
     username: str | None = None
     realm: str = ""
 
-    def response(self, request: Request, *, to_tag: str | None = None) -> Response:
-        return make_response(request, self.status, self.reason, headers=self.headers, to_tag=to_tag)
+    def response(
+        self,
+        request: Request,
+        *,
+        to_tag: str | None = None,
+        detail: str | None = None,
+        cause: str | None = None,
+    ) -> Response:
+        """The reply; ``detail`` and ``cause`` (never sent) say why, for the refusal log line."""
+        return make_response(
+            request, self.status, self.reason, headers=self.headers, to_tag=to_tag, detail=detail, cause=cause
+        )
 
 
 AuthDecision = Authenticated | Rejected
@@ -437,23 +463,36 @@ class Authenticator:
         """A fresh 401/407 with one challenge per offered algorithm, most preferred first, each
         with its own nonce (bound to its algorithm)."""
         realm = self.realm_for(request)
+        return self._challenge(request, now, realm, self.algorithms_for(request, realm), stale=stale)
+
+    def _challenge(
+        self,
+        request: Request,
+        now: float,
+        realm: str,
+        offered: tuple[Algorithm, ...],
+        *,
+        stale: bool = False,
+        cause: RejectCause = RejectCause.CHALLENGE,
+        username: str | None = None,
+        log_realm: str = "",
+    ) -> Rejected:
+        """:meth:`challenge` in ``realm`` offering ``offered`` (both known already), with why it
+        was sent (``cause``, ``username`` and ``log_realm`` for the security log)."""
         uas = request.method in UAS_CHALLENGED_METHODS
         name = "WWW-Authenticate" if uas else "Proxy-Authenticate"
-        headers = Headers.EMPTY
-        for algorithm in self.algorithms_for(request, realm):
-            nonce = self.nonces.issue(realm, now, algorithm.value)
-            parts = [
-                f"realm={quoted_string(realm)}",
-                f"nonce={quoted_string(nonce)}",
-                f"algorithm={algorithm.value}",
-                'qop="auth"',
-            ]
-            if stale:
-                parts.append("stale=true")
-            headers = headers.add(name, "Digest " + ", ".join(parts))
+        quoted_realm = quoted_string(realm)
+        tail = ', qop="auth", stale=true' if stale else ', qop="auth"'
+        fields: list[tuple[str, str]] = []
+        for algorithm in offered:
+            nonce = quoted_string(self.nonces.issue(realm, now, algorithm.value))
+            fields.append(
+                (name, f"Digest realm={quoted_realm}, nonce={nonce}, algorithm={algorithm.value}{tail}")
+            )
+        headers = Headers(tuple(fields)) if fields else Headers.EMPTY
         if uas:
-            return Rejected(401, "Unauthorized", headers, stale)
-        return Rejected(407, "Proxy Authentication Required", headers, stale)
+            return Rejected(401, "Unauthorized", headers, stale, cause, username, log_realm)
+        return Rejected(407, "Proxy Authentication Required", headers, stale, cause, username, log_realm)
 
     def authenticate(self, request: Request, now: float) -> AuthDecision:
         """Check the request's credentials: Authenticated, or the reply it must get."""
@@ -461,7 +500,7 @@ class Authenticator:
         realm = self.realm_for(request)
         params = self._credentials_for(request, realm)
         if params is None:
-            return self._refused(request, now, RejectCause.CHALLENGE, None, realm)
+            return self._challenge(request, now, realm, self.algorithms_for(request, realm), log_realm=realm)
         username = params.get("username") or None
         malformed = Rejected(400, "Bad Request", cause=RejectCause.MALFORMED, username=username, realm=realm)
         if any(not params.get(name) for name in _REQUIRED_PARAMS):
@@ -519,9 +558,10 @@ class Authenticator:
         *,
         stale: bool = False,
     ) -> Rejected:
-        """A fresh challenge, with why it was sent."""
-        return attrs.evolve(
-            self.challenge(request, now, stale=stale), cause=cause, username=username, realm=realm
+        """A fresh challenge in ``realm`` (the request's), with why it was sent."""
+        offered = self.algorithms_for(request, realm)
+        return self._challenge(
+            request, now, realm, offered, stale=stale, cause=cause, username=username, log_realm=realm
         )
 
     def _identity_uri(self, request: Request) -> SipUri | None:

@@ -108,6 +108,18 @@ def test_counters_per_message_count_each_label_value_apart() -> None:
     assert sample(registry, "scaserver_registrations_total", {"outcome": "expired"}) == 0
 
 
+def test_refusals_count_each_status_and_reason_apart() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for status, reason in ((401, "digest-challenge"), (403, "digest-identity"), (401, "digest-challenge")):
+        metrics.request_refused(status, reason)
+    metrics.request_refused(401, "digest-stale")
+    name = "scaserver_sip_responses_refused_total"
+    assert sample(registry, name, {"status": "401", "reason": "digest-challenge"}) == 2
+    assert sample(registry, name, {"status": "403", "reason": "digest-identity"}) == 1
+    assert sample(registry, name, {"status": "401", "reason": "digest-stale"}) == 1
+
+
 def test_two_servers_do_not_share_state() -> None:
     first, second = CollectorRegistry(), CollectorRegistry()
     Metrics(first).parse_error("tcp")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import itertools
 import re
 from collections.abc import Callable
@@ -677,3 +679,17 @@ def test_octets_that_are_not_utf8_in_any_credential_field_are_refused_not_raised
     decision = auth.authenticate(request(auth=(("Authorization", line),)), NOW)
     assert isinstance(decision, Rejected)
     assert decision.status in (400, 401)
+
+
+@pytest.mark.parametrize("secret", [b"", b"k", b"s" * 32, b"x" * 64, b"y" * 65, bytes(range(200))])
+def test_nonce_tag_is_hmac_sha256_of_realm_body_and_algorithm_truncated_to_16_octets(secret: bytes) -> None:
+    # The tag comes from an HMAC keyed once and copied per tag; it must be the octets of hmac.new.
+    nonce = NonceFactory(secret, counter_entropy()).issue("ex\u00e4mple.com", NOW, "SHA-256")
+    raw = base64.urlsafe_b64decode(nonce)
+    body, tag = raw[:-16], raw[-16:]
+    message = "ex\u00e4mple.com".encode() + b"\x00" + body + b"\x00SHA-256"
+    assert tag == hmac.new(secret, message, hashlib.sha256).digest()[:16]
+    assert (
+        NonceFactory(secret, counter_entropy()).check(nonce, "ex\u00e4mple.com", NOW, "SHA-256").status
+        is NonceStatus.VALID
+    )
