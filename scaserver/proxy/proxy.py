@@ -181,6 +181,7 @@ class Proxy:
         *,
         hold: bool = False,
         honour_6xx: bool = True,
+        routed: Request | None = None,
     ) -> list[EngineAction]:
         """Proxy ``request`` (received from ``peer`` on ``server_tx``) to ``targets``.
 
@@ -198,6 +199,9 @@ class Proxy:
         else it counts like a 4xx of its branch: call parking (6.3 case 2), and
         the members of a shared line, where one member's decline leaves the
         others ringing (BroadWorks).
+
+        ``routed`` is ``request`` after 16.4 Route pre-processing when the caller has it
+        already (the mid-dialog relay checks it first): the same value, not made twice.
         """
         if server_tx in self._contexts:
             raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
@@ -207,7 +211,9 @@ class Proxy:
                 raise LoopDetected("our Via with this request's loop hash is present")
             check_proxy_require(request, self.settings.supported)
             hash_part = loop_hash(request, request.headers.first_value("Via"))
-            prepared = decrement_max_forwards(preprocess_route(request, self.identity))
+            if routed is None:
+                routed = preprocess_route(request, self.identity)
+            prepared = decrement_max_forwards(routed)
         except SipError as error:
             response = response_for(request, error, to_tag=_generated_tag(request))
             return [Respond(server_tx, response), *final_events(request, response, now, generated=True)]
@@ -276,16 +282,21 @@ class Proxy:
             ]
         return self._advance(context, now)
 
-    def on_ack(self, ack: Request, peer: Peer, now: float, *, flow: Peer | None = None) -> list[EngineAction]:
+    def on_ack(
+        self, ack: Request, peer: Peer, now: float, *, flow: Peer | None = None, routed: Request | None = None
+    ) -> list[EngineAction]:
         """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set, or to
         ``flow`` (the flow of the dialog's far end, from our Record-Route's flow tokens).
+        ``routed``: ``ack`` after 16.4 Route pre-processing, when the caller has it already.
 
         Dropped (nothing can be answered to an ACK) when Max-Forwards is
         exhausted, the message is unusable, or the next hop is ourselves.
         """
         try:
             check_max_forwards(ack)
-            prepared = decrement_max_forwards(preprocess_route(ack, self.identity))
+            if routed is None:
+                routed = preprocess_route(ack, self.identity)
+            prepared = decrement_max_forwards(routed)
             destination = flow or next_hop(prepared)
             branch = stateless_branch(ack)
         except SipError:
