@@ -1,7 +1,7 @@
 """CPU of the pure SIP core per request, in process: no sockets, no reactor, no edge.
 
     python -m bench.corecalls [--scenario register|seize|call|both] [--count N] [--repeat R]
-                              [--profile] [--top K]
+                              [--profile] [--top K] [--history]
 
 Builds the core as ``scaserver run`` does (``scaserver.app.make_core``, the settings of the
 server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datagrams with
@@ -18,7 +18,8 @@ are not part of the core).
 * ``call``: one row of ``sca-call.xml`` on a line like ``seize``'s: seize appearance 1, an
   INVITE to ``callee`` (registered) proxied with its 180 and 200, the ACK along the
   Record-Route, a hold re-INVITE and its ACK, the BYE; every NOTIFY answered (not in
-  ``both``).
+  ``both``).  ``--history`` also times the history feed's mapper (``HistoryRecorder.record``,
+  as the edge builds it) over the facts such calls deliver.
 
 Prints the Python function calls per request (cProfile, deterministic) and the
 microseconds per request, min over ``--repeat`` batches of ``--count`` requests (each batch
@@ -41,12 +42,14 @@ import pstats
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
+from typing import get_args
 
 import scaserver
 from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
+from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.router.router import SipRouter
-from scaserver.sip.actions import Action, CancelTimer, Send, StartTimer
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeers
@@ -205,6 +208,7 @@ def seize_cycle(driver: Driver, n: int) -> None:
 # --- the SCA call of sca-call.xml ------------------------------------------------------------
 
 CALLER = SEIZER
+HISTORY_FACTS = get_args(HistoryFact)
 CALLEE = Peer(Transport.UDP, "127.0.0.1", 23003)
 CALL_SDP = (
     "v=0\r\no=member 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -218,6 +222,7 @@ class CallDriver(Driver):
     def __init__(self) -> None:
         super().__init__()
         self.outbox: list[tuple[Message, Peer]] = []
+        self.facts: list[object] | None = None  # the facts delivered, when kept
 
     def _run(self, actions: Iterable[Action]) -> list[Request]:
         for action in actions:
@@ -234,7 +239,38 @@ class CallDriver(Driver):
             elif kind is CancelTimer:
                 assert isinstance(action, CancelTimer)
                 self._live.pop((action.key, action.name), None)
+            elif kind is Deliver and self.facts is not None:
+                assert isinstance(action, Deliver)
+                self.facts.append(action.event)
         return []
+
+
+def history_batch(count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per call the history feed's mapper (``HistoryRecorder.record``, as the edge
+    builds it) takes over the facts of ``count`` calls, kept from a run of the core."""
+    driver = CallDriver()
+    populate(driver, range(count))
+    register_callee(driver)
+    driver.facts = []
+    for n in range(count):
+        sca_call(driver, n)
+        driver.advance(0.25)
+    facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
+    sca = driver.core.sca
+    recorder = HistoryRecorder(line_of=lambda aor: aor if sca.is_sca(aor) else None, local_domains=[DOMAIN])
+    gc.collect()
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        for fact in facts:
+            recorder.record(fact)
+        if profile is not None:
+            profile.disable()
+        return (time.perf_counter() - began) / count
+    finally:
+        gc.enable()
 
 
 def _lines(message: Message, *names: str) -> list[str]:
@@ -418,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--history", action="store_true", help="call: also the history feed's mapper")
     args = parser.parse_args(argv)
     compiled = sorted(
         name
@@ -441,6 +478,19 @@ def main(argv: list[str] | None = None) -> None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
             print(text.getvalue())
+        if scenario == "call" and args.history:
+            profile = cProfile.Profile()
+            history_batch(args.count, profile)
+            calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
+            timings = [history_batch(args.count, None) for _ in range(args.repeat)]
+            print(
+                f"history: {calls / args.count:.0f} calls per call, min {min(timings) * 1e6:.1f} us (median"
+                f" {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
+            )
+            if args.profile:
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+                print(text.getvalue())
 
 
 if __name__ == "__main__":
