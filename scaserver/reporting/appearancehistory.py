@@ -67,6 +67,8 @@ _RULE_CAUSES: Final[dict[str, Cause]] = {
 }
 
 _ACTIVE_STATES: Final = frozenset({AppearanceState.ACTIVE, AppearanceState.ACTIVE_PENDING})
+# Each state's appearance-state token, looked up (``wire`` reads the enum's value: a descriptor).
+_WIRE: Final[dict[AppearanceState, str]] = {state: state.wire for state in AppearanceState}
 
 
 def cause_of(fact: AppearanceChanged) -> Cause:
@@ -131,7 +133,8 @@ class AppearanceHistory:
             self._close_hold(app, event_ms)
         elif now_held and not was_held:
             app.hold_started_ms, app.hold_call = event_ms, app.call
-        if fact.from_state.wire != fact.to_state.wire or fact.rule == "O5":
+        old_state, new_state = _WIRE[fact.from_state], _WIRE[fact.to_state]
+        if old_state != new_state or fact.rule == "O5":
             owner = fact.owner
             rows.append(
                 AppearanceEventRecord(
@@ -139,8 +142,8 @@ class AppearanceHistory:
                     event_ms=event_ms,
                     line_aor=fact.line,
                     appearance_index=fact.index,
-                    old_state=fact.from_state.wire,
-                    new_state=fact.to_state.wire,
+                    old_state=old_state,
+                    new_state=new_state,
                     cause=cause_of(fact),
                     owner_contact=owner,
                     owner_device=None if owner is None else self._device_of(owner),
