@@ -99,6 +99,9 @@ class AppearanceHistory:
     def __init__(self, *, device_of: Callable[[str], str | None], sequence: RowSequence) -> None:
         self._device_of, self._sequence = device_of, sequence
         self._appearances: dict[tuple[str, int], _Appearance] = {}
+        # The keys of the busy appearances each call was linked to (as ``call`` or ``hold_call``),
+        # by the call's identity: a call's end visits those, not every busy appearance.
+        self._linked: dict[int, dict[tuple[str, int], None]] = {}
 
     def held_call(self, line: str, index: int) -> Call | None:
         """The call held on the line's appearance ``index``, if it is held."""
@@ -109,7 +112,10 @@ class AppearanceHistory:
 
     def call_closed(self, call: Call, end_ms: int) -> None:
         """The call ended: close its open hold interval, let its appearances go of it."""
-        for app in self._appearances.values():
+        for key in self._linked.pop(id(call), ()):
+            app = self._appearances.get(key)
+            if app is None:
+                continue
             if app.hold_call is call:
                 self._close_hold(app, end_ms)
             if app.call is call:
@@ -122,6 +128,7 @@ class AppearanceHistory:
         rows: list[HistoryRow] = []
         if call is not None and call.challenged_at is None:
             app.call = call
+            self._linked.setdefault(id(call), {})[key] = None
             if call.record.appearance_index is None:
                 call.record = attrs.evolve(
                     call.record, line_aor=call.record.line_aor or fact.line, appearance_index=fact.index
@@ -154,9 +161,19 @@ class AppearanceHistory:
         app.state = fact.to_state
         if fact.to_state is AppearanceState.IDLE:
             self._appearances.pop(key, None)
+            for linked in (app.call, app.hold_call):
+                if linked is not None:
+                    self._unlink(linked, key)
         else:
             self._appearances[key] = app
         return rows
+
+    def _unlink(self, call: Call, key: tuple[str, int]) -> None:
+        keys = self._linked.get(id(call))
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._linked[id(call)]
 
     def _close_hold(self, app: _Appearance, end_ms: int) -> None:
         call, started = app.hold_call, app.hold_started_ms

@@ -320,6 +320,28 @@ def test_call_held_and_retrieved_by_another_member_continues_on_the_pickup_leg()
     assert rec.calls_in_progress == 0
 
 
+def test_a_call_ending_on_hold_closes_its_own_hold_and_no_other_calls() -> None:
+    rec = recorder()
+    first, second = Call("held-a"), Call("held-b")
+    feed(
+        rec,
+        [
+            first.forwarded(T0),
+            first.answered(T0 + 2, DESK_A),
+            change(T0 + 2, 1, S.IDLE, S.ACTIVE_PENDING, "I3", DESK_A, "held-a"),
+            second.forwarded(T0 + 3),
+            second.answered(T0 + 4, DESK_B),
+            change(T0 + 4, 2, S.IDLE, S.ACTIVE_PENDING, "I3", DESK_B, "held-b"),
+            change(T0 + 10, 1, S.ACTIVE, S.HELD, "O14", DESK_A, "held-a"),
+        ],
+    )
+    (ended,) = of_type(feed(rec, first.bye(T0 + 40)), CallRecord)  # on hold: closed at its end
+    assert (ended.sip_call_id, ended.hold_count, ended.held_ms) == ("held-a", 1, 30_000)
+    rows = feed(rec, [change(T0 + 50, 2, S.ACTIVE, S.HELD, "O14", DESK_B, "held-b"), *second.bye(T0 + 70)])
+    (other,) = of_type(rows, CallRecord)
+    assert (other.sip_call_id, other.hold_count, other.held_ms) == ("held-b", 1, 20_000)
+
+
 def test_failed_pickup_leaves_the_call_on_its_old_dialog() -> None:
     rec = recorder()
     call = Call("held-2")
