@@ -1,7 +1,7 @@
 """CPU of the pure SIP core per request, in process: no sockets, no reactor, no edge.
 
-    python -m bench.corecalls [--scenario register|register-auth|seize|both] [--count N] [--repeat R]
-                              [--profile] [--top K]
+    python -m bench.corecalls [--scenario register|register-auth|seize|call|both] [--count N]
+                              [--repeat R] [--profile] [--top K] [--history]
 
 Builds the core as ``scaserver run`` does (``scaserver.app.make_core``, the settings of the
 server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datagrams with
@@ -19,6 +19,11 @@ are not part of the core).
   subscriptions: a line-seize SUBSCRIBE (200, its NOTIFY, a call-info NOTIFY to each
   member), the 200s to those NOTIFYs, the release SUBSCRIBE (Expires 0) and the 200s to its
   NOTIFYs: 8 transactions, 2 requests and 6 responses in.  Each cycle uses its own line.
+* ``call``: one row of ``sca-call.xml`` on a line like ``seize``'s: seize appearance 1, an
+  INVITE to ``callee`` (registered) proxied with its 180 and 200, the ACK along the
+  Record-Route, a hold re-INVITE and its ACK, the BYE; every NOTIFY answered (not in
+  ``both``).  ``--history`` also times the history feed's mapper (``HistoryRecorder.record``,
+  as the edge builds it) over the facts such calls deliver.
 
 Prints the Python function calls per request (cProfile, deterministic) and the
 microseconds per request, min over ``--repeat`` batches of ``--count`` requests (each batch
@@ -41,16 +46,18 @@ import pstats
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable
+from typing import get_args
 
 import scaserver
 from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
 from scaserver.directory import credential_lookup
+from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.router.router import SipRouter
-from scaserver.sip.actions import Action, CancelTimer, Send, StartTimer
+from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.digest import Algorithm, Credentials, compute_ha1, compute_response
 from scaserver.sip.headers import parse_auth
-from scaserver.sip.message import Peer, Request, Response, Transport
+from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeers
 
@@ -205,25 +212,229 @@ def seize_cycle(driver: Driver, n: int) -> None:
         driver.receive(ok_for(notify), SEIZER if notify.headers.get("Event") == "line-seize" else SINK)
 
 
+# --- the SCA call of sca-call.xml ------------------------------------------------------------
+
+CALLER = SEIZER
+HISTORY_FACTS = get_args(HistoryFact)
+CALLEE = Peer(Transport.UDP, "127.0.0.1", 23003)
+CALL_SDP = (
+    "v=0\r\no=member 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 6002 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={mode}\r\n"
+)
+
+
+class CallDriver(Driver):
+    """A :class:`Driver` that keeps every message the core sends, with its peer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outbox: list[tuple[Message, Peer]] = []
+        self.facts: list[object] | None = None  # the facts delivered, when kept
+
+    def _run(self, actions: Iterable[Action]) -> list[Request]:
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                assert isinstance(action, Send)
+                serialize(action.message)
+                self.outbox.append((action.message, action.peer))
+            elif kind is StartTimer:
+                assert isinstance(action, StartTimer)
+                seq = next(self._seq)
+                self._live[action.key, action.name] = seq
+                heapq.heappush(self._heap, (self.now + action.delay, seq, action.key, action.name))
+            elif kind is CancelTimer:
+                assert isinstance(action, CancelTimer)
+                self._live.pop((action.key, action.name), None)
+            elif kind is Deliver and self.facts is not None:
+                assert isinstance(action, Deliver)
+                self.facts.append(action.event)
+        return []
+
+
+def history_batch(count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per call the history feed's mapper (``HistoryRecorder.record``, as the edge
+    builds it) takes over the facts of ``count`` calls, kept from a run of the core."""
+    driver = CallDriver()
+    populate(driver, range(count))
+    register_callee(driver)
+    driver.facts = []
+    for n in range(count):
+        sca_call(driver, n)
+        driver.advance(0.25)
+    facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
+    sca = driver.core.sca
+    recorder = HistoryRecorder(line_of=lambda aor: aor if sca.is_sca(aor) else None, local_domains=[DOMAIN])
+    gc.collect()
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        for fact in facts:
+            recorder.record(fact)
+        if profile is not None:
+            profile.disable()
+        return (time.perf_counter() - began) / count
+    finally:
+        gc.enable()
+
+
+def _lines(message: Message, *names: str) -> list[str]:
+    return [f"{name}: {value}" for name in names for value in message.headers.lines(name)]
+
+
+def callee_answer(request: Request, status: int, reason: str, *, to_tag: str, body: str = "") -> bytes:
+    """The callee SIPp's answer (callee.xml): Vias, From, To with its tag, Call-ID, CSeq,
+    Record-Route copied, its Contact, an SDP body on a 200 to an INVITE."""
+    to = request.headers.get("To") or ""
+    if ";tag=" not in to:
+        to += f";tag={to_tag}"
+    lines = [f"SIP/2.0 {status} {reason}", *_lines(request, "Via", "From"), f"To: {to}"]
+    lines += _lines(request, "Call-ID", "CSeq", "Record-Route")
+    lines.append(f"Contact: <sip:callee@{CALLEE.host}:{CALLEE.port}>")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def register_callee(driver: Driver) -> None:
+    host = f"{CALLEE.host}:{CALLEE.port}"
+    text = (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host};branch=z9hG4bK-callee-reg\r\n"
+        f"From: <sip:callee@{DOMAIN}>;tag=reg\r\n"
+        f"To: <sip:callee@{DOMAIN}>\r\n"
+        "Call-ID: reg-callee@bench\r\n"
+        "CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:callee@{host}>\r\n"
+        "Max-Forwards: 70\r\n"
+        "Expires: 3600\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    driver.receive(text, CALLEE)
+
+
+def settle(driver: CallDriver, n: int) -> list[Response]:
+    """Play the peers until the core has nothing left to send: the sink and the seizer answer
+    every NOTIFY with 200, the callee answers as callee.xml does.  The responses the caller
+    received, in order."""
+    to_caller: list[Response] = []
+    while driver.outbox:
+        message, peer = driver.outbox.pop(0)
+        if isinstance(message, Response):
+            if peer == CALLER:
+                to_caller.append(message)
+            continue
+        if message.method == "NOTIFY":
+            driver.receive(ok_for(message), peer)
+        elif peer == CALLEE and message.method == "INVITE":
+            tag = f"e{n}"
+            version = message.body.count(b"sendonly") + 1
+            answer = CALL_SDP.format(version=version, mode="recvonly" if version == 2 else "sendrecv")
+            if version == 1:
+                driver.receive(callee_answer(message, 180, "Ringing", to_tag=tag), CALLEE)
+                driver.advance(0.001)
+            driver.receive(callee_answer(message, 200, "OK", to_tag=tag, body=answer), CALLEE)
+        elif peer == CALLEE and message.method == "BYE":
+            driver.receive(callee_answer(message, 200, "OK", to_tag=""), CALLEE)
+    return to_caller
+
+
+def caller_text(
+    method: str, uri: str, n: int, cseq: int, *, to_tag: str, routes: Iterable[str], body: str
+) -> bytes:
+    user = FIRST_LINE + n
+    host = f"{CALLER.host}:{CALLER.port}"
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/UDP {host};branch=z9hG4bK-call-{n}-{cseq}-{method}",
+        *(f"Route: {route}" for route in routes),
+        f"From: <sip:{user}@{DOMAIN}>;tag=1i{n}",
+        f"To: <sip:callee@{DOMAIN}>" + (f";tag={to_tag}" if to_tag else ""),
+        f"Call-ID: inv///{n}-1@{CALLER.host}",
+        f"CSeq: {cseq} {'ACK' if method == 'ACK' else method}",
+    ]
+    if method != "BYE":
+        lines.append(f"Contact: <sip:{user}@{host};member=a>")
+    if method == "INVITE" and not to_tag:
+        lines.append(f"Call-Info: <sip:{user}@{DOMAIN}>;appearance-index=1")
+    lines.append("Max-Forwards: 70")
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def sca_call(driver: CallDriver, n: int) -> None:
+    """One row of sca-call.xml: seize appearance 1, call the callee through the server, hold,
+    hang up; every NOTIFY of it answered."""
+    user = FIRST_LINE + n
+    to = f"To: <sip:{user}@{DOMAIN}>\r\n"
+    seize_info = f"Call-Info: <sip:{user}@{DOMAIN}>;appearance-index=1\r\n"
+    driver.receive(
+        subscribe_text(n, "sa", CALLER, event="line-seize", expires=15, cseq=1, extra=to + seize_info), CALLER
+    )
+    settle(driver, n)
+    driver.advance(0.001)
+    invite = caller_text(
+        "INVITE",
+        f"sip:callee@{DOMAIN}",
+        n,
+        1,
+        to_tag="",
+        routes=(),
+        body=CALL_SDP.format(version=1, mode="sendrecv"),
+    )
+    driver.receive(invite, CALLER)
+    answered = [r for r in settle(driver, n) if r.status == 200]
+    assert answered, "the INVITE was not answered"
+    ok = answered[0]
+    to_tag = (ok.headers.get("To") or "").rpartition("tag=")[2]
+    routes = ok.headers.lines("Record-Route")
+    target = (ok.headers.get("Contact") or "").strip("<>")
+    driver.advance(0.001)
+    driver.receive(caller_text("ACK", target, n, 1, to_tag=to_tag, routes=routes, body=""), CALLER)
+    settle(driver, n)
+    driver.advance(0.001)
+    hold = CALL_SDP.format(version=2, mode="sendonly")
+    driver.receive(caller_text("INVITE", target, n, 2, to_tag=to_tag, routes=routes, body=hold), CALLER)
+    assert any(r.status == 200 for r in settle(driver, n)), "the hold was not answered"
+    driver.advance(0.001)
+    driver.receive(caller_text("ACK", target, n, 2, to_tag=to_tag, routes=routes, body=""), CALLER)
+    settle(driver, n)
+    driver.advance(0.001)
+    driver.receive(caller_text("BYE", target, n, 3, to_tag=to_tag, routes=routes, body=""), CALLER)
+    assert any(r.status == 200 for r in settle(driver, n)), "the BYE was not answered"
+
+
 WARM_UP = 50
 
 
 def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
     """Seconds per request of ``count`` requests on a fresh core, after ``WARM_UP`` requests
     of the same kind (population and warm-up not measured)."""
-    driver = Driver()
-    step = 1.0 / 40
+    driver = CallDriver() if scenario == "call" else Driver()
+    # A call's timers (Timer K of its NOTIFYs, J of its non-INVITE requests: 5 and 32 s) fire
+    # within the batch, as they do at any rate on a server in a steady state.
+    step = 0.25 if scenario == "call" else 1.0 / 40
     texts = [register_text(n) for n in range(count + WARM_UP)] if scenario == "register" else []
 
     def one(n: int) -> None:
         if scenario == "seize":
             seize_cycle(driver, n)
+        elif scenario == "call":
+            assert isinstance(driver, CallDriver)
+            sca_call(driver, n)
         else:
             driver.receive(texts[n], REGISTRANT)
         driver.advance(step)
 
-    if scenario == "seize":
+    if scenario in ("seize", "call"):
         populate(driver, range(count + WARM_UP))
+    if scenario == "call":
+        register_callee(driver)
     for n in range(count, count + WARM_UP):
         one(n)
     elapsed = 0.0
@@ -348,11 +559,14 @@ def run_auth_batch(scenario: str, count: int, profile: cProfile.Profile | None) 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--scenario", choices=("register", "register-auth", "seize", "both"), default="both")
+    parser.add_argument(
+        "--scenario", choices=("register", "register-auth", "seize", "call", "both"), default="both"
+    )
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--history", action="store_true", help="call: also the history feed's mapper")
     args = parser.parse_args(argv)
     compiled = sorted(
         name
@@ -368,7 +582,12 @@ def main(argv: list[str] | None = None) -> None:
         stats = pstats.Stats(profile, stream=io.StringIO())
         calls = stats.total_calls  # type: ignore[attr-defined]
         timings = [batch(scenario, args.count, None) for _ in range(args.repeat)]
-        unit = {"register": "REGISTER", "register-auth": "registration"}.get(scenario, "seize cycle")
+        unit = {
+            "register": "REGISTER",
+            "register-auth": "registration",
+            "seize": "seize cycle",
+            "call": "call",
+        }[scenario]
         print(
             f"{scenario}: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us"
             f" (median {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
@@ -377,6 +596,19 @@ def main(argv: list[str] | None = None) -> None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
             print(text.getvalue())
+        if scenario == "call" and args.history:
+            profile = cProfile.Profile()
+            history_batch(args.count, profile)
+            calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
+            timings = [history_batch(args.count, None) for _ in range(args.repeat)]
+            print(
+                f"history: {calls / args.count:.0f} calls per call, min {min(timings) * 1e6:.1f} us (median"
+                f" {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
+            )
+            if args.profile:
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+                print(text.getvalue())
 
 
 if __name__ == "__main__":

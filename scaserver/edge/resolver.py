@@ -140,6 +140,8 @@ def resolvable_in(hosts: HostsTable, *, dns: bool = False) -> Callable[[str], bo
     ``dns`` (name servers configured) any host name, looked up when a message goes there."""
 
     def known(host: str) -> bool:
+        if is_numeric(host):  # its own address (remembered: not parsed again per message)
+            return True
         try:
             addresses_of(host, hosts)
         except UnresolvableTargetError:

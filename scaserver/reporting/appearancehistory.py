@@ -67,6 +67,8 @@ _RULE_CAUSES: Final[dict[str, Cause]] = {
 }
 
 _ACTIVE_STATES: Final = frozenset({AppearanceState.ACTIVE, AppearanceState.ACTIVE_PENDING})
+# Each state's appearance-state token, looked up (``wire`` reads the enum's value: a descriptor).
+_WIRE: Final[dict[AppearanceState, str]] = {state: state.wire for state in AppearanceState}
 
 
 def cause_of(fact: AppearanceChanged) -> Cause:
@@ -97,6 +99,9 @@ class AppearanceHistory:
     def __init__(self, *, device_of: Callable[[str], str | None], sequence: RowSequence) -> None:
         self._device_of, self._sequence = device_of, sequence
         self._appearances: dict[tuple[str, int], _Appearance] = {}
+        # The keys of the busy appearances each call was linked to (as ``call`` or ``hold_call``),
+        # by the call's identity: a call's end visits those, not every busy appearance.
+        self._linked: dict[int, dict[tuple[str, int], None]] = {}
 
     def held_call(self, line: str, index: int) -> Call | None:
         """The call held on the line's appearance ``index``, if it is held."""
@@ -107,7 +112,10 @@ class AppearanceHistory:
 
     def call_closed(self, call: Call, end_ms: int) -> None:
         """The call ended: close its open hold interval, let its appearances go of it."""
-        for app in self._appearances.values():
+        for key in self._linked.pop(id(call), ()):
+            app = self._appearances.get(key)
+            if app is None:
+                continue
             if app.hold_call is call:
                 self._close_hold(app, end_ms)
             if app.call is call:
@@ -120,6 +128,7 @@ class AppearanceHistory:
         rows: list[HistoryRow] = []
         if call is not None and call.challenged_at is None:
             app.call = call
+            self._linked.setdefault(id(call), {})[key] = None
             if call.record.appearance_index is None:
                 call.record = attrs.evolve(
                     call.record, line_aor=call.record.line_aor or fact.line, appearance_index=fact.index
@@ -131,7 +140,8 @@ class AppearanceHistory:
             self._close_hold(app, event_ms)
         elif now_held and not was_held:
             app.hold_started_ms, app.hold_call = event_ms, app.call
-        if fact.from_state.wire != fact.to_state.wire or fact.rule == "O5":
+        old_state, new_state = _WIRE[fact.from_state], _WIRE[fact.to_state]
+        if old_state != new_state or fact.rule == "O5":
             owner = fact.owner
             rows.append(
                 AppearanceEventRecord(
@@ -139,8 +149,8 @@ class AppearanceHistory:
                     event_ms=event_ms,
                     line_aor=fact.line,
                     appearance_index=fact.index,
-                    old_state=fact.from_state.wire,
-                    new_state=fact.to_state.wire,
+                    old_state=old_state,
+                    new_state=new_state,
                     cause=cause_of(fact),
                     owner_contact=owner,
                     owner_device=None if owner is None else self._device_of(owner),
@@ -151,9 +161,19 @@ class AppearanceHistory:
         app.state = fact.to_state
         if fact.to_state is AppearanceState.IDLE:
             self._appearances.pop(key, None)
+            for linked in (app.call, app.hold_call):
+                if linked is not None:
+                    self._unlink(linked, key)
         else:
             self._appearances[key] = app
         return rows
+
+    def _unlink(self, call: Call, key: tuple[str, int]) -> None:
+        keys = self._linked.get(id(call))
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._linked[id(call)]
 
     def _close_hold(self, app: _Appearance, end_ms: int) -> None:
         call, started = app.hold_call, app.hold_started_ms

@@ -156,6 +156,9 @@ class CallHistory:
         self._sequence = sequence
         self._held_call, self._closed, self._parked = held_call, closed, parked
         self._calls: dict[str, Call] = {}
+        # The calls challenged (401/407) and not reopened, by identity: a new INVITE scans
+        # ``_calls`` for stale ones only when one of these is stale, not at every call.
+        self._challenged: dict[int, Call] = {}
 
     def get(self, call_id: str) -> Call | None:
         """The call a Call-ID belongs to (a challenged one included)."""
@@ -241,6 +244,7 @@ class CallHistory:
 
     def _reopen(self, call: Call) -> list[HistoryRow]:
         call.challenged_at = None
+        self._challenged.pop(id(call), None)
         call.record = attrs.evolve(
             call.record,
             disposition=Disposition.IN_PROGRESS,
@@ -254,6 +258,15 @@ class CallHistory:
         return [call.record]
 
     def _drop_stale_challenges(self, now: float) -> None:
+        challenged = self._challenged
+        if not any(
+            call.challenged_at is None or now - call.challenged_at > CHALLENGE_GRACE_S
+            for call in challenged.values()
+        ):
+            return  # no stale challenged call: the scan below would find nothing
+        for key, call in list(challenged.items()):
+            if call.challenged_at is None or now - call.challenged_at > CHALLENGE_GRACE_S:
+                del challenged[key]
         stale = [
             call_id
             for call_id, call in self._calls.items()
@@ -383,6 +396,7 @@ class CallHistory:
             return []
         if fact.status in (401, 407) and not call.cancelled:
             call.challenged_at = fact.now
+            self._challenged[id(call)] = call
             end_ms = epoch_ms(fact.now)
             call.record = attrs.evolve(
                 call.record,

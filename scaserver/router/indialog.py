@@ -77,7 +77,7 @@ def relay_in_dialog(
             return held
     flow = _flow(state, request, peer)
     targets = () if flow is None else (Target(routed.uri, flow=flow),)
-    return state.proxy.on_request(request, key, peer, targets, now)
+    return state.proxy.on_routed_request(request, key, peer, targets, now, routed=routed)
 
 
 def relay_ack(state: DialogState, ack: Request, peer: Peer, now: float) -> list[EngineAction]:
@@ -95,7 +95,7 @@ def relay_ack(state: DialogState, ack: Request, peer: Peer, now: float) -> list[
             check_dialog_target(routed, state.identity, partial(_reaches, state))  # R7
     except SipError as error:
         return [Deliver(MessageDropped(peer, f"relay: R5 ACK dropped: {error.detail}", "relay-refused"))]
-    return state.proxy.on_ack(ack, peer, now, flow=_flow(state, ack, peer))
+    return state.proxy.on_ack(ack, peer, now, flow=_flow(state, ack, peer), routed=routed)
 
 
 def _flow(state: DialogState, request: Request, peer: Peer) -> Peer | None:

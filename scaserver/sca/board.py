@@ -106,6 +106,8 @@ class AppearanceBoard:
 
     def take_changed_lines(self) -> list[str]:
         """The lines whose state changed since the last call, oldest first (4.1)."""
+        if not self._dirty:  # after most inputs: no new list and dict
+            return []
         lines, self._dirty = list(self._dirty), {}
         return lines
 

@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from scaserver.reporting.appearancehistory import cause_of
-from scaserver.reporting.callhistory import call_uuid, failure_outcome
+from scaserver.reporting.callhistory import CHALLENGE_GRACE_S, call_uuid, failure_outcome
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.reporting.wakeups import prid_sha256
 from scaserver.sca.appearance import TRANSITIONS, AppearanceChanged
@@ -218,6 +218,28 @@ def test_challenged_call_reopens_when_the_authenticated_invite_is_forwarded() ->
     assert (ended.disposition, ended.answer_ms, ended.duration_ms) == (Disposition.ANSWERED, 4000, 10_000)
 
 
+def test_a_challenged_call_is_forgotten_once_past_its_grace_and_a_fresh_one_is_kept() -> None:
+    rec = recorder()
+    old = Call("challenged-old", caller="sip:alice@example.com", callee="sip:bob@example.com")
+    fresh = Call("challenged-fresh", caller="sip:carol@example.com", callee="sip:bob@example.com")
+    (first_old,) = of_type(rec.record(old.forwarded(T0)), CallRecord)
+    feed(rec, old.failed(T0 + 0.1, 407, "Proxy Authentication Required"))
+    (first_fresh,) = rec.record(fresh.forwarded(T0 + CHALLENGE_GRACE_S - 1))
+    feed(rec, fresh.failed(T0 + CHALLENGE_GRACE_S - 0.9, 401, "Unauthorized"))
+    others = [
+        Call(f"ongoing-{n}", caller="sip:dave@example.com", callee="sip:bob@example.com") for n in range(3)
+    ]
+    for n, call in enumerate(others):  # calls in progress: never dropped as stale
+        rec.record(call.forwarded(T0 + n))
+    assert rec.calls_in_progress == 3
+    rec.record(Call("next", caller="sip:erin@example.com", callee="sip:bob@example.com").forwarded(T0 + 61))
+    assert rec.calls_in_progress == 4
+    assert rec.record(fresh.forwarded(T0 + 62)) == [first_fresh]  # within its grace: reopened
+    (again,) = rec.record(old.forwarded(T0 + 63))  # past it: forgotten, a new call
+    assert isinstance(again, CallRecord) and again.started_ms != first_old.started_ms
+    assert rec.calls_in_progress == 6
+
+
 def test_call_from_a_line_member_is_outbound_and_gets_its_index_from_the_seizure() -> None:
     rec = recorder()
     call = Call("out-1", caller=LINE2, callee="sip:+15559870000@carrier.example.net")
@@ -296,6 +318,28 @@ def test_call_held_and_retrieved_by_another_member_continues_on_the_pickup_leg()
     )
     assert cdr.answered_contact == DESK_A
     assert rec.calls_in_progress == 0
+
+
+def test_a_call_ending_on_hold_closes_its_own_hold_and_no_other_calls() -> None:
+    rec = recorder()
+    first, second = Call("held-a"), Call("held-b")
+    feed(
+        rec,
+        [
+            first.forwarded(T0),
+            first.answered(T0 + 2, DESK_A),
+            change(T0 + 2, 1, S.IDLE, S.ACTIVE_PENDING, "I3", DESK_A, "held-a"),
+            second.forwarded(T0 + 3),
+            second.answered(T0 + 4, DESK_B),
+            change(T0 + 4, 2, S.IDLE, S.ACTIVE_PENDING, "I3", DESK_B, "held-b"),
+            change(T0 + 10, 1, S.ACTIVE, S.HELD, "O14", DESK_A, "held-a"),
+        ],
+    )
+    (ended,) = of_type(feed(rec, first.bye(T0 + 40)), CallRecord)  # on hold: closed at its end
+    assert (ended.sip_call_id, ended.hold_count, ended.held_ms) == ("held-a", 1, 30_000)
+    rows = feed(rec, [change(T0 + 50, 2, S.ACTIVE, S.HELD, "O14", DESK_B, "held-b"), *second.bye(T0 + 70)])
+    (other,) = of_type(rows, CallRecord)
+    assert (other.sip_call_id, other.hold_count, other.held_ms) == ("held-b", 1, 20_000)
 
 
 def test_failed_pickup_leaves_the_call_on_its_old_dialog() -> None:
