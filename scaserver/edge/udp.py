@@ -71,6 +71,13 @@ def bound_port(listening: ListeningPort) -> int:
     return address.port if isinstance(address, IPv4Address | IPv6Address) else 0
 
 
+SOURCE_MEMORY = 4096
+"""Source addresses whose :class:`Peer` a UDP socket keeps, to hand the same value to every
+datagram from one address: a new Peer per datagram was one more object tracked by the
+cyclic garbage collector for each server transaction it answers (timer J, 32 s).  When
+full the memory is emptied and starts again."""
+
+
 class UdpTransport(DatagramProtocol):
     """Bytes in, bytes out on one bound UDP socket."""
 
@@ -97,6 +104,7 @@ class UdpTransport(DatagramProtocol):
         # The bound, unconnected socket of Twisted's port while it runs: a datagram to a numeric
         # address of its family is written on it directly (see send).
         self._socket: socket.socket | None = None
+        self._sources: dict[tuple[str, int], Peer] = {}
 
     @property
     def family(self) -> socket.AddressFamily:
@@ -123,8 +131,9 @@ class UdpTransport(DatagramProtocol):
             and self._guard.drop_banned(addr[0], self._clock.seconds())
         ):
             return
-        # IPv6 sockets report (host, port, flowinfo, scope_id): host and port are enough.
-        peer = Peer(Transport.UDP, addr[0], addr[1])
+        peer = self._sources.get(addr)
+        if peer is None:
+            peer = self._source(addr)
         if len(datagram) > self._max_message_size:
             self._log.warn(
                 "datagram of {size} bytes from {peer} exceeds {limit}: dropped",
@@ -134,6 +143,15 @@ class UdpTransport(DatagramProtocol):
             )
             return
         self._sink.bytes_received(datagram, peer)
+
+    def _source(self, addr: tuple[str, int]) -> Peer:
+        """The Peer of a source address not remembered yet (see :data:`SOURCE_MEMORY`)."""
+        # IPv6 sockets report (host, port, flowinfo, scope_id): host and port are enough.
+        peer = Peer(Transport.UDP, addr[0], addr[1])
+        if len(self._sources) >= SOURCE_MEMORY:
+            self._sources.clear()
+        self._sources[addr] = peer
+        return peer
 
     def send(self, data: bytes, peer: Peer) -> None:
         if self.transport is None:

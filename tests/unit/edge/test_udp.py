@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IUDPTransport
 
+from scaserver.edge import udp
 from scaserver.edge.stack import Transports
 from scaserver.edge.udp import UdpTransport
 from scaserver.sip.message import Peer, Transport
@@ -50,6 +51,29 @@ def test_ipv6_source_addresses_have_four_fields() -> None:
     protocol.datagramReceived(b"OPTIONS", addr)
     assert sink.received == [(b"OPTIONS", Peer(Transport.UDP, "2001:db8::1", 5062))]
     assert protocol.family == socket.AF_INET6
+
+
+def test_datagrams_from_one_address_share_one_peer_value() -> None:
+    protocol, sink, _ = build()
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5063))
+    first, again, other = (peer for _, peer in sink.received)
+    assert again is first
+    assert other == Peer(Transport.UDP, "192.0.2.1", 5063)
+
+
+def test_the_memory_of_sources_is_bounded_and_every_datagram_keeps_its_own_source(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(udp, "SOURCE_MEMORY", 3)
+    protocol, sink, _ = build()
+    for port in (5060, 5061, 5062, 5063, 5060):
+        protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", port))
+    assert [peer for _, peer in sink.received] == [
+        Peer(Transport.UDP, "192.0.2.1", port) for port in (5060, 5061, 5062, 5063, 5060)
+    ]
+    assert len(protocol._sources) <= 3
 
 
 def test_oversize_datagram_is_dropped_with_a_warning() -> None:
