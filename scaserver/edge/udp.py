@@ -72,8 +72,11 @@ def bound_port(listening: ListeningPort) -> int:
 
 
 PEER_MEMORY = 4096
-"""Source addresses whose :class:`Peer` a UDP socket keeps (a phone sends from one address):
-the set is emptied when it is full, so a flood from many sources cannot grow it."""
+"""Source addresses whose :class:`Peer` a UDP socket keeps (a phone sends from one address), to
+hand the same value to every datagram from one address: a new Peer per datagram was one more
+object for the cyclic garbage collector to track for each server transaction it answers
+(timer J, 32 s).  The memory is emptied when it is full, so a flood from many sources cannot
+grow it."""
 
 
 class UdpTransport(DatagramProtocol):

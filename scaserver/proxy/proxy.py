@@ -155,6 +155,7 @@ class ProxySettings:
     record_route: bool = True
     supported: frozenset[str] = frozenset()
 
+
 @attrs.define
 class Proxy:
     """RFC 3261 section 16 stateful proxy; see the module docstring for the dispatcher's part."""
@@ -520,9 +521,6 @@ class Proxy:
         actions += self._advance(context, now)
         return actions
 
-
-
-
     def _advance(self, context: ResponseContext, now: float) -> list[EngineAction]:
         """After a branch ended: start the next q-group, or send the best response, or forget
         the context once nothing is pending and the final response is out (16.7 step 5)."""
@@ -546,7 +544,6 @@ class Proxy:
             *final_events(context.request, response, now, generated=generated),
         ]
 
-
     def _forward_stray(self, response: Response, peer: Peer | None) -> list[EngineAction]:
         """Forward a 2xx to an INVITE statelessly to the next Via (RFC 6026 section 8.4)."""
         try:
@@ -561,10 +558,6 @@ class Proxy:
         return self.identity.is_local_peer(peer)
 
 
-
-
-
-
 def _strip_our_via(response: Response, sent: Request) -> Response:
     """16.7 step 3: remove the Via the transaction layer added to the branch request."""
     if len(response.headers.values("Via")) > len(sent.headers.values("Via")):
@@ -574,8 +567,6 @@ def _strip_our_via(response: Response, sent: Request) -> Response:
 
 def _without_top_via(response: Response) -> Response:
     return response.with_headers(response.headers.remove_first_value("Via"))
-
-
 
 
 def _creates_dialog(request: Request) -> bool:

@@ -80,7 +80,12 @@ class ClientTransactions:
                 return retried
         elif response.status >= 200:
             self.failover.forget(key)
-        context = self.contexts.get(key)
+        if response.status >= 200 and key.method != "INVITE":
+            # The owner hears a non-INVITE transaction's one final response: the context is
+            # not kept for timer K (5 s on UDP, 0 on TCP), when only retransmissions come.
+            context = self.contexts.pop(key, None)
+        else:
+            context = self.contexts.get(key)  # an INVITE's 2xx may come again (RFC 6026)
         if context is None:
             return []
         return self.owners.on_response(context, response, now)

@@ -219,7 +219,13 @@ def _reply_peer(stamped: Via, peer: Peer) -> Peer | None:
     if peer.transport.reliable:
         return peer
     destination = response_destination(stamped)
-    if destination is None or destination.transport is peer.transport:
+    if destination is None:
+        return None
+    if destination == peer:
+        # The usual case: the source's own value, which the edge hands every datagram from
+        # that address, not one more Peer for the server transaction to keep.
+        return peer
+    if destination.transport is peer.transport:
         return destination
     return Peer(peer.transport, destination.host, destination.port)
 

@@ -3,7 +3,12 @@
 The parser keeps each header as text; these functions turn one value into a
 frozen object when somebody asks for it.  Parsers of single values are cached
 on the value string (``functools.lru_cache``), so retransmissions and repeated
-accessors cost a dictionary lookup.  Every parse failure raises
+accessors cost a dictionary lookup.  The caches of values that carry a tag or a branch
+(Via, From, To, Contact: new with each dialog or transaction) are small, 256 entries: the
+repeats come within a transaction or a dialog's first exchanges, and a cached value lives
+until as many others have been parsed after it, so a large cache only keeps each one alive
+for seconds (4096 entries: about 2 s at 250 seize cycles a second, through the collector's
+young generations).  Every parse failure raises
 :class:`~scaserver.sip.errors.MalformedMessage`, which answers 400.
 """
 
@@ -141,8 +146,12 @@ class Via:
         return attrs.evolve(self, params=tuple(params))
 
 
-SENT_VIA_MEMORY: Final = 4096
-"""How many Via values of requests we sent are remembered with their text."""
+SENT_VIA_MEMORY: Final = 256
+"""How many Via values of requests we sent are remembered with their text.  Their responses
+come back within a round trip; each Via carries a unique branch, so a larger memory only
+keeps every value alive longer: 4096 held each NOTIFY's Via for about 2.7 s at 250 seize
+cycles a second, through the collector's young generations (bench/RESULTS.md, "Young
+survivors of a seize cycle")."""
 
 _sent_vias: OrderedDict[str, Via] = OrderedDict()
 
@@ -166,7 +175,7 @@ def parse_via(text: str) -> Via:
     return sent if sent is not None else parse_via_text(text)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def parse_via_text(text: str) -> Via:
     """Parse one via-parm (RFC 3261 section 25.1): ``SIP / 2.0 / UDP host[:port] *(;param)``.
 
@@ -262,7 +271,7 @@ class Star:
 STAR: Final = Star()
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def parse_contact(text: str) -> NameAddr:
     """One Contact value; ``expires`` must be a 32-bit number and ``q`` a qvalue (20.10)."""
     contact = parse_name_addr(text)

@@ -16,7 +16,7 @@ import attrs
 from scaserver.sip.actions import Action, Deliver, Send
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.keys import ServerKey
-from scaserver.sip.message import Peer, Request, Response
+from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response
 from scaserver.sip.timers import TimerConfig, TimerLedger, TimerName
 from scaserver.sip.transaction import (
@@ -271,6 +271,24 @@ NIST_TRANSITIONS: Final[Mapping[tuple[NistState, NistInput], tuple[NistStep, Nis
 }
 
 
+KeptResponse = tuple[int, str, tuple[tuple[str, str], ...], bytes, str, str | None, str | None]
+"""A response's fields, its headers' pairs among them: status, reason, header fields, body,
+version, detail, cause."""
+
+
+def kept_response(response: Response) -> KeptResponse:
+    """``response`` as the plain tuple of its fields."""
+    return (
+        response.status,
+        response.reason,
+        response.headers.fields,
+        response.body,
+        response.version,
+        response.detail,
+        response.cause,
+    )
+
+
 @attrs.define
 class NonInviteServerTransaction:
     """RFC 3261 section 17.2.2.
@@ -279,18 +297,29 @@ class NonInviteServerTransaction:
     retransmission is matched by the key and answered with ``last_response``.  Timer J
     keeps a completed transaction for 32 s on UDP, so under load most of the live
     transactions are completed ones, and each request kept would be a dozen objects more
-    for the garbage collector to scan (bench/RESULTS.md)."""
+    for the garbage collector to scan (bench/RESULTS.md).  The last response is kept as the
+    plain tuple of its fields (:data:`KeptResponse`), which the collector stops tracking
+    after one pass, not as the Response and Headers it tracks until timer J."""
 
     key: ServerKey
     peer: Peer  # where responses go (18.2.2)
     reliable: bool
     timers: TimerConfig
     state: NistState = NistState.TRYING
-    last_response: Response | None = None
+    _kept: KeptResponse | None = attrs.field(default=None, init=False)
     _armed: TimerLedger = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self._armed = TimerLedger(self.key)
+
+    @property
+    def last_response(self) -> Response | None:
+        """The response retransmissions are answered with (equal to the one sent)."""
+        kept = self._kept
+        if kept is None:
+            return None
+        status, reason, fields, body, version, detail, cause = kept
+        return Response(status, reason, Headers(fields), body, version, detail=detail, cause=cause)
 
     @property
     def terminated(self) -> bool:
@@ -333,15 +362,16 @@ class NonInviteServerTransaction:
         actions: list[Action] = []
         match step:
             case NistStep.RESEND:
-                if self.last_response is not None:
-                    actions.append(Send(self.last_response, self.peer))
+                last = self.last_response
+                if last is not None:
+                    actions.append(Send(last, self.peer))
             case NistStep.SEND_PROVISIONAL:
                 assert response is not None
-                self.last_response = response
+                self._kept = kept_response(response)
                 actions.append(Send(response, self.peer))
             case NistStep.COMPLETE:
                 assert response is not None
-                self.last_response = response
+                self._kept = kept_response(response)
                 actions += [
                     Send(response, self.peer),
                     self._armed.start(TimerName.J, self.timers.timer_j(self.reliable)),

@@ -8,6 +8,8 @@ value, and the edge hands ``(key, name)`` back when it fires.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 import attrs
@@ -99,7 +101,9 @@ class TimerLedger:
 
     def start(self, name: TimerName, delay: float) -> StartTimer:
         armed = self.armed
-        if name not in armed:
+        if not armed:
+            self.armed = _ALONE[name]
+        elif name not in armed:
             self.armed = (*armed, name)
         return StartTimer(self.key, name, delay)
 
@@ -127,4 +131,15 @@ class TimerLedger:
     def _disarm(self, name: TimerName) -> None:
         """``name`` is armed: take it out."""
         armed = self.armed
-        self.armed = () if len(armed) == 1 else tuple([other for other in armed if other != name])
+        if len(armed) == 1:
+            self.armed = ()
+        elif len(armed) == 2:
+            self.armed = _ALONE[armed[1] if armed[0] == name else armed[0]]
+        else:
+            self.armed = tuple([other for other in armed if other != name])
+
+
+_ALONE: Final[Mapping[TimerName, tuple[TimerName]]] = MappingProxyType({name: (name,) for name in TimerName})
+"""One shared tuple per name for a ledger with one timer armed, the usual one (J or K): a
+tuple of enum members stays tracked by the cyclic garbage collector, and one per
+transaction made a tracked object more for each live transaction."""

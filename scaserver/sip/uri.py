@@ -561,7 +561,7 @@ def _display_name(text: str) -> str | None:
     return text
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=256)
 def parse_name_addr(text: str) -> NameAddr:
     """Parse ``(name-addr / addr-spec) *(SEMI param)`` (RFC 3261 section 20.10).
 

@@ -88,6 +88,16 @@ def test_a_request_is_admitted_with_its_top_via_stamped_and_where_its_responses_
     assert admitted.reply_to == reply_to
 
 
+def test_responses_going_back_to_the_source_go_to_the_source_value_itself() -> None:
+    source = Peer(Transport.UDP, "203.0.113.7", 40000)
+    admitted = admit(options("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa;rport"), source, lambda: "u")
+    assert isinstance(admitted, AdmittedRequest)
+    assert admitted.reply_to is source
+    elsewhere = admit(options("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa"), source, lambda: "u")
+    assert isinstance(elsewhere, AdmittedRequest)
+    assert elsewhere.reply_to == Peer(Transport.UDP, "203.0.113.7", 5060)
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [

@@ -6,7 +6,9 @@ import pytest
 
 from scaserver.sip.actions import CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.errors import ProtocolStateError
+from scaserver.sip.message import Response
 from scaserver.sip.responses import make_response
+from scaserver.sip.serializer import serialize
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
     IstState,
@@ -210,3 +212,14 @@ def test_nist_transport_error(final: bool) -> None:
         Deliver(TransportFailed(NSKEY)),
         Deliver(TransactionTerminated(NSKEY)),
     ]
+
+
+def test_nist_answers_a_retransmission_with_the_final_response_as_sent_its_detail_and_cause_too() -> None:
+    tx = nist()
+    refusal = make_response(SUBSCRIBE, 489, detail="no such package", cause="bad-event")
+    tx.on_response_from_tu(refusal)
+    [again] = tx.on_request_retransmission()
+    assert isinstance(again, Send)
+    assert serialize(again.message) == serialize(refusal)
+    assert isinstance(again.message, Response)
+    assert (again.message.detail, again.message.cause) == ("no such package", "bad-event")
