@@ -82,8 +82,11 @@ class ClientTransactions:
             self.failover.forget(key)
         if response.status >= 200 and key.method != "INVITE":
             # The owner hears a non-INVITE transaction's one final response: the context is
-            # not kept for timer K (5 s on UDP, 0 on TCP), when only retransmissions come.
+            # not kept for timer K (5 s on UDP, 0 on TCP), when only retransmissions come,
+            # nor is a proxy branch's (nothing cancels a non-INVITE branch).
             context = self.contexts.pop(key, None)
+            if isinstance(context, BranchKey):
+                self.branches.pop(context, None)
         else:
             context = self.contexts.get(key)  # an INVITE's 2xx may come again (RFC 6026)
         if context is None:
