@@ -175,7 +175,7 @@ class Persistence:
         bus.subscribe(BindingRemoved, self._binding_gone)
         bus.subscribe(BindingExpired, self._binding_gone)
         bus.subscribe(BindingRetained, self._binding_retained)
-        bus.subscribe(SubscriptionAdded, self._subscription_kept)
+        bus.subscribe(SubscriptionAdded, self._subscription_added)
         bus.subscribe(SubscriptionRefreshed, self._subscription_kept)
         bus.subscribe(SubscriptionNotified, self._subscription_notified)
         bus.subscribe(SubscriptionRemoved, self._subscription_gone)
@@ -196,7 +196,14 @@ class Persistence:
         # write per key), so a restart brings the dormant binding back (push-and-parking.md 4.5).
         self._bindings.upsert(event.binding)
 
-    def _subscription_kept(self, event: SubscriptionAdded | SubscriptionRefreshed) -> None:
+    def _subscription_added(self, event: SubscriptionAdded) -> None:
+        # A new dialog (our To tag is new): no row of its key exists, so a subscription added
+        # and removed before a flush (a line seize and its release) writes nothing.
+        subscription = event.subscription
+        reserved = reserved_cseq(max(subscription.notify_cseq, 1))
+        self._subscriptions.insert(subscription.with_notify_cseq(reserved))
+
+    def _subscription_kept(self, event: SubscriptionRefreshed) -> None:
         self._store(event.subscription)
 
     def _subscription_notified(self, event: SubscriptionNotified) -> None:

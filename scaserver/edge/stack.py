@@ -332,7 +332,7 @@ class Transports:
         target its first message went to.
         """
         if peer.transport is Transport.UDP and is_numeric(peer.host):
-            return self._send_datagram(data, peer)  # most messages: no alias, no name
+            return self.send_datagram(data, peer)  # most messages: no alias, no name
         aliased = self._aliases.get(stream_key(peer)) if peer.transport.reliable else None
         if aliased is not None:
             aliased.send(data)
@@ -417,7 +417,7 @@ class Transports:
         for it must be certified for ("" when the destination was numeric)."""
         match peer.transport:
             case Transport.UDP:
-                return self._send_datagram(data, peer)
+                return self.send_datagram(data, peer)
             case Transport.TCP | Transport.TLS:
                 key = stream_key(peer)
                 connection = self._streams.get(key) or self._aliases.get(key)
@@ -439,7 +439,9 @@ class Transports:
             case _:
                 assert_never(peer.transport)
 
-    def _send_datagram(self, data: bytes, peer: Peer) -> bool:
+    def send_datagram(self, data: bytes, peer: Peer) -> bool:
+        """Write ``data`` to ``peer``, a numeric address over UDP; False, logged, when no
+        socket of its family is open."""
         endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
         if endpoint is None:
             self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
@@ -500,6 +502,8 @@ class SipStack(Service):
         self._wakeup: DelayedCall | None = None
         self._wakeup_at = _NEVER  # the due instant the wake-up was armed for
         self._sweeping = False
+        # The fact types seen that are neither a Ban nor a NextHopFailed: published as they are.
+        self._published: set[type] = set()
         self.keepalives = KeepAliveCounts()
         transports.unreachable = lambda peer: call_later(self._clock, 0.0, self.connection_lost, peer)
 
@@ -600,13 +604,18 @@ class SipStack(Service):
 
     def run(self, actions: Iterable[Action]) -> None:
         """Execute actions in order (also used by the root for actions produced outside a SIP input)."""
+        published, publish = self._published, self._bus.publish
         for action in actions:
             # The action classes by their exact type first (a seize cycle runs about 60 actions
             # here); anything else, a subclass included, through the exhaustive match.
             if type(action) is StartTimer:
                 self._start_timer(action)
             elif type(action) is Deliver:
-                self._deliver(action.event)
+                event = action.event
+                if type(event) in published:
+                    publish(event)
+                else:
+                    self._deliver(event)
             elif type(action) is Send:
                 self._send(action)
             elif type(action) is CancelTimer:
@@ -626,13 +635,24 @@ class SipStack(Service):
 
     def _send(self, action: Send) -> None:
         message, peer = action.message, action.peer
-        if type(message) is Response and peer.transport is Transport.UDP:
-            # Most messages: a response over UDP needs no TLS (only a request can), vouches for
-            # no stream and belongs to no client transaction's target: serialized and sent.
+        kind = type(message)
+        if peer.transport is Transport.UDP and (
+            kind is Response or (kind is Request and not _needs_tls(message))
+        ):
+            # Most messages: over UDP no stream vouches for anything, and a response needs no
+            # TLS (only a request can).  To an address (every response and NOTIFY of a seize
+            # cycle) the datagram is written on the socket of its family; a request to a name
+            # pins its client transaction to the target it goes to.
             data = serialize(message)
             if self._trace is not None:
                 self._trace("out", data, peer)
-            if not self._out.send(data, peer):
+            if is_numeric(peer.host):
+                sent = self._out.send_datagram(data, peer)
+            elif kind is Response:
+                sent = self._out.send(data, peer)
+            else:
+                sent = self._out.send(data, peer, branch=_branch_of(message, peer))
+            if not sent:
                 call_later(self._clock, 0.0, self.connection_lost, peer)
             return
         if peer.transport is not Transport.TLS and _needs_tls(message):
@@ -669,6 +689,8 @@ class SipStack(Service):
             return
         if isinstance(event, NextHopFailed):
             self._out.target_failed(event)
+        else:
+            self._published.add(type(event))  # run publishes the next one of its type itself
         self._bus.publish(event)
 
     def _cancel(self, key: Hashable, name: str) -> None:

@@ -9,7 +9,9 @@ written in one flush through the database pool (``edge/dbpool.py``), in a worker
 Rules:
 
 * Coalescing by key: the last operation for a key wins; a delete after an upsert collapses
-  into the delete, an upsert after a delete replaces it.
+  into the delete, an upsert after a delete replaces it.  A value the caller knows has no row
+  (a new subscription's dialog) is queued with ``Channel.insert``: deleted before a flush
+  takes it, its key is dropped from the queue, and nothing is written for it.
 * One flush at a time.  A flush writes deletes first (channels in reverse registration order,
   so children before parents) and then upserts (registration order, parents first).
 * Nothing is dropped while the database is down.  When a flush fails because of the
@@ -177,6 +179,8 @@ class Channel(Generic[K, V]):
         self._owner = owner
         self._key_of = key_of
         self._pending: dict[K, V | _Deleted] = {}
+        # The pending keys queued by ``insert`` (no row in the store, none being written).
+        self._fresh: set[K] = set()
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -185,8 +189,23 @@ class Channel(Generic[K, V]):
         """Record that ``value`` must be stored; never blocks, never fails."""
         self._put(self._key_of(value), value)
 
+    def insert(self, value: V) -> None:
+        """Record that ``value`` must be stored, its key being new: no row of it is stored
+        or being written (a new subscription's dialog).  Deleted before a flush takes it, it
+        leaves nothing to write.  A key already queued is upserted as by :meth:`upsert`."""
+        key = self._key_of(value)
+        if key not in self._pending:
+            self._fresh.add(key)
+        self._put(key, value)
+
     def delete(self, key: K) -> None:
         """Record that the row of ``key`` must be removed; never blocks, never fails."""
+        fresh = self._fresh
+        if fresh and key in fresh:  # inserted and gone within one flush: nothing to write
+            fresh.discard(key)
+            del self._pending[key]
+            self._owner._queued -= 1
+            return
         self._put(key, DELETED)
 
     def _put(self, key: K, operation: V | _Deleted) -> None:
@@ -206,11 +225,15 @@ class Channel(Generic[K, V]):
         batch = _ChannelBatch(self, tuple(self._pending.items()))
         self._owner._queued -= len(self._pending)
         self._pending = {}
+        if self._fresh:
+            self._fresh = set()  # being written now: a delete must reach the store
         return batch
 
     def requeue(self, operations: Sequence[tuple[K, V | _Deleted]]) -> None:
         """Put a failed batch back; an operation enqueued since then wins over the old one."""
         newer = self._pending
+        if self._fresh:  # a failed write may have left a row behind: a delete must be written
+            self._fresh.difference_update(key for key, _ in operations)
         self._pending = {key: op for key, op in operations if key not in newer}
         self._pending.update(newer)
         self._owner._queued += len(self._pending) - len(newer)

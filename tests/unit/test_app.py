@@ -38,6 +38,8 @@ from scaserver.sca.subscription import (
     SubscriptionAdded,
     SubscriptionKey,
     SubscriptionNotified,
+    SubscriptionRefreshed,
+    SubscriptionRemoved,
 )
 from scaserver.sip.message import Peer, Transport
 from scaserver.sip.sessiontimer import SessionIntervals
@@ -201,3 +203,32 @@ def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
     assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=32)  # nothing new to store
     bus.publish(SubscriptionNotified(attrs.evolve(sub, notify_cseq=33)))
     assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=64)
+
+
+def test_a_subscription_added_and_removed_before_a_flush_writes_nothing() -> None:
+    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
+    no_sink = cast(Sink[object, object], None)
+    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
+    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
+    appearances: Channel[AppearanceKey, Appearance] = writes.channel(
+        "apps", no_sink, lambda a: (a.line, a.index)
+    )
+    bus = EventBus()
+    Persistence(bindings, subscriptions, appearances).attach(bus)
+    seize = Subscription("sip:a@192.0.2.1", "sip:2001@x", Package.LINE_SEIZE, 1e9, "c", "f", "t", index=1)
+    bus.publish(SubscriptionAdded(seize))
+    bus.publish(SubscriptionNotified(attrs.evolve(seize, notify_cseq=1)))
+    assert subscriptions.pending(seize.key) == attrs.evolve(seize, notify_cseq=32)
+    bus.publish(SubscriptionRemoved(seize, "unsubscribed"))
+    assert subscriptions.pending(seize.key) is None
+    assert writes.depth == 0
+    # One written by a flush in between, or refreshed, is deleted as before.
+    kept = attrs.evolve(seize, to_tag="t2")
+    bus.publish(SubscriptionAdded(kept))
+    subscriptions.take()
+    bus.publish(SubscriptionRemoved(kept, "unsubscribed"))
+    assert subscriptions.pending(kept.key) is DELETED
+    refreshed = attrs.evolve(seize, to_tag="t3")
+    bus.publish(SubscriptionRefreshed(refreshed))
+    bus.publish(SubscriptionRemoved(refreshed, "unsubscribed"))
+    assert subscriptions.pending(refreshed.key) is DELETED

@@ -10,10 +10,12 @@ from twisted.internet.task import Clock
 
 from scaserver.edge.stack import Direction, SipStack, Transports
 from scaserver.events import EventBus
+from scaserver.guard.sources import Ban, BanReason
 from scaserver.sip import stun
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Fact, Send, StartTimer
 from scaserver.sip.message import Headers, Peer, Response, Transport
 from scaserver.sip.serializer import serialize
+from scaserver.sip.serverlocation import NextHopFailed
 from tests.unit.edge.doubles import (
     PEER_V4,
     TCP_PEER,
@@ -401,3 +403,45 @@ def test_responses_over_udp_go_to_numeric_peers_and_fail_towards_names_nothing_r
     assert core.lost == []
     clock.advance(0)  # the transaction bound to that peer fails after this run
     assert core.lost == [(unknown, 0.0)]
+
+
+def test_requests_over_udp_go_to_numeric_peers_and_to_names_with_their_branch() -> None:
+    request = options()
+    named = Peer(Transport.UDP, "proxy.demo.scaserver.test", 5060)
+    v6 = Peer(Transport.UDP, "2001:db8::1", 5060)
+    core = FakeCore(
+        on_receive=lambda data, peer, now: [Send(request, PEER_V4), Send(request, named), Send(request, v6)]
+    )
+    clock, transports, datagram = Clock(), Transports(), RecordingDatagram()
+    transports.add_datagram(datagram)
+    by_name: list[tuple[bytes, Peer, str | None]] = []
+
+    def send(data: bytes, peer: Peer, *, branch: str | None = None) -> bool:
+        by_name.append((data, peer, branch))
+        return True
+
+    transports.send = send  # type: ignore[method-assign]
+    capture = LogCapture()
+    transports._log = capture.logger()
+    SipStack(core, clock, transports, EventBus()).bytes_received(b"x", PEER_V4)
+    assert datagram.sent == [(serialize(request), PEER_V4)]
+    assert by_name == [(serialize(request), named, "z9hG4bK-1")]  # its client transaction's target
+    assert capture.texts() == [f"no UDP socket for {v6}: message dropped"]
+    assert core.lost == []
+    clock.advance(0)  # the transaction bound to the peer with no socket fails after this run
+    assert core.lost == [(v6, 0.0)]
+
+
+def test_each_ban_and_failed_next_hop_is_handled_whatever_was_published_before() -> None:
+    ban = Ban("192.0.2.99", BanReason.MANUAL, 1.0, 2.0)
+    failed = NextHopFailed(Peer(Transport.UDP, "proxy.demo.scaserver.test", 5060), "z9hG4bK-9", "timeout")
+    stack, _, _, published = build(FakeCore())
+    closed: list[str] = []
+    failed_over: list[NextHopFailed] = []
+    stack._out.close_streams_from = lambda host: closed.append(host) or 0  # type: ignore[method-assign,func-returns-value]
+    stack._out.target_failed = failed_over.append  # type: ignore[method-assign,assignment]
+    facts: list[Fact] = [Noted("a"), ban, failed, Noted("b"), ban, failed, Noted("c")]
+    stack.run([Deliver(fact) for fact in facts])
+    assert published == facts
+    assert closed == ["192.0.2.99", "192.0.2.99"]
+    assert failed_over == [failed, failed]

@@ -648,3 +648,82 @@ def test_deletes_reaching_max_pending_flush_early() -> None:
     p.delete("b")
     assert len(runner.held) == 1
     assert wb.depth == 2
+
+
+def test_an_insert_deleted_before_a_flush_writes_nothing() -> None:
+    wb, clock, parent, _, log = make()
+    wb.startService()
+    p, _ = channels(wb)
+    p.insert(Row("new", 1))
+    p.upsert(Row("new", 2))  # still unwritten: still nothing in the store
+    assert wb.depth == 1
+    p.delete("new")
+    assert wb.depth == 0
+    assert p.pending("new") is None
+    clock.advance(5.0)
+    assert log == []
+    assert wb.written_total == 0
+    assert parent.rows == {}
+
+
+def test_an_insert_written_by_a_flush_is_deleted_by_the_next_one() -> None:
+    wb, clock, parent, _, log = make()
+    wb.startService()
+    p, _ = channels(wb)
+    p.insert(Row("new", 1))
+    clock.advance(5.0)
+    p.delete("new")
+    assert p.pending("new") is DELETED
+    clock.advance(5.0)
+    assert log == [("parent", "upsert", (Row("new", 1),)), ("parent", "delete", ("new",))]
+    assert parent.rows == {}
+
+
+def test_an_insert_over_a_queued_operation_is_an_upsert() -> None:
+    wb, clock, parent, _, log = make()
+    wb.startService()
+    p, _ = channels(wb)
+    parent.rows["a"] = 0  # stored before; its delete is queued
+    p.delete("a")
+    p.insert(Row("a", 1))
+    p.delete("a")
+    assert p.pending("a") is DELETED
+    clock.advance(5.0)
+    assert log == [("parent", "delete", ("a",))]
+    assert parent.rows == {}
+
+
+def test_an_insert_taken_by_a_running_flush_is_deleted_by_the_next_one() -> None:
+    runner = ManualRunner()
+    wb, clock, parent, _, log = make(runner)
+    wb.startService()
+    p, _ = channels(wb)
+    p.insert(Row("new", 1))
+    clock.advance(5.0)
+    assert wb.flushing
+    p.delete("new")  # the row is being written: its delete must follow
+    runner.release()
+    clock.advance(5.0)
+    runner.release()
+    assert log == [("parent", "upsert", (Row("new", 1),)), ("parent", "delete", ("new",))]
+    assert parent.rows == {}
+
+
+def test_a_key_whose_write_failed_is_deleted_even_when_inserted_again() -> None:
+    runner = ManualRunner()
+    wb, clock, parent, _, log = make(runner)
+    wb.startService()
+    p, _ = channels(wb)
+    p.insert(Row("new", 1))
+    clock.advance(5.0)
+    p.insert(Row("new", 2))  # queued during the flush; the failed write may have left a row
+    parent.down = True
+    runner.release()
+    assert p.pending("new") == Row("new", 2)
+    p.delete("new")
+    assert p.pending("new") is DELETED
+    parent.down = False
+    clock.advance(1.0)
+    runner.release()
+    assert log == [("parent", "delete", ("new",))]
+    assert wb.depth == 0
