@@ -22,8 +22,8 @@ are not part of the core).
 * ``call``: one row of ``sca-call.xml`` on a line like ``seize``'s: seize appearance 1, an
   INVITE to ``callee`` (registered) proxied with its 180 and 200, the ACK along the
   Record-Route, a hold re-INVITE and its ACK, the BYE; every NOTIFY answered (not in
-  ``both``).  ``--history`` also times the history feed's mapper (``HistoryRecorder.record``,
-  as the edge builds it) over the facts such calls deliver.
+  ``both``).  ``--history`` (``call``, ``seize``) also times the history feed's mapper
+  (``HistoryRecorder.record``, as the edge builds it) over the facts such calls or cycles deliver.
 
 Prints the Python function calls per request (cProfile, deterministic) and the
 microseconds per request, min over ``--repeat`` batches of ``--count`` requests (each batch
@@ -263,6 +263,10 @@ def history_batch(count: int, profile: cProfile.Profile | None) -> float:
         sca_call(driver, n)
         driver.advance(0.25)
     facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
+    return _timed_history(driver, facts, count, profile)
+
+
+def _timed_history(driver: Driver, facts: list[object], count: int, profile: cProfile.Profile | None) -> float:
     sca = driver.core.sca
     recorder = HistoryRecorder(line_of=lambda aor: aor if sca.is_sca(aor) else None, local_domains=[DOMAIN])
     gc.collect()
@@ -272,12 +276,41 @@ def history_batch(count: int, profile: cProfile.Profile | None) -> float:
         if profile is not None:
             profile.enable()
         for fact in facts:
-            recorder.record(fact)
+            recorder.record(fact)  # type: ignore[arg-type]
         if profile is not None:
             profile.disable()
         return (time.perf_counter() - began) / count
     finally:
         gc.enable()
+
+
+# --- the history feed of a seize cycle --------------------------------------------------------
+
+
+class SeizeFactsDriver(Driver):
+    """A :class:`Driver` that keeps the facts the core delivers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.facts: list[object] = []
+
+    def _run(self, actions: Iterable[Action]) -> list[Request]:
+        kept = list(actions)
+        self.facts.extend(action.event for action in kept if isinstance(action, Deliver))
+        return super()._run(kept)
+
+
+def seize_history_batch(count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per seize cycle the history feed's mapper takes over the facts of ``count``
+    seize cycles (two appearance changes each), kept from a run of the core."""
+    driver = SeizeFactsDriver()
+    populate(driver, range(count))
+    driver.facts.clear()
+    for n in range(count):
+        seize_cycle(driver, n)
+        driver.advance(1.0 / 40)
+    facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
+    return _timed_history(driver, facts, count, profile)
 
 
 def _lines(message: Message, *names: str) -> list[str]:
@@ -566,7 +599,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--history", action="store_true", help="call: also the history feed's mapper")
+    parser.add_argument("--history", action="store_true", help="call, seize: also the history feed's mapper")
     args = parser.parse_args(argv)
     compiled = sorted(
         name
@@ -596,13 +629,14 @@ def main(argv: list[str] | None = None) -> None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
             print(text.getvalue())
-        if scenario == "call" and args.history:
+        if scenario in ("call", "seize") and args.history:
+            history = history_batch if scenario == "call" else seize_history_batch
             profile = cProfile.Profile()
-            history_batch(args.count, profile)
+            history(args.count, profile)
             calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
-            timings = [history_batch(args.count, None) for _ in range(args.repeat)]
+            timings = [history(args.count, None) for _ in range(args.repeat)]
             print(
-                f"history: {calls / args.count:.0f} calls per call, min {min(timings) * 1e6:.1f} us (median"
+                f"history: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us (median"
                 f" {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
             )
             if args.profile:
