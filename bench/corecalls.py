@@ -266,7 +266,9 @@ def history_batch(count: int, profile: cProfile.Profile | None) -> float:
     return _timed_history(driver, facts, count, profile)
 
 
-def _timed_history(driver: Driver, facts: list[object], count: int, profile: cProfile.Profile | None) -> float:
+def _timed_history(
+    driver: Driver, facts: list[object], count: int, profile: cProfile.Profile | None
+) -> float:
     sca = driver.core.sca
     recorder = HistoryRecorder(line_of=lambda aor: aor if sca.is_sca(aor) else None, local_domains=[DOMAIN])
     gc.collect()

@@ -34,6 +34,7 @@ from scaserver.router.authentication import AuthenticationRejected
 from scaserver.router.facts import TransactionCompleted
 from scaserver.sca.subscription import (
     NotifyAnswered,
+    Package,
     SubscriptionRemoved,
 )
 from scaserver.sip.digest import (
@@ -100,7 +101,20 @@ class MetricsFeed:
         self._metrics.gc_pause(generation, seconds)
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(NotifyAnswered, lambda e: self._metrics.notify_sent(e.subscription.event.value))
+        # The two facts of every transaction are counted by one call each, straight into the
+        # counting dicts (as Metrics.notify_sent and transaction_completed count).
+        notify_counts, transaction_counts = self._metrics.notify_counts, self._metrics.transaction_counts
+        package_names = {package: package.value for package in Package}
+
+        def notify_sent(event: NotifyAnswered) -> None:
+            labels = (package_names[event.subscription.event], "sent")
+            notify_counts[labels] = notify_counts.get(labels, 0) + 1
+
+        def transaction_completed(event: TransactionCompleted) -> None:
+            labels = (event.kind, event.outcome)
+            transaction_counts[labels] = transaction_counts.get(labels, 0) + 1
+
+        bus.subscribe(NotifyAnswered, notify_sent)
         bus.subscribe(SubscriptionRemoved, self._removed)
         bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
         bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
@@ -111,7 +125,7 @@ class MetricsFeed:
         bus.subscribe(StatelessReply, self._stateless)
         bus.subscribe(AuthenticationRejected, self._auth)
         bus.subscribe(RequestRefused, lambda e: self._metrics.request_refused(e.status, e.cause))
-        bus.subscribe(TransactionCompleted, lambda e: self._metrics.transaction_completed(e.kind, e.outcome))
+        bus.subscribe(TransactionCompleted, transaction_completed)
 
     def _removed(self, event: SubscriptionRemoved) -> None:
         if event.reason == "notify-failed":

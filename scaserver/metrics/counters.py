@@ -324,6 +324,17 @@ class Metrics:
         """Export the DNS locator's counters (read at scrape time)."""
         self.registry.register(DnsCollector(source))
 
+    @property
+    def notify_counts(self) -> dict[tuple[str, ...], int]:
+        """The NOTIFY counts by (event package, ``sent``/``failed``), which a per-fact counter
+        on the bus increments itself (one call per fact instead of two)."""
+        return self._notify.counts
+
+    @property
+    def transaction_counts(self) -> dict[tuple[str, ...], int]:
+        """The completed-transaction counts by (kind, outcome), as :attr:`notify_counts`."""
+        return self._transactions.counts
+
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""
         counts, labels = self._notify.counts, (event, "sent")
