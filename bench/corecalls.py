@@ -45,13 +45,19 @@ import itertools
 import pstats
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterable
-from typing import get_args
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import TypeVar, get_args
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
 import scaserver
 from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
 from scaserver.directory import credential_lookup
+from scaserver.edge.historyfeed import HistoryFeed
+from scaserver.edge.writebehind import WriteBehind
+from scaserver.events import EventBus
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.router.router import SipRouter
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
@@ -60,6 +66,9 @@ from scaserver.sip.headers import parse_auth
 from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeers
+from scaserver.store.history import HistoryKey, HistoryRow, history_key
+
+T = TypeVar("T")
 
 DOMAIN = "127.0.0.1"
 SETTINGS = {"server": {"domains": [DOMAIN]}, "auth": {"require": False, "realm": DOMAIN}}
@@ -252,7 +261,7 @@ class CallDriver(Driver):
         return []
 
 
-def history_batch(count: int, profile: cProfile.Profile | None) -> float:
+def history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
     """Seconds per call the history feed's mapper (``HistoryRecorder.record``, as the edge
     builds it) takes over the facts of ``count`` calls, kept from a run of the core."""
     driver = CallDriver()
@@ -262,15 +271,27 @@ def history_batch(count: int, profile: cProfile.Profile | None) -> float:
     for n in range(count):
         sca_call(driver, n)
         driver.advance(0.25)
-    facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
-    return _timed_history(driver, facts, count, profile)
+    return _timed_history(driver, driver.facts, count, profile, feed=feed)
 
 
 def _timed_history(
-    driver: Driver, facts: list[object], count: int, profile: cProfile.Profile | None
+    driver: Driver, facts: list[object], count: int, profile: cProfile.Profile | None, *, feed: bool
 ) -> float:
+    """Seconds per call or cycle the mapper takes over the history facts of ``facts``, or
+    (``feed``) a bus with only the history feed attached (``HistoryFeed``, as the edge builds
+    it, its rows queued on a write-behind channel that is never flushed) takes over all of them."""
     sca = driver.core.sca
     recorder = HistoryRecorder(line_of=lambda aor: aor if sca.is_sca(aor) else None, local_domains=[DOMAIN])
+    handle: Callable[[object], object]
+    if feed:
+        bus = EventBus()
+        writes = WriteBehind(Clock(), _NoRunner(), max_pending=1 << 30)
+        channel = writes.channel("history", _NoSink(), history_key, table_of=lambda key: str(key[0]))
+        HistoryFeed(recorder, channel, lines=list, clock=lambda: driver.now).attach(bus)
+        handle = bus.publish
+    else:
+        facts = [fact for fact in facts if isinstance(fact, HISTORY_FACTS)]
+        handle = recorder.record  # type: ignore[assignment]
     gc.collect()
     gc.disable()
     try:
@@ -278,12 +299,25 @@ def _timed_history(
         if profile is not None:
             profile.enable()
         for fact in facts:
-            recorder.record(fact)  # type: ignore[arg-type]
+            handle(fact)
         if profile is not None:
             profile.disable()
         return (time.perf_counter() - began) / count
     finally:
         gc.enable()
+
+
+class _NoRunner:
+    def run(self, f: Callable[..., T], /, *args: object, **kwargs: object) -> Deferred[T]:
+        raise AssertionError("the bench's write-behind never flushes")
+
+
+class _NoSink:
+    def upsert(self, values: Sequence[HistoryRow], /) -> None:
+        raise AssertionError("the bench's write-behind never flushes")
+
+    def delete(self, keys: Sequence[HistoryKey], /) -> None:
+        raise AssertionError("the bench's write-behind never flushes")
 
 
 # --- the history feed of a seize cycle --------------------------------------------------------
@@ -302,7 +336,7 @@ class SeizeFactsDriver(Driver):
         return super()._run(kept)
 
 
-def seize_history_batch(count: int, profile: cProfile.Profile | None) -> float:
+def seize_history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
     """Seconds per seize cycle the history feed's mapper takes over the facts of ``count``
     seize cycles (two appearance changes each), kept from a run of the core."""
     driver = SeizeFactsDriver()
@@ -311,8 +345,7 @@ def seize_history_batch(count: int, profile: cProfile.Profile | None) -> float:
     for n in range(count):
         seize_cycle(driver, n)
         driver.advance(1.0 / 40)
-    facts = [fact for fact in driver.facts if isinstance(fact, HISTORY_FACTS)]
-    return _timed_history(driver, facts, count, profile)
+    return _timed_history(driver, driver.facts, count, profile, feed=feed)
 
 
 def _lines(message: Message, *names: str) -> list[str]:
@@ -633,18 +666,20 @@ def main(argv: list[str] | None = None) -> None:
             print(text.getvalue())
         if scenario in ("call", "seize") and args.history:
             history = history_batch if scenario == "call" else seize_history_batch
-            profile = cProfile.Profile()
-            history(args.count, profile)
-            calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
-            timings = [history(args.count, None) for _ in range(args.repeat)]
-            print(
-                f"history: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us (median"
-                f" {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
-            )
-            if args.profile:
-                text = io.StringIO()
-                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
-                print(text.getvalue())
+            for feed in (False, True):
+                profile = cProfile.Profile()
+                history(args.count, profile, feed=feed)
+                calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
+                timings = [history(args.count, None, feed=feed) for _ in range(args.repeat)]
+                print(
+                    f"history {'feed' if feed else 'mapper'}: {calls / args.count:.0f} calls per {unit},"
+                    f" min {min(timings) * 1e6:.1f} us (median {sorted(timings)[len(timings) // 2] * 1e6:.1f}"
+                    f" us) over {args.repeat} x {args.count}"
+                )
+                if args.profile:
+                    text = io.StringIO()
+                    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+                    print(text.getvalue())
 
 
 if __name__ == "__main__":

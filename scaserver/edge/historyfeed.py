@@ -61,10 +61,11 @@ class HistoryFeed:
         # parked call its final status.
         mobile_facts: tuple[type[ParkingFact], ...] = (
             ParkStarted, PushRequested, PushAnswered, WakeObserved, WakeMissed,
-            BranchAdded, BranchAnswered, ParkEnded, ResponseRelayed,
+            BranchAdded, BranchAnswered, ParkEnded,
         )  # fmt: skip
         for mobile_fact in mobile_facts:
             bus.subscribe(mobile_fact, self._record_mobile)
+        bus.subscribe(ResponseRelayed, self._record_relayed)
 
     def _record(self, fact: HistoryFact) -> None:
         for row in self._recorder.record(fact):
@@ -73,6 +74,12 @@ class HistoryFeed:
     def _record_mobile(self, fact: ParkingFact) -> None:
         for row in self._parking.record(fact, self._clock()):
             self._channel.upsert(row)
+
+    def _record_relayed(self, fact: ResponseRelayed) -> None:
+        # A relayed response makes a parking row only for a parked call (its final status):
+        # with no parked call nor push followed, the parking history is not asked.
+        if self._parking.tracked:
+            self._record_mobile(fact)
 
     def sample(self, now: float) -> None:
         for row in self._recorder.sample_lines(now, self._lines()):
