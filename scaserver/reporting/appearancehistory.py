@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.reporting.callhistory import Call
+from scaserver.reporting.callhistory import Call, updated
 from scaserver.reporting.rows import RowSequence, epoch_ms
 from scaserver.sca.appearance import HELD_STATES, AppearanceChanged, AppearanceState
 from scaserver.store.history import (
@@ -130,7 +130,7 @@ class AppearanceHistory:
             app.call = call
             self._linked.setdefault(id(call), {})[key] = None
             if call.record.appearance_index is None:
-                call.record = attrs.evolve(
+                call.record = updated(
                     call.record, line_aor=call.record.line_aor or fact.line, appearance_index=fact.index
                 )
                 rows.append(call.record)
@@ -180,7 +180,7 @@ class AppearanceHistory:
         app.hold_call, app.hold_started_ms = None, None
         if call is None or started is None:
             return
-        call.record = attrs.evolve(
+        call.record = updated(
             call.record,
             hold_count=call.record.hold_count + 1,
             held_ms=call.record.held_ms + max(0, end_ms - started),

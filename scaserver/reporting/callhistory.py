@@ -31,9 +31,10 @@ Call rows (``calls``, section 4.1):
 from __future__ import annotations
 
 import hashlib
+import operator
 import uuid
 from collections.abc import Callable
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 import attrs
 
@@ -94,6 +95,42 @@ def failure_outcome(status: int, *, cancelled: bool) -> tuple[Disposition, EndRe
     if 500 <= status < 600:
         return Disposition.FAILED, EndReason.ERROR
     return Disposition.FAILED, EndReason.REJECTED
+
+
+class CallChanges(TypedDict, total=False):
+    """The ``calls`` columns the recorder changes as a call goes on (:func:`updated`)."""
+
+    to_tag: str
+    line_aor: str | None
+    appearance_index: int | None
+    answered_contact: str | None
+    answered_device: str | None
+    ring_ms: int | None
+    answer_ms: int | None
+    duration_ms: int | None
+    billable_ms: int | None
+    ended_ms: int | None
+    disposition: Disposition
+    end_reason: EndReason | None
+    final_sip_code: int | None
+    final_sip_reason: str | None
+    hold_count: int
+    held_ms: int
+    parked: bool
+
+
+_CALL_FIELDS: Final = tuple(field.name for field in attrs.fields(CallRecord))
+_call_values: Final = operator.attrgetter(*_CALL_FIELDS)
+_CALL_POSITION: Final = {name: position for position, name in enumerate(_CALL_FIELDS)}
+
+
+def updated(record: CallRecord, **changes: Unpack[CallChanges]) -> CallRecord:
+    """``attrs.evolve(record, **changes)``, the record's values read at once and passed by
+    position: about half of ``evolve``'s cost on the 26 columns (5 updates a call)."""
+    values = list(_call_values(record))
+    for name, value in changes.items():
+        values[_CALL_POSITION[name]] = value
+    return CallRecord(*values)
 
 
 def _aor(uri: Uri) -> str:
@@ -199,7 +236,7 @@ class CallHistory:
             return []
         record = self._new_record(request, call_id, caller, callee, fact.now)
         if self._parked(call_id):  # the first branch of a parked call is an appended one
-            record = attrs.evolve(record, parked=True)
+            record = updated(record, parked=True)
         call = Call(record, fact.now, current_call_id=call_id, call_ids={call_id})
         self._calls[call_id] = call
         return [record]
@@ -245,7 +282,7 @@ class CallHistory:
     def _reopen(self, call: Call) -> list[HistoryRow]:
         call.challenged_at = None
         self._challenged.pop(id(call), None)
-        call.record = attrs.evolve(
+        call.record = updated(
             call.record,
             disposition=Disposition.IN_PROGRESS,
             end_reason=None,
@@ -319,7 +356,7 @@ class CallHistory:
             return rows
         offset = epoch_ms(fact.now) - call.record.started_ms
         if response.status in (180, 183) and call.record.ring_ms is None:
-            call.record = attrs.evolve(call.record, ring_ms=offset)
+            call.record = updated(call.record, ring_ms=offset)
             rows.insert(0, call.record)
         elif 200 <= response.status < 300 and call.answered is None:
             call.answered = fact.now
@@ -328,7 +365,7 @@ class CallHistory:
                 to_tag = to_addr(response).tag or ""
             except MalformedMessage:
                 to_tag = ""
-            call.record = attrs.evolve(
+            call.record = updated(
                 call.record,
                 answer_ms=offset,
                 to_tag=to_tag,
@@ -339,7 +376,7 @@ class CallHistory:
             )
             rows.insert(0, call.record)
         elif response.status >= 300 and call.answered is None:
-            call.record = attrs.evolve(
+            call.record = updated(
                 call.record, final_sip_code=response.status, final_sip_reason=response.reason
             )
         return rows
@@ -398,7 +435,7 @@ class CallHistory:
             call.challenged_at = fact.now
             self._challenged[id(call)] = call
             end_ms = epoch_ms(fact.now)
-            call.record = attrs.evolve(
+            call.record = updated(
                 call.record,
                 disposition=Disposition.FAILED,
                 end_reason=EndReason.REJECTED,
@@ -411,7 +448,7 @@ class CallHistory:
         cancelled = call.cancelled or fact.reason is CallEndReason.CANCELLED
         disposition, reason = failure_outcome(fact.status, cancelled=cancelled)
         if call.record.final_sip_code != fact.status:
-            call.record = attrs.evolve(call.record, final_sip_code=fact.status, final_sip_reason=None)
+            call.record = updated(call.record, final_sip_code=fact.status, final_sip_reason=None)
         return self._end(call, fact.now, disposition, reason)
 
     def _forget_leg(self, call: Call, call_id: str) -> None:
@@ -425,7 +462,7 @@ class CallHistory:
         if call.record.parked and reason is EndReason.RING_TIMEOUT:
             reason = EndReason.PARK_TIMEOUT
         billable = 0 if call.answered is None else end_ms - epoch_ms(call.answered)
-        call.record = attrs.evolve(
+        call.record = updated(
             call.record,
             ended_ms=end_ms,
             duration_ms=end_ms - call.record.started_ms,

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import attrs
 import pytest
 
 from scaserver.reporting.appearancehistory import cause_of
-from scaserver.reporting.callhistory import CHALLENGE_GRACE_S, call_uuid, failure_outcome
+from scaserver.reporting.callhistory import (
+    CHALLENGE_GRACE_S,
+    CallChanges,
+    call_uuid,
+    failure_outcome,
+    updated,
+)
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.reporting.wakeups import prid_sha256
 from scaserver.sca.appearance import TRANSITIONS, AppearanceChanged
@@ -508,3 +514,25 @@ def test_facts_about_unknown_calls_and_other_requests_write_nothing() -> None:
     rows = feed(rec, facts)
     assert [type(r) for r in rows] == [AccRecord]  # Kamailio's acc still logs the transaction
     assert of_type(feed(rec, call.bye(T0 + 1)), CallRecord) == []
+
+
+def test_a_call_record_updated_column_by_column_is_the_evolved_record() -> None:
+    record = CallRecord(
+        call_uuid="u", sip_call_id="c@h", from_tag="f", to_tag="", direction=Direction.INBOUND,
+        line_aor=None, appearance_index=None, caller_uri="sip:a@h", caller_display="A",
+        callee_uri="sip:b@h", origin_device=None, answered_contact=None, answered_device=None,
+        started_ms=1000,
+    )  # fmt: skip
+    changes: CallChanges = {
+        "to_tag": "t", "line_aor": "sip:line@h", "appearance_index": 2, "answered_contact": "sip:b@10.0.0.1",
+        "answered_device": "0004f2aabbcc", "ring_ms": 10, "answer_ms": 20, "duration_ms": 30,
+        "billable_ms": 40, "ended_ms": 1030, "disposition": Disposition.ANSWERED,
+        "end_reason": EndReason.BYE, "final_sip_code": 200, "final_sip_reason": "OK",
+        "hold_count": 1, "held_ms": 5, "parked": True,
+    }  # fmt: skip
+    assert set(changes) == set(CallChanges.__annotations__)
+    for name, value in changes.items():
+        one = cast(CallChanges, {name: value})
+        assert updated(record, **one) == attrs.evolve(record, **one)
+    assert updated(record, **changes) == attrs.evolve(record, **changes)
+    assert updated(record) == record
