@@ -151,7 +151,7 @@ class AppearanceHistory:
                     appearance_index=fact.index,
                     old_state=old_state,
                     new_state=new_state,
-                    cause=cause_of(fact),
+                    cause=_RULE_CAUSES.get(fact.rule) or cause_of(fact),
                     owner_contact=owner,
                     owner_device=None if owner is None else self._device_of(owner),
                     call_uuid=None if app.call is None else app.call.record.call_uuid,

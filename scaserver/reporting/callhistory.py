@@ -338,12 +338,13 @@ class CallHistory:
         call = self._calls.get(call_id)
         try:
             method = cseq(response).method
-            initial = to_addr(request).tag is None
+            callee = to_addr(request)
         except MalformedMessage:
             return []
+        initial = callee.tag is None
         rows: list[HistoryRow] = []
         if response.status >= 200 and (method == "BYE" or (method == "INVITE" and initial)):
-            rows.append(self._acc(request, response, fact.now, call))
+            rows.append(self._acc(request, response, fact.now, call, call_id=call_id, callee=callee))
         if call is None or method != "INVITE" or not initial or call.challenged_at is not None:
             return rows
         if call_id == call.pickup_call_id:
@@ -381,10 +382,21 @@ class CallHistory:
             )
         return rows
 
-    def _acc(self, request: Request, response: Response, now: float, call: Call | None) -> AccRecord:
+    def _acc(
+        self,
+        request: Request,
+        response: Response,
+        now: float,
+        call: Call | None,
+        *,
+        call_id: str,
+        callee: NameAddr,
+    ) -> AccRecord:
+        """The ``acc`` row of a final response; ``call_id`` and ``callee`` are the request's
+        (``callee`` its To, parsed)."""
         src_user = src_domain = dst_user = dst_domain = from_tag = to_tag = src_ip = ""
         try:
-            caller, callee = from_addr(request), to_addr(request)
+            caller = from_addr(request)
             src_user, src_domain = _user_host(caller.uri)
             dst_user, dst_domain = _user_host(callee.uri)
             from_tag = caller.tag or ""
@@ -399,7 +411,7 @@ class CallHistory:
             method=request.method,
             from_tag=from_tag,
             to_tag=to_tag,
-            callid=request.call_id or "",
+            callid=call_id,
             sip_code=f"{response.status:03d}",
             sip_reason=response.reason,
             src_user=src_user,
