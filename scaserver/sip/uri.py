@@ -175,8 +175,18 @@ class SipUri:
     port: int | None = None
     params: Params = ()
     headers: tuple[tuple[str, str], ...] = ()
+    _text: str | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
+    """The URI's text once written (or the text it was parsed from, when that is how
+    :meth:`__str__` writes it): routing reads it many times per request."""
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
             parts.append(_escape(self.user, _USER_SAFE, _USER_BAD))
@@ -399,7 +409,10 @@ def parse_uri(text: str) -> Uri:
         scheme, user, host, port_text, param_text = plain.groups()
         params = () if param_text is None else _split_uri_params(param_text[1:], _PARAM_BAD)
         port = None if port_text is None else parse_port(port_text)  # after the parameters, as there
-        return SipUri(scheme, user, None, host, port, params)
+        uri = SipUri(scheme, user, None, host, port, params)
+        if port_text is None or port_text[0] != "0":
+            object.__setattr__(uri, "_text", text)  # written back as it came (no escapes, no padded port)
+        return uri
     colon = text.find(":")
     if colon <= 0 or _SCHEME.fullmatch(text, 0, colon) is None:
         raise MalformedMessage(f"not a URI: {text!r}")
@@ -427,6 +440,17 @@ class NameAddr:
     display_name: str | None
     uri: Uri
     params: Params = ()
+    tag: str | None = attrs.field(init=False, eq=False, hash=False, repr=False)
+    """The ``tag`` parameter (RFC 3261 section 19.3), None when absent or empty: read once
+    here, as the dialog and call code asks for it many times per request."""
+
+    def __attrs_post_init__(self) -> None:
+        tag = None
+        for key, value in self.params:
+            if key == "tag" or key.lower() == "tag":
+                tag = value or None
+                break
+        object.__setattr__(self, "tag", tag)
 
     def __str__(self) -> str:
         text = f"<{self.uri}>"
@@ -435,11 +459,6 @@ class NameAddr:
         for name, value in self.params:
             text += f";{name}" if value is None else f";{name}={value}"
         return text
-
-    @property
-    def tag(self) -> str | None:
-        value = self.param("tag")
-        return value or None
 
     def param(self, name: str) -> str | None:
         """A header parameter's value (case-insensitive name): "" when valueless, None if absent."""
