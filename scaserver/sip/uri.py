@@ -12,6 +12,7 @@ URI serializes to an equivalent URI.  Other schemes are kept opaque as
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 import string
@@ -427,6 +428,15 @@ def parse_uri(text: str) -> Uri:
     return AbsoluteUri(scheme, rest)
 
 
+class _Unread(enum.Enum):
+    """A derived value not computed yet."""
+
+    UNREAD = enum.auto()
+
+
+_UNREAD: Final = _Unread.UNREAD
+
+
 @attrs.frozen
 class NameAddr:
     """A name-addr or addr-spec with its header parameters (RFC 3261 section 20.10):
@@ -440,17 +450,9 @@ class NameAddr:
     display_name: str | None
     uri: Uri
     params: Params = ()
-    tag: str | None = attrs.field(init=False, eq=False, hash=False, repr=False)
-    """The ``tag`` parameter (RFC 3261 section 19.3), None when absent or empty: read once
-    here, as the dialog and call code asks for it many times per request."""
-
-    def __attrs_post_init__(self) -> None:
-        tag = None
-        for key, value in self.params:
-            if key == "tag" or key.lower() == "tag":
-                tag = value or None
-                break
-        object.__setattr__(self, "tag", tag)
+    _tag: str | _Unread | None = attrs.field(
+        default=_Unread.UNREAD, init=False, eq=False, hash=False, repr=False
+    )
 
     def __str__(self) -> str:
         text = f"<{self.uri}>"
@@ -459,6 +461,20 @@ class NameAddr:
         for name, value in self.params:
             text += f";{name}" if value is None else f";{name}={value}"
         return text
+
+    @property
+    def tag(self) -> str | None:
+        """The ``tag`` parameter (RFC 3261 section 19.3), None when absent or empty: found once
+        and kept, as the dialog and call code asks for it many times per request."""
+        tag = self._tag
+        if tag is _UNREAD:
+            tag = None
+            for key, value in self.params:
+                if key == "tag" or key.lower() == "tag":
+                    tag = value or None
+                    break
+            object.__setattr__(self, "_tag", tag)
+        return tag
 
     def param(self, name: str) -> str | None:
         """A header parameter's value (case-insensitive name): "" when valueless, None if absent."""
