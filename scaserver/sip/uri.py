@@ -217,8 +217,11 @@ class SipUri:
     @property
     def transport(self) -> str | None:
         """The ``transport`` parameter in lower case (RFC 3261 section 19.1.1), or None."""
-        value = self.param("transport")
-        return value.lower() if value else None
+        # param_value's loop without its two calls (routing reads it several times per request).
+        for key, value in self.params:
+            if key == "transport" or key.lower() == "transport":
+                return value.lower() if value else None
+        return None
 
     @property
     def secure(self) -> bool:

@@ -358,3 +358,21 @@ def test_name_addr_tag_follows_edits_and_stays_out_of_equality() -> None:
     assert addr == NameAddr(None, sip("sip:a@h"), (("tag", "one"),))
     assert repr(addr) == f"NameAddr(display_name=None, uri={addr.uri!r}, params=(('tag', 'one'),))"
     assert NameAddr.__match_args__ == ("display_name", "uri", "params")
+
+
+@pytest.mark.parametrize(
+    ("text", "transport"),
+    [
+        ("sip:a@h", None),
+        ("sip:a@h;transport=TCP", "tcp"),
+        ("sip:a@h;lr;Transport=tls", "tls"),
+        ("sip:a@h;transport", None),
+        ("sip:a@h;transport=", None),
+        ("sip:a@h;transport=udp;transport=tcp", "udp"),
+        ("sip:a@h;transports=tcp", None),
+    ],
+)
+def test_transport_is_the_first_transport_param_in_lower_case(text: str, transport: str | None) -> None:
+    uri = sip(text)
+    assert uri.transport == transport
+    assert uri.transport == ((uri.param("transport") or "").lower() or None)
