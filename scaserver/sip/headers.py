@@ -342,9 +342,35 @@ def format_auth(header: AuthHeader, *, bare: Collection[str] = CREDENTIAL_TOKENS
     return f"{header.scheme} {', '.join(rendered)}" if rendered else header.scheme
 
 
-@functools.lru_cache(maxsize=1024)
+_AUTH_TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_AUTH_PARAM: Final = _AUTH_TOKEN + r'=(?:"[^"\\]*"|[^\x00-\x20\x7f",]+)'
+_PLAIN_AUTH: Final = re.compile(f"({_AUTH_TOKEN}) ({_AUTH_PARAM}(?:, ?{_AUTH_PARAM})*)")
+"""The usual credentials or challenge in one match: ``Digest k=v, k="v"``, one space after
+the scheme, ``,`` or ``, `` between parameters, quoted values without quoted-pairs;
+anything else is read in parts."""
+_AUTH_PARAM_PAIRS: Final = re.compile(rf'({_AUTH_TOKEN})="?((?<=")[^"\\]*|(?<!")[^\x00-\x20\x7f",]+)"?')
+"""Each ``name=value`` of a text :data:`_PLAIN_AUTH` matched, as (name, unquoted value):
+the value group opens after the quote when there is one, and the closing quote is left out."""
+
+
 def parse_auth(text: str) -> AuthHeader:
-    """Parse ``auth-scheme LWS auth-param *(COMMA auth-param)`` (RFC 3261 sections 20.7, 25.1)."""
+    """Parse ``auth-scheme LWS auth-param *(COMMA auth-param)`` (RFC 3261 sections 20.7, 25.1).
+
+    Not cached: each credentials line is new (nonce, cnonce, response), so a cache would
+    only spend its bookkeeping and evict values that do repeat.
+    """
+    plain = _PLAIN_AUTH.fullmatch(text)
+    if plain is None:
+        return _parse_auth_parts(text)
+    scheme, rest = plain.groups()
+    if "," not in rest and "=" not in rest.rstrip("="):
+        return AuthHeader(scheme, token68=rest)
+    return AuthHeader(scheme, tuple(_AUTH_PARAM_PAIRS.findall(rest)))
+
+
+def _parse_auth_parts(text: str) -> AuthHeader:
+    """An auth header value in any of the forms the grammar allows (LWS, quoted-pairs, a
+    token68)."""
     text = text.strip(" \t")
     space = 0
     while space < len(text) and text[space] not in " \t":

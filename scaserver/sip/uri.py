@@ -12,6 +12,7 @@ URI serializes to an equivalent URI.  Other schemes are kept opaque as
 
 from __future__ import annotations
 
+import enum
 import functools
 import re
 import string
@@ -175,8 +176,18 @@ class SipUri:
     port: int | None = None
     params: Params = ()
     headers: tuple[tuple[str, str], ...] = ()
+    _text: str | None = attrs.field(default=None, init=False, eq=False, hash=False, repr=False)
+    """The URI's text once written (or the text it was parsed from, when that is how
+    :meth:`__str__` writes it): routing reads it many times per request."""
 
     def __str__(self) -> str:
+        text = self._text
+        if text is None:
+            text = self._format()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _format(self) -> str:
         parts = [self.scheme, ":"]
         if self.user is not None:
             parts.append(_escape(self.user, _USER_SAFE, _USER_BAD))
@@ -206,8 +217,11 @@ class SipUri:
     @property
     def transport(self) -> str | None:
         """The ``transport`` parameter in lower case (RFC 3261 section 19.1.1), or None."""
-        value = self.param("transport")
-        return value.lower() if value else None
+        # param_value's loop without its two calls (routing reads it several times per request).
+        for key, value in self.params:
+            if key == "transport" or key.lower() == "transport":
+                return value.lower() if value else None
+        return None
 
     @property
     def secure(self) -> bool:
@@ -399,7 +413,10 @@ def parse_uri(text: str) -> Uri:
         scheme, user, host, port_text, param_text = plain.groups()
         params = () if param_text is None else _split_uri_params(param_text[1:], _PARAM_BAD)
         port = None if port_text is None else parse_port(port_text)  # after the parameters, as there
-        return SipUri(scheme, user, None, host, port, params)
+        uri = SipUri(scheme, user, None, host, port, params)
+        if port_text is None or port_text[0] != "0":
+            object.__setattr__(uri, "_text", text)  # written back as it came (no escapes, no padded port)
+        return uri
     colon = text.find(":")
     if colon <= 0 or _SCHEME.fullmatch(text, 0, colon) is None:
         raise MalformedMessage(f"not a URI: {text!r}")
@@ -412,6 +429,15 @@ def parse_uri(text: str) -> Uri:
     if scheme == "tel":
         return _parse_tel(rest)
     return AbsoluteUri(scheme, rest)
+
+
+class _Unread(enum.Enum):
+    """A derived value not computed yet."""
+
+    UNREAD = enum.auto()
+
+
+_UNREAD: Final = _Unread.UNREAD
 
 
 @attrs.frozen
@@ -427,6 +453,9 @@ class NameAddr:
     display_name: str | None
     uri: Uri
     params: Params = ()
+    _tag: str | _Unread | None = attrs.field(
+        default=_Unread.UNREAD, init=False, eq=False, hash=False, repr=False
+    )
 
     def __str__(self) -> str:
         text = f"<{self.uri}>"
@@ -438,8 +467,17 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        value = self.param("tag")
-        return value or None
+        """The ``tag`` parameter (RFC 3261 section 19.3), None when absent or empty: found once
+        and kept, as the dialog and call code asks for it many times per request."""
+        tag = self._tag
+        if tag is _UNREAD:
+            tag = None
+            for key, value in self.params:
+                if key == "tag" or key.lower() == "tag":
+                    tag = value or None
+                    break
+            object.__setattr__(self, "_tag", tag)
+        return tag
 
     def param(self, name: str) -> str | None:
         """A header parameter's value (case-insensitive name): "" when valueless, None if absent."""

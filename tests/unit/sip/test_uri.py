@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -292,3 +293,86 @@ def test_sip_uri_without_user_round_trips(uri: SipUri) -> None:
 def test_name_addr_round_trips(display: str | None, tag: str) -> None:
     addr = NameAddr(display, SipUri("sip", "bob", None, "example.com"), (("tag", tag),))
     assert parse_name_addr(str(addr)) == addr
+
+
+_PLAIN_URI_TEXT = st.builds(
+    "{}:{}{}{}{}".format,
+    st.sampled_from(["sip", "sips"]),
+    st.sampled_from(["", "bob@", "a.b-c&d=e+f$g,h@", "0@"]),
+    st.sampled_from(["example.com", "EXAMPLE.com.", "192.0.2.1", "h_1", "h"]),
+    st.sampled_from(["", ":5060", ":0", ":05060", ":0005", ":65535"]),
+    st.lists(st.sampled_from([";lr", ";transport=TCP", ";a=", ";x=[::1]", ";ob;gr=u:1", ";m=a/b:c"])).map(
+        "".join
+    ),
+)
+
+
+@given(_PLAIN_URI_TEXT)
+def test_sip_uri_text_read_once_is_the_written_text(text: str) -> None:
+    uri = sip(text)
+    written = str(attrs.evolve(uri))  # a new value, whose text is written from its fields
+    assert str(uri) == written
+    first = str(uri)
+    assert str(uri) is first
+    assert attrs.evolve(uri) == uri and hash(attrs.evolve(uri)) == hash(uri)
+
+
+def test_sip_uri_text_follows_its_edits() -> None:
+    uri = sip("sip:bob@example.com:5060;transport=udp")
+    assert str(uri) == "sip:bob@example.com:5060;transport=udp"
+    assert str(uri.with_params(("transport", "tcp"))) == "sip:bob@example.com:5060;transport=tcp"
+    assert str(uri.without_params()) == "sip:bob@example.com:5060"
+    assert str(attrs.evolve(uri, port=None)) == "sip:bob@example.com;transport=udp"
+    assert str(sip("sip:bob@example.com:05060")) == "sip:bob@example.com:5060"
+    assert repr(uri) == (
+        "SipUri(scheme='sip', user='bob', password=None, host='example.com', port=5060,"
+        " params=(('transport', 'udp'),), headers=())"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "tag"),
+    [
+        ((), None),
+        ((("tag", "a1"),), "a1"),
+        ((("TAG", "a1"),), "a1"),
+        ((("Tag", None),), None),
+        ((("tag", ""),), None),
+        ((("x", "1"), ("tag", "first"), ("tag", "second")), "first"),
+        ((("tags", "no"),), None),
+    ],
+)
+def test_name_addr_tag_is_the_first_tag_param(
+    params: tuple[tuple[str, str | None], ...], tag: str | None
+) -> None:
+    addr = NameAddr(None, sip("sip:a@h"), params)
+    assert addr.tag == tag
+    assert addr.tag == (addr.param("tag") or None)
+
+
+def test_name_addr_tag_follows_edits_and_stays_out_of_equality() -> None:
+    addr = parse_name_addr("<sip:a@h>;tag=one")
+    assert addr.with_param("tag", "two").tag == "two"
+    assert addr.without_param("tag").tag is None
+    assert attrs.evolve(addr, params=()).tag is None
+    assert addr == NameAddr(None, sip("sip:a@h"), (("tag", "one"),))
+    assert repr(addr) == f"NameAddr(display_name=None, uri={addr.uri!r}, params=(('tag', 'one'),))"
+    assert NameAddr.__match_args__ == ("display_name", "uri", "params")
+
+
+@pytest.mark.parametrize(
+    ("text", "transport"),
+    [
+        ("sip:a@h", None),
+        ("sip:a@h;transport=TCP", "tcp"),
+        ("sip:a@h;lr;Transport=tls", "tls"),
+        ("sip:a@h;transport", None),
+        ("sip:a@h;transport=", None),
+        ("sip:a@h;transport=udp;transport=tcp", "udp"),
+        ("sip:a@h;transports=tcp", None),
+    ],
+)
+def test_transport_is_the_first_transport_param_in_lower_case(text: str, transport: str | None) -> None:
+    uri = sip(text)
+    assert uri.transport == transport
+    assert uri.transport == ((uri.param("transport") or "").lower() or None)
