@@ -182,6 +182,7 @@ class Proxy:
         *,
         hold: bool = False,
         honour_6xx: bool = True,
+        routed: Request | None = None,
     ) -> list[EngineAction]:
         """Proxy ``request`` (received from ``peer`` on ``server_tx``) to ``targets``.
 
@@ -199,35 +200,10 @@ class Proxy:
         else it counts like a 4xx of its branch: call parking (6.3 case 2), and
         the members of a shared line, where one member's decline leaves the
         others ringing (BroadWorks).
+
+        ``routed`` is ``request`` after its 16.4 Route pre-processing when the caller made it
+        already (the mid-dialog relay checks it first): not made twice.
         """
-        return self._proxy_request(request, server_tx, peer, targets, now, hold=hold, honour_6xx=honour_6xx)
-
-    def on_routed_request(
-        self,
-        request: Request,
-        server_tx: ServerKey,
-        peer: Peer,
-        targets: Sequence[Target],
-        now: float,
-        *,
-        routed: Request,
-    ) -> list[EngineAction]:
-        """:meth:`on_request` with ``routed``, ``request`` after its 16.4 Route pre-processing,
-        which the caller made already (the mid-dialog relay checks it first): not made twice."""
-        return self._proxy_request(request, server_tx, peer, targets, now, routed=routed)
-
-    def _proxy_request(
-        self,
-        request: Request,
-        server_tx: ServerKey,
-        peer: Peer,
-        targets: Sequence[Target],
-        now: float,
-        *,
-        hold: bool = False,
-        honour_6xx: bool = True,
-        routed: Request | None = None,
-    ) -> list[EngineAction]:
         if server_tx in self._contexts:
             raise ProtocolStateError(f"server transaction {server_tx!r} is already proxied")
         try:

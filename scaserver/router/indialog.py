@@ -77,7 +77,7 @@ def relay_in_dialog(
             return held
     flow = _flow(state, request, peer)
     targets = () if flow is None else (Target(routed.uri, flow=flow),)
-    return state.proxy.on_routed_request(request, key, peer, targets, now, routed=routed)
+    return state.proxy.on_request(request, key, peer, targets, now, routed=routed)
 
 
 def relay_ack(state: DialogState, ack: Request, peer: Peer, now: float) -> list[EngineAction]:

@@ -37,8 +37,8 @@ def branch(target: Target) -> Request:
     return Request("INVITE", target.uri, headers, INVITE.body)
 
 
-def held(proxy: Proxy, **kw: bool) -> None:
-    assert proxy.on_request(INVITE, SERVER_TX, CALLER, (), 0.0, hold=True, **kw) == []
+def held(proxy: Proxy, *, honour_6xx: bool = True) -> None:
+    assert proxy.on_request(INVITE, SERVER_TX, CALLER, (), 0.0, hold=True, honour_6xx=honour_6xx) == []
     assert SERVER_TX in proxy
 
 
