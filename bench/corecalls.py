@@ -45,7 +45,7 @@ import itertools
 import pstats
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar, get_args
 
 from twisted.internet.defer import Deferred
@@ -79,12 +79,20 @@ FIRST_LINE = 200000
 
 
 class Driver:
-    """A core, its clock and its armed timers."""
+    """A core, its clock and its armed timers.
 
-    def __init__(self) -> None:
+    ``outbox``, when a list, keeps every message the core sends with its peer (and the
+    requests are then not returned by :meth:`receive`: the caller plays the peers from the
+    outbox); ``facts``, when a list, keeps the facts the core delivers."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, object] = SETTINGS,
+        credentials: Callable[..., Credentials | None] = lambda *_: None,
+    ) -> None:
         self.core: SipRouter = make_core(
-            settings_from_mapping(SETTINGS, "bench.corecalls"),
-            credentials=lambda *_: None,
+            settings_from_mapping(settings, "bench.corecalls"),
+            credentials=credentials,
             trusted=TrustedPeers(()),
             lines=(),
             secret=b"s" * 32,
@@ -95,6 +103,8 @@ class Driver:
         self._heap: list[tuple[float, int, Hashable, str]] = []
         self._live: dict[tuple[Hashable, str], int] = {}
         self._seq = itertools.count()
+        self.outbox: list[tuple[Message, Peer]] | None = None
+        self.facts: list[object] | None = None
 
     def receive(self, data: bytes, peer: Peer) -> list[Request]:
         """Feed one datagram; the requests the core sent back (each serialized)."""
@@ -112,12 +122,15 @@ class Driver:
 
     def _run(self, actions: Iterable[Action]) -> list[Request]:
         sent: list[Request] = []
+        outbox, facts = self.outbox, self.facts
         for action in actions:
             kind = type(action)
             if kind is Send:
                 assert isinstance(action, Send)
                 serialize(action.message)
-                if type(action.message) is Request:
+                if outbox is not None:
+                    outbox.append((action.message, action.peer))
+                elif type(action.message) is Request:
                     sent.append(action.message)
             elif kind is StartTimer:
                 assert isinstance(action, StartTimer)
@@ -127,6 +140,9 @@ class Driver:
             elif kind is CancelTimer:
                 assert isinstance(action, CancelTimer)
                 self._live.pop((action.key, action.name), None)
+            elif kind is Deliver and facts is not None:
+                assert isinstance(action, Deliver)
+                facts.append(action.event)
         return sent
 
 
@@ -232,42 +248,21 @@ CALL_SDP = (
 )
 
 
-class CallDriver(Driver):
+def call_driver() -> Driver:
     """A :class:`Driver` that keeps every message the core sends, with its peer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.outbox: list[tuple[Message, Peer]] = []
-        self.facts: list[object] | None = None  # the facts delivered, when kept
-
-    def _run(self, actions: Iterable[Action]) -> list[Request]:
-        for action in actions:
-            kind = type(action)
-            if kind is Send:
-                assert isinstance(action, Send)
-                serialize(action.message)
-                self.outbox.append((action.message, action.peer))
-            elif kind is StartTimer:
-                assert isinstance(action, StartTimer)
-                seq = next(self._seq)
-                self._live[action.key, action.name] = seq
-                heapq.heappush(self._heap, (self.now + action.delay, seq, action.key, action.name))
-            elif kind is CancelTimer:
-                assert isinstance(action, CancelTimer)
-                self._live.pop((action.key, action.name), None)
-            elif kind is Deliver and self.facts is not None:
-                assert isinstance(action, Deliver)
-                self.facts.append(action.event)
-        return []
+    driver = Driver()
+    driver.outbox = []
+    return driver
 
 
 def history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
     """Seconds per call the history feed's mapper (``HistoryRecorder.record``, as the edge
     builds it) takes over the facts of ``count`` calls, kept from a run of the core."""
-    driver = CallDriver()
+    driver = call_driver()
     populate(driver, range(count))
     register_callee(driver)
-    driver.facts = []
+    facts: list[object] = []
+    driver.facts = facts
     for n in range(count):
         sca_call(driver, n)
         driver.advance(0.25)
@@ -323,29 +318,17 @@ class _NoSink:
 # --- the history feed of a seize cycle --------------------------------------------------------
 
 
-class SeizeFactsDriver(Driver):
-    """A :class:`Driver` that keeps the facts the core delivers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.facts: list[object] = []
-
-    def _run(self, actions: Iterable[Action]) -> list[Request]:
-        kept = list(actions)
-        self.facts.extend(action.event for action in kept if isinstance(action, Deliver))
-        return super()._run(kept)
-
-
 def seize_history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
     """Seconds per seize cycle the history feed's mapper takes over the facts of ``count``
     seize cycles (two appearance changes each), kept from a run of the core."""
-    driver = SeizeFactsDriver()
+    driver = Driver()
     populate(driver, range(count))
-    driver.facts.clear()
+    facts: list[object] = []
+    driver.facts = facts
     for n in range(count):
         seize_cycle(driver, n)
         driver.advance(1.0 / 40)
-    return _timed_history(driver, driver.facts, count, profile, feed=feed)
+    return _timed_history(driver, facts, count, profile, feed=feed)
 
 
 def _lines(message: Message, *names: str) -> list[str]:
@@ -384,13 +367,15 @@ def register_callee(driver: Driver) -> None:
     driver.receive(text, CALLEE)
 
 
-def settle(driver: CallDriver, n: int) -> list[Response]:
+def settle(driver: Driver, n: int) -> list[Response]:
     """Play the peers until the core has nothing left to send: the sink and the seizer answer
     every NOTIFY with 200, the callee answers as callee.xml does.  The responses the caller
     received, in order."""
     to_caller: list[Response] = []
-    while driver.outbox:
-        message, peer = driver.outbox.pop(0)
+    outbox = driver.outbox
+    assert outbox is not None, "a driver that keeps what the core sends"
+    while outbox:
+        message, peer = outbox.pop(0)
         if isinstance(message, Response):
             if peer == CALLER:
                 to_caller.append(message)
@@ -435,7 +420,7 @@ def caller_text(
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
 
-def sca_call(driver: CallDriver, n: int) -> None:
+def sca_call(driver: Driver, n: int) -> None:
     """One row of sca-call.xml: seize appearance 1, call the callee through the server, hold,
     hang up; every NOTIFY of it answered."""
     user = FIRST_LINE + n
@@ -483,7 +468,7 @@ WARM_UP = 50
 def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
     """Seconds per request of ``count`` requests on a fresh core, after ``WARM_UP`` requests
     of the same kind (population and warm-up not measured)."""
-    driver = CallDriver() if scenario == "call" else Driver()
+    driver = call_driver() if scenario == "call" else Driver()
     # A call's timers (Timer K of its NOTIFYs, J of its non-INVITE requests: 5 and 32 s) fire
     # within the batch, as they do at any rate on a server in a steady state.
     step = 0.25 if scenario == "call" else 1.0 / 40
@@ -493,7 +478,6 @@ def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> fl
         if scenario == "seize":
             seize_cycle(driver, n)
         elif scenario == "call":
-            assert isinstance(driver, CallDriver)
             sca_call(driver, n)
         else:
             driver.receive(texts[n], REGISTRANT)
@@ -531,35 +515,15 @@ AUTH_SETTINGS = {
 PASSWORD = "bench-secret"
 
 
-class AuthDriver(Driver):
+def auth_driver(users: int) -> Driver:
     """A core with digest required, the subscribers ``FIRST_LINE + n`` for ``n < users``
-    known with ``PASSWORD``; keeps the responses the core sent."""
-
-    def __init__(self, users: int) -> None:
-        table = credential_lookup(
-            Credentials.from_password(str(FIRST_LINE + n), DOMAIN, PASSWORD) for n in range(users)
-        )
-        self.core = make_core(
-            settings_from_mapping(AUTH_SETTINGS, "bench.corecalls"),
-            credentials=table,
-            trusted=TrustedPeers(()),
-            lines=(),
-            secret=b"s" * 32,
-            entropy=_counted_entropy(),
-            unique=_counted_ids(),
-        )
-        self.now = 1_000_000.0
-        self._heap = []
-        self._live = {}
-        self._seq = itertools.count()
-        self.responses: list[Response] = []
-
-    def _run(self, actions: Iterable[Action]) -> list[Request]:
-        actions = list(actions)
-        self.responses.extend(
-            a.message for a in actions if type(a) is Send and isinstance(a.message, Response)
-        )
-        return super()._run(actions)
+    known with ``PASSWORD``, that keeps what it sends."""
+    table = credential_lookup(
+        Credentials.from_password(str(FIRST_LINE + n), DOMAIN, PASSWORD) for n in range(users)
+    )
+    driver = Driver(AUTH_SETTINGS, table)
+    driver.outbox = []
+    return driver
 
 
 def authorization(challenge: Response, n: int) -> str:
@@ -587,7 +551,9 @@ def register_auth_texts(n: int, authorization: str) -> bytes:
 def run_auth_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
     """Seconds per registration (401 + 200) of ``count`` registrations on a fresh core, after
     ``WARM_UP`` of them; only the core's work is timed."""
-    driver = AuthDriver(count + WARM_UP)
+    driver = auth_driver(count + WARM_UP)
+    outbox = driver.outbox
+    assert outbox is not None
     step = 1.0 / 40
     texts = [register_text(n) for n in range(count + WARM_UP)]
     elapsed = 0.0
@@ -601,7 +567,10 @@ def run_auth_batch(scenario: str, count: int, profile: cProfile.Profile | None) 
         if profile is not None:
             profile.disable()
         elapsed += time.perf_counter() - began
-        return driver.responses[-1]
+        response = outbox[-1][0]
+        outbox.clear()
+        assert isinstance(response, Response)
+        return response
 
     def one(n: int) -> None:
         challenge = receive(texts[n])
