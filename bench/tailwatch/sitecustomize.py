@@ -41,6 +41,15 @@ _OUT = os.environ.get("BENCH_TAILWATCH")
 FROZEN_EVERY_S = 5.0
 
 
+def _kind_of(thing: object) -> str:
+    """What an object the collector found is: its type, and a function's or method's own name."""
+    kind = type(thing)
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    if kind.__name__ in {"function", "method"}:
+        name += f" {getattr(thing, '__module__', '?')}.{getattr(thing, '__qualname__', '?')}"
+    return name
+
+
 def _install(out: str) -> None:
     min_busy = float(os.environ.get("BENCH_TAILWATCH_MIN_S", "0.0005"))
     gc_cols = [array.array("d") for _ in range(4)]
@@ -65,10 +74,7 @@ def _install(out: str) -> None:
         if saveall:
             if gc.get_freeze_count() > 0:  # after the start-up state was frozen
                 for thing in gc.garbage:
-                    kind = type(thing)
-                    name = f"{info['generation']} {kind.__module__}.{kind.__qualname__}"
-                    if kind.__name__ in {"function", "method"}:
-                        name += f" {getattr(thing, '__qualname__', '?')}"
+                    name = f"{info['generation']} {_kind_of(thing)}"
                     garbage[name] = garbage.get(name, 0) + 1
             gc.garbage.clear()
         for col, value in zip(
@@ -183,10 +189,7 @@ def _install(out: str) -> None:
         reclaim_s = perf() - began
         leaked: dict[str, int] = {}
         for thing in gc.garbage:
-            kind = type(thing)
-            name = f"{kind.__module__}.{kind.__qualname__}"
-            if kind.__name__ in {"function", "method"}:
-                name += f" {getattr(thing, '__module__', '?')}.{getattr(thing, '__qualname__', '?')}"
+            name = _kind_of(thing)
             leaked[name] = leaked.get(name, 0) + 1
         leak = {
             "frozen": frozen_count,
