@@ -12,6 +12,7 @@ NOTIFY before the next sample.  Every NOTIFY is answered with 200.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import attrs
 
@@ -122,6 +123,20 @@ class LineProbe:
                     last = max(last, message.arrived)
         return not waiting, last
 
+    def paced(self, samples: int, pace_s: float) -> Iterator[tuple[float, float | None]]:
+        """``samples`` samples, one every ``pace_s`` at most (0.3 s more after a failed one,
+        whose answers are let drain): the wall clock each began at, and its latency in ms
+        (None when it failed)."""
+        for n in range(samples):
+            began, wall = time.monotonic(), time.time()
+            value = self.sample(n)
+            if value is None:
+                self._pump(0.3)
+            yield wall, value
+            rest = pace_s - (time.monotonic() - began)
+            if rest > 0:
+                self._pump(rest)
+
     def sample(self, n: int) -> float | None:
         """One seize (measured) and release; the latency in ms, or None when it failed."""
         tag = member_tag(0)
@@ -184,17 +199,11 @@ def measure(server: tuple[str, int], user: str, members: int, samples: int, pace
             return FanOut(members, [], samples)
         values: list[float] = []
         failures = 0
-        for n in range(samples):
-            began = time.monotonic()
-            value = probe.sample(n)
+        for _, value in probe.paced(samples, pace_s):
             if value is None:
                 failures += 1
-                probe._pump(0.3)
             else:
                 values.append(value)
-            rest = pace_s - (time.monotonic() - began)
-            if rest > 0:
-                probe._pump(rest)
         return FanOut(members, values, failures)
     finally:
         probe.close()

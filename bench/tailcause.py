@@ -210,18 +210,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if not line.subscribe_members(str(time.time_ns())):
                     raise RuntimeError(f"the {members} members could not subscribe")
-                for n in range(args.samples):
-                    began = time.monotonic()
-                    wall = time.time()
-                    value = line.sample(n)
+                for wall, value in line.paced(args.samples, 0.03):
                     if value is None:
                         failures += 1
-                        line._pump(0.3)
                     else:
                         samples.append((members, wall, value))
-                    rest = 0.03 - (time.monotonic() - began)
-                    if rest > 0:
-                        line._pump(rest)
             finally:
                 line.close()
         sampler.terminate()
