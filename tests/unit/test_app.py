@@ -163,16 +163,25 @@ def test_garbage_collector_tuning_freezes_start_up_state_and_raises_thresholds()
         gc.set_threshold(*before)
 
 
-def test_an_appearance_is_stored_as_its_change_left_it_and_deleted_when_idle() -> None:
-    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
+def persisted() -> tuple[
+    WriteBehind, Channel[SubscriptionKey, Subscription], Channel[AppearanceKey, Appearance], EventBus
+]:
+    """A bus with the persistence subscribers on write-behind channels that are never flushed:
+    the queue, its subscription and appearance channels, and the bus."""
+    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))
     no_sink = cast(Sink[object, object], None)
+    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
+    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
     appearances: Channel[AppearanceKey, Appearance] = writes.channel(
         "apps", no_sink, lambda a: (a.line, a.index)
     )
-    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
-    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
     bus = EventBus()
     Persistence(bindings, subscriptions, appearances).attach(bus)
+    return writes, subscriptions, appearances, bus
+
+
+def test_an_appearance_is_stored_as_its_change_left_it_and_deleted_when_idle() -> None:
+    _, _, appearances, bus = persisted()
     seized = apply(Appearance("sip:2001@x", 2, owner="sip:a@192.0.2.1"), Trigger.SEIZE, 5.0)
     bus.publish(seized.fact)
     assert seized.appearance.state is AppearanceState.SEIZED
@@ -185,16 +194,7 @@ def test_an_appearance_is_stored_as_its_change_left_it_and_deleted_when_idle() -
 
 def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
     assert [reserved_cseq(n) for n in (1, 31, 32, 33, 64, 65)] == [32, 32, 32, 64, 64, 96]
-    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
-    no_sink = cast(Sink[object, object], None)
-    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
-    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
-    appearances: Channel[AppearanceKey, Appearance] = writes.channel(
-        "apps", no_sink, lambda a: (a.line, a.index)
-    )
-    persistence = Persistence(bindings, subscriptions, appearances)
-    bus = EventBus()
-    persistence.attach(bus)
+    _, subscriptions, _, bus = persisted()
     sub = Subscription("sip:a@192.0.2.1", "sip:2001@x", Package.CALL_INFO, 1e9, "c", "f", "t")
     bus.publish(SubscriptionAdded(sub))
     assert subscriptions.pending(sub.key) == attrs.evolve(sub, notify_cseq=32)
@@ -206,15 +206,7 @@ def test_notify_cseqs_are_stored_as_reserved_blocks() -> None:
 
 
 def test_a_subscription_added_and_removed_before_a_flush_writes_nothing() -> None:
-    writes = WriteBehind(cast(TimerClock, Clock()), cast(Runner, None))  # never flushed here
-    no_sink = cast(Sink[object, object], None)
-    subscriptions: Channel[SubscriptionKey, Subscription] = writes.channel("subs", no_sink, lambda s: s.key)
-    bindings: Channel[BindingKey, Binding] = writes.channel("location", no_sink, lambda b: b.key)
-    appearances: Channel[AppearanceKey, Appearance] = writes.channel(
-        "apps", no_sink, lambda a: (a.line, a.index)
-    )
-    bus = EventBus()
-    Persistence(bindings, subscriptions, appearances).attach(bus)
+    writes, subscriptions, _, bus = persisted()
     seize = Subscription("sip:a@192.0.2.1", "sip:2001@x", Package.LINE_SEIZE, 1e9, "c", "f", "t", index=1)
     bus.publish(SubscriptionAdded(seize))
     bus.publish(SubscriptionNotified(attrs.evolve(seize, notify_cseq=1)))
