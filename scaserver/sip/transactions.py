@@ -130,6 +130,11 @@ class TransactionLayer:
     # Transactions with their final response that only wait out their timers (Timer J keeps
     # a non-INVITE server transaction 32 s on UDP): most of the live ones under load.
     _settled: set[TransactionKey] = attrs.field(init=False, factory=set)
+    # Completed non-INVITE client transactions waiting out timer K (17.1.2.2), kept as their key
+    # alone: the key absorbs the late retransmissions of the final response until K fires, and
+    # the machine and its timer ledger are gone (under a fan-out, tens of thousands of NOTIFYs
+    # wait K out, each with about two tracked objects less for the garbage collector).
+    _lingering: set[ClientKey] = attrs.field(init=False, factory=set)
 
     # ------------------------------------------------------------------ inputs
 
@@ -211,7 +216,9 @@ class TransactionLayer:
             return actions
         client = self._clients.get(key)
         if client is None:
-            return []
+            if timer is TimerName.K and key in self._lingering:
+                return self._end_lingering(key)
+            return []  # E or F that lost a race with the final response, or a timer outliving its transaction
         return self._client_output(client, client.on_timer(timer))
 
     def transport_failed(self, key: TransactionKey, now: float) -> list[Action]:
@@ -225,7 +232,7 @@ class TransactionLayer:
             return actions
         client = self._clients.get(key)
         if client is None:
-            return []
+            return []  # gone, or completed: a completed transaction absorbs transport errors
         return self._client_output(client, client.on_transport_error())
 
     # ------------------------------------------------------------- inspection
@@ -241,11 +248,11 @@ class TransactionLayer:
         return servers + tuple(key for key, tx in self._clients.items() if tx.peer == peer)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._servers or key in self._clients
+        return key in self._servers or key in self._clients or key in self._lingering
 
     def __len__(self) -> int:
         """The transactions held: in progress, and settled ones waiting out their timers."""
-        return len(self._servers) + len(self._clients)
+        return len(self._servers) + len(self._clients) + len(self._lingering)
 
     @property
     def in_progress(self) -> int:
@@ -302,6 +309,8 @@ class TransactionLayer:
         values its validation parsed: matched to that transaction, or stray (17.1.3)."""
         client = None if key is None else self._clients.get(key)
         if client is None:
+            if key in self._lingering:
+                return []  # a retransmitted response in Completed is absorbed (17.1.2.2)
             return [Deliver(StrayResponse(response, peer))]
         actions = self._client_output(client, client.on_response(response))
         if (
@@ -315,7 +324,7 @@ class TransactionLayer:
     def _send_cancel(self, invite: InviteClientTransaction) -> list[Action]:
         self._cancel_on_provisional.discard(invite.key)
         key = ClientKey(invite.key.branch, "CANCEL")
-        if key in self._clients:
+        if key in self._clients or key in self._lingering:
             return []  # already cancelled
         assert invite.request is not None  # Proceeding keeps the INVITE
         request = build_cancel(invite.request)
@@ -348,9 +357,22 @@ class TransactionLayer:
             if self._cancel_reasons:
                 self._cancel_reasons.pop(key, None)
         elif client.settled:
-            self._settled.add(key)
+            if type(client) is NonInviteClientTransaction:
+                # Completed: only timer K is armed, the key alone waits it out (_lingering).
+                del self._clients[key]
+                self._lingering.add(key)
+            else:
+                self._settled.add(key)
         if self._own_cancels and key in self._own_cancels:
             if client.terminated:
                 self._own_cancels.discard(key)
             return [action for action in actions if not isinstance(action, Deliver)]
         return actions
+
+    def _end_lingering(self, key: ClientKey) -> list[Action]:
+        """Timer K fired for a completed non-INVITE client transaction: it terminates (17.1.2.2)."""
+        self._lingering.discard(key)
+        if self._own_cancels and key in self._own_cancels:
+            self._own_cancels.discard(key)
+            return []
+        return [Deliver(TransactionTerminated(key))]

@@ -305,6 +305,39 @@ def test_request_adds_our_via_and_starts_a_transaction() -> None:
     assert tl.receive(ok, PHONE, 0.2) == []
 
 
+def test_a_completed_non_invite_client_transaction_keeps_only_its_key_until_timer_k() -> None:
+    tl = layer()
+    key, _ = tl.request(outgoing("NOTIFY"), PHONE, 0.0)
+    machine = weakref.ref(tl._clients[key])
+    ok = make_response(with_via(outgoing("NOTIFY"), key.branch), 200)
+    tl.receive(ok, PHONE, 0.1)
+    gc.collect()
+    assert machine() is None  # the machine and its timer ledger are gone; the key waits K out
+    assert (key in tl, len(tl), tl.in_progress) == (True, 1, 0)
+    # 17.1.2.2: Completed absorbs retransmitted responses, transport errors and stray E/F timers.
+    assert tl.receive(ok, PHONE, 1.0) == []
+    assert tl.receive(make_response(with_via(outgoing("NOTIFY"), key.branch), 180), PHONE, 1.1) == []
+    assert tl.transport_failed(key, 1.2) == []
+    assert tl.on_timer(key, "E", 1.3) == []
+    assert tl.on_timer(key, "F", 1.4) == []
+    assert key in tl
+    assert tl.on_timer(key, "K", 5.1) == [Deliver(TransactionTerminated(key))]
+    assert (key in tl, len(tl)) == (False, 0)
+    assert tl.on_timer(key, "K", 5.2) == []
+    assert tl.receive(ok, PHONE, 5.3) == [Deliver(StrayResponse(ok, PHONE))]
+
+
+def test_a_second_cancel_after_the_cancel_completed_sends_nothing() -> None:
+    tl = layer()
+    key, _ = tl.request(outgoing("INVITE"), PHONE, 0.0)
+    invite = with_via(outgoing("INVITE"), key.branch)
+    tl.receive(make_response(invite, 180, to_tag="t"), PHONE, 0.1)
+    assert tl.cancel(key, 1.0) != []
+    tl.receive(make_response(build_cancel(invite), 200, to_tag="t"), PHONE, 1.2)
+    assert tl.cancel(key, 1.3) == []  # the CANCEL waits out timer K: not sent again
+    assert tl.on_timer(ClientKey(key.branch, "CANCEL"), "K", 6.2) == []  # internal: not delivered
+
+
 def test_branch_factory_without_magic_cookie_gets_it() -> None:
     tl = TransactionLayer(
         T, branch_factory=lambda: "abc", local_via=lambda peer: ("tcp", "2001:db8::1", 5060)
