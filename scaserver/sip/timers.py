@@ -108,11 +108,18 @@ class TimerLedger:
         return StartTimer(self.key, name, delay)
 
     def cancel(self, *names: TimerName) -> list[Action]:
+        """Cancel those of ``names`` (distinct) that are armed, in the order given."""
+        armed, key = self.armed, self.key
         cancelled: list[Action] = []
         for name in names:
-            if name in self.armed:
-                self._disarm(name)
-                cancelled.append(CancelTimer(self.key, name))
+            if name in armed:
+                cancelled.append(CancelTimer(key, name))
+        if len(cancelled) == len(armed):
+            self.armed = ()  # the usual case: a final response stops both E and F, or A and B
+        else:
+            for name in names:
+                if name in self.armed:
+                    self._disarm(name)
         return cancelled
 
     def cancel_all(self) -> list[Action]:
