@@ -190,8 +190,10 @@ class NotifyOutbox:
                 out.append(Deliver(NotifyAnswered(sub, context.cseq, response.status)))
         if _fatal(response) and queue.live:
             out += self._failed(context.dialog, now)
-        elif not queue.live and queue.pending is None:
-            del self._queues[context.dialog]
+        elif queue.pending is None:
+            if not queue.live:
+                del self._queues[context.dialog]
+            # else nothing is queued behind the answered NOTIFY: no call to _pump (6 per seize cycle)
         else:
             out += self._pump(context.dialog, queue, now)
         return out
