@@ -43,7 +43,7 @@ over a new flow (RFC 5626 section 4.4).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -201,7 +201,7 @@ class Registrar:
         """Process one REGISTER; the actions are the location changes (timers and binding
         events) followed by the final response."""
         try:
-            changes, aor, found = self._decide(request, peer, authenticated_user, now)
+            changes, aor, found, path = self._decide(request, peer, authenticated_user, now)
         except SipError as error:
             return [Respond(transaction, response_for(request, error, to_tag=response_tag(request)))]
         actions: list[EngineAction] = []
@@ -210,7 +210,7 @@ class Registrar:
                 actions += self.location.remove(change.key, RemovalReason.UNREGISTERED, now)
             else:
                 actions += self.location.put(change.binding, now)
-        actions.append(Respond(transaction, self._ok(request, aor, found, now)))
+        actions.append(Respond(transaction, self._ok(request, aor, found, path, now)))
         return actions
 
     def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
@@ -255,8 +255,9 @@ class Registrar:
 
     def _decide(
         self, request: Request, peer: Peer, authenticated_user: str | None, now: float
-    ) -> tuple[list[_Change], str, list[NameAddr] | Star]:
-        """The changes the REGISTER asks for, its AoR and its Contacts (read once, for the 200)."""
+    ) -> tuple[list[_Change], str, list[NameAddr] | Star, tuple[str, ...]]:
+        """The changes the REGISTER asks for, its AoR, its Contacts and its Path (read once,
+        for the 200)."""
         request_uri = parse_uri(request.uri)
         if not isinstance(request_uri, SipUri):
             raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
@@ -285,15 +286,17 @@ class Registrar:
         number = cseq(request).number
         header_expires = expires(request)
         found = contacts(request)
-        current = {binding.key: binding for binding in self.location.bindings(aor)}
+        headers = request.headers
+        path = headers.values("Path")
         if isinstance(found, Star):
             if header_expires != 0:
                 raise BadRequest("Contact '*' requires Expires: 0")
-            for binding in current.values():
+            every = self.location.bindings(aor)
+            for binding in every:
                 self._check_order(binding, call_id, number)
-            return [_Change(key, None) for key in current], aor, found
-        headers = request.headers
-        path = headers.values("Path")
+            return [_Change(binding.key, None) for binding in every], aor, found, path
+        # Read only, in the order the bindings came (the order of no answer depends on it).
+        current = self.location.keyed(aor)
         context = _Context(
             request, peer, aor, call_id, number, header_expires, now, path, headers.get("User-Agent")
         )
@@ -311,20 +314,24 @@ class Registrar:
                 "expiry under the minimum",
                 headers=Headers.of(("Min-Expires", str(self.policy.settings.min_expires))),
             )
-        final = set(current)
-        for change in changes.values():
-            if change.binding is None:
-                final.discard(change.key)
-            else:
-                final.add(change.key)
+        # The changes that change something (a removal of a binding that is not there does
+        # not), and how many bindings the AoR would have after them.
+        kept: list[_Change] = []
+        final = len(current)
+        for key, change in changes.items():
+            if change.binding is not None:
+                final += key not in current
+                kept.append(change)
+            elif key in current:
+                final -= 1
+                kept.append(change)
         limit = self.policy.settings.max_contacts
-        if limit and len(final) > limit and len(final) > len(current):
-            raise TooManyContacts(f"{aor!r} would have {len(final)} bindings")
-        kept = [change for change in changes.values() if change.binding is not None or change.key in current]
-        return kept, aor, found
+        if limit and final > limit and final > len(current):
+            raise TooManyContacts(f"{aor!r} would have {final} bindings")
+        return kept, aor, found, path
 
     def _contact_change(
-        self, context: _Context, contact: NameAddr, current: dict[BindingKey, Binding]
+        self, context: _Context, contact: NameAddr, current: Mapping[BindingKey, Binding]
     ) -> _Change | None:
         """The change one Contact asks for, or None when its expiry is under the minimum."""
         now = context.now
@@ -388,7 +395,7 @@ class Registrar:
         aor: str,
         uri: SipUri,
         text: str,
-        current: dict[BindingKey, Binding],
+        current: Mapping[BindingKey, Binding],
         *,
         instance: str | None,
         reg_id: int | None,
@@ -402,11 +409,13 @@ class Registrar:
         if pn.get("pn-provider") and pn.get("pn-prid"):
             triple = (pn["pn-provider"], pn["pn-prid"], pn.get("pn-param", ""))
             return BindingKey(aor, KeyKind.PUSH, " ".join(triple))
+        # The same text is the same URI: no parse for the usual refresh.  (No two bindings
+        # of an AoR have equivalent URIs, so the one found first is the only one.)
         for key, binding in current.items():
-            # The same text is the same URI: no parse for the usual refresh.
-            if key.kind is KeyKind.URI and (
-                binding.contact == text or uri.matches(parse_uri(binding.contact))
-            ):
+            if binding.contact == text and key.kind is KeyKind.URI:
+                return key
+        for key, binding in current.items():
+            if key.kind is KeyKind.URI and uri.matches(parse_uri(binding.contact)):
                 return key
         return BindingKey(aor, KeyKind.URI, text)
 
@@ -420,10 +429,11 @@ class Registrar:
 
     # Step 8 ------------------------------------------------------------------------------
 
-    def _ok(self, request: Request, aor: str, found: list[NameAddr] | Star, now: float) -> Response:
+    def _ok(
+        self, request: Request, aor: str, found: list[NameAddr] | Star, path: tuple[str, ...], now: float
+    ) -> Response:
         # One tuple of fields, in the order of the header lines (canonical names already).
         fields = [("Contact", contact_line(binding, now)) for binding in self.location.bindings(aor)]
-        path = request.headers.values("Path")
         if path and "path" in (tag.lower() for tag in option_tags(request, "Supported")):
             fields += [("Path", value) for value in path]
         fields.append(("Date", date_value(now)))
