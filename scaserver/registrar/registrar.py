@@ -59,13 +59,14 @@ from scaserver.sip.errors import (
     BadRequest,
     Forbidden,
     IntervalTooBrief,
+    MalformedMessage,
     NotFound,
     ServerInternalError,
     ServiceUnavailable,
     SipError,
     UnsupportedUriScheme,
 )
-from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
+from scaserver.sip.headers import Star, contacts, option_tags, parse_cseq, parse_uint32
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
@@ -146,7 +147,11 @@ def response_tag(request: Request) -> str:
     """A To tag for our final response (RFC 3261 section 8.2.6.2), derived from the request so
     that the same request always gets the same tag and no randomness is needed."""
     material = "\x00".join(
-        (request.call_id or "", request.headers.get("CSeq") or "", request.headers.get("From") or "")
+        (
+            request.headers.get("Call-ID") or "",
+            request.headers.get("CSeq") or "",
+            request.headers.get("From") or "",
+        )
     )
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -158,7 +163,10 @@ def _asks_outbound(found: list[NameAddr] | Star, path: tuple[str, ...]) -> bool:
     registration)."""
     if isinstance(found, Star):
         return False
-    if not any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found):
+    for contact in found:  # a loop, not any(generator): this runs for every REGISTER
+        if contact.param("+sip.instance") and contact.param("reg-id"):
+            break
+    else:
         return False
     if not path:
         return True
@@ -174,7 +182,7 @@ def contact_line(binding: Binding, now: float) -> str:
     text = f"<{binding.contact}>"
     for name, value in binding.params:
         text += f";{name}" if value is None else f";{name}={value}"
-    text += f";expires={binding.remaining(now)}"
+    text += f";expires={max(0, int(binding.expires_at - now + 0.5))}"  # Binding.remaining
     if binding.q is not None:
         text += f";q={_format_q(binding.q)}"
     return text
@@ -258,36 +266,49 @@ class Registrar:
     ) -> tuple[list[_Change], str, list[NameAddr] | Star, tuple[str, ...]]:
         """The changes the REGISTER asks for, its AoR, its Contacts and its Path (read once,
         for the 200)."""
+        domains = self.policy.domains
         request_uri = parse_uri(request.uri)
         if not isinstance(request_uri, SipUri):
             raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
-        if not self._is_local(request_uri.host):
-            raise NotFound(
-                f"not a registrar for the Request-URI: {self.policy.domains.why_not(request_uri.host)}"
-            )
-        unsupported = unsupported_options(request, "Require", self.policy.supported)
-        if unsupported:
-            raise BadExtension(
-                f"unsupported {unsupported}", headers=Headers.of(("Unsupported", ", ".join(unsupported)))
-            )
-        to_uri = to_addr(request).uri
+        if not domains.is_ours(request_uri.host):
+            raise NotFound(f"not a registrar for the Request-URI: {domains.why_not(request_uri.host)}")
+        # The first line of each header, in one pass (what the accessors of sip.headers would
+        # each look up again); the list headers are read by name only when present.
+        headers = request.headers
+        first: dict[str, str] = {}
+        for name, value in headers.fields:
+            if name not in first:
+                first[name] = value
+        if "Require" in first:
+            unsupported = unsupported_options(request, "Require", self.policy.supported)
+            if unsupported:
+                raise BadExtension(
+                    f"unsupported {unsupported}", headers=Headers.of(("Unsupported", ", ".join(unsupported)))
+                )
+        to_text = first.get("To")
+        if to_text is None:
+            raise MalformedMessage("missing To")
+        to_uri = parse_name_addr(to_text).uri
         if not isinstance(to_uri, SipUri):
             raise BadRequest("address-of-record is not a SIP or SIPS URI")
         aor = to_uri.aor()
-        if not self._is_local(to_uri.host):
-            raise NotFound(f"address-of-record {aor!r}: {self.policy.domains.why_not(to_uri.host)}")
+        if not domains.is_ours(to_uri.host):
+            raise NotFound(f"address-of-record {aor!r}: {domains.why_not(to_uri.host)}")
         if self.aor_exists is not None and not self.aor_exists(aor):
             raise NotFound(f"no such address-of-record {aor!r}")
         if not self.may_register(authenticated_user, to_uri):
             raise Forbidden(f"{authenticated_user!r} may not register {aor!r}")
-        call_id = request.call_id
+        call_id = first.get("Call-ID")
         if call_id is None:
             raise BadRequest("missing Call-ID")
-        number = cseq(request).number
-        header_expires = expires(request)
-        found = contacts(request)
-        headers = request.headers
-        path = headers.values("Path")
+        cseq_text = first.get("CSeq")
+        if cseq_text is None:
+            raise MalformedMessage("missing CSeq")
+        number = parse_cseq(cseq_text).number
+        expires_text = first.get("Expires")
+        header_expires = None if expires_text is None else parse_uint32(expires_text, "Expires")
+        found = contacts(request) if "Contact" in first else []
+        path = headers.values("Path") if "Path" in first else ()
         if isinstance(found, Star):
             if header_expires != 0:
                 raise BadRequest("Contact '*' requires Expires: 0")
@@ -298,7 +319,7 @@ class Registrar:
         # Read only, in the order the bindings came (the order of no answer depends on it).
         current = self.location.keyed(aor)
         context = _Context(
-            request, peer, aor, call_id, number, header_expires, now, path, headers.get("User-Agent")
+            request, peer, aor, call_id, number, header_expires, now, path, first.get("User-Agent")
         )
         changes: dict[BindingKey, _Change] = {}
         too_brief = False
@@ -355,15 +376,16 @@ class Registrar:
         instance = _unquote(instance_param) if instance_param else None
         reg_id_param = named.get("reg-id")
         reg_id = parse_uint32(reg_id_param, "reg-id") if reg_id_param else None
-        push = tuple(
-            (lowered, value or "")
-            for lowered, value in ((n.lower(), v) for n, v in uri.params)
-            if lowered.startswith("pn-")
-        )
+        pn: list[tuple[str, str]] = []
+        for uri_name, uri_value in uri.params:
+            lowered = uri_name.lower()
+            if lowered.startswith("pn-"):
+                pn.append((lowered, uri_value or ""))
+        push = tuple(pn)
         text = str(uri)
         key = self._key(context.aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
         existing = current.get(key)
-        if existing is not None:
+        if existing is not None and existing.call_id == context.call_id:
             self._check_order(existing, context.call_id, context.cseq)
         if requested == 0:
             return _Change(key, None)
@@ -423,9 +445,6 @@ class Registrar:
     def _check_order(binding: Binding, call_id: str, number: int) -> None:
         if binding.call_id == call_id and number <= binding.cseq:
             raise OutOfOrderError(f"CSeq {number} not above {binding.cseq} for Call-ID {call_id!r}")
-
-    def _is_local(self, host: str) -> bool:
-        return self.policy.domains.is_ours(host)
 
     # Step 8 ------------------------------------------------------------------------------
 
