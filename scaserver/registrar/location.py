@@ -56,16 +56,6 @@ def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
     return flow.transport, host, port
 
 
-def _same_place(previous: Binding, binding: Binding) -> bool:
-    """Whether two bindings are reached at the same addresses and flow (Contact, source and
-    Path alike): what the indexes of the location service know of a binding."""
-    return (
-        previous.contact == binding.contact
-        and previous.received == binding.received
-        and previous.path == binding.path
-    )
-
-
 @attrs.define
 class ReachableAddresses:
     """How many bindings are reached at each transport address (:attr:`Binding.reached_at`):
@@ -208,11 +198,18 @@ class LocationService:
         return actions
 
     def _store(self, binding: Binding) -> Binding | None:
-        table = self._aors.setdefault(binding.aor, {})
-        previous = table.get(binding.key)
-        table[binding.key] = binding
-        if previous is not None and _same_place(previous, binding):
-            # The usual refresh: reached at the same addresses, on the same flow.
+        key = binding.key
+        table = self._aors.setdefault(key.aor, {})
+        previous = table.get(key)
+        table[key] = binding
+        # Reached at the same addresses and flow (Contact, source and Path alike: what the
+        # indexes know of a binding), the usual refresh.
+        if (
+            previous is not None
+            and previous.contact == binding.contact
+            and previous.received == binding.received
+            and previous.path == binding.path
+        ):
             self.ping_flows.replace(previous, binding)
             return previous
         if previous is not None:

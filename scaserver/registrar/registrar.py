@@ -66,7 +66,7 @@ from scaserver.sip.errors import (
     SipError,
     UnsupportedUriScheme,
 )
-from scaserver.sip.headers import Star, contacts, option_tags, parse_cseq, parse_uint32
+from scaserver.sip.headers import Star, option_tags, parse_contacts, parse_cseq, parse_uint32
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
@@ -307,7 +307,7 @@ class Registrar:
         number = parse_cseq(cseq_text).number
         expires_text = first.get("Expires")
         header_expires = None if expires_text is None else parse_uint32(expires_text, "Expires")
-        found = contacts(request) if "Contact" in first else []
+        found = parse_contacts(headers.values("Contact")) if "Contact" in first else []
         path = headers.values("Path") if "Path" in first else ()
         if isinstance(found, Star):
             if header_expires != 0:
