@@ -112,21 +112,6 @@ def own_aor_only(authenticated_user: str | None, aor: SipUri) -> bool:
 
 
 @attrs.frozen
-class _Context:
-    """What every Contact of one REGISTER shares."""
-
-    request: Request
-    peer: Peer
-    aor: str
-    call_id: str
-    cseq: int
-    header_expires: int | None
-    now: float
-    path: tuple[str, ...]
-    user_agent: str | None
-
-
-@attrs.frozen
 class _Change:
     key: BindingKey
     binding: Binding | None  # None: remove
@@ -318,13 +303,23 @@ class Registrar:
             return [_Change(binding.key, None) for binding in every], aor, found, path
         # Read only, in the order the bindings came (the order of no answer depends on it).
         current = self.location.keyed(aor)
-        context = _Context(
-            request, peer, aor, call_id, number, header_expires, now, path, first.get("User-Agent")
-        )
+        user_agent = first.get("User-Agent")
         changes: dict[BindingKey, _Change] = {}
         too_brief = False
         for contact in found:
-            change = self._contact_change(context, contact, current)
+            # What every Contact of the REGISTER shares, as arguments (no value built for them).
+            change = self._contact_change(
+                contact,
+                current,
+                peer=peer,
+                aor=aor,
+                call_id=call_id,
+                number=number,
+                header_expires=header_expires,
+                now=now,
+                path=path,
+                user_agent=user_agent,
+            )
             if change is None:
                 too_brief = True
                 continue
@@ -352,10 +347,20 @@ class Registrar:
         return kept, aor, found, path
 
     def _contact_change(
-        self, context: _Context, contact: NameAddr, current: Mapping[BindingKey, Binding]
+        self,
+        contact: NameAddr,
+        current: Mapping[BindingKey, Binding],
+        *,
+        peer: Peer,
+        aor: str,
+        call_id: str,
+        number: int,
+        header_expires: int | None,
+        now: float,
+        path: tuple[str, ...],
+        user_agent: str | None,
     ) -> _Change | None:
         """The change one Contact asks for, or None when its expiry is under the minimum."""
-        now = context.now
         uri = contact.uri
         if not isinstance(uri, SipUri):
             raise BadRequest(f"Contact {contact} is not a SIP or SIPS URI")
@@ -369,7 +374,7 @@ class Registrar:
             if lowered not in ("expires", "q"):
                 params.append((name, value))
         param = named.get("expires")
-        requested = parse_uint32(param, "Contact expires") if param else context.header_expires
+        requested = parse_uint32(param, "Contact expires") if param else header_expires
         if requested is None:
             requested = self.policy.settings.default_expires
         instance_param = named.get("+sip.instance")
@@ -383,10 +388,10 @@ class Registrar:
                 pn.append((lowered, uri_value or ""))
         push = tuple(pn)
         text = str(uri)
-        key = self._key(context.aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
+        key = self._key(aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
         existing = current.get(key)
-        if existing is not None and existing.call_id == context.call_id:
-            self._check_order(existing, context.call_id, context.cseq)
+        if existing is not None and existing.call_id == call_id:
+            self._check_order(existing, call_id, number)
         if requested == 0:
             return _Change(key, None)
         if requested < self.policy.settings.min_expires:
@@ -397,12 +402,12 @@ class Registrar:
             key=key,
             contact=text,
             expires_at=now + granted,
-            call_id=context.call_id,
-            cseq=context.cseq,
-            received=context.peer,
+            call_id=call_id,
+            cseq=number,
+            received=peer,
             q=float(q_param) if q_param else None,
-            user_agent=context.user_agent,
-            path=context.path,
+            user_agent=user_agent,
+            path=path,
             instance=instance,
             reg_id=reg_id,
             params=tuple(params),
