@@ -1,7 +1,7 @@
 """CPU of the pure SIP core per request, in process: no sockets, no reactor, no edge.
 
-    python -m bench.corecalls [--scenario register|register-auth|seize|call|both] [--count N]
-                              [--repeat R] [--profile] [--top K] [--history]
+    python -m bench.corecalls [--scenario register|register-refresh|register-auth|seize|call|both]
+                              [--count N] [--repeat R] [--profile] [--top K] [--history]
 
 Builds the core as ``scaserver run`` does (``scaserver.app.make_core``, the settings of the
 server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datagrams with
@@ -11,6 +11,10 @@ server ``bench.profile`` starts: domain 127.0.0.1, no digest) and feeds it datag
 are not part of the core).
 
 * ``register``: one REGISTER (Expires 3600, a new AoR each) per request.
+* ``register-refresh``: what ``bench.profile --scenario register`` sends once SIPp has gone
+  round its injection file (AoRs of two members, ``a`` and ``b``, each registered): one
+  REGISTER per request refreshing one binding of an AoR that holds two (same Contact, a new
+  Call-ID and CSeq 1, as SIPp's ``[call_id]`` is new per call), its 200 listing both.
 * ``register-auth``: one registration with digest (MD5, as ``bench/procs.py`` configures
   the digest phase) per request: a REGISTER answered 401 with a challenge, then the REGISTER
   with its Authorization, answered 200 (a new subscriber each).  Only the core's two
@@ -24,6 +28,9 @@ are not part of the core).
   Record-Route, a hold re-INVITE and its ACK, the BYE; every NOTIFY answered (not in
   ``both``).  ``--history`` (``call``, ``seize``) also times the history feed's mapper
   (``HistoryRecorder.record``, as the edge builds it) over the facts such calls or cycles deliver.
+  With ``register`` and ``register-refresh`` it times the edge's subscribers of a REGISTER's
+  facts instead: a bus with the history feed (its ``registration_events`` row) and the
+  persistence of bindings (the write-behind of the ``location`` row) attached.
 
 Prints the Python function calls per request (cProfile, deterministic) and the
 microseconds per request, min over ``--repeat`` batches of ``--count`` requests (each batch
@@ -46,7 +53,7 @@ import pstats
 import sys
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TypeVar, get_args
+from typing import Generic, TypeVar, get_args
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -56,10 +63,14 @@ from scaserver.app import make_core
 from scaserver.config.load import settings_from_mapping
 from scaserver.directory import credential_lookup
 from scaserver.edge.historyfeed import HistoryFeed
+from scaserver.edge.persistence import Persistence
 from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
+from scaserver.registrar.binding import Binding, BindingKey
 from scaserver.reporting.history import HistoryFact, HistoryRecorder
 from scaserver.router.router import SipRouter
+from scaserver.sca.appearance import Appearance
+from scaserver.sca.subscription import Subscription, SubscriptionKey
 from scaserver.sip.actions import Action, CancelTimer, Deliver, Send, StartTimer
 from scaserver.sip.digest import Algorithm, Credentials, compute_ha1, compute_response
 from scaserver.sip.headers import parse_auth
@@ -67,8 +78,16 @@ from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.serializer import serialize
 from scaserver.sip.trust import TrustedPeers
 from scaserver.store.history import HistoryKey, HistoryRow, history_key
+from scaserver.store.repository import (
+    AppearanceKey,
+    appearance_key,
+    binding_key,
+    binding_key_text,
+    subscription_key,
+)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 DOMAIN = "127.0.0.1"
 SETTINGS = {"server": {"domains": [DOMAIN]}, "auth": {"require": False, "realm": DOMAIN}}
@@ -172,6 +191,40 @@ def register_text(n: int) -> bytes:
         "User-Agent: sipp-sca-bench\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def refresh_text(n: int, member: str, serial: int) -> bytes:
+    """A REGISTER of member ``member`` of AoR ``n`` as SIPp's register.xml sends it: the
+    Contact of that member, a Call-ID and branch of its own (``serial``), CSeq 1."""
+    user = FIRST_LINE + n
+    host = f"{REGISTRANT.host}:{REGISTRANT.port}"
+    return (
+        f"REGISTER sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {host};branch=z9hG4bK-ref-{serial}\r\n"
+        f"From: <sip:{user}@{DOMAIN}>;tag=1r{serial}\r\n"
+        f"To: <sip:{user}@{DOMAIN}>\r\n"
+        f"Call-ID: reg///{serial}-1@{REGISTRANT.host}\r\n"
+        f"CSeq: 1 REGISTER\r\n"
+        f"Contact: <sip:{user}@{host};member={member}>\r\n"
+        "Max-Forwards: 70\r\n"
+        "Expires: 3600\r\n"
+        "User-Agent: sipp-sca-bench\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def register_members(driver: Driver, aors: Iterable[int]) -> None:
+    """Members ``a`` and ``b`` of every AoR register (two bindings each)."""
+    for n in aors:
+        for member in ("a", "b"):
+            driver.receive(refresh_text(n, member, -(2 * n + (member == "b")) - 1), REGISTRANT)
+        driver.advance(0.001)
+
+
+def refresh_texts(count: int) -> list[bytes]:
+    """``count`` refreshing REGISTERs: request ``i`` refreshes member ``a`` or ``b`` (by
+    turns) of AoR ``i``."""
+    return [refresh_text(i, "ab"[i % 2], i) for i in range(count)]
 
 
 def subscribe_text(n: int, tag: str, peer: Peer, *, event: str, expires: int, cseq: int, extra: str) -> bytes:
@@ -281,7 +334,9 @@ def _timed_history(
     if feed:
         bus = EventBus()
         writes = WriteBehind(Clock(), _NoRunner(), max_pending=1 << 30)
-        channel = writes.channel("history", _NoSink(), history_key, table_of=lambda key: str(key[0]))
+        channel = writes.channel(
+            "history", _NoSink[HistoryKey, HistoryRow](), history_key, table_of=lambda key: str(key[0])
+        )
         HistoryFeed(recorder, channel, lines=list, clock=lambda: driver.now).attach(bus)
         handle = bus.publish
     else:
@@ -307,12 +362,61 @@ class _NoRunner:
         raise AssertionError("the bench's write-behind never flushes")
 
 
-class _NoSink:
-    def upsert(self, values: Sequence[HistoryRow], /) -> None:
+class _NoSink(Generic[K, T]):
+    def upsert(self, values: Sequence[T], /) -> None:
         raise AssertionError("the bench's write-behind never flushes")
 
-    def delete(self, keys: Sequence[HistoryKey], /) -> None:
+    def delete(self, keys: Sequence[K], /) -> None:
         raise AssertionError("the bench's write-behind never flushes")
+
+
+# --- the edge's subscribers of a REGISTER ---------------------------------------------------
+
+
+def register_edge_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> float:
+    """Seconds per REGISTER a bus with the edge's subscribers of registrations attached (the
+    history feed, its rows queued on a write-behind channel that is never flushed, and the
+    persistence of bindings on another) takes over the facts of ``count`` REGISTERs of
+    ``scenario``, kept from a run of the core."""
+    driver = Driver()
+    if scenario == "register-refresh":
+        register_members(driver, range(count))
+        texts = refresh_texts(count)
+    else:
+        texts = [register_text(n) for n in range(count)]
+    facts: list[object] = []
+    driver.facts = facts
+    for text in texts:
+        driver.receive(text, REGISTRANT)
+        driver.advance(1.0 / 40)
+    bus = EventBus()
+    writes = WriteBehind(Clock(), _NoRunner(), max_pending=1 << 30)
+    history = writes.channel(
+        "history", _NoSink[HistoryKey, HistoryRow](), history_key, table_of=lambda key: str(key[0])
+    )
+    recorder = HistoryRecorder(line_of=lambda _: None, local_domains=[DOMAIN])
+    HistoryFeed(recorder, history, lines=list, clock=lambda: driver.now).attach(bus)
+    location = writes.channel(
+        "location", _NoSink[BindingKey, Binding](), binding_key, key_text=binding_key_text
+    )
+    Persistence(
+        location,
+        writes.channel("sca_subscriptions", _NoSink[SubscriptionKey, Subscription](), subscription_key),
+        writes.channel("sca_appearance", _NoSink[AppearanceKey, Appearance](), appearance_key),
+    ).attach(bus)
+    gc.collect()
+    gc.disable()
+    try:
+        began = time.perf_counter()
+        if profile is not None:
+            profile.enable()
+        for fact in facts:
+            bus.publish(fact)
+        if profile is not None:
+            profile.disable()
+        return (time.perf_counter() - began) / count
+    finally:
+        gc.enable()
 
 
 # --- the history feed of a seize cycle --------------------------------------------------------
@@ -472,7 +576,10 @@ def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> fl
     # A call's timers (Timer K of its NOTIFYs, J of its non-INVITE requests: 5 and 32 s) fire
     # within the batch, as they do at any rate on a server in a steady state.
     step = 0.25 if scenario == "call" else 1.0 / 40
-    texts = [register_text(n) for n in range(count + WARM_UP)] if scenario == "register" else []
+    texts = {
+        "register": lambda: [register_text(n) for n in range(count + WARM_UP)],
+        "register-refresh": lambda: refresh_texts(count + WARM_UP),
+    }.get(scenario, list)()
 
     def one(n: int) -> None:
         if scenario == "seize":
@@ -485,6 +592,8 @@ def run_batch(scenario: str, count: int, profile: cProfile.Profile | None) -> fl
 
     if scenario in ("seize", "call"):
         populate(driver, range(count + WARM_UP))
+    if scenario == "register-refresh":
+        register_members(driver, range(count + WARM_UP))
     if scenario == "call":
         register_callee(driver)
     for n in range(count, count + WARM_UP):
@@ -597,13 +706,19 @@ def run_auth_batch(scenario: str, count: int, profile: cProfile.Profile | None) 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
-        "--scenario", choices=("register", "register-auth", "seize", "call", "both"), default="both"
+        "--scenario",
+        choices=("register", "register-refresh", "register-auth", "seize", "call", "both"),
+        default="both",
     )
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--history", action="store_true", help="call, seize: also the history feed's mapper")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="call, seize: also the history feed's mapper; register(-refresh): the edge's subscribers",
+    )
     args = parser.parse_args(argv)
     compiled = sorted(
         name
@@ -621,6 +736,7 @@ def main(argv: list[str] | None = None) -> None:
         timings = [batch(scenario, args.count, None) for _ in range(args.repeat)]
         unit = {
             "register": "REGISTER",
+            "register-refresh": "REGISTER",
             "register-auth": "registration",
             "seize": "seize cycle",
             "call": "call",
@@ -633,6 +749,20 @@ def main(argv: list[str] | None = None) -> None:
             text = io.StringIO()
             pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
             print(text.getvalue())
+        if scenario in ("register", "register-refresh") and args.history:
+            profile = cProfile.Profile()
+            register_edge_batch(scenario, args.count, profile)
+            calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
+            timings = [register_edge_batch(scenario, args.count, None) for _ in range(args.repeat)]
+            print(
+                f"edge subscribers: {calls / args.count:.0f} calls per {unit},"
+                f" min {min(timings) * 1e6:.1f} us (median {sorted(timings)[len(timings) // 2] * 1e6:.1f}"
+                f" us) over {args.repeat} x {args.count}"
+            )
+            if args.profile:
+                text = io.StringIO()
+                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+                print(text.getvalue())
         if scenario in ("call", "seize") and args.history:
             history = history_batch if scenario == "call" else seize_history_batch
             for feed in (False, True):

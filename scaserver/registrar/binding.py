@@ -33,9 +33,11 @@ class KeyKind(enum.Enum):
     URI = "uri"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class BindingKey:
     """Identity of one binding: its AoR plus the device discriminator (section 3.6).
+
+    Its hash is computed once: a REGISTER looks its key up in half a dozen tables.
 
     ``value`` is the instance URN (``<urn:uuid:...>`` with ``;reg-id=N`` appended when
     present), the push triple joined by spaces, or the contact URI text of the first

@@ -18,7 +18,8 @@ until a confirmation wakes it or its retention ends (:meth:`LocationService.reta
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Final
 
 import attrs
@@ -38,11 +39,14 @@ from scaserver.sip.actions import CancelTimer, Deliver, EngineAction, StartTimer
 from scaserver.sip.message import Peer, Transport
 
 EXPIRY_TIMER: Final = "binding-expiry"
+_NONE: Final[Mapping[BindingKey, Binding]] = MappingProxyType({})
 
 
 def _order(binding: Binding) -> tuple[float, float]:
-    # Highest q first; among equal q the most recently refreshed first.
-    return (-binding.sort_q, -binding.updated_at)
+    # Highest q first; among equal q the most recently refreshed first.  (Binding.sort_q
+    # written out: this runs for every binding of every REGISTER's 200.)
+    q = binding.q
+    return (-1.0 if q is None else -q, -binding.updated_at)
 
 
 def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
@@ -50,16 +54,6 @@ def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
     spelling) and port."""
     host, port = address_key(flow.host, flow.port)
     return flow.transport, host, port
-
-
-def _same_place(previous: Binding, binding: Binding) -> bool:
-    """Whether two bindings are reached at the same addresses and flow (Contact, source and
-    Path alike): what the indexes of the location service know of a binding."""
-    return (
-        previous.contact == binding.contact
-        and previous.received == binding.received
-        and previous.path == binding.path
-    )
 
 
 @attrs.define
@@ -116,6 +110,11 @@ class LocationService:
     def bindings(self, aor: str) -> tuple[Binding, ...]:
         """Every binding of ``aor`` (expired ones have been removed by their timers)."""
         return tuple(sorted(self._aors.get(aor, {}).values(), key=_order))
+
+    def keyed(self, aor: str) -> Mapping[BindingKey, Binding]:
+        """Every binding of ``aor`` by key, in the order they were first stored (read only:
+        a view of the table, which the next change of the AoR changes)."""
+        return self._aors.get(aor) or _NONE
 
     def lookup(self, aor: str, now: float) -> tuple[Binding, ...]:
         """The targets for the proxy: unexpired bindings of ``aor``, highest q first
@@ -199,11 +198,18 @@ class LocationService:
         return actions
 
     def _store(self, binding: Binding) -> Binding | None:
-        table = self._aors.setdefault(binding.aor, {})
-        previous = table.get(binding.key)
-        table[binding.key] = binding
-        if previous is not None and _same_place(previous, binding):
-            # The usual refresh: reached at the same addresses, on the same flow.
+        key = binding.key
+        table = self._aors.setdefault(key.aor, {})
+        previous = table.get(key)
+        table[key] = binding
+        # Reached at the same addresses and flow (Contact, source and Path alike: what the
+        # indexes know of a binding), the usual refresh.
+        if (
+            previous is not None
+            and previous.contact == binding.contact
+            and previous.received == binding.received
+            and previous.path == binding.path
+        ):
             self.ping_flows.replace(previous, binding)
             return previous
         if previous is not None:

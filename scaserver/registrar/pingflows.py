@@ -80,8 +80,9 @@ class PingFlows:
     def replace(self, previous: Binding, binding: Binding) -> None:
         """``binding`` replaces ``previous`` (same key) at the same place: the same Contact,
         flow and Path, so the same turn and the same NAT verdict (the usual refresh)."""
-        if _pingable(binding):
-            flow, key = binding.received, binding.key
+        flow = binding.received
+        if flow.transport is Transport.UDP and not binding.path:  # _pingable(binding)
+            key = binding.key
             turn = self._turns[ping_slot(flow, self.slots)]
             for on_flow in (turn.get(flow), self._behind_on_flow.get(flow)):
                 if on_flow is not None and key in on_flow:

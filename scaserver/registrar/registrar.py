@@ -43,7 +43,7 @@ over a new flow (RFC 5626 section 4.4).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 import attrs
@@ -59,13 +59,14 @@ from scaserver.sip.errors import (
     BadRequest,
     Forbidden,
     IntervalTooBrief,
+    MalformedMessage,
     NotFound,
     ServerInternalError,
     ServiceUnavailable,
     SipError,
     UnsupportedUriScheme,
 )
-from scaserver.sip.headers import Star, contacts, cseq, expires, option_tags, parse_uint32, to_addr
+from scaserver.sip.headers import Star, option_tags, parse_contacts, parse_cseq, parse_uint32
 from scaserver.sip.keys import ServerKey
 from scaserver.sip.message import Headers, Peer, Request, Response
 from scaserver.sip.responses import make_response, response_for
@@ -111,21 +112,6 @@ def own_aor_only(authenticated_user: str | None, aor: SipUri) -> bool:
 
 
 @attrs.frozen
-class _Context:
-    """What every Contact of one REGISTER shares."""
-
-    request: Request
-    peer: Peer
-    aor: str
-    call_id: str
-    cseq: int
-    header_expires: int | None
-    now: float
-    path: tuple[str, ...]
-    user_agent: str | None
-
-
-@attrs.frozen
 class _Change:
     key: BindingKey
     binding: Binding | None  # None: remove
@@ -146,7 +132,11 @@ def response_tag(request: Request) -> str:
     """A To tag for our final response (RFC 3261 section 8.2.6.2), derived from the request so
     that the same request always gets the same tag and no randomness is needed."""
     material = "\x00".join(
-        (request.call_id or "", request.headers.get("CSeq") or "", request.headers.get("From") or "")
+        (
+            request.headers.get("Call-ID") or "",
+            request.headers.get("CSeq") or "",
+            request.headers.get("From") or "",
+        )
     )
     return hashlib.sha256(material.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
@@ -158,7 +148,10 @@ def _asks_outbound(found: list[NameAddr] | Star, path: tuple[str, ...]) -> bool:
     registration)."""
     if isinstance(found, Star):
         return False
-    if not any(contact.param("+sip.instance") and contact.param("reg-id") for contact in found):
+    for contact in found:  # a loop, not any(generator): this runs for every REGISTER
+        if contact.param("+sip.instance") and contact.param("reg-id"):
+            break
+    else:
         return False
     if not path:
         return True
@@ -174,7 +167,7 @@ def contact_line(binding: Binding, now: float) -> str:
     text = f"<{binding.contact}>"
     for name, value in binding.params:
         text += f";{name}" if value is None else f";{name}={value}"
-    text += f";expires={binding.remaining(now)}"
+    text += f";expires={max(0, int(binding.expires_at - now + 0.5))}"  # Binding.remaining
     if binding.q is not None:
         text += f";q={_format_q(binding.q)}"
     return text
@@ -201,7 +194,7 @@ class Registrar:
         """Process one REGISTER; the actions are the location changes (timers and binding
         events) followed by the final response."""
         try:
-            changes, aor, found = self._decide(request, peer, authenticated_user, now)
+            changes, aor, found, path = self._decide(request, peer, authenticated_user, now)
         except SipError as error:
             return [Respond(transaction, response_for(request, error, to_tag=response_tag(request)))]
         actions: list[EngineAction] = []
@@ -210,7 +203,7 @@ class Registrar:
                 actions += self.location.remove(change.key, RemovalReason.UNREGISTERED, now)
             else:
                 actions += self.location.put(change.binding, now)
-        actions.append(Respond(transaction, self._ok(request, aor, found, now)))
+        actions.append(Respond(transaction, self._ok(request, aor, found, path, now)))
         return actions
 
     def on_timer(self, key: BindingKey, name: str, now: float) -> list[EngineAction]:
@@ -255,52 +248,78 @@ class Registrar:
 
     def _decide(
         self, request: Request, peer: Peer, authenticated_user: str | None, now: float
-    ) -> tuple[list[_Change], str, list[NameAddr] | Star]:
-        """The changes the REGISTER asks for, its AoR and its Contacts (read once, for the 200)."""
+    ) -> tuple[list[_Change], str, list[NameAddr] | Star, tuple[str, ...]]:
+        """The changes the REGISTER asks for, its AoR, its Contacts and its Path (read once,
+        for the 200)."""
+        domains = self.policy.domains
         request_uri = parse_uri(request.uri)
         if not isinstance(request_uri, SipUri):
             raise UnsupportedUriScheme(f"Request-URI scheme of {request.uri!r}")
-        if not self._is_local(request_uri.host):
-            raise NotFound(
-                f"not a registrar for the Request-URI: {self.policy.domains.why_not(request_uri.host)}"
-            )
-        unsupported = unsupported_options(request, "Require", self.policy.supported)
-        if unsupported:
-            raise BadExtension(
-                f"unsupported {unsupported}", headers=Headers.of(("Unsupported", ", ".join(unsupported)))
-            )
-        to_uri = to_addr(request).uri
+        if not domains.is_ours(request_uri.host):
+            raise NotFound(f"not a registrar for the Request-URI: {domains.why_not(request_uri.host)}")
+        # The first line of each header, in one pass (what the accessors of sip.headers would
+        # each look up again); the list headers are read by name only when present.
+        headers = request.headers
+        first: dict[str, str] = {}
+        for name, value in headers.fields:
+            if name not in first:
+                first[name] = value
+        if "Require" in first:
+            unsupported = unsupported_options(request, "Require", self.policy.supported)
+            if unsupported:
+                raise BadExtension(
+                    f"unsupported {unsupported}", headers=Headers.of(("Unsupported", ", ".join(unsupported)))
+                )
+        to_text = first.get("To")
+        if to_text is None:
+            raise MalformedMessage("missing To")
+        to_uri = parse_name_addr(to_text).uri
         if not isinstance(to_uri, SipUri):
             raise BadRequest("address-of-record is not a SIP or SIPS URI")
         aor = to_uri.aor()
-        if not self._is_local(to_uri.host):
-            raise NotFound(f"address-of-record {aor!r}: {self.policy.domains.why_not(to_uri.host)}")
+        if not domains.is_ours(to_uri.host):
+            raise NotFound(f"address-of-record {aor!r}: {domains.why_not(to_uri.host)}")
         if self.aor_exists is not None and not self.aor_exists(aor):
             raise NotFound(f"no such address-of-record {aor!r}")
         if not self.may_register(authenticated_user, to_uri):
             raise Forbidden(f"{authenticated_user!r} may not register {aor!r}")
-        call_id = request.call_id
+        call_id = first.get("Call-ID")
         if call_id is None:
             raise BadRequest("missing Call-ID")
-        number = cseq(request).number
-        header_expires = expires(request)
-        found = contacts(request)
-        current = {binding.key: binding for binding in self.location.bindings(aor)}
+        cseq_text = first.get("CSeq")
+        if cseq_text is None:
+            raise MalformedMessage("missing CSeq")
+        number = parse_cseq(cseq_text).number
+        expires_text = first.get("Expires")
+        header_expires = None if expires_text is None else parse_uint32(expires_text, "Expires")
+        found = parse_contacts(headers.values("Contact")) if "Contact" in first else []
+        path = headers.values("Path") if "Path" in first else ()
         if isinstance(found, Star):
             if header_expires != 0:
                 raise BadRequest("Contact '*' requires Expires: 0")
-            for binding in current.values():
+            every = self.location.bindings(aor)
+            for binding in every:
                 self._check_order(binding, call_id, number)
-            return [_Change(key, None) for key in current], aor, found
-        headers = request.headers
-        path = headers.values("Path")
-        context = _Context(
-            request, peer, aor, call_id, number, header_expires, now, path, headers.get("User-Agent")
-        )
+            return [_Change(binding.key, None) for binding in every], aor, found, path
+        # Read only, in the order the bindings came (the order of no answer depends on it).
+        current = self.location.keyed(aor)
+        user_agent = first.get("User-Agent")
         changes: dict[BindingKey, _Change] = {}
         too_brief = False
         for contact in found:
-            change = self._contact_change(context, contact, current)
+            # What every Contact of the REGISTER shares, as arguments (no value built for them).
+            change = self._contact_change(
+                contact,
+                current,
+                peer=peer,
+                aor=aor,
+                call_id=call_id,
+                number=number,
+                header_expires=header_expires,
+                now=now,
+                path=path,
+                user_agent=user_agent,
+            )
             if change is None:
                 too_brief = True
                 continue
@@ -311,23 +330,37 @@ class Registrar:
                 "expiry under the minimum",
                 headers=Headers.of(("Min-Expires", str(self.policy.settings.min_expires))),
             )
-        final = set(current)
-        for change in changes.values():
-            if change.binding is None:
-                final.discard(change.key)
-            else:
-                final.add(change.key)
+        # The changes that change something (a removal of a binding that is not there does
+        # not), and how many bindings the AoR would have after them.
+        kept: list[_Change] = []
+        final = len(current)
+        for key, change in changes.items():
+            if change.binding is not None:
+                final += key not in current
+                kept.append(change)
+            elif key in current:
+                final -= 1
+                kept.append(change)
         limit = self.policy.settings.max_contacts
-        if limit and len(final) > limit and len(final) > len(current):
-            raise TooManyContacts(f"{aor!r} would have {len(final)} bindings")
-        kept = [change for change in changes.values() if change.binding is not None or change.key in current]
-        return kept, aor, found
+        if limit and final > limit and final > len(current):
+            raise TooManyContacts(f"{aor!r} would have {final} bindings")
+        return kept, aor, found, path
 
     def _contact_change(
-        self, context: _Context, contact: NameAddr, current: dict[BindingKey, Binding]
+        self,
+        contact: NameAddr,
+        current: Mapping[BindingKey, Binding],
+        *,
+        peer: Peer,
+        aor: str,
+        call_id: str,
+        number: int,
+        header_expires: int | None,
+        now: float,
+        path: tuple[str, ...],
+        user_agent: str | None,
     ) -> _Change | None:
         """The change one Contact asks for, or None when its expiry is under the minimum."""
-        now = context.now
         uri = contact.uri
         if not isinstance(uri, SipUri):
             raise BadRequest(f"Contact {contact} is not a SIP or SIPS URI")
@@ -341,23 +374,24 @@ class Registrar:
             if lowered not in ("expires", "q"):
                 params.append((name, value))
         param = named.get("expires")
-        requested = parse_uint32(param, "Contact expires") if param else context.header_expires
+        requested = parse_uint32(param, "Contact expires") if param else header_expires
         if requested is None:
             requested = self.policy.settings.default_expires
         instance_param = named.get("+sip.instance")
         instance = _unquote(instance_param) if instance_param else None
         reg_id_param = named.get("reg-id")
         reg_id = parse_uint32(reg_id_param, "reg-id") if reg_id_param else None
-        push = tuple(
-            (lowered, value or "")
-            for lowered, value in ((n.lower(), v) for n, v in uri.params)
-            if lowered.startswith("pn-")
-        )
+        pn: list[tuple[str, str]] = []
+        for uri_name, uri_value in uri.params:
+            lowered = uri_name.lower()
+            if lowered.startswith("pn-"):
+                pn.append((lowered, uri_value or ""))
+        push = tuple(pn)
         text = str(uri)
-        key = self._key(context.aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
+        key = self._key(aor, uri, text, current, instance=instance, reg_id=reg_id, push=push)
         existing = current.get(key)
-        if existing is not None:
-            self._check_order(existing, context.call_id, context.cseq)
+        if existing is not None and existing.call_id == call_id:
+            self._check_order(existing, call_id, number)
         if requested == 0:
             return _Change(key, None)
         if requested < self.policy.settings.min_expires:
@@ -368,12 +402,12 @@ class Registrar:
             key=key,
             contact=text,
             expires_at=now + granted,
-            call_id=context.call_id,
-            cseq=context.cseq,
-            received=context.peer,
+            call_id=call_id,
+            cseq=number,
+            received=peer,
             q=float(q_param) if q_param else None,
-            user_agent=context.user_agent,
-            path=context.path,
+            user_agent=user_agent,
+            path=path,
             instance=instance,
             reg_id=reg_id,
             params=tuple(params),
@@ -388,7 +422,7 @@ class Registrar:
         aor: str,
         uri: SipUri,
         text: str,
-        current: dict[BindingKey, Binding],
+        current: Mapping[BindingKey, Binding],
         *,
         instance: str | None,
         reg_id: int | None,
@@ -402,11 +436,13 @@ class Registrar:
         if pn.get("pn-provider") and pn.get("pn-prid"):
             triple = (pn["pn-provider"], pn["pn-prid"], pn.get("pn-param", ""))
             return BindingKey(aor, KeyKind.PUSH, " ".join(triple))
+        # The same text is the same URI: no parse for the usual refresh.  (No two bindings
+        # of an AoR have equivalent URIs, so the one found first is the only one.)
         for key, binding in current.items():
-            # The same text is the same URI: no parse for the usual refresh.
-            if key.kind is KeyKind.URI and (
-                binding.contact == text or uri.matches(parse_uri(binding.contact))
-            ):
+            if binding.contact == text and key.kind is KeyKind.URI:
+                return key
+        for key, binding in current.items():
+            if key.kind is KeyKind.URI and uri.matches(parse_uri(binding.contact)):
                 return key
         return BindingKey(aor, KeyKind.URI, text)
 
@@ -415,15 +451,13 @@ class Registrar:
         if binding.call_id == call_id and number <= binding.cseq:
             raise OutOfOrderError(f"CSeq {number} not above {binding.cseq} for Call-ID {call_id!r}")
 
-    def _is_local(self, host: str) -> bool:
-        return self.policy.domains.is_ours(host)
-
     # Step 8 ------------------------------------------------------------------------------
 
-    def _ok(self, request: Request, aor: str, found: list[NameAddr] | Star, now: float) -> Response:
+    def _ok(
+        self, request: Request, aor: str, found: list[NameAddr] | Star, path: tuple[str, ...], now: float
+    ) -> Response:
         # One tuple of fields, in the order of the header lines (canonical names already).
         fields = [("Contact", contact_line(binding, now)) for binding in self.location.bindings(aor)]
-        path = request.headers.values("Path")
         if path and "path" in (tag.lower() for tag in option_tags(request, "Supported")):
             fields += [("Path", value) for value in path]
         fields.append(("Date", date_value(now)))

@@ -124,7 +124,7 @@ from scaserver.sip.transactions import (
 from scaserver.sip.trust import (
     TrustedPeers,
 )
-from scaserver.sip.uri import SipUri, TelUri, parse_uri
+from scaserver.sip.uri import NameAddr, SipUri, TelUri, parse_uri
 
 RouterInstruction = (
     CancelBranch
@@ -381,7 +381,8 @@ class SipRouter:
         uri = parse_uri(request.uri)
         if not isinstance(uri, SipUri | TelUri):
             raise UnsupportedUriScheme(uri.scheme)
-        in_dialog = headers.to_addr(request).tag is not None
+        to = headers.to_addr(request)
+        in_dialog = to.tag is not None
         event_header = headers.event(request) if method == "SUBSCRIBE" else None
         if method == "SUBSCRIBE" and event_header is not None and event_header.package.lower() in SCA_EVENTS:
             return subscribe(self, request, peer, key, in_dialog=in_dialog, now=now)
@@ -398,7 +399,7 @@ class SipRouter:
                 f"PUBLISH of {published_event(request)}: no event state composed here", headers=allow
             )
         if method == "REGISTER":
-            return self._register(request, peer, key, now)
+            return self._register(request, peer, key, to, now)
         if method == "OPTIONS" and is_options_for_us(uri, lambda local: is_local_domain(self, local)):
             return [Respond(key, options_response(request, self.settings, self.unique()[:10]))]
         to_server = isinstance(uri, SipUri) and not uri.user and is_for_us(self, request)
@@ -409,8 +410,10 @@ class SipRouter:
 
     # ------------------------------------------------------------------ registrations
 
-    def _register(self, request: Request, peer: Peer, key: ServerKey, now: float) -> list[EngineAction]:
-        if not isinstance(headers.to_addr(request).uri, SipUri):
+    def _register(
+        self, request: Request, peer: Peer, key: ServerKey, to: NameAddr, now: float
+    ) -> list[EngineAction]:
+        if not isinstance(to.uri, SipUri):
             # The AoR must be a SIP or SIPS URI (10.3 step 5, RFC 4475 3.3.4): no use challenging.
             raise BadRequest("the To of a REGISTER must be a sip: or sips: URI")
         if self.push is not None and self.push.midregistrar is not None:

@@ -79,6 +79,10 @@ REASON_PHRASES: Final[dict[int, str]] = {
 }
 
 _COPIED: Final = ("Via", "From", "To", "Call-ID", "CSeq")
+# The header lines a response copies, as sets (one hash per line of the request, not five
+# comparisons): a 100 copies Timestamp as well.
+_COPIED_NAMES: Final = frozenset(_COPIED)
+_COPIED_BY_100: Final = _COPIED_NAMES | {"Timestamp"}
 
 
 def default_reason(status: int) -> str:
@@ -116,10 +120,13 @@ def make_response(
     phrase stands for both.
     """
     fields: list[tuple[str, str]] = []
+    copied = _COPIED_BY_100 if status == 100 else _COPIED_NAMES
     for name, value in request.headers.fields:
+        if name not in copied:
+            continue
         if name == "To" and to_tag is not None and not _has_tag(value):
             fields.append((name, f"{value};tag={to_tag}"))
-        elif name in _COPIED or (status == 100 and name == "Timestamp"):
+        else:
             fields.append((name, value))
     fields.extend(headers.fields)
     phrase = reason if reason is not None else default_reason(status)

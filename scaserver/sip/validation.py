@@ -71,9 +71,13 @@ def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
         for name in SINGLE_VALUED:
             if name in repeated:
                 raise BadRequest(f"more than one {name}")
-    via_list = [headers.parse_via(item) for line in via_lines for item in split_list(line)]
-    if not via_list:
+    if len(via_lines) == 1:  # the usual request: one Via line, no list to gather
+        via_items = split_list(via_lines[0])
+    else:
+        via_items = [item for line in via_lines for item in split_list(line)]
+    if not via_items:
         raise MalformedMessage("empty Via")
+    via_list = [headers.parse_via(item) for item in via_items]
     top = via_list[0]
     branch = top.branch
     if branch is not None and branch == headers.BRANCH_MAGIC_COOKIE:
@@ -88,7 +92,9 @@ def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
     max_forwards = first.get("Max-Forwards")
     if max_forwards is not None:
         headers.parse_max_forwards(max_forwards)
-    if contact_lines:
+    if len(contact_lines) == 1:
+        headers.parse_contacts(split_list(contact_lines[0]))
+    elif contact_lines:
         headers.parse_contacts([item for line in contact_lines for item in split_list(line)])
     return top, sequence
 
