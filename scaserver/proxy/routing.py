@@ -42,6 +42,7 @@ the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -72,6 +73,7 @@ _URI_TRANSPORTS: Final[dict[str, Transport]] = {
     "tcp": Transport.TCP,
     "tls": Transport.TLS,
 }
+_LOCAL_URI_MEMORY: Final = 1024
 
 
 @attrs.frozen
@@ -123,6 +125,10 @@ class ProxyIdentity:
     # What is_local looks up, made once: (lower-case host, port) of each interface, and the ports.
     _addresses: frozenset[tuple[str, int]] = attrs.field(init=False, eq=False, repr=False)
     _ports: frozenset[int] = attrs.field(init=False, eq=False, repr=False)
+    # What is_local_uri answered, by URI (parse_uri and parse_name_addr hand out the same
+    # value for the same text): the Route entries of a dialog are asked about several times
+    # per request.  Emptied when it reaches _LOCAL_URI_MEMORY.
+    _local_uris: dict[Uri, bool] = attrs.field(init=False, eq=False, repr=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.interfaces:
@@ -161,10 +167,17 @@ class ProxyIdentity:
         return self.is_local(peer.host, peer.port or None, _DEFAULT_PORT[peer.transport])
 
     def is_local_uri(self, uri: Uri) -> bool:
-        if not isinstance(uri, SipUri):
-            return False
-        host = uri.param("maddr") or uri.host
-        return self.is_local(host, uri.port, _uri_default_port(uri))
+        known = self._local_uris.get(uri)
+        if known is None:
+            if isinstance(uri, SipUri):
+                host = uri.param("maddr") or uri.host
+                known = self.is_local(host, uri.port, _uri_default_port(uri))
+            else:
+                known = False
+            if len(self._local_uris) >= _LOCAL_URI_MEMORY:
+                self._local_uris.clear()
+            self._local_uris[uri] = known
+        return known
 
     def is_local_via(self, via: Via) -> bool:
         transport = _URI_TRANSPORTS.get(via.transport.lower(), Transport.UDP)
@@ -190,9 +203,19 @@ def check_max_forwards(request: Request) -> None:
 def decrement_max_forwards(request: Request) -> Request:
     """RFC 3261 16.6 step 3: decrement Max-Forwards, or add it with 70."""
     value = max_forwards(request)
-    if value is None:
-        return request.with_headers(request.headers.set("Max-Forwards", str(DEFAULT_MAX_FORWARDS)))
-    return request.with_headers(request.headers.set("Max-Forwards", str(max(value - 1, 0))))
+    text = str(DEFAULT_MAX_FORWARDS) if value is None else str(max(value - 1, 0))
+    # The one line replaced in place (added at the end when there is none), as Headers.set
+    # does, without its copy line by line: every forwarded request comes this way.
+    fields = request.headers.fields
+    at = -1
+    for index, (name, _) in enumerate(fields):
+        if name == "Max-Forwards":
+            if at >= 0:  # more than one line: set() keeps one, where the first was
+                return request.with_headers(request.headers.set("Max-Forwards", text))
+            at = index
+    if at < 0:
+        return request.with_headers(Headers((*fields, ("Max-Forwards", text))))
+    return request.with_headers(Headers((*fields[:at], ("Max-Forwards", text), *fields[at + 1 :])))
 
 
 def check_proxy_require(request: Request, supported: frozenset[str]) -> None:
@@ -482,8 +505,21 @@ def uri_destination(uri: Uri) -> Peer | None:
 def next_hop(request: Request) -> Peer | None:
     """RFC 3261 16.6 step 7: the top Route's URI if there is one, else the Request-URI."""
     top = request.headers.first_value("Route")
-    uri = _route_uri(top) if top is not None else parse_uri(request.uri)
-    return uri_destination(uri)
+    return _route_destination(top) if top is not None else _uri_destination(request.uri)
+
+
+# next_hop's answer by the text it reads (a pure function of it; a value that does not parse
+# raises each time): asked several times per relayed request (relay rules R6 and R7, the branch).
+
+
+@functools.lru_cache(maxsize=1024)
+def _route_destination(route: str) -> Peer | None:
+    return uri_destination(_route_uri(route))
+
+
+@functools.lru_cache(maxsize=1024)
+def _uri_destination(uri: str) -> Peer | None:
+    return uri_destination(parse_uri(uri))
 
 
 def stateless_branch(request: Request) -> str:
