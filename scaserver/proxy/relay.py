@@ -133,10 +133,12 @@ def _signed_for(request: Request, uri: SipUri, key: bytes) -> bool:
     if not carried:
         return False
     call_id = request.call_id or ""
-    for tag in (from_addr(request).tag, to_addr(request).tag):
-        if tag and hmac.compare_digest(carried, route_signature(key, call_id, tag)):
-            return True
-    return False
+    # The From tag first, the To tag only when it is not that (a request from the callee).
+    tag = from_addr(request).tag
+    if tag and hmac.compare_digest(carried, route_signature(key, call_id, tag)):
+        return True
+    tag = to_addr(request).tag
+    return bool(tag) and hmac.compare_digest(carried, route_signature(key, call_id, tag))
 
 
 def our_route_entry(request: Request, identity: ProxyIdentity) -> SipUri | None:
