@@ -296,32 +296,43 @@ def _route_uri(value: str) -> Uri:
     return parse_name_addr(value).uri
 
 
+def _has_param(uri: SipUri, name: str) -> bool:
+    """``uri.has_param(name)`` for a lower-case ``name``, without a generator resumed per
+    parameter (our own Route entries carry several): asked of every in-dialog request."""
+    for key, _ in uri.params:  # noqa: SIM110
+        if key == name or key.lower() == name:
+            return True
+    return False
+
+
 def _is_our_record_route(uri: Uri, identity: ProxyIdentity) -> bool:
     """A URI we put into a Record-Route: no user part, ``lr``, host and port ours."""
-    return isinstance(uri, SipUri) and uri.user is None and uri.has_param("lr") and identity.is_local_uri(uri)
+    return (
+        isinstance(uri, SipUri) and uri.user is None and _has_param(uri, "lr") and identity.is_local_uri(uri)
+    )
 
 
 def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
     """RFC 3261 16.4: undo a strict router's rewrite, then remove our own top Route entries."""
     headers = request.headers
     uri = request.uri
-    routes = headers.values("Route")
-    if routes and _is_our_record_route(parse_uri(uri), identity):
+    top = headers.first_value("Route")  # None exactly when there is no Route value at all
+    if top is not None and _is_our_record_route(parse_uri(uri), identity):
+        routes = headers.values("Route")
         uri = str(_route_uri(routes[-1]))
         remaining = routes[:-1]
         headers = headers.set("Route", ", ".join(remaining)) if remaining else headers.remove("Route")
-    popped = 0
-    while popped < 2:
         top = headers.first_value("Route")
-        if top is None:
-            break
+    popped = 0
+    while popped < 2 and top is not None:
         top_uri = _route_uri(top)
         if not identity.is_local_uri(top_uri):
             break
         headers = headers.remove_first_value("Route")
         popped += 1
-        if not (isinstance(top_uri, SipUri) and top_uri.has_param("r2")):
+        if not (isinstance(top_uri, SipUri) and _has_param(top_uri, "r2")):
             break
+        top = headers.first_value("Route")
     if uri == request.uri and headers is request.headers:
         return request
     return Request(request.method, uri, headers, request.body, request.version)  # not evolve: 2.4 -> 0.7 us
@@ -453,11 +464,12 @@ def dialog_flow(request: Request, identity: ProxyIdentity, peer: Peer) -> Peer |
     routes = request.headers.values("Route")
     if not routes:
         return None
-    ours = [value for value in routes if identity.is_local_uri(_route_uri(value))]
-    if not ours or len(ours) != len(routes):
-        return None
-    uri = _route_uri(ours[0])
-    if not isinstance(uri, SipUri) or not uri.has_param("ob"):
+    uris = [_route_uri(value) for value in routes]
+    for parsed in uris:
+        if not identity.is_local_uri(parsed):
+            return None
+    uri = uris[0]
+    if not isinstance(uri, SipUri) or not _has_param(uri, "ob"):
         return None
     ends = [parse_flow_token(uri.param(name) or "") for name in ("ob-a", "ob-b")]
     for end, other in ((ends[0], ends[1]), (ends[1], ends[0])):
