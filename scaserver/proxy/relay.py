@@ -138,7 +138,9 @@ def _signed_for(request: Request, uri: SipUri, key: bytes) -> bool:
     if tag and hmac.compare_digest(carried, route_signature(key, call_id, tag)):
         return True
     tag = to_addr(request).tag
-    return bool(tag) and hmac.compare_digest(carried, route_signature(key, call_id, tag))
+    if not tag:
+        return False
+    return hmac.compare_digest(carried, route_signature(key, call_id, tag))
 
 
 def our_route_entry(request: Request, identity: ProxyIdentity) -> SipUri | None:

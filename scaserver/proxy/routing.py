@@ -350,7 +350,7 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
     top = headers.first_value("Route")
     if top is not None:
         top_uri = _route_uri(top)
-        if isinstance(top_uri, SipUri) and not top_uri.has_param("lr"):
+        if isinstance(top_uri, SipUri) and not _has_param(top_uri, "lr"):
             headers = headers.remove_first_value("Route").add("Route", f"<{uri}>")
             uri = str(top_uri)
     return Request(request.method, uri, headers, request.body, request.version)
