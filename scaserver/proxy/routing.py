@@ -42,6 +42,7 @@ the order :class:`scaserver.proxy.proxy.Proxy` applies them to a request:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from collections.abc import Sequence
@@ -72,6 +73,7 @@ _URI_TRANSPORTS: Final[dict[str, Transport]] = {
     "tcp": Transport.TCP,
     "tls": Transport.TLS,
 }
+_LOCAL_URI_MEMORY: Final = 1024
 
 
 @attrs.frozen
@@ -123,6 +125,10 @@ class ProxyIdentity:
     # What is_local looks up, made once: (lower-case host, port) of each interface, and the ports.
     _addresses: frozenset[tuple[str, int]] = attrs.field(init=False, eq=False, repr=False)
     _ports: frozenset[int] = attrs.field(init=False, eq=False, repr=False)
+    # What is_local_uri answered, by URI (parse_uri and parse_name_addr hand out the same
+    # value for the same text): the Route entries of a dialog are asked about several times
+    # per request.  Emptied when it reaches _LOCAL_URI_MEMORY.
+    _local_uris: dict[Uri, bool] = attrs.field(init=False, eq=False, repr=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not self.interfaces:
@@ -161,10 +167,17 @@ class ProxyIdentity:
         return self.is_local(peer.host, peer.port or None, _DEFAULT_PORT[peer.transport])
 
     def is_local_uri(self, uri: Uri) -> bool:
-        if not isinstance(uri, SipUri):
-            return False
-        host = uri.param("maddr") or uri.host
-        return self.is_local(host, uri.port, _uri_default_port(uri))
+        known = self._local_uris.get(uri)
+        if known is None:
+            if isinstance(uri, SipUri):
+                host = uri.param("maddr") or uri.host
+                known = self.is_local(host, uri.port, _uri_default_port(uri))
+            else:
+                known = False
+            if len(self._local_uris) >= _LOCAL_URI_MEMORY:
+                self._local_uris.clear()
+            self._local_uris[uri] = known
+        return known
 
     def is_local_via(self, via: Via) -> bool:
         transport = _URI_TRANSPORTS.get(via.transport.lower(), Transport.UDP)
@@ -190,9 +203,19 @@ def check_max_forwards(request: Request) -> None:
 def decrement_max_forwards(request: Request) -> Request:
     """RFC 3261 16.6 step 3: decrement Max-Forwards, or add it with 70."""
     value = max_forwards(request)
-    if value is None:
-        return request.with_headers(request.headers.set("Max-Forwards", str(DEFAULT_MAX_FORWARDS)))
-    return request.with_headers(request.headers.set("Max-Forwards", str(max(value - 1, 0))))
+    text = str(DEFAULT_MAX_FORWARDS) if value is None else str(max(value - 1, 0))
+    # The one line replaced in place (added at the end when there is none), as Headers.set
+    # does, without its copy line by line: every forwarded request comes this way.
+    fields = request.headers.fields
+    at = -1
+    for index, (name, _) in enumerate(fields):
+        if name == "Max-Forwards":
+            if at >= 0:  # more than one line: set() keeps one, where the first was
+                return request.with_headers(request.headers.set("Max-Forwards", text))
+            at = index
+    if at < 0:
+        return request.with_headers(Headers((*fields, ("Max-Forwards", text))))
+    return request.with_headers(Headers((*fields[:at], ("Max-Forwards", text), *fields[at + 1 :])))
 
 
 def check_proxy_require(request: Request, supported: frozenset[str]) -> None:
@@ -273,32 +296,43 @@ def _route_uri(value: str) -> Uri:
     return parse_name_addr(value).uri
 
 
+def _has_param(uri: SipUri, name: str) -> bool:
+    """``uri.has_param(name)`` for a lower-case ``name``, without a generator resumed per
+    parameter (our own Route entries carry several): asked of every in-dialog request."""
+    for key, _ in uri.params:  # noqa: SIM110
+        if key == name or key.lower() == name:
+            return True
+    return False
+
+
 def _is_our_record_route(uri: Uri, identity: ProxyIdentity) -> bool:
     """A URI we put into a Record-Route: no user part, ``lr``, host and port ours."""
-    return isinstance(uri, SipUri) and uri.user is None and uri.has_param("lr") and identity.is_local_uri(uri)
+    return (
+        isinstance(uri, SipUri) and uri.user is None and _has_param(uri, "lr") and identity.is_local_uri(uri)
+    )
 
 
 def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
     """RFC 3261 16.4: undo a strict router's rewrite, then remove our own top Route entries."""
     headers = request.headers
     uri = request.uri
-    routes = headers.values("Route")
-    if routes and _is_our_record_route(parse_uri(uri), identity):
+    top = headers.first_value("Route")  # None exactly when there is no Route value at all
+    if top is not None and _is_our_record_route(parse_uri(uri), identity):
+        routes = headers.values("Route")
         uri = str(_route_uri(routes[-1]))
         remaining = routes[:-1]
         headers = headers.set("Route", ", ".join(remaining)) if remaining else headers.remove("Route")
-    popped = 0
-    while popped < 2:
         top = headers.first_value("Route")
-        if top is None:
-            break
+    popped = 0
+    while popped < 2 and top is not None:
         top_uri = _route_uri(top)
         if not identity.is_local_uri(top_uri):
             break
         headers = headers.remove_first_value("Route")
         popped += 1
-        if not (isinstance(top_uri, SipUri) and top_uri.has_param("r2")):
+        if not (isinstance(top_uri, SipUri) and _has_param(top_uri, "r2")):
             break
+        top = headers.first_value("Route")
     if uri == request.uri and headers is request.headers:
         return request
     return Request(request.method, uri, headers, request.body, request.version)  # not evolve: 2.4 -> 0.7 us
@@ -316,7 +350,7 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
     top = headers.first_value("Route")
     if top is not None:
         top_uri = _route_uri(top)
-        if isinstance(top_uri, SipUri) and not top_uri.has_param("lr"):
+        if isinstance(top_uri, SipUri) and not _has_param(top_uri, "lr"):
             headers = headers.remove_first_value("Route").add("Route", f"<{uri}>")
             uri = str(top_uri)
     return Request(request.method, uri, headers, request.body, request.version)
@@ -430,11 +464,12 @@ def dialog_flow(request: Request, identity: ProxyIdentity, peer: Peer) -> Peer |
     routes = request.headers.values("Route")
     if not routes:
         return None
-    ours = [value for value in routes if identity.is_local_uri(_route_uri(value))]
-    if not ours or len(ours) != len(routes):
-        return None
-    uri = _route_uri(ours[0])
-    if not isinstance(uri, SipUri) or not uri.has_param("ob"):
+    uris = [_route_uri(value) for value in routes]
+    for parsed in uris:
+        if not identity.is_local_uri(parsed):
+            return None
+    uri = uris[0]
+    if not isinstance(uri, SipUri) or not _has_param(uri, "ob"):
         return None
     ends = [parse_flow_token(uri.param(name) or "") for name in ("ob-a", "ob-b")]
     for end, other in ((ends[0], ends[1]), (ends[1], ends[0])):
@@ -482,8 +517,21 @@ def uri_destination(uri: Uri) -> Peer | None:
 def next_hop(request: Request) -> Peer | None:
     """RFC 3261 16.6 step 7: the top Route's URI if there is one, else the Request-URI."""
     top = request.headers.first_value("Route")
-    uri = _route_uri(top) if top is not None else parse_uri(request.uri)
-    return uri_destination(uri)
+    return _route_destination(top) if top is not None else _uri_destination(request.uri)
+
+
+# next_hop's answer by the text it reads (a pure function of it; a value that does not parse
+# raises each time): asked several times per relayed request (relay rules R6 and R7, the branch).
+
+
+@functools.lru_cache(maxsize=1024)
+def _route_destination(route: str) -> Peer | None:
+    return uri_destination(_route_uri(route))
+
+
+@functools.lru_cache(maxsize=1024)
+def _uri_destination(uri: str) -> Peer | None:
+    return uri_destination(parse_uri(uri))
 
 
 def stateless_branch(request: Request) -> str:

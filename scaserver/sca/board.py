@@ -76,10 +76,15 @@ class AppearanceBoard:
 
     def appearances(self, aor: str | None = None) -> list[Appearance]:
         """In-use appearances, by line then index."""
-        lines = [aor] if aor is not None else sorted(self._appearances)
+        if aor is not None:  # every NOTIFY's full state: one line, most often one appearance
+            line = self._appearances.get(aor)
+            if not line:
+                return []
+            return list(line.values()) if len(line) == 1 else [line[index] for index in sorted(line)]
         result: list[Appearance] = []
-        for name in lines:
-            result.extend(app for _, app in sorted(self._appearances.get(name, {}).items()))
+        for name in sorted(self._appearances):
+            line = self._appearances[name]
+            result.extend(line[index] for index in sorted(line))
         return result
 
     def appearance(self, aor: str, index: int) -> Appearance | None:
@@ -87,9 +92,14 @@ class AppearanceBoard:
 
     def of_call(self, call_id: str) -> list[Appearance]:
         """The appearances following call ``call_id``, by line then index."""
+        keys = self._calls.get(call_id)
+        if not keys:
+            return []
+        # Most calls follow one appearance: no sort, no key function called per key.
+        ordered = keys if len(keys) == 1 else sorted(keys, key=lambda k: (k.line, k.index))
         result = []
-        for key in sorted(self._calls.get(call_id, ()), key=lambda k: (k.line, k.index)):
-            app = self.appearance(key.line, key.index)
+        for key in ordered:
+            app = self._appearances.get(key.line, {}).get(key.index)
             if app is not None:
                 result.append(app)
         return result
@@ -129,8 +139,8 @@ class AppearanceBoard:
             return step, out
         new = step.appearance
         old = self._appearances.get(new.line, {}).get(new.index)
-        self._commit(old, new)
         key = AppearanceKey(new.line, new.index)
+        self._commit(old, new, key)
         ttl = self._ttl(new)
         if ttl is not None:
             out.append(StartTimer(key, TTL_TIMER, ttl))
@@ -145,8 +155,7 @@ class AppearanceBoard:
         self._appearances[app.line][app.index] = attrs.evolve(app, touched_at=now)
         return [StartTimer(AppearanceKey(app.line, app.index), TTL_TIMER, self.ttls.seized)]
 
-    def _commit(self, old: Appearance | None, new: Appearance) -> None:
-        key = AppearanceKey(new.line, new.index)
+    def _commit(self, old: Appearance | None, new: Appearance, key: AppearanceKey) -> None:
         line = self._appearances.get(new.line, {})
         if old is not None and old.call_id is not None:
             calls = self._calls.get(old.call_id)
