@@ -209,13 +209,11 @@ def parse_message(data: bytes) -> Request | Response:
     # round 7, parser round 8); the others are read one by one.
     fields: list[tuple[str, str]] = list(map(_fields.get, lines))  # type: ignore[arg-type]
     lengths: list[str] = []
+    names = _names
+    known = _fields
     try:
-        if None in fields:
-            names = _names
-            known = _fields
-            for index, seen in enumerate(fields):
-                if seen is not None:
-                    continue
+        for index, field in enumerate(fields):
+            if field is None:
                 line = lines[index]
                 # One partition, not find and two slices; a spelling seen before is looked up
                 # here, without a call (bench/RESULTS.md, hot-path round 5).
@@ -231,15 +229,13 @@ def parse_message(data: bytes) -> Request | Response:
                     except MalformedMessage:
                         del fields[index:]
                         raise
-                field = (name, value.strip(" \t"))
-                fields[index] = field
+                field = fields[index] = (name, value.strip(" \t"))  # noqa: PLW2901
                 if name in _REPEATED and len(line) <= LINE_MEMORY_LENGTH:
                     if len(known) >= LINE_MEMORY:
                         known.clear()
                     known[line] = field
-        for name, value in fields:
-            if name == "Content-Length":
-                lengths.append(value)
+            if field[0] == "Content-Length":
+                lengths.append(field[1])
         if len(lengths) == 1:
             try:
                 length: int | None = _LENGTHS[lengths[0]]
