@@ -86,7 +86,12 @@ class ActionLoop:
 
     def receive(self, data: bytes, peer: Peer, now: float) -> list[Action]:
         """One datagram, or one framed stream message, from ``peer``."""
-        match admit(data, peer, self.unique):
+        admission = admit(data, peer, self.unique)
+        # By the exact class first (a seize cycle admits 6 responses and 2 requests); a class
+        # pattern of ``match`` costs an isinstance and an attribute match per case tried.
+        if type(admission) is AdmittedResponse:
+            return self.run(self.layer.receive_response(admission.response, admission.key, peer), now)
+        match admission:
             case Handled(actions=actions):
                 return list(actions)
             case AdmittedResponse(response=response, key=key):
@@ -100,12 +105,15 @@ class ActionLoop:
         self, request: Request, peer: Peer, destination: Peer, key: ServerKey, now: float
     ) -> list[Action]:
         settings = self.user.settings
-        full = self._full_table(settings.max_transactions)
-        if full is not None and request.method != "ACK" and key not in self.layer:
-            retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
-            busy = ServiceUnavailable(full, headers=retry)
-            return stateless(request, peer, busy, self.unique)
-        return self.run(self.layer.receive_request(request, key, destination), now)
+        layer = self.layer
+        bound = settings.max_transactions
+        if layer.in_progress >= bound or len(layer) >= bound * HELD_PER_IN_PROGRESS:
+            full = self._full_table(bound)
+            if full is not None and request.method != "ACK" and key not in layer:
+                retry = Headers.of(("Retry-After", str(settings.retry_after_s)))
+                busy = ServiceUnavailable(full, headers=retry)
+                return stateless(request, peer, busy, self.unique)
+        return self.run(layer.receive_request(request, key, destination), now)
 
     def _full_table(self, max_transactions: int) -> str | None:
         """Which bound the transaction table has met, for the 503's log line: ``max_transactions``
@@ -117,37 +125,51 @@ class ActionLoop:
             return f"{held} transactions held"
         return None
 
-    def run(self, actions: Iterable[EngineAction], now: float) -> list[Action]:
-        """Run engine and layer actions depth-first until only edge actions remain."""
-        out: list[Action] = []
+    def run(
+        self, actions: Iterable[EngineAction], now: float, out: list[Action] | None = None
+    ) -> list[Action]:
+        """Run engine and layer actions depth-first until only edge actions remain: those are
+        appended to ``out`` (a new list when None), which is returned."""
+        if out is None:
+            out = []
         strip, trusted = self.user.settings.strip_call_info, self.user.trusted
         for action in actions:
             # By the exact class first, the most frequent first (a seize cycle runs about 70
-            # actions here): a class pattern of ``match`` costs an isinstance and an attribute
-            # match per case tried.  A subclass goes through the exhaustive match.
+            # actions here), each handled in place; the nested runs append to ``out`` (no list
+            # per level).  A subclass goes through the exhaustive match of _run_other.
             if type(action) is Deliver:
                 event = action.event
                 if type(event) in _TRANSACTION_EVENTS:
-                    out += self._on_transaction_event(event, now)  # type: ignore[arg-type]
+                    self._on_transaction_event(event, now, out)  # type: ignore[arg-type]
+                elif isinstance(event, Fact):
+                    out += self.user.deliver(action, now)
                 else:
-                    out += self._deliver(action, now)
+                    self._deliver(action, now, out)
             elif type(action) is StartTimer or type(action) is CancelTimer:
                 out.append(action)
             elif type(action) is Send:
-                out.append(self._send(action, strip, trusted))
+                message, peer = action.message, action.peer
+                sent = self.disclosure.sent(message, peer, strip, trusted)
+                out.append(action if sent is message else Send(sent, peer))
+            elif type(action) is SendRequest:
+                request, peer, context = action.request, action.peer, action.context
+                if isinstance(context, BranchKey):
+                    request = self.disclosure.branch(request, peer, strip, trusted)
+                self._send_request(request, peer, context, now, out)
             else:
-                out += self._run_other(action, strip, trusted, now)
+                self._run_other(action, strip, trusted, now, out)
         return out
 
-    def _deliver(self, action: Deliver, now: float) -> list[Action]:
+    def _deliver(self, action: Deliver, now: float, out: list[Action]) -> None:
         event = action.event
         # A fact (most of them) is told by its one base class, a transaction event by its
         # exact class, before the union of transaction events.
         if type(event) in _TRANSACTION_EVENTS or (
             not isinstance(event, Fact) and isinstance(event, TransactionEvent)
         ):
-            return self._on_transaction_event(event, now)  # type: ignore[arg-type]
-        return self.user.deliver(action, now)
+            self._on_transaction_event(event, now, out)  # type: ignore[arg-type]
+        else:
+            out += self.user.deliver(action, now)
 
     def _send(self, action: Send, strip: bool, trusted: TrustedPeers) -> Send:
         message = action.message
@@ -155,10 +177,9 @@ class ActionLoop:
         return action if sent is message else Send(sent, action.peer)
 
     def _run_other(
-        self, action: EngineAction, strip: bool, trusted: TrustedPeers, now: float
-    ) -> list[Action]:
-        out: list[Action] = []
-        match action:  # what run did not take by its exact class: Respond and SendRequest first
+        self, action: EngineAction, strip: bool, trusted: TrustedPeers, now: float, out: list[Action]
+    ) -> None:
+        match action:  # what run did not take by its exact class: Respond first
             case Respond(transaction=transaction, response=response):
                 if not isinstance(transaction, ServerKey) or not isinstance(response, Response):
                     raise ProtocolStateError(f"bad Respond action {action!r}")
@@ -168,80 +189,79 @@ class ActionLoop:
                 refused = None if destination is None else refusal(transaction.method, destination, response)
                 if refused is not None:
                     out.append(Deliver(refused))
-                out += self.run(self.layer.respond(transaction, response, now), now)
+                self.run(self.layer.respond(transaction, response, now), now, out)
                 if response.status >= 200:
                     out.append(completion("server", transaction.method, response.status))
             case SendRequest(request=request, peer=peer, context=context):
                 if isinstance(context, BranchKey):
                     request = self.disclosure.branch(request, peer, strip, trusted)
-                out += self._send_request(request, peer, context, now)
+                self._send_request(request, peer, context, now, out)
             case Deliver():
-                out += self._deliver(action, now)
+                self._deliver(action, now, out)
             case StartTimer() | CancelTimer():
                 out.append(action)
             case Send():
                 out.append(self._send(action, strip, trusted))
             case _:
                 assert_never(action)
-        return out
 
-    def _send_request(self, request: Request, peer: Peer, context: Hashable, now: float) -> list[Action]:
+    def _send_request(
+        self, request: Request, peer: Peer, context: Hashable, now: float, out: list[Action]
+    ) -> None:
         actions, fact = self.clients.send(request, peer, context, now)
-        return self.run(actions, now) if fact is None else [Deliver(fact), *self.run(actions, now)]
+        if fact is not None:
+            out.append(Deliver(fact))
+        self.run(actions, now, out)
 
-    def _on_transaction_event(self, event: TransactionEvent, now: float) -> list[Action]:
+    def _on_transaction_event(self, event: TransactionEvent, now: float, out: list[Action]) -> None:
         # The frequent ones by their exact class (a response to a NOTIFY, a transaction ending,
         # a new request), the others through the exhaustive match.
         if type(event) is ResponseReceived:
-            return self._on_response(event, now)
+            response, client = event.response, event.key
+            if response.status >= 200:
+                out.append(completion("client", client.method, response.status))
+            self.run(self.clients.on_response(client, response, now), now, out)
+            return
         if type(event) is TransactionTerminated:
             key = event.key
             if isinstance(key, ClientKey):
                 self.clients.terminated(key)
             else:
                 self.sessions.forget(key)
-            return []
+            return
         if type(event) is RequestReceived:
             request = self.disclosure.believed(event.request, event.peer, self.user.trusted)
-            return self.run(self.user.on_request(request, event.peer, event.key, now), now)
+            self.run(self.user.on_request(request, event.peer, event.key, now), now, out)
+            return
         trusted = self.user.trusted
         match event:
             case RequestReceived():
                 request = self.disclosure.believed(event.request, event.peer, trusted)
-                return self.run(self.user.on_request(request, event.peer, event.key, now), now)
+                self.run(self.user.on_request(request, event.peer, event.key, now), now, out)
             case AckReceived(request=ack, peer=peer):
                 believed = self.disclosure.believed(ack, peer, trusted)
-                return self.run(self.user.on_ack(believed, peer, now), now)
+                self.run(self.user.on_ack(believed, peer, now), now, out)
             case CancelReceived():
-                return self.run(self.user.on_cancel(event, now), now)
-            case ResponseReceived():
-                return self._on_response(event, now)
+                self.run(self.user.on_cancel(event, now), now, out)
+            case ResponseReceived(response=response, key=client):
+                if response.status >= 200:
+                    out.append(completion("client", client.method, response.status))
+                self.run(self.clients.on_response(client, response, now), now, out)
             case TransactionTimedOut(key=key) | TransportFailed(key=key):
                 failure = "timeout" if isinstance(event, TransactionTimedOut) else "transport-error"
                 side = "client" if isinstance(key, ClientKey) else "server"
-                fact = Deliver(TransactionCompleted(transaction_kind(side, key.method), failure))
-                if not isinstance(key, ClientKey):
-                    return [fact]  # timer H on a server transaction: nothing more to do (17.2.1)
-                return [fact, *self.run(self.clients.on_failure(key, event, now), now)]
+                out.append(Deliver(TransactionCompleted(transaction_kind(side, key.method), failure)))
+                if isinstance(key, ClientKey):  # timer H on a server transaction: nothing more (17.2.1)
+                    self.run(self.clients.on_failure(key, event, now), now, out)
             case TransactionTerminated(key=key):
                 if isinstance(key, ServerKey):
                     self.sessions.forget(key)
                 if isinstance(key, ClientKey):
                     self.clients.terminated(key)
-                return []
             case StrayResponse(response=response):
-                return self.run(self.user.on_stray_response(response, now), now)
+                self.run(self.user.on_stray_response(response, now), now, out)
             case _:
                 assert_never(event)
-
-    def _on_response(self, event: ResponseReceived, now: float) -> list[Action]:
-        response, key = event.response, event.key
-        if response.status < 200:
-            return self.run(self.clients.on_response(key, response, now), now)
-        return [
-            completion("client", key.method, response.status),
-            *self.run(self.clients.on_response(key, response, now), now),
-        ]
 
 
 _TRANSACTION_EVENTS: Final = frozenset(get_args(TransactionEvent))

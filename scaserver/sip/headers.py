@@ -460,10 +460,11 @@ def parse_max_forwards(text: str) -> int:
 
 
 def _single(msg: Message, name: str) -> str:
-    value = msg.headers.get(name)
-    if value is None:
-        raise MalformedMessage(f"missing {name}")
-    return value
+    # ``name`` is a canonical spelling (CSeq, From, To): Headers.get's scan, without its call.
+    for field_name, value in msg.headers.fields:
+        if field_name == name:
+            return value
+    raise MalformedMessage(f"missing {name}")
 
 
 def vias(msg: Message) -> list[Via]:

@@ -209,9 +209,14 @@ class Headers:
         return len(self.fields)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
-            return False
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        # The spelling by subscript, not dict.get (a call): a name not seen before, or not a
+        # str, takes the slow path.
+        try:
+            wanted = _canonical_cache[name]  # type: ignore[index]
+        except (KeyError, TypeError):
+            if not isinstance(name, str):
+                return False
+            wanted = canonical_name(name)
         # A plain loop, not any(generator): twice as fast, and this runs several times per
         # message (bench/RESULTS.md, profile).
         for field_name, _ in self.fields:  # noqa: SIM110
@@ -221,7 +226,10 @@ class Headers:
 
     def get(self, name: str) -> str | None:
         """The value of the first header line with this name, or None."""
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         for field_name, value in self.fields:
             if field_name == wanted:
                 return value
@@ -229,7 +237,10 @@ class Headers:
 
     def lines(self, name: str) -> tuple[str, ...]:
         """Every header line's value for this name, unsplit, in order."""
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         # A plain loop and a list made at the first match, not tuple(generator): 0.53-0.60 ->
         # 0.32-0.37 us on a 13-header message (bench/RESULTS.md, hot-path round 7).
         found: list[str] | None = None
@@ -243,21 +254,38 @@ class Headers:
 
     def values(self, name: str) -> tuple[str, ...]:
         """Every element of this header: list headers are split on top-level commas."""
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         if wanted not in LIST_HEADERS:
             return self.lines(wanted)
         result: list[str] = []
         for field_name, value in self.fields:
             if field_name == wanted:
-                result.extend(split_list(value))
+                # split_list's own first case in place: most lines hold one element.
+                if "," in value:
+                    result.extend(split_list(value))
+                else:
+                    stripped = value.strip()
+                    if stripped:
+                        result.append(stripped)
         return tuple(result)
 
     def first_value(self, name: str) -> str | None:
         """The first element of a (list) header, e.g. the top Via."""
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         for field_name, value in self.fields:
             if field_name == wanted:
                 if wanted in LIST_HEADERS:
+                    if "," not in value:  # split_list's own first case in place
+                        stripped = value.strip()
+                        if stripped:
+                            return stripped
+                        continue
                     items = split_list(value)
                     if items:
                         return items[0]
@@ -266,7 +294,10 @@ class Headers:
         return None
 
     def count(self, name: str) -> int:
-        wanted = _canonical_cache.get(name) or canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         found = 0
         for field_name, _ in self.fields:
             if field_name == wanted:
@@ -277,11 +308,18 @@ class Headers:
 
     def add(self, name: str, value: str) -> Headers:
         """Append a header line."""
-        return Headers((*self.fields, (canonical_name(name), value)))
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
+        return Headers((*self.fields, (wanted, value)))
 
     def prepend(self, name: str, value: str) -> Headers:
         """Insert a header line before the first of its name (or at the top): Via, Record-Route."""
-        wanted = canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         for index, (field_name, _) in enumerate(self.fields):
             if field_name == wanted:
                 return Headers((*self.fields[:index], (wanted, value), *self.fields[index:]))
@@ -289,7 +327,10 @@ class Headers:
 
     def set(self, name: str, value: str) -> Headers:
         """Replace every line of this name with one line, kept where the first one was."""
-        wanted = canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         result: list[tuple[str, str]] = []
         placed = False
         for field_name, old in self.fields:
@@ -304,12 +345,18 @@ class Headers:
         return Headers(tuple(result))
 
     def remove(self, name: str) -> Headers:
-        wanted = canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         return Headers(tuple(field for field in self.fields if field[0] != wanted))
 
     def remove_first_value(self, name: str) -> Headers:
         """Drop the first element of a list header (the top Via, the top Route)."""
-        wanted = canonical_name(name)
+        try:
+            wanted = _canonical_cache[name]
+        except KeyError:
+            wanted = canonical_name(name)
         for index, (field_name, value) in enumerate(self.fields):
             if field_name != wanted:
                 continue

@@ -22,6 +22,11 @@ _VERSION: Final = re.compile(r"SIP/[0-9]+\.[0-9]+")
 _KNOWN_METHODS: Final = frozenset(KNOWN_METHODS)
 _VERSIONS: Final = {"SIP/2.0": "SIP/2.0", "sip/2.0": "SIP/2.0"}
 _MAX_NAME_CACHE: Final = 2048
+_STATUS_CODES: Final = {str(code): code for code in range(100, 700)}
+"""The status codes of a status line (three digits, 100 to 699) by their text."""
+_MAX_LENGTH_CACHE: Final = 1024
+_LENGTHS: dict[str, int] = {}
+"""Content-Length values seen before (plain decimal numbers) -> their number."""
 _names: dict[str, str] = {}
 """Raw header-name spellings already validated -> canonical name."""
 
@@ -150,22 +155,39 @@ def parse_message(data: bytes) -> Request | Response:
         lines = _unfold(lines)
     start_line = lines[0]
 
+    # Unpacking in a try, dictionaries read by subscript: no call in the usual case
+    # (len, dict.get, isdigit and int are each a call; bench/RESULTS.md, parser round 8).
     request_parts: list[str] | None = None
     status = 0
     reason = ""
-    if start_line[:4].upper() == "SIP/":
+    head = start_line[:4]
+    if head == "SIP/" or head.upper() == "SIP/":
         parts = start_line.split(" ", 2)
-        if len(parts) < 2:
+        try:
+            version, code, reason = parts
+        except ValueError:
+            if len(parts) < 2:
+                version = ""
+            else:
+                version, code = parts
+        if not version:
             raise MalformedMessage(f"bad status line {start_line!r}")
-        version = _version(parts[0])
-        code = parts[1]
-        if len(code) != 3 or not code.isascii() or not code.isdigit() or not 100 <= int(code) <= 699:
+        if version != "SIP/2.0":
+            version = _version(version)
+        try:
+            status = _STATUS_CODES[code]
+        except KeyError:
+            status = 0
+        if not status:
             raise MalformedMessage(f"bad status code {code!r}")
-        status = int(code)
-        reason = parts[2] if len(parts) == 3 else ""
     else:
         request_parts = start_line.split(" ")
-        if len(request_parts) != 3:
+        try:
+            method, uri, version = request_parts
+        except ValueError:
+            method = ""
+            request_parts = None
+        if request_parts is None:
             # Extra spaces (RFC 4475 3.1.2.8-3.1.2.10): refused, but the headers are still read
             # so that the 400 can be answered (partial request below).
             words = start_line.split()
@@ -175,39 +197,50 @@ def parse_message(data: bytes) -> Request | Response:
                 words[1] if len(words) > 1 else "",
                 lines[1:],
             )
-        method, uri, raw_version = request_parts
         if method not in _KNOWN_METHODS and _TOKEN.fullmatch(method) is None:
             raise MalformedMessage(f"bad method {method!r}")
         if not uri:
             raise MalformedMessage("empty Request-URI")
-        version = _version(raw_version)
+        if version != "SIP/2.0":
+            version = _version(version)
 
-    fields: list[tuple[str, str]] = []
+    del lines[0]
+    # A line seen before is one look-up, all of them in one map (bench/RESULTS.md, hot-path
+    # round 7, parser round 8); the others are read one by one.
+    fields: list[tuple[str, str]] = list(map(_fields.get, lines))  # type: ignore[arg-type]
     lengths: list[str] = []
     names = _names
     known = _fields
     try:
-        for line in lines[1:]:
-            # A line seen before is one look-up (bench/RESULTS.md, hot-path round 7).
-            field = known.get(line)
+        for index, field in enumerate(fields):
             if field is None:
+                line = lines[index]
                 # One partition, not find and two slices; a spelling seen before is looked up
                 # here, without a call (bench/RESULTS.md, hot-path round 5).
                 raw, colon, value = line.partition(":")
                 if not colon or not raw:
+                    del fields[index:]
                     raise MalformedMessage(f"header line without name: {line!r}")
-                field = (names.get(raw) or _header_name(raw), value.strip(" \t"))
-                if field[0] in _REPEATED and len(line) <= LINE_MEMORY_LENGTH:
+                try:
+                    name = names[raw]
+                except KeyError:
+                    try:
+                        name = _header_name(raw)
+                    except MalformedMessage:
+                        del fields[index:]
+                        raise
+                field = fields[index] = (name, value.strip(" \t"))  # noqa: PLW2901
+                if name in _REPEATED and len(line) <= LINE_MEMORY_LENGTH:
                     if len(known) >= LINE_MEMORY:
                         known.clear()
                     known[line] = field
-            fields.append(field)
             if field[0] == "Content-Length":
                 lengths.append(field[1])
-        if len(lengths) == 1 and len(lengths[0]) <= MAX_CONTENT_LENGTH_DIGITS and lengths[0].isdigit():
-            # The usual one plain number (stripped above), without the call; isdigit is true
-            # for other digits than ASCII's, which int reads too but the RFC does not.
-            length = int(lengths[0]) if lengths[0].isascii() else read_content_length(lengths)
+        if len(lengths) == 1:
+            try:
+                length: int | None = _LENGTHS[lengths[0]]
+            except KeyError:
+                length = _plain_length(lengths)
         else:
             length = read_content_length(lengths)
         body_start = end + 4
@@ -225,3 +258,16 @@ def parse_message(data: bytes) -> Request | Response:
     if request_parts is not None:
         return Request(request_parts[0], request_parts[1], headers, body, version)
     return Response(status, reason, headers, body, version)
+
+
+def _plain_length(lengths: list[str]) -> int | None:
+    """The one Content-Length value of ``lengths``, remembered when it is a plain number."""
+    text = lengths[0]
+    if len(text) <= MAX_CONTENT_LENGTH_DIGITS and text.isdigit() and text.isascii():
+        # The usual one plain number (stripped by the parser); isdigit is true for other digits
+        # than ASCII's, which int reads too but the RFC does not.
+        length = int(text)
+        if len(_LENGTHS) < _MAX_LENGTH_CACHE:
+            _LENGTHS[text] = length
+        return length
+    return read_content_length(lengths)
