@@ -296,20 +296,9 @@ def _route_uri(value: str) -> Uri:
     return parse_name_addr(value).uri
 
 
-def _has_param(uri: SipUri, name: str) -> bool:
-    """``uri.has_param(name)`` for a lower-case ``name``, without a generator resumed per
-    parameter (our own Route entries carry several): asked of every in-dialog request."""
-    for key, _ in uri.params:  # noqa: SIM110
-        if key == name or key.lower() == name:
-            return True
-    return False
-
-
 def _is_our_record_route(uri: Uri, identity: ProxyIdentity) -> bool:
     """A URI we put into a Record-Route: no user part, ``lr``, host and port ours."""
-    return (
-        isinstance(uri, SipUri) and uri.user is None and _has_param(uri, "lr") and identity.is_local_uri(uri)
-    )
+    return isinstance(uri, SipUri) and uri.user is None and uri.has_param("lr") and identity.is_local_uri(uri)
 
 
 def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
@@ -330,7 +319,7 @@ def preprocess_route(request: Request, identity: ProxyIdentity) -> Request:
             break
         headers = headers.remove_first_value("Route")
         popped += 1
-        if not (isinstance(top_uri, SipUri) and _has_param(top_uri, "r2")):
+        if not (isinstance(top_uri, SipUri) and top_uri.has_param("r2")):
             break
         top = headers.first_value("Route")
     if uri == request.uri and headers is request.headers:
@@ -350,7 +339,7 @@ def apply_target(request: Request, target_uri: str, path: Sequence[str]) -> Requ
     top = headers.first_value("Route")
     if top is not None:
         top_uri = _route_uri(top)
-        if isinstance(top_uri, SipUri) and not _has_param(top_uri, "lr"):
+        if isinstance(top_uri, SipUri) and not top_uri.has_param("lr"):
             headers = headers.remove_first_value("Route").add("Route", f"<{uri}>")
             uri = str(top_uri)
     return Request(request.method, uri, headers, request.body, request.version)
@@ -469,7 +458,7 @@ def dialog_flow(request: Request, identity: ProxyIdentity, peer: Peer) -> Peer |
         if not identity.is_local_uri(parsed):
             return None
     uri = uris[0]
-    if not isinstance(uri, SipUri) or not _has_param(uri, "ob"):
+    if not isinstance(uri, SipUri) or not uri.has_param("ob"):
         return None
     ends = [parse_flow_token(uri.param(name) or "") for name in ("ob-a", "ob-b")]
     for end, other in ((ends[0], ends[1]), (ends[1], ends[0])):

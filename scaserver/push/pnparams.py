@@ -274,16 +274,11 @@ def classify(request: Request, contact: NameAddr, settings: TypingSettings) -> C
         prid=prid,
         param=param or "",
         keepalive=default_keepalive(provider),
-        pnsreg=_has_param(contact, "+sip.pnsreg"),
+        pnsreg=contact.has_param("+sip.pnsreg"),
     )
     if elsewhere:
         return Classification(Verdict.PUSHED_ELSEWHERE, coordinates)
     return Classification(Verdict.PUSH, coordinates, (provider,))
-
-
-def _has_param(contact: NameAddr, name: str) -> bool:
-    wanted = name.lower()
-    return any(key.lower() == wanted for key, _ in contact.params)
 
 
 def classify_all(

@@ -109,7 +109,11 @@ def param_value(params: Params, name: str) -> str | None:
 
 def param_present(params: Params, name: str) -> bool:
     wanted = name.lower()
-    return any(key.lower() == wanted for key, _ in params)
+    # A plain loop, not any(generator): asked of Route entries several times per request.
+    for key, _ in params:  # noqa: SIM110
+        if key == wanted or key.lower() == wanted:
+            return True
+    return False
 
 
 def format_host(host: str) -> str:
