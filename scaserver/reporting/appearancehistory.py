@@ -138,7 +138,11 @@ class AppearanceHistory:
         rows: list[HistoryRow] = []
         if call is not None and call.challenged_at is None:
             app.call = call
-            self._linked.setdefault(id(call), {})[key] = None
+            linked = self._linked.get(id(call))
+            if linked is None:
+                self._linked[id(call)] = {key: None}
+            else:
+                linked[key] = None
             if call.record.appearance_index is None:
                 call.record = updated(
                     call.record, line_aor=call.record.line_aor or fact.line, appearance_index=fact.index
@@ -155,18 +159,19 @@ class AppearanceHistory:
             owner, sequence, device_of = fact.owner, self._sequence, self._device_of
             sequence.last += 1  # RowSequence.next, written out
             rows.append(
+                # By position, in the order of the fields (keywords cost ~0.7 us more per row).
                 AppearanceEventRecord(
-                    seq=sequence.last,
-                    event_ms=event_ms,
-                    line_aor=fact.line,
-                    appearance_index=fact.index,
-                    old_state=old_state,
-                    new_state=new_state,
-                    cause=_RULE_CAUSES.get(fact.rule) or cause_of(fact),
-                    owner_contact=owner,
-                    owner_device=None if owner is None or device_of is None else device_of(owner),
-                    call_uuid=None if app.call is None else app.call.record.call_uuid,
-                    source="rpc" if fact.rule == "RPC" else "sip",
+                    sequence.last,  # seq
+                    event_ms,  # event_ms
+                    fact.line,  # line_aor
+                    fact.index,  # appearance_index
+                    old_state,  # old_state
+                    new_state,  # new_state
+                    _RULE_CAUSES.get(fact.rule) or cause_of(fact),  # cause
+                    owner,  # owner_contact
+                    None if owner is None or device_of is None else device_of(owner),  # owner_device
+                    None if app.call is None else app.call.record.call_uuid,  # call_uuid
+                    "rpc" if fact.rule == "RPC" else "sip",  # source
                 )
             )
         app.state = fact.to_state

@@ -86,20 +86,21 @@ class WakeupHistory:
         sequence, device_of, received = self._sequence, self._device_of, binding.received
         sequence.last += 1  # RowSequence.next, written out
         host = received.host  # _source_addr, written out
+        # By position, in the order of the fields (keywords cost ~0.7 us more per row).
         record = RegistrationEventRecord(
-            seq=sequence.last,
-            event_ms=event_ms,
-            aor=aor,
-            contact=binding.contact,
-            instance_id=binding.instance,
-            reg_id=binding.reg_id,
-            event=event,
-            expires_s=expires,
-            user_agent=binding.user_agent,
-            source_addr=f"[{host}]:{received.port}" if ":" in host else f"{host}:{received.port}",
-            device_mac=None if device_of is None else device_of(binding.contact),
-            push_provider=push.get("pn-provider"),
-            wakeup=None if woken is None else woken.key,
+            sequence.last,  # seq
+            event_ms,  # event_ms
+            aor,  # aor
+            binding.contact,  # contact
+            binding.instance,  # instance_id
+            binding.reg_id,  # reg_id
+            event,  # event
+            expires,  # expires_s
+            binding.user_agent,  # user_agent
+            f"[{host}]:{received.port}" if ":" in host else f"{host}:{received.port}",  # source_addr
+            None if device_of is None else device_of(binding.contact),  # device_mac
+            push.get("pn-provider"),  # push_provider
+            None if woken is None else woken.key,  # wakeup
         )
         return [record] if woken is None else [woken, record]
 
