@@ -138,11 +138,11 @@ class AppearanceHistory:
         rows: list[HistoryRow] = []
         if call is not None and call.challenged_at is None:
             app.call = call
-            linked = self._linked.get(id(call))
-            if linked is None:
+            linked_keys = self._linked.get(id(call))
+            if linked_keys is None:
                 self._linked[id(call)] = {key: None}
             else:
-                linked[key] = None
+                linked_keys[key] = None
             if call.record.appearance_index is None:
                 call.record = updated(
                     call.record, line_aor=call.record.line_aor or fact.line, appearance_index=fact.index
