@@ -4,6 +4,7 @@ write-behind queue sampled (depth, flush latency, dead letters).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from scaserver.edge.pushgateway import GatewayActivity
@@ -116,10 +117,19 @@ class MetricsFeed:
 
         bus.subscribe(NotifyAnswered, notify_sent)
         bus.subscribe(SubscriptionRemoved, self._removed)
-        bus.subscribe(BindingAdded, lambda _: self._metrics.registration("added"))
-        bus.subscribe(BindingRefreshed, lambda _: self._metrics.registration("refreshed"))
-        bus.subscribe(BindingRemoved, lambda _: self._metrics.registration("removed"))
-        bus.subscribe(BindingExpired, lambda _: self._metrics.registration("expired"))
+        # A binding's fact counted by one call too (a refreshing REGISTER publishes one).
+        registration_counts = self._metrics.registration_counts
+
+        def registration(labels: tuple[str]) -> Callable[[object], None]:
+            def count(_: object) -> None:
+                registration_counts[labels] = registration_counts.get(labels, 0) + 1
+
+            return count
+
+        bus.subscribe(BindingAdded, registration(("added",)))
+        bus.subscribe(BindingRefreshed, registration(("refreshed",)))
+        bus.subscribe(BindingRemoved, registration(("removed",)))
+        bus.subscribe(BindingExpired, registration(("expired",)))
         PushMetrics(self._metrics).attach(bus)
         bus.subscribe(MessageDropped, self._dropped)
         bus.subscribe(StatelessReply, self._stateless)

@@ -335,6 +335,11 @@ class Metrics:
         """The completed-transaction counts by (kind, outcome), as :attr:`notify_counts`."""
         return self._transactions.counts
 
+    @property
+    def registration_counts(self) -> dict[tuple[str, ...], int]:
+        """The REGISTER outcome counts by (outcome,), as :attr:`notify_counts`."""
+        return self._registrations.counts
+
     def notify_sent(self, event: str) -> None:
         """A NOTIFY got a 2xx."""
         counts, labels = self._notify.counts, (event, "sent")

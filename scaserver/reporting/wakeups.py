@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from math import floor
 from typing import Final, assert_never
 
 import attrs
 
 from scaserver.registrar.binding import (
-    Binding,
     BindingAdded,
     BindingExpired,
     BindingRefreshed,
@@ -42,7 +42,8 @@ class WakeupHistory:
     """The ``registration_events``, ``push_wakeups`` and ``parked_calls`` rows; ``device_of``
     names the device behind a contact."""
 
-    def __init__(self, *, device_of: Callable[[str], str | None], sequence: RowSequence) -> None:
+    def __init__(self, *, device_of: Callable[[str], str | None] | None, sequence: RowSequence) -> None:
+        """``device_of`` None: no device is known."""
         self._device_of, self._sequence = device_of, sequence
         self._wakeups: dict[tuple[str, str], PushWakeupRecord] = {}
         self._parked: dict[str, ParkedCallRecord] = {}
@@ -54,19 +55,23 @@ class WakeupHistory:
     def binding(
         self, fact: BindingAdded | BindingRefreshed | BindingRemoved | BindingExpired
     ) -> list[HistoryRow]:
-        binding = fact.binding
+        binding, at = fact.binding, fact.at
         match fact:
+            # Binding.remaining written out (one call less per REGISTER): whole seconds left,
+            # never negative.
             case BindingAdded():
-                event, expires = RegistrationEvent.REGISTERED, binding.remaining(fact.at)
+                event, expires = RegistrationEvent.REGISTERED, int(binding.expires_at - at + 0.5)
+                expires = expires if expires > 0 else 0
             case BindingRefreshed():
-                event, expires = RegistrationEvent.REFRESHED, binding.remaining(fact.at)
+                event, expires = RegistrationEvent.REFRESHED, int(binding.expires_at - at + 0.5)
+                expires = expires if expires > 0 else 0
             case BindingRemoved():
                 event, expires = RegistrationEvent.UNREGISTERED, 0
             case BindingExpired():
                 event, expires = RegistrationEvent.EXPIRED, 0
             case _:
                 assert_never(fact)
-        event_ms = epoch_ms(fact.at)
+        event_ms = floor(at * 1000 + 0.5)  # epoch_ms, written out
         aor = binding.key.aor
         # Most bindings carry no push parameters: no dict of them is built then.
         push = dict(binding.push) if binding.push else _NO_PUSH
@@ -78,20 +83,24 @@ class WakeupHistory:
                 woken = attrs.evolve(
                     woken, outcome=PushOutcome.REGISTERED, registered_ms=event_ms - woken.sent_ms
                 )
+        sequence, device_of, received = self._sequence, self._device_of, binding.received
+        sequence.last += 1  # RowSequence.next, written out
+        host = received.host  # _source_addr, written out
+        # By position, in the order of the fields (keywords cost ~0.7 us more per row).
         record = RegistrationEventRecord(
-            seq=self._sequence.next(),
-            event_ms=event_ms,
-            aor=aor,
-            contact=binding.contact,
-            instance_id=binding.instance,
-            reg_id=binding.reg_id,
-            event=event,
-            expires_s=expires,
-            user_agent=binding.user_agent,
-            source_addr=_source_addr(binding),
-            device_mac=self._device_of(binding.contact),
-            push_provider=push.get("pn-provider"),
-            wakeup=None if woken is None else woken.key,
+            sequence.last,  # seq
+            event_ms,  # event_ms
+            aor,  # aor
+            binding.contact,  # contact
+            binding.instance,  # instance_id
+            binding.reg_id,  # reg_id
+            event,  # event
+            expires,  # expires_s
+            binding.user_agent,  # user_agent
+            f"[{host}]:{received.port}" if ":" in host else f"{host}:{received.port}",  # source_addr
+            None if device_of is None else device_of(binding.contact),  # device_mac
+            push.get("pn-provider"),  # push_provider
+            None if woken is None else woken.key,  # wakeup
         )
         return [record] if woken is None else [woken, record]
 
@@ -199,10 +208,3 @@ class WakeupHistory:
                 answered_ms=offset if answered else None,
             )
         ]
-
-
-def _source_addr(binding: Binding) -> str:
-    host = binding.received.host
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{binding.received.port}"

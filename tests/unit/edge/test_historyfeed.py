@@ -16,10 +16,13 @@ from scaserver.edge.writebehind import WriteBehind
 from scaserver.events import EventBus
 from scaserver.parking.events import ParkStarted
 from scaserver.push.gateway import Outcome
+from scaserver.registrar.binding import BindingRemoved, RemovalReason
 from scaserver.reporting.callhistory import call_uuid
 from scaserver.reporting.history import HistoryRecorder
+from scaserver.sca.appearance import AppearanceState as S
 from scaserver.store.history import HistoryKey, HistoryRow, ParkedCallRecord, ParkOutcome, history_key
 from tests.push_rig import AOR, DESK, M1_WOKEN, registered, wakes
+from tests.unit.reporting import script
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -82,3 +85,47 @@ def test_parked_call_row_from_the_facts_after_the_call_has_left_the_lot() -> Non
         ParkOutcome.ANSWERED_AFTER_WAKE,
         200,
     )
+
+
+def test_the_feed_queues_the_rows_the_recorder_makes_of_each_fact() -> None:
+    """Subscribed per fact type, the feed queues what ``HistoryRecorder.record`` returns for
+    each fact, in order: calls, appearances, accounting and registrations."""
+    t0 = 1_732_521_600.0
+    answered, cancelled = script.Call("feed-1"), script.Call("feed-2", caller_tag="ct2")
+    added = script.registered(t0, script.LINE, script.DESK_A)
+    facts: list[object] = [
+        added,
+        answered.forwarded(t0),
+        script.change(t0 + 0.1, 1, S.IDLE, S.ALERTING, "I1", None, "feed-1"),
+        answered.ringing(t0 + 1),
+        answered.answered(t0 + 2, script.DESK_A),
+        script.change(t0 + 2, 1, S.ALERTING, S.ACTIVE, "I3", script.DESK_A, "feed-1"),
+        cancelled.forwarded(t0 + 3),
+        *cancelled.cancelled(t0 + 4),
+        script.change(t0 + 5, 1, S.ACTIVE, S.HELD, "O14", script.DESK_A, "feed-1"),
+        script.change(t0 + 6, 1, S.HELD, S.ACTIVE, "O19", script.DESK_A, "feed-1"),
+        *answered.bye(t0 + 9),
+        script.change(t0 + 9, 1, S.ACTIVE, S.IDLE, "O18", script.DESK_A, "feed-1"),
+        BindingRemoved(added.binding, RemovalReason.UNREGISTERED, t0 + 10),
+    ]
+    expected: list[HistoryRow] = []
+    recorder = HistoryRecorder(
+        line_of=script.line_of, local_domains=["example.com"], device_of=script.device_of
+    )
+    for fact in facts:
+        expected += recorder.record(fact)  # type: ignore[arg-type]
+    sink = RowSink()
+    writes = WriteBehind(cast(TimerClock, Clock()), SyncRunner())
+    feed = HistoryFeed(
+        HistoryRecorder(line_of=script.line_of, local_domains=["example.com"], device_of=script.device_of),
+        writes.channel("history", sink, history_key),
+        lines=tuple,
+        clock=lambda: t0,
+    )
+    bus = EventBus()
+    feed.attach(bus)
+    for fact in facts:
+        bus.publish(fact)
+        writes.flush()  # each fact's rows written before the next: none coalesced
+    assert len(expected) > 10
+    assert sink.rows == expected

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable
 from typing import TypeVar, cast
 
 import attrs
 import pytest
 
+from scaserver.proxy.events import RequestForwarded, ResponseRelayed
+from scaserver.proxy.target import Target
 from scaserver.reporting.appearancehistory import cause_of
 from scaserver.reporting.callhistory import (
+    CALL_UUID_NAMESPACE,
     CHALLENGE_GRACE_S,
     CallChanges,
     call_uuid,
@@ -43,6 +48,7 @@ from tests.unit.reporting.script import (
     DESK_B,
     LINE,
     LINE2,
+    PEER,
     Call,
     change,
     device_of,
@@ -536,3 +542,53 @@ def test_a_call_record_updated_column_by_column_is_the_evolved_record() -> None:
         assert updated(record, **one) == attrs.evolve(record, **one)
     assert updated(record, **changes) == attrs.evolve(record, **changes)
     assert updated(record) == record
+
+
+def test_call_uuid_is_the_uuid5_of_call_id_and_caller_tag() -> None:
+    for call_id, tag in [("a84b4c76e66710@pc33.atlanta.com", "1928301774"), ("", ""), ("x\u00e9", "t")]:
+        assert call_uuid(call_id, tag) == str(uuid.uuid5(CALL_UUID_NAMESPACE, f"{call_id}\n{tag}"))
+    # Octets that were not UTF-8 (surrogate escapes) are hashed as they came.
+    name = "bad\udcff\nt1".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha1(CALL_UUID_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    assert call_uuid("bad\udcff", "t1") == str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+def test_facts_sharing_one_request_object_give_the_rows_of_equal_copies() -> None:
+    """The proxy hands one request object to its branch and to each response relayed for it;
+    two calls' facts interleaved read each its own request's parties."""
+    first, second = Call("shared-1"), Call("shared-2", caller_tag="ct2", callee=LINE2, callee_tag="lt2")
+    invites = {call.call_id: call.invite() for call in (first, second)}
+
+    def forwarded(call: Call, now: float) -> RequestForwarded:
+        invite = invites[call.call_id]
+        return RequestForwarded(invite, invite, Target(call.callee), PEER, now)
+
+    def relayed(call: Call, now: float, status: int, reason: str) -> ResponseRelayed:
+        contact = DESK_A if status == 200 else None
+        return ResponseRelayed(invites[call.call_id], call.response(status, reason, contact), now)
+
+    shared = [
+        forwarded(first, T0),
+        forwarded(second, T0 + 0.5),
+        relayed(first, T0 + 1, 180, "Ringing"),
+        relayed(second, T0 + 1.5, 180, "Ringing"),
+        relayed(first, T0 + 2, 200, "OK"),
+        relayed(second, T0 + 2.5, 486, "Busy Here"),
+        *first.bye(T0 + 10),
+    ]
+    copies = [
+        first.forwarded(T0),
+        second.forwarded(T0 + 0.5),
+        first.ringing(T0 + 1),
+        second.ringing(T0 + 1.5),
+        first.answered(T0 + 2, DESK_A),
+        ResponseRelayed(second.invite(), second.response(486, "Busy Here"), T0 + 2.5),
+        *first.bye(T0 + 10),
+    ]
+    rows = feed(recorder(), shared)
+    assert rows == feed(recorder(), copies)
+    assert [(row.callid, row.from_tag, row.to_tag, row.sip_code) for row in of_type(rows, AccRecord)] == [
+        ("shared-1", "ct1", "lt1", "200"),
+        ("shared-2", "ct2", "lt2", "486"),
+        ("shared-1", "ct1", "lt1", "200"),
+    ]
