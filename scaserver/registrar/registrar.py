@@ -167,7 +167,7 @@ def contact_line(binding: Binding, now: float) -> str:
     text = f"<{binding.contact}>"
     for name, value in binding.params:
         text += f";{name}" if value is None else f";{name}={value}"
-    text += f";expires={max(0, int(binding.expires_at - now + 0.5))}"  # Binding.remaining
+    text += f";expires={binding.remaining(now)}"
     if binding.q is not None:
         text += f";q={_format_q(binding.q)}"
     return text
