@@ -43,10 +43,8 @@ _NONE: Final[Mapping[BindingKey, Binding]] = MappingProxyType({})
 
 
 def _order(binding: Binding) -> tuple[float, float]:
-    # Highest q first; among equal q the most recently refreshed first.  (Binding.sort_q
-    # written out: this runs for every binding of every REGISTER's 200.)
-    q = binding.q
-    return (-1.0 if q is None else -q, -binding.updated_at)
+    # Highest q first; among equal q the most recently refreshed first.
+    return (-binding.sort_q, -binding.updated_at)
 
 
 def _flow_key(flow: Peer) -> tuple[Transport, str, int]:
