@@ -22,7 +22,7 @@ from scaserver.sip import headers
 from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
-from scaserver.sip.keys import ClientKey, ServerKey, client_key
+from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import response_for
@@ -117,12 +117,14 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
         message = parse_message(data)
     except MalformedMessage as error:
         return Handled(tuple(unparsable(error, peer, unique)))
-    if isinstance(message, Response):
+    if type(message) is Response:  # the exact class: the parser makes no subclass
         try:
             via, sequence = check_response(message)
         except MalformedMessage as error:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
-        return AdmittedResponse(message, client_key(via, sequence))
+        branch = via.branch  # client_key, without its call
+        return AdmittedResponse(message, None if branch is None else ClientKey(branch, sequence.method))
+    assert type(message) is Request
     try:
         via, _ = check_request(message)
         request, stamped = _stamped(message, peer, via)
@@ -195,8 +197,11 @@ def _stamped(request: Request, peer: Peer, via: Via) -> tuple[Request, Via]:
     """:func:`stamp_via` of a request whose top Via ``via`` is parsed already: the request,
     and its top Via as stamped."""
     stamped = via
-    if via.param("rport") == "":  # present without a value (RFC 3581 section 4)
-        stamped = stamped.with_param("rport", str(peer.port))
+    for key, value in via.params:  # Via.param("rport") without its two calls
+        if key == "rport" or key.lower() == "rport":
+            if not value:  # present without a value (RFC 3581 section 4)
+                stamped = stamped.with_param("rport", str(peer.port))
+            break
     if via.host != peer.host or stamped is not via:
         stamped = stamped.with_param("received", peer.host)
     if stamped is via:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Final
 
 import attrs
 
@@ -32,9 +33,11 @@ from scaserver.sip.clienttransaction import (
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey, client_key
-from scaserver.sip.message import Message, Peer, Request, Response
+from scaserver.sip.message import Message, Peer, Request, Response, Transport
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
+    IstState,
+    NistState,
     NonInviteServerTransaction,
     ServerTransaction,
 )
@@ -105,6 +108,16 @@ def rfc2543_branch(request: Request, via: Via) -> str:
 def _client_key(response: Response) -> ClientKey | None:
     """The client transaction a response belongs to (section 17.1.3), None without a branch."""
     return client_key(top_via(response), cseq(response))
+
+
+_SERVER_TERMINATED: Final[frozenset[IstState | NistState]] = frozenset(
+    {IstState.TERMINATED, NistState.TERMINATED}
+)
+"""The states in which a server transaction is ``terminated``."""
+_SERVER_SETTLED: Final[frozenset[IstState | NistState]] = frozenset(
+    {IstState.COMPLETED, IstState.CONFIRMED, IstState.ACCEPTED, NistState.COMPLETED}
+)
+"""The states in which a server transaction is ``settled``: its final response is sent."""
 
 
 @attrs.define
@@ -279,13 +292,14 @@ class TransactionLayer:
             actions = server.on_request_retransmission()
             self._forget_server(server)
             return actions
-        reliable = peer.transport.reliable
+        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
         if request.method == "INVITE":
             server = InviteServerTransaction(key, request, peer, reliable, self.timers)
+            actions = server.start()
         else:
             server = NonInviteServerTransaction(key, peer, reliable, self.timers)
+            actions = []  # NonInviteServerTransaction.start: no timer before the TU answers
         self._servers[key] = server
-        actions = server.start()
         if request.method == "CANCEL":
             invite = self._servers.get(key._replace(method="INVITE"))
             invite_key = invite.key if isinstance(invite, InviteServerTransaction) else None
@@ -295,10 +309,13 @@ class TransactionLayer:
         return actions
 
     def _forget_server(self, server: ServerTransaction) -> None:
-        if server.terminated:
+        # The machines' ``terminated`` and ``settled`` read from their state by set membership
+        # (two property calls less per request and per response).
+        state = server.state
+        if state in _SERVER_TERMINATED:
             if self._servers.pop(server.key, None) is not None:
                 self._settled.discard(server.key)
-        elif server.settled:
+        elif state in _SERVER_SETTLED:
             self._settled.add(server.key)
 
     # -------------------------------------------------------------- responses
