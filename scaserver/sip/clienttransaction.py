@@ -351,7 +351,8 @@ class NonInviteClientTransaction:
 
     def start(self) -> list[Action]:
         """Send the request; arm timer E (unreliable transports only) and timer F."""
-        actions: list[Action] = [self._send_request()]
+        assert self.request is not None  # _send_request, without its call
+        actions: list[Action] = [Send(self.request, self.peer)]
         if not self.reliable:
             self.interval = self.timers.t1
             actions.append(self._armed.start(TimerName.E, self.interval))

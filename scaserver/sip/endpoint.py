@@ -122,8 +122,9 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
             via, sequence = check_response(message)
         except MalformedMessage as error:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
-        branch = via.branch  # client_key, without its call
-        return AdmittedResponse(message, None if branch is None else ClientKey(branch, sequence.method))
+        branch = via.branch  # client_key, without its call nor ClientKey's __new__
+        key = None if branch is None else tuple.__new__(ClientKey, (branch, sequence.method))
+        return AdmittedResponse(message, key)
     assert type(message) is Request
     try:
         via, _ = check_request(message)

@@ -27,13 +27,14 @@ from scaserver.sip.clienttransaction import (
     ClientTransaction,
     IctState,
     InviteClientTransaction,
+    NictState,
     NonInviteClientTransaction,
     build_cancel,
 )
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey, client_key
-from scaserver.sip.message import Message, Peer, Request, Response, Transport
+from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
     IstState,
@@ -88,7 +89,7 @@ def server_key(request: Request, via: Via | None = None) -> ServerKey:
     if branch is None or not branch.startswith(BRANCH_MAGIC_COOKIE):
         branch = rfc2543_branch(request, via)
     method = "INVITE" if request.method == "ACK" else request.method
-    return ServerKey(branch, via.host.lower(), via.port, method)
+    return tuple.__new__(ServerKey, (branch, via.host.lower(), via.port, method))  # without its __new__
 
 
 def rfc2543_branch(request: Request, via: Via) -> str:
@@ -118,6 +119,14 @@ _SERVER_SETTLED: Final[frozenset[IstState | NistState]] = frozenset(
     {IstState.COMPLETED, IstState.CONFIRMED, IstState.ACCEPTED, NistState.COMPLETED}
 )
 """The states in which a server transaction is ``settled``: its final response is sent."""
+_CLIENT_TERMINATED: Final[frozenset[IctState | NictState]] = frozenset(
+    {IctState.TERMINATED, NictState.TERMINATED}
+)
+"""The states in which a client transaction is ``terminated``."""
+_CLIENT_SETTLED: Final[frozenset[IctState | NictState]] = frozenset(
+    {IctState.COMPLETED, IctState.ACCEPTED, NictState.COMPLETED}
+)
+"""The states in which a client transaction is ``settled``: a final response arrived."""
 
 
 @attrs.define
@@ -185,8 +194,18 @@ class TransactionLayer:
             branch = BRANCH_MAGIC_COOKIE + branch
         transport, host, port = self.local_via(peer)
         via = Via("SIP/2.0", transport.upper(), host, port, (("branch", branch),))
-        request = request.with_headers(request.headers.prepend("Via", sent_via_text(via)))
-        key = ClientKey(branch, request.method)
+        # Headers.prepend and Request.with_headers, without their calls: our Via goes before
+        # the first Via (a proxied request) or on top (a request of ours).
+        fields = request.headers.fields
+        top = 0
+        for index, (name, _) in enumerate(fields):
+            if name == "Via":
+                top = index
+                break
+        ours = ("Via", sent_via_text(via))
+        fields = (*fields[:top], ours, *fields[top:]) if top else (ours, *fields)
+        request = Request(request.method, request.uri, Headers(fields), request.body, request.version)
+        key = tuple.__new__(ClientKey, (branch, request.method))  # ClientKey(), without its __new__
         if request.method == "ACK":
             return key, [Send(request, peer)]
         client = self._new_client(key, request, peer)
@@ -353,7 +372,7 @@ class TransactionLayer:
         return [*invite.on_cancel_sent(), *cancel.start()]
 
     def _new_client(self, key: ClientKey, request: Request, peer: Peer) -> ClientTransaction:
-        reliable = peer.transport.reliable
+        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
         client: ClientTransaction
         if request.method == "INVITE":
             client = InviteClientTransaction(key, request, peer, reliable, self.timers)
@@ -365,15 +384,16 @@ class TransactionLayer:
     def _client_output(self, client: ClientTransaction, actions: list[Action]) -> list[Action]:
         """Forget a terminated client transaction; keep the events of our own CANCELs inside."""
         key = client.key
+        state = client.state  # terminated and settled by set membership, not property calls
         # The CANCEL tables are empty but for INVITEs being cancelled: then no key is hashed.
-        if client.terminated:
+        if state in _CLIENT_TERMINATED:
             del self._clients[key]
             self._settled.discard(key)
             if self._cancel_on_provisional:
                 self._cancel_on_provisional.discard(key)
             if self._cancel_reasons:
                 self._cancel_reasons.pop(key, None)
-        elif client.settled:
+        elif state in _CLIENT_SETTLED:
             if type(client) is NonInviteClientTransaction:
                 # Completed: only timer K is armed, the key alone waits it out (_lingering).
                 del self._clients[key]
@@ -381,7 +401,7 @@ class TransactionLayer:
             else:
                 self._settled.add(key)
         if self._own_cancels and key in self._own_cancels:
-            if client.terminated:
+            if state in _CLIENT_TERMINATED:
                 self._own_cancels.discard(key)
             return [action for action in actions if not isinstance(action, Deliver)]
         return actions
