@@ -38,7 +38,6 @@ _VIA_TRANSPORTS: Final[dict[str, Transport]] = {
     "tcp": Transport.TCP,
     "tls": Transport.TLS,
 }
-_DESTINATION_PARAMS: Final = frozenset({"maddr", "received", "rport"})
 
 
 @attrs.frozen
@@ -222,18 +221,17 @@ def reply_peer(request: Request, peer: Peer) -> Peer | None:
 
 def _reply_peer(stamped: Via, peer: Peer) -> Peer | None:
     """:func:`reply_peer` of a request whose stamped top Via is ``stamped``."""
-    if peer.transport.reliable:
+    if peer.transport is not Transport.UDP:  # reliable: back on the connection
         return peer
-    destination = response_destination(stamped)
+    destination = _destination(stamped)
     if destination is None:
         return None
-    if destination == peer:
+    transport, host, port = destination
+    if host == peer.host and port == peer.port and transport is peer.transport:
         # The usual case: the source's own value, which the edge hands every datagram from
         # that address, not one more Peer for the server transaction to keep.
         return peer
-    if destination.transport is peer.transport:
-        return destination
-    return Peer(peer.transport, destination.host, destination.port)
+    return Peer(peer.transport, host, port)  # on the transport it came over
 
 
 @functools.lru_cache(maxsize=4096)
@@ -259,16 +257,36 @@ def response_destination(via: Via) -> Peer | None:
     sent-by.  None when the Via names a transport we do not run or a broadcast
     or multicast address.
     """
-    transport = _VIA_TRANSPORTS.get(via.transport) or _VIA_TRANSPORTS.get(via.transport.lower())
-    if transport is None:
-        return None
+    destination = _destination(via)
+    return None if destination is None else Peer(*destination)
+
+
+def _destination(via: Via) -> tuple[Transport, str, int] | None:
+    """:func:`response_destination` as a (transport, host, port) triple, no Peer made."""
+    name = via.transport
+    if name in _VIA_TRANSPORTS:
+        transport = _VIA_TRANSPORTS[name]
+    else:
+        lowered_name = name.lower()
+        if lowered_name not in _VIA_TRANSPORTS:
+            return None
+        transport = _VIA_TRANSPORTS[lowered_name]
     default = DEFAULT_PORTS[transport]
-    found: dict[str, str] = {}
-    for key, value in via.params:  # one pass; the first of each name, as Via.param finds it
+    # One pass; the first of each name, as Via.param finds it.  No branch is one of them:
+    # it is passed over without lower().
+    maddr = received = rport = None
+    for key, value in via.params:
+        if key == "branch":
+            continue
         lowered = key.lower()
-        if lowered in _DESTINATION_PARAMS and lowered not in found:
-            found[lowered] = "" if value is None else value
-    maddr, received, rport = found.get("maddr"), found.get("received"), found.get("rport")
+        if lowered == "maddr":
+            if maddr is None:
+                maddr = "" if value is None else value
+        elif lowered == "received":
+            if received is None:
+                received = "" if value is None else value
+        elif lowered == "rport" and rport is None:
+            rport = "" if value is None else value
     if maddr:
         host, port = maddr, via.port or default
     elif received:
@@ -278,4 +296,4 @@ def response_destination(via: Via) -> Peer | None:
         host, port = via.host, via.port or default
     if is_broadcast_or_multicast(host):
         return None
-    return Peer(transport, host, port)
+    return transport, host, port
