@@ -27,8 +27,9 @@ timers, Deliver) to the edge.  Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import assert_never
+from typing import Final, assert_never
 
 import attrs
 
@@ -137,6 +138,35 @@ RouterInstruction = (
 )
 """Every instruction the router has carried out: a proxy branch to cancel, an upstream
 REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
+
+
+class _DeliveredSort(enum.Enum):
+    """What :meth:`SipRouter.deliver` makes of an event's class."""
+
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
+    REACTED_FACT = "a fact _on_fact hands to an engine"
+    PLAIN_FACT = "a fact only push and parking may react to"
+    OTHER = "an instruction, or an event of no type the parts react to"
+
+
+_REACTED_FACTS: Final = (RequestForwarded, ResponseRelayed, AckForwarded, CallCancelled)
+"""The facts the router hands to an engine whatever the parts it runs (``_on_fact``)."""
+
+_DELIVERED_SORTS: dict[type, _DeliveredSort] = {}
+"""The sort of each class :meth:`SipRouter.deliver` has met (a bounded set: classes)."""
+
+
+def _sort_of(kind: type) -> _DeliveredSort:
+    """The sort of events of class ``kind``, remembered in :data:`_DELIVERED_SORTS`."""
+    if issubclass(kind, _REACTED_FACTS):
+        sort = _DeliveredSort.REACTED_FACT
+    elif issubclass(kind, Fact):
+        sort = _DeliveredSort.PLAIN_FACT
+    else:
+        sort = _DeliveredSort.OTHER
+    _DELIVERED_SORTS[kind] = sort
+    return sort
 
 
 @attrs.define
@@ -286,8 +316,14 @@ class SipRouter:
         """An instruction the engines ask the router to carry out, or a fact they report
         (``delivered.event``); a fact is published with ``delivered`` itself."""
         event = delivered.event
-        if isinstance(event, Fact):  # the most frequent: one class, before the union below
-            return self._on_fact(event, delivered, now)
+        kind = type(event)
+        # The most frequent: a fact, told by its class remembered (no isinstance per fact);
+        # one no engine reacts to is published as it is (no _on_fact call).
+        sort = _DELIVERED_SORTS[kind] if kind in _DELIVERED_SORTS else _sort_of(kind)
+        if sort is _DeliveredSort.PLAIN_FACT and self.push is None:
+            return [delivered]
+        if sort is not _DeliveredSort.OTHER:
+            return self._on_fact(event, delivered, now)  # type: ignore[arg-type]
         if isinstance(event, RouterInstruction):
             return self._on_instruction(event, now)
         if isinstance(event, Instruction):

@@ -208,7 +208,14 @@ class TransactionLayer:
         key = tuple.__new__(ClientKey, (branch, request.method))  # ClientKey(), without its __new__
         if request.method == "ACK":
             return key, [Send(request, peer)]
-        client = self._new_client(key, request, peer)
+        # _new_client, without its call
+        client: ClientTransaction
+        reliable = peer.transport is not Transport.UDP
+        if request.method == "INVITE":
+            client = InviteClientTransaction(key, request, peer, reliable, self.timers)
+        else:
+            client = NonInviteClientTransaction(key, request, peer, reliable, self.timers)
+        self._clients[key] = client
         return key, client.start()
 
     def cancel(self, key: ClientKey, now: float, *, reason: str | None = None) -> list[Action]:
@@ -350,7 +357,7 @@ class TransactionLayer:
             return [Deliver(StrayResponse(response, peer))]
         actions = self._client_output(client, client.on_response(response))
         if (
-            isinstance(client, InviteClientTransaction)
+            type(client) is InviteClientTransaction
             and client.key in self._cancel_on_provisional
             and client.state is IctState.PROCEEDING
         ):

@@ -120,7 +120,10 @@ def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:
     for name in ("From", "To", "Call-ID", "CSeq"):
         if name not in first or (repeated is not None and name in repeated):
             raise MalformedMessage(f"response without exactly one {name}")
-    via = _top_via(present, first, repeated)
+    if "Via" in first and "," not in (line := first["Via"]) and (item := line.strip()):
+        via = headers.parse_via(item)  # the usual response: _top_via's first case, without its call
+    else:
+        via = _top_via(present, first, repeated)
     sequence = headers.parse_cseq(first["CSeq"])
     parse_name_addr(first["From"])
     parse_name_addr(first["To"])
