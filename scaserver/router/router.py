@@ -258,8 +258,9 @@ class SipRouter:
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
-        if isinstance(key, ServerKey | ClientKey):
-            return self.loop.run(self.layer.on_timer(key, name, now), now)
+        kind = type(key)  # by the exact class first: most timers are transactions'
+        if kind is ClientKey or kind is ServerKey or isinstance(key, ServerKey | ClientKey):
+            return self.loop.run(self.layer.on_timer(key, name, now), now)  # type: ignore[arg-type]
         if isinstance(key, BindingKey):
             return self.loop.run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):

@@ -245,19 +245,21 @@ class TransactionLayer:
 
     def on_timer(self, key: TransactionKey, name: str, now: float) -> list[Action]:
         """Timer ``name`` fired for transaction ``key``; unknown keys are timers that outlived it."""
-        timer = TIMER_NAMES.get(name) or TimerName(name)  # an unknown name raises, as it did
-        if isinstance(key, ServerKey):
-            server = self._servers.get(key)
-            if server is None:
+        # Subscripts behind ``in``, not dict.get calls: most timers are K of a lingering key
+        # (not in _clients) or J of a settled server transaction.
+        timer = TIMER_NAMES[name] if name in TIMER_NAMES else TimerName(name)  # an unknown name raises
+        if type(key) is ServerKey:
+            if key not in self._servers:
                 return []
+            server = self._servers[key]
             actions = server.on_timer(timer)
             self._forget_server(server)
             return actions
-        client = self._clients.get(key)
-        if client is None:
+        if key not in self._clients:
             if timer is TimerName.K and key in self._lingering:
                 return self._end_lingering(key)
             return []  # E or F that lost a race with the final response, or a timer outliving its transaction
+        client = self._clients[key]
         return self._client_output(client, client.on_timer(timer))
 
     def transport_failed(self, key: TransactionKey, now: float) -> list[Action]:
