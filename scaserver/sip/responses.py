@@ -119,13 +119,17 @@ def make_response(
     ``cause`` (never sent) say why: for an error response without them, the reason
     phrase stands for both.
     """
+    # A loop with an append per line copied: a comprehension and a second pass for the To
+    # make 13 calls 6 but take longer (0.78 -> 1.04 us for a SUBSCRIBE's lines).
+    fields: list[tuple[str, str]] = []
     copied = _COPIED_BY_100 if status == 100 else _COPIED_NAMES
-    # One comprehension, not an append per line copied; the To lines tagged after.
-    fields = [field for field in request.headers.fields if field[0] in copied]
-    if to_tag is not None:
-        for index, (name, value) in enumerate(fields):
-            if name == "To" and not _has_tag(value):
-                fields[index] = (name, f"{value};tag={to_tag}")
+    for name, value in request.headers.fields:
+        if name not in copied:
+            continue
+        if name == "To" and to_tag is not None and not _has_tag(value):
+            fields.append((name, f"{value};tag={to_tag}"))
+        else:
+            fields.append((name, value))
     fields += headers.fields
     if reason is not None:
         phrase = reason
