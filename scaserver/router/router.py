@@ -469,11 +469,11 @@ class SipRouter:
     ) -> list[EngineAction]:
         # RFC 3261 16.3 order: Max-Forwards (item 3), Proxy-Require (item 5), then
         # Proxy-Authorization (item 6): a 420 is never preceded by a challenge.
-        if not is_local_domain(self, uri) and headers.max_forwards(request) == 0:
+        local = is_local_domain(self, uri)  # once: it reads the settings, which stay put here
+        if not local and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")
         check_proxy_require(request, self.proxy.settings.supported)
         routed = preprocess_route(request, self.identity)
-        local = is_local_domain(self, uri)
         if "Route" in routed.headers:
             # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
             upstream = self.settings.upstream
