@@ -362,23 +362,24 @@ class SipRouter:
 
     def _on_fact(self, fact: Fact, published: Deliver, now: float) -> list[Action]:
         """A fact: published on the bus (``published``, the action that delivered it, not a new
-        one), and handed to the parts that react to it."""
+        one), and handed to the parts that react to it (their actions run into the list that
+        starts with it: no second list copied in)."""
         match fact:
             case RequestForwarded(request=request):
-                return [published, *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
+                return self.loop.run(self.sca.on_request_forwarded(request, now), now, [published])
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self.sessions.learnt(request, response, now, self.session_timer)
-                return [published, *self.loop.run(tracked, now)]
+                return self.loop.run(tracked, now, [published])
             case AckForwarded(ack=ack):
-                return [published, *self.loop.run(self.sca.on_ack(ack, now), now)]
+                return self.loop.run(self.sca.on_ack(ack, now), now, [published])
             case CallCancelled(cancel=cancel):
-                return [published, *self.loop.run(self.sca.on_cancel(cancel, now), now)]
+                return self.loop.run(self.sca.on_cancel(cancel, now), now, [published])
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
                 if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
-                return [published, *self.loop.run(reacted, now)]
+                return self.loop.run(reacted, now, [published])
             case _:
                 return [published]
 
