@@ -27,8 +27,9 @@ timers, Deliver) to the edge.  Nothing here performs I/O or reads a clock.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import assert_never
+from typing import Final, assert_never
 
 import attrs
 
@@ -139,6 +140,35 @@ RouterInstruction = (
 REGISTER to forget, the mid-registrar's bindings, and call parking's branches and pushes."""
 
 
+class _DeliveredSort(enum.Enum):
+    """What :meth:`SipRouter.deliver` makes of an event's class."""
+
+    __hash__ = object.__hash__  # members are singletons: identity hash in C, not Enum.__hash__
+
+    REACTED_FACT = "a fact _on_fact hands to an engine"
+    PLAIN_FACT = "a fact only push and parking may react to"
+    OTHER = "an instruction, or an event of no type the parts react to"
+
+
+_REACTED_FACTS: Final = (RequestForwarded, ResponseRelayed, AckForwarded, CallCancelled)
+"""The facts the router hands to an engine whatever the parts it runs (``_on_fact``)."""
+
+_DELIVERED_SORTS: dict[type, _DeliveredSort] = {}
+"""The sort of each class :meth:`SipRouter.deliver` has met (a bounded set: classes)."""
+
+
+def _sort_of(kind: type) -> _DeliveredSort:
+    """The sort of events of class ``kind``, remembered in :data:`_DELIVERED_SORTS`."""
+    if issubclass(kind, _REACTED_FACTS):
+        sort = _DeliveredSort.REACTED_FACT
+    elif issubclass(kind, Fact):
+        sort = _DeliveredSort.PLAIN_FACT
+    else:
+        sort = _DeliveredSort.OTHER
+    _DELIVERED_SORTS[kind] = sort
+    return sort
+
+
 @attrs.define
 class SipRouter:
     """The pure SIP core behind the edge (it is a ``scaserver.edge.stack.DrivenCore``)."""
@@ -228,8 +258,9 @@ class SipRouter:
 
     def on_timer(self, key: Hashable, name: str, now: float) -> list[Action]:
         """A timer one of the parts asked for has fired: hand it back to its owner."""
-        if isinstance(key, ServerKey | ClientKey):
-            return self.loop.run(self.layer.on_timer(key, name, now), now)
+        kind = type(key)  # by the exact class first: most timers are transactions'
+        if kind is ClientKey or kind is ServerKey or isinstance(key, ServerKey | ClientKey):
+            return self.loop.run(self.layer.on_timer(key, name, now), now)  # type: ignore[arg-type]
         if isinstance(key, BindingKey):
             return self.loop.run(self.registrar.on_timer(key, name, now), now)
         if isinstance(key, BranchKey):
@@ -286,8 +317,14 @@ class SipRouter:
         """An instruction the engines ask the router to carry out, or a fact they report
         (``delivered.event``); a fact is published with ``delivered`` itself."""
         event = delivered.event
-        if isinstance(event, Fact):  # the most frequent: one class, before the union below
-            return self._on_fact(event, delivered, now)
+        kind = type(event)
+        # The most frequent: a fact, told by its class remembered (no isinstance per fact);
+        # one no engine reacts to is published as it is (no _on_fact call).
+        sort = _DELIVERED_SORTS[kind] if kind in _DELIVERED_SORTS else _sort_of(kind)
+        if sort is _DeliveredSort.PLAIN_FACT and self.push is None:
+            return [delivered]
+        if sort is not _DeliveredSort.OTHER:
+            return self._on_fact(event, delivered, now)  # type: ignore[arg-type]
         if isinstance(event, RouterInstruction):
             return self._on_instruction(event, now)
         if isinstance(event, Instruction):
@@ -325,23 +362,24 @@ class SipRouter:
 
     def _on_fact(self, fact: Fact, published: Deliver, now: float) -> list[Action]:
         """A fact: published on the bus (``published``, the action that delivered it, not a new
-        one), and handed to the parts that react to it."""
+        one), and handed to the parts that react to it (their actions run into the list that
+        starts with it: no second list copied in)."""
         match fact:
             case RequestForwarded(request=request):
-                return [published, *self.loop.run(self.sca.on_request_forwarded(request, now), now)]
+                return self.loop.run(self.sca.on_request_forwarded(request, now), now, [published])
             case ResponseRelayed(request=request, response=response, generated=generated):
                 tracked = self.sca.on_response_forwarded(request, response, now, local=generated)
                 tracked += self.sessions.learnt(request, response, now, self.session_timer)
-                return [published, *self.loop.run(tracked, now)]
+                return self.loop.run(tracked, now, [published])
             case AckForwarded(ack=ack):
-                return [published, *self.loop.run(self.sca.on_ack(ack, now), now)]
+                return self.loop.run(self.sca.on_ack(ack, now), now, [published])
             case CallCancelled(cancel=cancel):
-                return [published, *self.loop.run(self.sca.on_cancel(cancel, now), now)]
+                return self.loop.run(self.sca.on_cancel(cancel, now), now, [published])
             case _ if self.push is not None and self.push.handles(fact):
                 reacted = self.push.handle(fact, now)
                 if self.parking is not None and self.parking.handles(fact):
                     reacted += self.parking.handle(fact, now)
-                return [published, *self.loop.run(reacted, now)]
+                return self.loop.run(reacted, now, [published])
             case _:
                 return [published]
 
@@ -432,11 +470,11 @@ class SipRouter:
     ) -> list[EngineAction]:
         # RFC 3261 16.3 order: Max-Forwards (item 3), Proxy-Require (item 5), then
         # Proxy-Authorization (item 6): a 420 is never preceded by a challenge.
-        if not is_local_domain(self, uri) and headers.max_forwards(request) == 0:
+        local = is_local_domain(self, uri)  # once: it reads the settings, which stay put here
+        if not local and headers.max_forwards(request) == 0:
             raise TooManyHops("Max-Forwards exhausted")
         check_proxy_require(request, self.proxy.settings.supported)
         routed = preprocess_route(request, self.identity)
-        local = is_local_domain(self, uri)
         if "Route" in routed.headers:
             # A pre-loaded Route beyond us: trusted peers only (relay rules R4, R6).
             upstream = self.settings.upstream

@@ -40,16 +40,18 @@ class SessionTimers:
 
     def answer(self, transaction: ServerKey, response: Response) -> Response:
         """The response of server transaction ``transaction`` as the offer made makes it."""
-        offered = self._offers.get(transaction)
-        if offered is None:
+        offers = self._offers
+        if not offers or transaction not in offers:  # the usual: no offer pending, no get call
             return response
+        offered = offers[transaction]
         if response.status >= 200:
             del self._offers[transaction]
         return answer_with_session(offered, response)
 
     def forget(self, transaction: ServerKey) -> None:
         """Server transaction ``transaction`` ended."""
-        self._offers.pop(transaction, None)
+        if self._offers:  # the usual: none pending, no pop call
+            self._offers.pop(transaction, None)
 
     def learnt(
         self, request: Request, response: Response, now: float, policy: SessionTimerPolicy | None

@@ -178,12 +178,15 @@ class InviteClientTransaction:
 
     def start(self) -> list[Action]:
         """Send the INVITE; arm timer A (unreliable transports only) and timer B."""
-        actions: list[Action] = [self._send_request()]
-        if not self.reliable:
-            self.interval = self.timers.t1
-            actions.append(self._armed.start(TimerName.A, self.interval))
-        actions.append(self._armed.start(TimerName.B, self.timers.timeout))
-        return actions
+        send = self._send_request()
+        if self.reliable:
+            return [send, self._armed.start(TimerName.B, self.timers.timeout)]
+        self.interval = self.timers.t1
+        return [  # one list, no append per timer
+            send,
+            self._armed.start(TimerName.A, self.interval),
+            self._armed.start(TimerName.B, self.timers.timeout),
+        ]
 
     def on_response(self, response: Response) -> list[Action]:
         inputs = (IctInput.PROVISIONAL, IctInput.SUCCESS, IctInput.FAILURE)
@@ -351,12 +354,16 @@ class NonInviteClientTransaction:
 
     def start(self) -> list[Action]:
         """Send the request; arm timer E (unreliable transports only) and timer F."""
-        actions: list[Action] = [self._send_request()]
-        if not self.reliable:
-            self.interval = self.timers.t1
-            actions.append(self._armed.start(TimerName.E, self.interval))
-        actions.append(self._armed.start(TimerName.F, self.timers.timeout))
-        return actions
+        assert self.request is not None  # _send_request, without its call
+        send = Send(self.request, self.peer)
+        if self.reliable:
+            return [send, self._armed.start(TimerName.F, self.timers.timeout)]
+        self.interval = self.timers.t1
+        return [  # one list, no append per timer
+            send,
+            self._armed.start(TimerName.E, self.interval),
+            self._armed.start(TimerName.F, self.timers.timeout),
+        ]
 
     def on_response(self, response: Response) -> list[Action]:
         given = NictInput.PROVISIONAL if response.status < 200 else NictInput.FINAL

@@ -22,7 +22,7 @@ from scaserver.sip import headers
 from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
-from scaserver.sip.keys import ClientKey, ServerKey, client_key
+from scaserver.sip.keys import ClientKey, ServerKey
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import response_for
@@ -38,7 +38,6 @@ _VIA_TRANSPORTS: Final[dict[str, Transport]] = {
     "tcp": Transport.TCP,
     "tls": Transport.TLS,
 }
-_DESTINATION_PARAMS: Final = frozenset({"maddr", "received", "rport"})
 
 
 @attrs.frozen
@@ -117,12 +116,15 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
         message = parse_message(data)
     except MalformedMessage as error:
         return Handled(tuple(unparsable(error, peer, unique)))
-    if isinstance(message, Response):
+    if type(message) is Response:  # the exact class: the parser makes no subclass
         try:
             via, sequence = check_response(message)
         except MalformedMessage as error:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
-        return AdmittedResponse(message, client_key(via, sequence))
+        branch = via.branch  # client_key, without its call nor ClientKey's __new__
+        key = None if branch is None else tuple.__new__(ClientKey, (branch, sequence.method))
+        return AdmittedResponse(message, key)
+    assert type(message) is Request
     try:
         via, _ = check_request(message)
         request, stamped = _stamped(message, peer, via)
@@ -195,8 +197,11 @@ def _stamped(request: Request, peer: Peer, via: Via) -> tuple[Request, Via]:
     """:func:`stamp_via` of a request whose top Via ``via`` is parsed already: the request,
     and its top Via as stamped."""
     stamped = via
-    if via.param("rport") == "":  # present without a value (RFC 3581 section 4)
-        stamped = stamped.with_param("rport", str(peer.port))
+    for key, value in via.params:  # Via.param("rport") without its two calls
+        if key == "rport" or key.lower() == "rport":
+            if not value:  # present without a value (RFC 3581 section 4)
+                stamped = stamped.with_param("rport", str(peer.port))
+            break
     if via.host != peer.host or stamped is not via:
         stamped = stamped.with_param("received", peer.host)
     if stamped is via:
@@ -216,18 +221,17 @@ def reply_peer(request: Request, peer: Peer) -> Peer | None:
 
 def _reply_peer(stamped: Via, peer: Peer) -> Peer | None:
     """:func:`reply_peer` of a request whose stamped top Via is ``stamped``."""
-    if peer.transport.reliable:
+    if peer.transport is not Transport.UDP:  # reliable: back on the connection
         return peer
-    destination = response_destination(stamped)
+    destination = _destination(stamped)
     if destination is None:
         return None
-    if destination == peer:
+    transport, host, port = destination
+    if host == peer.host and port == peer.port and transport is peer.transport:
         # The usual case: the source's own value, which the edge hands every datagram from
         # that address, not one more Peer for the server transaction to keep.
         return peer
-    if destination.transport is peer.transport:
-        return destination
-    return Peer(peer.transport, destination.host, destination.port)
+    return Peer(peer.transport, host, port)  # on the transport it came over
 
 
 @functools.lru_cache(maxsize=4096)
@@ -253,16 +257,36 @@ def response_destination(via: Via) -> Peer | None:
     sent-by.  None when the Via names a transport we do not run or a broadcast
     or multicast address.
     """
-    transport = _VIA_TRANSPORTS.get(via.transport) or _VIA_TRANSPORTS.get(via.transport.lower())
-    if transport is None:
-        return None
+    destination = _destination(via)
+    return None if destination is None else Peer(*destination)
+
+
+def _destination(via: Via) -> tuple[Transport, str, int] | None:
+    """:func:`response_destination` as a (transport, host, port) triple, no Peer made."""
+    name = via.transport
+    if name in _VIA_TRANSPORTS:
+        transport = _VIA_TRANSPORTS[name]
+    else:
+        lowered_name = name.lower()
+        if lowered_name not in _VIA_TRANSPORTS:
+            return None
+        transport = _VIA_TRANSPORTS[lowered_name]
     default = DEFAULT_PORTS[transport]
-    found: dict[str, str] = {}
-    for key, value in via.params:  # one pass; the first of each name, as Via.param finds it
+    # One pass; the first of each name, as Via.param finds it.  No branch is one of them:
+    # it is passed over without lower().
+    maddr = received = rport = None
+    for key, value in via.params:
+        if key == "branch":
+            continue
         lowered = key.lower()
-        if lowered in _DESTINATION_PARAMS and lowered not in found:
-            found[lowered] = "" if value is None else value
-    maddr, received, rport = found.get("maddr"), found.get("received"), found.get("rport")
+        if lowered == "maddr":
+            if maddr is None:
+                maddr = "" if value is None else value
+        elif lowered == "received":
+            if received is None:
+                received = "" if value is None else value
+        elif lowered == "rport" and rport is None:
+            rport = "" if value is None else value
     if maddr:
         host, port = maddr, via.port or default
     elif received:
@@ -272,4 +296,4 @@ def response_destination(via: Via) -> Peer | None:
         host, port = via.host, via.port or default
     if is_broadcast_or_multicast(host):
         return None
-    return Peer(transport, host, port)
+    return transport, host, port

@@ -119,6 +119,8 @@ def make_response(
     ``cause`` (never sent) say why: for an error response without them, the reason
     phrase stands for both.
     """
+    # A loop with an append per line copied: a comprehension and a second pass for the To
+    # make 13 calls 6 but take longer (0.78 -> 1.04 us for a SUBSCRIBE's lines).
     fields: list[tuple[str, str]] = []
     copied = _COPIED_BY_100 if status == 100 else _COPIED_NAMES
     for name, value in request.headers.fields:
@@ -128,8 +130,13 @@ def make_response(
             fields.append((name, f"{value};tag={to_tag}"))
         else:
             fields.append((name, value))
-    fields.extend(headers.fields)
-    phrase = reason if reason is not None else default_reason(status)
+    fields += headers.fields
+    if reason is not None:
+        phrase = reason
+    elif status in REASON_PHRASES:  # default_reason, without its call
+        phrase = REASON_PHRASES[status]
+    else:
+        phrase = default_reason(status)
     if status >= 300:
         detail = detail if detail is not None else phrase
         cause = cause if cause is not None else cause_label(phrase)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Final
 
 import attrs
 
@@ -26,15 +27,18 @@ from scaserver.sip.clienttransaction import (
     ClientTransaction,
     IctState,
     InviteClientTransaction,
+    NictState,
     NonInviteClientTransaction,
     build_cancel,
 )
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey, client_key
-from scaserver.sip.message import Message, Peer, Request, Response
+from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
+    IstState,
+    NistState,
     NonInviteServerTransaction,
     ServerTransaction,
 )
@@ -85,7 +89,7 @@ def server_key(request: Request, via: Via | None = None) -> ServerKey:
     if branch is None or not branch.startswith(BRANCH_MAGIC_COOKIE):
         branch = rfc2543_branch(request, via)
     method = "INVITE" if request.method == "ACK" else request.method
-    return ServerKey(branch, via.host.lower(), via.port, method)
+    return tuple.__new__(ServerKey, (branch, via.host.lower(), via.port, method))  # without its __new__
 
 
 def rfc2543_branch(request: Request, via: Via) -> str:
@@ -105,6 +109,24 @@ def rfc2543_branch(request: Request, via: Via) -> str:
 def _client_key(response: Response) -> ClientKey | None:
     """The client transaction a response belongs to (section 17.1.3), None without a branch."""
     return client_key(top_via(response), cseq(response))
+
+
+_SERVER_TERMINATED: Final[frozenset[IstState | NistState]] = frozenset(
+    {IstState.TERMINATED, NistState.TERMINATED}
+)
+"""The states in which a server transaction is ``terminated``."""
+_SERVER_SETTLED: Final[frozenset[IstState | NistState]] = frozenset(
+    {IstState.COMPLETED, IstState.CONFIRMED, IstState.ACCEPTED, NistState.COMPLETED}
+)
+"""The states in which a server transaction is ``settled``: its final response is sent."""
+_CLIENT_TERMINATED: Final[frozenset[IctState | NictState]] = frozenset(
+    {IctState.TERMINATED, NictState.TERMINATED}
+)
+"""The states in which a client transaction is ``terminated``."""
+_CLIENT_SETTLED: Final[frozenset[IctState | NictState]] = frozenset(
+    {IctState.COMPLETED, IctState.ACCEPTED, NictState.COMPLETED}
+)
+"""The states in which a client transaction is ``settled``: a final response arrived."""
 
 
 @attrs.define
@@ -172,11 +194,28 @@ class TransactionLayer:
             branch = BRANCH_MAGIC_COOKIE + branch
         transport, host, port = self.local_via(peer)
         via = Via("SIP/2.0", transport.upper(), host, port, (("branch", branch),))
-        request = request.with_headers(request.headers.prepend("Via", sent_via_text(via)))
-        key = ClientKey(branch, request.method)
+        # Headers.prepend and Request.with_headers, without their calls: our Via goes before
+        # the first Via (a proxied request) or on top (a request of ours).
+        fields = request.headers.fields
+        top = 0
+        for index, (name, _) in enumerate(fields):
+            if name == "Via":
+                top = index
+                break
+        ours = ("Via", sent_via_text(via))
+        fields = (*fields[:top], ours, *fields[top:]) if top else (ours, *fields)
+        request = Request(request.method, request.uri, Headers(fields), request.body, request.version)
+        key = tuple.__new__(ClientKey, (branch, request.method))  # ClientKey(), without its __new__
         if request.method == "ACK":
             return key, [Send(request, peer)]
-        client = self._new_client(key, request, peer)
+        # _new_client, without its call
+        client: ClientTransaction
+        reliable = peer.transport is not Transport.UDP
+        if request.method == "INVITE":
+            client = InviteClientTransaction(key, request, peer, reliable, self.timers)
+        else:
+            client = NonInviteClientTransaction(key, request, peer, reliable, self.timers)
+        self._clients[key] = client
         return key, client.start()
 
     def cancel(self, key: ClientKey, now: float, *, reason: str | None = None) -> list[Action]:
@@ -206,19 +245,21 @@ class TransactionLayer:
 
     def on_timer(self, key: TransactionKey, name: str, now: float) -> list[Action]:
         """Timer ``name`` fired for transaction ``key``; unknown keys are timers that outlived it."""
-        timer = TIMER_NAMES.get(name) or TimerName(name)  # an unknown name raises, as it did
-        if isinstance(key, ServerKey):
-            server = self._servers.get(key)
-            if server is None:
+        # Subscripts behind ``in``, not dict.get calls: most timers are K of a lingering key
+        # (not in _clients) or J of a settled server transaction.
+        timer = TIMER_NAMES[name] if name in TIMER_NAMES else TimerName(name)  # an unknown name raises
+        if type(key) is ServerKey:
+            if key not in self._servers:
                 return []
+            server = self._servers[key]
             actions = server.on_timer(timer)
             self._forget_server(server)
             return actions
-        client = self._clients.get(key)
-        if client is None:
+        if key not in self._clients:
             if timer is TimerName.K and key in self._lingering:
                 return self._end_lingering(key)
             return []  # E or F that lost a race with the final response, or a timer outliving its transaction
+        client = self._clients[key]
         return self._client_output(client, client.on_timer(timer))
 
     def transport_failed(self, key: TransactionKey, now: float) -> list[Action]:
@@ -279,13 +320,14 @@ class TransactionLayer:
             actions = server.on_request_retransmission()
             self._forget_server(server)
             return actions
-        reliable = peer.transport.reliable
+        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
         if request.method == "INVITE":
             server = InviteServerTransaction(key, request, peer, reliable, self.timers)
+            actions = server.start()
         else:
             server = NonInviteServerTransaction(key, peer, reliable, self.timers)
+            actions = []  # NonInviteServerTransaction.start: no timer before the TU answers
         self._servers[key] = server
-        actions = server.start()
         if request.method == "CANCEL":
             invite = self._servers.get(key._replace(method="INVITE"))
             invite_key = invite.key if isinstance(invite, InviteServerTransaction) else None
@@ -295,10 +337,13 @@ class TransactionLayer:
         return actions
 
     def _forget_server(self, server: ServerTransaction) -> None:
-        if server.terminated:
+        # The machines' ``terminated`` and ``settled`` read from their state by set membership
+        # (two property calls less per request and per response).
+        state = server.state
+        if state in _SERVER_TERMINATED:
             if self._servers.pop(server.key, None) is not None:
                 self._settled.discard(server.key)
-        elif server.settled:
+        elif state in _SERVER_SETTLED:
             self._settled.add(server.key)
 
     # -------------------------------------------------------------- responses
@@ -314,7 +359,7 @@ class TransactionLayer:
             return [Deliver(StrayResponse(response, peer))]
         actions = self._client_output(client, client.on_response(response))
         if (
-            isinstance(client, InviteClientTransaction)
+            type(client) is InviteClientTransaction
             and client.key in self._cancel_on_provisional
             and client.state is IctState.PROCEEDING
         ):
@@ -336,7 +381,7 @@ class TransactionLayer:
         return [*invite.on_cancel_sent(), *cancel.start()]
 
     def _new_client(self, key: ClientKey, request: Request, peer: Peer) -> ClientTransaction:
-        reliable = peer.transport.reliable
+        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
         client: ClientTransaction
         if request.method == "INVITE":
             client = InviteClientTransaction(key, request, peer, reliable, self.timers)
@@ -348,15 +393,16 @@ class TransactionLayer:
     def _client_output(self, client: ClientTransaction, actions: list[Action]) -> list[Action]:
         """Forget a terminated client transaction; keep the events of our own CANCELs inside."""
         key = client.key
+        state = client.state  # terminated and settled by set membership, not property calls
         # The CANCEL tables are empty but for INVITEs being cancelled: then no key is hashed.
-        if client.terminated:
+        if state in _CLIENT_TERMINATED:
             del self._clients[key]
             self._settled.discard(key)
             if self._cancel_on_provisional:
                 self._cancel_on_provisional.discard(key)
             if self._cancel_reasons:
                 self._cancel_reasons.pop(key, None)
-        elif client.settled:
+        elif state in _CLIENT_SETTLED:
             if type(client) is NonInviteClientTransaction:
                 # Completed: only timer K is armed, the key alone waits it out (_lingering).
                 del self._clients[key]
@@ -364,7 +410,7 @@ class TransactionLayer:
             else:
                 self._settled.add(key)
         if self._own_cancels and key in self._own_cancels:
-            if client.terminated:
+            if state in _CLIENT_TERMINATED:
                 self._own_cancels.discard(key)
             return [action for action in actions if not isinstance(action, Deliver)]
         return actions

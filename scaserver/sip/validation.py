@@ -24,23 +24,30 @@ SINGLE_VALUED: Final = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Conten
 """Headers that may appear once only (RFC 3261 section 7.3.1, RFC 4475 3.3.8)."""
 
 
-def _read_lines(present: Headers) -> tuple[dict[str, str], set[str], list[str], list[str]]:
-    """One pass over the header lines: the first value of each (canonical) name, the names
-    that appear more than once, and every Via and every Contact line, in order."""
+def _read_lines(present: Headers) -> tuple[dict[str, str], set[str] | None]:
+    """One pass over the header lines: the first value of each (canonical) name, and the
+    names that appear more than once (None when none does, the usual message)."""
     first: dict[str, str] = {}
-    repeated: set[str] = set()
-    via_lines: list[str] = []
-    contact_lines: list[str] = []
+    repeated: set[str] | None = None
     for name, value in present.fields:
-        if name in first:
-            repeated.add(name)
-        else:
+        if name not in first:
             first[name] = value
-        if name == "Via":
-            via_lines.append(value)
-        elif name == "Contact":
-            contact_lines.append(value)
-    return first, repeated, via_lines, contact_lines
+        elif repeated is None:
+            repeated = {name}
+        else:
+            repeated.add(name)
+    return first, repeated
+
+
+def _items(present: Headers, name: str, first: str, repeated: set[str] | None) -> list[str]:
+    """Every element of the lines of list header ``name``, whose first line is ``first``:
+    that line split in place when it is the only one and holds no comma."""
+    if repeated is None or name not in repeated:
+        if "," not in first:  # split_list's first case, without its call
+            item = first.strip()
+            return [item] if item else []
+        return split_list(first)
+    return [item for line_name, line in present.fields if line_name == name for item in split_list(line)]
 
 
 def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
@@ -55,30 +62,30 @@ def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
     - a CSeq over 2**32-1 or whose method differs from the request's: 400 (RFC 4475 3.1.2.4, 3.1.2.17);
     - a top Via branch that is the bare magic cookie: 400 (RFC 4475 3.2.1).
 
-    The header lines are read in one pass: how many of each name, the first value of each,
-    and every Via and Contact line; each value is then parsed once from what that pass kept.
+    The header lines are read in one pass: the first value of each name and the names
+    repeated; each value is then parsed once from what that pass kept (the lines of a
+    repeated Via or Contact are gathered again, which the usual request never needs).
     """
     if request.version != SIP_VERSION:
         raise VersionNotSupported(f"SIP version {request.version}")
     uri = parse_uri(request.uri)
-    if isinstance(uri, SipUri) and uri.headers:
+    if type(uri) is SipUri and uri.headers:
         raise BadRequest("escaped headers in the Request-URI")
-    first, repeated, via_lines, contact_lines = _read_lines(request.headers)
+    present = request.headers
+    first, repeated = _read_lines(present)
     for name in MANDATORY:
         if name not in first:
             raise BadRequest(f"missing {name}")
-    if repeated:
+    if repeated is not None:
         for name in SINGLE_VALUED:
             if name in repeated:
                 raise BadRequest(f"more than one {name}")
-    if len(via_lines) == 1:  # the usual request: one Via line, no list to gather
-        via_items = split_list(via_lines[0])
-    else:
-        via_items = [item for line in via_lines for item in split_list(line)]
+    via_items = _items(present, "Via", first["Via"], repeated)
     if not via_items:
         raise MalformedMessage("empty Via")
-    via_list = [headers.parse_via(item) for item in via_items]
-    top = via_list[0]
+    top = headers.parse_via(via_items[0])
+    for item in via_items[1:]:  # every hop must parse (RFC 5118 section 4.7)
+        headers.parse_via(item)
     branch = top.branch
     if branch is not None and branch == headers.BRANCH_MAGIC_COOKIE:
         raise BadRequest("top Via branch is the bare magic cookie")
@@ -89,13 +96,14 @@ def check_request(request: Request) -> tuple[headers.Via, headers.CSeq]:
     sequence = headers.parse_cseq(first["CSeq"])
     if sequence.method != request.method:
         raise BadRequest(f"CSeq method {sequence.method} does not match {request.method}")
-    max_forwards = first.get("Max-Forwards")
-    if max_forwards is not None:
-        headers.parse_max_forwards(max_forwards)
-    if len(contact_lines) == 1:
-        headers.parse_contacts(split_list(contact_lines[0]))
-    elif contact_lines:
-        headers.parse_contacts([item for line in contact_lines for item in split_list(line)])
+    if "Max-Forwards" in first:
+        headers.parse_max_forwards(first["Max-Forwards"])
+    if "Contact" in first:
+        contact_items = _items(present, "Contact", first["Contact"], repeated)
+        if len(contact_items) == 1 and contact_items[0].strip(" \t") != "*":
+            headers.parse_contact(contact_items[0])  # parse_contacts of one name-addr
+        else:
+            headers.parse_contacts(contact_items)
     return top, sequence
 
 
@@ -107,23 +115,41 @@ def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:
     CSeq, From, To and Call-ID to match a transaction (17.1.3): RFC 4475
     3.1.2.5 (CSeq over 2**32-1) and 3.1.2.19 (status over 699, refused by the parser).
     """
-    first, repeated, via_lines, _ = _read_lines(response.headers)
+    present = response.headers
+    first, repeated = _read_lines(present)
     for name in ("From", "To", "Call-ID", "CSeq"):
-        if name not in first or name in repeated:
+        if name not in first or (repeated is not None and name in repeated):
             raise MalformedMessage(f"response without exactly one {name}")
-    via = _top_via(via_lines)
+    if "Via" in first and "," not in (line := first["Via"]) and (item := line.strip()):
+        via = headers.parse_via(item)  # the usual response: _top_via's first case, without its call
+    else:
+        via = _top_via(present, first, repeated)
     sequence = headers.parse_cseq(first["CSeq"])
     parse_name_addr(first["From"])
     parse_name_addr(first["To"])
     return via, sequence
 
 
-def _top_via(via_lines: list[str]) -> headers.Via:
-    """The first Via value of these lines, parsed (:func:`scaserver.sip.headers.top_via`)."""
-    for line in via_lines:
-        items = split_list(line)
+def _top_via(present: Headers, lines: dict[str, str], repeated: set[str] | None) -> headers.Via:
+    """The first Via value of the lines, parsed (:func:`scaserver.sip.headers.top_via`);
+    ``lines`` holds the first line of each name."""
+    if "Via" not in lines:
+        raise MalformedMessage("missing Via")
+    first = lines["Via"]
+    if "," not in first:  # split_list's first case, without its call
+        item = first.strip()
+        if item:
+            return headers.parse_via(item)
+    else:
+        items = split_list(first)
         if items:
             return headers.parse_via(items[0])
+    if repeated is not None and "Via" in repeated:
+        for name, line in present.fields:
+            if name == "Via":
+                items = split_list(line)
+                if items:
+                    return headers.parse_via(items[0])
     raise MalformedMessage("missing Via")
 
 
