@@ -502,6 +502,7 @@ class SipStack(Service):
         self._wakeup: DelayedCall | None = None
         self._wakeup_at = _NEVER  # the due instant the wake-up was armed for
         self._sweeping = False
+        self._swept_at = 0.0  # the clock when the sweep of due timers began
         # The fact types seen that are neither a Ban nor a NextHopFailed: published as they are.
         self._published: set[type] = set()
         self.keepalives = KeepAliveCounts()
@@ -527,7 +528,7 @@ class SipStack(Service):
                 return
             if self._trace is not None:
                 self._trace("in", data, peer)
-            self.run(self._core.receive(data, peer, now))
+            self.run(self._core.receive(data, peer, now), now)
         except Exception:  # the core answers peer faults itself: what lands here is our bug
             self._log.failure("unhandled error on input from {peer}", peer=str(peer))
 
@@ -570,7 +571,9 @@ class SipStack(Service):
         """The wake-up fired: fire every timer due by now, then wait for the next one.  A timer
         armed by one of them (even for now) waits for the next wake-up."""
         self._wakeup = None
-        until = max(self._clock.seconds(), self._wakeup_at)
+        # One read of the clock for the sweep: every timer it fires is told that instant.
+        now = self._swept_at = self._clock.seconds()
+        until = max(now, self._wakeup_at)
         self._wakeup_at = _NEVER
         self._sweeping = True
         try:
@@ -595,21 +598,32 @@ class SipStack(Service):
             self._wakeup.reset(delay)
 
     def _fire(self, key: Hashable, name: str) -> None:
+        now = self._swept_at
         try:
-            self.run(self._core.on_timer(key, name, self._clock.seconds()))
+            self.run(self._core.on_timer(key, name, now), now)
         except Exception:
             self._log.failure("unhandled error in timer {name} of {key}", name=name, key=repr(key))
 
     # Executing actions.
 
-    def run(self, actions: Iterable[Action]) -> None:
-        """Execute actions in order (also used by the root for actions produced outside a SIP input)."""
+    def run(self, actions: Iterable[Action], now: float | None = None) -> None:
+        """Execute actions in order (also used by the root for actions produced outside a SIP
+        input); ``now``: the clock as the core was given it (read here once when None), from
+        which the timers armed are due."""
         published, publish = self._published, self._bus.publish
+        timers = self._timers
         for action in actions:
             # The action classes by their exact type first (a seize cycle runs about 60 actions
-            # here); anything else, a subclass included, through the exhaustive match.
+            # here, 21 timers armed and 13 cancelled: done here, without a call of their own);
+            # anything else, a subclass included, through the exhaustive match.
             if type(action) is StartTimer:
-                self._start_timer(action)
+                if now is None:
+                    now = self._clock.seconds()
+                delay = max(action.delay, 0.0)
+                due = now + delay
+                timers.arm(action.key, action.name, due)
+                if due < self._wakeup_at:
+                    self._wake_by(due, delay)
             elif type(action) is Deliver:
                 event = action.event
                 if type(event) in published:
@@ -619,7 +633,8 @@ class SipStack(Service):
             elif type(action) is Send:
                 self._send(action)
             elif type(action) is CancelTimer:
-                self._cancel(action.key, action.name)
+                if timers.cancel(action.key, action.name) and self._wakeup is not None:
+                    self._stop_wakeup()
             else:
                 match action:
                     case Send():
@@ -637,7 +652,7 @@ class SipStack(Service):
         message, peer = action.message, action.peer
         kind = type(message)
         if peer.transport is Transport.UDP and (
-            kind is Response or (kind is Request and not _needs_tls(message))
+            kind is Response or (type(message) is Request and message.uri[:5].lower() != "sips:")
         ):
             # Most messages: over UDP no stream vouches for anything, and a response needs no
             # TLS (only a request can).  To an address (every response and NOTIFY of a seize
