@@ -44,7 +44,7 @@ import ipaddress
 import socket
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Final, Literal, Protocol, assert_never, cast
+from typing import Final, Literal, Protocol, assert_never
 
 import attrs
 from twisted.application.service import Service
@@ -96,7 +96,8 @@ def call_later(
     clock: TimerClock, delay: float, function: Callable[..., object], *args: object
 ) -> DelayedCall:
     """``clock.callLater`` typed for the edge (the reactor returns an ``IDelayedCall``)."""
-    return cast(DelayedCall, clock.callLater(delay, function, *args))
+    delayed: DelayedCall = clock.callLater(delay, function, *args)  # type: ignore[assignment]
+    return delayed
 
 
 class DrivenCore(Protocol):
@@ -197,8 +198,9 @@ class Transports:
     ) -> None:
         self._hosts = hosts if hosts is not None else HostsTable()
         self._datagrams: list[DatagramEndpoint] = []
-        # The first endpoint of each family in _datagrams (the one a datagram goes out on).
-        self._datagram_of: dict[socket.AddressFamily, DatagramEndpoint] = {}
+        self.datagram_of: dict[socket.AddressFamily, DatagramEndpoint] = {}
+        """The first endpoint of each family in _datagrams (the one a datagram goes out on):
+        one mapping for the registry's life, read by the stack without a call."""
         self._streams: dict[StreamKey, StreamConnection] = {}
         self._pending: dict[StreamKey, list[bytes]] = {}
         self._dials: dict[Transport, Dial] = {}
@@ -223,14 +225,14 @@ class Transports:
 
     def add_datagram(self, endpoint: DatagramEndpoint) -> None:
         self._datagrams.append(endpoint)
-        self._datagram_of.setdefault(endpoint.family, endpoint)
+        self.datagram_of.setdefault(endpoint.family, endpoint)
 
     def remove_datagram(self, endpoint: DatagramEndpoint) -> None:
         if endpoint in self._datagrams:
             self._datagrams.remove(endpoint)
-            self._datagram_of = {}
+            self.datagram_of.clear()
             for remaining in self._datagrams:
-                self._datagram_of.setdefault(remaining.family, remaining)
+                self.datagram_of.setdefault(remaining.family, remaining)
 
     def add_stream(self, connection: StreamConnection) -> None:
         """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
@@ -442,7 +444,7 @@ class Transports:
     def send_datagram(self, data: bytes, peer: Peer) -> bool:
         """Write ``data`` to ``peer``, a numeric address over UDP; False, logged, when no
         socket of its family is open."""
-        endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
+        endpoint = self.datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
         if endpoint is None:
             self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
             return False
@@ -661,8 +663,15 @@ class SipStack(Service):
             data = serialize(message)
             if self._trace is not None:
                 self._trace("out", data, peer)
-            if is_numeric(peer.host):
-                sent = self._out.send_datagram(data, peer)
+            host = peer.host
+            if is_numeric(host):
+                # Transports.send_datagram's work, without its call (it logs a missing socket).
+                endpoint = self._out.datagram_of.get(socket.AF_INET6 if ":" in host else socket.AF_INET)
+                if endpoint is None:
+                    sent = self._out.send_datagram(data, peer)
+                else:
+                    endpoint.send(data, peer)
+                    return
             elif kind is Response:
                 sent = self._out.send(data, peer)
             else:
