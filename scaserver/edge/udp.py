@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import socket
+from collections.abc import Mapping
 from typing import Protocol, cast
 
 from twisted.application.service import Service
@@ -23,7 +24,7 @@ from twisted.logger import Logger
 from typing_extensions import override
 
 from scaserver.edge.stack import MessageSink, TimerClock, Transports, address_family
-from scaserver.guard.sources import SourceGuard
+from scaserver.guard.sources import Ban, SourceGuard
 from scaserver.sip.message import Peer, Transport
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
@@ -102,6 +103,11 @@ class UdpTransport(DatagramProtocol):
         # A banned source's datagrams are dropped here, before anything else is done for them:
         # under a flood this loop is what keeps the socket's receive buffer from filling.
         self._guard, self._clock = guard, clock
+        # The guard's bans, looked up here without a call: the guard is asked (and the clock
+        # read) only for a source that has a ban, maybe expired.
+        self._bans: Mapping[str, Ban] | None = None
+        if guard is not None and clock is not None:
+            self._bans = guard.ban_table
         # The bound, unconnected socket of Twisted's port while it runs: a datagram to a numeric
         # address of its family is written on it directly (see send).
         self._socket: socket.socket | None = None
@@ -128,8 +134,11 @@ class UdpTransport(DatagramProtocol):
 
     @override
     def datagramReceived(self, datagram: bytes, addr: tuple[str, int]) -> None:
+        bans = self._bans
         if (
-            self._guard is not None
+            bans
+            and addr[0] in bans
+            and self._guard is not None
             and self._clock is not None
             and self._guard.drop_banned(addr[0], self._clock.seconds())
         ):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final, TypeVar
 
 import attrs
@@ -192,7 +192,8 @@ class SourceGuard:
         settings = self.settings
         bucket = self._buckets.get(host)
         if bucket is None:
-            if self.is_allowed(host):
+            # An allowed network's host already seen is answered from its memory, without a call.
+            if self._in_allowed.get(host) or self.is_allowed(host):
                 return ADMITTED
             _put(self._buckets, host, _Bucket(settings.burst - cost, now), settings.max_sources)
             return ADMITTED
@@ -207,6 +208,13 @@ class SourceGuard:
             return ADMITTED
         self.dropped_total += 1
         return Verdict(False, self.ban(host, BanReason.RATE, now))
+
+    @property
+    def ban_table(self) -> Mapping[str, Ban]:
+        """The bans by host, expired ones included until they are next looked at: the same
+        mapping for the guard's life, so that a socket's read loop can keep it and look a
+        source up without a call (:meth:`drop_banned` when it is there)."""
+        return self._bans
 
     def drop_banned(self, host: str, now: float) -> bool:
         """True (and counted as dropped) when ``host`` is banned: the cheapest test, for the

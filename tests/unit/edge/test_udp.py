@@ -10,9 +10,11 @@ from typing import cast
 import pytest
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IUDPTransport
+from twisted.internet.task import Clock
 
 from scaserver.edge.stack import Transports
 from scaserver.edge.udp import PEER_MEMORY, UdpTransport
+from scaserver.guard.sources import BanReason, SourceGuard
 from scaserver.sip.message import Peer, Transport
 from tests.unit.edge.doubles import LogCapture, RecordingSink
 
@@ -248,3 +250,42 @@ def test_each_source_address_gets_its_peer_and_the_memory_of_them_is_bounded() -
         protocol.datagramReceived(b"OPTIONS", ("198.51.100.7", port))
     assert len(protocol._peers) <= PEER_MEMORY
     assert sink.received[-1][1] == Peer(Transport.UDP, "198.51.100.7", PEER_MEMORY + 9)
+
+
+def guarded(guard: SourceGuard, clock: Clock) -> tuple[UdpTransport, RecordingSink]:
+    sink = RecordingSink()
+    protocol = UdpTransport(sink, Transports(), "127.0.0.1", max_message_size=1500, guard=guard, clock=clock)
+    protocol.transport = cast(IUDPTransport, FakeUdpSocket())
+    return protocol, sink
+
+
+def test_a_source_banned_after_start_is_dropped_before_the_stack() -> None:
+    guard, clock = SourceGuard(), Clock()
+    protocol, sink = guarded(guard, clock)
+    guard.ban("192.0.2.1", BanReason.MANUAL, clock.seconds(), duration_s=10.0)
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.2", 5062))
+    assert sink.received == [(b"OPTIONS", Peer(Transport.UDP, "192.0.2.2", 5062))]
+    assert guard.dropped_total == 1
+
+
+def test_a_source_whose_ban_ended_reaches_the_stack_again() -> None:
+    guard, clock = SourceGuard(), Clock()
+    protocol, sink = guarded(guard, clock)
+    guard.ban("192.0.2.1", BanReason.MANUAL, clock.seconds(), duration_s=10.0)
+    clock.advance(10.0)
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    assert sink.received == [(b"OPTIONS", Peer(Transport.UDP, "192.0.2.1", 5062))]
+    assert guard.dropped_total == 0
+
+
+def test_a_source_banned_again_after_an_unban_is_dropped() -> None:
+    guard, clock = SourceGuard(), Clock()
+    protocol, sink = guarded(guard, clock)
+    guard.ban("192.0.2.1", BanReason.MANUAL, clock.seconds(), duration_s=10.0)
+    guard.unban("192.0.2.1")
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    guard.ban("192.0.2.1", BanReason.MANUAL, clock.seconds(), duration_s=10.0)
+    protocol.datagramReceived(b"OPTIONS", ("192.0.2.1", 5062))
+    assert sink.received == [(b"OPTIONS", Peer(Transport.UDP, "192.0.2.1", 5062))]
+    assert guard.dropped_total == 1

@@ -127,3 +127,28 @@ def test_allow_list_verdicts_are_remembered_per_host_and_trust_is_asked_every_ti
     assert g.is_allowed("192.0.2.7")
     assert g.is_allowed("198.51.100.1")
     assert not g.is_allowed("203.0.113.1")
+
+
+def test_an_allowed_host_seen_before_is_admitted_untracked_and_a_trusted_one_still_asked() -> None:
+    trusted: set[str] = set()
+    g = SourceGuard(SecuritySettings(rate=1.0, burst=1.0, allow=("192.0.2.0/24",)), lambda h: h in trusted)
+    assert all(g.check("192.0.2.7", 0.0).admitted for _ in range(100))
+    assert g.tracked_sources == 0
+    trusted.add("198.51.100.1")
+    assert g.check("198.51.100.1", 0.0).admitted
+    assert g.tracked_sources == 0
+    assert g.check("203.0.113.9", 0.0).admitted and not g.check("203.0.113.9", 0.0).admitted
+
+
+def test_the_ban_table_is_one_mapping_that_follows_bans_and_unbans() -> None:
+    g = guard()
+    table = g.ban_table
+    assert FLOODER not in table
+    ban = g.ban(FLOODER, BanReason.MANUAL, 0.0)
+    assert table[FLOODER] == ban
+    g.unban(FLOODER)
+    assert FLOODER not in table
+    g.ban(OTHER, BanReason.MANUAL, 0.0, duration_s=1.0)
+    assert g.bans(5.0) == []
+    assert OTHER not in table
+    assert g.ban_table is table
