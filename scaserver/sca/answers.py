@@ -34,28 +34,30 @@ class AnswerTracker:
     ) -> list[EngineAction]:
         """A response the proxy relayed (or, ``local=True``, generated itself) to ``request``."""
         try:
-            sender, target = side(from_addr(request)), side(to_addr(request))
-            answered = side(to_addr(response))
+            sender, target = from_addr(request), to_addr(request)
+            answered = to_addr(response)
             number = cseq(response).number
         except MalformedMessage:
             return []
         call_id = request.call_id
         if not call_id or sender.tag is None:
             return []
+        # A BYE's or an offer's answer is matched by the tags alone: the Side values (a URI
+        # written out each) are built for an initial INVITE's answers only.
         status = response.status
         if request.method == "BYE":
-            return self.calls.bye(call_id, sender, target, now) if 200 <= status < 300 else []
+            return self.calls.bye(call_id, sender.tag, target.tag, now) if 200 <= status < 300 else []
         if request.method in ("INVITE", "UPDATE") and target.tag is not None:
             return self._offer_answered(
-                call_id, sender=sender, target=target, status=status, number=number, now=now
+                call_id, sender_tag=sender.tag, target_tag=target.tag, status=status, number=number, now=now
             )
         if request.method == "INVITE" and status > 100:
             return self._invite_answered(
                 request,
                 response=response,
                 call_id=call_id,
-                sender=sender,
-                answered=answered,
+                sender=side(sender),
+                answered=side(answered),
                 local=local,
                 now=now,
             )
@@ -86,7 +88,14 @@ class AnswerTracker:
         )
 
     def _offer_answered(
-        self, call_id: str, *, sender: Side, target: Side, status: int, number: int, now: float
+        self,
+        call_id: str,
+        *,
+        sender_tag: str | None,
+        target_tag: str | None,
+        status: int,
+        number: int,
+        now: float,
     ) -> list[EngineAction]:
         """The final response to a member's offer: O17 on 2xx, else O9b, rolled back when the
         failed offer is a re-INVITE that changed the appearance tentatively."""
@@ -95,7 +104,7 @@ class AnswerTracker:
         board = self.calls.board
         out: list[EngineAction] = []
         for app in board.of_call(call_id):
-            if app.leg is None or not app.leg.matches(call_id, sender.tag, target.tag):
+            if app.leg is None or not app.leg.matches(call_id, sender_tag, target_tag):
                 continue
             pending = app.rollback if app.rollback is not None and app.rollback[1] == number else None
             if status < 300:

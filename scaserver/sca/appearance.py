@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final
 
 import attrs
 
@@ -303,6 +303,27 @@ class Appearance:
         section 7.1 step 4) and the far end's answer, which gives our member's tag in that
         dialog, is still awaited; ``previous`` is the dialog to go back to if it fails."""
         return self.previous is not None and self.leg is not None and self.leg.member_tag is None
+
+    def changed(self, changes: Mapping[str, Any]) -> Appearance:
+        """This appearance with the fields named in ``changes`` set (a trigger's new owner, leg,
+        remote party...): the constructor with every field, not ``attrs.evolve`` (which reads
+        the class's fields and each value by ``getattr``)."""
+        fields: dict[str, Any] = {
+            "line": self.line,
+            "index": self.index,
+            "state": self.state,
+            "owner": self.owner,
+            "leg": self.leg,
+            "remote_contact": self.remote_contact,
+            "remote_uri": self.remote_uri,
+            "rollback": self.rollback,
+            "previous": self.previous,
+            "created_at": self.created_at,
+            "changed_at": self.changed_at,
+            "touched_at": self.touched_at,
+        }
+        fields.update(changes)
+        return Appearance(**fields)
 
     def moved(
         self, state: AppearanceState, *, changed_at: float, touched_at: float, created_at: float

@@ -67,7 +67,9 @@ class AppearanceBoard:
     _appearances: dict[str, dict[int, Appearance]] = attrs.field(factory=dict, init=False)
     _calls: dict[str, set[AppearanceKey]] = attrs.field(factory=dict, init=False)
     _sessions: dict[str, _SessionTimer] = attrs.field(factory=dict, init=False)
-    _dirty: dict[str, None] = attrs.field(factory=dict, init=False)
+    changed_lines: dict[str, None] = attrs.field(factory=dict, init=False)
+    """The lines whose state changed since :meth:`take_changed_lines` last took them (read
+    as is by the engine: most inputs change no line and owe no NOTIFY)."""
 
     # Look-ups.
 
@@ -116,9 +118,9 @@ class AppearanceBoard:
 
     def take_changed_lines(self) -> list[str]:
         """The lines whose state changed since the last call, oldest first (4.1)."""
-        if not self._dirty:  # after most inputs: no new list and dict
+        if not self.changed_lines:  # after most inputs: no new list and dict
             return []
-        lines, self._dirty = list(self._dirty), {}
+        lines, self.changed_lines = list(self.changed_lines), {}
         return lines
 
     # Transitions.
@@ -132,7 +134,7 @@ class AppearanceBoard:
     ) -> tuple[Step, list[EngineAction]]:
         """Run ``trigger`` on ``app`` (fields in ``changes`` set first when the row exists) and commit."""
         if changes and allowed(app.state, trigger):
-            app = attrs.evolve(app, **changes)
+            app = app.changed(changes)
         step = apply(app, trigger, now)
         out: list[EngineAction] = [Deliver(step.fact)]
         if step.rule is None:
@@ -147,7 +149,7 @@ class AppearanceBoard:
         elif old is not None and self._ttl(old) is not None:
             out.append(CancelTimer(key, TTL_TIMER))
         if new.state is not AppearanceState.ACTIVE_PENDING:
-            self._dirty[new.line] = None
+            self.changed_lines[new.line] = None
         return step, out
 
     def touch(self, app: Appearance, now: float) -> list[EngineAction]:
@@ -157,22 +159,24 @@ class AppearanceBoard:
 
     def _commit(self, old: Appearance | None, new: Appearance, key: AppearanceKey) -> None:
         line = self._appearances.get(new.line, {})
-        if old is not None and old.call_id is not None:
-            calls = self._calls.get(old.call_id)
+        # The calls' Call-IDs read once (``Appearance.call_id`` is a property).
+        old_call = None if old is None or old.leg is None else old.leg.call_id
+        if old_call is not None:
+            calls = self._calls.get(old_call)
             if calls is not None:
                 calls.discard(key)
                 if not calls:
-                    del self._calls[old.call_id]
+                    del self._calls[old_call]
         if new.state is AppearanceState.IDLE:
             line.pop(new.index, None)
             if not line:
                 self._appearances.pop(new.line, None)
         else:
             self._appearances.setdefault(new.line, line)[new.index] = new
-            if new.call_id is not None:
-                self._calls.setdefault(new.call_id, set()).add(key)
-        if old is not None and old.call_id is not None and old.call_id not in self._calls:
-            self._sessions.pop(old.call_id, None)  # the call's last appearance ended
+            if new.leg is not None:
+                self._calls.setdefault(new.leg.call_id, set()).add(key)
+        if old_call is not None and old_call not in self._calls:
+            self._sessions.pop(old_call, None)  # the call's last appearance ended
 
     # TTLs (section 9).
 
@@ -193,7 +197,8 @@ class AppearanceBoard:
         return None
 
     def _session_of(self, app: Appearance) -> _SessionTimer | None:
-        return None if app.call_id is None else self._sessions.get(app.call_id)
+        leg = app.leg
+        return None if leg is None else self._sessions.get(leg.call_id)
 
     def on_ttl(self, key: AppearanceKey, now: float) -> list[EngineAction]:
         """The TTL timer of an appearance fired: its timeout trigger, or the timer again when

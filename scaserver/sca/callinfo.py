@@ -34,14 +34,13 @@ class CallInfoError(ValueError):
     """A Call-Info value that names an appearance but cannot be read (sca.md 3.2 row 10)."""
 
 
+_QUOTED_ESCAPES: Final = str.maketrans({char: "\\" + char for char in "\"'\\"})
+
+
 def escape_quoted(text: str) -> str:
-    """Backslash-escape ``"``, ``'`` and ``\\`` for the inside of a quoted appearance-uri (5.1)."""
-    out: list[str] = []
-    for char in text:
-        if char in "\"'\\":
-            out.append("\\")
-        out.append(char)
-    return "".join(out)
+    """Backslash-escape ``"``, ``'`` and ``\\`` for the inside of a quoted appearance-uri (5.1):
+    one translation in C, not a call per character."""
+    return text.translate(_QUOTED_ESCAPES)
 
 
 @attrs.frozen

@@ -243,30 +243,42 @@ class CallTracker:
         ``hold_hint`` overrides SDP hold detection (the ``onhold_bflag`` hook, 6.2).
         """
         try:
-            sender, target = side(from_addr(request)), side(to_addr(request))
+            sender, target = from_addr(request), to_addr(request)
         except MalformedMessage:
             return []
         call_id = request.call_id
         if not call_id or sender.tag is None:
             return []
+        # Only an initial INVITE reads more of From and To than their tags: the Side values
+        # (a URI written out each) are built for it alone.
         method = request.method
         if method == "INVITE" and target.tag is None:
-            return self._initial_invite(request, call_id=call_id, sender=sender, target=target, now=now)
+            return self._initial_invite(
+                request, call_id=call_id, sender=side(sender), target=side(target), now=now
+            )
         if method in ("INVITE", "UPDATE") and target.tag is not None:
             return self._offer(
-                request, call_id=call_id, sender=sender, target=target, now=now, hint=hold_hint
+                request,
+                call_id=call_id,
+                sender_tag=sender.tag,
+                target_tag=target.tag,
+                now=now,
+                hint=hold_hint,
             )
         if method == "BYE":
-            return self.bye(call_id, sender, target, now)
+            return self.bye(call_id, sender.tag, target.tag, now)
         if method == "CANCEL":
-            return self.cancel(call_id, sender, now)
+            return self.cancel(call_id, side(sender), now)
         return []
 
-    def bye(self, call_id: str, sender: Side, target: Side, now: float) -> list[EngineAction]:
-        """A BYE of the dialog (or its 2xx, O18 as a backup): the appearances it follows end."""
+    def bye(
+        self, call_id: str, sender_tag: str | None, target_tag: str | None, now: float
+    ) -> list[EngineAction]:
+        """A BYE of the dialog (or its 2xx, O18 as a backup), its From and To tags: the
+        appearances it follows end."""
         out: list[EngineAction] = []
         for app in self.board.of_call(call_id):
-            if app.leg is not None and app.leg.matches(call_id, sender.tag, target.tag):
+            if app.leg is not None and app.leg.matches(call_id, sender_tag, target_tag):
                 out += self.board.fire(app, Trigger.BYE, now)
         return out
 
@@ -452,7 +464,14 @@ class CallTracker:
         )
 
     def _offer(
-        self, request: Request, *, call_id: str, sender: Side, target: Side, now: float, hint: bool | None
+        self,
+        request: Request,
+        *,
+        call_id: str,
+        sender_tag: str | None,
+        target_tag: str | None,
+        now: float,
+        hint: bool | None,
     ) -> list[EngineAction]:
         """An in-dialog offer (re-INVITE, UPDATE) from the member: hold or retrieve (O14, O16, 6.5)."""
         hold = hint_or_sdp(hint, request.body)
@@ -468,8 +487,8 @@ class CallTracker:
             leg = app.leg
             if (
                 leg is None
-                or leg.member_tag != sender.tag
-                or not leg.matches(call_id, sender.tag, target.tag)
+                or leg.member_tag != sender_tag
+                or not leg.matches(call_id, sender_tag, target_tag)
             ):
                 continue  # remote hold changes nothing (6.2, 7.4)
             trigger = _hold_trigger(info) if hold else Trigger.OWNER_RETRIEVE
@@ -480,7 +499,7 @@ class CallTracker:
     def on_ack(self, request: Request, now: float, *, hold_hint: bool | None = None) -> list[EngineAction]:
         """An end-to-end ACK the proxy relayed: I4 (caller's ACK), O15/O16 (member's late-offer SDP)."""
         try:
-            sender, target = side(from_addr(request)), side(to_addr(request))
+            sender, target = from_addr(request), to_addr(request)  # their tags
         except MalformedMessage:
             return []
         call_id = request.call_id

@@ -112,9 +112,12 @@ class ScaEngine:
     _calls: CallTracker = attrs.field(init=False)
     _answers: AnswerTracker = attrs.field(init=False)
     _aliases: dict[str, str] = attrs.field(factory=dict, init=False)
-    # The last full state rendered: its info URI, the appearances it shows, its text (the
-    # NOTIFYs of one change to a line's members carry the same text, rendered once).
-    _last_full_state: tuple[str, tuple[Appearance, ...], str] | None = attrs.field(default=None, init=False)
+    # The last full state rendered: its line, the call_info_uri setting it was rendered with,
+    # the appearances it shows, its text (the NOTIFYs of one change to a line's members carry
+    # the same text, rendered once; the info URI is a function of the line and the setting).
+    _last_full_state: tuple[str, str, tuple[Appearance, ...], str] | None = attrs.field(
+        default=None, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         settings = self.settings
@@ -237,7 +240,10 @@ class ScaEngine:
         return self._flushed(out, now), count
 
     def _flushed(self, out: list[EngineAction], now: float) -> list[EngineAction]:
-        """``out`` followed by the group NOTIFYs it owes (4.1)."""
+        """``out`` followed by the group NOTIFYs it owes (4.1): none, without a call, when it
+        changed no line (most inputs)."""
+        if not self._board.changed_lines:
+            return out
         return out + self._notifier.flush(now)
 
     def _info_uri(self, aor: str) -> str:
@@ -250,15 +256,16 @@ class ScaEngine:
 
     def full_state(self, aor: str) -> str:
         """The full-state Call-Info value of a line: in-use appearances and the idle wildcard."""
-        uri = self._info_uri(aor)
+        mode = self.settings.call_info_uri
         shown = tuple(self._board.appearances(aor))
         last = self._last_full_state
-        if last is not None and last[1] == shown and last[0] == uri:
-            return last[2]  # the text is a function of the URI and the appearances' values
+        if last is not None and last[2] == shown and last[0] == aor and last[1] == mode:
+            return last[3]  # the text is a function of the URI and the appearances' values
+        uri = self._info_uri(aor)
         entries = [AppearanceInfo(uri, app.index, app.state, app.remote_uri) for app in shown]
         entries.append(AppearanceInfo(uri, None, AppearanceState.IDLE))
         text = CallInfo(tuple(entries)).render()
-        self._last_full_state = (uri, shown, text)
+        self._last_full_state = (aor, mode, shown, text)
         return text
 
     def _index_info(self, aor: str, index: int) -> str:

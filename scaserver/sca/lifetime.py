@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from scaserver.sca.notifier import Notifier
-from scaserver.sca.outbox import Content, Pending
+from scaserver.sca.outbox import FORCED_FULL_STATE
 from scaserver.sca.subscription import DialogKey, Package, Subscription, SubscriptionKey
 from scaserver.sip.actions import EngineAction
 
@@ -61,5 +61,5 @@ def notify_restored(notifier: Notifier, dialogs: Iterable[DialogKey], now: float
     gets none."""
     out: list[EngineAction] = []
     for dialog in dialogs:
-        out += notifier.outbox.queue(dialog, Pending(Content.FULL_STATE, force=True), now)
+        out += notifier.outbox.queue(dialog, FORCED_FULL_STATE, now)
     return out

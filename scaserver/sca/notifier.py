@@ -21,7 +21,15 @@ from scaserver.sca.appearance import Appearance, AppearanceState, Trigger, allow
 from scaserver.sca.board import AppearanceBoard
 from scaserver.sca.callinfo import CallInfo, CallInfoError
 from scaserver.sca.line import SharedLine, canonical_aor
-from scaserver.sca.outbox import Content, NotifyOutbox, Pending
+from scaserver.sca.outbox import (
+    FORCED_FULL_STATE,
+    FORCED_INDEX,
+    FULL_STATE,
+    UNSUBSCRIBED,
+    Content,
+    NotifyOutbox,
+    Pending,
+)
 from scaserver.sca.registry import SubscriptionRegistry
 from scaserver.sca.settings import ScaSettings, ServerRole
 from scaserver.sca.subscription import (
@@ -434,8 +442,8 @@ class Notifier:
             *self.registry.arm_expiry(sub, now, stored=key),
         ]
         if sub.event is Package.CALL_INFO:
-            return out + self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
-        out += self.outbox.queue(sub.dialog, Pending(Content.INDEX, force=True), now)
+            return out + self.outbox.queue(sub.dialog, FORCED_FULL_STATE, now)
+        out += self.outbox.queue(sub.dialog, FORCED_INDEX, now)
         own = self._seized_by(sub)
         if own is not None:
             out += self.board.touch(own, now)
@@ -456,7 +464,7 @@ class Notifier:
                 for app in self.board.appearances(sub.aor):
                     if app.owner == sub.subscriber:
                         out += self.board.fire(app, Trigger.MEMBER_REBOOTED, now)
-            return out + self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), now)
+            return out + self.outbox.queue(sub.dialog, FORCED_FULL_STATE, now)
         return out + self._seize(sub, replaced, now)
 
     def _seize(self, sub: Subscription, replaced: Subscription | None, now: float) -> list[EngineAction]:
@@ -476,7 +484,7 @@ class Notifier:
             out += self.board.fire(Appearance(sub.aor, sub.index, owner=sub.subscriber), Trigger.SEIZE, now)
         else:  # the contact's own seize, seized again out of dialog (Q2)
             out += self.board.touch(own, now)
-        return out + self.outbox.queue(sub.dialog, Pending(Content.INDEX, force=True), now)
+        return out + self.outbox.queue(sub.dialog, FORCED_INDEX, now)
 
     def _unsubscribe(self, checked: _Checked, new: Subscription, *, now: float) -> list[EngineAction]:
         """Expires: 0 (3.5): terminated NOTIFY, removal, and the line-seize release (O3, row 14).
@@ -503,7 +511,7 @@ class Notifier:
             app = self.board.appearance(stored.aor, stored.index)
             if app is not None and app.owner == stored.subscriber:
                 out += self.board.fire(app, Trigger.SEIZE_RELEASED, now)
-        return out + self.outbox.queue(dialog_sub.dialog, Pending(content, terminated=True, force=True), now)
+        return out + self.outbox.queue(dialog_sub.dialog, UNSUBSCRIBED[content], now)
 
     # Bookkeeping.
 
@@ -576,7 +584,8 @@ class Notifier:
         out: list[EngineAction] = []
         while lines := self.board.take_changed_lines():
             for aor in lines:
-                for sub in self.registry.of_line(aor):
-                    if sub.event is Package.CALL_INFO:
-                        out += self.outbox.queue(sub.dialog, Pending(Content.FULL_STATE), now)
+                # The dialogs are read before the first NOTIFY goes: queueing one removes at
+                # most its own subscription (a NOTIFY with nowhere to go), whose queue is gone.
+                for dialog in self.registry.call_info_dialogs(aor):
+                    out += self.outbox.queue(dialog, FULL_STATE, now)
         return out

@@ -20,6 +20,7 @@ from scaserver.sip.message import Headers, Peer, Request, Transport
 from scaserver.sip.uri import SipUri, parse_name_addr, parse_uri
 
 MAX_FORWARDS: Final = 70
+_MAX_FORWARDS_TEXT: Final = str(MAX_FORWARDS)
 
 
 @attrs.frozen
@@ -44,7 +45,8 @@ def _route_uri(value: str) -> SipUri | None:
     return uri if isinstance(uri, SipUri) else None
 
 
-def _bracketed(value: str) -> str:
+def bracketed(value: str) -> str:
+    """A Contact URI as a NOTIFY's Contact value: in ``<>`` unless already a name-addr."""
     value = value.strip()
     return value if value.startswith("<") or value.startswith('"') else f"<{value}>"
 
@@ -75,23 +77,38 @@ def build_notify(
     after the dialog headers; Via and Content-Length are added by the layers
     below.
     """
-    uri, routes = request_target(subscription)
+    return notify_request(
+        subscription, cseq=cseq, contact=bracketed(contact), call_info=call_info, state=status.render()
+    )
+
+
+def notify_request(
+    subscription: Subscription, *, cseq: int, contact: str, call_info: str, state: str
+) -> Request:
+    """:func:`build_notify` with what the NOTIFYs of an outbox share given ready: ``contact``
+    already a Contact value (:func:`bracketed`, made once per outbox), ``state`` the
+    Subscription-State value (:meth:`SubscriptionStatus.render`'s text).  Once per NOTIFY:
+    no route look-up for an empty route set, no list built field by field."""
     local = subscription.local_uri or subscription.aor
     remote = subscription.remote_uri or subscription.aor
-    fields: list[tuple[str, str]] = [("Route", route) for route in routes]
-    fields += [
-        ("Max-Forwards", str(MAX_FORWARDS)),
+    fields: tuple[tuple[str, str], ...] = (
+        ("Max-Forwards", _MAX_FORWARDS_TEXT),
         ("From", f"<{local}>;tag={subscription.to_tag}"),
         ("To", f"<{remote}>;tag={subscription.from_tag}"),
         ("Call-ID", subscription.call_id),
         ("CSeq", f"{cseq} NOTIFY"),
-        ("Contact", _bracketed(contact)),
+        ("Contact", contact),
         ("Call-Info", call_info),
         ("Event", EVENT_NAMES[subscription.event]),
-        ("Subscription-State", status.render()),
-    ]
+        ("Subscription-State", state),
+    )
+    if subscription.record_route:
+        uri, routes = request_target(subscription)
+        fields = tuple([("Route", route) for route in routes]) + fields
+    else:
+        uri = subscription.subscriber
     # Every name above is spelled canonically: no Headers.of pass over them.
-    return Request("NOTIFY", uri, Headers(tuple(fields)))
+    return Request("NOTIFY", uri, Headers(fields))
 
 
 _TRANSPORTS: Final = {"udp": Transport.UDP, "tcp": Transport.TCP, "tls": Transport.TLS}

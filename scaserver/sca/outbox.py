@@ -12,11 +12,12 @@ each subscription lost to a failed NOTIFY (``lost``).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Final
 
 import attrs
 
-from scaserver.sca.notify import SubscriptionStatus, build_notify, next_hop
+from scaserver.sca.notify import bracketed, next_hop, notify_request
 from scaserver.sca.registry import SubscriptionRegistry
 from scaserver.sca.subscription import (
     DialogKey,
@@ -53,6 +54,19 @@ class Pending:
     force: bool = False
 
 
+# The pendings queued most: frozen values shared, not one built per subscriber.
+FULL_STATE: Final = Pending(Content.FULL_STATE)
+"""A group NOTIFY's full state (4.1), sent only when it says something new."""
+FORCED_FULL_STATE: Final = Pending(Content.FULL_STATE, force=True)
+"""The full state a call-info SUBSCRIBE is answered with (3.5)."""
+FORCED_INDEX: Final = Pending(Content.INDEX, force=True)
+"""The seized index a line-seize SUBSCRIBE is answered with (3.7)."""
+UNSUBSCRIBED: Final[Mapping[Content, Pending]] = {
+    content: Pending(content, terminated=True, force=True) for content in Content
+}
+"""The terminating NOTIFY an un-SUBSCRIBE gets (3.5), by its content."""
+
+
 @attrs.define
 class _DialogQueue:
     """NOTIFY queue of one subscription dialog: at most one in flight, the newest pending."""
@@ -79,6 +93,14 @@ class NotifyOutbox:
     lost: Callable[[Subscription, float], list[EngineAction]]
     contact_tls: str = ""  # the Contact of NOTIFYs that leave over TLS ("" = ``contact``)
     _queues: dict[DialogKey, _DialogQueue] = attrs.field(factory=dict, init=False)
+    # The Contact values of the NOTIFYs (over TLS, and otherwise): the same for every NOTIFY,
+    # put in ``<>`` once here, not once per NOTIFY.
+    _contact_value: str = attrs.field(default="", init=False)
+    _contact_tls_value: str = attrs.field(default="", init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._contact_value = bracketed(self.contact)
+        self._contact_tls_value = bracketed(self.contact_tls) if self.contact_tls else self._contact_value
 
     # The queue of a dialog follows its subscription.
 
@@ -127,7 +149,8 @@ class NotifyOutbox:
         if current is not None:
             if current.terminated:
                 return []  # nothing follows a terminating NOTIFY
-            pending = attrs.evolve(pending, force=pending.force or current.force)
+            if current.force and not pending.force:  # the constructor, not attrs.evolve
+                pending = Pending(pending.content, pending.terminated, pending.reason, True)
         queue.pending = pending
         return self._pump(dialog, queue, now)
 
@@ -142,18 +165,21 @@ class NotifyOutbox:
         call_info = self.render(sub, pending.content)
         if not pending.force and not pending.terminated and call_info == queue.last_call_info:
             return []  # nothing new for this subscriber (4.1)
-        peer = next_hop(sub)
+        peer = sub.peer if sub.peer is not None else next_hop(sub)  # the flow, most often
         if peer is None:
             return self._forget(dialog, "notify-failed")
         number = sub.notify_cseq + 1
         sub = sub.with_notify_cseq(number)
         queue.subscription = sub
-        if pending.terminated:
-            status = SubscriptionStatus(True, reason=pending.reason)
+        # The Subscription-State of SubscriptionStatus.render, written here without the value.
+        if not pending.terminated:
+            state = f"active;expires={max(0, round(sub.expires - now))}"  # Subscription.remaining
+        elif pending.reason is None:
+            state = "terminated"
         else:
-            status = SubscriptionStatus(False, expires=sub.remaining(now))
-        contact = self.contact_tls if peer.transport is Transport.TLS and self.contact_tls else self.contact
-        request = build_notify(sub, cseq=number, contact=contact, call_info=call_info, status=status)
+            state = f"terminated;reason={pending.reason}"
+        contact = self._contact_tls_value if peer.transport is Transport.TLS else self._contact_value
+        request = notify_request(sub, cseq=number, contact=contact, call_info=call_info, state=state)
         queue.in_flight = number
         queue.last_call_info = call_info
         out: list[EngineAction] = [SendRequest(request, peer, NotifyContext(dialog, number))]

@@ -77,6 +77,13 @@ class SubscriptionRegistry:
             if sub is not None:
                 yield sub
 
+    def call_info_dialogs(self, aor: str) -> list[DialogKey]:
+        """The dialogs of the call-info subscriptions to ``aor`` in the order they were stored
+        (a group NOTIFY's fan-out, 4.1): read off the keys, no subscription looked up for a
+        line-seize one."""
+        subs = self._subs
+        return [subs[key].dialog for key in self._by_aor.get(aor, ()) if key.event is Package.CALL_INFO]
+
     def has_call_info(self, aor: str) -> bool:
         return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
 
@@ -113,7 +120,17 @@ class SubscriptionRegistry:
         when that key is live and ``dialog`` still leads to it; whether it did.  The key is
         the one the dialog's index holds (looked up once per NOTIFY)."""
         key = self._by_dialog.get(dialog)
-        if key is not None and key == sub.key and key in self._subs:
+        # ``key == sub.key`` field by field: no key value built per NOTIFY.
+        if (
+            key is not None
+            and key.aor == sub.aor
+            and key.event is sub.event
+            and key.subscriber == sub.subscriber
+            and key.call_id == sub.call_id
+            and key.from_tag == sub.from_tag
+            and key.to_tag == sub.to_tag
+            and key in self._subs
+        ):
             self._subs[key] = sub
             return True
         return False

@@ -87,6 +87,32 @@ def test_moved_keeps_every_other_field() -> None:
     assert moved == attrs.evolve(appearance, state=S.HELD, changed_at=5.0, touched_at=6.0, created_at=4.0)
 
 
+def test_changed_sets_the_named_fields_and_keeps_every_other_one() -> None:
+    """``changed`` calls the constructor with every field, as ``attrs.evolve`` would, and
+    refuses a name that is no field as it does."""
+    leg = CallLeg("call-1", "m1", "r1", Role.CALLER)
+    appearance = Appearance(
+        "sip:2001@example.com",
+        2,
+        S.ACTIVE,
+        "sip:2001@192.0.2.10",
+        leg,
+        "sip:far@192.0.2.99",
+        "sip:far@example.net",
+        (S.HELD, 7),
+        Previous("sip:2001@192.0.2.11", leg, None),
+        1.0,
+        2.0,
+        3.0,
+    )
+    for changes in ({}, {"rollback": None}, {"owner": "other", "leg": None, "touched_at": 9.0}):
+        assert appearance.changed(changes) == attrs.evolve(appearance, **changes)
+    other = Appearance("sip:2002@example.com", 5, S.SEIZED, created_at=7.0)
+    assert appearance.changed(attrs.asdict(other, recurse=False)) == other  # every field set
+    with pytest.raises(TypeError):
+        appearance.changed({"colour": "red"})
+
+
 def test_pair_outside_the_table_is_an_explicit_ignore() -> None:
     app = Appearance("sip:2001@pbx.example.com", 2, S.HELD_PRIVATE)
     step = apply(app, Trigger.RETRIEVE_BY_MEMBER, 3.0)

@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scaserver.sca.appearance import AppearanceState
-from scaserver.sca.callinfo import MAX_INDEX, AppearanceInfo, CallInfo, CallInfoError, strip_sca
+from scaserver.sca.callinfo import (
+    MAX_INDEX,
+    AppearanceInfo,
+    CallInfo,
+    CallInfoError,
+    escape_quoted,
+    strip_sca,
+)
 from scaserver.sip.message import Headers
 
 URI = "sip:pbx.example.com"
@@ -119,3 +126,14 @@ _entry = st.builds(
 def test_render_parse_round_trip(entries: list[AppearanceInfo]) -> None:
     info = CallInfo(tuple(entries))
     assert CallInfo.parse([info.render()]) == info
+
+
+@given(st.text(alphabet=st.sampled_from(["a", "<", ">", " ", '"', "'", "\\", "é"])))
+def test_escape_quoted_puts_a_backslash_before_each_quote_and_backslash(text: str) -> None:
+    expected = "".join("\\" + char if char in "\"'\\" else char for char in text)
+    assert escape_quoted(text) == expected
+
+
+def test_escape_quoted_examples() -> None:
+    assert escape_quoted('Bob "B" O\'Neil \\ x') == r"Bob \"B\" O\'Neil \\ x"
+    assert escape_quoted("<sip:2001@example.com>") == "<sip:2001@example.com>"

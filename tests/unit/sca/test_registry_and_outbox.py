@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 import pytest
 
+from scaserver.sca.notify import SubscriptionStatus, build_notify
 from scaserver.sca.outbox import Content, NotifyContext, NotifyOutbox, Pending
 from scaserver.sca.registry import SubscriptionLimit, SubscriptionRegistry
 from scaserver.sca.subscription import (
@@ -230,3 +231,67 @@ def test_dialog_and_subscription_keys_differing_in_any_field_are_different_keys(
     keys = {k: n for n, k in enumerate([key, *variants])}
     assert len(keys) == 7
     assert keys[SubscriptionKey(AOR, Package.CALL_INFO, "sip:2001@192.0.2.10", "call-x", "a", "b")] == 0
+
+
+def test_call_info_dialogs_are_those_of_the_call_info_subscriptions_in_stored_order() -> None:
+    registry = SubscriptionRegistry()
+    first, seize, second = _sub(tag="a"), attrs.evolve(_sub(tag="s"), event=Package.LINE_SEIZE), _sub(tag="b")
+    for sub in (first, seize, second):
+        registry.store(sub)
+    registry.store(attrs.evolve(_sub(tag="o"), aor="sip:other@example.com"))
+    assert registry.call_info_dialogs(AOR) == [first.dialog, second.dialog]
+    registry.remove(first, "unsubscribed")
+    assert registry.call_info_dialogs(AOR) == [second.dialog]
+    assert registry.call_info_dialogs("sip:nobody@example.com") == []
+
+
+@pytest.mark.parametrize(
+    "routes", [(), ("<sip:p1.example.com;lr>",), ("<sip:p1.example.com>", "<sip:p2;lr>")]
+)
+@pytest.mark.parametrize("transport", [Transport.UDP, Transport.TLS])
+@pytest.mark.parametrize(
+    "pending",
+    [
+        Pending(Content.INDEX, force=True),
+        Pending(Content.FULL_STATE, True, None, True),
+        Pending(Content.FULL_STATE, True, "timeout", True),
+    ],
+)
+def test_outbox_notify_is_the_one_build_notify_writes(
+    routes: tuple[str, ...], transport: Transport, pending: Pending
+) -> None:
+    """The outbox writes the Contact (over TLS, and otherwise) and the Subscription-State once
+    per outbox or in line: the NOTIFY is the one :func:`build_notify` writes field by field."""
+    registry = SubscriptionRegistry()
+    outbox = NotifyOutbox(
+        registry,
+        "sip:sca@192.0.2.1",
+        lambda sub, content: content.value,
+        lambda *_: [],
+        contact_tls="sip:sca@192.0.2.1;transport=tls",
+    )
+    sub = attrs.evolve(_sub(), record_route=routes, peer=Peer(transport, "192.0.2.10", 5061))
+    registry.store(sub)
+    outbox.open(sub)
+    [send, *_] = outbox.queue(sub.dialog, pending, 3000.4)
+    assert isinstance(send, SendRequest)
+    contact = "sip:sca@192.0.2.1;transport=tls" if transport is Transport.TLS else "sip:sca@192.0.2.1"
+    status = SubscriptionStatus(pending.terminated, 600, pending.reason)  # 3600 - 3000.4, rounded
+    assert send.request == build_notify(
+        sub, cseq=1, contact=contact, call_info=pending.content.value, status=status
+    )
+
+
+def test_a_plain_pending_queued_behind_a_forced_one_stays_forced() -> None:
+    """Two pending NOTIFYs go as one, forced when either was (the same Call-Info is sent again)."""
+    registry, lost = SubscriptionRegistry(), list[Subscription]()
+    outbox = _outbox(registry, lost)
+    sub = _sub()
+    registry.store(sub)
+    outbox.open(sub)
+    assert _sent(outbox.queue(sub.dialog, Pending(Content.FULL_STATE), 0.0)) == [1]
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE, force=True), 0.0)
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE), 0.0)
+    assert _sent(outbox.on_response(NotifyContext(sub.dialog, 1), Response(200, "OK"), 1.0)) == [2]
+    outbox.queue(sub.dialog, Pending(Content.FULL_STATE), 0.0)  # nothing new, not forced
+    assert _sent(outbox.on_response(NotifyContext(sub.dialog, 2), Response(200, "OK"), 2.0)) == []
