@@ -53,6 +53,10 @@ _WIRE_STATES: Final[Mapping[str, AppearanceState]] = {
     state.value: state for state in AppearanceState if state is not AppearanceState.ACTIVE_PENDING
 }
 
+WIRE_TOKENS: Final[Mapping[AppearanceState, str]] = {state: state.wire for state in AppearanceState}
+""":attr:`AppearanceState.wire` of each state, looked up (the property reads the enum's
+``value``, itself a Python property: three calls per appearance of every full state)."""
+
 HELD_STATES: Final = frozenset({AppearanceState.HELD, AppearanceState.HELD_PRIVATE})
 IN_CALL_STATES: Final = frozenset({AppearanceState.ACTIVE, *HELD_STATES})
 

@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sca.appearance import AppearanceState
+from scaserver.sca.appearance import WIRE_TOKENS, AppearanceState
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.message import Headers, split_list
 from scaserver.sip.uri import read_quoted, split_params
@@ -61,7 +61,7 @@ class AppearanceInfo:
     def render(self) -> str:
         text = f"<{self.uri}>;{_INDEX}={'*' if self.index is None else self.index}"
         if self.state is not None:
-            text += f";{_STATE}={self.state.wire}"
+            text += f";{_STATE}={WIRE_TOKENS[self.state]}"
         if self.appearance_uri is not None:
             text += f';{_URI}="{escape_quoted(self.appearance_uri)}"'
         return text
@@ -75,7 +75,7 @@ class CallInfo:
 
     def render(self) -> str:
         """The header value: every entry, comma-separated, on one line (5.1)."""
-        return ",".join(entry.render() for entry in self.entries)
+        return ",".join([entry.render() for entry in self.entries])  # a list: no generator
 
     def first(self) -> AppearanceInfo | None:
         """The first value with an appearance-index: the one a phone's request means (5.2)."""

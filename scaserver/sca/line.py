@@ -14,14 +14,20 @@ members, and an AoR that is no provisioned line, are for their own user only.
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 
 from scaserver.sip.errors import MalformedMessage
 from scaserver.sip.uri import SipUri, parse_uri
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_aor(uri_text: str) -> str | None:
-    """The canonical AoR of a URI (sca.md section 1), or None when it is not a usable SIP URI."""
+    """The canonical AoR of a URI (sca.md section 1), or None when it is not a usable SIP URI.
+
+    Remembered for the last 4096 texts: a call's From, To and Contacts are mapped several
+    times per request, each a URI parse and an AoR written out."""
     try:
         uri = parse_uri(uri_text.strip())
     except MalformedMessage:

@@ -377,10 +377,12 @@ class Notifier:
             Respond(transaction, make_response(request, ok, headers=response_headers, to_tag=local_tag))
         ]
         if checked.granted == 0:
-            new = self._subscription(
-                checked, local_tag=local_tag, record_route=record_route, peer=peer, now=now
-            )
-            return out + self._unsubscribe(checked, new, now=now)
+            ended = checked.existing  # in dialog: no subscription built for the dialog it ends
+            if ended is None:
+                ended = self._subscription(
+                    checked, local_tag=local_tag, record_route=record_route, peer=peer, now=now
+                )
+            return out + self._unsubscribe(checked, ended, now=now)
         if checked.existing is not None:
             return out + self._refresh(
                 checked.existing, checked, record_route=record_route, peer=peer, now=now
@@ -486,20 +488,19 @@ class Notifier:
             out += self.board.touch(own, now)
         return out + self.outbox.queue(sub.dialog, FORCED_INDEX, now)
 
-    def _unsubscribe(self, checked: _Checked, new: Subscription, *, now: float) -> list[EngineAction]:
+    def _unsubscribe(self, checked: _Checked, ended: Subscription, *, now: float) -> list[EngineAction]:
         """Expires: 0 (3.5): terminated NOTIFY, removal, and the line-seize release (O3, row 14).
 
         Only the subscription being ended (its dialog, or out of dialog the one of the same
         owner, contact and flow) releases a seize, and only its own; anything else is the
-        idempotent un-subscribe of row 14 and releases nothing.  ``new`` is the dialog an
-        initial SUBSCRIBE with Expires: 0 would have created."""
+        idempotent un-subscribe of row 14 and releases nothing.  ``ended`` is the dialog's
+        subscription: ``checked.existing`` in dialog, else the one an initial SUBSCRIBE with
+        Expires: 0 would have created."""
         stored = checked.existing
         if stored is None:
             stored = self.registry.by_replacement(checked.replacement)
         index = stored.index if stored is not None and stored.index else checked.index
-        dialog_sub = (checked.existing if checked.existing is not None else new).ending(
-            index=index, expires=now
-        )
+        dialog_sub = ended.ending(index=index, expires=now)
         out: list[EngineAction] = []
         if stored is not None and stored.dialog != dialog_sub.dialog:
             self._drop_dialog(stored)

@@ -210,11 +210,14 @@ class NotifyOutbox:
             return []
         queue.in_flight = None
         out: list[EngineAction] = []
+        fatal = False  # a 2xx is not (no call to _fatal for the answers of nearly every NOTIFY)
         if 200 <= response.status < 300:
             sub = self.registry.by_dialog(context.dialog)
             if sub is not None:
                 out.append(Deliver(NotifyAnswered(sub, context.cseq, response.status)))
-        if _fatal(response) and queue.live:
+        else:
+            fatal = _fatal(response)
+        if fatal and queue.live:
             out += self._failed(context.dialog, now)
         elif queue.pending is None:
             if not queue.live:

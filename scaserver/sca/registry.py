@@ -142,7 +142,8 @@ class SubscriptionRegistry:
     def remove(self, sub: Subscription, reason: str) -> list[EngineAction]:
         """Remove ``sub`` when it is the stored value: forget its expiry, deliver the fact."""
         key = sub.key
-        if self._subs.get(key) != sub:
+        stored = self._subs.get(key)
+        if stored is not sub and stored != sub:  # most often the stored value itself: no __eq__
             return []
         del self._subs[key]
         if self._by_dialog.get(sub.dialog) == key:

@@ -148,6 +148,12 @@ class ReplacementKey(NamedTuple):
     flow: Peer | None
 
 
+_new_tuple: Final = tuple.__new__
+"""A key built from all its fields by ``tuple.__new__`` itself: the ``__new__`` a NamedTuple
+generates is a Python function around the same call (the keys of a subscription are built
+several times per NOTIFY)."""
+
+
 @attrs.frozen
 class Subscription:
     """One subscription (sca.md 8.1; the columns of ``sca_subscriptions``, 10.1).
@@ -188,7 +194,9 @@ class Subscription:
         init=False,
         eq=False,
         repr=False,
-        default=attrs.Factory(lambda sub: DialogKey(sub.call_id, sub.from_tag, sub.to_tag), takes_self=True),
+        default=attrs.Factory(
+            lambda sub: _new_tuple(DialogKey, (sub.call_id, sub.from_tag, sub.to_tag)), takes_self=True
+        ),
     )
     """The dialog's key, built from ``call_id``, ``from_tag`` and ``to_tag`` with the value (not
     a constructor argument: ``attrs.evolve`` builds it anew), not part of its equality."""
@@ -241,13 +249,13 @@ class Subscription:
 
     @property
     def key(self) -> SubscriptionKey:
-        return SubscriptionKey(
-            self.aor, self.event, self.subscriber, self.call_id, self.from_tag, self.to_tag
+        return _new_tuple(
+            SubscriptionKey, (self.aor, self.event, self.subscriber, self.call_id, self.from_tag, self.to_tag)
         )
 
     @property
     def replacement(self) -> ReplacementKey:
-        return ReplacementKey(self.aor, self.event, self.owner, self.subscriber, self.peer)
+        return _new_tuple(ReplacementKey, (self.aor, self.event, self.owner, self.subscriber, self.peer))
 
     @property
     def record_route_text(self) -> str:
