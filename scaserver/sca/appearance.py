@@ -538,14 +538,16 @@ def sdp_hold(body: bytes) -> bool | None:
             port = int(port_text) if port_text.isdigit() else 0
             streams.append(_Stream(fields[0].lower() if fields else "", port, None, None))
         elif kind == "a" and value.lower() in _DIRECTIONS:
-            if streams:
-                streams[-1] = attrs.evolve(streams[-1], direction=value.lower())
+            if streams:  # the constructor, not attrs.evolve
+                last = streams[-1]
+                streams[-1] = _Stream(last.media, last.port, value.lower(), last.address)
             else:
                 session_direction = value.lower()
         elif kind == "c":
             address = _connection_address(value)
             if streams:
-                streams[-1] = attrs.evolve(streams[-1], address=address)
+                last = streams[-1]
+                streams[-1] = _Stream(last.media, last.port, last.direction, address)
             else:
                 session_address = address
     if not seen_sdp:

@@ -85,7 +85,10 @@ class SubscriptionRegistry:
         return [subs[key].dialog for key in self._by_aor.get(aor, ()) if key.event is Package.CALL_INFO]
 
     def has_call_info(self, aor: str) -> bool:
-        return any(key.event is Package.CALL_INFO for key in self._by_aor.get(aor, {}))
+        for key in self._by_aor.get(aor, ()):  # noqa: SIM110 (a plain loop: no generator resumed per key)
+            if key.event is Package.CALL_INFO:
+                return True
+        return False
 
     # Changes.
 
