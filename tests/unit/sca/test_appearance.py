@@ -113,6 +113,17 @@ def test_changed_sets_the_named_fields_and_keeps_every_other_one() -> None:
         appearance.changed({"colour": "red"})
 
 
+def test_changed_names_every_field_of_appearance() -> None:
+    """``changed`` copies the fields by name: a field added to Appearance with a default would
+    be reset by it, unseen by the comparison above, unless ``changed`` names it too."""
+    marked = {field.name: object() for field in attrs.fields(Appearance)}
+    appearance = Appearance.__new__(Appearance)
+    for name, mark in marked.items():
+        object.__setattr__(appearance, name, mark)
+    copy = appearance.changed({})
+    assert {name: getattr(copy, name) for name in marked} == marked
+
+
 def test_pair_outside_the_table_is_an_explicit_ignore() -> None:
     app = Appearance("sip:2001@pbx.example.com", 2, S.HELD_PRIVATE)
     step = apply(app, Trigger.RETRIEVE_BY_MEMBER, 3.0)
