@@ -182,11 +182,7 @@ class InviteClientTransaction:
         if self.reliable:
             return [send, self._armed.start(TimerName.B, self.timers.timeout)]
         self.interval = self.timers.t1
-        return [  # one list, no append per timer
-            send,
-            self._armed.start(TimerName.A, self.interval),
-            self._armed.start(TimerName.B, self.timers.timeout),
-        ]
+        return [send, *self._armed.start_both(TimerName.A, self.interval, TimerName.B, self.timers.timeout)]
 
     def on_response(self, response: Response) -> list[Action]:
         inputs = (IctInput.PROVISIONAL, IctInput.SUCCESS, IctInput.FAILURE)
@@ -237,8 +233,8 @@ class InviteClientTransaction:
             case IctStep.ACCEPT:
                 assert response is not None
                 self.request = None
-                actions += self._armed.cancel(TimerName.A, TimerName.B)
-                actions += [self._armed.start(TimerName.M, self.timers.timeout), self._up(response)]
+                actions = self._armed.replace(TimerName.A, TimerName.B, TimerName.M, self.timers.timeout)
+                actions.append(self._up(response))
             case IctStep.RESEND_ACK:
                 assert self.ack is not None
                 actions.append(Send(self.ack, self.peer))
@@ -359,11 +355,7 @@ class NonInviteClientTransaction:
         if self.reliable:
             return [send, self._armed.start(TimerName.F, self.timers.timeout)]
         self.interval = self.timers.t1
-        return [  # one list, no append per timer
-            send,
-            self._armed.start(TimerName.E, self.interval),
-            self._armed.start(TimerName.F, self.timers.timeout),
-        ]
+        return [send, *self._armed.start_both(TimerName.E, self.interval, TimerName.F, self.timers.timeout)]
 
     def on_response(self, response: Response) -> list[Action]:
         given = NictInput.PROVISIONAL if response.status < 200 else NictInput.FINAL
@@ -395,11 +387,10 @@ class NonInviteClientTransaction:
             case NictStep.COMPLETE:
                 assert response is not None
                 self.request = None
-                actions += self._armed.cancel(TimerName.E, TimerName.F)
-                actions += [
-                    self._armed.start(TimerName.K, self.timers.timer_k(self.reliable)),
-                    Deliver(ResponseReceived(response, self.key)),
-                ]
+                actions = self._armed.replace(
+                    TimerName.E, TimerName.F, TimerName.K, self.timers.timer_k(self.reliable)
+                )
+                actions.append(Deliver(ResponseReceived(response, self.key)))
             case NictStep.TIME_OUT:
                 actions += [*self._armed.cancel_all(), Deliver(TransactionTimedOut(self.key))]
                 actions.append(Deliver(TransactionTerminated(self.key)))

@@ -104,8 +104,30 @@ class TimerLedger:
         if not armed:
             self.armed = _ALONE[name]
         elif name not in armed:
-            self.armed = (*armed, name)
+            self.armed = _PAIRS[armed[0]][name] if len(armed) == 1 else (*armed, name)
         return StartTimer(self.key, name, delay)
+
+    def start_both(
+        self, first: TimerName, first_delay: float, second: TimerName, second_delay: float
+    ) -> tuple[StartTimer, StartTimer]:
+        """Start ``first``, then ``second`` (distinct) on a ledger with no timer armed: a
+        machine's first two timers (E and F, A and B) in one call."""
+        assert not self.armed
+        self.armed = _PAIRS[first][second]
+        key = self.key
+        return StartTimer(key, first, first_delay), StartTimer(key, second, second_delay)
+
+    def replace(self, first: TimerName, second: TimerName, name: TimerName, delay: float) -> list[Action]:
+        """Cancel those of ``first`` and ``second`` (distinct) that are armed, in that order, then
+        start ``name``: a machine settling (E and F give way to K, A and B to M), in one call
+        and one list."""
+        armed, key = self.armed, self.key
+        if armed is _PAIRS[first][second]:  # the usual case: both armed since start_both
+            self.armed = _ALONE[name]
+            return [CancelTimer(key, first), CancelTimer(key, second), StartTimer(key, name, delay)]
+        actions = self.cancel(first, second)
+        actions.append(self.start(name, delay))
+        return actions
 
     def cancel(self, *names: TimerName) -> list[Action]:
         """Cancel those of ``names`` (distinct) that are armed, in the order given."""
@@ -130,9 +152,13 @@ class TimerLedger:
 
     def fired(self, name: TimerName) -> bool:
         """Disarm ``name``; False when it was not armed (cancelled, yet it fired: a race)."""
-        if name not in self.armed:
+        armed = self.armed
+        if name not in armed:
             return False
-        self._disarm(name)
+        if len(armed) == 1:
+            self.armed = ()  # the usual case: the one timer armed (J, K) ends the transaction
+        else:
+            self._disarm(name)
         return True
 
     def _disarm(self, name: TimerName) -> None:
@@ -150,3 +176,10 @@ _ALONE: Final[Mapping[TimerName, tuple[TimerName]]] = MappingProxyType({name: (n
 """One shared tuple per name for a ledger with one timer armed, the usual one (J or K): a
 tuple of enum members stays tracked by the cyclic garbage collector, and one per
 transaction made a tracked object more for each live transaction."""
+
+_PAIRS: Final[Mapping[TimerName, Mapping[TimerName, tuple[TimerName, TimerName]]]] = MappingProxyType(
+    {first: MappingProxyType({second: (first, second) for second in TimerName}) for first in TimerName}
+)
+"""One shared tuple per ordered pair of names, for a ledger with two timers armed (E and F of
+every non-INVITE client transaction while it waits for its response): no tracked tuple per
+transaction, and :meth:`TimerLedger.replace` knows its usual case by identity."""
