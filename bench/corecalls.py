@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import heapq
 import io
@@ -728,12 +729,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"scaserver from {scaserver.__file__}, compiled: {len(compiled)} modules")
     scenarios = ("register", "seize") if args.scenario == "both" else (args.scenario,)
     for scenario in scenarios:
-        profile = cProfile.Profile()
-        batch = run_auth_batch if scenario == "register-auth" else run_batch
-        batch(scenario, args.count, profile)
-        stats = pstats.Stats(profile, stream=io.StringIO())
-        calls = stats.total_calls  # type: ignore[attr-defined]
-        timings = [batch(scenario, args.count, None) for _ in range(args.repeat)]
         unit = {
             "register": "REGISTER",
             "register-refresh": "REGISTER",
@@ -741,44 +736,48 @@ def main(argv: list[str] | None = None) -> None:
             "seize": "seize cycle",
             "call": "call",
         }[scenario]
-        print(
-            f"{scenario}: {calls / args.count:.0f} calls per {unit}, min {min(timings) * 1e6:.1f} us"
-            f" (median {sorted(timings)[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
+        batch = run_auth_batch if scenario == "register-auth" else run_batch
+        _report(
+            scenario,
+            unit,
+            functools.partial(batch, scenario, args.count),
+            args,
         )
-        if args.profile:
-            text = io.StringIO()
-            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
-            print(text.getvalue())
         if scenario in ("register", "register-refresh") and args.history:
-            profile = cProfile.Profile()
-            register_edge_batch(scenario, args.count, profile)
-            calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
-            timings = [register_edge_batch(scenario, args.count, None) for _ in range(args.repeat)]
-            print(
-                f"edge subscribers: {calls / args.count:.0f} calls per {unit},"
-                f" min {min(timings) * 1e6:.1f} us (median {sorted(timings)[len(timings) // 2] * 1e6:.1f}"
-                f" us) over {args.repeat} x {args.count}"
+            _report(
+                "edge subscribers",
+                unit,
+                functools.partial(register_edge_batch, scenario, args.count),
+                args,
             )
-            if args.profile:
-                text = io.StringIO()
-                pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
-                print(text.getvalue())
         if scenario in ("call", "seize") and args.history:
             history = history_batch if scenario == "call" else seize_history_batch
             for feed in (False, True):
-                profile = cProfile.Profile()
-                history(args.count, profile, feed=feed)
-                calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
-                timings = [history(args.count, None, feed=feed) for _ in range(args.repeat)]
-                print(
-                    f"history {'feed' if feed else 'mapper'}: {calls / args.count:.0f} calls per {unit},"
-                    f" min {min(timings) * 1e6:.1f} us (median {sorted(timings)[len(timings) // 2] * 1e6:.1f}"
-                    f" us) over {args.repeat} x {args.count}"
+                _report(
+                    f"history {'feed' if feed else 'mapper'}",
+                    unit,
+                    functools.partial(history, args.count, feed=feed),
+                    args,
                 )
-                if args.profile:
-                    text = io.StringIO()
-                    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
-                    print(text.getvalue())
+
+
+def _report(
+    label: str, unit: str, batch: Callable[[cProfile.Profile | None], float], args: argparse.Namespace
+) -> None:
+    """Prints the Python calls per ``unit`` of one profiled ``batch``, the min and median of
+    ``args.repeat`` timed ones, and with ``--profile`` the top functions by own time."""
+    profile = cProfile.Profile()
+    batch(profile)
+    calls = pstats.Stats(profile, stream=io.StringIO()).total_calls  # type: ignore[attr-defined]
+    timings = sorted(batch(None) for _ in range(args.repeat))
+    print(
+        f"{label}: {calls / args.count:.0f} calls per {unit}, min {timings[0] * 1e6:.1f} us"
+        f" (median {timings[len(timings) // 2] * 1e6:.1f} us) over {args.repeat} x {args.count}"
+    )
+    if args.profile:
+        text = io.StringIO()
+        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(args.top)
+        print(text.getvalue())
 
 
 if __name__ == "__main__":

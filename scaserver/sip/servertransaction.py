@@ -371,15 +371,7 @@ class NonInviteServerTransaction:
                 actions.append(Send(response, self.peer))
             case NistStep.COMPLETE:
                 assert response is not None
-                self._kept = (  # kept_response, without its call
-                    response.status,
-                    response.reason,
-                    response.headers.fields,
-                    response.body,
-                    response.version,
-                    response.detail,
-                    response.cause,
-                )
+                self._kept = kept_response(response)
                 actions += [
                     Send(response, self.peer),
                     self._armed.start(TimerName.J, self.timers.timer_j(self.reliable)),
