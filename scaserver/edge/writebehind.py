@@ -187,13 +187,7 @@ class Channel(Generic[K, V]):
 
     def upsert(self, value: V) -> None:
         """Record that ``value`` must be stored; never blocks, never fails."""
-        # ``_put`` written out: every history row and binding change comes through here.
-        key, pending, owner = self._key_of(value), self._pending, self._owner
-        if pending.pop(key, _ABSENT) is _ABSENT:
-            owner._queued += 1
-        pending[key] = value
-        if owner._queued >= owner.max_pending:
-            owner._enqueued()
+        self._put(self._key_of(value), value)
 
     def insert(self, value: V) -> None:
         """Record that ``value`` must be stored, its key being new: no row of it is stored

@@ -32,9 +32,15 @@ class SubscriptionStatus:
     reason: str | None = None
 
     def render(self) -> str:
-        if not self.terminated:
-            return f"active;expires={self.expires}"
-        return "terminated" if self.reason is None else f"terminated;reason={self.reason}"
+        return subscription_state(self.terminated, self.expires, self.reason)
+
+
+def subscription_state(terminated: bool, expires: int = 0, reason: str | None = None) -> str:
+    """The text of a ``Subscription-State`` value (:class:`SubscriptionStatus` without the value,
+    for the outbox's NOTIFYs)."""
+    if not terminated:
+        return f"active;expires={expires}"
+    return "terminated" if reason is None else f"terminated;reason={reason}"
 
 
 def _route_uri(value: str) -> SipUri | None:

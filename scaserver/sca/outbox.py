@@ -17,7 +17,7 @@ from typing import Final
 
 import attrs
 
-from scaserver.sca.notify import bracketed, next_hop, notify_request
+from scaserver.sca.notify import bracketed, next_hop, notify_request, subscription_state
 from scaserver.sca.registry import SubscriptionRegistry
 from scaserver.sca.subscription import (
     DialogKey,
@@ -171,13 +171,10 @@ class NotifyOutbox:
         number = sub.notify_cseq + 1
         sub = sub.with_notify_cseq(number)
         queue.subscription = sub
-        # The Subscription-State of SubscriptionStatus.render, written here without the value.
-        if not pending.terminated:
-            state = f"active;expires={max(0, round(sub.expires - now))}"  # Subscription.remaining
-        elif pending.reason is None:
-            state = "terminated"
+        if pending.terminated:
+            state = subscription_state(True, reason=pending.reason)
         else:
-            state = f"terminated;reason={pending.reason}"
+            state = subscription_state(False, sub.remaining(now))
         contact = self._contact_tls_value if peer.transport is Transport.TLS else self._contact_value
         request = notify_request(sub, cseq=number, contact=contact, call_info=call_info, state=state)
         queue.in_flight = number

@@ -123,17 +123,7 @@ class SubscriptionRegistry:
         when that key is live and ``dialog`` still leads to it; whether it did.  The key is
         the one the dialog's index holds (looked up once per NOTIFY)."""
         key = self._by_dialog.get(dialog)
-        # ``key == sub.key`` field by field: no key value built per NOTIFY.
-        if (
-            key is not None
-            and key.aor == sub.aor
-            and key.event is sub.event
-            and key.subscriber == sub.subscriber
-            and key.call_id == sub.call_id
-            and key.from_tag == sub.from_tag
-            and key.to_tag == sub.to_tag
-            and key in self._subs
-        ):
+        if key is not None and key == sub.key and key in self._subs:
             self._subs[key] = sub
             return True
         return False

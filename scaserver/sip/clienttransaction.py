@@ -350,8 +350,7 @@ class NonInviteClientTransaction:
 
     def start(self) -> list[Action]:
         """Send the request; arm timer E (unreliable transports only) and timer F."""
-        assert self.request is not None  # _send_request, without its call
-        send = Send(self.request, self.peer)
+        send = self._send_request()
         if self.reliable:
             return [send, self._armed.start(TimerName.F, self.timers.timeout)]
         self.interval = self.timers.t1

@@ -22,7 +22,7 @@ from scaserver.sip import headers
 from scaserver.sip.actions import Action, Deliver, Fact, Send
 from scaserver.sip.errors import MalformedMessage, SipError
 from scaserver.sip.headers import Via
-from scaserver.sip.keys import ClientKey, ServerKey
+from scaserver.sip.keys import ClientKey, ServerKey, client_key
 from scaserver.sip.message import Peer, Request, Response, Transport
 from scaserver.sip.parser import parse_message
 from scaserver.sip.responses import response_for
@@ -121,9 +121,7 @@ def admit(data: bytes, peer: Peer, unique: Callable[[], str]) -> Admission:
             via, sequence = check_response(message)
         except MalformedMessage as error:
             return Handled((Deliver(MessageDropped(peer, f"response: {error.detail}", "bad-response")),))
-        branch = via.branch  # client_key, without its call nor ClientKey's __new__
-        key = None if branch is None else tuple.__new__(ClientKey, (branch, sequence.method))
-        return AdmittedResponse(message, key)
+        return AdmittedResponse(message, client_key(via, sequence))
     assert type(message) is Request
     try:
         via, _ = check_request(message)

@@ -46,4 +46,5 @@ def client_key(via: Via, sequence: CSeq) -> ClientKey | None:
     """The client transaction a response with this top Via and CSeq belongs to (17.1.3),
     None without a branch."""
     branch = via.branch
-    return None if branch is None else ClientKey(branch, sequence.method)
+    # tuple.__new__ itself: the __new__ a NamedTuple generates is a Python function around it.
+    return None if branch is None else tuple.__new__(ClientKey, (branch, sequence.method))

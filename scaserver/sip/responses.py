@@ -131,12 +131,7 @@ def make_response(
         else:
             fields.append((name, value))
     fields += headers.fields
-    if reason is not None:
-        phrase = reason
-    elif status in REASON_PHRASES:  # default_reason, without its call
-        phrase = REASON_PHRASES[status]
-    else:
-        phrase = default_reason(status)
+    phrase = reason if reason is not None else default_reason(status)
     if status >= 300:
         detail = detail if detail is not None else phrase
         cause = cause if cause is not None else cause_label(phrase)

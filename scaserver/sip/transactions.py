@@ -34,7 +34,7 @@ from scaserver.sip.clienttransaction import (
 from scaserver.sip.errors import ProtocolStateError
 from scaserver.sip.headers import BRANCH_MAGIC_COOKIE, Via, cseq, from_addr, sent_via_text, top_via
 from scaserver.sip.keys import ClientKey, ServerKey, TransactionKey, client_key
-from scaserver.sip.message import Headers, Message, Peer, Request, Response, Transport
+from scaserver.sip.message import Message, Peer, Request, Response
 from scaserver.sip.servertransaction import (
     InviteServerTransaction,
     IstState,
@@ -194,29 +194,12 @@ class TransactionLayer:
             branch = BRANCH_MAGIC_COOKIE + branch
         transport, host, port = self.local_via(peer)
         via = Via("SIP/2.0", transport.upper(), host, port, (("branch", branch),))
-        # Headers.prepend and Request.with_headers, without their calls: our Via goes before
-        # the first Via (a proxied request) or on top (a request of ours).
-        fields = request.headers.fields
-        top = 0
-        for index, (name, _) in enumerate(fields):
-            if name == "Via":
-                top = index
-                break
-        ours = ("Via", sent_via_text(via))
-        fields = (*fields[:top], ours, *fields[top:]) if top else (ours, *fields)
-        request = Request(request.method, request.uri, Headers(fields), request.body, request.version)
+        # Our Via goes before the first Via (a proxied request) or on top (a request of ours).
+        request = request.with_headers(request.headers.prepend("Via", sent_via_text(via)))
         key = tuple.__new__(ClientKey, (branch, request.method))  # ClientKey(), without its __new__
         if request.method == "ACK":
             return key, [Send(request, peer)]
-        # _new_client, without its call
-        client: ClientTransaction
-        reliable = peer.transport is not Transport.UDP
-        if request.method == "INVITE":
-            client = InviteClientTransaction(key, request, peer, reliable, self.timers)
-        else:
-            client = NonInviteClientTransaction(key, request, peer, reliable, self.timers)
-        self._clients[key] = client
-        return key, client.start()
+        return key, self._new_client(key, request, peer).start()
 
     def cancel(self, key: ClientKey, now: float, *, reason: str | None = None) -> list[Action]:
         """Cancel the INVITE of client transaction ``key`` (RFC 3261 section 9.1); ``reason``
@@ -320,13 +303,12 @@ class TransactionLayer:
             actions = server.on_request_retransmission()
             self._forget_server(server)
             return actions
-        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
+        reliable = peer.transport.reliable
         if request.method == "INVITE":
             server = InviteServerTransaction(key, request, peer, reliable, self.timers)
-            actions = server.start()
         else:
             server = NonInviteServerTransaction(key, peer, reliable, self.timers)
-            actions = []  # NonInviteServerTransaction.start: no timer before the TU answers
+        actions = server.start()
         self._servers[key] = server
         if request.method == "CANCEL":
             invite = self._servers.get(key._replace(method="INVITE"))
@@ -381,7 +363,7 @@ class TransactionLayer:
         return [*invite.on_cancel_sent(), *cancel.start()]
 
     def _new_client(self, key: ClientKey, request: Request, peer: Peer) -> ClientTransaction:
-        reliable = peer.transport is not Transport.UDP  # Transport.reliable, without its call
+        reliable = peer.transport.reliable
         client: ClientTransaction
         if request.method == "INVITE":
             client = InviteClientTransaction(key, request, peer, reliable, self.timers)
