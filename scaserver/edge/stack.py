@@ -198,9 +198,8 @@ class Transports:
     ) -> None:
         self._hosts = hosts if hosts is not None else HostsTable()
         self._datagrams: list[DatagramEndpoint] = []
-        self.datagram_of: dict[socket.AddressFamily, DatagramEndpoint] = {}
-        """The first endpoint of each family in _datagrams (the one a datagram goes out on):
-        one mapping for the registry's life, read by the stack without a call."""
+        # The first endpoint of each family in _datagrams (the one a datagram goes out on).
+        self._datagram_of: dict[socket.AddressFamily, DatagramEndpoint] = {}
         self._streams: dict[StreamKey, StreamConnection] = {}
         self._pending: dict[StreamKey, list[bytes]] = {}
         self._dials: dict[Transport, Dial] = {}
@@ -225,14 +224,14 @@ class Transports:
 
     def add_datagram(self, endpoint: DatagramEndpoint) -> None:
         self._datagrams.append(endpoint)
-        self.datagram_of.setdefault(endpoint.family, endpoint)
+        self._datagram_of.setdefault(endpoint.family, endpoint)
 
     def remove_datagram(self, endpoint: DatagramEndpoint) -> None:
         if endpoint in self._datagrams:
             self._datagrams.remove(endpoint)
-            self.datagram_of.clear()
+            self._datagram_of.clear()
             for remaining in self._datagrams:
-                self.datagram_of.setdefault(remaining.family, remaining)
+                self._datagram_of.setdefault(remaining.family, remaining)
 
     def add_stream(self, connection: StreamConnection) -> None:
         """Register an open connection (inbound or dialed) and flush what was queued for its peer."""
@@ -444,7 +443,7 @@ class Transports:
     def send_datagram(self, data: bytes, peer: Peer) -> bool:
         """Write ``data`` to ``peer``, a numeric address over UDP; False, logged, when no
         socket of its family is open."""
-        endpoint = self.datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
+        endpoint = self._datagram_of.get(socket.AF_INET6 if ":" in peer.host else socket.AF_INET)
         if endpoint is None:
             self._log.warn("no UDP socket for {peer}: message dropped", peer=str(peer))
             return False
@@ -613,19 +612,14 @@ class SipStack(Service):
         input); ``now``: the clock as the core was given it (read here once when None), from
         which the timers armed are due."""
         published, publish = self._published, self._bus.publish
-        timers = self._timers
         for action in actions:
             # The action classes by their exact type first (a seize cycle runs about 60 actions
-            # here, 21 timers armed and 13 cancelled: done here, without a call of their own);
-            # anything else, a subclass included, through the exhaustive match.
+            # here, 21 timers armed and 13 cancelled); anything else, a subclass included,
+            # through the exhaustive match.
             if type(action) is StartTimer:
                 if now is None:
                     now = self._clock.seconds()
-                delay = max(action.delay, 0.0)
-                due = now + delay
-                timers.arm(action.key, action.name, due)
-                if due < self._wakeup_at:
-                    self._wake_by(due, delay)
+                self._start_timer(action, now)
             elif type(action) is Deliver:
                 event = action.event
                 if type(event) in published:
@@ -635,14 +629,15 @@ class SipStack(Service):
             elif type(action) is Send:
                 self._send(action)
             elif type(action) is CancelTimer:
-                if timers.cancel(action.key, action.name) and self._wakeup is not None:
-                    self._stop_wakeup()
+                self._cancel(action.key, action.name)
             else:
                 match action:
                     case Send():
                         self._send(action)
                     case StartTimer():
-                        self._start_timer(action)
+                        if now is None:
+                            now = self._clock.seconds()
+                        self._start_timer(action, now)
                     case CancelTimer(key=key, name=name):
                         self._cancel(key, name)
                     case Deliver(event=event):
@@ -654,7 +649,7 @@ class SipStack(Service):
         message, peer = action.message, action.peer
         kind = type(message)
         if peer.transport is Transport.UDP and (
-            kind is Response or (type(message) is Request and message.uri[:5].lower() != "sips:")
+            kind is Response or (kind is Request and not _needs_tls(message))
         ):
             # Most messages: over UDP no stream vouches for anything, and a response needs no
             # TLS (only a request can).  To an address (every response and NOTIFY of a seize
@@ -663,15 +658,8 @@ class SipStack(Service):
             data = serialize(message)
             if self._trace is not None:
                 self._trace("out", data, peer)
-            host = peer.host
-            if is_numeric(host):
-                # Transports.send_datagram's work, without its call (it logs a missing socket).
-                endpoint = self._out.datagram_of.get(socket.AF_INET6 if ":" in host else socket.AF_INET)
-                if endpoint is None:
-                    sent = self._out.send_datagram(data, peer)
-                else:
-                    endpoint.send(data, peer)
-                    return
+            if is_numeric(peer.host):
+                sent = self._out.send_datagram(data, peer)
             elif kind is Response:
                 sent = self._out.send(data, peer)
             else:
@@ -700,9 +688,10 @@ class SipStack(Service):
             # 17.1.4: a transport error is reported to the TU); after this run.
             call_later(self._clock, 0.0, self.connection_lost, peer)
 
-    def _start_timer(self, action: StartTimer) -> None:
+    def _start_timer(self, action: StartTimer, now: float) -> None:
+        """Arm ``action``'s timer, due ``action.delay`` after ``now``."""
         delay = max(action.delay, 0.0)
-        due = self._clock.seconds() + delay
+        due = now + delay
         self._timers.arm(action.key, action.name, due)
         if due < self._wakeup_at:
             self._wake_by(due, delay)

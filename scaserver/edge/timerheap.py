@@ -115,10 +115,7 @@ class TimerHeap:
         sequence = next(self._order)
         record = self._keys.get(key)
         if record is None:
-            # _record's work, without its call: most timers armed are a key's first.
-            record = self._keys[key] = _Key((due, sequence))
-            record.key, record.name, record.due, record.sequence = key, name, due, sequence
-            record.others = None
+            record = self._keys[key] = _record(key, name, due, sequence, None)
             self._count += 1
         else:
             if record.name == name:
