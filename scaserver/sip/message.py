@@ -263,13 +263,7 @@ class Headers:
         result: list[str] = []
         for field_name, value in self.fields:
             if field_name == wanted:
-                # split_list's own first case in place: most lines hold one element.
-                if "," in value:
-                    result.extend(split_list(value))
-                else:
-                    stripped = value.strip()
-                    if stripped:
-                        result.append(stripped)
+                result.extend(split_list(value))
         return tuple(result)
 
     def first_value(self, name: str) -> str | None:
@@ -281,11 +275,6 @@ class Headers:
         for field_name, value in self.fields:
             if field_name == wanted:
                 if wanted in LIST_HEADERS:
-                    if "," not in value:  # split_list's own first case in place
-                        stripped = value.strip()
-                        if stripped:
-                            return stripped
-                        continue
                     items = split_list(value)
                     if items:
                         return items[0]

@@ -40,12 +40,9 @@ def _read_lines(present: Headers) -> tuple[dict[str, str], set[str] | None]:
 
 
 def _items(present: Headers, name: str, first: str, repeated: set[str] | None) -> list[str]:
-    """Every element of the lines of list header ``name``, whose first line is ``first``:
-    that line split in place when it is the only one and holds no comma."""
+    """Every element of the lines of list header ``name``, whose first line is ``first``
+    (the only one, the usual case, when ``name`` is not repeated)."""
     if repeated is None or name not in repeated:
-        if "," not in first:  # split_list's first case, without its call
-            item = first.strip()
-            return [item] if item else []
         return split_list(first)
     return [item for line_name, line in present.fields if line_name == name for item in split_list(line)]
 
@@ -120,10 +117,7 @@ def check_response(response: Response) -> tuple[headers.Via, headers.CSeq]:
     for name in ("From", "To", "Call-ID", "CSeq"):
         if name not in first or (repeated is not None and name in repeated):
             raise MalformedMessage(f"response without exactly one {name}")
-    if "Via" in first and "," not in (line := first["Via"]) and (item := line.strip()):
-        via = headers.parse_via(item)  # the usual response: _top_via's first case, without its call
-    else:
-        via = _top_via(present, first, repeated)
+    via = _top_via(present, first, repeated)
     sequence = headers.parse_cseq(first["CSeq"])
     parse_name_addr(first["From"])
     parse_name_addr(first["To"])
@@ -135,15 +129,9 @@ def _top_via(present: Headers, lines: dict[str, str], repeated: set[str] | None)
     ``lines`` holds the first line of each name."""
     if "Via" not in lines:
         raise MalformedMessage("missing Via")
-    first = lines["Via"]
-    if "," not in first:  # split_list's first case, without its call
-        item = first.strip()
-        if item:
-            return headers.parse_via(item)
-    else:
-        items = split_list(first)
-        if items:
-            return headers.parse_via(items[0])
+    items = split_list(lines["Via"])
+    if items:
+        return headers.parse_via(items[0])
     if repeated is not None and "Via" in repeated:
         for name, line in present.fields:
             if name == "Via":
