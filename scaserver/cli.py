@@ -45,6 +45,7 @@ from scaserver.edge.http import InsecureRpcBindError, TokenFileError
 from scaserver.edge.resolver import HostsTable
 from scaserver.edge.secret import SecretFileError
 from scaserver.edge.services import Reactor
+from scaserver.edge.threadswitch import shorten_thread_switch_interval
 from scaserver.edge.tls import TlsConfigurationError, client_context, server_context
 from scaserver.logs import start_logging
 from scaserver.provisioning import commands as provisioning
@@ -292,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
             reloaded.addErrback(lambda failure: _log.failure("directory reload failed", failure=failure))
 
     tune_garbage_collector()
+    shorten_thread_switch_interval()
     raise_open_files_limit()
     # SIGHUP: the directory (subscribers, trusted peers, lines) and the TLS certificate are
     # read again at once.
