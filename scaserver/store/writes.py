@@ -15,6 +15,7 @@ A batch is fitted a column at a time (:func:`fitted_batch`), a single mapping by
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -251,20 +252,35 @@ class _DriverStatement:
             conn.exec_driver_sql(self.sql, FittedRows(chunk))  # a slice is a plain list
 
 
+def _positional_dialect(dialect: Dialect) -> Dialect | None:
+    """The dialect to compile a statement with positional parameters for ``dialect``'s
+    driver: ``dialect`` itself when its parameters are SQLite's ``?``; for
+    psycopg, whose dialect binds by name (``%(name)s``) though psycopg takes ``%s`` as well,
+    a copy of it (its server's version and settings kept) binding ``%s``; None for any other."""
+    if dialect.paramstyle == "qmark":
+        return dialect
+    if dialect.driver != "psycopg" or dialect.paramstyle != "pyformat":
+        return None
+    positional = copy.copy(dialect)
+    positional.paramstyle, positional.positional = "format", True
+    return positional
+
+
 @functools.lru_cache(maxsize=256)
 def _driver_statement(
     dialect: Dialect, table: Table, columns: tuple[str, ...], key_columns: tuple[str, ...] | None
 ) -> _DriverStatement | None:
     """The insert (``key_columns`` None) or upsert of ``columns`` compiled once for
-    ``dialect``, when its driver takes positional parameters and the statement binds exactly
-    ``columns`` (no Python-side column default or ``onupdate``, no RETURNING); else None, and
-    the rows go through ``Connection.execute`` (PostgreSQL's named, cast parameters too)."""
-    if dialect.paramstyle != "qmark":
+    ``dialect``, when its driver takes positional parameters (:func:`_positional_dialect`)
+    and the statement binds exactly ``columns`` (no Python-side column default or
+    ``onupdate``, no RETURNING); else None, and the rows go through ``Connection.execute``."""
+    positional = _positional_dialect(dialect)
+    if positional is None:
         return None
     statement = (
         insert(table) if key_columns is None else _upsert_statement(dialect.name, table, columns, key_columns)
     )
-    compiled = statement.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+    compiled = statement.compile(dialect=positional, column_keys=list(columns), for_executemany=True)
     names = tuple(compiled.positiontup or ())
     if sorted(names) != sorted(columns) or compiled.effective_returning:
         return None
