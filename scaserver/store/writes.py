@@ -82,7 +82,8 @@ def fitted(table: Table, row: Mapping[str, object]) -> dict[str, object]:
     return row if isinstance(row, dict) else dict(row)
 
 
-_PLAIN_KINDS: Final = frozenset({str, type(None)})
+_NONE: Final = type(None)
+_PLAIN_KINDS: Final = frozenset({str, _NONE})
 
 
 def fitted_batch(table: Table, columns: Sequence[str], rows: Sequence[tuple[object, ...]]) -> FittedRows:
@@ -102,18 +103,19 @@ def fitted_batch(table: Table, columns: Sequence[str], rows: Sequence[tuple[obje
         kinds = set(map(type, column))
         length = lengths.get(name)
         if kinds <= _PLAIN_KINDS:
-            joined = "".join(filter(None, column))  # str and None only
+            texts = column if _NONE not in kinds else tuple(filter(None, column))
+            joined = "".join(texts)
             if (
                 joined.isascii()
                 and "\x00" not in joined
-                and (length is None or max(map(len, filter(None, column)), default=0) <= length)
+                and (length is None or len(joined) <= length or max(map(len, texts)) <= length)
             ):
                 continue
         elif not any(issubclass(kind, str) for kind in kinds):
             continue
-        texts = tuple([fitted_text(v, length) if isinstance(v, str) else v for v in column])
-        if texts != column:  # non-ASCII text that is stored as it is changes nothing
-            values[position] = texts
+        fitted_column = tuple([fitted_text(v, length) if isinstance(v, str) else v for v in column])
+        if fitted_column != column:  # non-ASCII text that is stored as it is changes nothing
+            values[position] = fitted_column
             changed = True
     return FittedRows(zip(*values, strict=True) if changed else rows)
 
