@@ -36,6 +36,7 @@ __all__ = [
     "DatabaseError",
     "DatabaseReadOnlyError",
     "Engine",
+    "FittedRows",
     "MissingDriverError",
     "is_row_fault",
     "is_sqlite",
@@ -91,6 +92,15 @@ def _stored_row(row: Any) -> Any:
     return row
 
 
+class FittedRows(list[tuple[object, ...]]):
+    """A batch of positional rows whose every text is :func:`stored_text` already: what
+    ``store/writes.py`` hands to the driver after fitting each column of the batch
+    (``fitted_batch`` there).  The hook passes such a batch on without looking at its texts
+    again; any other parameters are checked value by value."""
+
+    __slots__ = ()
+
+
 def _values(row: Any) -> Iterable[object]:
     if isinstance(row, dict):
         return row.values()
@@ -100,6 +110,8 @@ def _values(row: Any) -> Iterable[object]:
 def _before_cursor_execute(
     _conn: object, _cursor: object, statement: str, parameters: Any, _context: object, many: bool
 ) -> tuple[str, Any]:
+    if type(parameters) is FittedRows:
+        return statement, parameters
     if many and isinstance(parameters, (list, tuple)):
         # A batch whose text is all storable (the rows of store/writes.py are fitted) goes as it is.
         texts = "".join([value for row in parameters for value in _values(row) if isinstance(value, str)])

@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final, TypeAlias, TypeVar
+from typing import Final, NamedTuple, TypeAlias, TypeVar
 
 import attrs
 from sqlalchemy import Engine, Table, and_, select
@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 
 from scaserver.push.pnparams import masked_pn_params
 from scaserver.store import tables
-from scaserver.store.writes import delete_rows, fitted, insert_rows, upsert_rows
+from scaserver.store.writes import delete_rows, insert_rows, insert_values, upsert_rows
 
 __all__ = [
     "AccRecord",
@@ -368,20 +368,54 @@ def _call_row(row: CallRecord) -> dict[str, object]:
     }
 
 
-def _appearance_row(row: AppearanceEventRecord) -> dict[str, object]:
-    return {
-        "event_at": ms_to_datetime(row.event_ms),
-        "event_ms": row.event_ms,
-        "line_aor": row.line_aor,
-        "appearance_index": row.appearance_index,
-        "old_state": row.old_state,
-        "new_state": row.new_state,
-        "cause": row.cause.value,
-        "owner_contact": _masked(row.owner_contact),
-        "owner_device": row.owner_device,
-        "call_uuid": row.call_uuid,
-        "source": row.source,
-    }
+class _AppearanceEventRow(NamedTuple):
+    """The ``appearance_events`` columns an event writes, in the table's order."""
+
+    event_at: datetime
+    event_ms: int
+    line_aor: str
+    appearance_index: int
+    old_state: str | None
+    new_state: str
+    cause: str
+    owner_contact: str | None
+    owner_device: str | None
+    call_uuid: str | None
+    source: str
+
+
+def _appearance_row(row: AppearanceEventRecord) -> _AppearanceEventRow:
+    return _AppearanceEventRow(
+        event_at=ms_to_datetime(row.event_ms),
+        event_ms=row.event_ms,
+        line_aor=row.line_aor,
+        appearance_index=row.appearance_index,
+        old_state=row.old_state,
+        new_state=row.new_state,
+        cause=row.cause.value,
+        owner_contact=_masked(row.owner_contact),
+        owner_device=row.owner_device,
+        call_uuid=row.call_uuid,
+        source=row.source,
+    )
+
+
+class _RegistrationEventRow(NamedTuple):
+    """The ``registration_events`` columns an event writes, in the table's order."""
+
+    event_at: datetime
+    event_ms: int
+    aor: str
+    contact: str
+    instance_id: str | None
+    reg_id: int | None
+    event: str
+    expires_s: int | None
+    user_agent: str | None
+    source_addr: str | None
+    device_mac: str | None
+    push_provider: str | None
+    wakeup_id: int | None
 
 
 def _sample_row(row: LineSampleRecord) -> dict[str, object]:
@@ -477,7 +511,12 @@ class SqlHistoryRepository:
             self._write_parked(conn, grouped["parked_calls"])
             self._write_registrations(conn, grouped["registration_events"])
             events = _only(grouped["appearance_events"], AppearanceEventRecord)
-            self._insert(conn, tables.appearance_events, [_appearance_row(r) for r in events])
+            insert_values(
+                conn,
+                tables.appearance_events,
+                _AppearanceEventRow._fields,
+                [_appearance_row(r) for r in events],
+            )
             upsert_rows(
                 conn,
                 tables.line_samples,
@@ -512,7 +551,7 @@ class SqlHistoryRepository:
     @staticmethod
     def _insert(conn: Connection, table: Table, rows: list[dict[str, object]]) -> None:
         if rows:
-            insert_rows(conn, table, [fitted(table, row) for row in rows])
+            insert_rows(conn, table, rows)
 
     @staticmethod
     def _write_calls(conn: Connection, rows: Sequence[HistoryRow]) -> None:
@@ -548,25 +587,25 @@ class SqlHistoryRepository:
         upsert_rows(conn, tables.parked_calls, ["call_uuid", "parked_ms"], values, nullable_key=True)
 
     def _write_registrations(self, conn: Connection, rows: Sequence[HistoryRow]) -> None:
-        values: list[dict[str, object]] = [
-            {
-                "event_at": ms_to_datetime(r.event_ms),
-                "event_ms": r.event_ms,
-                "aor": r.aor,
-                "contact": masked_pn_params(r.contact),
-                "instance_id": r.instance_id,
-                "reg_id": r.reg_id,
-                "event": r.event.value,
-                "expires_s": r.expires_s,
-                "user_agent": r.user_agent,
-                "source_addr": r.source_addr,
-                "device_mac": r.device_mac,
-                "push_provider": r.push_provider,
-                "wakeup_id": self._wakeup_id(conn, r.wakeup),
-            }
+        values = [
+            _RegistrationEventRow(
+                event_at=ms_to_datetime(r.event_ms),
+                event_ms=r.event_ms,
+                aor=r.aor,
+                contact=masked_pn_params(r.contact),
+                instance_id=r.instance_id,
+                reg_id=r.reg_id,
+                event=r.event.value,
+                expires_s=r.expires_s,
+                user_agent=r.user_agent,
+                source_addr=r.source_addr,
+                device_mac=r.device_mac,
+                push_provider=r.push_provider,
+                wakeup_id=self._wakeup_id(conn, r.wakeup),
+            )
             for r in _only(rows, RegistrationEventRecord)
         ]
-        self._insert(conn, tables.registration_events, values)
+        insert_values(conn, tables.registration_events, _RegistrationEventRow._fields, values)
 
     @staticmethod
     def _wakeup_id(conn: Connection, key: WakeupKey | None) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import Engine, select
 from sqlalchemy import delete as sql_delete
@@ -20,7 +21,7 @@ from scaserver.registrar.upstream import UpstreamState
 from scaserver.sip.message import Peer, Transport, split_list
 from scaserver.store import tables
 from scaserver.store.repository import TokenKey
-from scaserver.store.writes import delete_keys, upsert
+from scaserver.store.writes import delete_keys, upsert, upsert_values
 
 # -- registrar bindings ------------------------------------------------------------------
 
@@ -63,6 +64,31 @@ def _json_pairs(pairs: Sequence[tuple[str, str | None]]) -> str:
     return json.dumps([list(pair) for pair in pairs]) if pairs else "[]"
 
 
+class LocationRow(NamedTuple):
+    """The ``location`` columns a binding writes, in the table's order (the statement's)."""
+
+    ruid: str
+    aor: str
+    key_kind: str
+    key_value: str
+    username: str
+    domain: str | None
+    contact: str
+    received: str
+    path: str | None
+    expires: float
+    q: float | None
+    callid: str
+    cseq: int
+    last_modified: float
+    registered_at: float
+    user_agent: str | None
+    instance: str | None
+    reg_id: int | None
+    params: str
+    push: str
+
+
 class SqlBindingRepository:
     """``location`` rows (column names of Kamailio's usrloc, see ``store/tables.py``)."""
 
@@ -100,30 +126,31 @@ class SqlBindingRepository:
         for b in values:
             username, domain = _aor_user_domain(b.aor)
             rows.append(
-                {
-                    "ruid": ruid(b.key),
-                    "aor": b.aor,
-                    "key_kind": b.key.kind.value,
-                    "key_value": b.key.value,
-                    "username": username,
-                    "domain": domain,
-                    "contact": b.contact,
-                    "received": received_uri(b.received),
-                    "path": ", ".join(b.path) if b.path else None,
-                    "expires": b.expires_at,
-                    "q": b.q,
-                    "callid": b.call_id,
-                    "cseq": b.cseq,
-                    "last_modified": b.updated_at,
-                    "registered_at": b.registered_at,
-                    "user_agent": b.user_agent,
-                    "instance": b.instance,
-                    "reg_id": b.reg_id,
-                    "params": _json_pairs(b.params),
-                    "push": _json_pairs(b.push),
-                }
+                LocationRow(
+                    ruid=ruid(b.key),
+                    aor=b.aor,
+                    key_kind=b.key.kind.value,
+                    key_value=b.key.value,
+                    username=username,
+                    domain=domain,
+                    contact=b.contact,
+                    received=received_uri(b.received),
+                    path=", ".join(b.path) if b.path else None,
+                    expires=b.expires_at,
+                    q=b.q,
+                    callid=b.call_id,
+                    cseq=b.cseq,
+                    last_modified=b.updated_at,
+                    registered_at=b.registered_at,
+                    user_agent=b.user_agent,
+                    instance=b.instance,
+                    reg_id=b.reg_id,
+                    params=_json_pairs(b.params),
+                    push=_json_pairs(b.push),
+                )
             )
-        upsert(self._engine, tables.location, ("ruid",), rows)
+        with self._engine.begin() as conn:
+            upsert_values(conn, tables.location, LocationRow._fields, ("ruid",), rows)
 
     def delete(self, keys: Sequence[BindingKey], /) -> None:
         delete_keys(self._engine, tables.location, [{"ruid": ruid(key)} for key in keys])

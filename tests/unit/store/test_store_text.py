@@ -12,10 +12,10 @@ from sqlalchemy import exc
 from scaserver.push.pnparams import token_hash
 from scaserver.registrar.binding import BindingKey, KeyKind
 from scaserver.store import tables
-from scaserver.store.engine import _before_cursor_execute, is_row_fault, stored_text
+from scaserver.store.engine import FittedRows, _before_cursor_execute, is_row_fault, stored_text
 from scaserver.store.registrations import ruid
 from scaserver.store.repository import binding_key_text, token_key_text
-from scaserver.store.writes import fitted
+from scaserver.store.writes import fitted, fitted_batch
 
 
 @pytest.mark.parametrize(
@@ -138,3 +138,68 @@ def test_a_fitted_row_is_copied_only_when_something_in_it_changes() -> None:
     assert dirty["user_agent"] == "Phone\udcff"  # the caller's row is left alone
     too_long = {"ruid": "r" * 65}
     assert fitted(tables.location, too_long) == {"ruid": "r" * 64}
+
+
+class _Text(str):
+    """A ``str`` subclass: fitted like any text."""
+
+
+#: Columns of ``location`` of each kind: String(64), String(16), Text, Integer, Float.
+_BATCH_COLUMNS = ("ruid", "key_kind", "contact", "cseq", "expires")
+
+_BATCH_CELLS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=80),
+    st.text(alphabet=st.characters(max_codepoint=0x7F), min_size=10, max_size=80),  # ASCII, over 16
+    st.binary(max_size=24).map(lambda data: data.decode("utf-8", "surrogateescape")),
+    st.text(max_size=8).map(lambda text: f"a\x00{text}"),
+    st.text(max_size=70).map(_Text),
+)
+
+
+@given(st.lists(st.tuples(*[_BATCH_CELLS] * len(_BATCH_COLUMNS)), max_size=6))
+def test_a_batch_is_fitted_as_each_of_its_rows_is(rows: list[tuple[object, ...]]) -> None:
+    # Column by column or value by value, the one rule: fitted_batch equals fitted row by row.
+    sent = fitted_batch(tables.location, _BATCH_COLUMNS, rows)
+    assert type(sent) is FittedRows
+    assert sent == [
+        tuple(fitted(tables.location, dict(zip(_BATCH_COLUMNS, row, strict=True))).values()) for row in rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("Phone\udcff", "Phone\\xff"),
+        ("a\x00b", "a\\x00b"),
+        ("x" * 20, "x" * 16),  # cut to String(16)
+        ("é" * 20, "é" * 16),  # non-ASCII, cut
+        ("\udcff" * 5, "\\xff\\xff\\xff\\xff"),  # escaped, then cut
+        (_Text("kind"), "kind"),
+        (None, None),
+        (7, 7),  # not text: as it is
+    ],
+)
+def test_a_batch_column_with_something_to_fit(value: object, stored: object) -> None:
+    rows = [("r1", "contact"), ("r2", value)]
+    sent = fitted_batch(tables.location, ("ruid", "key_kind"), rows)
+    assert sent == [("r1", "contact"), ("r2", stored)]
+
+
+def test_a_storable_batch_is_passed_on_as_it_is() -> None:
+    rows = [("r" * 64, "contact", "<sip:a@192.0.2.1>", 1, 1.5), ("r2", None, "Téléphone", None, None)]
+    sent = fitted_batch(tables.location, _BATCH_COLUMNS, rows)
+    assert all(a is b for a, b in zip(sent, rows, strict=True))
+    assert fitted_batch(tables.location, _BATCH_COLUMNS, []) == []
+
+
+def test_a_fitted_batch_is_passed_on_unchecked_and_any_other_is_checked() -> None:
+    fitted_rows = FittedRows([("ruid", "contact")])
+    assert _before_cursor_execute(None, None, "INSERT", fitted_rows, None, True)[1] is fitted_rows
+    plain = [("Phone\udcff", 1), ("ok", 2)]
+    assert _before_cursor_execute(None, None, "INSERT", plain, None, True)[1] == [
+        ("Phone\\xff", 1),
+        ("ok", 2),
+    ]
