@@ -41,16 +41,20 @@ __all__ = [
     "tune_garbage_collector",
 ]
 
-GC_THRESHOLDS: Final = (50_000, 5, 3000)
+GC_THRESHOLDS: Final = (50_000, 1, 7000)
 """Generation thresholds of the cyclic garbage collector for a running server (CPython's
 defaults are (700, 10, 10)).  The automatic young collection is a backstop for a burst
-between two paced ones.  The middle generation is collected after 5 young collections, on
-the 6th (0.6 s): it scans the survivors of that time, the transactions still waiting out
-Timer J among them, 20-35 ms at 250 seize cycles a second (after 20, every 2.1 s, it took
-45-63 ms).  A full collection scans every object alive and not frozen: about 180 ms at 100
-seize cycles a second, 170-250 ms at 250 (bench/RESULTS.md).  It comes after 3000 middle
-collections, about every 30 minutes; the cycles it frees until then are few (a closed TCP
-or TLS connection, a failed deferred): the SIP path makes none."""
+between two paced ones.  The middle generation is collected after one young collection, on
+the second after it (every 0.3 s): it scans the survivors of that time, the transactions
+still waiting out Timer J among them.  Its pause grows with the time between two of them:
+after 20 young collections (2.1 s) it took 45-63 ms at 250 seize cycles a second, after 5
+(0.6 s) 9-22 ms at 550 seize cycles and 9-19 ms at 3800 REGISTER/s, after one (0.3 s) 4-10
+ms and 5-7 ms; every object that survives the young generation is scanned once in the middle
+one whatever the period, so the shorter period costs little more collector time in all
+(bench/RESULTS.md).  A full collection scans every object alive and not frozen: about 180
+ms at 100 seize cycles a second, 170-250 ms at 250.  It comes after 7000 middle collections,
+about every 35 minutes; the cycles it frees until then are few (a closed TCP or TLS
+connection, a failed deferred): the SIP path makes none."""
 
 YOUNG_INTERVAL_S: Final = 0.1
 """How often the running server collects the youngest generation: at a few thousand
