@@ -419,9 +419,8 @@ def register_edge_batch(scenario: str, count: int, profile: cProfile.Profile | N
 # --- the history feed of a seize cycle --------------------------------------------------------
 
 
-def seize_history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
-    """Seconds per seize cycle the history feed's mapper takes over the facts of ``count``
-    seize cycles (two appearance changes each), kept from a run of the core."""
+def seize_run(count: int) -> tuple[Driver, list[object]]:
+    """A core after ``count`` seize cycles, each on its own line, and the facts it delivered."""
     driver = Driver()
     populate(driver, range(count))
     facts: list[object] = []
@@ -429,6 +428,13 @@ def seize_history_batch(count: int, profile: cProfile.Profile | None, *, feed: b
     for n in range(count):
         seize_cycle(driver, n)
         driver.advance(1.0 / 40)
+    return driver, facts
+
+
+def seize_history_batch(count: int, profile: cProfile.Profile | None, *, feed: bool = False) -> float:
+    """Seconds per seize cycle the history feed's mapper takes over the facts of ``count``
+    seize cycles (two appearance changes each), kept from a run of the core."""
+    driver, facts = seize_run(count)
     return _timed_history(driver, facts, count, profile, feed=feed)
 
 

@@ -41,10 +41,9 @@ from bench.corecalls import (
     HISTORY_FACTS,
     REGISTRANT,
     Driver,
-    populate,
     refresh_texts,
     register_members,
-    seize_cycle,
+    seize_run,
 )
 from scaserver.registrar.binding import Binding, BindingAdded, BindingRefreshed
 from scaserver.reporting.history import HistoryRecorder
@@ -88,14 +87,7 @@ def history_rows(facts: list[object], kind: type[HistoryRow], count: int) -> lis
 
 def seize_facts(count: int) -> list[object]:
     """The bus facts of ``count`` seize cycles, each on its own line."""
-    driver = Driver()
-    populate(driver, range(count))
-    facts: list[object] = []
-    driver.facts = facts
-    for n in range(count):
-        seize_cycle(driver, n)
-        driver.advance(1.0 / 40)
-    return facts
+    return seize_run(count)[1]
 
 
 class DriverClock:
