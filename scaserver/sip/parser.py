@@ -207,7 +207,8 @@ def parse_message(data: bytes) -> Request | Response:
     del lines[0]
     # A line seen before is one look-up, all of them in one map (bench/RESULTS.md, hot-path
     # round 7, parser round 8); the others are read one by one.
-    fields: list[tuple[str, str]] = list(map(_fields.get, lines))  # type: ignore[arg-type]
+    # None for a line not seen before, replaced by its field in the loop below.
+    fields: list[tuple[str, str] | None] = list(map(_fields.get, lines))
     lengths: list[str] = []
     names = _names
     known = _fields
@@ -252,9 +253,11 @@ def parse_message(data: bytes) -> Request | Response:
             body = data[body_start : body_start + length]
     except MalformedMessage as error:
         if request_parts is not None and error.partial is None:
-            error.partial = Request(request_parts[0], request_parts[1], Headers(tuple(fields)), b"", version)
+            # The fields before the faulty line, each None among them replaced (no cast: a call).
+            read = tuple(fields)
+            error.partial = Request(request_parts[0], request_parts[1], Headers(read), b"", version)  # type: ignore[arg-type]
         raise
-    headers = Headers(tuple(fields))
+    headers = Headers(tuple(fields))  # type: ignore[arg-type]  # every None replaced by the loop
     if request_parts is not None:
         return Request(request_parts[0], request_parts[1], headers, body, version)
     return Response(status, reason, headers, body, version)
