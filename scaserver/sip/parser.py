@@ -253,9 +253,8 @@ def parse_message(data: bytes) -> Request | Response:
             body = data[body_start : body_start + length]
     except MalformedMessage as error:
         if request_parts is not None and error.partial is None:
-            # The fields before the faulty line, each None among them replaced (no cast: a call).
-            read = tuple(fields)
-            error.partial = Request(request_parts[0], request_parts[1], Headers(read), b"", version)  # type: ignore[arg-type]
+            read = Headers(tuple(fields))  # type: ignore[arg-type]  # each None before the faulty line replaced
+            error.partial = Request(request_parts[0], request_parts[1], read, b"", version)
         raise
     headers = Headers(tuple(fields))  # type: ignore[arg-type]  # every None replaced by the loop
     if request_parts is not None:
