@@ -1,6 +1,6 @@
 """The floor of a SIP server in Python on Twisted: what answering a REGISTER costs with no SIP.
 
-    python -m bench.floor [--rates 2500 5600] [--runs 3] [--seconds 3] [--out DIR]
+    python -m bench.floor [--rates 2500 5600] [--runs 3] [--warm N] [--pypy TREE] [--out DIR]
 
 Runs ``register.xml`` (the registrar step of ``bench/run``: one REGISTER per row of the
 2000-line population, each answered 200) side by side against three servers, each step
@@ -14,7 +14,11 @@ from /proc over the step, medians of ``--runs``):
   transaction, no registrar, no database, no log, no metrics: every one of those is work a
   real server adds on top of this;
 * ``kamailio-1w``: the reference with one worker (``bench/procs.py``);
-* ``scaserver``: this tree, as ``bench/run`` starts it.
+* ``scaserver``: this tree, as ``bench/run`` starts it;
+* ``scaserver-pypy`` (with ``--pypy TREE``): this tree built for PyPy by ``bench/pypybuild.py``.
+
+``--warm N`` runs N steps of each rate on each server before the measured ones, unrecorded:
+PyPy's JIT compiles the hot loops during the first few thousand requests.
 
 The ratio of ``floor`` to Kamailio is the lowest ratio any registrar written in Python on
 Twisted could reach on this machine: it is what the interpreter and the reactor cost per
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[2500.0, 5600.0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "floor")
+    parser.add_argument("--warm", type=int, default=0, help="unrecorded steps before the measured ones")
+    parser.add_argument("--pypy", type=Path, help="also a tree built by bench/pypybuild.py")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -148,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         Kamailio(out / "kamailio-1w", base + 40, 1),
         ScaServer(out / "scaserver", base + 80, base + 81),
     ]
+    if args.pypy is not None:
+        pypy = ScaServer(
+            out / "scaserver-pypy", base + 90, base + 91, tree=args.pypy.resolve(), name="scaserver-pypy"
+        )
+        targets.append(pypy)
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for target in targets:
-        target.start()
     try:
+        for target in targets:
+            target.start()
         for rate in args.rates:
             for index, target in enumerate(targets):
                 steps = [
@@ -166,21 +177,22 @@ def main(argv: list[str] | None = None) -> int:
                         inf=inf,
                         timeout_s=STEP_SECONDS + STEP_GRACE_S,
                     )
-                    for n in range(args.runs)
-                ]
+                    for n in range(-args.warm, args.runs)
+                ][args.warm :]
                 figures = median_cpu(steps)
                 results.setdefault(f"{rate:g}", {})[target.name] = figures
                 print(f"{rate:6g}/s {target.name:12} {json.dumps(figures)}", flush=True)
     finally:
         for target in targets:
             target.stop()
-    print("\n| REGISTER/s | floor | kamailio-1w | scaserver | floor / kamailio | scaserver / kamailio |")
-    print("|---|---|---|---|---|---|")
+    names = [target.name for target in targets]
+    versus = [name for name in names if name != "kamailio-1w"]
+    print("\n| REGISTER/s | " + " | ".join([*names, *(f"{name} / kamailio" for name in versus)]) + " |")
+    print("|---" * (1 + len(names) + len(versus)) + "|")
     for rate, row in results.items():
-        floor, kam, ours = (
-            row[name]["cpu_ms_per_register"] for name in ("floor", "kamailio-1w", "scaserver")
-        )
-        print(f"| {rate} | {floor:.4f} | {kam:.4f} | {ours:.4f} | {floor / kam:.2f} | {ours / kam:.2f} |")
+        cost = {name: row[name]["cpu_ms_per_register"] for name in names}
+        shown = [f"{cost[n]:.4f}" for n in names] + [f"{cost[n] / cost['kamailio-1w']:.2f}" for n in versus]
+        print(f"| {rate} | " + " | ".join(shown) + " |")
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

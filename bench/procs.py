@@ -190,12 +190,27 @@ def lag_report(
 
 
 class ScaServer(Target):
-    def __init__(self, workdir: Path, port: int, http_port: int, *, python_args: Sequence[str] = ()) -> None:
-        self.name, self.port, self.http_port, self.workdir = "scaserver", port, http_port, workdir
+    def __init__(
+        self,
+        workdir: Path,
+        port: int,
+        http_port: int,
+        *,
+        python_args: Sequence[str] = (),
+        tree: Path = ROOT,
+        name: str = "scaserver",
+    ) -> None:
+        self.name, self.port, self.http_port, self.workdir = name, port, http_port, workdir
         self.python_args = list(python_args)
         """Put before ``-m scaserver.cli run`` (e.g. ``-m cProfile -o FILE``)."""
+        self.tree = tree
+        """The tree run, with its ``.venv`` (another one: ``bench/pypybuild.py``)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.db_file = workdir / "scaserver.db"
+
+    @property
+    def python(self) -> Path:
+        return self.tree / ".venv" / "bin" / "python"
 
     @property
     def db_url(self) -> str:
@@ -210,8 +225,8 @@ class ScaServer(Target):
             shutil.copyfile(template, self.db_file)
             return
         subprocess.run(
-            [str(PYTHON), "-m", "scaserver.cli", "db", "upgrade", "--db", self.db_url],
-            cwd=ROOT,
+            [str(self.python), "-m", "scaserver.cli", "db", "upgrade", "--db", self.db_url],
+            cwd=self.tree,
             check=True,
             capture_output=True,
             timeout=120,
@@ -230,7 +245,7 @@ class ScaServer(Target):
         started = time.monotonic()
         self.process = subprocess.Popen(
             [
-                str(PYTHON),
+                str(self.python),
                 *self.python_args,
                 "-m",
                 "scaserver.cli",
@@ -244,7 +259,7 @@ class ScaServer(Target):
                 "--config",
                 str(config),
             ],
-            cwd=ROOT,
+            cwd=self.tree,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
