@@ -171,15 +171,15 @@ def _pattern(pattern: ast.pattern, subject: ast.expr) -> ast.expr:
         return _all(conditions)
     if isinstance(pattern, ast.MatchSequence):
         return _sequence(pattern, subject)
-    if isinstance(pattern, ast.MatchMapping):
-        conditions = [_call("isinstance", subject, _load("dict"))]
-        for key, each in zip(pattern.keys, pattern.patterns, strict=True):
-            conditions.append(ast.Compare(key, [ast.In()], [subject]))
-            conditions.append(_pattern(each, ast.Subscript(subject, key, ast.Load())))
-        if pattern.rest:
-            conditions.append(_bound(pattern.rest, subject))
-        return _all(conditions)
-    raise NotImplementedError(f"pattern {ast.dump(pattern)}")
+    # What is left is a mapping: a star pattern stands only inside a sequence (_sequence).
+    assert isinstance(pattern, ast.MatchMapping), ast.dump(pattern)
+    conditions = [_call("isinstance", subject, _load("dict"))]
+    for key, each in zip(pattern.keys, pattern.patterns, strict=True):
+        conditions.append(ast.Compare(key, [ast.In()], [subject]))
+        conditions.append(_pattern(each, ast.Subscript(subject, key, ast.Load())))
+    if pattern.rest:
+        conditions.append(_bound(pattern.rest, subject))
+    return _all(conditions)
 
 
 def _sequence(pattern: ast.MatchSequence, subject: ast.expr) -> ast.expr:
